@@ -1,0 +1,320 @@
+//! The agent's settings: every one has a flag, an environment variable
+//! (`NUDGE_AGENT_…`) and a default. The names are a contract shared with the
+//! Helm chart and the README.
+//!
+//! Each flag's value name is its environment variable, so a bad value is
+//! reported by the name an operator actually set
+//! (`invalid value 'x' for '--listen <NUDGE_AGENT_LISTEN>'`), and start-up
+//! stops with exit code 64 (EX_USAGE).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::outbox::{Durability, OutboxConfig};
+use crate::shipper::ShipperConfig;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "nudge-agent",
+    version,
+    about = "Nudge sidecar: Segment-compatible intake, durable outbox, gRPC shipping"
+)]
+pub struct Config {
+    /// Where applications call the agent (Segment tracking API). Keep it on
+    /// loopback: the intake trusts its callers.
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_LISTEN",
+        value_name = "NUDGE_AGENT_LISTEN",
+        default_value = "127.0.0.1:7070"
+    )]
+    pub listen: SocketAddr,
+
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_ADMIN_LISTEN",
+        value_name = "NUDGE_AGENT_ADMIN_LISTEN",
+        default_value = "0.0.0.0:7071"
+    )]
+    pub admin_listen: SocketAddr,
+
+    /// Directory of the durable outbox (sled segments and quarantine).
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_DATA_DIR",
+        value_name = "NUDGE_AGENT_DATA_DIR",
+        default_value = "./data/agent"
+    )]
+    pub data_dir: PathBuf,
+
+    /// The control plane's gRPC address (http://host:port).
+    #[arg(long, env = "NUDGE_AGENT_CONTROL_PLANE", value_name = "NUDGE_AGENT_CONTROL_PLANE", default_value = "http://127.0.0.1:50051", value_parser = parse_control_plane)]
+    pub control_plane: String,
+
+    /// Quota on the bytes of events waiting in the outbox; when full, intake
+    /// answers 503 with Retry-After. Accepts KiB/MiB/GiB suffixes.
+    #[arg(long, env = "NUDGE_AGENT_MAX_OUTBOX_BYTES", value_name = "NUDGE_AGENT_MAX_OUTBOX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub max_outbox_bytes: u64,
+
+    /// This agent's identity in batches sent to the control plane. Defaults
+    /// to the host name (the pod name on Kubernetes).
+    #[arg(long, env = "NUDGE_AGENT_ID", value_name = "NUDGE_AGENT_ID")]
+    pub agent_id: Option<String>,
+
+    /// Comma-separated write keys accepted at intake. Empty: any key (or none).
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_WRITE_KEYS",
+        value_name = "NUDGE_AGENT_WRITE_KEYS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub write_keys: Vec<String>,
+
+    /// `fsync`: answer only once the call is on disk (group commit).
+    /// `unsafe-ack-before-flush`: answer before the flush; a crash can lose
+    /// the last ~500 ms of acknowledged calls.
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_DURABILITY",
+        value_name = "NUDGE_AGENT_DURABILITY",
+        default_value = "fsync"
+    )]
+    pub durability: DurabilityArg,
+
+    /// Bytes an outbox segment takes before a new one is started; drained
+    /// segments are deleted whole, which is how disk space is given back.
+    #[arg(long, env = "NUDGE_AGENT_SEGMENT_BYTES", value_name = "NUDGE_AGENT_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub segment_bytes: u64,
+
+    /// sled page cache per open segment.
+    #[arg(long, env = "NUDGE_AGENT_CACHE_BYTES", value_name = "NUDGE_AGENT_CACHE_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    pub cache_bytes: u64,
+
+    /// Most events in one batch to the control plane.
+    #[arg(long, env = "NUDGE_AGENT_BATCH_MAX_EVENTS", value_name = "NUDGE_AGENT_BATCH_MAX_EVENTS", default_value = "500", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_max_events: u32,
+
+    /// Most encoded bytes in one batch (a single larger event is still sent alone).
+    #[arg(long, env = "NUDGE_AGENT_BATCH_MAX_BYTES", value_name = "NUDGE_AGENT_BATCH_MAX_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub batch_max_bytes: u64,
+
+    /// How long a partial batch waits for more events before it is sent.
+    #[arg(long, env = "NUDGE_AGENT_BATCH_LINGER", value_name = "NUDGE_AGENT_BATCH_LINGER", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub batch_linger: Duration,
+
+    /// First retry delay after a failed shipment (then doubling, full jitter).
+    #[arg(long, env = "NUDGE_AGENT_RETRY_INITIAL", value_name = "NUDGE_AGENT_RETRY_INITIAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub retry_initial: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, env = "NUDGE_AGENT_RETRY_MAX", value_name = "NUDGE_AGENT_RETRY_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub retry_max: Duration,
+
+    /// Deadline of one Ingest.Push call.
+    #[arg(long, env = "NUDGE_AGENT_SHIP_TIMEOUT", value_name = "NUDGE_AGENT_SHIP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ship_timeout: Duration,
+
+    /// On SIGTERM: how long to keep shipping before exiting; what is left
+    /// stays on disk for the next start.
+    #[arg(long, env = "NUDGE_AGENT_SHUTDOWN_GRACE", value_name = "NUDGE_AGENT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Retry-After given to clients when the outbox quota is full.
+    #[arg(long, env = "NUDGE_AGENT_RETRY_AFTER", value_name = "NUDGE_AGENT_RETRY_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_after: Duration,
+
+    /// Log format on stderr: `text` or `json`.
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_LOG_FORMAT",
+        value_name = "NUDGE_AGENT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    Fsync,
+    UnsafeAckBeforeFlush,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A setting that parses but does not make sense with the others.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct InvalidSetting {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+impl Config {
+    /// Checks what single values cannot: relations between settings.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let invalid = |setting, problem: String| Err(InvalidSetting { setting, problem });
+        if self.max_outbox_bytes < 1 << 20 {
+            return invalid(
+                "NUDGE_AGENT_MAX_OUTBOX_BYTES",
+                "must be at least 1MiB".into(),
+            );
+        }
+        if self.segment_bytes < 64 << 10 || self.segment_bytes > self.max_outbox_bytes {
+            return invalid(
+                "NUDGE_AGENT_SEGMENT_BYTES",
+                "must be at least 64KiB and at most NUDGE_AGENT_MAX_OUTBOX_BYTES".into(),
+            );
+        }
+        if self.batch_max_bytes > 8 << 20 {
+            return invalid(
+                "NUDGE_AGENT_BATCH_MAX_BYTES",
+                "must be at most 8MiB (the control plane's message limit is 16MiB)".into(),
+            );
+        }
+        if self.retry_initial.is_zero() || self.retry_initial > self.retry_max {
+            return invalid(
+                "NUDGE_AGENT_RETRY_INITIAL",
+                "must be above zero and at most NUDGE_AGENT_RETRY_MAX".into(),
+            );
+        }
+        if self.ship_timeout.is_zero() {
+            return invalid("NUDGE_AGENT_SHIP_TIMEOUT", "must be above zero".into());
+        }
+        if self.write_keys.iter().any(|k| k.trim() != k) {
+            return invalid(
+                "NUDGE_AGENT_WRITE_KEYS",
+                "write keys must not have surrounding spaces".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn outbox(&self) -> OutboxConfig {
+        let mut outbox = OutboxConfig::new(&self.data_dir);
+        outbox.max_bytes = self.max_outbox_bytes;
+        outbox.segment_max_bytes = self.segment_bytes;
+        outbox.cache_capacity = self.cache_bytes;
+        outbox.retry_after = self.retry_after;
+        outbox.durability = match self.durability {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::UnsafeAckBeforeFlush => Durability::UnsafeAckBeforeFlush,
+        };
+        outbox
+    }
+
+    pub fn shipper(&self) -> ShipperConfig {
+        ShipperConfig {
+            agent_id: self.agent_id.clone().unwrap_or_else(default_agent_id),
+            max_events: self.batch_max_events as usize,
+            max_bytes: self.batch_max_bytes as usize,
+            linger: self.batch_linger,
+            retry_initial: self.retry_initial,
+            retry_max: self.retry_max,
+            timeout: self.ship_timeout,
+        }
+    }
+
+    /// Write keys accepted at intake; empty means any.
+    pub fn accepted_write_keys(&self) -> Vec<String> {
+        self.write_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
+/// The host name (a pod's name on Kubernetes), else a fixed placeholder.
+fn default_agent_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "nudge-agent".to_owned())
+}
+
+fn parse_control_plane(value: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = value
+        .parse()
+        .map_err(|e| format!("not a URI ({e}); expected http://host:port"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(value.trim_end_matches('/').to_owned()),
+        (Some("https"), _) => {
+            Err("https (TLS to the control plane) is not supported yet; use http://".into())
+        }
+        _ => Err("expected http://host:port".into()),
+    }
+}
+
+/// Parses a byte size: a plain number or one with a KiB/MiB/GiB (or KB/MB/GB,
+/// also binary) suffix.
+pub fn parse_bytes(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{value}' is not a byte size such as 512MiB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("'{value}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_and_without_units() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::try_parse_from(["nudge-agent"]).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_environment_variable() {
+        let error = Config::try_parse_from(["nudge-agent", "--listen", "nowhere"]).unwrap_err();
+        assert!(error.to_string().contains("NUDGE_AGENT_LISTEN"), "{error}");
+        let error =
+            Config::try_parse_from(["nudge-agent", "--control-plane", "ftp://x"]).unwrap_err();
+        assert!(
+            error.to_string().contains("NUDGE_AGENT_CONTROL_PLANE"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused_by_name() {
+        let config = Config::try_parse_from(["nudge-agent", "--segment-bytes", "2GiB"]).unwrap();
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.setting, "NUDGE_AGENT_SEGMENT_BYTES");
+    }
+}

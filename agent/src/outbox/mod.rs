@@ -1,0 +1,619 @@
+//! The durable outbox: every accepted call waits here until the control plane
+//! has acknowledged it.
+//!
+//! # Invariants
+//!
+//! 1. **Ack only after fsync.** [`Outbox::append`] returns `Ok` only once its
+//!    records are flushed to disk (in [`Durability::Fsync`], the default).
+//!    Concurrent appends share one flush (group commit, see [`flusher`]).
+//! 2. **Delete only after the control plane's ack.** Records leave the outbox
+//!    through [`Outbox::remove`], which the shipper calls after `Ingest.Push`
+//!    acknowledged them, or through [`Outbox::quarantine`]. Deletes are not
+//!    flushed eagerly: if they are lost in a crash, the records are shipped
+//!    again and the control plane's dedupe absorbs them.
+//! 3. **Never a silent drop.** When the byte quota is full, `append` refuses
+//!    with [`AppendError::QuotaFull`] and writes nothing.
+//! 4. **Only durable records are shipped.** The shipper reads up to the last
+//!    flushed sequence number, so the control plane never sees a call whose
+//!    client did not get (or will not get) a success answer.
+//! 5. **A bad record never stops the agent.** A segment that sled cannot open
+//!    is moved to `quarantine/` at start-up; a record that cannot be decoded is
+//!    moved to the quarantine database by the shipper. Both are counted.
+//!
+//! # Why segments
+//!
+//! sled 0.34 does not give back disk space after insert-then-delete, which is
+//! exactly an outbox's workload. So the outbox is a chain of *segments*, each
+//! its own small sled database in `outbox/seg-<id>/`. New records go to the
+//! active segment; once it has taken `segment_max_bytes` it is flushed,
+//! sealed and closed (which also returns its page cache, keeping memory near
+//! one segment's `cache_capacity` whatever the backlog). The shipper drains
+//! segments oldest first and deletes a drained segment's directory, which is
+//! the only reliable way to reclaim sled's space. A drained active segment
+//! that has taken a fair amount of data is rotated too, so disk use returns
+//! to its floor after a backlog.
+//!
+//! Keys are big-endian `u64` sequence numbers, global across segments, so a
+//! segment's key order is arrival order and recovery finds the next number
+//! from the newest key on disk.
+
+mod flusher;
+mod segment;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, watch};
+
+use crate::metrics::Metrics;
+pub use flusher::run_flusher;
+use segment::Segment;
+
+/// When `append` may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Answer after the records are flushed to disk (group commit). Default.
+    Fsync,
+    /// Answer as soon as the records are in sled's memory; sled's background
+    /// flush (every `flush_every`) makes them durable. A crash can lose the
+    /// last moments of acknowledged calls. Opt-in, for throughput over safety.
+    UnsafeAckBeforeFlush,
+}
+
+/// How the outbox is laid out and bounded.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// The agent's data directory; the outbox lives in `outbox/` and
+    /// `quarantine/` below it.
+    pub data_dir: PathBuf,
+    /// Quota on the encoded bytes of records waiting to be shipped.
+    pub max_bytes: u64,
+    /// Bytes a segment takes before it is sealed and a new one started.
+    pub segment_max_bytes: u64,
+    /// sled's page cache per open segment.
+    pub cache_capacity: u64,
+    pub durability: Durability,
+    /// The hint given to clients refused for a full quota.
+    pub retry_after: Duration,
+    /// sled's background flush period.
+    pub flush_every: Duration,
+}
+
+impl OutboxConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            max_bytes: 1 << 30,
+            segment_max_bytes: 64 << 20,
+            cache_capacity: 16 << 20,
+            durability: Durability::Fsync,
+            retry_after: Duration::from_secs(5),
+            flush_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why an append was refused. Nothing was written when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The byte quota is full; the caller should answer 503 + Retry-After.
+    #[error("outbox quota full ({used} of {quota} bytes used)")]
+    QuotaFull {
+        used: u64,
+        quota: u64,
+        retry_after: Duration,
+    },
+    /// The agent is shutting down and accepts no more calls.
+    #[error("agent is shutting down")]
+    ShuttingDown,
+    /// sled failed; the call was not made durable.
+    #[error("outbox storage error: {0}")]
+    Storage(String),
+}
+
+/// A failure of the outbox itself (opening, reading, deleting).
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("outbox storage: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+/// What a successful append returns: the records are durable.
+#[derive(Debug, Clone)]
+pub struct AppendReceipt {
+    /// Outbox sequence numbers assigned to the records, in order.
+    pub seqs: Vec<u64>,
+}
+
+/// One stored record, as the shipper reads it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: u64,
+    pub bytes: Bytes,
+}
+
+/// Records read from one segment, oldest first.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub segment_id: u64,
+    pub records: Vec<Record>,
+}
+
+impl Batch {
+    pub fn encoded_bytes(&self) -> usize {
+        self.records.iter().map(|r| r.bytes.len()).sum()
+    }
+}
+
+/// Where the flushing stands, published to waiting appenders.
+#[derive(Debug, Clone, Copy, Default)]
+struct FlushStatus {
+    /// Every record with a sequence number up to this one is on disk.
+    durable_seq: u64,
+    /// The highest sequence number whose flush failed (0 when none did).
+    failed_through: u64,
+}
+
+/// The segments, guarded by one mutex that is held only for in-memory work
+/// and sled inserts (microseconds), never across a flush in the hot path.
+struct Layout {
+    /// The next sequence number to assign.
+    next_seq: u64,
+    /// Where appends go.
+    active: Arc<Segment>,
+    /// Sealed segments, oldest first. They are flushed and read-only.
+    sealed: VecDeque<Sealed>,
+}
+
+/// A sealed segment: closed (its page cache returned) until the shipper
+/// reaches it.
+enum Sealed {
+    Closed { id: u64, path: PathBuf, events: u64 },
+    Open(Arc<Segment>),
+}
+
+impl Sealed {
+    fn id(&self) -> u64 {
+        match self {
+            Sealed::Closed { id, .. } => *id,
+            Sealed::Open(segment) => segment.id,
+        }
+    }
+}
+
+struct Inner {
+    config: OutboxConfig,
+    metrics: Metrics,
+    layout: Mutex<Layout>,
+    /// Highest sequence number inserted (not necessarily flushed).
+    written_seq: AtomicU64,
+    /// Records and encoded bytes waiting, across all segments.
+    events: AtomicU64,
+    bytes: AtomicU64,
+    flush_status: watch::Sender<FlushStatus>,
+    /// Wakes the flusher: appends are waiting for durability.
+    flush_wanted: Notify,
+    /// Wakes the shipper: new durable records.
+    data_ready: Notify,
+    accepting: AtomicBool,
+    quarantine: sled::Db,
+}
+
+/// The outbox. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+const SEGMENTS_DIR: &str = "outbox";
+const QUARANTINE_DIR: &str = "quarantine";
+
+impl Outbox {
+    /// Opens (or creates) the outbox and recovers what a previous run left:
+    /// every segment on disk becomes sealed and is shipped oldest first; a new
+    /// active segment takes new appends. Blocking: call before serving.
+    pub fn open(config: OutboxConfig, metrics: Metrics) -> Result<Self, OutboxError> {
+        let segments_dir = config.data_dir.join(SEGMENTS_DIR);
+        let quarantine_dir = config.data_dir.join(QUARANTINE_DIR);
+        create_dir(&segments_dir)?;
+        create_dir(&quarantine_dir)?;
+        let quarantine = sled::Config::new()
+            .path(quarantine_dir.join("records"))
+            .cache_capacity(1 << 20)
+            .open()?;
+
+        let mut sealed = VecDeque::new();
+        let mut max_seq = 0;
+        let mut max_id = 0;
+        let (mut events, mut bytes) = (0, 0);
+        for (id, path) in segment::list(&segments_dir)? {
+            max_id = max_id.max(id);
+            match Segment::recover(id, &path, &config) {
+                Ok(recovered) => {
+                    max_seq = max_seq.max(recovered.max_seq);
+                    if recovered.events == 0 {
+                        remove_dir(&path);
+                        continue;
+                    }
+                    events += recovered.events;
+                    bytes += recovered.bytes;
+                    sealed.push_back(Sealed::Closed {
+                        id,
+                        path,
+                        events: recovered.events,
+                    });
+                }
+                Err(reason) => {
+                    let aside = quarantine_dir.join(format!("seg-{id:016x}-unreadable"));
+                    tracing::error!(segment = id, %reason, to = %aside.display(), "outbox segment cannot be opened; moved to quarantine");
+                    metrics.outbox_segments_quarantined.inc();
+                    if let Err(source) = std::fs::rename(&path, &aside) {
+                        return Err(OutboxError::Io { path, source });
+                    }
+                }
+            }
+        }
+        let active = Arc::new(Segment::create(max_id + 1, &segments_dir, &config)?);
+        if events > 0 {
+            tracing::info!(
+                events,
+                bytes,
+                segments = sealed.len(),
+                "recovered outbox backlog"
+            );
+        }
+        let inner = Inner {
+            layout: Mutex::new(Layout {
+                next_seq: max_seq + 1,
+                active,
+                sealed,
+            }),
+            written_seq: AtomicU64::new(max_seq),
+            events: AtomicU64::new(events),
+            bytes: AtomicU64::new(bytes),
+            flush_status: watch::Sender::new(FlushStatus {
+                durable_seq: max_seq,
+                failed_through: 0,
+            }),
+            flush_wanted: Notify::new(),
+            data_ready: Notify::new(),
+            accepting: AtomicBool::new(true),
+            quarantine,
+            config,
+            metrics,
+        };
+        let outbox = Self {
+            inner: Arc::new(inner),
+        };
+        outbox.publish_gauges();
+        Ok(outbox)
+    }
+
+    /// Appends records atomically (all or none) and returns once they are
+    /// durable on disk (group commit with concurrent callers).
+    pub async fn append(&self, records: Vec<Bytes>) -> Result<AppendReceipt, AppendError> {
+        let inner = &self.inner;
+        if !inner.accepting.load(Ordering::Acquire) {
+            return Err(AppendError::ShuttingDown);
+        }
+        let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
+        let seqs = {
+            let mut layout = self.layout();
+            let used = inner.bytes.load(Ordering::Acquire);
+            if used + incoming > inner.config.max_bytes {
+                return Err(AppendError::QuotaFull {
+                    used,
+                    quota: inner.config.max_bytes,
+                    retry_after: inner.config.retry_after,
+                });
+            }
+            if layout.active.written_bytes() >= inner.config.segment_max_bytes {
+                self.rotate(&mut layout)
+                    .map_err(|e| AppendError::Storage(e.to_string()))?;
+            }
+            let first = layout.next_seq;
+            let seqs: Vec<u64> = (first..first + records.len() as u64).collect();
+            layout
+                .active
+                .insert(&seqs, &records)
+                .map_err(|e| AppendError::Storage(e.to_string()))?;
+            layout.next_seq += records.len() as u64;
+            inner
+                .events
+                .fetch_add(records.len() as u64, Ordering::AcqRel);
+            inner.bytes.fetch_add(incoming, Ordering::AcqRel);
+            // Published under the lock so that `written_seq` only ever covers
+            // records that are already inserted (the flusher relies on it).
+            inner
+                .written_seq
+                .store(layout.next_seq - 1, Ordering::Release);
+            seqs
+        };
+        self.publish_gauges();
+        inner.flush_wanted.notify_one();
+        let Some(&last) = seqs.last() else {
+            return Ok(AppendReceipt { seqs });
+        };
+        if inner.config.durability == Durability::Fsync {
+            let mut status = inner.flush_status.subscribe();
+            let settled = status
+                .wait_for(|s| s.durable_seq >= last || s.failed_through >= last)
+                .await
+                .map_err(|_| AppendError::Storage("outbox flusher stopped".into()))?;
+            if settled.durable_seq < last {
+                return Err(AppendError::Storage(
+                    "flushing the outbox to disk failed".into(),
+                ));
+            }
+        }
+        Ok(AppendReceipt { seqs })
+    }
+
+    /// Stops accepting appends (graceful shutdown). Already accepted records
+    /// stay and are shipped or kept for the next start.
+    pub fn stop_accepting(&self) {
+        self.inner.accepting.store(false, Ordering::Release);
+    }
+
+    /// Reads up to `max_events` / `max_bytes` durable records from the
+    /// oldest segment that has any (at least one record even if it alone is
+    /// larger than `max_bytes`). `None` when nothing is waiting.
+    pub fn next_batch(
+        &self,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Batch>, OutboxError> {
+        let durable_seq = self.inner.flush_status.borrow().durable_seq;
+        loop {
+            let (segment, bound) = {
+                let mut layout = self.layout();
+                // Sealed segments were flushed when sealed: all of them is durable.
+                match layout.sealed.front_mut() {
+                    Some(Sealed::Open(segment)) => (Arc::clone(segment), u64::MAX),
+                    Some(closed @ Sealed::Closed { .. }) => {
+                        let Sealed::Closed { id, path, .. } = &*closed else {
+                            unreachable!("matched Closed above")
+                        };
+                        let segment = Arc::new(Segment::open(*id, path, &self.inner.config)?);
+                        *closed = Sealed::Open(Arc::clone(&segment));
+                        (segment, u64::MAX)
+                    }
+                    None => (Arc::clone(&layout.active), durable_seq),
+                }
+            };
+            let records = segment.read(bound, max_events, max_bytes)?;
+            if !records.is_empty() {
+                return Ok(Some(Batch {
+                    segment_id: segment.id,
+                    records,
+                }));
+            }
+            // An empty sealed segment (e.g. its last records were
+            // quarantined) is finished: drop it and look at the next one.
+            if !self.retire_if_drained(segment.id) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Deletes records the control plane acknowledged.
+    pub fn remove(&self, segment_id: u64, records: &[Record]) -> Result<(), OutboxError> {
+        let Some(segment) = self.open_segment(segment_id) else {
+            return Ok(());
+        };
+        let (events, bytes) = segment.remove(records)?;
+        self.inner.events.fetch_sub(events, Ordering::AcqRel);
+        self.inner.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.retire_if_drained(segment_id);
+        self.publish_gauges();
+        Ok(())
+    }
+
+    /// Moves a record that cannot be shipped (undecodable) to the quarantine
+    /// database, where an operator can inspect it, and counts it.
+    pub fn quarantine(
+        &self,
+        segment_id: u64,
+        record: &Record,
+        reason: &str,
+    ) -> Result<(), OutboxError> {
+        let mut key = record.seq.to_be_bytes().to_vec();
+        key.extend_from_slice(reason.as_bytes());
+        self.inner.quarantine.insert(key, record.bytes.as_ref())?;
+        self.inner.quarantine.flush()?;
+        self.inner.metrics.outbox_quarantined.inc();
+        tracing::warn!(
+            seq = record.seq,
+            segment = segment_id,
+            reason,
+            "outbox record quarantined"
+        );
+        self.remove(segment_id, std::slice::from_ref(record))
+    }
+
+    /// Waits until new records may be ready to ship.
+    pub async fn data_ready(&self) {
+        self.inner.data_ready.notified().await;
+    }
+
+    /// Records waiting to be shipped.
+    pub fn pending_events(&self) -> u64 {
+        self.inner.events.load(Ordering::Acquire)
+    }
+
+    /// Encoded bytes waiting to be shipped (what the quota counts).
+    pub fn pending_bytes(&self) -> u64 {
+        self.inner.bytes.load(Ordering::Acquire)
+    }
+
+    /// Bytes the outbox occupies on disk (all segments).
+    pub fn disk_bytes(&self) -> u64 {
+        dir_size(&self.inner.config.data_dir.join(SEGMENTS_DIR))
+    }
+
+    /// Segments on disk, including the active one.
+    pub fn segment_count(&self) -> usize {
+        self.layout().sealed.len() + 1
+    }
+
+    /// Refreshes the gauges that are costly to keep current (disk use).
+    /// Called when metrics are scraped.
+    pub fn refresh_disk_gauges(&self) {
+        self.inner
+            .metrics
+            .outbox_disk_bytes
+            .set(self.disk_bytes() as i64);
+        self.inner
+            .metrics
+            .outbox_segments
+            .set(self.segment_count() as i64);
+    }
+
+    /// Flushes everything (appends and deletes) to disk. For shutdown.
+    pub fn flush(&self) -> Result<(), OutboxError> {
+        let active = Arc::clone(&self.layout().active);
+        active.flush()?;
+        for sealed in &self.layout().sealed {
+            if let Sealed::Open(segment) = sealed {
+                segment.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn layout(&self) -> MutexGuard<'_, Layout> {
+        // A panic while holding the lock leaves the layout consistent (every
+        // mutation is a single push/pop/assignment), so poisoning is ignored.
+        self.inner
+            .layout
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn open_segment(&self, segment_id: u64) -> Option<Arc<Segment>> {
+        let layout = self.layout();
+        if layout.active.id == segment_id {
+            return Some(Arc::clone(&layout.active));
+        }
+        layout.sealed.iter().find_map(|sealed| match sealed {
+            Sealed::Open(segment) if segment.id == segment_id => Some(Arc::clone(segment)),
+            _ => None,
+        })
+    }
+
+    /// Seals the active segment and starts a new one. Called with the layout
+    /// lock held, so no append can slip into the old segment afterwards.
+    fn rotate(&self, layout: &mut Layout) -> Result<(), OutboxError> {
+        let segments_dir = self.inner.config.data_dir.join(SEGMENTS_DIR);
+        let next = Arc::new(Segment::create(
+            layout.active.id + 1,
+            &segments_dir,
+            &self.inner.config,
+        )?);
+        let old = std::mem::replace(&mut layout.active, next);
+        // Appends acknowledged from the old segment must be on disk before it
+        // is closed; the flusher only ever flushes the active segment.
+        old.flush()?;
+        let (events, _) = old.live();
+        if events == 0 {
+            drop_segment(old);
+        } else {
+            layout.sealed.push_back(Sealed::Closed {
+                id: old.id,
+                path: old.path.clone(),
+                events,
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a segment that has nothing left to ship: a sealed one always,
+    /// the active one once it has taken `ROTATE_DRAINED_ACTIVE_BYTES` (so the
+    /// space sled keeps after deletes is given back). Returns whether a
+    /// segment was retired.
+    fn retire_if_drained(&self, segment_id: u64) -> bool {
+        let mut layout = self.layout();
+        if layout.active.id == segment_id {
+            let drained = layout.active.live().0 == 0;
+            let worth_it = layout.active.written_bytes() >= ROTATE_DRAINED_ACTIVE_BYTES;
+            if drained && worth_it {
+                if let Err(error) = self.rotate(&mut layout) {
+                    tracing::warn!(%error, "could not rotate the drained active segment");
+                }
+            }
+            return false;
+        }
+        let position = layout.sealed.iter().position(|s| s.id() == segment_id);
+        let Some(position) = position else {
+            return false;
+        };
+        let drained = match &layout.sealed[position] {
+            Sealed::Open(segment) => segment.live().0 == 0,
+            Sealed::Closed { events, .. } => *events == 0,
+        };
+        if !drained {
+            return false;
+        }
+        if let Some(Sealed::Open(segment)) = layout.sealed.remove(position) {
+            drop_segment(segment);
+        }
+        true
+    }
+
+    fn publish_gauges(&self) {
+        let metrics = &self.inner.metrics;
+        metrics.outbox_events.set(self.pending_events() as i64);
+        metrics.outbox_bytes.set(self.pending_bytes() as i64);
+    }
+}
+
+/// The active segment is rotated once drained if it has taken this much, so
+/// its unreclaimed space is bounded by roughly this amount.
+const ROTATE_DRAINED_ACTIVE_BYTES: u64 = 4 << 20;
+
+/// Closes a segment and deletes its directory. A failure to delete only
+/// leaves garbage that the next start cleans up (an empty segment).
+fn drop_segment(segment: Arc<Segment>) {
+    let path = segment.path.clone();
+    drop(segment);
+    remove_dir(&path);
+}
+
+fn remove_dir(path: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(path) {
+        tracing::warn!(path = %path.display(), %error, "could not delete drained outbox segment");
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), OutboxError> {
+    std::fs::create_dir_all(path).map_err(|source| OutboxError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! Tests of the outbox's invariants (see the module doc).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+fn config(dir: &Path) -> OutboxConfig {
+    let mut config = OutboxConfig::new(dir);
+    config.segment_max_bytes = 64 << 10;
+    config.cache_capacity = 1 << 20;
+    config
+}
+
+fn record(n: usize, len: usize) -> Bytes {
+    let mut bytes = format!("record-{n:08}-").into_bytes();
+    bytes.resize(len, b'x');
+    Bytes::from(bytes)
+}
+
+/// An outbox with its flusher running; the token stops the flusher.
+fn start(config: OutboxConfig) -> (Outbox, CancellationToken) {
+    let outbox = Outbox::open(config, Metrics::new()).unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(run_flusher(outbox.clone(), stop.clone()));
+    (outbox, stop)
+}
+
+fn drain(outbox: &Outbox) -> Vec<Bytes> {
+    let mut shipped = Vec::new();
+    while let Some(batch) = outbox.next_batch(100, 1 << 20).unwrap() {
+        shipped.extend(batch.records.iter().map(|r| r.bytes.clone()));
+        outbox.remove(batch.segment_id, &batch.records).unwrap();
+    }
+    shipped
+}
+
+#[tokio::test]
+async fn appended_records_are_read_back_in_order_and_removed_after_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _stop) = start(config(dir.path()));
+    for n in 0..10 {
+        outbox.append(vec![record(n, 100)]).await.unwrap();
+    }
+    assert_eq!(outbox.pending_events(), 10);
+    let batch = outbox.next_batch(4, 1 << 20).unwrap().unwrap();
+    assert_eq!(batch.records.len(), 4);
+    // Reading again without removing returns the same records: nothing is
+    // lost when a shipment fails.
+    let again = outbox.next_batch(4, 1 << 20).unwrap().unwrap();
+    assert_eq!(
+        batch.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        again.records.iter().map(|r| r.seq).collect::<Vec<_>>()
+    );
+    outbox.remove(batch.segment_id, &batch.records).unwrap();
+    assert_eq!(outbox.pending_events(), 6);
+    let rest = drain(&outbox);
+    assert_eq!(rest, (4..10).map(|n| record(n, 100)).collect::<Vec<_>>());
+    assert_eq!(outbox.pending_bytes(), 0);
+}
+
+#[tokio::test]
+async fn batch_append_is_atomic_and_respects_the_byte_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _stop) = start(config(dir.path()));
+    let receipt = outbox
+        .append((0..5).map(|n| record(n, 1000)).collect())
+        .await
+        .unwrap();
+    assert_eq!(receipt.seqs.len(), 5);
+    let batch = outbox.next_batch(100, 2500).unwrap().unwrap();
+    assert_eq!(
+        batch.records.len(),
+        2,
+        "2 x 1000 bytes fit in 2500, 3 do not"
+    );
+}
+
+#[tokio::test]
+async fn a_full_quota_refuses_without_writing_and_accepts_again_after_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.max_bytes = 10_000;
+    let (outbox, _stop) = start(config);
+    for n in 0..10 {
+        outbox.append(vec![record(n, 1000)]).await.unwrap();
+    }
+    let refused = outbox.append(vec![record(99, 1000)]).await;
+    assert!(matches!(
+        refused,
+        Err(AppendError::QuotaFull {
+            used: 10_000,
+            quota: 10_000,
+            ..
+        })
+    ));
+    assert_eq!(outbox.pending_events(), 10);
+    assert_eq!(drain(&outbox).len(), 10);
+    outbox.append(vec![record(11, 1000)]).await.unwrap();
+    assert_eq!(outbox.pending_events(), 1);
+}
+
+#[tokio::test]
+async fn records_survive_a_reopen_and_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (outbox, stop) = start(config(dir.path()));
+        // Enough to span several segments.
+        for n in 0..300 {
+            outbox.append(vec![record(n, 1000)]).await.unwrap();
+        }
+        stop.cancel();
+    }
+    // Let the flusher task observe the cancellation and release the files.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (outbox, _stop) = start(config(dir.path()));
+    assert_eq!(outbox.pending_events(), 300);
+    outbox.append(vec![record(300, 1000)]).await.unwrap();
+    let shipped = drain(&outbox);
+    assert_eq!(
+        shipped,
+        (0..301).map(|n| record(n, 1000)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn drained_segments_are_deleted_so_disk_use_returns_to_its_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.segment_max_bytes = 1 << 20;
+    let (outbox, _stop) = start(config);
+    let floor = outbox.disk_bytes();
+    for n in 0..2_000 {
+        outbox.append(vec![record(n, 4000)]).await.unwrap();
+    }
+    let peak = outbox.disk_bytes();
+    assert!(outbox.segment_count() > 5);
+    drain(&outbox);
+    let after = outbox.disk_bytes();
+    assert_eq!(outbox.segment_count(), 1);
+    assert!(
+        after < floor + (peak - floor) / 10,
+        "disk use after drain ({after}) should be near the floor ({floor}), peak was {peak}"
+    );
+}
+
+#[tokio::test]
+async fn an_unopenable_segment_is_quarantined_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (outbox, stop) = start(config(dir.path()));
+        outbox.append(vec![record(1, 100)]).await.unwrap();
+        stop.cancel();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Corrupt every file of the segment the record went to.
+    let segments = segment::list(&dir.path().join(SEGMENTS_DIR)).unwrap();
+    for (_, path) in &segments {
+        for file in std::fs::read_dir(path).unwrap().flatten() {
+            if file.path().is_file() {
+                std::fs::write(file.path(), b"this is not a sled file").unwrap();
+            }
+        }
+    }
+    let metrics = Metrics::new();
+    let outbox = Outbox::open(config(dir.path()), metrics.clone()).unwrap();
+    assert_eq!(outbox.pending_events(), 0);
+    assert_eq!(metrics.outbox_segments_quarantined.get(), 1);
+    assert!(dir.path().join(QUARANTINE_DIR).read_dir().unwrap().count() >= 2);
+}
+
+#[tokio::test]
+async fn a_quarantined_record_is_removed_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let outbox = Outbox::open(config(dir.path()), metrics.clone()).unwrap();
+    tokio::spawn(run_flusher(outbox.clone(), CancellationToken::new()));
+    outbox
+        .append(vec![record(1, 10), record(2, 10)])
+        .await
+        .unwrap();
+    let batch = outbox.next_batch(10, 1 << 20).unwrap().unwrap();
+    outbox
+        .quarantine(batch.segment_id, &batch.records[0], "undecodable")
+        .unwrap();
+    assert_eq!(metrics.outbox_quarantined.get(), 1);
+    assert_eq!(drain(&outbox), vec![record(2, 10)]);
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_flushes_and_all_become_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let outbox = Outbox::open(config(dir.path()), metrics.clone()).unwrap();
+    tokio::spawn(run_flusher(outbox.clone(), CancellationToken::new()));
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.append(vec![record(n, 50)]).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(drain(&outbox).len(), 200);
+    let flushes = metrics.flush_batch_size.get_sample_count();
+    // On this single-threaded test runtime all 200 appends are waiting
+    // before the flusher first runs, so they must share a handful of flushes.
+    assert!(
+        (1..100).contains(&flushes),
+        "200 concurrent appends took {flushes} flushes: group commit is not sharing them"
+    );
+}
+
+#[tokio::test]
+async fn appends_are_refused_after_stop_accepting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _stop) = start(config(dir.path()));
+    outbox.stop_accepting();
+    let refused = outbox.append(vec![record(1, 10)]).await;
+    assert!(matches!(refused, Err(AppendError::ShuttingDown)));
+}

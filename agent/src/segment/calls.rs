@@ -1,0 +1,291 @@
+//! One call's JSON object → one [`Envelope`], per call kind.
+
+use std::io;
+
+use nudge_proto::v1::{self as proto, Envelope, envelope::Body};
+use serde_json::Value;
+
+use super::error::{At, SegmentError};
+use super::fields::{Fields, kind};
+use super::{CallKind, MAX_CALL_BYTES, MAX_ID_CHARS};
+
+type Result<T> = std::result::Result<T, SegmentError>;
+
+/// Values an envelope takes when its call does not set them: from the
+/// request (write key, receive time) and, in a batch, from its top level.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Defaults {
+    pub(crate) write_key: String,
+    pub(crate) received_at: prost_types::Timestamp,
+    pub(crate) context_json: String,
+    pub(crate) integrations_json: String,
+    pub(crate) sent_at: Option<prost_types::Timestamp>,
+}
+
+/// One item of a batch: an object with a Segment `type`, within the
+/// per-call size limit.
+pub(crate) fn build_item(index: usize, item: &Value, defaults: &Defaults) -> Result<Envelope> {
+    let at = At::Item { index, kind: None };
+    let Value::Object(map) = item else {
+        return Err(SegmentError::invalid(
+            at,
+            "batch[]",
+            format!("items must be objects, found {}", kind(item)),
+        ));
+    };
+    let size = json_len(item);
+    if size > MAX_CALL_BYTES {
+        return Err(SegmentError::CallTooLarge {
+            at,
+            size,
+            limit: MAX_CALL_BYTES,
+        });
+    }
+    let fields = Fields::new(map, at);
+    let type_ = fields.required_string("type")?;
+    let Some(kind) = CallKind::from_segment_type(type_) else {
+        return Err(SegmentError::invalid(
+            at,
+            "type",
+            format!(
+                "is {type_:?}; a batch item must be one of track, identify, page, screen, group, alias"
+            ),
+        ));
+    };
+    let fields = Fields::new(
+        map,
+        At::Item {
+            index,
+            kind: Some(kind),
+        },
+    );
+    build_checked(kind, fields, defaults)
+}
+
+/// A single call posted to its kind's own endpoint.
+pub(crate) fn build(kind: CallKind, fields: Fields<'_>, defaults: &Defaults) -> Result<Envelope> {
+    // A Segment body may repeat its type (analytics.js does); a different
+    // one means the client posted to the wrong endpoint. Nudge's own calls
+    // are exempt: notify's `type` is the notification type.
+    if kind.is_segment() {
+        if let Some(type_) = fields.string("type")? {
+            if type_ != kind.name() {
+                return Err(SegmentError::invalid(
+                    fields.at,
+                    "type",
+                    format!("is {type_:?} but this endpoint takes {} calls", kind.name()),
+                ));
+            }
+        }
+    }
+    build_checked(kind, fields, defaults)
+}
+
+fn build_checked(kind: CallKind, fields: Fields<'_>, defaults: &Defaults) -> Result<Envelope> {
+    let mut envelope = common(fields, defaults)?;
+    let has_user = !envelope.user_id.is_empty();
+    let has_someone = has_user || !envelope.anonymous_id.is_empty();
+    let either = "`userId` or `anonymousId`";
+    let require = |ok: bool, required: &'static str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(SegmentError::MissingIdentity {
+                at: fields.at,
+                required,
+            })
+        }
+    };
+    let body = match kind {
+        CallKind::Track => {
+            require(has_someone, either)?;
+            Body::Track(proto::Track {
+                event: fields.required_string("event")?.to_owned(),
+                properties_json: fields.object_json("properties")?,
+            })
+        }
+        CallKind::Identify => {
+            require(has_someone, either)?;
+            Body::Identify(proto::Identify {
+                traits_json: fields.object_json("traits")?,
+            })
+        }
+        CallKind::Page => {
+            require(has_someone, either)?;
+            Body::Page(proto::Page {
+                name: owned(fields.string("name")?),
+                category: owned(fields.string("category")?),
+                properties_json: fields.object_json("properties")?,
+            })
+        }
+        CallKind::Screen => {
+            require(has_someone, either)?;
+            Body::Screen(proto::Screen {
+                name: owned(fields.string("name")?),
+                category: owned(fields.string("category")?),
+                properties_json: fields.object_json("properties")?,
+            })
+        }
+        CallKind::Group => {
+            require(has_someone, either)?;
+            Body::Group(proto::Group {
+                group_id: required_id(fields, "groupId")?,
+                traits_json: fields.object_json("traits")?,
+            })
+        }
+        CallKind::Alias => {
+            require(has_user, "`userId`")?;
+            Body::Alias(proto::Alias {
+                previous_id: required_id(fields, "previousId")?,
+            })
+        }
+        CallKind::SessionStart => {
+            require(has_someone, either)?;
+            Body::SessionStart(proto::SessionStart {
+                session_id: required_id(fields, "sessionId")?,
+                properties_json: fields.object_json("properties")?,
+            })
+        }
+        CallKind::SessionEnd => {
+            require(has_someone, either)?;
+            Body::SessionEnd(proto::SessionEnd {
+                session_id: required_id(fields, "sessionId")?,
+                properties_json: fields.object_json("properties")?,
+            })
+        }
+        CallKind::Notify => {
+            // An anonymous visitor has no address book entry to notify.
+            require(has_user, "`userId`")?;
+            Body::Notify(notify(fields)?)
+        }
+    };
+    envelope.body = Some(body);
+    Ok(envelope)
+}
+
+/// The fields every call shares.
+fn common(fields: Fields<'_>, defaults: &Defaults) -> Result<Envelope> {
+    let id = match fields.bounded_id("messageId", MAX_ID_CHARS)? {
+        Some(id) => id,
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let context_json = match fields.object_json("context")? {
+        json if json.is_empty() => defaults.context_json.clone(),
+        json => json,
+    };
+    let integrations_json = match fields.object_json("integrations")? {
+        json if json.is_empty() => defaults.integrations_json.clone(),
+        json => json,
+    };
+    let write_key = match fields.string("writeKey")? {
+        Some(key) => key.to_owned(),
+        None => defaults.write_key.clone(),
+    };
+    Ok(Envelope {
+        id,
+        user_id: fields.id("userId")?.unwrap_or_default(),
+        anonymous_id: fields.id("anonymousId")?.unwrap_or_default(),
+        timestamp: fields.timestamp("timestamp")?,
+        sent_at: fields.timestamp("sentAt")?.or(defaults.sent_at),
+        received_at: Some(defaults.received_at),
+        context_json,
+        integrations_json,
+        write_key,
+        body: None,
+    })
+}
+
+fn notify(fields: Fields<'_>) -> Result<proto::Notify> {
+    let template = owned(fields.string("template")?);
+    let title = owned(fields.string("title")?);
+    let body = owned(fields.string("body")?);
+    if template.is_empty() && title.is_empty() && body.is_empty() {
+        return Err(SegmentError::MissingField {
+            at: fields.at,
+            field: "template` or `title`/`body",
+        });
+    }
+    let channels = match fields.value("channels") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                Value::String(channel) if !channel.is_empty() => Ok(channel.clone()),
+                other => Err(SegmentError::invalid(
+                    fields.at,
+                    format!("channels[{index}]"),
+                    format!("must be a non-empty string, found {}", describe(other)),
+                )),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => {
+            return Err(SegmentError::invalid(
+                fields.at,
+                "channels",
+                format!("must be an array of strings, found {}", kind(other)),
+            ));
+        }
+    };
+    let priority = match fields.string("priority")? {
+        // Unspecified lets the control plane apply the type's default.
+        None => proto::Priority::Unspecified,
+        Some("low") => proto::Priority::Low,
+        Some("normal") => proto::Priority::Normal,
+        Some("high") => proto::Priority::High,
+        Some(other) => {
+            return Err(SegmentError::invalid(
+                fields.at,
+                "priority",
+                format!("is {other:?}; it must be \"low\", \"normal\" or \"high\""),
+            ));
+        }
+    };
+    Ok(proto::Notify {
+        r#type: fields.required_string("type")?.to_owned(),
+        template,
+        title,
+        body,
+        channels,
+        data_json: fields.object_json("data")?,
+        priority: priority.into(),
+        idempotency_key: fields
+            .bounded_id("idempotencyKey", MAX_ID_CHARS)?
+            .unwrap_or_default(),
+    })
+}
+
+fn required_id(fields: Fields<'_>, name: &'static str) -> Result<String> {
+    fields.id(name)?.ok_or(SegmentError::MissingField {
+        at: fields.at,
+        field: name,
+    })
+}
+
+fn owned(text: Option<&str>) -> String {
+    text.unwrap_or_default().to_owned()
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "an empty string",
+        other => kind(other),
+    }
+}
+
+/// Length of a value's compact JSON text, without allocating it.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("serialising a JSON value cannot fail");
+    count.0
+}

@@ -1,0 +1,235 @@
+//! Segment tracking calls (and Nudge's own session and notify calls): parse a
+//! request body, validate it, and turn it into [`Envelope`]s for the outbox.
+//!
+//! This is the domain side of intake; it knows nothing of HTTP (the `http`
+//! module reads bodies, authenticates and maps [`SegmentError`] to statuses).
+//!
+//! # What it promises
+//!
+//! * Field names and limits follow the Segment HTTP Tracking API:
+//!   `messageId`, `userId`, `anonymousId`, `event`, `properties`, `traits`,
+//!   `context`, `integrations`, `timestamp`, `sentAt`, `name`, `category`,
+//!   `groupId`, `previousId`, `writeKey`; at most [`MAX_CALL_BYTES`] of JSON
+//!   per call and [`MAX_BATCH_BYTES`] per batch body. Unknown fields are
+//!   ignored (libraries send `type`, `channel`, `_metadata`, …).
+//! * Every envelope has an id: the client's `messageId` (at most
+//!   [`MAX_ID_CHARS`] characters, since the control plane dedupes on it) or a
+//!   new UUIDv7.
+//! * A request is all or nothing. Segment's own API accepts the valid items
+//!   of a batch and silently drops the others; Nudge refuses the whole
+//!   request and names the first bad item, so a client can fix and resend it
+//!   without guessing which items were kept (resends are harmless: ids
+//!   dedupe).
+//! * Object fields (`properties`, `traits`, `context`, `integrations`, notify
+//!   `data`) must be JSON objects when present and are kept as JSON text
+//!   (`""` when absent); timestamps must carry `Z` or a UTC offset.
+//! * Batch-level `context`, `integrations`, `sentAt` and `writeKey` apply to
+//!   items that do not set their own (a fallback, not a deep merge).
+
+mod calls;
+mod error;
+mod fields;
+
+#[cfg(test)]
+mod tests;
+
+use nudge_proto::v1::Envelope;
+use serde_json::{Map, Value};
+
+pub use error::{At, SegmentError};
+
+use fields::{Fields, kind};
+
+/// Largest JSON text of one call, as Segment documents it (32 KB).
+pub const MAX_CALL_BYTES: usize = 32 * 1024;
+/// Largest body of a batch request, as Segment documents it (500 KB).
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// Longest `messageId` / `idempotencyKey` accepted.
+pub const MAX_ID_CHARS: usize = 256;
+
+/// The kinds of call intake accepts, one per envelope body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallKind {
+    Track,
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+    SessionStart,
+    SessionEnd,
+    Notify,
+}
+
+impl CallKind {
+    /// The name used in messages (and, for Segment calls, the `type` value).
+    pub fn name(self) -> &'static str {
+        match self {
+            CallKind::Track => "track",
+            CallKind::Identify => "identify",
+            CallKind::Page => "page",
+            CallKind::Screen => "screen",
+            CallKind::Group => "group",
+            CallKind::Alias => "alias",
+            CallKind::SessionStart => "session start",
+            CallKind::SessionEnd => "session end",
+            CallKind::Notify => "notify",
+        }
+    }
+
+    /// The Segment call with this `type` value; only these may sit in a batch.
+    pub fn from_segment_type(type_: &str) -> Option<Self> {
+        Some(match type_ {
+            "track" => CallKind::Track,
+            "identify" => CallKind::Identify,
+            "page" => CallKind::Page,
+            "screen" => CallKind::Screen,
+            "group" => CallKind::Group,
+            "alias" => CallKind::Alias,
+            _ => return None,
+        })
+    }
+
+    /// Whether this is a Segment spec call (whose body may carry a `type`).
+    pub fn is_segment(self) -> bool {
+        !matches!(
+            self,
+            CallKind::SessionStart | CallKind::SessionEnd | CallKind::Notify
+        )
+    }
+}
+
+/// What an intake endpoint takes: one call of a kind, or a Segment batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Call(CallKind),
+    Batch,
+}
+
+impl Endpoint {
+    /// The largest body this endpoint accepts (after decompression).
+    pub fn body_limit(self) -> usize {
+        match self {
+            Endpoint::Call(_) => MAX_CALL_BYTES,
+            Endpoint::Batch => MAX_BATCH_BYTES,
+        }
+    }
+
+    fn at(self) -> At {
+        match self {
+            Endpoint::Call(kind) => At::Call(kind),
+            Endpoint::Batch => At::Batch,
+        }
+    }
+}
+
+/// What the wire layer knows about a request besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    /// The write key from HTTP Basic auth, `""` when none; body `writeKey`
+    /// fields take precedence for the envelopes they belong to.
+    pub write_key: String,
+    /// When the agent accepted the request.
+    pub received_at: prost_types::Timestamp,
+}
+
+/// A body that is a well-formed JSON object, not yet validated as calls.
+///
+/// Split from [`Request::into_envelopes`] so the wire layer can check the
+/// body's `writeKey`s before spending time on (and answering with) details.
+#[derive(Debug, Clone)]
+pub struct Request {
+    endpoint: Endpoint,
+    body: Map<String, Value>,
+}
+
+impl Request {
+    /// Checks size, UTF-8 and JSON syntax, and that the top level is an object.
+    pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self, SegmentError> {
+        let limit = endpoint.body_limit();
+        if body.len() > limit {
+            return Err(SegmentError::BodyTooLarge {
+                size: body.len(),
+                limit,
+            });
+        }
+        let text = std::str::from_utf8(body).map_err(|error| SegmentError::InvalidUtf8 {
+            offset: error.valid_up_to(),
+        })?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|error| SegmentError::MalformedJson {
+                detail: error.to_string(),
+            })?;
+        match value {
+            Value::Object(body) => Ok(Self { endpoint, body }),
+            other => Err(SegmentError::MalformedJson {
+                detail: format!("the top level must be an object, found {}", kind(&other)),
+            }),
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// Every string `writeKey` in the body: the top level's and, in a batch,
+    /// each item's. Values of the wrong type are left for validation to
+    /// report.
+    pub fn write_keys(&self) -> Vec<&str> {
+        fn own(map: &Map<String, Value>) -> Option<&str> {
+            map.get("writeKey")
+                .and_then(Value::as_str)
+                .filter(|key| !key.is_empty())
+        }
+        let mut keys: Vec<&str> = own(&self.body).into_iter().collect();
+        if self.endpoint == Endpoint::Batch {
+            if let Some(Value::Array(items)) = self.body.get("batch") {
+                keys.extend(items.iter().filter_map(Value::as_object).filter_map(own));
+            }
+        }
+        keys
+    }
+
+    /// Validates every call and builds one envelope per call, in order.
+    /// All or nothing: the first invalid call fails the whole request.
+    pub fn into_envelopes(self, received: &Received) -> Result<Vec<Envelope>, SegmentError> {
+        let top = Fields::new(&self.body, self.endpoint.at());
+        let mut defaults = calls::Defaults {
+            write_key: received.write_key.clone(),
+            received_at: received.received_at,
+            ..calls::Defaults::default()
+        };
+        if let Some(key) = top.string("writeKey")? {
+            defaults.write_key = key.to_owned();
+        }
+        match self.endpoint {
+            Endpoint::Call(kind) => Ok(vec![calls::build(kind, top, &defaults)?]),
+            Endpoint::Batch => {
+                defaults.context_json = top.object_json("context")?;
+                defaults.integrations_json = top.object_json("integrations")?;
+                defaults.sent_at = top.timestamp("sentAt")?;
+                let items = match top.value("batch") {
+                    None => {
+                        return Err(SegmentError::MissingField {
+                            at: At::Batch,
+                            field: "batch",
+                        });
+                    }
+                    Some(Value::Array(items)) => items,
+                    Some(other) => {
+                        return Err(SegmentError::invalid(
+                            At::Batch,
+                            "batch",
+                            format!("must be an array, found {}", kind(other)),
+                        ));
+                    }
+                };
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(index, item)| calls::build_item(index, item, &defaults))
+                    .collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! Parsing and validation of every call kind and every error code.
+
+use nudge_proto::v1::{Priority, envelope::Body};
+use serde_json::{Value, json};
+
+use super::*;
+
+fn received() -> Received {
+    Received {
+        write_key: "header-key".into(),
+        received_at: prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        },
+    }
+}
+
+fn parse(endpoint: Endpoint, body: &Value) -> Result<Vec<Envelope>, SegmentError> {
+    Request::parse(endpoint, body.to_string().as_bytes())?.into_envelopes(&received())
+}
+
+fn one(kind: CallKind, body: &Value) -> Result<Envelope, SegmentError> {
+    parse(Endpoint::Call(kind), body).map(|mut all| all.remove(0))
+}
+
+fn code(result: Result<impl std::fmt::Debug, SegmentError>) -> (&'static str, String) {
+    let error = result.unwrap_err();
+    (error.code(), error.to_string())
+}
+
+#[test]
+fn track_keeps_every_field() {
+    let envelope = one(
+        CallKind::Track,
+        &json!({
+            "messageId": "m-1",
+            "userId": "u-1",
+            "anonymousId": "a-1",
+            "event": "Order Completed",
+            "properties": {"total": 12_345_678_901_234_i64},
+            "context": {"ip": "1.2.3.4"},
+            "integrations": {"All": false},
+            "timestamp": "2024-05-01T12:00:00.250Z",
+            "sentAt": "2024-05-01T14:00:01+02:00",
+            "writeKey": "body-key",
+            "type": "track",
+            "_metadata": {"ignored": true},
+        }),
+    )
+    .unwrap();
+    assert_eq!(envelope.id, "m-1");
+    assert_eq!(envelope.user_id, "u-1");
+    assert_eq!(envelope.anonymous_id, "a-1");
+    assert_eq!(envelope.context_json, r#"{"ip":"1.2.3.4"}"#);
+    assert_eq!(envelope.integrations_json, r#"{"All":false}"#);
+    assert_eq!(envelope.write_key, "body-key");
+    assert_eq!(envelope.received_at, Some(received().received_at));
+    let timestamp = envelope.timestamp.unwrap();
+    assert_eq!(
+        (timestamp.seconds, timestamp.nanos),
+        (1_714_564_800, 250_000_000)
+    );
+    assert_eq!(envelope.sent_at.unwrap().seconds, 1_714_564_801);
+    let Some(Body::Track(track)) = envelope.body else {
+        panic!("not a track body");
+    };
+    assert_eq!(track.event, "Order Completed");
+    assert_eq!(track.properties_json, r#"{"total":12345678901234}"#);
+}
+
+#[test]
+fn absent_objects_are_empty_text_and_ids_are_generated() {
+    let envelope = one(CallKind::Track, &json!({"userId": "u", "event": "e"})).unwrap();
+    assert_eq!(envelope.context_json, "");
+    assert_eq!(envelope.integrations_json, "");
+    assert_eq!(envelope.write_key, "header-key");
+    assert!(envelope.timestamp.is_none());
+    let id = uuid::Uuid::parse_str(&envelope.id).unwrap();
+    assert_eq!(id.get_version_num(), 7);
+    let Some(Body::Track(track)) = envelope.body else {
+        panic!("not a track body");
+    };
+    assert_eq!(track.properties_json, "");
+
+    // `null` and "" count as absent.
+    let envelope = one(
+        CallKind::Track,
+        &json!({"userId": "u", "event": "e", "messageId": "", "properties": null}),
+    )
+    .unwrap();
+    assert_eq!(
+        uuid::Uuid::parse_str(&envelope.id)
+            .unwrap()
+            .get_version_num(),
+        7
+    );
+}
+
+#[test]
+fn numeric_ids_are_stringified() {
+    let envelope = one(
+        CallKind::Group,
+        &json!({"userId": 42, "anonymousId": 7.5, "groupId": 9_007_199_254_740_993_u64}),
+    )
+    .unwrap();
+    assert_eq!(envelope.user_id, "42");
+    assert_eq!(envelope.anonymous_id, "7.5");
+    let Some(Body::Group(group)) = envelope.body else {
+        panic!("not a group body");
+    };
+    assert_eq!(group.group_id, "9007199254740993");
+
+    let (code, message) = code(one(CallKind::Identify, &json!({"userId": true})));
+    assert_eq!(code, "invalid_field");
+    assert_eq!(
+        message,
+        "identify call: `userId` must be a string or a number, found a boolean"
+    );
+}
+
+#[test]
+fn timestamps_with_offsets_and_fractions() {
+    let at = |text: &str| {
+        one(
+            CallKind::Track,
+            &json!({"userId": "u", "event": "e", "timestamp": text}),
+        )
+        .map(|envelope| envelope.timestamp.unwrap())
+    };
+    let utc = at("2024-01-02T03:04:05Z").unwrap();
+    assert_eq!((utc.seconds, utc.nanos), (1_704_164_645, 0));
+    let offset = at("2024-01-02T04:04:05.123456789+01:00").unwrap();
+    assert_eq!((offset.seconds, offset.nanos), (1_704_164_645, 123_456_789));
+    let negative = at("2024-01-01T22:04:05.5-05:00").unwrap();
+    assert_eq!(
+        (negative.seconds, negative.nanos),
+        (1_704_164_645, 500_000_000)
+    );
+    // Before 1970 the protobuf form still has non-negative nanos.
+    let old = at("1969-12-31T23:59:59.750Z").unwrap();
+    assert_eq!((old.seconds, old.nanos), (-1, 750_000_000));
+
+    for bad in ["2024-01-02T03:04:05", "yesterday", "2024-13-01T00:00:00Z"] {
+        let (code, message) = code(at(bad));
+        assert_eq!(code, "invalid_field", "{bad}");
+        assert!(
+            message.starts_with("track call: `timestamp` must be an RFC 3339"),
+            "{message}"
+        );
+    }
+    let (code, _) = code(one(
+        CallKind::Page,
+        &json!({"userId": "u", "sentAt": 1_700_000_000}),
+    ));
+    assert_eq!(code, "invalid_field");
+}
+
+#[test]
+fn identity_rules() {
+    for kind in [
+        CallKind::Track,
+        CallKind::Identify,
+        CallKind::Page,
+        CallKind::Screen,
+        CallKind::Group,
+        CallKind::SessionStart,
+    ] {
+        let (code, message) = code(one(
+            kind,
+            &json!({"event": "e", "groupId": "g", "sessionId": "s"}),
+        ));
+        assert_eq!(code, "missing_identity", "{kind:?}");
+        assert!(
+            message.ends_with("`userId` or `anonymousId` is required"),
+            "{message}"
+        );
+    }
+    // An anonymous id is enough for these.
+    one(CallKind::Screen, &json!({"anonymousId": "a"})).unwrap();
+
+    let (code_, message) = code(one(
+        CallKind::Alias,
+        &json!({"anonymousId": "a", "previousId": "p"}),
+    ));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_identity", "alias call: `userId` is required")
+    );
+    let (code_, message) = code(one(CallKind::Alias, &json!({"userId": "u"})));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_field", "alias call: `previousId` is required")
+    );
+    let alias = one(CallKind::Alias, &json!({"userId": "u", "previousId": 12})).unwrap();
+    assert!(matches!(alias.body, Some(Body::Alias(a)) if a.previous_id == "12"));
+}
+
+#[test]
+fn required_fields_and_object_fields() {
+    let (code_, message) = code(one(CallKind::Track, &json!({"userId": "u"})));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_field", "track call: `event` is required")
+    );
+    let (code_, message) = code(one(CallKind::Group, &json!({"userId": "u"})));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_field", "group call: `groupId` is required")
+    );
+    let (code_, message) = code(one(
+        CallKind::Identify,
+        &json!({"userId": "u", "traits": [1]}),
+    ));
+    assert_eq!(
+        (code_, message.as_str()),
+        (
+            "invalid_field",
+            "identify call: `traits` must be an object, found an array"
+        )
+    );
+    let (code_, _) = code(one(
+        CallKind::Track,
+        &json!({"userId": "u", "event": "e", "context": "x"}),
+    ));
+    assert_eq!(code_, "invalid_field");
+    let (code_, _) = code(one(CallKind::Track, &json!({"userId": "u", "event": 3})));
+    assert_eq!(code_, "invalid_field");
+    let (code_, message) = code(one(
+        CallKind::Track,
+        &json!({"userId": "u", "event": "e", "type": "page"}),
+    ));
+    assert_eq!(code_, "invalid_field");
+    assert!(
+        message.contains("this endpoint takes track calls"),
+        "{message}"
+    );
+
+    let page = one(
+        CallKind::Page,
+        &json!({"userId": "u", "name": "Home", "category": "Docs"}),
+    )
+    .unwrap();
+    assert!(matches!(page.body, Some(Body::Page(p)) if p.name == "Home" && p.category == "Docs"));
+}
+
+#[test]
+fn message_ids_are_bounded() {
+    let long = "m".repeat(MAX_ID_CHARS + 1);
+    let (code_, message) = code(one(
+        CallKind::Identify,
+        &json!({"userId": "u", "messageId": long}),
+    ));
+    assert_eq!(code_, "invalid_field");
+    assert!(
+        message.contains("`messageId` is 257 characters long"),
+        "{message}"
+    );
+    one(
+        CallKind::Identify,
+        &json!({"userId": "u", "messageId": "m".repeat(MAX_ID_CHARS)}),
+    )
+    .unwrap();
+}
+
+#[test]
+fn body_level_errors() {
+    let (code_, message) = code(Request::parse(
+        Endpoint::Call(CallKind::Track),
+        b"{\"a\": \xff}",
+    ));
+    assert_eq!(code_, "invalid_utf8");
+    assert!(message.contains("offset 6"), "{message}");
+    let (code_, message) = code(Request::parse(Endpoint::Call(CallKind::Track), b"{\"a\": "));
+    assert_eq!(code_, "malformed_json");
+    assert!(message.contains("line 1"), "{message}");
+    let (code_, message) = code(Request::parse(Endpoint::Batch, b"[1]"));
+    assert_eq!(code_, "malformed_json");
+    assert!(
+        message.contains("must be an object, found an array"),
+        "{message}"
+    );
+    let big = vec![b' '; MAX_CALL_BYTES + 1];
+    let (code_, _) = code(Request::parse(Endpoint::Call(CallKind::Track), &big));
+    assert_eq!(code_, "payload_too_large");
+    assert!(Request::parse(Endpoint::Batch, &big).is_err_and(|e| e.code() == "malformed_json"));
+}
+
+#[test]
+fn batch_items_and_defaults() {
+    let envelopes = parse(
+        Endpoint::Batch,
+        &json!({
+            "writeKey": "batch-key",
+            "sentAt": "2024-05-01T12:00:00Z",
+            "context": {"library": {"name": "analytics-python"}},
+            "batch": [
+                {"type": "identify", "userId": 1, "traits": {"plan": "pro"}},
+                {"type": "track", "userId": 1, "event": "e", "context": {"own": true}, "writeKey": "item-key"},
+                {"type": "alias", "userId": "new", "previousId": "old"},
+            ],
+        }),
+    )
+    .unwrap();
+    assert_eq!(envelopes.len(), 3);
+    assert_eq!(envelopes[0].write_key, "batch-key");
+    assert_eq!(
+        envelopes[0].context_json,
+        r#"{"library":{"name":"analytics-python"}}"#
+    );
+    assert_eq!(envelopes[0].sent_at.unwrap().seconds, 1_714_564_800);
+    assert_eq!(envelopes[1].write_key, "item-key");
+    assert_eq!(envelopes[1].context_json, r#"{"own":true}"#);
+    assert!(matches!(envelopes[2].body, Some(Body::Alias(_))));
+
+    let request = Request::parse(
+        Endpoint::Batch,
+        br#"{"writeKey":"a","batch":[{"writeKey":"b"},{"type":"track"},{"writeKey":7}]}"#,
+    )
+    .unwrap();
+    assert_eq!(request.write_keys(), ["a", "b"]);
+
+    assert!(
+        parse(Endpoint::Batch, &json!({"batch": []}))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn batch_errors_name_the_item() {
+    let batch = |items: Value| parse(Endpoint::Batch, &json!({ "batch": items }));
+    let ok = json!({"type": "track", "userId": "u", "event": "e"});
+
+    let (code_, message) = code(batch(json!([ok, ok, {"type": "track", "userId": "u"}])));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_field", "batch item 2 (track): `event` is required")
+    );
+    let (code_, message) = code(batch(json!([ok, {"userId": "u"}])));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_field", "batch item 1: `type` is required")
+    );
+    let (code_, message) = code(batch(json!([{"type": "notify", "userId": "u"}])));
+    assert_eq!(code_, "invalid_field");
+    assert!(
+        message.starts_with("batch item 0: `type` is \"notify\""),
+        "{message}"
+    );
+    let (code_, message) = code(batch(json!([ok, 3])));
+    assert_eq!(code_, "invalid_field");
+    assert!(message.starts_with("batch item 1:"), "{message}");
+    let (code_, message) = code(batch(json!([{"type": "identify"}])));
+    assert_eq!(
+        (code_, message.as_str()),
+        (
+            "missing_identity",
+            "batch item 0 (identify): `userId` or `anonymousId` is required"
+        )
+    );
+    let (code_, message) = code(parse(Endpoint::Batch, &json!({"events": []})));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_field", "batch request: `batch` is required")
+    );
+    let (code_, _) = code(parse(Endpoint::Batch, &json!({"batch": {}})));
+    assert_eq!(code_, "invalid_field");
+
+    let huge = json!({"type": "track", "userId": "u", "event": "e",
+                      "properties": {"blob": "x".repeat(MAX_CALL_BYTES)}});
+    let (code_, message) = code(batch(json!([ok, huge])));
+    assert_eq!(code_, "payload_too_large");
+    assert!(
+        message.starts_with("batch item 1: its JSON is"),
+        "{message}"
+    );
+}
+
+#[test]
+fn sessions() {
+    let start = one(
+        CallKind::SessionStart,
+        &json!({"sessionId": "s-1", "anonymousId": "a", "properties": {"device": "ios"},
+               "timestamp": "2024-05-01T12:00:00Z"}),
+    )
+    .unwrap();
+    let Some(Body::SessionStart(body)) = start.body else {
+        panic!("not a session start");
+    };
+    assert_eq!(
+        (body.session_id.as_str(), body.properties_json.as_str()),
+        ("s-1", r#"{"device":"ios"}"#)
+    );
+    let end = one(
+        CallKind::SessionEnd,
+        &json!({"sessionId": 5, "userId": "u"}),
+    )
+    .unwrap();
+    assert!(matches!(end.body, Some(Body::SessionEnd(e)) if e.session_id == "5"));
+
+    let (code_, message) = code(one(CallKind::SessionEnd, &json!({"userId": "u"})));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_field", "session end call: `sessionId` is required")
+    );
+}
+
+#[test]
+fn notify_valid() {
+    let envelope = one(
+        CallKind::Notify,
+        &json!({
+            "userId": "u-1",
+            "type": "payment_failed",
+            "template": "payment-failed-v2",
+            "channels": ["email", "push"],
+            "data": {"amount": 12.5},
+            "priority": "high",
+            "idempotencyKey": "invoice-77",
+        }),
+    )
+    .unwrap();
+    let Some(Body::Notify(notify)) = envelope.body else {
+        panic!("not a notify body");
+    };
+    assert_eq!(notify.r#type, "payment_failed");
+    assert_eq!(notify.template, "payment-failed-v2");
+    assert_eq!(notify.channels, ["email", "push"]);
+    assert_eq!(notify.data_json, r#"{"amount":12.5}"#);
+    assert_eq!(notify.priority(), Priority::High);
+    assert_eq!(notify.idempotency_key, "invoice-77");
+
+    let plain = one(
+        CallKind::Notify,
+        &json!({"userId": "u", "type": "hello", "title": "Hi", "body": "there"}),
+    )
+    .unwrap();
+    let Some(Body::Notify(notify)) = plain.body else {
+        panic!("not a notify body");
+    };
+    assert_eq!(
+        (notify.title.as_str(), notify.body.as_str()),
+        ("Hi", "there")
+    );
+    assert_eq!(notify.priority(), Priority::Unspecified);
+    assert!(notify.channels.is_empty());
+}
+
+#[test]
+fn notify_invalid() {
+    let base = || json!({"userId": "u", "type": "t", "template": "x"});
+    let with = |key: &str, value: Value| {
+        let mut body = base();
+        body[key] = value;
+        one(CallKind::Notify, &body)
+    };
+    let (code_, message) = code(one(
+        CallKind::Notify,
+        &json!({"anonymousId": "a", "type": "t", "title": "x"}),
+    ));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_identity", "notify call: `userId` is required")
+    );
+    let (code_, message) = code(one(
+        CallKind::Notify,
+        &json!({"userId": "u", "template": "x"}),
+    ));
+    assert_eq!(
+        (code_, message.as_str()),
+        ("missing_field", "notify call: `type` is required")
+    );
+    let (code_, message) = code(one(CallKind::Notify, &json!({"userId": "u", "type": "t"})));
+    assert_eq!(
+        (code_, message.as_str()),
+        (
+            "missing_field",
+            "notify call: `template` or `title`/`body` is required"
+        )
+    );
+    let (code_, message) = code(with("channels", json!(["email", 3])));
+    assert_eq!(
+        (code_, message.as_str()),
+        (
+            "invalid_field",
+            "notify call: `channels[1]` must be a non-empty string, found a number"
+        )
+    );
+    let (code_, _) = code(with("channels", json!("email")));
+    assert_eq!(code_, "invalid_field");
+    let (code_, message) = code(with("priority", json!("urgent")));
+    assert_eq!(code_, "invalid_field");
+    assert!(
+        message.contains("\"low\", \"normal\" or \"high\""),
+        "{message}"
+    );
+    let (code_, _) = code(with("data", json!([1, 2])));
+    assert_eq!(code_, "invalid_field");
+    let (code_, _) = code(with("idempotencyKey", json!("k".repeat(MAX_ID_CHARS + 1))));
+    assert_eq!(code_, "invalid_field");
+}

@@ -1,0 +1,254 @@
+//! The shipper: moves batches from the outbox to the control plane.
+//!
+//! # Promises
+//!
+//! * A record leaves the outbox only after the control plane acknowledged
+//!   the batch carrying it (stored, duplicate, or refused for good), or when
+//!   it cannot be decoded (then it is quarantined, not dropped).
+//! * Batches are bounded by count and bytes, and a partial batch waits at
+//!   most `linger` for company.
+//! * Retriable failures (control plane down, overloaded, timed out) back off
+//!   exponentially with full jitter, honouring the control plane's hint.
+//! * One bad batch never stalls the pipeline for good: when the control
+//!   plane refuses a whole batch as invalid, the shipper halves the batch
+//!   until it isolates the record that is refused, and quarantines that one.
+//!
+//! The shipper knows nothing of gRPC: it talks to a [`Transport`], which
+//! `crate::grpc` implements with tonic.
+
+pub mod backoff;
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::outbox::{Batch, Outbox, Record};
+use backoff::Backoff;
+
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    pub agent_id: String,
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub linger: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub timeout: Duration,
+}
+
+/// What the control plane answered for a batch it acknowledged.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    /// Records stored or recognised as duplicates.
+    pub accepted: usize,
+    /// Records refused for good, with the control plane's reason.
+    pub refused: Vec<(u64, String)>,
+    /// Records this agent could not decode (never sent), with the reason.
+    pub undecodable: Vec<(u64, String)>,
+}
+
+/// Why a push failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// Worth retrying as is: the control plane is down, busy or slow, or
+    /// refuses this agent for now (auth is a configuration problem, not the
+    /// batch's). `retry_after` is the control plane's hint, if any.
+    #[error("retriable: {message}")]
+    Retriable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The batch itself is refused (invalid, too large): resending it as is
+    /// would fail again.
+    #[error("batch refused: {message}")]
+    BatchRefused { message: String },
+}
+
+/// Sends one batch of outbox records to the control plane.
+pub trait Transport: Send + Sync + 'static {
+    fn push(
+        &self,
+        agent_id: &str,
+        records: &[Record],
+    ) -> impl Future<Output = Result<PushOutcome, ShipError>> + Send;
+}
+
+/// Runs until the outbox is empty after `draining` is cancelled, or until
+/// `stop` is cancelled (the shutdown grace period ran out).
+pub async fn run_shipper<T: Transport>(
+    outbox: Outbox,
+    transport: T,
+    config: ShipperConfig,
+    metrics: Metrics,
+    draining: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut shipper = Shipper {
+        backoff: Backoff::new(config.retry_initial, config.retry_max),
+        batch_limit: config.max_events,
+        outbox,
+        transport,
+        config,
+        metrics,
+    };
+    shipper.run(&draining, &stop).await;
+}
+
+struct Shipper<T> {
+    outbox: Outbox,
+    transport: T,
+    config: ShipperConfig,
+    metrics: Metrics,
+    backoff: Backoff,
+    /// Current most events per batch: `max_events`, or less while isolating
+    /// a record the control plane refuses.
+    batch_limit: usize,
+}
+
+/// How long to sleep when waiting for data without a wake-up, as a safety
+/// net against a missed notification.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+impl<T: Transport> Shipper<T> {
+    async fn run(&mut self, draining: &CancellationToken, stop: &CancellationToken) {
+        let mut lingered = false;
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let batch = match self
+                .outbox
+                .next_batch(self.batch_limit, self.config.max_bytes)
+            {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(%error, "reading the outbox failed");
+                    let delay = self.backoff.next_delay(None);
+                    self.pause(delay, stop).await;
+                    continue;
+                }
+            };
+            let Some(batch) = batch else {
+                if draining.is_cancelled() {
+                    return;
+                }
+                tokio::select! {
+                    () = self.outbox.data_ready() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    () = draining.cancelled() => {}
+                    () = stop.cancelled() => return,
+                }
+                continue;
+            };
+            let partial = batch.records.len() < self.batch_limit
+                && batch.encoded_bytes() < self.config.max_bytes;
+            if partial && !lingered && !draining.is_cancelled() && !self.config.linger.is_zero() {
+                lingered = true;
+                self.pause(self.config.linger, stop).await;
+                continue;
+            }
+            lingered = false;
+            self.ship(batch, stop).await;
+        }
+    }
+
+    async fn ship(&mut self, batch: Batch, stop: &CancellationToken) {
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = self.transport.push(&self.config.agent_id, &batch.records) => result,
+            () = stop.cancelled() => return,
+        };
+        self.metrics
+            .ship_duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcome) => self.settle(&batch, &outcome),
+            Err(ShipError::Retriable {
+                message,
+                retry_after,
+            }) => {
+                self.metrics
+                    .ship_failures
+                    .with_label_values(&["retriable"])
+                    .inc();
+                let delay = self.backoff.next_delay(retry_after);
+                tracing::warn!(
+                    error = %message,
+                    events = batch.records.len(),
+                    failures = self.backoff.failures(),
+                    retry_in = ?delay,
+                    "shipping failed; will retry"
+                );
+                self.pause(delay, stop).await;
+            }
+            Err(ShipError::BatchRefused { message }) => {
+                self.metrics
+                    .ship_failures
+                    .with_label_values(&["permanent"])
+                    .inc();
+                if let [record] = batch.records.as_slice() {
+                    let reason = format!("refused by the control plane: {message}");
+                    if let Err(error) = self.outbox.quarantine(batch.segment_id, record, &reason) {
+                        tracing::error!(%error, "could not quarantine a refused record");
+                        let delay = self.backoff.next_delay(None);
+                        self.pause(delay, stop).await;
+                    }
+                } else {
+                    self.batch_limit = (batch.records.len() / 2).max(1);
+                    tracing::warn!(
+                        error = %message,
+                        events = batch.records.len(),
+                        next_batch = self.batch_limit,
+                        "control plane refused a batch; halving it to isolate the bad record"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes what the control plane acknowledged and quarantines what
+    /// could not be decoded.
+    fn settle(&mut self, batch: &Batch, outcome: &PushOutcome) {
+        self.backoff.reset();
+        // A successful batch lets the limit grow back after isolating a bad
+        // record, so throughput recovers.
+        self.batch_limit = (self.batch_limit * 2).min(self.config.max_events);
+        let mut delivered: Vec<Record> = Vec::with_capacity(batch.records.len());
+        for record in &batch.records {
+            if let Some((_, reason)) = outcome
+                .undecodable
+                .iter()
+                .find(|(seq, _)| *seq == record.seq)
+            {
+                if let Err(error) = self.outbox.quarantine(batch.segment_id, record, reason) {
+                    tracing::error!(%error, seq = record.seq, "could not quarantine a record");
+                }
+            } else {
+                delivered.push(record.clone());
+            }
+        }
+        for (seq, reason) in &outcome.refused {
+            tracing::warn!(seq, reason, "control plane refused an event for good");
+        }
+        if let Err(error) = self.outbox.remove(batch.segment_id, &delivered) {
+            // The records stay and are shipped again; dedupe absorbs them.
+            tracing::error!(%error, "could not delete acknowledged records");
+            return;
+        }
+        self.metrics.events_shipped.inc_by(outcome.accepted as u64);
+        self.metrics
+            .events_rejected_by_control_plane
+            .inc_by(outcome.refused.len() as u64);
+    }
+
+    async fn pause(&self, delay: Duration, stop: &CancellationToken) {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,19 @@
+//! The gRPC contract between nudge-agent and nudge-control-plane.
+//!
+//! Generated from `proto/nudge/v1/*.proto` at build time. Both programs use
+//! these types only at their wire boundary (`grpc/` modules) and convert to
+//! their own domain types there.
+
+/// Package `nudge.v1`.
+pub mod v1 {
+    #![allow(clippy::all, unused_qualifications, missing_docs)]
+    tonic::include_proto!("nudge.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every Nudge proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("nudge_descriptor");
+
+/// Converts a wall-clock time to the protobuf timestamp the contract uses.
+pub fn timestamp(time: std::time::SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
