@@ -1,0 +1,259 @@
+//! Start-up settings: every one has a command-line flag, an environment
+//! variable (`NUDGE_CP_…`) and a default, and is checked before anything
+//! binds or opens.
+//!
+//! Flags win over environment variables. Each flag's value name *is* its
+//! environment variable, so clap's parse errors ("invalid value 'x' for
+//! '--grpc-listen <NUDGE_CP_GRPC_LISTEN>'") name the setting an operator has to
+//! fix; checks beyond parsing live in [`Config::validate`]. `main` exits with
+//! code 64 (EX_USAGE) on either kind of error.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The shortest dedupe window accepted: agents can buffer for days during an
+/// outage, and a resend after the window would be stored twice.
+pub const MIN_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The sled page cache below which the store thrashes.
+const MIN_CACHE_BYTES: u64 = 1024 * 1024;
+
+/// Settings of the control plane.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "nudge-control-plane",
+    version,
+    about = "Nudge control plane: ingest, storage and admin APIs"
+)]
+pub struct Config {
+    /// Address of the gRPC server agents push to (Ingest, health, reflection).
+    #[arg(
+        long,
+        env = "NUDGE_CP_GRPC_LISTEN",
+        value_name = "NUDGE_CP_GRPC_LISTEN",
+        default_value = "0.0.0.0:50051"
+    )]
+    pub grpc_listen: SocketAddr,
+
+    /// Address of the HTTP/JSON API (browser API and `/v1/admin/*`).
+    #[arg(
+        long,
+        env = "NUDGE_CP_HTTP_LISTEN",
+        value_name = "NUDGE_CP_HTTP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub http_listen: SocketAddr,
+
+    /// Address of the operations port: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(
+        long,
+        env = "NUDGE_CP_ADMIN_LISTEN",
+        value_name = "NUDGE_CP_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_listen: SocketAddr,
+
+    /// Directory of the embedded store; created when missing.
+    #[arg(
+        long,
+        env = "NUDGE_CP_DATA_DIR",
+        value_name = "NUDGE_CP_DATA_DIR",
+        default_value = "./data/control-plane"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Bearer token operators present to `/v1/admin/*`. When unset those
+    /// routes answer 503 `admin_disabled`.
+    #[arg(
+        long,
+        env = "NUDGE_CP_ADMIN_TOKEN",
+        value_name = "NUDGE_CP_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<AdminToken>,
+
+    /// How long event ids are remembered for dedupe (humantime, e.g. `30d`;
+    /// at least 7d).
+    #[arg(long, env = "NUDGE_CP_DEDUPE_WINDOW", value_name = "NUDGE_CP_DEDUPE_WINDOW", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub dedupe_window: Duration,
+
+    /// Bytes of sled page cache (sled's real memory use runs above this).
+    #[arg(long, env = "NUDGE_CP_CACHE_BYTES", value_name = "NUDGE_CP_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_bytes: u64,
+
+    /// Log line format on stderr.
+    #[arg(long, env = "NUDGE_CP_LOG_FORMAT", value_name = "NUDGE_CP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The admin bearer token. Its `Debug` is redacted so logging the config
+/// cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// The token's bytes, for the constant-time comparison.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for AdminToken {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(AdminToken(s.to_owned()))
+    }
+}
+
+impl From<&str> for AdminToken {
+    fn from(value: &str) -> Self {
+        AdminToken(value.to_owned())
+    }
+}
+
+/// A setting that parsed but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {setting}: {message}")]
+pub struct ConfigError {
+    /// The environment variable naming the setting.
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    /// Checks what parsing cannot: ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.dedupe_window < MIN_DEDUPE_WINDOW {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_DEDUPE_WINDOW",
+                message: format!(
+                    "{} is shorter than the minimum of 7d; a resend after the window would be stored twice",
+                    humantime::format_duration(self.dedupe_window)
+                ),
+            });
+        }
+        if self.cache_bytes < MIN_CACHE_BYTES {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_CACHE_BYTES",
+                message: format!(
+                    "{} is below the minimum of {MIN_CACHE_BYTES} bytes",
+                    self.cache_bytes
+                ),
+            });
+        }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|token| token.0.trim().is_empty())
+        {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_ADMIN_TOKEN",
+                message: "is set but empty; unset it to disable the admin API".to_owned(),
+            });
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_DATA_DIR",
+                message: "is empty".to_owned(),
+            });
+        }
+        let listens = [
+            ("NUDGE_CP_GRPC_LISTEN", self.grpc_listen),
+            ("NUDGE_CP_HTTP_LISTEN", self.http_listen),
+            ("NUDGE_CP_ADMIN_LISTEN", self.admin_listen),
+        ];
+        for (i, (name, addr)) in listens.iter().enumerate() {
+            // Port 0 means "any free port" (tests), which never collides.
+            let clash = listens[i + 1..]
+                .iter()
+                .find(|(_, other)| addr.port() != 0 && other == addr);
+            if let Some((other_name, _)) = clash {
+                return Err(ConfigError {
+                    setting: name,
+                    message: format!("{addr} is also used by {other_name}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("nudge-control-plane").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.dedupe_window, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(config.cache_bytes, 64 * 1024 * 1024);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn short_dedupe_window_names_the_setting() {
+        let config = parse(&["--dedupe-window", "6d"]).unwrap();
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.to_string().contains("NUDGE_CP_DEDUPE_WINDOW"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn parse_error_names_the_setting() {
+        let error = parse(&["--grpc-listen", "not-an-address"]).unwrap_err();
+        assert!(
+            error.to_string().contains("NUDGE_CP_GRPC_LISTEN"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn clashing_listeners_are_refused() {
+        let config = parse(&[
+            "--http-listen",
+            "127.0.0.1:9000",
+            "--admin-listen",
+            "127.0.0.1:9000",
+        ])
+        .unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("NUDGE_CP_HTTP_LISTEN")
+        );
+    }
+
+    #[test]
+    fn admin_token_is_redacted() {
+        let config = parse(&["--admin-token", "s3cret"]).unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Operator routes under `/v1/admin/`, all behind the admin bearer token.
+//!
+//! * `GET /v1/admin/events?user_id=…&limit=…&after=…` →
+//!   `{"events":[Event…],"next":"<cursor>"|null}`; `limit` is 1..=1000
+//!   (default 100), `after` is a `next` from a previous page.
+//! * `GET /v1/admin/users/{user_id}/profile` →
+//!   `{"user_id":…,"traits":{…},"updated_at":"<RFC 3339>"}`, 404 when unknown.
+//! * `GET /v1/admin/stats` → `{"events":N,"dedupe_entries":M}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::json;
+
+use super::{ApiError, HttpState};
+use crate::store::{Cursor, EventPage, Profile, Store};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub fn router(state: HttpState) -> Router<HttpState> {
+    Router::new()
+        .route("/events", get(events))
+        .route("/users/{user_id}/profile", get(profile))
+        .route("/stats", get(stats))
+        .route_layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+/// Lets a request through only with the right bearer token.
+async fn require_admin(
+    State(state): State<HttpState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(expected) = &state.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin_disabled",
+            "the admin API is disabled: NUDGE_CP_ADMIN_TOKEN is not configured",
+        ));
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.trim().as_bytes(), expected.as_bytes()) => {
+            Ok(next.run(request).await)
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the admin token is wrong",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <admin token> header",
+        )),
+    }
+}
+
+async fn events(
+    State(state): State<HttpState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let user_id = match query.get("user_id") {
+        Some(user_id) if !user_id.is_empty() => user_id.clone(),
+        _ => return Err(ApiError::bad_request("query parameter user_id is required")),
+    };
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be an integer from 1 to {MAX_LIMIT}"
+                )));
+            }
+        },
+    };
+    let after = match query.get("after") {
+        None => None,
+        Some(raw) if raw.is_empty() => None,
+        Some(raw) => Some(
+            raw.parse::<Cursor>()
+                .map_err(|_| ApiError::bad_request("after must be a cursor returned as next"))?,
+        ),
+    };
+    let store = Arc::clone(&state.store);
+    let page = tokio::task::spawn_blocking(move || store.events_for_user(&user_id, limit, after))
+        .await??;
+    Ok(Json(page))
+}
+
+async fn profile(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Profile>, ApiError> {
+    let store = Arc::clone(&state.store);
+    let lookup = user_id.clone();
+    match tokio::task::spawn_blocking(move || store.profile(&lookup)).await?? {
+        Some(profile) => Ok(Json(profile)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no profile for user {user_id}"),
+        )),
+    }
+}
+
+async fn stats(State(state): State<HttpState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store: Arc<dyn Store> = Arc::clone(&state.store);
+    let (events, dedupe) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((store.event_count()?, store.dedupe_count()?))
+    })
+    .await??;
+    Ok(Json(json!({ "events": events, "dedupe_entries": dedupe })))
+}
+
+/// Compares without stopping at the first differing byte, so response time
+/// does not reveal how much of a guessed token was right. (The length is not
+/// secret enough to hide.)
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,219 @@
+//! The Nudge control plane: it ingests the batches agents push over gRPC,
+//! stores each event once (dedupe by envelope id), and serves operators an
+//! HTTP admin API and Prometheus metrics.
+//!
+//! # Layout
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`config`] | settings: flags, `NUDGE_CP_*` env vars, defaults, validation |
+//! | [`store`] | the `Store` trait, domain types, and the sled implementation |
+//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, health, reflection; proto ↔ domain in `grpc/convert.rs` |
+//! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` behind the admin token |
+//! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
+//! | [`metrics`] | the Prometheus registry and every metric |
+//! | `prune` | hourly task that trims the dedupe window |
+//!
+//! [`run`] takes already-bound listeners, so tests bind `127.0.0.1:0` and the
+//! binary stays a thin wrapper (`src/main.rs`).
+
+pub mod admin;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+mod prune;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, ConfigError, LogFormat};
+
+use crate::admin::Readiness;
+use crate::metrics::Metrics;
+use crate::store::{SledStore, Store, StoreError};
+
+/// The three sockets the control plane serves, bound before [`run`].
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC: agents push here.
+    pub grpc: TcpListener,
+    /// HTTP/JSON API.
+    pub http: TcpListener,
+    /// Operations: metrics and probes.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`; an error names the setting.
+    pub async fn bind(config: &Config) -> Result<Self, Error> {
+        Ok(Listeners {
+            grpc: bind("NUDGE_CP_GRPC_LISTEN", config.grpc_listen).await?,
+            http: bind("NUDGE_CP_HTTP_LISTEN", config.http_listen).await?,
+            admin: bind("NUDGE_CP_ADMIN_LISTEN", config.admin_listen).await?,
+        })
+    }
+}
+
+async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        setting,
+        addr,
+        source,
+    })
+}
+
+/// Why the control plane could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} ({setting}): {source}")]
+    Bind {
+        setting: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("store failed (NUDGE_CP_DATA_DIR): {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("grpc server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("{server} server failed: {source}")]
+    Serve {
+        server: &'static str,
+        source: std::io::Error,
+    },
+    #[error("a server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs the control plane until `shutdown` is cancelled (or a server fails),
+/// then drains: readiness goes 503 and gRPC health NOT_SERVING at once,
+/// in-flight calls finish, the store is flushed, the admin port closes last.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    let cache_bytes = config.cache_bytes;
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || SledStore::open(&data_dir, cache_bytes)).await??,
+    );
+    let metrics = Metrics::new()?;
+    let (events, dedupe) = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((store.event_count()?, store.dedupe_count()?))
+        })
+        .await??
+    };
+    metrics.set_store_sizes(events, dedupe);
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        events,
+        dedupe_entries = dedupe,
+        grpc = ?listeners.grpc.local_addr().ok(),
+        http = ?listeners.http.local_addr().ok(),
+        admin = ?listeners.admin.local_addr().ok(),
+        "control plane starting"
+    );
+
+    let readiness = Readiness::default();
+    // Our own token: a failing server stops the others without cancelling
+    // the caller's token.
+    let stop = shutdown.child_token();
+    // The admin port outlives the drain so probes can watch it.
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        metrics.clone(),
+        readiness.clone(),
+        admin_stop.clone(),
+    ));
+
+    let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
+    tasks.spawn({
+        let (store, metrics, stop) = (Arc::clone(&store), metrics.clone(), stop.clone());
+        async move {
+            grpc::serve(listeners.grpc, store, metrics, stop)
+                .await
+                .map_err(Error::from)
+        }
+    });
+    tasks.spawn({
+        let state = http::HttpState {
+            store: Arc::clone(&store),
+            admin_token: config.admin_token.clone(),
+        };
+        let stop = stop.clone();
+        async move {
+            axum::serve(listeners.http, http::router(state))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(|source| Error::Serve {
+                    server: "http",
+                    source,
+                })
+        }
+    });
+    tasks.spawn({
+        let (store, metrics, stop) = (Arc::clone(&store), metrics.clone(), stop.clone());
+        async move {
+            prune::run(store, config.dedupe_window, metrics, stop).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (readiness, stop) = (readiness.clone(), stop.clone());
+        async move {
+            stop.cancelled().await;
+            readiness.set(false);
+            tracing::info!("control plane draining");
+            Ok(())
+        }
+    });
+    // The gRPC listener is bound and its server spawned: connections are
+    // accepted from here on.
+    readiness.set(true);
+
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        // Every task runs until stop; one ending means the process is
+        // stopping, whether it failed or not.
+        stop.cancel();
+        let error = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => error,
+            Err(error) => Error::Task(error),
+        };
+        tracing::error!(%error, "control plane task failed");
+        first_error.get_or_insert(error);
+    }
+
+    let flushed = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || store.flush()).await
+    };
+    drop(store);
+    admin_stop.cancel();
+    let admin_result = admin_task.await;
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    flushed??;
+    admin_result?.map_err(|source| Error::Serve {
+        server: "admin",
+        source,
+    })?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The `nudge-control-plane` binary: reads settings, sets up logging, binds,
+//! turns SIGTERM/SIGINT into a cancellation, and hands over to
+//! [`nudge_control_plane::run`].
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use nudge_control_plane::{Config, Listeners, LogFormat};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// EX_USAGE from sysexits.h: the operator has to fix a setting.
+const EX_USAGE: u8 = 64;
+
+/// How long a drain may take after SIGTERM before the process gives up; well
+/// under Kubernetes' default 30 s grace period.
+const DRAIN_GRACE: Duration = Duration::from_secs(25);
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(error) => {
+            let usage = error.use_stderr();
+            // --help and --version are not errors.
+            let _ = error.print();
+            return if usage {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if let Err(error) = config.validate() {
+        eprintln!("error: {error}");
+        return ExitCode::from(EX_USAGE);
+    }
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "control plane failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let run = nudge_control_plane::run(config, listeners, shutdown.clone());
+    tokio::pin!(run);
+    let result = tokio::select! {
+        result = &mut run => result.context("control plane stopped with an error"),
+        () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_GRACE).await } => {
+            anyhow::bail!("drain did not finish within {DRAIN_GRACE:?}")
+        }
+    };
+    signals.abort();
+    result
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, draining"),
+        () = terminate => tracing::info!("SIGTERM received, draining"),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
