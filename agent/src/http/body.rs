@@ -71,8 +71,17 @@ pub(crate) fn content_encoding(headers: &HeaderMap) -> Result<Encoding, IntakeEr
     }
 }
 
-/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes
-/// (or announces so in `Content-Length`), without buffering the excess.
+/// Bytes of an oversized body read and thrown away before answering `413`.
+///
+/// Answering while the client is still sending makes hyper close the
+/// connection with the body unread, and many clients (hyper, reqwest,
+/// Python's requests) then report a broken connection instead of the `413`.
+/// Draining a bounded amount lets ordinary oversized calls see the real
+/// answer; a body beyond this bound gets the connection closed on it.
+const DRAIN_LIMIT: usize = 8 << 20;
+
+/// Reads the whole body, refusing it once it exceeds `limit` bytes (or
+/// announces so in `Content-Length`), without buffering the excess.
 pub(crate) async fn read_limited(
     headers: &HeaderMap,
     mut body: Body,
@@ -85,6 +94,7 @@ pub(crate) async fn read_limited(
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.parse::<u64>().ok());
     if announced.is_some_and(|length| length > limit as u64) {
+        discard(body, DRAIN_LIMIT).await;
         return Err(too_large);
     }
     let mut buffer = Vec::with_capacity(announced.map_or(0, |length| length as usize));
@@ -94,11 +104,25 @@ pub(crate) async fn read_limited(
             continue; // trailers carry nothing intake uses
         };
         if buffer.len() + data.len() > limit {
+            discard(body, DRAIN_LIMIT.saturating_sub(buffer.len())).await;
             return Err(too_large);
         }
         buffer.extend_from_slice(&data);
     }
     Ok(Bytes::from(buffer))
+}
+
+/// Reads and drops up to `budget` more bytes of `body` (see [`DRAIN_LIMIT`]).
+async fn discard(mut body: Body, mut budget: usize) {
+    while budget > 0 {
+        match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                let read = frame.data_ref().map_or(0, |data| data.len());
+                budget = budget.saturating_sub(read);
+            }
+            Some(Err(_)) | None => return,
+        }
+    }
 }
 
 /// Decompresses a gzip body, never producing more than `limit` bytes: a

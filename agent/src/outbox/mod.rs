@@ -256,8 +256,10 @@ impl Outbox {
                     let aside = quarantine_dir.join(format!("seg-{id:016x}-unreadable"));
                     tracing::error!(segment = id, %reason, to = %aside.display(), "outbox segment cannot be opened; moved to quarantine");
                     metrics.outbox_segments_quarantined.inc();
-                    if let Err(source) = std::fs::rename(&path, &aside) {
-                        return Err(OutboxError::Io { path, source });
+                    if let Err(error) = std::fs::rename(&path, &aside) {
+                        // Left in place, it is skipped again at the next
+                        // start: still no crash loop.
+                        tracing::error!(%error, path = %path.display(), "could not move the unreadable segment aside");
                     }
                 }
             }

@@ -1,0 +1,791 @@
+//! End-to-end tests of issue 2 (the durable event pipeline) against the real
+//! binaries: each test starts its own `nudge-control-plane` and `nudge-agent`
+//! processes (see `support`), drives them over HTTP like an application and
+//! an operator would, and checks what the pipeline promises.
+//!
+//! Run `cargo build --bins` first; `scripts/test` does everything.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use support::load::{LoadSpec, Outcome, Progress, event, run_clients};
+use support::{
+    Agent, ControlPlane, DEADLINE, assert_delivered_exactly_once, binary, http_client,
+    metric_value, post_bytes, run_to_exit, wait_until, wait_until_within, workspace_dir,
+};
+
+fn spec(agent: &Agent, run: &str) -> LoadSpec {
+    LoadSpec {
+        intake: agent.intake,
+        run: format!("{run}-{}", std::process::id()),
+        users: 10,
+        events_per_client: None,
+        agent_assigned_ids: false,
+        must_succeed: true,
+        pad: 64,
+    }
+}
+
+/// Runs the clients described by `spec` in the background.
+fn spawn_clients(
+    spec: &LoadSpec,
+    clients: usize,
+    progress: &Arc<Progress>,
+) -> tokio::task::JoinHandle<Outcome> {
+    let spec = spec.clone();
+    let progress = progress.clone();
+    tokio::spawn(async move { run_clients(&spec, clients, progress).await })
+}
+
+async fn wait_for_acks(progress: &Progress, at_least: usize) {
+    wait_until(
+        &format!("clients have {at_least} acknowledged events"),
+        || async { progress.acked.load(Ordering::Relaxed) >= at_least },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_events_from_concurrent_clients_arrive_exactly_once() {
+    let control_plane = ControlPlane::started().await;
+    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let spec = LoadSpec {
+        users: 20,
+        events_per_client: Some(200),
+        agent_assigned_ids: true,
+        ..spec(&agent, "ten-k")
+    };
+
+    let outcome = run_clients(&spec, 50, Arc::default()).await;
+    assert_eq!(outcome.acked.len(), 10_000, "every event acknowledged once");
+
+    let stored = assert_delivered_exactly_once(
+        &control_plane,
+        &agent,
+        &spec.user_names(),
+        &outcome.acked,
+        None,
+    )
+    .await;
+    assert_eq!(
+        stored.len(),
+        10_000,
+        "exactly the acknowledged events are stored"
+    );
+    let received = agent.metric("nudge_agent_events_received_total").await;
+    assert_eq!(received, 10_000.0, "nudge_agent_events_received_total");
+    let shipped = agent.metric("nudge_agent_events_shipped_total").await;
+    assert!(
+        shipped >= 10_000.0,
+        "nudge_agent_events_shipped_total is {shipped}"
+    );
+    let ingested = metric_value(
+        &control_plane.metrics().await,
+        "nudge_cp_events_ingested_total",
+        None,
+    );
+    assert_eq!(
+        ingested,
+        Some(10_000.0),
+        "nudge_cp_events_ingested_total counts each new event once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_agent_under_load_loses_no_acknowledged_event() {
+    let control_plane = ControlPlane::started().await;
+    let mut agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let spec = LoadSpec {
+        must_succeed: false,
+        ..spec(&agent, "kill-agent")
+    };
+    let progress = Arc::new(Progress::default());
+    let clients = spawn_clients(&spec, 20, &progress);
+
+    for kill in 1..=3 {
+        wait_for_acks(&progress, kill * 1_000).await;
+        agent.process.kill();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        agent.start().await;
+    }
+    wait_for_acks(&progress, 4_000).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let outcome = clients.await.unwrap();
+    eprintln!(
+        "acknowledged {}, sent {}, failed requests {} (e.g. {:?})",
+        outcome.acked.len(),
+        outcome.attempted.len(),
+        outcome.failed_requests,
+        outcome.failures
+    );
+
+    assert_delivered_exactly_once(
+        &control_plane,
+        &agent,
+        &spec.user_names(),
+        &outcome.acked,
+        Some(&outcome.attempted),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_control_plane_under_load_loses_no_acknowledged_event() {
+    let mut control_plane = ControlPlane::started().await;
+    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    // The agent answers from its outbox: no request may fail while the
+    // control plane is down.
+    let spec = spec(&agent, "kill-cp");
+    let progress = Arc::new(Progress::default());
+    let clients = spawn_clients(&spec, 20, &progress);
+
+    for kill in 1..=3 {
+        wait_for_acks(&progress, kill * 1_000).await;
+        control_plane.process.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        control_plane.start().await;
+    }
+    wait_for_acks(&progress, 4_000).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let outcome = clients.await.unwrap();
+    assert_eq!(outcome.failed_requests, 0);
+
+    assert_delivered_exactly_once(
+        &control_plane,
+        &agent,
+        &spec.user_names(),
+        &outcome.acked,
+        Some(&outcome.attempted),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_control_plane_down_the_agent_keeps_accepting_and_drains_when_it_returns() {
+    let mut control_plane = ControlPlane::new();
+    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let mut outcome = Outcome::default();
+    let mut users = Vec::new();
+
+    for (phase, run) in ["never-started", "stopped"].into_iter().enumerate() {
+        let spec = LoadSpec {
+            events_per_client: Some(60),
+            ..spec(&agent, run)
+        };
+        users.extend(spec.user_names());
+        let sent = run_clients(&spec, 5, Arc::default()).await;
+        assert_eq!(sent.acked.len(), 300, "{run}: every call answered 2xx");
+        let waiting = agent.metric("nudge_agent_outbox_events").await;
+        assert_eq!(
+            waiting, 300.0,
+            "{run}: the accepted events wait in the outbox"
+        );
+        outcome.merge(sent);
+
+        control_plane.start().await;
+        assert_delivered_exactly_once(
+            &control_plane,
+            &agent,
+            &users,
+            &outcome.acked,
+            Some(&outcome.attempted),
+        )
+        .await;
+        if phase == 0 {
+            let (status, _) = control_plane.process.terminate(DEADLINE).await;
+            assert!(
+                status.success(),
+                "the control plane exits 0 on SIGTERM: {status}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_quota_answers_503_with_retry_after_and_intake_resumes_after_the_drain() {
+    let mut control_plane = ControlPlane::new();
+    let agent = Agent::started(
+        &control_plane.grpc_url(),
+        &[
+            ("NUDGE_AGENT_MAX_OUTBOX_BYTES", "1MiB"),
+            ("NUDGE_AGENT_SEGMENT_BYTES", "64KiB"),
+        ],
+    )
+    .await;
+    let user = format!("quota-{}", std::process::id());
+    let mut acked = HashSet::new();
+    let mut attempted = HashSet::new();
+
+    let mut refusal = None;
+    for n in 0..1_000 {
+        let ids: Vec<String> = (0..20).map(|i| format!("{user}-{n}-{i}")).collect();
+        attempted.extend(ids.iter().cloned());
+        let batch: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                let mut call = event("track", &user, Some(id), 1_000);
+                call["type"] = json!("track");
+                call
+            })
+            .collect();
+        let reply = agent.post("/v1/batch", &json!({ "batch": batch })).await;
+        if reply.is_success() {
+            acked.extend(ids);
+            continue;
+        }
+        refusal = Some(reply);
+        break;
+    }
+    let refusal =
+        refusal.expect("the agent never refused although 20 MB were sent to a 1 MiB quota");
+    assert_eq!(refusal.status, 503, "{refusal:?}");
+    assert_eq!(refusal.code(), "outbox_full", "{refusal:?}");
+    let retry_after = refusal
+        .retry_after
+        .as_deref()
+        .expect("503 without Retry-After");
+    let seconds: u64 = retry_after
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After is not seconds: {retry_after}"));
+    assert!(seconds >= 1, "Retry-After: {seconds}");
+    assert!(
+        !acked.is_empty(),
+        "something was accepted before the quota filled"
+    );
+
+    // Single calls fill what room the refused batch left, then are refused
+    // the same way.
+    let mut single_refusal = None;
+    for n in 0..1_000 {
+        let id = format!("{user}-single-{n}");
+        attempted.insert(id.clone());
+        let reply = agent
+            .post("/v1/track", &event("track", &user, Some(&id), 1_000))
+            .await;
+        if reply.is_success() {
+            acked.insert(id);
+            continue;
+        }
+        single_refusal = Some(reply);
+        break;
+    }
+    let single = single_refusal.expect("single calls were never refused by a full quota");
+    assert_eq!(
+        (single.status, single.code()),
+        (503, "outbox_full"),
+        "{single:?}"
+    );
+    assert!(
+        single.retry_after.is_some(),
+        "503 without Retry-After: {single:?}"
+    );
+    let health = http_client()
+        .get(format!("http://{}/healthz", agent.admin))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        health.status().is_success(),
+        "/healthz while full: {}",
+        health.status()
+    );
+    let rejected = metric_value(
+        &agent.metrics().await,
+        "nudge_agent_requests_rejected_total",
+        Some("reason=\"outbox_full\""),
+    );
+    assert!(
+        rejected.unwrap_or(0.0) >= 2.0,
+        "rejections counted: {rejected:?}"
+    );
+
+    control_plane.start().await;
+    let users = vec![user.clone()];
+    assert_delivered_exactly_once(&control_plane, &agent, &users, &acked, Some(&attempted)).await;
+
+    let again_id = format!("{user}-after-drain");
+    let again = agent
+        .post("/v1/track", &event("track", &user, Some(&again_id), 10))
+        .await;
+    assert!(
+        again.is_success(),
+        "intake accepts again after the drain: {again:?}"
+    );
+    acked.insert(again_id.clone());
+    attempted.insert(again_id);
+    assert_delivered_exactly_once(&control_plane, &agent, &users, &acked, Some(&attempted)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_its_own_4xx_and_leaves_accepted_events_untouched() {
+    let control_plane = ControlPlane::started().await;
+    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let user = format!("bad-input-{}", std::process::id());
+    let mut acked = HashSet::new();
+    let send_good = |round: &'static str| {
+        let (agent, user) = (&agent, &user);
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..20 {
+                let id = format!("{user}-good-{round}-{i}");
+                let reply = agent
+                    .post("/v1/track", &event("track", user, Some(&id), 32))
+                    .await;
+                assert!(reply.is_success(), "{reply:?}");
+                ids.push(id);
+            }
+            ids
+        }
+    };
+    acked.extend(send_good("before").await);
+
+    let json_bytes = |value: Value| serde_json::to_vec(&value).unwrap();
+    let bad_id = |case: &str| format!("{user}-bad-{case}");
+    let oversized_batch: Vec<Value> = (0..30)
+        .map(|i| {
+            let mut call = event("track", &user, Some(&bad_id(&format!("batch-{i}"))), 20_000);
+            call["type"] = json!("track");
+            call
+        })
+        .collect();
+    let mut invalid_utf8 = format!(
+        r#"{{"userId":"{user}","event":"x","messageId":"{}","properties":{{"s":""#,
+        bad_id("utf8")
+    )
+    .into_bytes();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe, 0xc3]);
+    invalid_utf8.extend_from_slice(b"\"}}");
+    // (case, path, content type, body, expected status, expected code)
+    type BadCase<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<BadCase> = vec![
+        (
+            "malformed JSON",
+            "/v1/track",
+            "application/json",
+            format!(
+                r#"{{"userId": "{user}", "event": "x", "messageId": "{}", "#,
+                bad_id("json")
+            )
+            .into_bytes(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "wrong content type",
+            "/v1/track",
+            "application/xml",
+            json_bytes(event("track", &user, Some(&bad_id("xml")), 8)),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no userId and no anonymousId",
+            "/v1/track",
+            "application/json",
+            json_bytes(json!({ "event": "x", "messageId": bad_id("anonymous") })),
+            400,
+            "missing_identity",
+        ),
+        (
+            "a call over 32 KB",
+            "/v1/track",
+            "application/json",
+            json_bytes(event("track", &user, Some(&bad_id("big-call")), 40_000)),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "a batch over 500 KB",
+            "/v1/batch",
+            "application/json",
+            json_bytes(json!({ "batch": oversized_batch })),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "invalid UTF-8",
+            "/v1/track",
+            "application/json",
+            invalid_utf8,
+            400,
+            "invalid_utf8",
+        ),
+    ];
+    let client = http_client();
+    for (case, path, content_type, body, status, code) in cases {
+        let reply = post_bytes(&client, &agent.url(path), content_type, body)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e:?}"));
+        assert_eq!(
+            (reply.status, reply.code()),
+            (status, code),
+            "{case}: {:?}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["success"],
+            json!(false),
+            "{case}: {:?}",
+            reply.body
+        );
+        assert!(
+            reply.body["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{case}: the error says what is wrong: {:?}",
+            reply.body
+        );
+    }
+
+    let metrics = agent.metrics().await;
+    for (reason, count) in [
+        ("malformed_json", 1.0),
+        ("unsupported_media_type", 1.0),
+        ("missing_identity", 1.0),
+        ("payload_too_large", 2.0),
+        ("invalid_utf8", 1.0),
+    ] {
+        let label = format!("reason=\"{reason}\"");
+        let counted = metric_value(
+            &metrics,
+            "nudge_agent_requests_rejected_total",
+            Some(&label),
+        );
+        assert_eq!(
+            counted,
+            Some(count),
+            "nudge_agent_requests_rejected_total{{{label}}}"
+        );
+    }
+
+    acked.extend(send_good("after").await);
+    let attempted = acked.clone();
+    assert_delivered_exactly_once(&control_plane, &agent, &[user], &acked, Some(&attempted)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_segment_client_sends_track_identify_and_page() {
+    let python = std::env::var_os("NUDGE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} not found: run `scripts/test` (it creates .venv with segment-analytics-python) or set NUDGE_TEST_PYTHON",
+        python.display()
+    );
+    let control_plane = ControlPlane::started().await;
+    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let user = format!("segment-python-{}", std::process::id());
+
+    let output = tokio::process::Command::new(&python)
+        .arg(workspace_dir().join("tests/python/segment_client.py"))
+        .args([&agent.url(""), "e2e-write-key", &user])
+        .output()
+        .await
+        .expect("run the Segment client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "segment_client.py failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ids: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+
+    wait_until("the three calls are stored", || async {
+        control_plane.events_for_user(&user).await.len() >= 3
+    })
+    .await;
+    let events = control_plane.events_for_user(&user).await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    let of_type = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} stored: {events:#?}"))
+    };
+    let track = of_type("track");
+    assert_eq!(track["id"], ids["track"]);
+    assert_eq!(track["event"], "Order Completed");
+    assert_eq!(track["properties"]["revenue"], 42.5);
+    assert_eq!(track["properties"]["currency"], "EUR");
+    let identify = of_type("identify");
+    assert_eq!(identify["id"], ids["identify"]);
+    assert_eq!(identify["traits"]["email"], "ada@example.com");
+    assert_eq!(identify["traits"]["plan"], "pro");
+    let page = of_type("page");
+    assert_eq!(page["id"], ids["page"]);
+    assert_eq!(page["name"], "Getting Started");
+    assert_eq!(page["category"], "Docs");
+    assert_eq!(page["properties"]["path"], "/docs/start");
+    for event in &events {
+        assert_eq!(event["user_id"], json!(user));
+        assert_eq!(
+            event["write_key"], "e2e-write-key",
+            "the Basic-auth write key travels with the event"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbox_disk_use_returns_near_its_floor_after_a_backlog_drains() {
+    let mut control_plane = ControlPlane::new();
+    let agent = Agent::started(
+        &control_plane.grpc_url(),
+        &[("NUDGE_AGENT_SEGMENT_BYTES", "1MiB")],
+    )
+    .await;
+    let spec = LoadSpec {
+        events_per_client: Some(2_500),
+        pad: 1_000,
+        ..spec(&agent, "disk")
+    };
+
+    let outcome = run_clients(&spec, 8, Arc::default()).await;
+    assert_eq!(outcome.acked.len(), 20_000);
+    let peak = agent.metric("nudge_agent_outbox_disk_bytes").await;
+    assert!(
+        peak > 10e6,
+        "20,000 events of ~1 KB take at least 10 MB on disk, the metric says {peak}"
+    );
+
+    control_plane.start().await;
+    wait_until_within("the backlog drains", 3 * DEADLINE, || async {
+        agent.metric("nudge_agent_outbox_events").await == 0.0
+    })
+    .await;
+    wait_until(
+        "the outbox's disk use falls below 20% of its peak",
+        || async { agent.metric("nudge_agent_outbox_disk_bytes").await < 0.2 * peak },
+    )
+    .await;
+    let floor = agent.metric("nudge_agent_outbox_disk_bytes").await;
+    eprintln!("outbox disk bytes: peak {peak}, after the drain {floor}");
+    assert_delivered_exactly_once(
+        &control_plane,
+        &agent,
+        &spec.user_names(),
+        &outcome.acked,
+        Some(&outcome.attempted),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_of_both_programs_pass_promtool_check() {
+    let promtool = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("promtool"))
+                .find(|p| p.is_file())
+        })
+        .expect(
+            "promtool not found: install the Debian package `prometheus` (`scripts/test` does)",
+        );
+    let control_plane = ControlPlane::started().await;
+    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    // Some traffic, so counters, labelled series and histograms have samples.
+    let spec = LoadSpec {
+        events_per_client: Some(20),
+        ..spec(&agent, "metrics")
+    };
+    let outcome = run_clients(&spec, 2, Arc::default()).await;
+    let bad = post_bytes(
+        &http_client(),
+        &agent.url("/v1/track"),
+        "application/json",
+        b"{".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status, 400);
+    assert_delivered_exactly_once(
+        &control_plane,
+        &agent,
+        &spec.user_names(),
+        &outcome.acked,
+        None,
+    )
+    .await;
+
+    let agent_metrics = agent.metrics().await;
+    let control_plane_metrics = control_plane.metrics().await;
+    for name in [
+        "nudge_agent_events_received_total",
+        "nudge_agent_events_shipped_total",
+        "nudge_agent_outbox_events",
+        "nudge_agent_outbox_bytes",
+        "nudge_agent_outbox_disk_bytes",
+        "nudge_agent_requests_rejected_total",
+        "nudge_agent_ship_duration_seconds_bucket",
+    ] {
+        assert!(
+            metric_value(&agent_metrics, name, None).is_some(),
+            "agent /metrics lacks {name}"
+        );
+    }
+    for name in [
+        "nudge_cp_events_ingested_total",
+        "nudge_cp_events_duplicate_total",
+    ] {
+        assert!(
+            metric_value(&control_plane_metrics, name, None).is_some(),
+            "control plane /metrics lacks {name}"
+        );
+    }
+    for (program, text) in [
+        ("nudge-agent", agent_metrics),
+        ("nudge-control-plane", control_plane_metrics),
+    ] {
+        let mut check = tokio::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = check.stdin.take().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, text.as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        let output = check.wait_with_output().await.unwrap();
+        assert!(
+            output.status.success(),
+            "promtool check metrics on {program}'s /metrics:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_setting_exits_64_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let agent_ok = [
+        ("NUDGE_AGENT_LISTEN", "127.0.0.1:0"),
+        ("NUDGE_AGENT_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("NUDGE_AGENT_DATA_DIR", data.as_str()),
+        ("NUDGE_AGENT_CONTROL_PLANE", "http://127.0.0.1:1"),
+    ];
+    let control_plane_ok = [
+        ("NUDGE_CP_GRPC_LISTEN", "127.0.0.1:0"),
+        ("NUDGE_CP_HTTP_LISTEN", "127.0.0.1:0"),
+        ("NUDGE_CP_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("NUDGE_CP_DATA_DIR", data.as_str()),
+        ("NUDGE_CP_ADMIN_TOKEN", "token"),
+    ];
+    type Settings<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&str, Settings, (&str, &str)); 5] = [
+        ("nudge-agent", &agent_ok, ("NUDGE_AGENT_LISTEN", "nowhere")),
+        (
+            "nudge-agent",
+            &agent_ok,
+            ("NUDGE_AGENT_CONTROL_PLANE", "not a url"),
+        ),
+        (
+            "nudge-agent",
+            &agent_ok,
+            ("NUDGE_AGENT_MAX_OUTBOX_BYTES", "10KiB"),
+        ),
+        (
+            "nudge-control-plane",
+            &control_plane_ok,
+            ("NUDGE_CP_GRPC_LISTEN", "nowhere"),
+        ),
+        (
+            "nudge-control-plane",
+            &control_plane_ok,
+            ("NUDGE_CP_ADMIN_LISTEN", "127.0.0.1:http"),
+        ),
+    ];
+    for (program, valid, (variable, value)) in cases {
+        let mut env: Vec<(&str, &str)> = valid
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != variable)
+            .collect();
+        env.push((variable, value));
+        let (status, output) = run_to_exit(&binary(program), &env).await;
+        assert_eq!(
+            status.code(),
+            Some(64),
+            "{program} with {variable}={value}: {status}\n{output}"
+        );
+        assert!(
+            output.contains(variable),
+            "{program}: the message names {variable}:\n{output}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_exits_0_within_the_grace_and_the_rest_ships_after_the_next_start() {
+    const GRACE: Duration = Duration::from_secs(2);
+    // What "within the grace" tolerates: process exit and a loaded machine.
+    const SLACK: Duration = Duration::from_secs(20);
+    let mut control_plane = ControlPlane::new();
+    // One event per shipment, so that draining the backlog takes longer than
+    // the grace period and the SIGTERM lands in the middle of it.
+    let mut agent = Agent::started(
+        &control_plane.grpc_url(),
+        &[
+            ("NUDGE_AGENT_SHUTDOWN_GRACE", "2s"),
+            ("NUDGE_AGENT_BATCH_MAX_EVENTS", "1"),
+        ],
+    )
+    .await;
+    let spec = LoadSpec {
+        events_per_client: Some(500),
+        ..spec(&agent, "sigterm")
+    };
+    let outcome = run_clients(&spec, 10, Arc::default()).await;
+    assert_eq!(outcome.acked.len(), 5_000);
+
+    // Control plane down: nothing can ship, the agent still leaves in time.
+    let (status, took) = agent.process.terminate(GRACE + SLACK).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
+    eprintln!("SIGTERM with the control plane down: exited after {took:?}");
+    agent.start().await;
+    let waiting = agent.metric("nudge_agent_outbox_events").await;
+    assert_eq!(
+        waiting, 5_000.0,
+        "the backlog is still on disk after a SIGTERM"
+    );
+
+    // Control plane up, backlog being shipped: SIGTERM in the middle.
+    control_plane.start().await;
+    let (status, took) = agent.process.terminate(GRACE + SLACK).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
+    let shipped = control_plane.stored_count().await;
+    eprintln!(
+        "SIGTERM while shipping: exited after {took:?}, {shipped} of 5000 stored before the exit"
+    );
+
+    agent.start().await;
+    assert_delivered_exactly_once(
+        &control_plane,
+        &agent,
+        &spec.user_names(),
+        &outcome.acked,
+        Some(&outcome.attempted),
+    )
+    .await;
+}
