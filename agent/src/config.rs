@@ -103,6 +103,10 @@ pub struct Config {
     #[arg(long, env = "NUDGE_AGENT_BATCH_MAX_BYTES", value_name = "NUDGE_AGENT_BATCH_MAX_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub batch_max_bytes: u64,
 
+    /// Batches in flight to the control plane at once.
+    #[arg(long, env = "NUDGE_AGENT_SHIP_CONCURRENCY", value_name = "NUDGE_AGENT_SHIP_CONCURRENCY", default_value = "4", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub ship_concurrency: u32,
+
     /// How long a partial batch waits for more events before it is sent.
     #[arg(long, env = "NUDGE_AGENT_BATCH_LINGER", value_name = "NUDGE_AGENT_BATCH_LINGER", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub batch_linger: Duration,
@@ -214,6 +218,7 @@ impl Config {
     pub fn shipper(&self) -> ShipperConfig {
         ShipperConfig {
             agent_id: self.agent_id.clone().unwrap_or_else(default_agent_id),
+            in_flight: self.ship_concurrency as usize,
             max_events: self.batch_max_events as usize,
             max_bytes: self.batch_max_bytes as usize,
             linger: self.batch_linger,

@@ -13,9 +13,11 @@
 //!    again and the control plane's dedupe absorbs them.
 //! 3. **Never a silent drop.** When the byte quota is full, `append` refuses
 //!    with [`AppendError::QuotaFull`] and writes nothing.
-//! 4. **Only durable records are shipped.** The shipper reads up to the last
-//!    flushed sequence number, so the control plane never sees a call whose
-//!    client did not get (or will not get) a success answer.
+//! 4. **Only acknowledged records are shipped.** The shipper reads up to the
+//!    last flushed sequence number, so the control plane never sees a call
+//!    whose client did not get (or will not get) a success answer. (With
+//!    [`Durability::UnsafeAckBeforeFlush`], calls are acknowledged before
+//!    the flush, so everything inserted may be shipped.)
 //! 5. **A bad record never stops the agent.** A segment that sled cannot open
 //!    is moved to `quarantine/` at start-up; a record that cannot be decoded is
 //!    moved to the quarantine database by the shipper. Both are counted.
@@ -341,11 +343,15 @@ impl Outbox {
             seqs
         };
         self.publish_gauges();
-        inner.flush_wanted.notify_one();
         let Some(&last) = seqs.last() else {
             return Ok(AppendReceipt { seqs });
         };
-        if inner.config.durability == Durability::Fsync {
+        if inner.config.durability == Durability::UnsafeAckBeforeFlush {
+            // sled's background flush makes it durable; waking the flusher
+            // here would spend the fsyncs this mode exists to avoid.
+            inner.data_ready.notify_one();
+        } else {
+            inner.flush_wanted.notify_one();
             let mut status = inner.flush_status.subscribe();
             let settled = status
                 .wait_for(|s| s.durable_seq >= last || s.failed_through >= last)
@@ -374,7 +380,11 @@ impl Outbox {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Option<Batch>, OutboxError> {
-        let durable_seq = self.inner.flush_status.borrow().durable_seq;
+        let shippable_seq = match self.inner.config.durability {
+            Durability::Fsync => self.inner.flush_status.borrow().durable_seq,
+            // Already acknowledged to the client, so already promised.
+            Durability::UnsafeAckBeforeFlush => self.inner.written_seq.load(Ordering::Acquire),
+        };
         loop {
             let (segment, bound) = {
                 let mut layout = self.layout();
@@ -389,7 +399,7 @@ impl Outbox {
                         *closed = Sealed::Open(Arc::clone(&segment));
                         (segment, u64::MAX)
                     }
-                    None => (Arc::clone(&layout.active), durable_seq),
+                    None => (Arc::clone(&layout.active), shippable_seq),
                 }
             };
             let records = segment.read(bound, max_events, max_bytes)?;

@@ -222,3 +222,16 @@ async fn appends_are_refused_after_stop_accepting() {
     let refused = outbox.append(vec![record(1, 10)]).await;
     assert!(matches!(refused, Err(AppendError::ShuttingDown)));
 }
+
+#[tokio::test]
+async fn unsafe_mode_answers_without_the_flusher_and_ships_what_it_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.durability = Durability::UnsafeAckBeforeFlush;
+    let metrics = Metrics::new();
+    // No flusher task at all: an fsync-mode append would wait forever.
+    let outbox = Outbox::open(config, metrics.clone()).unwrap();
+    outbox.append(vec![record(1, 10)]).await.unwrap();
+    assert_eq!(metrics.flush_batch_size.get_sample_count(), 0);
+    assert_eq!(drain(&outbox), vec![record(1, 10)]);
+}

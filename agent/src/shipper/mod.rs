@@ -6,7 +6,9 @@
 //!   the batch carrying it (stored, duplicate, or refused for good), or when
 //!   it cannot be decoded (then it is quarantined, not dropped).
 //! * Batches are bounded by count and bytes, and a partial batch waits at
-//!   most `linger` for company.
+//!   most `linger` for company. Up to `in_flight` batches are pushed at
+//!   once; the next window is read only after all of them settled, so no
+//!   record is ever in two pushes at the same time.
 //! * Retriable failures (control plane down, overloaded, timed out) back off
 //!   exponentially with full jitter, honouring the control plane's hint.
 //! * One bad batch never stalls the pipeline for good: when the control
@@ -29,6 +31,9 @@ use backoff::Backoff;
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
     pub agent_id: String,
+    /// Batches pushed concurrently: the control plane's round trip (its
+    /// flush) would otherwise bound throughput.
+    pub in_flight: usize,
     pub max_events: usize,
     pub max_bytes: usize,
     pub linger: Duration,
@@ -117,10 +122,9 @@ impl<T: Transport> Shipper<T> {
             if stop.is_cancelled() {
                 return;
             }
-            let batch = match self
-                .outbox
-                .next_batch(self.batch_limit, self.config.max_bytes)
-            {
+            let window_events = self.batch_limit * self.config.in_flight;
+            let window_bytes = self.config.max_bytes * self.config.in_flight;
+            let batch = match self.outbox.next_batch(window_events, window_bytes) {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::error!(%error, "reading the outbox failed");
@@ -153,58 +157,71 @@ impl<T: Transport> Shipper<T> {
         }
     }
 
-    async fn ship(&mut self, batch: Batch, stop: &CancellationToken) {
+    /// Ships a window of records as up to `in_flight` concurrent pushes and
+    /// settles each: acknowledged batches are removed even when a sibling
+    /// failed (that one is read again after the backoff).
+    async fn ship(&mut self, window: Batch, stop: &CancellationToken) {
+        let batches = split(window, self.batch_limit, self.config.max_bytes);
         let started = Instant::now();
-        let result = tokio::select! {
-            result = self.transport.push(&self.config.agent_id, &batch.records) => result,
+        let pushes = batches
+            .iter()
+            .map(|batch| self.transport.push(&self.config.agent_id, &batch.records));
+        let results = tokio::select! {
+            results = futures::future::join_all(pushes) => results,
             () = stop.cancelled() => return,
         };
-        self.metrics
-            .ship_duration
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcome) => self.settle(&batch, &outcome),
-            Err(ShipError::Retriable {
-                message,
-                retry_after,
-            }) => {
-                self.metrics
-                    .ship_failures
-                    .with_label_values(&["retriable"])
-                    .inc();
-                let delay = self.backoff.next_delay(retry_after);
-                tracing::warn!(
-                    error = %message,
-                    events = batch.records.len(),
-                    failures = self.backoff.failures(),
-                    retry_in = ?delay,
-                    "shipping failed; will retry"
-                );
-                self.pause(delay, stop).await;
-            }
-            Err(ShipError::BatchRefused { message }) => {
-                self.metrics
-                    .ship_failures
-                    .with_label_values(&["permanent"])
-                    .inc();
-                if let [record] = batch.records.as_slice() {
-                    let reason = format!("refused by the control plane: {message}");
-                    if let Err(error) = self.outbox.quarantine(batch.segment_id, record, &reason) {
-                        tracing::error!(%error, "could not quarantine a refused record");
-                        let delay = self.backoff.next_delay(None);
-                        self.pause(delay, stop).await;
-                    }
-                } else {
-                    self.batch_limit = (batch.records.len() / 2).max(1);
-                    tracing::warn!(
-                        error = %message,
-                        events = batch.records.len(),
-                        next_batch = self.batch_limit,
-                        "control plane refused a batch; halving it to isolate the bad record"
-                    );
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut retry_hint: Option<Option<Duration>> = None;
+        for (batch, result) in batches.iter().zip(results) {
+            self.metrics.ship_duration.observe(elapsed);
+            match result {
+                Ok(outcome) => self.settle(batch, &outcome),
+                Err(ShipError::Retriable {
+                    message,
+                    retry_after,
+                }) => {
+                    self.metrics
+                        .ship_failures
+                        .with_label_values(&["retriable"])
+                        .inc();
+                    tracing::warn!(error = %message, events = batch.records.len(), "shipping failed; will retry");
+                    retry_hint = Some(retry_hint.flatten().max(retry_after));
+                }
+                Err(ShipError::BatchRefused { message }) => {
+                    self.metrics
+                        .ship_failures
+                        .with_label_values(&["permanent"])
+                        .inc();
+                    self.isolate(batch, &message);
                 }
             }
         }
+        if let Some(hint) = retry_hint {
+            let delay = self.backoff.next_delay(hint);
+            tracing::info!(failures = self.backoff.failures(), retry_in = ?delay, "backing off");
+            self.pause(delay, stop).await;
+        }
+    }
+
+    /// The control plane refused a whole batch as invalid: quarantine it if
+    /// it is a single record, else halve the batch size so the next attempts
+    /// narrow down the record at fault.
+    fn isolate(&mut self, batch: &Batch, message: &str) {
+        if let [record] = batch.records.as_slice() {
+            let reason = format!("refused by the control plane: {message}");
+            if let Err(error) = self.outbox.quarantine(batch.segment_id, record, &reason) {
+                // It stays in the outbox and is retried with the next window.
+                tracing::error!(%error, "could not quarantine a refused record");
+            }
+            return;
+        }
+        self.batch_limit = (batch.records.len() / 2).max(1);
+        tracing::warn!(
+            error = message,
+            events = batch.records.len(),
+            next_batch = self.batch_limit,
+            "control plane refused a batch; halving it to isolate the bad record"
+        );
     }
 
     /// Removes what the control plane acknowledged and quarantines what
@@ -248,6 +265,32 @@ impl<T: Transport> Shipper<T> {
             () = stop.cancelled() => {}
         }
     }
+}
+
+/// Cuts a window of records into batches of at most `max_events` records
+/// and `max_bytes` bytes (a single larger record makes a batch of its own).
+fn split(window: Batch, max_events: usize, max_bytes: usize) -> Vec<Batch> {
+    let mut batches: Vec<Batch> = Vec::new();
+    let mut bytes = 0;
+    for record in window.records {
+        let full = batches.last().is_none_or(|batch| {
+            batch.records.len() >= max_events || bytes + record.bytes.len() > max_bytes
+        });
+        if full {
+            batches.push(Batch {
+                segment_id: window.segment_id,
+                records: Vec::new(),
+            });
+            bytes = 0;
+        }
+        bytes += record.bytes.len();
+        batches
+            .last_mut()
+            .expect("a batch was just pushed if none was open")
+            .records
+            .push(record);
+    }
+    batches
 }
 
 #[cfg(test)]

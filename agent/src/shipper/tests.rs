@@ -54,6 +54,7 @@ impl Transport for FakeTransport {
 fn config() -> ShipperConfig {
     ShipperConfig {
         agent_id: "test".into(),
+        in_flight: 1,
         max_events: 8,
         max_bytes: 1 << 20,
         linger: Duration::ZERO,
@@ -103,6 +104,59 @@ async fn everything_is_shipped_once_in_order_and_then_deleted() {
     assert_eq!(outbox.pending_events(), 0);
     assert_eq!(metrics.events_shipped.get(), 50);
     assert_eq!(*transport.calls.lock().unwrap(), 7, "batches of at most 8");
+}
+
+#[tokio::test]
+async fn concurrent_pushes_ship_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<Bytes> = (0..50).map(numbered).collect();
+    let (outbox, metrics) = outbox_with(dir.path(), records.clone()).await;
+    let transport = FakeTransport::default();
+    let draining = CancellationToken::new();
+    draining.cancel();
+    let config = ShipperConfig {
+        in_flight: 3,
+        ..config()
+    };
+    run_shipper(
+        outbox.clone(),
+        transport.clone(),
+        config,
+        metrics.clone(),
+        draining,
+        CancellationToken::new(),
+    )
+    .await;
+    let mut received = transport.received.lock().unwrap().clone();
+    received.sort();
+    let mut expected = records;
+    expected.sort();
+    assert_eq!(received, expected);
+    assert_eq!(outbox.pending_events(), 0);
+    assert_eq!(*transport.calls.lock().unwrap(), 7, "batches of at most 8");
+}
+
+#[test]
+fn split_respects_count_and_bytes() {
+    let window = Batch {
+        segment_id: 1,
+        records: (0..10)
+            .map(|seq| Record {
+                seq,
+                bytes: Bytes::from(vec![0; 100]),
+            })
+            .collect(),
+    };
+    let sizes: Vec<usize> = split(window.clone(), 4, 1 << 20)
+        .iter()
+        .map(|b| b.records.len())
+        .collect();
+    assert_eq!(sizes, [4, 4, 2]);
+    let sizes: Vec<usize> = split(window, 100, 250)
+        .iter()
+        .map(|b| b.records.len())
+        .collect();
+    assert_eq!(sizes, [2, 2, 2, 2, 2]);
 }
 
 #[tokio::test]
