@@ -39,8 +39,8 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            tracing::error!("{error}");
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

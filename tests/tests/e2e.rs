@@ -1,7 +1,8 @@
 //! End-to-end tests of issue 2 (the durable event pipeline) against the real
 //! binaries: each test starts its own `nudge-control-plane` and `nudge-agent`
-//! processes (see `support`), drives them over HTTP like an application and
-//! an operator would, and checks what the pipeline promises.
+//! processes (through the `nudge_e2e` harness and `support`), drives them
+//! over HTTP like an application and an operator would, and checks what the
+//! pipeline promises.
 //!
 //! Run `cargo build --bins` first; `scripts/test` does everything.
 
@@ -15,10 +16,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use nudge_e2e::http::{client as http_client, post_bytes};
+use nudge_e2e::metrics::metric_value;
+use nudge_e2e::{Agent, ControlPlane};
 use support::load::{LoadSpec, Outcome, Progress, event, run_clients};
 use support::{
-    Agent, ControlPlane, DEADLINE, assert_delivered_exactly_once, binary, http_client,
-    metric_value, post_bytes, run_to_exit, wait_until, wait_until_within, workspace_dir,
+    DEADLINE, assert_delivered_exactly_once, binary, run_to_exit, setup, wait_until,
+    wait_until_within, workspace_dir,
 };
 
 fn spec(agent: &Agent, run: &str) -> LoadSpec {
@@ -54,8 +58,10 @@ async fn wait_for_acks(progress: &Progress, at_least: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_events_from_concurrent_clients_arrive_exactly_once() {
-    let control_plane = ControlPlane::started().await;
-    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let control_plane = ControlPlane::started(setup()).await.unwrap();
+    let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
     let spec = LoadSpec {
         users: 20,
         events_per_client: Some(200),
@@ -79,15 +85,21 @@ async fn ten_thousand_events_from_concurrent_clients_arrive_exactly_once() {
         10_000,
         "exactly the acknowledged events are stored"
     );
-    let received = agent.metric("nudge_agent_events_received_total").await;
+    let received = agent
+        .metric("nudge_agent_events_received_total")
+        .await
+        .unwrap();
     assert_eq!(received, 10_000.0, "nudge_agent_events_received_total");
-    let shipped = agent.metric("nudge_agent_events_shipped_total").await;
+    let shipped = agent
+        .metric("nudge_agent_events_shipped_total")
+        .await
+        .unwrap();
     assert!(
         shipped >= 10_000.0,
         "nudge_agent_events_shipped_total is {shipped}"
     );
     let ingested = metric_value(
-        &control_plane.metrics().await,
+        &control_plane.metrics().await.unwrap(),
         "nudge_cp_events_ingested_total",
         None,
     );
@@ -100,8 +112,10 @@ async fn ten_thousand_events_from_concurrent_clients_arrive_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_the_agent_under_load_loses_no_acknowledged_event() {
-    let control_plane = ControlPlane::started().await;
-    let mut agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let control_plane = ControlPlane::started(setup()).await.unwrap();
+    let mut agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
     let spec = LoadSpec {
         must_succeed: false,
         ..spec(&agent, "kill-agent")
@@ -113,7 +127,7 @@ async fn sigkill_of_the_agent_under_load_loses_no_acknowledged_event() {
         wait_for_acks(&progress, kill * 1_000).await;
         agent.process.kill();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        agent.start().await;
+        agent.start().await.unwrap();
     }
     wait_for_acks(&progress, 4_000).await;
     progress.stop.store(true, Ordering::Relaxed);
@@ -138,8 +152,10 @@ async fn sigkill_of_the_agent_under_load_loses_no_acknowledged_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_the_control_plane_under_load_loses_no_acknowledged_event() {
-    let mut control_plane = ControlPlane::started().await;
-    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let mut control_plane = ControlPlane::started(setup()).await.unwrap();
+    let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
     // The agent answers from its outbox: no request may fail while the
     // control plane is down.
     let spec = spec(&agent, "kill-cp");
@@ -150,7 +166,7 @@ async fn sigkill_of_the_control_plane_under_load_loses_no_acknowledged_event() {
         wait_for_acks(&progress, kill * 1_000).await;
         control_plane.process.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        control_plane.start().await;
+        control_plane.start().await.unwrap();
     }
     wait_for_acks(&progress, 4_000).await;
     progress.stop.store(true, Ordering::Relaxed);
@@ -169,8 +185,10 @@ async fn sigkill_of_the_control_plane_under_load_loses_no_acknowledged_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_the_control_plane_down_the_agent_keeps_accepting_and_drains_when_it_returns() {
-    let mut control_plane = ControlPlane::new();
-    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let mut control_plane = ControlPlane::new(setup()).unwrap();
+    let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
     let mut outcome = Outcome::default();
     let mut users = Vec::new();
 
@@ -182,14 +200,14 @@ async fn with_the_control_plane_down_the_agent_keeps_accepting_and_drains_when_i
         users.extend(spec.user_names());
         let sent = run_clients(&spec, 5, Arc::default()).await;
         assert_eq!(sent.acked.len(), 300, "{run}: every call answered 2xx");
-        let waiting = agent.metric("nudge_agent_outbox_events").await;
+        let waiting = agent.metric("nudge_agent_outbox_events").await.unwrap();
         assert_eq!(
             waiting, 300.0,
             "{run}: the accepted events wait in the outbox"
         );
         outcome.merge(sent);
 
-        control_plane.start().await;
+        control_plane.start().await.unwrap();
         assert_delivered_exactly_once(
             &control_plane,
             &agent,
@@ -199,7 +217,7 @@ async fn with_the_control_plane_down_the_agent_keeps_accepting_and_drains_when_i
         )
         .await;
         if phase == 0 {
-            let (status, _) = control_plane.process.terminate(DEADLINE).await;
+            let (status, _) = control_plane.process.terminate(DEADLINE).await.unwrap();
             assert!(
                 status.success(),
                 "the control plane exits 0 on SIGTERM: {status}"
@@ -210,15 +228,17 @@ async fn with_the_control_plane_down_the_agent_keeps_accepting_and_drains_when_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_quota_answers_503_with_retry_after_and_intake_resumes_after_the_drain() {
-    let mut control_plane = ControlPlane::new();
+    let mut control_plane = ControlPlane::new(setup()).unwrap();
     let agent = Agent::started(
+        setup(),
         &control_plane.grpc_url(),
         &[
             ("NUDGE_AGENT_MAX_OUTBOX_BYTES", "1MiB"),
             ("NUDGE_AGENT_SEGMENT_BYTES", "64KiB"),
         ],
     )
-    .await;
+    .await
+    .unwrap();
     let user = format!("quota-{}", std::process::id());
     let mut acked = HashSet::new();
     let mut attempted = HashSet::new();
@@ -235,7 +255,10 @@ async fn a_full_quota_answers_503_with_retry_after_and_intake_resumes_after_the_
                 call
             })
             .collect();
-        let reply = agent.post("/v1/batch", &json!({ "batch": batch })).await;
+        let reply = agent
+            .post("/v1/batch", &json!({ "batch": batch }))
+            .await
+            .unwrap();
         if reply.is_success() {
             acked.extend(ids);
             continue;
@@ -268,7 +291,8 @@ async fn a_full_quota_answers_503_with_retry_after_and_intake_resumes_after_the_
         attempted.insert(id.clone());
         let reply = agent
             .post("/v1/track", &event("track", &user, Some(&id), 1_000))
-            .await;
+            .await
+            .unwrap();
         if reply.is_success() {
             acked.insert(id);
             continue;
@@ -297,7 +321,7 @@ async fn a_full_quota_answers_503_with_retry_after_and_intake_resumes_after_the_
         health.status()
     );
     let rejected = metric_value(
-        &agent.metrics().await,
+        &agent.metrics().await.unwrap(),
         "nudge_agent_requests_rejected_total",
         Some("reason=\"outbox_full\""),
     );
@@ -306,14 +330,15 @@ async fn a_full_quota_answers_503_with_retry_after_and_intake_resumes_after_the_
         "rejections counted: {rejected:?}"
     );
 
-    control_plane.start().await;
+    control_plane.start().await.unwrap();
     let users = vec![user.clone()];
     assert_delivered_exactly_once(&control_plane, &agent, &users, &acked, Some(&attempted)).await;
 
     let again_id = format!("{user}-after-drain");
     let again = agent
         .post("/v1/track", &event("track", &user, Some(&again_id), 10))
-        .await;
+        .await
+        .unwrap();
     assert!(
         again.is_success(),
         "intake accepts again after the drain: {again:?}"
@@ -325,8 +350,10 @@ async fn a_full_quota_answers_503_with_retry_after_and_intake_resumes_after_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_its_own_4xx_and_leaves_accepted_events_untouched() {
-    let control_plane = ControlPlane::started().await;
-    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let control_plane = ControlPlane::started(setup()).await.unwrap();
+    let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
     let user = format!("bad-input-{}", std::process::id());
     let mut acked = HashSet::new();
     let send_good = |round: &'static str| {
@@ -337,7 +364,8 @@ async fn bad_input_gets_its_own_4xx_and_leaves_accepted_events_untouched() {
                 let id = format!("{user}-good-{round}-{i}");
                 let reply = agent
                     .post("/v1/track", &event("track", user, Some(&id), 32))
-                    .await;
+                    .await
+                    .unwrap();
                 assert!(reply.is_success(), "{reply:?}");
                 ids.push(id);
             }
@@ -444,7 +472,7 @@ async fn bad_input_gets_its_own_4xx_and_leaves_accepted_events_untouched() {
         );
     }
 
-    let metrics = agent.metrics().await;
+    let metrics = agent.metrics().await.unwrap();
     for (reason, count) in [
         ("malformed_json", 1.0),
         ("unsupported_media_type", 1.0),
@@ -480,8 +508,10 @@ async fn a_real_segment_client_sends_track_identify_and_page() {
         "{} not found: run `scripts/test` (it creates .venv with segment-analytics-python) or set NUDGE_TEST_PYTHON",
         python.display()
     );
-    let control_plane = ControlPlane::started().await;
-    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let control_plane = ControlPlane::started(setup()).await.unwrap();
+    let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
     let user = format!("segment-python-{}", std::process::id());
 
     let output = tokio::process::Command::new(&python)
@@ -501,10 +531,10 @@ async fn a_real_segment_client_sends_track_identify_and_page() {
         serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
 
     wait_until("the three calls are stored", || async {
-        control_plane.events_for_user(&user).await.len() >= 3
+        control_plane.events_for_user(&user).await.unwrap().len() >= 3
     })
     .await;
-    let events = control_plane.events_for_user(&user).await;
+    let events = control_plane.events_for_user(&user).await.unwrap();
     assert_eq!(events.len(), 3, "{events:#?}");
     let of_type = |kind: &str| {
         events
@@ -537,12 +567,14 @@ async fn a_real_segment_client_sends_track_identify_and_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outbox_disk_use_returns_near_its_floor_after_a_backlog_drains() {
-    let mut control_plane = ControlPlane::new();
+    let mut control_plane = ControlPlane::new(setup()).unwrap();
     let agent = Agent::started(
+        setup(),
         &control_plane.grpc_url(),
         &[("NUDGE_AGENT_SEGMENT_BYTES", "1MiB")],
     )
-    .await;
+    .await
+    .unwrap();
     let spec = LoadSpec {
         events_per_client: Some(2_500),
         pad: 1_000,
@@ -551,23 +583,23 @@ async fn outbox_disk_use_returns_near_its_floor_after_a_backlog_drains() {
 
     let outcome = run_clients(&spec, 8, Arc::default()).await;
     assert_eq!(outcome.acked.len(), 20_000);
-    let peak = agent.metric("nudge_agent_outbox_disk_bytes").await;
+    let peak = agent.metric("nudge_agent_outbox_disk_bytes").await.unwrap();
     assert!(
         peak > 10e6,
         "20,000 events of ~1 KB take at least 10 MB on disk, the metric says {peak}"
     );
 
-    control_plane.start().await;
+    control_plane.start().await.unwrap();
     wait_until_within("the backlog drains", 3 * DEADLINE, || async {
-        agent.metric("nudge_agent_outbox_events").await == 0.0
+        agent.metric("nudge_agent_outbox_events").await.unwrap() == 0.0
     })
     .await;
     wait_until(
         "the outbox's disk use falls below 20% of its peak",
-        || async { agent.metric("nudge_agent_outbox_disk_bytes").await < 0.2 * peak },
+        || async { agent.metric("nudge_agent_outbox_disk_bytes").await.unwrap() < 0.2 * peak },
     )
     .await;
-    let floor = agent.metric("nudge_agent_outbox_disk_bytes").await;
+    let floor = agent.metric("nudge_agent_outbox_disk_bytes").await.unwrap();
     eprintln!("outbox disk bytes: peak {peak}, after the drain {floor}");
     assert_delivered_exactly_once(
         &control_plane,
@@ -590,8 +622,10 @@ async fn metrics_of_both_programs_pass_promtool_check() {
         .expect(
             "promtool not found: install the Debian package `prometheus` (`scripts/test` does)",
         );
-    let control_plane = ControlPlane::started().await;
-    let agent = Agent::started(&control_plane.grpc_url(), &[]).await;
+    let control_plane = ControlPlane::started(setup()).await.unwrap();
+    let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
     // Some traffic, so counters, labelled series and histograms have samples.
     let spec = LoadSpec {
         events_per_client: Some(20),
@@ -616,8 +650,8 @@ async fn metrics_of_both_programs_pass_promtool_check() {
     )
     .await;
 
-    let agent_metrics = agent.metrics().await;
-    let control_plane_metrics = control_plane.metrics().await;
+    let agent_metrics = agent.metrics().await.unwrap();
+    let control_plane_metrics = control_plane.metrics().await.unwrap();
     for name in [
         "nudge_agent_events_received_total",
         "nudge_agent_events_shipped_total",
@@ -733,17 +767,19 @@ async fn sigterm_exits_0_within_the_grace_and_the_rest_ships_after_the_next_star
     const GRACE: Duration = Duration::from_secs(2);
     // What "within the grace" tolerates: process exit and a loaded machine.
     const SLACK: Duration = Duration::from_secs(20);
-    let mut control_plane = ControlPlane::new();
+    let mut control_plane = ControlPlane::new(setup()).unwrap();
     // One event per shipment, so that draining the backlog takes longer than
     // the grace period and the SIGTERM lands in the middle of it.
     let mut agent = Agent::started(
+        setup(),
         &control_plane.grpc_url(),
         &[
             ("NUDGE_AGENT_SHUTDOWN_GRACE", "2s"),
             ("NUDGE_AGENT_BATCH_MAX_EVENTS", "1"),
         ],
     )
-    .await;
+    .await
+    .unwrap();
     let spec = LoadSpec {
         events_per_client: Some(500),
         ..spec(&agent, "sigterm")
@@ -752,34 +788,34 @@ async fn sigterm_exits_0_within_the_grace_and_the_rest_ships_after_the_next_star
     assert_eq!(outcome.acked.len(), 5_000);
 
     // Control plane down: nothing can ship, the agent still leaves in time.
-    let (status, took) = agent.process.terminate(GRACE + SLACK).await;
+    let (status, took) = agent.process.terminate(GRACE + SLACK).await.unwrap();
     assert_eq!(
         status.code(),
         Some(0),
         "exit status after SIGTERM: {status}"
     );
     eprintln!("SIGTERM with the control plane down: exited after {took:?}");
-    agent.start().await;
-    let waiting = agent.metric("nudge_agent_outbox_events").await;
+    agent.start().await.unwrap();
+    let waiting = agent.metric("nudge_agent_outbox_events").await.unwrap();
     assert_eq!(
         waiting, 5_000.0,
         "the backlog is still on disk after a SIGTERM"
     );
 
     // Control plane up, backlog being shipped: SIGTERM in the middle.
-    control_plane.start().await;
-    let (status, took) = agent.process.terminate(GRACE + SLACK).await;
+    control_plane.start().await.unwrap();
+    let (status, took) = agent.process.terminate(GRACE + SLACK).await.unwrap();
     assert_eq!(
         status.code(),
         Some(0),
         "exit status after SIGTERM: {status}"
     );
-    let shipped = control_plane.stored_count().await;
+    let shipped = control_plane.stored_count().await.unwrap();
     eprintln!(
         "SIGTERM while shipping: exited after {took:?}, {shipped} of 5000 stored before the exit"
     );
 
-    agent.start().await;
+    agent.start().await.unwrap();
     assert_delivered_exactly_once(
         &control_plane,
         &agent,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Reply, post_json};
+use nudge_e2e::http::{Reply, post_json};
 
 /// How one group of clients behaves.
 #[derive(Clone)]
@@ -82,7 +82,7 @@ pub struct Progress {
 
 /// Runs `clients` concurrent clients to completion and merges what they saw.
 pub async fn run_clients(spec: &LoadSpec, clients: usize, progress: Arc<Progress>) -> Outcome {
-    let http = super::http_client();
+    let http = nudge_e2e::http::client();
     let tasks: Vec<_> = (0..clients)
         .map(|n| tokio::spawn(client(spec.clone(), n, http.clone(), progress.clone())))
         .collect();

@@ -1,0 +1,201 @@
+//! The benchmark behind `nudge-bench`: prints figures for the agent and the control plane; it
+//! asserts nothing about speed (issue 2, "Benchmark").
+//!
+//! ```text
+//! cargo build --release --bins && cargo run --release -p nudge-e2e --bin nudge-bench
+//! cargo run --release -p nudge-e2e --bin nudge-bench -- --quick --json
+//! ```
+//!
+//! It starts the real `nudge-agent` and `nudge-control-plane` from the
+//! directory this executable lives in (`target/release`, honouring
+//! `CARGO_TARGET_DIR`) on free loopback ports with temporary data
+//! directories, and runs:
+//!
+//! 1. a baseline: an HTTP server inside this process (its own runtime and
+//!    threads) that reads the body and answers 200 `{"success":true}`;
+//! 2. agent intake, single-event `/v1/track`, durable acks (fsync) and one
+//!    `unsafe-ack-before-flush` row, each against a fresh agent;
+//! 3. agent intake, `/v1/batch` of 100 events;
+//! 4. end to end: N events into the agent until the control plane has stored
+//!    them all and the agent's outbox is empty;
+//! 5. RSS of both programs idle, at peak and after the drain (scenario 4);
+//! 6. outbox bytes on disk per event with the control plane down, and after
+//!    the backlog drains.
+//!
+//! The load generator is the same for the baseline and the agent: a fixed
+//! number of closed-loop workers, each on its own keep-alive HTTP/1.1
+//! connection (hyper's connection-level client, no pool, so the client adds
+//! as little as possible), the same pre-encoded request body, a warm-up
+//! excluded from the figures, every latency kept (a sorted `Vec`, exact
+//! percentiles) and non-2xx answers counted as errors. The load generator
+//! shares the machine's cores with the server under test, as it does for
+//! the baseline, so the ratio is fair; absolute figures are this machine's.
+//!
+//! During intake scenarios (1–3) no control plane runs: the agent buffers in
+//! its outbox (quota 4GiB) and the shipper only backs off, so the figures are
+//! the intake's alone. Scenario 4 measures the whole pipeline.
+//!
+//! # Layout
+//!
+//! [`options`] (flags and `NUDGE_BENCH_*`), [`load`] (the load generator),
+//! [`bodies`], [`baseline`] (the do-nothing server), [`procstat`] (RSS and
+//! CPU from `/proc`), [`scenarios`] and [`report`]; the programs are started
+//! through the crate's harness ([`crate::Agent`], [`crate::ControlPlane`]).
+
+pub mod baseline;
+pub mod bodies;
+pub mod load;
+pub mod options;
+pub mod procstat;
+pub mod report;
+pub mod scenarios;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::Setup;
+use crate::binaries;
+use bodies::{batch_body, track_body};
+use options::Options;
+use report::{machine_facts, render, to_json};
+use scenarios::{agent_row, scenario_baseline, scenario_disk, scenario_end_to_end};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+const ADMIN_TOKEN: &str = "bench-admin-token";
+const BATCH_EVENTS: usize = 100;
+
+/// What every scenario needs.
+pub struct Env {
+    pub options: Options,
+    pub setup: Setup,
+}
+
+/// The programs from `--bin-dir` or next to this executable; every agent
+/// may buffer 4 GiB, so intake rows never hit the quota.
+fn setup(options: &Options) -> Result<Setup> {
+    let binary = |name: &str| -> Result<PathBuf> {
+        binaries::locate(name, options.bin_dir.as_deref(), "release").map_err(|_| {
+            format!("`{name}` not found next to nudge-bench: run `cargo build --release --bins` first (or pass --bin-dir)")
+                .into()
+        })
+    };
+    let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    Ok(Setup {
+        agent_bin: binary("nudge-agent")?,
+        control_plane_bin: binary("nudge-control-plane")?,
+        data_parent: options.tmp_dir.clone().unwrap_or_else(std::env::temp_dir),
+        keep_data: options.keep_logs,
+        dir_prefix: "nudge-bench-".into(),
+        admin_token: ADMIN_TOKEN.into(),
+        agent_defaults: owned(&[
+            ("NUDGE_AGENT_MAX_OUTBOX_BYTES", "4GiB"),
+            ("NUDGE_AGENT_ID", "bench-agent"),
+        ]),
+        common_env: owned(&[("RUST_LOG", "warn")]),
+        start_limit: Duration::from_secs(60),
+    })
+}
+
+/// Runs every scenario and prints the report (tables, or JSON with
+/// `--json`) on stdout; progress goes to stderr.
+pub async fn run(options: Options) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("nudge-bench: warning: this is a debug build of the bench; use --release");
+    }
+    let env = Env {
+        setup: setup(&options)?,
+        options: options.clone(),
+    };
+    let facts = machine_facts(&options, &env);
+    let (track, batch) = (track_body(), batch_body(BATCH_EVENTS));
+
+    eprintln!("nudge-bench: 1. baseline");
+    let mut rows = scenario_baseline(&options, &track).await?;
+    let baseline: BTreeMap<usize, f64> = rows
+        .iter()
+        .map(|r| (r.concurrency, r.result.per_sec()))
+        .collect();
+
+    eprintln!("nudge-bench: 2-3. agent intake");
+    let mut intake_hwm = Vec::new();
+    let mut plan: Vec<(String, &str, &'static str, &Bytes, usize, usize)> = Vec::new();
+    for &c in &options.concurrency {
+        plan.push((
+            "agent /v1/track fsync".into(),
+            "fsync",
+            "/v1/track",
+            &track,
+            1,
+            c,
+        ));
+    }
+    let unsafe_c = options.concurrency.iter().copied().max().unwrap_or(64);
+    plan.push((
+        "agent /v1/track unsafe-ack".into(),
+        "unsafe-ack-before-flush",
+        "/v1/track",
+        &track,
+        1,
+        unsafe_c,
+    ));
+    for &c in &options.batch_concurrency {
+        plan.push((
+            format!("agent /v1/batch x{BATCH_EVENTS} fsync"),
+            "fsync",
+            "/v1/batch",
+            &batch,
+            BATCH_EVENTS,
+            c,
+        ));
+    }
+    for (label, durability, path, body, per_request, c) in plan {
+        let (mut row, hwm) =
+            agent_row(&env, &label, durability, path, body, per_request, c).await?;
+        if path == "/v1/track" {
+            row.baseline_rps = baseline.get(&c).copied();
+        }
+        intake_hwm.push((format!("{} c={c}", label.trim_start_matches("agent ")), hwm));
+        rows.push(row);
+    }
+
+    eprintln!("nudge-bench: 4-5. end to end and RSS");
+    let e2e = scenario_end_to_end(&env, &batch).await?;
+    eprintln!("nudge-bench: 6. outbox bytes on disk");
+    let disk = scenario_disk(&env, &batch).await?;
+
+    if options.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(
+                &facts,
+                &rows,
+                Some(&e2e),
+                Some(&disk),
+                &intake_hwm
+            ))?
+        );
+    } else {
+        print!(
+            "{}",
+            render(
+                &facts,
+                &rows,
+                Some(&e2e),
+                Some(&disk),
+                &intake_hwm,
+                (track.len(), batch.len())
+            )
+        );
+    }
+    Ok(())
+}

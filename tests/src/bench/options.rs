@@ -1,0 +1,156 @@
+//! `nudge-bench`'s options: command-line flags, each also an environment
+//! variable (`NUDGE_BENCH_*`); flags win over variables, `--quick` sets
+//! shorter defaults that explicit values still override.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Result;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub concurrency: Vec<usize>,
+    pub batch_concurrency: Vec<usize>,
+    pub e2e_events: usize,
+    pub disk_events: usize,
+    pub json: bool,
+    pub bin_dir: Option<PathBuf>,
+    pub tmp_dir: Option<PathBuf>,
+    pub keep_logs: bool,
+}
+
+pub const USAGE: &str = "\
+nudge-bench: prints throughput, latency, RSS and disk figures of nudge-agent and
+nudge-control-plane (build them first: cargo build --release --bins).
+
+Options (each also as an environment variable):
+  --duration D      measured time per load row (5s)            NUDGE_BENCH_DURATION
+  --warmup D        excluded warm-up per load row (1s)         NUDGE_BENCH_WARMUP
+  --concurrency L   /v1/track concurrencies (1,16,64)          NUDGE_BENCH_CONCURRENCY
+  --batch-concurrency L  /v1/batch concurrencies (1,16)        NUDGE_BENCH_BATCH_CONCURRENCY
+  --e2e-events N    events sent end to end (50000)             NUDGE_BENCH_E2E_EVENTS
+  --disk-events N   events written with the control plane down (20000)  NUDGE_BENCH_DISK_EVENTS
+  --quick           2s rows, 0.5s warm-up, 20000/10000 events  NUDGE_BENCH_QUICK=1
+  --json            print one JSON document instead of the tables
+  --bin-dir DIR     where nudge-agent and nudge-control-plane are (next to this program)
+  --tmp-dir DIR     parent of the temporary data directories (the system temp dir)
+  --keep-logs       keep the programs' data and logs, print where they are
+Durations: 500ms, 5s, 1m or a number of seconds.";
+
+fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration `{text}`"))?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("bad duration `{text}`").into());
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn parse_list(text: &str) -> Result<Vec<usize>> {
+    let list = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("bad number `{s}`"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if list.is_empty() || list.contains(&0) {
+        return Err(format!("bad concurrency list `{text}`").into());
+    }
+    Ok(list)
+}
+
+pub fn parse_options() -> Result<Options> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let quick = env("NUDGE_BENCH_QUICK").is_some_and(|v| v != "0")
+        || std::env::args().any(|a| a == "--quick");
+    let mut options = Options {
+        duration: if quick {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(5)
+        },
+        warmup: if quick {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(1)
+        },
+        concurrency: vec![1, 16, 64],
+        batch_concurrency: vec![1, 16],
+        e2e_events: if quick { 20_000 } else { 50_000 },
+        disk_events: if quick { 10_000 } else { 20_000 },
+        json: false,
+        bin_dir: None,
+        tmp_dir: None,
+        keep_logs: false,
+    };
+    if let Some(v) = env("NUDGE_BENCH_DURATION") {
+        options.duration = parse_duration(&v)?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_WARMUP") {
+        options.warmup = parse_duration(&v)?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_CONCURRENCY") {
+        options.concurrency = parse_list(&v)?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_BATCH_CONCURRENCY") {
+        options.batch_concurrency = parse_list(&v)?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_E2E_EVENTS") {
+        options.e2e_events = v.parse()?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_DISK_EVENTS") {
+        options.disk_events = v.parse()?;
+    }
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value").into())
+        };
+        match name.as_str() {
+            "--duration" => options.duration = parse_duration(&value()?)?,
+            "--warmup" => options.warmup = parse_duration(&value()?)?,
+            "--concurrency" => options.concurrency = parse_list(&value()?)?,
+            "--batch-concurrency" => options.batch_concurrency = parse_list(&value()?)?,
+            "--e2e-events" => options.e2e_events = value()?.parse()?,
+            "--disk-events" => options.disk_events = value()?.parse()?,
+            "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),
+            "--tmp-dir" => options.tmp_dir = Some(PathBuf::from(value()?)),
+            "--quick" => {}
+            "--json" => options.json = true,
+            "--keep-logs" => options.keep_logs = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option `{other}`\n\n{USAGE}").into()),
+        }
+    }
+    if options.duration.is_zero() {
+        return Err("--duration must be more than 0".into());
+    }
+    Ok(options)
+}

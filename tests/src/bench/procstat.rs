@@ -1,0 +1,106 @@
+//! What the kernel says about a process (Linux `/proc`): resident memory
+//! (VmRSS, VmHWM), CPU seconds, and a sampler of peak RSS. Promises: a
+//! process that is gone or unreadable reads as 0, never an error, so a
+//! figure can be missing but a run never fails on it.
+
+use std::future::Future;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+/// VmRSS and VmHWM of a process, in bytes.
+pub fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU seconds (user, system) a process has used; `"self"` for this one.
+pub fn cpu_seconds(pid: &str) -> [f64; 2] {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    [field(11) / ticks, field(12) / ticks]
+}
+
+/// Cores (user, system) a set of processes used while `work` ran.
+pub async fn with_cpu<T>(pids: &[String], work: impl Future<Output = T>) -> (T, Vec<[f64; 2]>) {
+    let before: Vec<[f64; 2]> = pids.iter().map(|p| cpu_seconds(p)).collect();
+    let begin = Instant::now();
+    let value = work.await;
+    let wall = begin.elapsed().as_secs_f64();
+    let cores = pids
+        .iter()
+        .zip(before)
+        .map(|(p, b)| {
+            let after = cpu_seconds(p);
+            [(after[0] - b[0]) / wall, (after[1] - b[1]) / wall]
+        })
+        .collect();
+    (value, cores)
+}
+
+/// Samples VmRSS of some processes every 50 ms until stopped; keeps the max.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peaks: Vec<Arc<AtomicI64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    pub fn start(pids: Vec<u32>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peaks: Vec<Arc<AtomicI64>> = pids.iter().map(|_| Arc::new(AtomicI64::new(0))).collect();
+        let task = tokio::spawn({
+            let (stop, peaks) = (Arc::clone(&stop), peaks.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    for (pid, peak) in pids.iter().zip(&peaks) {
+                        peak.fetch_max(memory(*pid).0 as i64, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        RssSampler { stop, peaks, task }
+    }
+
+    pub async fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.peaks
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed) as u64)
+            .collect()
+    }
+}

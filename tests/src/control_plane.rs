@@ -1,0 +1,144 @@
+//! A `nudge-control-plane` instance on its own ports and data directory, and
+//! its admin API. Promises: ports and data are chosen at [`ControlPlane::new`]
+//! and kept across restarts, so an agent can be pointed at a control plane
+//! that is not running yet or is down for a restart; listing a user's events
+//! follows the `next` cursor to the end.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::ports::free_loopback;
+use crate::process::Process;
+use crate::{Error, Setup, http};
+
+pub struct ControlPlane {
+    pub process: Process,
+    pub grpc: SocketAddr,
+    /// The admin API (`/v1/admin/...`).
+    pub http: SocketAddr,
+    /// `/metrics`, `/readyz`.
+    pub admin: SocketAddr,
+    token: String,
+    start_limit: Duration,
+    client: reqwest::Client,
+    // Declared last: removed after the process is gone.
+    _dir: TempDir,
+}
+
+impl ControlPlane {
+    /// Picks ports and a data directory; nothing runs until [`Self::start`].
+    pub fn new(setup: &Setup) -> Result<Self, Error> {
+        let dir = setup.data_dir("cp")?;
+        let (grpc, http, admin) = (free_loopback(), free_loopback(), free_loopback());
+        let settings = [
+            ("NUDGE_CP_GRPC_LISTEN", grpc.to_string()),
+            ("NUDGE_CP_HTTP_LISTEN", http.to_string()),
+            ("NUDGE_CP_ADMIN_LISTEN", admin.to_string()),
+            (
+                "NUDGE_CP_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            ),
+            ("NUDGE_CP_ADMIN_TOKEN", setup.admin_token.clone()),
+        ];
+        let process = Process::new(
+            "nudge-control-plane",
+            setup.control_plane_bin.clone(),
+            dir.path().join("control-plane.log"),
+        )
+        .with_env(setup.common_env.iter().cloned())
+        .with_env(settings)
+        .with_readyz(admin);
+        Ok(ControlPlane {
+            process,
+            grpc,
+            http,
+            admin,
+            token: setup.admin_token.clone(),
+            start_limit: setup.start_limit,
+            client: http::client(),
+            _dir: dir,
+        })
+    }
+
+    /// [`Self::new`], then [`Self::start`].
+    pub async fn started(setup: &Setup) -> Result<Self, Error> {
+        let mut control_plane = Self::new(setup)?;
+        control_plane.start().await?;
+        Ok(control_plane)
+    }
+
+    /// Starts (or restarts) it and waits for `/readyz`.
+    pub async fn start(&mut self) -> Result<(), Error> {
+        self.process.start(self.start_limit).await
+    }
+
+    /// What agents put in `NUDGE_AGENT_CONTROL_PLANE`.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        let url = format!("http://{}/metrics", self.admin);
+        http::get_text(&self.client, &url, None).await
+    }
+
+    /// Total events stored (`GET /v1/admin/stats`).
+    pub async fn stored_count(&self) -> Result<u64, Error> {
+        let stats = self.admin_get("/v1/admin/stats").await?;
+        stats["events"]
+            .as_u64()
+            .ok_or_else(|| Error::new(format!("stats without `events`: {stats}")))
+    }
+
+    /// Every stored event of `user`, following the `next` cursor.
+    pub async fn events_for_user(&self, user: &str) -> Result<Vec<Value>, Error> {
+        let mut events = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/admin/events?user_id={user}&limit=1000");
+            if let Some(cursor) = &after {
+                path.push_str(&format!("&after={cursor}"));
+            }
+            let page = self.admin_get(&path).await?;
+            let batch = page["events"]
+                .as_array()
+                .ok_or_else(|| Error::new(format!("no `events` in {page}")))?;
+            events.extend(batch.iter().cloned());
+            match &page["next"] {
+                Value::Null => return Ok(events),
+                Value::String(cursor) => after = Some(cursor.clone()),
+                Value::Number(cursor) => after = Some(cursor.to_string()),
+                other => return Err(Error::new(format!("unexpected `next`: {other}"))),
+            }
+            if batch.is_empty() {
+                return Err(Error::new(format!(
+                    "a page with no events but a next cursor: {page}"
+                )));
+            }
+        }
+    }
+
+    /// How many times each id is stored, over the events of `users`.
+    pub async fn stored_ids(&self, users: &[String]) -> Result<HashMap<String, usize>, Error> {
+        let mut counts = HashMap::new();
+        for user in users {
+            for event in self.events_for_user(user).await? {
+                let id = event["id"]
+                    .as_str()
+                    .ok_or_else(|| Error::new(format!("event without id: {event}")))?;
+                *counts.entry(id.to_owned()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn admin_get(&self, path: &str) -> Result<Value, Error> {
+        let url = format!("http://{}{path}", self.http);
+        http::get_json(&self.client, &url, Some(&self.token)).await
+    }
+}
