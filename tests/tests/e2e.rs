@@ -825,3 +825,79 @@ async fn sigterm_exits_0_within_the_grace_and_the_rest_ships_after_the_next_star
     )
     .await;
 }
+
+/// `buf curl` (a third-party gRPC client, from npm) discovers the control
+/// plane's services through reflection, sees `nudge.v1.Ingest` as SERVING
+/// on the standard health service, and pushes a batch twice: stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_grpc_client_uses_reflection_health_and_ingest() {
+    let buf = std::env::var_os("NUDGE_TEST_BUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join(".tools/node_modules/.bin/buf"));
+    assert!(
+        buf.exists(),
+        "{} not found: run `scripts/test` (it installs @bufbuild/buf with npm) or set NUDGE_TEST_BUF",
+        buf.display()
+    );
+    let control_plane = ControlPlane::started(setup()).await.unwrap();
+    let url = control_plane.grpc_url();
+    let buf_curl = |args: &[&str]| {
+        let mut command = std::process::Command::new(&buf);
+        command.args(["curl", "--protocol", "grpc", "--http2-prior-knowledge"]);
+        command.args(args);
+        let output = command.output().expect("run buf curl");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "buf curl {args:?} failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+
+    let services = buf_curl(&["--list-services", &url]);
+    for service in [
+        "nudge.v1.Ingest",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            services.lines().any(|line| line.trim() == service),
+            "{service} missing from {services}"
+        );
+    }
+
+    let health = buf_curl(&[
+        "-d",
+        r#"{"service":"nudge.v1.Ingest"}"#,
+        &format!("{url}/grpc.health.v1.Health/Check"),
+    ]);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "SERVING");
+
+    let user = format!("buf-{}", std::process::id());
+    let batch = json!({
+        "agentId": "buf-curl",
+        "batchId": "b-1",
+        "envelopes": [{
+            "id": format!("{user}-e1"),
+            "userId": user,
+            "track": {"event": "Signed Up", "propertiesJson": "{\"plan\":\"pro\"}"}
+        }]
+    })
+    .to_string();
+    let push = format!("{url}/nudge.v1.Ingest/Push");
+    let first: Value = serde_json::from_str(&buf_curl(&["-d", &batch, &push])).unwrap();
+    assert_eq!(first["stored"], 1, "{first}");
+    let again: Value = serde_json::from_str(&buf_curl(&["-d", &batch, &push])).unwrap();
+    assert_eq!(
+        again["duplicates"], 1,
+        "a resent batch is a duplicate: {again}"
+    );
+
+    let events = control_plane.events_for_user(&user).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["event"], "Signed Up");
+    assert_eq!(events[0]["properties"]["plan"], "pro");
+}
