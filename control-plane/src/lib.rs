@@ -18,6 +18,7 @@
 //! binary stays a thin wrapper (`src/main.rs`).
 
 pub mod admin;
+pub mod channels;
 pub mod config;
 pub mod grpc;
 pub mod http;
