@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,8 +20,8 @@ use nudge_e2e::metrics::metric_value;
 use nudge_e2e::{Agent, ControlPlane};
 use support::load::{LoadSpec, Outcome, Progress, event, run_clients};
 use support::{
-    DEADLINE, assert_delivered_exactly_once, binary, run_to_exit, setup, wait_until,
-    wait_until_within, workspace_dir,
+    DEADLINE, assert_delivered_exactly_once, binary, installed_tool, run_to_exit, setup,
+    wait_until, wait_until_within, workspace_dir,
 };
 
 fn spec(agent: &Agent, run: &str) -> LoadSpec {
@@ -500,13 +499,10 @@ async fn bad_input_gets_its_own_4xx_and_leaves_accepted_events_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_segment_client_sends_track_identify_and_page() {
-    let python = std::env::var_os("NUDGE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_dir().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} not found: run `scripts/test` (it creates .venv with segment-analytics-python) or set NUDGE_TEST_PYTHON",
-        python.display()
+    let python = installed_tool(
+        "NUDGE_TEST_PYTHON",
+        ".venv/bin/python",
+        "a venv with segment-analytics-python",
     );
     let control_plane = ControlPlane::started(setup()).await.unwrap();
     let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
@@ -831,13 +827,10 @@ async fn sigterm_exits_0_within_the_grace_and_the_rest_ships_after_the_next_star
 /// on the standard health service, and pushes a batch twice: stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_party_grpc_client_uses_reflection_health_and_ingest() {
-    let buf = std::env::var_os("NUDGE_TEST_BUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_dir().join(".tools/node_modules/.bin/buf"));
-    assert!(
-        buf.exists(),
-        "{} not found: run `scripts/test` (it installs @bufbuild/buf with npm) or set NUDGE_TEST_BUF",
-        buf.display()
+    let buf = installed_tool(
+        "NUDGE_TEST_BUF",
+        ".tools/node_modules/.bin/buf",
+        "@bufbuild/buf with npm",
     );
     let control_plane = ControlPlane::started(setup()).await.unwrap();
     let url = control_plane.grpc_url();

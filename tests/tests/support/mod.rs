@@ -179,3 +179,17 @@ pub fn workspace_dir() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
+
+/// A test tool that `scripts/test` installs: the path in `env_var` if set,
+/// else `default` below the workspace. Fails (never skips) when missing.
+pub fn installed_tool(env_var: &str, default: &str, what: &str) -> PathBuf {
+    let path = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join(default));
+    assert!(
+        path.exists(),
+        "{} not found: run `scripts/test` (it installs {what}) or set {env_var}",
+        path.display()
+    );
+    path
+}
