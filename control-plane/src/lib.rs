@@ -14,17 +14,32 @@
 //! | [`metrics`] | the Prometheus registry and every metric |
 //! | `prune` | hourly task that trims the dedupe window |
 //!
+//! The notification engine's building blocks (tested on their own, not yet
+//! wired into [`run`]):
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`notifications`] | notifications, created idempotently by source event and idempotency key |
+//! | [`preferences`] | operator defaults, user switches, quiet hours, digest times; `resolve` |
+//! | [`templates`] | minijinja templates per type and channel, digests |
+//! | [`delivery`] | the durable delivery queue, retry policy, dead letters, dispatcher |
+//! | [`channels`] | the `Channel` trait; email (lettre), webhook (Standard Webhooks), in-app |
+//!
 //! [`run`] takes already-bound listeners, so tests bind `127.0.0.1:0` and the
 //! binary stays a thin wrapper (`src/main.rs`).
 
 pub mod admin;
 pub mod channels;
 pub mod config;
+pub mod delivery;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod notifications;
+pub mod preferences;
 mod prune;
 pub mod store;
+pub mod templates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -84,16 +84,31 @@ pub struct OutboundMessage {
 /// Where one delivery goes: the user's address on this channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Recipient {
-    Email { address: String, name: Option<String> },
-    Phone { number: String },
+    Email {
+        address: String,
+        name: Option<String>,
+    },
+    Phone {
+        number: String,
+    },
     /// An APNs or FCM device token.
-    DeviceToken { token: String },
+    DeviceToken {
+        token: String,
+    },
     /// A Web Push subscription (endpoint and the browser's keys, base64url).
-    WebPush { endpoint: String, p256dh: String, auth: String },
+    WebPush {
+        endpoint: String,
+        p256dh: String,
+        auth: String,
+    },
     /// A webhook destination URL.
-    Url { url: String },
+    Url {
+        url: String,
+    },
     /// The user's own inbox.
-    User { user_id: String },
+    User {
+        user_id: String,
+    },
 }
 
 /// What the provider answered when it accepted a message.
@@ -148,3 +163,8 @@ pub trait Channel: Send + Sync {
         recipient: &Recipient,
     ) -> Result<SendReceipt, SendError>;
 }
+
+pub mod compliance;
+pub mod email;
+pub mod in_app;
+pub mod webhook;

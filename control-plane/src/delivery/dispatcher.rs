@@ -1,0 +1,287 @@
+//! [`Dispatcher`]: one worker loop per registered channel that claims due
+//! deliveries, sends them concurrently (at most the channel's concurrency
+//! at a time) and records each outcome through the [`RetryPolicy`].
+//!
+//! A worker wakes when its channel's [`Notify`](tokio::sync::Notify) fires
+//! (something was enqueued or requeued), when one of its sends finishes, or
+//! every `poll_interval` (to pick up deliveries whose `not_before` passed).
+//! Time comes from a [`Clock`], so tests move schedule time by hand.
+//! On shutdown a worker stops claiming and waits for its in-flight sends
+//! (each is one provider call with the channel's own timeout) so their
+//! outcomes are recorded; anything interrupted harder is requeued by
+//! [`DeliveryQueue::recover`] at the next start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::Clock;
+use super::metrics::DeliveryMetrics;
+use super::model::{Delivery, Status};
+use super::queue::{Completion, DeliveryQueue, QueueError};
+use super::retry::{Decision, RetryPolicy};
+use crate::channels::{Channel, ChannelKind, Recipient, SendError};
+
+/// Called when a provider says a recipient is gone (APNs 410, FCM
+/// `UNREGISTERED`, …), so the device registry deactivates it. Runs on the
+/// worker: keep it quick (spawn if it needs I/O).
+pub type InvalidRecipientHook = Arc<dyn Fn(ChannelKind, &Recipient) + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub retry: RetryPolicy,
+    /// Concurrent sends per channel when `concurrency` has no entry.
+    pub default_concurrency: usize,
+    /// Per-channel overrides: providers' rate limits differ widely.
+    pub concurrency: HashMap<ChannelKind, usize>,
+    /// Fallback wake-up for deliveries that became due by the clock.
+    pub poll_interval: Duration,
+    /// How often the queue-depth gauges are refreshed (a scan of the
+    /// indexes).
+    pub depth_interval: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            retry: RetryPolicy::default(),
+            default_concurrency: 16,
+            concurrency: HashMap::new(),
+            poll_interval: Duration::from_millis(250),
+            depth_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DispatcherConfig {
+    /// Never 0: a channel with no slots would never drain.
+    pub fn concurrency_for(&self, channel: ChannelKind) -> usize {
+        self.concurrency
+            .get(&channel)
+            .copied()
+            .unwrap_or(self.default_concurrency)
+            .max(1)
+    }
+}
+
+pub struct Dispatcher {
+    queue: DeliveryQueue,
+    channels: HashMap<ChannelKind, Arc<dyn Channel>>,
+    config: DispatcherConfig,
+    clock: Arc<dyn Clock>,
+    metrics: DeliveryMetrics,
+    on_invalid_recipient: Option<InvalidRecipientHook>,
+    rng: StdRng,
+}
+
+/// What every send task shares.
+struct Shared {
+    queue: DeliveryQueue,
+    retry: RetryPolicy,
+    clock: Arc<dyn Clock>,
+    metrics: DeliveryMetrics,
+    on_invalid_recipient: Option<InvalidRecipientHook>,
+    /// Jitter source; seeded in tests for reproducible schedules.
+    rng: Mutex<StdRng>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        queue: DeliveryQueue,
+        config: DispatcherConfig,
+        clock: Arc<dyn Clock>,
+        metrics: DeliveryMetrics,
+    ) -> Self {
+        Dispatcher {
+            queue,
+            channels: HashMap::new(),
+            config,
+            clock,
+            metrics,
+            on_invalid_recipient: None,
+            rng: StdRng::from_os_rng(),
+        }
+    }
+
+    /// Registers the channel for its [`Channel::kind`]; deliveries of a
+    /// kind with no channel stay queued.
+    #[must_use]
+    pub fn with_channel(mut self, channel: Arc<dyn Channel>) -> Self {
+        self.channels.insert(channel.kind(), channel);
+        self
+    }
+
+    #[must_use]
+    pub fn on_invalid_recipient(mut self, hook: InvalidRecipientHook) -> Self {
+        self.on_invalid_recipient = Some(hook);
+        self
+    }
+
+    /// Replaces the jitter source, for reproducible tests.
+    #[must_use]
+    pub fn with_rng(mut self, rng: StdRng) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// Requeues deliveries a previous run left in `Sending`, then runs the
+    /// workers until `shutdown` is cancelled and their in-flight sends are
+    /// recorded. Run one dispatcher per database.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
+        self.queue.recover(self.clock.now())?;
+        let shared = Arc::new(Shared {
+            queue: self.queue,
+            retry: self.config.retry.clone(),
+            clock: self.clock,
+            metrics: self.metrics,
+            on_invalid_recipient: self.on_invalid_recipient,
+            rng: Mutex::new(self.rng),
+        });
+        let mut workers = JoinSet::new();
+        for (kind, channel) in self.channels {
+            let limit = self.config.concurrency_for(kind);
+            tracing::info!(channel = %kind, concurrency = limit, "delivery worker starting");
+            workers.spawn(work(
+                Arc::clone(&shared),
+                channel,
+                limit,
+                self.config.poll_interval,
+                shutdown.clone(),
+            ));
+        }
+        workers.spawn(report_depth(
+            Arc::clone(&shared),
+            self.config.depth_interval,
+            shutdown,
+        ));
+        while let Some(joined) = workers.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(%error, "delivery worker panicked");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn work(
+    shared: Arc<Shared>,
+    channel: Arc<dyn Channel>,
+    limit: usize,
+    poll_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let kind = channel.kind();
+    let mut in_flight = JoinSet::new();
+    while !shutdown.is_cancelled() {
+        let free = limit.saturating_sub(in_flight.len());
+        if free > 0 {
+            match shared.queue.claim_due(kind, shared.clock.now(), free) {
+                Ok(claimed) => {
+                    for delivery in claimed {
+                        in_flight.spawn(attempt(
+                            Arc::clone(&shared),
+                            Arc::clone(&channel),
+                            delivery,
+                        ));
+                    }
+                }
+                Err(error) => tracing::error!(channel = %kind, %error, "cannot claim deliveries"),
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = shared.queue.waker(kind).notified() => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            () = tokio::time::sleep(poll_interval) => {}
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+    tracing::info!(channel = %kind, "delivery worker stopped");
+}
+
+/// One provider call for one claimed delivery, and its recorded outcome.
+async fn attempt(shared: Arc<Shared>, channel: Arc<dyn Channel>, delivery: Delivery) {
+    let kind = delivery.channel;
+    let metrics = &shared.metrics;
+    metrics.attempts.with_label_values(&[kind.as_str()]).inc();
+    let result = channel.send(&delivery.message, &delivery.recipient).await;
+    let now = shared.clock.now();
+    let completion = match result {
+        Ok(receipt) => Completion::Sent(receipt),
+        Err(error) => {
+            let attempts_made = delivery.attempts.saturating_add(1);
+            let decision = {
+                let mut rng = shared.rng.lock().unwrap();
+                shared.retry.decide(attempts_made, &error, now, &mut *rng)
+            };
+            Completion::Failed { error, decision }
+        }
+    };
+    let updated = match shared.queue.complete(delivery.id, &completion, now) {
+        Ok(updated) => updated,
+        Err(error) => {
+            // Left in Sending: recovered (and resent) at the next start.
+            tracing::error!(delivery_id = %delivery.id, channel = %kind, %error, "cannot record delivery outcome");
+            return;
+        }
+    };
+    let outcome = match &completion {
+        Completion::Sent(_) => {
+            let latency = now.duration_since(updated.first_due_at).as_secs_f64();
+            metrics
+                .latency
+                .with_label_values(&[kind.as_str()])
+                .observe(latency.max(0.0));
+            "sent"
+        }
+        Completion::Failed { error, decision } => {
+            let outcome = outcome_label(error, *decision);
+            if updated.status == Status::DeadLettered {
+                metrics
+                    .dead_letters
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
+                tracing::warn!(delivery_id = %delivery.id, channel = %kind, attempts = updated.attempts, answer = error.answer(), "delivery dead-lettered");
+            } else {
+                tracing::debug!(delivery_id = %delivery.id, channel = %kind, outcome, answer = error.answer(), "delivery attempt failed");
+            }
+            if let (SendError::InvalidRecipient { .. }, Some(hook)) =
+                (error, &shared.on_invalid_recipient)
+            {
+                hook(kind, &delivery.recipient);
+            }
+            outcome
+        }
+    };
+    metrics
+        .deliveries
+        .with_label_values(&[kind.as_str(), outcome])
+        .inc();
+}
+
+fn outcome_label(error: &SendError, decision: Decision) -> &'static str {
+    match (error, decision) {
+        (_, Decision::RetryAt(_)) => "retry",
+        (_, Decision::DeadLetter) => "dead_lettered",
+        (SendError::InvalidRecipient { .. }, Decision::Fail) => "invalid_recipient",
+        (_, Decision::Fail) => "failed",
+    }
+}
+
+async fn report_depth(shared: Arc<Shared>, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        match shared.queue.depth_by_channel_and_status() {
+            Ok(depths) => shared.metrics.set_depths(&depths),
+            Err(error) => tracing::warn!(%error, "cannot measure delivery queue depth"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The durable delivery queue: every message a notification turns into, one
+//! per channel and recipient, from the moment it is accepted until the
+//! provider took it (or it failed for good).
+//!
+//! # Layout
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`model`] | [`Delivery`], its [`Status`] lifecycle and attempt log |
+//! | [`retry`] | [`RetryPolicy`]: backoff schedule as data, and the retry [`Decision`] |
+//! | [`queue`] | [`DeliveryQueue`]: sled trees, due index, atomic claims, crash recovery |
+//! | [`dispatcher`] | [`Dispatcher`]: per-channel worker loops that send and record outcomes |
+//! | [`clock`] | [`Clock`]: system time in production, a manual clock in tests |
+//! | [`metrics`] | [`DeliveryMetrics`]: the Prometheus handles the dispatcher updates |
+//!
+//! Promises, kept by [`queue`]: an enqueued delivery is on disk before
+//! `enqueue` returns; no two workers ever hold the same delivery; a crash
+//! never loses a delivery, it only causes a resend (at-least-once, so
+//! receivers dedupe by delivery id, which [`crate::channels::OutboundMessage`]
+//! carries as `delivery_id`).
+
+pub mod clock;
+pub mod dispatcher;
+pub mod metrics;
+pub mod model;
+pub mod queue;
+pub mod retry;
+
+#[cfg(test)]
+mod tests;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook};
+pub use metrics::DeliveryMetrics;
+pub use model::{Attempt, AttemptOutcome, Delivery, NewDelivery, Priority, Status};
+pub use queue::{Completion, DeliveryQueue, QueueError};
+pub use retry::{Decision, RetryPolicy};

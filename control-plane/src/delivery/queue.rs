@@ -1,0 +1,529 @@
+//! [`DeliveryQueue`]: deliveries in sled, with a due index for the
+//! dispatcher and atomic claims.
+//!
+//! # Trees (all in the control plane's one `sled::Db`)
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `delivery_items` | id (16 bytes, UUIDv7) | the [`Delivery`] as JSON |
+//! | `delivery_due` | channel (1) · 255−priority (1) · `not_before` ms (8, BE, sign-flipped) · id (16) | empty |
+//! | `delivery_sending` | id | channel byte |
+//! | `delivery_dead` | id | channel byte |
+//!
+//! A range scan of `delivery_due` under one channel and priority, up to
+//! "now", yields the due deliveries oldest `not_before` first; scanning the
+//! priorities from high to low gives the claim order.
+//!
+//! # Invariants
+//!
+//! * A delivery is in exactly one index matching its status: `Queued` in
+//!   `delivery_due`, `Sending` in `delivery_sending`, `DeadLettered` in
+//!   `delivery_dead`, final states in none. Every write that changes a
+//!   status updates the record and the indexes in one sled transaction.
+//! * Claims are serialisable transactions that re-check the status, so two
+//!   workers (or two processes' worth of threads) never claim the same
+//!   delivery.
+//! * `enqueue` and `retry_dead_letter` return only after `flush_async`, so
+//!   an accepted delivery survives a crash. Outcomes are not flushed one by
+//!   one (sled's background flush covers them): losing one in a crash means
+//!   the delivery is sent again.
+//! * Delivery is **at least once**: a crash while `Sending` leaves the
+//!   delivery there, and [`DeliveryQueue::recover`] (run at start-up, before
+//!   any worker) puts it back to `Queued`. The provider may already have it,
+//!   so receivers dedupe by delivery id (`OutboundMessage::delivery_id`).
+//!
+//! The methods other than `enqueue`/`retry_dead_letter` are synchronous
+//! sled calls: they touch memory and sled's page cache, not the disk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use sled::Transactional;
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::model::{Attempt, AttemptOutcome, Delivery, Priority, Status};
+use super::retry::Decision;
+use crate::channels::{ChannelKind, SendError, SendReceipt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("delivery store failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("delivery record is corrupt: {0}")]
+    Codec(#[from] serde_json::Error),
+    #[error("delivery {0} not found")]
+    NotFound(Uuid),
+    #[error("delivery {0} already exists")]
+    AlreadyExists(Uuid),
+    #[error("delivery {id} cannot go from {from} to {to}")]
+    InvalidTransition { id: Uuid, from: Status, to: Status },
+}
+
+/// How a claimed delivery's attempt ended, with the retry decision already
+/// taken for failures (the queue stores outcomes; it does not decide them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    Sent(SendReceipt),
+    Failed {
+        error: SendError,
+        decision: Decision,
+    },
+}
+
+/// Cheap to clone: every clone shares the trees and the wake-ups.
+#[derive(Clone)]
+pub struct DeliveryQueue {
+    db: sled::Db,
+    items: sled::Tree,
+    due: sled::Tree,
+    sending: sled::Tree,
+    dead: sled::Tree,
+    /// One per channel, indexed by [`channel_byte`]: `notify_one` keeps a
+    /// permit, so a wake-up sent while the worker is busy is not lost.
+    wakers: Arc<[Notify; 7]>,
+}
+
+type Trees = (
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+);
+
+impl DeliveryQueue {
+    /// Opens (or creates) the `delivery_*` trees in `db`.
+    pub fn open(db: &sled::Db) -> Result<Self, QueueError> {
+        Ok(DeliveryQueue {
+            db: db.clone(),
+            items: db.open_tree("delivery_items")?,
+            due: db.open_tree("delivery_due")?,
+            sending: db.open_tree("delivery_sending")?,
+            dead: db.open_tree("delivery_dead")?,
+            wakers: Arc::new(std::array::from_fn(|_| Notify::new())),
+        })
+    }
+
+    /// Signalled when a delivery of `channel` may have become due.
+    pub fn waker(&self, channel: ChannelKind) -> &Notify {
+        &self.wakers[usize::from(channel_byte(channel))]
+    }
+
+    /// Stores a new `Queued` delivery durably (flushed) and wakes the
+    /// channel's worker.
+    pub async fn enqueue(&self, delivery: Delivery) -> Result<(), QueueError> {
+        if delivery.status != Status::Queued {
+            return Err(QueueError::InvalidTransition {
+                id: delivery.id,
+                from: delivery.status,
+                to: Status::Queued,
+            });
+        }
+        let bytes = serde_json::to_vec(&delivery)?;
+        let id = delivery.id;
+        let due_key = due_key(&delivery);
+        self.transact(|(items, due, _, _)| {
+            if items.get(id.as_bytes())?.is_some() {
+                return abort(QueueError::AlreadyExists(id));
+            }
+            items.insert(&id.as_bytes()[..], bytes.as_slice())?;
+            due.insert(due_key.as_slice(), &[][..])?;
+            Ok(())
+        })?;
+        self.db.flush_async().await?;
+        self.waker(delivery.channel).notify_one();
+        Ok(())
+    }
+
+    pub fn get(&self, id: Uuid) -> Result<Option<Delivery>, QueueError> {
+        match self.items.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Moves up to `limit` due deliveries of `channel` (`not_before <= now`)
+    /// to `Sending` and returns them: highest priority first, then oldest
+    /// `not_before`. Each claim is its own transaction; one lost to another
+    /// claimer is skipped.
+    pub fn claim_due(
+        &self,
+        channel: ChannelKind,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let mut claimed = Vec::new();
+        for priority in [Priority::High, Priority::Normal, Priority::Low] {
+            let prefix = [channel_byte(channel), priority_byte(priority)];
+            let mut start = prefix.to_vec();
+            start.extend_from_slice(&[0; 24]);
+            let mut end = prefix.to_vec();
+            end.extend_from_slice(&millis_key(now));
+            end.extend_from_slice(&[0xff; 16]);
+            for entry in self.due.range(start..=end) {
+                if claimed.len() >= limit {
+                    return Ok(claimed);
+                }
+                let (key, _) = entry?;
+                if let Some(delivery) = self.claim_one(&key, now)? {
+                    claimed.push(delivery);
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    fn claim_one(&self, key: &[u8], now: Timestamp) -> Result<Option<Delivery>, QueueError> {
+        let Some(id) = key.get(10..26).and_then(|raw| Uuid::from_slice(raw).ok()) else {
+            return Ok(None);
+        };
+        self.transact(|(items, due, sending, _)| {
+            // Another claimer got here first: the index entry is gone.
+            if due.get(key)?.is_none() {
+                return Ok(None);
+            }
+            let mut delivery = load(items, id)?;
+            // The key has millisecond resolution; the record has the exact time.
+            if delivery.status != Status::Queued || delivery.not_before > now {
+                return Ok(None);
+            }
+            delivery.status = Status::Sending;
+            delivery.updated_at = now;
+            due.remove(key)?;
+            sending.insert(&id.as_bytes()[..], &[channel_byte(delivery.channel)][..])?;
+            store(items, &delivery)?;
+            Ok(Some(delivery))
+        })
+    }
+
+    /// Records the outcome of one attempt on a `Sending` delivery: appends
+    /// to the attempt log and applies the status change.
+    pub fn complete(
+        &self,
+        id: Uuid,
+        completion: &Completion,
+        now: Timestamp,
+    ) -> Result<Delivery, QueueError> {
+        self.transact(|(items, due, sending, dead)| {
+            let mut delivery = load(items, id)?;
+            let next = match completion {
+                Completion::Sent(_) => Status::Sent,
+                Completion::Failed { decision, .. } => match decision {
+                    Decision::RetryAt(_) => Status::Queued,
+                    Decision::Fail => Status::Failed,
+                    Decision::DeadLetter => Status::DeadLettered,
+                },
+            };
+            check_transition(&delivery, Status::Sending, next)?;
+            delivery.attempts = delivery.attempts.saturating_add(1);
+            delivery.updated_at = now;
+            sending.remove(id.as_bytes())?;
+            match completion {
+                Completion::Sent(receipt) => {
+                    delivery.attempt_log.push(Attempt {
+                        at: now,
+                        outcome: AttemptOutcome::Sent,
+                        answer: receipt.answer.clone(),
+                    });
+                    delivery.sent_at = Some(now);
+                    delivery.provider_message_id = receipt.provider_message_id.clone();
+                    delivery.last_answer = Some(receipt.answer.clone());
+                }
+                Completion::Failed { error, decision } => {
+                    delivery.attempt_log.push(Attempt {
+                        at: now,
+                        outcome: AttemptOutcome::of(error),
+                        answer: error.answer().to_owned(),
+                    });
+                    delivery.last_answer = Some(error.answer().to_owned());
+                    match decision {
+                        Decision::RetryAt(at) => {
+                            delivery.not_before = *at;
+                            due.insert(due_key(&delivery).as_slice(), &[][..])?;
+                        }
+                        Decision::DeadLetter => {
+                            dead.insert(&id.as_bytes()[..], &[channel_byte(delivery.channel)][..])?;
+                        }
+                        Decision::Fail => {}
+                    }
+                }
+            }
+            delivery.status = next;
+            store(items, &delivery)?;
+            Ok(delivery)
+        })
+    }
+
+    /// `Sent` → `Delivered`, from a provider's delivery callback (or at
+    /// once for channels where accepted means delivered, like in-app).
+    /// Idempotent: providers repeat callbacks.
+    pub fn mark_delivered(&self, id: Uuid, at: Timestamp) -> Result<Delivery, QueueError> {
+        self.transact(|(items, _, _, _)| {
+            let mut delivery = load(items, id)?;
+            if delivery.status == Status::Delivered {
+                return Ok(delivery);
+            }
+            check_transition(&delivery, Status::Sent, Status::Delivered)?;
+            delivery.status = Status::Delivered;
+            delivery.delivered_at = Some(at);
+            delivery.updated_at = at;
+            store(items, &delivery)?;
+            Ok(delivery)
+        })
+    }
+
+    /// Puts every `Sending` delivery back to `Queued` (due at its old
+    /// `not_before`). Only correct before any worker runs: call it once at
+    /// start-up. Returns how many were recovered.
+    pub fn recover(&self, now: Timestamp) -> Result<usize, QueueError> {
+        let mut recovered = 0;
+        for entry in self.sending.iter() {
+            let (key, _) = entry?;
+            let Ok(id) = Uuid::from_slice(&key) else {
+                continue;
+            };
+            let moved = self.transact(|(items, due, sending, _)| {
+                sending.remove(id.as_bytes())?;
+                let mut delivery = load(items, id)?;
+                if delivery.status != Status::Sending {
+                    return Ok(false);
+                }
+                delivery.status = Status::Queued;
+                delivery.updated_at = now;
+                due.insert(due_key(&delivery).as_slice(), &[][..])?;
+                store(items, &delivery)?;
+                Ok(true)
+            })?;
+            recovered += usize::from(moved);
+        }
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "deliveries interrupted mid-send requeued; they will be sent again"
+            );
+            for waker in self.wakers.iter() {
+                waker.notify_one();
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Dead letters in id (creation) order, optionally of one channel,
+    /// starting after the id `after` (for paging).
+    pub fn list_dead_letters(
+        &self,
+        channel: Option<ChannelKind>,
+        limit: usize,
+        after: Option<Uuid>,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let start = after.map_or([0; 16], |id| *id.as_bytes());
+        let mut found = Vec::new();
+        for entry in self.dead.range(start..) {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            if after.is_some() && key.as_ref() == start {
+                continue;
+            }
+            if let Some(wanted) = channel {
+                if value.first() != Some(&channel_byte(wanted)) {
+                    continue;
+                }
+            }
+            let Ok(id) = Uuid::from_slice(&key) else {
+                continue;
+            };
+            if let Some(delivery) = self.get(id)? {
+                found.push(delivery);
+            }
+        }
+        Ok(found)
+    }
+
+    /// An operator's retry: `DeadLettered` → `Queued`, due now, with a
+    /// fresh attempt budget (the attempt log keeps the history). Durable
+    /// when it returns.
+    pub async fn retry_dead_letter(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+    ) -> Result<Delivery, QueueError> {
+        let delivery = self.transact(|(items, due, _, dead)| {
+            let mut delivery = load(items, id)?;
+            check_transition(&delivery, Status::DeadLettered, Status::Queued)?;
+            delivery.status = Status::Queued;
+            delivery.attempts = 0;
+            delivery.not_before = now;
+            delivery.updated_at = now;
+            dead.remove(id.as_bytes())?;
+            due.insert(due_key(&delivery).as_slice(), &[][..])?;
+            store(items, &delivery)?;
+            Ok(delivery)
+        })?;
+        self.db.flush_async().await?;
+        self.waker(delivery.channel).notify_one();
+        Ok(delivery)
+    }
+
+    /// Queue depth for the gauges: `Queued`, `Sending` and `DeadLettered`
+    /// per channel (final states are not "in the queue"). Every pair is
+    /// present, zero included, so gauges drop back to 0. Scans the three
+    /// indexes, not the records: O(queue length), keys only.
+    pub fn depth_by_channel_and_status(
+        &self,
+    ) -> Result<BTreeMap<(ChannelKind, Status), u64>, QueueError> {
+        let mut depth = BTreeMap::new();
+        for channel in ChannelKind::ALL {
+            for status in [Status::Queued, Status::Sending, Status::DeadLettered] {
+                depth.insert((channel, status), 0);
+            }
+        }
+        let mut count = |channel: Option<&u8>, status| {
+            if let Some(channel) = channel.copied().and_then(channel_from_byte) {
+                *depth.entry((channel, status)).or_insert(0) += 1;
+            }
+        };
+        for entry in self.due.iter() {
+            let (key, _) = entry?;
+            count(key.first(), Status::Queued);
+        }
+        for entry in self.sending.iter() {
+            let (_, value) = entry?;
+            count(value.first(), Status::Sending);
+        }
+        for entry in self.dead.iter() {
+            let (_, value) = entry?;
+            count(value.first(), Status::DeadLettered);
+        }
+        Ok(depth)
+    }
+
+    fn transact<T>(
+        &self,
+        body: impl Fn(&Trees) -> ConflictableTransactionResult<T, QueueError>,
+    ) -> Result<T, QueueError> {
+        (&self.items, &self.due, &self.sending, &self.dead)
+            .transaction(|trees| body(trees))
+            .map_err(|error| match error {
+                TransactionError::Abort(error) => error,
+                TransactionError::Storage(error) => QueueError::Sled(error),
+            })
+    }
+}
+
+fn abort<T>(error: QueueError) -> ConflictableTransactionResult<T, QueueError> {
+    Err(ConflictableTransactionError::Abort(error))
+}
+
+fn load(
+    items: &TransactionalTree,
+    id: Uuid,
+) -> ConflictableTransactionResult<Delivery, QueueError> {
+    let Some(bytes) = items.get(id.as_bytes())? else {
+        return abort(QueueError::NotFound(id));
+    };
+    serde_json::from_slice(&bytes).or_else(|error| abort(QueueError::Codec(error)))
+}
+
+fn store(
+    items: &TransactionalTree,
+    delivery: &Delivery,
+) -> ConflictableTransactionResult<(), QueueError> {
+    let bytes = match serde_json::to_vec(delivery) {
+        Ok(bytes) => bytes,
+        Err(error) => return abort(QueueError::Codec(error)),
+    };
+    items.insert(&delivery.id.as_bytes()[..], bytes)?;
+    Ok(())
+}
+
+fn check_transition(
+    delivery: &Delivery,
+    expected: Status,
+    next: Status,
+) -> ConflictableTransactionResult<(), QueueError> {
+    debug_assert!(
+        expected.can_become(next),
+        "{expected} → {next} is not an edge"
+    );
+    if delivery.status != expected || !delivery.status.can_become(next) {
+        return abort(QueueError::InvalidTransition {
+            id: delivery.id,
+            from: delivery.status,
+            to: next,
+        });
+    }
+    Ok(())
+}
+
+/// On-disk channel codes: fixed here, independent of `ChannelKind::ALL`'s
+/// order, because they are part of stored keys.
+fn channel_byte(channel: ChannelKind) -> u8 {
+    match channel {
+        ChannelKind::InApp => 0,
+        ChannelKind::Email => 1,
+        ChannelKind::Apns => 2,
+        ChannelKind::Fcm => 3,
+        ChannelKind::WebPush => 4,
+        ChannelKind::Sms => 5,
+        ChannelKind::Webhook => 6,
+    }
+}
+
+fn channel_from_byte(byte: u8) -> Option<ChannelKind> {
+    ChannelKind::ALL
+        .into_iter()
+        .find(|channel| channel_byte(*channel) == byte)
+}
+
+/// Inverted so that a forward scan meets high priority first.
+fn priority_byte(priority: Priority) -> u8 {
+    match priority {
+        Priority::High => 0,
+        Priority::Normal => 1,
+        Priority::Low => 2,
+    }
+}
+
+/// Big-endian with the sign bit flipped, so byte order is time order even
+/// for (theoretical) times before 1970.
+fn millis_key(at: Timestamp) -> [u8; 8] {
+    ((at.as_millisecond() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn due_key(delivery: &Delivery) -> Vec<u8> {
+    let mut key = Vec::with_capacity(26);
+    key.push(channel_byte(delivery.channel));
+    key.push(priority_byte(delivery.priority));
+    key.extend_from_slice(&millis_key(delivery.not_before));
+    key.extend_from_slice(delivery.id.as_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_keys_sort_by_time() {
+        let times = [-5_000i64, -1, 0, 1, 1_700_000_000_000];
+        let keys: Vec<[u8; 8]> = times
+            .iter()
+            .map(|ms| millis_key(Timestamp::from_millisecond(*ms).unwrap()))
+            .collect();
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn channel_codes_round_trip() {
+        for channel in ChannelKind::ALL {
+            assert_eq!(channel_from_byte(channel_byte(channel)), Some(channel));
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! Queue and dispatcher behaviour against a real sled database in a
+//! tempdir and a scripted in-memory channel (real channels have their own
+//! tests). Schedule time moves only through the [`ManualClock`]; real time
+//! is only spent waiting for async work to happen.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::*;
+use crate::channels::{Channel, ChannelKind, OutboundMessage, Recipient, SendError, SendReceipt};
+
+fn start() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).unwrap()
+}
+
+fn open(dir: &tempfile::TempDir) -> (sled::Db, DeliveryQueue) {
+    let db = sled::open(dir.path()).unwrap();
+    let queue = DeliveryQueue::open(&db).unwrap();
+    (db, queue)
+}
+
+fn delivery(
+    channel: ChannelKind,
+    priority: Priority,
+    not_before: Timestamp,
+    now: Timestamp,
+) -> Delivery {
+    Delivery::new(
+        NewDelivery {
+            notification_id: "n-1".into(),
+            user_id: "u-1".into(),
+            channel,
+            priority,
+            message: OutboundMessage {
+                subject: "hello".into(),
+                ..OutboundMessage::default()
+            },
+            recipient: Recipient::Email {
+                address: "ada@example.com".into(),
+                name: None,
+            },
+            not_before: Some(not_before),
+        },
+        now,
+    )
+}
+
+/// Answers from a script (then successes), recording what it sent and how
+/// many sends overlapped.
+struct FakeChannel {
+    kind: ChannelKind,
+    script: Mutex<VecDeque<SendError>>,
+    /// When set, every send fails like this once the script is empty.
+    always: Mutex<Option<SendError>>,
+    sent: Mutex<Vec<String>>,
+    delay: Duration,
+    current: AtomicUsize,
+    max_concurrent: AtomicUsize,
+}
+
+impl FakeChannel {
+    fn new(kind: ChannelKind) -> Arc<Self> {
+        Self::with_delay(kind, Duration::ZERO)
+    }
+
+    fn with_delay(kind: ChannelKind, delay: Duration) -> Arc<Self> {
+        Arc::new(FakeChannel {
+            kind,
+            script: Mutex::new(VecDeque::new()),
+            always: Mutex::new(None),
+            sent: Mutex::new(Vec::new()),
+            delay,
+            current: AtomicUsize::new(0),
+            max_concurrent: AtomicUsize::new(0),
+        })
+    }
+
+    fn fail_next(&self, error: SendError) {
+        self.script.lock().unwrap().push_back(error);
+    }
+
+    fn calls(&self) -> usize {
+        self.sent.lock().unwrap().len()
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for FakeChannel {
+    fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+
+    async fn send(
+        &self,
+        message: &OutboundMessage,
+        _: &Recipient,
+    ) -> Result<SendReceipt, SendError> {
+        let now = self.current.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_concurrent.fetch_max(now, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.current.fetch_sub(1, Ordering::SeqCst);
+        self.sent.lock().unwrap().push(message.delivery_id.clone());
+        let scripted = self.script.lock().unwrap().pop_front();
+        let failure = scripted.or_else(|| self.always.lock().unwrap().clone());
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(SendReceipt {
+                provider_message_id: Some(format!("p-{}", message.delivery_id)),
+                answer: "250 ok".into(),
+            }),
+        }
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    queue: DeliveryQueue,
+    clock: Arc<ManualClock>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), QueueError>>,
+}
+
+impl Harness {
+    /// Waits (in real time, up to 5 s) until `done` holds for delivery
+    /// `id`, moving the manual clock by `step` on every look.
+    async fn wait(
+        &self,
+        id: Uuid,
+        step: SignedDuration,
+        done: impl Fn(&Delivery) -> bool,
+    ) -> Delivery {
+        for _ in 0..1000 {
+            let delivery = self.queue.get(id).unwrap().unwrap();
+            if done(&delivery) {
+                return delivery;
+            }
+            self.clock.advance(step);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "delivery {id} never reached the expected state: {:?}",
+            self.queue.get(id)
+        );
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(2),
+        max_attempts: 3,
+    }
+}
+
+fn harness(
+    channel: Arc<FakeChannel>,
+    config: DispatcherConfig,
+    hook: Option<InvalidRecipientHook>,
+) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let clock = Arc::new(ManualClock::new(start()));
+    let mut dispatcher = Dispatcher::new(
+        queue.clone(),
+        config,
+        Arc::clone(&clock) as Arc<dyn Clock>,
+        DeliveryMetrics::new().unwrap(),
+    )
+    .with_channel(channel)
+    .with_rng(StdRng::seed_from_u64(42));
+    if let Some(hook) = hook {
+        dispatcher = dispatcher.on_invalid_recipient(hook);
+    }
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(dispatcher.run(shutdown.clone()));
+    Harness {
+        _dir: dir,
+        queue,
+        clock,
+        shutdown,
+        task,
+    }
+}
+
+fn config() -> DispatcherConfig {
+    DispatcherConfig {
+        retry: policy(),
+        poll_interval: Duration::from_millis(5),
+        ..DispatcherConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn claims_high_priority_first_then_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let now = start();
+    let earlier = now - SignedDuration::from_secs(60);
+    let low = delivery(ChannelKind::Email, Priority::Low, now, now);
+    let normal = delivery(ChannelKind::Email, Priority::Normal, now, now);
+    let high_new = delivery(ChannelKind::Email, Priority::High, now, now);
+    let mut high_old = delivery(ChannelKind::Email, Priority::High, now, now);
+    high_old.not_before = earlier;
+    let other_channel = delivery(ChannelKind::Sms, Priority::High, now, now);
+    for item in [&low, &normal, &high_new, &high_old, &other_channel] {
+        queue.enqueue(item.clone()).await.unwrap();
+    }
+    let claimed: Vec<Uuid> = queue
+        .claim_due(ChannelKind::Email, now, 10)
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(claimed, [high_old.id, high_new.id, normal.id, low.id]);
+    assert_eq!(queue.get(low.id).unwrap().unwrap().status, Status::Sending);
+    assert_eq!(
+        queue.get(other_channel.id).unwrap().unwrap().status,
+        Status::Queued
+    );
+    let depth = queue.depth_by_channel_and_status().unwrap();
+    assert_eq!(depth[&(ChannelKind::Email, Status::Sending)], 4);
+    assert_eq!(depth[&(ChannelKind::Sms, Status::Queued)], 1);
+    assert_eq!(depth[&(ChannelKind::Email, Status::Queued)], 0);
+}
+
+#[tokio::test]
+async fn future_not_before_waits_for_the_clock() {
+    let channel = FakeChannel::new(ChannelKind::Email);
+    let h = harness(Arc::clone(&channel), config(), None);
+    let now = h.clock.now();
+    let held = delivery(
+        ChannelKind::Email,
+        Priority::High,
+        now + SignedDuration::from_hours(1),
+        now,
+    );
+    h.queue.enqueue(held.clone()).await.unwrap();
+    assert!(
+        h.queue
+            .claim_due(ChannelKind::Email, now, 10)
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(channel.calls(), 0, "sent before its time");
+    h.clock.advance(SignedDuration::from_mins(59));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(channel.calls(), 0, "sent before its time");
+    h.clock.advance(SignedDuration::from_mins(1));
+    let sent = h
+        .wait(held.id, SignedDuration::ZERO, |d| d.status == Status::Sent)
+        .await;
+    assert_eq!(sent.sent_at, Some(now + SignedDuration::from_hours(1)));
+    assert_eq!(sent.provider_message_id, Some(format!("p-{}", held.id)));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn retriable_failure_reschedules_and_honours_retry_after() {
+    let channel = FakeChannel::new(ChannelKind::Email);
+    channel.fail_next(SendError::Retriable {
+        answer: "421 busy".into(),
+        retry_after: Some(Duration::from_secs(60)),
+    });
+    let h = harness(Arc::clone(&channel), config(), None);
+    let now = h.clock.now();
+    let item = delivery(ChannelKind::Email, Priority::Normal, now, now);
+    h.queue.enqueue(item.clone()).await.unwrap();
+    let queued = h
+        .wait(item.id, SignedDuration::ZERO, |d| {
+            d.attempts == 1 && d.status == Status::Queued
+        })
+        .await;
+    // The policy's jitter is at most 1 s; the provider asked for 60 s.
+    assert_eq!(queued.not_before, now + SignedDuration::from_secs(60));
+    assert_eq!(queued.last_answer.as_deref(), Some("421 busy"));
+    h.clock.advance(SignedDuration::from_secs(59));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(channel.calls(), 1, "retried before Retry-After");
+    h.clock.advance(SignedDuration::from_secs(1));
+    let sent = h
+        .wait(item.id, SignedDuration::ZERO, |d| d.status == Status::Sent)
+        .await;
+    let outcomes: Vec<AttemptOutcome> = sent.attempt_log.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [AttemptOutcome::Retriable, AttemptOutcome::Sent]);
+    assert_eq!(sent.attempts, 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn dead_letter_after_max_attempts_then_manual_retry_delivers() {
+    let channel = FakeChannel::new(ChannelKind::Email);
+    *channel.always.lock().unwrap() = Some(SendError::Retriable {
+        answer: "451 mailbox busy".into(),
+        retry_after: None,
+    });
+    let h = harness(Arc::clone(&channel), config(), None);
+    let now = h.clock.now();
+    let item = delivery(ChannelKind::Email, Priority::Normal, now, now);
+    h.queue.enqueue(item.clone()).await.unwrap();
+    // Each look moves the clock past the longest backoff (2 s).
+    let dead = h
+        .wait(item.id, SignedDuration::from_secs(3), |d| {
+            d.status == Status::DeadLettered
+        })
+        .await;
+    assert_eq!(dead.attempts, 3);
+    assert_eq!(channel.calls(), 3);
+    assert_eq!(dead.last_answer.as_deref(), Some("451 mailbox busy"));
+    let listed = h
+        .queue
+        .list_dead_letters(Some(ChannelKind::Email), 10, None)
+        .unwrap();
+    assert_eq!(listed.iter().map(|d| d.id).collect::<Vec<_>>(), [item.id]);
+    assert!(
+        h.queue
+            .list_dead_letters(Some(ChannelKind::Sms), 10, None)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.queue
+            .list_dead_letters(None, 10, Some(item.id))
+            .unwrap()
+            .is_empty()
+    );
+
+    *channel.always.lock().unwrap() = None;
+    let requeued = h
+        .queue
+        .retry_dead_letter(item.id, h.clock.now())
+        .await
+        .unwrap();
+    assert_eq!((requeued.status, requeued.attempts), (Status::Queued, 0));
+    let sent = h
+        .wait(item.id, SignedDuration::ZERO, |d| d.status == Status::Sent)
+        .await;
+    assert_eq!(sent.attempt_log.len(), 4);
+    let delivered = h.queue.mark_delivered(item.id, h.clock.now()).unwrap();
+    assert_eq!(delivered.status, Status::Delivered);
+    assert!(delivered.delivered_at.is_some());
+    assert!(
+        h.queue
+            .list_dead_letters(None, 10, None)
+            .unwrap()
+            .is_empty()
+    );
+    // Delivered is final.
+    assert!(
+        h.queue
+            .retry_dead_letter(item.id, h.clock.now())
+            .await
+            .is_err()
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_fails_without_retries() {
+    let channel = FakeChannel::new(ChannelKind::Email);
+    channel.fail_next(SendError::Permanent {
+        answer: "554 rejected".into(),
+    });
+    let h = harness(Arc::clone(&channel), config(), None);
+    let now = h.clock.now();
+    let item = delivery(ChannelKind::Email, Priority::Normal, now, now);
+    h.queue.enqueue(item.clone()).await.unwrap();
+    let failed = h
+        .wait(item.id, SignedDuration::from_secs(3), |d| {
+            d.status == Status::Failed
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(channel.calls(), 1);
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.attempt_log[0].outcome, AttemptOutcome::Permanent);
+    assert_eq!(failed.last_answer.as_deref(), Some("554 rejected"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_recipient_fails_and_calls_the_hook() {
+    let channel = FakeChannel::new(ChannelKind::Apns);
+    channel.fail_next(SendError::InvalidRecipient {
+        answer: "410 Unregistered".into(),
+    });
+    let reported: Arc<Mutex<Vec<(ChannelKind, Recipient)>>> = Arc::default();
+    let hook: InvalidRecipientHook = {
+        let reported = Arc::clone(&reported);
+        Arc::new(move |kind, recipient: &Recipient| {
+            reported.lock().unwrap().push((kind, recipient.clone()));
+        })
+    };
+    let h = harness(Arc::clone(&channel), config(), Some(hook));
+    let now = h.clock.now();
+    let item = delivery(ChannelKind::Apns, Priority::High, now, now);
+    h.queue.enqueue(item.clone()).await.unwrap();
+    let failed = h
+        .wait(item.id, SignedDuration::ZERO, |d| {
+            d.status == Status::Failed
+        })
+        .await;
+    assert_eq!(
+        failed.attempt_log[0].outcome,
+        AttemptOutcome::InvalidRecipient
+    );
+    assert_eq!(
+        *reported.lock().unwrap(),
+        [(ChannelKind::Apns, item.recipient.clone())]
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_share_a_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let now = start();
+    let mut ids = HashSet::new();
+    for i in 0..200 {
+        let priority = Priority::ALL[i % 3];
+        let item = delivery(ChannelKind::Webhook, priority, now, now);
+        ids.insert(item.id);
+        queue.enqueue(item).await.unwrap();
+    }
+    let claimers: Vec<_> = (0..4)
+        .map(|_| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = queue.claim_due(ChannelKind::Webhook, now, 7).unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|d| d.id));
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for claimer in claimers {
+        for id in claimer.join().unwrap() {
+            total += 1;
+            assert!(seen.insert(id), "{id} claimed twice");
+        }
+    }
+    assert_eq!(total, 200);
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test]
+async fn restart_recovers_sending_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = start();
+    let items: Vec<Delivery> = (0..3)
+        .map(|_| delivery(ChannelKind::Sms, Priority::Normal, now, now))
+        .collect();
+    let dead_id;
+    {
+        let (db, queue) = open(&dir);
+        for item in &items {
+            queue.enqueue(item.clone()).await.unwrap();
+        }
+        let claimed = queue.claim_due(ChannelKind::Sms, now, 2).unwrap();
+        assert_eq!(claimed.len(), 2);
+        let dead = queue
+            .complete(
+                claimed[0].id,
+                &Completion::Failed {
+                    error: SendError::Retriable {
+                        answer: "503".into(),
+                        retry_after: None,
+                    },
+                    decision: Decision::DeadLetter,
+                },
+                now,
+            )
+            .unwrap();
+        dead_id = dead.id;
+        db.flush().unwrap();
+        // Simulated crash: one delivery is still Sending.
+    }
+    let (_db, queue) = open(&dir);
+    assert_eq!(queue.recover(now).unwrap(), 1);
+    let statuses: Vec<Status> = items
+        .iter()
+        .map(|item| queue.get(item.id).unwrap().unwrap().status)
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == Status::Queued).count(), 2);
+    assert_eq!(
+        queue.get(dead_id).unwrap().unwrap().status,
+        Status::DeadLettered
+    );
+    assert_eq!(queue.claim_due(ChannelKind::Sms, now, 10).unwrap().len(), 2);
+    assert_eq!(queue.list_dead_letters(None, 10, None).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn per_channel_concurrency_is_respected() {
+    let channel = FakeChannel::with_delay(ChannelKind::Webhook, Duration::from_millis(20));
+    let mut config = config();
+    config.concurrency.insert(ChannelKind::Webhook, 3);
+    let h = harness(Arc::clone(&channel), config, None);
+    let now = h.clock.now();
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let item = delivery(ChannelKind::Webhook, Priority::Normal, now, now);
+        ids.push(item.id);
+        h.queue.enqueue(item).await.unwrap();
+    }
+    for id in &ids {
+        h.wait(*id, SignedDuration::ZERO, |d| d.status == Status::Sent)
+            .await;
+    }
+    assert_eq!(channel.max_concurrent.load(Ordering::SeqCst), 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn enqueue_rejects_duplicates_and_non_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let now = start();
+    let item = delivery(ChannelKind::InApp, Priority::Low, now, now);
+    queue.enqueue(item.clone()).await.unwrap();
+    assert!(matches!(
+        queue.enqueue(item.clone()).await,
+        Err(QueueError::AlreadyExists(_))
+    ));
+    let mut sent = item;
+    sent.id = Uuid::now_v7();
+    sent.status = Status::Sent;
+    assert!(queue.enqueue(sent).await.is_err());
+}

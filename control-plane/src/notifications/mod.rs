@@ -1,0 +1,343 @@
+//! Notifications: what the engine decided to tell a user, before it is
+//! split into per-channel deliveries.
+//!
+//! # Promises
+//!
+//! Creating a notification is idempotent twice over:
+//!
+//! * **by source event** — triggers process ingested events at least once
+//!   (a crash replays them), so a notification created from event `E` is
+//!   created once however often `E` is processed;
+//! * **by idempotency key** — an application that resends a `notify` with
+//!   the same `idempotencyKey` for the same user gets the first
+//!   notification back, for at least [`IDEMPOTENCY_WINDOW`] (48 h, above
+//!   the 24 h the API promises). Keys are scoped per user, so two users'
+//!   `welcome` keys never collide. After the window a key is forgotten and
+//!   may create a new notification.
+//!
+//! All three trees change in one sled transaction, and a new notification
+//! is flushed before `create` returns.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::store::{JsonObject, Priority};
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(48 * 3600);
+
+/// A notification for one user, channel-independent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// UUIDv7: sorts by creation time.
+    pub id: String,
+    pub user_id: String,
+    pub notification_type: String,
+    /// Template name; when absent `title` and `body` are used as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub data: JsonObject,
+    pub priority: Priority,
+    /// Channels the caller asked for; empty means the type's defaults.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The ingested event (a `notify`, or the event a rule fired on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_event_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// What a caller wants notified; [`NotificationStore::create`] assigns the
+/// id and creation time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub user_id: String,
+    pub notification_type: String,
+    pub template: Option<String>,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub data: JsonObject,
+    pub priority: Priority,
+    pub channels: Vec<String>,
+    pub idempotency_key: Option<String>,
+    pub source_event_id: Option<String>,
+}
+
+/// The result of [`NotificationStore::create`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// A new notification: the caller goes on to deliver it.
+    New(Notification),
+    /// The same source event or idempotency key created this one before:
+    /// nothing more to do.
+    Existing(Notification),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    #[error("notification storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("stored notification is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Notifications in sled: `notifications` (id → JSON), and the two
+/// idempotency indexes (`notification_by_source`: event id → id;
+/// `notification_by_key`: user \0 key → creation millis + id).
+#[derive(Clone)]
+pub struct NotificationStore {
+    db: sled::Db,
+    notifications: sled::Tree,
+    by_source: sled::Tree,
+    by_key: sled::Tree,
+}
+
+impl NotificationStore {
+    pub fn open(db: &sled::Db) -> Result<Self, NotificationError> {
+        Ok(Self {
+            db: db.clone(),
+            notifications: db.open_tree("notifications")?,
+            by_source: db.open_tree("notification_by_source")?,
+            by_key: db.open_tree("notification_by_key")?,
+        })
+    }
+
+    /// Creates a notification unless its source event or idempotency key
+    /// already created one (see the module doc); durable when it returns.
+    pub async fn create(
+        &self,
+        draft: NewNotification,
+        now: Timestamp,
+    ) -> Result<Created, NotificationError> {
+        let notification = Notification {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: draft.user_id,
+            notification_type: draft.notification_type,
+            template: draft.template,
+            title: draft.title,
+            body: draft.body,
+            data: draft.data,
+            priority: draft.priority,
+            channels: draft.channels,
+            idempotency_key: draft.idempotency_key,
+            source_event_id: draft.source_event_id,
+            created_at: now,
+        };
+        let encoded = serde_json::to_vec(&notification)?;
+        let key_entry = notification
+            .idempotency_key
+            .as_ref()
+            .map(|key| idempotency_key(&notification.user_id, key));
+        let now_millis = now.as_millisecond();
+        let window_millis = IDEMPOTENCY_WINDOW.as_millis() as i64;
+
+        let existing_id = (&self.notifications, &self.by_source, &self.by_key)
+            .transaction(|(notifications, by_source, by_key)| {
+                if let Some(source) = &notification.source_event_id {
+                    if let Some(id) = by_source.get(source.as_bytes())? {
+                        return Ok(Some(id.to_vec()));
+                    }
+                }
+                if let Some(key) = &key_entry {
+                    if let Some(entry) = by_key.get(key)? {
+                        let (created, id) = split_key_entry(&entry);
+                        if now_millis - created < window_millis {
+                            return Ok(Some(id.to_vec()));
+                        }
+                    }
+                }
+                notifications.insert(notification.id.as_bytes(), encoded.as_slice())?;
+                if let Some(source) = &notification.source_event_id {
+                    by_source.insert(source.as_bytes(), notification.id.as_bytes())?;
+                }
+                if let Some(key) = &key_entry {
+                    let mut entry = now_millis.to_be_bytes().to_vec();
+                    entry.extend_from_slice(notification.id.as_bytes());
+                    by_key.insert(key.as_slice(), entry)?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(None)
+            })
+            .map_err(|error| match error {
+                TransactionError::Storage(error) => NotificationError::Storage(error),
+                TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+            })?;
+
+        match existing_id {
+            Some(id) => {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                let existing = self.get(&id)?.ok_or_else(|| {
+                    NotificationError::Storage(sled::Error::ReportableBug(format!(
+                        "idempotency index points at missing notification {id}"
+                    )))
+                })?;
+                Ok(Created::Existing(existing))
+            }
+            None => {
+                self.db.flush_async().await?;
+                Ok(Created::New(notification))
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Notification>, NotificationError> {
+        match self.notifications.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets idempotency keys older than the window; returns how many.
+    pub fn prune_idempotency_keys(&self, now: Timestamp) -> Result<usize, NotificationError> {
+        let cutoff = now.as_millisecond() - IDEMPOTENCY_WINDOW.as_millis() as i64;
+        let mut pruned = 0;
+        for entry in self.by_key.iter() {
+            let (key, value) = entry?;
+            if split_key_entry(&value).0 < cutoff {
+                // Removed only if unchanged, so a key renewed meanwhile stays.
+                if self
+                    .by_key
+                    .compare_and_swap(&key, Some(&value), None::<&[u8]>)?
+                    .is_ok()
+                {
+                    pruned += 1;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+fn idempotency_key(user_id: &str, key: &str) -> Vec<u8> {
+    let mut entry = user_id.as_bytes().to_vec();
+    entry.push(0);
+    entry.extend_from_slice(key.as_bytes());
+    entry
+}
+
+/// A `notification_by_key` value: creation millis (8 bytes BE), then the id.
+fn split_key_entry(entry: &[u8]) -> (i64, &[u8]) {
+    match entry.split_first_chunk::<8>() {
+        Some((millis, id)) => (i64::from_be_bytes(*millis), id),
+        None => (i64::MIN, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(user: &str, key: Option<&str>, source: Option<&str>) -> NewNotification {
+        NewNotification {
+            user_id: user.into(),
+            notification_type: "payment_failed".into(),
+            template: None,
+            title: Some("Payment failed".into()),
+            body: Some("Update your card".into()),
+            data: JsonObject::new(),
+            priority: Priority::High,
+            channels: vec!["email".into()],
+            idempotency_key: key.map(Into::into),
+            source_event_id: source.map(Into::into),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, NotificationStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        (dir, NotificationStore::open(&db).unwrap())
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn id_of(created: &Created) -> &str {
+        match created {
+            Created::New(n) | Created::Existing(n) => &n.id,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_idempotency_key_creates_one_notification_within_the_window() {
+        let (_dir, store) = store();
+        let first = store
+            .create(draft("u1", Some("inv-42"), None), at(0))
+            .await
+            .unwrap();
+        let again = store
+            .create(draft("u1", Some("inv-42"), None), at(47 * 3600))
+            .await
+            .unwrap();
+        assert!(matches!(first, Created::New(_)));
+        assert!(matches!(again, Created::Existing(_)));
+        assert_eq!(id_of(&first), id_of(&again));
+        let later = store
+            .create(draft("u1", Some("inv-42"), None), at(49 * 3600))
+            .await
+            .unwrap();
+        assert!(matches!(later, Created::New(_)), "the window is over");
+    }
+
+    #[tokio::test]
+    async fn keys_are_scoped_per_user() {
+        let (_dir, store) = store();
+        let a = store
+            .create(draft("u1", Some("welcome"), None), at(0))
+            .await
+            .unwrap();
+        let b = store
+            .create(draft("u2", Some("welcome"), None), at(0))
+            .await
+            .unwrap();
+        assert!(matches!(b, Created::New(_)));
+        assert_ne!(id_of(&a), id_of(&b));
+    }
+
+    #[tokio::test]
+    async fn replaying_a_source_event_creates_nothing_new() {
+        let (_dir, store) = store();
+        let first = store
+            .create(draft("u1", None, Some("evt-1")), at(0))
+            .await
+            .unwrap();
+        let replay = store
+            .create(draft("u1", None, Some("evt-1")), at(90 * 86_400))
+            .await
+            .unwrap();
+        assert!(matches!(replay, Created::Existing(_)));
+        assert_eq!(id_of(&first), id_of(&replay));
+        let stored = store.get(id_of(&first)).unwrap().unwrap();
+        assert_eq!(stored.title.as_deref(), Some("Payment failed"));
+        assert_eq!(stored.priority, Priority::High);
+    }
+
+    #[tokio::test]
+    async fn pruning_forgets_only_expired_keys() {
+        let (_dir, store) = store();
+        store
+            .create(draft("u1", Some("old"), None), at(0))
+            .await
+            .unwrap();
+        store
+            .create(draft("u1", Some("fresh"), None), at(40 * 3600))
+            .await
+            .unwrap();
+        assert_eq!(store.prune_idempotency_keys(at(50 * 3600)).unwrap(), 1);
+        let fresh = store
+            .create(draft("u1", Some("fresh"), None), at(50 * 3600))
+            .await
+            .unwrap();
+        assert!(matches!(fresh, Created::Existing(_)));
+    }
+}

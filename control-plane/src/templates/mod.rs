@@ -1,0 +1,825 @@
+//! Notification templates: one [`Template`] (subject, title, text and HTML
+//! body, each a minijinja source) per notification type and channel, with a
+//! per-type fallback used for any channel that has none of its own.
+//!
+//! # Promises
+//!
+//! * **Validated on the way in.** A [`TemplateSet`] only ever holds templates
+//!   that parse: [`TemplateSet::set`] and [`TemplateSet::from_definitions`]
+//!   (which deserialization goes through) compile every field and report a
+//!   syntax error with the type, channel, field and minijinja's line.
+//! * **Strict undefined.** The environment uses
+//!   [`UndefinedBehavior::Strict`]: printing, iterating or testing the
+//!   truthiness of a missing variable is an error ([`TemplateError::Render`])
+//!   naming the field, the line and the failing expression, rather than an
+//!   email that says "Hello ,". Templates that want optional values say so:
+//!   `{% if user.name is defined %}` or `{{ user.name | default("there") }}`.
+//! * **HTML escaping for the `html` field only.** Subject, title and text are
+//!   plain text and are never escaped; `html` escapes every `{{ … }}` unless
+//!   marked `| safe`.
+//!
+//! # Context
+//!
+//! A template sees `data` (the notify data or the event properties), `user`
+//! (the profile traits: email, name, locale, timezone, …) and
+//! `notification` (`type`, `id`). A digest template
+//! ([`TemplateSet::render_digest`]) sees `items` (one value per summarised
+//! notification, as the caller passes them), `count`, `user` and
+//! `notification` (`type` only); without a configured digest template a
+//! built-in one ([`default_digest_template`]) is used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::channels::ChannelKind;
+
+/// One notification's wording for one channel. Each field is a minijinja
+/// source; an empty field renders to an empty string (e.g. SMS has no
+/// subject, push has no HTML).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Template {
+    /// Email subject.
+    pub subject: String,
+    /// Push / in-app title.
+    pub title: String,
+    /// Plain-text body (email text part, SMS, push body).
+    pub text: String,
+    /// HTML body (email HTML part); auto-escaped.
+    pub html: String,
+}
+
+/// The four fields of a [`Template`], for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Subject,
+    Title,
+    Text,
+    Html,
+}
+
+impl Field {
+    pub const ALL: [Field; 4] = [Field::Subject, Field::Title, Field::Text, Field::Html];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Subject => "subject",
+            Field::Title => "title",
+            Field::Text => "text",
+            Field::Html => "html",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Template {
+    fn field(&self, field: Field) -> &str {
+        match field {
+            Field::Subject => &self.subject,
+            Field::Title => &self.title,
+            Field::Text => &self.text,
+            Field::Html => &self.html,
+        }
+    }
+}
+
+/// What a template produced: the same four fields, rendered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendered {
+    pub subject: String,
+    pub title: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl Rendered {
+    fn set(&mut self, field: Field, value: String) {
+        match field {
+            Field::Subject => self.subject = value,
+            Field::Title => self.title = value,
+            Field::Text => self.text = value,
+            Field::Html => self.html = value,
+        }
+    }
+}
+
+/// Every template of one notification type: the persisted form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TypeTemplates {
+    /// Used for a channel that has no entry in `channels`.
+    pub fallback: Option<Template>,
+    pub channels: BTreeMap<ChannelKind, Template>,
+    /// Digest wording; falls back like the above, then to the built-in
+    /// [`default_digest_template`].
+    pub digest_fallback: Option<Template>,
+    pub digest_channels: BTreeMap<ChannelKind, Template>,
+}
+
+/// Everything the caller knows about one notification to render.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderInput<'a> {
+    pub notification_type: &'a str,
+    pub notification_id: &'a str,
+    /// Notify data or event properties (`data` in the template).
+    pub data: &'a serde_json::Value,
+    /// The user's profile traits (`user` in the template).
+    pub user: &'a serde_json::Value,
+}
+
+/// Why a template could not be stored or rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error(
+        "invalid notification type {0:?}: use 1-128 characters from A-Z, a-z, 0-9, '_', '-', '.'"
+    )]
+    InvalidType(String),
+    #[error("template {notification_type}/{channel}/{field}{}: syntax error: {detail}", line_suffix(*.line))]
+    Syntax {
+        notification_type: String,
+        /// The channel, or `*` for the per-type fallback.
+        channel: String,
+        field: Field,
+        line: Option<usize>,
+        detail: String,
+    },
+    #[error("no template for notification type {notification_type:?} on channel {channel}")]
+    NotFound {
+        notification_type: String,
+        channel: ChannelKind,
+    },
+    #[error("template {notification_type}/{channel}/{field}{} does not render: {detail}", line_suffix(*.line))]
+    Render {
+        notification_type: String,
+        /// The channel, `*` for the fallback, or `digest` for the built-in
+        /// digest template.
+        channel: String,
+        field: Field,
+        line: Option<usize>,
+        /// minijinja's message plus the failing expression, e.g.
+        /// "undefined value (at `user.nickname`)".
+        detail: String,
+    },
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|line| format!(" line {line}")).unwrap_or_default()
+}
+
+/// Which stored template an environment entry belongs to.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    notification_type: &'a str,
+    channel: Option<ChannelKind>,
+    digest: bool,
+}
+
+impl Slot<'_> {
+    fn channel_label(&self) -> String {
+        let channel = self.channel.map_or("*", ChannelKind::as_str);
+        if self.digest {
+            format!("{channel}/digest")
+        } else {
+            channel.to_owned()
+        }
+    }
+
+    /// The environment's name for one field. Type names cannot hold `/`
+    /// (see [`validate_type`]), so names are unique. The `.html` suffix is
+    /// what switches auto-escaping on.
+    fn name(&self, field: Field) -> String {
+        format!(
+            "{}/{}/{}",
+            self.notification_type,
+            self.channel_label(),
+            field_file(field)
+        )
+    }
+}
+
+fn field_file(field: Field) -> &'static str {
+    match field {
+        Field::Html => "html.html",
+        other => other.as_str(),
+    }
+}
+
+/// The built-in digest wording, used when a type has no digest template.
+pub fn default_digest_template() -> Template {
+    // Each item shows its `title`, else its `subject`, else its JSON.
+    const LINE: &str = "{% if item.title is defined %}{{ item.title }}\
+        {% elif item.subject is defined %}{{ item.subject }}\
+        {% else %}{{ item | tojson }}{% endif %}";
+    const PLURAL: &str = "{{ 's' if count != 1 else '' }}";
+    Template {
+        subject: "{{ count }} new {{ notification.type }} notification{PLURAL}"
+            .replace("{PLURAL}", PLURAL),
+        title: "{{ count }} new notification{PLURAL}".replace("{PLURAL}", PLURAL),
+        text: "You have {{ count }} new notification{PLURAL}:\n\
+               {% for item in items %}- {LINE}\n{% endfor %}"
+            .replace("{PLURAL}", PLURAL)
+            .replace("{LINE}", LINE),
+        html: "<p>You have {{ count }} new notification{PLURAL}:</p>\
+               <ul>{% for item in items %}<li>{LINE}</li>{% endfor %}</ul>"
+            .replace("{PLURAL}", PLURAL)
+            .replace("{LINE}", LINE),
+    }
+}
+
+const DEFAULT_DIGEST_TYPE: &str = "_default";
+
+/// All templates, compiled. Cheap to clone (the compiled templates are
+/// shared); serializes as its definitions (`BTreeMap<type, TypeTemplates>`)
+/// and validates them again when deserialized.
+#[derive(Clone)]
+pub struct TemplateSet {
+    definitions: BTreeMap<String, TypeTemplates>,
+    env: Environment<'static>,
+}
+
+impl fmt::Debug for TemplateSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TemplateSet")
+            .field("definitions", &self.definitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TemplateSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Serialize for TemplateSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.definitions.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for TemplateSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let definitions = BTreeMap::<String, TypeTemplates>::deserialize(deserializer)?;
+        Self::from_definitions(definitions).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TemplateSet {
+    /// An empty set (digests still render with the built-in template).
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        let mut set = TemplateSet {
+            definitions: BTreeMap::new(),
+            env,
+        };
+        let slot = Slot {
+            notification_type: DEFAULT_DIGEST_TYPE,
+            channel: None,
+            digest: true,
+        };
+        set.compile(slot, &default_digest_template())
+            .expect("the built-in digest template compiles");
+        set
+    }
+
+    /// Builds a set from its persisted form, validating every template; the
+    /// first error is returned.
+    pub fn from_definitions(
+        definitions: BTreeMap<String, TypeTemplates>,
+    ) -> Result<Self, TemplateError> {
+        let mut set = Self::new();
+        for (notification_type, templates) in definitions {
+            set.set_type(&notification_type, templates)?;
+        }
+        Ok(set)
+    }
+
+    /// The persisted form.
+    pub fn definitions(&self) -> &BTreeMap<String, TypeTemplates> {
+        &self.definitions
+    }
+
+    /// Checks that a template compiles without storing it.
+    pub fn validate(
+        notification_type: &str,
+        channel: Option<ChannelKind>,
+        template: &Template,
+    ) -> Result<(), TemplateError> {
+        validate_type(notification_type)?;
+        let mut scratch = Self::new();
+        let slot = Slot {
+            notification_type,
+            channel,
+            digest: false,
+        };
+        scratch.compile(slot, template)
+    }
+
+    /// Replaces every template of one type at once (validated first; on
+    /// error nothing changes).
+    pub fn set_type(
+        &mut self,
+        notification_type: &str,
+        templates: TypeTemplates,
+    ) -> Result<(), TemplateError> {
+        validate_type(notification_type)?;
+        let mut staged = self.clone();
+        staged.remove_type(notification_type);
+        let plain = templates.fallback.iter().map(|t| (None, t, false));
+        let channels = templates.channels.iter().map(|(c, t)| (Some(*c), t, false));
+        let digest = templates.digest_fallback.iter().map(|t| (None, t, true));
+        let digest_channels = templates
+            .digest_channels
+            .iter()
+            .map(|(c, t)| (Some(*c), t, true));
+        for (channel, template, digest) in
+            plain.chain(channels).chain(digest).chain(digest_channels)
+        {
+            let slot = Slot {
+                notification_type,
+                channel,
+                digest,
+            };
+            staged.compile(slot, template)?;
+        }
+        staged
+            .definitions
+            .insert(notification_type.to_owned(), templates);
+        *self = staged;
+        Ok(())
+    }
+
+    /// Stores one template; `channel: None` is the per-type fallback.
+    pub fn set(
+        &mut self,
+        notification_type: &str,
+        channel: Option<ChannelKind>,
+        template: Template,
+    ) -> Result<(), TemplateError> {
+        self.set_slot(notification_type, channel, false, template)
+    }
+
+    /// Stores one digest template; `channel: None` is the per-type fallback.
+    pub fn set_digest(
+        &mut self,
+        notification_type: &str,
+        channel: Option<ChannelKind>,
+        template: Template,
+    ) -> Result<(), TemplateError> {
+        self.set_slot(notification_type, channel, true, template)
+    }
+
+    fn set_slot(
+        &mut self,
+        notification_type: &str,
+        channel: Option<ChannelKind>,
+        digest: bool,
+        template: Template,
+    ) -> Result<(), TemplateError> {
+        let mut templates = self
+            .definitions
+            .get(notification_type)
+            .cloned()
+            .unwrap_or_default();
+        match (digest, channel) {
+            (false, None) => templates.fallback = Some(template),
+            (false, Some(channel)) => {
+                templates.channels.insert(channel, template);
+            }
+            (true, None) => templates.digest_fallback = Some(template),
+            (true, Some(channel)) => {
+                templates.digest_channels.insert(channel, template);
+            }
+        }
+        self.set_type(notification_type, templates)
+    }
+
+    /// Removes every template of one type; returns whether it had any.
+    pub fn remove_type(&mut self, notification_type: &str) -> bool {
+        let Some(templates) = self.definitions.remove(notification_type) else {
+            return false;
+        };
+        let mut slots: Vec<(Option<ChannelKind>, bool)> = vec![(None, false), (None, true)];
+        slots.extend(templates.channels.keys().map(|c| (Some(*c), false)));
+        slots.extend(templates.digest_channels.keys().map(|c| (Some(*c), true)));
+        for (channel, digest) in slots {
+            let slot = Slot {
+                notification_type,
+                channel,
+                digest,
+            };
+            for field in Field::ALL {
+                self.env.remove_template(&slot.name(field));
+            }
+        }
+        true
+    }
+
+    /// The template used for `(type, channel)`: the channel's own, else the
+    /// type's fallback.
+    pub fn get(&self, notification_type: &str, channel: ChannelKind) -> Option<&Template> {
+        let templates = self.definitions.get(notification_type)?;
+        templates
+            .channels
+            .get(&channel)
+            .or(templates.fallback.as_ref())
+    }
+
+    /// Renders one notification for one channel.
+    pub fn render(
+        &self,
+        channel: ChannelKind,
+        input: RenderInput<'_>,
+    ) -> Result<Rendered, TemplateError> {
+        let not_found = || TemplateError::NotFound {
+            notification_type: input.notification_type.to_owned(),
+            channel,
+        };
+        let templates = self
+            .definitions
+            .get(input.notification_type)
+            .ok_or_else(not_found)?;
+        let (slot_channel, template) = match templates.channels.get(&channel) {
+            Some(template) => (Some(channel), template),
+            None => (None, templates.fallback.as_ref().ok_or_else(not_found)?),
+        };
+        let slot = Slot {
+            notification_type: input.notification_type,
+            channel: slot_channel,
+            digest: false,
+        };
+        let context = minijinja::context! {
+            data => minijinja::Value::from_serialize(input.data),
+            user => minijinja::Value::from_serialize(input.user),
+            notification => minijinja::context! {
+                type => input.notification_type,
+                id => input.notification_id,
+            },
+        };
+        self.render_slot(slot, template, &context)
+    }
+
+    /// Renders one digest message summarising `items` (e.g. the data of each
+    /// held notification). Falls back from the channel's digest template to
+    /// the type's digest fallback to [`default_digest_template`].
+    pub fn render_digest(
+        &self,
+        notification_type: &str,
+        channel: ChannelKind,
+        items: &[serde_json::Value],
+        user: &serde_json::Value,
+    ) -> Result<Rendered, TemplateError> {
+        let templates = self.definitions.get(notification_type);
+        let own = templates.and_then(|t| {
+            t.digest_channels
+                .get(&channel)
+                .map(|template| (Some(channel), template))
+                .or(t.digest_fallback.as_ref().map(|template| (None, template)))
+        });
+        let builtin = default_digest_template();
+        let (slot, template) = match own {
+            Some((slot_channel, template)) => (
+                Slot {
+                    notification_type,
+                    channel: slot_channel,
+                    digest: true,
+                },
+                template,
+            ),
+            None => (
+                Slot {
+                    notification_type: DEFAULT_DIGEST_TYPE,
+                    channel: None,
+                    digest: true,
+                },
+                &builtin,
+            ),
+        };
+        let context = minijinja::context! {
+            items => minijinja::Value::from_serialize(items),
+            count => items.len(),
+            user => minijinja::Value::from_serialize(user),
+            notification => minijinja::context! { type => notification_type },
+        };
+        self.render_slot(slot, template, &context)
+            .map_err(|error| match error {
+                // Name the real type, not the built-in's placeholder.
+                TemplateError::Render {
+                    channel,
+                    field,
+                    line,
+                    detail,
+                    ..
+                } => TemplateError::Render {
+                    notification_type: notification_type.to_owned(),
+                    channel,
+                    field,
+                    line,
+                    detail,
+                },
+                other => other,
+            })
+    }
+
+    fn compile(&mut self, slot: Slot<'_>, template: &Template) -> Result<(), TemplateError> {
+        for field in Field::ALL {
+            let source = template.field(field);
+            let name = slot.name(field);
+            if source.is_empty() {
+                self.env.remove_template(&name);
+                continue;
+            }
+            self.env
+                .add_template_owned(name, source.to_owned())
+                .map_err(|error| TemplateError::Syntax {
+                    notification_type: slot.notification_type.to_owned(),
+                    channel: slot.channel_label(),
+                    field,
+                    line: error.line(),
+                    detail: error.detail().unwrap_or("invalid template").to_owned(),
+                })?;
+        }
+        Ok(())
+    }
+
+    fn render_slot(
+        &self,
+        slot: Slot<'_>,
+        template: &Template,
+        context: &minijinja::Value,
+    ) -> Result<Rendered, TemplateError> {
+        let mut rendered = Rendered::default();
+        for field in Field::ALL {
+            let source = template.field(field);
+            if source.is_empty() {
+                continue;
+            }
+            let render_error = |error: minijinja::Error| {
+                let mut detail = error.kind().to_string();
+                if let Some(more) = error.detail() {
+                    detail.push_str(": ");
+                    detail.push_str(more);
+                }
+                let snippet = error
+                    .range()
+                    .and_then(|range| source.get(range))
+                    .filter(|snippet| !snippet.is_empty());
+                if let Some(snippet) = snippet {
+                    detail.push_str(&format!(" (at `{snippet}`)"));
+                }
+                TemplateError::Render {
+                    notification_type: slot.notification_type.to_owned(),
+                    channel: slot.channel_label(),
+                    field,
+                    line: error.line(),
+                    detail,
+                }
+            };
+            let compiled = self
+                .env
+                .get_template(&slot.name(field))
+                .map_err(render_error)?;
+            let value = compiled.render(context).map_err(render_error)?;
+            rendered.set(field, value);
+        }
+        Ok(rendered)
+    }
+}
+
+/// Type names become part of template names and metric-free identifiers,
+/// so they are kept to a safe alphabet.
+fn validate_type(notification_type: &str) -> Result<(), TemplateError> {
+    let ok = !notification_type.is_empty()
+        && notification_type.len() <= 128
+        && notification_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(TemplateError::InvalidType(notification_type.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn input<'a>(data: &'a serde_json::Value, user: &'a serde_json::Value) -> RenderInput<'a> {
+        RenderInput {
+            notification_type: "payment_failed",
+            notification_id: "n-1",
+            data,
+            user,
+        }
+    }
+
+    fn email_template() -> Template {
+        Template {
+            subject: "Payment of {{ data.amount }} failed".into(),
+            title: String::new(),
+            text: "Hi {{ user.name }}, card {{ data.card }} was declined ({{ notification.id }})."
+                .into(),
+            html: "<p>Hi {{ user.name }}</p>".into(),
+        }
+    }
+
+    #[test]
+    fn renders_data_traits_and_notification() {
+        let mut set = TemplateSet::new();
+        set.set("payment_failed", Some(ChannelKind::Email), email_template())
+            .unwrap();
+        let data = json!({"amount": "€12.00", "card": "4242"});
+        let user = json!({"name": "Ada", "email": "ada@example.com"});
+        let rendered = set.render(ChannelKind::Email, input(&data, &user)).unwrap();
+        assert_eq!(rendered.subject, "Payment of €12.00 failed");
+        assert_eq!(rendered.title, "");
+        assert_eq!(rendered.text, "Hi Ada, card 4242 was declined (n-1).");
+        assert_eq!(rendered.html, "<p>Hi Ada</p>");
+    }
+
+    #[test]
+    fn channel_falls_back_to_type_template() {
+        let mut set = TemplateSet::new();
+        let fallback = Template {
+            title: "Fallback {{ notification.type }}".into(),
+            ..Template::default()
+        };
+        set.set("payment_failed", None, fallback).unwrap();
+        set.set("payment_failed", Some(ChannelKind::Email), email_template())
+            .unwrap();
+        let data = json!({});
+        let user = json!({});
+        let rendered = set.render(ChannelKind::Sms, input(&data, &user)).unwrap();
+        assert_eq!(rendered.title, "Fallback payment_failed");
+        let other = RenderInput {
+            notification_type: "unknown",
+            ..input(&data, &user)
+        };
+        assert!(matches!(
+            set.render(ChannelKind::Sms, other),
+            Err(TemplateError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_variable_is_an_error_naming_the_field() {
+        let mut set = TemplateSet::new();
+        set.set("payment_failed", Some(ChannelKind::Email), email_template())
+            .unwrap();
+        let data = json!({"amount": 12, "card": "4242"});
+        let user = json!({"email": "ada@example.com"});
+        let error = set
+            .render(ChannelKind::Email, input(&data, &user))
+            .unwrap_err();
+        let TemplateError::Render {
+            channel,
+            field,
+            line,
+            ..
+        } = &error
+        else {
+            panic!("unexpected {error:?}");
+        };
+        assert_eq!(
+            (channel.as_str(), *field, *line),
+            ("email", Field::Text, Some(1))
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("payment_failed/email/text line 1"),
+            "{message}"
+        );
+        assert!(message.contains("user.name"), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_is_rejected_at_validation() {
+        let mut set = TemplateSet::new();
+        let broken = Template {
+            subject: "ok".into(),
+            text: "line one\n{% if data.x %}never closed".into(),
+            ..Template::default()
+        };
+        let error = set
+            .set("payment_failed", Some(ChannelKind::Sms), broken.clone())
+            .unwrap_err();
+        let TemplateError::Syntax {
+            channel,
+            field,
+            line,
+            ..
+        } = &error
+        else {
+            panic!("unexpected {error:?}");
+        };
+        assert_eq!((channel.as_str(), *field), ("sms", Field::Text));
+        assert!(line.is_some(), "{error}");
+        assert!(
+            error.to_string().contains("payment_failed/sms/text"),
+            "{error}"
+        );
+        // Nothing was stored.
+        assert!(set.get("payment_failed", ChannelKind::Sms).is_none());
+        assert!(TemplateSet::validate("payment_failed", None, &broken).is_err());
+
+        // Deserializing a stored set validates too.
+        let stored = json!({"payment_failed": {"channels": {"sms": broken}}});
+        assert!(serde_json::from_value::<TemplateSet>(stored).is_err());
+    }
+
+    #[test]
+    fn html_escapes_only_the_html_field() {
+        let mut set = TemplateSet::new();
+        let template = Template {
+            subject: "{{ data.name }}".into(),
+            text: "{{ data.name }}".into(),
+            html: "<b>{{ data.name }}</b>{{ data.trusted | safe }}".into(),
+            ..Template::default()
+        };
+        set.set("payment_failed", None, template).unwrap();
+        let data = json!({"name": "<script>&", "trusted": "<i>ok</i>"});
+        let user = json!({});
+        let rendered = set.render(ChannelKind::Email, input(&data, &user)).unwrap();
+        assert_eq!(rendered.subject, "<script>&");
+        assert_eq!(rendered.text, "<script>&");
+        assert_eq!(rendered.html, "<b>&lt;script&gt;&amp;</b><i>ok</i>");
+    }
+
+    #[test]
+    fn digest_of_n_items_with_builtin_and_custom_templates() {
+        let mut set = TemplateSet::new();
+        let items: Vec<_> = (1..=3)
+            .map(|n| json!({"title": format!("Comment {n}")}))
+            .collect();
+        let user = json!({"name": "Ada"});
+        let rendered = set
+            .render_digest("comment", ChannelKind::Email, &items, &user)
+            .unwrap();
+        assert_eq!(rendered.subject, "3 new comment notifications");
+        assert_eq!(
+            rendered.text,
+            "You have 3 new notifications:\n- Comment 1\n- Comment 2\n- Comment 3\n"
+        );
+        assert!(
+            rendered.html.contains("<li>Comment 2</li>"),
+            "{}",
+            rendered.html
+        );
+
+        let custom = Template {
+            subject: "{{ user.name }}: {{ count }} comments".into(),
+            text: "{% for item in items %}{{ loop.index }}. {{ item.title }}\n{% endfor %}".into(),
+            ..Template::default()
+        };
+        set.set_digest("comment", None, custom).unwrap();
+        let rendered = set
+            .render_digest("comment", ChannelKind::Email, &items[..2], &user)
+            .unwrap();
+        assert_eq!(rendered.subject, "Ada: 2 comments");
+        assert_eq!(rendered.text, "1. Comment 1\n2. Comment 2\n");
+        assert_eq!(rendered.html, "");
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_templates() {
+        let mut set = TemplateSet::new();
+        set.set("payment_failed", Some(ChannelKind::Email), email_template())
+            .unwrap();
+        let json = serde_json::to_string(&set).unwrap();
+        let back: TemplateSet = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.definitions(), set.definitions());
+        assert!(back.get("payment_failed", ChannelKind::Email).is_some());
+    }
+
+    #[test]
+    fn remove_and_invalid_type() {
+        let mut set = TemplateSet::new();
+        set.set("payment_failed", None, email_template()).unwrap();
+        assert!(set.remove_type("payment_failed"));
+        assert!(set.get("payment_failed", ChannelKind::Email).is_none());
+        assert!(matches!(
+            set.set("a/b", None, email_template()),
+            Err(TemplateError::InvalidType(_))
+        ));
+    }
+}
