@@ -85,6 +85,17 @@ pub struct Config {
     #[arg(long, env = "NUDGE_CP_CACHE_BYTES", value_name = "NUDGE_CP_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,
 
+    /// The notification engine's TOML file: channels and their credentials,
+    /// retry policy, concurrency, types and templates (see
+    /// `control-plane/nudge.example.toml`). Unset: engine defaults, in-app
+    /// channel only, no types configured.
+    #[arg(
+        long = "config",
+        env = "NUDGE_CP_CONFIG",
+        value_name = "NUDGE_CP_CONFIG"
+    )]
+    pub engine_config: Option<PathBuf>,
+
     /// Log line format on stderr.
     #[arg(long, env = "NUDGE_CP_LOG_FORMAT", value_name = "NUDGE_CP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -177,6 +188,17 @@ impl Config {
                 message: "is empty".to_owned(),
             });
         }
+        if self
+            .engine_config
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_CONFIG",
+                message: "is set but empty; unset it to run the engine with its defaults"
+                    .to_owned(),
+            });
+        }
         let listens = [
             ("NUDGE_CP_GRPC_LISTEN", self.grpc_listen),
             ("NUDGE_CP_HTTP_LISTEN", self.http_listen),
@@ -249,6 +271,25 @@ mod tests {
                 .to_string()
                 .contains("NUDGE_CP_HTTP_LISTEN")
         );
+    }
+
+    #[test]
+    fn engine_config_is_optional() {
+        assert_eq!(parse(&[]).unwrap().engine_config, None);
+        let config = parse(&["--config", "/etc/nudge/nudge.toml"]).unwrap();
+        assert_eq!(
+            config.engine_config,
+            Some(PathBuf::from("/etc/nudge/nudge.toml"))
+        );
+        config.validate().unwrap();
+        let error = parse(&["--config", ""]).unwrap_err();
+        assert!(error.to_string().contains("NUDGE_CP_CONFIG"), "{error}");
+        let config = Config {
+            engine_config: Some(PathBuf::new()),
+            ..parse(&[]).unwrap()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(error.to_string().contains("NUDGE_CP_CONFIG"), "{error}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub mod admin;
 pub mod channels;
 pub mod config;
 pub mod delivery;
+pub mod engine;
+pub mod engine_config;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
@@ -106,6 +108,14 @@ pub enum Error {
         server: &'static str,
         source: std::io::Error,
     },
+    #[error("NUDGE_CP_CONFIG: {0}")]
+    EngineConfig(#[from] engine_config::EngineConfigError),
+    #[error("notification engine: {0}")]
+    Engine(#[from] engine::EngineError),
+    #[error("notifications: {0}")]
+    Notifications(#[from] notifications::NotificationError),
+    #[error("delivery queue: {0}")]
+    Queue(#[from] delivery::QueueError),
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -121,10 +131,18 @@ pub async fn run(
     config.validate()?;
     let data_dir = config.data_dir.clone();
     let cache_bytes = config.cache_bytes;
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || SledStore::open(&data_dir, cache_bytes)).await??,
-    );
+    let sled_store =
+        tokio::task::spawn_blocking(move || SledStore::open(&data_dir, cache_bytes)).await??;
+    let db = sled_store.db().clone();
+    let store: Arc<dyn Store> = Arc::new(sled_store);
     let metrics = Metrics::new()?;
+    let engine_config = match config.engine_config.clone() {
+        Some(path) => {
+            tokio::task::spawn_blocking(move || engine_config::EngineConfig::load(&path)).await??
+        }
+        None => engine_config::EngineConfig::default(),
+    };
+    let engine = notification_engine(&db, &store, &metrics, &engine_config)?;
     let (events, dedupe) = {
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || {
@@ -168,6 +186,8 @@ pub async fn run(
     tasks.spawn({
         let state = http::HttpState {
             store: Arc::clone(&store),
+            notifications: engine.notifications.clone(),
+            queue: engine.queue.clone(),
             admin_token: config.admin_token.clone(),
         };
         let stop = stop.clone();
@@ -187,6 +207,17 @@ pub async fn run(
             prune::run(store, config.dedupe_window, metrics, stop).await;
             Ok(())
         }
+    });
+    tasks.spawn({
+        let stop = stop.clone();
+        async move {
+            engine.engine.run(stop).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let stop = stop.clone();
+        async move { engine.dispatcher.run(stop).await.map_err(Error::from) }
     });
     tasks.spawn({
         let (readiness, stop) = (readiness.clone(), stop.clone());
@@ -232,4 +263,74 @@ pub async fn run(
     })?;
     tracing::info!("control plane stopped");
     Ok(())
+}
+
+/// The notification engine's two workers: the trigger path (events →
+/// notifications → deliveries) and the dispatcher (deliveries → channels).
+struct NotificationEngine {
+    engine: engine::Engine,
+    dispatcher: delivery::Dispatcher,
+    /// For the operator HTTP routes.
+    notifications: notifications::NotificationStore,
+    queue: delivery::DeliveryQueue,
+}
+
+/// Builds the engine over the store's database with the channels the
+/// engine config enables: in-app always, email and webhook when configured.
+fn notification_engine(
+    db: &sled::Db,
+    store: &Arc<dyn Store>,
+    metrics: &Metrics,
+    config: &engine_config::EngineConfig,
+) -> Result<NotificationEngine, Error> {
+    let clock: Arc<dyn delivery::Clock> = Arc::new(delivery::SystemClock);
+    let queue = delivery::DeliveryQueue::open(db)?;
+    let delivery_metrics = delivery::DeliveryMetrics::new()?;
+    delivery_metrics.register(metrics.registry())?;
+    let in_app = channels::in_app::InAppChannel::new(
+        db.open_tree("inbox").map_err(engine::EngineError::from)?,
+    );
+    let mut dispatcher = delivery::Dispatcher::new(
+        queue.clone(),
+        config.dispatcher_config(),
+        Arc::clone(&clock),
+        delivery_metrics,
+    )
+    .with_channel(Arc::new(in_app));
+    if let Some(email) = &config.email {
+        dispatcher =
+            dispatcher.with_channel(Arc::new(channels::email::EmailChannel::new(email.clone())?));
+    }
+    if let Some(webhook) = &config.webhook {
+        dispatcher = dispatcher.with_channel(Arc::new(channels::webhook::WebhookChannel::new(
+            webhook.clone(),
+        )?));
+    }
+    let defaults = config.operator_defaults();
+    let webhook_urls = defaults
+        .types
+        .keys()
+        .filter_map(|kind| Some((kind.clone(), config.webhook_url(kind)?.to_owned())))
+        .collect();
+    let settings = engine::EngineSettings {
+        defaults,
+        templates: config.templates(),
+        enabled: config.enabled_channels(),
+        webhook_urls,
+    };
+    let notifications = notifications::NotificationStore::open(db)?;
+    let engine = engine::Engine::new(
+        db,
+        Arc::clone(store),
+        notifications.clone(),
+        queue.clone(),
+        settings,
+        clock,
+    )?;
+    Ok(NotificationEngine {
+        engine,
+        dispatcher,
+        notifications,
+        queue,
+    })
 }

@@ -48,7 +48,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "control plane failed");
-            ExitCode::FAILURE
+            // A bad engine config file is a usage error, like a bad flag.
+            match error.downcast_ref::<nudge_control_plane::Error>() {
+                Some(nudge_control_plane::Error::EngineConfig(_)) => ExitCode::from(EX_USAGE),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -27,6 +27,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The registry, for metrics that other modules define next to the code
+    /// they measure (e.g. the delivery queue's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();

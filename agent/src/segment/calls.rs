@@ -198,13 +198,9 @@ fn common(fields: Fields<'_>, defaults: &Defaults) -> Result<Envelope> {
 fn notify(fields: Fields<'_>) -> Result<proto::Notify> {
     let template = owned(fields.string("template")?);
     let title = owned(fields.string("title")?);
+    // All three may be empty: the control plane then uses the template
+    // configured for the notification type, which the agent cannot see.
     let body = owned(fields.string("body")?);
-    if template.is_empty() && title.is_empty() && body.is_empty() {
-        return Err(SegmentError::MissingField {
-            at: fields.at,
-            field: "template` or `title`/`body",
-        });
-    }
     let channels = match fields.value("channels") {
         None => Vec::new(),
         Some(Value::Array(items)) => items

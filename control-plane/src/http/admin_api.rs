@@ -32,6 +32,7 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .route("/events", get(events))
         .route("/users/{user_id}/profile", get(profile))
         .route("/stats", get(stats))
+        .merge(super::admin_notifications::router())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -11,6 +11,7 @@
 //! it, and no token a caller sends could be right.
 
 mod admin_api;
+mod admin_notifications;
 
 use std::sync::Arc;
 
@@ -28,6 +29,9 @@ use crate::store::{Store, StoreError};
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Arc<dyn Store>,
+    /// Notifications and their deliveries, for the operator routes.
+    pub notifications: crate::notifications::NotificationStore,
+    pub queue: crate::delivery::DeliveryQueue,
     /// `None` disables the admin routes (see the module doc).
     pub admin_token: Option<AdminToken>,
 }

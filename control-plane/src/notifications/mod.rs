@@ -92,13 +92,15 @@ pub enum NotificationError {
     Corrupt(#[from] serde_json::Error),
 }
 
-/// Notifications in sled: `notifications` (id → JSON), and the two
-/// idempotency indexes (`notification_by_source`: event id → id;
-/// `notification_by_key`: user \0 key → creation millis + id).
+/// Notifications in sled: `notifications` (id → JSON), a per-user index
+/// (`notification_by_user`: user \0 id, newest last since ids are UUIDv7),
+/// and the two idempotency indexes (`notification_by_source`: event id →
+/// id; `notification_by_key`: user \0 key → creation millis + id).
 #[derive(Clone)]
 pub struct NotificationStore {
     db: sled::Db,
     notifications: sled::Tree,
+    by_user: sled::Tree,
     by_source: sled::Tree,
     by_key: sled::Tree,
 }
@@ -108,6 +110,7 @@ impl NotificationStore {
         Ok(Self {
             db: db.clone(),
             notifications: db.open_tree("notifications")?,
+            by_user: db.open_tree("notification_by_user")?,
             by_source: db.open_tree("notification_by_source")?,
             by_key: db.open_tree("notification_by_key")?,
         })
@@ -142,8 +145,14 @@ impl NotificationStore {
         let now_millis = now.as_millisecond();
         let window_millis = IDEMPOTENCY_WINDOW.as_millis() as i64;
 
-        let existing_id = (&self.notifications, &self.by_source, &self.by_key)
-            .transaction(|(notifications, by_source, by_key)| {
+        let user_key = idempotency_key(&notification.user_id, &notification.id);
+        let existing_id = (
+            &self.notifications,
+            &self.by_user,
+            &self.by_source,
+            &self.by_key,
+        )
+            .transaction(|(notifications, by_user, by_source, by_key)| {
                 if let Some(source) = &notification.source_event_id {
                     if let Some(id) = by_source.get(source.as_bytes())? {
                         return Ok(Some(id.to_vec()));
@@ -158,6 +167,7 @@ impl NotificationStore {
                     }
                 }
                 notifications.insert(notification.id.as_bytes(), encoded.as_slice())?;
+                by_user.insert(user_key.as_slice(), &[][..])?;
                 if let Some(source) = &notification.source_event_id {
                     by_source.insert(source.as_bytes(), notification.id.as_bytes())?;
                 }
@@ -197,6 +207,24 @@ impl NotificationStore {
         }
     }
 
+    /// A user's notifications, newest first, at most `limit`.
+    pub fn list_for_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Notification>, NotificationError> {
+        let prefix = idempotency_key(user_id, "");
+        let mut found = Vec::new();
+        for entry in self.by_user.scan_prefix(&prefix).keys().rev().take(limit) {
+            let key = entry?;
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            if let Some(notification) = self.get(&id)? {
+                found.push(notification);
+            }
+        }
+        Ok(found)
+    }
+
     /// Forgets idempotency keys older than the window; returns how many.
     pub fn prune_idempotency_keys(&self, now: Timestamp) -> Result<usize, NotificationError> {
         let cutoff = now.as_millisecond() - IDEMPOTENCY_WINDOW.as_millis() as i64;
@@ -218,6 +246,7 @@ impl NotificationStore {
     }
 }
 
+/// `user \0 suffix`: the key shape of the per-user trees.
 fn idempotency_key(user_id: &str, key: &str) -> Vec<u8> {
     let mut entry = user_id.as_bytes().to_vec();
     entry.push(0);

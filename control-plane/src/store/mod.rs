@@ -235,7 +235,7 @@ pub struct Profile {
 /// An opaque position in a user's event history, for paging. Serialized as a
 /// decimal string so JavaScript clients keep it exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cursor(pub(crate) u64);
+pub struct Cursor(pub u64);
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -292,6 +292,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         after: Option<Cursor>,
     ) -> Result<EventPage, StoreError>;
+
+    /// Every user's events in ingest order, at most `limit`, starting after
+    /// `after`: the feed the notification engine tails.
+    fn events_after(&self, after: Option<Cursor>, limit: usize) -> Result<EventPage, StoreError>;
 
     /// The merged identify traits of a user, if any identify was stored.
     fn profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError>;

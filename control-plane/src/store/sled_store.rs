@@ -69,6 +69,12 @@ pub struct SledStore {
 }
 
 impl SledStore {
+    /// The sled database, shared by the notification engine's trees (one
+    /// database, one log: a flush covers them all).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Opens (or creates) the store in `dir`, with sled's page cache bounded
     /// to `cache_bytes`. Blocks on disk.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
@@ -172,6 +178,23 @@ impl Store for SledStore {
         // Outside the lock on purpose: see the module invariants.
         self.db.flush()?;
         Ok(outcome)
+    }
+
+    fn events_after(&self, after: Option<Cursor>, limit: usize) -> Result<EventPage, StoreError> {
+        let start = after.map_or(0, |cursor| cursor.0.saturating_add(1));
+        let mut events = Vec::new();
+        let mut last_seq = None;
+        for entry in self.events.range(start.to_be_bytes()..).take(limit) {
+            let (key, json) = entry?;
+            last_seq = Some(seq_of(&key));
+            events.push(serde_json::from_slice(&json)?);
+        }
+        // The feed never ends: `next` is where to resume, even after a
+        // short page (more events arrive later).
+        Ok(EventPage {
+            events,
+            next: last_seq.map(Cursor),
+        })
     }
 
     fn events_for_user(
@@ -356,6 +379,11 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("expected 8 bytes, found {}", bytes.len())))?;
     Ok(u64::from_be_bytes(array))
+}
+
+/// The sequence number of an `events` key (8 bytes, big-endian).
+fn seq_of(key: &[u8]) -> u64 {
+    key.try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

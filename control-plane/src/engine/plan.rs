@@ -1,0 +1,261 @@
+//! Planning one notification: which channels (preferences), what each
+//! message says (templates, or the notify's own title and body), who it goes
+//! to (the profile's address, the type's webhook), and when (quiet hours).
+//!
+//! A channel that cannot be planned — no address for the user, no sender
+//! configured, a template that does not render — is skipped with a log line
+//! naming the reason; the other channels still go out.
+
+use jiff::Timestamp;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Engine, EngineError};
+use crate::channels::{ChannelKind, OutboundMessage, Recipient};
+use crate::delivery::{Delivery, NewDelivery, Priority as DeliveryPriority, QueueError};
+use crate::notifications::{Created, NewNotification, Notification};
+use crate::preferences::{Action, resolve};
+use crate::store::{Event, EventBody, NotifyRequest, Priority};
+use crate::templates::{RenderInput, Rendered, TemplateError};
+
+/// Why one channel of a notification was not planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the user has no {0} in their profile")]
+    NoAddress(&'static str),
+    #[error("no webhook URL is configured for this type")]
+    NoWebhookUrl,
+    #[error("no sender is configured for this channel")]
+    ChannelNotConfigured,
+    #[error("this channel needs registered devices, which are not supported yet")]
+    NoDevices,
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("neither a template nor a title or body to send")]
+    NothingToSay,
+}
+
+/// The delivery id of `notification`'s delivery on `channel`: the
+/// notification's UUIDv7 with its last byte replaced by the channel, so a
+/// replayed event maps to the same delivery (the queue refuses it as
+/// already there) while ids still sort by time.
+pub fn delivery_id_for(notification_id: &str, channel: ChannelKind) -> Option<Uuid> {
+    let mut bytes = *Uuid::parse_str(notification_id).ok()?.as_bytes();
+    let index = ChannelKind::ALL.iter().position(|c| *c == channel)?;
+    bytes[15] = index as u8;
+    Some(Uuid::from_bytes(bytes))
+}
+
+impl Engine {
+    /// Processes one ingested event (only `notify` triggers anything yet).
+    pub(super) async fn process(&self, event: &Event) -> Result<(), EngineError> {
+        let EventBody::Notify(request) = &event.body else {
+            return Ok(());
+        };
+        let Some(user_id) = &event.user_id else {
+            tracing::warn!(event = %event.id, "notify without a user id; nothing to send");
+            return Ok(());
+        };
+        let draft = new_notification(event, user_id, request);
+        let notification = match self.notifications.create(draft, self.clock.now()).await? {
+            Created::New(notification) => notification,
+            // Planned before, maybe only in part (a crash mid-plan):
+            // planning again is safe, deliveries already there are kept.
+            Created::Existing(notification) => notification,
+        };
+        self.plan(&notification).await
+    }
+
+    async fn plan(&self, notification: &Notification) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let preferences = self.preferences.get(&notification.user_id)?;
+        let requested: Vec<ChannelKind> = notification
+            .channels
+            .iter()
+            .filter_map(|name| {
+                let kind = ChannelKind::parse(name);
+                if kind.is_none() {
+                    tracing::warn!(channel = %name, notification = %notification.id, "unknown channel requested; ignored");
+                }
+                kind
+            })
+            .collect();
+        let decisions = resolve(
+            &self.settings.defaults,
+            &preferences,
+            &notification.notification_type,
+            &requested,
+            now,
+        );
+        let profile = {
+            let store = std::sync::Arc::clone(&self.store);
+            let user_id = notification.user_id.clone();
+            tokio::task::spawn_blocking(move || store.profile(&user_id))
+                .await
+                .expect("reading a profile does not panic")?
+        };
+        let mut user = profile.map(|profile| profile.traits).unwrap_or_default();
+        user.insert("id".into(), Value::String(notification.user_id.clone()));
+        let user = Value::Object(user);
+
+        for decision in decisions {
+            let not_before = match decision.action {
+                Action::SendNow => None,
+                Action::HoldUntil(until) => Some(until),
+                Action::Digest(at) => {
+                    tracing::info!(notification = %notification.id, channel = %decision.channel, %at, "digest not aggregated yet; held until the digest time");
+                    Some(at)
+                }
+                Action::Suppressed(reason) => {
+                    tracing::info!(notification = %notification.id, channel = %decision.channel, ?reason, "suppressed by preferences");
+                    continue;
+                }
+            };
+            match self.delivery(notification, decision.channel, &user, not_before, now) {
+                Ok(delivery) => match self.queue.enqueue(delivery).await {
+                    Ok(()) | Err(QueueError::AlreadyExists(_)) => {}
+                    Err(error) => return Err(error.into()),
+                },
+                Err(reason) => {
+                    tracing::warn!(notification = %notification.id, channel = %decision.channel, %reason, "channel skipped");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delivery(
+        &self,
+        notification: &Notification,
+        channel: ChannelKind,
+        user: &Value,
+        not_before: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Delivery, PlanError> {
+        if !self.settings.enabled.contains(&channel) {
+            return Err(PlanError::ChannelNotConfigured);
+        }
+        let recipient = self.recipient(notification, channel, user)?;
+        let rendered = self.render(notification, channel, user)?;
+        let data = Value::Object(notification.data.clone());
+        let mut delivery = Delivery::new(
+            NewDelivery {
+                notification_id: notification.id.clone(),
+                user_id: notification.user_id.clone(),
+                channel,
+                priority: match notification.priority {
+                    Priority::Low => DeliveryPriority::Low,
+                    Priority::Normal => DeliveryPriority::Normal,
+                    Priority::High => DeliveryPriority::High,
+                },
+                message: OutboundMessage {
+                    delivery_id: String::new(),
+                    notification_id: notification.id.clone(),
+                    notification_type: notification.notification_type.clone(),
+                    subject: if rendered.subject.is_empty() {
+                        rendered.title
+                    } else {
+                        rendered.subject
+                    },
+                    text_body: rendered.text,
+                    html_body: rendered.html,
+                    data,
+                    unsubscribe_url: None,
+                },
+                recipient,
+                not_before,
+            },
+            now,
+        );
+        if let Some(id) = delivery_id_for(&notification.id, channel) {
+            delivery.id = id;
+            delivery.message.delivery_id = id.to_string();
+        }
+        Ok(delivery)
+    }
+
+    fn recipient(
+        &self,
+        notification: &Notification,
+        channel: ChannelKind,
+        user: &Value,
+    ) -> Result<Recipient, PlanError> {
+        let trait_text = |name: &str| user.get(name).and_then(Value::as_str).map(str::to_owned);
+        match channel {
+            ChannelKind::InApp => Ok(Recipient::User {
+                user_id: notification.user_id.clone(),
+            }),
+            ChannelKind::Email => Ok(Recipient::Email {
+                address: trait_text("email").ok_or(PlanError::NoAddress("email"))?,
+                name: trait_text("name"),
+            }),
+            ChannelKind::Sms => Ok(Recipient::Phone {
+                number: trait_text("phone").ok_or(PlanError::NoAddress("phone"))?,
+            }),
+            ChannelKind::Webhook => Ok(Recipient::Url {
+                url: self
+                    .settings
+                    .webhook_urls
+                    .get(&notification.notification_type)
+                    .cloned()
+                    .ok_or(PlanError::NoWebhookUrl)?,
+            }),
+            ChannelKind::Apns | ChannelKind::Fcm | ChannelKind::WebPush => {
+                Err(PlanError::NoDevices)
+            }
+        }
+    }
+
+    /// The configured template of the notify's `template` (or its type),
+    /// else the notify's own title and body.
+    fn render(
+        &self,
+        notification: &Notification,
+        channel: ChannelKind,
+        user: &Value,
+    ) -> Result<Rendered, PlanError> {
+        let data = Value::Object(notification.data.clone());
+        let template_type = notification
+            .template
+            .as_deref()
+            .unwrap_or(&notification.notification_type);
+        let input = RenderInput {
+            notification_type: template_type,
+            notification_id: &notification.id,
+            data: &data,
+            user,
+        };
+        match self.settings.templates.render(channel, input) {
+            Ok(rendered) => Ok(rendered),
+            Err(TemplateError::NotFound { .. }) => {
+                let title = notification.title.clone().unwrap_or_default();
+                let body = notification.body.clone().unwrap_or_default();
+                if title.is_empty() && body.is_empty() {
+                    return Err(PlanError::NothingToSay);
+                }
+                Ok(Rendered {
+                    subject: title.clone(),
+                    title,
+                    text: body,
+                    html: String::new(),
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+fn new_notification(event: &Event, user_id: &str, request: &NotifyRequest) -> NewNotification {
+    NewNotification {
+        user_id: user_id.to_owned(),
+        notification_type: request.notification_type.clone(),
+        template: request.template.clone(),
+        title: request.title.clone(),
+        body: request.body.clone(),
+        data: request.data.clone(),
+        priority: request.priority,
+        channels: request.channels.clone(),
+        idempotency_key: request.idempotency_key.clone(),
+        source_event_id: Some(event.id.clone()),
+    }
+}

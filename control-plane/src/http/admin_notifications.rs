@@ -1,0 +1,165 @@
+//! Operator routes for notifications and their deliveries (behind the admin
+//! token, mounted by `admin_api`): a notification with the status of each
+//! of its deliveries, the dead letters, and retrying one.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{ApiError, HttpState};
+use crate::channels::ChannelKind;
+use crate::delivery::{Delivery, QueueError};
+use crate::engine::delivery_id_for;
+use crate::notifications::NotificationError;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/notifications/{id}", get(notification))
+        .route("/users/{user_id}/notifications", get(user_notifications))
+        .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/{id}/retry", post(retry))
+}
+
+/// A notification and every delivery planned for it, with status,
+/// attempts, timestamps and the provider's answers.
+async fn notification(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(notification) = state.notifications.get(&id)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no notification {id}"),
+        ));
+    };
+    let mut deliveries: Vec<Delivery> = Vec::new();
+    for channel in ChannelKind::ALL {
+        if let Some(delivery_id) = delivery_id_for(&id, channel) {
+            if let Some(delivery) = state.queue.get(delivery_id)? {
+                deliveries.push(delivery);
+            }
+        }
+    }
+    Ok(Json(
+        json!({ "notification": notification, "deliveries": deliveries }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+/// A user's notifications, newest first.
+async fn user_notifications(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+    Query(query): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = checked_limit(query.limit)?;
+    let notifications = state.notifications.list_for_user(&user_id, limit)?;
+    Ok(Json(json!({ "notifications": notifications })))
+}
+
+fn checked_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    channel: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn dead_letters(
+    State(state): State<HttpState>,
+    Query(query): Query<DeadLetterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let channel = match query.channel.as_deref() {
+        None => None,
+        Some(name) => Some(
+            ChannelKind::parse(name)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown channel {name:?}")))?,
+        ),
+    };
+    let limit = checked_limit(query.limit)?;
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(text) => Some(parse_id(text)?),
+    };
+    let deliveries = state.queue.list_dead_letters(channel, limit, after)?;
+    let next = (deliveries.len() == limit)
+        .then(|| deliveries.last().map(|d| d.id.to_string()))
+        .flatten();
+    Ok(Json(json!({ "deliveries": deliveries, "next": next })))
+}
+
+/// Puts a dead letter back on the queue, due now, with a fresh attempt count.
+async fn retry(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Delivery>, ApiError> {
+    let id = parse_id(&id)?;
+    let delivery = state
+        .queue
+        .retry_dead_letter(id, jiff::Timestamp::now())
+        .await?;
+    Ok(Json(delivery))
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::bad_request(format!("{text:?} is not a delivery id")))
+}
+
+impl From<QueueError> for ApiError {
+    fn from(error: QueueError) -> Self {
+        match error {
+            QueueError::NotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no delivery {id}"),
+            ),
+            QueueError::InvalidTransition { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "delivery queue failed in http handler");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    other.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl From<NotificationError> for ApiError {
+    fn from(error: NotificationError) -> Self {
+        tracing::error!(%error, "notification store failed in http handler");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            error.to_string(),
+        )
+    }
+}
