@@ -64,6 +64,13 @@ impl ControlPlane {
         })
     }
 
+    /// Adds settings (e.g. `NUDGE_CP_CONFIG`) over the defaults; takes
+    /// effect at the next [`Self::start`].
+    pub fn with_env<'a>(mut self, env: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        self.process = self.process.with_env(env);
+        self
+    }
+
     /// [`Self::new`], then [`Self::start`].
     pub async fn started(setup: &Setup) -> Result<Self, Error> {
         let mut control_plane = Self::new(setup)?;
@@ -137,8 +144,52 @@ impl ControlPlane {
         Ok(counts)
     }
 
-    async fn admin_get(&self, path: &str) -> Result<Value, Error> {
+    /// `GET` an admin route (`/v1/admin/...`) that must answer 2xx, as JSON.
+    pub async fn admin_get(&self, path: &str) -> Result<Value, Error> {
         let url = format!("http://{}{path}", self.http);
         http::get_json(&self.client, &url, Some(&self.token)).await
+    }
+
+    /// `POST` an empty body to an admin route that must answer 2xx; the
+    /// answer as JSON.
+    pub async fn admin_post(&self, path: &str) -> Result<Value, Error> {
+        let url = format!("http://{}{path}", self.http);
+        let reply = self
+            .client
+            .post(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Error::new(format!("POST {url}: {e}")))?;
+        let status = reply.status();
+        let body = reply.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(Error::new(format!("POST {url}: {status}: {body}")));
+        }
+        serde_json::from_str(&body)
+            .map_err(|e| Error::new(format!("POST {url}: not JSON ({e}): {body}")))
+    }
+
+    /// A user's notifications, newest first
+    /// (`GET /v1/admin/users/{user}/notifications`).
+    pub async fn notifications(&self, user: &str) -> Result<Vec<Value>, Error> {
+        let page = self
+            .admin_get(&format!("/v1/admin/users/{user}/notifications"))
+            .await?;
+        page["notifications"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| Error::new(format!("no `notifications` in {page}")))
+    }
+
+    /// One notification's deliveries (`GET /v1/admin/notifications/{id}`).
+    pub async fn deliveries(&self, notification: &str) -> Result<Vec<Value>, Error> {
+        let page = self
+            .admin_get(&format!("/v1/admin/notifications/{notification}"))
+            .await?;
+        page["deliveries"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| Error::new(format!("no `deliveries` in {page}")))
     }
 }

@@ -1,0 +1,556 @@
+//! End-to-end tests of issue 3 (notifications) against the real binaries
+//! and real peers: an application identifies a user and sends a `notify`
+//! through `nudge-agent`; `nudge-control-plane`, configured by an engine
+//! TOML file, renders and sends it to a real SMTP server
+//! (`control-plane/tests/peers/smtp_server.py`, aiosmtpd) and to a webhook
+//! receiver that checks Standard Webhooks signatures. What is observed: the
+//! peers' mail and requests, and the admin API's notifications, deliveries
+//! and dead letters.
+//!
+//! Run `cargo build --bins` first; `scripts/test` does everything (it also
+//! installs aiosmtpd into `.venv`).
+
+// `support` is shared with `e2e.rs`; this binary uses only part of it.
+#[allow(dead_code)]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use nudge_control_plane::channels::webhook::verify_signature;
+use nudge_e2e::ports::free_port;
+use nudge_e2e::{Agent, ControlPlane};
+use support::{installed_tool, setup, wait_until, workspace_dir};
+
+/// The webhook signing secret of every test.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const USER: &str = "u1";
+
+/// Several engine polls (100 ms each) and dispatches: how long a test gives
+/// the programs to send something they must not, once the expected message
+/// has arrived. Never a speed assertion.
+const CHANCE_TO_MISBEHAVE: Duration = Duration::from_millis(1500);
+
+// ---------------------------------------------------------------------------
+// Peers
+
+/// `smtp_server.py` on a loopback port, saving messages to a directory.
+/// Killed on drop; its stdin stays open (it exits when stdin closes).
+struct SmtpServer {
+    child: Child,
+}
+
+impl SmtpServer {
+    fn start(port: u16, dir: &TempDir) -> Self {
+        let python = installed_tool("NUDGE_TEST_PYTHON", ".venv/bin/python", "aiosmtpd");
+        let script = workspace_dir().join("control-plane/tests/peers/smtp_server.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args(["--port", &port.to_string(), "--dir"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start smtp_server.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read smtp_server.py's first line");
+        assert_eq!(line.trim(), "ready", "smtp_server.py did not start");
+        SmtpServer { child }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The messages the SMTP server saved in `dir`, in arrival order.
+fn mails(dir: &TempDir) -> Vec<String> {
+    let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let n = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".eml")?
+                .parse()
+                .ok()?;
+            Some((n, path))
+        })
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|(_, path)| String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned())
+        .collect()
+}
+
+/// One request the webhook receiver got.
+#[derive(Debug, Clone)]
+struct Hook {
+    webhook_id: String,
+    signature_valid: bool,
+    body: Value,
+}
+
+/// An axum server on 127.0.0.1 that checks each request's signature with
+/// the control plane's `verify_signature` and records it; answers 200.
+struct Receiver {
+    url: String,
+    hooks: Arc<Mutex<Vec<Hook>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        async fn hook(
+            State(hooks): State<Arc<Mutex<Vec<Hook>>>>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> &'static str {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let webhook_id = header("webhook-id");
+            let signature_valid =
+                header("webhook-timestamp")
+                    .parse::<i64>()
+                    .is_ok_and(|timestamp| {
+                        verify_signature(
+                            SECRET,
+                            &webhook_id,
+                            timestamp,
+                            &body,
+                            &header("webhook-signature"),
+                        )
+                    });
+            let body = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+            hooks.lock().unwrap().push(Hook {
+                webhook_id,
+                signature_valid,
+                body,
+            });
+            "ok"
+        }
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route("/hook", post(hook))
+            .with_state(hooks.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver { url, hooks, task }
+    }
+
+    fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The programs
+
+/// What the engine file configures.
+struct Engine<'a> {
+    channels: &'a [&'a str],
+    max_attempts: u32,
+    smtp_port: u16,
+    webhook_url: &'a str,
+    allow_private: bool,
+}
+
+impl Engine<'_> {
+    fn toml(&self) -> String {
+        let channels: Vec<String> = self.channels.iter().map(|c| format!("{c:?}")).collect();
+        format!(
+            r#"
+[retry]
+initial = "200ms"
+max = "2s"
+max_attempts = {max_attempts}
+
+[channels.email]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "Nudge <nudge@example.com>"
+timeout = "5s"
+
+[channels.webhook]
+secret = "{SECRET}"
+allow_private_destinations = {allow_private}
+
+[types.payment_failed]
+channels = [{channels}]
+critical = true
+frequency = "instant"
+webhook_url = "{webhook_url}"
+
+[types.payment_failed.templates.fallback]
+subject = "Payment failed for {{{{ data.invoice }}}}"
+text = "Hi {{{{ user.name | default('there') }}}}, your payment for {{{{ data.invoice }}}} failed."
+"#,
+            max_attempts = self.max_attempts,
+            smtp_port = self.smtp_port,
+            allow_private = self.allow_private,
+            webhook_url = self.webhook_url,
+            channels = channels.join(", "),
+        )
+    }
+}
+
+/// A control plane running `engine` and an agent shipping to it.
+struct Stack {
+    control_plane: ControlPlane,
+    agent: Agent,
+    _config: TempDir,
+}
+
+impl Stack {
+    async fn start(engine: &Engine<'_>) -> Self {
+        let config = tempfile::tempdir().unwrap();
+        let path = config.path().join("nudge.toml");
+        std::fs::write(&path, engine.toml()).unwrap();
+        let mut control_plane = ControlPlane::new(setup())
+            .unwrap()
+            .with_env([("NUDGE_CP_CONFIG", path.to_str().unwrap())]);
+        control_plane.start().await.unwrap();
+        let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+            .await
+            .unwrap();
+        Stack {
+            control_plane,
+            agent,
+            _config: config,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) {
+        let reply = self.agent.post(path, &body).await.unwrap();
+        assert!(reply.is_success(), "POST {path} {body}: {reply:?}");
+    }
+
+    /// Identifies Ada as [`USER`].
+    async fn identify(&self) {
+        let traits = json!({"email": "ada@example.com", "name": "Ada"});
+        self.post("/v1/identify", json!({"userId": USER, "traits": traits}))
+            .await;
+    }
+
+    /// A `payment_failed` notify for `invoice`; `extra` adds fields
+    /// (`idempotencyKey`, `messageId`).
+    async fn notify(&self, invoice: &str, extra: Value) {
+        let mut body = json!({
+            "userId": USER,
+            "type": "payment_failed",
+            "data": {"invoice": invoice},
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        self.post("/v1/notify", body).await;
+    }
+
+    async fn notifications(&self) -> Vec<Value> {
+        self.control_plane.notifications(USER).await.unwrap()
+    }
+
+    /// Waits for the user's only notification and returns its id.
+    async fn the_notification(&self) -> String {
+        wait_until("the notify became a notification", || async {
+            !self.notifications().await.is_empty()
+        })
+        .await;
+        let notifications = self.notifications().await;
+        assert_eq!(notifications.len(), 1, "{notifications:#?}");
+        notifications[0]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The notification's delivery on `channel`.
+    async fn delivery(&self, notification: &str, channel: &str) -> Value {
+        let deliveries = self.control_plane.deliveries(notification).await.unwrap();
+        deliveries
+            .iter()
+            .find(|d| d["channel"] == channel)
+            .unwrap_or_else(|| panic!("no {channel} delivery in {deliveries:#?}"))
+            .clone()
+    }
+
+    /// Waits until the delivery on `channel` has status `status`; returns it.
+    async fn delivery_reaching(&self, notification: &str, channel: &str, status: &str) -> Value {
+        wait_until(&format!("the {channel} delivery is {status}"), || async {
+            self.delivery(notification, channel).await["status"] == status
+        })
+        .await;
+        self.delivery(notification, channel).await
+    }
+}
+
+fn attempts(delivery: &Value) -> u64 {
+    delivery["attempts"].as_u64().unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_is_emailed_once_and_sent_in_app_and_resends_change_nothing() {
+    let mail_dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let _smtp = SmtpServer::start(smtp_port, &mail_dir);
+    let stack = Stack::start(&Engine {
+        channels: &["email", "in_app"],
+        max_attempts: 3,
+        smtp_port,
+        webhook_url: "http://127.0.0.1:9/hook",
+        allow_private: true,
+    })
+    .await;
+
+    stack.identify().await;
+    stack
+        .notify("INV-42", json!({"idempotencyKey": "inv-42"}))
+        .await;
+    let notification = stack.the_notification().await;
+    wait_until("the email arrived", || async {
+        !mails(&mail_dir).is_empty()
+    })
+    .await;
+    let mail = &mails(&mail_dir)[0];
+    assert!(mail.contains("To: Ada <ada@example.com>"), "{mail}");
+    assert!(
+        mail.contains("Subject: Payment failed for INV-42"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("Hi Ada, your payment for INV-42 failed."),
+        "{mail}"
+    );
+    let email = stack
+        .delivery_reaching(&notification, "email", "sent")
+        .await;
+    assert_eq!(attempts(&email), 1, "{email:#}");
+    stack
+        .delivery_reaching(&notification, "in_app", "sent")
+        .await;
+
+    // The same notify again, same idempotency key: nothing new.
+    stack
+        .notify("INV-42", json!({"idempotencyKey": "inv-42"}))
+        .await;
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    assert_eq!(
+        stack.notifications().await.len(),
+        1,
+        "idempotencyKey resent"
+    );
+    assert_eq!(mails(&mail_dir).len(), 1, "idempotencyKey resent");
+
+    // No idempotency key, but the same messageId twice: the agent's
+    // envelope id dedupes it into one event, hence one notification.
+    stack.notify("INV-43", json!({"messageId": "msg-43"})).await;
+    stack.notify("INV-43", json!({"messageId": "msg-43"})).await;
+    wait_until("the second email arrived", || async {
+        mails(&mail_dir).len() >= 2
+    })
+    .await;
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    let mails = mails(&mail_dir);
+    assert_eq!(mails.len(), 2, "messageId resent: {mails:#?}");
+    assert!(mails[1].contains("Subject: Payment failed for INV-43"));
+    assert_eq!(stack.notifications().await.len(), 2, "messageId resent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_attempts_an_email_is_dead_lettered_and_an_admin_retry_delivers_it_once() {
+    let mail_dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port(); // nothing listens yet
+    let stack = Stack::start(&Engine {
+        channels: &["email"],
+        max_attempts: 3,
+        smtp_port,
+        webhook_url: "http://127.0.0.1:9/hook",
+        allow_private: true,
+    })
+    .await;
+    stack.identify().await;
+    stack
+        .notify("INV-42", json!({"idempotencyKey": "inv-42"}))
+        .await;
+    let notification = stack.the_notification().await;
+
+    let email = stack
+        .delivery_reaching(&notification, "email", "dead_lettered")
+        .await;
+    let last_answer = email["last_answer"].as_str().unwrap_or_default();
+    assert!(
+        ["connect", "refused"]
+            .iter()
+            .any(|word| last_answer.to_lowercase().contains(word)),
+        "last_answer should name the connection failure: {email:#}"
+    );
+    assert_eq!(attempts(&email), 3, "{email:#}");
+    assert_eq!(
+        email["attempt_log"].as_array().map(Vec::len),
+        Some(3),
+        "{email:#}"
+    );
+    let id = email["id"].as_str().unwrap();
+    let dead = stack
+        .control_plane
+        .admin_get("/v1/admin/dead-letters?channel=email")
+        .await
+        .unwrap();
+    assert!(
+        dead["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == id),
+        "the delivery is listed as a dead letter: {dead:#}"
+    );
+
+    let _smtp = SmtpServer::start(smtp_port, &mail_dir);
+    let retried = stack
+        .control_plane
+        .admin_post(&format!("/v1/admin/dead-letters/{id}/retry"))
+        .await
+        .unwrap();
+    assert_eq!(retried["status"], "queued", "{retried:#}");
+    stack
+        .delivery_reaching(&notification, "email", "sent")
+        .await;
+    wait_until("the email arrived", || async {
+        !mails(&mail_dir).is_empty()
+    })
+    .await;
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    assert_eq!(mails(&mail_dir).len(), 1, "delivered exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_retried_while_smtp_is_down_is_delivered_once_when_it_is_back() {
+    let mail_dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port(); // nothing listens yet
+    let stack = Stack::start(&Engine {
+        channels: &["email"],
+        max_attempts: 20,
+        smtp_port,
+        webhook_url: "http://127.0.0.1:9/hook",
+        allow_private: true,
+    })
+    .await;
+    stack.identify().await;
+    stack
+        .notify("INV-42", json!({"idempotencyKey": "inv-42"}))
+        .await;
+    let notification = stack.the_notification().await;
+    wait_until("a send to the absent SMTP server failed", || async {
+        attempts(&stack.delivery(&notification, "email").await) >= 1
+    })
+    .await;
+
+    let _smtp = SmtpServer::start(smtp_port, &mail_dir);
+    let email = stack
+        .delivery_reaching(&notification, "email", "sent")
+        .await;
+    assert!(attempts(&email) >= 2, "retried until sent: {email:#}");
+    wait_until("the email arrived", || async {
+        !mails(&mail_dir).is_empty()
+    })
+    .await;
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    assert_eq!(mails(&mail_dir).len(), 1, "delivered exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_arrives_once_with_a_valid_signature() {
+    let receiver = Receiver::start().await;
+    let stack = Stack::start(&Engine {
+        channels: &["webhook"],
+        max_attempts: 3,
+        smtp_port: free_port(),
+        webhook_url: &receiver.url,
+        allow_private: true,
+    })
+    .await;
+    stack.identify().await;
+    stack
+        .notify("INV-42", json!({"idempotencyKey": "inv-42"}))
+        .await;
+    let notification = stack.the_notification().await;
+    let webhook = stack
+        .delivery_reaching(&notification, "webhook", "sent")
+        .await;
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+
+    let hooks = receiver.hooks();
+    assert_eq!(hooks.len(), 1, "{hooks:#?}");
+    let hook = &hooks[0];
+    assert!(hook.signature_valid, "signature does not verify: {hook:#?}");
+    assert_eq!(
+        hook.webhook_id,
+        webhook["id"].as_str().unwrap(),
+        "{hook:#?}"
+    );
+    assert_eq!(hook.body["type"], "payment_failed", "{hook:#?}");
+    assert_eq!(hook.body["data"]["invoice"], "INV-42", "{hook:#?}");
+    assert_eq!(hook.body["notification_id"], notification.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_to_a_private_destination_is_refused() {
+    let receiver = Receiver::start().await;
+    let stack = Stack::start(&Engine {
+        channels: &["webhook"],
+        max_attempts: 3,
+        smtp_port: free_port(),
+        webhook_url: &receiver.url,
+        allow_private: false,
+    })
+    .await;
+    stack.identify().await;
+    stack
+        .notify("INV-42", json!({"idempotencyKey": "inv-42"}))
+        .await;
+    let notification = stack.the_notification().await;
+    let webhook = stack
+        .delivery_reaching(&notification, "webhook", "failed")
+        .await;
+    let last_answer = webhook["last_answer"].as_str().unwrap_or_default();
+    assert!(
+        last_answer.contains("private") || last_answer.contains("non-public"),
+        "last_answer should say the destination is not public: {webhook:#}"
+    );
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    assert!(receiver.hooks().is_empty(), "{:#?}", receiver.hooks());
+}
