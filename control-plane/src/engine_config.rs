@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::rules::{Rule, validate_rules};
+
 use crate::channels::ChannelKind;
 use crate::channels::email::{EmailChannel, EmailConfig, humantime_duration};
 use crate::channels::webhook::{WebhookChannel, WebhookConfig};
@@ -78,6 +80,8 @@ struct EngineFile {
     concurrency: BTreeMap<ChannelKind, usize>,
     channels: ChannelsConfig,
     types: BTreeMap<String, TypeConfig>,
+    /// `[[rules]]`: events that trigger notifications.
+    rules: Vec<Rule>,
 }
 
 /// `[retry]`: the delivery retry schedule (see [`RetryPolicy`]).
@@ -145,6 +149,8 @@ pub struct EngineConfig {
     types: BTreeMap<String, TypeConfig>,
     /// Compiled once at load, so a bad template stops start-up.
     templates: TemplateSet,
+    /// Validated rules (unique names, known channels, sane conditions).
+    pub rules: Vec<Rule>,
 }
 
 impl EngineConfig {
@@ -177,7 +183,9 @@ impl EngineConfig {
             concurrency,
             channels,
             types,
+            rules,
         } = parsed;
+        validate_rules(&rules).map_err(|error| invalid("rules".to_owned(), error.to_string()))?;
 
         if let Some(url) = &public_url {
             check_http_url(url).map_err(|message| invalid("public_url".to_owned(), message))?;
@@ -263,6 +271,7 @@ impl EngineConfig {
             concurrency,
             types,
             templates,
+            rules,
         })
     }
 

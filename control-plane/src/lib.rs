@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod preferences;
 mod prune;
+pub mod rules;
 pub mod store;
 pub mod templates;
 
@@ -317,6 +318,7 @@ fn notification_engine(
         templates: config.templates(),
         enabled: config.enabled_channels(),
         webhook_urls,
+        rules: config.rules.clone(),
     };
     let notifications = notifications::NotificationStore::open(db)?;
     let engine = engine::Engine::new(

@@ -186,6 +186,8 @@ struct Engine<'a> {
     smtp_port: u16,
     webhook_url: &'a str,
     allow_private: bool,
+    /// More TOML appended as is (types, `[[rules]]`).
+    extra: &'a str,
 }
 
 impl Engine<'_> {
@@ -218,12 +220,14 @@ webhook_url = "{webhook_url}"
 [types.payment_failed.templates.fallback]
 subject = "Payment failed for {{{{ data.invoice }}}}"
 text = "Hi {{{{ user.name | default('there') }}}}, your payment for {{{{ data.invoice }}}} failed."
+{extra}
 "#,
             max_attempts = self.max_attempts,
             smtp_port = self.smtp_port,
             allow_private = self.allow_private,
             webhook_url = self.webhook_url,
             channels = channels.join(", "),
+            extra = self.extra,
         )
     }
 }
@@ -333,6 +337,7 @@ async fn a_notify_is_emailed_once_and_sent_in_app_and_resends_change_nothing() {
         smtp_port,
         webhook_url: "http://127.0.0.1:9/hook",
         allow_private: true,
+        extra: "",
     })
     .await;
 
@@ -400,6 +405,7 @@ async fn past_max_attempts_an_email_is_dead_lettered_and_an_admin_retry_delivers
         smtp_port,
         webhook_url: "http://127.0.0.1:9/hook",
         allow_private: true,
+        extra: "",
     })
     .await;
     stack.identify().await;
@@ -467,6 +473,7 @@ async fn an_email_retried_while_smtp_is_down_is_delivered_once_when_it_is_back()
         smtp_port,
         webhook_url: "http://127.0.0.1:9/hook",
         allow_private: true,
+        extra: "",
     })
     .await;
     stack.identify().await;
@@ -501,6 +508,7 @@ async fn a_webhook_arrives_once_with_a_valid_signature() {
         smtp_port: free_port(),
         webhook_url: &receiver.url,
         allow_private: true,
+        extra: "",
     })
     .await;
     stack.identify().await;
@@ -536,6 +544,7 @@ async fn a_webhook_to_a_private_destination_is_refused() {
         smtp_port: free_port(),
         webhook_url: &receiver.url,
         allow_private: false,
+        extra: "",
     })
     .await;
     stack.identify().await;
@@ -553,4 +562,119 @@ async fn a_webhook_to_a_private_destination_is_refused() {
     );
     tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
     assert!(receiver.hooks().is_empty(), "{:#?}", receiver.hooks());
+}
+
+/// Rules on tracked events, as the issue's first scenario: a tracked
+/// `payment_failed` (amount above zero) emails the user at once; one with
+/// amount zero does not match; a `cart_add` schedules a reminder that a
+/// `purchase` within the delay cancels, and that fires for a user who did
+/// not buy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_events_fire_rules_and_a_following_event_cancels_a_delayed_one() {
+    let mail_dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let _smtp = SmtpServer::start(smtp_port, &mail_dir);
+    let stack = Stack::start(&Engine {
+        channels: &["email"],
+        max_attempts: 3,
+        smtp_port,
+        webhook_url: "http://127.0.0.1:9/unused",
+        allow_private: true,
+        extra: r#"
+[types.cart_reminder]
+channels = ["email"]
+
+[types.cart_reminder.templates.fallback]
+subject = "You left {{ data.item }} in your cart"
+text = "Still thinking about {{ data.item }}?"
+
+[[rules]]
+name = "payment-failed"
+on = "payment_failed"
+notify = "payment_failed"
+when = [ { property = "amount", op = "gt", value = 0 } ]
+
+[[rules]]
+name = "cart-reminder"
+on = "cart_add"
+notify = "cart_reminder"
+delay = "2s"
+unless = "purchase"
+"#,
+    })
+    .await;
+    stack.identify().await;
+    let buyer = json!({"email": "bo@example.com", "name": "Bo"});
+    stack
+        .post("/v1/identify", json!({"userId": "buyer", "traits": buyer}))
+        .await;
+    let track = |user: &str, event: &str, properties: Value| json!({"userId": user, "event": event, "properties": properties});
+    stack
+        .post(
+            "/v1/track",
+            track(
+                USER,
+                "payment_failed",
+                json!({"amount": 12, "invoice": "INV-77"}),
+            ),
+        )
+        .await;
+    stack
+        .post(
+            "/v1/track",
+            track(
+                USER,
+                "payment_failed",
+                json!({"amount": 0, "invoice": "INV-78"}),
+            ),
+        )
+        .await;
+    stack
+        .post(
+            "/v1/track",
+            track(USER, "cart_add", json!({"item": "Boots"})),
+        )
+        .await;
+    stack
+        .post(
+            "/v1/track",
+            track("buyer", "cart_add", json!({"item": "Hat"})),
+        )
+        .await;
+    stack
+        .post(
+            "/v1/track",
+            track("buyer", "purchase", json!({"item": "Hat"})),
+        )
+        .await;
+
+    wait_until(
+        "the payment email and the cart reminder arrived",
+        || async { mails(&mail_dir).len() >= 2 },
+    )
+    .await;
+    // The buyer's reminder was due 2 s after the cart_add: give it time to
+    // (wrongly) fire.
+    tokio::time::sleep(Duration::from_secs(2) + CHANCE_TO_MISBEHAVE).await;
+    let mails = mails(&mail_dir);
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains("Subject: Payment failed for INV-77")
+                && m.contains("To: Ada <ada@example.com>")),
+        "{mails:#?}"
+    );
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains("Subject: You left Boots in your cart")),
+        "{mails:#?}"
+    );
+    assert!(
+        !mails
+            .iter()
+            .any(|m| m.contains("INV-78") || m.contains("bo@example.com")),
+        "{mails:#?}"
+    );
 }

@@ -15,11 +15,13 @@
 //!   a suppressed channel gets no delivery, quiet hours set the delivery's
 //!   `not_before` (held, never dropped).
 //!
-//! Today the triggers are `notify` envelopes; rules on tracked events come
-//! next. Digest frequencies are not aggregated yet: such deliveries are held
+//! Triggers are `notify` envelopes and rules on tracked events (immediate,
+//! or delayed with an `unless` event that cancels them; see `triggers`).
+//! Digest frequencies are not aggregated yet: such deliveries are held
 //! until the digest time and sent one by one (logged as such).
 
 mod plan;
+mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct EngineSettings {
     pub enabled: BTreeSet<ChannelKind>,
     /// Webhook destination per notification type.
     pub webhook_urls: BTreeMap<String, String>,
+    /// Rules that turn tracked events into notifications.
+    pub rules: Vec<crate::rules::Rule>,
 }
 
 /// Events read per pass of the feed.
@@ -60,6 +64,8 @@ pub struct Engine {
     notifications: NotificationStore,
     preferences: PreferenceStore,
     queue: DeliveryQueue,
+    /// Delayed rule triggers waiting for their time (or cancellation).
+    pending: crate::rules::PendingTriggers,
     settings: Arc<EngineSettings>,
     clock: Arc<dyn Clock>,
     cursor: sled::Tree,
@@ -77,6 +83,8 @@ pub enum EngineError {
     Queue(#[from] crate::delivery::QueueError),
     #[error(transparent)]
     Preferences(#[from] crate::preferences::PreferenceError),
+    #[error(transparent)]
+    PendingTriggers(#[from] crate::rules::PendingError),
 }
 
 const CURSOR_KEY: &[u8] = b"events";
@@ -95,17 +103,23 @@ impl Engine {
             notifications,
             preferences: PreferenceStore::new(db.open_tree("preferences")?),
             queue,
+            pending: crate::rules::PendingTriggers::open(db)?,
             settings: Arc::new(settings),
             clock,
             cursor: db.open_tree("engine_cursor")?,
         })
     }
 
-    /// Tails the event feed until `stop` is cancelled. A failing pass is
-    /// logged and retried from the same cursor.
+    /// Tails the event feed and fires due rule triggers until `stop` is
+    /// cancelled. A failing pass is logged and retried from the same cursor.
     pub async fn run(self, stop: CancellationToken) {
         loop {
-            let idle = match self.process_available().await {
+            let pass = async {
+                let processed = self.process_available().await?;
+                let fired = self.fire_due().await?;
+                Ok::<_, EngineError>(processed + fired)
+            };
+            let idle = match pass.await {
                 Ok(processed) => processed == 0,
                 Err(error) => {
                     tracing::error!(%error, "engine pass failed; retrying");

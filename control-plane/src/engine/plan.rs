@@ -47,8 +47,12 @@ pub fn delivery_id_for(notification_id: &str, channel: ChannelKind) -> Option<Uu
 }
 
 impl Engine {
-    /// Processes one ingested event (only `notify` triggers anything yet).
+    /// Processes one ingested event: a `notify`, or a tracked event that
+    /// rules may react to.
     pub(super) async fn process(&self, event: &Event) -> Result<(), EngineError> {
+        if let EventBody::Track { .. } = &event.body {
+            return self.track(event).await;
+        }
         let EventBody::Notify(request) = &event.body else {
             return Ok(());
         };
@@ -56,7 +60,12 @@ impl Engine {
             tracing::warn!(event = %event.id, "notify without a user id; nothing to send");
             return Ok(());
         };
-        let draft = new_notification(event, user_id, request);
+        self.create_and_plan(new_notification(event, user_id, request))
+            .await
+    }
+
+    /// Creates the notification (idempotently) and plans its deliveries.
+    pub(super) async fn create_and_plan(&self, draft: NewNotification) -> Result<(), EngineError> {
         let notification = match self.notifications.create(draft, self.clock.now()).await? {
             Created::New(notification) => notification,
             // Planned before, maybe only in part (a crash mid-plan):
