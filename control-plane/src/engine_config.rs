@@ -22,6 +22,7 @@ use crate::rules::{Rule, validate_rules};
 
 use crate::channels::ChannelKind;
 use crate::channels::email::{EmailChannel, EmailConfig, humantime_duration};
+use crate::channels::sms::{SmsChannel, SmsConfig};
 use crate::channels::webhook::{WebhookChannel, WebhookConfig};
 use crate::config::ConfigError;
 use crate::delivery::{DispatcherConfig, RetryPolicy};
@@ -115,6 +116,26 @@ impl Default for RetryConfig {
 struct ChannelsConfig {
     email: Option<EmailConfig>,
     webhook: Option<WebhookConfig>,
+    sms: Option<SmsConfig>,
+}
+
+impl ChannelsConfig {
+    /// In-app (always) plus every channel with a `[channels.…]` section.
+    fn enabled(&self) -> BTreeSet<ChannelKind> {
+        let mut enabled = BTreeSet::from([ChannelKind::InApp]);
+        let configured = [
+            (self.email.is_some(), ChannelKind::Email),
+            (self.webhook.is_some(), ChannelKind::Webhook),
+            (self.sms.is_some(), ChannelKind::Sms),
+        ];
+        enabled.extend(
+            configured
+                .into_iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, kind)| kind),
+        );
+        enabled
+    }
 }
 
 /// `[types.<name>]`: the fields of [`TypeDefaults`] plus where the type's
@@ -144,6 +165,10 @@ pub struct EngineConfig {
     pub email: Option<EmailConfig>,
     /// The webhook signer; `None` means the webhook channel is off.
     pub webhook: Option<WebhookConfig>,
+    /// The Twilio-compatible SMS provider; `None` means SMS is off.
+    pub sms: Option<SmsConfig>,
+    /// The channels the file configures, computed once at load.
+    enabled: BTreeSet<ChannelKind>,
     retry: RetryConfig,
     concurrency: BTreeMap<ChannelKind, usize>,
     types: BTreeMap<String, TypeConfig>,
@@ -224,13 +249,7 @@ impl EngineConfig {
         check_channels(&channels)
             .map_err(|err| invalid(format!("channels.{}", err.setting), err.message))?;
 
-        let mut enabled = BTreeSet::from([ChannelKind::InApp]);
-        if channels.email.is_some() {
-            enabled.insert(ChannelKind::Email);
-        }
-        if channels.webhook.is_some() {
-            enabled.insert(ChannelKind::Webhook);
-        }
+        let enabled = channels.enabled();
 
         let mut definitions = BTreeMap::new();
         for (name, config) in &types {
@@ -267,6 +286,8 @@ impl EngineConfig {
             public_url,
             email: channels.email,
             webhook: channels.webhook,
+            sms: channels.sms,
+            enabled,
             retry,
             concurrency,
             types,
@@ -329,13 +350,9 @@ impl EngineConfig {
 
     /// In-app (always) plus every channel with a `[channels.…]` section.
     pub fn enabled_channels(&self) -> BTreeSet<ChannelKind> {
-        let mut enabled = BTreeSet::from([ChannelKind::InApp]);
-        if self.email.is_some() {
-            enabled.insert(ChannelKind::Email);
-        }
-        if self.webhook.is_some() {
-            enabled.insert(ChannelKind::Webhook);
-        }
+        // In-app needs no section, so also `EngineConfig::default()` has it.
+        let mut enabled = self.enabled.clone();
+        enabled.insert(ChannelKind::InApp);
         enabled
     }
 }
@@ -346,6 +363,10 @@ impl EngineConfig {
 /// `load` may be called inside or outside one: a scoped thread with its own
 /// small runtime works in both cases.
 fn check_channels(channels: &ChannelsConfig) -> Result<(), ConfigError> {
+    if let Some(sms) = &channels.sms {
+        // Needs no runtime.
+        drop(SmsChannel::new(sms.clone())?);
+    }
     if channels.email.is_none() && channels.webhook.is_none() {
         return Ok(());
     }
@@ -443,7 +464,12 @@ mod tests {
         let config = EngineConfig::load(&path).unwrap();
         assert_eq!(
             config.enabled_channels(),
-            BTreeSet::from([ChannelKind::InApp, ChannelKind::Email, ChannelKind::Webhook])
+            BTreeSet::from([
+                ChannelKind::InApp,
+                ChannelKind::Email,
+                ChannelKind::Sms,
+                ChannelKind::Webhook
+            ])
         );
         assert_eq!(
             config.public_url.as_deref(),

@@ -189,6 +189,8 @@ pub async fn run(
             store: Arc::clone(&store),
             notifications: engine.notifications.clone(),
             queue: engine.queue.clone(),
+            preferences: engine.preferences.clone(),
+            defaults: Arc::clone(&engine.defaults),
             admin_token: config.admin_token.clone(),
         };
         let stop = stop.clone();
@@ -274,6 +276,8 @@ struct NotificationEngine {
     /// For the operator HTTP routes.
     notifications: notifications::NotificationStore,
     queue: delivery::DeliveryQueue,
+    preferences: preferences::PreferenceStore,
+    defaults: Arc<preferences::OperatorDefaults>,
 }
 
 /// Builds the engine over the store's database with the channels the
@@ -302,6 +306,10 @@ fn notification_engine(
         dispatcher =
             dispatcher.with_channel(Arc::new(channels::email::EmailChannel::new(email.clone())?));
     }
+    if let Some(sms) = &config.sms {
+        dispatcher =
+            dispatcher.with_channel(Arc::new(channels::sms::SmsChannel::new(sms.clone())?));
+    }
     if let Some(webhook) = &config.webhook {
         dispatcher = dispatcher.with_channel(Arc::new(channels::webhook::WebhookChannel::new(
             webhook.clone(),
@@ -321,18 +329,25 @@ fn notification_engine(
         rules: config.rules.clone(),
     };
     let notifications = notifications::NotificationStore::open(db)?;
-    let engine = engine::Engine::new(
-        db,
-        Arc::clone(store),
-        notifications.clone(),
-        queue.clone(),
-        settings,
+    let preferences = preferences::PreferenceStore::new(
+        db.open_tree("preferences")
+            .map_err(engine::EngineError::from)?,
+    );
+    let defaults = Arc::new(settings.defaults.clone());
+    let parts = engine::EngineParts {
+        store: Arc::clone(store),
+        notifications: notifications.clone(),
+        preferences: preferences.clone(),
+        queue: queue.clone(),
         clock,
-    )?;
+    };
+    let engine = engine::Engine::new(db, parts, settings, metrics.registry())?;
     Ok(NotificationEngine {
         engine,
         dispatcher,
         notifications,
         queue,
+        preferences,
+        defaults,
     })
 }

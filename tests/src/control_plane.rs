@@ -170,6 +170,22 @@ impl ControlPlane {
             .map_err(|e| Error::new(format!("POST {url}: not JSON ({e}): {body}")))
     }
 
+    /// `PUT`s a JSON body to an admin route; the status and the answer's
+    /// text, whatever the status (tests check refusals too).
+    pub async fn admin_put(&self, path: &str, body: &Value) -> Result<(u16, String), Error> {
+        let url = format!("http://{}{path}", self.http);
+        let reply = self
+            .client
+            .put(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Error::new(format!("PUT {url}: {e}")))?;
+        let status = reply.status().as_u16();
+        Ok((status, reply.text().await.unwrap_or_default()))
+    }
+
     /// A user's notifications, newest first
     /// (`GET /v1/admin/users/{user}/notifications`).
     pub async fn notifications(&self, user: &str) -> Result<Vec<Value>, Error> {

@@ -678,3 +678,98 @@ unless = "purchase"
         "{mails:#?}"
     );
 }
+
+/// Preferences decide: a user's opt-out of a type's email stops that email
+/// (in-app still goes), a global email switch-off does not stop a critical
+/// type, and an opt-out of a critical type is refused with a 400 that says
+/// why, leaving the stored preferences as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_stops_an_email_but_a_critical_type_still_goes_out() {
+    let mail_dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let _smtp = SmtpServer::start(smtp_port, &mail_dir);
+    let stack = Stack::start(&Engine {
+        channels: &["email"],
+        max_attempts: 3,
+        smtp_port,
+        webhook_url: "http://127.0.0.1:9/unused",
+        allow_private: true,
+        extra: r#"
+[types.newsletter]
+channels = ["email", "in_app"]
+
+[types.newsletter.templates.fallback]
+subject = "News for {{ user.name }}"
+text = "Issue {{ data.issue }}"
+"#,
+    })
+    .await;
+    stack.identify().await;
+    let preferences = format!("/v1/admin/users/{USER}/preferences");
+
+    let (status, body) = stack
+        .control_plane
+        .admin_put(
+            &preferences,
+            &json!({"types": {"payment_failed": {"channels": {"email": false}}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("critical"), "{body}");
+
+    let (status, body) = stack
+        .control_plane
+        .admin_put(
+            &preferences,
+            &json!({
+                "channels": {"email": false},
+                "types": {"newsletter": {"channels": {"email": false}}}
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    stack
+        .post(
+            "/v1/notify",
+            json!({"userId": USER, "type": "newsletter", "data": {"issue": 7}}),
+        )
+        .await;
+    stack.notify("INV-90", json!({})).await;
+
+    wait_until("the critical payment email arrived", || async {
+        !mails(&mail_dir).is_empty()
+    })
+    .await;
+    wait_until("both notifications exist", || async {
+        stack.notifications().await.len() == 2
+    })
+    .await;
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    let mails = mails(&mail_dir);
+    assert_eq!(
+        mails.len(),
+        1,
+        "only the critical email goes out: {mails:#?}"
+    );
+    assert!(
+        mails[0].contains("Subject: Payment failed for INV-90"),
+        "{mails:#?}"
+    );
+
+    let notifications = stack.notifications().await;
+    let newsletter = notifications
+        .iter()
+        .find(|n| n["notification_type"] == "newsletter")
+        .unwrap();
+    let id = newsletter["id"].as_str().unwrap();
+    let in_app = stack.delivery_reaching(id, "in_app", "sent").await;
+    assert_eq!(in_app["channel"], "in_app");
+    let deliveries = stack.control_plane.deliveries(id).await.unwrap();
+    assert!(
+        deliveries.iter().all(|d| d["channel"] != "email"),
+        "the opted-out email was planned anyway: {deliveries:#?}"
+    );
+}

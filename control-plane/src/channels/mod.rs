@@ -167,4 +167,5 @@ pub trait Channel: Send + Sync {
 pub mod compliance;
 pub mod email;
 pub mod in_app;
+pub mod sms;
 pub mod webhook;

@@ -69,6 +69,8 @@ pub struct Engine {
     settings: Arc<EngineSettings>,
     clock: Arc<dyn Clock>,
     cursor: sled::Tree,
+    /// `nudge_cp_notifications_created_total{trigger}`.
+    created: prometheus::IntCounterVec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,28 +87,56 @@ pub enum EngineError {
     Preferences(#[from] crate::preferences::PreferenceError),
     #[error(transparent)]
     PendingTriggers(#[from] crate::rules::PendingError),
+    #[error("engine metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 const CURSOR_KEY: &[u8] = b"events";
 
+/// The stores and services the engine works with, all shared with the rest
+/// of the control plane.
+pub struct EngineParts {
+    pub store: Arc<dyn Store>,
+    pub notifications: NotificationStore,
+    pub preferences: PreferenceStore,
+    pub queue: DeliveryQueue,
+    pub clock: Arc<dyn Clock>,
+}
+
 impl Engine {
+    /// The engine over `db` (its own trees: the cursor and pending rule
+    /// triggers), registering its metrics in `registry`.
     pub fn new(
         db: &sled::Db,
-        store: Arc<dyn Store>,
-        notifications: NotificationStore,
-        queue: DeliveryQueue,
+        parts: EngineParts,
         settings: EngineSettings,
-        clock: Arc<dyn Clock>,
+        registry: &prometheus::Registry,
     ) -> Result<Self, EngineError> {
+        let EngineParts {
+            store,
+            notifications,
+            preferences,
+            queue,
+            clock,
+        } = parts;
+        let created = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "nudge_cp_notifications_created_total",
+                "Notifications created, by trigger (notify or rule); resends and replays excluded.",
+            ),
+            &["trigger"],
+        )?;
+        registry.register(Box::new(created.clone()))?;
         Ok(Self {
             store,
             notifications,
-            preferences: PreferenceStore::new(db.open_tree("preferences")?),
+            preferences,
             queue,
             pending: crate::rules::PendingTriggers::open(db)?,
             settings: Arc::new(settings),
             clock,
             cursor: db.open_tree("engine_cursor")?,
+            created,
         })
     }
 

@@ -60,14 +60,23 @@ impl Engine {
             tracing::warn!(event = %event.id, "notify without a user id; nothing to send");
             return Ok(());
         };
-        self.create_and_plan(new_notification(event, user_id, request))
+        self.create_and_plan(new_notification(event, user_id, request), "notify")
             .await
     }
 
     /// Creates the notification (idempotently) and plans its deliveries.
-    pub(super) async fn create_and_plan(&self, draft: NewNotification) -> Result<(), EngineError> {
+    /// `trigger` (`notify` or `rule`) labels the created-notifications
+    /// counter.
+    pub(super) async fn create_and_plan(
+        &self,
+        draft: NewNotification,
+        trigger: &'static str,
+    ) -> Result<(), EngineError> {
         let notification = match self.notifications.create(draft, self.clock.now()).await? {
-            Created::New(notification) => notification,
+            Created::New(notification) => {
+                self.created.with_label_values(&[trigger]).inc();
+                notification
+            }
             // Planned before, maybe only in part (a crash mid-plan):
             // planning again is safe, deliveries already there are kept.
             Created::Existing(notification) => notification,

@@ -45,7 +45,7 @@ impl Engine {
             match rule.delay {
                 None => {
                     let draft = rule.notification(user_id, &event.id, properties);
-                    self.create_and_plan(draft).await?;
+                    self.create_and_plan(draft, "rule").await?;
                 }
                 Some(delay) => {
                     let due_at = at.checked_add(delay).unwrap_or(Timestamp::MAX);
@@ -63,7 +63,10 @@ impl Engine {
         let due: Vec<Pending> = self.pending.due(now, DUE_PAGE)?;
         for pending in &due {
             match self.settings.rules.iter().find(|r| r.name == pending.rule) {
-                Some(rule) => self.create_and_plan(pending.notification(rule)).await?,
+                Some(rule) => {
+                    self.create_and_plan(pending.notification(rule), "rule")
+                        .await?;
+                }
                 None => {
                     tracing::warn!(rule = %pending.rule, "pending trigger of a rule no longer configured; dropped");
                 }

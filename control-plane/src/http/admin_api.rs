@@ -33,6 +33,7 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .route("/users/{user_id}/profile", get(profile))
         .route("/stats", get(stats))
         .merge(super::admin_notifications::router())
+        .merge(super::admin_preferences::router())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

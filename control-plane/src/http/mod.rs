@@ -12,6 +12,7 @@
 
 mod admin_api;
 mod admin_notifications;
+mod admin_preferences;
 
 use std::sync::Arc;
 
@@ -32,6 +33,10 @@ pub struct HttpState {
     /// Notifications and their deliveries, for the operator routes.
     pub notifications: crate::notifications::NotificationStore,
     pub queue: crate::delivery::DeliveryQueue,
+    /// Users' preferences, and the operator's defaults they are checked
+    /// against.
+    pub preferences: crate::preferences::PreferenceStore,
+    pub defaults: Arc<crate::preferences::OperatorDefaults>,
     /// `None` disables the admin routes (see the module doc).
     pub admin_token: Option<AdminToken>,
 }

@@ -1,0 +1,68 @@
+//! Operator routes for a user's notification preferences (behind the admin
+//! token): read them, replace them, reset them to the operator's defaults.
+//! End users get the same model under `/v1/me/…` with the inbox work.
+//!
+//! A replacement is validated as a whole before it is stored: a critical
+//! type cannot be switched off, time zones must be IANA names, quiet hours
+//! `HH:MM`. Refused input is a `400` that says what was wrong, and the
+//! stored preferences stay as they were.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use super::{ApiError, HttpState};
+use crate::preferences::{PreferenceError, UserPreferences};
+
+pub fn router() -> Router<HttpState> {
+    Router::new().route(
+        "/users/{user_id}/preferences",
+        get(read).put(replace).delete(reset),
+    )
+}
+
+async fn read(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<UserPreferences>, ApiError> {
+    Ok(Json(state.preferences.get(&user_id)?))
+}
+
+async fn replace(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+    body: Result<Json<UserPreferences>, JsonRejection>,
+) -> Result<Json<UserPreferences>, ApiError> {
+    let Json(preferences) =
+        body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    preferences.validate(&state.defaults)?;
+    state.preferences.put(&user_id, &preferences)?;
+    Ok(Json(preferences))
+}
+
+/// Back to the operator's defaults (the user's time zone is kept).
+async fn reset(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<UserPreferences>, ApiError> {
+    Ok(Json(state.preferences.reset_all(&user_id)?))
+}
+
+impl From<PreferenceError> for ApiError {
+    fn from(error: PreferenceError) -> Self {
+        match error {
+            PreferenceError::Storage(_) | PreferenceError::Corrupt { .. } => {
+                tracing::error!(%error, "preference store failed in http handler");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    error.to_string(),
+                )
+            }
+            invalid => ApiError::bad_request(invalid.to_string()),
+        }
+    }
+}
