@@ -38,7 +38,6 @@
 //! arrived is reported as retriable, so a retry can send a second SMS: the
 //! API has no idempotency key to prevent that.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,7 +45,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::email::{humantime_duration, recipient_kind, shorten};
-use super::webhook::retry_after;
+use super::webhook::{retry_after, transport_error};
 use super::{Channel, ChannelKind, OutboundMessage, Recipient, SendError, SendReceipt};
 use crate::config::ConfigError;
 
@@ -380,7 +379,7 @@ impl Channel for SmsChannel {
             .await;
         let response = match result {
             Ok(response) => response,
-            Err(err) => return Err(classify_error(&err)),
+            Err(err) => return Err(transport_error(&err)),
         };
         let status = response.status();
         let retry_after = retry_after(response.headers(), now);
@@ -438,25 +437,6 @@ pub fn classify_response(
             Err(SendError::InvalidRecipient { answer })
         }
         _ => Err(SendError::Permanent { answer }),
-    }
-}
-
-fn classify_error(err: &reqwest::Error) -> SendError {
-    let mut answer = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        answer.push_str(": ");
-        answer.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    if err.is_builder() {
-        return SendError::Permanent {
-            answer: shorten(answer),
-        };
-    }
-    SendError::Retriable {
-        answer: shorten(answer),
-        retry_after: None,
     }
 }
 

@@ -287,6 +287,13 @@ fn classify_error(err: &reqwest::Error) -> SendError {
         }
         source = inner.source();
     }
+    transport_error(err)
+}
+
+/// A request that got no HTTP answer: the provider is unreachable, slow or
+/// broke the connection (retriable), or the request could not even be built
+/// (permanent). Shared by the HTTP channels (webhook, SMS).
+pub(crate) fn transport_error(err: &reqwest::Error) -> SendError {
     let mut answer = err.to_string();
     let mut source = err.source();
     while let Some(inner) = source {
