@@ -20,7 +20,13 @@
 //!    them all and the agent's outbox is empty;
 //! 5. RSS of both programs idle, at peak and after the drain (scenario 4);
 //! 6. outbox bytes on disk per event with the control plane down, and after
-//!    the backlog drains.
+//!    the backlog drains;
+//! 7. notification dispatch (issue 3): notifications/s per channel (in-app,
+//!    a webhook receiver, email to a local SMTP server), queue latency p50
+//!    and p99 and the control plane's RSS ([`notify`]).
+//!
+//! `--only intake,e2e,disk,notify` runs some of them, e.g.
+//! `nudge-bench --only notify`.
 //!
 //! The load generator is the same for the baseline and the agent: a fixed
 //! number of closed-loop workers, each on its own keep-alive HTTP/1.1
@@ -39,12 +45,14 @@
 //!
 //! [`options`] (flags and `NUDGE_BENCH_*`), [`load`] (the load generator),
 //! [`bodies`], [`baseline`] (the do-nothing server), [`procstat`] (RSS and
-//! CPU from `/proc`), [`scenarios`] and [`report`]; the programs are started
+//! CPU from `/proc`), [`scenarios`], [`notify`] (scenario 7, with its own
+//! peers and table) and [`report`]; the programs are started
 //! through the crate's harness ([`crate::Agent`], [`crate::ControlPlane`]).
 
 pub mod baseline;
 pub mod bodies;
 pub mod load;
+pub mod notify;
 pub mod options;
 pub mod procstat;
 pub mod report;
@@ -61,7 +69,7 @@ use crate::binaries;
 use bodies::{batch_body, track_body};
 use options::Options;
 use report::{machine_facts, render, to_json};
-use scenarios::{agent_row, scenario_baseline, scenario_disk, scenario_end_to_end};
+use scenarios::{Row, agent_row, scenario_baseline, scenario_disk, scenario_end_to_end};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -119,8 +127,61 @@ pub async fn run(options: Options) -> Result<()> {
     let facts = machine_facts(&options, &env);
     let (track, batch) = (track_body(), batch_body(BATCH_EVENTS));
 
+    let mut rows = Vec::new();
+    let mut intake_hwm = Vec::new();
+    if options.runs("intake") {
+        (rows, intake_hwm) = intake(&env, &track, &batch).await?;
+    }
+    let e2e = if options.runs("e2e") {
+        eprintln!("nudge-bench: 4-5. end to end and RSS");
+        Some(scenario_end_to_end(&env, &batch).await?)
+    } else {
+        None
+    };
+    let disk = if options.runs("disk") {
+        eprintln!("nudge-bench: 6. outbox bytes on disk");
+        Some(scenario_disk(&env, &batch).await?)
+    } else {
+        None
+    };
+    let dispatch = if options.runs("notify") {
+        eprintln!("nudge-bench: 7. notification dispatch");
+        Some(notify::scenario_notify(&env).await?)
+    } else {
+        None
+    };
+
+    if options.json {
+        let mut document = to_json(&facts, &rows, e2e.as_ref(), disk.as_ref(), &intake_hwm);
+        if let Some(dispatch) = &dispatch {
+            document["notify"] = dispatch.to_json();
+        }
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        print!(
+            "{}",
+            render(
+                &facts,
+                &rows,
+                e2e.as_ref(),
+                disk.as_ref(),
+                &intake_hwm,
+                (track.len(), batch.len())
+            )
+        );
+        if let Some(dispatch) = &dispatch {
+            print!("{}", notify::render(dispatch));
+        }
+    }
+    Ok(())
+}
+
+/// Scenarios 1-3: the baseline, then agent intake rows; returns the rows
+/// and the agent's VmHWM after each intake row.
+async fn intake(env: &Env, track: &Bytes, batch: &Bytes) -> Result<(Vec<Row>, Vec<(String, u64)>)> {
+    let options = &env.options;
     eprintln!("nudge-bench: 1. baseline");
-    let mut rows = scenario_baseline(&options, &track).await?;
+    let mut rows = scenario_baseline(options, track).await?;
     let baseline: BTreeMap<usize, f64> = rows
         .iter()
         .map(|r| (r.concurrency, r.result.per_sec()))
@@ -134,7 +195,7 @@ pub async fn run(options: Options) -> Result<()> {
             "agent /v1/track fsync".into(),
             "fsync",
             "/v1/track",
-            &track,
+            track,
             1,
             c,
         ));
@@ -144,7 +205,7 @@ pub async fn run(options: Options) -> Result<()> {
         "agent /v1/track unsafe-ack".into(),
         "unsafe-ack-before-flush",
         "/v1/track",
-        &track,
+        track,
         1,
         unsafe_c,
     ));
@@ -153,49 +214,18 @@ pub async fn run(options: Options) -> Result<()> {
             format!("agent /v1/batch x{BATCH_EVENTS} fsync"),
             "fsync",
             "/v1/batch",
-            &batch,
+            batch,
             BATCH_EVENTS,
             c,
         ));
     }
     for (label, durability, path, body, per_request, c) in plan {
-        let (mut row, hwm) =
-            agent_row(&env, &label, durability, path, body, per_request, c).await?;
+        let (mut row, hwm) = agent_row(env, &label, durability, path, body, per_request, c).await?;
         if path == "/v1/track" {
             row.baseline_rps = baseline.get(&c).copied();
         }
         intake_hwm.push((format!("{} c={c}", label.trim_start_matches("agent ")), hwm));
         rows.push(row);
     }
-
-    eprintln!("nudge-bench: 4-5. end to end and RSS");
-    let e2e = scenario_end_to_end(&env, &batch).await?;
-    eprintln!("nudge-bench: 6. outbox bytes on disk");
-    let disk = scenario_disk(&env, &batch).await?;
-
-    if options.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(
-                &facts,
-                &rows,
-                Some(&e2e),
-                Some(&disk),
-                &intake_hwm
-            ))?
-        );
-    } else {
-        print!(
-            "{}",
-            render(
-                &facts,
-                &rows,
-                Some(&e2e),
-                Some(&disk),
-                &intake_hwm,
-                (track.len(), batch.len())
-            )
-        );
-    }
-    Ok(())
+    Ok((rows, intake_hwm))
 }

@@ -19,6 +19,22 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
     pub tmp_dir: Option<PathBuf>,
     pub keep_logs: bool,
+    /// Which sections run (`--only`); all when empty.
+    pub only: Vec<String>,
+    pub notify_count: u64,
+    pub notify_email_count: u64,
+    pub notify_workers: usize,
+    pub notify_users: usize,
+}
+
+/// The sections `--only` accepts, in the order they run.
+pub const SECTIONS: [&str; 4] = ["intake", "e2e", "disk", "notify"];
+
+impl Options {
+    /// Whether section `name` (one of [`SECTIONS`]) runs.
+    pub fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == name)
+    }
 }
 
 pub const USAGE: &str = "\
@@ -32,7 +48,13 @@ Options (each also as an environment variable):
   --batch-concurrency L  /v1/batch concurrencies (1,16)        NUDGE_BENCH_BATCH_CONCURRENCY
   --e2e-events N    events sent end to end (50000)             NUDGE_BENCH_E2E_EVENTS
   --disk-events N   events written with the control plane down (20000)  NUDGE_BENCH_DISK_EVENTS
-  --quick           2s rows, 0.5s warm-up, 20000/10000 events  NUDGE_BENCH_QUICK=1
+  --notify N        notifies per channel, in-app and webhook (2000)  NUDGE_BENCH_NOTIFY
+  --notify-email N  notifies by email (500)                    NUDGE_BENCH_NOTIFY_EMAIL
+  --notify-workers N  concurrent /v1/notify callers (16)       NUDGE_BENCH_NOTIFY_WORKERS
+  --only LIST       run only these sections: intake (baseline and agent intake),
+                    e2e, disk, notify (dispatch per channel to local peers:
+                    in-app, a webhook receiver, SMTP via .venv's aiosmtpd)  NUDGE_BENCH_ONLY
+  --quick           2s rows, 0.5s warm-up, 20000/10000 events, 1000/200 notifies  NUDGE_BENCH_QUICK=1
   --json            print one JSON document instead of the tables
   --bin-dir DIR     where nudge-agent and nudge-control-plane are (next to this program)
   --tmp-dir DIR     parent of the temporary data directories (the system temp dir)
@@ -76,6 +98,28 @@ fn parse_list(text: &str) -> Result<Vec<usize>> {
     Ok(list)
 }
 
+fn parse_sections(text: &str) -> Result<Vec<String>> {
+    let list: Vec<String> = text
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(bad) = list.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        return Err(format!("unknown section `{bad}` (one of {})", SECTIONS.join(", ")).into());
+    }
+    if list.is_empty() {
+        return Err("--only needs at least one section".into());
+    }
+    Ok(list)
+}
+
+fn positive(text: &str, what: &str) -> Result<usize> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{what} must be a number above 0, not `{text}`").into()),
+    }
+}
+
 pub fn parse_options() -> Result<Options> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let quick = env("NUDGE_BENCH_QUICK").is_some_and(|v| v != "0")
@@ -99,6 +143,11 @@ pub fn parse_options() -> Result<Options> {
         bin_dir: None,
         tmp_dir: None,
         keep_logs: false,
+        only: Vec::new(),
+        notify_count: if quick { 1_000 } else { 2_000 },
+        notify_email_count: if quick { 200 } else { 500 },
+        notify_workers: 16,
+        notify_users: 8,
     };
     if let Some(v) = env("NUDGE_BENCH_DURATION") {
         options.duration = parse_duration(&v)?;
@@ -117,6 +166,18 @@ pub fn parse_options() -> Result<Options> {
     }
     if let Some(v) = env("NUDGE_BENCH_DISK_EVENTS") {
         options.disk_events = v.parse()?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_NOTIFY") {
+        options.notify_count = positive(&v, "NUDGE_BENCH_NOTIFY")? as u64;
+    }
+    if let Some(v) = env("NUDGE_BENCH_NOTIFY_EMAIL") {
+        options.notify_email_count = positive(&v, "NUDGE_BENCH_NOTIFY_EMAIL")? as u64;
+    }
+    if let Some(v) = env("NUDGE_BENCH_NOTIFY_WORKERS") {
+        options.notify_workers = positive(&v, "NUDGE_BENCH_NOTIFY_WORKERS")?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_ONLY") {
+        options.only = parse_sections(&v)?;
     }
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -137,6 +198,14 @@ pub fn parse_options() -> Result<Options> {
             "--batch-concurrency" => options.batch_concurrency = parse_list(&value()?)?,
             "--e2e-events" => options.e2e_events = value()?.parse()?,
             "--disk-events" => options.disk_events = value()?.parse()?,
+            "--notify" => options.notify_count = positive(&value()?, "--notify")? as u64,
+            "--notify-email" => {
+                options.notify_email_count = positive(&value()?, "--notify-email")? as u64;
+            }
+            "--notify-workers" => {
+                options.notify_workers = positive(&value()?, "--notify-workers")?;
+            }
+            "--only" => options.only = parse_sections(&value()?)?,
             "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),
             "--tmp-dir" => options.tmp_dir = Some(PathBuf::from(value()?)),
             "--quick" => {}

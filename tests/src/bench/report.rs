@@ -117,51 +117,53 @@ pub fn render(
         "bodies: /v1/track {} B; /v1/batch of {BATCH_EVENTS} events {} B; no control plane during intake rows",
         bodies.0, bodies.1
     );
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<30} {:>4} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7} {:>5} {:>5} {:>5}",
-        "intake scenario",
-        "conc",
-        "req/s",
-        "events/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "errors",
-        "vs base",
-        "agent",
-        "sys",
-        "bench"
-    );
-    for row in rows {
-        let r = &row.result;
-        let ratio = row
-            .baseline_rps
-            .map_or_else(|| "-".into(), |b| format!("{:.2}", r.per_sec() / b));
+    if !rows.is_empty() {
+        let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<30} {:>4} {:>9.0} {:>9.0} {:>7.3} {:>7.3} {:>7.1} {:>6} {:>7} {:>5} {:>5} {:>5.2}",
-            row.scenario,
-            row.concurrency,
-            r.per_sec(),
-            r.per_sec() * row.events_per_request as f64,
-            r.percentile_ms(50.0),
-            r.percentile_ms(99.0),
-            r.percentile_ms(100.0),
-            r.errors + r.transport_errors,
-            ratio,
-            row.agent_cores
-                .map_or_else(|| "-".into(), |c| format!("{:.2}", c[0] + c[1])),
-            row.agent_cores
-                .map_or_else(|| "-".into(), |c| format!("{:.2}", c[1])),
-            row.bench_cores
+            "{:<30} {:>4} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7} {:>5} {:>5} {:>5}",
+            "intake scenario",
+            "conc",
+            "req/s",
+            "events/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "vs base",
+            "agent",
+            "sys",
+            "bench"
+        );
+        for row in rows {
+            let r = &row.result;
+            let ratio = row
+                .baseline_rps
+                .map_or_else(|| "-".into(), |b| format!("{:.2}", r.per_sec() / b));
+            let _ = writeln!(
+                out,
+                "{:<30} {:>4} {:>9.0} {:>9.0} {:>7.3} {:>7.3} {:>7.1} {:>6} {:>7} {:>5} {:>5} {:>5.2}",
+                row.scenario,
+                row.concurrency,
+                r.per_sec(),
+                r.per_sec() * row.events_per_request as f64,
+                r.percentile_ms(50.0),
+                r.percentile_ms(99.0),
+                r.percentile_ms(100.0),
+                r.errors + r.transport_errors,
+                ratio,
+                row.agent_cores
+                    .map_or_else(|| "-".into(), |c| format!("{:.2}", c[0] + c[1])),
+                row.agent_cores
+                    .map_or_else(|| "-".into(), |c| format!("{:.2}", c[1])),
+                row.bench_cores
+            );
+        }
+        let _ = writeln!(
+            out,
+            "(agent = CPU cores the agent used in the row, sys = the kernel's part of it; bench = cores of this process: load generator, plus the server in baseline rows)"
         );
     }
-    let _ = writeln!(
-        out,
-        "(agent = CPU cores the agent used in the row, sys = the kernel's part of it; bench = cores of this process: load generator, plus the server in baseline rows)"
-    );
     if !intake_hwm.is_empty() {
         let list: Vec<String> = intake_hwm
             .iter()
