@@ -88,6 +88,7 @@ impl Engine {
         let now = self.clock.now();
         let preferences = self.preferences.get(&notification.user_id)?;
         let requested: Vec<ChannelKind> = notification
+            .request
             .channels
             .iter()
             .filter_map(|name| {
@@ -101,7 +102,7 @@ impl Engine {
         let decisions = resolve(
             &self.settings.defaults,
             &preferences,
-            &notification.notification_type,
+            &notification.request.notification_type,
             &requested,
             now,
         );
@@ -155,13 +156,13 @@ impl Engine {
         }
         let recipient = self.recipient(notification, channel, user)?;
         let rendered = self.render(notification, channel, user)?;
-        let data = Value::Object(notification.data.clone());
+        let data = Value::Object(notification.request.data.clone());
         let mut delivery = Delivery::new(
             NewDelivery {
                 notification_id: notification.id.clone(),
                 user_id: notification.user_id.clone(),
                 channel,
-                priority: match notification.priority {
+                priority: match notification.request.priority {
                     Priority::Low => DeliveryPriority::Low,
                     Priority::Normal => DeliveryPriority::Normal,
                     Priority::High => DeliveryPriority::High,
@@ -169,7 +170,7 @@ impl Engine {
                 message: OutboundMessage {
                     delivery_id: String::new(),
                     notification_id: notification.id.clone(),
-                    notification_type: notification.notification_type.clone(),
+                    notification_type: notification.request.notification_type.clone(),
                     subject: if rendered.subject.is_empty() {
                         rendered.title
                     } else {
@@ -214,7 +215,7 @@ impl Engine {
                 url: self
                     .settings
                     .webhook_urls
-                    .get(&notification.notification_type)
+                    .get(&notification.request.notification_type)
                     .cloned()
                     .ok_or(PlanError::NoWebhookUrl)?,
             }),
@@ -232,11 +233,12 @@ impl Engine {
         channel: ChannelKind,
         user: &Value,
     ) -> Result<Rendered, PlanError> {
-        let data = Value::Object(notification.data.clone());
+        let data = Value::Object(notification.request.data.clone());
         let template_type = notification
+            .request
             .template
             .as_deref()
-            .unwrap_or(&notification.notification_type);
+            .unwrap_or(&notification.request.notification_type);
         let input = RenderInput {
             notification_type: template_type,
             notification_id: &notification.id,
@@ -246,8 +248,8 @@ impl Engine {
         match self.settings.templates.render(channel, input) {
             Ok(rendered) => Ok(rendered),
             Err(TemplateError::NotFound { .. }) => {
-                let title = notification.title.clone().unwrap_or_default();
-                let body = notification.body.clone().unwrap_or_default();
+                let title = notification.request.title.clone().unwrap_or_default();
+                let body = notification.request.body.clone().unwrap_or_default();
                 if title.is_empty() && body.is_empty() {
                     return Err(PlanError::NothingToSay);
                 }
@@ -266,14 +268,7 @@ impl Engine {
 fn new_notification(event: &Event, user_id: &str, request: &NotifyRequest) -> NewNotification {
     NewNotification {
         user_id: user_id.to_owned(),
-        notification_type: request.notification_type.clone(),
-        template: request.template.clone(),
-        title: request.title.clone(),
-        body: request.body.clone(),
-        data: request.data.clone(),
-        priority: request.priority,
-        channels: request.channels.clone(),
-        idempotency_key: request.idempotency_key.clone(),
+        request: request.clone(),
         source_event_id: Some(event.id.clone()),
     }
 }

@@ -25,34 +25,22 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::store::{JsonObject, Priority};
+use crate::store::NotifyRequest;
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(48 * 3600);
 
-/// A notification for one user, channel-independent.
+/// A notification for one user, channel-independent: what was asked (the
+/// notify's fields, or a rule's), plus its identity and origin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// UUIDv7: sorts by creation time.
     pub id: String,
     pub user_id: String,
-    pub notification_type: String,
-    /// Template name; when absent `title` and `body` are used as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub data: JsonObject,
-    pub priority: Priority,
-    /// Channels the caller asked for; empty means the type's defaults.
-    #[serde(default)]
-    pub channels: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-    /// The ingested event (a `notify`, or the event a rule fired on).
+    /// Type, template or title/body, data, channels, priority, key.
+    #[serde(flatten)]
+    pub request: NotifyRequest,
+    /// The ingested event (a `notify`), or `rule:<name>:<event id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_event_id: Option<String>,
     pub created_at: Timestamp,
@@ -63,14 +51,7 @@ pub struct Notification {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {
     pub user_id: String,
-    pub notification_type: String,
-    pub template: Option<String>,
-    pub title: Option<String>,
-    pub body: Option<String>,
-    pub data: JsonObject,
-    pub priority: Priority,
-    pub channels: Vec<String>,
-    pub idempotency_key: Option<String>,
+    pub request: NotifyRequest,
     pub source_event_id: Option<String>,
 }
 
@@ -126,19 +107,13 @@ impl NotificationStore {
         let notification = Notification {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: draft.user_id,
-            notification_type: draft.notification_type,
-            template: draft.template,
-            title: draft.title,
-            body: draft.body,
-            data: draft.data,
-            priority: draft.priority,
-            channels: draft.channels,
-            idempotency_key: draft.idempotency_key,
+            request: draft.request,
             source_event_id: draft.source_event_id,
             created_at: now,
         };
         let encoded = serde_json::to_vec(&notification)?;
         let key_entry = notification
+            .request
             .idempotency_key
             .as_ref()
             .map(|key| idempotency_key(&notification.user_id, key));
@@ -265,18 +240,21 @@ fn split_key_entry(entry: &[u8]) -> (i64, &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Priority;
 
     fn draft(user: &str, key: Option<&str>, source: Option<&str>) -> NewNotification {
         NewNotification {
             user_id: user.into(),
-            notification_type: "payment_failed".into(),
-            template: None,
-            title: Some("Payment failed".into()),
-            body: Some("Update your card".into()),
-            data: JsonObject::new(),
-            priority: Priority::High,
-            channels: vec!["email".into()],
-            idempotency_key: key.map(Into::into),
+            request: NotifyRequest {
+                notification_type: "payment_failed".into(),
+                template: None,
+                title: Some("Payment failed".into()),
+                body: Some("Update your card".into()),
+                data: Default::default(),
+                priority: Priority::High,
+                channels: vec!["email".into()],
+                idempotency_key: key.map(Into::into),
+            },
             source_event_id: source.map(Into::into),
         }
     }
@@ -347,8 +325,8 @@ mod tests {
         assert!(matches!(replay, Created::Existing(_)));
         assert_eq!(id_of(&first), id_of(&replay));
         let stored = store.get(id_of(&first)).unwrap().unwrap();
-        assert_eq!(stored.title.as_deref(), Some("Payment failed"));
-        assert_eq!(stored.priority, Priority::High);
+        assert_eq!(stored.request.title.as_deref(), Some("Payment failed"));
+        assert_eq!(stored.request.priority, Priority::High);
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::channels::ChannelKind;
 use crate::notifications::NewNotification;
-use crate::store::{JsonObject, Priority};
+use crate::store::{JsonObject, NotifyRequest, Priority};
 
 /// "On track event `on` (where every `when` holds) notify type `notify`",
 /// at once or `delay` later unless the user sends `unless` first.
@@ -241,14 +241,16 @@ impl Rule {
     ) -> NewNotification {
         NewNotification {
             user_id: user_id.to_owned(),
-            notification_type: self.notify.clone(),
-            template: None,
-            title: None,
-            body: None,
-            data: properties.clone(),
-            priority: self.priority,
-            channels: self.channels.clone(),
-            idempotency_key: None,
+            request: NotifyRequest {
+                notification_type: self.notify.clone(),
+                template: None,
+                title: None,
+                body: None,
+                data: properties.clone(),
+                priority: self.priority,
+                channels: self.channels.clone(),
+                idempotency_key: None,
+            },
             source_event_id: Some(source_id(&self.name, event_id)),
         }
     }

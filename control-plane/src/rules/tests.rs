@@ -318,10 +318,10 @@ fn immediate_notification_carries_the_rule_source_id() {
         notification.source_event_id.as_deref(),
         Some("rule:cart-reminder:e1")
     );
-    assert_eq!(notification.notification_type, "cart_reminder");
-    assert_eq!(notification.data, properties);
-    assert_eq!(notification.channels, ["email"]);
-    assert_eq!(notification.priority, Priority::High);
+    assert_eq!(notification.request.notification_type, "cart_reminder");
+    assert_eq!(notification.request.data, properties);
+    assert_eq!(notification.request.channels, ["email"]);
+    assert_eq!(notification.request.priority, Priority::High);
     assert_eq!(notification.user_id, "u1");
 }
 

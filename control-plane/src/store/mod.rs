@@ -168,8 +168,8 @@ pub enum EventBody {
     Notify(NotifyRequest),
 }
 
-/// An application's request to notify `Event::user_id`; the dispatcher
-/// (a later issue) turns it into deliveries.
+/// An application's request to notify `Event::user_id`; the engine turns
+/// it into a notification (which embeds it) and then deliveries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotifyRequest {
     /// Notification type, e.g. "payment_failed"; preferences are per type.
