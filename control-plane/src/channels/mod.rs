@@ -164,8 +164,11 @@ pub trait Channel: Send + Sync {
     ) -> Result<SendReceipt, SendError>;
 }
 
+pub mod apns;
 pub mod compliance;
 pub mod email;
+pub mod fcm;
 pub mod in_app;
 pub mod sms;
+pub mod web_push;
 pub mod webhook;

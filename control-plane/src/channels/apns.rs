@@ -1,0 +1,1 @@
+//! Placeholder: the apns channel is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: the fcm channel is being written.

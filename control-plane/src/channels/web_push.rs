@@ -1,0 +1,1 @@
+//! Placeholder: the web_push channel is being written.
