@@ -26,6 +26,7 @@ use crate::channels::sms::{SmsChannel, SmsConfig};
 use crate::channels::webhook::{WebhookChannel, WebhookConfig};
 use crate::config::ConfigError;
 use crate::delivery::{DispatcherConfig, RetryPolicy};
+use crate::devices::cleanup::DeviceRetention;
 use crate::preferences::{Frequency, OperatorDefaults, TypeDefaults};
 use crate::templates::{Template, TemplateSet, TypeTemplates};
 
@@ -83,6 +84,8 @@ struct EngineFile {
     types: BTreeMap<String, TypeConfig>,
     /// `[[rules]]`: events that trigger notifications.
     rules: Vec<Rule>,
+    /// `[devices]`: when unused devices are retired.
+    devices: DeviceRetention,
 }
 
 /// `[retry]`: the delivery retry schedule (see [`RetryPolicy`]).
@@ -176,6 +179,7 @@ pub struct EngineConfig {
     templates: TemplateSet,
     /// Validated rules (unique names, known channels, sane conditions).
     pub rules: Vec<Rule>,
+    devices: DeviceRetention,
 }
 
 impl EngineConfig {
@@ -209,7 +213,14 @@ impl EngineConfig {
             channels,
             types,
             rules,
+            devices,
         } = parsed;
+        if devices.stale_after.is_zero() || devices.delete_after.is_zero() {
+            return Err(invalid(
+                "devices".to_owned(),
+                "stale_after and delete_after must be longer than zero".to_owned(),
+            ));
+        }
         validate_rules(&rules).map_err(|error| invalid("rules".to_owned(), error.to_string()))?;
 
         if let Some(url) = &public_url {
@@ -293,7 +304,13 @@ impl EngineConfig {
             types,
             templates,
             rules,
+            devices,
         })
+    }
+
+    /// When unused devices are deactivated and deleted (`[devices]`).
+    pub fn device_retention(&self) -> DeviceRetention {
+        self.devices
     }
 
     /// The operator's defaults for every configured type.

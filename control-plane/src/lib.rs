@@ -32,6 +32,7 @@ pub mod admin;
 pub mod channels;
 pub mod config;
 pub mod delivery;
+pub mod devices;
 pub mod engine;
 pub mod engine_config;
 pub mod grpc;
@@ -190,7 +191,8 @@ pub async fn run(
             notifications: engine.notifications.clone(),
             queue: engine.queue.clone(),
             preferences: engine.preferences.clone(),
-            defaults: Arc::clone(&engine.defaults),
+            devices: engine.devices.clone(),
+            settings: engine.settings.clone(),
             admin_token: config.admin_token.clone(),
         };
         let stop = stop.clone();
@@ -215,6 +217,14 @@ pub async fn run(
         let stop = stop.clone();
         async move {
             engine.engine.run(stop).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (devices, stop) = (engine.devices.clone(), stop.clone());
+        let retention = engine_config.device_retention();
+        async move {
+            devices::cleanup::run(devices, retention, stop).await;
             Ok(())
         }
     });
@@ -277,7 +287,8 @@ struct NotificationEngine {
     notifications: notifications::NotificationStore,
     queue: delivery::DeliveryQueue,
     preferences: preferences::PreferenceStore,
-    defaults: Arc<preferences::OperatorDefaults>,
+    devices: devices::DeviceStore,
+    settings: engine::SettingsHandle,
 }
 
 /// Builds the engine over the store's database with the channels the
@@ -295,13 +306,15 @@ fn notification_engine(
     let in_app = channels::in_app::InAppChannel::new(
         db.open_tree("inbox").map_err(engine::EngineError::from)?,
     );
+    let devices = devices::DeviceStore::open(db).map_err(engine::EngineError::from)?;
     let mut dispatcher = delivery::Dispatcher::new(
         queue.clone(),
         config.dispatcher_config(),
         Arc::clone(&clock),
         delivery_metrics,
     )
-    .with_channel(Arc::new(in_app));
+    .with_channel(Arc::new(in_app))
+    .on_invalid_recipient(deactivate_device_hook(devices.clone(), Arc::clone(&clock)));
     if let Some(email) = &config.email {
         dispatcher =
             dispatcher.with_channel(Arc::new(channels::email::EmailChannel::new(email.clone())?));
@@ -333,21 +346,42 @@ fn notification_engine(
         db.open_tree("preferences")
             .map_err(engine::EngineError::from)?,
     );
-    let defaults = Arc::new(settings.defaults.clone());
+    let settings = engine::SettingsHandle::new(settings);
     let parts = engine::EngineParts {
         store: Arc::clone(store),
         notifications: notifications.clone(),
         preferences: preferences.clone(),
         queue: queue.clone(),
+        devices: devices.clone(),
         clock,
     };
-    let engine = engine::Engine::new(db, parts, settings, metrics.registry())?;
+    let engine = engine::Engine::new(db, parts, settings.clone(), metrics.registry())?;
     Ok(NotificationEngine {
         engine,
         dispatcher,
         notifications,
         queue,
         preferences,
-        defaults,
+        devices,
+        settings,
+    })
+}
+
+/// What the dispatcher does when a provider says an address is gone:
+/// deactivate the device holding it, so planning stops using it.
+fn deactivate_device_hook(
+    devices: devices::DeviceStore,
+    clock: Arc<dyn delivery::Clock>,
+) -> delivery::InvalidRecipientHook {
+    Arc::new(move |channel, recipient, answer| {
+        match devices.deactivate_address(channel, recipient, answer, clock.now()) {
+            Ok(Some(device)) => {
+                tracing::info!(%channel, device = %device.id, %answer, "device deactivated: the provider reported it invalid");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%channel, %error, "could not deactivate an invalid device");
+            }
+        }
     })
 }

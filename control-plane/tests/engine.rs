@@ -14,7 +14,10 @@ use nudge_control_plane::channels::in_app::InAppChannel;
 use nudge_control_plane::delivery::{
     Clock, DeliveryMetrics, DeliveryQueue, Dispatcher, DispatcherConfig, ManualClock, Status,
 };
-use nudge_control_plane::engine::{Engine, EngineParts, EngineSettings, delivery_id_for};
+use nudge_control_plane::devices::DeviceStore;
+use nudge_control_plane::engine::{
+    Engine, EngineParts, EngineSettings, SettingsHandle, delivery_id_for,
+};
 use nudge_control_plane::notifications::NotificationStore;
 use nudge_control_plane::preferences::{PreferenceStore, QuietHours, UserPreferences};
 use nudge_control_plane::store::{Event, EventBody, NotifyRequest, SledStore, Store};
@@ -79,12 +82,13 @@ async fn quiet_hours_hold_a_notification_until_the_window_opens() {
             notifications: notifications.clone(),
             preferences,
             queue: queue.clone(),
+            devices: DeviceStore::open(&db).unwrap(),
             clock: Arc::clone(&clock),
         },
-        EngineSettings {
+        SettingsHandle::new(EngineSettings {
             enabled: [ChannelKind::InApp].into_iter().collect(),
             ..EngineSettings::default()
-        },
+        }),
         &prometheus::Registry::new(),
     )
     .unwrap();
@@ -104,7 +108,7 @@ async fn quiet_hours_hold_a_notification_until_the_window_opens() {
     store.ingest(vec![notify_event("evt-1", night)]).unwrap();
     assert_eq!(engine.process_available().await.unwrap(), 1);
     let notification = notifications.list_for_user(USER, 10).unwrap().remove(0);
-    let delivery_id = delivery_id_for(&notification.id, ChannelKind::InApp).unwrap();
+    let delivery_id = delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap();
     let held = queue.get(delivery_id).unwrap().unwrap();
     assert_eq!(held.not_before, window_opens, "held until 07:00 Berlin");
 

@@ -29,8 +29,9 @@ use crate::channels::{Channel, ChannelKind, Recipient, SendError};
 
 /// Called when a provider says a recipient is gone (APNs 410, FCM
 /// `UNREGISTERED`, …), so the device registry deactivates it. Runs on the
-/// worker: keep it quick (spawn if it needs I/O).
-pub type InvalidRecipientHook = Arc<dyn Fn(ChannelKind, &Recipient) + Send + Sync>;
+/// worker: keep it quick (spawn if it needs I/O). The `&str` is the
+/// provider's answer, kept as the reason.
+pub type InvalidRecipientHook = Arc<dyn Fn(ChannelKind, &Recipient, &str) + Send + Sync>;
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -253,7 +254,7 @@ async fn attempt(shared: Arc<Shared>, channel: Arc<dyn Channel>, delivery: Deliv
             if let (SendError::InvalidRecipient { .. }, Some(hook)) =
                 (error, &shared.on_invalid_recipient)
             {
-                hook(kind, &delivery.recipient);
+                hook(kind, &delivery.recipient, error.answer());
             }
             outcome
         }

@@ -147,6 +147,22 @@ impl DeliveryQueue {
         }
     }
 
+    /// Every delivery of the notification `notification_id`, by id. Their
+    /// ids share the notification's first ten bytes (see
+    /// `engine::delivery_id_for`), so this is one short prefix scan.
+    pub fn for_notification(&self, notification_id: Uuid) -> Result<Vec<Delivery>, QueueError> {
+        let id = notification_id.to_string();
+        let mut deliveries = Vec::new();
+        for entry in self.items.scan_prefix(&notification_id.as_bytes()[..10]) {
+            let (_, bytes) = entry?;
+            let delivery: Delivery = serde_json::from_slice(&bytes)?;
+            if delivery.notification_id == id {
+                deliveries.push(delivery);
+            }
+        }
+        Ok(deliveries)
+    }
+
     /// Moves up to `limit` due deliveries of `channel` (`not_before <= now`)
     /// to `Sending` and returns them: highest priority first, then oldest
     /// `not_before`. Each claim is its own transaction; one lost to another

@@ -402,7 +402,7 @@ async fn invalid_recipient_fails_and_calls_the_hook() {
     let reported: Arc<Mutex<Vec<(ChannelKind, Recipient)>>> = Arc::default();
     let hook: InvalidRecipientHook = {
         let reported = Arc::clone(&reported);
-        Arc::new(move |kind, recipient: &Recipient| {
+        Arc::new(move |kind, recipient: &Recipient, _answer: &str| {
             reported.lock().unwrap().push((kind, recipient.clone()));
         })
     };

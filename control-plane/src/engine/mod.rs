@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::ChannelKind;
 use crate::delivery::{Clock, DeliveryQueue};
+use crate::devices::DeviceStore;
 use crate::notifications::NotificationStore;
 use crate::preferences::{OperatorDefaults, PreferenceStore};
 use crate::store::{Cursor, Store};
@@ -51,6 +52,38 @@ pub struct EngineSettings {
     pub rules: Vec<crate::rules::Rule>,
 }
 
+/// The engine's current [`EngineSettings`], replaceable while it runs
+/// (the management API changes types, templates and rules). Readers take
+/// a snapshot per step; a replacement applies from the next one.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsHandle(Arc<std::sync::RwLock<Arc<EngineSettings>>>);
+
+impl SettingsHandle {
+    pub fn new(settings: EngineSettings) -> Self {
+        SettingsHandle(Arc::new(std::sync::RwLock::new(Arc::new(settings))))
+    }
+
+    /// A snapshot of the settings now in force.
+    pub fn current(&self) -> Arc<EngineSettings> {
+        // A panic while holding the lock can only have happened between
+        // two whole assignments, so the value is still whole.
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts `settings` in force for every later step.
+    pub fn replace(&self, settings: EngineSettings) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(settings);
+    }
+}
+
 /// Events read per pass of the feed.
 const PAGE: usize = 256;
 /// How often the feed is polled when idle: the bound on the engine's added
@@ -66,7 +99,8 @@ pub struct Engine {
     queue: DeliveryQueue,
     /// Delayed rule triggers waiting for their time (or cancellation).
     pending: crate::rules::PendingTriggers,
-    settings: Arc<EngineSettings>,
+    settings: SettingsHandle,
+    devices: DeviceStore,
     clock: Arc<dyn Clock>,
     cursor: sled::Tree,
     /// `nudge_cp_notifications_created_total{trigger}`.
@@ -87,6 +121,8 @@ pub enum EngineError {
     Preferences(#[from] crate::preferences::PreferenceError),
     #[error(transparent)]
     PendingTriggers(#[from] crate::rules::PendingError),
+    #[error(transparent)]
+    Devices(#[from] crate::devices::DeviceError),
     #[error("engine metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -100,6 +136,7 @@ pub struct EngineParts {
     pub notifications: NotificationStore,
     pub preferences: PreferenceStore,
     pub queue: DeliveryQueue,
+    pub devices: DeviceStore,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -109,7 +146,7 @@ impl Engine {
     pub fn new(
         db: &sled::Db,
         parts: EngineParts,
-        settings: EngineSettings,
+        settings: SettingsHandle,
         registry: &prometheus::Registry,
     ) -> Result<Self, EngineError> {
         let EngineParts {
@@ -117,6 +154,7 @@ impl Engine {
             notifications,
             preferences,
             queue,
+            devices,
             clock,
         } = parts;
         let created = prometheus::IntCounterVec::new(
@@ -133,7 +171,8 @@ impl Engine {
             preferences,
             queue,
             pending: crate::rules::PendingTriggers::open(db)?,
-            settings: Arc::new(settings),
+            settings,
+            devices,
             clock,
             cursor: db.open_tree("engine_cursor")?,
             created,

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{Engine, EngineError};
 use crate::channels::{ChannelKind, OutboundMessage, Recipient};
 use crate::delivery::{Delivery, NewDelivery, Priority as DeliveryPriority, QueueError};
+use crate::devices::Platform;
 use crate::notifications::{Created, NewNotification, Notification};
 use crate::preferences::{Action, resolve};
 use crate::store::{Event, EventBody, NotifyRequest, Priority};
@@ -27,22 +28,39 @@ pub enum PlanError {
     NoWebhookUrl,
     #[error("no sender is configured for this channel")]
     ChannelNotConfigured,
-    #[error("this channel needs registered devices, which are not supported yet")]
-    NoDevices,
+    #[error("the user has no active {0} device")]
+    NoDevices(ChannelKind),
+    #[error(transparent)]
+    Devices(#[from] crate::devices::DeviceError),
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error("neither a template nor a title or body to send")]
     NothingToSay,
 }
 
-/// The delivery id of `notification`'s delivery on `channel`: the
-/// notification's UUIDv7 with its last byte replaced by the channel, so a
-/// replayed event maps to the same delivery (the queue refuses it as
-/// already there) while ids still sort by time.
-pub fn delivery_id_for(notification_id: &str, channel: ChannelKind) -> Option<Uuid> {
+/// The delivery id of `notification`'s delivery on `channel` (to
+/// `device_id`, on the push channels): the notification's UUIDv7 with its
+/// last byte replaced by the channel and the five before it by the
+/// device's, so a replayed event maps to the same delivery (the queue
+/// refuses it as already there) while ids still sort by time.
+pub fn delivery_id_for(
+    notification_id: &str,
+    channel: ChannelKind,
+    device_id: Option<&str>,
+) -> Option<Uuid> {
     let mut bytes = *Uuid::parse_str(notification_id).ok()?.as_bytes();
     let index = ChannelKind::ALL.iter().position(|c| *c == channel)?;
     bytes[15] = index as u8;
+    if let Some(device_id) = device_id {
+        // Device ids are hex digests (see `devices::device_id`): their
+        // first ten digits are five well-mixed bytes.
+        for (slot, pair) in bytes[10..15].iter_mut().zip(device_id.as_bytes().chunks(2)) {
+            *slot = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .unwrap_or(0);
+        }
+    }
     Some(Uuid::from_bytes(bytes))
 }
 
@@ -100,7 +118,7 @@ impl Engine {
             })
             .collect();
         let decisions = resolve(
-            &self.settings.defaults,
+            &self.settings.current().defaults,
             &preferences,
             &notification.request.notification_type,
             &requested,
@@ -130,11 +148,19 @@ impl Engine {
                     continue;
                 }
             };
-            match self.delivery(notification, decision.channel, &user, not_before, now) {
-                Ok(delivery) => match self.queue.enqueue(delivery).await {
-                    Ok(()) | Err(QueueError::AlreadyExists(_)) => {}
-                    Err(error) => return Err(error.into()),
-                },
+            let deliveries =
+                self.deliveries(notification, decision.channel, &user, not_before, now);
+            match deliveries {
+                Ok(deliveries) => {
+                    for delivery in deliveries {
+                        match self.queue.enqueue(delivery).await {
+                            Ok(()) | Err(QueueError::AlreadyExists(_)) => {}
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                }
+                // Storage failing is not a reason to skip: retry the event.
+                Err(PlanError::Devices(error)) => return Err(error.into()),
                 Err(reason) => {
                     tracing::warn!(notification = %notification.id, channel = %decision.channel, %reason, "channel skipped");
                 }
@@ -143,54 +169,84 @@ impl Engine {
         Ok(())
     }
 
-    fn delivery(
+    /// The deliveries of `notification` on `channel`: one per recipient
+    /// (one per active device on the push channels), sharing one rendering.
+    fn deliveries(
         &self,
         notification: &Notification,
         channel: ChannelKind,
         user: &Value,
         not_before: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<Delivery, PlanError> {
-        if !self.settings.enabled.contains(&channel) {
+    ) -> Result<Vec<Delivery>, PlanError> {
+        if !self.settings.current().enabled.contains(&channel) {
             return Err(PlanError::ChannelNotConfigured);
         }
-        let recipient = self.recipient(notification, channel, user)?;
+        let recipients = self.recipients(notification, channel, user)?;
         let rendered = self.render(notification, channel, user)?;
-        let data = Value::Object(notification.request.data.clone());
-        let mut delivery = Delivery::new(
-            NewDelivery {
-                notification_id: notification.id.clone(),
-                user_id: notification.user_id.clone(),
-                channel,
-                priority: match notification.request.priority {
-                    Priority::Low => DeliveryPriority::Low,
-                    Priority::Normal => DeliveryPriority::Normal,
-                    Priority::High => DeliveryPriority::High,
-                },
-                message: OutboundMessage {
-                    delivery_id: String::new(),
-                    notification_id: notification.id.clone(),
-                    notification_type: notification.request.notification_type.clone(),
-                    subject: if rendered.subject.is_empty() {
-                        rendered.title
-                    } else {
-                        rendered.subject
-                    },
-                    text_body: rendered.text,
-                    html_body: rendered.html,
-                    data,
-                    unsubscribe_url: None,
-                },
-                recipient,
-                not_before,
+        let message = OutboundMessage {
+            delivery_id: String::new(),
+            notification_id: notification.id.clone(),
+            notification_type: notification.request.notification_type.clone(),
+            subject: if rendered.subject.is_empty() {
+                rendered.title
+            } else {
+                rendered.subject
             },
-            now,
-        );
-        if let Some(id) = delivery_id_for(&notification.id, channel) {
-            delivery.id = id;
-            delivery.message.delivery_id = id.to_string();
+            text_body: rendered.text,
+            html_body: rendered.html,
+            data: Value::Object(notification.request.data.clone()),
+            unsubscribe_url: None,
+        };
+        let priority = match notification.request.priority {
+            Priority::Low => DeliveryPriority::Low,
+            Priority::Normal => DeliveryPriority::Normal,
+            Priority::High => DeliveryPriority::High,
+        };
+        let deliveries = recipients
+            .into_iter()
+            .map(|(recipient, device_id)| {
+                let mut delivery = Delivery::new(
+                    NewDelivery {
+                        notification_id: notification.id.clone(),
+                        user_id: notification.user_id.clone(),
+                        channel,
+                        priority,
+                        message: message.clone(),
+                        recipient,
+                        not_before,
+                    },
+                    now,
+                );
+                if let Some(id) = delivery_id_for(&notification.id, channel, device_id.as_deref()) {
+                    delivery.id = id;
+                    delivery.message.delivery_id = id.to_string();
+                }
+                delivery
+            })
+            .collect();
+        Ok(deliveries)
+    }
+
+    /// Who gets `notification` on `channel`, each with the device id when
+    /// the recipient is a registered device.
+    fn recipients(
+        &self,
+        notification: &Notification,
+        channel: ChannelKind,
+        user: &Value,
+    ) -> Result<Vec<(Recipient, Option<String>)>, PlanError> {
+        if let Some(platform) = Platform::of_channel(channel) {
+            let devices = self.devices.active(&notification.user_id, platform)?;
+            if devices.is_empty() {
+                return Err(PlanError::NoDevices(channel));
+            }
+            return Ok(devices
+                .into_iter()
+                .filter_map(|device| Some((device.recipient()?, Some(device.id))))
+                .collect());
         }
-        Ok(delivery)
+        Ok(vec![(self.recipient(notification, channel, user)?, None)])
     }
 
     fn recipient(
@@ -214,13 +270,14 @@ impl Engine {
             ChannelKind::Webhook => Ok(Recipient::Url {
                 url: self
                     .settings
+                    .current()
                     .webhook_urls
                     .get(&notification.request.notification_type)
                     .cloned()
                     .ok_or(PlanError::NoWebhookUrl)?,
             }),
             ChannelKind::Apns | ChannelKind::Fcm | ChannelKind::WebPush => {
-                Err(PlanError::NoDevices)
+                Err(PlanError::NoDevices(channel))
             }
         }
     }
@@ -245,7 +302,7 @@ impl Engine {
             data: &data,
             user,
         };
-        match self.settings.templates.render(channel, input) {
+        match self.settings.current().templates.render(channel, input) {
             Ok(rendered) => Ok(rendered),
             Err(TemplateError::NotFound { .. }) => {
                 let title = notification.request.title.clone().unwrap_or_default();

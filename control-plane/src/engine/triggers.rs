@@ -30,7 +30,8 @@ impl Engine {
         else {
             return Ok(());
         };
-        let rules = &self.settings.rules;
+        let settings = self.settings.current();
+        let rules = &settings.rules;
         if rules.is_empty() {
             return Ok(());
         }
@@ -61,8 +62,9 @@ impl Engine {
     pub(super) async fn fire_due(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
         let due: Vec<Pending> = self.pending.due(now, DUE_PAGE)?;
+        let settings = self.settings.current();
         for pending in &due {
-            match self.settings.rules.iter().find(|r| r.name == pending.rule) {
+            match settings.rules.iter().find(|r| r.name == pending.rule) {
                 Some(rule) => {
                     self.create_and_plan(pending.notification(rule), "rule")
                         .await?;

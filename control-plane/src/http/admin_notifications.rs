@@ -14,7 +14,6 @@ use uuid::Uuid;
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, QueueError};
-use crate::engine::delivery_id_for;
 use crate::notifications::NotificationError;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -41,14 +40,10 @@ async fn notification(
             format!("no notification {id}"),
         ));
     };
-    let mut deliveries: Vec<Delivery> = Vec::new();
-    for channel in ChannelKind::ALL {
-        if let Some(delivery_id) = delivery_id_for(&id, channel) {
-            if let Some(delivery) = state.queue.get(delivery_id)? {
-                deliveries.push(delivery);
-            }
-        }
-    }
+    let deliveries: Vec<Delivery> = match Uuid::parse_str(&notification.id) {
+        Ok(uuid) => state.queue.for_notification(uuid)?,
+        Err(_) => Vec::new(),
+    };
     Ok(Json(
         json!({ "notification": notification, "deliveries": deliveries }),
     ))

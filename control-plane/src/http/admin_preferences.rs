@@ -38,7 +38,7 @@ async fn replace(
 ) -> Result<Json<UserPreferences>, ApiError> {
     let Json(preferences) =
         body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    preferences.validate(&state.defaults)?;
+    preferences.validate(&state.settings.current().defaults)?;
     state.preferences.put(&user_id, &preferences)?;
     Ok(Json(preferences))
 }

@@ -11,6 +11,7 @@
 //! it, and no token a caller sends could be right.
 
 mod admin_api;
+mod admin_devices;
 mod admin_notifications;
 mod admin_preferences;
 
@@ -36,7 +37,10 @@ pub struct HttpState {
     /// Users' preferences, and the operator's defaults they are checked
     /// against.
     pub preferences: crate::preferences::PreferenceStore,
-    pub defaults: Arc<crate::preferences::OperatorDefaults>,
+    /// Users' push devices.
+    pub devices: crate::devices::DeviceStore,
+    /// The engine's settings now in force (types and their defaults).
+    pub settings: crate::engine::SettingsHandle,
     /// `None` disables the admin routes (see the module doc).
     pub admin_token: Option<AdminToken>,
 }

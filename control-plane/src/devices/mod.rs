@@ -1,0 +1,228 @@
+//! Devices: the push addresses users register — APNs and FCM device tokens
+//! and Web Push subscriptions — and their lifecycle.
+//!
+//! # Promises
+//!
+//! * **One record per address.** A device's id is derived from its platform
+//!   and address (token, or subscription endpoint), so registering the same
+//!   token again updates that record (label, keys, last seen) instead of
+//!   adding a second one, and reactivates it if it was deactivated.
+//! * **An address belongs to one user.** Registering a token that another
+//!   user holds moves it: the phone changed hands (log out, log in), and
+//!   the previous user must not get the new user's pushes.
+//! * **Invalid addresses are not used again.** When a provider reports a
+//!   token or subscription as gone ([`DeviceStore::deactivate_address`],
+//!   called by the dispatcher on `InvalidRecipient`), the device is
+//!   deactivated with the reason; planning only uses active devices
+//!   ([`DeviceStore::active`]).
+//! * **Long-inactive devices are cleaned up** by [`DeviceStore::cleanup`]:
+//!   a device not seen (registered or refreshed) for `stale_after` is
+//!   deactivated, and a device deactivated for `delete_after` is deleted.
+//! * Every write is one sled transaction over the record tree and the
+//!   address index, flushed before it returns.
+
+pub mod cleanup;
+mod store;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::channels::{ChannelKind, Recipient};
+
+pub use store::{CleanupReport, DeviceStore};
+
+/// The push service a device is reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Apns,
+    Fcm,
+    WebPush,
+}
+
+impl Platform {
+    pub fn channel(self) -> ChannelKind {
+        match self {
+            Platform::Apns => ChannelKind::Apns,
+            Platform::Fcm => ChannelKind::Fcm,
+            Platform::WebPush => ChannelKind::WebPush,
+        }
+    }
+
+    pub fn of_channel(channel: ChannelKind) -> Option<Platform> {
+        match channel {
+            ChannelKind::Apns => Some(Platform::Apns),
+            ChannelKind::Fcm => Some(Platform::Fcm),
+            ChannelKind::WebPush => Some(Platform::WebPush),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.channel().as_str()
+    }
+}
+
+/// A Web Push subscription as the browser's `PushSubscription.toJSON()`
+/// gives it: the endpoint and its `keys` (base64url).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionKeys {
+    pub p256dh: String,
+    pub auth: String,
+}
+
+/// What a client registers: a token (APNs, FCM) or a subscription (Web
+/// Push), with an optional label for people ("Anna's iPhone").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    pub platform: Platform,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<Subscription>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// Longest token or endpoint accepted: APNs tokens are 64 hex digits, FCM
+/// tokens ~160 characters, push endpoints a few hundred.
+const MAX_ADDRESS_LEN: usize = 2048;
+const MAX_LABEL_LEN: usize = 200;
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("device storage: {0}")]
+    Storage(String),
+    #[error("stored device {key} is unreadable: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+impl From<sled::Error> for DeviceError {
+    fn from(error: sled::Error) -> Self {
+        DeviceError::Storage(error.to_string())
+    }
+}
+
+impl NewDevice {
+    /// Checks the registration has exactly the address its platform needs,
+    /// and returns that address (the token, or the endpoint).
+    pub fn validate(&self) -> Result<&str, DeviceError> {
+        let invalid = |message: &str| Err(DeviceError::Invalid(message.to_owned()));
+        if self
+            .label
+            .as_ref()
+            .is_some_and(|label| label.len() > MAX_LABEL_LEN)
+        {
+            return invalid("label is longer than 200 bytes");
+        }
+        let address = match (self.platform, &self.token, &self.subscription) {
+            (Platform::Apns | Platform::Fcm, Some(token), None) => token.as_str(),
+            (Platform::Apns | Platform::Fcm, _, _) => {
+                return invalid("apns and fcm devices need a `token` and no `subscription`");
+            }
+            (Platform::WebPush, None, Some(subscription)) => {
+                if subscription.keys.p256dh.is_empty() || subscription.keys.auth.is_empty() {
+                    return invalid("a web_push subscription needs keys.p256dh and keys.auth");
+                }
+                let endpoint = subscription.endpoint.as_str();
+                if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
+                    return invalid("a web_push subscription endpoint must be an http(s) URL");
+                }
+                endpoint
+            }
+            (Platform::WebPush, _, _) => {
+                return invalid("web_push devices need a `subscription` and no `token`");
+            }
+        };
+        if address.trim().is_empty() {
+            return invalid("the device token or endpoint is empty");
+        }
+        if address.len() > MAX_ADDRESS_LEN {
+            return invalid("the device token or endpoint is longer than 2048 bytes");
+        }
+        if address.chars().any(char::is_whitespace) {
+            return invalid("the device token or endpoint contains whitespace");
+        }
+        Ok(address)
+    }
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// Derived from platform and address (see [`device_id`]).
+    pub id: String,
+    pub user_id: String,
+    pub platform: Platform,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<Subscription>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub active: bool,
+    /// Why it was deactivated: the provider's answer, `inactive`, or an
+    /// operator's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    /// Last registration or refresh by the client.
+    pub last_seen_at: Timestamp,
+}
+
+impl Device {
+    /// Where a delivery to this device goes.
+    pub fn recipient(&self) -> Option<Recipient> {
+        match (self.platform, &self.token, &self.subscription) {
+            (Platform::Apns | Platform::Fcm, Some(token), _) => Some(Recipient::DeviceToken {
+                token: token.clone(),
+            }),
+            (Platform::WebPush, _, Some(subscription)) => Some(Recipient::WebPush {
+                endpoint: subscription.endpoint.clone(),
+                p256dh: subscription.keys.p256dh.clone(),
+                auth: subscription.keys.auth.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The address a recipient on `channel` names, if it is a device's.
+pub fn address_of(channel: ChannelKind, recipient: &Recipient) -> Option<(Platform, &str)> {
+    let platform = Platform::of_channel(channel)?;
+    match recipient {
+        Recipient::DeviceToken { token } => Some((platform, token)),
+        Recipient::WebPush { endpoint, .. } => Some((platform, endpoint)),
+        _ => None,
+    }
+}
+
+/// A device's id: the first 16 bytes of SHA-256 over `platform:address`,
+/// hex. Stable, so re-registering finds the record; opaque, so ids in
+/// URLs and logs do not reveal the token.
+pub fn device_id(platform: Platform, address: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(platform.as_str().as_bytes());
+    hasher.update(b":");
+    hasher.update(address.as_bytes());
+    let digest = hasher.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, DeviceStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    (dir, DeviceStore::open(&db).unwrap())
+}
+
+fn token(platform: Platform, token: &str) -> NewDevice {
+    NewDevice {
+        platform,
+        token: Some(token.to_owned()),
+        subscription: None,
+        label: None,
+    }
+}
+
+fn web_push(endpoint: &str) -> NewDevice {
+    NewDevice {
+        platform: Platform::WebPush,
+        token: None,
+        subscription: Some(Subscription {
+            endpoint: endpoint.to_owned(),
+            keys: SubscriptionKeys {
+                p256dh: "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM".into(),
+                auth: "tBHItJI5svbpez7KI4CCXg".into(),
+            },
+        }),
+        label: Some("Firefox".into()),
+    }
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+#[test]
+fn registering_the_same_token_twice_keeps_one_record() {
+    let (_dir, store) = store();
+    let first = store
+        .register("u1", &token(Platform::Apns, "aa11"), at(0))
+        .unwrap();
+    let second = store
+        .register("u1", &token(Platform::Apns, "aa11"), at(60))
+        .unwrap();
+    assert_eq!(first.id, second.id);
+    assert_eq!(second.created_at, at(0));
+    assert_eq!(second.last_seen_at, at(60));
+    assert_eq!(store.list("u1").unwrap().len(), 1);
+}
+
+#[test]
+fn the_same_token_on_another_platform_is_another_device() {
+    let (_dir, store) = store();
+    store
+        .register("u1", &token(Platform::Apns, "tok"), at(0))
+        .unwrap();
+    store
+        .register("u1", &token(Platform::Fcm, "tok"), at(0))
+        .unwrap();
+    assert_eq!(store.list("u1").unwrap().len(), 2);
+    assert_eq!(store.active("u1", Platform::Fcm).unwrap().len(), 1);
+}
+
+#[test]
+fn a_token_registered_by_another_user_moves_to_them() {
+    let (_dir, store) = store();
+    store
+        .register("alice", &token(Platform::Fcm, "shared-phone"), at(0))
+        .unwrap();
+    let moved = store
+        .register("bob", &token(Platform::Fcm, "shared-phone"), at(10))
+        .unwrap();
+    assert!(store.list("alice").unwrap().is_empty());
+    assert_eq!(store.list("bob").unwrap(), vec![moved.clone()]);
+    // A provider's "gone" now deactivates bob's record.
+    let recipient = moved.recipient().unwrap();
+    let deactivated = store
+        .deactivate_address(ChannelKind::Fcm, &recipient, "UNREGISTERED", at(20))
+        .unwrap()
+        .unwrap();
+    assert_eq!(deactivated.user_id, "bob");
+}
+
+#[test]
+fn an_invalid_address_is_deactivated_and_left_out_of_planning() {
+    let (_dir, store) = store();
+    let phone = store
+        .register("u1", &token(Platform::Apns, "dead"), at(0))
+        .unwrap();
+    store
+        .register("u1", &token(Platform::Apns, "alive"), at(0))
+        .unwrap();
+    let gone = store
+        .deactivate_address(
+            ChannelKind::Apns,
+            &phone.recipient().unwrap(),
+            "410 Unregistered",
+            at(5),
+        )
+        .unwrap()
+        .unwrap();
+    assert!(!gone.active);
+    assert_eq!(gone.deactivated_reason.as_deref(), Some("410 Unregistered"));
+    assert_eq!(gone.deactivated_at, Some(at(5)));
+    let active = store.active("u1", Platform::Apns).unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].token.as_deref(), Some("alive"));
+    // Re-registering (the app got a fresh token for the same value)
+    // reactivates it.
+    let back = store
+        .register("u1", &token(Platform::Apns, "dead"), at(9))
+        .unwrap();
+    assert!(back.active);
+    assert_eq!(back.deactivated_reason, None);
+}
+
+#[test]
+fn unknown_addresses_deactivate_nothing() {
+    let (_dir, store) = store();
+    let recipient = Recipient::DeviceToken {
+        token: "never-registered".into(),
+    };
+    assert_eq!(
+        store
+            .deactivate_address(ChannelKind::Apns, &recipient, "gone", at(0))
+            .unwrap(),
+        None
+    );
+    let email = Recipient::Email {
+        address: "a@example.com".into(),
+        name: None,
+    };
+    assert_eq!(
+        store
+            .deactivate_address(ChannelKind::Email, &email, "gone", at(0))
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn web_push_subscriptions_are_keyed_by_endpoint_and_keep_fresh_keys() {
+    let (_dir, store) = store();
+    let first = store
+        .register("u1", &web_push("https://push.example/ep/1"), at(0))
+        .unwrap();
+    let mut rotated = web_push("https://push.example/ep/1");
+    rotated.subscription.as_mut().unwrap().keys.auth = "bmV3LWF1dGgtc2VjcmV0".into();
+    let second = store.register("u1", &rotated, at(1)).unwrap();
+    assert_eq!(first.id, second.id);
+    match second.recipient().unwrap() {
+        Recipient::WebPush { endpoint, auth, .. } => {
+            assert_eq!(endpoint, "https://push.example/ep/1");
+            assert_eq!(auth, "bmV3LWF1dGgtc2VjcmV0");
+        }
+        other => panic!("unexpected recipient {other:?}"),
+    }
+}
+
+#[test]
+fn registrations_missing_their_address_are_refused() {
+    let (_dir, store) = store();
+    let cases = [
+        NewDevice {
+            token: None,
+            ..token(Platform::Apns, "")
+        },
+        token(Platform::Fcm, "   "),
+        token(Platform::Fcm, "has space"),
+        token(Platform::WebPush, "not-a-subscription"),
+        web_push("ftp://push.example/1"),
+        NewDevice {
+            subscription: web_push("https://x.example").subscription,
+            ..token(Platform::Apns, "tok")
+        },
+        token(Platform::Apns, &"a".repeat(3000)),
+    ];
+    for case in cases {
+        let error = store.register("u1", &case, at(0)).unwrap_err();
+        assert!(
+            matches!(error, DeviceError::Invalid(_)),
+            "{case:?}: {error}"
+        );
+    }
+    assert!(store.list("u1").unwrap().is_empty());
+    assert!(matches!(
+        store.register("", &token(Platform::Apns, "t"), at(0)),
+        Err(DeviceError::Invalid(_))
+    ));
+}
+
+#[test]
+fn delete_removes_the_record_and_its_owner_entry() {
+    let (_dir, store) = store();
+    let device = store
+        .register("u1", &token(Platform::Fcm, "t1"), at(0))
+        .unwrap();
+    assert!(!store.delete("u2", &device.id).unwrap(), "not u2's device");
+    assert!(store.delete("u1", &device.id).unwrap());
+    assert!(!store.delete("u1", &device.id).unwrap());
+    assert_eq!(
+        store
+            .deactivate_address(ChannelKind::Fcm, &device.recipient().unwrap(), "x", at(1))
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn cleanup_deactivates_stale_devices_then_deletes_them() {
+    let (_dir, store) = store();
+    let day = 86_400;
+    store
+        .register("u1", &token(Platform::Fcm, "old"), at(0))
+        .unwrap();
+    store
+        .register("u1", &token(Platform::Fcm, "fresh"), at(50 * day))
+        .unwrap();
+    let stale_after = Duration::from_secs(60 * day as u64);
+    let delete_after = Duration::from_secs(30 * day as u64);
+
+    let now = at(61 * day);
+    let report = store.cleanup(now, stale_after, delete_after).unwrap();
+    assert_eq!(
+        report,
+        CleanupReport {
+            deactivated: 1,
+            deleted: 0
+        }
+    );
+    let old = store
+        .list("u1")
+        .unwrap()
+        .into_iter()
+        .find(|d| d.token.as_deref() == Some("old"))
+        .unwrap();
+    assert!(!old.active);
+    assert_eq!(old.deactivated_reason.as_deref(), Some("inactive"));
+
+    // 30 days after the deactivation it is deleted; the fresh one (seen
+    // on day 50, 41 days before) stays active.
+    let later = now
+        .checked_add(SignedDuration::from_secs(30 * day + 1))
+        .unwrap();
+    let report = store.cleanup(later, stale_after, delete_after).unwrap();
+    assert_eq!(
+        report,
+        CleanupReport {
+            deactivated: 0,
+            deleted: 1
+        }
+    );
+    let left = store.list("u1").unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].active && left[0].token.as_deref() == Some("fresh"));
+}

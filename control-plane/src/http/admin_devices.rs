@@ -1,0 +1,161 @@
+//! Operator routes for a user's push devices (behind the admin token):
+//! register (or refresh) a token or Web Push subscription, list, read,
+//! switch on or off, and delete. End users get the same under `/v1/me/…`
+//! with the inbox work.
+//!
+//! `POST /users/{user_id}/devices` answers `201` with the record when the
+//! address is new to the user and `200` when it refreshed an existing one
+//! (the same token registered again is one device). Refused input is a
+//! `400` naming what was wrong; nothing is stored then.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, HttpState};
+use crate::devices::{Device, DeviceError, NewDevice};
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/users/{user_id}/devices", get(list).post(register))
+        .route(
+            "/users/{user_id}/devices/{device_id}",
+            get(read).patch(switch).delete(remove),
+        )
+}
+
+async fn list(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let devices = blocking(move || state.devices.list(&user_id)).await?;
+    Ok(Json(json!({ "devices": devices })))
+}
+
+async fn register(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+    body: Result<Json<NewDevice>, JsonRejection>,
+) -> Result<(StatusCode, Json<Device>), ApiError> {
+    let Json(new) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let device = blocking(move || {
+        let known = new
+            .validate()
+            .ok()
+            .map(|address| crate::devices::device_id(new.platform, address))
+            .map(|id| state.devices.get(&user_id, &id))
+            .transpose()?
+            .flatten()
+            .is_some();
+        Ok((
+            known,
+            state.devices.register(&user_id, &new, Timestamp::now())?,
+        ))
+    })
+    .await?;
+    let (known, device) = device;
+    let status = if known {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(device)))
+}
+
+async fn read(
+    State(state): State<HttpState>,
+    Path((user_id, device_id)): Path<(String, String)>,
+) -> Result<Json<Device>, ApiError> {
+    let found = {
+        let device_id = device_id.clone();
+        blocking(move || state.devices.get(&user_id, &device_id)).await?
+    };
+    found.map(Json).ok_or_else(|| not_found(&device_id))
+}
+
+/// `PATCH {"active": false, "reason": "…"}`: an operator switching a device
+/// off (or back on) without deleting it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Switch {
+    active: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn switch(
+    State(state): State<HttpState>,
+    Path((user_id, device_id)): Path<(String, String)>,
+    body: Result<Json<Switch>, JsonRejection>,
+) -> Result<Json<Device>, ApiError> {
+    let Json(change) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let reason = change
+        .reason
+        .unwrap_or_else(|| "deactivated by an operator".to_owned());
+    let changed = {
+        let device_id = device_id.clone();
+        blocking(move || {
+            state.devices.set_active(
+                &user_id,
+                &device_id,
+                change.active,
+                &reason,
+                Timestamp::now(),
+            )
+        })
+        .await?
+    };
+    changed.map(Json).ok_or_else(|| not_found(&device_id))
+}
+
+async fn remove(
+    State(state): State<HttpState>,
+    Path((user_id, device_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let removed = {
+        let device_id = device_id.clone();
+        blocking(move || state.devices.delete(&user_id, &device_id)).await?
+    };
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&device_id))
+    }
+}
+
+fn not_found(device_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no device {device_id} for this user"),
+    )
+}
+
+/// Runs a device-store call off the async workers: writes flush to disk.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, DeviceError> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(call).await??)
+}
+
+impl From<DeviceError> for ApiError {
+    fn from(error: DeviceError) -> Self {
+        match error {
+            DeviceError::Invalid(message) => ApiError::bad_request(message),
+            failed => {
+                tracing::error!(error = %failed, "device store failed in http handler");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    failed.to_string(),
+                )
+            }
+        }
+    }
+}
