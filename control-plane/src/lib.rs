@@ -33,6 +33,7 @@ pub mod channels;
 pub mod config;
 pub mod delivery;
 pub mod devices;
+pub mod digest;
 pub mod engine;
 pub mod engine_config;
 pub mod grpc;

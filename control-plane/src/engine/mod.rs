@@ -17,9 +17,10 @@
 //!
 //! Triggers are `notify` envelopes and rules on tracked events (immediate,
 //! or delayed with an `unless` event that cancels them; see `triggers`).
-//! Digest frequencies are not aggregated yet: such deliveries are held
-//! until the digest time and sent one by one (logged as such).
+//! Hourly, daily and weekly frequencies fold a user's notifications of a
+//! type into one digest per channel (see `digest`).
 
+mod digest;
 mod plan;
 mod triggers;
 
@@ -99,6 +100,8 @@ pub struct Engine {
     queue: DeliveryQueue,
     /// Delayed rule triggers waiting for their time (or cancellation).
     pending: crate::rules::PendingTriggers,
+    /// Notifications held for hourly, daily and weekly digests.
+    digests: crate::digest::DigestStore,
     settings: SettingsHandle,
     devices: DeviceStore,
     clock: Arc<dyn Clock>,
@@ -123,6 +126,8 @@ pub enum EngineError {
     PendingTriggers(#[from] crate::rules::PendingError),
     #[error(transparent)]
     Devices(#[from] crate::devices::DeviceError),
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
     #[error("engine metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -160,7 +165,7 @@ impl Engine {
         let created = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "nudge_cp_notifications_created_total",
-                "Notifications created, by trigger (notify or rule); resends and replays excluded.",
+                "Notifications created, by trigger (notify, rule or digest); resends and replays excluded.",
             ),
             &["trigger"],
         )?;
@@ -171,6 +176,7 @@ impl Engine {
             preferences,
             queue,
             pending: crate::rules::PendingTriggers::open(db)?,
+            digests: crate::digest::DigestStore::open(db)?,
             settings,
             devices,
             clock,
@@ -186,7 +192,8 @@ impl Engine {
             let pass = async {
                 let processed = self.process_available().await?;
                 let fired = self.fire_due().await?;
-                Ok::<_, EngineError>(processed + fired)
+                let digests = self.fire_due_digests().await?;
+                Ok::<_, EngineError>(processed + fired + digests)
             };
             let idle = match pass.await {
                 Ok(processed) => processed == 0,

@@ -124,24 +124,16 @@ impl Engine {
             &requested,
             now,
         );
-        let profile = {
-            let store = std::sync::Arc::clone(&self.store);
-            let user_id = notification.user_id.clone();
-            tokio::task::spawn_blocking(move || store.profile(&user_id))
-                .await
-                .expect("reading a profile does not panic")?
-        };
-        let mut user = profile.map(|profile| profile.traits).unwrap_or_default();
-        user.insert("id".into(), Value::String(notification.user_id.clone()));
-        let user = Value::Object(user);
+        let user = self.user_context(&notification.user_id).await?;
 
         for decision in decisions {
             let not_before = match decision.action {
                 Action::SendNow => None,
                 Action::HoldUntil(until) => Some(until),
                 Action::Digest(at) => {
-                    tracing::info!(notification = %notification.id, channel = %decision.channel, %at, "digest not aggregated yet; held until the digest time");
-                    Some(at)
+                    self.hold_for_digest(notification, decision.channel, at, &user)
+                        .await?;
+                    continue;
                 }
                 Action::Suppressed(reason) => {
                     tracing::info!(notification = %notification.id, channel = %decision.channel, ?reason, "suppressed by preferences");
@@ -182,8 +174,24 @@ impl Engine {
         if !self.settings.current().enabled.contains(&channel) {
             return Err(PlanError::ChannelNotConfigured);
         }
-        let recipients = self.recipients(notification, channel, user)?;
         let rendered = self.render(notification, channel, user)?;
+        self.rendered_deliveries(notification, channel, rendered, user, not_before, now)
+    }
+
+    /// [`Self::deliveries`] with the message already rendered (a digest's).
+    pub(super) fn rendered_deliveries(
+        &self,
+        notification: &Notification,
+        channel: ChannelKind,
+        rendered: Rendered,
+        user: &Value,
+        not_before: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Vec<Delivery>, PlanError> {
+        if !self.settings.current().enabled.contains(&channel) {
+            return Err(PlanError::ChannelNotConfigured);
+        }
+        let recipients = self.recipients(notification, channel, user)?;
         let message = OutboundMessage {
             delivery_id: String::new(),
             notification_id: notification.id.clone(),
@@ -282,9 +290,24 @@ impl Engine {
         }
     }
 
+    /// The user's traits (from identify calls) plus their `id`: what
+    /// templates see as `user`.
+    pub(super) async fn user_context(&self, user_id: &str) -> Result<Value, EngineError> {
+        let profile = {
+            let store = std::sync::Arc::clone(&self.store);
+            let user_id = user_id.to_owned();
+            tokio::task::spawn_blocking(move || store.profile(&user_id))
+                .await
+                .expect("reading a profile does not panic")?
+        };
+        let mut user = profile.map(|profile| profile.traits).unwrap_or_default();
+        user.insert("id".into(), Value::String(user_id.to_owned()));
+        Ok(Value::Object(user))
+    }
+
     /// The configured template of the notify's `template` (or its type),
     /// else the notify's own title and body.
-    fn render(
+    pub(super) fn render(
         &self,
         notification: &Notification,
         channel: ChannelKind,

@@ -1,0 +1,188 @@
+//! Digests in the engine: a notification whose frequency is hourly, daily
+//! or weekly is held as an item of the user's digest for that type and
+//! channel (see [`crate::digest`]); when the digest's time comes, its items
+//! become one notification with one message, rendered by the type's digest
+//! template (or the built-in one), and are then forgotten.
+//!
+//! The digest is a notification of its own (type = the items' type, source
+//! `digest:…`), so the inbox, status API and delivery log treat it like any
+//! other; its data lists the notifications it summarises. It is delivered
+//! at its time as is: preferences and quiet hours were applied when its
+//! time was chosen, so it is not planned again.
+//!
+//! A digest never loses its items to a template: if the digest template
+//! fails on this data, a plain list of the items' subjects goes out and
+//! the error is logged.
+
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+
+use super::{Engine, EngineError, PlanError};
+use crate::channels::ChannelKind;
+use crate::delivery::QueueError;
+use crate::digest::{DigestItem, DigestKey, DueDigest};
+use crate::notifications::{Created, NewNotification, Notification};
+use crate::store::{NotifyRequest, Priority};
+use crate::templates::Rendered;
+
+/// Digests sent per pass.
+const DUE_PAGE: usize = 64;
+
+impl Engine {
+    /// Holds `notification` for its digest on `channel` at `at`.
+    pub(super) async fn hold_for_digest(
+        &self,
+        notification: &Notification,
+        channel: ChannelKind,
+        at: Timestamp,
+        user: &Value,
+    ) -> Result<(), EngineError> {
+        // Rendered alone now, so the digest can list each item's title
+        // with the data it had; a type without templates still has its
+        // notify's title and body.
+        let rendered = self
+            .render(notification, channel, user)
+            .unwrap_or_else(|error| {
+                tracing::debug!(notification = %notification.id, %channel, %error, "digest item has no rendering of its own");
+                Rendered::default()
+            });
+        let item = DigestItem {
+            notification_id: notification.id.clone(),
+            created_at: notification.created_at,
+            subject: rendered.subject,
+            title: rendered.title,
+            text: rendered.text,
+            data: Value::Object(notification.request.data.clone()),
+        };
+        let key = DigestKey {
+            due_at: at,
+            user_id: notification.user_id.clone(),
+            notification_type: notification.request.notification_type.clone(),
+            channel,
+        };
+        self.digests.add(&key, &item).await?;
+        tracing::debug!(notification = %notification.id, %channel, %at, "held for the digest");
+        Ok(())
+    }
+
+    /// Sends every digest that is due; returns how many. Public for tests
+    /// that drive the engine step by step.
+    pub async fn fire_due_digests(&self) -> Result<usize, EngineError> {
+        let now = self.clock.now();
+        let due = self.digests.due(now, DUE_PAGE)?;
+        for digest in &due {
+            self.send_digest(digest, now).await?;
+            self.digests.remove(&digest.key)?;
+        }
+        Ok(due.len())
+    }
+
+    async fn send_digest(&self, digest: &DueDigest, now: Timestamp) -> Result<(), EngineError> {
+        let key = &digest.key;
+        let user = self.user_context(&key.user_id).await?;
+        let rendered = self.render_digest(digest, &user);
+        let ids: Vec<&str> = digest
+            .items
+            .iter()
+            .map(|item| item.notification_id.as_str())
+            .collect();
+        let mut data = Map::new();
+        data.insert(
+            "digest".into(),
+            json!({
+                "count": digest.items.len(),
+                "notification_ids": ids,
+                "due_at": key.due_at,
+            }),
+        );
+        let draft = NewNotification {
+            user_id: key.user_id.clone(),
+            request: NotifyRequest {
+                notification_type: key.notification_type.clone(),
+                template: None,
+                title: Some(if rendered.title.is_empty() {
+                    rendered.subject.clone()
+                } else {
+                    rendered.title.clone()
+                }),
+                body: Some(rendered.text.clone()),
+                channels: vec![key.channel.as_str().to_owned()],
+                data,
+                priority: Priority::Normal,
+                idempotency_key: None,
+            },
+            source_event_id: Some(key.source_id()),
+        };
+        let notification = match self.notifications.create(draft, now).await? {
+            Created::New(notification) => {
+                self.created.with_label_values(&["digest"]).inc();
+                notification
+            }
+            Created::Existing(notification) => notification,
+        };
+        match self.rendered_deliveries(&notification, key.channel, rendered, &user, None, now) {
+            Ok(deliveries) => {
+                for delivery in deliveries {
+                    match self.queue.enqueue(delivery).await {
+                        Ok(()) | Err(QueueError::AlreadyExists(_)) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                tracing::info!(notification = %notification.id, channel = %key.channel, items = digest.items.len(), "digest sent");
+            }
+            Err(PlanError::Devices(error)) => return Err(error.into()),
+            Err(reason) => {
+                tracing::warn!(notification = %notification.id, channel = %key.channel, %reason, "digest channel skipped");
+            }
+        }
+        Ok(())
+    }
+
+    fn render_digest(&self, digest: &DueDigest, user: &Value) -> Rendered {
+        let key = &digest.key;
+        let items: Vec<Value> = digest
+            .items
+            .iter()
+            .map(|item| serde_json::to_value(item).expect("a digest item serialises"))
+            .collect();
+        let settings = self.settings.current();
+        match settings
+            .templates
+            .render_digest(&key.notification_type, key.channel, &items, user)
+        {
+            Ok(rendered) => rendered,
+            Err(error) => {
+                tracing::error!(%error, notification_type = %key.notification_type, channel = %key.channel, "digest template failed; sending a plain list");
+                plain_digest(digest)
+            }
+        }
+    }
+}
+
+/// The fallback digest: a count and each item's subject (or title).
+fn plain_digest(digest: &DueDigest) -> Rendered {
+    let count = digest.items.len();
+    let subject = format!(
+        "{count} new {} notification{}",
+        digest.key.notification_type,
+        if count == 1 { "" } else { "s" }
+    );
+    let lines: Vec<String> = digest
+        .items
+        .iter()
+        .map(|item| {
+            let line = if item.subject.is_empty() {
+                &item.title
+            } else {
+                &item.subject
+            };
+            format!("- {line}")
+        })
+        .collect();
+    Rendered {
+        title: subject.clone(),
+        subject,
+        text: lines.join("\n"),
+        html: String::new(),
+    }
+}
