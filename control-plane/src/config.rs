@@ -120,6 +120,22 @@ impl AdminToken {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// Whether `presented` is this token. Compares without stopping at the
+    /// first differing byte, so response time does not reveal how much of a
+    /// guessed token was right (the length is not secret enough to hide).
+    /// Shared by the HTTP admin routes and the gRPC management API.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.as_bytes();
+        if presented.len() != expected.len() {
+            return false;
+        }
+        let difference = presented
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(difference) == 0
+    }
 }
 
 impl fmt::Debug for AdminToken {
@@ -223,6 +239,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_token_matches_only_itself() {
+        let token = AdminToken::from("abc");
+        assert!(token.matches(b"abc"));
+        assert!(!token.matches(b"abd"));
+        assert!(!token.matches(b"abcd"));
+        assert!(!token.matches(b""));
+    }
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("nudge-control-plane").chain(args.iter().copied()))

@@ -823,8 +823,10 @@ async fn sigterm_exits_0_within_the_grace_and_the_rest_ships_after_the_next_star
 }
 
 /// `buf curl` (a third-party gRPC client, from npm) discovers the control
-/// plane's services through reflection, sees `nudge.v1.Ingest` as SERVING
-/// on the standard health service, and pushes a batch twice: stored once.
+/// plane's services through reflection, sees `nudge.v1.Ingest` and
+/// `nudge.v1.Management` as SERVING on the standard health service, pushes
+/// a batch twice (stored once), and calls the management API with the
+/// admin token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_party_grpc_client_uses_reflection_health_and_ingest() {
     let buf = installed_tool(
@@ -852,6 +854,7 @@ async fn a_third_party_grpc_client_uses_reflection_health_and_ingest() {
     let services = buf_curl(&["--list-services", &url]);
     for service in [
         "nudge.v1.Ingest",
+        "nudge.v1.Management",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
@@ -864,6 +867,13 @@ async fn a_third_party_grpc_client_uses_reflection_health_and_ingest() {
     let health = buf_curl(&[
         "-d",
         r#"{"service":"nudge.v1.Ingest"}"#,
+        &format!("{url}/grpc.health.v1.Health/Check"),
+    ]);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "SERVING");
+    let health = buf_curl(&[
+        "-d",
+        r#"{"service":"nudge.v1.Management"}"#,
         &format!("{url}/grpc.health.v1.Health/Check"),
     ]);
     let health: Value = serde_json::from_str(&health).unwrap();
@@ -893,4 +903,26 @@ async fn a_third_party_grpc_client_uses_reflection_health_and_ingest() {
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["event"], "Signed Up");
     assert_eq!(events[0]["properties"]["plan"], "pro");
+
+    // The management API, as the README shows it.
+    let put_type = format!("{url}/nudge.v1.Management/PutType");
+    let auth = format!("Authorization: Bearer {}", setup().admin_token);
+    let welcome = r#"{"type":{"name":"welcome","channels":["in_app"],"templates":{"fallback":{"title":"Welcome {{ data.plan }}"}}}}"#;
+    let put: Value =
+        serde_json::from_str(&buf_curl(&["-H", &auth, "-d", welcome, &put_type])).unwrap();
+    assert_eq!(put["created"], true, "{put}");
+    assert_eq!(put["type"]["source"], "SOURCE_API", "{put}");
+    let list_types = format!("{url}/nudge.v1.Management/ListTypes");
+    let types: Value =
+        serde_json::from_str(&buf_curl(&["-H", &auth, "-d", "{}", &list_types])).unwrap();
+    assert_eq!(types["types"][0]["type"]["name"], "welcome", "{types}");
+    // Without the token: refused (buf curl exits non-zero).
+    let refused = std::process::Command::new(&buf)
+        .args(["curl", "--protocol", "grpc", "--http2-prior-knowledge"])
+        .args(["-d", "{}", &list_types])
+        .output()
+        .expect("run buf curl");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("unauthenticated"), "{stderr}");
 }

@@ -1,76 +1,65 @@
-//! The gRPC server agents talk to: `nudge.v1.Ingest`, the standard health
-//! service and reflection (so `grpcurl` works without .proto files).
+//! The control plane's gRPC server: `nudge.v1.Ingest` for agents,
+//! `nudge.v1.Management` for operators (behind the admin token, see
+//! `manage`), the standard health service and reflection (so `grpcurl`
+//! works without .proto files).
 //!
 //! Health reports `nudge.v1.Ingest` (and the whole server, `""`) SERVING
 //! while the server runs and NOT_SERVING as soon as shutdown starts; the
-//! server then stops accepting and lets in-flight Push calls finish.
+//! server then stops accepting and lets in-flight calls finish.
+//! `nudge.v1.Management` is SERVING likewise when an admin token is
+//! configured, and NOT_SERVING without one (every call would be refused).
 //! Errors become `tonic::Status` in one place: `impl From<ServiceError> for
-//! Status` below.
+//! Status` in `error.rs`.
 
 mod convert;
+mod error;
 mod ingest;
+mod manage;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use nudge_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
-use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 pub use convert::{event_from_envelope, events_from_envelopes, push_response};
+pub use error::ServiceError;
 pub use ingest::IngestService;
+pub use manage::{MANAGEMENT_SERVICE_NAME, ManagementService};
 
+use crate::config::AdminToken;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Largest Push accepted: agents batch up to thousands of events, and
 /// tonic's 4 MiB default would turn a big batch into a retry loop.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// How long an agent should wait before retrying after a store failure.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-
 /// The fully-qualified name health reports for the Ingest service.
 pub const INGEST_SERVICE_NAME: &str = "nudge.v1.Ingest";
 
-/// Why a gRPC call failed; mapped to a status code in `From` below.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    /// The store could not take the batch; retriable.
-    #[error("store unavailable: {0}")]
-    Store(#[from] StoreError),
-    /// The blocking store task died (panic or runtime shutdown); retriable.
-    #[error("store task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl From<ServiceError> for Status {
-    fn from(error: ServiceError) -> Status {
-        match error {
-            // Nothing of the batch was acknowledged, so the agent keeps it and
-            // retries; the hint keeps a fleet of agents from hammering a
-            // struggling store.
-            ServiceError::Store(_) | ServiceError::Task(_) => {
-                let mut status = Status::unavailable(error.to_string());
-                status.metadata_mut().insert(
-                    "retry-after-ms",
-                    MetadataValue::from(RETRY_AFTER.as_millis() as u64),
-                );
-                status
-            }
-        }
-    }
+/// The stores and settings the gRPC services work with, all shared with
+/// the rest of the control plane.
+#[derive(Clone)]
+pub struct GrpcState {
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    /// Types and rules, file and API.
+    pub catalog: crate::catalog::Catalog,
+    pub notifications: crate::notifications::NotificationStore,
+    pub queue: crate::delivery::DeliveryQueue,
+    pub preferences: crate::preferences::PreferenceStore,
+    pub devices: crate::devices::DeviceStore,
+    /// `None` disables the management API.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// Serves gRPC on `listener` until `shutdown` is cancelled, then drains.
 pub async fn serve(
     listener: TcpListener,
-    store: Arc<dyn Store>,
-    metrics: Metrics,
+    state: GrpcState,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -79,6 +68,14 @@ pub async fn serve(
         .await;
     health_reporter
         .set_service_status("", ServingStatus::Serving)
+        .await;
+    let management_status = if state.admin_token.is_some() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health_reporter
+        .set_service_status(MANAGEMENT_SERVICE_NAME, management_status)
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -92,15 +89,21 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
 
-    let ingest = IngestServer::new(IngestService::new(store, metrics))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let ingest = IngestServer::new(IngestService::new(
+        Arc::clone(&state.store),
+        state.metrics.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let management = manage::server(state);
 
     let signal = async move {
         shutdown.cancelled().await;
         tracing::info!("grpc server draining");
-        health_reporter
-            .set_service_status(INGEST_SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        for service in [INGEST_SERVICE_NAME, MANAGEMENT_SERVICE_NAME] {
+            health_reporter
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
         health_reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;
@@ -110,6 +113,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ingest)
+        .add_service(management)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
         .await
 }

@@ -148,6 +148,16 @@ impl QuietHours {
         &self.timezone
     }
 
+    /// The window's start as `HH:MM`, as [`QuietHours::new`] takes it.
+    pub fn start_hhmm(&self) -> String {
+        format_hhmm(self.start)
+    }
+
+    /// The window's end as `HH:MM`.
+    pub fn end_hhmm(&self) -> String {
+        format_hhmm(self.end)
+    }
+
     /// When the window ends, if `now` is inside it; `None` otherwise.
     pub fn quiet_until(&self, now: Timestamp) -> Option<Timestamp> {
         if self.start == self.end {

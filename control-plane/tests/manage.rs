@@ -1,0 +1,960 @@
+//! End-to-end tests of `nudge.v1.Management`: the real control plane
+//! (`nudge_control_plane::run`) on 127.0.0.1:0 with a real engine config
+//! file, driven by the generated tonic clients over HTTP/2. Waits poll the
+//! API until a deadline; nothing asserts on timing.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nudge_control_plane::{Config, Listeners};
+use nudge_proto::v1 as pb;
+use nudge_proto::v1::envelope::Body;
+use nudge_proto::v1::ingest_client::IngestClient;
+use nudge_proto::v1::management_client::ManagementClient;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const TOKEN: &str = "manage-test-token";
+const USER: &str = "u1";
+
+/// The file every test starts from: one type and one rule the API cannot
+/// change.
+const FILE: &str = r#"
+[types.file_type]
+channels = ["in_app"]
+
+[[rules]]
+name = "file-rule"
+on = "Logged In"
+notify = "file_type"
+"#;
+
+struct Running {
+    grpc: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), nudge_control_plane::Error>>,
+}
+
+impl Running {
+    async fn start(data: &Path, token: Option<&str>, config: &Path) -> Running {
+        let mut args = vec![
+            "nudge-control-plane".to_owned(),
+            format!("--data-dir={}", data.display()),
+            "--grpc-listen=127.0.0.1:0".to_owned(),
+            "--http-listen=127.0.0.1:0".to_owned(),
+            "--admin-listen=127.0.0.1:0".to_owned(),
+            "--cache-bytes=8388608".to_owned(),
+            format!("--config={}", config.display()),
+        ];
+        if let Some(token) = token {
+            args.push(format!("--admin-token={token}"));
+        }
+        let config = <Config as clap::Parser>::try_parse_from(args).unwrap();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let grpc = listeners.grpc.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(nudge_control_plane::run(
+            config,
+            listeners,
+            shutdown.clone(),
+        ));
+        Running {
+            grpc,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn manage(&self) -> ManagementClient<Channel> {
+        ManagementClient::new(self.channel().await)
+    }
+
+    async fn ingest(&self) -> IngestClient<Channel> {
+        IngestClient::new(self.channel().await)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A control plane with [`FILE`] plus `extra` as its config file.
+struct Fixture {
+    data: tempfile::TempDir,
+    config: PathBuf,
+    _config_dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(extra: &str) -> Fixture {
+        let config_dir = tempfile::tempdir().unwrap();
+        let config = config_dir.path().join("nudge.toml");
+        std::fs::write(&config, format!("{FILE}\n{extra}")).unwrap();
+        Fixture {
+            data: tempfile::tempdir().unwrap(),
+            config,
+            _config_dir: config_dir,
+        }
+    }
+
+    async fn start(&self) -> Running {
+        Running::start(self.data.path(), Some(TOKEN), &self.config).await
+    }
+}
+
+/// `message` with the admin token in its metadata.
+fn authed<T>(message: T) -> Request<T> {
+    with_token(message, &format!("Bearer {TOKEN}"))
+}
+
+fn with_token<T>(message: T, value: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", value.parse().unwrap());
+    request
+}
+
+/// Polls `check` until it returns `Some`, for at most 30 s.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn template(title: &str, text: &str) -> pb::Template {
+    pb::Template {
+        title: title.to_owned(),
+        text: text.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// An in-app type whose in-app template uses the event's properties.
+fn welcome_type() -> pb::NotificationType {
+    pb::NotificationType {
+        name: "welcome".to_owned(),
+        channels: vec!["in_app".to_owned()],
+        frequency: pb::Frequency::Instant.into(),
+        category: "onboarding".to_owned(),
+        templates: Some(pb::TypeTemplates {
+            channels: [(
+                "in_app".to_owned(),
+                template(
+                    "Welcome to {{ data.plan }}",
+                    "Hi {{ user.name | default('there') }}",
+                ),
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn welcome_rule() -> pb::Rule {
+    pb::Rule {
+        name: "welcome-on-signup".to_owned(),
+        on: "Signed Up".to_owned(),
+        notify: "welcome".to_owned(),
+        when: vec![pb::Condition {
+            property: "plan".to_owned(),
+            op: pb::ConditionOp::Exists.into(),
+            value_json: String::new(),
+        }],
+        // What an unspecified priority is read back as.
+        priority: pb::Priority::Normal.into(),
+        ..Default::default()
+    }
+}
+
+fn envelope(id: &str, body: Body) -> pb::Envelope {
+    pb::Envelope {
+        id: id.to_owned(),
+        user_id: USER.to_owned(),
+        body: Some(body),
+        ..Default::default()
+    }
+}
+
+async fn push(client: &mut IngestClient<Channel>, envelopes: Vec<pb::Envelope>) {
+    let response = client
+        .push(pb::PushRequest {
+            agent_id: "manage-test".to_owned(),
+            batch_id: "b1".to_owned(),
+            sent_at: None,
+            envelopes,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.rejected.is_empty(), "{response:?}");
+}
+
+async fn notifications(client: &mut ManagementClient<Channel>) -> Vec<pb::Notification> {
+    client
+        .list_user_notifications(authed(pb::ListUserNotificationsRequest {
+            user_id: USER.to_owned(),
+            limit: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications
+}
+
+async fn deliveries(client: &mut ManagementClient<Channel>, id: &str) -> Vec<pb::Delivery> {
+    client
+        .get_notification(authed(pb::GetNotificationRequest { id: id.to_owned() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries
+}
+
+async fn type_names(client: &mut ManagementClient<Channel>) -> Vec<(String, i32)> {
+    let types = client
+        .list_types(authed(pb::ListTypesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .types;
+    types
+        .into_iter()
+        .map(|entry| (entry.r#type.unwrap().name, entry.source))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_needs_the_admin_token_and_is_disabled_without_one() {
+    let fixture = Fixture::new("");
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    let missing = client
+        .list_types(Request::new(pb::ListTypesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
+    let wrong = client
+        .list_types(with_token(pb::ListTypesRequest {}, "Bearer guess"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    assert!(wrong.message().contains("wrong"), "{wrong:?}");
+    client
+        .list_types(authed(pb::ListTypesRequest {}))
+        .await
+        .unwrap();
+    // Ingest stays open to agents.
+    let mut ingest = server.ingest().await;
+    push(
+        &mut ingest,
+        vec![envelope(
+            "e-open",
+            Body::Track(pb::Track {
+                event: "Clicked".to_owned(),
+                properties_json: String::new(),
+            }),
+        )],
+    )
+    .await;
+    assert_eq!(health(&server, "nudge.v1.Management").await, 1, "SERVING");
+    server.stop().await;
+
+    // No token configured: every call is refused as unavailable, and health
+    // says so.
+    let disabled = Running::start(fixture.data.path(), None, &fixture.config).await;
+    let refused = disabled
+        .manage()
+        .await
+        .list_types(authed(pb::ListTypesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("NUDGE_CP_ADMIN_TOKEN"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        health(&disabled, "nudge.v1.Management").await,
+        2,
+        "NOT_SERVING"
+    );
+    disabled.stop().await;
+}
+
+/// The standard health service's status for `service` (1 SERVING, 2
+/// NOT_SERVING).
+async fn health(server: &Running, service: &str) -> i32 {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_and_a_rule_put_through_the_api_turn_a_tracked_event_into_an_in_app_notification() {
+    let fixture = Fixture::new("");
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+
+    let put = client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(welcome_type()),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(put.created);
+    let entry = put.r#type.unwrap();
+    assert_eq!(entry.source, i32::from(pb::Source::Api));
+    assert_eq!(entry.r#type.unwrap(), welcome_type());
+    let rule = client
+        .put_rule(authed(pb::PutRuleRequest {
+            rule: Some(welcome_rule()),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rule.created);
+    let rules = client
+        .list_rules(authed(pb::ListRulesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .rules;
+    let names: Vec<_> = rules
+        .iter()
+        .map(|entry| entry.rule.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(names, ["file-rule", "welcome-on-signup"]);
+
+    let mut ingest = server.ingest().await;
+    push(
+        &mut ingest,
+        vec![
+            envelope(
+                "identify-1",
+                Body::Identify(pb::Identify {
+                    traits_json: r#"{"name":"Ada"}"#.to_owned(),
+                }),
+            ),
+            envelope(
+                "signup-1",
+                Body::Track(pb::Track {
+                    event: "Signed Up".to_owned(),
+                    properties_json: r#"{"plan":"pro"}"#.to_owned(),
+                }),
+            ),
+        ],
+    )
+    .await;
+    let notification = eventually("the rule created a notification", || {
+        let mut client = client.clone();
+        async move { notifications(&mut client).await.into_iter().next() }
+    })
+    .await;
+    assert_eq!(notification.r#type, "welcome");
+    assert_eq!(
+        notification.source_event_id,
+        "rule:welcome-on-signup:signup-1"
+    );
+    assert_eq!(notification.data_json, r#"{"plan":"pro"}"#);
+    let delivery = eventually("the in-app delivery was sent", || {
+        let (mut client, id) = (client.clone(), notification.id.clone());
+        async move {
+            deliveries(&mut client, &id)
+                .await
+                .into_iter()
+                .find(|d| d.status == i32::from(pb::DeliveryStatus::Sent))
+        }
+    })
+    .await;
+    assert_eq!(delivery.channel, "in_app");
+    assert_eq!(delivery.subject, "Welcome to pro");
+    assert_eq!(delivery.text, "Hi Ada");
+    assert_eq!(delivery.recipient, USER);
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(delivery.attempt_log.len(), 1);
+    assert!(delivery.sent_at.is_some());
+
+    // Notify through the API: the agent's path, so the same idempotency
+    // key is one event and one notification.
+    let notify = pb::NotifyRequest {
+        user_id: USER.to_owned(),
+        notify: Some(pb::Notify {
+            r#type: "welcome".to_owned(),
+            data_json: r#"{"plan":"team"}"#.to_owned(),
+            idempotency_key: "welcome-team".to_owned(),
+            ..Default::default()
+        }),
+    };
+    let first = client
+        .notify(authed(notify.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.duplicate);
+    let again = client.notify(authed(notify)).await.unwrap().into_inner();
+    assert_eq!(
+        (again.event_id.as_str(), again.duplicate),
+        (first.event_id.as_str(), true)
+    );
+    let notified = eventually("the notify became a notification", || {
+        let (mut client, event) = (client.clone(), first.event_id.clone());
+        async move {
+            notifications(&mut client)
+                .await
+                .into_iter()
+                .find(|n| n.source_event_id == event)
+        }
+    })
+    .await;
+    assert_eq!(notified.idempotency_key, "welcome-team");
+    assert_eq!(notifications(&mut client).await.len(), 2);
+
+    // A bad notify is refused before anything is stored.
+    let bad = client
+        .notify(authed(pb::NotifyRequest {
+            user_id: USER.to_owned(),
+            notify: Some(pb::Notify {
+                r#type: "welcome".to_owned(),
+                data_json: "[1]".to_owned(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    assert!(bad.message().contains("notify.data_json"), "{bad:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_definitions_are_refused_and_change_nothing_and_the_file_is_read_only() {
+    let fixture = Fixture::new("");
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    let before = type_names(&mut client).await;
+    assert_eq!(
+        before,
+        [("file_type".to_owned(), i32::from(pb::Source::ConfigFile))]
+    );
+
+    let mut broken = welcome_type();
+    broken.templates = Some(pb::TypeTemplates {
+        fallback: Some(template("{{ oops", "")),
+        ..Default::default()
+    });
+    let refused = client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(broken),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().starts_with("type.templates:"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("template welcome/*/title"),
+        "{refused:?}"
+    );
+    let mut email = welcome_type();
+    email.channels = vec!["email".to_owned()];
+    let refused = client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(email),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("[channels.email] is not configured"),
+        "{refused:?}"
+    );
+    let mut unless = welcome_rule();
+    unless.unless = "Bought".to_owned();
+    let refused = client
+        .put_rule(authed(pb::PutRuleRequest { rule: Some(unless) }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("delay"), "{refused:?}");
+    assert_eq!(type_names(&mut client).await, before, "nothing changed");
+    let missing = client
+        .get_type(authed(pb::GetTypeRequest {
+            name: "welcome".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // The file's type and rule are read-only.
+    let mut mine = welcome_type();
+    mine.name = "file_type".to_owned();
+    let refused = client
+        .put_type(authed(pb::PutTypeRequest { r#type: Some(mine) }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("defined in the config file"),
+        "{refused:?}"
+    );
+    let refused = client
+        .delete_type(authed(pb::DeleteTypeRequest {
+            name: "file_type".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let mut rule = welcome_rule();
+    rule.name = "file-rule".to_owned();
+    let refused = client
+        .put_rule(authed(pb::PutRuleRequest { rule: Some(rule) }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let file_type = client
+        .get_type(authed(pb::GetTypeRequest {
+            name: "file_type".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .r#type
+        .unwrap();
+    assert_eq!(file_type.source, i32::from(pb::Source::ConfigFile));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_definitions_survive_a_restart_and_can_be_deleted() {
+    let fixture = Fixture::new("");
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(welcome_type()),
+        }))
+        .await
+        .unwrap();
+    client
+        .put_rule(authed(pb::PutRuleRequest {
+            rule: Some(welcome_rule()),
+        }))
+        .await
+        .unwrap();
+    server.stop().await;
+
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    let entry = client
+        .get_type(authed(pb::GetTypeRequest {
+            name: "welcome".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .r#type
+        .unwrap();
+    assert_eq!(entry.source, i32::from(pb::Source::Api));
+    assert_eq!(entry.problem, "");
+    assert_eq!(entry.r#type.unwrap(), welcome_type());
+    let rule = client
+        .get_rule(authed(pb::GetRuleRequest {
+            name: "welcome-on-signup".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .rule
+        .unwrap();
+    assert_eq!(rule.rule.unwrap(), welcome_rule());
+
+    client
+        .delete_rule(authed(pb::DeleteRuleRequest {
+            name: "welcome-on-signup".to_owned(),
+        }))
+        .await
+        .unwrap();
+    client
+        .delete_type(authed(pb::DeleteTypeRequest {
+            name: "welcome".to_owned(),
+        }))
+        .await
+        .unwrap();
+    let again = client
+        .delete_type(authed(pb::DeleteTypeRequest {
+            name: "welcome".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+    assert_eq!(type_names(&mut client).await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_register_list_deactivate_and_delete() {
+    let fixture = Fixture::new("");
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    let register = pb::RegisterDeviceRequest {
+        user_id: USER.to_owned(),
+        platform: pb::Platform::Apns.into(),
+        token: "a".repeat(64),
+        subscription: None,
+        label: "Ada's iPhone".to_owned(),
+    };
+    let first = client
+        .register_device(authed(register.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.created);
+    let device = first.device.unwrap();
+    assert!(device.active);
+    let again = client
+        .register_device(authed(register))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created, "the same token is the same device");
+    assert_eq!(again.device.unwrap().id, device.id);
+
+    let push = client
+        .register_device(authed(pb::RegisterDeviceRequest {
+            user_id: USER.to_owned(),
+            platform: pb::Platform::WebPush.into(),
+            subscription: Some(pb::WebPushSubscription {
+                endpoint: "https://push.example.com/sub/1".to_owned(),
+                p256dh: "key".to_owned(),
+                auth: "auth".to_owned(),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(push.created);
+    let invalid = client
+        .register_device(authed(pb::RegisterDeviceRequest {
+            user_id: USER.to_owned(),
+            platform: pb::Platform::Fcm.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
+
+    let list = |mut client: ManagementClient<Channel>| async move {
+        client
+            .list_devices(authed(pb::ListDevicesRequest {
+                user_id: USER.to_owned(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .devices
+    };
+    assert_eq!(list(client.clone()).await.len(), 2);
+
+    let off = client
+        .set_device_active(authed(pb::SetDeviceActiveRequest {
+            user_id: USER.to_owned(),
+            device_id: device.id.clone(),
+            active: false,
+            reason: "lost phone".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .device
+        .unwrap();
+    assert!(!off.active);
+    assert_eq!(off.deactivated_reason, "lost phone");
+    assert!(off.deactivated_at.is_some());
+
+    client
+        .delete_device(authed(pb::DeleteDeviceRequest {
+            user_id: USER.to_owned(),
+            device_id: device.id.clone(),
+        }))
+        .await
+        .unwrap();
+    let devices = list(client.clone()).await;
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].platform, i32::from(pb::Platform::WebPush));
+    let gone = client
+        .delete_device(authed(pb::DeleteDeviceRequest {
+            user_id: USER.to_owned(),
+            device_id: device.id,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferences_put_get_reset_and_a_critical_opt_out_is_refused() {
+    let fixture = Fixture::new("");
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    let mut security = welcome_type();
+    security.name = "security".to_owned();
+    security.critical = true;
+    client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(security),
+        }))
+        .await
+        .unwrap();
+
+    let get = |mut client: ManagementClient<Channel>| async move {
+        client
+            .get_preferences(authed(pb::GetPreferencesRequest {
+                user_id: USER.to_owned(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .preferences
+            .unwrap()
+    };
+    assert_eq!(get(client.clone()).await, pb::Preferences::default());
+
+    let preferences = pb::Preferences {
+        channels: [("email".to_owned(), false)].into(),
+        types: [(
+            "file_type".to_owned(),
+            pb::TypePreferences {
+                channels: [("in_app".to_owned(), false)].into(),
+                frequency: pb::Frequency::Daily.into(),
+            },
+        )]
+        .into(),
+        quiet_hours: Some(pb::QuietHours {
+            start: "22:00".to_owned(),
+            end: "07:00".to_owned(),
+            timezone: "Europe/Berlin".to_owned(),
+        }),
+        timezone: "Europe/Berlin".to_owned(),
+    };
+    let stored = client
+        .put_preferences(authed(pb::PutPreferencesRequest {
+            user_id: USER.to_owned(),
+            preferences: Some(preferences.clone()),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .preferences
+        .unwrap();
+    assert_eq!(stored, preferences);
+    assert_eq!(get(client.clone()).await, preferences);
+
+    let mut opt_out = preferences.clone();
+    opt_out.types.insert(
+        "security".to_owned(),
+        pb::TypePreferences {
+            channels: [("in_app".to_owned(), false)].into(),
+            frequency: 0,
+        },
+    );
+    let refused = client
+        .put_preferences(authed(pb::PutPreferencesRequest {
+            user_id: USER.to_owned(),
+            preferences: Some(opt_out),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("critical"), "{refused:?}");
+    assert_eq!(get(client.clone()).await, preferences, "unchanged");
+
+    let reset = client
+        .reset_preferences(authed(pb::ResetPreferencesRequest {
+            user_id: USER.to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .preferences
+        .unwrap();
+    let kept_zone = pb::Preferences {
+        timezone: "Europe/Berlin".to_owned(),
+        ..Default::default()
+    };
+    assert_eq!(reset, kept_zone, "the time zone is a fact, not a choice");
+    assert_eq!(get(client.clone()).await, kept_zone);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_past_max_attempts_is_dead_lettered_listed_and_retried() {
+    // Nothing listens on the SMTP port: every attempt fails, retriably.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let fixture = Fixture::new(&format!(
+        r#"
+[retry]
+initial = "100ms"
+max = "1s"
+max_attempts = 1
+
+[channels.email]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "Nudge <nudge@example.com>"
+timeout = "2s"
+"#
+    ));
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(pb::NotificationType {
+                name: "invoice".to_owned(),
+                channels: vec!["email".to_owned()],
+                templates: Some(pb::TypeTemplates {
+                    fallback: Some(pb::Template {
+                        subject: "Invoice {{ data.number }}".to_owned(),
+                        text: "Your invoice".to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let mut ingest = server.ingest().await;
+    push(
+        &mut ingest,
+        vec![envelope(
+            "identify-1",
+            Body::Identify(pb::Identify {
+                traits_json: r#"{"email":"ada@example.com"}"#.to_owned(),
+            }),
+        )],
+    )
+    .await;
+    let notified = client
+        .notify(authed(pb::NotifyRequest {
+            user_id: USER.to_owned(),
+            notify: Some(pb::Notify {
+                r#type: "invoice".to_owned(),
+                data_json: r#"{"number":7}"#.to_owned(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let dead = eventually("the email was dead-lettered", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_dead_letters(authed(pb::ListDeadLettersRequest {
+                    channel: "email".to_owned(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+                .deliveries
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    assert_eq!(dead.status, i32::from(pb::DeliveryStatus::DeadLettered));
+    assert_eq!(dead.recipient, "ada@example.com");
+    assert_eq!(dead.subject, "Invoice 7");
+    assert_eq!(dead.attempts, 1);
+    assert!(!dead.last_answer.is_empty(), "{dead:?}");
+    let notification = notifications(&mut client).await.remove(0);
+    assert_eq!(notification.source_event_id, notified.event_id);
+    assert_eq!(notification.id, dead.notification_id);
+
+    let retried = client
+        .retry_dead_letter(authed(pb::RetryDeadLetterRequest {
+            delivery_id: dead.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    assert_eq!(retried.status, i32::from(pb::DeliveryStatus::Queued));
+    assert_eq!(retried.attempts, 0);
+    assert_eq!(retried.attempt_log.len(), 1, "the history is kept");
+    // SMTP is still down: it fails once more and is dead again.
+    let again = eventually("the retried email was dead-lettered again", || {
+        let (mut client, id) = (client.clone(), notification.id.clone());
+        async move {
+            deliveries(&mut client, &id).await.into_iter().find(|d| {
+                d.status == i32::from(pb::DeliveryStatus::DeadLettered) && d.attempt_log.len() == 2
+            })
+        }
+    })
+    .await;
+    assert_eq!(again.id, dead.id);
+
+    let unknown = client
+        .retry_dead_letter(authed(pb::RetryDeadLetterRequest {
+            delivery_id: "0190c0de-0000-7000-8000-000000000000".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let malformed = client
+        .retry_dead_letter(authed(pb::RetryDeadLetterRequest {
+            delivery_id: "nope".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument, "{malformed:?}");
+    assert!(malformed.message().starts_with("delivery_id:"));
+    server.stop().await;
+}
