@@ -30,10 +30,12 @@ use tempfile::TempDir;
 use nudge_control_plane::channels::webhook::verify_signature;
 use nudge_e2e::ports::free_port;
 use nudge_e2e::{Agent, ControlPlane};
-use support::{installed_tool, setup, wait_until, workspace_dir};
+use support::{installed_tool, start_with_engine_config, wait_until, workspace_dir};
 
 /// The webhook signing secret of every test.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// Signs the unsubscribe links of every test (`link_secret`).
+const LINK_SECRET: &str = "e2e-link-secret-0123456789abcdef0123";
 const USER: &str = "u1";
 
 /// Several engine polls (100 ms each) and dispatches: how long a test gives
@@ -191,10 +193,15 @@ struct Engine<'a> {
 }
 
 impl Engine<'_> {
-    fn toml(&self) -> String {
+    /// The file, with links under `public_url` (the control plane's HTTP
+    /// address).
+    fn toml(&self, public_url: &str) -> String {
         let channels: Vec<String> = self.channels.iter().map(|c| format!("{c:?}")).collect();
         format!(
             r#"
+public_url = "{public_url}"
+link_secret = "{LINK_SECRET}"
+
 [retry]
 initial = "200ms"
 max = "2s"
@@ -241,16 +248,8 @@ struct Stack {
 
 impl Stack {
     async fn start(engine: &Engine<'_>) -> Self {
-        let config = tempfile::tempdir().unwrap();
-        let path = config.path().join("nudge.toml");
-        std::fs::write(&path, engine.toml()).unwrap();
-        let mut control_plane = ControlPlane::new(setup())
-            .unwrap()
-            .with_env([("NUDGE_CP_CONFIG", path.to_str().unwrap())]);
-        control_plane.start().await.unwrap();
-        let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
-            .await
-            .unwrap();
+        let (control_plane, agent, config) =
+            start_with_engine_config(|public_url| engine.toml(public_url)).await;
         Stack {
             control_plane,
             agent,
@@ -771,5 +770,199 @@ text = "Issue {{ data.issue }}"
     assert!(
         deliveries.iter().all(|d| d["channel"] != "email"),
         "the opted-out email was planned anyway: {deliveries:#?}"
+    );
+}
+
+/// The value of header `name` in a saved message, unfolded; `None` when the
+/// message has no such header.
+fn mail_header(mail: &str, name: &str) -> Option<String> {
+    let mail = mail.replace("\r\n", "\n");
+    let head = mail.split("\n\n").next()?;
+    let unfolded = head.replace("\n ", " ").replace("\n\t", " ");
+    unfolded.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// One-click unsubscribe as the issue describes it: a tracked
+/// `payment_failed` fires a critical `payment_failed` email (no unsubscribe
+/// headers: it cannot be switched off) and a non-critical
+/// `payment_reminder` email that carries `List-Unsubscribe` and
+/// `List-Unsubscribe-Post`. A forged link changes nothing; a GET of the
+/// real one (what link scanners do) changes nothing; RFC 8058's POST to it,
+/// over real HTTP, switches the reminder's email off, so the next tracked
+/// event emails only the critical notice while the reminder still goes
+/// in-app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emailed_unsubscribe_link_stops_that_types_email_in_one_click() {
+    let mail_dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let _smtp = SmtpServer::start(smtp_port, &mail_dir);
+    let stack = Stack::start(&Engine {
+        channels: &["email"],
+        max_attempts: 3,
+        smtp_port,
+        webhook_url: "http://127.0.0.1:9/unused",
+        allow_private: true,
+        extra: r#"
+[types.payment_reminder]
+channels = ["email", "in_app"]
+
+[types.payment_reminder.templates.fallback]
+subject = "Reminder: {{ data.invoice }} is still open"
+text = "Please pay {{ data.invoice }}."
+
+[[rules]]
+name = "payment-failed"
+on = "payment_failed"
+notify = "payment_failed"
+
+[[rules]]
+name = "payment-reminder"
+on = "payment_failed"
+notify = "payment_reminder"
+"#,
+    })
+    .await;
+    stack.identify().await;
+    let track = |invoice: &str| json!({"userId": USER, "event": "payment_failed", "properties": {"amount": 12, "invoice": invoice}});
+    stack.post("/v1/track", track("INV-1")).await;
+    wait_until("both emails arrived", || async {
+        mails(&mail_dir).len() >= 2
+    })
+    .await;
+    let first = mails(&mail_dir);
+    let critical = first
+        .iter()
+        .find(|m| m.contains("Subject: Payment failed for INV-1"))
+        .unwrap_or_else(|| panic!("no payment_failed email: {first:#?}"));
+    assert_eq!(
+        mail_header(critical, "List-Unsubscribe"),
+        None,
+        "a critical type's email offers no unsubscribe: {critical}"
+    );
+    let reminder = first
+        .iter()
+        .find(|m| m.contains("Subject: Reminder: INV-1 is still open"))
+        .unwrap_or_else(|| panic!("no payment_reminder email: {first:#?}"));
+    assert_eq!(
+        mail_header(reminder, "List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click"),
+        "{reminder}"
+    );
+    let list_unsubscribe = mail_header(reminder, "List-Unsubscribe")
+        .unwrap_or_else(|| panic!("no List-Unsubscribe header: {reminder}"));
+    let url = list_unsubscribe
+        .strip_prefix('<')
+        .and_then(|rest| rest.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("not <url>: {list_unsubscribe}"))
+        .to_owned();
+    let prefix = format!("http://{}/v1/unsubscribe/", stack.control_plane.http);
+    assert!(url.starts_with(&prefix), "{url}");
+
+    let client = reqwest::Client::new();
+    let preferences_path = format!("/v1/admin/users/{USER}/preferences");
+    let preferences = || async {
+        stack
+            .control_plane
+            .admin_get(&preferences_path)
+            .await
+            .unwrap()
+    };
+    let untouched = preferences().await;
+    let one_click = |url: String| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("List-Unsubscribe=One-Click")
+                .send()
+                .await
+                .unwrap();
+            let status = reply.status().as_u16();
+            (status, reply.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // A forged link: one character of the token changed.
+    let token = &url[prefix.len()..];
+    let middle = token.len() / 2;
+    let swapped = if &token[middle..=middle] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let forged = format!(
+        "{prefix}{}{swapped}{}",
+        &token[..middle],
+        &token[middle + 1..]
+    );
+    let (status, body) = one_click(forged).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_link", "{body}");
+    assert_eq!(preferences().await, untouched, "a forged link changed them");
+
+    // A link scanner's GET: a page, no change.
+    let page = client.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<form method=\"post\">")
+    );
+    assert_eq!(preferences().await, untouched, "a GET changed them");
+
+    // The mailbox provider's one-click POST.
+    let (status, body) = one_click(url.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["unsubscribed"], true, "{body}");
+    assert_eq!(
+        preferences().await["types"]["payment_reminder"]["channels"]["email"],
+        false
+    );
+
+    // The next tracked event: the critical email goes, the reminder only
+    // in-app.
+    stack.post("/v1/track", track("INV-2")).await;
+    wait_until("the second critical email arrived", || async {
+        mails(&mail_dir).len() >= 3
+    })
+    .await;
+    wait_until("four notifications exist", || async {
+        stack.notifications().await.len() == 4
+    })
+    .await;
+    let notifications = stack.notifications().await;
+    let second_reminder = notifications
+        .iter()
+        .find(|n| n["notification_type"] == "payment_reminder" && n["data"]["invoice"] == "INV-2")
+        .unwrap_or_else(|| panic!("no reminder for INV-2: {notifications:#?}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let in_app = stack
+        .delivery_reaching(&second_reminder, "in_app", "sent")
+        .await;
+    assert_eq!(in_app["channel"], "in_app");
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    let deliveries = stack
+        .control_plane
+        .deliveries(&second_reminder)
+        .await
+        .unwrap();
+    assert!(
+        deliveries.iter().all(|d| d["channel"] != "email"),
+        "the unsubscribed email was planned anyway: {deliveries:#?}"
+    );
+    let all = mails(&mail_dir);
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(
+        all[2].contains("Subject: Payment failed for INV-2"),
+        "{all:#?}"
     );
 }

@@ -16,9 +16,10 @@
 //!   A cut body ends at a word boundary when one is near, with `…`. A
 //!   message with neither is [`SendError::Permanent`] without a request.
 //! * `StatusCallback`: the configured `status_callback_url`, if any. Twilio
-//!   then posts the message's status changes there;
-//!   [`parse_status_callback`] reads that form. (Checking the callback's
-//!   `X-Twilio-Signature` belongs to the route that receives it.)
+//!   then posts the message's status changes there (the control plane's
+//!   `POST /v1/callbacks/twilio/status`); [`parse_status_callback`] reads
+//!   that form and [`verify_twilio_signature`] checks its
+//!   `X-Twilio-Signature` against that same URL.
 //!
 //! The receipt carries the answer's `sid` as the provider message id and
 //! its `status` (e.g. `queued`) as the answer.
@@ -213,6 +214,89 @@ pub fn parse_status_callback(form: &[(String, String)]) -> Option<StatusUpdate> 
         status,
         error_code,
     })
+}
+
+/// What checking a status callback's signature needs: the URL Twilio
+/// posts to, exactly as configured, and the auth token. Never printed.
+#[derive(Clone)]
+pub struct StatusCallbackAuth {
+    pub url: String,
+    auth_token: String,
+}
+
+impl std::fmt::Debug for StatusCallbackAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusCallbackAuth")
+            .field("url", &self.url)
+            .field("auth_token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl StatusCallbackAuth {
+    pub fn new(url: impl Into<String>, auth_token: impl Into<String>) -> Self {
+        StatusCallbackAuth {
+            url: url.into(),
+            auth_token: auth_token.into(),
+        }
+    }
+
+    /// Whether `signature` is Twilio's for `params` posted to this URL.
+    pub fn verify(&self, params: &[(String, String)], signature: &str) -> bool {
+        verify_twilio_signature(&self.auth_token, &self.url, params, signature)
+    }
+}
+
+impl SmsConfig {
+    /// The callback route's credentials, when `status_callback_url` is set.
+    pub fn status_callback_auth(&self) -> Option<StatusCallbackAuth> {
+        let url = self.status_callback_url.as_ref()?;
+        Some(StatusCallbackAuth::new(url, &self.auth_token))
+    }
+}
+
+/// What Twilio signs a request with: the URL it posted to, then every POST
+/// parameter's name and value, sorted by name (then value), with no
+/// separators, under HMAC-SHA1 keyed by the auth token; base64. This is
+/// Twilio's documented algorithm (SHA-1 is its choice, not ours; ring names
+/// it "for legacy use only").
+pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    use base64::Engine as _;
+    let tag = ring::hmac::sign(&twilio_key(auth_token), &signed_text(url, params));
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+}
+
+/// Checks an `X-Twilio-Signature` header in constant time (see
+/// [`twilio_signature`]).
+pub fn verify_twilio_signature(
+    auth_token: &str,
+    url: &str,
+    params: &[(String, String)],
+    signature: &str,
+) -> bool {
+    use base64::Engine as _;
+    let Ok(tag) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
+        return false;
+    };
+    ring::hmac::verify(&twilio_key(auth_token), &signed_text(url, params), &tag).is_ok()
+}
+
+fn twilio_key(auth_token: &str) -> ring::hmac::Key {
+    ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        auth_token.as_bytes(),
+    )
+}
+
+fn signed_text(url: &str, params: &[(String, String)]) -> Vec<u8> {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut text = url.as_bytes().to_vec();
+    for (name, value) in sorted {
+        text.extend_from_slice(name.as_bytes());
+        text.extend_from_slice(value.as_bytes());
+    }
+    text
 }
 
 /// Sends SMS through one Twilio (or Twilio-compatible) account.
@@ -586,6 +670,51 @@ mod tests {
             ])),
             None
         );
+    }
+
+    /// The example of Twilio's request validation docs (twilio-php's
+    /// "Validate Incoming Requests"): same URL, form, token and signature.
+    #[test]
+    fn twilio_signatures_match_twilios_example() {
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let params = form(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675309"),
+            ("Digits", "1234"),
+            ("From", "+14158675309"),
+            ("To", "+18005551212"),
+        ]);
+        let token = "12345";
+        let signature = twilio_signature(token, url, &params);
+        assert_eq!(signature, "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        // Order of the form does not matter; every byte does.
+        let mut reversed = params.clone();
+        reversed.reverse();
+        assert!(verify_twilio_signature(token, url, &reversed, &signature));
+        assert!(!verify_twilio_signature("54321", url, &params, &signature));
+        assert!(!verify_twilio_signature(
+            token,
+            "https://mycompany.com/myapp.php",
+            &params,
+            &signature
+        ));
+        let mut changed = params.clone();
+        changed[2].1 = "1235".to_owned();
+        assert!(!verify_twilio_signature(token, url, &changed, &signature));
+        assert!(!verify_twilio_signature(token, url, &params, "not base64"));
+        assert!(!verify_twilio_signature(token, url, &params, ""));
+
+        let auth = config().status_callback_auth();
+        assert!(auth.is_none(), "no callback URL, no route");
+        let auth = SmsConfig {
+            status_callback_url: Some(url.to_owned()),
+            auth_token: token.to_owned(),
+            ..config()
+        }
+        .status_callback_auth()
+        .unwrap();
+        assert!(auth.verify(&params, &signature));
+        assert!(!format!("{auth:?}").contains(token));
     }
 
     #[test]

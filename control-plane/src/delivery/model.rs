@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! queued ──claim──▶ sending ──accepted──▶ sent ──provider callback──▶ delivered
-//!   ▲                 │
+//!   ▲                 │                     │
+//!   │                 │                     └──provider callback──▶ failed
+//!   │                 │                        (provider reported it undeliverable)
 //!   ├──retry later────┤ (retriable failure, attempts left)
 //!   │                 ├──▶ failed         (permanent failure or invalid recipient)
 //!   │                 └──▶ dead_lettered  (retriable failure, no attempts left)
@@ -13,7 +15,10 @@
 //! sending ──crash recovery──▶ queued
 //! ```
 //!
-//! `delivered`, `failed` are final. Records are serialised as JSON: field
+//! `delivered`, `failed` are final. A `sent` delivery that the provider
+//! later reports undeliverable (an SMS the carrier could not deliver) is
+//! `failed` with the provider's error as its last answer; it is not
+//! retried, because the provider already tried. Records are serialised as JSON: field
 //! names are stable and new fields get serde defaults, so old records keep
 //! loading after an upgrade.
 
@@ -59,7 +64,8 @@ pub enum Status {
     Sent,
     /// The provider confirmed it reached the recipient.
     Delivered,
-    /// Will never be sent: permanent failure or invalid recipient.
+    /// Will never be sent (permanent failure or invalid recipient), or the
+    /// provider reported it undeliverable after it was sent.
     Failed,
     /// Ran out of attempts on retriable failures; waits for an operator.
     DeadLettered,
@@ -94,7 +100,7 @@ impl Status {
             (self, next),
             (Queued, Sending)
                 | (Sending, Sent | Queued | Failed | DeadLettered)
-                | (Sent, Delivered)
+                | (Sent, Delivered | Failed)
                 | (DeadLettered, Queued)
         )
     }
@@ -231,6 +237,8 @@ mod tests {
         assert!(Queued.can_become(Sending));
         assert!(Sending.can_become(Queued));
         assert!(Sent.can_become(Delivered));
+        assert!(Sent.can_become(Failed));
+        assert!(!Delivered.can_become(Failed));
         assert!(DeadLettered.can_become(Queued));
         assert!(!Queued.can_become(Sent));
         assert!(!Failed.can_become(Queued));

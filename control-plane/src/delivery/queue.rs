@@ -9,6 +9,7 @@
 //! | `delivery_due` | channel (1) · 255−priority (1) · `not_before` ms (8, BE, sign-flipped) · id (16) | empty |
 //! | `delivery_sending` | id | channel byte |
 //! | `delivery_dead` | id | channel byte |
+//! | `delivery_provider_ids` | channel (1) · the provider's message id | id |
 //!
 //! A range scan of `delivery_due` under one channel and priority, up to
 //! "now", yields the due deliveries oldest `not_before` first; scanning the
@@ -23,6 +24,11 @@
 //! * Claims are serialisable transactions that re-check the status, so two
 //!   workers (or two processes' worth of threads) never claim the same
 //!   delivery.
+//! * A delivery the provider accepted with a message id is findable by it
+//!   ([`DeliveryQueue::find_by_provider_id`], for provider callbacks such
+//!   as Twilio's): the index entry is written in the same transaction that
+//!   records the `Sent`. Should a provider reuse an id, the later delivery
+//!   wins.
 //! * `enqueue` and `retry_dead_letter` return only after `flush_async`, so
 //!   an accepted delivery survives a crash. Outcomes are not flushed one by
 //!   one (sled's background flush covers them): losing one in a crash means
@@ -84,12 +90,14 @@ pub struct DeliveryQueue {
     due: sled::Tree,
     sending: sled::Tree,
     dead: sled::Tree,
+    provider_ids: sled::Tree,
     /// One per channel, indexed by [`channel_byte`]: `notify_one` keeps a
     /// permit, so a wake-up sent while the worker is busy is not lost.
     wakers: Arc<[Notify; 7]>,
 }
 
 type Trees = (
+    TransactionalTree,
     TransactionalTree,
     TransactionalTree,
     TransactionalTree,
@@ -105,6 +113,7 @@ impl DeliveryQueue {
             due: db.open_tree("delivery_due")?,
             sending: db.open_tree("delivery_sending")?,
             dead: db.open_tree("delivery_dead")?,
+            provider_ids: db.open_tree("delivery_provider_ids")?,
             wakers: Arc::new(std::array::from_fn(|_| Notify::new())),
         })
     }
@@ -127,7 +136,7 @@ impl DeliveryQueue {
         let bytes = serde_json::to_vec(&delivery)?;
         let id = delivery.id;
         let due_key = due_key(&delivery);
-        self.transact(|(items, due, _, _)| {
+        self.transact(|(items, due, _, _, _)| {
             if items.get(id.as_bytes())?.is_some() {
                 return abort(QueueError::AlreadyExists(id));
             }
@@ -198,7 +207,7 @@ impl DeliveryQueue {
         let Some(id) = key.get(10..26).and_then(|raw| Uuid::from_slice(raw).ok()) else {
             return Ok(None);
         };
-        self.transact(|(items, due, sending, _)| {
+        self.transact(|(items, due, sending, _, _)| {
             // Another claimer got here first: the index entry is gone.
             if due.get(key)?.is_none() {
                 return Ok(None);
@@ -225,7 +234,7 @@ impl DeliveryQueue {
         completion: &Completion,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.transact(|(items, due, sending, dead)| {
+        self.transact(|(items, due, sending, dead, provider_ids)| {
             let mut delivery = load(items, id)?;
             let next = match completion {
                 Completion::Sent(_) => Status::Sent,
@@ -248,6 +257,12 @@ impl DeliveryQueue {
                     });
                     delivery.sent_at = Some(now);
                     delivery.provider_message_id = receipt.provider_message_id.clone();
+                    if let Some(provider_id) = receipt.provider_message_id.as_deref() {
+                        provider_ids.insert(
+                            provider_key(delivery.channel, provider_id),
+                            &id.as_bytes()[..],
+                        )?;
+                    }
                     delivery.last_answer = Some(receipt.answer.clone());
                 }
                 Completion::Failed { error, decision } => {
@@ -279,7 +294,7 @@ impl DeliveryQueue {
     /// once for channels where accepted means delivered, like in-app).
     /// Idempotent: providers repeat callbacks.
     pub fn mark_delivered(&self, id: Uuid, at: Timestamp) -> Result<Delivery, QueueError> {
-        self.transact(|(items, _, _, _)| {
+        self.transact(|(items, _, _, _, _)| {
             let mut delivery = load(items, id)?;
             if delivery.status == Status::Delivered {
                 return Ok(delivery);
@@ -293,6 +308,42 @@ impl DeliveryQueue {
         })
     }
 
+    /// `Sent` → `Failed`, from a provider's callback saying the message
+    /// could not be delivered after all; `answer` (the provider's error)
+    /// becomes the last answer. Idempotent like [`Self::mark_delivered`].
+    pub fn mark_undeliverable(
+        &self,
+        id: Uuid,
+        answer: &str,
+        at: Timestamp,
+    ) -> Result<Delivery, QueueError> {
+        self.transact(|(items, _, _, _, _)| {
+            let mut delivery = load(items, id)?;
+            if delivery.status == Status::Failed {
+                return Ok(delivery);
+            }
+            check_transition(&delivery, Status::Sent, Status::Failed)?;
+            delivery.status = Status::Failed;
+            delivery.last_answer = Some(answer.to_owned());
+            delivery.updated_at = at;
+            store(items, &delivery)?;
+            Ok(delivery)
+        })
+    }
+
+    /// The delivery on `channel` whose provider message id is
+    /// `provider_id` (see the module doc), if any.
+    pub fn find_by_provider_id(
+        &self,
+        channel: ChannelKind,
+        provider_id: &str,
+    ) -> Result<Option<Uuid>, QueueError> {
+        Ok(self
+            .provider_ids
+            .get(provider_key(channel, provider_id))?
+            .and_then(|bytes| Uuid::from_slice(&bytes).ok()))
+    }
+
     /// Puts every `Sending` delivery back to `Queued` (due at its old
     /// `not_before`). Only correct before any worker runs: call it once at
     /// start-up. Returns how many were recovered.
@@ -303,7 +354,7 @@ impl DeliveryQueue {
             let Ok(id) = Uuid::from_slice(&key) else {
                 continue;
             };
-            let moved = self.transact(|(items, due, sending, _)| {
+            let moved = self.transact(|(items, due, sending, _, _)| {
                 sending.remove(id.as_bytes())?;
                 let mut delivery = load(items, id)?;
                 if delivery.status != Status::Sending {
@@ -370,7 +421,7 @@ impl DeliveryQueue {
         id: Uuid,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        let delivery = self.transact(|(items, due, _, dead)| {
+        let delivery = self.transact(|(items, due, _, dead, _)| {
             let mut delivery = load(items, id)?;
             check_transition(&delivery, Status::DeadLettered, Status::Queued)?;
             delivery.status = Status::Queued;
@@ -424,7 +475,13 @@ impl DeliveryQueue {
         &self,
         body: impl Fn(&Trees) -> ConflictableTransactionResult<T, QueueError>,
     ) -> Result<T, QueueError> {
-        (&self.items, &self.due, &self.sending, &self.dead)
+        (
+            &self.items,
+            &self.due,
+            &self.sending,
+            &self.dead,
+            &self.provider_ids,
+        )
             .transaction(|trees| body(trees))
             .map_err(|error| match error {
                 TransactionError::Abort(error) => error,
@@ -511,6 +568,13 @@ fn priority_byte(priority: Priority) -> u8 {
 /// for (theoretical) times before 1970.
 fn millis_key(at: Timestamp) -> [u8; 8] {
     ((at.as_millisecond() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn provider_key(channel: ChannelKind, provider_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + provider_id.len());
+    key.push(channel_byte(channel));
+    key.extend_from_slice(provider_id.as_bytes());
+    key
 }
 
 fn due_key(delivery: &Delivery) -> Vec<u8> {

@@ -549,3 +549,82 @@ async fn enqueue_rejects_duplicates_and_non_queued() {
     sent.status = Status::Sent;
     assert!(queue.enqueue(sent).await.is_err());
 }
+
+/// Provider callbacks: a sent delivery is found by the provider's message
+/// id on its channel only, and moves to `delivered` or (reported
+/// undeliverable) `failed`, each idempotently and never back.
+#[tokio::test]
+async fn provider_callbacks_find_sent_deliveries_and_move_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let now = start();
+    let send = |sid: Option<&str>| {
+        let queue = queue.clone();
+        let sid = sid.map(str::to_owned);
+        async move {
+            let item = delivery(ChannelKind::Sms, Priority::Normal, now, now);
+            queue.enqueue(item.clone()).await.unwrap();
+            let claimed = queue.claim_due(ChannelKind::Sms, now, 1).unwrap();
+            assert_eq!(claimed[0].id, item.id);
+            let receipt = SendReceipt {
+                provider_message_id: sid,
+                answer: "queued".into(),
+            };
+            queue
+                .complete(item.id, &Completion::Sent(receipt), now)
+                .unwrap();
+            item.id
+        }
+    };
+    let first = send(Some("SM1")).await;
+    let second = send(Some("SM2")).await;
+    send(None).await;
+
+    assert_eq!(
+        queue.find_by_provider_id(ChannelKind::Sms, "SM1").unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        queue
+            .find_by_provider_id(ChannelKind::Email, "SM1")
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        queue.find_by_provider_id(ChannelKind::Sms, "SM9").unwrap(),
+        None
+    );
+
+    let later = now + SignedDuration::from_secs(5);
+    let delivered = queue.mark_delivered(first, later).unwrap();
+    assert_eq!(delivered.status, Status::Delivered);
+    assert!(matches!(
+        queue.mark_undeliverable(first, "too late", later),
+        Err(QueueError::InvalidTransition { .. })
+    ));
+
+    let failed = queue
+        .mark_undeliverable(
+            second,
+            "Twilio reported undelivered (Twilio error 30003)",
+            later,
+        )
+        .unwrap();
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(
+        failed.last_answer.as_deref(),
+        Some("Twilio reported undelivered (Twilio error 30003)")
+    );
+    assert_eq!(
+        failed.sent_at,
+        Some(now),
+        "it was sent; the provider failed it"
+    );
+    let again = queue.mark_undeliverable(second, "again", later).unwrap();
+    assert_eq!(again.last_answer, failed.last_answer, "idempotent");
+    assert!(matches!(
+        queue.mark_delivered(second, later),
+        Err(QueueError::InvalidTransition { .. })
+    ));
+    assert_eq!(queue.get(second).unwrap().unwrap().status, Status::Failed);
+}

@@ -1,0 +1,137 @@
+//! `POST /v1/callbacks/twilio/status`: Twilio's message status callbacks
+//! (the `StatusCallback` the SMS channel sends with every message). Public,
+//! no admin token: Twilio signs each callback instead.
+//!
+//! # Promises
+//!
+//! * **Only Twilio's callbacks act.** `X-Twilio-Signature` is checked (in
+//!   constant time) against the form and the *configured*
+//!   `status_callback_url` — the URL Twilio was given and signs — not the
+//!   URL the request arrived at, so the check holds behind proxies that
+//!   rewrite host, scheme or path. Missing or wrong: `403
+//!   invalid_signature`, and nothing changes.
+//! * **The delivery follows Twilio's word**, found by the message's sid
+//!   (the provider message id its `Sent` recorded):
+//!   `delivered` (or `read`) → `delivered`; `undelivered`, `failed` (or
+//!   `canceled`) → `failed`, with Twilio's error code in the last answer;
+//!   `queued`, `sending`, `sent` → no change (the delivery is already
+//!   `sent`).
+//! * **Twilio hears 200 for every signed callback it need not resend**: an
+//!   unknown sid (not a message of this server, or one whose `Sent` is not
+//!   recorded yet), a change the delivery can no longer take (`delivered`
+//!   after `failed`), a status that is not an outbound message's. Each is
+//!   logged. Only a failing store answers 503.
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 200 | — | `{"delivery": <id or null>, "status": <its status now or null>}` |
+//! | 400 | `bad_request` | the body is not a form |
+//! | 403 | `invalid_signature` | the signature is missing or wrong |
+//! | 503 | `callbacks_disabled` | `[channels.sms]` has no `status_callback_url` |
+//! | 503 | `store_unavailable` | the delivery queue failed |
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::{ApiError, HttpState, form};
+use crate::channels::ChannelKind;
+use crate::channels::sms::{SmsStatus, StatusUpdate, parse_status_callback};
+use crate::delivery::{DeliveryQueue, QueueError};
+
+/// Twilio's callbacks are a few hundred bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/v1/callbacks/twilio/status", post(twilio_status))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+async fn twilio_status(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(auth) = &state.sms_callbacks else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "callbacks_disabled",
+            "Twilio status callbacks are not configured: set status_callback_url in [channels.sms]",
+        ));
+    };
+    let form = form::parse(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !auth.verify(&form, signature) {
+        tracing::warn!(
+            signed = !signature.is_empty(),
+            "Twilio status callback refused: bad signature"
+        );
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+            "X-Twilio-Signature is missing or does not match this form \
+             posted to the configured status_callback_url",
+        ));
+    }
+    let Some(update) = parse_status_callback(&form) else {
+        tracing::info!("Twilio status callback without an outbound message status; ignored");
+        return Ok(Json(json!({ "delivery": null, "status": null })));
+    };
+    let queue = state.queue.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || apply(&queue, &update, Timestamp::now())).await??;
+    Ok(Json(answer))
+}
+
+/// Moves the delivery as the module doc says; the answer's JSON.
+fn apply(
+    queue: &DeliveryQueue,
+    update: &StatusUpdate,
+    now: Timestamp,
+) -> Result<Value, QueueError> {
+    let sid = &update.message_sid;
+    let Some(id) = queue.find_by_provider_id(ChannelKind::Sms, sid)? else {
+        tracing::info!(%sid, status = ?update.status, "Twilio status callback for an unknown message; ignored");
+        return Ok(json!({ "delivery": null, "status": null }));
+    };
+    let changed = match update.status {
+        SmsStatus::Delivered => queue.mark_delivered(id, now),
+        SmsStatus::Undelivered | SmsStatus::Failed => {
+            let what = if update.status == SmsStatus::Failed {
+                "failed"
+            } else {
+                "undelivered"
+            };
+            let answer = match update.error_code {
+                Some(code) => format!("Twilio reported {what} (Twilio error {code})"),
+                None => format!("Twilio reported {what}"),
+            };
+            queue.mark_undeliverable(id, &answer, now)
+        }
+        SmsStatus::Queued | SmsStatus::Sent => queue.get(id)?.ok_or(QueueError::NotFound(id)),
+    };
+    let delivery = match changed {
+        Ok(delivery) => delivery,
+        // The index outlived its delivery: as unknown as no entry at all.
+        Err(QueueError::NotFound(_)) => {
+            tracing::info!(%sid, delivery = %id, "Twilio status callback for a delivery that is gone; ignored");
+            return Ok(json!({ "delivery": null, "status": null }));
+        }
+        Err(QueueError::InvalidTransition { from, to, .. }) => {
+            tracing::warn!(%sid, delivery = %id, %from, %to, "Twilio status callback the delivery can no longer follow; ignored");
+            return Ok(json!({ "delivery": id, "status": from }));
+        }
+        Err(error) => return Err(error),
+    };
+    tracing::info!(%sid, delivery = %id, status = %delivery.status, "Twilio status callback applied");
+    Ok(json!({ "delivery": id, "status": delivery.status }))
+}
