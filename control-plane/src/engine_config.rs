@@ -10,6 +10,10 @@
 //! without reading code. No file means [`EngineConfig::default`]: the in-app
 //! channel only, no types configured.
 //!
+//! Types are checked by [`TypeDefinition::check`], the same check the
+//! management API's definitions go through; the file's types and rules are
+//! read-only through that API (see [`crate::catalog`]).
+//!
 //! The commented example of every key is `control-plane/nudge.example.toml`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,15 +24,20 @@ use serde::Deserialize;
 
 use crate::rules::{Rule, validate_rules};
 
+use crate::catalog::{TypeDefinition, check_http_url};
 use crate::channels::ChannelKind;
+use crate::channels::apns::{ApnsChannel, ApnsConfig};
 use crate::channels::email::{EmailChannel, EmailConfig, humantime_duration};
+use crate::channels::fcm::{FcmChannel, FcmConfig};
 use crate::channels::sms::{SmsChannel, SmsConfig};
+use crate::channels::web_push::{WebPushChannel, WebPushConfig};
 use crate::channels::webhook::{WebhookChannel, WebhookConfig};
 use crate::config::ConfigError;
 use crate::delivery::{DispatcherConfig, RetryPolicy};
 use crate::devices::cleanup::DeviceRetention;
-use crate::preferences::{Frequency, OperatorDefaults, TypeDefaults};
-use crate::templates::{Template, TemplateSet, TypeTemplates};
+use crate::links::UnsubscribeLinks;
+use crate::preferences::OperatorDefaults;
+use crate::templates::{TemplateSet, TypeTemplates};
 
 /// Why the engine's config file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +87,13 @@ fn location(table: &str, line: Option<usize>) -> String {
 #[serde(default, deny_unknown_fields)]
 struct EngineFile {
     public_url: Option<String>,
+    /// Signs the links under `public_url` (see [`crate::links`]).
+    link_secret: Option<String>,
     retry: RetryConfig,
     concurrency: BTreeMap<ChannelKind, usize>,
     channels: ChannelsConfig,
-    types: BTreeMap<String, TypeConfig>,
+    /// `[types.<name>]`: see [`TypeDefinition`].
+    types: BTreeMap<String, TypeDefinition>,
     /// `[[rules]]`: events that trigger notifications.
     rules: Vec<Rule>,
     /// `[devices]`: when unused devices are retired.
@@ -120,6 +132,9 @@ struct ChannelsConfig {
     email: Option<EmailConfig>,
     webhook: Option<WebhookConfig>,
     sms: Option<SmsConfig>,
+    apns: Option<ApnsConfig>,
+    fcm: Option<FcmConfig>,
+    web_push: Option<WebPushConfig>,
 }
 
 impl ChannelsConfig {
@@ -130,6 +145,9 @@ impl ChannelsConfig {
             (self.email.is_some(), ChannelKind::Email),
             (self.webhook.is_some(), ChannelKind::Webhook),
             (self.sms.is_some(), ChannelKind::Sms),
+            (self.apns.is_some(), ChannelKind::Apns),
+            (self.fcm.is_some(), ChannelKind::Fcm),
+            (self.web_push.is_some(), ChannelKind::WebPush),
         ];
         enabled.extend(
             configured
@@ -141,20 +159,6 @@ impl ChannelsConfig {
     }
 }
 
-/// `[types.<name>]`: the fields of [`TypeDefaults`] plus where the type's
-/// webhooks go and its templates. Not `TypeDefaults` flattened: serde
-/// cannot combine `flatten` with `deny_unknown_fields`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct TypeConfig {
-    channels: BTreeSet<ChannelKind>,
-    critical: bool,
-    frequency: Frequency,
-    category: Option<String>,
-    webhook_url: Option<String>,
-    templates: TypeTemplates,
-}
-
 /// The notification engine's settings, validated.
 ///
 /// Plain settings the engine passes on are public fields; everything derived
@@ -164,17 +168,25 @@ pub struct EngineConfig {
     /// Base URL of the control plane as users reach it, for unsubscribe and
     /// click links; without it emails carry no unsubscribe headers.
     pub public_url: Option<String>,
+    /// `public_url` with `link_secret`: makes and checks unsubscribe links.
+    unsubscribe_links: Option<UnsubscribeLinks>,
     /// The SMTP relay; `None` means the email channel is off.
     pub email: Option<EmailConfig>,
     /// The webhook signer; `None` means the webhook channel is off.
     pub webhook: Option<WebhookConfig>,
     /// The Twilio-compatible SMS provider; `None` means SMS is off.
     pub sms: Option<SmsConfig>,
+    /// Apple push (token auth); `None` means APNs is off.
+    pub apns: Option<ApnsConfig>,
+    /// Firebase Cloud Messaging (HTTP v1); `None` means FCM is off.
+    pub fcm: Option<FcmConfig>,
+    /// Web Push (VAPID); `None` means Web Push is off.
+    pub web_push: Option<WebPushConfig>,
     /// The channels the file configures, computed once at load.
     enabled: BTreeSet<ChannelKind>,
     retry: RetryConfig,
     concurrency: BTreeMap<ChannelKind, usize>,
-    types: BTreeMap<String, TypeConfig>,
+    types: BTreeMap<String, TypeDefinition>,
     /// Compiled once at load, so a bad template stops start-up.
     templates: TemplateSet,
     /// Validated rules (unique names, known channels, sane conditions).
@@ -208,6 +220,7 @@ impl EngineConfig {
         };
         let EngineFile {
             public_url,
+            link_secret,
             retry,
             concurrency,
             channels,
@@ -226,6 +239,27 @@ impl EngineConfig {
         if let Some(url) = &public_url {
             check_http_url(url).map_err(|message| invalid("public_url".to_owned(), message))?;
         }
+        let unsubscribe_links = match (&public_url, &link_secret) {
+            (Some(url), Some(secret)) => Some(
+                UnsubscribeLinks::new(url, secret)
+                    .map_err(|err| invalid("link_secret".to_owned(), err.to_string()))?,
+            ),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "link_secret".to_owned(),
+                    "is required when public_url is set: it signs the unsubscribe links \
+                     (at least 32 bytes; make one with `openssl rand -base64 32`)"
+                        .to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "link_secret".to_owned(),
+                    "is set, but public_url is not: links need both".to_owned(),
+                ));
+            }
+            (None, None) => None,
+        };
 
         if retry.initial.is_zero() {
             return Err(invalid(
@@ -264,28 +298,14 @@ impl EngineConfig {
 
         let mut definitions = BTreeMap::new();
         for (name, config) in &types {
-            // Type names end up in template names: the same alphabet rule
-            // applies to types that have no templates.
-            TemplateSet::validate(name, None, &Template::default())
-                .map_err(|err| invalid(format!("types.{name}"), err.to_string()))?;
-            if let Some(channel) = config.channels.iter().find(|c| !enabled.contains(c)) {
-                return Err(invalid(
-                    format!("types.{name}.channels"),
-                    format!(
-                        "type {name:?} goes out on {channel}, but [channels.{channel}] is not configured"
-                    ),
-                ));
-            }
-            if let Some(url) = &config.webhook_url {
-                check_http_url(url)
-                    .map_err(|message| invalid(format!("types.{name}.webhook_url"), message))?;
-                if !enabled.contains(&ChannelKind::Webhook) {
-                    return Err(invalid(
-                        format!("types.{name}.webhook_url"),
-                        "is set, but [channels.webhook] is not configured".to_owned(),
-                    ));
-                }
-            }
+            // The same check as the management API's (`catalog`).
+            config.check(name, &enabled).map_err(|err| {
+                let key = match err.field {
+                    "" => format!("types.{name}"),
+                    field => format!("types.{name}.{field}"),
+                };
+                invalid(key, err.message)
+            })?;
             if config.templates != TypeTemplates::default() {
                 definitions.insert(name.clone(), config.templates.clone());
             }
@@ -295,9 +315,13 @@ impl EngineConfig {
 
         Ok(EngineConfig {
             public_url,
+            unsubscribe_links,
             email: channels.email,
             webhook: channels.webhook,
             sms: channels.sms,
+            apns: channels.apns,
+            fcm: channels.fcm,
+            web_push: channels.web_push,
             enabled,
             retry,
             concurrency,
@@ -306,6 +330,12 @@ impl EngineConfig {
             rules,
             devices,
         })
+    }
+
+    /// The one-click unsubscribe links' maker, when `public_url` (and so
+    /// `link_secret`) is set.
+    pub fn unsubscribe_links(&self) -> Option<UnsubscribeLinks> {
+        self.unsubscribe_links.clone()
     }
 
     /// When unused devices are deactivated and deleted (`[devices]`).
@@ -318,17 +348,14 @@ impl EngineConfig {
         let types = self
             .types
             .iter()
-            .map(|(name, config)| {
-                let defaults = TypeDefaults {
-                    channels: config.channels.clone(),
-                    critical: config.critical,
-                    frequency: config.frequency,
-                    category: config.category.clone(),
-                };
-                (name.clone(), defaults)
-            })
+            .map(|(name, config)| (name.clone(), config.defaults()))
             .collect();
         OperatorDefaults { types }
+    }
+
+    /// The file's types (`[types.<name>]`), validated at load.
+    pub fn types(&self) -> &BTreeMap<String, TypeDefinition> {
+        &self.types
     }
 
     /// Every configured template, compiled (validated at load).
@@ -380,9 +407,18 @@ impl EngineConfig {
 /// `load` may be called inside or outside one: a scoped thread with its own
 /// small runtime works in both cases.
 fn check_channels(channels: &ChannelsConfig) -> Result<(), ConfigError> {
+    // These need no runtime.
     if let Some(sms) = &channels.sms {
-        // Needs no runtime.
         drop(SmsChannel::new(sms.clone())?);
+    }
+    if let Some(apns) = &channels.apns {
+        drop(ApnsChannel::new(apns.clone())?);
+    }
+    if let Some(fcm) = &channels.fcm {
+        drop(FcmChannel::new(fcm.clone())?);
+    }
+    if let Some(web_push) = &channels.web_push {
+        drop(WebPushChannel::new(web_push.clone())?);
     }
     if channels.email.is_none() && channels.webhook.is_none() {
         return Ok(());
@@ -410,14 +446,6 @@ fn check_channels(channels: &ChannelsConfig) -> Result<(), ConfigError> {
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-fn check_http_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|err| format!("{url:?} is not a URL: {err}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!("{url:?} is not an http(s) URL"));
-    }
-    Ok(())
 }
 
 /// toml's message with the table and line it points at. toml 0.9 keeps the
@@ -464,6 +492,7 @@ fn enclosing_table(before: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preferences::Frequency;
 
     const EXAMPLE: &str = include_str!("../nudge.example.toml");
 
@@ -580,6 +609,30 @@ mod tests {
         let message = error("pubic_url = \"https://x.example\"\n");
         assert!(message.contains("unknown field `pubic_url`"), "{message}");
         assert!(message.contains("at line 1"), "{message}");
+    }
+
+    #[test]
+    fn public_url_needs_a_long_enough_link_secret() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = parse(&format!(
+            "public_url = \"https://n.example/\"\nlink_secret = \"{secret}\"\n"
+        ))
+        .unwrap();
+        assert!(config.unsubscribe_links().is_some());
+        assert!(!format!("{config:?}").contains(secret));
+        assert!(parse("").unwrap().unsubscribe_links().is_none());
+
+        let message = error("public_url = \"https://n.example\"\n");
+        assert!(message.contains("invalid link_secret"), "{message}");
+        assert!(
+            message.contains("required when public_url is set"),
+            "{message}"
+        );
+        let message = error("public_url = \"https://n.example\"\nlink_secret = \"short\"\n");
+        assert!(message.contains("invalid link_secret"), "{message}");
+        assert!(message.contains("at least 32 bytes"), "{message}");
+        let message = error(&format!("link_secret = \"{secret}\"\n"));
+        assert!(message.contains("public_url is not"), "{message}");
     }
 
     #[test]

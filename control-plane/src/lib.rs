@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`config`] | settings: flags, `NUDGE_CP_*` env vars, defaults, validation |
 //! | [`store`] | the `Store` trait, domain types, and the sled implementation |
-//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, health, reflection; proto ↔ domain in `grpc/convert.rs` |
+//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, `nudge.v1.Management` (admin token), health, reflection; proto ↔ domain in `grpc/convert.rs` and `grpc/manage/` |
 //! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` behind the admin token |
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |
@@ -22,13 +22,16 @@
 //! | [`notifications`] | notifications, created idempotently by source event and idempotency key |
 //! | [`preferences`] | operator defaults, user switches, quiet hours, digest times; `resolve` |
 //! | [`templates`] | minijinja templates per type and channel, digests |
+//! | [`catalog`] | types and rules from the config file and the management API, composed into the engine's settings |
 //! | [`delivery`] | the durable delivery queue, retry policy, dead letters, dispatcher |
+//! | [`links`] | signed one-click unsubscribe links (RFC 8058) in emails |
 //! | [`channels`] | the `Channel` trait; email (lettre), webhook (Standard Webhooks), in-app |
 //!
 //! [`run`] takes already-bound listeners, so tests bind `127.0.0.1:0` and the
 //! binary stays a thin wrapper (`src/main.rs`).
 
 pub mod admin;
+pub mod catalog;
 pub mod channels;
 pub mod config;
 pub mod delivery;
@@ -38,6 +41,7 @@ pub mod engine;
 pub mod engine_config;
 pub mod grpc;
 pub mod http;
+pub mod links;
 pub mod metrics;
 pub mod notifications;
 pub mod preferences;
@@ -119,6 +123,8 @@ pub enum Error {
     Notifications(#[from] notifications::NotificationError),
     #[error("delivery queue: {0}")]
     Queue(#[from] delivery::QueueError),
+    #[error("catalog (types and rules): {0}")]
+    Catalog(#[from] catalog::CatalogError),
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -179,9 +185,19 @@ pub async fn run(
 
     let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
     tasks.spawn({
-        let (store, metrics, stop) = (Arc::clone(&store), metrics.clone(), stop.clone());
+        let state = grpc::GrpcState {
+            store: Arc::clone(&store),
+            metrics: metrics.clone(),
+            catalog: engine.catalog.clone(),
+            notifications: engine.notifications.clone(),
+            queue: engine.queue.clone(),
+            preferences: engine.preferences.clone(),
+            devices: engine.devices.clone(),
+            admin_token: config.admin_token.clone(),
+        };
+        let stop = stop.clone();
         async move {
-            grpc::serve(listeners.grpc, store, metrics, stop)
+            grpc::serve(listeners.grpc, state, stop)
                 .await
                 .map_err(Error::from)
         }
@@ -195,6 +211,11 @@ pub async fn run(
             devices: engine.devices.clone(),
             settings: engine.settings.clone(),
             admin_token: config.admin_token.clone(),
+            unsubscribe: engine_config.unsubscribe_links(),
+            sms_callbacks: engine_config
+                .sms
+                .as_ref()
+                .and_then(channels::sms::SmsConfig::status_callback_auth),
         };
         let stop = stop.clone();
         async move {
@@ -290,6 +311,8 @@ struct NotificationEngine {
     preferences: preferences::PreferenceStore,
     devices: devices::DeviceStore,
     settings: engine::SettingsHandle,
+    /// Types and rules, for the management API.
+    catalog: catalog::Catalog,
 }
 
 /// Builds the engine over the store's database with the channels the
@@ -315,7 +338,10 @@ fn notification_engine(
         delivery_metrics,
     )
     .with_channel(Arc::new(in_app))
-    .on_invalid_recipient(deactivate_device_hook(devices.clone(), Arc::clone(&clock)));
+    .on_invalid_recipient(devices::deactivation_hook(
+        devices.clone(),
+        Arc::clone(&clock),
+    ));
     if let Some(email) = &config.email {
         dispatcher =
             dispatcher.with_channel(Arc::new(channels::email::EmailChannel::new(email.clone())?));
@@ -329,25 +355,27 @@ fn notification_engine(
             webhook.clone(),
         )?));
     }
-    let defaults = config.operator_defaults();
-    let webhook_urls = defaults
-        .types
-        .keys()
-        .filter_map(|kind| Some((kind.clone(), config.webhook_url(kind)?.to_owned())))
-        .collect();
-    let settings = engine::EngineSettings {
-        defaults,
-        templates: config.templates(),
-        enabled: config.enabled_channels(),
-        webhook_urls,
-        rules: config.rules.clone(),
-    };
+    if let Some(apns) = &config.apns {
+        dispatcher =
+            dispatcher.with_channel(Arc::new(channels::apns::ApnsChannel::new(apns.clone())?));
+    }
+    if let Some(fcm) = &config.fcm {
+        dispatcher =
+            dispatcher.with_channel(Arc::new(channels::fcm::FcmChannel::new(fcm.clone())?));
+    }
+    if let Some(web_push) = &config.web_push {
+        dispatcher = dispatcher.with_channel(Arc::new(channels::web_push::WebPushChannel::new(
+            web_push.clone(),
+        )?));
+    }
+    // The file's types and rules plus the management API's.
+    let catalog = catalog::Catalog::open(db, config)?;
+    let settings = catalog.settings();
     let notifications = notifications::NotificationStore::open(db)?;
     let preferences = preferences::PreferenceStore::new(
         db.open_tree("preferences")
             .map_err(engine::EngineError::from)?,
     );
-    let settings = engine::SettingsHandle::new(settings);
     let parts = engine::EngineParts {
         store: Arc::clone(store),
         notifications: notifications.clone(),
@@ -356,7 +384,8 @@ fn notification_engine(
         devices: devices.clone(),
         clock,
     };
-    let engine = engine::Engine::new(db, parts, settings.clone(), metrics.registry())?;
+    let engine = engine::Engine::new(db, parts, settings.clone(), metrics.registry())?
+        .with_unsubscribe_links(config.unsubscribe_links());
     Ok(NotificationEngine {
         engine,
         dispatcher,
@@ -365,24 +394,6 @@ fn notification_engine(
         preferences,
         devices,
         settings,
-    })
-}
-
-/// What the dispatcher does when a provider says an address is gone:
-/// deactivate the device holding it, so planning stops using it.
-fn deactivate_device_hook(
-    devices: devices::DeviceStore,
-    clock: Arc<dyn delivery::Clock>,
-) -> delivery::InvalidRecipientHook {
-    Arc::new(move |channel, recipient, answer| {
-        match devices.deactivate_address(channel, recipient, answer, clock.now()) {
-            Ok(Some(device)) => {
-                tracing::info!(%channel, device = %device.id, %answer, "device deactivated: the provider reported it invalid");
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(%channel, %error, "could not deactivate an invalid device");
-            }
-        }
+        catalog,
     })
 }

@@ -1,22 +1,27 @@
 //! The notification engine assembled from the library, on a real sled
 //! store, with a controllable clock: quiet hours hold a message and release
 //! it when the window opens, and a daily digest turns N notifications into
-//! one message at its time, without sleeping through the night.
+//! one message at its time, without sleeping through the night; and an
+//! APNs token Apple reports `410 Unregistered` is deactivated and not used
+//! again (Apple's hosts are hard-coded in a2, so Apple is played right in
+//! front of a2's client, answering with a2's own types).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use nudge_control_plane::channels::ChannelKind;
+use nudge_control_plane::channels::apns::{ApnsChannel, ApnsSender};
 use nudge_control_plane::channels::in_app::InAppChannel;
+use nudge_control_plane::channels::{Channel, ChannelKind};
 use nudge_control_plane::delivery::{
     Clock, Delivery, DeliveryMetrics, DeliveryQueue, Dispatcher, DispatcherConfig, ManualClock,
     Status,
 };
-use nudge_control_plane::devices::DeviceStore;
+use nudge_control_plane::devices::{DeviceStore, NewDevice, Platform, deactivation_hook};
 use nudge_control_plane::engine::{
     Engine, EngineParts, EngineSettings, SettingsHandle, delivery_id_for,
 };
@@ -66,6 +71,7 @@ struct Harness {
     engine: Engine,
     queue: DeliveryQueue,
     notifications: NotificationStore,
+    devices: DeviceStore,
     clock: Arc<ManualClock>,
     stop: CancellationToken,
     dispatching: tokio::task::JoinHandle<Result<(), nudge_control_plane::delivery::QueueError>>,
@@ -73,6 +79,17 @@ struct Harness {
 
 impl Harness {
     fn start(start: Timestamp, preferences: &UserPreferences, settings: EngineSettings) -> Self {
+        Self::with_channels(start, preferences, settings, Vec::new())
+    }
+
+    /// In-app plus `channels`, each enabled, with devices deactivated when
+    /// a channel reports an invalid recipient (as the program wires it).
+    fn with_channels(
+        start: Timestamp,
+        preferences: &UserPreferences,
+        settings: EngineSettings,
+        channels: Vec<Arc<dyn Channel>>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
         let db = sled_store.db().clone();
@@ -83,6 +100,9 @@ impl Harness {
         preference_store.put(USER, preferences).unwrap();
         let queue = DeliveryQueue::open(&db).unwrap();
         let notifications = NotificationStore::open(&db).unwrap();
+        let devices = DeviceStore::open(&db).unwrap();
+        let mut enabled: BTreeSet<ChannelKind> = channels.iter().map(|c| c.kind()).collect();
+        enabled.insert(ChannelKind::InApp);
         let engine = Engine::new(
             &db,
             EngineParts {
@@ -90,11 +110,11 @@ impl Harness {
                 notifications: notifications.clone(),
                 preferences: preference_store,
                 queue: queue.clone(),
-                devices: DeviceStore::open(&db).unwrap(),
+                devices: devices.clone(),
                 clock: Arc::clone(&clock),
             },
             SettingsHandle::new(EngineSettings {
-                enabled: [ChannelKind::InApp].into_iter().collect(),
+                enabled,
                 ..settings
             }),
             &prometheus::Registry::new(),
@@ -109,7 +129,13 @@ impl Harness {
             Arc::clone(&clock),
             DeliveryMetrics::new().unwrap(),
         )
-        .with_channel(Arc::new(InAppChannel::new(db.open_tree("inbox").unwrap())));
+        .with_channel(Arc::new(InAppChannel::new(db.open_tree("inbox").unwrap())))
+        .on_invalid_recipient(deactivation_hook(devices.clone(), Arc::clone(&clock)));
+        let dispatcher = channels
+            .into_iter()
+            .fold(dispatcher, |dispatcher, channel| {
+                dispatcher.with_channel(channel)
+            });
         let stop = CancellationToken::new();
         let dispatching = tokio::spawn(dispatcher.run(stop.clone()));
         Harness {
@@ -118,6 +144,7 @@ impl Harness {
             engine,
             queue,
             notifications,
+            devices,
             clock: manual,
             stop,
             dispatching,
@@ -126,10 +153,15 @@ impl Harness {
 
     /// Waits (real time) until the delivery is sent.
     async fn sent(&self, delivery_id: uuid::Uuid) -> Delivery {
+        self.reaching(delivery_id, Status::Sent).await
+    }
+
+    /// Waits (real time) until the delivery has `status`.
+    async fn reaching(&self, delivery_id: uuid::Uuid, status: Status) -> Delivery {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let delivery = self.queue.get(delivery_id).unwrap().unwrap();
-            if delivery.status == Status::Sent {
+            if delivery.status == status {
                 return delivery;
             }
             assert!(
@@ -280,5 +312,124 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
             sent.message.text_body
         );
     }
+    h.stop().await;
+}
+
+/// Apple, as a2's client would report it: `410 Unregistered` for
+/// [`UNINSTALLED`], `200` for every other token. Records the tokens pushed to.
+#[derive(Clone, Default)]
+struct Apple(Arc<Mutex<Vec<String>>>);
+
+const UNINSTALLED: &str = "aaaa0000aaaa0000aaaa0000aaaa0000aaaa0000aaaa0000aaaa0000aaaa0000";
+const INSTALLED: &str = "bbbb1111bbbb1111bbbb1111bbbb1111bbbb1111bbbb1111bbbb1111bbbb1111";
+
+impl Apple {
+    fn pushes_to(&self, token: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| *t == token)
+            .count()
+    }
+}
+
+#[async_trait::async_trait]
+impl ApnsSender for Apple {
+    async fn send(
+        &self,
+        payload: a2::request::payload::Payload<'_>,
+    ) -> Result<a2::Response, a2::Error> {
+        let token = payload.device_token.to_owned();
+        self.0.lock().unwrap().push(token.clone());
+        let apns_id = payload.options.apns_id.map(str::to_owned);
+        if token == UNINSTALLED {
+            return Err(a2::Error::ResponseError(a2::Response {
+                // Apple's body, as a2 parses it.
+                error: serde_json::from_str(
+                    r#"{"reason":"Unregistered","timestamp":1750000000000}"#,
+                )
+                .ok(),
+                apns_id,
+                code: 410,
+            }));
+        }
+        Ok(a2::Response {
+            error: None,
+            apns_id,
+            code: 200,
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_again() {
+    let now: Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+    let apple = Apple::default();
+    let apns: Arc<dyn Channel> =
+        Arc::new(ApnsChannel::with_sender("com.example.app", apple.clone()).unwrap());
+    let h = Harness::with_channels(
+        now,
+        &UserPreferences::default(),
+        EngineSettings::default(),
+        vec![apns],
+    );
+    let register = |token: &str| NewDevice {
+        platform: Platform::Apns,
+        token: Some(token.to_owned()),
+        subscription: None,
+        label: None,
+    };
+    let gone = h
+        .devices
+        .register(USER, &register(UNINSTALLED), now)
+        .unwrap();
+    let kept = h.devices.register(USER, &register(INSTALLED), now).unwrap();
+
+    let push = |id: &str| {
+        let mut event = notify_event(id, now);
+        if let EventBody::Notify(request) = &mut event.body {
+            request.channels = vec!["apns".into()];
+        }
+        event
+    };
+    h.store.ingest(vec![push("evt-1")]).unwrap();
+    assert_eq!(h.engine.process_available().await.unwrap(), 1);
+    let first = h.notifications.list_for_user(USER, 10).unwrap().remove(0);
+    let to_gone = delivery_id_for(&first.id, ChannelKind::Apns, Some(&gone.id)).unwrap();
+    let to_kept = delivery_id_for(&first.id, ChannelKind::Apns, Some(&kept.id)).unwrap();
+    let failed = h.reaching(to_gone, Status::Failed).await;
+    assert_eq!(failed.attempts, 1, "an unregistered token is not retried");
+    h.sent(to_kept).await;
+
+    let device = h.devices.get(USER, &gone.id).unwrap().unwrap();
+    assert!(!device.active, "{device:?}");
+    assert!(
+        device
+            .deactivated_reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("Unregistered")),
+        "{device:?}"
+    );
+
+    h.store.ingest(vec![push("evt-2")]).unwrap();
+    assert_eq!(h.engine.process_available().await.unwrap(), 1);
+    let second = h
+        .notifications
+        .list_for_user(USER, 10)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.id != first.id)
+        .unwrap();
+    let again = delivery_id_for(&second.id, ChannelKind::Apns, Some(&kept.id)).unwrap();
+    h.sent(again).await;
+    let never = delivery_id_for(&second.id, ChannelKind::Apns, Some(&gone.id)).unwrap();
+    assert_eq!(
+        h.queue.get(never).unwrap(),
+        None,
+        "no delivery to the dead token"
+    );
+    assert_eq!(apple.pushes_to(UNINSTALLED), 1);
+    assert_eq!(apple.pushes_to(INSTALLED), 2);
     h.stop().await;
 }

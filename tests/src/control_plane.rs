@@ -186,6 +186,32 @@ impl ControlPlane {
         Ok((status, reply.text().await.unwrap_or_default()))
     }
 
+    /// Sends `method` with an optional JSON body to an admin route; the
+    /// status and the answer as JSON (`null` when empty or not JSON),
+    /// whatever the status.
+    pub async fn admin_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), Error> {
+        let url = format!("http://{}{path}", self.http);
+        let mut request = self
+            .client
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let reply = request
+            .send()
+            .await
+            .map_err(|e| Error::new(format!("{method} {url}: {e}")))?;
+        let status = reply.status().as_u16();
+        let text = reply.text().await.unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
     /// A user's notifications, newest first
     /// (`GET /v1/admin/users/{user}/notifications`).
     pub async fn notifications(&self, user: &str) -> Result<Vec<Value>, Error> {

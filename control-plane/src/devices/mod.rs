@@ -202,6 +202,27 @@ impl Device {
     }
 }
 
+/// What the dispatcher does when a provider says an address is gone:
+/// deactivate the device holding it (the provider's answer is the reason),
+/// so planning stops using it. Failures are logged: the delivery has failed
+/// for good either way.
+pub fn deactivation_hook(
+    devices: DeviceStore,
+    clock: std::sync::Arc<dyn crate::delivery::Clock>,
+) -> crate::delivery::InvalidRecipientHook {
+    std::sync::Arc::new(move |channel, recipient, answer| {
+        match devices.deactivate_address(channel, recipient, answer, clock.now()) {
+            Ok(Some(device)) => {
+                tracing::info!(%channel, device = %device.id, %answer, "device deactivated: the provider reported it invalid");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%channel, %error, "could not deactivate an invalid device");
+            }
+        }
+    })
+}
+
 /// The address a recipient on `channel` names, if it is a device's.
 pub fn address_of(channel: ChannelKind, recipient: &Recipient) -> Option<(Platform, &str)> {
     let platform = Platform::of_channel(channel)?;

@@ -108,6 +108,10 @@ pub struct Engine {
     cursor: sled::Tree,
     /// `nudge_cp_notifications_created_total{trigger}`.
     created: prometheus::IntCounterVec,
+    /// Signs the one-click unsubscribe links of emails; `None` without a
+    /// `public_url`. From the config file only, so not in the replaceable
+    /// [`EngineSettings`].
+    unsubscribe: Option<crate::links::UnsubscribeLinks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +186,15 @@ impl Engine {
             clock,
             cursor: db.open_tree("engine_cursor")?,
             created,
+            unsubscribe: None,
         })
+    }
+
+    /// Emails of non-critical types will carry `links`' one-click
+    /// unsubscribe link (see `plan`).
+    pub fn with_unsubscribe_links(mut self, links: Option<crate::links::UnsubscribeLinks>) -> Self {
+        self.unsubscribe = links;
+        self
     }
 
     /// Tails the event feed and fires due rule triggers until `stop` is

@@ -2,6 +2,9 @@
 //! message says (templates, or the notify's own title and body), who it goes
 //! to (the profile's address, the type's webhook), and when (quiet hours).
 //!
+//! Emails of non-critical types carry a signed one-click unsubscribe link
+//! (RFC 8058) when the operator configured `public_url`.
+//!
 //! A channel that cannot be planned — no address for the user, no sender
 //! configured, a template that does not render — is skipped with a log line
 //! naming the reason; the other channels still go out.
@@ -14,6 +17,7 @@ use super::{Engine, EngineError};
 use crate::channels::{ChannelKind, OutboundMessage, Recipient};
 use crate::delivery::{Delivery, NewDelivery, Priority as DeliveryPriority, QueueError};
 use crate::devices::Platform;
+use crate::links::UnsubscribeClaims;
 use crate::notifications::{Created, NewNotification, Notification};
 use crate::preferences::{Action, resolve};
 use crate::store::{Event, EventBody, NotifyRequest, Priority};
@@ -204,7 +208,7 @@ impl Engine {
             text_body: rendered.text,
             html_body: rendered.html,
             data: Value::Object(notification.request.data.clone()),
-            unsubscribe_url: None,
+            unsubscribe_url: self.unsubscribe_url(notification, channel, now),
         };
         let priority = match notification.request.priority {
             Priority::Low => DeliveryPriority::Low,
@@ -234,6 +238,44 @@ impl Engine {
             })
             .collect();
         Ok(deliveries)
+    }
+
+    /// The one-click unsubscribe link of an email of `notification`'s
+    /// type. None on other channels, without configured links, and for
+    /// critical types: they cannot be switched off, and RFC 8058 has a
+    /// link's POST unsubscribe, so such a link would promise what the
+    /// server refuses (and mailbox providers do not ask transactional
+    /// mail for one).
+    fn unsubscribe_url(
+        &self,
+        notification: &Notification,
+        channel: ChannelKind,
+        now: Timestamp,
+    ) -> Option<String> {
+        let links = self
+            .unsubscribe
+            .as_ref()
+            .filter(|_| channel == ChannelKind::Email)?;
+        let notification_type = &notification.request.notification_type;
+        if self
+            .settings
+            .current()
+            .defaults
+            .get(notification_type)
+            .critical
+        {
+            return None;
+        }
+        let url = links.url(&UnsubscribeClaims {
+            user_id: notification.user_id.clone(),
+            notification_type: notification_type.clone(),
+            channel,
+            issued_at: now,
+        });
+        if url.is_none() {
+            tracing::warn!(notification = %notification.id, "user id and type too long for an unsubscribe link; the email goes without one");
+        }
+        url
     }
 
     /// Who gets `notification` on `channel`, each with the device id when

@@ -9,11 +9,20 @@
 //! When no admin token is configured the admin routes answer 503
 //! `admin_disabled`: the request may be fine, the server is not set up for
 //! it, and no token a caller sends could be right.
+//!
+//! Two groups of routes are public, each authenticated by a signature
+//! rather than the admin token: the unsubscribe links in emails
+//! (`/v1/unsubscribe/{token}`, `public_links`) and Twilio's status
+//! callbacks (`/v1/callbacks/twilio/status`, `sms_callbacks`). Unconfigured,
+//! they answer 503 like the admin routes.
 
 mod admin_api;
 mod admin_devices;
 mod admin_notifications;
 mod admin_preferences;
+mod form;
+mod public_links;
+mod sms_callbacks;
 
 use std::sync::Arc;
 
@@ -43,6 +52,11 @@ pub struct HttpState {
     pub settings: crate::engine::SettingsHandle,
     /// `None` disables the admin routes (see the module doc).
     pub admin_token: Option<AdminToken>,
+    /// Checks the tokens of unsubscribe links; `None` without `public_url`.
+    pub unsubscribe: Option<crate::links::UnsubscribeLinks>,
+    /// Checks Twilio's status callbacks; `None` without
+    /// `[channels.sms] status_callback_url`.
+    pub sms_callbacks: Option<crate::channels::sms::StatusCallbackAuth>,
 }
 
 /// The router of the HTTP listener.
@@ -51,6 +65,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(root))
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/v1/admin", admin_api::router(state.clone()))
+        .merge(public_links::router())
+        .merge(sms_callbacks::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }

@@ -193,3 +193,23 @@ pub fn installed_tool(env_var: &str, default: &str, what: &str) -> PathBuf {
     );
     path
 }
+
+/// A control plane running the engine config that `toml` writes (given the
+/// control plane's own HTTP base URL, for `public_url`; the file is kept
+/// as long as the returned dir) and an agent shipping to it.
+// Used by the notification binaries (notify.rs, push.rs), not by e2e.rs.
+#[allow(dead_code)]
+pub async fn start_with_engine_config(
+    toml: impl FnOnce(&str) -> String,
+) -> (ControlPlane, Agent, tempfile::TempDir) {
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("nudge.toml");
+    let control_plane = ControlPlane::new(setup()).unwrap();
+    std::fs::write(&path, toml(&format!("http://{}", control_plane.http))).unwrap();
+    let mut control_plane = control_plane.with_env([("NUDGE_CP_CONFIG", path.to_str().unwrap())]);
+    control_plane.start().await.unwrap();
+    let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
+    (control_plane, agent, config)
+}
