@@ -1,0 +1,560 @@
+"""Checks the Helm charts with Helm's own code (helm-python-sdk wraps Helm's
+Go SDK; no helm binary) and the Kubernetes API schemas, offline.
+
+For the nudge chart and each value set in helm/ci/*.yaml, and for the
+example application chart (helm/examples/app-with-agent) and each value set
+in helm/ci/app-with-agent/*.yaml:
+
+* `helm lint --strict` (warnings fail) for the cluster version below;
+* render, then validate every manifest with kubernetes-validate --strict
+  (unknown fields fail). The Prometheus Operator's kinds have no schema
+  there: the PrometheusRule's rules go through `promtool check rules`, and
+  ServiceMonitor/PodMonitor are checked against what they must select;
+* cross-checks within each rendering: Services, monitors and
+  NetworkPolicies select pods and name ports that exist, probes name
+  container ports, mounts name volumes, Secret/ConfigMap keys the pods read
+  exist, the engine config reaches the pod unchanged, dashboards are JSON;
+* the programs' contract: every environment variable the programs read
+  (`env = "NUDGE_..."` in agent/src/config.rs and
+  control-plane/src/config.rs) appears in the chart's templates and is set
+  in some rendering; every NUDGE_ variable the chart sets is one they read;
+  the chart's defaults equal the programs' defaults except where listed in
+  DELIBERATE; every metric the alerts and dashboards use is exported;
+* bad values are refused at render time with a message (NEGATIVE);
+* the Dockerfiles build packages and binaries that exist.
+
+Usage: helm/ci/check  (prints one line per check, then "N passed, N failed")
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HELM = ROOT / "helm"
+CHART = HELM / "nudge"
+EXAMPLE = HELM / "examples" / "app-with-agent"
+CI = HELM / "ci"
+# The oldest Kubernetes the chart is checked against (native sidecars need
+# 1.29; kubernetes-validate has schemas from 1.25 on).
+KUBE_VERSION = os.environ.get("NUDGE_HELM_KUBE_VERSION", "1.30")
+RELEASE, NAMESPACE = "nudge", "nudge"
+
+CONFIG_FILES = [ROOT / "agent/src/config.rs", ROOT / "control-plane/src/config.rs"]
+METRIC_SOURCES = [ROOT / "agent/src", ROOT / "control-plane/src"]
+
+# Kinds without a schema in kubernetes-validate, and how they are checked.
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+# Chart defaults that differ from the program's on purpose.
+DELIBERATE = {
+    "NUDGE_CP_DATA_DIR": "the PersistentVolumeClaim's mount path",
+    "NUDGE_CP_LOG_FORMAT": "json for log shippers",
+    "NUDGE_AGENT_DATA_DIR": "the outbox volume's mount path",
+    "NUDGE_AGENT_LOG_FORMAT": "json for log shippers",
+    "NUDGE_AGENT_CONTROL_PLANE": "the release's gRPC Service",
+    "NUDGE_AGENT_LISTEN": "the DaemonSet's intake listens on every interface",
+}
+
+# Variables the chart may set before the programs read them (a setting
+# being added on both sides at once). The check fails once a program reads
+# one of them: then delete it here. Empty is the normal state.
+PENDING: set[str] = set()
+
+# Values that must not render, and a piece of the message they must give.
+NEGATIVE = [
+    (
+        CHART,
+        {"controlPlane": {"engineConfig": {"enabled": True}}},
+        "needs controlPlane.engineConfig.toml",
+    ),
+    (
+        CHART,
+        {"controlPlane": {"tls": {"enabled": True}}},
+        "controlPlane.tls.enabled needs controlPlane.tls.secretName",
+    ),
+    (
+        CHART,
+        {"agent": {"daemonset": {"enabled": True}, "tls": {"enabled": True}}},
+        "agent.tls.enabled needs agent.tls.secretName",
+    ),
+    (
+        CHART,
+        {"agent": {"daemonset": {"enabled": True, "updateStrategy": {"rollingUpdate": {"maxSurge": 1}}}}},
+        "maxSurge must be 0",
+    ),
+    (
+        CHART,
+        {"controlPlane": {"terminationGracePeriodSeconds": 10}},
+        "terminationGracePeriodSeconds must be at least 30",
+    ),
+    (
+        CHART,
+        {"controlPlane": {"podDisruptionBudget": {"minAvailable": 1}}},
+        "set minAvailable or maxUnavailable, not both",
+    ),
+    (
+        EXAMPLE,
+        {"nudge": {"agent": {"controlPlane": ""}}},
+        "agent.controlPlane is required",
+    ),
+    (
+        EXAMPLE,
+        {"nudge": {"agent": {"tls": {"enabled": True, "secretName": "t"}}}},
+        "agent.tls.enabled needs an https:// agent.controlPlane",
+    ),
+]
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name: str, problems: list[str]) -> None:
+        if problems:
+            self.failed += 1
+            print(f"FAIL {name}")
+            for problem in problems:
+                print(f"     {problem}")
+        else:
+            self.passed += 1
+            print(f"ok   {name}")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def load_values(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def render(chart: Path, values: dict) -> dict[str, str]:
+    with helm.Chart.load(chart) as loaded:
+        return loaded.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def manifests(rendered: dict[str, str]) -> list[tuple[str, dict]]:
+    docs = []
+    for template, text in sorted(rendered.items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                docs.append((template, doc))
+    return docs
+
+
+def lint(chart: Path, values: dict) -> list[str]:
+    report = helm.lint(chart, values, strict=True, kube_version=f"v{KUBE_VERSION}.0")
+    problems = [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+    return problems + list(report.get("errors") or [])
+
+
+# ------------------------------------------------------- schema validation
+
+
+def validate_schemas(docs: list[tuple[str, dict]], promtool: str) -> list[str]:
+    problems = []
+    for template, doc in docs:
+        kind = doc.get("kind")
+        where = f"{template}: {kind}/{doc.get('metadata', {}).get('name')}"
+        if kind in CRD_KINDS:
+            if kind == "PrometheusRule":
+                problems += promtool_check(doc, promtool, where)
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(p) for p in error.path)
+            problems.append(f"{where}: {path}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            problems.append(f"{where}: {error.message}")
+    return problems
+
+
+def promtool_check(doc: dict, promtool: str, where: str) -> list[str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as rules:
+        yaml.safe_dump(doc["spec"], rules)
+        rules.flush()
+        run = subprocess.run([promtool, "check", "rules", rules.name], capture_output=True, text=True)
+    if run.returncode != 0:
+        return [f"{where}: promtool check rules: {run.stdout}{run.stderr}".strip()]
+    return []
+
+
+# ----------------------------------------------------------- cross-checks
+
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
+
+
+def pod_templates(docs):
+    return [(doc, doc["spec"]["template"]) for _, doc in docs if doc["kind"] in WORKLOADS]
+
+
+def all_containers(pod_spec: dict) -> list[dict]:
+    return pod_spec.get("containers", []) + pod_spec.get("initContainers", [])
+
+
+def port_names(pod_spec: dict) -> set[str]:
+    return {p["name"] for c in all_containers(pod_spec) for p in c.get("ports", []) if "name" in p}
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def by_kind(docs, kind):
+    return [doc for _, doc in docs if doc["kind"] == kind]
+
+
+def cross_check(docs: list[tuple[str, dict]], values: dict) -> list[str]:
+    problems = []
+    pods = pod_templates(docs)
+    services = by_kind(docs, "Service")
+    secrets = {d["metadata"]["name"]: d for d in by_kind(docs, "Secret")}
+    configmaps = {d["metadata"]["name"]: d for d in by_kind(docs, "ConfigMap")}
+
+    def selected(selector: dict) -> list[dict]:
+        return [t["spec"] for _, t in pods if matches(selector, t["metadata"].get("labels", {}))]
+
+    for service in services:
+        name = service["metadata"]["name"]
+        targets = selected(service["spec"].get("selector"))
+        if not targets:
+            problems.append(f"Service {name} selects no pod")
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort")
+            if isinstance(target, str) and any(target not in port_names(t) for t in targets):
+                problems.append(f"Service {name}: targetPort {target} is no container port")
+
+    for workload, template in pods:
+        spec = template["spec"]
+        name = f"{workload['kind']} {workload['metadata']['name']}"
+        volumes = {v["name"] for v in spec.get("volumes", [])}
+        volumes |= {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        for container in all_containers(spec):
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] not in volumes:
+                    problems.append(f"{name}: {container['name']} mounts unknown volume {mount['name']}")
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                port = container.get(probe, {}).get("httpGet", {}).get("port")
+                if isinstance(port, str) and port not in port_names({"containers": [container]}):
+                    problems.append(f"{name}: {container['name']} {probe} port {port} is not its port")
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] in secrets and ref["key"] not in secrets[ref["name"]].get("data", {}):
+                    problems.append(f"{name}: {env['name']} reads missing key {ref['key']} of Secret {ref['name']}")
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            config = env.get("NUDGE_CP_CONFIG")
+            if config:
+                problems += check_engine_config(spec, container, config, secrets, configmaps, values)
+        for volume in spec.get("volumes", []):
+            ref = volume.get("configMap", {}).get("name")
+            if ref and ref not in configmaps:
+                problems.append(f"{name}: volume {volume['name']} names ConfigMap {ref} that is not rendered")
+
+    for monitor in by_kind(docs, "ServiceMonitor"):
+        name = monitor["metadata"]["name"]
+        chosen = [s for s in services if matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+        if len(chosen) != 1:
+            problems.append(f"ServiceMonitor {name} selects {len(chosen)} Services, not 1")
+        for endpoint in monitor["spec"]["endpoints"]:
+            if chosen and endpoint["port"] not in {p.get("name") for p in chosen[0]["spec"]["ports"]}:
+                problems.append(f"ServiceMonitor {name}: port {endpoint['port']} is not a Service port")
+    for monitor in by_kind(docs, "PodMonitor"):
+        name = monitor["metadata"]["name"]
+        targets = selected(monitor["spec"]["selector"]["matchLabels"])
+        if not targets:
+            problems.append(f"PodMonitor {name} selects no pod")
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            if any(endpoint["port"] not in port_names(t) for t in targets):
+                problems.append(f"PodMonitor {name}: port {endpoint['port']} is not a container port")
+
+    for policy in by_kind(docs, "NetworkPolicy"):
+        name = policy["metadata"]["name"]
+        targets = selected(policy["spec"]["podSelector"].get("matchLabels"))
+        if not targets:
+            problems.append(f"NetworkPolicy {name} selects no pod")
+        for rule in policy["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                if isinstance(port.get("port"), str) and any(port["port"] not in port_names(t) for t in targets):
+                    problems.append(f"NetworkPolicy {name}: port {port['port']} is not a container port")
+
+    for configmap in configmaps.values():
+        if configmap["metadata"].get("labels", {}).get("grafana_dashboard"):
+            for key, text in configmap["data"].items():
+                try:
+                    dashboard = json.loads(text)
+                except json.JSONDecodeError as error:
+                    problems.append(f"dashboard {key} is not JSON: {error}")
+                    continue
+                for field in ("title", "uid", "panels"):
+                    if field not in dashboard:
+                        problems.append(f"dashboard {key} has no {field}")
+    return problems
+
+
+def check_engine_config(spec, container, path, secrets, configmaps, values) -> list[str]:
+    """The file NUDGE_CP_CONFIG names is mounted, and is the TOML given."""
+    directory, file_name = path.rsplit("/", 1)
+    mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"] == directory), None)
+    if mount is None:
+        return [f"NUDGE_CP_CONFIG={path}: nothing is mounted at {directory}"]
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    given = values.get("controlPlane", {}).get("engineConfig", {}).get("toml")
+    if "secret" in volume:
+        secret = secrets.get(volume["secret"]["secretName"])
+        if secret is None:  # the operator's own Secret
+            return []
+        data = secret.get("data", {})
+        content = base64.b64decode(data[file_name]).decode() if file_name in data else None
+    else:
+        content = configmaps[volume["configMap"]["name"]]["data"].get(file_name)
+    if content is None:
+        return [f"NUDGE_CP_CONFIG={path}: the mounted volume has no key {file_name}"]
+    problems = []
+    if given is not None and content.rstrip("\n") != given.rstrip("\n"):
+        problems.append(f"NUDGE_CP_CONFIG={path}: the mounted file differs from controlPlane.engineConfig.toml")
+    try:
+        tomllib.loads(content)
+    except tomllib.TOMLDecodeError as error:
+        problems.append(f"NUDGE_CP_CONFIG={path}: not TOML: {error}")
+    return problems
+
+
+# ------------------------------------------------------- program contract
+
+
+def program_settings() -> dict[str, str | None]:
+    """Every NUDGE_ variable of config.rs with its default (None: none)."""
+    settings: dict[str, str | None] = {}
+    for path in CONFIG_FILES:
+        for attribute in re.findall(r"#\[arg\((.*?)\)\]\s*pub ", path.read_text(), re.S):
+            env = re.search(r'env\s*=\s*"(NUDGE_[A-Z0-9_]+)"', attribute)
+            if not env:
+                continue
+            default = re.search(r'default_value\s*=\s*"([^"]*)"', attribute)
+            default_t = re.search(r"default_value_t\s*=\s*([^,\n]+?)\s*[,\n]", attribute + "\n")
+            if default:
+                settings[env.group(1)] = default.group(1)
+            elif default_t:
+                settings[env.group(1)] = rust_default(default_t.group(1).strip())
+            else:
+                settings[env.group(1)] = None
+    return settings
+
+
+def rust_default(expression: str) -> str:
+    if re.fullmatch(r"[\d\s*_]+", expression):
+        product = 1
+        for factor in expression.split("*"):
+            product *= int(factor.replace("_", ""))
+        return str(product)
+    variant = expression.rsplit("::", 1)[-1]
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", variant).lower()
+
+
+def env_of(docs) -> dict[str, dict]:
+    """NUDGE_ variables set by any container of any workload: name -> entry."""
+    found = {}
+    for _, template in pod_templates(docs):
+        for container in all_containers(template["spec"]):
+            for env in container.get("env", []):
+                if env["name"].startswith("NUDGE_"):
+                    found.setdefault(env["name"], env)
+    return found
+
+
+def contract(settings: dict, rendered_env: set[str], default_env: dict[str, dict]) -> list[tuple[str, list[str]]]:
+    templates = "\n".join(p.read_text() for p in (CHART / "templates").iterdir())
+    read = set(settings)
+    checks = [
+        (
+            "every variable the programs read is in the chart's templates",
+            [f"{name} is not in helm/nudge/templates" for name in sorted(read) if name not in templates],
+        ),
+        (
+            "every variable the programs read is set in some rendering",
+            [f"{name} is set by no value set" for name in sorted(read - rendered_env)],
+        ),
+        (
+            "every NUDGE_ variable the chart sets is read by a program",
+            [f"{name} is read by neither program (typo, or a setting that was removed)"
+             for name in sorted(rendered_env - read - PENDING)]
+            + [f"{name} is read now: remove it from PENDING in helm/ci/check.py"
+               for name in sorted(PENDING & read)],
+        ),
+    ]
+    differences = []
+    for name, default in sorted(settings.items()):
+        if default is None or name in DELIBERATE:
+            continue
+        entry = default_env.get(name)
+        if entry is None:
+            differences.append(f"{name}: not set by the chart's defaults")
+        elif entry.get("value") != default:
+            differences.append(f"{name}: chart default {entry.get('value')!r}, program default {default!r}")
+    checks.append(("the chart's defaults are the programs' defaults (DELIBERATE aside)", differences))
+    return checks
+
+
+def exported_metrics() -> set[str]:
+    names = set()
+    for directory in METRIC_SOURCES:
+        for path in directory.rglob("*.rs"):
+            names |= set(re.findall(r'"(nudge_(?:agent|cp)_[a-z0-9_]+)"', path.read_text()))
+    return names
+
+
+def unknown_metrics(text: str, exported: set[str]) -> set[str]:
+    unknown = set()
+    for name in re.findall(r"\bnudge_(?:agent|cp)_[a-z0-9_]+", text):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name not in exported and base not in exported:
+            unknown.add(name)
+    return unknown
+
+
+# ------------------------------------------------------------- Dockerfiles
+
+
+def check_dockerfiles() -> list[str]:
+    problems = []
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+    packages, binaries = set(), set()
+    for member in members:
+        manifest = tomllib.loads((ROOT / member / "Cargo.toml").read_text())
+        packages.add(manifest["package"]["name"])
+        binaries |= {b["name"] for b in manifest.get("bin", [])}
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for required in ("target", ".venv", ".tools", ".git"):
+        if not any(line.strip("/") == required for line in ignored):
+            problems.append(f".dockerignore does not exclude {required}/")
+    for dockerfile in (ROOT / "agent/Dockerfile", ROOT / "control-plane/Dockerfile"):
+        text = dockerfile.read_text()
+        name = dockerfile.relative_to(ROOT)
+        stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
+        if len(stages) < 2:
+            problems.append(f"{name}: not multi-stage")
+        for package in re.findall(r"cargo build[^\n]*?-p\s+(\S+)", text):
+            if package not in packages:
+                problems.append(f"{name}: builds unknown package {package}")
+        if "--locked" not in text:
+            problems.append(f"{name}: cargo build without --locked")
+        for binary in re.findall(r"target/release/([A-Za-z0-9_-]+)", text):
+            if binary not in binaries:
+                problems.append(f"{name}: copies unknown binary {binary}")
+        users = re.findall(r"^USER\s+(\S+)", text, re.M)
+        if not users or users[-1] in ("root", "0", "0:0"):
+            problems.append(f"{name}: the runtime stage does not run as a non-root user")
+    return problems
+
+
+# -------------------------------------------------------------------- main
+
+
+def value_sets(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.yaml"))
+
+
+def with_dependencies(work: Path) -> Path:
+    """The example chart with its file:// dependency resolved, as a user's
+    `helm dependency update` would, in a copy so the tree stays clean."""
+    shutil.copytree(CHART, work / "nudge")
+    shutil.copytree(EXAMPLE, work / "examples" / EXAMPLE.name)
+    example = work / "examples" / EXAMPLE.name
+    helm.dependency_update(example)
+    return example
+
+
+def merge(base: dict, override: dict) -> dict:
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def main() -> int:
+    started = time.monotonic()
+    report = Report()
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        print("promtool not found: install the Debian package prometheus (scripts/test does)")
+        return 1
+    print(f"helm {helm.helm_sdk_version()} (helm-python-sdk), kubernetes-validate "
+          f"{kubernetes_validate.__version__} against Kubernetes {KUBE_VERSION} (strict)")
+
+    settings = program_settings()
+    rendered_env: set[str] = set()
+    default_env: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="nudge-helm-") as work:
+        example = with_dependencies(Path(work))
+        example_defaults = load_values(example / "values.yaml")
+        runs = [(CHART, path, load_values(path), load_values(path)) for path in value_sets(CI)]
+        runs += [
+            (example, path, load_values(path), merge(example_defaults, load_values(path)))
+            for path in value_sets(CI / "app-with-agent")
+        ]
+        for chart, path, values, effective in runs:
+            label = f"{chart.name} {path.relative_to(HELM)}"
+            report.check(f"{label}: helm lint --strict", lint(chart, values))
+            try:
+                docs = manifests(render(chart, values))
+            except helm.HelmError as error:
+                report.check(f"{label}: render", [str(error)])
+                continue
+            kinds = sorted({doc["kind"] for _, doc in docs})
+            report.check(f"{label}: {len(docs)} manifests valid ({', '.join(kinds)})", validate_schemas(docs, promtool))
+            report.check(f"{label}: selectors, ports, volumes, keys", cross_check(docs, effective))
+            rendered_env |= set(env_of(docs))
+
+        for chart, values, message in NEGATIVE:
+            label = f"{chart.name} refuses {json.dumps(values, separators=(',', ':'))}"
+            target = example if chart == EXAMPLE else chart
+            try:
+                render(target, values)
+                problems = ["rendered without an error"]
+            except helm.HelmError as error:
+                problems = [] if message in str(error) else [f"wrong message: {error}"]
+            report.check(label, problems)
+
+    # Defaults: the control plane as installed, the agent as the DaemonSet
+    # renders it with nothing else changed.
+    default_env = env_of(manifests(render(CHART, {"agent": {"daemonset": {"enabled": True}}})))
+    for name, problems in contract(settings, rendered_env, default_env):
+        report.check(name, problems)
+
+    exported = exported_metrics()
+    sources = [CHART / "files/alerts.yaml", *sorted((CHART / "files/dashboards").glob("*.json"))]
+    report.check(
+        "alerts and dashboards use only exported metrics",
+        [f"{p.relative_to(HELM)}: {sorted(u)}" for p in sources if (u := unknown_metrics(p.read_text(), exported))],
+    )
+    report.check("Dockerfiles build workspace packages and binaries, run as non-root", check_dockerfiles())
+
+    print(f"helm/ci/check took {time.monotonic() - started:.1f}s")
+    print(f"{report.passed} passed, {report.failed} failed")
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+{{/*
+Names, labels and the small pieces every template shares. The agent's own
+templates (sidecar, DaemonSet container) are in _agent.tpl.
+*/}}
+
+{{- define "nudge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's base name. Object names append "-grpc", "-http", "-admin",
+"-headless" or "-agent", so it stays 48 characters at most.
+*/}}
+{{- define "nudge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 48 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 48 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 48 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "nudge.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object; `component` is passed in the dict. */}}
+{{- define "nudge.labels" -}}
+helm.sh/chart: {{ include "nudge.chart" .root }}
+{{ include "nudge.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: nudge
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "nudge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "nudge.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "nudge.controlPlane.serviceAccountName" -}}
+{{- if .Values.controlPlane.serviceAccount.create }}
+{{- default (printf "%s-control-plane" (include "nudge.fullname" .)) .Values.controlPlane.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.controlPlane.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image: repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{- define "nudge.image" -}}
+{{- $tag := .image.tag | default .appVersion | toString }}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret that holds the admin token and (with engineConfig.inSecret) the
+engine config file: one the operator manages, or the chart's own.
+*/}}
+{{- define "nudge.controlPlane.secretName" -}}
+{{- .Values.controlPlane.existingSecret | default (printf "%s-control-plane" (include "nudge.fullname" .)) }}
+{{- end }}
+
+{{/* Whether the chart creates the control plane's Secret. */}}
+{{- define "nudge.controlPlane.createSecret" -}}
+{{- $cp := .Values.controlPlane }}
+{{- if and (not $cp.existingSecret) (or $cp.adminToken $cp.userTokenSecret (and $cp.engineConfig.enabled $cp.engineConfig.inSecret)) }}true{{ end }}
+{{- end }}
+
+{{/* Whether NUDGE_CP_ADMIN_TOKEN is set (from a Secret). */}}
+{{- define "nudge.controlPlane.hasAdminToken" -}}
+{{- $cp := .Values.controlPlane }}
+{{- if and $cp.adminTokenKey (or $cp.existingSecret $cp.adminToken) }}true{{ end }}
+{{- end }}
+
+{{/* Whether NUDGE_CP_USER_TOKEN_SECRET is read from a Secret. */}}
+{{- define "nudge.controlPlane.hasUserTokenSecret" -}}
+{{- $cp := .Values.controlPlane }}
+{{- if and $cp.userTokenSecretKey (or $cp.existingSecret $cp.userTokenSecret) }}true{{ end }}
+{{- end }}
+
+{{/* The gRPC address of this release's control plane, as agents use it. */}}
+{{- define "nudge.controlPlane.grpcAddress" -}}
+{{- $scheme := ternary "https" "http" (and .Values.agent.tls.enabled true) }}
+{{- printf "%s://%s-grpc.%s.svc.%s:%v" $scheme (include "nudge.fullname" .) .Release.Namespace .Values.clusterDomain .Values.controlPlane.ports.grpc }}
+{{- end }}
+
+{{/*
+Checks of settings that would otherwise only fail once pods start.
+*/}}
+{{- define "nudge.validate" -}}
+{{- $cp := .Values.controlPlane }}
+{{- if and $cp.engineConfig.enabled (not $cp.existingSecret) (not $cp.engineConfig.toml) }}
+{{- fail "controlPlane.engineConfig.enabled needs controlPlane.engineConfig.toml (the whole nudge.toml), or controlPlane.existingSecret holding it" }}
+{{- end }}
+{{- if and $cp.engineConfig.enabled $cp.existingSecret (not $cp.engineConfig.inSecret) (not $cp.engineConfig.toml) }}
+{{- fail "controlPlane.engineConfig.inSecret=false puts the file in a ConfigMap: set controlPlane.engineConfig.toml" }}
+{{- end }}
+{{- if and $cp.tls.enabled (not $cp.tls.secretName) }}
+{{- fail "controlPlane.tls.enabled needs controlPlane.tls.secretName (a Secret with the server certificate, key and client CA)" }}
+{{- end }}
+{{- if and .Values.agent.daemonset.enabled .Values.agent.tls.enabled (not .Values.agent.tls.secretName) }}
+{{- fail "agent.tls.enabled needs agent.tls.secretName (a Secret with the CA and the agent's client certificate and key)" }}
+{{- end }}
+{{- if lt (int $cp.terminationGracePeriodSeconds) 30 }}
+{{- fail "controlPlane.terminationGracePeriodSeconds must be at least 30: the control plane gives its drain up to 25 s after SIGTERM" }}
+{{- end }}
+{{- end }}
