@@ -51,9 +51,42 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
-    /// The control plane's gRPC address (http://host:port).
+    /// The control plane's gRPC address: http://host:port, or
+    /// https://host:port for TLS (see NUDGE_AGENT_TLS_*).
     #[arg(long, env = "NUDGE_AGENT_CONTROL_PLANE", value_name = "NUDGE_AGENT_CONTROL_PLANE", default_value = "http://127.0.0.1:50051", value_parser = parse_control_plane)]
     pub control_plane: String,
+
+    /// With https://: PEM bundle of the CAs the control plane's certificate
+    /// must chain to. Unset: the webpki roots (the public CAs Mozilla
+    /// trusts). Re-read when the file changes.
+    #[arg(long, env = "NUDGE_AGENT_TLS_CA", value_name = "NUDGE_AGENT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// With https://: PEM client certificate chain presented to the control
+    /// plane (mTLS). Re-read when the file changes.
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_TLS_CERT",
+        value_name = "NUDGE_AGENT_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of NUDGE_AGENT_TLS_CERT. Re-read when the file changes.
+    #[arg(long, env = "NUDGE_AGENT_TLS_KEY", value_name = "NUDGE_AGENT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The name the control plane's certificate must carry, when it is not
+    /// the host of NUDGE_AGENT_CONTROL_PLANE (e.g. connecting by IP).
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_TLS_SERVER_NAME",
+        value_name = "NUDGE_AGENT_TLS_SERVER_NAME"
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "NUDGE_AGENT_TLS_RELOAD_INTERVAL", value_name = "NUDGE_AGENT_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
 
     /// Quota on the bytes of events waiting in the outbox; when full, intake
     /// answers 503 with Retry-After. Accepts KiB/MiB/GiB suffixes.
@@ -199,7 +232,88 @@ impl Config {
                 "write keys must not have surrounding spaces".into(),
             );
         }
+        self.validate_tls()
+    }
+
+    /// TLS settings make one whole, and only with an https:// address (a
+    /// certificate configured for a plain-text connection would be a
+    /// silent downgrade).
+    fn validate_tls(&self) -> Result<(), InvalidSetting> {
+        let invalid = |setting, problem: &str| {
+            Err(InvalidSetting {
+                setting,
+                problem: problem.to_owned(),
+            })
+        };
+        let paths = [
+            ("NUDGE_AGENT_TLS_CA", &self.tls_ca),
+            ("NUDGE_AGENT_TLS_CERT", &self.tls_cert),
+            ("NUDGE_AGENT_TLS_KEY", &self.tls_key),
+        ];
+        for (setting, path) in paths {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return invalid(setting, "is set but empty; unset it or name a PEM file");
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return invalid(
+                    "NUDGE_AGENT_TLS_KEY",
+                    "is required with NUDGE_AGENT_TLS_CERT",
+                );
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "NUDGE_AGENT_TLS_CERT",
+                    "is required with NUDGE_AGENT_TLS_KEY",
+                );
+            }
+            _ => {}
+        }
+        let any_tls =
+            self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some();
+        if any_tls && !self.uses_tls() {
+            return invalid(
+                "NUDGE_AGENT_CONTROL_PLANE",
+                "is http:// but NUDGE_AGENT_TLS_* settings are given; use https://",
+            );
+        }
+        if let Some(name) = &self.tls_server_name {
+            if rustls_server_name(name).is_none() {
+                return invalid(
+                    "NUDGE_AGENT_TLS_SERVER_NAME",
+                    "is neither a DNS name nor an IP address",
+                );
+            }
+        }
+        if self.uses_tls() && self.tls_server_name().is_none() {
+            return invalid(
+                "NUDGE_AGENT_CONTROL_PLANE",
+                "its host is not a valid TLS server name; set NUDGE_AGENT_TLS_SERVER_NAME",
+            );
+        }
+        if self.tls_reload_interval.is_zero() {
+            return invalid("NUDGE_AGENT_TLS_RELOAD_INTERVAL", "must be above zero");
+        }
         Ok(())
+    }
+
+    /// Whether the control plane is reached over TLS (an https:// address).
+    pub fn uses_tls(&self) -> bool {
+        self.control_plane.starts_with("https://")
+    }
+
+    /// The name the control plane's certificate is checked against:
+    /// NUDGE_AGENT_TLS_SERVER_NAME, else the address's host.
+    pub fn tls_server_name(&self) -> Option<nudge_tls::rustls::pki_types::ServerName<'static>> {
+        match &self.tls_server_name {
+            Some(name) => rustls_server_name(name),
+            None => {
+                let uri: axum::http::Uri = self.control_plane.parse().ok()?;
+                let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+                rustls_server_name(host)
+            }
+        }
     }
 
     pub fn outbox(&self) -> OutboxConfig {
@@ -248,16 +362,20 @@ fn default_agent_id() -> String {
         .unwrap_or_else(|| "nudge-agent".to_owned())
 }
 
+fn rustls_server_name(name: &str) -> Option<nudge_tls::rustls::pki_types::ServerName<'static>> {
+    nudge_tls::rustls::pki_types::ServerName::try_from(name.to_owned()).ok()
+}
+
 fn parse_control_plane(value: &str) -> Result<String, String> {
     let uri: axum::http::Uri = value
         .parse()
-        .map_err(|e| format!("not a URI ({e}); expected http://host:port"))?;
+        .map_err(|e| format!("not a URI ({e}); expected http://host:port or https://host:port"))?;
+    let path_free = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
     match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(_)) => Ok(value.trim_end_matches('/').to_owned()),
-        (Some("https"), _) => {
-            Err("https (TLS to the control plane) is not supported yet; use http://".into())
+        (Some("http" | "https"), Some(_)) if path_free => {
+            Ok(value.trim_end_matches('/').to_owned())
         }
-        _ => Err("expected http://host:port".into()),
+        _ => Err("expected http://host:port or https://host:port".into()),
     }
 }
 
@@ -310,6 +428,58 @@ mod tests {
         assert!(error.to_string().contains("NUDGE_AGENT_LISTEN"), "{error}");
         let error =
             Config::try_parse_from(["nudge-agent", "--control-plane", "ftp://x"]).unwrap_err();
+        assert!(
+            error.to_string().contains("NUDGE_AGENT_CONTROL_PLANE"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn https_and_tls_settings() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("nudge-agent").chain(args.iter().copied()))
+                .unwrap()
+        };
+        let refused = |args: &[&str]| parse(args).validate().unwrap_err().setting;
+
+        let config = parse(&["--control-plane", "https://cp.example:50051"]);
+        config.validate().unwrap();
+        assert!(config.uses_tls());
+        assert_eq!(config.tls_server_name().unwrap().to_str(), "cp.example");
+        let by_ip = parse(&[
+            "--control-plane",
+            "https://10.0.0.7:50051",
+            "--tls-server-name",
+            "nudge-control-plane.nudge.svc",
+        ]);
+        by_ip.validate().unwrap();
+        assert_eq!(
+            by_ip.tls_server_name().unwrap().to_str(),
+            "nudge-control-plane.nudge.svc"
+        );
+        let ipv6 = parse(&["--control-plane", "https://[::1]:50051"]);
+        assert_eq!(ipv6.tls_server_name().unwrap().to_str(), "::1");
+
+        assert_eq!(
+            refused(&["--tls-ca", "ca.pem"]),
+            "NUDGE_AGENT_CONTROL_PLANE",
+            "TLS files with http:// are a downgrade"
+        );
+        let https = ["--control-plane", "https://cp:1"];
+        assert_eq!(
+            refused(&[https[0], https[1], "--tls-cert", "c.pem"]),
+            "NUDGE_AGENT_TLS_KEY"
+        );
+        assert_eq!(
+            refused(&[https[0], https[1], "--tls-key", "k.pem"]),
+            "NUDGE_AGENT_TLS_CERT"
+        );
+        assert_eq!(
+            refused(&[https[0], https[1], "--tls-server-name", "not a name"]),
+            "NUDGE_AGENT_TLS_SERVER_NAME"
+        );
+        let error = Config::try_parse_from(["nudge-agent", "--control-plane", "https://cp/path"])
+            .unwrap_err();
         assert!(
             error.to_string().contains("NUDGE_AGENT_CONTROL_PLANE"),
             "{error}"

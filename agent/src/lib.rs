@@ -71,6 +71,9 @@ pub enum Error {
     Outbox(#[from] OutboxError),
     #[error("NUDGE_AGENT_CONTROL_PLANE: {0}")]
     ControlPlane(#[from] tonic::transport::Error),
+    /// A TLS file cannot be used (names the setting).
+    #[error(transparent)]
+    Tls(#[from] nudge_tls::TlsError),
     #[error("{0} server failed: {1}")]
     Serve(&'static str, std::io::Error),
 }
@@ -83,6 +86,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let metrics = Metrics::new();
+    let tls = grpc::tls::AgentTls::load(&config)?;
     let outbox_config = config.outbox();
     let outbox = {
         let metrics = metrics.clone();
@@ -90,7 +94,8 @@ pub async fn run(
             .await
             .expect("opening the outbox does not panic")?
     };
-    let transport = grpc::GrpcTransport::new(&config.control_plane, config.ship_timeout)?;
+    let transport =
+        grpc::GrpcTransport::new(&config.control_plane, tls.as_ref(), config.ship_timeout)?;
     let tasks = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(true));
 
@@ -111,6 +116,10 @@ pub async fn run(
     ));
 
     let admin_stop = CancellationToken::new();
+    // Certificates follow their files while anything may still connect.
+    if let Some(tls) = &tls {
+        tasks.spawn(tls.watch(&metrics.registry, admin_stop.clone()));
+    }
     let admin_app = admin::admin_router(admin::AdminState {
         metrics: metrics.clone(),
         outbox: outbox.clone(),

@@ -41,7 +41,11 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            // A TLS file that cannot be used is a setting to fix.
+            match error.downcast_ref::<nudge_agent::Error>() {
+                Some(nudge_agent::Error::Tls(_)) => ExitCode::from(EX_USAGE),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

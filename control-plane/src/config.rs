@@ -76,6 +76,17 @@ pub struct Config {
     )]
     pub admin_token: Option<AdminToken>,
 
+    /// The HS256 secret the application's backend signs end users' tokens
+    /// with (at least 32 bytes). When unset the `/v1/me/*` routes answer
+    /// 503 `user_auth_disabled`.
+    #[arg(
+        long,
+        env = "NUDGE_CP_USER_TOKEN_SECRET",
+        value_name = "NUDGE_CP_USER_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub user_token_secret: Option<crate::http::user_auth::UserTokenSecret>,
+
     /// How long event ids are remembered for dedupe (humantime, e.g. `30d`;
     /// at least 7d).
     #[arg(long, env = "NUDGE_CP_DEDUPE_WINDOW", value_name = "NUDGE_CP_DEDUPE_WINDOW", default_value = "30d", value_parser = humantime::parse_duration)]
@@ -99,6 +110,113 @@ pub struct Config {
     /// Log line format on stderr.
     #[arg(long, env = "NUDGE_CP_LOG_FORMAT", value_name = "NUDGE_CP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// TLS (and mTLS) on the gRPC listener.
+    #[command(flatten)]
+    pub tls: TlsSettings,
+
+    /// A command other than serving (`dev-certs`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// TLS on the gRPC listener (agents and the management API). The HTTP API
+/// and the operations port are not affected: terminate TLS for them in
+/// front (ingress) as before.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsSettings {
+    /// PEM certificate chain (leaf first) of the gRPC listener. With
+    /// NUDGE_CP_TLS_KEY, the listener speaks TLS only. Re-read when the file
+    /// changes.
+    #[arg(long, env = "NUDGE_CP_TLS_CERT", value_name = "NUDGE_CP_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of NUDGE_CP_TLS_CERT. Re-read when the file changes.
+    #[arg(long, env = "NUDGE_CP_TLS_KEY", value_name = "NUDGE_CP_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM bundle of the CAs that sign agents' client certificates: with it,
+    /// a client certificate signed by one of them is required (mTLS).
+    /// Re-read when the file changes.
+    #[arg(
+        long,
+        env = "NUDGE_CP_TLS_CLIENT_CA",
+        value_name = "NUDGE_CP_TLS_CLIENT_CA"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "NUDGE_CP_TLS_RELOAD_INTERVAL", value_name = "NUDGE_CP_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+}
+
+impl TlsSettings {
+    /// Checks that the settings make one whole: a certificate needs its
+    /// key, a client CA needs the server side.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: &str| {
+            Err(ConfigError {
+                setting,
+                message: message.to_owned(),
+            })
+        };
+        let paths = [
+            ("NUDGE_CP_TLS_CERT", &self.tls_cert),
+            ("NUDGE_CP_TLS_KEY", &self.tls_key),
+            ("NUDGE_CP_TLS_CLIENT_CA", &self.tls_client_ca),
+        ];
+        for (setting, path) in paths {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return invalid(setting, "is set but empty; unset it or name a PEM file");
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return invalid("NUDGE_CP_TLS_KEY", "is required with NUDGE_CP_TLS_CERT");
+            }
+            (None, Some(_)) => {
+                return invalid("NUDGE_CP_TLS_CERT", "is required with NUDGE_CP_TLS_KEY");
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return invalid(
+                "NUDGE_CP_TLS_CLIENT_CA",
+                "requires NUDGE_CP_TLS_CERT and NUDGE_CP_TLS_KEY (client certificates are asked for during a TLS handshake)",
+            );
+        }
+        if self.tls_reload_interval.is_zero() {
+            return invalid("NUDGE_CP_TLS_RELOAD_INTERVAL", "must be above zero");
+        }
+        Ok(())
+    }
+}
+
+/// Commands besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Writes a new development CA, a server certificate and an agent
+    /// client certificate as PEM files (ca.pem, server.pem, server-key.pem,
+    /// agent.pem, agent-key.pem), for trying TLS and mTLS locally. Not for
+    /// production: use your own PKI (e.g. cert-manager).
+    DevCerts(DevCertsArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevCertsArgs {
+    /// Directory to write into (created if missing); existing files are
+    /// never overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// A DNS name or IP address agents use to reach the control plane; give
+    /// it once per name.
+    #[arg(long = "server-name", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+    pub server_names: Vec<String>,
+
+    /// Common name of the agent's client certificate.
+    #[arg(long, value_name = "NAME", default_value = "nudge-agent")]
+    pub agent_name: String,
 }
 
 /// Log line format.
@@ -215,6 +333,7 @@ impl Config {
                     .to_owned(),
             });
         }
+        self.tls.validate()?;
         let listens = [
             ("NUDGE_CP_GRPC_LISTEN", self.grpc_listen),
             ("NUDGE_CP_HTTP_LISTEN", self.http_listen),
@@ -315,6 +434,52 @@ mod tests {
         };
         let error = config.validate().unwrap_err();
         assert!(error.to_string().contains("NUDGE_CP_CONFIG"), "{error}");
+    }
+
+    #[test]
+    fn partial_tls_settings_are_refused_by_name() {
+        let refused = |args: &[&str]| parse(args).unwrap().validate().unwrap_err().setting;
+        assert_eq!(refused(&["--tls-cert", "c.pem"]), "NUDGE_CP_TLS_KEY");
+        assert_eq!(refused(&["--tls-key", "k.pem"]), "NUDGE_CP_TLS_CERT");
+        assert_eq!(
+            refused(&["--tls-client-ca", "ca.pem"]),
+            "NUDGE_CP_TLS_CLIENT_CA"
+        );
+        assert_eq!(
+            refused(&[
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-reload-interval",
+                "0s"
+            ]),
+            "NUDGE_CP_TLS_RELOAD_INTERVAL"
+        );
+        let mutual = parse(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ])
+        .unwrap();
+        mutual.validate().unwrap();
+        assert_eq!(mutual.tls.tls_reload_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn dev_certs_is_a_subcommand() {
+        let config =
+            parse(&["dev-certs", "--out", "certs", "--server-name", "cp.example"]).unwrap();
+        let Some(Command::DevCerts(args)) = config.command else {
+            panic!("no subcommand: {config:?}");
+        };
+        assert_eq!(args.out, PathBuf::from("certs"));
+        assert_eq!(args.server_names, ["cp.example"]);
+        assert_eq!(args.agent_name, "nudge-agent");
+        assert!(parse(&[]).unwrap().command.is_none());
     }
 
     #[test]

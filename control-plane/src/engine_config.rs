@@ -35,7 +35,7 @@ use crate::channels::webhook::{WebhookChannel, WebhookConfig};
 use crate::config::ConfigError;
 use crate::delivery::{DispatcherConfig, RetryPolicy};
 use crate::devices::cleanup::DeviceRetention;
-use crate::links::UnsubscribeLinks;
+use crate::links::{TrackingLinks, UnsubscribeLinks};
 use crate::preferences::OperatorDefaults;
 use crate::templates::{TemplateSet, TypeTemplates};
 
@@ -89,6 +89,8 @@ struct EngineFile {
     public_url: Option<String>,
     /// Signs the links under `public_url` (see [`crate::links`]).
     link_secret: Option<String>,
+    /// `[tracking]`: open and click tracking in emails.
+    tracking: TrackingConfig,
     retry: RetryConfig,
     concurrency: BTreeMap<ChannelKind, usize>,
     channels: ChannelsConfig,
@@ -98,6 +100,19 @@ struct EngineFile {
     rules: Vec<Rule>,
     /// `[devices]`: when unused devices are retired.
     devices: DeviceRetention,
+}
+
+/// `[tracking]`: engagement tracking in emails (see
+/// [`crate::links::tracking`]). Each switch defaults to on when
+/// `public_url` is set (tracking needs it) and can be turned off; turning
+/// one on without `public_url` is refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TrackingConfig {
+    /// The open pixel in HTML emails.
+    opens: Option<bool>,
+    /// Click-tracking redirects for the links in HTML emails.
+    clicks: Option<bool>,
 }
 
 /// `[retry]`: the delivery retry schedule (see [`RetryPolicy`]).
@@ -170,6 +185,9 @@ pub struct EngineConfig {
     pub public_url: Option<String>,
     /// `public_url` with `link_secret`: makes and checks unsubscribe links.
     unsubscribe_links: Option<UnsubscribeLinks>,
+    /// `public_url` with `link_secret` and the `[tracking]` switches:
+    /// makes and checks open and click links.
+    tracking_links: Option<TrackingLinks>,
     /// The SMTP relay; `None` means the email channel is off.
     pub email: Option<EmailConfig>,
     /// The webhook signer; `None` means the webhook channel is off.
@@ -221,6 +239,7 @@ impl EngineConfig {
         let EngineFile {
             public_url,
             link_secret,
+            tracking,
             retry,
             concurrency,
             channels,
@@ -259,6 +278,32 @@ impl EngineConfig {
                 ));
             }
             (None, None) => None,
+        };
+        let tracking_links = match (&public_url, &link_secret) {
+            (Some(url), Some(secret)) => Some(
+                TrackingLinks::new(
+                    url,
+                    secret,
+                    tracking.opens.unwrap_or(true),
+                    tracking.clicks.unwrap_or(true),
+                )
+                .map_err(|err| invalid("link_secret".to_owned(), err.to_string()))?,
+            ),
+            _ => {
+                for (key, on) in [
+                    ("tracking.opens", tracking.opens),
+                    ("tracking.clicks", tracking.clicks),
+                ] {
+                    if on == Some(true) {
+                        return Err(invalid(
+                            key.to_owned(),
+                            "needs public_url and link_secret: tracking links point there"
+                                .to_owned(),
+                        ));
+                    }
+                }
+                None
+            }
         };
 
         if retry.initial.is_zero() {
@@ -316,6 +361,7 @@ impl EngineConfig {
         Ok(EngineConfig {
             public_url,
             unsubscribe_links,
+            tracking_links,
             email: channels.email,
             webhook: channels.webhook,
             sms: channels.sms,
@@ -336,6 +382,13 @@ impl EngineConfig {
     /// `link_secret`) is set.
     pub fn unsubscribe_links(&self) -> Option<UnsubscribeLinks> {
         self.unsubscribe_links.clone()
+    }
+
+    /// The open and click links' maker, with the `[tracking]` switches,
+    /// when `public_url` (and so `link_secret`) is set — also when both
+    /// switches are off, so links already sent keep working.
+    pub fn tracking_links(&self) -> Option<TrackingLinks> {
+        self.tracking_links.clone()
     }
 
     /// When unused devices are deactivated and deleted (`[devices]`).
@@ -633,6 +686,27 @@ mod tests {
         assert!(message.contains("at least 32 bytes"), "{message}");
         let message = error(&format!("link_secret = \"{secret}\"\n"));
         assert!(message.contains("public_url is not"), "{message}");
+    }
+
+    #[test]
+    fn tracking_follows_public_url_and_can_be_switched_off() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let links = format!("public_url = \"https://n.example/\"\nlink_secret = \"{secret}\"\n");
+        let tracking = parse(&links).unwrap().tracking_links().unwrap();
+        assert!(tracking.opens() && tracking.clicks());
+        assert!(!format!("{tracking:?}").contains(secret));
+
+        let off = parse(&format!("{links}[tracking]\nopens = false\n")).unwrap();
+        let tracking = off.tracking_links().unwrap();
+        assert!(!tracking.opens() && tracking.clicks());
+
+        assert!(parse("").unwrap().tracking_links().is_none());
+        assert!(parse("[tracking]\nopens = false\nclicks = false\n").is_ok());
+        let message = error("[tracking]\nclicks = true\n");
+        assert!(message.contains("invalid tracking.clicks"), "{message}");
+        assert!(message.contains("needs public_url"), "{message}");
+        let message = error("[tracking]\npixels = true\n");
+        assert!(message.contains("unknown field `pixels`"), "{message}");
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! | [`templates`] | minijinja templates per type and channel, digests |
 //! | [`catalog`] | types and rules from the config file and the management API, composed into the engine's settings |
 //! | [`delivery`] | the durable delivery queue, retry policy, dead letters, dispatcher |
-//! | [`links`] | signed one-click unsubscribe links (RFC 8058) in emails |
+//! | [`links`] | signed links in emails: one-click unsubscribe (RFC 8058), open pixel, click tracking |
 //! | [`channels`] | the `Channel` trait; email (lettre), webhook (Standard Webhooks), in-app |
 //!
 //! [`run`] takes already-bound listeners, so tests bind `127.0.0.1:0` and the
@@ -41,6 +41,7 @@ pub mod engine;
 pub mod engine_config;
 pub mod grpc;
 pub mod http;
+pub mod inbox;
 pub mod links;
 pub mod metrics;
 pub mod notifications;
@@ -117,10 +118,15 @@ pub enum Error {
     },
     #[error("NUDGE_CP_CONFIG: {0}")]
     EngineConfig(#[from] engine_config::EngineConfigError),
+    /// A TLS file of the gRPC listener cannot be used (names the setting).
+    #[error(transparent)]
+    Tls(#[from] nudge_tls::TlsError),
     #[error("notification engine: {0}")]
     Engine(#[from] engine::EngineError),
     #[error("notifications: {0}")]
     Notifications(#[from] notifications::NotificationError),
+    #[error("inbox: {0}")]
+    Inbox(#[from] inbox::InboxError),
     #[error("delivery queue: {0}")]
     Queue(#[from] delivery::QueueError),
     #[error("catalog (types and rules): {0}")]
@@ -138,6 +144,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     config.validate()?;
+    let grpc_tls = grpc::tls::GrpcTls::load(&config.tls)?;
     let data_dir = config.data_dir.clone();
     let cache_bytes = config.cache_bytes;
     let sled_store =
@@ -197,7 +204,7 @@ pub async fn run(
         };
         let stop = stop.clone();
         async move {
-            grpc::serve(listeners.grpc, state, stop)
+            grpc::serve(listeners.grpc, state, grpc_tls, stop)
                 .await
                 .map_err(Error::from)
         }
@@ -216,6 +223,14 @@ pub async fn run(
                 .sms
                 .as_ref()
                 .and_then(channels::sms::SmsConfig::status_callback_auth),
+            tracking: engine_config.tracking_links(),
+            email_callbacks: engine_config
+                .email
+                .as_ref()
+                .and_then(channels::email::EmailConfig::callback_auth),
+            inbox: engine.inbox.clone(),
+            user_tokens: config.user_token_secret.clone(),
+            live: http::LiveStream::new(stop.clone(), metrics.registry())?,
         };
         let stop = stop.clone();
         async move {
@@ -313,6 +328,8 @@ struct NotificationEngine {
     settings: engine::SettingsHandle,
     /// Types and rules, for the management API.
     catalog: catalog::Catalog,
+    /// Users' in-app notifications, for the inbox API.
+    inbox: inbox::InboxStore,
 }
 
 /// Builds the engine over the store's database with the channels the
@@ -327,9 +344,8 @@ fn notification_engine(
     let queue = delivery::DeliveryQueue::open(db)?;
     let delivery_metrics = delivery::DeliveryMetrics::new()?;
     delivery_metrics.register(metrics.registry())?;
-    let in_app = channels::in_app::InAppChannel::new(
-        db.open_tree("inbox").map_err(engine::EngineError::from)?,
-    );
+    let inbox = inbox::InboxStore::open(db)?;
+    let in_app = channels::in_app::InAppChannel::new(inbox.clone());
     let devices = devices::DeviceStore::open(db).map_err(engine::EngineError::from)?;
     let mut dispatcher = delivery::Dispatcher::new(
         queue.clone(),
@@ -385,7 +401,8 @@ fn notification_engine(
         clock,
     };
     let engine = engine::Engine::new(db, parts, settings.clone(), metrics.registry())?
-        .with_unsubscribe_links(config.unsubscribe_links());
+        .with_unsubscribe_links(config.unsubscribe_links())
+        .with_tracking_links(config.tracking_links());
     Ok(NotificationEngine {
         engine,
         dispatcher,
@@ -395,5 +412,6 @@ fn notification_engine(
         devices,
         settings,
         catalog,
+        inbox,
     })
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use nudge_control_plane::config::{Command, DevCertsArgs};
 use nudge_control_plane::{Config, Listeners, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -32,6 +33,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(Command::DevCerts(args)) = &config.command {
+        return dev_certs(args);
+    }
     if let Err(error) = config.validate() {
         eprintln!("error: {error}");
         return ExitCode::from(EX_USAGE);
@@ -48,11 +52,40 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "control plane failed");
-            // A bad engine config file is a usage error, like a bad flag.
+            // A bad engine config file or TLS file is a usage error, like
+            // a bad flag.
             match error.downcast_ref::<nudge_control_plane::Error>() {
-                Some(nudge_control_plane::Error::EngineConfig(_)) => ExitCode::from(EX_USAGE),
+                Some(
+                    nudge_control_plane::Error::EngineConfig(_)
+                    | nudge_control_plane::Error::Tls(_),
+                ) => ExitCode::from(EX_USAGE),
                 _ => ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+/// `nudge-control-plane dev-certs`: writes a development CA and
+/// certificates and says how to use them.
+fn dev_certs(args: &DevCertsArgs) -> ExitCode {
+    match nudge_tls::dev::write_dev_certs(&args.out, &args.server_names, &args.agent_name) {
+        Ok(paths) => {
+            for path in &paths {
+                println!("wrote {}", path.display());
+            }
+            let dir = args.out.display();
+            println!(
+                "\ncontrol plane: NUDGE_CP_TLS_CERT={dir}/server.pem NUDGE_CP_TLS_KEY={dir}/server-key.pem NUDGE_CP_TLS_CLIENT_CA={dir}/ca.pem\n\
+                 agent:         NUDGE_AGENT_CONTROL_PLANE=https://{}:50051 NUDGE_AGENT_TLS_CA={dir}/ca.pem NUDGE_AGENT_TLS_CERT={dir}/agent.pem NUDGE_AGENT_TLS_KEY={dir}/agent-key.pem",
+                args.server_names
+                    .first()
+                    .map_or("localhost", String::as_str)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
         }
     }
 }

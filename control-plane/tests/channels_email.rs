@@ -135,6 +135,7 @@ impl SmtpServer {
             from: "Nudge <notify@nudge.example>".to_owned(),
             pool_max_size: 2,
             timeout: Duration::from_secs(5),
+            callback_secret: None,
         })
         .unwrap()
     }

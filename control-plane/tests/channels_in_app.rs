@@ -1,14 +1,14 @@
-//! The in-app channel over a real sled tree.
+//! The in-app channel over a real sled inbox.
 
 use nudge_control_plane::channels::compliance::{self, Peer, sample_message};
-use nudge_control_plane::channels::in_app::{InAppChannel, InboxEntry};
+use nudge_control_plane::channels::in_app::InAppChannel;
 use nudge_control_plane::channels::{Channel, Recipient, SendError};
+use nudge_control_plane::inbox::{InboxQuery, InboxStore};
 
-fn inbox() -> (tempfile::TempDir, sled::Tree) {
+fn inbox() -> (tempfile::TempDir, InboxStore) {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let tree = db.open_tree("inbox").unwrap();
-    (dir, tree)
+    (dir, InboxStore::open(&db).unwrap())
 }
 
 fn user(id: &str) -> Recipient {
@@ -17,10 +17,17 @@ fn user(id: &str) -> Recipient {
     }
 }
 
-/// The inbox tree is the peer: an attempt is a write to it. It cannot be
-/// down or fail on request, so (b) and the failing half of (d) do not
-/// apply.
-struct InboxPeer(sled::Tree);
+fn all(inbox: &InboxStore, user: &str) -> Vec<nudge_control_plane::inbox::InboxItem> {
+    let query = InboxQuery {
+        limit: 100,
+        ..InboxQuery::default()
+    };
+    inbox.list(user, &query).unwrap().items
+}
+
+/// The inbox is the peer: an attempt is an add to it. It cannot be down
+/// or fail on request, so (b) and the failing half of (d) do not apply.
+struct InboxPeer(InboxStore);
 
 #[async_trait::async_trait]
 impl Peer for InboxPeer {
@@ -29,7 +36,7 @@ impl Peer for InboxPeer {
     }
 
     async fn attempts(&self) -> usize {
-        self.0.len()
+        self.0.changes_after("u-compliance", 0, 1000).unwrap().len()
     }
 
     async fn fail_temporarily(&mut self) -> bool {
@@ -43,19 +50,20 @@ impl Peer for InboxPeer {
 
 #[tokio::test]
 async fn passes_the_compliance_test() {
-    let (_dir, tree) = inbox();
-    let channel = InAppChannel::new(tree.clone());
-    compliance::check(&channel, &mut InboxPeer(tree)).await;
+    let (_dir, inbox) = inbox();
+    let channel = InAppChannel::new(inbox.clone());
+    compliance::check(&channel, &mut InboxPeer(inbox)).await;
 }
 
 #[tokio::test]
-async fn stores_one_entry_per_delivery_even_when_retried() {
-    let (_dir, tree) = inbox();
-    let channel = InAppChannel::new(tree.clone());
+async fn stores_one_item_per_delivery_even_when_retried() {
+    let (_dir, inbox) = inbox();
+    let channel = InAppChannel::new(inbox.clone());
     let message = sample_message("d-1");
     let receipt = channel.send(&message, &user("alice")).await.unwrap();
     assert_eq!(receipt.answer, "stored");
-    channel.send(&message, &user("alice")).await.unwrap();
+    let retried = channel.send(&message, &user("alice")).await.unwrap();
+    assert_eq!(retried.answer, "already stored");
     channel
         .send(&sample_message("d-2"), &user("alice"))
         .await
@@ -65,27 +73,31 @@ async fn stores_one_entry_per_delivery_even_when_retried() {
         .await
         .unwrap();
 
-    let alice: Vec<InboxEntry> = tree
-        .scan_prefix(b"alice\0")
-        .map(|item| serde_json::from_slice(&item.unwrap().1).unwrap())
-        .collect();
+    let alice = all(&inbox, "alice");
     assert_eq!(alice.len(), 2);
-    assert_eq!(alice[0].delivery_id, "d-1");
-    assert_eq!(alice[0].subject, message.subject);
-    assert_eq!(alice[0].text, message.text_body);
-    assert_eq!(alice[0].data, message.data);
-    assert_eq!(alice[1].delivery_id, "d-2");
-    assert!(tree.get(InAppChannel::key("bob", "d-1")).unwrap().is_some());
+    let first = alice.iter().find(|item| item.id == "d-1").unwrap();
+    assert_eq!(first.title, message.subject);
+    assert_eq!(first.body, message.text_body);
+    assert_eq!(first.data, message.data);
+    assert_eq!(first.category.as_deref(), Some("billing"));
+    assert_eq!(inbox.counts("alice").unwrap().unread, 2);
+    assert_eq!(all(&inbox, "bob").len(), 1);
 }
 
 #[tokio::test]
-async fn rejects_a_bad_user_id() {
-    let (_dir, tree) = inbox();
-    let channel = InAppChannel::new(tree.clone());
-    let err = channel
-        .send(&sample_message("d"), &user("a\0b"))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, SendError::InvalidRecipient { .. }), "{err:?}");
-    assert!(tree.is_empty());
+async fn refuses_other_recipients_and_bad_user_ids() {
+    let (_dir, inbox) = inbox();
+    let channel = InAppChannel::new(inbox);
+    let email = Recipient::Email {
+        address: "a@example.com".into(),
+        name: None,
+    };
+    assert!(matches!(
+        channel.send(&sample_message("d"), &email).await,
+        Err(SendError::Permanent { .. })
+    ));
+    assert!(matches!(
+        channel.send(&sample_message("d"), &user("bad\0id")).await,
+        Err(SendError::InvalidRecipient { .. })
+    ));
 }

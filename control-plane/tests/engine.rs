@@ -25,6 +25,7 @@ use nudge_control_plane::devices::{DeviceStore, NewDevice, Platform, deactivatio
 use nudge_control_plane::engine::{
     Engine, EngineParts, EngineSettings, SettingsHandle, delivery_id_for,
 };
+use nudge_control_plane::inbox::InboxStore;
 use nudge_control_plane::notifications::NotificationStore;
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, QuietHours, TypeDefaults, Tz, UserPreferences,
@@ -129,7 +130,7 @@ impl Harness {
             Arc::clone(&clock),
             DeliveryMetrics::new().unwrap(),
         )
-        .with_channel(Arc::new(InAppChannel::new(db.open_tree("inbox").unwrap())))
+        .with_channel(Arc::new(InAppChannel::new(InboxStore::open(&db).unwrap())))
         .on_invalid_recipient(deactivation_hook(devices.clone(), Arc::clone(&clock)));
         let dispatcher = channels
             .into_iter()

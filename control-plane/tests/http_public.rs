@@ -16,11 +16,9 @@ use nudge_control_plane::channels::{ChannelKind, OutboundMessage, Recipient, Sen
 use nudge_control_plane::delivery::{
     Completion, Delivery, DeliveryQueue, NewDelivery, Priority, Status,
 };
-use nudge_control_plane::devices::DeviceStore;
 use nudge_control_plane::engine::{EngineSettings, SettingsHandle};
 use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::links::{UnsubscribeClaims, UnsubscribeLinks};
-use nudge_control_plane::notifications::NotificationStore;
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, TypeDefaults, UserPreferences,
 };
@@ -68,18 +66,13 @@ impl Server {
         };
         let links = UnsubscribeLinks::new("https://nudge.example.com", SECRET).unwrap();
         let state = HttpState {
-            store,
-            notifications: NotificationStore::open(&db).unwrap(),
-            queue: queue.clone(),
-            preferences: preferences.clone(),
-            devices: DeviceStore::open(&db).unwrap(),
             settings: SettingsHandle::new(EngineSettings {
                 defaults,
                 ..EngineSettings::default()
             }),
-            admin_token: None,
             unsubscribe: configured.then(|| links.clone()),
             sms_callbacks: configured.then(|| StatusCallbackAuth::new(CALLBACK_URL, AUTH_TOKEN)),
+            ..HttpState::standalone(&db, store).unwrap()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

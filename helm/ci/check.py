@@ -7,13 +7,21 @@ in helm/ci/app-with-agent/*.yaml:
 
 * `helm lint --strict` (warnings fail) for the cluster version below;
 * render, then validate every manifest with kubernetes-validate --strict
-  (unknown fields fail). The Prometheus Operator's kinds have no schema
-  there: the PrometheusRule's rules go through `promtool check rules`, and
-  ServiceMonitor/PodMonitor are checked against what they must select;
+  (unknown fields fail). The Prometheus Operator's and cert-manager's kinds
+  have no schema there: the PrometheusRule's rules go through `promtool
+  check rules`, ServiceMonitor/PodMonitor are checked against what they
+  must select, and a Certificate's fields against a list of known ones and
+  against the pods that mount its Secret;
 * cross-checks within each rendering: Services, monitors and
   NetworkPolicies select pods and name ports that exist, probes name
   container ports, mounts name volumes, Secret/ConfigMap keys the pods read
   exist, the engine config reaches the pod unchanged, dashboards are JSON;
+  each cert-manager Certificate writes a Secret a pod mounts for TLS, its
+  usages fit that pod's side (server auth for the control plane, client
+  auth for agents), the TLS files the pods read are keys cert-manager
+  writes, the server certificate names the gRPC Service (and the agents'
+  address), and both sides come from one issuer (ca.crt is the other
+  side's CA);
 * the programs' contract: every environment variable the programs read
   (`env = "NUDGE_..."` in agent/src/config.rs and
   control-plane/src/config.rs) appears in the chart's templates and is set
@@ -59,7 +67,26 @@ CONFIG_FILES = [ROOT / "agent/src/config.rs", ROOT / "control-plane/src/config.r
 METRIC_SOURCES = [ROOT / "agent/src", ROOT / "control-plane/src"]
 
 # Kinds without a schema in kubernetes-validate, and how they are checked.
-CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Certificate"}
+
+# cert-manager.io/v1 Certificate spec fields (cert-manager 1.15+); anything
+# else is a typo the API server would reject.
+CERTIFICATE_FIELDS = {
+    "secretName", "issuerRef", "commonName", "dnsNames", "ipAddresses", "uris",
+    "emailAddresses", "otherNames", "subject", "literalSubject", "duration",
+    "renewBefore", "renewBeforePercentage", "usages", "privateKey", "isCA",
+    "keystores", "secretTemplate", "revisionHistoryLimit", "encodeUsagesInRequest",
+    "additionalOutputFormats", "nameConstraints",
+}
+CERTIFICATE_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment",
+    "key agreement", "data encipherment", "cert sign", "crl sign", "encipher only",
+    "decipher only", "any", "server auth", "client auth", "code signing",
+    "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user",
+    "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc",
+}
+# The keys cert-manager writes into a Certificate's Secret.
+CERT_MANAGER_KEYS = {"tls.crt", "tls.key", "ca.crt"}
 
 # Chart defaults that differ from the program's on purpose.
 DELIBERATE = {
@@ -92,6 +119,16 @@ NEGATIVE = [
         CHART,
         {"agent": {"daemonset": {"enabled": True}, "tls": {"enabled": True}}},
         "agent.tls.enabled needs agent.tls.secretName",
+    ),
+    (
+        CHART,
+        {"certManager": {"enabled": True}, "controlPlane": {"tls": {"enabled": True}}},
+        "certManager.enabled needs certManager.issuerRef.name",
+    ),
+    (
+        CHART,
+        {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}},
+        "certManager.enabled needs controlPlane.tls.enabled",
     ),
     (
         CHART,
@@ -177,6 +214,8 @@ def validate_schemas(docs: list[tuple[str, dict]], promtool: str) -> list[str]:
         if kind in CRD_KINDS:
             if kind == "PrometheusRule":
                 problems += promtool_check(doc, promtool, where)
+            if kind == "Certificate":
+                problems += certificate_fields(doc, where)
             continue
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
@@ -185,6 +224,22 @@ def validate_schemas(docs: list[tuple[str, dict]], promtool: str) -> list[str]:
             problems.append(f"{where}: {path}: {error.message}")
         except kubernetes_validate.SchemaNotFoundError as error:
             problems.append(f"{where}: {error.message}")
+    return problems
+
+
+def certificate_fields(doc: dict, where: str) -> list[str]:
+    problems = []
+    if doc.get("apiVersion") != "cert-manager.io/v1":
+        problems.append(f"{where}: apiVersion {doc.get('apiVersion')}, not cert-manager.io/v1")
+    spec = doc.get("spec", {})
+    problems += [f"{where}: spec.{key}: unknown field" for key in sorted(set(spec) - CERTIFICATE_FIELDS)]
+    if not spec.get("secretName"):
+        problems.append(f"{where}: spec.secretName is empty")
+    if not spec.get("issuerRef", {}).get("name"):
+        problems.append(f"{where}: spec.issuerRef.name is empty")
+    problems += [f"{where}: spec.usages: unknown usage {u!r}" for u in spec.get("usages", []) if u not in CERTIFICATE_USAGES]
+    if not any(spec.get(k) for k in ("commonName", "dnsNames", "ipAddresses", "uris", "emailAddresses")):
+        problems.append(f"{where}: no commonName or subject alternative name")
     return problems
 
 
@@ -296,6 +351,8 @@ def cross_check(docs: list[tuple[str, dict]], values: dict) -> list[str]:
                 if isinstance(port.get("port"), str) and any(port["port"] not in port_names(t) for t in targets):
                     problems.append(f"NetworkPolicy {name}: port {port['port']} is not a container port")
 
+    problems += check_certificates(docs, pods, services, values)
+
     for configmap in configmaps.values():
         if configmap["metadata"].get("labels", {}).get("grafana_dashboard"):
             for key, text in configmap["data"].items():
@@ -307,6 +364,82 @@ def cross_check(docs: list[tuple[str, dict]], values: dict) -> list[str]:
                 for field in ("title", "uid", "panels"):
                     if field not in dashboard:
                         problems.append(f"dashboard {key} has no {field}")
+    return problems
+
+
+# The TLS file variables of each side, and the usage its certificate needs.
+TLS_SIDES = {
+    "server": ({"NUDGE_CP_TLS_CERT", "NUDGE_CP_TLS_KEY", "NUDGE_CP_TLS_CLIENT_CA"}, "NUDGE_CP_TLS_CERT", "server auth"),
+    "client": ({"NUDGE_AGENT_TLS_CA", "NUDGE_AGENT_TLS_CERT", "NUDGE_AGENT_TLS_KEY"}, "NUDGE_AGENT_TLS_CERT", "client auth"),
+}
+
+
+def check_certificates(docs, pods, services, values) -> list[str]:
+    """cert-manager Certificates against the pods that mount their Secrets."""
+    problems = []
+    certificates = by_kind(docs, "Certificate")
+    if not certificates:
+        return problems
+    # secretName -> [(workload name, container, mount path)]
+    mounted: dict[str, list[tuple[str, dict, str]]] = {}
+    for workload, template in pods:
+        spec = template["spec"]
+        secret_volumes = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+        for container in all_containers(spec):
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in secret_volumes:
+                    mounted.setdefault(secret_volumes[mount["name"]], []).append(
+                        (f"{workload['kind']} {workload['metadata']['name']}", container, mount["mountPath"])
+                    )
+    grpc = [s for s in services if s["metadata"].get("labels", {}).get("nudge.io/listener") == "grpc"]
+    domain = values.get("clusterDomain", "cluster.local")
+    issuers = {}
+    server_names: set[str] = set()
+    agent_hosts: set[str] = set()
+    for certificate in certificates:
+        spec = certificate["spec"]
+        name = f"Certificate {certificate['metadata']['name']}"
+        usages = set(spec.get("usages", []))
+        users = mounted.get(spec.get("secretName"), [])
+        if not users:
+            problems.append(f"{name}: Secret {spec.get('secretName')} is mounted by no pod")
+        for workload, container, path in users:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            sides = [side for side, (_, cert_var, _) in TLS_SIDES.items()
+                     if (env.get(cert_var) or "").startswith(path + "/")]
+            if len(sides) != 1:
+                problems.append(f"{name}: {workload} {container['name']} mounts its Secret at {path} "
+                                f"but reads no TLS certificate there")
+                continue
+            side = sides[0]
+            variables, _, usage = TLS_SIDES[side]
+            other = TLS_SIDES["client" if side == "server" else "server"][2]
+            issuers[side] = spec.get("issuerRef")
+            if usage not in usages:
+                problems.append(f"{name}: read as the {side} certificate by {workload} without usage {usage!r}")
+            if other in usages:
+                problems.append(f"{name}: the {side} certificate of {workload} also has usage {other!r}")
+            for variable in sorted(variables):
+                value = env.get(variable)
+                if value and value.startswith(path + "/") and value[len(path) + 1:] not in CERT_MANAGER_KEYS:
+                    problems.append(f"{name}: {workload} {variable}={value}: cert-manager writes only "
+                                    f"{sorted(CERT_MANAGER_KEYS)}")
+            if side == "server":
+                server_names |= set(spec.get("dnsNames", []))
+                for service in grpc:
+                    fqdn = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.{domain}"
+                    if fqdn not in spec.get("dnsNames", []):
+                        problems.append(f"{name}: dnsNames lack the gRPC Service's name {fqdn}")
+            else:
+                address = env.get("NUDGE_AGENT_CONTROL_PLANE") or ""
+                host = env.get("NUDGE_AGENT_TLS_SERVER_NAME") or re.sub(r"^\w+://([^:/]+).*$", r"\1", address)
+                agent_hosts.add(host)
+    if "server" in issuers:
+        problems += [f"the agents reach the control plane as {host}, which its Certificate does not name"
+                     for host in sorted(agent_hosts - server_names)]
+    if len(issuers) == 2 and issuers["server"] != issuers["client"]:
+        problems.append(f"the server and client Certificates have different issuers ({issuers['server']} vs "
+                        f"{issuers['client']}): each side's ca.crt would not verify the other")
     return problems
 
 

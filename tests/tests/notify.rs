@@ -966,3 +966,198 @@ notify = "payment_reminder"
         "{all:#?}"
     );
 }
+
+/// The body of the `text/html` part of a saved message, decoded from its
+/// transfer encoding (7bit, 8bit, quoted-printable or base64).
+fn html_part(mail: &str) -> String {
+    let mail = mail.replace("\r\n", "\n");
+    let at = mail
+        .to_ascii_lowercase()
+        .find("content-type: text/html")
+        .unwrap_or_else(|| panic!("no text/html part: {mail}"));
+    let part = &mail[at..];
+    let (head, body) = part.split_once("\n\n").unwrap();
+    let body = body.split("\n--").next().unwrap();
+    let encoding = head
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case("content-transfer-encoding")
+                .then(|| value.trim().to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    match encoding.as_str() {
+        "quoted-printable" => {
+            let joined = body.replace("=\n", "");
+            let mut bytes = Vec::new();
+            let mut rest = joined.as_bytes();
+            while let Some((&byte, tail)) = rest.split_first() {
+                if byte == b'=' && tail.len() >= 2 {
+                    let hex = std::str::from_utf8(&tail[..2]).unwrap();
+                    bytes.push(u8::from_str_radix(hex, 16).unwrap());
+                    rest = &tail[2..];
+                } else {
+                    bytes.push(byte);
+                    rest = tail;
+                }
+            }
+            String::from_utf8(bytes).unwrap()
+        }
+        "base64" => {
+            use base64::Engine as _;
+            let compact: String = body.split_whitespace().collect();
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(compact)
+                    .unwrap(),
+            )
+            .unwrap()
+        }
+        _ => body.to_owned(),
+    }
+}
+
+/// The values of every `attribute="…"` in `html`, in order.
+fn attribute_values(html: &str, attribute: &str) -> Vec<String> {
+    let needle = format!("{attribute}=\"");
+    html.match_indices(&needle)
+        .map(|(at, _)| {
+            let rest = &html[at + needle.len()..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect()
+}
+
+/// Engagement tracking end to end: an HTML email sent through the real
+/// stack reaches the SMTP server with its web link rewritten to a signed
+/// click link (the `mailto:` link and the text part left alone) and an
+/// open pixel before `</body>`. Fetching the pixel from the received mail
+/// over real HTTP moves the delivery to `opened`; following the click link
+/// redirects to the original destination and moves it to `clicked`; a
+/// forged click link is refused without a redirect and changes nothing.
+/// Observed through the admin API, as an operator would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emails_pixel_and_links_track_its_open_and_click() {
+    let mail_dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let _smtp = SmtpServer::start(smtp_port, &mail_dir);
+    let stack = Stack::start(&Engine {
+        channels: &["email"],
+        max_attempts: 3,
+        smtp_port,
+        webhook_url: "http://127.0.0.1:9/unused",
+        allow_private: true,
+        extra: r#"
+[types.spring_sale]
+channels = ["email"]
+
+[types.spring_sale.templates.fallback]
+subject = "Spring sale {{ data.code }}"
+text = "Shop at https://shop.example/sale"
+html = '<html><body><p>Hi {{ user.name }}, <a class="button" href="https://shop.example/sale?code={{ data.code }}&amp;from=mail">shop now</a> or <a href="mailto:help@shop.example">ask us</a>.</p></body></html>'
+"#,
+    })
+    .await;
+    stack.identify().await;
+    stack
+        .post(
+            "/v1/notify",
+            json!({"userId": USER, "type": "spring_sale", "data": {"code": "SPRING"}}),
+        )
+        .await;
+    let notification = stack.the_notification().await;
+    wait_until("the email arrived", || async {
+        !mails(&mail_dir).is_empty()
+    })
+    .await;
+    let mail = &mails(&mail_dir)[0];
+    let email = stack
+        .delivery_reaching(&notification, "email", "sent")
+        .await;
+    assert_eq!(email["opened_at"], Value::Null, "{email:#}");
+
+    let html = html_part(mail);
+    let base = format!("http://{}", stack.control_plane.http);
+    let hrefs = attribute_values(&html, "href");
+    assert_eq!(hrefs.len(), 2, "{html}");
+    let click = hrefs[0].clone();
+    assert!(
+        click.starts_with(&format!("{base}/v1/t/click/")),
+        "the web link is tracked: {html}"
+    );
+    assert!(
+        !click.contains("shop.example"),
+        "signed, not readable as a URL: {click}"
+    );
+    assert_eq!(hrefs[1], "mailto:help@shop.example", "{html}");
+    let pixels: Vec<String> = attribute_values(&html, "src");
+    assert_eq!(pixels.len(), 1, "{html}");
+    let pixel = &pixels[0];
+    assert!(
+        pixel.starts_with(&format!("{base}/v1/t/open/")) && pixel.ends_with(".gif"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("<img src=\"{pixel}\" width=\"1\" height=\"1\""))
+            && html.contains("style=\"display:none\"></body>"),
+        "the pixel sits before </body>: {html}"
+    );
+    assert!(
+        mail.contains("Shop at https://shop.example/sale"),
+        "the text part is left alone: {mail}"
+    );
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The mail client loads the images: opened.
+    let reply = client.get(pixel).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.headers()["content-type"], "image/gif");
+    let opened = stack
+        .delivery_reaching(&notification, "email", "opened")
+        .await;
+    assert!(opened["opened_at"].is_string(), "{opened:#}");
+    assert!(opened["delivered_at"].is_string(), "{opened:#}");
+
+    // A forged click link: one character of the token changed.
+    let token_at = click.len() - 10;
+    let swapped = if &click[token_at..=token_at] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let forged = format!("{}{swapped}{}", &click[..token_at], &click[token_at + 1..]);
+    let reply = client.get(&forged).send().await.unwrap();
+    assert_eq!(reply.status(), 400);
+    assert!(reply.headers().get("location").is_none());
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    assert_eq!(
+        stack.delivery(&notification, "email").await["status"],
+        "opened",
+        "a forged click changed the delivery"
+    );
+
+    // The recipient clicks: redirected to the original link, clicked.
+    let reply = client.get(&click).send().await.unwrap();
+    assert_eq!(reply.status(), 302);
+    assert_eq!(
+        reply.headers()["location"],
+        "https://shop.example/sale?code=SPRING&from=mail"
+    );
+    let clicked = stack
+        .delivery_reaching(&notification, "email", "clicked")
+        .await;
+    assert!(clicked["clicked_at"].is_string(), "{clicked:#}");
+    assert_eq!(clicked["opened_at"], opened["opened_at"], "{clicked:#}");
+
+    // Loading the images again later keeps `clicked`.
+    let reply = client.get(pixel).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
+    let later = stack.delivery(&notification, "email").await;
+    assert_eq!(later["status"], "clicked", "{later:#}");
+    assert_eq!(later["opened_at"], opened["opened_at"], "{later:#}");
+}

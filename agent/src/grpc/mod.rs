@@ -2,7 +2,10 @@
 //!
 //! This is the one place where outbox records become protobuf requests and
 //! `tonic::Status` becomes the shipper's [`ShipError`]: which codes are worth
-//! retrying is decided here, once.
+//! retrying is decided here, once. [`tls`] dials `https://` control
+//! planes.
+
+pub mod tls;
 
 use std::time::{Duration, SystemTime};
 
@@ -25,14 +28,39 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// `address` is `http://host:port` (validated by the config).
-    pub fn new(address: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(address.to_owned())?
+    /// `address` is `http://host:port`, or `https://host:port` with `tls`
+    /// (validated by the config).
+    pub fn new(
+        address: &str,
+        tls: Option<&tls::AgentTls>,
+        timeout: Duration,
+    ) -> Result<Self, tonic::transport::Error> {
+        let (address, dialer) = match (tls, address.strip_prefix("https://")) {
+            (Some(tls), Some(target)) => {
+                let target = if target
+                    .rsplit_once(':')
+                    .is_some_and(|(_, port)| !port.contains(']') && port.parse::<u16>().is_ok())
+                {
+                    target.to_owned()
+                } else {
+                    format!("{target}:443")
+                };
+                // See `tls`: tonic sees plain http, the dialer does TLS.
+                (format!("http://{target}"), Some(tls.connector(target)))
+            }
+            _ => (address.to_owned(), None),
+        };
+        let endpoint = Endpoint::from_shared(address)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = match dialer {
+            Some(dialer) => endpoint.connect_with_connector_lazy(tower::service_fn(
+                move |_: tonic::transport::Uri| dialer.clone().dial(),
+            )),
+            None => endpoint.connect_lazy(),
+        };
         let client = IngestClient::new(channel)
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(16 << 20);

@@ -35,6 +35,7 @@ pub fn sample_message(delivery_id: &str) -> OutboundMessage {
         delivery_id: delivery_id.to_owned(),
         notification_id: format!("n-{delivery_id}"),
         notification_type: "payment_failed".to_owned(),
+        category: Some("billing".to_owned()),
         subject: "Your payment failed".to_owned(),
         text_body: "We could not charge your card.".to_owned(),
         html_body: "<p>We could not charge your card.</p>".to_owned(),

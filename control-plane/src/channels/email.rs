@@ -24,6 +24,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hmac::{Hmac, KeyInit, Mac};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -32,6 +33,7 @@ use lettre::transport::smtp::response::{Response, Severity};
 use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
+use sha2::Sha256;
 
 use super::{Channel, ChannelKind, OutboundMessage, Recipient, SendError, SendReceipt};
 use crate::config::ConfigError;
@@ -79,7 +81,15 @@ pub struct EmailConfig {
     /// Limit for connecting and for each SMTP command, e.g. `"30s"`.
     #[serde(default = "default_timeout", with = "humantime_duration")]
     pub timeout: Duration,
+    /// Authenticates the email provider's event callbacks (`POST
+    /// /v1/callbacks/email`, see [`EmailCallbackAuth`]); at least
+    /// [`MIN_CALLBACK_SECRET_BYTES`]. Unset: the route answers 503.
+    #[serde(default)]
+    pub callback_secret: Option<String>,
 }
+
+/// Shortest accepted `callback_secret`, in bytes.
+pub const MIN_CALLBACK_SECRET_BYTES: usize = 32;
 
 fn default_pool_max_size() -> u32 {
     4
@@ -101,6 +111,10 @@ impl std::fmt::Debug for EmailConfig {
             .field("from", &self.from)
             .field("pool_max_size", &self.pool_max_size)
             .field("timeout", &self.timeout)
+            .field(
+                "callback_secret",
+                &self.callback_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -115,6 +129,74 @@ pub(crate) mod humantime_duration {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
+}
+
+impl EmailConfig {
+    /// The callback route's credentials, when `callback_secret` is set.
+    pub fn callback_auth(&self) -> Option<EmailCallbackAuth> {
+        self.callback_secret.as_deref().map(EmailCallbackAuth::new)
+    }
+}
+
+/// Checks the signature of an email provider's event callback: the header
+/// `X-Nudge-Signature: sha256=<hex>`, where `<hex>` is HMAC-SHA256 of the
+/// raw request body keyed by `callback_secret` (lowercase or uppercase
+/// hex), compared in constant time. The secret never reaches `Debug`
+/// output.
+#[derive(Clone)]
+pub struct EmailCallbackAuth {
+    key: std::sync::Arc<[u8]>,
+}
+
+impl std::fmt::Debug for EmailCallbackAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmailCallbackAuth(<redacted>)")
+    }
+}
+
+impl EmailCallbackAuth {
+    pub fn new(secret: &str) -> Self {
+        EmailCallbackAuth {
+            key: std::sync::Arc::from(secret.as_bytes()),
+        }
+    }
+
+    /// The header value for `body`: `sha256=<lowercase hex>`.
+    pub fn sign(&self, body: &[u8]) -> String {
+        let tag = self.mac(body).finalize().into_bytes();
+        let hex: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
+        format!("sha256={hex}")
+    }
+
+    /// Whether `header` is the signature of `body`.
+    pub fn verify(&self, body: &[u8], header: &str) -> bool {
+        let Some(hex) = header.trim().strip_prefix("sha256=") else {
+            return false;
+        };
+        let Some(tag) = decode_hex(hex) else {
+            return false;
+        };
+        self.mac(body).verify_slice(&tag).is_ok()
+    }
+
+    fn mac(&self, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes any key length");
+        mac.update(body);
+        mac
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        })
+        .collect()
 }
 
 /// Sends email through one SMTP relay.
@@ -162,6 +244,18 @@ impl EmailChannel {
         }
         if config.timeout.is_zero() {
             return Err(config_error("email.timeout", "must be longer than zero"));
+        }
+        if let Some(secret) = &config.callback_secret {
+            if secret.len() < MIN_CALLBACK_SECRET_BYTES {
+                return Err(config_error(
+                    "email.callback_secret",
+                    format!(
+                        "must be at least {MIN_CALLBACK_SECRET_BYTES} bytes (it has {}); \
+                         make one with `openssl rand -base64 32`",
+                        secret.len()
+                    ),
+                ));
+            }
         }
         let tls_parameters = || {
             TlsParameters::builder(config.host.clone())
@@ -395,7 +489,52 @@ mod tests {
             from: "Nudge <notify@nudge.example>".to_owned(),
             pool_max_size: 2,
             timeout: Duration::from_secs(5),
+            callback_secret: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_short_callback_secret_is_refused() {
+        let err = EmailChannel::new(EmailConfig {
+            callback_secret: Some("short".to_owned()),
+            ..config()
+        })
+        .unwrap_err();
+        assert_eq!(err.setting, "email.callback_secret");
+        assert!(err.message.contains("at least 32 bytes"), "{err:?}");
+        let config = EmailConfig {
+            callback_secret: Some("0123456789abcdef0123456789abcdef".to_owned()),
+            ..config()
+        };
+        assert!(EmailChannel::new(config.clone()).is_ok());
+        assert!(config.callback_auth().is_some());
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn callback_signatures_verify_only_their_body() {
+        let auth = EmailCallbackAuth::new("0123456789abcdef0123456789abcdef");
+        let body = br#"{"events":[]}"#;
+        let signature = auth.sign(body);
+        assert!(signature.starts_with("sha256=") && signature.len() == 7 + 64);
+        assert!(auth.verify(body, &signature));
+        assert!(auth.verify(
+            body,
+            &signature.to_uppercase().replace("SHA256=", "sha256=")
+        ));
+        assert!(!auth.verify(br#"{"events":[{}]}"#, &signature));
+        for bad in [
+            "",
+            "sha256=",
+            "sha256=zz",
+            &signature[7..],
+            &signature[..signature.len() - 2],
+        ] {
+            assert!(!auth.verify(body, bad), "{bad:?}");
+        }
+        let other = EmailCallbackAuth::new("another secret of at least 32 bytes!");
+        assert!(!other.verify(body, &signature));
+        assert!(!format!("{auth:?}").contains("0123"));
     }
 
     #[test]

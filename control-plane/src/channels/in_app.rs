@@ -1,50 +1,45 @@
-//! The in-app channel: stores the message in the user's inbox tree, where
-//! the inbox API and its live stream read it.
+//! The in-app channel: adds the message to the user's inbox
+//! ([`crate::inbox`]), where the inbox API and its live stream read it.
 //!
-//! Promises: one entry per delivery, keyed `user_id 0x00 delivery_id`, so a
-//! retried delivery overwrites its own entry instead of adding a second one,
-//! and a user's entries are one contiguous key range (prefix scan). The
-//! write is durable only as far as sled's own flushing makes it; the
-//! delivery queue's record of the send is what survives a crash.
+//! Promises: one inbox item per delivery (the item id is the delivery id),
+//! so a retried delivery is still one item and keeps its read state; the
+//! add is one sled transaction with the user's counts and change log, so
+//! the badge and live stream see it at once. The write is durable only as
+//! far as sled's own flushing makes it; the delivery queue's record of the
+//! send is what survives a crash (a replayed send adds the item then).
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::email::recipient_kind;
 use super::{Channel, ChannelKind, OutboundMessage, Recipient, SendError, SendReceipt};
+use crate::inbox::{InboxError, InboxItem, InboxStore};
 
-/// One inbox entry, as stored (JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InboxEntry {
-    pub delivery_id: String,
-    pub notification_id: String,
-    #[serde(rename = "type")]
-    pub notification_type: String,
-    pub subject: String,
-    pub text: String,
-    pub data: serde_json::Value,
-    /// When the entry was stored (RFC 3339).
-    pub created_at: jiff::Timestamp,
-}
-
-/// Stores messages in a sled tree given at construction.
+/// Adds messages to users' inboxes.
 #[derive(Debug, Clone)]
 pub struct InAppChannel {
-    inbox: sled::Tree,
+    inbox: InboxStore,
 }
 
 impl InAppChannel {
-    pub fn new(inbox: sled::Tree) -> Self {
+    pub fn new(inbox: InboxStore) -> Self {
         InAppChannel { inbox }
     }
+}
 
-    /// The key of one delivery in a user's inbox.
-    pub fn key(user_id: &str, delivery_id: &str) -> Vec<u8> {
-        let mut key = Vec::with_capacity(user_id.len() + 1 + delivery_id.len());
-        key.extend_from_slice(user_id.as_bytes());
-        key.push(0);
-        key.extend_from_slice(delivery_id.as_bytes());
-        key
+/// The inbox item for `message`, created now.
+pub fn inbox_item(message: &OutboundMessage) -> InboxItem {
+    InboxItem {
+        id: message.delivery_id.clone(),
+        notification_id: message.notification_id.clone(),
+        notification_type: message.notification_type.clone(),
+        category: message.category.clone(),
+        title: message.subject.clone(),
+        body: message.text_body.clone(),
+        data: message.data.clone(),
+        created_at: jiff::Timestamp::now(),
+        seen_at: None,
+        read_at: None,
+        archived_at: None,
     }
 }
 
@@ -67,32 +62,17 @@ impl Channel for InAppChannel {
                 ),
             });
         };
-        // A NUL would make one user's key a prefix of another's range.
-        if user_id.is_empty() || user_id.contains('\0') {
-            return Err(SendError::InvalidRecipient {
-                answer: "user id is empty or contains NUL".to_owned(),
-            });
-        }
-        let entry = InboxEntry {
-            delivery_id: message.delivery_id.clone(),
-            notification_id: message.notification_id.clone(),
-            notification_type: message.notification_type.clone(),
-            subject: message.subject.clone(),
-            text: message.text_body.clone(),
-            data: message.data.clone(),
-            created_at: jiff::Timestamp::now(),
-        };
-        let value = serde_json::to_vec(&entry).expect("an inbox entry always serialises");
-        let key = InAppChannel::key(user_id, &message.delivery_id);
-        match self.inbox.insert(key, value) {
-            Ok(_) => Ok(SendReceipt {
+        match self.inbox.add(user_id, &inbox_item(message)) {
+            Ok(added) => Ok(SendReceipt {
                 provider_message_id: Some(message.delivery_id.clone()),
-                answer: "stored".to_owned(),
+                answer: if added { "stored" } else { "already stored" }.to_owned(),
             }),
+            // A NUL would make one user's key a prefix of another's range.
+            Err(InboxError::Invalid(reason)) => Err(SendError::InvalidRecipient { answer: reason }),
             // sled errors are I/O or corruption: nothing about the message
             // makes them permanent, so the queue may try again.
-            Err(err) => Err(SendError::Retriable {
-                answer: format!("inbox store failed: {err}"),
+            Err(error) => Err(SendError::Retriable {
+                answer: format!("inbox store failed: {error}"),
                 retry_after: None,
             }),
         }

@@ -68,6 +68,9 @@ pub struct OutboundMessage {
     pub notification_id: String,
     /// The notification type (e.g. `payment_failed`).
     pub notification_type: String,
+    /// The type's category (e.g. `billing`), for the inbox's tabs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     /// Email subject, or push/in-app title.
     pub subject: String,
     pub text_body: String,

@@ -6,7 +6,7 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`model`] | [`Delivery`], its [`Status`] lifecycle and attempt log |
+//! | [`model`] | [`Delivery`], its [`Status`] lifecycle (sent → delivered → opened/read → clicked), [`Engagement`] and attempt log |
 //! | [`retry`] | [`RetryPolicy`]: backoff schedule as data, and the retry [`Decision`] |
 //! | [`queue`] | [`DeliveryQueue`]: sled trees, due index, atomic claims, crash recovery |
 //! | [`dispatcher`] | [`Dispatcher`]: per-channel worker loops that send and record outcomes |
@@ -32,6 +32,6 @@ mod tests;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook};
 pub use metrics::DeliveryMetrics;
-pub use model::{Attempt, AttemptOutcome, Delivery, NewDelivery, Priority, Status};
+pub use model::{Attempt, AttemptOutcome, Delivery, Engagement, NewDelivery, Priority, Status};
 pub use queue::{Completion, DeliveryQueue, QueueError};
 pub use retry::{Decision, RetryPolicy};

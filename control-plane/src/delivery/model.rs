@@ -5,9 +5,14 @@
 //!
 //! ```text
 //! queued ──claim──▶ sending ──accepted──▶ sent ──provider callback──▶ delivered
-//!   ▲                 │                     │
+//!   ▲                 │                     │                             │
+//!   │                 │                     ├──open / read / click──┬─────┘ open / read / click
+//!   │                 │                     │                       ▼
+//!   │                 │                     │      opened / read ──click──▶ clicked
+//!   │                 │                     │      (or straight to clicked)
 //!   │                 │                     └──provider callback──▶ failed
-//!   │                 │                        (provider reported it undeliverable)
+//!   │                 │                        (undeliverable, or a hard bounce,
+//!   │                 │                         which may also follow delivered)
 //!   ├──retry later────┤ (retriable failure, attempts left)
 //!   │                 ├──▶ failed         (permanent failure or invalid recipient)
 //!   │                 └──▶ dead_lettered  (retriable failure, no attempts left)
@@ -15,12 +20,32 @@
 //! sending ──crash recovery──▶ queued
 //! ```
 //!
-//! `delivered`, `failed` are final. A `sent` delivery that the provider
-//! later reports undeliverable (an SMS the carrier could not deliver) is
-//! `failed` with the provider's error as its last answer; it is not
-//! retried, because the provider already tried. Records are serialised as JSON: field
-//! names are stable and new fields get serde defaults, so old records keep
-//! loading after an upgrade.
+//! # Engagement
+//!
+//! After `sent` the status is a ladder that only goes up: `sent` <
+//! `delivered` < `opened` = `read` < `clicked` ([`Status::engagement_rank`]).
+//! What the recipient did is recorded by [`Engagement`] (an email's open
+//! pixel, a tracked click, the inbox marking an in-app notification read or
+//! clicked, a provider's callback): each kind sets its own timestamp once
+//! (`opened_at`, `read_at`, `clicked_at`; the first one is kept), and the
+//! status rises to the kind's rung if it is higher. So a late `delivered`
+//! callback after a click keeps `clicked`, a click without an open (images
+//! blocked) still reads `clicked`, and an in-app notification both read and
+//! clicked is `clicked`. `opened` and `read` are the same rung (the email
+//! and the inbox word for one thing): having one, the other sets its
+//! timestamp and keeps the status. Engagement on a `sent` delivery also
+//! sets `delivered_at`, because an open proves delivery.
+//!
+//! `failed` is final. A `sent` delivery that the provider later reports
+//! undeliverable (an SMS the carrier could not deliver, an email that
+//! bounced hard) is `failed` with the provider's error as its last answer;
+//! it is not retried, because the provider already tried. A hard bounce
+//! may also follow `delivered` (a receiving server that accepted the mail
+//! and bounced it later), but never engagement: a message someone opened
+//! was delivered. `failed` and `dead_lettered` deliveries take no
+//! engagement. Records are serialised as JSON: field names are stable and
+//! new fields get serde defaults, so old records keep loading after an
+//! upgrade.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -69,16 +94,29 @@ pub enum Status {
     Failed,
     /// Ran out of attempts on retriable failures; waits for an operator.
     DeadLettered,
+    // The engagement rungs come last so the older variants keep their
+    // place; records store names, and the ladder is `engagement_rank`,
+    // not this declaration order.
+    /// The recipient opened it (an email's open pixel loaded, or the
+    /// provider reported an open).
+    Opened,
+    /// The recipient read it in the inbox (in-app).
+    Read,
+    /// The recipient followed a link in it (a tracked click, or the inbox).
+    Clicked,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 9] = [
         Status::Queued,
         Status::Sending,
         Status::Sent,
         Status::Delivered,
         Status::Failed,
         Status::DeadLettered,
+        Status::Opened,
+        Status::Read,
+        Status::Clicked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +127,23 @@ impl Status {
             Status::Delivered => "delivered",
             Status::Failed => "failed",
             Status::DeadLettered => "dead_lettered",
+            Status::Opened => "opened",
+            Status::Read => "read",
+            Status::Clicked => "clicked",
+        }
+    }
+
+    /// The rung on the ladder after `sent` (see the module doc): 0 for
+    /// `sent`, 1 `delivered`, 2 `opened` and `read`, 3 `clicked`; `None`
+    /// for the states before and beside it (queued, sending, failed, dead
+    /// lettered), which take no engagement.
+    pub fn engagement_rank(self) -> Option<u8> {
+        match self {
+            Status::Sent => Some(0),
+            Status::Delivered => Some(1),
+            Status::Opened | Status::Read => Some(2),
+            Status::Clicked => Some(3),
+            Status::Queued | Status::Sending | Status::Failed | Status::DeadLettered => None,
         }
     }
 
@@ -100,7 +155,9 @@ impl Status {
             (self, next),
             (Queued, Sending)
                 | (Sending, Sent | Queued | Failed | DeadLettered)
-                | (Sent, Delivered | Failed)
+                | (Sent, Delivered | Opened | Read | Clicked | Failed)
+                | (Delivered, Opened | Read | Clicked | Failed)
+                | (Opened | Read, Clicked)
                 | (DeadLettered, Queued)
         )
     }
@@ -109,6 +166,33 @@ impl Status {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Something the recipient did with a sent message (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engagement {
+    /// An email was opened: its open pixel loaded, or the provider said so.
+    Opened,
+    /// An in-app notification was read in the inbox.
+    Read,
+    /// A link in it was followed: a tracked click, the provider, the inbox.
+    Clicked,
+}
+
+impl Engagement {
+    /// The status this engagement raises a delivery to.
+    pub fn status(self) -> Status {
+        match self {
+            Engagement::Opened => Status::Opened,
+            Engagement::Read => Status::Read,
+            Engagement::Clicked => Status::Clicked,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.status().as_str()
     }
 }
 
@@ -189,6 +273,20 @@ pub struct Delivery {
     pub updated_at: Timestamp,
     pub sent_at: Option<Timestamp>,
     pub delivered_at: Option<Timestamp>,
+    /// First open (email pixel or provider report); see [`Engagement`].
+    #[serde(default)]
+    pub opened_at: Option<Timestamp>,
+    /// First read in the inbox.
+    #[serde(default)]
+    pub read_at: Option<Timestamp>,
+    /// First click (tracked link, provider report or inbox).
+    #[serde(default)]
+    pub clicked_at: Option<Timestamp>,
+    /// First spam complaint the provider reported; the status stays (a
+    /// complaint is no step on the ladder), the user's email for the type
+    /// is switched off (see `http::email_callbacks`).
+    #[serde(default)]
+    pub complained_at: Option<Timestamp>,
     pub provider_message_id: Option<String>,
     /// The provider's last answer, kept on dead letters for the operator.
     pub last_answer: Option<String>,
@@ -220,6 +318,10 @@ impl Delivery {
             updated_at: now,
             sent_at: None,
             delivered_at: None,
+            opened_at: None,
+            read_at: None,
+            clicked_at: None,
+            complained_at: None,
             provider_message_id: None,
             last_answer: None,
             attempt_log: Vec::new(),
@@ -238,12 +340,60 @@ mod tests {
         assert!(Sending.can_become(Queued));
         assert!(Sent.can_become(Delivered));
         assert!(Sent.can_become(Failed));
-        assert!(!Delivered.can_become(Failed));
+        assert!(Delivered.can_become(Failed), "a hard bounce after delivery");
         assert!(DeadLettered.can_become(Queued));
         assert!(!Queued.can_become(Sent));
         assert!(!Failed.can_become(Queued));
         assert!(!Delivered.can_become(Queued));
         assert!(!Sent.can_become(Queued));
+        // Engagement only goes up.
+        assert!(Sent.can_become(Clicked));
+        assert!(Delivered.can_become(Opened));
+        assert!(Opened.can_become(Clicked));
+        assert!(Read.can_become(Clicked));
+        assert!(!Opened.can_become(Read));
+        assert!(!Clicked.can_become(Opened));
+        assert!(!Clicked.can_become(Delivered));
+        assert!(!Opened.can_become(Failed));
+        assert!(!Failed.can_become(Opened));
+        assert!(!DeadLettered.can_become(Clicked));
+        assert!(!Queued.can_become(Opened));
+    }
+
+    #[test]
+    fn engagement_ranks_follow_the_edges() {
+        for from in Status::ALL {
+            for to in Status::ALL {
+                if let (Some(a), Some(b)) = (from.engagement_rank(), to.engagement_rank()) {
+                    assert_eq!(from.can_become(to), b > a, "{from} → {to}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn old_records_load_without_engagement_fields() {
+        let delivery = Delivery::new(
+            NewDelivery {
+                notification_id: "n".into(),
+                user_id: "u".into(),
+                channel: ChannelKind::Email,
+                priority: Priority::Normal,
+                message: OutboundMessage::default(),
+                recipient: Recipient::User {
+                    user_id: "u".into(),
+                },
+                not_before: None,
+            },
+            Timestamp::UNIX_EPOCH,
+        );
+        let mut json = serde_json::to_value(&delivery).unwrap();
+        let object = json.as_object_mut().unwrap();
+        for field in ["opened_at", "read_at", "clicked_at", "complained_at"] {
+            assert!(object.remove(field).is_some(), "{field}");
+        }
+        let loaded: Delivery = serde_json::from_value(json).unwrap();
+        assert_eq!(loaded, delivery);
     }
 
     #[test]

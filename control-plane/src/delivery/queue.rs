@@ -53,7 +53,7 @@ use sled::transaction::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::model::{Attempt, AttemptOutcome, Delivery, Priority, Status};
+use super::model::{Attempt, AttemptOutcome, Delivery, Engagement, Priority, Status};
 use super::retry::Decision;
 use crate::channels::{ChannelKind, SendError, SendReceipt};
 
@@ -292,11 +292,13 @@ impl DeliveryQueue {
 
     /// `Sent` → `Delivered`, from a provider's delivery callback (or at
     /// once for channels where accepted means delivered, like in-app).
-    /// Idempotent: providers repeat callbacks.
+    /// Idempotent: providers repeat callbacks. A delivery already further
+    /// up the ladder (opened, read, clicked) is returned unchanged: a late
+    /// callback never moves a status back.
     pub fn mark_delivered(&self, id: Uuid, at: Timestamp) -> Result<Delivery, QueueError> {
         self.transact(|(items, _, _, _, _)| {
             let mut delivery = load(items, id)?;
-            if delivery.status == Status::Delivered {
+            if delivery.status.engagement_rank() >= Status::Delivered.engagement_rank() {
                 return Ok(delivery);
             }
             check_transition(&delivery, Status::Sent, Status::Delivered)?;
@@ -327,6 +329,144 @@ impl DeliveryQueue {
             delivery.last_answer = Some(answer.to_owned());
             delivery.updated_at = at;
             store(items, &delivery)?;
+            Ok(delivery)
+        })
+    }
+
+    /// An email's hard bounce, from a provider's callback: `Sent` or
+    /// `Delivered` → `Failed` with `answer` (the bounce) as the last
+    /// answer; not retried. Idempotent on `Failed`. A delivery the
+    /// recipient engaged with (opened, read, clicked) was delivered, so a
+    /// bounce for it is refused as an [`QueueError::InvalidTransition`],
+    /// like one for a delivery not sent yet.
+    pub fn mark_bounced(
+        &self,
+        id: Uuid,
+        answer: &str,
+        at: Timestamp,
+    ) -> Result<Delivery, QueueError> {
+        self.transact(|(items, _, _, _, _)| {
+            let mut delivery = load(items, id)?;
+            if delivery.status == Status::Failed {
+                return Ok(delivery);
+            }
+            if !matches!(delivery.status, Status::Sent | Status::Delivered) {
+                return abort(QueueError::InvalidTransition {
+                    id,
+                    from: delivery.status,
+                    to: Status::Failed,
+                });
+            }
+            debug_assert!(delivery.status.can_become(Status::Failed));
+            delivery.status = Status::Failed;
+            delivery.last_answer = Some(answer.to_owned());
+            delivery.updated_at = delivery.updated_at.max(at);
+            store(items, &delivery)?;
+            Ok(delivery)
+        })
+    }
+
+    /// An email's soft bounce (the receiving server refused it for now;
+    /// the provider retries on its own): the status stays, and on a `Sent`
+    /// delivery `answer` becomes the last answer, so an operator sees why
+    /// it is not delivered yet. Other statuses are returned unchanged.
+    pub fn record_soft_bounce(
+        &self,
+        id: Uuid,
+        answer: &str,
+        at: Timestamp,
+    ) -> Result<Delivery, QueueError> {
+        self.transact(|(items, _, _, _, _)| {
+            let mut delivery = load(items, id)?;
+            if delivery.status != Status::Sent {
+                return Ok(delivery);
+            }
+            delivery.last_answer = Some(answer.to_owned());
+            delivery.updated_at = delivery.updated_at.max(at);
+            store(items, &delivery)?;
+            Ok(delivery)
+        })
+    }
+
+    /// A spam complaint about the delivery, from a provider's callback:
+    /// sets `complained_at` (the first one is kept) whatever the status,
+    /// and, since a complaint proves delivery, moves `Sent` to `Delivered`.
+    /// Switching the user's email off is the caller's part.
+    pub fn record_complaint(&self, id: Uuid, at: Timestamp) -> Result<Delivery, QueueError> {
+        self.transact(|(items, _, _, _, _)| {
+            let mut delivery = load(items, id)?;
+            let mut changed = false;
+            if delivery.complained_at.is_none() {
+                delivery.complained_at = Some(at);
+                changed = true;
+            }
+            if delivery.status == Status::Sent {
+                delivery.status = Status::Delivered;
+                delivery.delivered_at.get_or_insert(at);
+                changed = true;
+            }
+            if changed {
+                delivery.updated_at = delivery.updated_at.max(at);
+                store(items, &delivery)?;
+            }
+            Ok(delivery)
+        })
+    }
+
+    /// Records what the recipient did (see the model's module doc): sets
+    /// the engagement's timestamp unless it is set already (the first is
+    /// kept), sets `delivered_at` if missing (engagement proves delivery),
+    /// and raises the status to `kind`'s rung if that is higher — never
+    /// lowers it. Idempotent: the same engagement again changes nothing
+    /// and returns the delivery as it is.
+    ///
+    /// Only a delivery that was sent takes engagement: one that is
+    /// `Queued`, `Sending`, `Failed` or `DeadLettered` is refused with
+    /// [`QueueError::InvalidTransition`] (from its status to `kind`'s)
+    /// and left as it is; an unknown id is [`QueueError::NotFound`].
+    ///
+    /// The inbox calls this with [`Engagement::Read`] and
+    /// [`Engagement::Clicked`]; the open pixel, tracked links and email
+    /// provider callbacks with `Opened` and `Clicked`.
+    pub fn record_engagement(
+        &self,
+        id: Uuid,
+        kind: Engagement,
+        at: Timestamp,
+    ) -> Result<Delivery, QueueError> {
+        self.transact(|(items, _, _, _, _)| {
+            let mut delivery = load(items, id)?;
+            let target = kind.status();
+            let Some(rank) = delivery.status.engagement_rank() else {
+                return abort(QueueError::InvalidTransition {
+                    id,
+                    from: delivery.status,
+                    to: target,
+                });
+            };
+            let slot = match kind {
+                Engagement::Opened => &mut delivery.opened_at,
+                Engagement::Read => &mut delivery.read_at,
+                Engagement::Clicked => &mut delivery.clicked_at,
+            };
+            let mut changed = false;
+            if slot.is_none() {
+                *slot = Some(at);
+                changed = true;
+            }
+            if delivery.delivered_at.is_none() {
+                delivery.delivered_at = Some(at);
+                changed = true;
+            }
+            if target.engagement_rank() > Some(rank) {
+                debug_assert!(delivery.status.can_become(target));
+                delivery.status = target;
+                changed = true;
+            }
+            if changed {
+                delivery.updated_at = delivery.updated_at.max(at);
+                store(items, &delivery)?;
+            }
             Ok(delivery)
         })
     }

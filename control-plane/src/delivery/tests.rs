@@ -628,3 +628,176 @@ async fn provider_callbacks_find_sent_deliveries_and_move_them() {
     ));
     assert_eq!(queue.get(second).unwrap().unwrap().status, Status::Failed);
 }
+
+/// A delivery of `channel` the provider accepted (with `sid`, if any).
+async fn sent(queue: &DeliveryQueue, channel: ChannelKind, sid: Option<&str>) -> Uuid {
+    let now = start();
+    let item = delivery(channel, Priority::Normal, now, now);
+    queue.enqueue(item.clone()).await.unwrap();
+    let claimed = queue.claim_due(channel, now, 1).unwrap();
+    assert_eq!(claimed[0].id, item.id);
+    let receipt = SendReceipt {
+        provider_message_id: sid.map(str::to_owned),
+        answer: "250 OK".into(),
+    };
+    queue
+        .complete(item.id, &Completion::Sent(receipt), now)
+        .unwrap();
+    item.id
+}
+
+/// Engagement: an open proves delivery, the status only climbs
+/// (sent → delivered → opened/read → clicked), each timestamp is the
+/// first one, repeats change nothing, and late callbacks never move a
+/// status back.
+#[tokio::test]
+async fn engagement_climbs_the_ladder_and_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let id = sent(&queue, ChannelKind::Email, Some("<m1@example.com>")).await;
+    let t = |seconds| start() + SignedDuration::from_secs(seconds);
+
+    // An open on a `sent` delivery: opened, and delivered at the same time.
+    let opened = queue
+        .record_engagement(id, Engagement::Opened, t(10))
+        .unwrap();
+    assert_eq!(opened.status, Status::Opened);
+    assert_eq!(opened.opened_at, Some(t(10)));
+    assert_eq!(opened.delivered_at, Some(t(10)));
+    // Again, later: the first open is kept, nothing is written.
+    let again = queue
+        .record_engagement(id, Engagement::Opened, t(20))
+        .unwrap();
+    assert_eq!(again, opened);
+
+    let clicked = queue
+        .record_engagement(id, Engagement::Clicked, t(30))
+        .unwrap();
+    assert_eq!(clicked.status, Status::Clicked);
+    assert_eq!(clicked.clicked_at, Some(t(30)));
+    assert_eq!(clicked.opened_at, Some(t(10)));
+
+    // Late news never moves it back.
+    assert_eq!(
+        queue.mark_delivered(id, t(40)).unwrap().status,
+        Status::Clicked
+    );
+    let late_open = queue
+        .record_engagement(id, Engagement::Opened, t(50))
+        .unwrap();
+    assert_eq!(late_open, clicked);
+    assert!(matches!(
+        queue.mark_bounced(id, "hard bounce", t(60)),
+        Err(QueueError::InvalidTransition {
+            from: Status::Clicked,
+            to: Status::Failed,
+            ..
+        })
+    ));
+    let read = queue
+        .record_engagement(id, Engagement::Read, t(70))
+        .unwrap();
+    assert_eq!((read.status, read.read_at), (Status::Clicked, Some(t(70))));
+    assert_eq!(queue.get(id).unwrap().unwrap().delivered_at, Some(t(10)));
+
+    // Opened and read are one rung: the second keeps the status.
+    let other = sent(&queue, ChannelKind::InApp, None).await;
+    let read = queue
+        .record_engagement(other, Engagement::Read, t(5))
+        .unwrap();
+    assert_eq!(read.status, Status::Read);
+    let opened = queue
+        .record_engagement(other, Engagement::Opened, t(6))
+        .unwrap();
+    assert_eq!(
+        (opened.status, opened.opened_at),
+        (Status::Read, Some(t(6)))
+    );
+}
+
+/// What takes no engagement is refused and left as it is.
+#[tokio::test]
+async fn engagement_is_refused_before_sending_and_after_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let now = start();
+    // Held (quiet hours), so the sends below do not claim it.
+    let held = now + SignedDuration::from_hours(1);
+    let queued = delivery(ChannelKind::Email, Priority::Normal, held, now);
+    queue.enqueue(queued.clone()).await.unwrap();
+    assert!(matches!(
+        queue.record_engagement(queued.id, Engagement::Opened, now),
+        Err(QueueError::InvalidTransition {
+            from: Status::Queued,
+            to: Status::Opened,
+            ..
+        })
+    ));
+    assert_eq!(queue.get(queued.id).unwrap().unwrap(), queued);
+
+    let bounced = sent(&queue, ChannelKind::Email, Some("<m2@example.com>")).await;
+    let failed = queue
+        .mark_bounced(bounced, "550 5.1.1 no such user", now)
+        .unwrap();
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(
+        failed.last_answer.as_deref(),
+        Some("550 5.1.1 no such user")
+    );
+    assert_eq!(
+        queue
+            .mark_bounced(bounced, "again", now)
+            .unwrap()
+            .last_answer,
+        failed.last_answer,
+        "idempotent"
+    );
+    let error = queue
+        .record_engagement(bounced, Engagement::Clicked, now)
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("cannot go from failed to clicked"),
+        "{error}"
+    );
+    assert_eq!(queue.get(bounced).unwrap().unwrap(), failed);
+    assert!(matches!(
+        queue.record_engagement(Uuid::now_v7(), Engagement::Read, now),
+        Err(QueueError::NotFound(_))
+    ));
+}
+
+/// Bounces and complaints from an email provider's callback.
+#[tokio::test]
+async fn bounces_and_complaints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let t = |seconds| start() + SignedDuration::from_secs(seconds);
+
+    // A hard bounce may follow `delivered` (accepted, bounced later).
+    let late = sent(&queue, ChannelKind::Email, None).await;
+    queue.mark_delivered(late, t(1)).unwrap();
+    let failed = queue.mark_bounced(late, "bounced after all", t(2)).unwrap();
+    assert_eq!(failed.status, Status::Failed);
+
+    // A soft bounce keeps `sent` and says why.
+    let soft = sent(&queue, ChannelKind::Email, None).await;
+    let kept = queue
+        .record_soft_bounce(soft, "452 mailbox full", t(3))
+        .unwrap();
+    assert_eq!(kept.status, Status::Sent);
+    assert_eq!(kept.last_answer.as_deref(), Some("452 mailbox full"));
+
+    // A complaint proves delivery and is recorded once.
+    let complained = queue.record_complaint(soft, t(4)).unwrap();
+    assert_eq!(complained.status, Status::Delivered);
+    assert_eq!(complained.complained_at, Some(t(4)));
+    assert_eq!(complained.delivered_at, Some(t(4)));
+    assert_eq!(queue.record_complaint(soft, t(5)).unwrap(), complained);
+    // A soft bounce after delivery changes nothing.
+    assert_eq!(
+        queue.record_soft_bounce(soft, "late", t(6)).unwrap(),
+        complained
+    );
+}

@@ -112,6 +112,10 @@ pub struct Engine {
     /// `public_url`. From the config file only, so not in the replaceable
     /// [`EngineSettings`].
     unsubscribe: Option<crate::links::UnsubscribeLinks>,
+    /// Puts the open pixel and click-tracking links into HTML emails, as
+    /// the `[tracking]` switches say; `None` without a `public_url`. From
+    /// the config file only, like `unsubscribe`.
+    tracking: Option<crate::links::TrackingLinks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +191,7 @@ impl Engine {
             cursor: db.open_tree("engine_cursor")?,
             created,
             unsubscribe: None,
+            tracking: None,
         })
     }
 
@@ -194,6 +199,13 @@ impl Engine {
     /// unsubscribe link (see `plan`).
     pub fn with_unsubscribe_links(mut self, links: Option<crate::links::UnsubscribeLinks>) -> Self {
         self.unsubscribe = links;
+        self
+    }
+
+    /// HTML emails will carry `links`' open pixel and click-tracking links
+    /// (see `plan`).
+    pub fn with_tracking_links(mut self, links: Option<crate::links::TrackingLinks>) -> Self {
+        self.tracking = links;
         self
     }
 

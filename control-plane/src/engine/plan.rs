@@ -3,7 +3,9 @@
 //! to (the profile's address, the type's webhook), and when (quiet hours).
 //!
 //! Emails of non-critical types carry a signed one-click unsubscribe link
-//! (RFC 8058) when the operator configured `public_url`.
+//! (RFC 8058) when the operator configured `public_url`; HTML emails also
+//! carry an open pixel and click-tracking links, unless `[tracking]`
+//! switches them off (see [`crate::links::tracking`]).
 //!
 //! A channel that cannot be planned — no address for the user, no sender
 //! configured, a template that does not render — is skipped with a log line
@@ -200,6 +202,13 @@ impl Engine {
             delivery_id: String::new(),
             notification_id: notification.id.clone(),
             notification_type: notification.request.notification_type.clone(),
+            category: self
+                .settings
+                .current()
+                .defaults
+                .get(&notification.request.notification_type)
+                .category
+                .clone(),
             subject: if rendered.subject.is_empty() {
                 rendered.title
             } else {
@@ -233,6 +242,14 @@ impl Engine {
                 if let Some(id) = delivery_id_for(&notification.id, channel, device_id.as_deref()) {
                     delivery.id = id;
                     delivery.message.delivery_id = id.to_string();
+                }
+                if let Some(tracking) = self
+                    .tracking
+                    .as_ref()
+                    .filter(|_| channel == ChannelKind::Email)
+                {
+                    delivery.message.html_body =
+                        tracking.instrument_html(delivery.id, &delivery.message.html_body);
                 }
                 delivery
             })

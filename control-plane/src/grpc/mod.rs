@@ -10,11 +10,16 @@
 //! configured, and NOT_SERVING without one (every call would be refused).
 //! Errors become `tonic::Status` in one place: `impl From<ServiceError> for
 //! Status` in `error.rs`.
+//!
+//! With `NUDGE_CP_TLS_CERT`/`_KEY` the listener speaks TLS only, and with
+//! `NUDGE_CP_TLS_CLIENT_CA` it requires client certificates (mTLS); see
+//! `tls`.
 
 mod convert;
 mod error;
 mod ingest;
 mod manage;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -56,10 +61,12 @@ pub struct GrpcState {
     pub admin_token: Option<AdminToken>,
 }
 
-/// Serves gRPC on `listener` until `shutdown` is cancelled, then drains.
+/// Serves gRPC on `listener` (over TLS when `tls` is given) until
+/// `shutdown` is cancelled, then drains.
 pub async fn serve(
     listener: TcpListener,
     state: GrpcState,
+    tls: Option<tls::GrpcTls>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -94,8 +101,19 @@ pub async fn serve(
         state.metrics.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let registry = state.metrics.registry().clone();
     let management = manage::server(state);
 
+    match &tls {
+        None => tracing::info!("grpc listener in plain text (no NUDGE_CP_TLS_CERT)"),
+        Some(tls) if tls.mutual() => {
+            tracing::info!("grpc listener with TLS; client certificates required")
+        }
+        Some(_) => tracing::warn!(
+            "grpc listener with TLS but no NUDGE_CP_TLS_CLIENT_CA: agents are not authenticated"
+        ),
+    }
+    let incoming_shutdown = shutdown.clone();
     let signal = async move {
         shutdown.cancelled().await;
         tracing::info!("grpc server draining");
@@ -108,12 +126,21 @@ pub async fn serve(
             .set_service_status("", ServingStatus::NotServing)
             .await;
     };
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ingest)
-        .add_service(management)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
-        .await
+        .add_service(management);
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
+                .await
+        }
+        Some(tls) => {
+            let incoming = tls.incoming(listener, &registry, incoming_shutdown);
+            router.serve_with_incoming_shutdown(incoming, signal).await
+        }
+    }
 }

@@ -1,12 +1,17 @@
-//! Operator routes for a user's push devices (behind the admin token):
-//! register (or refresh) a token or Web Push subscription, list, read,
-//! switch on or off, and delete. End users get the same under `/v1/me/…`
-//! with the inbox work.
+//! Push-device routes, for operators and for end users.
 //!
-//! `POST /users/{user_id}/devices` answers `201` with the record when the
-//! address is new to the user and `200` when it refreshed an existing one
-//! (the same token registered again is one device). Refused input is a
-//! `400` naming what was wrong; nothing is stored then.
+//! * Operators (behind the admin token, `admin_router`):
+//!   `/v1/admin/users/{user_id}/devices[/{device_id}]` — register (or
+//!   refresh) a token or Web Push subscription, list, read, switch on or
+//!   off (`PATCH {"active": false, "reason": …}`), delete.
+//! * End users (their token, `me_router`): `/v1/me/devices[/{device_id}]`
+//!   — register, list, read, delete their own devices. Another user's
+//!   device id is `404`, like one that does not exist.
+//!
+//! Registering answers `201` with the record when the address is new to
+//! the user and `200` when it refreshed an existing one (the same token
+//! registered again is one device). Refused input is a `400` naming what
+//! was wrong; nothing is stored then.
 
 use axum::Json;
 use axum::Router;
@@ -18,15 +23,43 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::user_auth::Me;
 use super::{ApiError, HttpState};
 use crate::devices::{Device, DeviceError, NewDevice};
 
-pub fn router() -> Router<HttpState> {
+pub fn admin_router() -> Router<HttpState> {
     Router::new()
         .route("/users/{user_id}/devices", get(list).post(register))
         .route(
             "/users/{user_id}/devices/{device_id}",
             get(read).patch(switch).delete(remove),
+        )
+}
+
+pub fn me_router() -> Router<HttpState> {
+    Router::new()
+        .route(
+            "/devices",
+            get(|state: State<HttpState>, Me(user): Me| list(state, Path(user))).post(
+                |state: State<HttpState>,
+                 Me(user): Me,
+                 body: Result<Json<NewDevice>, JsonRejection>| {
+                    register(state, Path(user), body)
+                },
+            ),
+        )
+        .route(
+            "/devices/{device_id}",
+            get(
+                |state: State<HttpState>, Me(user): Me, Path(device_id): Path<String>| {
+                    read(state, Path((user, device_id)))
+                },
+            )
+            .delete(
+                |state: State<HttpState>, Me(user): Me, Path(device_id): Path<String>| {
+                    remove(state, Path((user, device_id)))
+                },
+            ),
         )
 }
 

@@ -10,19 +10,39 @@
 //! `admin_disabled`: the request may be fine, the server is not set up for
 //! it, and no token a caller sends could be right.
 //!
-//! Two groups of routes are public, each authenticated by a signature
-//! rather than the admin token: the unsubscribe links in emails
-//! (`/v1/unsubscribe/{token}`, `public_links`) and Twilio's status
-//! callbacks (`/v1/callbacks/twilio/status`, `sms_callbacks`). Unconfigured,
-//! they answer 503 like the admin routes.
+//! End users reach their own data under `/v1/me/` with a token their
+//! application's backend signed (`user_auth`); the notification center is
+//! `me_notifications`, the preferences `me_preferences`. The web inbox
+//! that uses them (`/inbox.js`, `/inbox`, `/inbox/preferences`) and the
+//! CORS of `/v1/me/` are `web`.
+//!
+//! Some routes are public, each authenticated by a signature rather than
+//! the admin token: the unsubscribe links in emails
+//! (`/v1/unsubscribe/{token}`, `public_links`), the open pixel and click
+//! links of engagement tracking (`/v1/t/open/{token}.gif`,
+//! `/v1/t/click/{token}`, `tracking`), Twilio's status callbacks
+//! (`/v1/callbacks/twilio/status`, `sms_callbacks`) and the email
+//! provider's event callbacks (`/v1/callbacks/email`, `email_callbacks`).
+//! Unconfigured, they answer 503 like the admin routes (the open pixel
+//! always answers its GIF).
 
 mod admin_api;
-mod admin_devices;
 mod admin_notifications;
 mod admin_preferences;
+mod devices;
+mod email_callbacks;
 mod form;
+mod me_activity;
+mod me_notifications;
+mod me_stream;
+mod me_preferences;
 mod public_links;
 mod sms_callbacks;
+mod tracking;
+pub mod user_auth;
+mod web;
+
+pub use me_stream::{Heartbeat, LiveMetrics, LiveStream};
 
 use std::sync::Arc;
 
@@ -57,6 +77,49 @@ pub struct HttpState {
     /// Checks Twilio's status callbacks; `None` without
     /// `[channels.sms] status_callback_url`.
     pub sms_callbacks: Option<crate::channels::sms::StatusCallbackAuth>,
+    /// Checks open and click tracking links, with the `[tracking]`
+    /// switches; `None` without `public_url`.
+    pub tracking: Option<crate::links::TrackingLinks>,
+    /// Checks the email provider's event callbacks; `None` without
+    /// `[channels.email] callback_secret`.
+    pub email_callbacks: Option<crate::channels::email::EmailCallbackAuth>,
+    /// Users' in-app notifications and their read state.
+    pub inbox: crate::inbox::InboxStore,
+    /// Verifies end users' tokens; `None` disables `/v1/me/*` (503).
+    pub user_tokens: Option<user_auth::UserTokenSecret>,
+    /// The live stream's shutdown, heartbeat and metrics.
+    pub live: LiveStream,
+}
+
+impl HttpState {
+    /// Every store opened on `db` and nothing else configured: admin and
+    /// end-user auth off, no links, no callbacks, no types. For tests and
+    /// tools that run the HTTP API on its own; set the fields they need
+    /// with struct update syntax. (The program builds its state from the
+    /// engine's own stores instead: the inbox's live hub must be shared
+    /// with the in-app channel.)
+    pub fn standalone(db: &sled::Db, store: Arc<dyn Store>) -> Result<Self, crate::Error> {
+        Ok(HttpState {
+            store,
+            notifications: crate::notifications::NotificationStore::open(db)?,
+            queue: crate::delivery::DeliveryQueue::open(db)?,
+            preferences: crate::preferences::PreferenceStore::new(
+                db.open_tree("preferences")
+                    .map_err(crate::engine::EngineError::from)?,
+            ),
+            devices: crate::devices::DeviceStore::open(db)
+                .map_err(crate::engine::EngineError::from)?,
+            settings: crate::engine::SettingsHandle::default(),
+            admin_token: None,
+            unsubscribe: None,
+            sms_callbacks: None,
+            tracking: None,
+            email_callbacks: None,
+            inbox: crate::inbox::InboxStore::open(db)?,
+            user_tokens: None,
+            live: LiveStream::default(),
+        })
+    }
 }
 
 /// The router of the HTTP listener.
@@ -65,10 +128,22 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(root))
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/v1/admin", admin_api::router(state.clone()))
+        .nest(
+            "/v1/me",
+            me_notifications::router()
+                .merge(me_stream::router())
+                .merge(devices::me_router())
+                .merge(me_activity::router())
+                .merge(me_preferences::router()),
+        )
         .merge(public_links::router())
         .merge(sms_callbacks::router())
+        .merge(tracking::router())
+        .merge(email_callbacks::router())
+        .merge(web::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
+        .layer(axum::middleware::from_fn(web::cors))
 }
 
 async fn root() -> Json<serde_json::Value> {

@@ -240,7 +240,12 @@ fn error_page(error: &ApiError) -> Response {
 
 /// A self-contained page: no scripts, no outside resources (so the token in
 /// the URL goes nowhere in a `Referer`), not cached, not framed.
-fn html_page(status: StatusCode, title: &str, message: &str, with_button: bool) -> Response {
+pub(super) fn html_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    with_button: bool,
+) -> Response {
     // No `action`: the form posts to the page's own URL, whatever prefix a
     // proxy put in front of it.
     let button = if with_button {

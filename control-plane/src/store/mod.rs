@@ -263,6 +263,9 @@ pub struct EventPage {
     pub events: Vec<Event>,
     /// Pass as `after` to get the next page; `None` when this is the last.
     pub next: Option<Cursor>,
+    /// For each event, the cursor that resumes right after it (for callers
+    /// that stop in the middle of a page, e.g. when filtering).
+    pub cursors: Vec<Cursor>,
 }
 
 /// Why a store operation failed. All variants are worth retrying later: the

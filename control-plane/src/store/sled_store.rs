@@ -183,17 +183,18 @@ impl Store for SledStore {
     fn events_after(&self, after: Option<Cursor>, limit: usize) -> Result<EventPage, StoreError> {
         let start = after.map_or(0, |cursor| cursor.0.saturating_add(1));
         let mut events = Vec::new();
-        let mut last_seq = None;
+        let mut cursors = Vec::new();
         for entry in self.events.range(start.to_be_bytes()..).take(limit) {
             let (key, json) = entry?;
-            last_seq = Some(seq_of(&key));
+            cursors.push(Cursor(seq_of(&key)));
             events.push(serde_json::from_slice(&json)?);
         }
         // The feed never ends: `next` is where to resume, even after a
         // short page (more events arrive later).
         Ok(EventPage {
             events,
-            next: last_seq.map(Cursor),
+            next: cursors.last().copied(),
+            cursors,
         })
     }
 
@@ -210,7 +211,7 @@ impl Store for SledStore {
             after.map_or(0, |cursor| cursor.0.saturating_add(1)),
         );
         let mut events = Vec::new();
-        let mut last_seq = None;
+        let mut cursors = Vec::new();
         for entry in self.events_by_user.range(start..) {
             let (key, _) = entry?;
             if !key.starts_with(&prefix) {
@@ -221,7 +222,8 @@ impl Store for SledStore {
                 // at the last event returned, not at this one.
                 return Ok(EventPage {
                     events,
-                    next: last_seq.map(Cursor),
+                    next: cursors.last().copied(),
+                    cursors,
                 });
             }
             let seq = decode_u64(&key[prefix.len()..])?;
@@ -231,10 +233,13 @@ impl Store for SledStore {
                 )));
             };
             events.push(serde_json::from_slice(&json)?);
-            last_seq = Some(seq);
+            cursors.push(Cursor(seq));
         }
-        let next = None;
-        Ok(EventPage { events, next })
+        Ok(EventPage {
+            events,
+            next: None,
+            cursors,
+        })
     }
 
     fn profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {

@@ -96,6 +96,39 @@ engine config file: one the operator manages, or the chart's own.
 {{- printf "%s://%s-grpc.%s.svc.%s:%v" $scheme (include "nudge.fullname" .) .Release.Namespace .Values.clusterDomain .Values.controlPlane.ports.grpc }}
 {{- end }}
 
+{{/* Whether the chart renders cert-manager's Certificate for the control plane. */}}
+{{- define "nudge.certManager.controlPlane" -}}
+{{- $cm := .Values.certManager }}
+{{- if and $cm.enabled $cm.controlPlane.enabled .Values.controlPlane.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Whether the chart renders cert-manager's Certificate for the agent DaemonSet. */}}
+{{- define "nudge.certManager.agent" -}}
+{{- $cm := .Values.certManager }}
+{{- if and $cm.enabled $cm.agent.enabled .Values.agent.daemonset.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The Secret controlPlane.tls mounts: tls.secretName, or with cert-manager the
+one its Certificate writes.
+*/}}
+{{- define "nudge.controlPlane.tlsSecretName" -}}
+{{- if .Values.controlPlane.tls.secretName }}
+{{- .Values.controlPlane.tls.secretName }}
+{{- else if include "nudge.certManager.controlPlane" . }}
+{{- printf "%s-control-plane-tls" (include "nudge.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret agent.tls mounts in the DaemonSet (likewise). */}}
+{{- define "nudge.agent.tlsSecretName" -}}
+{{- if .Values.agent.tls.secretName }}
+{{- .Values.agent.tls.secretName }}
+{{- else if include "nudge.certManager.agent" . }}
+{{- printf "%s-agent-tls" (include "nudge.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/*
 Checks of settings that would otherwise only fail once pods start.
 */}}
@@ -107,11 +140,29 @@ Checks of settings that would otherwise only fail once pods start.
 {{- if and $cp.engineConfig.enabled $cp.existingSecret (not $cp.engineConfig.inSecret) (not $cp.engineConfig.toml) }}
 {{- fail "controlPlane.engineConfig.inSecret=false puts the file in a ConfigMap: set controlPlane.engineConfig.toml" }}
 {{- end }}
-{{- if and $cp.tls.enabled (not $cp.tls.secretName) }}
-{{- fail "controlPlane.tls.enabled needs controlPlane.tls.secretName (a Secret with the server certificate, key and client CA)" }}
+{{- if and $cp.tls.enabled (not (include "nudge.controlPlane.tlsSecretName" .)) }}
+{{- fail "controlPlane.tls.enabled needs controlPlane.tls.secretName (a Secret with the server certificate, key and client CA), or certManager.enabled" }}
 {{- end }}
-{{- if and .Values.agent.daemonset.enabled .Values.agent.tls.enabled (not .Values.agent.tls.secretName) }}
-{{- fail "agent.tls.enabled needs agent.tls.secretName (a Secret with the CA and the agent's client certificate and key)" }}
+{{- if and .Values.agent.daemonset.enabled .Values.agent.tls.enabled (not (include "nudge.agent.tlsSecretName" .)) }}
+{{- fail "agent.tls.enabled needs agent.tls.secretName (a Secret with the CA and the agent's client certificate and key), or certManager.enabled" }}
+{{- end }}
+{{- $cm := .Values.certManager }}
+{{- if $cm.enabled }}
+{{- if not $cm.issuerRef.name }}
+{{- fail "certManager.enabled needs certManager.issuerRef.name (the Issuer or ClusterIssuer that signs the certificates)" }}
+{{- end }}
+{{- if and (eq ($cm.issuerRef.group | default "cert-manager.io") "cert-manager.io") (not (has $cm.issuerRef.kind (list "Issuer" "ClusterIssuer"))) }}
+{{- fail (printf "certManager.issuerRef.kind must be Issuer or ClusterIssuer (got %q)" $cm.issuerRef.kind) }}
+{{- end }}
+{{- if and (include "nudge.certManager.controlPlane" .) (not $cp.tls.enabled) }}
+{{- fail "certManager.enabled needs controlPlane.tls.enabled: the control plane's certificate is only used with TLS on (or set certManager.controlPlane.enabled=false)" }}
+{{- end }}
+{{- if and (include "nudge.certManager.agent" .) (not .Values.agent.tls.enabled) }}
+{{- fail "certManager.enabled with agent.daemonset.enabled needs agent.tls.enabled: the DaemonSet's client certificate is only used with TLS on (or set certManager.agent.enabled=false)" }}
+{{- end }}
+{{- if and (not (include "nudge.certManager.controlPlane" .)) (not (include "nudge.certManager.agent" .)) }}
+{{- fail "certManager.enabled renders no Certificate here (no control plane, no agent DaemonSet): an application chart's sidecar needs its own Certificate (chart README, TLS)" }}
+{{- end }}
 {{- end }}
 {{- if lt (int $cp.terminationGracePeriodSeconds) 30 }}
 {{- fail "controlPlane.terminationGracePeriodSeconds must be at least 30: the control plane gives its drain up to 25 s after SIGTERM" }}

@@ -57,6 +57,7 @@ pub mod options;
 pub mod procstat;
 pub mod report;
 pub mod scenarios;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -151,10 +152,20 @@ pub async fn run(options: Options) -> Result<()> {
         None
     };
 
+    let live = if options.runs("stream") {
+        eprintln!("nudge-bench: 8. live stream");
+        Some(stream::scenario_stream(&env).await?)
+    } else {
+        None
+    };
+
     if options.json {
         let mut document = to_json(&facts, &rows, e2e.as_ref(), disk.as_ref(), &intake_hwm);
         if let Some(dispatch) = &dispatch {
             document["notify"] = dispatch.to_json();
+        }
+        if let Some(live) = &live {
+            document["stream"] = live.to_json();
         }
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
@@ -171,6 +182,9 @@ pub async fn run(options: Options) -> Result<()> {
         );
         if let Some(dispatch) = &dispatch {
             print!("{}", notify::render(dispatch));
+        }
+        if let Some(live) = &live {
+            print!("{}", stream::render(live));
         }
     }
     Ok(())

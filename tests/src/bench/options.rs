@@ -25,10 +25,14 @@ pub struct Options {
     pub notify_email_count: u64,
     pub notify_workers: usize,
     pub notify_users: usize,
+    /// Tracked events timed to their WebSocket frame (`stream`).
+    pub stream_notifications: usize,
+    /// Idle WebSockets held for the RSS figure (`stream`).
+    pub stream_connections: usize,
 }
 
 /// The sections `--only` accepts, in the order they run.
-pub const SECTIONS: [&str; 4] = ["intake", "e2e", "disk", "notify"];
+pub const SECTIONS: [&str; 5] = ["intake", "e2e", "disk", "notify", "stream"];
 
 impl Options {
     /// Whether section `name` (one of [`SECTIONS`]) runs.
@@ -51,9 +55,12 @@ Options (each also as an environment variable):
   --notify N        notifies per channel, in-app and webhook (2000)  NUDGE_BENCH_NOTIFY
   --notify-email N  notifies by email (500)                    NUDGE_BENCH_NOTIFY_EMAIL
   --notify-workers N  concurrent /v1/notify callers (16)       NUDGE_BENCH_NOTIFY_WORKERS
+  --stream N        tracked events timed to their live-stream frame (500)  NUDGE_BENCH_STREAM
+  --stream-connections N  idle WebSockets held for RSS (2000)  NUDGE_BENCH_STREAM_CONNECTIONS
   --only LIST       run only these sections: intake (baseline and agent intake),
                     e2e, disk, notify (dispatch per channel to local peers:
-                    in-app, a webhook receiver, SMTP via .venv's aiosmtpd)  NUDGE_BENCH_ONLY
+                    in-app, a webhook receiver, SMTP via .venv's aiosmtpd),
+                    stream (live-stream latency, idle WebSockets)  NUDGE_BENCH_ONLY
   --quick           2s rows, 0.5s warm-up, 20000/10000 events, 1000/200 notifies  NUDGE_BENCH_QUICK=1
   --json            print one JSON document instead of the tables
   --bin-dir DIR     where nudge-agent and nudge-control-plane are (next to this program)
@@ -148,6 +155,8 @@ pub fn parse_options() -> Result<Options> {
         notify_email_count: if quick { 200 } else { 500 },
         notify_workers: 16,
         notify_users: 8,
+        stream_notifications: if quick { 200 } else { 500 },
+        stream_connections: if quick { 1_000 } else { 2_000 },
     };
     if let Some(v) = env("NUDGE_BENCH_DURATION") {
         options.duration = parse_duration(&v)?;
@@ -175,6 +184,12 @@ pub fn parse_options() -> Result<Options> {
     }
     if let Some(v) = env("NUDGE_BENCH_NOTIFY_WORKERS") {
         options.notify_workers = positive(&v, "NUDGE_BENCH_NOTIFY_WORKERS")?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_STREAM") {
+        options.stream_notifications = positive(&v, "NUDGE_BENCH_STREAM")?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_STREAM_CONNECTIONS") {
+        options.stream_connections = positive(&v, "NUDGE_BENCH_STREAM_CONNECTIONS")?;
     }
     if let Some(v) = env("NUDGE_BENCH_ONLY") {
         options.only = parse_sections(&v)?;
@@ -204,6 +219,10 @@ pub fn parse_options() -> Result<Options> {
             }
             "--notify-workers" => {
                 options.notify_workers = positive(&value()?, "--notify-workers")?;
+            }
+            "--stream" => options.stream_notifications = positive(&value()?, "--stream")?,
+            "--stream-connections" => {
+                options.stream_connections = positive(&value()?, "--stream-connections")?;
             }
             "--only" => options.only = parse_sections(&value()?)?,
             "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),

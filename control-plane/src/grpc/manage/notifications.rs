@@ -234,6 +234,10 @@ fn delivery_to_proto(delivery: Delivery) -> pb::Delivery {
         updated_at: timestamp(delivery.updated_at),
         sent_at: delivery.sent_at.and_then(timestamp),
         delivered_at: delivery.delivered_at.and_then(timestamp),
+        opened_at: delivery.opened_at.and_then(timestamp),
+        read_at: delivery.read_at.and_then(timestamp),
+        clicked_at: delivery.clicked_at.and_then(timestamp),
+        complained_at: delivery.complained_at.and_then(timestamp),
     }
 }
 
@@ -245,6 +249,9 @@ fn status_to_proto(status: Status) -> pb::DeliveryStatus {
         Status::Delivered => pb::DeliveryStatus::Delivered,
         Status::Failed => pb::DeliveryStatus::Failed,
         Status::DeadLettered => pb::DeliveryStatus::DeadLettered,
+        Status::Opened => pb::DeliveryStatus::Opened,
+        Status::Read => pb::DeliveryStatus::Read,
+        Status::Clicked => pb::DeliveryStatus::Clicked,
     }
 }
 

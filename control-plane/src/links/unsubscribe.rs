@@ -1,42 +1,17 @@
-//! Signed links in messages, so far the one-click unsubscribe link of
-//! emails (RFC 8058, advertised with RFC 2369's `List-Unsubscribe`).
-//!
-//! # What it promises
-//!
-//! * **Only this server's links verify.** A token is
-//!   `base64url(payload · tag)`, unpadded, where `payload` carries the
-//!   [`UnsubscribeClaims`] (user id, notification type, channel, issued-at)
-//!   and `tag` is HMAC-SHA256 over a purpose label and the payload, keyed
-//!   by the operator's `link_secret`, cut to its first 16 bytes (128 bits;
-//!   RFC 2104 §5 allows truncation to half the hash length). Changing any
-//!   byte of a token makes it fail [`UnsubscribeLinks::verify_unsubscribe`];
-//!   the tag is compared in constant time.
-//! * **Links do not expire.** Mail sits in inboxes for years and RFC 8058
-//!   expects its link to keep working, so the issued-at time is carried (for
-//!   diagnosis, and for a maximum age should one ever be wanted) but not
-//!   checked. The way to invalidate every link ever sent is a new
-//!   `link_secret`.
-//! * **Signed, not encrypted.** Anyone who sees a link can read the user id
-//!   and type in it (they are base64, not secret); only the server can make
-//!   one. The mail goes to that user, who knows both.
+//! The one-click unsubscribe link of emails (RFC 8058): stop one
+//! notification type on one channel for one user.
 //!
 //! The payload is a version byte (1), the issued-at time in Unix seconds
 //! (8 bytes, big-endian), then the user id, the type and the channel name,
 //! each as a 2-byte big-endian length and UTF-8 bytes. Binary rather than
-//! JSON so links stay short.
+//! JSON so links stay short. The issued-at time is carried (for diagnosis,
+//! and for a maximum age should one ever be wanted) but not checked: RFC
+//! 8058 expects the link to keep working.
 
-use std::sync::Arc;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
 use jiff::Timestamp;
-use sha2::Sha256;
 
+use super::{LinkConfigError, LinkError, Signer};
 use crate::channels::ChannelKind;
-
-/// Shortest accepted `link_secret`, in bytes: HMAC-SHA256's own strength.
-pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Longest user id plus type a link is made for: a `List-Unsubscribe`
 /// header must fit on a mail header line (998 characters), with the
@@ -44,9 +19,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 const MAX_FIELDS_BYTES: usize = 512;
 
 const VERSION: u8 = 1;
-const TAG_BYTES: usize = 16;
-/// Keeps unsubscribe tags apart from any later kind of link signed with
-/// the same secret.
+/// Keeps unsubscribe tags apart from every other kind of link signed with
+/// the same secret (see the module doc of [`crate::links`]).
 const PURPOSE: &[u8] = b"nudge/unsubscribe\0";
 
 /// What an unsubscribe link says: stop `notification_type` on `channel`
@@ -60,28 +34,13 @@ pub struct UnsubscribeClaims {
     pub issued_at: Timestamp,
 }
 
-/// Why a token was refused. Both mean "not a link this server made", and
-/// change nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    #[error("the link is malformed (cut short or mangled)")]
-    Malformed,
-    #[error("the link's signature does not verify: it was altered or not issued by this server")]
-    BadSignature,
-}
-
-/// Why the link settings were refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct LinkConfigError(String);
-
 /// Makes and checks unsubscribe links. Cheap to clone; the secret never
 /// reaches `Debug` output.
 #[derive(Clone)]
 pub struct UnsubscribeLinks {
     /// `public_url` without a trailing `/`.
     base_url: String,
-    key: Arc<[u8]>,
+    signer: Signer,
 }
 
 impl std::fmt::Debug for UnsubscribeLinks {
@@ -95,18 +54,12 @@ impl std::fmt::Debug for UnsubscribeLinks {
 
 impl UnsubscribeLinks {
     /// Links under `public_url` (already checked to be an http(s) URL),
-    /// signed with `secret`, which must be at least [`MIN_SECRET_BYTES`].
+    /// signed with `secret`, which must be at least
+    /// [`super::MIN_SECRET_BYTES`].
     pub fn new(public_url: &str, secret: &str) -> Result<Self, LinkConfigError> {
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(LinkConfigError(format!(
-                "must be at least {MIN_SECRET_BYTES} bytes (it has {}); \
-                 make one with `openssl rand -base64 32`",
-                secret.len()
-            )));
-        }
         Ok(UnsubscribeLinks {
             base_url: public_url.trim_end_matches('/').to_owned(),
-            key: Arc::from(secret.as_bytes()),
+            signer: Signer::new(secret)?,
         })
     }
 
@@ -125,7 +78,7 @@ impl UnsubscribeLinks {
         if user.len() + kind.len() > MAX_FIELDS_BYTES {
             return None;
         }
-        let mut bytes = Vec::with_capacity(9 + 6 + user.len() + kind.len() + channel.len());
+        let mut bytes = Vec::with_capacity(9 + 6 + user.len() + kind.len() + channel.len() + 16);
         bytes.push(VERSION);
         bytes.extend_from_slice(&claims.issued_at.as_second().to_be_bytes());
         for field in [user, kind, channel] {
@@ -133,33 +86,15 @@ impl UnsubscribeLinks {
             bytes.extend_from_slice(&(field.len() as u16).to_be_bytes());
             bytes.extend_from_slice(field);
         }
-        let tag = self.mac(&bytes).finalize().into_bytes();
-        bytes.extend_from_slice(&tag[..TAG_BYTES]);
-        Some(URL_SAFE_NO_PAD.encode(bytes))
+        Some(self.signer.sign(PURPOSE, bytes))
     }
 
     /// The claims of a token this server signed. The tag is checked before
     /// anything in the payload is read.
     pub fn verify_unsubscribe(&self, token: &str) -> Result<UnsubscribeClaims, LinkError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.trim())
-            .map_err(|_| LinkError::Malformed)?;
-        if bytes.len() < 1 + 8 + 6 + TAG_BYTES {
-            return Err(LinkError::Malformed);
-        }
-        let (payload, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
-        self.mac(payload)
-            .verify_truncated_left(tag)
-            .map_err(|_| LinkError::BadSignature)?;
+        let payload = self.signer.verify(PURPOSE, token, 1 + 8 + 6)?;
         // Signed by us, so well-formed unless the format changed.
-        parse(payload).ok_or(LinkError::Malformed)
-    }
-
-    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes any key length");
-        mac.update(PURPOSE);
-        mac.update(payload);
-        mac
+        parse(&payload).ok_or(LinkError::Malformed)
     }
 }
 
@@ -193,9 +128,16 @@ fn parse(payload: &[u8]) -> Option<UnsubscribeClaims> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    /// [`claims`] signed with [`SECRET`] (computed independently from the
+    /// format in the module doc).
+    const STABLE_TOKEN: &str =
+        "AQAAAABrSdIAAAR1LTQyAApuZXdzbGV0dGVyAAVlbWFpbOPqgRPBi1BRWwsHBlIZfZA";
 
     fn links() -> UnsubscribeLinks {
         UnsubscribeLinks::new("https://nudge.example.com/", SECRET).unwrap()
@@ -295,6 +237,15 @@ mod tests {
             ..claims()
         };
         assert_eq!(links().url(&long), None);
+    }
+
+    /// Tokens already in inboxes keep verifying: this one was made by the
+    /// first release of these links.
+    #[test]
+    fn the_format_is_stable() {
+        let token = links().sign_unsubscribe(&claims()).unwrap();
+        assert_eq!(links().verify_unsubscribe(&token).unwrap(), claims());
+        assert_eq!(token, STABLE_TOKEN);
     }
 
     #[test]

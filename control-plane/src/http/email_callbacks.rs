@@ -1,0 +1,483 @@
+//! `POST /v1/callbacks/email`: an email provider's events about messages
+//! it took from the email channel, in Nudge's own documented JSON format
+//! (most providers' webhooks map onto it with a small adapter). Public, no
+//! admin token: each request is signed with the configured
+//! `[channels.email] callback_secret` instead.
+//!
+//! ```json
+//! {"events": [
+//!   {"message_id": "<0195…@acme.example>", "event": "delivered", "timestamp": "2026-01-02T03:04:05Z"},
+//!   {"delivery_id": "0195…", "event": "bounced", "reason": "550 5.1.1 user unknown"}
+//! ]}
+//! ```
+//!
+//! Each event names its message by `message_id` (the `Message-ID` the
+//! email channel gave it, angle brackets optional) or `delivery_id` (the
+//! delivery's id, which is also the `Message-ID`'s local part); with both,
+//! `delivery_id` is used. `event` is one of `delivered`, `bounced` (hard),
+//! `soft_bounced`, `opened`, `clicked`, `complained`; `timestamp` (RFC
+//! 3339, default: when the callback arrived, never later than that) and
+//! `reason` (the provider's words, kept as the last answer) are optional;
+//! other fields are ignored.
+//!
+//! The signature is `X-Nudge-Signature: sha256=<hex HMAC-SHA256 of the raw
+//! body, keyed by callback_secret>` (see
+//! [`crate::channels::email::EmailCallbackAuth`]).
+//!
+//! # Promises
+//!
+//! * **Only signed callbacks act.** Missing or wrong signature: `403
+//!   invalid_signature`, nothing changes.
+//! * **A batch is checked whole before anything changes.** Malformed JSON,
+//!   a missing `events` array, an unknown `event`, a bad `timestamp` or
+//!   `delivery_id`, an event with neither id: `400` naming the event's
+//!   index and field, nothing changes.
+//! * **Statuses only move forward** (see [`crate::delivery::model`]):
+//!   `delivered` on a `sent` delivery → `delivered`; `opened`/`clicked`
+//!   record the engagement (also on a delivery already delivered);
+//!   `bounced` → `failed` with the reason as last answer (from `sent` or
+//!   `delivered`; never after an open or click); `soft_bounced` keeps the
+//!   status and, on a `sent` delivery, keeps the reason as last answer (the
+//!   provider retries on its own); `complained` sets `complained_at`,
+//!   counts as delivered, and switches the user's email off for the
+//!   delivery's type, like the unsubscribe link — unless the type is
+//!   critical (then only logged). A late or repeated event changes nothing.
+//! * **The provider hears 200 for every signed, well-formed batch**, with
+//!   one result per event in order: `applied` (recorded, or already so),
+//!   `unknown_message` (no email delivery of that id; not retried), or
+//!   `ignored` (the delivery cannot take it, e.g. an open on a failed
+//!   delivery, with the reason). Only a failing store answers 503, and the
+//!   provider's resend is harmless: every change is idempotent.
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 200 | — | `{"results": [{"index", "delivery", "status", "result", …}]}` |
+//! | 400 | `malformed_json`, `bad_request` | see above |
+//! | 403 | `invalid_signature` | the signature is missing or wrong |
+//! | 413 | — | a body over 1 MiB |
+//! | 503 | `callbacks_disabled` | `[channels.email]` has no `callback_secret` |
+//! | 503 | `store_unavailable` | the delivery queue or preferences failed |
+//!
+//! Provider-reported opens and clicks are recorded whatever the
+//! `[tracking]` switches say: those switch off Nudge's own pixel and
+//! redirects, while a provider's tracking is configured at the provider.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{ApiError, HttpState};
+use crate::channels::ChannelKind;
+use crate::delivery::{Delivery, DeliveryQueue, Engagement, QueueError};
+use crate::engine::SettingsHandle;
+use crate::preferences::{PreferenceError, PreferenceStore};
+
+const MAX_BODY: usize = 1024 * 1024;
+/// Most events in one callback.
+const MAX_EVENTS: usize = 1000;
+/// Longest `reason` kept; longer ones are cut (on a character boundary).
+const MAX_REASON: usize = 300;
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/v1/callbacks/email", post(email_events))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// The body as documented; checked into [`Event`]s.
+#[derive(Debug, Deserialize)]
+struct Batch {
+    events: Vec<RawEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawEvent {
+    #[serde(default)]
+    message_id: Option<String>,
+    #[serde(default)]
+    delivery_id: Option<String>,
+    event: String,
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// What the provider says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Delivered,
+    Bounced,
+    SoftBounced,
+    Opened,
+    Clicked,
+    Complained,
+}
+
+impl Kind {
+    const NAMES: &str = "delivered, bounced, soft_bounced, opened, clicked, complained";
+
+    fn parse(name: &str) -> Option<Kind> {
+        Some(match name {
+            "delivered" => Kind::Delivered,
+            "bounced" => Kind::Bounced,
+            "soft_bounced" => Kind::SoftBounced,
+            "opened" => Kind::Opened,
+            "clicked" => Kind::Clicked,
+            "complained" => Kind::Complained,
+            _ => return None,
+        })
+    }
+}
+
+/// Which message an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Delivery(Uuid),
+    MessageId(String),
+}
+
+/// One checked event.
+#[derive(Debug, Clone)]
+struct Event {
+    target: Target,
+    kind: Kind,
+    at: Timestamp,
+    reason: Option<String>,
+}
+
+async fn email_events(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(auth) = &state.email_callbacks else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "callbacks_disabled",
+            "email callbacks are not configured: set callback_secret in [channels.email]",
+        ));
+    };
+    let signature = headers
+        .get("x-nudge-signature")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !auth.verify(&body, signature) {
+        tracing::warn!(
+            signed = !signature.is_empty(),
+            "email callback refused: bad signature"
+        );
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+            "X-Nudge-Signature is missing or is not sha256=<hex HMAC-SHA256 of the body \
+             keyed by the configured callback_secret>",
+        ));
+    }
+    let events = parse(&body, Timestamp::now())?;
+    let (queue, preferences, settings) = (
+        state.queue.clone(),
+        state.preferences.clone(),
+        state.settings.clone(),
+    );
+    let results = tokio::task::spawn_blocking(move || {
+        events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let mut result = apply(&queue, &preferences, &settings, event)?;
+                result["index"] = json!(index);
+                Ok(result)
+            })
+            .collect::<Result<Vec<Value>, ApiError>>()
+    })
+    .await??;
+    Ok(Json(json!({ "results": results })))
+}
+
+/// The body's events, every one checked; the first problem is a 400.
+fn parse(body: &[u8], now: Timestamp) -> Result<Vec<Event>, ApiError> {
+    let batch: Batch = serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "the body is not a callback batch ({{\"events\": [{{\"message_id\" or \
+                 \"delivery_id\", \"event\", \"timestamp\", \"reason\"}}]}}): {error}"
+            ),
+        )
+    })?;
+    if batch.events.len() > MAX_EVENTS {
+        return Err(ApiError::bad_request(format!(
+            "events: {} events; at most {MAX_EVENTS} per callback",
+            batch.events.len()
+        )));
+    }
+    batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| check(index, raw, now))
+        .collect()
+}
+
+fn check(index: usize, raw: RawEvent, now: Timestamp) -> Result<Event, ApiError> {
+    let field = |name: &str, message: String| {
+        ApiError::bad_request(format!("events[{index}].{name}: {message}"))
+    };
+    let kind = Kind::parse(&raw.event).ok_or_else(|| {
+        field(
+            "event",
+            format!(
+                "unknown event {:?}; expected one of {}",
+                raw.event,
+                Kind::NAMES
+            ),
+        )
+    })?;
+    let non_empty = |text: Option<String>| text.filter(|text| !text.trim().is_empty());
+    let target = match (non_empty(raw.delivery_id), non_empty(raw.message_id)) {
+        (Some(id), _) => Target::Delivery(
+            Uuid::parse_str(id.trim())
+                .map_err(|_| field("delivery_id", format!("{id:?} is not a delivery id")))?,
+        ),
+        (None, Some(message_id)) => Target::MessageId(message_id.trim().to_owned()),
+        (None, None) => {
+            return Err(ApiError::bad_request(format!(
+                "events[{index}]: needs message_id or delivery_id"
+            )));
+        }
+    };
+    let at = match raw.timestamp.as_deref() {
+        None => now,
+        Some(text) => text
+            .parse::<Timestamp>()
+            .map_err(|error| {
+                field(
+                    "timestamp",
+                    format!("{text:?} is not an RFC 3339 time: {error}"),
+                )
+            })?
+            .min(now),
+    };
+    let reason = non_empty(raw.reason).map(|reason| shorten(reason.trim()));
+    Ok(Event {
+        target,
+        kind,
+        at,
+        reason,
+    })
+}
+
+/// Applies one event; its result object (without `index`).
+fn apply(
+    queue: &DeliveryQueue,
+    preferences: &PreferenceStore,
+    settings: &SettingsHandle,
+    event: &Event,
+) -> Result<Value, ApiError> {
+    let Some(id) = find(queue, &event.target)? else {
+        tracing::info!(target = ?event.target, kind = ?event.kind, "email callback for an unknown message; ignored");
+        return Ok(json!({ "delivery": null, "status": null, "result": "unknown_message" }));
+    };
+    let reason = event.reason.as_deref();
+    let changed = match event.kind {
+        Kind::Delivered => queue.mark_delivered(id, event.at),
+        Kind::Bounced => queue.mark_bounced(
+            id,
+            &with_reason("hard bounce reported by the email provider", reason),
+            event.at,
+        ),
+        Kind::SoftBounced => queue.record_soft_bounce(
+            id,
+            &with_reason("soft bounce reported by the email provider", reason),
+            event.at,
+        ),
+        Kind::Opened => queue.record_engagement(id, Engagement::Opened, event.at),
+        Kind::Clicked => queue.record_engagement(id, Engagement::Clicked, event.at),
+        Kind::Complained => queue.record_complaint(id, event.at),
+    };
+    let delivery = match changed {
+        Ok(delivery) => delivery,
+        Err(QueueError::NotFound(_)) => {
+            return Ok(json!({ "delivery": null, "status": null, "result": "unknown_message" }));
+        }
+        Err(error @ QueueError::InvalidTransition { from, .. }) => {
+            tracing::info!(delivery = %id, kind = ?event.kind, status = %from, "email callback the delivery cannot follow; ignored");
+            return Ok(json!({
+                "delivery": id,
+                "status": from,
+                "result": "ignored",
+                "reason": error.to_string(),
+            }));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    tracing::info!(delivery = %id, kind = ?event.kind, status = %delivery.status, "email callback applied");
+    let mut result = json!({ "delivery": id, "status": delivery.status, "result": "applied" });
+    if event.kind == Kind::Complained {
+        result["unsubscribed"] = json!(switch_off(preferences, settings, &delivery)?);
+    }
+    Ok(result)
+}
+
+/// The email delivery `target` names, if there is one.
+fn find(queue: &DeliveryQueue, target: &Target) -> Result<Option<Uuid>, QueueError> {
+    let id = match target {
+        Target::Delivery(id) => *id,
+        Target::MessageId(message_id) => {
+            let bare = message_id
+                .strip_prefix('<')
+                .and_then(|rest| rest.strip_suffix('>'))
+                .unwrap_or(message_id);
+            if let Some(id) = queue.find_by_provider_id(ChannelKind::Email, &format!("<{bare}>"))? {
+                return Ok(Some(id));
+            }
+            // Not indexed (its `Sent` not recorded yet, or a provider that
+            // rewrote the brackets): our Message-IDs are `<delivery id@domain>`.
+            let local = bare.split('@').next().unwrap_or_default();
+            match Uuid::parse_str(local) {
+                Ok(id) => id,
+                Err(_) => return Ok(None),
+            }
+        }
+    };
+    Ok(queue
+        .get(id)?
+        .filter(|delivery| delivery.channel == ChannelKind::Email)
+        .map(|delivery| delivery.id))
+}
+
+/// A complaint: the user's email off for the delivery's type, as the
+/// unsubscribe link does. `false` when the type is critical (it cannot be
+/// switched off) or the delivery has no type.
+fn switch_off(
+    preferences: &PreferenceStore,
+    settings: &SettingsHandle,
+    delivery: &Delivery,
+) -> Result<bool, ApiError> {
+    let notification_type = &delivery.message.notification_type;
+    if notification_type.is_empty() {
+        return Ok(false);
+    }
+    let settings = settings.current();
+    let switched = preferences.update(&delivery.user_id, |prefs| {
+        prefs.set_type_channel(
+            &settings.defaults,
+            notification_type,
+            ChannelKind::Email,
+            false,
+        )
+    });
+    match switched {
+        Ok(_) => {
+            tracing::info!(delivery = %delivery.id, %notification_type, "spam complaint: the type's email is switched off for its user");
+            Ok(true)
+        }
+        Err(PreferenceError::Critical { .. }) => {
+            tracing::warn!(delivery = %delivery.id, %notification_type, "spam complaint about a critical type; it cannot be switched off");
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn with_reason(what: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("{what}: {reason}"),
+        None => what.to_owned(),
+    }
+}
+
+fn shorten(text: &str) -> String {
+    if text.len() <= MAX_REASON {
+        return text.to_owned();
+    }
+    let mut end = MAX_REASON;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn error(body: &str) -> String {
+        let error = parse(body.as_bytes(), now()).unwrap_err();
+        format!("{} {}: {}", error.status, error.code, error.message)
+    }
+
+    #[test]
+    fn parses_the_documented_format() {
+        let events = parse(
+            br#"{"events":[
+                {"message_id":" <a@b> ","event":"delivered","timestamp":"2027-01-15T08:00:00Z","extra":1},
+                {"message_id":"x","delivery_id":"01950000-0000-7000-8000-000000000001","event":"bounced","reason":"550 no"},
+                {"message_id":"y","event":"complained","timestamp":"2099-01-01T00:00:00+02:00"}
+            ]}"#,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(events[0].target, Target::MessageId("<a@b>".to_owned()));
+        assert_eq!(events[0].kind, Kind::Delivered);
+        assert_eq!(events[0].at, "2027-01-15T08:00:00Z".parse().unwrap());
+        assert_eq!(
+            events[1].target,
+            Target::Delivery(Uuid::parse_str("01950000-0000-7000-8000-000000000001").unwrap())
+        );
+        assert_eq!(events[1].reason.as_deref(), Some("550 no"));
+        assert_eq!(events[2].at, now(), "a future time is clamped to now");
+        assert!(parse(br#"{"events":[]}"#, now()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        let message = error("{");
+        assert!(
+            message.starts_with("400 Bad Request malformed_json"),
+            "{message}"
+        );
+        let message = error(r#"{"event":"delivered"}"#);
+        assert!(message.contains("missing field `events`"), "{message}");
+        let message = error(
+            r#"{"events":[{"message_id":"a","event":"delivered"},{"message_id":"a","event":"read"}]}"#,
+        );
+        assert!(
+            message.contains("events[1].event: unknown event \"read\""),
+            "{message}"
+        );
+        let message = error(r#"{"events":[{"event":"opened"}]}"#);
+        assert!(
+            message.contains("events[0]: needs message_id or delivery_id"),
+            "{message}"
+        );
+        let message = error(r#"{"events":[{"delivery_id":"nope","event":"opened"}]}"#);
+        assert!(message.contains("events[0].delivery_id"), "{message}");
+        let message =
+            error(r#"{"events":[{"message_id":"a","event":"opened","timestamp":"yesterday"}]}"#);
+        assert!(message.contains("events[0].timestamp"), "{message}");
+        let message = error(r#"{"events":[{"message_id":5,"event":"opened"}]}"#);
+        assert!(message.contains("malformed_json"), "{message}");
+    }
+
+    #[test]
+    fn long_reasons_are_cut() {
+        let long = "ü".repeat(400);
+        let short = shorten(&long);
+        assert!(short.len() <= MAX_REASON + "…".len(), "{}", short.len());
+        assert!(short.ends_with('…'));
+    }
+}

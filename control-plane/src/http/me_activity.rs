@@ -1,0 +1,337 @@
+//! The signed-in user's activity feed: their own tracked events, under
+//! `/v1/me/activity`.
+//!
+//! * `GET /v1/me/activity` — a page, oldest first: `kind` (`track`, `page`,
+//!   `screen`, `identify`, …; repeatable or comma-separated), `event` (a
+//!   track's name, or a page's or screen's name), `resource` (matches the
+//!   event's `properties.resource_id` or `properties.product_id`), `since`,
+//!   `until` (RFC 3339, on the event's own time), `cursor`, `limit` (1–200,
+//!   default 50).
+//! * `GET /v1/me/activity/summary` — the same filters; totals by kind and
+//!   by event name, first and last time, active days.
+//! * `GET /v1/me/activity/export?format=csv|json` — every matching event.
+//!
+//! What a user sees of an event is what they did: id, kind, name,
+//! properties and time. The application's write key, the agent id, the
+//! raw `context` and `integrations`, and `notify` calls (the app telling
+//! Nudge to message the user, not the user's activity) are left out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::user_auth::Me;
+use super::{ApiError, HttpState};
+use crate::store::{Cursor, Event, EventBody, JsonObject};
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 200;
+/// Events read from the store per step while filtering.
+const SCAN_PAGE: usize = 500;
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/activity", get(list))
+        .route("/activity/summary", get(summary))
+        .route("/activity/export", get(export))
+}
+
+/// One event as its user sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Activity {
+    pub id: String,
+    pub kind: &'static str,
+    /// The track's event name, or the page's or screen's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub properties: JsonObject,
+    /// The client's time, else when Nudge received it.
+    pub at: Timestamp,
+}
+
+fn activity(event: &Event) -> Option<Activity> {
+    let (name, properties) = match &event.body {
+        EventBody::Notify(_) => return None,
+        EventBody::Track { event, properties } => (Some(event.clone()), properties.clone()),
+        EventBody::Page {
+            name, properties, ..
+        }
+        | EventBody::Screen {
+            name, properties, ..
+        } => (name.clone(), properties.clone()),
+        EventBody::Identify { traits } => (None, traits.clone()),
+        _ => (None, JsonObject::new()),
+    };
+    Some(Activity {
+        id: event.id.clone(),
+        kind: event.kind().as_str(),
+        name,
+        properties,
+        at: event.timestamp.unwrap_or(event.ingested_at),
+    })
+}
+
+#[derive(Debug, Default)]
+struct Filter {
+    kinds: BTreeSet<String>,
+    event: Option<String>,
+    resource: Option<String>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    cursor: Option<Cursor>,
+    limit: usize,
+    format: Option<String>,
+}
+
+impl Filter {
+    fn parse(raw: Option<&str>) -> Result<Filter, ApiError> {
+        let pairs = super::form::parse(raw.unwrap_or_default().as_bytes())
+            .map_err(|error| ApiError::bad_request(error.to_string()))?;
+        let mut filter = Filter {
+            limit: DEFAULT_LIMIT,
+            ..Filter::default()
+        };
+        for (key, value) in pairs {
+            let bad = |what: &str| ApiError::bad_request(format!("{key}: {what}"));
+            match key.as_str() {
+                "kind" => {
+                    for kind in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                        if !KINDS.contains(&kind) {
+                            return Err(bad(&format!("unknown kind {kind:?}")));
+                        }
+                        filter.kinds.insert(kind.to_owned());
+                    }
+                }
+                "event" => filter.event = Some(value),
+                "resource" => filter.resource = Some(value),
+                "since" => {
+                    filter.since = Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad("expected an RFC 3339 time"))?,
+                    )
+                }
+                "until" => {
+                    filter.until = Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad("expected an RFC 3339 time"))?,
+                    )
+                }
+                "cursor" => {
+                    filter.cursor = Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad("not a cursor this server gave out"))?,
+                    )
+                }
+                "limit" => {
+                    filter.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| bad(&format!("expected 1 to {MAX_LIMIT}")))?;
+                }
+                "format" => filter.format = Some(value),
+                _ => return Err(ApiError::bad_request(format!("unknown parameter {key:?}"))),
+            }
+        }
+        Ok(filter)
+    }
+
+    fn matches(&self, activity: &Activity) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(activity.kind) {
+            return false;
+        }
+        if self
+            .event
+            .as_ref()
+            .is_some_and(|event| activity.name.as_ref() != Some(event))
+        {
+            return false;
+        }
+        if let Some(resource) = &self.resource {
+            let named = ["resource_id", "product_id"].iter().any(|key| {
+                activity
+                    .properties
+                    .get(*key)
+                    .is_some_and(|value| match value {
+                        Value::String(text) => text == resource,
+                        Value::Number(number) => number.to_string() == *resource,
+                        _ => false,
+                    })
+            });
+            if !named {
+                return false;
+            }
+        }
+        if self.since.is_some_and(|since| activity.at < since) {
+            return false;
+        }
+        if self.until.is_some_and(|until| activity.at >= until) {
+            return false;
+        }
+        true
+    }
+}
+
+/// The kinds a user's activity has (every kind but `notify`).
+const KINDS: [&str; 8] = [
+    "track",
+    "identify",
+    "page",
+    "screen",
+    "group",
+    "alias",
+    "session_start",
+    "session_end",
+];
+
+/// Up to `limit` matching activities after the filter's cursor, and the
+/// cursor of the next page when there may be more.
+fn page(
+    state: &HttpState,
+    user: &str,
+    filter: &Filter,
+    limit: usize,
+) -> Result<(Vec<Activity>, Option<Cursor>), ApiError> {
+    let mut found = Vec::new();
+    let mut after = filter.cursor;
+    loop {
+        let page = state.store.events_for_user(user, SCAN_PAGE, after)?;
+        let read = page.events.len();
+        for (event, cursor) in page.events.iter().zip(page.cursors.iter()) {
+            after = Some(*cursor);
+            let Some(activity) = activity(event) else {
+                continue;
+            };
+            if filter.matches(&activity) {
+                found.push(activity);
+                if found.len() == limit {
+                    return Ok((found, after));
+                }
+            }
+        }
+        if read < SCAN_PAGE || page.next.is_none() {
+            return Ok((found, None));
+        }
+    }
+}
+
+async fn list(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let filter = Filter::parse(raw.as_deref())?;
+    let (items, next) = tokio::task::spawn_blocking(move || {
+        let limit = filter.limit;
+        page(&state, &user, &filter, limit)
+    })
+    .await??;
+    let mut body = json!({ "activity": items });
+    if let Some(next) = next {
+        body["next_cursor"] = json!(next.0.to_string());
+    }
+    Ok(Json(body))
+}
+
+/// Every matching activity (for summaries and exports).
+fn all(state: &HttpState, user: &str, filter: &Filter) -> Result<Vec<Activity>, ApiError> {
+    let (items, _) = page(state, user, filter, usize::MAX)?;
+    Ok(items)
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    total: u64,
+    by_kind: BTreeMap<&'static str, u64>,
+    by_event: BTreeMap<String, u64>,
+    first_at: Option<Timestamp>,
+    last_at: Option<Timestamp>,
+    /// Distinct UTC days with activity.
+    active_days: usize,
+}
+
+fn summarise(items: &[Activity]) -> Summary {
+    let mut summary = Summary::default();
+    let mut days = BTreeSet::new();
+    for item in items {
+        summary.total += 1;
+        *summary.by_kind.entry(item.kind).or_default() += 1;
+        if let Some(name) = &item.name {
+            *summary.by_event.entry(name.clone()).or_default() += 1;
+        }
+        summary.first_at = Some(summary.first_at.map_or(item.at, |t| t.min(item.at)));
+        summary.last_at = Some(summary.last_at.map_or(item.at, |t| t.max(item.at)));
+        days.insert(item.at.as_second().div_euclid(86_400));
+    }
+    summary.active_days = days.len();
+    summary
+}
+
+async fn summary(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let filter = Filter::parse(raw.as_deref())?;
+    let items = tokio::task::spawn_blocking(move || all(&state, &user, &filter)).await??;
+    Ok(Json(json!(summarise(&items))))
+}
+
+async fn export(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let filter = Filter::parse(raw.as_deref())?;
+    let csv = match filter.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::bad_request("format: expected csv or json")),
+    };
+    let items = tokio::task::spawn_blocking(move || all(&state, &user, &filter)).await??;
+    let (body, content_type, name) = if csv {
+        let mut out = String::from("id,kind,name,at,properties\r\n");
+        for item in &items {
+            let fields = [
+                item.id.clone(),
+                item.kind.to_owned(),
+                item.name.clone().unwrap_or_default(),
+                item.at.to_string(),
+                Value::Object(item.properties.clone()).to_string(),
+            ];
+            let row: Vec<String> = fields
+                .iter()
+                .map(|field| super::me_notifications::csv_field(field))
+                .collect();
+            out.push_str(&row.join(","));
+            out.push_str("\r\n");
+        }
+        (out, "text/csv; charset=utf-8", "activity.csv")
+    } else {
+        (
+            serde_json::to_string_pretty(&items).expect("activity serialises"),
+            "application/json",
+            "activity.json",
+        )
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+            .expect("a fixed file name is a header value"),
+    );
+    Ok(response)
+}

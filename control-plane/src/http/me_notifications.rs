@@ -1,0 +1,447 @@
+//! The signed-in user's notification center, under `/v1/me/notifications`
+//! (see [`super::user_auth`] for the token).
+//!
+//! * `GET /v1/me/notifications` — a page of the inbox: `type` (repeatable
+//!   or comma-separated), `category`, `read` (`true`/`false`), `archived`
+//!   (`true` lists only archived; by default they are left out), `since`,
+//!   `until` (RFC 3339), `q` (text in title or body), `sort` (`newest`,
+//!   `oldest`, `unread_first`), `cursor`, `limit` (1–200, default 20).
+//! * `GET /v1/me/notifications/counts` — the badge: unread, unseen, total,
+//!   and per category.
+//! * `GET /v1/me/notifications/{id}` — one item.
+//! * `POST /v1/me/notifications/{id}/{read|unread|seen|archive|unarchive}`,
+//!   `DELETE /v1/me/notifications/{id}` — one item.
+//! * `POST /v1/me/notifications/bulk` — `{"ids": [...], "action": "read"}`
+//!   with any of the actions above or `delete` (at most 500 ids).
+//! * `POST /v1/me/notifications/read-all` — optional `{"category": …}`.
+//! * `GET /v1/me/notifications/export?format=csv|json` — every item
+//!   matching the same filters, as a download.
+//!
+//! Another user's ids are `404 not_found`, exactly like ids that do not
+//! exist: a user cannot even learn whether someone else's id is real.
+//! Reading an item also records `read` on its delivery (the engagement
+//! lifecycle), best effort.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::user_auth::Me;
+use super::{ApiError, HttpState};
+use crate::inbox::{Action, InboxError, InboxItem, InboxQuery, Sort};
+
+/// Most ids in one bulk call.
+const MAX_BULK_IDS: usize = 500;
+/// Items read per page while exporting.
+const EXPORT_PAGE: usize = 200;
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/notifications", get(list))
+        .route("/notifications/counts", get(counts))
+        .route("/notifications/export", get(export))
+        .route("/notifications/bulk", post(bulk))
+        .route("/notifications/read-all", post(read_all))
+        .route("/notifications/{id}", get(one).delete(delete_one))
+        .route("/notifications/{id}/{action}", post(act_on_one))
+}
+
+impl From<InboxError> for ApiError {
+    fn from(error: InboxError) -> Self {
+        match error {
+            InboxError::Invalid(message) => ApiError::bad_request(message),
+            failed => {
+                tracing::error!(error = %failed, "inbox failed in http handler");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    failed.to_string(),
+                )
+            }
+        }
+    }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no notification {id}"),
+    )
+}
+
+/// The listing's query string. Parsed by hand: `type` may repeat, and
+/// every bad value must name its parameter.
+fn parse_query(raw: Option<&str>) -> Result<(InboxQuery, Option<String>), ApiError> {
+    let mut query = InboxQuery::default();
+    let mut limit = None;
+    let mut format = None;
+    for (key, value) in form_urlencoded_pairs(raw.unwrap_or_default())? {
+        let bad = |what: &str| ApiError::bad_request(format!("{key}: {what}"));
+        match key.as_str() {
+            "type" => query.types.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            ),
+            "category" => query.category = Some(value),
+            "read" => {
+                query.read = Some(parse_bool(&value).ok_or_else(|| bad("expected true or false"))?)
+            }
+            "archived" => {
+                query.archived =
+                    Some(parse_bool(&value).ok_or_else(|| bad("expected true or false"))?);
+            }
+            "since" => {
+                query.since =
+                    Some(parse_time(&value).ok_or_else(|| bad("expected an RFC 3339 time"))?)
+            }
+            "until" => {
+                query.until =
+                    Some(parse_time(&value).ok_or_else(|| bad("expected an RFC 3339 time"))?)
+            }
+            "q" => query.search = Some(value),
+            "sort" => {
+                query.sort = match value.as_str() {
+                    "newest" => Sort::Newest,
+                    "oldest" => Sort::Oldest,
+                    "unread_first" => Sort::UnreadFirst,
+                    _ => return Err(bad("expected newest, oldest or unread_first")),
+                };
+            }
+            "cursor" => query.cursor = Some(value),
+            "limit" => {
+                limit = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| bad("expected a number"))?,
+                )
+            }
+            "format" => format = Some(value),
+            _ => return Err(ApiError::bad_request(format!("unknown parameter {key:?}"))),
+        }
+    }
+    query.limit = InboxQuery::checked_limit(limit).map_err(ApiError::bad_request)?;
+    Ok((query, format))
+}
+
+fn form_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+    super::form::parse(raw.as_bytes()).map_err(|error| ApiError::bad_request(error.to_string()))
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_time(text: &str) -> Option<Timestamp> {
+    text.parse().ok()
+}
+
+/// Runs an inbox call off the async workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, InboxError> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(call).await??)
+}
+
+async fn list(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let (query, format) = parse_query(raw.as_deref())?;
+    if format.is_some() {
+        return Err(ApiError::bad_request("format: only for /export"));
+    }
+    let page = blocking(move || state.inbox.list(&user, &query)).await?;
+    Ok(Json(json!(page)))
+}
+
+async fn counts(State(state): State<HttpState>, Me(user): Me) -> Result<Json<Value>, ApiError> {
+    let counts = blocking(move || state.inbox.counts(&user)).await?;
+    Ok(Json(json!(counts)))
+}
+
+async fn one(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    Path(id): Path<String>,
+) -> Result<Json<InboxItem>, ApiError> {
+    let found = {
+        let id = id.clone();
+        blocking(move || state.inbox.get(&user, &id)).await?
+    };
+    found.map(Json).ok_or_else(|| not_found(&id))
+}
+
+async fn act_on_one(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let action = match action.as_str() {
+        "read" => Action::Read,
+        "unread" => Action::Unread,
+        "seen" => Action::Seen,
+        "archive" => Action::Archive,
+        "unarchive" => Action::Unarchive,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no action {action:?}: read, unread, seen, archive or unarchive"),
+            ));
+        }
+    };
+    let item = apply_one(&state, user, id, action).await?;
+    Ok(Json(json!(item)))
+}
+
+async fn delete_one(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    apply_one(&state, user, id, Action::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Applies `action` to one item; the item after it (unchanged when it
+/// already was in that state).
+async fn apply_one(
+    state: &HttpState,
+    user: String,
+    id: String,
+    action: Action,
+) -> Result<Option<InboxItem>, ApiError> {
+    let inbox = state.inbox.clone();
+    let (applied, current) = {
+        let (user, id) = (user.clone(), id.clone());
+        blocking(move || {
+            let applied =
+                inbox.apply(&user, std::slice::from_ref(&id), action, Timestamp::now())?;
+            let current = inbox.get(&user, &id)?;
+            Ok((applied, current))
+        })
+        .await?
+    };
+    if !applied.missing.is_empty() {
+        return Err(not_found(&id));
+    }
+    if action == Action::Read {
+        record_read(state, &applied.changed);
+    }
+    Ok(current)
+}
+
+/// Records `read` on the deliveries behind newly read items (best effort:
+/// the inbox state is what the user sees; the delivery's engagement is
+/// analytics).
+fn record_read(state: &HttpState, items: &[InboxItem]) {
+    for item in items {
+        let Ok(id) = uuid::Uuid::parse_str(&item.id) else {
+            continue;
+        };
+        let at = item.read_at.unwrap_or_else(Timestamp::now);
+        if let Err(error) = state
+            .queue
+            .record_engagement(id, crate::delivery::Engagement::Read, at)
+        {
+            tracing::debug!(delivery_id = %id, %error, "read not recorded on the delivery");
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bulk {
+    ids: Vec<String>,
+    action: Action,
+}
+
+async fn bulk(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    body: Result<Json<Bulk>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(bulk) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    if bulk.ids.is_empty() || bulk.ids.len() > MAX_BULK_IDS {
+        return Err(ApiError::bad_request(format!(
+            "ids: between 1 and {MAX_BULK_IDS} ids"
+        )));
+    }
+    let inbox = state.inbox.clone();
+    let action = bulk.action;
+    let applied = blocking(move || inbox.apply(&user, &bulk.ids, action, Timestamp::now())).await?;
+    if action == Action::Read {
+        record_read(&state, &applied.changed);
+    }
+    let changed: Vec<&str> = applied
+        .changed
+        .iter()
+        .map(|item| item.id.as_str())
+        .collect();
+    Ok(Json(
+        json!({ "changed": changed, "not_found": applied.missing }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadAll {
+    category: Option<String>,
+}
+
+async fn read_all(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    body: Option<Json<ReadAll>>,
+) -> Result<Json<Value>, ApiError> {
+    let category = body.and_then(|Json(body)| body.category);
+    let inbox = state.inbox.clone();
+    let marked = blocking(move || {
+        let marked = inbox.read_all(&user, category.as_deref(), Timestamp::now())?;
+        Ok((marked, inbox.counts(&user)?))
+    })
+    .await?;
+    Ok(Json(json!({ "marked": marked.0, "counts": marked.1 })))
+}
+
+async fn export(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (mut query, format) = parse_query(raw.as_deref())?;
+    let csv = match format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::bad_request("format: expected csv or json")),
+    };
+    query.limit = EXPORT_PAGE;
+    let items = blocking(move || {
+        let mut items = Vec::new();
+        loop {
+            let page = state.inbox.list(&user, &query)?;
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => return Ok(items),
+            }
+        }
+    })
+    .await?;
+    let (body, content_type, name) = if csv {
+        (
+            to_csv(&items),
+            "text/csv; charset=utf-8",
+            "notifications.csv",
+        )
+    } else {
+        (
+            serde_json::to_string_pretty(&items).expect("items serialise"),
+            "application/json",
+            "notifications.json",
+        )
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+            .expect("a fixed file name is a header value"),
+    );
+    Ok(response)
+}
+
+/// RFC 4180 CSV: one header row, fields quoted when they need it. Fields
+/// that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first)
+/// are prefixed with `'` (CSV injection).
+fn to_csv(items: &[InboxItem]) -> String {
+    let mut out = String::from(
+        "id,notification_id,type,category,title,body,created_at,seen_at,read_at,archived_at\r\n",
+    );
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+    for item in items {
+        let fields = [
+            item.id.clone(),
+            item.notification_id.clone(),
+            item.notification_type.clone(),
+            item.category.clone().unwrap_or_default(),
+            item.title.clone(),
+            item.body.clone(),
+            item.created_at.to_string(),
+            time(item.seen_at),
+            time(item.read_at),
+            time(item.archived_at),
+        ];
+        let row: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
+        out.push_str(&row.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+pub(super) fn csv_field(field: &str) -> String {
+    let field = if field.starts_with(['=', '+', '-', '@']) {
+        format!("'{field}")
+    } else {
+        field.to_owned()
+    };
+    if field.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_and_defuses_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
+    }
+
+    #[test]
+    fn query_parameters_are_checked_by_name() {
+        let (query, _) = parse_query(Some(
+            "type=a,b&type=c&read=false&sort=unread_first&limit=5&q=hi",
+        ))
+        .unwrap();
+        assert_eq!(query.types, ["a", "b", "c"]);
+        assert_eq!(query.read, Some(false));
+        assert_eq!(query.sort, Sort::UnreadFirst);
+        assert_eq!(query.limit, 5);
+        assert_eq!(query.search.as_deref(), Some("hi"));
+        for bad in [
+            "read=maybe",
+            "sort=best",
+            "limit=0",
+            "limit=x",
+            "since=yesterday",
+            "colour=red",
+        ] {
+            assert!(parse_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

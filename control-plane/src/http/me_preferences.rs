@@ -1,0 +1,134 @@
+//! The signed-in user's notification preferences, under
+//! `/v1/me/preferences` (see [`super::user_auth`] for the token).
+//!
+//! * `GET /v1/me/preferences` — the stored document ([`UserPreferences`];
+//!   absent entries mean "the operator's default").
+//! * `PUT /v1/me/preferences` — replaces it as a whole, validated exactly
+//!   like the operator's route (`admin_preferences`): a critical type
+//!   cannot be switched off, time zones are IANA names, quiet hours
+//!   `HH:MM`. A refusal is a `400` that says what was wrong and the stored
+//!   document stays as it was.
+//! * `DELETE /v1/me/preferences` — back to the operator's defaults (the
+//!   user's time zone is kept); answers the document after the reset.
+//! * `GET /v1/me/preferences/schema` — what a preferences page renders:
+//!   the channels that can send, the frequencies, and every configured
+//!   type with its category, channels, critical flag and default
+//!   frequency.
+//!
+//! The user is the token's `sub` and nothing else: no route takes a user
+//! id, so another user's preferences cannot even be named.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::routing::get;
+use serde::Serialize;
+
+use super::user_auth::Me;
+use super::{ApiError, HttpState};
+use crate::channels::ChannelKind;
+use crate::preferences::{DIGEST_HOUR, Frequency, PreferenceError, UserPreferences};
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/preferences", get(read).put(replace).delete(reset))
+        .route("/preferences/schema", get(schema))
+}
+
+/// Runs a preference-store call (sled, with a flush on writes) off the
+/// async workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, PreferenceError> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(call).await??)
+}
+
+async fn read(
+    State(state): State<HttpState>,
+    Me(user): Me,
+) -> Result<Json<UserPreferences>, ApiError> {
+    let preferences = blocking(move || state.preferences.get(&user)).await?;
+    Ok(Json(preferences))
+}
+
+async fn replace(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    body: Result<Json<UserPreferences>, JsonRejection>,
+) -> Result<Json<UserPreferences>, ApiError> {
+    let Json(preferences) =
+        body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    preferences.validate(&state.settings.current().defaults)?;
+    let stored = preferences.clone();
+    blocking(move || state.preferences.put(&user, &stored)).await?;
+    Ok(Json(preferences))
+}
+
+async fn reset(
+    State(state): State<HttpState>,
+    Me(user): Me,
+) -> Result<Json<UserPreferences>, ApiError> {
+    let preferences = blocking(move || state.preferences.reset_all(&user)).await?;
+    Ok(Json(preferences))
+}
+
+/// The answer of `GET /v1/me/preferences/schema`.
+#[derive(Debug, Serialize)]
+struct Schema {
+    /// Channels with a configured sender: the global switches worth
+    /// showing.
+    channels: Vec<ChannelKind>,
+    /// Every frequency a type may be set to, most frequent first.
+    frequencies: [Frequency; 5],
+    /// Local hour of daily and weekly digests.
+    digest_hour: i8,
+    types: Vec<TypeSchema>,
+}
+
+#[derive(Debug, Serialize)]
+struct TypeSchema {
+    name: String,
+    category: Option<String>,
+    /// Cannot be switched off, always instant: shown locked.
+    critical: bool,
+    /// The channels the type goes out on by default that can send.
+    channels: Vec<ChannelKind>,
+    /// The operator's default frequency.
+    frequency: Frequency,
+}
+
+/// Needs a valid token like every `/v1/me` route, although the answer is
+/// the same for every user: the operator's types are not public.
+async fn schema(State(state): State<HttpState>, Me(_): Me) -> Json<Schema> {
+    let settings = state.settings.current();
+    let types = settings
+        .defaults
+        .types
+        .iter()
+        .map(|(name, defaults)| TypeSchema {
+            name: name.clone(),
+            category: defaults.category.clone(),
+            critical: defaults.critical,
+            channels: defaults
+                .channels
+                .iter()
+                .copied()
+                .filter(|channel| settings.enabled.contains(channel))
+                .collect(),
+            frequency: defaults.frequency,
+        })
+        .collect();
+    Json(Schema {
+        channels: settings.enabled.iter().copied().collect(),
+        frequencies: [
+            Frequency::Instant,
+            Frequency::Hourly,
+            Frequency::Daily,
+            Frequency::Weekly,
+            Frequency::Never,
+        ],
+        digest_hour: DIGEST_HOUR,
+        types,
+    })
+}

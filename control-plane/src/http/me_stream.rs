@@ -1,0 +1,665 @@
+//! The signed-in user's live stream: inbox changes as they commit, so a
+//! badge and every open tab stay in step without polling.
+//!
+//! * `GET /v1/me/stream` — a WebSocket (JSON text frames);
+//! * `GET /v1/me/events` — the same as Server-Sent Events, for clients that
+//!   cannot open a WebSocket (each frame is one `data:` line).
+//!
+//! Both take the token as a bearer header or `?access_token=` (browsers
+//! cannot set headers on either), and `?cursor=<seq>` to resume; SSE also
+//! honours `Last-Event-ID`, which EventSource sends by itself when it
+//! reconnects, and which wins over `cursor`. Frames:
+//!
+//! * `{"type":"change","seq":…,"at":…,"kind":"added|updated|deleted","id":…,"item":{…},"counts":{…}}`;
+//! * `{"type":"hello","cursor":…,"counts":{…}}` — where the stream stands
+//!   now; first on a fresh connection, after the missed changes on a
+//!   resumed one;
+//! * `{"type":"reset","reason":…}` — the changes after the client's cursor
+//!   were pruned: reload the list, then carry on from the `hello` after it;
+//! * `{"type":"pong"}` — the answer to a client's `{"type":"ping"}`.
+//!
+//! # Promises
+//!
+//! * **No gap, no duplicate.** The connection subscribes to the user's live
+//!   changes *before* it reads the change log, and drops live changes at or
+//!   below the last sequence it sent; a subscriber that falls behind the
+//!   live buffer re-reads the log after that sequence. So every change
+//!   after the cursor is sent once, in order.
+//! * **Dead connections are noticed**: the server pings every
+//!   [`Heartbeat::ping_every`] and closes a WebSocket that sent nothing
+//!   (pong included) for [`Heartbeat::idle_timeout`]; SSE sends `: ping`
+//!   comments, whose failed writes end the stream. A client that does not
+//!   read is dropped after [`SEND_TIMEOUT`].
+//! * **Shutdown ends every stream** (WebSocket close `1001`, SSE end of
+//!   body), so the server's graceful drain does not wait for clients.
+//! * Client frames other than `ping` are ignored; binary frames, frames
+//!   over [`MAX_CLIENT_MESSAGE`] bytes and protocol errors close the
+//!   connection.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::user_auth::MeStream;
+use super::{ApiError, HttpState};
+use crate::inbox::{Change, Counts, InboxError, InboxStore};
+
+/// Largest frame a client may send: it only ever sends `{"type":"ping"}`.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+/// Longest a frame may wait for a client that does not read.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The WebSocket's read buffer: clients only send tiny frames.
+const READ_BUFFER: usize = 4 * 1024;
+/// Changes read from the log per step while catching up.
+const CATCH_UP_PAGE: usize = 200;
+
+/// What the live routes need besides the inbox.
+#[derive(Clone)]
+pub struct LiveStream {
+    /// Cancelled when the server stops: every stream ends, so the HTTP
+    /// server's graceful shutdown is not held open by idle clients.
+    pub shutdown: CancellationToken,
+    pub heartbeat: Heartbeat,
+    pub metrics: LiveMetrics,
+}
+
+impl LiveStream {
+    /// The defaults, ending on `shutdown`, with metrics registered in
+    /// `registry`.
+    pub fn new(
+        shutdown: CancellationToken,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = LiveMetrics::default();
+        metrics.register(registry)?;
+        Ok(LiveStream {
+            shutdown,
+            heartbeat: Heartbeat::default(),
+            metrics,
+        })
+    }
+}
+
+impl Default for LiveStream {
+    /// Never shut down, unregistered metrics: for tests and tools.
+    fn default() -> Self {
+        LiveStream {
+            shutdown: CancellationToken::new(),
+            heartbeat: Heartbeat::default(),
+            metrics: LiveMetrics::default(),
+        }
+    }
+}
+
+/// Keep-alive timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// Server pings (WebSocket) and `: ping` comments (SSE): often enough
+    /// for proxies that cut idle connections after 60 s.
+    pub ping_every: Duration,
+    /// A WebSocket that sent nothing for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            ping_every: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The stream's metrics; `transport` is `websocket` or `sse`.
+#[derive(Clone)]
+pub struct LiveMetrics {
+    /// Open live connections.
+    pub connections: IntGaugeVec,
+    /// Frames sent (changes, hello, reset, pong), heartbeats excluded.
+    pub messages: IntCounterVec,
+}
+
+impl Default for LiveMetrics {
+    fn default() -> Self {
+        LiveMetrics {
+            connections: IntGaugeVec::new(
+                Opts::new(
+                    "nudge_cp_live_connections",
+                    "Open live-stream connections of end users.",
+                ),
+                &["transport"],
+            )
+            .expect("valid metric"),
+            messages: IntCounterVec::new(
+                Opts::new(
+                    "nudge_cp_live_messages_total",
+                    "Frames sent on live streams (heartbeats excluded).",
+                ),
+                &["transport"],
+            )
+            .expect("valid metric"),
+        }
+    }
+}
+
+impl LiveMetrics {
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.connections.clone()))?;
+        registry.register(Box::new(self.messages.clone()))
+    }
+}
+
+const WEBSOCKET: &str = "websocket";
+const SSE: &str = "sse";
+
+/// Counts a connection as open while it lives.
+struct Open {
+    metrics: LiveMetrics,
+    transport: &'static str,
+}
+
+impl Open {
+    fn new(metrics: &LiveMetrics, transport: &'static str) -> Self {
+        metrics.connections.with_label_values(&[transport]).inc();
+        Open {
+            metrics: metrics.clone(),
+            transport,
+        }
+    }
+
+    fn sent(&self) {
+        self.metrics
+            .messages
+            .with_label_values(&[self.transport])
+            .inc();
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics
+            .connections
+            .with_label_values(&[self.transport])
+            .dec();
+    }
+}
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/stream", get(websocket))
+        .route("/events", get(sse))
+}
+
+// ---------------------------------------------------------------------------
+// The feed: what both transports send, in order.
+
+/// A server frame.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Frame {
+    Hello { cursor: u64, counts: Counts },
+    Change(Box<Change>),
+    Reset { reason: &'static str },
+    Pong,
+}
+
+/// One frame ready to send: its JSON, and for a change its sequence (the
+/// SSE event id).
+struct Outgoing {
+    seq: Option<u64>,
+    json: String,
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Self {
+        let seq = match &frame {
+            Frame::Change(change) => Some(change.seq),
+            _ => None,
+        };
+        Outgoing {
+            seq,
+            json: serde_json::to_string(&frame).expect("frames serialise"),
+        }
+    }
+}
+
+/// A user's changes after a cursor, then live: see the module's promises.
+/// [`Feed::next`] is cancel-safe (state changes only after its awaits), so
+/// it can sit in a `select!`.
+struct Feed {
+    inbox: InboxStore,
+    user: String,
+    live: broadcast::Receiver<Change>,
+    /// The last sequence sent (or the stream's start): live changes at or
+    /// below it were sent already.
+    sent: u64,
+    /// Reading the change log after `sent` until it is exhausted (the
+    /// backlog of a resume, or after falling behind the live buffer).
+    catching_up: bool,
+    /// Send `hello` once the catch-up is done (the first one only).
+    hello_due: bool,
+    pending: VecDeque<Frame>,
+}
+
+/// Runs an inbox call off the async workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, InboxError> + Send + 'static,
+) -> Result<T, InboxError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|error| Err(InboxError::Invalid(format!("inbox task failed: {error}"))))
+}
+
+impl Feed {
+    /// Subscribes first, then reads where to start.
+    async fn open(
+        inbox: InboxStore,
+        user: String,
+        cursor: Option<u64>,
+    ) -> Result<Self, InboxError> {
+        let live = inbox.subscribe(&user);
+        let (gap, last) = {
+            let (inbox, user) = (inbox.clone(), user.clone());
+            blocking(move || {
+                let gap = match cursor {
+                    Some(cursor) => inbox.resume_gap(&user, cursor)?,
+                    None => false,
+                };
+                Ok((gap, inbox.last_seq(&user)?))
+            })
+            .await?
+        };
+        let mut pending = VecDeque::new();
+        let sent = match cursor {
+            Some(_) if gap => {
+                pending.push_back(Frame::Reset {
+                    reason: "changes after the cursor were pruned; reload the list",
+                });
+                last
+            }
+            Some(cursor) => cursor,
+            None => last,
+        };
+        Ok(Feed {
+            inbox,
+            user,
+            live,
+            sent,
+            // Fresh and reset streams start at the log's end: nothing to
+            // read, but the same path sends hello.
+            catching_up: true,
+            hello_due: true,
+            pending,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Frame, InboxError> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Ok(frame);
+            }
+            if self.catching_up {
+                self.catch_up().await?;
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(change) if change.seq <= self.sent => {}
+                Ok(change) => {
+                    self.sent = change.seq;
+                    return Ok(Frame::Change(Box::new(change)));
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(user_id = %self.user, missed, "live stream lagged; reading the change log");
+                    self.catching_up = true;
+                }
+                Err(RecvError::Closed) => {
+                    self.live = self.inbox.subscribe(&self.user);
+                    self.catching_up = true;
+                }
+            }
+        }
+    }
+
+    /// One page of the log after `sent`; the hello when it is exhausted.
+    async fn catch_up(&mut self) -> Result<(), InboxError> {
+        let (inbox, user, after, hello_due) = (
+            self.inbox.clone(),
+            self.user.clone(),
+            self.sent,
+            self.hello_due,
+        );
+        let (page, counts) = blocking(move || {
+            let page = inbox.changes_after(&user, after, CATCH_UP_PAGE)?;
+            let counts = if page.len() < CATCH_UP_PAGE && hello_due {
+                Some(inbox.counts(&user)?)
+            } else {
+                None
+            };
+            Ok((page, counts))
+        })
+        .await?;
+        if page.len() < CATCH_UP_PAGE {
+            self.catching_up = false;
+        }
+        for change in page {
+            self.sent = self.sent.max(change.seq);
+            self.pending.push_back(Frame::Change(Box::new(change)));
+        }
+        if let Some(counts) = counts {
+            self.hello_due = false;
+            self.pending.push_back(Frame::Hello {
+                cursor: self.sent,
+                counts,
+            });
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+
+/// `cursor` from the query (other parameters, e.g. `access_token`, are the
+/// extractors').
+fn cursor_param(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let pairs = super::form::parse(raw.unwrap_or_default().as_bytes())
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let mut cursor = None;
+    for (key, value) in pairs {
+        if key == "cursor" {
+            cursor = Some(parse_cursor(&value, "cursor")?);
+        }
+    }
+    Ok(cursor)
+}
+
+fn parse_cursor(text: &str, what: &str) -> Result<u64, ApiError> {
+    text.trim().parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{what}: expected the seq of a change (a whole number)"
+        ))
+    })
+}
+
+async fn open_feed(state: &HttpState, user: String, cursor: Option<u64>) -> Result<Feed, ApiError> {
+    Ok(Feed::open(state.inbox.clone(), user, cursor).await?)
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket
+
+/// `MeStream` comes first: a bad token is a 401 before any upgrade.
+async fn websocket(
+    State(state): State<HttpState>,
+    MeStream(user): MeStream,
+    RawQuery(raw): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let cursor = cursor_param(raw.as_deref())?;
+    // Subscribed before the upgrade: the backlog is exact from the moment
+    // the client is told it is connected.
+    let feed = open_feed(&state, user, cursor).await?;
+    let live = state.live.clone();
+    Ok(upgrade
+        // Idle connections are the common case: small buffers keep each
+        // one cheap (tungstenite's defaults are 128 KiB each way); every
+        // send flushes anyway.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| serve_websocket(socket, feed, live))
+        .into_response())
+}
+
+/// Why a WebSocket loop ended, and the close frame to send, if any.
+enum End {
+    Close(u16, &'static str),
+    /// The client is gone or closed itself.
+    Gone,
+}
+
+async fn serve_websocket(mut socket: WebSocket, mut feed: Feed, live: LiveStream) {
+    let open = Open::new(&live.metrics, WEBSOCKET);
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + live.heartbeat.ping_every,
+        live.heartbeat.ping_every,
+    );
+    let mut heard = Instant::now();
+    let end = loop {
+        let outgoing = tokio::select! {
+            () = live.shutdown.cancelled() => break End::Close(close_code::AWAY, "server shutting down"),
+            frame = feed.next() => match frame {
+                Ok(frame) => Outgoing::from(frame),
+                Err(error) => {
+                    tracing::warn!(user_id = %feed.user, %error, "live stream failed");
+                    break End::Close(close_code::ERROR, "inbox unavailable");
+                }
+            },
+            received = socket.recv() => {
+                heard = Instant::now();
+                match received {
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientFrame>(&text) {
+                        Ok(ClientFrame { kind }) if kind == "ping" => Outgoing::from(Frame::Pong),
+                        // Unknown frames are ignored: newer clients may
+                        // send what this server does not know yet.
+                        _ => continue,
+                    },
+                    Some(Ok(Message::Binary(_))) => break End::Close(close_code::UNSUPPORTED, "binary frames are not accepted"),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => break End::Gone,
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "websocket receive failed");
+                        break End::Close(close_code::POLICY, "protocol error or frame too large");
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() >= live.heartbeat.idle_timeout {
+                    break End::Close(close_code::AWAY, "no pong");
+                }
+                if !send(&mut socket, Message::Ping(Default::default()), &live.shutdown).await {
+                    break End::Gone;
+                }
+                continue;
+            }
+        };
+        if !send(
+            &mut socket,
+            Message::Text(outgoing.json.into()),
+            &live.shutdown,
+        )
+        .await
+        {
+            break End::Gone;
+        }
+        open.sent();
+    };
+    if let End::Close(code, reason) = end {
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        // Best effort, and bounded: the client may be gone already.
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+    }
+}
+
+/// Sends `message` unless the client does not read for [`SEND_TIMEOUT`] or
+/// the server stops; `false` when it was not sent.
+async fn send(socket: &mut WebSocket, message: Message, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(message)) => matches!(sent, Ok(Ok(()))),
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+// ---------------------------------------------------------------------------
+// Server-Sent Events
+
+async fn sse(
+    State(state): State<HttpState>,
+    MeStream(user): MeStream,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let mut cursor = cursor_param(raw.as_deref())?;
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Last-Event-ID: not text"))?;
+        if !text.trim().is_empty() {
+            cursor = Some(parse_cursor(text, "Last-Event-ID")?);
+        }
+    }
+    let feed = open_feed(&state, user, cursor).await?;
+    let live = state.live.clone();
+    let open = Open::new(&live.metrics, SSE);
+    let events = futures::stream::unfold(
+        (feed, live.shutdown.clone(), open),
+        |(mut feed, shutdown, open)| async move {
+            let frame = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                frame = feed.next() => frame,
+            };
+            let outgoing = match frame {
+                Ok(frame) => Outgoing::from(frame),
+                Err(error) => {
+                    tracing::warn!(user_id = %feed.user, %error, "live stream failed");
+                    return None;
+                }
+            };
+            let mut event = Event::default().data(outgoing.json);
+            if let Some(seq) = outgoing.seq {
+                event = event.id(seq.to_string());
+            }
+            open.sent();
+            Some((Ok(event), (feed, shutdown, open)))
+        },
+    );
+    Ok(Sse::new(events).keep_alive(
+        KeepAlive::new()
+            .interval(live.heartbeat.ping_every)
+            .text("ping"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::{Action, ChangeKind, InboxItem};
+
+    fn inbox() -> InboxStore {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        InboxStore::open(&db).unwrap()
+    }
+
+    fn add(inbox: &InboxStore, user: &str, n: usize) -> String {
+        let id = format!("{n:08}");
+        let item = InboxItem {
+            id: id.clone(),
+            notification_id: id.clone(),
+            notification_type: "t".into(),
+            category: None,
+            title: "title".into(),
+            body: "body".into(),
+            data: serde_json::Value::Null,
+            created_at: jiff::Timestamp::now(),
+            seen_at: None,
+            read_at: None,
+            archived_at: None,
+        };
+        assert!(inbox.add(user, &item).unwrap());
+        id
+    }
+
+    fn seq_of(frame: &Frame) -> u64 {
+        match frame {
+            Frame::Change(change) => change.seq,
+            _ => panic!("not a change"),
+        }
+    }
+
+    /// A subscriber that falls far behind the live buffer re-reads the log:
+    /// every change once, in order, then live again.
+    #[tokio::test]
+    async fn a_lagging_feed_catches_up_from_the_log() {
+        let inbox = inbox();
+        let mut feed = Feed::open(inbox.clone(), "u1".into(), None).await.unwrap();
+        assert!(matches!(
+            feed.next().await.unwrap(),
+            Frame::Hello { cursor: 0, .. }
+        ));
+        // Well past the hub's buffer of 256 changes per user.
+        let total = 1000;
+        let ids: Vec<String> = (0..total).map(|n| add(&inbox, "u1", n)).collect();
+        let mut last = 0;
+        for id in &ids {
+            let frame = feed.next().await.unwrap();
+            let Frame::Change(change) = &frame else {
+                panic!("expected a change")
+            };
+            assert_eq!((&change.id, change.kind), (id, ChangeKind::Added));
+            assert!(change.seq > last);
+            last = change.seq;
+        }
+        // Nothing more is pending: the live changes the lag left in the
+        // buffer were all sent from the log already.
+        let read = ids[0].clone();
+        inbox
+            .apply("u1", &[read], Action::Read, jiff::Timestamp::now())
+            .unwrap();
+        let frame = feed.next().await.unwrap();
+        assert!(seq_of(&frame) > last);
+        let quiet = tokio::time::timeout(Duration::from_millis(50), feed.next()).await;
+        assert!(quiet.is_err(), "a duplicate was sent");
+    }
+
+    /// A resume whose backlog spans several pages sends it all, then hello.
+    #[tokio::test]
+    async fn a_long_backlog_is_sent_in_pages_then_hello() {
+        let inbox = inbox();
+        let total = CATCH_UP_PAGE * 2 + 7;
+        for n in 0..total {
+            add(&inbox, "u1", n);
+        }
+        add(&inbox, "u2", 0);
+        let mut feed = Feed::open(inbox.clone(), "u1".into(), Some(0))
+            .await
+            .unwrap();
+        let mut last = 0;
+        for _ in 0..total {
+            let seq = seq_of(&feed.next().await.unwrap());
+            assert!(seq > last);
+            last = seq;
+        }
+        match feed.next().await.unwrap() {
+            Frame::Hello { cursor, counts } => {
+                assert_eq!(cursor, last);
+                assert_eq!(counts.unread, total as u64);
+            }
+            _ => panic!("expected hello"),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The engagement tracking routes behind the links in HTML emails (public,
+//! no admin token: the signed token in the path is the authority; see
+//! [`crate::links::tracking`]).
+//!
+//! * `GET /v1/t/open/{token}.gif` — the open pixel: always a 1×1
+//!   transparent GIF that no cache keeps, so mail renders whatever happens.
+//!   A token this server signed records [`Engagement::Opened`] on its
+//!   delivery (when `[tracking] opens` is on); a forged, altered or unknown
+//!   one records nothing, and neither does a `HEAD`.
+//! * `GET /v1/t/click/{token}` — a tracked link: `302 Found` to the
+//!   destination signed into the token, after recording
+//!   [`Engagement::Clicked`] (when `[tracking] clicks` is on, and on `GET`
+//!   only: a `HEAD` is a link checker). A token that does not verify is a
+//!   `400` page and **never a redirect**: the only destinations are the
+//!   ones this server signed (no open redirect).
+//!   Without `public_url` the route answers a `503` page.
+//!
+//! Recording never stands in the way of the answer: a delivery that is
+//! gone, not sent, or failed, or a store that fails, is logged and the
+//! pixel or redirect is served all the same.
+//!
+//! Known limits of any pixel and redirect tracking: mail privacy features
+//! (Apple Mail Privacy Protection, image proxies) load pixels without a
+//! human opening anything, blocked images hide real opens, and link
+//! scanners (Safe Links and the like) follow links before the recipient
+//! does. Opens are a signal, not proof; clicks are better.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, EXPIRES, LOCATION, PRAGMA};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use super::public_links::html_page;
+use super::{ApiError, HttpState};
+use crate::delivery::{DeliveryQueue, Engagement, QueueError};
+
+/// A 1×1 transparent GIF (GIF89a, one transparent pixel).
+const PIXEL: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x01, 0x44, 0x00, 0x3b,
+];
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/v1/t/open/{token}", get(open))
+        .route("/v1/t/click/{token}", get(click))
+}
+
+/// The open pixel; records the open when the token is ours.
+async fn open(
+    State(state): State<HttpState>,
+    method: Method,
+    Path(token): Path<String>,
+) -> Response {
+    if let Some(links) = &state.tracking {
+        match links.verify_open(&token) {
+            // A HEAD is a checker asking about the image, not a client showing it.
+            Ok(id) if links.opens() && method == Method::GET => {
+                record(&state.queue, id, Engagement::Opened).await;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "open pixel with a token that does not verify; nothing recorded");
+            }
+        }
+    }
+    pixel()
+}
+
+/// A tracked link: verify, record, redirect.
+async fn click(
+    State(state): State<HttpState>,
+    method: Method,
+    Path(token): Path<String>,
+) -> Response {
+    let Some(links) = &state.tracking else {
+        return error_page(&ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "links_disabled",
+            "tracking links are not configured on this server (public_url and link_secret)",
+        ));
+    };
+    let claims = match links.verify_click(&token) {
+        Ok(claims) => claims,
+        Err(error) => {
+            tracing::info!(%error, "click link that does not verify; not redirected");
+            return error_page(&ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_link",
+                format!("this link is not valid: {error}"),
+            ));
+        }
+    };
+    // A HEAD is a link checker, not someone following the link.
+    if links.clicks() && method == Method::GET {
+        record(&state.queue, claims.delivery_id, Engagement::Clicked).await;
+    }
+    // `is_trackable` allowed visible ASCII only, so this cannot fail; a
+    // page beats a panic should it ever.
+    let Ok(location) = HeaderValue::from_str(&claims.destination) else {
+        return error_page(&ApiError::bad_request(
+            "this link's destination is unusable",
+        ));
+    };
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, location);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// Records `kind` on delivery `id`; whatever goes wrong is only logged.
+async fn record(queue: &DeliveryQueue, id: Uuid, kind: Engagement) {
+    let queue = queue.clone();
+    let recorded =
+        tokio::task::spawn_blocking(move || queue.record_engagement(id, kind, Timestamp::now()))
+            .await;
+    match recorded {
+        Ok(Ok(delivery)) => {
+            tracing::debug!(delivery = %id, engagement = kind.as_str(), status = %delivery.status, "engagement recorded");
+        }
+        Ok(Err(QueueError::NotFound(_))) => {
+            tracing::info!(delivery = %id, engagement = kind.as_str(), "engagement for a delivery that is gone; not recorded");
+        }
+        Ok(Err(QueueError::InvalidTransition { from, .. })) => {
+            tracing::info!(delivery = %id, engagement = kind.as_str(), status = %from, "engagement the delivery cannot take; not recorded");
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(delivery = %id, engagement = kind.as_str(), %error, "engagement not recorded: the delivery queue failed");
+        }
+        Err(error) => {
+            tracing::warn!(delivery = %id, engagement = kind.as_str(), %error, "engagement not recorded: the store task failed");
+        }
+    }
+}
+
+fn pixel() -> Response {
+    let mut response = (StatusCode::OK, PIXEL).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0, private"),
+    );
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(EXPIRES, HeaderValue::from_static("0"));
+    response
+}
+
+fn error_page(error: &ApiError) -> Response {
+    html_page(
+        error.status,
+        "This link does not work",
+        &error.message,
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pixel_is_a_one_by_one_gif() {
+        assert!(PIXEL.starts_with(b"GIF89a"));
+        assert_eq!(&PIXEL[6..10], &[1, 0, 1, 0], "width and height 1");
+        assert_eq!(PIXEL.last(), Some(&0x3b), "trailer");
+    }
+}

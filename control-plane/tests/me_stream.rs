@@ -1,0 +1,561 @@
+//! The live stream (`/v1/me/stream`, `/v1/me/events`) over real sockets:
+//! the control plane's router on a loopback port with real stores in a
+//! tempdir, a real WebSocket client (tokio-tungstenite) and reqwest reading
+//! the SSE body. Items enter the inbox through `InboxStore::add`, as the
+//! in-app channel adds them, and are read through the REST route. What is
+//! observed: the frames, in order — every change after a cursor exactly
+//! once, and nothing of another user's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use nudge_control_plane::http::user_auth::UserTokenSecret;
+use nudge_control_plane::http::{Heartbeat, HttpState, LiveMetrics, LiveStream, router};
+use nudge_control_plane::inbox::{InboxItem, InboxStore};
+use nudge_control_plane::store::{SledStore, Store};
+
+const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes";
+/// How long a frame that should come may take; also how long "nothing
+/// comes" is watched.
+const WAIT: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(300);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Server {
+    _dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    inbox: InboxStore,
+    secret: UserTokenSecret,
+    shutdown: tokio_util::sync::CancellationToken,
+    metrics: LiveMetrics,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(heartbeat: Heartbeat) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let db = sled_store.db().clone();
+        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let secret: UserTokenSecret = SECRET.parse().unwrap();
+        let standalone = HttpState::standalone(&db, store).unwrap();
+        let live = LiveStream {
+            heartbeat,
+            ..LiveStream::default()
+        };
+        let shutdown = live.shutdown.clone();
+        let metrics = live.metrics.clone();
+        let state = HttpState {
+            user_tokens: Some(secret.clone()),
+            live,
+            ..standalone
+        };
+        let inbox = state.inbox.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                axum::serve(listener, router(state))
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                    .unwrap();
+            }
+        });
+        Server {
+            _dir: dir,
+            addr,
+            inbox,
+            secret,
+            shutdown,
+            metrics,
+            task,
+        }
+    }
+
+    async fn started() -> Self {
+        Self::start(Heartbeat::default()).await
+    }
+
+    fn open_connections(&self, transport: &str) -> i64 {
+        self.metrics
+            .connections
+            .with_label_values(&[transport])
+            .get()
+    }
+
+    fn token(&self, user: &str) -> String {
+        let exp = Timestamp::now().as_second() + 600;
+        self.secret.sign(&json!({"sub": user, "exp": exp}))
+    }
+
+    fn stream_url(&self, user: &str, cursor: Option<u64>) -> String {
+        let mut url = format!(
+            "ws://{}/v1/me/stream?access_token={}",
+            self.addr,
+            self.token(user)
+        );
+        if let Some(cursor) = cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        url
+    }
+
+    async fn connect(&self, user: &str, cursor: Option<u64>) -> Socket {
+        let (socket, response) = tokio_tungstenite::connect_async(self.stream_url(user, cursor))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 101);
+        socket
+    }
+
+    /// Adds an item as the in-app channel does; returns its id.
+    fn add(&self, user: &str, title: &str) -> String {
+        let id = uuid::Uuid::now_v7().to_string();
+        let item = InboxItem {
+            id: id.clone(),
+            notification_id: format!("n-{id}"),
+            notification_type: "comment".to_owned(),
+            category: Some("social".to_owned()),
+            title: title.to_owned(),
+            body: "body".to_owned(),
+            data: Value::Null,
+            created_at: Timestamp::now(),
+            seen_at: None,
+            read_at: None,
+            archived_at: None,
+        };
+        assert!(self.inbox.add(user, &item).unwrap());
+        id
+    }
+
+    /// Reads an item through the REST route, as a tab would.
+    async fn read(&self, user: &str, id: &str) {
+        let reply = reqwest::Client::new()
+            .post(format!(
+                "http://{}/v1/me/notifications/{id}/read",
+                self.addr
+            ))
+            .bearer_auth(self.token(user))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The next JSON text frame (pings are answered by the client library).
+async fn next_frame(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the stream is open")
+            .expect("a good frame");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+async fn assert_quiet(socket: &mut Socket) {
+    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(QUIET, socket.next()).await {
+        panic!("unexpected frame {text}");
+    }
+}
+
+fn hello(frame: &Value) -> u64 {
+    assert_eq!(frame["type"], "hello", "{frame}");
+    frame["cursor"].as_u64().unwrap()
+}
+
+fn change<'a>(frame: &'a Value, kind: &str, id: &str) -> &'a Value {
+    assert_eq!(frame["type"], "change", "{frame}");
+    assert_eq!(frame["kind"], kind, "{frame}");
+    assert_eq!(frame["id"], id, "{frame}");
+    frame
+}
+
+#[tokio::test]
+async fn every_tab_of_a_user_gets_changes_and_counts_and_no_one_else_does() {
+    let server = Server::started().await;
+    let mut tab1 = server.connect("u1", None).await;
+    let mut tab2 = server.connect("u1", None).await;
+    let mut other = server.connect("u2", None).await;
+    for socket in [&mut tab1, &mut tab2, &mut other] {
+        let frame = next_frame(socket).await;
+        assert_eq!(hello(&frame), 0);
+        assert_eq!(frame["counts"]["unread"], 0);
+    }
+
+    let id = server.add("u1", "hello");
+    let mut seqs = Vec::new();
+    for socket in [&mut tab1, &mut tab2] {
+        let frame = next_frame(socket).await;
+        let added = change(&frame, "added", &id);
+        assert_eq!(added["item"]["title"], "hello");
+        assert_eq!(added["counts"]["unread"], 1);
+        assert_eq!(added["counts"]["categories"]["social"]["unread"], 1);
+        seqs.push(added["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs[0], seqs[1]);
+
+    server.read("u1", &id).await;
+    for socket in [&mut tab1, &mut tab2] {
+        let frame = next_frame(socket).await;
+        let updated = change(&frame, "updated", &id);
+        assert!(updated["item"]["read_at"].is_string(), "{updated}");
+        assert_eq!(updated["counts"]["unread"], 0);
+        assert!(updated["seq"].as_u64().unwrap() > seqs[0]);
+    }
+    assert_quiet(&mut other).await;
+    assert_eq!(server.open_connections("websocket"), 3);
+    assert_eq!(
+        server
+            .metrics
+            .messages
+            .with_label_values(&["websocket"])
+            .get(),
+        3 + 2 * 2
+    );
+}
+
+#[tokio::test]
+async fn a_reconnect_with_the_cursor_gets_exactly_what_it_missed() {
+    let server = Server::started().await;
+    let first = server.add("u1", "before");
+    let mut socket = server.connect("u1", None).await;
+    let cursor = hello(&next_frame(&mut socket).await);
+    assert!(cursor > 0);
+    socket.close(None).await.unwrap();
+    drop(socket);
+
+    let a = server.add("u1", "a");
+    let b = server.add("u1", "b");
+    server.read("u1", &a).await;
+
+    let mut socket = server.connect("u1", Some(cursor)).await;
+    let missed = [
+        change(&next_frame(&mut socket).await, "added", &a).clone(),
+        change(&next_frame(&mut socket).await, "added", &b).clone(),
+        change(&next_frame(&mut socket).await, "updated", &a).clone(),
+    ];
+    let seqs: Vec<u64> = missed.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(missed[2]["counts"]["unread"], 2, "first and b are unread");
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(hello(&frame), seqs[2]);
+    assert_eq!(frame["counts"]["unread"], 2);
+    assert_quiet(&mut socket).await;
+
+    // And live from there, with no repeat of the backlog.
+    server.read("u1", &first).await;
+    let frame = next_frame(&mut socket).await;
+    assert!(change(&frame, "updated", &first)["seq"].as_u64().unwrap() > seqs[2]);
+    assert_quiet(&mut socket).await;
+
+    // A cursor at the end sends nothing but hello.
+    let last = frame["seq"].as_u64().unwrap();
+    let mut again = server.connect("u1", Some(last)).await;
+    assert_eq!(hello(&next_frame(&mut again).await), last);
+    assert_quiet(&mut again).await;
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_the_log_gets_a_reset() {
+    let server = Server::started().await;
+    let mut socket = server.connect("u1", None).await;
+    let cursor = hello(&next_frame(&mut socket).await);
+    drop(socket);
+    server.add("u1", "a");
+    server.add("u1", "b");
+    let removed = server
+        .inbox
+        .prune_changes(
+            Timestamp::now() + jiff::SignedDuration::from_secs(1),
+            Duration::ZERO,
+        )
+        .unwrap();
+    assert_eq!(removed, 2);
+
+    let mut socket = server.connect("u1", Some(cursor)).await;
+    let reset = next_frame(&mut socket).await;
+    assert_eq!(reset["type"], "reset", "{reset}");
+    assert!(reset["reason"].as_str().unwrap().contains("reload"));
+    let frame = next_frame(&mut socket).await;
+    let resumed_at = hello(&frame);
+    assert_eq!(frame["counts"]["unread"], 2);
+
+    // The hello's cursor is good: resuming from it is no reset.
+    drop(socket);
+    let mut socket = server.connect("u1", Some(resumed_at)).await;
+    assert_eq!(hello(&next_frame(&mut socket).await), resumed_at);
+    let c = server.add("u1", "c");
+    change(&next_frame(&mut socket).await, "added", &c);
+}
+
+#[tokio::test]
+async fn pings_are_answered_and_silent_clients_are_closed() {
+    let server = Server::start(Heartbeat {
+        ping_every: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(350),
+    })
+    .await;
+    let mut socket = server.connect("u1", None).await;
+    hello(&next_frame(&mut socket).await);
+    socket
+        .send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut socket).await, json!({"type": "pong"}));
+    // Unknown frames are ignored.
+    socket
+        .send(Message::text(r#"{"type":"subscribe","topic":"x"}"#))
+        .await
+        .unwrap();
+    socket
+        .send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut socket).await, json!({"type": "pong"}));
+
+    // The server pings; reading answers with pongs and keeps the
+    // connection open well past the idle timeout.
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(800);
+    while let Ok(Some(message)) = tokio::time::timeout_at(until, socket.next()).await {
+        match message.unwrap() {
+            Message::Ping(_) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pings >= 4, "{pings} pings in 800 ms");
+
+    // A client that stops reading never answers: the server closes it.
+    let mut silent = server.connect("u1", None).await;
+    assert_eq!(server.open_connections("websocket"), 2);
+    // Hold the connection without polling it (so no pongs go out): the
+    // server gives up on it while the first one stays open.
+    let _ = tokio::time::timeout(Duration::from_millis(700), async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+    assert_eq!(server.open_connections("websocket"), 1);
+    // What it sent last, after its pings, was a close frame (the client
+    // library may fail first, answering a ping on the closed socket).
+    let mut close = None;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(WAIT, silent.next()).await {
+        if let Message::Close(frame) = message {
+            close = frame;
+        }
+    }
+    if let Some(frame) = close {
+        assert_eq!(
+            (u16::from(frame.code), frame.reason.as_str()),
+            (1001, "no pong")
+        );
+    }
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.open_connections("websocket"), 0);
+}
+
+#[tokio::test]
+async fn binary_and_oversized_frames_close_the_connection() {
+    let server = Server::started().await;
+    let mut socket = server.connect("u1", None).await;
+    hello(&next_frame(&mut socket).await);
+    socket.send(Message::binary(vec![0u8; 16])).await.unwrap();
+    assert_closed_with(&mut socket, 1003).await;
+
+    let mut socket = server.connect("u1", None).await;
+    hello(&next_frame(&mut socket).await);
+    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(64 * 1024));
+    // The server may reset before the whole frame is written.
+    let _ = socket.send(Message::text(big)).await;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the oversized frame did not end the stream");
+}
+
+async fn assert_closed_with(socket: &mut Socket, code: u16) {
+    loop {
+        match tokio::time::timeout(WAIT, socket.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), code, "{frame:?}");
+                return;
+            }
+            Some(Ok(Message::Text(text))) => panic!("unexpected frame {text}"),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_a_valid_token_there_is_no_upgrade() {
+    let server = Server::started().await;
+    let expired = server
+        .secret
+        .sign(&json!({"sub": "u1", "exp": Timestamp::now().as_second() - 3600}));
+    for url in [
+        format!("ws://{}/v1/me/stream", server.addr),
+        format!("ws://{}/v1/me/stream?access_token={expired}", server.addr),
+        format!("ws://{}/v1/me/stream?access_token=junk", server.addr),
+    ] {
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+            other => panic!("{url}: expected 401, got {other:?}"),
+        }
+    }
+    let client = reqwest::Client::new();
+    let reply = client
+        .get(format!("http://{}/v1/me/events", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    let reply = client
+        .get(format!("http://{}/v1/me/events", server.addr))
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    // A bad cursor is a 400 that names it.
+    let reply = client
+        .get(format!("http://{}/v1/me/events?cursor=abc", server.addr))
+        .bearer_auth(server.token("u1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    assert!(reply.text().await.unwrap().contains("cursor"));
+}
+
+/// An SSE body read event by event.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(server: &Server, user: &str, last_event_id: Option<u64>) -> Self {
+        let mut request = reqwest::Client::new()
+            .get(format!(
+                "http://{}/v1/me/events?access_token={}",
+                server.addr,
+                server.token(user)
+            ))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event with data: `(id, data)`; comments are skipped.
+    async fn next(&mut self) -> (Option<u64>, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = None;
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("id:") {
+                        id = Some(value.trim().parse().unwrap());
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data = Some(serde_json::from_str(value.trim()).unwrap());
+                    }
+                }
+                match data {
+                    Some(data) => return (id, data),
+                    None => continue,
+                }
+            }
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .expect("an event within 5 s")
+                .unwrap()
+                .expect("the stream is open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_sent_events_carry_the_same_frames_and_resume_from_last_event_id() {
+    let server = Server::started().await;
+    let mut events = Events::open(&server, "u1", None).await;
+    let (id, frame) = events.next().await;
+    assert_eq!((id, hello(&frame)), (None, 0));
+
+    let a = server.add("u1", "a");
+    let (id, frame) = events.next().await;
+    change(&frame, "added", &a);
+    assert_eq!(id, frame["seq"].as_u64());
+    let last_id = id.unwrap();
+    drop(events);
+
+    let b = server.add("u1", "b");
+    server.read("u1", &a).await;
+    server.add("u2", "not yours");
+    let mut events = Events::open(&server, "u1", Some(last_id)).await;
+    let (id1, frame) = events.next().await;
+    change(&frame, "added", &b);
+    let (id2, frame) = events.next().await;
+    change(&frame, "updated", &a);
+    assert!(id1.unwrap() > last_id && id2.unwrap() > id1.unwrap());
+    let (_, frame) = events.next().await;
+    assert_eq!(hello(&frame), id2.unwrap());
+    assert_eq!(frame["counts"]["unread"], 1);
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_stream() {
+    let server = Server::started().await;
+    let mut socket = server.connect("u1", None).await;
+    hello(&next_frame(&mut socket).await);
+    let mut events = Events::open(&server, "u1", None).await;
+    events.next().await;
+
+    server.shutdown.cancel();
+    assert_closed_with(&mut socket, 1001).await;
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = events.response.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the SSE body did not end");
+}

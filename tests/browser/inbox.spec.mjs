@@ -1,0 +1,217 @@
+// The web inbox in a real browser: plain Node + playwright-core driving
+// Debian's chromium. Started by tests/tests/web_inbox.rs, which runs the
+// control plane and the agent and serves the application's page; every
+// input comes from the environment. Exits 0 when every check holds, 1 with
+// the failed check otherwise.
+import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const CHROMIUM = env('NUDGE_TEST_CHROMIUM');
+const PLAYWRIGHT = env('NUDGE_TEST_PLAYWRIGHT');
+const HOST_URL = env('NUDGE_HOST_URL');
+const CP = env('NUDGE_CP_URL');
+const AGENT = env('NUDGE_AGENT_URL').replace(/\/$/, '');
+const USER = env('NUDGE_USER');
+const TOKEN = env('NUDGE_TOKEN');
+const SCREENSHOT = env('NUDGE_SCREENSHOT');
+const WAIT = 60000;
+
+const require = createRequire(import.meta.url);
+const { chromium } = require(PLAYWRIGHT);
+
+const started = Date.now();
+const step = (text) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${text}`);
+function check(condition, what) {
+  if (!condition) throw new Error(`check failed: ${what}`);
+}
+
+async function api(method, path, body) {
+  const response = await fetch(CP + path, {
+    method,
+    headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function agent(path, body) {
+  const response = await fetch(AGENT + path, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`agent ${path}: ${response.status} ${await response.text()}`);
+}
+
+async function eventually(what, fn, limit = WAIT) {
+  const deadline = Date.now() + limit;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting until ${what} (last: ${last})`);
+}
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+const problems = [];
+function watch(page, name) {
+  page.on('pageerror', (error) => problems.push(`${name}: page error: ${error.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && !(msg.location().url || '').endsWith('/favicon.ico')) problems.push(`${name}: console error: ${msg.text()}`);
+  });
+}
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  const page = await context.newPage();
+  watch(page, 'host page');
+  await page.goto(HOST_URL);
+  const bell = page.locator('#bell button.nudge-bell');
+  await bell.waitFor({ timeout: WAIT });
+  step('the bell is on the host page');
+
+  // The live path: the widget must be on the WebSocket.
+  await page.waitForFunction(() => window.Nudge && window.Nudge.inbox.transport === 'websocket', null, { timeout: WAIT });
+  step('live over WebSocket');
+  check((await bell.getAttribute('aria-label')) === 'Notifications, no unread', 'the bell starts with no unread');
+  check((await bell.getAttribute('aria-expanded')) === 'false', 'the dropdown starts closed');
+  const controls = await bell.getAttribute('aria-controls');
+  check(controls && (await page.locator(`#bell .nudge-panel#${controls}`).count()) === 1, 'aria-controls names the dropdown');
+
+  // The app tracks an event at the agent; a rule turns it into a comment.
+  await agent('/v1/track', { userId: USER, event: 'Comment Posted', properties: { author: 'Ada', text: '<b>not bold</b> & fine' } });
+  await page.waitForFunction(() => document.querySelector('#bell .nudge-host')?.shadowRoot?.querySelector('.nudge-bell')?.getAttribute('aria-label') === 'Notifications, 1 unread', null, { timeout: WAIT });
+  check((await page.locator('#bell .nudge-badge').textContent()) === '1', 'the badge shows 1');
+  step('a tracked event reached the badge live: 1 unread');
+  await agent('/v1/notify', { userId: USER, type: 'security_alert', data: { city: 'Berlin' } });
+  await page.waitForFunction(() => document.querySelector('#bell .nudge-host')?.shadowRoot?.querySelector('.nudge-bell')?.getAttribute('aria-label') === 'Notifications, 2 unread', null, { timeout: WAIT });
+  const liveRegion = page.locator('#bell [role="status"][aria-live="polite"]');
+  await eventually('the live region announces the new notification', async () => (await liveRegion.textContent()) === 'New notification: New sign-in');
+  step('a notify reached the badge live: 2 unread');
+
+  // Open the dropdown: focus moves in, items are shown, marked seen.
+  await bell.click();
+  check((await bell.getAttribute('aria-expanded')) === 'true', 'aria-expanded is true when open');
+  const items = page.locator('#bell .nudge-panel .nudge-item');
+  await eventually('two items are listed', async () => (await items.count()) === 2);
+  const desktopBox = await page.locator('#bell .nudge-panel').boundingBox();
+  check(desktopBox && desktopBox.x >= 0 && desktopBox.x + desktopBox.width <= 1100, `the dropdown is on screen: ${JSON.stringify(desktopBox)}`);
+  await page.waitForFunction(() => document.querySelector('#bell .nudge-host').shadowRoot.activeElement?.classList.contains('nudge-item'), null, { timeout: WAIT });
+  const firstTitle = await items.first().locator('.nudge-item-title').textContent();
+  check(firstTitle === 'New sign-in', `newest first: ${firstTitle}`);
+  const commentBody = await items.nth(1).locator('.nudge-item-body').textContent();
+  check(commentBody === '<b>not bold</b> & fine', `text stays text: ${commentBody}`);
+  check((await items.nth(1).locator('b').count()) === 0, 'no markup from data');
+  await eventually('both items are marked seen', async () => (await api('GET', '/v1/me/notifications/counts')).unseen === 0);
+  step('the dropdown is open, focus is on the first item, items are seen');
+
+  // Keyboard: ArrowDown moves to the next item.
+  await page.keyboard.press('ArrowDown');
+  check(await page.evaluate(() => document.querySelector('#bell .nudge-host').shadowRoot.activeElement?.querySelector('.nudge-item-title')?.textContent) === 'Ada commented', 'ArrowDown moves to the next item');
+
+  mkdirSync(dirname(SCREENSHOT), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT });
+  step(`screenshot: ${SCREENSHOT}`);
+
+  // Clicking an item marks it read: the badge drops, and the API agrees.
+  const commentId = await items.nth(1).getAttribute('data-id');
+  await items.nth(1).click();
+  await page.waitForFunction(() => document.querySelector('#bell .nudge-host').shadowRoot.querySelector('.nudge-bell').getAttribute('aria-label') === 'Notifications, 1 unread', null, { timeout: WAIT });
+  const comment = await api('GET', `/v1/me/notifications/${commentId}`);
+  check(comment.read_at, 'the clicked item is read in the API');
+  check((await api('GET', '/v1/me/notifications/counts')).unread === 1, 'the API counts 1 unread');
+  step('a click marked the item read: badge 1, API read_at set');
+
+  // Escape closes and returns focus to the bell.
+  await items.first().focus();
+  await page.keyboard.press('Escape');
+  check((await bell.getAttribute('aria-expanded')) === 'false', 'Escape closes the dropdown');
+  check(await page.locator('#bell .nudge-panel').isHidden(), 'the dropdown is hidden');
+  check(await page.evaluate(() => document.querySelector('#bell .nudge-host').shadowRoot.activeElement?.classList.contains('nudge-bell')), 'focus is back on the bell');
+  step('Escape closed the dropdown, focus is on the bell');
+
+  // The full inbox page on the control plane's origin, under its CSP.
+  const inboxPage = await context.newPage();
+  watch(inboxPage, 'inbox page');
+  const inboxResponse = await inboxPage.goto(`${CP}/inbox#access_token=${encodeURIComponent(TOKEN)}`);
+  const csp = inboxResponse.headers()['content-security-policy'] || '';
+  check(csp.includes("script-src 'self'") && !csp.includes('unsafe-inline'), `a strict CSP: ${csp}`);
+  check(!inboxPage.url().includes('access_token'), 'the token leaves the address bar');
+  const rows = inboxPage.locator('.nudge-list-full .nudge-item');
+  await eventually('the inbox lists both items', async () => (await rows.count()) === 2);
+  await eventually('the category tabs show counts', async () => (await inboxPage.locator('[role="tab"]').count()) === 3);
+  const pageShot = SCREENSHOT.replace(/\.png$/, '-page.png');
+  await inboxPage.screenshot({ path: pageShot, fullPage: true });
+  step(`screenshot: ${pageShot}`);
+  await inboxPage.getByLabel('Show', { exact: true }).selectOption('false');
+  await eventually('the unread filter leaves one', async () => (await rows.count()) === 1);
+  await inboxPage.getByLabel('Show', { exact: true }).selectOption('');
+  await eventually('both are back', async () => (await rows.count()) === 2);
+  await inboxPage.getByLabel('Search', { exact: true }).fill('sign-in');
+  await eventually('search finds one', async () => (await rows.count()) === 1);
+  await inboxPage.getByLabel('Search', { exact: true }).fill('');
+  await eventually('both are back after search', async () => (await rows.count()) === 2);
+  await inboxPage.getByLabel('Select all shown').check();
+  await inboxPage.getByRole('button', { name: 'Archive', exact: true }).click();
+  await eventually('the archived items leave the list', async () => (await rows.count()) === 0);
+  const archived = await api('GET', '/v1/me/notifications?archived=true');
+  check(archived.items.length === 2, 'both are archived in the API');
+  await page.waitForFunction(() => document.querySelector('#bell .nudge-host').shadowRoot.querySelector('.nudge-bell').getAttribute('aria-label') === 'Notifications, no unread', null, { timeout: WAIT });
+  step('the inbox page filtered, searched and bulk-archived; the other tab\'s badge followed live');
+
+  // The preferences page saves a change.
+  const prefsPage = await context.newPage();
+  watch(prefsPage, 'preferences page');
+  await prefsPage.goto(`${CP}/inbox/preferences#access_token=${encodeURIComponent(TOKEN)}`);
+  await prefsPage.locator('input[data-type="comment"][data-channel="in_app"]').waitFor({ timeout: WAIT });
+  check(await prefsPage.locator('input[data-type="security_alert"][data-channel="in_app"]').isDisabled(), 'a critical type is locked');
+  check(await prefsPage.locator('input[data-type="security_alert"][data-channel="in_app"]').isChecked(), 'a critical type stays on');
+  await prefsPage.locator('input[data-type="comment"][data-channel="in_app"]').uncheck();
+  await prefsPage.locator('select[data-frequency="newsletter"]').selectOption('daily');
+  await prefsPage.getByLabel('Hold notifications during quiet hours').check();
+  await prefsPage.getByLabel('From', { exact: true }).fill('22:30');
+  await prefsPage.getByLabel('Until', { exact: true }).fill('06:45');
+  await prefsPage.getByLabel('Time zone', { exact: true }).selectOption('Europe/Berlin');
+  await prefsPage.getByRole('button', { name: 'Save', exact: true }).click();
+  await prefsPage.getByText('Preferences saved.').waitFor({ timeout: WAIT });
+  const prefsShot = SCREENSHOT.replace(/\.png$/, '-preferences.png');
+  await prefsPage.screenshot({ path: prefsShot, fullPage: true });
+  step(`screenshot: ${prefsShot}`);
+  const prefs = await api('GET', '/v1/me/preferences');
+  check(prefs.types.comment.channels.in_app === false, `comment in-app is off: ${JSON.stringify(prefs)}`);
+  check(prefs.types.newsletter.frequency === 'daily', 'newsletter is daily');
+  check(prefs.quiet_hours && prefs.quiet_hours.start === '22:30' && prefs.quiet_hours.end === '06:45' && prefs.quiet_hours.timezone === 'Europe/Berlin', `quiet hours saved: ${JSON.stringify(prefs.quiet_hours)}`);
+  check(!prefs.types.security_alert, 'nothing stored for the critical type');
+  step('the preferences page saved: GET /v1/me/preferences agrees');
+
+  // Phone width: the dropdown stays on screen.
+  await page.setViewportSize({ width: 375, height: 700 });
+  await bell.click();
+  const box = await page.locator('#bell .nudge-panel').boundingBox();
+  check(box && box.x >= 0 && box.x + box.width <= 375, `the dropdown fits a phone: ${JSON.stringify(box)}`);
+  await page.keyboard.press('Escape');
+  step('the dropdown fits a 375px screen');
+
+  check(problems.length === 0, `no page errors or CSP violations:\n${problems.join('\n')}`);
+  step('all checks passed');
+} catch (error) {
+  console.error(error.stack || String(error));
+  if (problems.length) console.error(problems.join('\n'));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

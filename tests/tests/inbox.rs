@@ -1,0 +1,214 @@
+//! The inbox's live stream over the real programs (issue 4, "Live
+//! stream"): an application tracks an event at the agent, a rule turns it
+//! into an in-app notification, and a client on the control plane's
+//! WebSocket (`/v1/me/stream`) receives it; after a disconnect it resumes
+//! from its cursor without gaps or duplicates.
+
+// `support` is shared with `e2e.rs`; this binary uses only part of it.
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use nudge_control_plane::http::user_auth::UserTokenSecret;
+use nudge_e2e::{Agent, ControlPlane};
+use support::{setup, wait_until};
+
+const USER_TOKEN_SECRET: &str = "inbox-e2e-user-token-secret-0123456789abcdef";
+const USER: &str = "stream-user-1";
+/// From the track call to the frame: agent intake, shipping, the rule, the
+/// delivery queue and the in-app channel.
+const FRAME_LIMIT: Duration = Duration::from_secs(30);
+
+const ENGINE: &str = r#"
+[types.comment]
+channels = ["in_app"]
+category = "social"
+
+[types.comment.templates]
+fallback = { title = "{{ data.author }} commented", text = "{{ data.text }}" }
+
+[[rules]]
+name = "comment-posted"
+on = "Comment Posted"
+notify = "comment"
+"#;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Stack {
+    control_plane: ControlPlane,
+    agent: Agent,
+    token: String,
+    _config: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let config = tempfile::tempdir().unwrap();
+        let path = config.path().join("nudge.toml");
+        std::fs::write(&path, ENGINE).unwrap();
+        let mut control_plane = ControlPlane::new(setup()).unwrap().with_env([
+            ("NUDGE_CP_CONFIG", path.to_str().unwrap()),
+            ("NUDGE_CP_USER_TOKEN_SECRET", USER_TOKEN_SECRET),
+        ]);
+        control_plane.start().await.unwrap();
+        let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+            .await
+            .unwrap();
+        let secret: UserTokenSecret = USER_TOKEN_SECRET.parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = secret.sign(&json!({"sub": USER, "exp": now + 3600}));
+        Stack {
+            control_plane,
+            agent,
+            token,
+            _config: config,
+        }
+    }
+
+    async fn connect(&self, cursor: Option<u64>) -> Socket {
+        let mut url = format!(
+            "ws://{}/v1/me/stream?access_token={}",
+            self.control_plane.http, self.token
+        );
+        if let Some(cursor) = cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+
+    /// The application tracks a comment at the agent.
+    async fn comment(&self, message_id: &str, author: &str) {
+        let body = json!({
+            "userId": USER,
+            "event": "Comment Posted",
+            "messageId": message_id,
+            "properties": {"author": author, "text": "Nice work"},
+        });
+        let reply = self.agent.post("/v1/track", &body).await.unwrap();
+        assert!(reply.is_success(), "track: {reply:?}");
+    }
+
+    async fn me(&self, method: reqwest::Method, path: &str) -> Value {
+        let reply = reqwest::Client::new()
+            .request(method, format!("http://{}{path}", self.control_plane.http))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(reply.status().is_success(), "{path}: {}", reply.status());
+        reply.json().await.unwrap()
+    }
+}
+
+async fn next_frame(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(FRAME_LIMIT, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the stream is open")
+            .expect("a good frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracked_event_reaches_the_websocket_and_a_reconnect_resumes_from_the_cursor() {
+    let stack = Stack::start().await;
+    let mut socket = stack.connect(None).await;
+    let hello = next_frame(&mut socket).await;
+    assert_eq!(hello["type"], "hello", "{hello}");
+    assert_eq!(hello["counts"]["unread"], 0);
+
+    stack.comment("comment-1", "Ada").await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(frame["type"], "change", "{frame}");
+    assert_eq!(frame["kind"], "added");
+    assert_eq!(frame["item"]["title"], "Ada commented");
+    assert_eq!(frame["item"]["type"], "comment");
+    assert_eq!(frame["counts"]["unread"], 1);
+    let cursor = frame["seq"].as_u64().unwrap();
+    drop(socket);
+
+    // While away: two more comments arrive, and another tab reads one.
+    stack.comment("comment-2", "Bo").await;
+    stack.comment("comment-3", "Cy").await;
+    wait_until("three items in the inbox", || async {
+        stack.me(reqwest::Method::GET, "/v1/me/notifications").await["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 3
+    })
+    .await;
+    let page = stack
+        .me(reqwest::Method::GET, "/v1/me/notifications?sort=oldest")
+        .await;
+    let ids: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_owned())
+        .collect();
+    stack
+        .me(
+            reqwest::Method::POST,
+            &format!("/v1/me/notifications/{}/read", ids[1]),
+        )
+        .await;
+
+    let mut socket = stack.connect(Some(cursor)).await;
+    let mut missed = Vec::new();
+    let hello = loop {
+        let frame = next_frame(&mut socket).await;
+        if frame["type"] == "hello" {
+            break frame;
+        }
+        missed.push(frame);
+    };
+    let seen: Vec<(&str, &str)> = missed
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["id"].as_str().unwrap()))
+        .collect();
+    // The two comments may be delivered in either order; the stream sends
+    // the log's order.
+    let mut added: Vec<&str> = seen.iter().take(2).map(|(_, id)| *id).collect();
+    added.sort_unstable();
+    assert_eq!(seen.len(), 3, "exactly the missed changes: {seen:?}");
+    assert!(
+        seen[..2].iter().all(|(kind, _)| *kind == "added"),
+        "{seen:?}"
+    );
+    assert_eq!(added, [ids[1].as_str(), ids[2].as_str()]);
+    assert_eq!(seen[2], ("updated", ids[1].as_str()));
+    let seqs: Vec<u64> = missed.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert!(seqs[0] > cursor && seqs.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(hello["cursor"].as_u64(), Some(seqs[2]));
+    assert_eq!(hello["counts"]["unread"], 2);
+
+    // Live again after the resume.
+    stack.comment("comment-4", "Di").await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(
+        (frame["kind"].as_str(), frame["item"]["title"].as_str()),
+        (Some("added"), Some("Di commented"))
+    );
+    assert!(frame["seq"].as_u64().unwrap() > seqs[2]);
+
+    let metrics = stack.control_plane.metrics().await.unwrap();
+    assert!(
+        metrics.contains("nudge_cp_live_connections{transport=\"websocket\"} 1"),
+        "{metrics}"
+    );
+}
