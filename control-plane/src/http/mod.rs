@@ -1,6 +1,7 @@
 //! The HTTP/JSON API on `NUDGE_CP_HTTP_LISTEN`.
 //!
-//! For now: `GET /` (service info), `GET /healthz`, and the operator routes
+//! For now: `GET /` (service info), `GET /healthz`, `GET /openapi.json`
+//! (this API's OpenAPI document, `openapi`), and the operator routes
 //! under `/v1/admin/`, which require `Authorization: Bearer
 //! <NUDGE_CP_ADMIN_TOKEN>` (compared in constant time). Errors are JSON
 //! `{"error":{"code":…,"message":…}}` with the matching status; the mapping
@@ -36,6 +37,7 @@ mod me_activity;
 mod me_notifications;
 mod me_stream;
 mod me_preferences;
+mod openapi;
 mod public_links;
 mod sms_callbacks;
 mod tracking;
@@ -141,6 +143,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(tracking::router())
         .merge(email_callbacks::router())
         .merge(web::router())
+        .merge(openapi::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
         .layer(axum::middleware::from_fn(web::cors))
