@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -59,8 +60,9 @@ struct LimitQuery {
 async fn user_notifications(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
-    Query(query): Query<LimitQuery>,
+    query: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = checked_limit(query.limit)?;
     let notifications = state.notifications.list_for_user(&user_id, limit)?;
     Ok(Json(json!({ "notifications": notifications })))
@@ -86,8 +88,9 @@ struct DeadLetterQuery {
 
 async fn dead_letters(
     State(state): State<HttpState>,
-    Query(query): Query<DeadLetterQuery>,
+    query: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let channel = match query.channel.as_deref() {
         None => None,
         Some(name) => Some(
