@@ -37,6 +37,9 @@ pub struct Metrics {
     pub flush_duration: Histogram,
     /// Envelopes per group-commit flush (how well concurrent calls share a flush).
     pub flush_batch_size: Histogram,
+    /// Intake latency by route template, method and status
+    /// (`http::request_metrics`).
+    pub http_request_duration: prometheus::HistogramVec,
 }
 
 impl Metrics {
@@ -138,6 +141,13 @@ impl Metrics {
                     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
                 ],
             ),
+            http_request_duration: {
+                let h = crate::http::request_metrics::histogram().expect("valid metric");
+                registry
+                    .register(Box::new(h.clone()))
+                    .expect("unique metric");
+                h
+            },
             registry,
         }
     }

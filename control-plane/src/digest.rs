@@ -16,6 +16,10 @@
 //!   has come, oldest first, each with its items in the order they were
 //!   added.
 //!
+//! [`DigestStore::erase_user`] (privacy) drops every held item of a user;
+//! it scans the whole tree (keys start with the due time), which holds
+//! only what waits for the next digests.
+//!
 //! Keys are `due-at ms (8 bytes, big-endian) | user \0 | type \0 | channel
 //! byte | notification id`, so due groups are one range scan from the
 //! start and a group's items sit next to each other.
@@ -190,6 +194,22 @@ impl DigestStore {
         self.items.apply_batch(batch)?;
         self.items.flush()?;
         Ok(())
+    }
+
+    /// Removes every item held for `user_id`; returns how many. Flushed.
+    pub fn erase_user(&self, user_id: &str) -> Result<usize, DigestError> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for entry in self.items.iter().keys() {
+            let key = entry?;
+            if DigestKey::parse(&key).is_some_and(|(group, _)| group.user_id == user_id) {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        self.items.apply_batch(batch)?;
+        self.items.flush()?;
+        Ok(removed)
     }
 
     /// Items held now, for the queue-depth view and tests.

@@ -37,6 +37,7 @@ use crate::delivery::{DispatcherConfig, RetryPolicy};
 use crate::devices::cleanup::DeviceRetention;
 use crate::links::{TrackingLinks, UnsubscribeLinks};
 use crate::preferences::OperatorDefaults;
+use crate::privacy::RetentionConfig;
 use crate::templates::{TemplateSet, TypeTemplates};
 
 /// Why the engine's config file was refused.
@@ -100,6 +101,9 @@ struct EngineFile {
     rules: Vec<Rule>,
     /// `[devices]`: when unused devices are retired.
     devices: DeviceRetention,
+    /// `[retention]`: how long events, notifications and attempt logs are
+    /// kept.
+    retention: RetentionConfig,
 }
 
 /// `[tracking]`: engagement tracking in emails (see
@@ -210,6 +214,7 @@ pub struct EngineConfig {
     /// Validated rules (unique names, known channels, sane conditions).
     pub rules: Vec<Rule>,
     devices: DeviceRetention,
+    retention: RetentionConfig,
 }
 
 impl EngineConfig {
@@ -246,7 +251,11 @@ impl EngineConfig {
             types,
             rules,
             devices,
+            retention,
         } = parsed;
+        retention
+            .validate()
+            .map_err(|message| invalid("retention".to_owned(), message))?;
         if devices.stale_after.is_zero() || devices.delete_after.is_zero() {
             return Err(invalid(
                 "devices".to_owned(),
@@ -375,6 +384,7 @@ impl EngineConfig {
             templates,
             rules,
             devices,
+            retention,
         })
     }
 
@@ -389,6 +399,11 @@ impl EngineConfig {
     /// switches are off, so links already sent keep working.
     pub fn tracking_links(&self) -> Option<TrackingLinks> {
         self.tracking_links.clone()
+    }
+
+    /// How long each kind of data is kept (`[retention]`).
+    pub fn retention(&self) -> RetentionConfig {
+        self.retention
     }
 
     /// When unused devices are deactivated and deleted (`[devices]`).

@@ -13,6 +13,7 @@
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |
 //! | `prune` | hourly task that trims the dedupe window |
+//! | [`privacy`] | erase and export a user; retention by age (hourly task) |
 //!
 //! The notification engine's building blocks (tested on their own, not yet
 //! wired into [`run`]):
@@ -46,6 +47,7 @@ pub mod links;
 pub mod metrics;
 pub mod notifications;
 pub mod preferences;
+pub mod privacy;
 mod prune;
 pub mod rules;
 pub mod store;
@@ -131,6 +133,8 @@ pub enum Error {
     Queue(#[from] delivery::QueueError),
     #[error("catalog (types and rules): {0}")]
     Catalog(#[from] catalog::CatalogError),
+    #[error("privacy: {0}")]
+    Privacy(#[from] privacy::PrivacyError),
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -159,6 +163,7 @@ pub async fn run(
         None => engine_config::EngineConfig::default(),
     };
     let engine = notification_engine(&db, &store, &metrics, &engine_config)?;
+    let privacy = privacy::Privacy::open(&db, Arc::clone(&store))?;
     let (events, dedupe) = {
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || {
@@ -231,6 +236,8 @@ pub async fn run(
             inbox: engine.inbox.clone(),
             user_tokens: config.user_token_secret.clone(),
             live: http::LiveStream::new(stop.clone(), metrics.registry())?,
+            privacy: privacy.clone(),
+            request_duration: metrics.http_request_duration.clone(),
         };
         let stop = stop.clone();
         async move {
@@ -254,6 +261,14 @@ pub async fn run(
         let stop = stop.clone();
         async move {
             engine.engine.run(stop).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (privacy, stop) = (privacy.clone(), stop.clone());
+        let retention = engine_config.retention();
+        async move {
+            privacy::retention::run(privacy, retention, stop).await;
             Ok(())
         }
     });

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub events_duplicate: IntCounter,
     /// Envelopes refused as invalid; each one is a client or agent bug.
     pub events_rejected: IntCounter,
+    /// Events of erased users, acknowledged and dropped (`store`'s tombstones).
+    pub events_erased: IntCounter,
     /// Push calls handled successfully.
     pub ingest_batches: IntCounter,
     /// Push latency including the flush, which is what agents wait for.
@@ -24,6 +26,10 @@ pub struct Metrics {
     pub stored_events: IntGauge,
     /// Ids in the dedupe window; should plateau once the window is full.
     pub dedupe_entries: IntGauge,
+    /// HTTP API latency by route template (`http::request_metrics`).
+    pub http_request_duration: prometheus::HistogramVec,
+    /// gRPC latency by service, method and code (`grpc::request_metrics`).
+    pub grpc_request_duration: prometheus::HistogramVec,
 }
 
 impl Metrics {
@@ -48,6 +54,10 @@ impl Metrics {
             "nudge_cp_events_rejected_total",
             "Envelopes rejected as invalid and never stored.",
         )?;
+        let events_erased = IntCounter::new(
+            "nudge_cp_events_erased_total",
+            "Events of erased users, acknowledged to the agent and not stored.",
+        )?;
         let ingest_batches = IntCounter::new(
             "nudge_cp_ingest_batches_total",
             "gRPC Push calls that stored their batch.",
@@ -70,19 +80,27 @@ impl Metrics {
         registry.register(Box::new(events_ingested.clone()))?;
         registry.register(Box::new(events_duplicate.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
+        registry.register(Box::new(events_erased.clone()))?;
         registry.register(Box::new(ingest_batches.clone()))?;
         registry.register(Box::new(ingest_duration.clone()))?;
         registry.register(Box::new(stored_events.clone()))?;
         registry.register(Box::new(dedupe_entries.clone()))?;
+        let http_request_duration = crate::http::request_metrics::histogram()?;
+        registry.register(Box::new(http_request_duration.clone()))?;
+        let grpc_request_duration = crate::grpc::request_metrics::histogram()?;
+        registry.register(Box::new(grpc_request_duration.clone()))?;
         Ok(Metrics {
             registry,
             events_ingested,
             events_duplicate,
             events_rejected,
+            events_erased,
             ingest_batches,
             ingest_duration,
             stored_events,
             dedupe_entries,
+            http_request_duration,
+            grpc_request_duration,
         })
     }
 
@@ -115,6 +133,7 @@ mod tests {
             "nudge_cp_events_ingested_total",
             "nudge_cp_events_duplicate_total",
             "nudge_cp_events_rejected_total",
+            "nudge_cp_events_erased_total",
             "nudge_cp_ingest_batches_total",
             "nudge_cp_ingest_duration_seconds",
             "nudge_cp_stored_events",

@@ -31,6 +31,7 @@
 mod auth;
 mod body;
 mod error;
+pub(crate) mod request_metrics;
 
 #[cfg(test)]
 mod tests;
@@ -128,8 +129,13 @@ pub fn intake_router(state: IntakeState) -> Router {
             router = router.route(path, post(handler).options(preflight));
         }
     }
+    let request_duration = state.metrics.http_request_duration.clone();
     router
         .layer(map_response(allow_any_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            request_duration,
+            request_metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -494,3 +494,32 @@ async fn empty_batch_is_accepted_without_touching_the_outbox() {
     assert_eq!(answer["messageIds"], json!([]));
     assert_eq!(harness.received(), 0);
 }
+
+#[tokio::test]
+async fn request_durations_are_labelled_by_route_template() {
+    let harness = Harness::new(&[]);
+    let track = json!({"userId": "user-42", "event": "Opened"});
+    assert_eq!(harness.post("/v1/track", &track).await.0, StatusCode::OK);
+    assert_eq!(
+        harness.post("/v1/track", &json!("not a call")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let unmatched = harness.post("/v1/users/user-42/secret", &track).await;
+    assert_eq!(unmatched.0, StatusCode::NOT_FOUND);
+    let extension = Request::builder()
+        .method(Method::from_bytes(b"BREW").unwrap())
+        .uri("/v1/track")
+        .body(Body::empty())
+        .unwrap();
+    harness.send(extension).await;
+
+    let histogram = &harness.state.metrics.http_request_duration;
+    let count = |labels: &[&str]| histogram.with_label_values(labels).get_sample_count();
+    assert_eq!(count(&["/v1/track", "POST", "200"]), 1);
+    assert_eq!(count(&["/v1/track", "POST", "400"]), 1);
+    assert_eq!(count(&["unmatched", "POST", "404"]), 1);
+    assert_eq!(count(&["/v1/track", "other", "405"]), 1);
+    let text = harness.state.metrics.render();
+    assert!(!text.contains("user-42"), "{text}");
+    assert!(!text.contains("BREW"), "{text}");
+}

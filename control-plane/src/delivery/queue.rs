@@ -38,6 +38,14 @@
 //!   any worker) puts it back to `Queued`. The provider may already have it,
 //!   so receivers dedupe by delivery id (`OutboundMessage::delivery_id`).
 //!
+//! * [`DeliveryQueue::delete`] (privacy erase, retention) takes a delivery
+//!   out of the record tree and every index in one transaction. One
+//!   deleted while `Sending` finishes its send; recording the outcome then
+//!   finds no delivery (`NotFound`) and nothing comes back.
+//! * [`DeliveryQueue::trim_attempt_logs`] (retention) keeps only the last
+//!   attempt of deliveries last updated before a cutoff; the delivery, its
+//!   status and timestamps stay.
+//!
 //! The methods other than `enqueue`/`retry_dead_letter` are synchronous
 //! sled calls: they touch memory and sled's page cache, not the disk.
 
@@ -609,6 +617,56 @@ impl DeliveryQueue {
             count(value.first(), Status::DeadLettered);
         }
         Ok(depth)
+    }
+
+    /// Removes a delivery with its index entries; the removed delivery,
+    /// `None` when there was none. Not flushed.
+    pub fn delete(&self, id: Uuid) -> Result<Option<Delivery>, QueueError> {
+        self.transact(|(items, due, sending, dead, provider_ids)| {
+            let Some(bytes) = items.remove(id.as_bytes())? else {
+                return Ok(None);
+            };
+            let delivery: Delivery = match serde_json::from_slice(&bytes) {
+                Ok(delivery) => delivery,
+                Err(error) => return abort(QueueError::Codec(error)),
+            };
+            due.remove(due_key(&delivery))?;
+            sending.remove(id.as_bytes())?;
+            dead.remove(id.as_bytes())?;
+            if let Some(provider_id) = &delivery.provider_message_id {
+                let key = provider_key(delivery.channel, provider_id);
+                if provider_ids.get(&key)?.as_deref() == Some(id.as_bytes().as_slice()) {
+                    provider_ids.remove(key)?;
+                }
+            }
+            Ok(Some(delivery))
+        })
+    }
+
+    /// Retention of attempt logs: every delivery last updated before
+    /// `cutoff` keeps only its last attempt. Returns how many deliveries
+    /// were trimmed. Scans every delivery; a record changed meanwhile is
+    /// left for the next pass (compare-and-swap).
+    pub fn trim_attempt_logs(&self, cutoff: Timestamp) -> Result<usize, QueueError> {
+        let mut trimmed = 0;
+        for entry in self.items.iter() {
+            let (key, bytes) = entry?;
+            let mut delivery: Delivery = serde_json::from_slice(&bytes)?;
+            if delivery.updated_at >= cutoff || delivery.attempt_log.len() <= 1 {
+                continue;
+            }
+            let last = delivery.attempt_log.len() - 1;
+            delivery.attempt_log.drain(..last);
+            let new = serde_json::to_vec(&delivery)?;
+            if self
+                .items
+                .compare_and_swap(&key, Some(&bytes), Some(new))?
+                .is_ok()
+            {
+                trimmed += 1;
+            }
+        }
+        Ok(trimmed)
     }
 
     fn transact<T>(

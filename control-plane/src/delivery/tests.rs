@@ -801,3 +801,75 @@ async fn bounces_and_complaints() {
         complained
     );
 }
+
+/// Privacy erase and retention: `delete` leaves no index entry behind,
+/// and trimming keeps only the last attempt of old deliveries.
+#[tokio::test]
+async fn delete_removes_a_delivery_from_every_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let now = start();
+    let queued = delivery(ChannelKind::Email, Priority::Normal, now, now);
+    queue.enqueue(queued.clone()).await.unwrap();
+    let sent_id = sent(&queue, ChannelKind::Sms, Some("SM1")).await;
+
+    assert_eq!(queue.delete(queued.id).unwrap().unwrap().id, queued.id);
+    assert_eq!(queue.delete(sent_id).unwrap().unwrap().id, sent_id);
+    assert!(queue.delete(sent_id).unwrap().is_none());
+    assert!(queue.get(queued.id).unwrap().is_none());
+    assert!(
+        queue
+            .claim_due(ChannelKind::Email, now, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        queue
+            .find_by_provider_id(ChannelKind::Sms, "SM1")
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn trimming_attempt_logs_keeps_the_last_attempt_of_old_deliveries_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, queue) = open(&dir);
+    let t = |seconds| start() + SignedDuration::from_secs(seconds);
+    let mut ids = Vec::new();
+    for updated in [0, 100] {
+        let item = delivery(ChannelKind::Email, Priority::Normal, t(updated), t(updated));
+        queue.enqueue(item.clone()).await.unwrap();
+        let error = SendError::Retriable {
+            answer: "451 busy".into(),
+            retry_after: None,
+        };
+        queue.claim_due(ChannelKind::Email, t(updated), 1).unwrap();
+        queue
+            .complete(
+                item.id,
+                &Completion::Failed {
+                    error,
+                    decision: Decision::RetryAt(t(updated)),
+                },
+                t(updated),
+            )
+            .unwrap();
+        queue.claim_due(ChannelKind::Email, t(updated), 1).unwrap();
+        let receipt = SendReceipt {
+            provider_message_id: None,
+            answer: "250 OK".into(),
+        };
+        queue
+            .complete(item.id, &Completion::Sent(receipt), t(updated))
+            .unwrap();
+        ids.push(item.id);
+    }
+    assert_eq!(queue.trim_attempt_logs(t(50)).unwrap(), 1);
+    let old = queue.get(ids[0]).unwrap().unwrap();
+    assert_eq!(old.attempt_log.len(), 1);
+    assert_eq!(old.attempt_log[0].outcome, AttemptOutcome::Sent);
+    assert_eq!(old.status, Status::Sent);
+    assert_eq!(queue.get(ids[1]).unwrap().unwrap().attempt_log.len(), 2);
+    assert_eq!(queue.trim_attempt_logs(t(50)).unwrap(), 0);
+}

@@ -3,6 +3,9 @@
 //! scan); tree `device_owners` maps a device id to the user holding it (so
 //! a provider's "this token is gone" finds its record, and a token moves
 //! when another user registers it).
+//!
+//! [`DeviceStore::erase_user`] (privacy) deletes every device of a user
+//! with its owner entries.
 
 use std::time::Duration;
 
@@ -165,6 +168,21 @@ impl DeviceStore {
             .transaction(|(devices, owners)| remove(devices, owners, user_id, device_id))
             .map_err(tx_error)?;
         if removed {
+            self.devices.flush()?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes every device of the user; returns how many. Flushed.
+    pub fn erase_user(&self, user_id: &str) -> Result<usize, DeviceError> {
+        let mut removed = 0;
+        for device in self.list(user_id)? {
+            let gone = (&self.devices, &self.owners)
+                .transaction(|(devices, owners)| remove(devices, owners, user_id, &device.id))
+                .map_err(tx_error)?;
+            removed += usize::from(gone);
+        }
+        if removed > 0 {
             self.devices.flush()?;
         }
         Ok(removed)

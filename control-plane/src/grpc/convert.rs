@@ -162,7 +162,9 @@ pub fn push_response(
     pb::PushResponse {
         batch_id,
         stored: outcome.stored,
-        duplicates: outcome.duplicates,
+        // Erased users' events are acknowledged like duplicates: accepted,
+        // nothing new stored (the wire has no field of their own).
+        duplicates: outcome.duplicates + outcome.erased,
         rejected: rejected
             .into_iter()
             .map(|reject| pb::RejectedEnvelope {

@@ -75,6 +75,7 @@ impl Ingest for IngestService {
         self.metrics
             .events_rejected
             .inc_by((rejected.len() + outcome.rejected.len()) as u64);
+        self.metrics.events_erased.inc_by(u64::from(outcome.erased));
         self.metrics.ingest_batches.inc();
         self.metrics.set_store_sizes(stored_events, dedupe_entries);
         self.metrics
@@ -86,6 +87,7 @@ impl Ingest for IngestService {
             envelopes,
             stored = outcome.stored,
             duplicates = outcome.duplicates,
+            erased = outcome.erased,
             "batch ingested"
         );
         Ok(Response::new(convert::push_response(

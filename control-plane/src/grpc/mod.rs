@@ -19,6 +19,7 @@ mod convert;
 mod error;
 mod ingest;
 mod manage;
+pub mod request_metrics;
 pub mod tls;
 
 use std::sync::Arc;
@@ -102,6 +103,8 @@ pub async fn serve(
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let registry = state.metrics.registry().clone();
+    let request_metrics =
+        request_metrics::GrpcMetricsLayer::new(state.metrics.grpc_request_duration.clone());
     let management = manage::server(state);
 
     match &tls {
@@ -127,6 +130,7 @@ pub async fn serve(
             .await;
     };
     let router = tonic::transport::Server::builder()
+        .layer(request_metrics)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

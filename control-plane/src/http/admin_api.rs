@@ -34,6 +34,7 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .route("/stats", get(stats))
         .merge(super::admin_notifications::router())
         .merge(super::admin_preferences::router())
+        .merge(super::admin_privacy::router())
         .merge(super::devices::admin_router())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }

@@ -30,15 +30,17 @@
 mod admin_api;
 mod admin_notifications;
 mod admin_preferences;
+mod admin_privacy;
 mod devices;
 mod email_callbacks;
 mod form;
 mod me_activity;
 mod me_notifications;
-mod me_stream;
 mod me_preferences;
+mod me_stream;
 mod openapi;
 mod public_links;
+pub mod request_metrics;
 mod sms_callbacks;
 mod tracking;
 pub mod user_auth;
@@ -91,6 +93,10 @@ pub struct HttpState {
     pub user_tokens: Option<user_auth::UserTokenSecret>,
     /// The live stream's shutdown, heartbeat and metrics.
     pub live: LiveStream,
+    /// Erase and export of a user (`admin_privacy`).
+    pub privacy: crate::privacy::Privacy,
+    /// `nudge_cp_http_request_duration_seconds` (`request_metrics`).
+    pub request_duration: prometheus::HistogramVec,
 }
 
 impl HttpState {
@@ -101,6 +107,7 @@ impl HttpState {
     /// engine's own stores instead: the inbox's live hub must be shared
     /// with the in-app channel.)
     pub fn standalone(db: &sled::Db, store: Arc<dyn Store>) -> Result<Self, crate::Error> {
+        let privacy = crate::privacy::Privacy::open(db, Arc::clone(&store))?;
         Ok(HttpState {
             store,
             notifications: crate::notifications::NotificationStore::open(db)?,
@@ -120,12 +127,15 @@ impl HttpState {
             inbox: crate::inbox::InboxStore::open(db)?,
             user_tokens: None,
             live: LiveStream::default(),
+            privacy,
+            request_duration: request_metrics::histogram()?,
         })
     }
 }
 
 /// The router of the HTTP listener.
 pub fn router(state: HttpState) -> Router {
+    let request_duration = state.request_duration.clone();
     Router::new()
         .route("/", get(root))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -147,6 +157,10 @@ pub fn router(state: HttpState) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
         .layer(axum::middleware::from_fn(web::cors))
+        .layer(axum::middleware::from_fn_with_state(
+            request_duration,
+            request_metrics::track,
+        ))
 }
 
 async fn root() -> Json<serde_json::Value> {

@@ -5,8 +5,13 @@
 //!
 //! Every mutation changes the three in one transaction, then publishes its
 //! changes to live subscribers.
+//!
+//! [`InboxStore::erase_user`] (privacy) removes a user's items, counts,
+//! change log and pruned mark; it publishes nothing (the user is gone, and
+//! a live stream still open sees no more changes).
 
 use std::ops::Bound;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -29,6 +34,10 @@ pub struct InboxStore {
     /// `user` → the highest sequence pruned from their change log.
     pruned: sled::Tree,
     hub: Hub,
+    /// Held from taking a change's sequence to publishing it, so changes
+    /// commit and publish in sequence order: a reader that has seen seq N
+    /// never misses a change below N that was still in flight.
+    writes: Arc<Mutex<()>>,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<InboxError>>;
@@ -148,6 +157,7 @@ impl InboxStore {
             changes: db.open_tree("inbox_changes")?,
             pruned: db.open_tree("inbox_changes_pruned")?,
             hub: Hub::default(),
+            writes: Arc::default(),
         })
     }
 
@@ -189,6 +199,7 @@ impl InboxStore {
                 "the item id is empty or contains NUL".into(),
             ));
         }
+        let _in_order = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = self.next_seq()?;
         self.transact(user_id, |tx| {
             if tx.item(&item.id)?.is_some() {
@@ -230,6 +241,7 @@ impl InboxStore {
         now: Timestamp,
     ) -> Result<Applied, InboxError> {
         check_user(user_id)?;
+        let _in_order = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let seqs = ids
             .iter()
             .map(|_| self.next_seq())
@@ -539,6 +551,35 @@ impl InboxStore {
         }
         self.pruned.flush()?;
         self.changes.apply_batch(batch)?;
+        Ok(removed)
+    }
+
+    /// Every item of the user, in key order (for a privacy export).
+    pub fn items_of(&self, user_id: &str) -> Result<Vec<InboxItem>, InboxError> {
+        let mut items = Vec::new();
+        for entry in self.items.scan_prefix(prefix(user_id)) {
+            let (key, value) = entry?;
+            items.push(decode(&key, &value)?);
+        }
+        Ok(items)
+    }
+
+    /// Removes everything the inbox holds about the user; returns how many
+    /// items were removed. Flushed.
+    pub fn erase_user(&self, user_id: &str) -> Result<usize, InboxError> {
+        let user_prefix = prefix(user_id);
+        let mut removed = 0;
+        for entry in self.items.scan_prefix(&user_prefix).keys() {
+            if self.items.remove(entry?)?.is_some() {
+                removed += 1;
+            }
+        }
+        for entry in self.changes.scan_prefix(&user_prefix).keys() {
+            self.changes.remove(entry?)?;
+        }
+        self.counts.remove(user_id.as_bytes())?;
+        self.pruned.remove(user_id.as_bytes())?;
+        self.db.flush()?;
         Ok(removed)
     }
 

@@ -17,6 +17,10 @@
 //!
 //! All three trees change in one sled transaction, and a new notification
 //! is flushed before `create` returns.
+//!
+//! Removal (privacy erase, retention) takes a notification out of all four
+//! trees in one transaction; its deliveries and inbox items are the
+//! caller's (`privacy`), since they live in other stores.
 
 use std::time::Duration;
 
@@ -200,6 +204,96 @@ impl NotificationStore {
         Ok(found)
     }
 
+    /// Removes every notification of `user_id` with its index entries, and
+    /// the user's idempotency keys; returns the removed notifications (so
+    /// the caller can remove their deliveries). Flushed.
+    pub fn erase_user(&self, user_id: &str) -> Result<Vec<Notification>, NotificationError> {
+        let prefix = idempotency_key(user_id, "");
+        let mut removed = Vec::new();
+        for entry in self.by_user.scan_prefix(&prefix).keys() {
+            let key = entry?;
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            match self.remove(&id)? {
+                Some(notification) => removed.push(notification),
+                None => {
+                    self.by_user.remove(&key)?;
+                }
+            }
+        }
+        for entry in self.by_key.scan_prefix(&prefix).keys() {
+            self.by_key.remove(entry?)?;
+        }
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    /// Retention: removes up to `limit` notifications created before
+    /// `cutoff`, oldest first (ids are UUIDv7, so id order is creation
+    /// order), and returns them. Not flushed (sled's background flush;
+    /// a crash brings them back for the next pass).
+    pub fn prune_created_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Notification>, NotificationError> {
+        let mut old = Vec::new();
+        for entry in self.notifications.iter().values().take(limit) {
+            let notification: Notification = serde_json::from_slice(&entry?)?;
+            if notification.created_at >= cutoff {
+                break;
+            }
+            old.push(notification.id);
+        }
+        let mut removed = Vec::with_capacity(old.len());
+        for id in old {
+            if let Some(notification) = self.remove(&id)? {
+                removed.push(notification);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Takes one notification out of the record and index trees.
+    fn remove(&self, id: &str) -> Result<Option<Notification>, NotificationError> {
+        let Some(notification) = self.get(id)? else {
+            return Ok(None);
+        };
+        let user_key = idempotency_key(&notification.user_id, &notification.id);
+        let key_entry = notification
+            .request
+            .idempotency_key
+            .as_ref()
+            .map(|key| idempotency_key(&notification.user_id, key));
+        (
+            &self.notifications,
+            &self.by_user,
+            &self.by_source,
+            &self.by_key,
+        )
+            .transaction(|(notifications, by_user, by_source, by_key)| {
+                notifications.remove(id.as_bytes())?;
+                by_user.remove(user_key.as_slice())?;
+                if let Some(source) = &notification.source_event_id {
+                    if by_source.get(source.as_bytes())?.as_deref() == Some(id.as_bytes()) {
+                        by_source.remove(source.as_bytes())?;
+                    }
+                }
+                if let Some(key) = &key_entry {
+                    if let Some(entry) = by_key.get(key)? {
+                        if split_key_entry(&entry).1 == id.as_bytes() {
+                            by_key.remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|error| match error {
+                TransactionError::Storage(error) => NotificationError::Storage(error),
+                TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+            })?;
+        Ok(Some(notification))
+    }
+
     /// Forgets idempotency keys older than the window; returns how many.
     pub fn prune_idempotency_keys(&self, now: Timestamp) -> Result<usize, NotificationError> {
         let cutoff = now.as_millisecond() - IDEMPOTENCY_WINDOW.as_millis() as i64;
@@ -327,6 +421,45 @@ mod tests {
         let stored = store.get(id_of(&first)).unwrap().unwrap();
         assert_eq!(stored.request.title.as_deref(), Some("Payment failed"));
         assert_eq!(stored.request.priority, Priority::High);
+    }
+
+    #[tokio::test]
+    async fn erasing_a_user_removes_their_notifications_and_keys_only() {
+        let (_dir, store) = store();
+        let mine = store
+            .create(draft("u", Some("k"), Some("e1")), at(10))
+            .await
+            .unwrap();
+        let theirs = store
+            .create(draft("v", Some("k"), Some("e2")), at(10))
+            .await
+            .unwrap();
+        let removed = store.erase_user("u").unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].id, id_of(&mine));
+        assert!(store.get(id_of(&mine)).unwrap().is_none());
+        assert!(store.list_for_user("u", 10).unwrap().is_empty());
+        assert_eq!(store.list_for_user("v", 10).unwrap().len(), 1);
+        assert!(store.get(id_of(&theirs)).unwrap().is_some());
+        // The key and source are free again: a new notify creates anew.
+        let again = store
+            .create(draft("u", Some("k"), Some("e1")), at(20))
+            .await
+            .unwrap();
+        assert!(matches!(again, Created::New(_)));
+    }
+
+    #[tokio::test]
+    async fn pruning_by_age_removes_only_older_notifications() {
+        let (_dir, store) = store();
+        let old = store.create(draft("u", None, None), at(10)).await.unwrap();
+        let edge = store.create(draft("u", None, None), at(20)).await.unwrap();
+        let removed = store.prune_created_before(at(20), 100).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].id, id_of(&old));
+        assert!(store.get(id_of(&edge)).unwrap().is_some());
+        assert_eq!(store.list_for_user("u", 10).unwrap().len(), 1);
+        assert!(store.prune_created_before(at(20), 100).unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@
 //!   and a user who saw "saved" must not find them gone after a crash.
 //! * [`PreferenceStore::update`] is a compare-and-swap loop, so concurrent
 //!   changes to different settings of one user are not lost.
+//! * [`PreferenceStore::erase_user`] (privacy) deletes the stored document
+//!   (flushed); the user is back to the operator's defaults.
 
 use super::{PreferenceError, UserPreferences};
 
@@ -72,6 +74,22 @@ impl PreferenceStore {
                 return Ok(prefs);
             }
         }
+    }
+
+    /// The user's stored document, `None` when they never changed anything
+    /// (for a privacy export: defaults are not data about the user).
+    pub fn stored(&self, user_id: &str) -> Result<Option<UserPreferences>, PreferenceError> {
+        match self.tree.get(user_id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(user_id, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes the user's preferences; `true` when some were stored.
+    pub fn erase_user(&self, user_id: &str) -> Result<bool, PreferenceError> {
+        let removed = self.tree.remove(user_id.as_bytes())?.is_some();
+        self.tree.flush()?;
+        Ok(removed)
     }
 
     /// Back to the operator's defaults for one type.

@@ -17,6 +17,10 @@
 //! trigger would otherwise come back); [`PendingTriggers::prune_finished`]
 //! trims it, keeping at least the event replay window.
 //!
+//! [`PendingTriggers::erase_user`] (privacy) removes a user's pending
+//! triggers with their index entries; the `done` tombstones stay (they
+//! name a rule and an event id, nothing about the user).
+//!
 //! Firing is **at least once**: [`PendingTriggers::due`] only reads; the
 //! caller creates the notification (idempotent by [`Pending::source_id`])
 //! and then calls [`PendingTriggers::complete`]. A crash in between fires
@@ -258,6 +262,41 @@ impl PendingTriggers {
             }
         }
         Ok(pruned)
+    }
+
+    /// The user's pending triggers (for a privacy export).
+    pub fn for_user(&self, user_id: &str) -> Result<Vec<Pending>, PendingError> {
+        let mut found = Vec::new();
+        for entry in self.by_user.scan_prefix(user_prefix(user_id)).keys() {
+            let user_key = entry?;
+            if let Some(pending) = self.load(&user_key[4 + user_id.len()..])? {
+                found.push(pending);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes every pending trigger of `user_id`; returns how many.
+    pub fn erase_user(&self, user_id: &str) -> Result<usize, PendingError> {
+        let mut removed = 0;
+        for entry in self.by_user.scan_prefix(user_prefix(user_id)).keys() {
+            let user_key = entry?;
+            let id = user_key[4 + user_id.len()..].to_vec();
+            let pending = self.load(&id)?;
+            let due_key = pending.as_ref().map(|pending| pending.due_key(&id));
+            let gone =
+                (&self.items, &self.due, &self.by_user).transaction(|(items, due, by_user)| {
+                    by_user.remove(&user_key)?;
+                    if let Some(due_key) = &due_key {
+                        due.remove(due_key.as_slice())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(
+                        items.remove(id.as_slice())?.is_some(),
+                    )
+                })?;
+            removed += usize::from(gone);
+        }
+        Ok(removed)
     }
 
     fn load(&self, id: &[u8]) -> Result<Option<Pending>, PendingError> {

@@ -211,8 +211,21 @@ pub struct IngestOutcome {
     pub stored: u32,
     /// Events whose id was already stored (resends absorbed by dedupe).
     pub duplicates: u32,
+    /// Events dropped because their user was erased (see
+    /// [`Store::erase_user`]): accepted, so the agent stops resending, and
+    /// never stored.
+    pub erased: u32,
     /// Events refused for good, with the reason.
     pub rejected: Vec<Rejected>,
+}
+
+/// What [`Store::erase_user`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ErasedEvents {
+    /// The user's events (and their by-user index entries).
+    pub events: u64,
+    /// Whether a profile was removed.
+    pub profile: bool,
 }
 
 /// An event that can never be stored, and why.
@@ -315,4 +328,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every write so far durable (used at shutdown).
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Erases a user (privacy): removes their events (by `user_id`) and
+    /// profile, and leaves a tombstone (`erased_at` = `at`) so that events
+    /// of this user ingested later are dropped (counted in
+    /// [`IngestOutcome::erased`]) instead of stored. Dedupe entries stay: an
+    /// id carries nothing about the user and ages out with the window.
+    /// Idempotent; durable when it returns.
+    fn erase_user(&self, user_id: &str, at: Timestamp) -> Result<ErasedEvents, StoreError>;
+
+    /// When the user was erased, if a tombstone blocks their events.
+    fn erased_at(&self, user_id: &str) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Removes the user's tombstone, so their events are stored again;
+    /// `false` when there was none.
+    fn lift_erasure(&self, user_id: &str) -> Result<bool, StoreError>;
+
+    /// Retention: removes events ingested before `older_than`, oldest
+    /// first, and returns how many. Profiles stay (they are the user's
+    /// current state, not history); dedupe entries follow their own window.
+    fn prune_events(&self, older_than: Timestamp) -> Result<u64, StoreError>;
 }

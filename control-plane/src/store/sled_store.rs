@@ -9,6 +9,7 @@
 //! | `dedupe` | event id bytes | ingested-at, unix millis (BE u64) |
 //! | `dedupe_by_time` | ingested-at millis (BE), event id bytes | empty |
 //! | `profiles` | user id bytes | the [`Profile`] as JSON |
+//! | `erased_users` | user id bytes | erased-at, unix millis (BE u64) |
 //! | `meta` | counter name | u64 BE |
 //!
 //! # Invariants
@@ -35,6 +36,19 @@
 //! batches, within minutes or days, so the window only has to exceed the
 //! longest outage an agent can buffer. This is a documented limitation.
 //!
+//! # Erasure and retention
+//!
+//! [`Store::erase_user`] writes the user's tombstone under the write mutex
+//! before it removes anything, so an ingest either ran before it (and its
+//! events are removed with the rest) or sees the tombstone and drops the
+//! user's events, acknowledging them as [`IngestOutcome::erased`]. Only
+//! `user_id` is checked: an event that carries only an anonymous id is
+//! not linked to the erased user. The tombstone holds until an operator
+//! lifts it ([`Store::lift_erasure`]). [`Store::prune_events`] removes
+//! events from the oldest sequence on and stops at the first one inside
+//! the limit: `ingested_at` is the control plane's own clock, so it grows
+//! with the sequence (a clock step back only delays a removal).
+//!
 //! User ids and event ids must not contain `0x00` (the index separator); the
 //! gRPC layer rejects such envelopes before they get here.
 
@@ -46,7 +60,9 @@ use jiff::Timestamp;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use super::{Cursor, Event, EventBody, EventPage, IngestOutcome, Profile, Store, StoreError};
+use super::{
+    Cursor, ErasedEvents, Event, EventBody, EventPage, IngestOutcome, Profile, Store, StoreError,
+};
 
 const EVENTS_COUNT: &[u8] = b"events_count";
 const DEDUPE_COUNT: &[u8] = b"dedupe_count";
@@ -63,6 +79,8 @@ pub struct SledStore {
     dedupe_by_time: sled::Tree,
     profiles: sled::Tree,
     meta: sled::Tree,
+    /// Tombstones of erased users: their later events are dropped.
+    erased: sled::Tree,
     /// Serializes writers; holds the next ingest sequence number so it is
     /// assigned only under the lock.
     write: Mutex<u64>,
@@ -98,6 +116,7 @@ impl SledStore {
             dedupe_by_time: db.open_tree("dedupe_by_time")?,
             profiles: db.open_tree("profiles")?,
             meta: db.open_tree("meta")?,
+            erased: db.open_tree("erased_users")?,
             db,
             write: Mutex::new(next_seq),
         })
@@ -130,6 +149,16 @@ impl Store for SledStore {
         }
         let outcome = {
             let mut next_seq = self.lock();
+            // Checked under the lock that `erase_user` takes to write the
+            // tombstone: see the module doc.
+            let mut erased = 0;
+            let mut kept = Vec::with_capacity(events.len());
+            for (event, json) in events.iter().zip(&encoded) {
+                match &event.user_id {
+                    Some(user_id) if self.erased.contains_key(user_id.as_bytes())? => erased += 1,
+                    _ => kept.push((event, json)),
+                }
+            }
             let start = *next_seq;
             let trees = (
                 &self.events,
@@ -142,10 +171,13 @@ impl Store for SledStore {
             let (outcome, used) = trees
                 .transaction(
                     |(tx_events, tx_by_user, tx_dedupe, tx_by_time, tx_profiles, tx_meta)| {
-                        let mut outcome = IngestOutcome::default();
+                        let mut outcome = IngestOutcome {
+                            erased,
+                            ..IngestOutcome::default()
+                        };
                         let mut seq = start;
                         let mut seen = HashSet::new();
-                        for (event, json) in events.iter().zip(&encoded) {
+                        for &(event, json) in &kept {
                             let id = event.id.as_bytes();
                             if !seen.insert(id) || tx_dedupe.get(id)?.is_some() {
                                 outcome.duplicates += 1;
@@ -296,6 +328,112 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn erase_user(&self, user_id: &str, at: Timestamp) -> Result<ErasedEvents, StoreError> {
+        {
+            let _guard = self.lock();
+            if !self.erased.contains_key(user_id.as_bytes())? {
+                self.erased
+                    .insert(user_id.as_bytes(), &millis(at).to_be_bytes())?;
+            }
+        }
+        let mut prefix = user_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut erased = ErasedEvents::default();
+        loop {
+            // No new event of the user can arrive (tombstone), so chunks
+            // may let ingest run between them.
+            let _guard = self.lock();
+            let chunk: Vec<sled::IVec> = self
+                .events_by_user
+                .scan_prefix(&prefix)
+                .keys()
+                .take(PRUNE_CHUNK)
+                .collect::<Result<_, _>>()?;
+            if chunk.is_empty() {
+                break;
+            }
+            let trees = (&self.events, &self.events_by_user, &self.meta);
+            let count = trees
+                .transaction(|(tx_events, tx_by_user, tx_meta)| {
+                    let mut count = 0;
+                    for key in &chunk {
+                        if tx_events.remove(&key[prefix.len()..])?.is_some() {
+                            count += 1;
+                        }
+                        tx_by_user.remove(key)?;
+                    }
+                    sub_counter(tx_meta, EVENTS_COUNT, count)?;
+                    Ok(count)
+                })
+                .map_err(from_tx)?;
+            erased.events += count;
+        }
+        erased.profile = self.profiles.remove(user_id.as_bytes())?.is_some();
+        self.db.flush()?;
+        Ok(erased)
+    }
+
+    fn erased_at(&self, user_id: &str) -> Result<Option<Timestamp>, StoreError> {
+        match self.erased.get(user_id.as_bytes())? {
+            Some(bytes) => {
+                let millis = i64::try_from(decode_u64(&bytes)?).unwrap_or(i64::MAX);
+                Ok(Some(
+                    Timestamp::from_millisecond(millis).unwrap_or(Timestamp::MAX),
+                ))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn lift_erasure(&self, user_id: &str) -> Result<bool, StoreError> {
+        let lifted = self.erased.remove(user_id.as_bytes())?.is_some();
+        if lifted {
+            self.db.flush()?;
+        }
+        Ok(lifted)
+    }
+
+    fn prune_events(&self, older_than: Timestamp) -> Result<u64, StoreError> {
+        let cutoff = millis(older_than);
+        let mut removed = 0;
+        loop {
+            let _guard = self.lock();
+            let mut chunk = Vec::new();
+            for entry in self.events.iter().take(PRUNE_CHUNK) {
+                let (key, json) = entry?;
+                let event: Event = serde_json::from_slice(&json)?;
+                if millis(event.ingested_at) >= cutoff {
+                    break;
+                }
+                chunk.push((key, event.user_id));
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let trees = (&self.events, &self.events_by_user, &self.meta);
+            let count = trees
+                .transaction(|(tx_events, tx_by_user, tx_meta)| {
+                    let mut count = 0;
+                    for (key, user_id) in &chunk {
+                        if tx_events.remove(key)?.is_some() {
+                            count += 1;
+                        }
+                        if let Some(user_id) = user_id {
+                            tx_by_user.remove(user_key(user_id, seq_of(key)))?;
+                        }
+                    }
+                    sub_counter(tx_meta, EVENTS_COUNT, count)?;
+                    Ok(count)
+                })
+                .map_err(from_tx)?;
+            removed += count;
+        }
+        if removed > 0 {
+            self.db.flush()?;
+        }
+        Ok(removed)
     }
 }
 
@@ -624,6 +762,106 @@ mod tests {
             "the sequence continues after a reopen"
         );
         assert!(store.profile("u").unwrap().is_some());
+    }
+
+    #[test]
+    fn erasing_a_user_removes_their_events_and_profile_and_drops_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store
+            .ingest(vec![
+                track("a", "u", at(1)),
+                identify("b", "u", json!({"email": "u@example.com"}), at(1)),
+                track("c", "other", at(1)),
+            ])
+            .unwrap();
+        let erased = store.erase_user("u", at(5)).unwrap();
+        assert_eq!(
+            erased,
+            ErasedEvents {
+                events: 2,
+                profile: true
+            }
+        );
+        assert!(
+            store
+                .events_for_user("u", 10, None)
+                .unwrap()
+                .events
+                .is_empty()
+        );
+        assert_eq!(store.profile("u").unwrap(), None);
+        assert_eq!(store.event_count().unwrap(), 1);
+        assert_eq!(store.erased_at("u").unwrap(), Some(at(5)));
+        assert_eq!(
+            store
+                .events_for_user("other", 10, None)
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+
+        let late = store
+            .ingest(vec![track("d", "u", at(6)), track("e", "other", at(6))])
+            .unwrap();
+        assert_eq!((late.stored, late.duplicates, late.erased), (1, 0, 1));
+        assert!(
+            store
+                .events_for_user("u", 10, None)
+                .unwrap()
+                .events
+                .is_empty()
+        );
+        // Erasing again is harmless and keeps the first erase time.
+        assert_eq!(
+            store.erase_user("u", at(9)).unwrap(),
+            ErasedEvents::default()
+        );
+        assert_eq!(store.erased_at("u").unwrap(), Some(at(5)));
+
+        assert!(store.lift_erasure("u").unwrap());
+        assert!(!store.lift_erasure("u").unwrap());
+        assert_eq!(
+            store.ingest(vec![track("f", "u", at(10))]).unwrap().stored,
+            1
+        );
+    }
+
+    #[test]
+    fn pruning_events_removes_only_older_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store
+            .ingest(vec![
+                track("old1", "u", at(100)),
+                track("old2", "v", at(149)),
+                track("edge", "u", at(150)),
+                track("new", "u", at(200)),
+            ])
+            .unwrap();
+        assert_eq!(store.prune_events(at(150)).unwrap(), 2);
+        let ids: Vec<String> = store
+            .events_after(None, 10)
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, ["edge", "new"]);
+        assert_eq!(
+            store.events_for_user("u", 10, None).unwrap().events.len(),
+            2
+        );
+        assert!(
+            store
+                .events_for_user("v", 10, None)
+                .unwrap()
+                .events
+                .is_empty()
+        );
+        assert_eq!(store.event_count().unwrap(), 2);
+        assert_eq!(store.prune_events(at(150)).unwrap(), 0);
     }
 
     #[test]

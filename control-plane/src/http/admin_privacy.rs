@@ -1,0 +1,90 @@
+//! Operator privacy routes (behind the admin token, mounted by
+//! `admin_api`); see [`crate::privacy`] for what they promise.
+//!
+//! * `GET /v1/admin/users/{user_id}/export` → everything held about the
+//!   user as one JSON document (a download: `Content-Disposition:
+//!   attachment`).
+//! * `DELETE /v1/admin/users/{user_id}` → erases the user everywhere and
+//!   tombstones the id; `200` with the counts of what was removed.
+//!   Idempotent (a repeat answers zeros).
+//! * `DELETE /v1/admin/users/{user_id}/erasure` → lifts the tombstone so
+//!   the id's events are stored again; `204`, or `404` without one.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_DISPOSITION, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use jiff::Timestamp;
+
+use super::{ApiError, HttpState};
+use crate::privacy::{Erased, PrivacyError};
+
+pub fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/users/{user_id}/export", get(export))
+        .route("/users/{user_id}", delete(erase))
+        .route("/users/{user_id}/erasure", delete(lift))
+}
+
+async fn export(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let privacy = state.privacy.clone();
+    let export =
+        tokio::task::spawn_blocking(move || privacy.export_user(&user_id, Timestamp::now()))
+            .await??;
+    let mut response = Json(export).into_response();
+    response.headers_mut().insert(
+        CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"user-export.json\""),
+    );
+    Ok(response)
+}
+
+async fn erase(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Erased>, ApiError> {
+    if user_id.is_empty() || user_id.contains('\0') {
+        return Err(ApiError::bad_request(
+            "the user id is empty or contains NUL",
+        ));
+    }
+    let privacy = state.privacy.clone();
+    let erased =
+        tokio::task::spawn_blocking(move || privacy.erase_user(&user_id, Timestamp::now()))
+            .await??;
+    Ok(Json(erased))
+}
+
+async fn lift(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let privacy = state.privacy.clone();
+    let lookup = user_id.clone();
+    if tokio::task::spawn_blocking(move || privacy.lift_erasure(&lookup)).await?? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("user {user_id} is not erased"),
+        ))
+    }
+}
+
+impl From<PrivacyError> for ApiError {
+    fn from(error: PrivacyError) -> Self {
+        tracing::error!(%error, "privacy operation failed in http handler");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            error.to_string(),
+        )
+    }
+}

@@ -1,0 +1,88 @@
+//! [`Privacy::export_user`]: everything held about a user as one JSON
+//! document (the answer of `GET /v1/admin/users/{id}/export`).
+//!
+//! Digest items are not listed on their own: each is a copy of one of the
+//! user's notifications, which are. Device tokens are included: the
+//! export is the user's own data, handed to the user.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Privacy, PrivacyError};
+use crate::delivery::Delivery;
+use crate::devices::Device;
+use crate::inbox::InboxItem;
+use crate::notifications::Notification;
+use crate::preferences::UserPreferences;
+use crate::rules::Pending;
+use crate::store::{Event, Profile};
+
+/// Events read per store call while exporting.
+const PAGE: usize = 1000;
+
+/// One user's data.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserExport {
+    pub user_id: String,
+    pub exported_at: Timestamp,
+    /// Set when the user was erased (then everything else is empty).
+    pub erased_at: Option<Timestamp>,
+    pub profile: Option<Profile>,
+    /// In ingest order.
+    pub events: Vec<Event>,
+    /// Newest first, each with its deliveries and their attempt logs.
+    pub notifications: Vec<ExportedNotification>,
+    pub inbox: Vec<InboxItem>,
+    pub devices: Vec<Device>,
+    /// `None` when the user never changed the operator's defaults.
+    pub preferences: Option<UserPreferences>,
+    pub pending_triggers: Vec<Pending>,
+}
+
+/// A notification with every delivery planned for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedNotification {
+    #[serde(flatten)]
+    pub notification: Notification,
+    pub deliveries: Vec<Delivery>,
+}
+
+impl Privacy {
+    /// Collects everything held about `user_id`.
+    pub fn export_user(&self, user_id: &str, now: Timestamp) -> Result<UserExport, PrivacyError> {
+        let mut events = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.events_for_user(user_id, PAGE, after)?;
+            events.extend(page.events);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut notifications = Vec::new();
+        for notification in self.notifications.list_for_user(user_id, usize::MAX)? {
+            let deliveries = match Uuid::parse_str(&notification.id) {
+                Ok(id) => self.queue.for_notification(id)?,
+                Err(_) => Vec::new(),
+            };
+            notifications.push(ExportedNotification {
+                notification,
+                deliveries,
+            });
+        }
+        Ok(UserExport {
+            user_id: user_id.to_owned(),
+            exported_at: now,
+            erased_at: self.store.erased_at(user_id)?,
+            profile: self.store.profile(user_id)?,
+            events,
+            notifications,
+            inbox: self.inbox.items_of(user_id)?,
+            devices: self.devices.list(user_id)?,
+            preferences: self.preferences.stored(user_id)?,
+            pending_triggers: self.pending.for_user(user_id)?,
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! Privacy: erase a user everywhere, export everything held about a user,
+//! and retention (old data removed by age).
+//!
+//! # Promises
+//!
+//! * **Erase is complete and sticky.** [`Privacy::erase_user`] removes the
+//!   user's events and profile, notifications (with their index and
+//!   idempotency entries), the deliveries of those notifications (queue
+//!   record, due/sending/dead and provider-id indexes, attempt logs), inbox
+//!   items, counts and change log, devices, stored preferences, held digest
+//!   items and pending rule triggers. It first writes a tombstone
+//!   (`erased_users`), so events of the user that agents deliver later are
+//!   acknowledged and dropped (`nudge_cp_events_erased_total`), never
+//!   stored and never notified. Only `user_id` is matched: an event that
+//!   carries just an anonymous id is not linked to the user.
+//! * **Idempotent.** Erasing again removes what may have appeared since
+//!   (e.g. a notification the engine was creating at that moment) and
+//!   otherwise reports zeros; the first erase time is kept.
+//! * **The tombstone holds** until an operator lifts it
+//!   ([`Privacy::lift_erasure`], `DELETE /v1/admin/users/{id}/erasure`):
+//!   re-using the user id after an erase is blocked until then.
+//! * Kept on purpose: dedupe entries (event ids, so a resent old event is
+//!   still a duplicate; they age out with the dedupe window) and finished
+//!   rule-trigger markers (a rule name and an event id).
+//! * **Export** ([`Privacy::export_user`]) is one JSON document of the
+//!   same data, device tokens included: it is the user's own data, for the
+//!   user (the operator hands it over).
+//! * **Retention** ([`retention`]) removes only records older than their
+//!   kind's limit; see there.
+//!
+//! Every method blocks on sled: async callers use `spawn_blocking`.
+
+pub mod erase;
+pub mod export;
+pub mod retention;
+
+use std::sync::Arc;
+
+use crate::delivery::{DeliveryQueue, QueueError};
+use crate::devices::{DeviceError, DeviceStore};
+use crate::digest::{DigestError, DigestStore};
+use crate::inbox::{InboxError, InboxStore};
+use crate::notifications::{NotificationError, NotificationStore};
+use crate::preferences::{PreferenceError, PreferenceStore};
+use crate::rules::{PendingError, PendingTriggers};
+use crate::store::{Store, StoreError};
+
+pub use erase::Erased;
+pub use export::UserExport;
+pub use retention::{RetentionConfig, RetentionReport};
+
+/// Every store that holds data about users, opened on the control plane's
+/// one sled database. Cheap to clone.
+#[derive(Clone)]
+pub struct Privacy {
+    db: sled::Db,
+    store: Arc<dyn Store>,
+    notifications: NotificationStore,
+    queue: DeliveryQueue,
+    inbox: InboxStore,
+    devices: DeviceStore,
+    preferences: PreferenceStore,
+    digests: DigestStore,
+    pending: PendingTriggers,
+}
+
+impl Privacy {
+    /// Opens the trees of every store on `db` (the same trees the engine
+    /// uses; nothing here needs the engine's in-memory wake-ups or hubs).
+    pub fn open(db: &sled::Db, store: Arc<dyn Store>) -> Result<Self, PrivacyError> {
+        Ok(Privacy {
+            db: db.clone(),
+            store,
+            notifications: NotificationStore::open(db)?,
+            queue: DeliveryQueue::open(db)?,
+            inbox: InboxStore::open(db)?,
+            devices: DeviceStore::open(db)?,
+            preferences: PreferenceStore::new(db.open_tree("preferences")?),
+            digests: DigestStore::open(db)?,
+            pending: PendingTriggers::open(db)?,
+        })
+    }
+
+    /// Lifts the user's tombstone; `false` when there was none.
+    pub fn lift_erasure(&self, user_id: &str) -> Result<bool, PrivacyError> {
+        Ok(self.store.lift_erasure(user_id)?)
+    }
+}
+
+/// A store failed; nothing the caller sent was wrong, so it is worth
+/// retrying (an erase is idempotent).
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Notifications(#[from] NotificationError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
+    #[error(transparent)]
+    Preferences(#[from] PreferenceError),
+    #[error(transparent)]
+    Digests(#[from] DigestError),
+    #[error(transparent)]
+    Pending(#[from] PendingError),
+    #[error("storage engine failed: {0}")]
+    Sled(#[from] sled::Error),
+}
