@@ -47,8 +47,7 @@
 //! ciphertext and the browser drops it. Only a receiver that decrypts (the
 //! tests' one answers `400`) can report it, and that is `Permanent`.
 
-use std::error::Error as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +58,6 @@ use base64::alphabet;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use reqwest::StatusCode;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, LOCATION};
 use ring::agreement::{ECDH_P256, EphemeralPrivateKey, UnparsedPublicKey, agree_ephemeral};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -67,7 +65,9 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as 
 use serde::Deserialize;
 
 use super::email::{humantime_duration, recipient_kind, shorten};
-use super::webhook::{is_public, retry_after, transport_error};
+use super::webhook::{
+    PublicOnlyResolver, is_public, private_refusal, retry_after, transport_error,
+};
 use super::{Channel, ChannelKind, OutboundMessage, Recipient, SendError, SendReceipt};
 use crate::config::ConfigError;
 
@@ -761,50 +761,9 @@ fn private_refused(what: &str) -> SendError {
 }
 
 fn classify_error(err: &reqwest::Error) -> SendError {
-    let mut source = err.source();
-    while let Some(inner) = source {
-        if let Some(refused) = inner.downcast_ref::<PrivateEndpoint>() {
-            return private_refused(&refused.0);
-        }
-        source = inner.source();
-    }
-    transport_error(err)
-}
-
-/// Raised by [`PublicOnlyResolver`] and found again in reqwest's error
-/// chain, so the refusal is reported as such and not as a network failure.
-#[derive(Debug)]
-struct PrivateEndpoint(String);
-
-impl std::fmt::Display for PrivateEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} resolves to a non-public address", self.0)
-    }
-}
-
-impl std::error::Error for PrivateEndpoint {}
-
-/// Resolves with the system resolver and refuses names that have any
-/// non-public address, as the webhook channel's resolver does (its own is
-/// private to it): refusing only some would let a connection fall back to
-/// the private one.
-struct PublicOnlyResolver;
-
-impl Resolve for PublicOnlyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(private) = addrs.iter().find(|addr| !is_public(addr.ip())) {
-                let what = format!("{host} ({})", private.ip());
-                return Err(
-                    Box::new(PrivateEndpoint(what)) as Box<dyn std::error::Error + Send + Sync>
-                );
-            }
-            let addrs: Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
+    match private_refusal(err) {
+        Some(what) => private_refused(what),
+        None => transport_error(err),
     }
 }
 

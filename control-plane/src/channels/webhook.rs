@@ -280,14 +280,24 @@ fn classify_status(
 }
 
 fn classify_error(err: &reqwest::Error) -> SendError {
+    match private_refusal(err) {
+        Some(what) => private_refused(what),
+        None => transport_error(err),
+    }
+}
+
+/// The host (and address) [`PublicOnlyResolver`] refused, when that is why
+/// `err` happened. Shared with the Web Push channel, whose endpoints also
+/// come from outside.
+pub(crate) fn private_refusal(err: &reqwest::Error) -> Option<&str> {
     let mut source = err.source();
     while let Some(inner) = source {
         if let Some(refused) = inner.downcast_ref::<PrivateDestination>() {
-            return private_refused(&refused.0);
+            return Some(&refused.0);
         }
         source = inner.source();
     }
-    transport_error(err)
+    None
 }
 
 /// A request that got no HTTP answer: the provider is unreachable, slow or
@@ -340,8 +350,9 @@ impl std::error::Error for PrivateDestination {}
 
 /// Resolves with the system resolver and refuses names that have any
 /// non-public address: refusing only some of them would let a connection
-/// fall back to the private one.
-struct PublicOnlyResolver;
+/// fall back to the private one. Used by every channel whose destinations
+/// come from outside (webhooks, Web Push endpoints).
+pub(crate) struct PublicOnlyResolver;
 
 impl Resolve for PublicOnlyResolver {
     fn resolve(&self, name: Name) -> Resolving {
