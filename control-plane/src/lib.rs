@@ -1,32 +1,39 @@
 //! The Nudge control plane: it ingests the batches agents push over gRPC,
-//! stores each event once (dedupe by envelope id), and serves operators an
-//! HTTP admin API and Prometheus metrics.
+//! stores each event once (dedupe by envelope id), turns events into
+//! notifications and delivers them on every channel, serves end users their
+//! inbox, and serves operators an HTTP admin API, a gRPC management API and
+//! Prometheus metrics.
 //!
 //! # Layout
 //!
 //! | module | what it does |
 //! |---|---|
 //! | [`config`] | settings: flags, `NUDGE_CP_*` env vars, defaults, validation |
+//! | [`engine_config`] | the engine's TOML file: channels, retry, types, rules, retention |
 //! | [`store`] | the `Store` trait, domain types, and the sled implementation |
-//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, `nudge.v1.Management` (admin token), health, reflection; proto ↔ domain in `grpc/convert.rs` and `grpc/manage/` |
-//! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` behind the admin token |
+//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, `nudge.v1.Management` (admin token), health, reflection; optional TLS/mTLS |
+//! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` (admin token), `/v1/me/*` (user tokens, live stream), signed links and callbacks, the web inbox, `/openapi.json` |
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |
 //! | `prune` | hourly task that trims the dedupe window |
 //! | [`privacy`] | erase and export a user; retention by age (hourly task) |
 //!
-//! The notification engine's building blocks (tested on their own, not yet
-//! wired into [`run`]):
+//! The notification engine, wired together in [`run`]:
 //!
 //! | module | what it does |
 //! |---|---|
+//! | [`engine`] | tails the event feed: notify calls and rules become notifications, planned into deliveries |
+//! | [`rules`] | rules on tracked events, delayed triggers and their cancellation |
 //! | [`notifications`] | notifications, created idempotently by source event and idempotency key |
 //! | [`preferences`] | operator defaults, user switches, quiet hours, digest times; `resolve` |
+//! | [`digest`] | notifications held for hourly, daily and weekly digests |
 //! | [`templates`] | minijinja templates per type and channel, digests |
 //! | [`catalog`] | types and rules from the config file and the management API, composed into the engine's settings |
-//! | [`delivery`] | the durable delivery queue, retry policy, dead letters, dispatcher |
+//! | [`devices`] | users' push tokens and subscriptions, deactivated when providers report them gone |
+//! | [`delivery`] | the durable delivery queue, retry policy, dead letters, dispatcher, engagement states |
+//! | [`channels`] | the `Channel` trait; in-app, email, SMS, webhook, APNs, FCM, Web Push |
+//! | [`inbox`] | users' in-app notifications, read state, counts and change log for live streams |
 //! | [`links`] | signed links in emails: one-click unsubscribe (RFC 8058), open pixel, click tracking |
-//! | [`channels`] | the `Channel` trait; email (lettre), webhook (Standard Webhooks), in-app |
 //!
 //! [`run`] takes already-bound listeners, so tests bind `127.0.0.1:0` and the
 //! binary stays a thin wrapper (`src/main.rs`).

@@ -1,6 +1,6 @@
 //! Operator routes for a user's notification preferences (behind the admin
 //! token): read them, replace them, reset them to the operator's defaults.
-//! End users get the same model under `/v1/me/…` with the inbox work.
+//! End users get the same model under `/v1/me/preferences` (`me_preferences`).
 //!
 //! A replacement is validated as a whole before it is stored: a critical
 //! type cannot be switched off, time zones must be IANA names, quiet hours

@@ -3,7 +3,7 @@
 //! The application's backend signs a JSON Web Token for its signed-in user
 //! with a secret it shares with the control plane
 //! (`NUDGE_CP_USER_TOKEN_SECRET`): HS256, `sub` = the user id, `exp`
-//! required (`nbf` honoured when present), with [`LEEWAY`] for clock skew.
+//! required (`nbf` honoured when present), with [`LEEWAY_SECONDS`] for clock skew.
 //! The browser sends it as `Authorization: Bearer <token>`; the live
 //! stream, which browsers open without headers (WebSocket, EventSource),
 //! may pass it as `?access_token=` instead ([`MeStream`]).

@@ -282,7 +282,7 @@ impl InboxStore {
     }
 
     /// Marks every unread, unarchived item read (of `category` only, when
-    /// given); returns how many. Done in pages of [`BULK_PAGE`] items so one
+    /// given); returns how many. Done in pages of `BULK_PAGE` (200) items so one
     /// call on a huge inbox does not build one enormous transaction.
     pub fn read_all(
         &self,

@@ -64,7 +64,7 @@ impl UnsubscribeLinks {
     }
 
     /// `{public_url}/v1/unsubscribe/{token}`, or `None` when the user id and
-    /// type are too long for a mail header (see [`MAX_FIELDS_BYTES`]).
+    /// type are too long for a mail header (see `MAX_FIELDS_BYTES`).
     pub fn url(&self, claims: &UnsubscribeClaims) -> Option<String> {
         let token = self.sign_unsubscribe(claims)?;
         Some(format!("{}/v1/unsubscribe/{token}", self.base_url))
