@@ -89,7 +89,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::email::{humantime_duration, recipient_kind, shorten};
-use super::webhook::{retry_after, transport_error};
+use super::webhook::{api_url, http_url, retry_after, transport_error};
 use super::{Channel, ChannelKind, OutboundMessage, Recipient, SendError, SendReceipt};
 use crate::config::ConfigError;
 
@@ -278,20 +278,6 @@ fn parse_private_key(pem: &str) -> Result<RsaKeyPair, String> {
     parsed.map_err(|err| format!("is not a usable RSA private key: {err}"))
 }
 
-fn http_url(setting: &'static str, text: &str) -> Result<reqwest::Url, ConfigError> {
-    let url = reqwest::Url::parse(text).map_err(|err| ConfigError {
-        setting,
-        message: format!("{text:?} is not a URL: {err}"),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ConfigError {
-            setting,
-            message: format!("{text:?} is not an http or https URL"),
-        });
-    }
-    Ok(url)
-}
-
 /// Whether `id` can go into the API path as it is: Google project ids are
 /// lowercase letters, digits and `-`; old ones carry a `domain:` prefix.
 fn is_project_id(id: &str) -> bool {
@@ -369,19 +355,10 @@ impl FcmChannel {
                 message: "must be longer than zero".to_owned(),
             });
         }
-        let base = http_url("fcm.base_url", &base_url)?;
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(ConfigError {
-                setting: "fcm.base_url",
-                message: "must not have a query or fragment".to_owned(),
-            });
-        }
-        let send_url = http_url(
+        let send_url = api_url(
             "fcm.base_url",
-            &format!(
-                "{}/v1/projects/{project_id}/messages:send",
-                base.as_str().trim_end_matches('/')
-            ),
+            &base_url,
+            &format!("/v1/projects/{project_id}/messages:send"),
         )?;
         let token_url = match (token_url, account.token_uri) {
             (Some(url), _) => http_url("fcm.token_url", &url)?,

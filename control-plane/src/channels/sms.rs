@@ -46,7 +46,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::email::{humantime_duration, recipient_kind, shorten};
-use super::webhook::{retry_after, transport_error};
+use super::webhook::{api_url, http_url, retry_after, transport_error};
 use super::{Channel, ChannelKind, OutboundMessage, Recipient, SendError, SendReceipt};
 use crate::config::ConfigError;
 
@@ -318,20 +318,6 @@ impl std::fmt::Debug for SmsChannel {
     }
 }
 
-fn http_url(setting: &'static str, text: &str) -> Result<reqwest::Url, ConfigError> {
-    let url = reqwest::Url::parse(text).map_err(|err| ConfigError {
-        setting,
-        message: format!("{text:?} is not a URL: {err}"),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ConfigError {
-            setting,
-            message: format!("{text:?} is not an http or https URL"),
-        });
-    }
-    Ok(url)
-}
-
 impl SmsChannel {
     pub fn new(config: SmsConfig) -> Result<Self, ConfigError> {
         let SmsConfig {
@@ -369,19 +355,10 @@ impl SmsChannel {
                 message: "must be longer than zero".to_owned(),
             });
         }
-        let base = http_url("sms.base_url", &base_url)?;
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(ConfigError {
-                setting: "sms.base_url",
-                message: "must not have a query or fragment".to_owned(),
-            });
-        }
-        let messages_url = http_url(
+        let messages_url = api_url(
             "sms.base_url",
-            &format!(
-                "{}/2010-04-01/Accounts/{account_sid}/Messages.json",
-                base.as_str().trim_end_matches('/')
-            ),
+            &base_url,
+            &format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
         )?;
         if let Some(callback) = &status_callback_url {
             http_url("sms.status_callback_url", callback)?;

@@ -300,6 +300,43 @@ pub(crate) fn private_refusal(err: &reqwest::Error) -> Option<&str> {
     None
 }
 
+/// `text` as an absolute http(s) URL, or a config error naming `setting`.
+/// Shared by the HTTP channels' constructors.
+pub(crate) fn http_url(setting: &'static str, text: &str) -> Result<reqwest::Url, ConfigError> {
+    let url = reqwest::Url::parse(text).map_err(|err| ConfigError {
+        setting,
+        message: format!("{text:?} is not a URL: {err}"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError {
+            setting,
+            message: format!("{text:?} is not an http or https URL"),
+        });
+    }
+    Ok(url)
+}
+
+/// A provider API endpoint: `path` under the configured `base_url` (which
+/// must be an http(s) URL without query or fragment; a trailing `/` is
+/// fine). Errors name `setting`.
+pub(crate) fn api_url(
+    setting: &'static str,
+    base_url: &str,
+    path: &str,
+) -> Result<reqwest::Url, ConfigError> {
+    let base = http_url(setting, base_url)?;
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(ConfigError {
+            setting,
+            message: "must not have a query or fragment".to_owned(),
+        });
+    }
+    http_url(
+        setting,
+        &format!("{}{path}", base.as_str().trim_end_matches('/')),
+    )
+}
+
 /// A request that got no HTTP answer: the provider is unreachable, slow or
 /// broke the connection (retriable), or the request could not even be built
 /// (permanent). Shared by the HTTP channels (webhook, SMS).
