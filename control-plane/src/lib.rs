@@ -39,6 +39,7 @@
 //! binary stays a thin wrapper (`src/main.rs`).
 
 pub mod admin;
+pub mod analytics;
 pub mod catalog;
 pub mod channels;
 pub mod config;

@@ -21,6 +21,7 @@
 
 pub mod clock;
 pub mod dispatcher;
+pub mod facts;
 pub mod metrics;
 pub mod model;
 pub mod queue;
@@ -30,6 +31,7 @@ pub mod retry;
 mod tests;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use facts::{DeliveryFact, FactKind};
 pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook};
 pub use metrics::DeliveryMetrics;
 pub use model::{Attempt, AttemptOutcome, Delivery, Engagement, NewDelivery, Priority, Status};

@@ -292,6 +292,14 @@ pub struct Delivery {
     pub last_answer: Option<String>,
     #[serde(default)]
     pub attempt_log: Vec<Attempt>,
+    /// The template it was rendered with, for per-template analytics;
+    /// `None` when the notify gave title and body as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The notify's per-send cost override; `None` means the configured
+    /// cost of the channel (`[analytics.cost_per_message]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::analytics::Money>,
 }
 
 impl Delivery {
@@ -325,6 +333,8 @@ impl Delivery {
             provider_message_id: None,
             last_answer: None,
             attempt_log: Vec::new(),
+            template: None,
+            cost: None,
         }
     }
 }
