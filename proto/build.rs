@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["nudge/v1/ingest.proto", "nudge/v1/manage.proto"];
+    let protos = [
+        "nudge/v1/ingest.proto",
+        "nudge/v1/manage.proto",
+        "nudge/v1/analytics.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

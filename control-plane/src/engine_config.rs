@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::rules::{Rule, validate_rules};
 
+use crate::analytics::AnalyticsConfig;
 use crate::catalog::{TypeDefinition, check_http_url};
 use crate::channels::ChannelKind;
 use crate::channels::apns::{ApnsChannel, ApnsConfig};
@@ -104,6 +105,8 @@ struct EngineFile {
     /// `[retention]`: how long events, notifications and attempt logs are
     /// kept.
     retention: RetentionConfig,
+    /// `[analytics]`: sessions, attribution, costs, funnels.
+    analytics: AnalyticsConfig,
 }
 
 /// `[tracking]`: engagement tracking in emails (see
@@ -215,6 +218,7 @@ pub struct EngineConfig {
     pub rules: Vec<Rule>,
     devices: DeviceRetention,
     retention: RetentionConfig,
+    analytics: AnalyticsConfig,
 }
 
 impl EngineConfig {
@@ -252,10 +256,14 @@ impl EngineConfig {
             rules,
             devices,
             retention,
+            analytics,
         } = parsed;
         retention
             .validate()
             .map_err(|message| invalid("retention".to_owned(), message))?;
+        analytics
+            .validate()
+            .map_err(|message| invalid("analytics".to_owned(), message))?;
         if devices.stale_after.is_zero() || devices.delete_after.is_zero() {
             return Err(invalid(
                 "devices".to_owned(),
@@ -385,6 +393,7 @@ impl EngineConfig {
             rules,
             devices,
             retention,
+            analytics,
         })
     }
 
@@ -402,6 +411,11 @@ impl EngineConfig {
     }
 
     /// How long each kind of data is kept (`[retention]`).
+    /// `[analytics]`.
+    pub fn analytics(&self) -> AnalyticsConfig {
+        self.analytics.clone()
+    }
+
     pub fn retention(&self) -> RetentionConfig {
         self.retention
     }

@@ -11,12 +11,13 @@
 //! | [`config`] | settings: flags, `NUDGE_CP_*` env vars, defaults, validation |
 //! | [`engine_config`] | the engine's TOML file: channels, retry, types, rules, retention |
 //! | [`store`] | the `Store` trait, domain types, and the sled implementation |
-//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, `nudge.v1.Management` (admin token), health, reflection; optional TLS/mTLS |
+//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, `nudge.v1.Management` and `nudge.v1.Analytics` (admin token), health, reflection; optional TLS/mTLS |
 //! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` (admin token), `/v1/me/*` (user tokens, live stream), signed links and callbacks, the web inbox, `/openapi.json` |
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |
 //! | `prune` | hourly task that trims the dedupe window |
 //! | [`privacy`] | erase and export a user; retention by age (hourly task) |
+//! | [`analytics`] | activity and delivery rollups (a background task) and their reports |
 //!
 //! The notification engine, wired together in [`run`]:
 //!
@@ -143,6 +144,8 @@ pub enum Error {
     Catalog(#[from] catalog::CatalogError),
     #[error("privacy: {0}")]
     Privacy(#[from] privacy::PrivacyError),
+    #[error("analytics: {0}")]
+    Analytics(#[from] analytics::AnalyticsError),
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -171,7 +174,15 @@ pub async fn run(
         None => engine_config::EngineConfig::default(),
     };
     let engine = notification_engine(&db, &store, &metrics, &engine_config)?;
-    let privacy = privacy::Privacy::open(&db, Arc::clone(&store))?;
+    let analytics = analytics::Analytics::open(
+        &db,
+        Arc::clone(&store),
+        engine_config.analytics(),
+        Arc::clone(&engine.clock),
+        metrics.registry(),
+    )?;
+    let privacy =
+        privacy::Privacy::open(&db, Arc::clone(&store))?.with_analytics(analytics.clone());
     let (events, dedupe) = {
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || {
@@ -214,6 +225,7 @@ pub async fn run(
             preferences: engine.preferences.clone(),
             devices: engine.devices.clone(),
             admin_token: config.admin_token.clone(),
+            analytics: analytics.clone(),
         };
         let stop = stop.clone();
         async move {
@@ -246,6 +258,7 @@ pub async fn run(
             live: http::LiveStream::new(stop.clone(), metrics.registry())?,
             privacy: privacy.clone(),
             request_duration: metrics.http_request_duration.clone(),
+            analytics: analytics.clone(),
         };
         let stop = stop.clone();
         async move {
@@ -269,6 +282,16 @@ pub async fn run(
         let stop = stop.clone();
         async move {
             engine.engine.run(stop).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (analytics, stop) = (analytics.clone(), stop.clone());
+        async move {
+            analytics.run(stop.clone()).await;
+            // A worker with nothing to do (rollups switched off) may end
+            // early; that must not stop the process.
+            stop.cancelled().await;
             Ok(())
         }
     });
@@ -353,6 +376,8 @@ struct NotificationEngine {
     catalog: catalog::Catalog,
     /// Users' in-app notifications, for the inbox API.
     inbox: inbox::InboxStore,
+    /// The time the engine and dispatcher go by, for the analytics too.
+    clock: Arc<dyn delivery::Clock>,
 }
 
 /// Builds the engine over the store's database with the channels the
@@ -421,7 +446,7 @@ fn notification_engine(
         preferences: preferences.clone(),
         queue: queue.clone(),
         devices: devices.clone(),
-        clock,
+        clock: Arc::clone(&clock),
     };
     let engine = engine::Engine::new(db, parts, settings.clone(), metrics.registry())?
         .with_unsubscribe_links(config.unsubscribe_links())
@@ -436,5 +461,6 @@ fn notification_engine(
         settings,
         catalog,
         inbox,
+        clock,
     })
 }

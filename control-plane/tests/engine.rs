@@ -14,6 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use nudge_control_plane::analytics::Money;
 use nudge_control_plane::channels::apns::{ApnsChannel, ApnsSender};
 use nudge_control_plane::channels::in_app::InAppChannel;
 use nudge_control_plane::channels::{Channel, ChannelKind};
@@ -31,6 +32,7 @@ use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, QuietHours, TypeDefaults, Tz, UserPreferences,
 };
 use nudge_control_plane::store::{Event, EventBody, NotifyRequest, SledStore, Store};
+use nudge_control_plane::templates::{Template, TemplateSet};
 
 const USER: &str = "night-owl";
 
@@ -60,6 +62,7 @@ fn notify_event_with(id: &str, at: Timestamp, title: &str, data: Map<String, Val
             data,
             priority: Default::default(),
             idempotency_key: None,
+            cost: None,
         }),
     }
 }
@@ -306,6 +309,9 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
     let delivery_id = delivery_id_for(&digest.id, ChannelKind::InApp, None).unwrap();
     let sent = h.sent(delivery_id).await;
     assert_eq!(sent.message.subject, "3 new comment notifications");
+    // Analytics counts every digest of a type as one template.
+    assert_eq!(sent.template.as_deref(), Some("comment:digest"));
+    assert_eq!(sent.cost, None);
     for title in titles {
         assert!(
             sent.message.text_body.contains(&format!("- {title}")),
@@ -313,6 +319,89 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
             sent.message.text_body
         );
     }
+    h.stop().await;
+}
+
+/// Each delivery names the template that rendered it (the notify's, else
+/// the type's own, none for a notify's raw title and body) and carries the
+/// notify's per-send cost, so the delivery facts analytics counts have them.
+#[tokio::test]
+async fn deliveries_carry_their_template_and_the_notify_cost() {
+    let now: Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+    let mut templates = TemplateSet::new();
+    let template = |title: &str| Template {
+        subject: title.into(),
+        title: title.into(),
+        text: "{{ data.amount }}".into(),
+        html: String::new(),
+    };
+    templates
+        .set("receipt-v2", None, template("Your receipt"))
+        .unwrap();
+    templates.set("welcome", None, template("Welcome")).unwrap();
+    let h = Harness::start(
+        now,
+        &UserPreferences::default(),
+        EngineSettings {
+            templates,
+            ..EngineSettings::default()
+        },
+    );
+    let notify = |id: &str, kind: &str, template: Option<&str>, cost: Option<&str>| {
+        let mut event = notify_event_with(id, now, "Raw title", Map::new());
+        let EventBody::Notify(request) = &mut event.body else {
+            unreachable!()
+        };
+        request.notification_type = kind.into();
+        request.template = template.map(Into::into);
+        request.data.insert("amount".into(), json!("12.50"));
+        request.cost = cost.map(|text| text.parse::<Money>().unwrap());
+        event
+    };
+    h.store
+        .ingest(vec![
+            notify("by-name", "payment", Some("receipt-v2"), Some("0.05")),
+            notify("by-type", "welcome", None, None),
+            notify("raw", "comment", None, Some("0.000001")),
+        ])
+        .unwrap();
+    assert_eq!(h.engine.process_available().await.unwrap(), 3);
+
+    let mut planned = Vec::new();
+    for notification in h.notifications.list_for_user(USER, 10).unwrap() {
+        let id = delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap();
+        let delivery = h.queue.get(id).unwrap().expect("an in-app delivery");
+        planned.push((
+            notification.request.notification_type,
+            delivery.template,
+            delivery.cost,
+            delivery.message.subject,
+        ));
+    }
+    planned.sort();
+    assert_eq!(
+        planned,
+        [
+            (
+                "comment".to_owned(),
+                None,
+                Some(Money(1)),
+                "Raw title".to_owned()
+            ),
+            (
+                "payment".to_owned(),
+                Some("receipt-v2".to_owned()),
+                Some(Money(50_000)),
+                "Your receipt".to_owned()
+            ),
+            (
+                "welcome".to_owned(),
+                Some("welcome".to_owned()),
+                None,
+                "Welcome".to_owned()
+            ),
+        ]
+    );
     h.stop().await;
 }
 

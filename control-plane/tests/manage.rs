@@ -416,6 +416,7 @@ async fn a_type_and_a_rule_put_through_the_api_turn_a_tracked_event_into_an_in_a
             r#type: "welcome".to_owned(),
             data_json: r#"{"plan":"team"}"#.to_owned(),
             idempotency_key: "welcome-team".to_owned(),
+            cost: "0.05".to_owned(),
             ..Default::default()
         }),
     };
@@ -441,6 +442,7 @@ async fn a_type_and_a_rule_put_through_the_api_turn_a_tracked_event_into_an_in_a
     })
     .await;
     assert_eq!(notified.idempotency_key, "welcome-team");
+    assert_eq!(notified.cost, "0.05");
     assert_eq!(notifications(&mut client).await.len(), 2);
 
     // A bad notify is refused before anything is stored.
@@ -457,6 +459,19 @@ async fn a_type_and_a_rule_put_through_the_api_turn_a_tracked_event_into_an_in_a
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
     assert!(bad.message().contains("notify.data_json"), "{bad:?}");
+    let negative = client
+        .notify(authed(pb::NotifyRequest {
+            user_id: USER.to_owned(),
+            notify: Some(pb::Notify {
+                r#type: "welcome".to_owned(),
+                cost: "-0.05".to_owned(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(negative.code(), Code::InvalidArgument, "{negative:?}");
+    assert_eq!(negative.message(), "notify.cost: must not be negative");
     server.stop().await;
 }
 

@@ -215,9 +215,11 @@ fn mount_prefix(file: &str, route: &str) -> &'static str {
     match file {
         "mod.rs" | "openapi.rs" | "public_links.rs" | "sms_callbacks.rs" | "tracking.rs"
         | "email_callbacks.rs" | "web.rs" => "",
-        "admin_api.rs" | "admin_notifications.rs" | "admin_preferences.rs" | "admin_privacy.rs" => {
-            "/v1/admin"
-        }
+        "admin_api.rs"
+        | "admin_notifications.rs"
+        | "admin_preferences.rs"
+        | "admin_privacy.rs"
+        | "admin_analytics.rs" => "/v1/admin",
         // `admin_router` (`/users/…`) and `me_router` (`/devices…`).
         "devices.rs" if route.starts_with("/users/") => "/v1/admin",
         "devices.rs" if route.starts_with("/devices") => "/v1/me",

@@ -95,6 +95,7 @@ impl Server {
                         data: JsonObject::new(),
                         priority: Default::default(),
                         idempotency_key: Some(format!("k-{}", at.as_second())),
+                        cost: None,
                     },
                     source_event_id: None,
                 },
@@ -196,6 +197,8 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     let now = Timestamp::now();
     let mine = server.seed("u1", now).await;
     let theirs = server.seed("u2", now).await;
+    // The analytics fold the seeded events (the worker's pass, run here).
+    while server.state.analytics.step().unwrap() > 0 {}
 
     // Export shows it all.
     let (status, export) = server.call(Method::GET, "/v1/admin/users/u1/export").await;
@@ -210,6 +213,8 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     assert_eq!(export["devices"].as_array().unwrap().len(), 1);
     assert_eq!(export["preferences"]["channels"]["email"], false);
     assert!(export["erased_at"].is_null());
+    assert_eq!(export["analytics"]["users"][0]["user"], "u1");
+    assert_eq!(export["analytics"]["users"][0]["events"], 1);
 
     // Erase.
     let (status, erased) = server.call(Method::DELETE, "/v1/admin/users/u1").await;
@@ -221,6 +226,10 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     assert_eq!(erased["inbox_items"], 1);
     assert_eq!(erased["devices"], 1);
     assert_eq!(erased["preferences"], true);
+    assert!(
+        erased["analytics_records"].as_u64().unwrap() > 0,
+        "{erased}"
+    );
 
     // Gone from every store...
     let state = &server.state;
@@ -245,6 +254,15 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     assert_eq!(state.inbox.counts("u1").unwrap().total, 0);
     assert!(state.devices.list("u1").unwrap().is_empty());
     assert!(state.preferences.stored("u1").unwrap().is_none());
+    let analytics_of = |user: &str| {
+        let query = nudge_control_plane::analytics::ReportQuery {
+            report: Some(nudge_control_plane::analytics::ReportName::Users),
+            user: Some(user.to_owned()),
+            ..Default::default()
+        };
+        state.analytics.report(&query).unwrap().rows.len()
+    };
+    assert_eq!(analytics_of("u1"), 0);
     // ...while the other user's data stays.
     assert_eq!(
         server
@@ -264,6 +282,7 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     assert_eq!(state.inbox.items_of("u2").unwrap().len(), 1);
     assert_eq!(state.devices.list("u2").unwrap().len(), 1);
     assert!(state.preferences.stored("u2").unwrap().is_some());
+    assert_eq!(analytics_of("u2"), 1);
 
     // A late event (an agent's outbox that was offline) is accepted and
     // not stored; the other user's event in the same batch is.

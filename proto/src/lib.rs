@@ -1,6 +1,6 @@
 //! The gRPC contracts of Nudge: between nudge-agent and nudge-control-plane
 //! (`nudge.v1.Ingest`), and the control plane's management API
-//! (`nudge.v1.Management`).
+//! (`nudge.v1.Management`) and analytics reports (`nudge.v1.Analytics`).
 //!
 //! Generated from `proto/nudge/v1/*.proto` at build time. Both programs use
 //! these types only at their wire boundary (`grpc/` modules) and convert to

@@ -248,7 +248,62 @@ fn notify(fields: Fields<'_>) -> Result<proto::Notify> {
         idempotency_key: fields
             .bounded_id("idempotencyKey", MAX_ID_CHARS)?
             .unwrap_or_default(),
+        cost: cost(fields)?,
     })
+}
+
+/// Most digits before a cost's decimal point: the control plane keeps
+/// amounts as i64 millionths (up to about 9.2 × 10¹² units), so a longer
+/// cost would be accepted here only to be rejected there, after the app
+/// was told it succeeded.
+const MAX_COST_WHOLE_DIGITS: usize = 12;
+
+/// A notify's per-message cost override, as decimal text for the control
+/// plane (empty when absent). The agent has no money type: it only checks
+/// the shape — a non-negative decimal with at most six decimals, as a
+/// string or a JSON number — so that a typo is a 400 to the app now rather
+/// than an event the control plane rejects later. The control plane parses
+/// it exactly.
+fn cost(fields: Fields<'_>) -> Result<String> {
+    let text = match fields.value("cost") {
+        None => return Ok(String::new()),
+        Some(Value::String(text)) if text.is_empty() => return Ok(String::new()),
+        Some(Value::String(text)) => text.clone(),
+        // serde_json prints a number in its shortest form: 0.05 is "0.05",
+        // 5 is "5"; 1e-7 stays "1e-7" and is refused below.
+        Some(Value::Number(number)) => number.to_string(),
+        Some(other) => {
+            return Err(SegmentError::invalid(
+                fields.at,
+                "cost",
+                format!(
+                    "must be a decimal string or a number, found {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    if !is_cost(&text) {
+        return Err(SegmentError::invalid(
+            fields.at,
+            "cost",
+            format!(
+                "is {text:?}; it must be a non-negative decimal with at most 6 decimals (e.g. \"0.05\")"
+            ),
+        ));
+    }
+    Ok(text)
+}
+
+/// Digits, then optionally `.` and one to six digits.
+fn is_cost(text: &str) -> bool {
+    let digits = |part: &str, most: usize| {
+        (1..=most).contains(&part.len()) && part.bytes().all(|byte| byte.is_ascii_digit())
+    };
+    match text.split_once('.') {
+        None => digits(text, MAX_COST_WHOLE_DIGITS),
+        Some((whole, fraction)) => digits(whole, MAX_COST_WHOLE_DIGITS) && digits(fraction, 6),
+    }
 }
 
 fn required_id(fields: Fields<'_>, name: &'static str) -> Result<String> {

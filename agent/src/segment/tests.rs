@@ -493,3 +493,59 @@ fn notify_invalid() {
     let (code_, _) = code(with("idempotencyKey", json!("k".repeat(MAX_ID_CHARS + 1))));
     assert_eq!(code_, "invalid_field");
 }
+
+#[test]
+fn notify_cost() {
+    let cost = |value: Value| {
+        let mut body = json!({"userId": "u", "type": "t"});
+        body["cost"] = value;
+        one(CallKind::Notify, &body).map(|envelope| match envelope.body {
+            Some(Body::Notify(notify)) => notify.cost,
+            other => panic!("not a notify body: {other:?}"),
+        })
+    };
+    // Absent, null and "" all mean the configured cost.
+    assert_eq!(
+        one(CallKind::Notify, &json!({"userId": "u", "type": "t"}))
+            .map(|envelope| match envelope.body {
+                Some(Body::Notify(notify)) => notify.cost,
+                other => panic!("not a notify body: {other:?}"),
+            })
+            .unwrap(),
+        ""
+    );
+    assert_eq!(cost(Value::Null).unwrap(), "");
+    assert_eq!(cost(json!("")).unwrap(), "");
+    assert_eq!(cost(json!("0.05")).unwrap(), "0.05");
+    assert_eq!(cost(json!("12")).unwrap(), "12");
+    assert_eq!(cost(json!("0.000001")).unwrap(), "0.000001");
+    assert_eq!(cost(json!(0.05)).unwrap(), "0.05");
+    assert_eq!(cost(json!(3)).unwrap(), "3");
+    for bad in [
+        json!("-0.05"),
+        json!(-1),
+        json!("0.0000001"),
+        json!("abc"),
+        json!(".5"),
+        json!("5."),
+        json!("1e3"),
+        json!(1e-7),
+        json!(" 1"),
+        json!("1234567890123"),
+    ] {
+        let (code_, message) = code(cost(bad.clone()));
+        assert_eq!(code_, "invalid_field", "{bad}");
+        assert!(
+            message.starts_with("notify call: `cost` is "),
+            "{bad}: {message}"
+        );
+    }
+    let (code_, message) = code(cost(json!(["0.05"])));
+    assert_eq!(
+        (code_, message.as_str()),
+        (
+            "invalid_field",
+            "notify call: `cost` must be a decimal string or a number, found an array"
+        )
+    );
+}

@@ -18,15 +18,26 @@
 //!
 //! Times are UTC: a day is a UTC day, a week starts Monday (ISO).
 
+mod activity;
+mod attribution;
 mod config;
+mod delivery;
+mod delivery_reports;
+mod identity;
+mod keys;
+mod layout;
 mod metrics;
 mod money;
+mod overlay;
 mod report;
+mod reports;
+mod worker;
 
 pub use config::{AnalyticsConfig, FunnelDefinition, provider_of};
 pub use metrics::AnalyticsMetrics;
 pub use money::{Money, MoneyError};
 pub use report::{Cell, DEFAULT_LIMIT, Granularity, MAX_LIMIT, Report, ReportName, ReportQuery};
+pub use worker::{EVENT_PAGE, FACT_PAGE};
 
 /// Why an analytics operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +57,7 @@ pub enum AnalyticsError {
     Store(#[from] crate::store::StoreError),
 }
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
+use std::sync::{Arc, Mutex};
 
 use crate::delivery::Clock;
 use crate::store::Store;
@@ -65,6 +74,13 @@ struct Inner {
     clock: Arc<dyn Clock>,
     metrics: AnalyticsMetrics,
     db: sled::Db,
+    /// The rollups (see `layout`).
+    tree: sled::Tree,
+    /// The delivery facts log (`crate::delivery::facts`).
+    facts: sled::Tree,
+    /// Held by every writer of `tree` (passes, sweeps, erase): the
+    /// overlay of a pass assumes nobody else writes under it.
+    writer: Mutex<()>,
 }
 
 impl Analytics {
@@ -88,7 +104,10 @@ impl Analytics {
                 config,
                 clock,
                 metrics,
+                tree: db.open_tree("analytics")?,
+                facts: db.open_tree(crate::delivery::facts::FACTS_TREE)?,
                 db: db.clone(),
+                writer: Mutex::new(()),
             }),
         })
     }
@@ -97,25 +116,7 @@ impl Analytics {
         &self.inner.config
     }
 
-    /// One pass: drains the delivery facts, then folds up to a page of
-    /// new events. Returns how many facts and events it applied (0 when
-    /// caught up).
-    pub fn step(&self) -> Result<usize, AnalyticsError> {
-        let _ = (
-            &self.inner.store,
-            &self.inner.clock,
-            &self.inner.metrics,
-            &self.inner.db,
-        );
-        Ok(0)
-    }
-
-    /// Keeps the rollups up to date until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let _ = shutdown;
-    }
-
-    /// Answers `query` from the rollups.
+    /// Answers `query` from the rollups (as of the last committed pass).
     pub fn report(&self, query: &ReportQuery) -> Result<Report, AnalyticsError> {
         let Some(name) = query.report else {
             return Err(AnalyticsError::Invalid {
@@ -123,6 +124,26 @@ impl Analytics {
                 message: "name a report".to_owned(),
             });
         };
-        Ok(Report::new(name, &[], &self.inner.config.currency))
+        let now = self.inner.clock.now();
+        let source = reports::Source {
+            tree: &self.inner.tree,
+            config: &self.inner.config,
+            today: keys::utc_date(now),
+            now,
+        };
+        match name {
+            ReportName::Summary => reports::summary(&source, query),
+            ReportName::Resources => reports::resources(&source, query),
+            ReportName::ResourceActions => reports::resource_actions(&source, query),
+            ReportName::Funnels => reports::funnels(&source, query),
+            ReportName::Sessions => reports::sessions(&source, query),
+            ReportName::Users => reports::users(&source, query),
+            ReportName::UserEvents => reports::user_events(&source, query),
+            ReportName::Delivery => delivery_reports::delivery(&source, query),
+            ReportName::Templates => delivery_reports::templates(&source, query),
+            ReportName::Costs => delivery_reports::costs(&source, query),
+            ReportName::Outcomes => delivery_reports::outcomes(&source, query),
+            ReportName::Channels => delivery_reports::channels(&source, query),
+        }
     }
 }

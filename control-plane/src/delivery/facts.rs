@@ -19,6 +19,11 @@ use super::model::Delivery;
 use crate::analytics::Money;
 use crate::channels::ChannelKind;
 
+/// The sled tree of facts: key = `generate_id` as 8 bytes big-endian (so a
+/// forward scan is oldest first), value = a [`DeliveryFact`] as JSON. The
+/// queue writes it; analytics opens it by this name and drains it.
+pub const FACTS_TREE: &str = "delivery_facts";
+
 /// What happened to a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,6 +10,7 @@
 //! | `delivery_sending` | id | channel byte |
 //! | `delivery_dead` | id | channel byte |
 //! | `delivery_provider_ids` | channel (1) · the provider's message id | id |
+//! | `delivery_facts` ([`FACTS_TREE`]) | `generate_id` (8, BE) | a [`DeliveryFact`] as JSON, drained by analytics |
 //!
 //! A range scan of `delivery_due` under one channel and priority, up to
 //! "now", yields the due deliveries oldest `not_before` first; scanning the
@@ -29,6 +30,11 @@
 //!   as Twilio's): the index entry is written in the same transaction that
 //!   records the `Sent`. Should a provider reuse an id, the later delivery
 //!   wins.
+//! * Every change that analytics counts (sent, delivered, engagement,
+//!   failures, retries, complaints; see [`super::facts`]) appends its
+//!   [`DeliveryFact`] to `delivery_facts` in the same transaction as the
+//!   change, and only when the delivery actually changed; claims,
+//!   recovery, manual retries, deletes and trims write none.
 //! * `enqueue` and `retry_dead_letter` return only after `flush_async`, so
 //!   an accepted delivery survives a crash. Outcomes are not flushed one by
 //!   one (sled's background flush covers them): losing one in a crash means
@@ -39,7 +45,8 @@
 //!   so receivers dedupe by delivery id (`OutboundMessage::delivery_id`).
 //!
 //! * [`DeliveryQueue::delete`] (privacy erase, retention) takes a delivery
-//!   out of the record tree and every index in one transaction. One
+//!   out of the record tree and every index in one transaction, and
+//!   leaves its facts (analytics erases a user's facts itself). One
 //!   deleted while `Sending` finishes its send; recording the outcome then
 //!   finds no delivery (`NotFound`) and nothing comes back.
 //! * [`DeliveryQueue::trim_attempt_logs`] (retention) keeps only the last
@@ -61,6 +68,7 @@ use sled::transaction::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::facts::{DeliveryFact, FACTS_TREE, FactKind};
 use super::model::{Attempt, AttemptOutcome, Delivery, Engagement, Priority, Status};
 use super::retry::Decision;
 use crate::channels::{ChannelKind, SendError, SendReceipt};
@@ -99,12 +107,18 @@ pub struct DeliveryQueue {
     sending: sled::Tree,
     dead: sled::Tree,
     provider_ids: sled::Tree,
+    /// Written in the transactions that change deliveries; drained by
+    /// analytics (see [`super::facts`]).
+    facts: sled::Tree,
     /// One per channel, indexed by [`channel_byte`]: `notify_one` keeps a
     /// permit, so a wake-up sent while the worker is busy is not lost.
     wakers: Arc<[Notify; 7]>,
 }
 
+/// The queue's trees inside a transaction, in [`DeliveryQueue::transact`]'s
+/// order: items, due, sending, dead, provider ids, facts.
 type Trees = (
+    TransactionalTree,
     TransactionalTree,
     TransactionalTree,
     TransactionalTree,
@@ -122,6 +136,7 @@ impl DeliveryQueue {
             sending: db.open_tree("delivery_sending")?,
             dead: db.open_tree("delivery_dead")?,
             provider_ids: db.open_tree("delivery_provider_ids")?,
+            facts: db.open_tree(FACTS_TREE)?,
             wakers: Arc::new(std::array::from_fn(|_| Notify::new())),
         })
     }
@@ -144,7 +159,7 @@ impl DeliveryQueue {
         let bytes = serde_json::to_vec(&delivery)?;
         let id = delivery.id;
         let due_key = due_key(&delivery);
-        self.transact(|(items, due, _, _, _)| {
+        self.transact(|(items, due, _, _, _, _)| {
             if items.get(id.as_bytes())?.is_some() {
                 return abort(QueueError::AlreadyExists(id));
             }
@@ -215,7 +230,7 @@ impl DeliveryQueue {
         let Some(id) = key.get(10..26).and_then(|raw| Uuid::from_slice(raw).ok()) else {
             return Ok(None);
         };
-        self.transact(|(items, due, sending, _, _)| {
+        self.transact(|(items, due, sending, _, _, _)| {
             // Another claimer got here first: the index entry is gone.
             if due.get(key)?.is_none() {
                 return Ok(None);
@@ -242,7 +257,7 @@ impl DeliveryQueue {
         completion: &Completion,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.transact(|(items, due, sending, dead, provider_ids)| {
+        self.transact(|(items, due, sending, dead, provider_ids, facts)| {
             let mut delivery = load(items, id)?;
             let next = match completion {
                 Completion::Sent(_) => Status::Sent,
@@ -294,6 +309,17 @@ impl DeliveryQueue {
             }
             delivery.status = next;
             store(items, &delivery)?;
+            let kind = match completion {
+                // Channels where accepted means delivered (in-app) get
+                // their `Delivered` from the dispatcher's `mark_delivered`.
+                Completion::Sent(_) => FactKind::Sent,
+                Completion::Failed { decision, .. } => match decision {
+                    Decision::RetryAt(_) => FactKind::Retried,
+                    Decision::Fail => FactKind::Failed,
+                    Decision::DeadLetter => FactKind::DeadLettered,
+                },
+            };
+            emit(facts, &delivery, kind, now)?;
             Ok(delivery)
         })
     }
@@ -304,7 +330,7 @@ impl DeliveryQueue {
     /// up the ladder (opened, read, clicked) is returned unchanged: a late
     /// callback never moves a status back.
     pub fn mark_delivered(&self, id: Uuid, at: Timestamp) -> Result<Delivery, QueueError> {
-        self.transact(|(items, _, _, _, _)| {
+        self.transact(|(items, _, _, _, _, facts)| {
             let mut delivery = load(items, id)?;
             if delivery.status.engagement_rank() >= Status::Delivered.engagement_rank() {
                 return Ok(delivery);
@@ -314,6 +340,7 @@ impl DeliveryQueue {
             delivery.delivered_at = Some(at);
             delivery.updated_at = at;
             store(items, &delivery)?;
+            emit(facts, &delivery, FactKind::Delivered, at)?;
             Ok(delivery)
         })
     }
@@ -327,7 +354,7 @@ impl DeliveryQueue {
         answer: &str,
         at: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.transact(|(items, _, _, _, _)| {
+        self.transact(|(items, _, _, _, _, facts)| {
             let mut delivery = load(items, id)?;
             if delivery.status == Status::Failed {
                 return Ok(delivery);
@@ -337,6 +364,7 @@ impl DeliveryQueue {
             delivery.last_answer = Some(answer.to_owned());
             delivery.updated_at = at;
             store(items, &delivery)?;
+            emit(facts, &delivery, FactKind::Failed, at)?;
             Ok(delivery)
         })
     }
@@ -353,7 +381,7 @@ impl DeliveryQueue {
         answer: &str,
         at: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.transact(|(items, _, _, _, _)| {
+        self.transact(|(items, _, _, _, _, facts)| {
             let mut delivery = load(items, id)?;
             if delivery.status == Status::Failed {
                 return Ok(delivery);
@@ -370,6 +398,9 @@ impl DeliveryQueue {
             delivery.last_answer = Some(answer.to_owned());
             delivery.updated_at = delivery.updated_at.max(at);
             store(items, &delivery)?;
+            // Counted as a bounce, not also as a failure: analytics adds
+            // the two where it wants all failures.
+            emit(facts, &delivery, FactKind::Bounced, at)?;
             Ok(delivery)
         })
     }
@@ -384,7 +415,7 @@ impl DeliveryQueue {
         answer: &str,
         at: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.transact(|(items, _, _, _, _)| {
+        self.transact(|(items, _, _, _, _, _)| {
             let mut delivery = load(items, id)?;
             if delivery.status != Status::Sent {
                 return Ok(delivery);
@@ -401,21 +432,26 @@ impl DeliveryQueue {
     /// and, since a complaint proves delivery, moves `Sent` to `Delivered`.
     /// Switching the user's email off is the caller's part.
     pub fn record_complaint(&self, id: Uuid, at: Timestamp) -> Result<Delivery, QueueError> {
-        self.transact(|(items, _, _, _, _)| {
+        self.transact(|(items, _, _, _, _, facts)| {
             let mut delivery = load(items, id)?;
-            let mut changed = false;
-            if delivery.complained_at.is_none() {
+            let complained = delivery.complained_at.is_none();
+            if complained {
                 delivery.complained_at = Some(at);
-                changed = true;
             }
-            if delivery.status == Status::Sent {
+            let delivered = delivery.status == Status::Sent;
+            if delivered {
                 delivery.status = Status::Delivered;
                 delivery.delivered_at.get_or_insert(at);
-                changed = true;
             }
-            if changed {
+            if complained || delivered {
                 delivery.updated_at = delivery.updated_at.max(at);
                 store(items, &delivery)?;
+            }
+            if delivered {
+                emit(facts, &delivery, FactKind::Delivered, at)?;
+            }
+            if complained {
+                emit(facts, &delivery, FactKind::Complained, at)?;
             }
             Ok(delivery)
         })
@@ -442,7 +478,7 @@ impl DeliveryQueue {
         kind: Engagement,
         at: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.transact(|(items, _, _, _, _)| {
+        self.transact(|(items, _, _, _, _, facts)| {
             let mut delivery = load(items, id)?;
             let target = kind.status();
             let Some(rank) = delivery.status.engagement_rank() else {
@@ -457,23 +493,34 @@ impl DeliveryQueue {
                 Engagement::Read => &mut delivery.read_at,
                 Engagement::Clicked => &mut delivery.clicked_at,
             };
-            let mut changed = false;
-            if slot.is_none() {
+            let engaged = slot.is_none();
+            if engaged {
                 *slot = Some(at);
-                changed = true;
             }
-            if delivery.delivered_at.is_none() {
+            let delivered = delivery.delivered_at.is_none();
+            if delivered {
                 delivery.delivered_at = Some(at);
-                changed = true;
             }
-            if target.engagement_rank() > Some(rank) {
+            let raised = target.engagement_rank() > Some(rank);
+            if raised {
                 debug_assert!(delivery.status.can_become(target));
                 delivery.status = target;
-                changed = true;
             }
-            if changed {
+            if engaged || delivered || raised {
                 delivery.updated_at = delivery.updated_at.max(at);
                 store(items, &delivery)?;
+            }
+            // Delivered first: the open proves a delivery that came before it.
+            if delivered {
+                emit(facts, &delivery, FactKind::Delivered, at)?;
+            }
+            if engaged {
+                let kind = match kind {
+                    Engagement::Opened => FactKind::Opened,
+                    Engagement::Read => FactKind::Read,
+                    Engagement::Clicked => FactKind::Clicked,
+                };
+                emit(facts, &delivery, kind, at)?;
             }
             Ok(delivery)
         })
@@ -492,6 +539,12 @@ impl DeliveryQueue {
             .and_then(|bytes| Uuid::from_slice(&bytes).ok()))
     }
 
+    /// How many facts wait for analytics in the facts tree (see
+    /// [`super::facts`]); analytics reads and removes them itself.
+    pub fn fact_count(&self) -> usize {
+        self.facts.len()
+    }
+
     /// Puts every `Sending` delivery back to `Queued` (due at its old
     /// `not_before`). Only correct before any worker runs: call it once at
     /// start-up. Returns how many were recovered.
@@ -502,7 +555,7 @@ impl DeliveryQueue {
             let Ok(id) = Uuid::from_slice(&key) else {
                 continue;
             };
-            let moved = self.transact(|(items, due, sending, _, _)| {
+            let moved = self.transact(|(items, due, sending, _, _, _)| {
                 sending.remove(id.as_bytes())?;
                 let mut delivery = load(items, id)?;
                 if delivery.status != Status::Sending {
@@ -569,7 +622,7 @@ impl DeliveryQueue {
         id: Uuid,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        let delivery = self.transact(|(items, due, _, dead, _)| {
+        let delivery = self.transact(|(items, due, _, dead, _, _)| {
             let mut delivery = load(items, id)?;
             check_transition(&delivery, Status::DeadLettered, Status::Queued)?;
             delivery.status = Status::Queued;
@@ -620,9 +673,10 @@ impl DeliveryQueue {
     }
 
     /// Removes a delivery with its index entries; the removed delivery,
-    /// `None` when there was none. Not flushed.
+    /// `None` when there was none. Not flushed. Its facts stay: they may
+    /// not be counted yet, and analytics erases them on a privacy erase.
     pub fn delete(&self, id: Uuid) -> Result<Option<Delivery>, QueueError> {
-        self.transact(|(items, due, sending, dead, provider_ids)| {
+        self.transact(|(items, due, sending, dead, provider_ids, _)| {
             let Some(bytes) = items.remove(id.as_bytes())? else {
                 return Ok(None);
             };
@@ -679,6 +733,7 @@ impl DeliveryQueue {
             &self.sending,
             &self.dead,
             &self.provider_ids,
+            &self.facts,
         )
             .transaction(|trees| body(trees))
             .map_err(|error| match error {
@@ -711,6 +766,27 @@ fn store(
         Err(error) => return abort(QueueError::Codec(error)),
     };
     items.insert(&delivery.id.as_bytes()[..], bytes)?;
+    Ok(())
+}
+
+/// Appends the fact `kind` about `delivery` (as it is after the change) to
+/// the facts tree, in the caller's transaction: the fact commits with the
+/// change or not at all. The key comes from the transactional tree's
+/// `generate_id` (the same counter as `Db::generate_id`, minus the lock the
+/// commit holds); a retried closure draws a new id, which is fine: ids
+/// only need to be unique.
+fn emit(
+    facts: &TransactionalTree,
+    delivery: &Delivery,
+    kind: FactKind,
+    at: Timestamp,
+) -> ConflictableTransactionResult<(), QueueError> {
+    let bytes = match serde_json::to_vec(&DeliveryFact::of(delivery, kind, at)) {
+        Ok(bytes) => bytes,
+        Err(error) => return abort(QueueError::Codec(error)),
+    };
+    let key = facts.generate_id()?.to_be_bytes();
+    facts.insert(&key[..], bytes)?;
     Ok(())
 }
 

@@ -873,3 +873,278 @@ async fn trimming_attempt_logs_keeps_the_last_attempt_of_old_deliveries_only() {
     assert_eq!(queue.get(ids[1]).unwrap().unwrap().attempt_log.len(), 2);
     assert_eq!(queue.trim_attempt_logs(t(50)).unwrap(), 0);
 }
+
+// Delivery facts: what analytics drains (see `facts`).
+
+/// Takes the facts written since the last call out of the facts tree,
+/// oldest first, as analytics does: each test step then sees only its own.
+fn drain_facts(db: &sled::Db) -> Vec<DeliveryFact> {
+    let tree = db.open_tree(FACTS_TREE).unwrap();
+    let mut facts = Vec::new();
+    for entry in tree.iter() {
+        let (key, value) = entry.unwrap();
+        assert_eq!(key.len(), 8, "keys are generate_id, 8 bytes big-endian");
+        facts.push(serde_json::from_slice(&value).unwrap());
+        tree.remove(key).unwrap();
+    }
+    facts
+}
+
+fn kinds(facts: &[DeliveryFact]) -> Vec<FactKind> {
+    facts.iter().map(|fact| fact.kind).collect()
+}
+
+/// A queued email rendered by the `welcome` template at a negotiated
+/// price, created at `start()` and due a minute later.
+fn priced(now: Timestamp) -> Delivery {
+    let mut item = delivery(
+        ChannelKind::Email,
+        Priority::Normal,
+        now + SignedDuration::from_secs(60),
+        now,
+    );
+    item.message.notification_type = "welcome".into();
+    item.template = Some("welcome".into());
+    item.cost = Some(crate::analytics::Money(50_000));
+    item
+}
+
+fn sent_receipt() -> Completion {
+    Completion::Sent(SendReceipt {
+        provider_message_id: None,
+        answer: "250 OK".into(),
+    })
+}
+
+/// Every change along the way writes its one fact, carrying the
+/// delivery's dimensions; claims and repeats write none.
+#[tokio::test]
+async fn each_change_writes_its_fact_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, queue) = open(&dir);
+    let t = |seconds| start() + SignedDuration::from_secs(seconds);
+    let item = priced(start());
+    let id = item.id;
+    queue.enqueue(item).await.unwrap();
+    assert!(drain_facts(&db).is_empty(), "enqueue writes none");
+
+    assert_eq!(
+        queue.claim_due(ChannelKind::Email, t(60), 1).unwrap().len(),
+        1
+    );
+    assert!(drain_facts(&db).is_empty(), "a claim writes none");
+    let busy = Completion::Failed {
+        error: SendError::Retriable {
+            answer: "451 busy".into(),
+            retry_after: None,
+        },
+        decision: Decision::RetryAt(t(90)),
+    };
+    queue.complete(id, &busy, t(61)).unwrap();
+    let retried = drain_facts(&db);
+    assert_eq!(kinds(&retried), [FactKind::Retried]);
+    assert_eq!(retried[0].at, t(61));
+    assert_eq!(retried[0].sent_at, None);
+
+    assert_eq!(
+        queue.claim_due(ChannelKind::Email, t(90), 1).unwrap().len(),
+        1
+    );
+    queue.complete(id, &sent_receipt(), t(91)).unwrap();
+    assert_eq!(
+        drain_facts(&db),
+        [DeliveryFact {
+            kind: FactKind::Sent,
+            at: t(91),
+            delivery_id: id,
+            notification_id: "n-1".into(),
+            user_id: "u-1".into(),
+            notification_type: "welcome".into(),
+            channel: ChannelKind::Email,
+            template: Some("welcome".into()),
+            created_at: t(0),
+            due_at: t(60),
+            sent_at: Some(t(91)),
+            cost: Some(crate::analytics::Money(50_000)),
+        }]
+    );
+
+    queue.mark_delivered(id, t(100)).unwrap();
+    let delivered = drain_facts(&db);
+    assert_eq!(kinds(&delivered), [FactKind::Delivered]);
+    assert_eq!(
+        (delivered[0].at, delivered[0].sent_at),
+        (t(100), Some(t(91)))
+    );
+    queue.mark_delivered(id, t(101)).unwrap();
+    assert!(drain_facts(&db).is_empty(), "a repeated callback");
+
+    let steps = [
+        (Engagement::Opened, Some(FactKind::Opened)),
+        (Engagement::Opened, None),
+        (Engagement::Clicked, Some(FactKind::Clicked)),
+        (Engagement::Clicked, None),
+        // Read after a click: its slot is new, the status stays clicked.
+        (Engagement::Read, Some(FactKind::Read)),
+        (Engagement::Read, None),
+    ];
+    for (step, (engagement, expected)) in steps.into_iter().enumerate() {
+        let at = t(200 + step as i64);
+        queue.record_engagement(id, engagement, at).unwrap();
+        let facts = drain_facts(&db);
+        assert_eq!(kinds(&facts), Vec::from_iter(expected), "{engagement:?}");
+        if let Some(fact) = facts.first() {
+            assert_eq!(fact.at, at);
+            assert_eq!(fact.template.as_deref(), Some("welcome"));
+        }
+    }
+    assert_eq!(queue.get(id).unwrap().unwrap().status, Status::Clicked);
+    queue.mark_delivered(id, t(300)).unwrap();
+    assert!(drain_facts(&db).is_empty(), "a late delivery callback");
+
+    queue.record_complaint(id, t(400)).unwrap();
+    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Complained]);
+    queue.record_complaint(id, t(401)).unwrap();
+    assert!(drain_facts(&db).is_empty(), "a repeated complaint");
+
+    // Retention trims and privacy erase write none, and erase leaves the
+    // facts written before it (analytics erases those itself).
+    queue.trim_attempt_logs(t(1_000)).unwrap();
+    queue
+        .record_engagement(id, Engagement::Clicked, t(500))
+        .unwrap();
+    assert_eq!(queue.fact_count(), 0);
+    let other = sent(&queue, ChannelKind::Sms, None).await;
+    assert_eq!(queue.fact_count(), 1, "its Sent");
+    queue.delete(other).unwrap();
+    assert_eq!(queue.fact_count(), 1, "delete keeps the facts");
+    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Sent]);
+}
+
+/// Engagement or a complaint on a `sent` delivery also proves delivery:
+/// `Delivered` comes first, then the engagement's own fact.
+#[tokio::test]
+async fn engagement_before_a_delivery_callback_also_writes_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, queue) = open(&dir);
+    let later = start() + SignedDuration::from_secs(5);
+
+    let clicked = sent(&queue, ChannelKind::Email, None).await;
+    drain_facts(&db);
+    queue
+        .record_engagement(clicked, Engagement::Clicked, later)
+        .unwrap();
+    let facts = drain_facts(&db);
+    assert_eq!(kinds(&facts), [FactKind::Delivered, FactKind::Clicked]);
+    assert!(facts.iter().all(|fact| fact.at == later));
+    assert!(facts.iter().all(|fact| fact.sent_at == Some(start())));
+    // The delivery callback arriving after the click: nothing new.
+    queue.mark_delivered(clicked, later).unwrap();
+    queue
+        .record_engagement(clicked, Engagement::Opened, later)
+        .unwrap();
+    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Opened]);
+
+    let complained = sent(&queue, ChannelKind::Email, None).await;
+    drain_facts(&db);
+    queue.record_complaint(complained, later).unwrap();
+    assert_eq!(
+        kinds(&drain_facts(&db)),
+        [FactKind::Delivered, FactKind::Complained]
+    );
+}
+
+/// Failures: a permanent one, a dead letter, a provider's undeliverable
+/// report and a hard bounce each write their kind once; the operator's
+/// retry and crash recovery write none.
+#[tokio::test]
+async fn failures_write_their_kind_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, queue) = open(&dir);
+    let now = start();
+    let error = SendError::Permanent {
+        answer: "400 no".into(),
+    };
+    for (decision, kind) in [
+        (Decision::Fail, FactKind::Failed),
+        (Decision::DeadLetter, FactKind::DeadLettered),
+    ] {
+        let item = delivery(ChannelKind::Webhook, Priority::Normal, now, now);
+        queue.enqueue(item.clone()).await.unwrap();
+        queue.claim_due(ChannelKind::Webhook, now, 1).unwrap();
+        let failed = Completion::Failed {
+            error: error.clone(),
+            decision,
+        };
+        queue.complete(item.id, &failed, now).unwrap();
+        assert_eq!(kinds(&drain_facts(&db)), [kind]);
+        if kind == FactKind::DeadLettered {
+            queue.retry_dead_letter(item.id, now).await.unwrap();
+            queue.claim_due(ChannelKind::Webhook, now, 1).unwrap();
+            assert_eq!(queue.recover(now).unwrap(), 1);
+            assert!(drain_facts(&db).is_empty(), "retry and recovery");
+        }
+    }
+
+    let undeliverable = sent(&queue, ChannelKind::Sms, None).await;
+    drain_facts(&db);
+    queue
+        .mark_undeliverable(undeliverable, "30003 unreachable", now)
+        .unwrap();
+    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Failed]);
+    queue
+        .mark_undeliverable(undeliverable, "30003 again", now)
+        .unwrap();
+    assert!(drain_facts(&db).is_empty(), "a repeated report");
+
+    // A hard bounce is a bounce, not also a failure; after `sent` or
+    // after `delivered`.
+    let bounced = sent(&queue, ChannelKind::Email, None).await;
+    let late = sent(&queue, ChannelKind::Email, None).await;
+    queue.mark_delivered(late, now).unwrap();
+    drain_facts(&db);
+    for id in [bounced, late] {
+        queue.mark_bounced(id, "550 no such user", now).unwrap();
+        assert_eq!(kinds(&drain_facts(&db)), [FactKind::Bounced]);
+        queue.mark_bounced(id, "550 again", now).unwrap();
+        assert!(drain_facts(&db).is_empty(), "a repeated bounce");
+    }
+    // A failed delivery still takes a complaint.
+    queue.record_complaint(bounced, now).unwrap();
+    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Complained]);
+}
+
+/// A refused transition changes nothing, so it writes no fact either.
+#[tokio::test]
+async fn refused_transitions_write_no_fact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, queue) = open(&dir);
+    let now = start();
+    let queued = delivery(ChannelKind::Webhook, Priority::Normal, now, now);
+    queue.enqueue(queued.clone()).await.unwrap();
+    let clicked = sent(&queue, ChannelKind::Email, None).await;
+    queue
+        .record_engagement(clicked, Engagement::Clicked, now)
+        .unwrap();
+    drain_facts(&db);
+
+    let refusals = [
+        queue.mark_delivered(queued.id, now),
+        queue.mark_undeliverable(queued.id, "no", now),
+        queue.mark_bounced(queued.id, "no", now),
+        queue.mark_bounced(clicked, "no", now),
+        queue.record_engagement(queued.id, Engagement::Opened, now),
+        queue.complete(queued.id, &sent_receipt(), now),
+        queue.complete(clicked, &sent_receipt(), now),
+        queue.mark_delivered(Uuid::now_v7(), now),
+        queue.record_complaint(Uuid::now_v7(), now),
+    ];
+    for (index, refusal) in refusals.into_iter().enumerate() {
+        assert!(refusal.is_err(), "refusal {index} was accepted");
+    }
+    assert_eq!(queue.fact_count(), 0);
+    assert_eq!(
+        queue.get(queued.id).unwrap().unwrap().status,
+        Status::Queued
+    );
+}

@@ -42,6 +42,7 @@ impl Engine {
         // notify's title and body.
         let rendered = self
             .render(notification, channel, user)
+            .map(|(rendered, _)| rendered)
             .unwrap_or_else(|error| {
                 tracing::debug!(notification = %notification.id, %channel, %error, "digest item has no rendering of its own");
                 Rendered::default()
@@ -110,6 +111,7 @@ impl Engine {
                 data,
                 priority: Priority::Normal,
                 idempotency_key: None,
+                cost: None,
             },
             source_event_id: Some(key.source_id()),
         };
@@ -120,7 +122,17 @@ impl Engine {
             }
             Created::Existing(notification) => notification,
         };
-        match self.rendered_deliveries(&notification, key.channel, rendered, &user, None, now) {
+        // Every digest of a type is one template in analytics, whether the
+        // type's digest template or the built-in list rendered it.
+        let template = Some(format!("{}:digest", key.notification_type));
+        match self.rendered_deliveries(
+            &notification,
+            key.channel,
+            (rendered, template),
+            &user,
+            None,
+            now,
+        ) {
             Ok(deliveries) => {
                 for delivery in deliveries {
                     match self.queue.enqueue(delivery).await {

@@ -180,16 +180,18 @@ impl Engine {
         if !self.settings.current().enabled.contains(&channel) {
             return Err(PlanError::ChannelNotConfigured);
         }
-        let rendered = self.render(notification, channel, user)?;
-        self.rendered_deliveries(notification, channel, rendered, user, not_before, now)
+        let rendering = self.render(notification, channel, user)?;
+        self.rendered_deliveries(notification, channel, rendering, user, not_before, now)
     }
 
-    /// [`Self::deliveries`] with the message already rendered (a digest's).
+    /// [`Self::deliveries`] with the message already rendered (a digest's):
+    /// the rendering and the name of the template that rendered it (see
+    /// [`Self::render`]).
     pub(super) fn rendered_deliveries(
         &self,
         notification: &Notification,
         channel: ChannelKind,
-        rendered: Rendered,
+        (rendered, template): (Rendered, Option<String>),
         user: &Value,
         not_before: Option<Timestamp>,
         now: Timestamp,
@@ -243,6 +245,10 @@ impl Engine {
                     delivery.id = id;
                     delivery.message.delivery_id = id.to_string();
                 }
+                // Copied onto each delivery so its facts carry them (see
+                // `delivery::facts`): analytics never loads notifications.
+                delivery.template = template.clone();
+                delivery.cost = notification.request.cost;
                 if let Some(tracking) = self
                     .tracking
                     .as_ref()
@@ -365,13 +371,15 @@ impl Engine {
     }
 
     /// The configured template of the notify's `template` (or its type),
-    /// else the notify's own title and body.
+    /// else the notify's own title and body; with the name of the template
+    /// it rendered (`None` for the notify's own title and body), which the
+    /// deliveries keep for per-template analytics.
     pub(super) fn render(
         &self,
         notification: &Notification,
         channel: ChannelKind,
         user: &Value,
-    ) -> Result<Rendered, PlanError> {
+    ) -> Result<(Rendered, Option<String>), PlanError> {
         let data = Value::Object(notification.request.data.clone());
         let template_type = notification
             .request
@@ -385,19 +393,22 @@ impl Engine {
             user,
         };
         match self.settings.current().templates.render(channel, input) {
-            Ok(rendered) => Ok(rendered),
+            Ok(rendered) => Ok((rendered, Some(template_type.to_owned()))),
             Err(TemplateError::NotFound { .. }) => {
                 let title = notification.request.title.clone().unwrap_or_default();
                 let body = notification.request.body.clone().unwrap_or_default();
                 if title.is_empty() && body.is_empty() {
                     return Err(PlanError::NothingToSay);
                 }
-                Ok(Rendered {
-                    subject: title.clone(),
-                    title,
-                    text: body,
-                    html: String::new(),
-                })
+                Ok((
+                    Rendered {
+                        subject: title.clone(),
+                        title,
+                        text: body,
+                        html: String::new(),
+                    },
+                    None,
+                ))
             }
             Err(error) => Err(error.into()),
         }

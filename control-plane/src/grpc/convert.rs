@@ -10,12 +10,15 @@
 //! * a `*_json` field that is not a JSON object (empty or `null` means
 //!   absent);
 //! * ids containing NUL (the store's index separator), timestamps outside
-//!   the representable range, a track without an event name.
+//!   the representable range, a track without an event name;
+//! * a notify `cost` that is not a non-negative decimal with at most six
+//!   decimals.
 
 use jiff::Timestamp;
 use nudge_proto::v1::{self as pb, envelope::Body};
 use serde_json::Value;
 
+use crate::analytics::Money;
 use crate::store::{
     Event, EventBody, IngestOutcome, JsonObject, NotifyRequest, Priority, Rejected,
 };
@@ -145,6 +148,7 @@ fn body_from_proto(body: Body) -> Result<EventBody, String> {
                 channels: notify.channels,
                 priority,
                 idempotency_key: non_empty(notify.idempotency_key),
+                cost: cost("notify.cost", &notify.cost)?,
             })
         }
     })
@@ -204,6 +208,26 @@ fn object(field: &str, json: &str) -> Result<JsonObject, String> {
         Ok(_) => Err(format!("{field} is not a JSON object")),
         Err(error) => Err(format!("{field} is not valid JSON: {error}")),
     }
+}
+
+/// A notify's per-message cost override: empty is none; otherwise a
+/// non-negative decimal with at most six decimals (what [`Money`] parses).
+/// A negative cost is refused rather than read as a credit, so analytics'
+/// spend never shrinks because of one bad notify.
+fn cost(field: &str, text: &str) -> Result<Option<Money>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let money: Money = text.parse().map_err(|error| format!("{field}: {error}"))?;
+    if money < Money::ZERO {
+        return Err(format!("{field}: must not be negative"));
+    }
+    Ok(Some(money))
+}
+
+/// The decimal text of a notify's cost for the wire; empty when none.
+pub fn cost_to_proto(cost: Option<Money>) -> String {
+    cost.map(|money| money.to_string()).unwrap_or_default()
 }
 
 fn check_id(field: &str, value: &str) -> Result<(), String> {
@@ -279,6 +303,45 @@ mod tests {
             properties_json: "[1]".to_owned(),
         }));
         assert!(reason(bad_properties).contains("track.properties_json is not a JSON object"));
+    }
+
+    fn notify_costing(cost: &str) -> pb::Envelope {
+        pb::Envelope {
+            body: Some(Body::Notify(pb::Notify {
+                r#type: "payment_failed".to_owned(),
+                cost: cost.to_owned(),
+                ..Default::default()
+            })),
+            ..track("n1")
+        }
+    }
+
+    #[test]
+    fn reads_a_notify_cost() {
+        let cost_of = |text: &str| {
+            let event = event_from_envelope("a", notify_costing(text), Timestamp::UNIX_EPOCH);
+            match event.unwrap().body {
+                EventBody::Notify(request) => request.cost,
+                other => panic!("not a notify: {other:?}"),
+            }
+        };
+        assert_eq!(cost_of(""), None);
+        assert_eq!(cost_of("0.05"), Some(Money(50_000)));
+        assert_eq!(cost_of("0"), Some(Money::ZERO));
+        assert_eq!(cost_to_proto(Some(Money(50_000))), "0.05");
+        assert_eq!(cost_to_proto(None), "");
+    }
+
+    #[test]
+    fn rejects_a_bad_notify_cost() {
+        assert_eq!(
+            reason(notify_costing("-0.01")),
+            "notify.cost: must not be negative"
+        );
+        for bad in ["abc", "0.0000001", "1e3", ".5"] {
+            let reason = reason(notify_costing(bad));
+            assert!(reason.starts_with("notify.cost: "), "{bad}: {reason}");
+        }
     }
 
     #[test]

@@ -19,9 +19,11 @@ use std::time::Duration;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
+use crate::analytics::AnalyticsError;
 use crate::catalog::CatalogError;
 use crate::delivery::QueueError;
 use crate::devices::DeviceError;
+use crate::http::analytics_params::ParamError;
 use crate::notifications::NotificationError;
 use crate::preferences::PreferenceError;
 use crate::store::StoreError;
@@ -158,6 +160,35 @@ impl From<NotificationError> for ServiceError {
         match error {
             NotificationError::Storage(_) => unavailable(&error),
             NotificationError::Corrupt(_) => internal(&error),
+        }
+    }
+}
+
+impl From<ParamError> for ServiceError {
+    fn from(error: ParamError) -> Self {
+        match error {
+            ParamError::UnknownReport(_) => ServiceError::NotFound(error.to_string()),
+            // The message starts with the parameter, the proto field's name.
+            ParamError::Invalid { .. } => ServiceError::Invalid(error.to_string()),
+        }
+    }
+}
+
+/// Storage failures say nothing of the store: it is logged instead.
+impl From<AnalyticsError> for ServiceError {
+    fn from(error: AnalyticsError) -> Self {
+        match error {
+            AnalyticsError::Invalid { parameter, message } => {
+                ServiceError::invalid(parameter, message)
+            }
+            AnalyticsError::Sled(_) | AnalyticsError::Store(_) => {
+                tracing::error!(%error, "analytics storage failed in a grpc call");
+                ServiceError::Unavailable("the analytics rollups could not be read".to_owned())
+            }
+            AnalyticsError::Corrupt(_) => {
+                tracing::error!(%error, "unreadable analytics record in a grpc call");
+                ServiceError::Internal("the analytics rollups could not be read".to_owned())
+            }
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The control plane's gRPC server: `nudge.v1.Ingest` for agents,
-//! `nudge.v1.Management` for operators (behind the admin token, see
-//! `manage`), the standard health service and reflection (so `grpcurl`
-//! works without .proto files).
+//! `nudge.v1.Management` and `nudge.v1.Analytics` for operators (behind the
+//! admin token, see `manage` and `analytics`), the standard health service
+//! and reflection (so `grpcurl` works without .proto files).
 //!
 //! Health reports `nudge.v1.Ingest` (and the whole server, `""`) SERVING
 //! while the server runs and NOT_SERVING as soon as shutdown starts; the
 //! server then stops accepting and lets in-flight calls finish.
-//! `nudge.v1.Management` is SERVING likewise when an admin token is
-//! configured, and NOT_SERVING without one (every call would be refused).
+//! `nudge.v1.Management` and `nudge.v1.Analytics` are SERVING likewise when
+//! an admin token is configured, and NOT_SERVING without one (every call
+//! would be refused).
 //! Errors become `tonic::Status` in one place: `impl From<ServiceError> for
 //! Status` in `error.rs`.
 //!
@@ -15,6 +16,7 @@
 //! `NUDGE_CP_TLS_CLIENT_CA` it requires client certificates (mTLS); see
 //! `tls`.
 
+mod analytics;
 mod convert;
 mod error;
 mod ingest;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+pub use analytics::{ANALYTICS_SERVICE_NAME, AnalyticsService};
 pub use convert::{event_from_envelope, events_from_envelopes, push_response};
 pub use error::ServiceError;
 pub use ingest::IngestService;
@@ -58,8 +61,10 @@ pub struct GrpcState {
     pub queue: crate::delivery::DeliveryQueue,
     pub preferences: crate::preferences::PreferenceStore,
     pub devices: crate::devices::DeviceStore,
-    /// `None` disables the management API.
+    /// `None` disables the management and analytics APIs.
     pub admin_token: Option<AdminToken>,
+    /// The analytics rollups, for `nudge.v1.Analytics`.
+    pub analytics: crate::analytics::Analytics,
 }
 
 /// Serves gRPC on `listener` (over TLS when `tls` is given) until
@@ -85,6 +90,9 @@ pub async fn serve(
     health_reporter
         .set_service_status(MANAGEMENT_SERVICE_NAME, management_status)
         .await;
+    health_reporter
+        .set_service_status(ANALYTICS_SERVICE_NAME, management_status)
+        .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nudge_proto::FILE_DESCRIPTOR_SET)
@@ -105,6 +113,7 @@ pub async fn serve(
     let registry = state.metrics.registry().clone();
     let request_metrics =
         request_metrics::GrpcMetricsLayer::new(state.metrics.grpc_request_duration.clone());
+    let analytics = analytics::server(&state);
     let management = manage::server(state);
 
     match &tls {
@@ -120,7 +129,11 @@ pub async fn serve(
     let signal = async move {
         shutdown.cancelled().await;
         tracing::info!("grpc server draining");
-        for service in [INGEST_SERVICE_NAME, MANAGEMENT_SERVICE_NAME] {
+        for service in [
+            INGEST_SERVICE_NAME,
+            MANAGEMENT_SERVICE_NAME,
+            ANALYTICS_SERVICE_NAME,
+        ] {
             health_reporter
                 .set_service_status(service, ServingStatus::NotServing)
                 .await;
@@ -135,7 +148,8 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ingest)
-        .add_service(management);
+        .add_service(management)
+        .add_service(analytics);
     match tls {
         None => {
             router

@@ -6,6 +6,9 @@
 //! * `GET /v1/admin/users/{user_id}/profile` →
 //!   `{"user_id":…,"traits":{…},"updated_at":"<RFC 3339>"}`, 404 when unknown.
 //! * `GET /v1/admin/stats` → `{"events":N,"dedupe_entries":M}`.
+//!
+//! The routes of `admin_notifications`, `admin_preferences`,
+//! `admin_privacy`, `admin_analytics` and `devices` are mounted here too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .merge(super::admin_notifications::router())
         .merge(super::admin_preferences::router())
         .merge(super::admin_privacy::router())
+        .merge(super::admin_analytics::router())
         .merge(super::devices::admin_router())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }

@@ -7,6 +7,10 @@
 //! `{"error":{"code":…,"message":…}}` with the matching status; the mapping
 //! from [`ApiError`] to a response is in one place, its `IntoResponse`.
 //!
+//! Among them, `GET /v1/admin/analytics/{report}` (`admin_analytics`)
+//! serves the analytics reports, with the parameters `analytics_params`
+//! checks for it and for the gRPC `nudge.v1.Analytics` alike.
+//!
 //! When no admin token is configured the admin routes answer 503
 //! `admin_disabled`: the request may be fine, the server is not set up for
 //! it, and no token a caller sends could be right.
@@ -27,10 +31,12 @@
 //! Unconfigured, they answer 503 like the admin routes (the open pixel
 //! always answers its GIF).
 
+mod admin_analytics;
 mod admin_api;
 mod admin_notifications;
 mod admin_preferences;
 mod admin_privacy;
+pub mod analytics_params;
 mod devices;
 mod email_callbacks;
 mod form;
@@ -97,6 +103,8 @@ pub struct HttpState {
     pub privacy: crate::privacy::Privacy,
     /// `nudge_cp_http_request_duration_seconds` (`request_metrics`).
     pub request_duration: prometheus::HistogramVec,
+    /// The analytics rollups and their reports (`admin_analytics`).
+    pub analytics: crate::analytics::Analytics,
 }
 
 impl HttpState {
@@ -107,7 +115,16 @@ impl HttpState {
     /// engine's own stores instead: the inbox's live hub must be shared
     /// with the in-app channel.)
     pub fn standalone(db: &sled::Db, store: Arc<dyn Store>) -> Result<Self, crate::Error> {
-        let privacy = crate::privacy::Privacy::open(db, Arc::clone(&store))?;
+        // Default settings, system time, metrics in a registry of its own.
+        let analytics = crate::analytics::Analytics::open(
+            db,
+            Arc::clone(&store),
+            crate::analytics::AnalyticsConfig::default(),
+            Arc::new(crate::delivery::SystemClock),
+            &prometheus::Registry::new(),
+        )?;
+        let privacy = crate::privacy::Privacy::open(db, Arc::clone(&store))?
+            .with_analytics(analytics.clone());
         Ok(HttpState {
             store,
             notifications: crate::notifications::NotificationStore::open(db)?,
@@ -129,6 +146,7 @@ impl HttpState {
             live: LiveStream::default(),
             privacy,
             request_duration: request_metrics::histogram()?,
+            analytics,
         })
     }
 }

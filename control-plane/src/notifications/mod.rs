@@ -348,6 +348,7 @@ mod tests {
                 priority: Priority::High,
                 channels: vec!["email".into()],
                 idempotency_key: key.map(Into::into),
+                cost: None,
             },
             source_event_id: source.map(Into::into),
         }

@@ -26,6 +26,8 @@ pub struct Erased {
     pub preferences: bool,
     pub digest_items: usize,
     pub pending_triggers: usize,
+    /// Per-user analytics records (engagement, sessions, links, figures).
+    pub analytics_records: usize,
 }
 
 impl Privacy {
@@ -48,6 +50,10 @@ impl Privacy {
         let inbox_items = self.inbox.erase_user(user_id)?;
         let devices = self.devices.erase_user(user_id)?;
         let preferences = self.preferences.erase_user(user_id)?;
+        let analytics_records = match &self.analytics {
+            Some(analytics) => analytics.erase_user(user_id)?,
+            None => 0,
+        };
         self.db.flush()?;
         tracing::info!(
             events = events.events,
@@ -67,6 +73,7 @@ impl Privacy {
             preferences,
             digest_items,
             pending_triggers,
+            analytics_records,
         })
     }
 }

@@ -38,6 +38,11 @@ pub struct UserExport {
     /// `None` when the user never changed the operator's defaults.
     pub preferences: Option<UserPreferences>,
     pub pending_triggers: Vec<Pending>,
+    /// What the analytics hold about the user: the `users`, `user_events`,
+    /// `sessions` and `delivery` reports for them (all time). `None` when
+    /// the analytics do not run here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<serde_json::Value>,
 }
 
 /// A notification with every delivery planned for it.
@@ -83,6 +88,10 @@ impl Privacy {
             devices: self.devices.list(user_id)?,
             preferences: self.preferences.stored(user_id)?,
             pending_triggers: self.pending.for_user(user_id)?,
+            analytics: match &self.analytics {
+                Some(analytics) => Some(analytics.export_user(user_id)?),
+                None => None,
+            },
         })
     }
 }

@@ -8,7 +8,10 @@
 //!   idempotency entries), the deliveries of those notifications (queue
 //!   record, due/sending/dead and provider-id indexes, attempt logs), inbox
 //!   items, counts and change log, devices, stored preferences, held digest
-//!   items and pending rule triggers. It first writes a tombstone
+//!   items, pending rule triggers and the analytics' per-user data
+//!   (engagement, sessions, events by name, per-user delivery figures,
+//!   anonymous ids linked to the user; aggregate counts stay, they name
+//!   nobody). It first writes a tombstone
 //!   (`erased_users`), so events of the user that agents deliver later are
 //!   acknowledged and dropped (`nudge_cp_events_erased_total`), never
 //!   stored and never notified. Only `user_id` is matched: an event that
@@ -62,6 +65,9 @@ pub struct Privacy {
     preferences: PreferenceStore,
     digests: DigestStore,
     pending: PendingTriggers,
+    /// The analytics rollups' per-user data (engagement, sessions,
+    /// per-user delivery figures); `None` in tools that run without them.
+    analytics: Option<crate::analytics::Analytics>,
 }
 
 impl Privacy {
@@ -78,7 +84,15 @@ impl Privacy {
             preferences: PreferenceStore::new(db.open_tree("preferences")?),
             digests: DigestStore::open(db)?,
             pending: PendingTriggers::open(db)?,
+            analytics: None,
         })
+    }
+
+    /// Erases and exports the user's analytics too (the same instance
+    /// the rollup worker runs, so erase and passes take turns).
+    pub fn with_analytics(mut self, analytics: crate::analytics::Analytics) -> Self {
+        self.analytics = Some(analytics);
+        self
     }
 
     /// Lifts the user's tombstone; `false` when there was none.
@@ -107,6 +121,8 @@ pub enum PrivacyError {
     Digests(#[from] DigestError),
     #[error(transparent)]
     Pending(#[from] PendingError),
+    #[error(transparent)]
+    Analytics(#[from] crate::analytics::AnalyticsError),
     #[error("storage engine failed: {0}")]
     Sled(#[from] sled::Error),
 }

@@ -250,6 +250,7 @@ impl Rule {
                 priority: self.priority,
                 channels: self.channels.clone(),
                 idempotency_key: None,
+                cost: None,
             },
             source_event_id: Some(source_id(&self.name, event_id)),
         }

@@ -192,6 +192,10 @@ pub struct NotifyRequest {
     /// A resent notify with the same key creates one notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Cost of each message of this notification, overriding the
+    /// configured cost per channel (e.g. a negotiated SMS price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::analytics::Money>,
 }
 
 /// Delivery priority of a notification.
@@ -312,6 +316,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every user's events in ingest order, at most `limit`, starting after
     /// `after`: the feed the notification engine tails.
     fn events_after(&self, after: Option<Cursor>, limit: usize) -> Result<EventPage, StoreError>;
+
+    /// The position of the newest stored event (`None` when there is
+    /// none): how far behind a feed reader is.
+    fn last_cursor(&self) -> Result<Option<Cursor>, StoreError>;
 
     /// The merged identify traits of a user, if any identify was stored.
     fn profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError>;

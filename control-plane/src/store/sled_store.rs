@@ -230,6 +230,10 @@ impl Store for SledStore {
         })
     }
 
+    fn last_cursor(&self) -> Result<Option<Cursor>, StoreError> {
+        Ok(self.events.last()?.map(|(key, _)| Cursor(seq_of(&key))))
+    }
+
     fn events_for_user(
         &self,
         user_id: &str,

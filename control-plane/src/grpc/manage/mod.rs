@@ -72,6 +72,13 @@ pub struct Authorize {
     token: Option<AdminToken>,
 }
 
+impl Authorize {
+    /// The check of every operator service (`nudge.v1.Analytics` too).
+    pub(in crate::grpc) fn new(token: Option<AdminToken>) -> Self {
+        Authorize { token }
+    }
+}
+
 impl Interceptor for Authorize {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let presented = request

@@ -25,7 +25,7 @@ use nudge_proto::v1::envelope::Body;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::super::convert::{event_from_envelope, to_proto_timestamp};
+use super::super::convert::{cost_to_proto, event_from_envelope, to_proto_timestamp};
 use super::{
     GrpcState, ServiceError, blocking, channel, page_limit, priority_to_proto, required_id,
     timestamp,
@@ -190,6 +190,7 @@ fn notification_to_proto(notification: Notification) -> pb::Notification {
         idempotency_key: request.idempotency_key.unwrap_or_default(),
         source_event_id: notification.source_event_id.unwrap_or_default(),
         created_at: timestamp(notification.created_at),
+        cost: cost_to_proto(request.cost),
     }
 }
 

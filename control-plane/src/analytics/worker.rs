@@ -1,0 +1,299 @@
+//! The rollup worker: [`Analytics::step`] folds what arrived since the
+//! last pass, [`Analytics::run`] keeps doing so, and
+//! [`Analytics::erase_user`] forgets a user.
+//!
+//! A pass drains up to [`FACT_PAGE`] delivery facts first, then folds up
+//! to [`EVENT_PAGE`] events: facts first, so an open or click recorded
+//! before an outcome event arrived is the touch that outcome finds. The
+//! pass commits its counters, cursor and drained facts in one
+//! transaction (see [`Overlay::commit`]).
+//!
+//! With `[analytics] enabled = false` the worker folds no events (the
+//! cursor stays, so switching it on later catches up from the events
+//! still retained) and discards delivery facts, so their log stays small;
+//! delivery figures of that time are not counted.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use super::activity::{self, Context, OpenSession, SessionRecord, close_session};
+use super::keys::{self, key, parts, user_actor};
+use super::layout::{self, CURSOR};
+use super::overlay::Overlay;
+use super::{Analytics, AnalyticsError, delivery};
+use crate::delivery::DeliveryFact;
+use crate::store::Cursor;
+
+/// Events folded per pass.
+pub const EVENT_PAGE: usize = 2000;
+/// Delivery facts folded per pass.
+pub const FACT_PAGE: usize = 2000;
+/// How often the worker looks for new data when caught up.
+const POLL: Duration = Duration::from_millis(250);
+/// How often open sessions are checked for inactivity.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Pause after a failed pass before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl Analytics {
+    /// One pass (see the module doc). Returns how many facts and events
+    /// it applied: 0 when caught up.
+    pub fn step(&self) -> Result<usize, AnalyticsError> {
+        let inner = &self.inner;
+        let _writer = inner
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut overlay = Overlay::new(&inner.tree);
+        let context = Context {
+            config: &inner.config,
+            db: &inner.db,
+            metrics: &inner.metrics,
+        };
+        let mut drained = Vec::new();
+        let mut facts_applied = 0;
+        for entry in inner.facts.iter().take(FACT_PAGE) {
+            let (fact_key, bytes) = entry?;
+            drained.push(fact_key);
+            if !inner.config.enabled {
+                continue;
+            }
+            match serde_json::from_slice::<DeliveryFact>(&bytes) {
+                Ok(fact) => {
+                    delivery::fold(&mut overlay, &context, &fact)?;
+                    facts_applied += 1;
+                }
+                // A fact this version cannot read would block the log
+                // forever: it is dropped, loudly.
+                Err(error) => tracing::error!(%error, "dropping an unreadable delivery fact"),
+            }
+        }
+        let mut events_applied = 0;
+        let mut position = read_cursor(&inner.tree)?;
+        if inner.config.enabled {
+            let page = inner.store.events_after(position, EVENT_PAGE)?;
+            for event in &page.events {
+                activity::fold(&mut overlay, &context, event)?;
+            }
+            events_applied = page.events.len();
+            if let Some(next) = page.next {
+                overlay.put(CURSOR.to_vec(), next.0.to_be_bytes().to_vec());
+                position = Some(next);
+            }
+        }
+        if !drained.is_empty() || !overlay.is_empty() {
+            overlay.commit(&inner.facts, &drained)?;
+        }
+        let applied = &inner.metrics.applied;
+        applied
+            .with_label_values(&["events"])
+            .inc_by(events_applied as u64);
+        applied
+            .with_label_values(&["delivery_facts"])
+            .inc_by(facts_applied as u64);
+        let newest = inner.store.last_cursor()?.map_or(0, |cursor| cursor.0);
+        let done = position.map_or(0, |cursor| cursor.0);
+        let behind = if inner.config.enabled {
+            newest.saturating_sub(done)
+        } else {
+            0
+        };
+        inner
+            .metrics
+            .backlog
+            .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        Ok(drained.len() + events_applied)
+    }
+
+    /// Ends the open sessions that have seen nothing for the session
+    /// timeout as of `now` (by inactivity, at their last event), so
+    /// session figures do not wait for the actor's next event. Returns
+    /// how many it ended.
+    pub fn sweep_sessions(&self, now: Timestamp) -> Result<usize, AnalyticsError> {
+        let inner = &self.inner;
+        let _writer = inner
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let timeout = jiff::SignedDuration::try_from(inner.config.session_timeout)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        let mut overlay = Overlay::new(&inner.tree);
+        let mut ended = 0;
+        for entry in inner.tree.scan_prefix(key("as", &[]).as_slice()) {
+            let (open_key, bytes) = entry?;
+            let Ok(open) = serde_json::from_slice::<OpenSession>(&bytes) else {
+                continue;
+            };
+            if now.duration_since(open.last) <= timeout {
+                continue;
+            }
+            let Some(actor) = parts(&open_key).pop() else {
+                continue;
+            };
+            let end = open.last;
+            close_session(&mut overlay, &actor, open, end, "inactivity")?;
+            ended += 1;
+        }
+        if ended > 0 {
+            overlay.commit(&inner.facts, &[])?;
+        }
+        Ok(ended)
+    }
+
+    /// Keeps the rollups up to date until `shutdown`: passes back to back
+    /// while there is a backlog, a poll every [`POLL`] when caught up,
+    /// a session sweep every [`SWEEP_EVERY`]. A failed pass is logged and
+    /// retried (it changed nothing).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_sweep = tokio::time::Instant::now();
+        loop {
+            let this = self.clone();
+            let outcome = tokio::task::spawn_blocking(move || this.step()).await;
+            let pause = match outcome {
+                Ok(Ok(0)) => POLL,
+                Ok(Ok(_)) => Duration::ZERO,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "analytics pass failed; retrying");
+                    RETRY_AFTER
+                }
+                Err(error) => {
+                    tracing::error!(%error, "analytics pass panicked; retrying");
+                    RETRY_AFTER
+                }
+            };
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = tokio::time::Instant::now();
+                let this = self.clone();
+                let now = self.inner.clock.now();
+                match tokio::task::spawn_blocking(move || this.sweep_sessions(now)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => tracing::error!(%error, "session sweep failed"),
+                    Err(error) => tracing::error!(%error, "session sweep panicked"),
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Forgets `user_id` (privacy erase): their engagement, sessions,
+    /// events by name, funnel progress, touches, per-user delivery
+    /// figures and identity links, and their membership in unique-user
+    /// and unique-session sets. Aggregate counts (how many events, users,
+    /// deliveries a day had) stay: they say nothing about the user.
+    /// Returns how many records it removed.
+    pub fn erase_user(&self, user_id: &str) -> Result<usize, AnalyticsError> {
+        let inner = &self.inner;
+        let _writer = inner
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let actor = user_actor(user_id);
+        let mut overlay = Overlay::new(&inner.tree);
+        let mut removed = 0;
+        // Unique-user sets of the days, weeks and months they were active.
+        for marker in overlay.keys_with_prefix(&key("ad", &[&actor]))? {
+            let Some(Ok(date)) = parts(&marker)
+                .pop()
+                .map(|day| day.parse::<jiff::civil::Date>())
+            else {
+                continue;
+            };
+            for (granularity, period) in [
+                ("d", keys::day(date)),
+                ("w", keys::week(date)),
+                ("m", keys::month(date)),
+            ] {
+                overlay.remove(layout::user_member_key(granularity, &period, &actor));
+            }
+        }
+        // Unique-session sets of their sessions.
+        let mut sessions: Vec<(String, Timestamp, Timestamp)> = Vec::new();
+        for record_key in overlay.keys_with_prefix(&key("ax", &[&actor]))? {
+            if let Some(record) = overlay.get_json::<SessionRecord>(&record_key)? {
+                sessions.push((record.key, record.start, record.end));
+            }
+        }
+        if let Some(open) = overlay.get_json::<OpenSession>(&key("as", &[&actor]))? {
+            sessions.push((open.key, open.start, open.last));
+        }
+        for (session, start, end) in sessions {
+            for date in keys::days(keys::utc_date(start), keys::utc_date(end)) {
+                for (granularity, period) in [
+                    ("d", keys::day(date)),
+                    ("w", keys::week(date)),
+                    ("m", keys::month(date)),
+                ] {
+                    overlay.remove(layout::session_member_key(granularity, &period, &session));
+                }
+            }
+        }
+        for alias in overlay.keys_with_prefix(&key("aal", &[&actor]))? {
+            if let Some(anonymous) = parts(&alias).pop() {
+                overlay.remove(key("id", &[&anonymous]));
+            }
+        }
+        for family in layout::ACTOR_FAMILIES {
+            for record in overlay.keys_with_prefix(&key(family, &[&actor]))? {
+                overlay.remove(record);
+                removed += 1;
+            }
+        }
+        if overlay.contains(&layout::profile_key(&actor))? {
+            overlay.remove(layout::profile_key(&actor));
+            removed += 1;
+        }
+        // Facts about the user not folded yet would bring per-user
+        // figures back: they go too (the log is short; the worker drains
+        // it every pass).
+        let mut unfolded = Vec::new();
+        for entry in inner.facts.iter() {
+            let (fact_key, bytes) = entry?;
+            if serde_json::from_slice::<DeliveryFact>(&bytes)
+                .is_ok_and(|fact| fact.user_id == user_id)
+            {
+                unfolded.push(fact_key);
+            }
+        }
+        removed += unfolded.len();
+        overlay.commit(&inner.facts, &unfolded)?;
+        Ok(removed)
+    }
+}
+
+fn read_cursor(tree: &sled::Tree) -> Result<Option<Cursor>, AnalyticsError> {
+    Ok(tree.get(CURSOR)?.and_then(|bytes| {
+        let bytes: [u8; 8] = bytes.as_ref().try_into().ok()?;
+        Some(Cursor(u64::from_be_bytes(bytes)))
+    }))
+}
+
+impl Analytics {
+    /// Everything the rollups hold about `user_id`, as the reports show
+    /// it (all time): `users`, `user_events`, `sessions`, `delivery`.
+    pub fn export_user(&self, user_id: &str) -> Result<serde_json::Value, AnalyticsError> {
+        use super::{Granularity, ReportName, ReportQuery};
+        let mut export = serde_json::Map::new();
+        for name in [
+            ReportName::Users,
+            ReportName::UserEvents,
+            ReportName::Sessions,
+            ReportName::Delivery,
+        ] {
+            let report = self.report(&ReportQuery {
+                report: Some(name),
+                user: Some(user_id.to_owned()),
+                from: Some(jiff::civil::date(1970, 1, 1)),
+                granularity: (name == ReportName::Delivery).then_some(Granularity::Day),
+                limit: Some(super::MAX_LIMIT),
+                ..ReportQuery::default()
+            })?;
+            export.insert(name.as_str().to_owned(), report.to_json()["rows"].take());
+        }
+        Ok(serde_json::Value::Object(export))
+    }
+}
