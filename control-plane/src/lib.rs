@@ -15,6 +15,7 @@
 //! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` (admin token), `/v1/me/*` (user tokens, live stream), signed links and callbacks, the web inbox, `/openapi.json` |
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |
+//! | [`csv`] | one CSV field, quoted and formula-safe, for every CSV export |
 //! | `prune` | hourly task that trims the dedupe window |
 //! | [`privacy`] | erase and export a user; retention by age (hourly task) |
 //! | [`analytics`] | activity and delivery rollups (a background task) and their reports |
@@ -44,6 +45,7 @@ pub mod analytics;
 pub mod catalog;
 pub mod channels;
 pub mod config;
+pub mod csv;
 pub mod delivery;
 pub mod devices;
 pub mod digest;

@@ -320,15 +320,15 @@ impl Report {
         })
     }
 
-    /// RFC 4180 CSV with a header row. Cells that a spreadsheet would run
-    /// as a formula (starting with `=`, `+`, `-`, `@`) are prefixed with
-    /// `'` unless they are numbers, as the inbox export does.
+    /// RFC 4180 CSV with a header row; text cells go through
+    /// [`crate::csv::field`] (quoted, formulas defused), numbers as they
+    /// are.
     pub fn to_csv(&self) -> String {
         let mut out = String::new();
         let header: Vec<String> = self
             .columns
             .iter()
-            .map(|column| csv_field(column))
+            .map(|column| crate::csv::field(column))
             .collect();
         out.push_str(&header.join(","));
         out.push_str("\r\n");
@@ -336,7 +336,7 @@ impl Report {
             let fields: Vec<String> = row
                 .iter()
                 .map(|cell| match cell {
-                    Cell::Text(text) => csv_field(text),
+                    Cell::Text(text) => crate::csv::field(text),
                     other => other.to_text(),
                 })
                 .collect();
@@ -344,19 +344,6 @@ impl Report {
             out.push_str("\r\n");
         }
         out
-    }
-}
-
-fn csv_field(text: &str) -> String {
-    let guarded = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
     }
 }
 

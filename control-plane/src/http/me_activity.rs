@@ -312,7 +312,7 @@ async fn export(
             ];
             let row: Vec<String> = fields
                 .iter()
-                .map(|field| super::me_notifications::csv_field(field))
+                .map(|field| crate::csv::field(field))
                 .collect();
             out.push_str(&row.join(","));
             out.push_str("\r\n");

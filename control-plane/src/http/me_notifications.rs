@@ -389,38 +389,16 @@ fn to_csv(items: &[InboxItem]) -> String {
             time(item.read_at),
             time(item.archived_at),
         ];
-        let row: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
+        let row: Vec<String> = fields.iter().map(|field| crate::csv::field(field)).collect();
         out.push_str(&row.join(","));
         out.push_str("\r\n");
     }
     out
 }
 
-pub(super) fn csv_field(field: &str) -> String {
-    let field = if field.starts_with(['=', '+', '-', '@']) {
-        format!("'{field}")
-    } else {
-        field.to_owned()
-    };
-    if field.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_quotes_and_defuses_formulas() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
-    }
 
     #[test]
     fn query_parameters_are_checked_by_name() {
