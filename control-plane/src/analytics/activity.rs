@@ -40,7 +40,8 @@ pub struct SessionRecord {
     pub start: Timestamp,
     pub end: Timestamp,
     /// `ended` (a session end call), `inactivity`, `replaced` (a new
-    /// session start came first).
+    /// session start came first), `identified` (an anonymous visitor's
+    /// session, when they turned out to be a user with a session open).
     pub end_reason: String,
     pub events: u64,
 }
@@ -59,7 +60,8 @@ pub struct Context<'a> {
     pub config: &'a AnalyticsConfig,
     /// Names new inferred sessions (unique, never reused).
     pub db: &'a sled::Db,
-    pub metrics: &'a super::AnalyticsMetrics,
+    /// Metric changes, counted once the pass has committed.
+    pub metrics: &'a super::metrics::PendingMetrics,
 }
 
 /// When the event happened.

@@ -101,11 +101,7 @@ pub fn outcome(
             key("o", &[&day, name, "", "", ""]),
             &[(0, 1), (1, amount.micros())],
         )?;
-        metrics.outcomes.with_label_values(&["none", "false"]).inc();
-        metrics
-            .outcome_amount
-            .with_label_values(&["none"])
-            .inc_by(amount.as_f64().max(0.0));
+        metrics.outcome(None, amount.as_f64());
         return Ok(());
     };
     let Touch {
@@ -126,10 +122,6 @@ pub fn outcome(
         &conversion,
     )?;
     overlay.add(key("adl", &[actor, &touch.day, kind, channel]), &conversion)?;
-    metrics.outcomes.with_label_values(&[channel, "true"]).inc();
-    metrics
-        .outcome_amount
-        .with_label_values(&[channel])
-        .inc_by(amount.as_f64().max(0.0));
+    metrics.outcome(Some(channel), amount.as_f64());
     Ok(())
 }

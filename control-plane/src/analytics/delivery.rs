@@ -33,9 +33,7 @@ pub fn fold(
             deltas.extend([(d::SENT, 1), (d::COST, cost.micros())]);
             context
                 .metrics
-                .cost
-                .with_label_values(&[channel, provider_of(fact.channel)])
-                .inc_by(cost.as_f64().max(0.0));
+                .cost(channel, provider_of(fact.channel), cost.as_f64());
         }
         FactKind::Delivered => {
             deltas.push((d::DELIVERED, 1));
@@ -82,11 +80,7 @@ pub fn fold(
         fact.kind,
         FactKind::Opened | FactKind::Read | FactKind::Clicked
     ) {
-        context
-            .metrics
-            .engagement
-            .with_label_values(&[channel, fact.kind.as_str()])
-            .inc();
+        context.metrics.engagement(channel, fact.kind.as_str());
         attribution::touch(overlay, &actor, fact)?;
     }
     Ok(())

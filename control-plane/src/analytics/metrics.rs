@@ -83,3 +83,84 @@ impl AnalyticsMetrics {
         Ok(())
     }
 }
+
+/// Metric changes of one pass, applied only after the pass committed: a
+/// failed pass is repeated whole, and counting its changes then would
+/// count them twice while the rollups count them once.
+#[derive(Default)]
+pub struct PendingMetrics {
+    changes: std::cell::RefCell<Vec<Change>>,
+}
+
+enum Change {
+    Engagement {
+        channel: &'static str,
+        kind: &'static str,
+    },
+    Outcome {
+        /// The attributed notification's channel, `None` unattributed.
+        channel: Option<String>,
+        amount: f64,
+    },
+    Cost {
+        channel: &'static str,
+        provider: &'static str,
+        amount: f64,
+    },
+}
+
+impl PendingMetrics {
+    pub fn engagement(&self, channel: &'static str, kind: &'static str) {
+        self.changes
+            .borrow_mut()
+            .push(Change::Engagement { channel, kind });
+    }
+
+    pub fn outcome(&self, channel: Option<&str>, amount: f64) {
+        self.changes.borrow_mut().push(Change::Outcome {
+            channel: channel.map(str::to_owned),
+            amount,
+        });
+    }
+
+    pub fn cost(&self, channel: &'static str, provider: &'static str, amount: f64) {
+        self.changes.borrow_mut().push(Change::Cost {
+            channel,
+            provider,
+            amount,
+        });
+    }
+
+    /// Counts every change (after the commit).
+    pub fn apply(self, metrics: &AnalyticsMetrics) {
+        for change in self.changes.into_inner() {
+            match change {
+                Change::Engagement { channel, kind } => {
+                    metrics.engagement.with_label_values(&[channel, kind]).inc();
+                }
+                Change::Outcome { channel, amount } => {
+                    let attributed = if channel.is_some() { "true" } else { "false" };
+                    let channel = channel.as_deref().unwrap_or("none");
+                    metrics
+                        .outcomes
+                        .with_label_values(&[channel, attributed])
+                        .inc();
+                    // Counters only go up: a negative amount (a refund
+                    // reported as an outcome) is in the rollups, not here.
+                    metrics
+                        .outcome_amount
+                        .with_label_values(&[channel])
+                        .inc_by(amount.max(0.0));
+                }
+                Change::Cost {
+                    channel,
+                    provider,
+                    amount,
+                } => metrics
+                    .cost
+                    .with_label_values(&[channel, provider])
+                    .inc_by(amount.max(0.0)),
+            }
+        }
+    }
+}

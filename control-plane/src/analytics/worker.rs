@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::activity::{self, Context, OpenSession, SessionRecord, close_session};
 use super::keys::{self, key, parts, user_actor};
 use super::layout::{self, CURSOR};
+use super::metrics::PendingMetrics;
 use super::overlay::Overlay;
 use super::{Analytics, AnalyticsError, delivery};
 use crate::delivery::DeliveryFact;
@@ -47,10 +48,11 @@ impl Analytics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut overlay = Overlay::new(&inner.tree);
+        let pending_metrics = PendingMetrics::default();
         let context = Context {
             config: &inner.config,
             db: &inner.db,
-            metrics: &inner.metrics,
+            metrics: &pending_metrics,
         };
         let mut drained = Vec::new();
         let mut facts_applied = 0;
@@ -86,6 +88,7 @@ impl Analytics {
         if !drained.is_empty() || !overlay.is_empty() {
             overlay.commit(&inner.facts, &drained)?;
         }
+        pending_metrics.apply(&inner.metrics);
         let applied = &inner.metrics.applied;
         applied
             .with_label_values(&["events"])
