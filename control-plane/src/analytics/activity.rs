@@ -31,6 +31,9 @@ pub struct OpenSession {
     pub events: u64,
     /// Started by a session call (ends by one, or by inactivity).
     pub explicit: bool,
+    /// The last day it was counted in the unique-session figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_day: Option<jiff::civil::Date>,
 }
 
 /// A session that ended (`ax`).
@@ -95,15 +98,8 @@ pub fn fold(
             event: name,
             properties,
         } => {
-            let session = touch_session(overlay, context, &actor, at)?;
-            count_activity(
-                overlay,
-                &actor,
-                &session,
-                at,
-                name,
-                &feature(properties, name),
-            )?;
+            let new_session = touch_session(overlay, context, &actor, at)?;
+            count_activity(overlay, &actor, new_session, at, name, feature(properties))?;
             count_resource(overlay, context.config, at, name, properties)?;
             advance_funnels(overlay, context.config, &actor, at, name)?;
             if context
@@ -125,14 +121,14 @@ pub fn fold(
             let label = name
                 .as_deref()
                 .map_or_else(|| kind.to_owned(), |name| format!("{kind}:{name}"));
-            let session = touch_session(overlay, context, &actor, at)?;
+            let new_session = touch_session(overlay, context, &actor, at)?;
             count_activity(
                 overlay,
                 &actor,
-                &session,
+                new_session,
                 at,
                 &label,
-                &feature(properties, &label),
+                feature(properties),
             )?;
         }
         EventBody::Identify { .. }
@@ -143,12 +139,12 @@ pub fn fold(
     Ok(())
 }
 
-/// The feature an event shows use of: its `feature` property, else its
-/// name.
-fn feature(properties: &JsonObject, name: &str) -> String {
+/// The feature an event says it shows use of (its `feature` property);
+/// without one, the event's name is the feature.
+fn feature(properties: &JsonObject) -> Option<&str> {
     match properties.get("feature") {
-        Some(Value::String(feature)) if !feature.is_empty() => feature.clone(),
-        _ => name.to_owned(),
+        Some(Value::String(feature)) if !feature.is_empty() => Some(feature),
+        _ => None,
     }
 }
 
@@ -157,26 +153,41 @@ fn ms(at: Timestamp) -> i64 {
 }
 
 /// Events, unique users and sessions per period; the actor's engagement.
+///
+/// Unique users need no membership sets: an actor is new in a day when
+/// it has no day marker (`ad`) for it yet, and new in a week or month
+/// when it has none in that week's or month's days. Sessions likewise
+/// (see [`touch_session`]).
 fn count_activity(
     overlay: &mut Overlay<'_>,
     actor: &str,
-    session: &str,
+    new_session: [bool; 3],
     at: Timestamp,
     name: &str,
-    feature: &str,
+    feature: Option<&str>,
 ) -> Result<(), AnalyticsError> {
     let date = keys::utc_date(at);
-    let periods = [keys::day(date), keys::week(date), keys::month(date)];
-    for (granularity, period) in layout::GRANULARITIES.iter().zip(&periods) {
+    let day = keys::day(date);
+    let day_marker = key("ad", &[actor, &day]);
+    let mut new_user = [false; 3];
+    if !overlay.contains(&day_marker)? {
+        new_user[0] = true;
+        new_user[1] = !has_day_in(overlay, actor, keys::week_start(date), keys::week_end(date))?;
+        new_user[2] = !has_day_in(
+            overlay,
+            actor,
+            keys::month_start(date),
+            date.last_of_month(),
+        )?;
+        overlay.put(day_marker, Vec::new());
+    }
+    let periods = [day, keys::week(date), keys::month(date)];
+    for (index, (granularity, period)) in layout::GRANULARITIES.iter().zip(&periods).enumerate() {
         let mut deltas = vec![(summary::EVENTS, 1)];
-        let member = layout::user_member_key(granularity, period, actor);
-        if !overlay.contains(&member)? {
-            overlay.put(member, Vec::new());
+        if new_user[index] {
             deltas.push((summary::USERS, 1));
         }
-        let member = layout::session_member_key(granularity, period, session);
-        if !overlay.contains(&member)? {
-            overlay.put(member, Vec::new());
+        if new_session[index] {
             deltas.push((summary::SESSIONS, 1));
         }
         overlay.add(layout::summary_key(granularity, period), &deltas)?;
@@ -188,15 +199,33 @@ fn count_activity(
         profile[profile::FIRST_SEEN_MS] = ms(at);
     }
     profile[profile::LAST_SEEN_MS] = profile[profile::LAST_SEEN_MS].max(ms(at));
-    let day_marker = key("ad", &[actor, &periods[0]]);
-    if !overlay.contains(&day_marker)? {
-        overlay.put(day_marker, Vec::new());
+    if new_user[0] {
         profile[profile::ACTIVE_DAYS] += 1;
     }
     overlay.set_counters(layout::profile_key(actor), profile);
-    overlay.add(key("ae", &[actor, name]), &[(0, 1)])?;
-    overlay.add(key("af", &[actor, feature]), &[(0, 1)])?;
+    // Events by name: [count, of which with a `feature` property]; the
+    // features of those go to `af`, so most events write one key.
+    match feature {
+        Some(feature) => {
+            overlay.add(key("ae", &[actor, name]), &[(0, 1), (1, 1)])?;
+            overlay.add(key("af", &[actor, feature]), &[(0, 1)])?;
+        }
+        None => overlay.add(key("ae", &[actor, name]), &[(0, 1)])?,
+    }
     Ok(())
+}
+
+/// Whether `actor` has a day marker from `from` to `to`.
+pub fn has_day_in(
+    overlay: &Overlay<'_>,
+    actor: &str,
+    from: jiff::civil::Date,
+    to: jiff::civil::Date,
+) -> Result<bool, AnalyticsError> {
+    overlay.any_key_in(
+        &key("ad", &[actor, &keys::day(from)]),
+        &key("ad", &[actor, &keys::day(to)]),
+    )
 }
 
 /// The resource an event is about, from the configured properties.
@@ -286,31 +315,55 @@ fn advance_funnels(
     Ok(())
 }
 
-/// The session an activity event belongs to: the actor's open one if it
-/// is recent enough, else a new inferred one (ending the stale one by
-/// inactivity).
+/// Puts an activity event in a session: the actor's open one if it is
+/// recent enough, else a new inferred one (ending the stale one by
+/// inactivity). Returns whether the session is new to the event's day,
+/// week and month (`OpenSession::counted_day` remembers the last day it
+/// was counted in; events come in order per actor, so a later day is a
+/// new day, and a new week or month when its week or month differs).
 fn touch_session(
     overlay: &mut Overlay<'_>,
     context: &Context<'_>,
     actor: &str,
     at: Timestamp,
-) -> Result<String, AnalyticsError> {
+) -> Result<[bool; 3], AnalyticsError> {
     let open_key = key("as", &[actor]);
     let timeout = jiff::SignedDuration::try_from(context.config.session_timeout)
         .unwrap_or(jiff::SignedDuration::MAX);
-    if let Some(mut open) = overlay.get_json::<OpenSession>(&open_key)? {
-        if at.duration_since(open.last) <= timeout {
+    let live = overlay
+        .get_json::<OpenSession>(&open_key)?
+        .filter(|open| at.duration_since(open.last) <= timeout);
+    let mut open = match live {
+        Some(mut open) => {
             open.events += 1;
             if at > open.last {
                 add_time_spent(overlay, actor, at.duration_since(open.last))?;
                 open.last = at;
             }
-            let session = open.key.clone();
-            overlay.put_json(open_key, &open)?;
-            return Ok(session);
+            open
         }
+        None => {
+            start_session(overlay, context, actor, at, None)?;
+            overlay
+                .get_json::<OpenSession>(&open_key)?
+                .ok_or_else(|| AnalyticsError::Corrupt("a started session is missing".to_owned()))?
+        }
+    };
+    let day = keys::utc_date(at);
+    let new = match open.counted_day {
+        Some(counted) if counted >= day => [false; 3],
+        Some(counted) => [
+            true,
+            keys::week(counted) != keys::week(day),
+            keys::month(counted) != keys::month(day),
+        ],
+        None => [true; 3],
+    };
+    if new[0] {
+        open.counted_day = Some(day);
     }
-    start_session(overlay, context, actor, at, None)
+    overlay.put_json(open_key, &open)?;
+    Ok(new)
 }
 
 /// Starts a session (ending an open one first: by `replaced` when a
@@ -347,6 +400,7 @@ fn start_session(
         last: at,
         events: u64::from(explicit.is_none()),
         explicit: explicit.is_some(),
+        counted_day: None,
     };
     overlay.put_json(open_key, &open)?;
     let day = keys::day(keys::utc_date(at));

@@ -88,38 +88,41 @@ fn merge(overlay: &mut Overlay<'_>, from: &str, to: &str) -> Result<(), Analytic
     profile[profile::LAST_SEEN_MS] =
         profile[profile::LAST_SEEN_MS].max(from_at(profile::LAST_SEEN_MS));
 
-    // Active days, and the unique-user sets of every period they touch.
-    let mut periods = BTreeSet::new();
-    for marker in overlay.keys_with_prefix(&key("ad", &[from]))? {
-        let Some(day) = parts(&marker).pop() else {
-            continue;
+    // Active days, and the unique-user counts: every day, week and month
+    // in which both were counted now counts one person.
+    let days_of =
+        |overlay: &Overlay<'_>, actor: &str| -> Result<BTreeSet<String>, AnalyticsError> {
+            Ok(overlay
+                .keys_with_prefix(&key("ad", &[actor]))?
+                .iter()
+                .filter_map(|marker| parts(marker).pop())
+                .collect())
         };
-        overlay.remove(marker);
-        let target = key("ad", &[to, &day]);
-        if !overlay.contains(&target)? {
-            overlay.put(target, Vec::new());
-            profile[profile::ACTIVE_DAYS] += 1;
-        }
-        if let Ok(date) = day.parse() {
-            periods.insert(("d", keys::day(date)));
-            periods.insert(("w", keys::week(date)));
-            periods.insert(("m", keys::month(date)));
-        }
+    let their_days = days_of(overlay, from)?;
+    let our_days = days_of(overlay, to)?;
+    let periods_of = |days: &BTreeSet<String>| -> BTreeSet<(&'static str, String)> {
+        days.iter()
+            .filter_map(|day| day.parse::<jiff::civil::Date>().ok())
+            .flat_map(|date| {
+                [
+                    ("d", keys::day(date)),
+                    ("w", keys::week(date)),
+                    ("m", keys::month(date)),
+                ]
+            })
+            .collect()
+    };
+    for (granularity, period) in periods_of(&their_days).intersection(&periods_of(&our_days)) {
+        overlay.add(
+            layout::summary_key(granularity, period),
+            &[(summary::USERS, -1)],
+        )?;
     }
-    for (granularity, period) in periods {
-        let from_member = layout::user_member_key(granularity, &period, from);
-        if !overlay.contains(&from_member)? {
-            continue;
-        }
-        overlay.remove(from_member);
-        let to_member = layout::user_member_key(granularity, &period, to);
-        if overlay.contains(&to_member)? {
-            overlay.add(
-                layout::summary_key(granularity, &period),
-                &[(summary::USERS, -1)],
-            )?;
-        } else {
-            overlay.put(to_member, Vec::new());
+    for day in &their_days {
+        overlay.remove(key("ad", &[from, day]));
+        if !our_days.contains(day) {
+            overlay.put(key("ad", &[to, day]), Vec::new());
+            profile[profile::ACTIVE_DAYS] += 1;
         }
     }
     overlay.remove(layout::profile_key(from));
@@ -127,14 +130,14 @@ fn merge(overlay: &mut Overlay<'_>, from: &str, to: &str) -> Result<(), Analytic
 
     for family in ["ae", "af"] {
         for counter in overlay.keys_with_prefix(&key(family, &[from]))? {
-            let count = overlay
+            let counts: Vec<(usize, i64)> = overlay
                 .counters(counter.clone())?
-                .first()
-                .copied()
-                .unwrap_or(0);
+                .into_iter()
+                .enumerate()
+                .collect();
             overlay.remove(counter.clone());
             if let Some(name) = parts(&counter).pop() {
-                overlay.add(key(family, &[to, &name]), &[(0, count)])?;
+                overlay.add(key(family, &[to, &name]), &counts)?;
             }
         }
     }

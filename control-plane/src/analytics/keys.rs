@@ -86,6 +86,13 @@ pub fn week_start(date: Date) -> Date {
         .unwrap_or(date)
 }
 
+/// The Sunday of `date`'s ISO week.
+pub fn week_end(date: Date) -> Date {
+    week_start(date)
+        .checked_add(jiff::Span::new().days(6))
+        .unwrap_or(date)
+}
+
 pub fn month_start(date: Date) -> Date {
     date.first_of_month()
 }

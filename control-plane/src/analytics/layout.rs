@@ -6,7 +6,6 @@
 //! |---|---|---|
 //! | `cursor` | | the event feed position folded so far |
 //! | `sum` | granularity (`d`/`w`/`m`), period | [`SUMMARY`] counters |
-//! | `su` / `ss` | granularity, period, actor / session | membership: unique users / sessions |
 //! | `se` | day (of session start) | [`SESSIONS`] counters |
 //! | `r` | granularity, period, resource | [`ACTIONS`] counters |
 //! | `rx` | granularity, period, resource, event name | [count] of other event names |
@@ -146,14 +145,6 @@ pub mod delivery {
 
 pub fn summary_key(granularity: &str, period: &str) -> Vec<u8> {
     key("sum", &[granularity, period])
-}
-
-pub fn user_member_key(granularity: &str, period: &str, actor: &str) -> Vec<u8> {
-    key("su", &[granularity, period, actor])
-}
-
-pub fn session_member_key(granularity: &str, period: &str, session: &str) -> Vec<u8> {
-    key("ss", &[granularity, period, session])
 }
 
 pub fn profile_key(actor: &str) -> Vec<u8> {

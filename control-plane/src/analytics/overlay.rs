@@ -127,6 +127,29 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
+    /// Whether any key from `start` to `end` (inclusive) is present, the
+    /// overlay's changes included.
+    pub fn any_key_in(&self, start: &[u8], end: &[u8]) -> Result<bool, AnalyticsError> {
+        let bounds = (
+            std::ops::Bound::Included(start.to_vec()),
+            std::ops::Bound::Included(end.to_vec()),
+        );
+        if self
+            .slots
+            .range(bounds.clone())
+            .any(|(_, slot)| !matches!(slot, Slot::Bytes(None)))
+        {
+            return Ok(true);
+        }
+        for entry in self.tree.range(bounds).keys() {
+            let key = entry?;
+            if !matches!(self.slots.get(key.as_ref()), Some(Slot::Bytes(None))) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Keys under `prefix`, the overlay's changes included (removed keys
     /// left out), in order.
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, AnalyticsError> {

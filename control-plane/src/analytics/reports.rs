@@ -520,11 +520,25 @@ pub fn users(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analyti
         }
     }
     for (actor, values) in rows.into_iter().take(query.limit()) {
-        let mut features: Vec<(String, i64)> = Vec::new();
+        // Features: the `feature` property where events had one, else
+        // the event's name (see `activity::count_activity`).
+        let mut by_feature: HashMap<String, i64> = HashMap::new();
+        for entry in source.scan(&key("ae", &[&actor])) {
+            let (mut parts, counts) = entry?;
+            let plain = at(&counts, 0) - at(&counts, 1);
+            if plain > 0 {
+                *by_feature
+                    .entry(parts.pop().unwrap_or_default())
+                    .or_default() += plain;
+            }
+        }
         for entry in source.scan(&key("af", &[&actor])) {
             let (mut parts, counts) = entry?;
-            features.push((parts.pop().unwrap_or_default(), at(&counts, 0)));
+            *by_feature
+                .entry(parts.pop().unwrap_or_default())
+                .or_default() += at(&counts, 0);
         }
+        let mut features: Vec<(String, i64)> = by_feature.into_iter().collect();
         features.sort_by(|(a_name, a), (b_name, b)| b.cmp(a).then(a_name.cmp(b_name)));
         let top: Vec<String> = features
             .iter()

@@ -18,8 +18,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use super::activity::{self, Context, OpenSession, SessionRecord, close_session};
-use super::keys::{self, key, parts, user_actor};
+use super::activity::{self, Context, OpenSession, close_session};
+use super::keys::{key, parts, user_actor};
 use super::layout::{self, CURSOR};
 use super::metrics::PendingMetrics;
 use super::overlay::Overlay;
@@ -185,9 +185,8 @@ impl Analytics {
 
     /// Forgets `user_id` (privacy erase): their engagement, sessions,
     /// events by name, funnel progress, touches, per-user delivery
-    /// figures and identity links, and their membership in unique-user
-    /// and unique-session sets. Aggregate counts (how many events, users,
-    /// deliveries a day had) stay: they say nothing about the user.
+    /// figures and identity links. Aggregate counts (how many events,
+    /// users, deliveries a day had) stay: they say nothing about the user.
     /// Returns how many records it removed.
     pub fn erase_user(&self, user_id: &str) -> Result<usize, AnalyticsError> {
         let inner = &self.inner;
@@ -198,43 +197,6 @@ impl Analytics {
         let actor = user_actor(user_id);
         let mut overlay = Overlay::new(&inner.tree);
         let mut removed = 0;
-        // Unique-user sets of the days, weeks and months they were active.
-        for marker in overlay.keys_with_prefix(&key("ad", &[&actor]))? {
-            let Some(Ok(date)) = parts(&marker)
-                .pop()
-                .map(|day| day.parse::<jiff::civil::Date>())
-            else {
-                continue;
-            };
-            for (granularity, period) in [
-                ("d", keys::day(date)),
-                ("w", keys::week(date)),
-                ("m", keys::month(date)),
-            ] {
-                overlay.remove(layout::user_member_key(granularity, &period, &actor));
-            }
-        }
-        // Unique-session sets of their sessions.
-        let mut sessions: Vec<(String, Timestamp, Timestamp)> = Vec::new();
-        for record_key in overlay.keys_with_prefix(&key("ax", &[&actor]))? {
-            if let Some(record) = overlay.get_json::<SessionRecord>(&record_key)? {
-                sessions.push((record.key, record.start, record.end));
-            }
-        }
-        if let Some(open) = overlay.get_json::<OpenSession>(&key("as", &[&actor]))? {
-            sessions.push((open.key, open.start, open.last));
-        }
-        for (session, start, end) in sessions {
-            for date in keys::days(keys::utc_date(start), keys::utc_date(end)) {
-                for (granularity, period) in [
-                    ("d", keys::day(date)),
-                    ("w", keys::week(date)),
-                    ("m", keys::month(date)),
-                ] {
-                    overlay.remove(layout::session_member_key(granularity, &period, &session));
-                }
-            }
-        }
         for alias in overlay.keys_with_prefix(&key("aal", &[&actor]))? {
             if let Some(anonymous) = parts(&alias).pop() {
                 overlay.remove(key("id", &[&anonymous]));
