@@ -438,6 +438,16 @@ async fn crafted_stream_comes_out_exactly() {
         "no clicks: no rate"
     );
     assert_eq!(p1, 0, "p1 has the most events");
+    let only_p2 = world.report(
+        ReportName::Resources,
+        ReportQuery {
+            resource: Some("p2".to_owned()),
+            ..ReportQuery::default()
+        },
+    );
+    assert_eq!(only_p2.rows.len(), 1);
+    assert_eq!(text(&only_p2, 0, "view"), "3");
+    assert_eq!(text(&only_p2, 0, "purchase"), "1");
     let actions = world.report(
         ReportName::ResourceActions,
         ReportQuery {

@@ -205,29 +205,45 @@ pub fn summary(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analy
 
 pub fn resources(source: &Source<'_>, query: &ReportQuery) -> Result<Report, AnalyticsError> {
     let (from, to) = range(query, source.today)?;
-    let mut totals: HashMap<String, Vec<i64>> = HashMap::new();
+    // The hot loop of the product ranking (every product of every bucket
+    // in the range): the resource is sliced out of the key and the counters
+    // added in place, without allocating per key.
+    let mut totals: HashMap<Vec<u8>, [i64; ACTIONS.len()]> = HashMap::new();
+    let mut add = |resource: &[u8], value: &[u8]| {
+        let sum = match totals.get_mut(resource) {
+            Some(sum) => sum,
+            None => totals
+                .entry(resource.to_vec())
+                .or_insert([0; ACTIONS.len()]),
+        };
+        for (slot, chunk) in sum.iter_mut().zip(value.chunks_exact(8)) {
+            *slot += i64::from_be_bytes(chunk.try_into().unwrap_or([0; 8]));
+        }
+    };
     for (tag, period) in buckets(from, to) {
-        for entry in source.scan(&key("r", &[tag, &period])) {
-            let (parts, values) = entry?;
-            let Some(resource) = parts.into_iter().nth(2) else {
-                continue;
-            };
-            if query
-                .resource
-                .as_ref()
-                .is_some_and(|wanted| *wanted != resource)
-            {
-                continue;
+        match &query.resource {
+            // One product: a point read per bucket.
+            Some(resource) => {
+                if let Some(value) = source.tree.get(key("r", &[tag, &period, resource]))? {
+                    add(resource.as_bytes(), &value);
+                }
             }
-            let sum = totals
-                .entry(resource)
-                .or_insert_with(|| vec![0; ACTIONS.len()]);
-            for (index, value) in values.iter().enumerate().take(ACTIONS.len()) {
-                sum[index] += value;
+            None => {
+                let prefix = key("r", &[tag, &period]);
+                for entry in source.tree.scan_prefix(&prefix) {
+                    let (key, value) = entry?;
+                    let resource = key
+                        .get(prefix.len()..key.len().saturating_sub(1))
+                        .unwrap_or_default();
+                    add(resource, &value);
+                }
             }
         }
     }
-    let mut ranked: Vec<(String, Vec<i64>)> = totals.into_iter().collect();
+    let mut ranked: Vec<(String, [i64; ACTIONS.len()])> = totals
+        .into_iter()
+        .map(|(resource, counts)| (String::from_utf8_lossy(&resource).into_owned(), counts))
+        .collect();
     // Most events first; ties by resource id, so pages are stable.
     ranked.sort_by(|(a_id, a), (b_id, b)| {
         b.iter()

@@ -389,7 +389,10 @@ fn to_csv(items: &[InboxItem]) -> String {
             time(item.read_at),
             time(item.archived_at),
         ];
-        let row: Vec<String> = fields.iter().map(|field| crate::csv::field(field)).collect();
+        let row: Vec<String> = fields
+            .iter()
+            .map(|field| crate::csv::field(field))
+            .collect();
         out.push_str(&row.join(","));
         out.push_str("\r\n");
     }
