@@ -501,6 +501,14 @@ async fn crafted_stream_comes_out_exactly() {
     assert_eq!(text(&sessions, first, "duration_seconds"), "1200");
     assert_eq!(text(&sessions, first, "end_reason"), "inactivity");
     assert_eq!(text(&sessions, first, "events"), "4");
+    // Sessions started on 11-02: alice 2, bob 2, carol 1, anon-2 1, all
+    // ended by now; durations 0 + 1200 (alice), 0 + 60 (bob), 900
+    // (carol), 0 (anon-2): mean 2160 / 6 = 360 s.
+    let per_day = world.report(ReportName::Sessions, ReportQuery::default());
+    let day = row_where(&per_day, "period", "2026-11-02");
+    assert_eq!(text(&per_day, day, "sessions_started"), "6");
+    assert_eq!(text(&per_day, day, "sessions_ended"), "6");
+    assert_eq!(text(&per_day, day, "mean_duration_seconds"), "360");
     // Bob's explicit session: 10:00 to the end call at 10:30.
     let bob = world.report(
         ReportName::Sessions,

@@ -342,12 +342,7 @@ fn touch_session(
             }
             open
         }
-        None => {
-            start_session(overlay, context, actor, at, None)?;
-            overlay
-                .get_json::<OpenSession>(&open_key)?
-                .ok_or_else(|| AnalyticsError::Corrupt("a started session is missing".to_owned()))?
-        }
+        None => start_session(overlay, context, actor, at, None)?,
     };
     let day = keys::utc_date(at);
     let new = match open.counted_day {
@@ -367,14 +362,15 @@ fn touch_session(
 }
 
 /// Starts a session (ending an open one first: by `replaced` when a
-/// session call starts the new one, else by inactivity). Returns its key.
+/// session call starts the new one, else by inactivity). Returns it as
+/// stored.
 fn start_session(
     overlay: &mut Overlay<'_>,
     context: &Context<'_>,
     actor: &str,
     at: Timestamp,
     explicit: Option<&String>,
-) -> Result<String, AnalyticsError> {
+) -> Result<OpenSession, AnalyticsError> {
     let open_key = key("as", &[actor]);
     let timeout = jiff::SignedDuration::try_from(context.config.session_timeout)
         .unwrap_or(jiff::SignedDuration::MAX);
@@ -395,7 +391,7 @@ fn start_session(
         None => format!("inferred-{}", context.db.generate_id()?),
     };
     let open = OpenSession {
-        key: session.clone(),
+        key: session,
         start: at,
         last: at,
         events: u64::from(explicit.is_none()),
@@ -406,7 +402,7 @@ fn start_session(
     let day = keys::day(keys::utc_date(at));
     overlay.add(key("se", &[&day]), &[(sessions::STARTED, 1)])?;
     overlay.add(layout::profile_key(actor), &[(profile::SESSIONS, 1)])?;
-    Ok(session)
+    Ok(open)
 }
 
 /// A session end call: ends the actor's open session if it is the one

@@ -52,8 +52,7 @@ fn collect(
     let (from, to) = range(query, source.today)?;
     let mut groups = Groups::new();
     let (family, actor) = match &query.user {
-        Some(user) if hourly => {
-            let _ = user;
+        Some(_) if hourly => {
             return Err(AnalyticsError::Invalid {
                 parameter: "granularity",
                 message:
@@ -199,19 +198,17 @@ pub fn templates(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Ana
     }
     let (from, to) = range(query, source.today)?;
     let mut groups = Groups::new();
-    for date in keys::days(from, to) {
-        for entry in source.scan(&key("td", &[&keys::day(date)])) {
-            let (parts, values) = entry?;
-            let [_, template, kind, channel] = parts.as_slice() else {
-                continue;
-            };
-            if wanted(query, kind, channel) {
-                add_into(
-                    &mut groups,
-                    vec![template.clone(), kind.clone(), channel.clone()],
-                    &values,
-                );
-            }
+    for entry in source.scan_days(&key("td", &[]), from, to) {
+        let (parts, values) = entry?;
+        let [_, template, kind, channel] = parts.as_slice() else {
+            continue;
+        };
+        if wanted(query, kind, channel) {
+            add_into(
+                &mut groups,
+                vec![template.clone(), kind.clone(), channel.clone()],
+                &values,
+            );
         }
     }
     let mut report = source.report(

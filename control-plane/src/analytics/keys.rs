@@ -97,16 +97,6 @@ pub fn month_start(date: Date) -> Date {
     date.first_of_month()
 }
 
-/// Every day from `from` to `to`, inclusive.
-pub fn days(from: Date, to: Date) -> impl Iterator<Item = Date> {
-    let mut next = Some(from);
-    std::iter::from_fn(move || {
-        let current = next.filter(|day| *day <= to)?;
-        next = current.tomorrow().ok();
-        Some(current)
-    })
-}
-
 /// Encodes a counter vector: big-endian i64s.
 pub fn encode_counters(values: &[i64]) -> Vec<u8> {
     values
@@ -148,13 +138,6 @@ mod tests {
         assert_eq!(week("2027-01-01".parse().unwrap()), "2026-W53");
         let at: Timestamp = "2026-11-22T05:31:00Z".parse().unwrap();
         assert_eq!(hour(at), "2026-11-22T05");
-        let range: Vec<String> = days("2026-11-29".parse().unwrap(), "2026-12-02".parse().unwrap())
-            .map(day)
-            .collect();
-        assert_eq!(
-            range,
-            ["2026-11-29", "2026-11-30", "2026-12-01", "2026-12-02"]
-        );
     }
 
     #[test]

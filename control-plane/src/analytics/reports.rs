@@ -396,17 +396,26 @@ pub fn sessions(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Anal
             ],
         );
         let granularity = query.granularity.unwrap_or_default();
-        for (tag, period) in periods(granularity, from, to)?
-            .into_iter()
-            .take(query.limit())
-        {
-            let mut totals = [0_i64; 3];
-            for date in period_days(tag, &period, from, to) {
-                let values = source.counters(&key("se", &[&keys::day(date)]))?;
-                for (index, total) in totals.iter_mut().enumerate() {
-                    *total += at(&values, index);
-                }
+        let periods = periods(granularity, from, to)?;
+        // One pass over the range's days, summed into their periods.
+        let mut by_period: HashMap<String, [i64; 3]> = HashMap::new();
+        for entry in source.scan_days(&key("se", &[]), from, to) {
+            let (parts, values) = entry?;
+            let Some(date) = parts.first().and_then(|day| day.parse::<Date>().ok()) else {
+                continue;
+            };
+            let period = match granularity {
+                Granularity::Week => keys::week(date),
+                Granularity::Month => keys::month(date),
+                _ => keys::day(date),
+            };
+            let totals = by_period.entry(period).or_default();
+            for (index, total) in totals.iter_mut().enumerate() {
+                *total += at(&values, index);
             }
+        }
+        for (_, period) in periods.into_iter().take(query.limit()) {
+            let totals = by_period.get(&period).copied().unwrap_or_default();
             report.push(vec![
                 period.into(),
                 totals[sessions::STARTED].into(),
@@ -484,17 +493,6 @@ pub fn sessions(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Anal
         ]);
     }
     Ok(report)
-}
-
-/// The days of a period that fall in the range.
-fn period_days(tag: &str, period: &str, from: Date, to: Date) -> Vec<Date> {
-    keys::days(from, to)
-        .filter(|date| match tag {
-            "w" => keys::week(*date) == period,
-            "m" => keys::month(*date) == period,
-            _ => keys::day(*date) == period,
-        })
-        .collect()
 }
 
 /// Per actor (all time): sessions, time spent, active days, events, the
