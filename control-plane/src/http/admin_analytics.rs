@@ -23,7 +23,6 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -53,23 +52,11 @@ async fn report(
     let report = tokio::task::spawn_blocking(move || analytics.report(&query)).await??;
     match params.format {
         Format::Json => Ok(Json(report.to_json()).into_response()),
-        Format::Csv => {
-            let mut response = report.to_csv().into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            );
-            headers.insert(
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!(
-                    "attachment; filename=\"{}\"",
-                    params.csv_file_name()
-                ))
-                .expect("report names and dates are header values"),
-            );
-            Ok(response)
-        }
+        Format::Csv => Ok(super::download::attachment(
+            report.to_csv(),
+            "text/csv; charset=utf-8",
+            &params.csv_file_name(),
+        )),
     }
 }
 

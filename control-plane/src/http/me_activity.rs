@@ -21,8 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::Json;
 use axum::Router;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -325,13 +324,5 @@ async fn export(
             "activity.json",
         )
     };
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-            .expect("a fixed file name is a header value"),
-    );
-    Ok(response)
+    Ok(super::download::attachment(body, content_type, name))
 }

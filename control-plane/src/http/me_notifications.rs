@@ -26,8 +26,8 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -357,15 +357,7 @@ async fn export(
             "notifications.json",
         )
     };
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-            .expect("a fixed file name is a header value"),
-    );
-    Ok(response)
+    Ok(super::download::attachment(body, content_type, name))
 }
 
 /// RFC 4180 CSV: one header row, fields quoted when they need it. Fields

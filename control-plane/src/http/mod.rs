@@ -38,6 +38,7 @@ mod admin_preferences;
 mod admin_privacy;
 pub mod analytics_params;
 mod devices;
+mod download;
 mod email_callbacks;
 mod form;
 mod me_activity;
