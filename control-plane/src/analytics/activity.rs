@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::actor::ActorState;
 use super::config::AnalyticsConfig;
 use super::keys::{self, key};
 use super::layout::{self, profile, sessions, summary};
@@ -22,7 +23,7 @@ use super::overlay::Overlay;
 use super::{AnalyticsError, attribution, identity};
 use crate::store::{Event, EventBody, JsonObject};
 
-/// An actor's open session (`as`).
+/// An actor's open session (in its record; `as` marks that it has one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenSession {
     pub key: String,
@@ -49,7 +50,7 @@ pub struct SessionRecord {
     pub events: u64,
 }
 
-/// An actor's pass through a funnel (`afu`).
+/// An actor's pass through a funnel (in its record).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunnelPass {
     /// Index of the last step reached.
@@ -89,28 +90,23 @@ pub fn fold(
         return Ok(());
     };
     let at = event_time(event);
-    match &event.body {
+    let (name, properties) = match &event.body {
         EventBody::SessionStart { session_id, .. } => {
-            start_session(overlay, context, &actor, at, Some(session_id))?;
+            let mut state = overlay.take_actor(&actor)?.unwrap_or_else(ActorState::new);
+            start_session(overlay, context, &actor, &mut state, at, Some(session_id))?;
+            return overlay.put_actor(&actor, state);
         }
-        EventBody::SessionEnd { session_id, .. } => end_session(overlay, &actor, at, session_id)?,
+        EventBody::SessionEnd { session_id, .. } => {
+            let Some(mut state) = overlay.take_actor(&actor)? else {
+                return Ok(());
+            };
+            end_session(overlay, &actor, &mut state, at, session_id)?;
+            return overlay.put_actor(&actor, state);
+        }
         EventBody::Track {
             event: name,
             properties,
-        } => {
-            let new_session = touch_session(overlay, context, &actor, at)?;
-            count_activity(overlay, &actor, new_session, at, name, feature(properties))?;
-            count_resource(overlay, context.config, at, name, properties)?;
-            advance_funnels(overlay, context.config, &actor, at, name)?;
-            if context
-                .config
-                .outcome_events
-                .iter()
-                .any(|outcome| outcome == name)
-            {
-                attribution::outcome(overlay, context, &actor, at, name, properties)?;
-            }
-        }
+        } => (name.clone(), properties),
         EventBody::Page {
             name, properties, ..
         }
@@ -121,20 +117,32 @@ pub fn fold(
             let label = name
                 .as_deref()
                 .map_or_else(|| kind.to_owned(), |name| format!("{kind}:{name}"));
-            let new_session = touch_session(overlay, context, &actor, at)?;
-            count_activity(
-                overlay,
-                &actor,
-                new_session,
-                at,
-                &label,
-                feature(properties),
-            )?;
+            (label, properties)
         }
         EventBody::Identify { .. }
         | EventBody::Alias { .. }
         | EventBody::Group { .. }
-        | EventBody::Notify(_) => {}
+        | EventBody::Notify(_) => return Ok(()),
+    };
+    let mut state = overlay.take_actor(&actor)?.unwrap_or_else(ActorState::new);
+    let new_session = touch_session(overlay, context, &actor, &mut state, at)?;
+    count_activity(
+        overlay,
+        &mut state,
+        new_session,
+        at,
+        &name,
+        feature(properties),
+    )?;
+    if matches!(event.body, EventBody::Track { .. }) {
+        count_resource(overlay, context.config, at, &name, properties)?;
+        advance_funnels(overlay, context.config, &mut state, at, &name)?;
+    }
+    overlay.put_actor(&actor, state)?;
+    if matches!(event.body, EventBody::Track { .. })
+        && context.config.outcome_events.contains(&name)
+    {
+        attribution::outcome(overlay, context, &actor, at, &name, properties)?;
     }
     Ok(())
 }
@@ -152,36 +160,26 @@ fn ms(at: Timestamp) -> i64 {
     at.as_millisecond()
 }
 
+fn session_timeout(config: &AnalyticsConfig) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(config.session_timeout).unwrap_or(jiff::SignedDuration::MAX)
+}
+
 /// Events, unique users and sessions per period; the actor's engagement.
 ///
-/// Unique users need no membership sets: an actor is new in a day when
-/// it has no day marker (`ad`) for it yet, and new in a week or month
-/// when it has none in that week's or month's days. Sessions likewise
-/// (see [`touch_session`]).
+/// Unique users need no membership sets: an actor is new in a day, week
+/// or month when none of its active days falls in it (see
+/// [`ActorState::mark_day`]). Sessions likewise (see [`touch_session`]).
 fn count_activity(
     overlay: &mut Overlay<'_>,
-    actor: &str,
+    state: &mut ActorState,
     new_session: [bool; 3],
     at: Timestamp,
     name: &str,
     feature: Option<&str>,
 ) -> Result<(), AnalyticsError> {
     let date = keys::utc_date(at);
-    let day = keys::day(date);
-    let day_marker = key("ad", &[actor, &day]);
-    let mut new_user = [false; 3];
-    if !overlay.contains(&day_marker)? {
-        new_user[0] = true;
-        new_user[1] = !has_day_in(overlay, actor, keys::week_start(date), keys::week_end(date))?;
-        new_user[2] = !has_day_in(
-            overlay,
-            actor,
-            keys::month_start(date),
-            date.last_of_month(),
-        )?;
-        overlay.put(day_marker, Vec::new());
-    }
-    let periods = [day, keys::week(date), keys::month(date)];
+    let new_user = state.mark_day(date);
+    let periods = [keys::day(date), keys::week(date), keys::month(date)];
     for (index, (granularity, period)) in layout::GRANULARITIES.iter().zip(&periods).enumerate() {
         let mut deltas = vec![(summary::EVENTS, 1)];
         if new_user[index] {
@@ -192,40 +190,21 @@ fn count_activity(
         }
         overlay.add(layout::summary_key(granularity, period), &deltas)?;
     }
-    let mut profile = overlay.counters(layout::profile_key(actor))?;
-    profile.resize(profile::LEN.max(profile.len()), 0);
+    let profile = &mut state.profile;
     profile[profile::EVENTS] += 1;
     if profile[profile::FIRST_SEEN_MS] == 0 || ms(at) < profile[profile::FIRST_SEEN_MS] {
         profile[profile::FIRST_SEEN_MS] = ms(at);
     }
     profile[profile::LAST_SEEN_MS] = profile[profile::LAST_SEEN_MS].max(ms(at));
-    if new_user[0] {
-        profile[profile::ACTIVE_DAYS] += 1;
-    }
-    overlay.set_counters(layout::profile_key(actor), profile);
     // Events by name: [count, of which with a `feature` property]; the
-    // features of those go to `af`, so most events write one key.
-    match feature {
-        Some(feature) => {
-            overlay.add(key("ae", &[actor, name]), &[(0, 1), (1, 1)])?;
-            overlay.add(key("af", &[actor, feature]), &[(0, 1)])?;
-        }
-        None => overlay.add(key("ae", &[actor, name]), &[(0, 1)])?,
+    // features of those are counted apart.
+    let by_name = state.detail.events.entry(name.to_owned()).or_default();
+    by_name[0] += 1;
+    if let Some(feature) = feature {
+        by_name[1] += 1;
+        *state.detail.features.entry(feature.to_owned()).or_default() += 1;
     }
     Ok(())
-}
-
-/// Whether `actor` has a day marker from `from` to `to`.
-pub fn has_day_in(
-    overlay: &Overlay<'_>,
-    actor: &str,
-    from: jiff::civil::Date,
-    to: jiff::civil::Date,
-) -> Result<bool, AnalyticsError> {
-    overlay.any_key_in(
-        &key("ad", &[actor, &keys::day(from)]),
-        &key("ad", &[actor, &keys::day(to)]),
-    )
 }
 
 /// The resource an event is about, from the configured properties.
@@ -275,7 +254,7 @@ fn count_resource(
 fn advance_funnels(
     overlay: &mut Overlay<'_>,
     config: &AnalyticsConfig,
-    actor: &str,
+    state: &mut ActorState,
     at: Timestamp,
     name: &str,
 ) -> Result<(), AnalyticsError> {
@@ -283,21 +262,19 @@ fn advance_funnels(
         if !funnel.steps.iter().any(|step| step == name) {
             continue;
         }
-        let pass_key = key("afu", &[actor, &funnel.name]);
-        let pass: Option<FunnelPass> = overlay.get_json(&pass_key)?;
         let window =
             jiff::SignedDuration::try_from(funnel.window).unwrap_or(jiff::SignedDuration::MAX);
-        let open = pass.filter(|pass| {
+        let passes = &mut state.detail.funnels;
+        let open = passes.get_mut(&funnel.name).filter(|pass| {
             pass.step + 1 < funnel.steps.len() && at.duration_since(pass.entered_at) <= window
         });
         match open {
-            Some(mut pass) if funnel.steps[pass.step + 1] == name && at >= pass.entered_at => {
+            Some(pass) if funnel.steps[pass.step + 1] == name && at >= pass.entered_at => {
                 pass.step += 1;
                 overlay.add(
                     key("f", &[&funnel.name, &pass.entry_day]),
                     &[(pass.step, 1)],
                 )?;
-                overlay.put_json(pass_key, &pass)?;
             }
             Some(_) => {}
             None if funnel.steps[0] == name => {
@@ -307,7 +284,7 @@ fn advance_funnels(
                     entry_day: keys::day(keys::utc_date(at)),
                 };
                 overlay.add(key("f", &[&funnel.name, &pass.entry_day]), &[(0, 1)])?;
-                overlay.put_json(pass_key, &pass)?;
+                passes.insert(funnel.name.clone(), pass);
             }
             None => {}
         }
@@ -325,25 +302,31 @@ fn touch_session(
     overlay: &mut Overlay<'_>,
     context: &Context<'_>,
     actor: &str,
+    state: &mut ActorState,
     at: Timestamp,
 ) -> Result<[bool; 3], AnalyticsError> {
-    let open_key = key("as", &[actor]);
-    let timeout = jiff::SignedDuration::try_from(context.config.session_timeout)
-        .unwrap_or(jiff::SignedDuration::MAX);
-    let live = overlay
-        .get_json::<OpenSession>(&open_key)?
-        .filter(|open| at.duration_since(open.last) <= timeout);
-    let mut open = match live {
-        Some(mut open) => {
-            open.events += 1;
-            if at > open.last {
-                add_time_spent(overlay, actor, at.duration_since(open.last))?;
-                open.last = at;
-            }
-            open
-        }
-        None => start_session(overlay, context, actor, at, None)?,
+    let timeout = session_timeout(context.config);
+    let live = state
+        .detail
+        .open_session
+        .as_ref()
+        .is_some_and(|open| at.duration_since(open.last) <= timeout);
+    if !live {
+        start_session(overlay, context, actor, state, at, None)?;
+    }
+    let Some(open) = state.detail.open_session.as_mut() else {
+        return Err(AnalyticsError::Corrupt(
+            "a started session is not open".to_owned(),
+        ));
     };
+    let mut spent = 0;
+    if live {
+        open.events += 1;
+        if at > open.last {
+            spent = at.duration_since(open.last).as_millis().max(0) as i64;
+            open.last = at;
+        }
+    }
     let day = keys::utc_date(at);
     let new = match open.counted_day {
         Some(counted) if counted >= day => [false; 3],
@@ -357,27 +340,24 @@ fn touch_session(
     if new[0] {
         open.counted_day = Some(day);
     }
-    overlay.put_json(open_key, &open)?;
+    state.profile[profile::TIME_SPENT_MS] += spent;
     Ok(new)
 }
 
 /// Starts a session (ending an open one first: by `replaced` when a
-/// session call starts the new one, else by inactivity). Returns it as
-/// stored.
+/// session call starts the new one, else by inactivity).
 fn start_session(
     overlay: &mut Overlay<'_>,
     context: &Context<'_>,
     actor: &str,
+    state: &mut ActorState,
     at: Timestamp,
     explicit: Option<&String>,
-) -> Result<OpenSession, AnalyticsError> {
-    let open_key = key("as", &[actor]);
-    let timeout = jiff::SignedDuration::try_from(context.config.session_timeout)
-        .unwrap_or(jiff::SignedDuration::MAX);
-    if let Some(open) = overlay.get_json::<OpenSession>(&open_key)? {
+) -> Result<(), AnalyticsError> {
+    if let Some(open) = state.detail.open_session.take() {
         // A start call while the last session is still live replaces it;
         // one after the timeout finds it over already.
-        let live = at.duration_since(open.last) <= timeout;
+        let live = at.duration_since(open.last) <= session_timeout(context.config);
         let reason = if explicit.is_some() && live {
             "replaced"
         } else {
@@ -390,19 +370,18 @@ fn start_session(
         Some(id) => id.clone(),
         None => format!("inferred-{}", context.db.generate_id()?),
     };
-    let open = OpenSession {
+    state.detail.open_session = Some(OpenSession {
         key: session,
         start: at,
         last: at,
         events: u64::from(explicit.is_none()),
         explicit: explicit.is_some(),
         counted_day: None,
-    };
-    overlay.put_json(open_key, &open)?;
+    });
     let day = keys::day(keys::utc_date(at));
     overlay.add(key("se", &[&day]), &[(sessions::STARTED, 1)])?;
-    overlay.add(layout::profile_key(actor), &[(profile::SESSIONS, 1)])?;
-    Ok(open)
+    state.profile[profile::SESSIONS] += 1;
+    Ok(())
 }
 
 /// A session end call: ends the actor's open session if it is the one
@@ -410,24 +389,25 @@ fn start_session(
 fn end_session(
     overlay: &mut Overlay<'_>,
     actor: &str,
+    state: &mut ActorState,
     at: Timestamp,
     session_id: &str,
 ) -> Result<(), AnalyticsError> {
-    let open_key = key("as", &[actor]);
-    let Some(open) = overlay.get_json::<OpenSession>(&open_key)? else {
+    let Some(open) = state
+        .detail
+        .open_session
+        .take_if(|open| open.key == session_id)
+    else {
         return Ok(());
     };
-    if open.key != session_id {
-        return Ok(());
-    }
     let end = at.max(open.last);
-    if end > open.last {
-        add_time_spent(overlay, actor, end.duration_since(open.last))?;
-    }
+    state.profile[profile::TIME_SPENT_MS] +=
+        end.duration_since(open.last).as_millis().max(0) as i64;
     close_session(overlay, actor, open, end, "ended")
 }
 
-/// Moves an open session to the ended ones and counts it.
+/// Records a session that ended (the caller has taken it out of the
+/// actor's record) and counts it.
 pub fn close_session(
     overlay: &mut Overlay<'_>,
     actor: &str,
@@ -435,7 +415,6 @@ pub fn close_session(
     end: Timestamp,
     reason: &str,
 ) -> Result<(), AnalyticsError> {
-    overlay.remove(key("as", &[actor]));
     let start_ms = format!("{:020}", ms(open.start).max(0));
     let day = keys::day(keys::utc_date(open.start));
     let duration = end.duration_since(open.start).as_millis().max(0) as i64;
@@ -453,16 +432,4 @@ pub fn close_session(
         &[(sessions::ENDED, 1), (sessions::DURATION_MS, duration)],
     )?;
     Ok(())
-}
-
-fn add_time_spent(
-    overlay: &mut Overlay<'_>,
-    actor: &str,
-    spent: jiff::SignedDuration,
-) -> Result<(), AnalyticsError> {
-    let spent = spent.as_millis().max(0) as i64;
-    overlay.add(
-        layout::profile_key(actor),
-        &[(profile::TIME_SPENT_MS, spent)],
-    )
 }

@@ -17,7 +17,8 @@
 use std::collections::BTreeSet;
 
 use super::AnalyticsError;
-use super::activity::{FunnelPass, OpenSession, close_session};
+use super::activity::close_session;
+use super::actor::{ActorDetail, ActorState};
 use super::keys::{self, anonymous_actor, key, parts, user_actor};
 use super::layout::{self, profile, summary};
 use super::overlay::Overlay;
@@ -68,91 +69,69 @@ pub fn link(overlay: &mut Overlay<'_>, event: &Event) -> Result<(), AnalyticsErr
 
 /// Moves everything counted for actor `from` to actor `to`.
 fn merge(overlay: &mut Overlay<'_>, from: &str, to: &str) -> Result<(), AnalyticsError> {
-    let from_profile = overlay.counters(layout::profile_key(from))?;
-    if from_profile.is_empty() {
+    let Some(theirs) = overlay.take_actor(from)? else {
         // Nothing was counted for the visitor: there is nothing to move.
         return Ok(());
-    }
-    let mut profile = overlay.counters(layout::profile_key(to))?;
-    profile.resize(profile::LEN.max(profile.len()), 0);
-    let from_at = |index: usize| from_profile.get(index).copied().unwrap_or(0);
+    };
+    overlay.remove_actor(from)?;
+    let mut ours = overlay.take_actor(to)?.unwrap_or_else(ActorState::new);
+    let their_at = |index: usize| theirs.profile.get(index).copied().unwrap_or(0);
+    let profile = &mut ours.profile;
     for index in [profile::EVENTS, profile::SESSIONS, profile::TIME_SPENT_MS] {
-        profile[index] += from_at(index);
+        profile[index] += their_at(index);
     }
+    let their_first = their_at(profile::FIRST_SEEN_MS);
     if profile[profile::FIRST_SEEN_MS] == 0
-        || (from_at(profile::FIRST_SEEN_MS) != 0
-            && from_at(profile::FIRST_SEEN_MS) < profile[profile::FIRST_SEEN_MS])
+        || (their_first != 0 && their_first < profile[profile::FIRST_SEEN_MS])
     {
-        profile[profile::FIRST_SEEN_MS] = from_at(profile::FIRST_SEEN_MS);
+        profile[profile::FIRST_SEEN_MS] = their_first;
     }
     profile[profile::LAST_SEEN_MS] =
-        profile[profile::LAST_SEEN_MS].max(from_at(profile::LAST_SEEN_MS));
+        profile[profile::LAST_SEEN_MS].max(their_at(profile::LAST_SEEN_MS));
 
-    // Active days, and the unique-user counts: every day, week and month
-    // in which both were counted now counts one person.
-    let days_of =
-        |overlay: &Overlay<'_>, actor: &str| -> Result<BTreeSet<String>, AnalyticsError> {
-            Ok(overlay
-                .keys_with_prefix(&key("ad", &[actor]))?
-                .iter()
-                .filter_map(|marker| parts(marker).pop())
-                .collect())
-        };
-    let their_days = days_of(overlay, from)?;
-    let our_days = days_of(overlay, to)?;
-    let periods_of = |days: &BTreeSet<String>| -> BTreeSet<(&'static str, String)> {
+    // The unique-user counts: every day, week and month in which both
+    // were counted now counts one person.
+    let periods_of = |days: &[jiff::civil::Date]| -> BTreeSet<(&'static str, String)> {
         days.iter()
-            .filter_map(|day| day.parse::<jiff::civil::Date>().ok())
             .flat_map(|date| {
                 [
-                    ("d", keys::day(date)),
-                    ("w", keys::week(date)),
-                    ("m", keys::month(date)),
+                    ("d", keys::day(*date)),
+                    ("w", keys::week(*date)),
+                    ("m", keys::month(*date)),
                 ]
             })
             .collect()
     };
-    for (granularity, period) in periods_of(&their_days).intersection(&periods_of(&our_days)) {
+    let theirs_periods = periods_of(&theirs.detail.days);
+    for (granularity, period) in theirs_periods.intersection(&periods_of(&ours.detail.days)) {
         overlay.add(
             layout::summary_key(granularity, period),
             &[(summary::USERS, -1)],
         )?;
     }
-    for day in &their_days {
-        overlay.remove(key("ad", &[from, day]));
-        if !our_days.contains(day) {
-            overlay.put(key("ad", &[to, day]), Vec::new());
-            profile[profile::ACTIVE_DAYS] += 1;
-        }
+    let ActorDetail {
+        days,
+        open_session,
+        funnels,
+        events,
+        features,
+    } = theirs.detail;
+    for day in days {
+        ours.mark_day(day);
     }
-    overlay.remove(layout::profile_key(from));
-    overlay.set_counters(layout::profile_key(to), profile);
-
-    for family in ["ae", "af"] {
-        for counter in overlay.keys_with_prefix(&key(family, &[from]))? {
-            let counts: Vec<(usize, i64)> = overlay
-                .counters(counter.clone())?
-                .into_iter()
-                .enumerate()
-                .collect();
-            overlay.remove(counter.clone());
-            if let Some(name) = parts(&counter).pop() {
-                overlay.add(key(family, &[to, &name]), &counts)?;
-            }
-        }
+    for (name, [count, with_feature]) in events {
+        let by_name = ours.detail.events.entry(name).or_default();
+        by_name[0] += count;
+        by_name[1] += with_feature;
     }
-
+    for (feature, count) in features {
+        *ours.detail.features.entry(feature).or_default() += count;
+    }
     // Funnel progress: the further pass wins.
-    for pass_key in overlay.keys_with_prefix(&key("afu", &[from]))? {
-        let pass: Option<FunnelPass> = overlay.get_json(&pass_key)?;
-        overlay.remove(pass_key.clone());
-        let (Some(pass), Some(funnel)) = (pass, parts(&pass_key).pop()) else {
-            continue;
-        };
-        let target = key("afu", &[to, &funnel]);
-        let theirs: Option<FunnelPass> = overlay.get_json(&target)?;
-        if theirs.is_none_or(|theirs| pass.step > theirs.step) {
-            overlay.put_json(target, &pass)?;
+    for (funnel, pass) in funnels {
+        let ours_pass = ours.detail.funnels.get(&funnel);
+        if ours_pass.is_none_or(|ours_pass| pass.step > ours_pass.step) {
+            ours.detail.funnels.insert(funnel, pass);
         }
     }
 
@@ -167,18 +146,15 @@ fn merge(overlay: &mut Overlay<'_>, from: &str, to: &str) -> Result<(), Analytic
             }
         }
     }
-    let open_key = key("as", &[from]);
-    if let Some(open) = overlay.get_json::<OpenSession>(&open_key)? {
-        overlay.remove(open_key);
-        let target = key("as", &[to]);
-        if overlay.contains(&target)? {
+    if let Some(open) = open_session {
+        if ours.detail.open_session.is_some() {
             // Two open sessions cannot continue as one: the visitor's
             // ends where it stopped, among the user's ended sessions.
             let end = open.last;
             close_session(overlay, to, open, end, "identified")?;
         } else {
-            overlay.put_json(target, &open)?;
+            ours.detail.open_session = Some(open);
         }
     }
-    Ok(())
+    overlay.put_actor(to, ours)
 }

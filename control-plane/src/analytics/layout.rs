@@ -14,11 +14,17 @@
 //! | `td` | day, template, type, channel | [`DELIVERY`] counters |
 //! | `o` | day, outcome, type, channel, template | [count, amount] |
 //! | `id` | anonymous id | the user id it identified as |
-//! | `p` | actor | [`PROFILE`] counters |
-//! | `ad` `ae` `af` `afu` `as` `ax` `at` `aal` `adl` | actor, … | per-actor state (see `activity`) |
+//! | `a` | actor | the actor's record ([`ActorState`]): engagement, active days, open session, funnel progress, events by name, features |
+//! | `as` | actor | empty: the actor has an open session (for the inactivity sweep) |
+//! | `ax` | actor, start (ms), session | an ended session |
+//! | `at` | actor | the user's latest notification touch (`attribution`) |
+//! | `aal` | actor, anonymous id | an anonymous id linked to the user |
+//! | `adl` | actor, day, type, channel | the user's [`DELIVERY`] counters |
 //!
 //! Per-actor families all start with the actor, so erasing a user is a
 //! prefix removal per family.
+//!
+//! [`ActorState`]: super::actor::ActorState
 
 use super::keys::key;
 
@@ -40,7 +46,7 @@ pub mod sessions {
     pub const DURATION_MS: usize = 2;
 }
 
-/// `p`: an actor's engagement.
+/// An actor's engagement counters (the head of its `a` record).
 pub mod profile {
     pub const EVENTS: usize = 0;
     pub const SESSIONS: usize = 1;
@@ -147,12 +153,17 @@ pub fn summary_key(granularity: &str, period: &str) -> Vec<u8> {
     key("sum", &[granularity, period])
 }
 
-pub fn profile_key(actor: &str) -> Vec<u8> {
-    key("p", &[actor])
+pub fn actor_key(actor: &str) -> Vec<u8> {
+    key("a", &[actor])
 }
 
-/// The per-actor families, for erase and identity merges.
-pub const ACTOR_FAMILIES: [&str; 9] = ["ad", "ae", "af", "afu", "as", "ax", "at", "aal", "adl"];
+pub fn open_session_key(actor: &str) -> Vec<u8> {
+    key("as", &[actor])
+}
+
+/// The per-actor families besides the `a` record and its `as` mark
+/// (which follows the record: see `overlay`), for erase.
+pub const ACTOR_FAMILIES: [&str; 4] = ["ax", "at", "aal", "adl"];
 
 #[cfg(test)]
 mod tests {

@@ -12,13 +12,16 @@
 //! * **Exactly once.** Each pass applies its counter changes, the new
 //!   cursor and the removal of the drained facts in one sled transaction:
 //!   a crash repeats a whole pass or none of it.
-//! * **Exact counts.** Unique users and sessions are counted with
-//!   membership sets, not sketches; an anonymous visitor who later
-//!   identifies is one user (see `identity`).
+//! * **Exact counts.** Unique users and sessions are counted exactly, not
+//!   with sketches: each actor's record keeps its active days, and an
+//!   open session the last day it was counted (see `actor`, `activity`);
+//!   an anonymous visitor who later identifies is one user (see
+//!   `identity`).
 //!
 //! Times are UTC: a day is a UTC day, a week starts Monday (ISO).
 
 mod activity;
+mod actor;
 mod attribution;
 mod config;
 mod delivery;
@@ -31,6 +34,7 @@ mod money;
 mod overlay;
 mod report;
 mod reports;
+mod upgrade;
 mod worker;
 
 pub use config::{AnalyticsConfig, FunnelDefinition, provider_of};
@@ -98,13 +102,15 @@ impl Analytics {
         metrics
             .register(registry)
             .map_err(|error| AnalyticsError::Corrupt(format!("metrics: {error}")))?;
+        let tree = db.open_tree("analytics")?;
+        upgrade::upgrade(&tree)?;
         Ok(Analytics {
             inner: Arc::new(Inner {
                 store,
                 config,
                 clock,
                 metrics,
-                tree: db.open_tree("analytics")?,
+                tree,
                 facts: db.open_tree(crate::delivery::facts::FACTS_TREE)?,
                 db: db.clone(),
                 writer: Mutex::new(()),

@@ -2,6 +2,10 @@
 //! and read through, then committed in one sled transaction together with
 //! the pass's cursor and the removal of the delivery facts it counted.
 //!
+//! Actor records ([`ActorState`]) are held decoded, so a pass decodes and
+//! encodes each actor once however many of its events it folds; the
+//! commit keeps the open-sessions index (`as`) in step with them.
+//!
 //! Only the rollup worker writes the tree (erase takes the same lock), so
 //! reading the tree under the overlay sees exactly the state the pass
 //! started from plus its own changes.
@@ -13,7 +17,9 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::AnalyticsError;
+use super::actor::ActorState;
 use super::keys::{decode_counters, encode_counters};
+use super::layout::{actor_key, open_session_key};
 
 enum Slot {
     /// A counter vector (see `keys::encode_counters`).
@@ -22,9 +28,27 @@ enum Slot {
     Bytes(Option<Vec<u8>>),
 }
 
+/// An actor record as the pass sees it.
+struct ActorSlot {
+    state: ActorSlotState,
+    /// Whether the record is in the tree (so a removal must be written).
+    stored: bool,
+    /// Whether the stored record has an open session (so the commit
+    /// knows whether the open-sessions index changes).
+    was_open: bool,
+}
+
+enum ActorSlotState {
+    Present(ActorState),
+    Absent,
+    /// Taken by [`Overlay::take_actor`] and not put back yet.
+    CheckedOut,
+}
+
 pub struct Overlay<'a> {
     tree: &'a sled::Tree,
     slots: BTreeMap<Vec<u8>, Slot>,
+    actors: BTreeMap<String, ActorSlot>,
 }
 
 impl<'a> Overlay<'a> {
@@ -32,6 +56,72 @@ impl<'a> Overlay<'a> {
         Overlay {
             tree,
             slots: BTreeMap::new(),
+            actors: BTreeMap::new(),
+        }
+    }
+
+    fn actor_slot(&mut self, actor: &str) -> Result<&mut ActorSlot, AnalyticsError> {
+        if !self.actors.contains_key(actor) {
+            let slot = match self.tree.get(actor_key(actor))? {
+                Some(bytes) => {
+                    let state = ActorState::decode(&bytes)?;
+                    ActorSlot {
+                        was_open: state.detail.open_session.is_some(),
+                        state: ActorSlotState::Present(state),
+                        stored: true,
+                    }
+                }
+                None => ActorSlot {
+                    state: ActorSlotState::Absent,
+                    stored: false,
+                    was_open: false,
+                },
+            };
+            self.actors.insert(actor.to_owned(), slot);
+        }
+        self.actors
+            .get_mut(actor)
+            .ok_or_else(|| AnalyticsError::Corrupt("actor slot vanished".to_owned()))
+    }
+
+    /// Takes `actor`'s record out to change it (`None` when it has
+    /// none); [`Overlay::put_actor`] puts it back. Committing with a
+    /// record still taken is an error.
+    pub fn take_actor(&mut self, actor: &str) -> Result<Option<ActorState>, AnalyticsError> {
+        let slot = self.actor_slot(actor)?;
+        match std::mem::replace(&mut slot.state, ActorSlotState::CheckedOut) {
+            ActorSlotState::Present(state) => Ok(Some(state)),
+            ActorSlotState::Absent => {
+                slot.state = ActorSlotState::Absent;
+                Ok(None)
+            }
+            ActorSlotState::CheckedOut => Err(AnalyticsError::Corrupt(format!(
+                "actor record {actor} taken twice"
+            ))),
+        }
+    }
+
+    pub fn put_actor(&mut self, actor: &str, state: ActorState) -> Result<(), AnalyticsError> {
+        self.actor_slot(actor)?.state = ActorSlotState::Present(state);
+        Ok(())
+    }
+
+    /// Removes `actor`'s record; returns whether it had one.
+    pub fn remove_actor(&mut self, actor: &str) -> Result<bool, AnalyticsError> {
+        let slot = self.actor_slot(actor)?;
+        let had = !matches!(slot.state, ActorSlotState::Absent);
+        slot.state = ActorSlotState::Absent;
+        Ok(had)
+    }
+
+    /// `actor`'s record, to read.
+    pub fn actor(&mut self, actor: &str) -> Result<Option<&ActorState>, AnalyticsError> {
+        match &self.actor_slot(actor)?.state {
+            ActorSlotState::Present(state) => Ok(Some(state)),
+            ActorSlotState::Absent => Ok(None),
+            ActorSlotState::CheckedOut => Err(AnalyticsError::Corrupt(format!(
+                "actor record {actor} read while taken"
+            ))),
         }
     }
 
@@ -45,16 +135,6 @@ impl<'a> Overlay<'a> {
             values[*index] += delta;
         }
         Ok(())
-    }
-
-    /// Replaces the counter vector at `key`.
-    pub fn set_counters(&mut self, key: Vec<u8>, values: Vec<i64>) {
-        self.slots.insert(key, Slot::Counters(values));
-    }
-
-    /// The counter vector at `key` (empty when absent).
-    pub fn counters(&mut self, key: Vec<u8>) -> Result<Vec<i64>, AnalyticsError> {
-        Ok(self.counters_mut(key)?.clone())
     }
 
     fn counters_mut(&mut self, key: Vec<u8>) -> Result<&mut Vec<i64>, AnalyticsError> {
@@ -127,29 +207,6 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    /// Whether any key from `start` to `end` (inclusive) is present, the
-    /// overlay's changes included.
-    pub fn any_key_in(&self, start: &[u8], end: &[u8]) -> Result<bool, AnalyticsError> {
-        let bounds = (
-            std::ops::Bound::Included(start.to_vec()),
-            std::ops::Bound::Included(end.to_vec()),
-        );
-        if self
-            .slots
-            .range(bounds.clone())
-            .any(|(_, slot)| !matches!(slot, Slot::Bytes(None)))
-        {
-            return Ok(true);
-        }
-        for entry in self.tree.range(bounds).keys() {
-            let key = entry?;
-            if !matches!(self.slots.get(key.as_ref()), Some(Slot::Bytes(None))) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// Keys under `prefix`, the overlay's changes included (removed keys
     /// left out), in order.
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, AnalyticsError> {
@@ -171,20 +228,46 @@ impl<'a> Overlay<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.slots.is_empty() && self.actors.is_empty()
     }
 
     /// Writes every change, removes `drained` from `facts`, in one
     /// transaction.
     pub fn commit(self, facts: &sled::Tree, drained: &[sled::IVec]) -> Result<(), AnalyticsError> {
-        let Overlay { tree, slots } = self;
-        let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = slots
+        let Overlay {
+            tree,
+            slots,
+            actors,
+        } = self;
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = slots
             .into_iter()
             .map(|(key, slot)| match slot {
                 Slot::Counters(values) => (key, Some(encode_counters(&values))),
                 Slot::Bytes(value) => (key, value),
             })
             .collect();
+        for (actor, slot) in actors {
+            let open = match &slot.state {
+                ActorSlotState::Present(state) => {
+                    writes.push((actor_key(&actor), Some(state.encode()?)));
+                    state.detail.open_session.is_some()
+                }
+                ActorSlotState::Absent => {
+                    if slot.stored {
+                        writes.push((actor_key(&actor), None));
+                    }
+                    false
+                }
+                ActorSlotState::CheckedOut => {
+                    return Err(AnalyticsError::Corrupt(format!(
+                        "actor record {actor} was not put back"
+                    )));
+                }
+            };
+            if open != slot.was_open {
+                writes.push((open_session_key(&actor), open.then(Vec::new)));
+            }
+        }
         (tree, facts)
             .transaction(|(tree, facts)| {
                 for (key, value) in &writes {

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use jiff::civil::Date;
 
-use super::activity::{OpenSession, SessionRecord};
+use super::activity::SessionRecord;
+use super::actor::ActorState;
 use super::keys::{self, decode_counters, display_actor, key, parts, user_actor};
 use super::layout::{self, ACTIONS, profile, sessions, summary};
 use super::{AnalyticsError, Cell, Granularity, Report, ReportName, ReportQuery};
@@ -444,9 +445,11 @@ pub fn sessions(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Anal
     let timeout = jiff::SignedDuration::try_from(source.config.session_timeout)
         .unwrap_or(jiff::SignedDuration::MAX);
     let mut rows: Vec<SessionRecord> = Vec::new();
-    if let Some(bytes) = source.tree.get(key("as", &[&actor]))? {
-        let open: OpenSession = serde_json::from_slice(&bytes)
-            .map_err(|error| AnalyticsError::Corrupt(error.to_string()))?;
+    let state = match source.tree.get(layout::actor_key(&actor))? {
+        Some(bytes) => Some(ActorState::decode(&bytes)?),
+        None => None,
+    };
+    if let Some(open) = state.and_then(|state| state.detail.open_session) {
         // Not swept yet, but over: shown as it will be recorded.
         let stale = source.now.duration_since(open.last) > timeout;
         rows.push(SessionRecord {
@@ -515,16 +518,17 @@ pub fn users(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analyti
     match &query.user {
         Some(user) => {
             let actor = user_actor(user);
-            let values = source.counters(&layout::profile_key(&actor))?;
-            if !values.is_empty() {
-                rows.push((actor, values));
+            if let Some(bytes) = source.tree.get(layout::actor_key(&actor))? {
+                rows.push((actor, ActorState::decode_profile(&bytes)?));
             }
         }
         None => {
-            for entry in source.scan(&key("p", &[])) {
-                rows.push(
-                    entry.map(|(mut parts, values)| (parts.pop().unwrap_or_default(), values))?,
-                );
+            // Ranked by the counters at the head of each record, without
+            // decoding the rest.
+            for entry in source.tree.scan_prefix(key("a", &[])) {
+                let (record_key, bytes) = entry?;
+                let actor = parts(&record_key).pop().unwrap_or_default();
+                rows.push((actor, ActorState::decode_profile(&bytes)?));
             }
             rows.sort_by(|(a_actor, a), (b_actor, b)| {
                 at(b, profile::EVENTS)
@@ -534,23 +538,20 @@ pub fn users(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analyti
         }
     }
     for (actor, values) in rows.into_iter().take(query.limit()) {
+        let detail = match source.tree.get(layout::actor_key(&actor))? {
+            Some(bytes) => ActorState::decode(&bytes)?.detail,
+            None => Default::default(),
+        };
         // Features: the `feature` property where events had one, else
         // the event's name (see `activity::count_activity`).
         let mut by_feature: HashMap<String, i64> = HashMap::new();
-        for entry in source.scan(&key("ae", &[&actor])) {
-            let (mut parts, counts) = entry?;
-            let plain = at(&counts, 0) - at(&counts, 1);
-            if plain > 0 {
-                *by_feature
-                    .entry(parts.pop().unwrap_or_default())
-                    .or_default() += plain;
+        for (name, [count, with_feature]) in detail.events {
+            if count > with_feature {
+                *by_feature.entry(name).or_default() += count - with_feature;
             }
         }
-        for entry in source.scan(&key("af", &[&actor])) {
-            let (mut parts, counts) = entry?;
-            *by_feature
-                .entry(parts.pop().unwrap_or_default())
-                .or_default() += at(&counts, 0);
+        for (feature, count) in detail.features {
+            *by_feature.entry(feature).or_default() += count;
         }
         let mut features: Vec<(String, i64)> = by_feature.into_iter().collect();
         features.sort_by(|(a_name, a), (b_name, b)| b.cmp(a).then(a_name.cmp(b_name)));
@@ -585,11 +586,15 @@ pub fn user_events(source: &Source<'_>, query: &ReportQuery) -> Result<Report, A
         });
     };
     let actor = user_actor(user);
-    let mut counts: Vec<(String, i64)> = Vec::new();
-    for entry in source.scan(&key("ae", &[&actor])) {
-        let (mut parts, values) = entry?;
-        counts.push((parts.pop().unwrap_or_default(), at(&values, 0)));
-    }
+    let mut counts: Vec<(String, i64)> = match source.tree.get(layout::actor_key(&actor))? {
+        Some(bytes) => ActorState::decode(&bytes)?
+            .detail
+            .events
+            .into_iter()
+            .map(|(name, [count, _])| (name, count))
+            .collect(),
+        None => Vec::new(),
+    };
     counts.sort_by(|(a_name, a), (b_name, b)| b.cmp(a).then(a_name.cmp(b_name)));
     let mut report = source.report(ReportName::UserEvents, &["user", "event", "count"]);
     for (event, count) in counts.into_iter().take(query.limit()) {
