@@ -808,3 +808,59 @@ async fn erase_forgets_the_user_but_keeps_aggregates() {
     row_where(&everyone, "user", "anonymous:anon-1");
     assert!((0..everyone.rows.len()).all(|row| text(&everyone, row, "user") != "carol"));
 }
+
+/// More sessions go stale at once than a sweep ends per transaction: all
+/// end, each once, by inactivity at their last event, and the sweep's
+/// marks go with them (a second sweep finds nothing).
+#[test]
+fn a_sweep_ends_every_stale_session_once() {
+    let world = World::new();
+    let visitors = 5_001;
+    let events: Vec<Event> = (0..visitors)
+        .map(|n| {
+            let mut event = event(
+                n,
+                &ALICE,
+                "2026-11-09T08:00:00Z",
+                track("opened_app", json!({})),
+            );
+            event.user_id = Some(format!("user-{n}"));
+            event
+        })
+        .collect();
+    world.store.ingest(events).unwrap();
+    world.catch_up();
+    let query = ReportQuery {
+        granularity: Some(Granularity::Day),
+        ..ReportQuery::default()
+    };
+    let sessions = world.report(ReportName::Sessions, query.clone());
+    let day = row_where(&sessions, "period", "2026-11-09");
+    assert_eq!(text(&sessions, day, "sessions_started"), "5001");
+    assert_eq!(text(&sessions, day, "sessions_ended"), "0");
+
+    // Not stale yet at 08:29: nothing ends.
+    let early = at("2026-11-09T08:29:00Z");
+    assert_eq!(world.analytics.sweep_sessions(early).unwrap(), 0);
+    assert_eq!(
+        world.analytics.sweep_sessions(world.clock.now()).unwrap(),
+        visitors
+    );
+    assert_eq!(
+        world.analytics.sweep_sessions(world.clock.now()).unwrap(),
+        0
+    );
+
+    let sessions = world.report(ReportName::Sessions, query);
+    assert_eq!(text(&sessions, day, "sessions_ended"), "5001");
+    let one = world.report(
+        ReportName::Sessions,
+        ReportQuery {
+            user: Some("user-4321".to_owned()),
+            ..ReportQuery::default()
+        },
+    );
+    assert_eq!(one.rows.len(), 1);
+    assert_eq!(text(&one, 0, "end_reason"), "inactivity");
+    assert_eq!(text(&one, 0, "end"), "2026-11-09T08:00:00Z");
+}

@@ -36,6 +36,8 @@ struct ActorSlot {
     /// Whether the stored record has an open session (so the commit
     /// knows whether the open-sessions index changes).
     was_open: bool,
+    /// Put back or removed: only such records are written.
+    changed: bool,
 }
 
 enum ActorSlotState {
@@ -69,12 +71,14 @@ impl<'a> Overlay<'a> {
                         was_open: state.detail.open_session.is_some(),
                         state: ActorSlotState::Present(state),
                         stored: true,
+                        changed: false,
                     }
                 }
                 None => ActorSlot {
                     state: ActorSlotState::Absent,
                     stored: false,
                     was_open: false,
+                    changed: false,
                 },
             };
             self.actors.insert(actor.to_owned(), slot);
@@ -90,7 +94,11 @@ impl<'a> Overlay<'a> {
     pub fn take_actor(&mut self, actor: &str) -> Result<Option<ActorState>, AnalyticsError> {
         let slot = self.actor_slot(actor)?;
         match std::mem::replace(&mut slot.state, ActorSlotState::CheckedOut) {
-            ActorSlotState::Present(state) => Ok(Some(state)),
+            ActorSlotState::Present(state) => {
+                // Taken to be changed: written back (or the commit fails).
+                slot.changed = true;
+                Ok(Some(state))
+            }
             ActorSlotState::Absent => {
                 slot.state = ActorSlotState::Absent;
                 Ok(None)
@@ -102,7 +110,9 @@ impl<'a> Overlay<'a> {
     }
 
     pub fn put_actor(&mut self, actor: &str, state: ActorState) -> Result<(), AnalyticsError> {
-        self.actor_slot(actor)?.state = ActorSlotState::Present(state);
+        let slot = self.actor_slot(actor)?;
+        slot.state = ActorSlotState::Present(state);
+        slot.changed = true;
         Ok(())
     }
 
@@ -111,18 +121,8 @@ impl<'a> Overlay<'a> {
         let slot = self.actor_slot(actor)?;
         let had = !matches!(slot.state, ActorSlotState::Absent);
         slot.state = ActorSlotState::Absent;
+        slot.changed = true;
         Ok(had)
-    }
-
-    /// `actor`'s record, to read.
-    pub fn actor(&mut self, actor: &str) -> Result<Option<&ActorState>, AnalyticsError> {
-        match &self.actor_slot(actor)?.state {
-            ActorSlotState::Present(state) => Ok(Some(state)),
-            ActorSlotState::Absent => Ok(None),
-            ActorSlotState::CheckedOut => Err(AnalyticsError::Corrupt(format!(
-                "actor record {actor} read while taken"
-            ))),
-        }
     }
 
     /// Adds `deltas` element-wise to the counter vector at `key`.
@@ -228,7 +228,7 @@ impl<'a> Overlay<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty() && self.actors.is_empty()
+        self.slots.is_empty() && self.actors.values().all(|slot| !slot.changed)
     }
 
     /// Writes every change, removes `drained` from `facts`, in one
@@ -246,7 +246,7 @@ impl<'a> Overlay<'a> {
                 Slot::Bytes(value) => (key, value),
             })
             .collect();
-        for (actor, slot) in actors {
+        for (actor, slot) in actors.into_iter().filter(|(_, slot)| slot.changed) {
             let open = match &slot.state {
                 ActorSlotState::Present(state) => {
                     writes.push((actor_key(&actor), Some(state.encode()?)));

@@ -19,6 +19,7 @@ use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use super::activity::{self, Context, close_session};
+use super::actor::ActorState;
 use super::keys::{key, parts, user_actor};
 use super::layout::{self, CURSOR};
 use super::metrics::PendingMetrics;
@@ -39,6 +40,8 @@ pub const FACT_PAGE: usize = 2000;
 const POLL: Duration = Duration::from_millis(250);
 /// How often open sessions are checked for inactivity.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Sessions a sweep ends per transaction.
+const SWEEP_BATCH: usize = 5000;
 /// Pause after a failed pass before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -132,13 +135,15 @@ impl Analytics {
             let Some(actor) = parts(&entry?).pop() else {
                 continue;
             };
-            let stale = overlay.actor(&actor)?.is_some_and(|state| {
-                state
-                    .detail
-                    .open_session
-                    .as_ref()
-                    .is_some_and(|open| now.duration_since(open.last) > timeout)
-            });
+            // Read straight from the tree: the overlay holds only the
+            // records this sweep changes.
+            let Some(bytes) = inner.tree.get(layout::actor_key(&actor))? else {
+                continue;
+            };
+            let stale = ActorState::decode(&bytes)?
+                .detail
+                .open_session
+                .is_some_and(|open| now.duration_since(open.last) > timeout);
             if !stale {
                 continue;
             }
@@ -151,8 +156,15 @@ impl Analytics {
                 ended += 1;
             }
             overlay.put_actor(&actor, state)?;
+            if ended % SWEEP_BATCH == 0 {
+                // Many sessions can go stale at once (after a quiet
+                // night): committed in batches, so one sweep never
+                // builds an unbounded transaction.
+                overlay.commit(&inner.facts, &[])?;
+                overlay = Overlay::new(&inner.tree);
+            }
         }
-        if ended > 0 {
+        if !overlay.is_empty() {
             overlay.commit(&inner.facts, &[])?;
         }
         Ok(ended)
