@@ -500,10 +500,14 @@ fn ingest_phase(root: &Path, total: u64, end: Timestamp, keep: bool) {
         "== 1. ingest rate, rollups OFF vs ON: {total} events, batches of {BATCH}, fresh sled each (generation not timed) =="
     );
 
+    // RSS is read at the end of each run, its store still open. The OFF
+    // run goes first, so what the allocator kept from it is in ON's too.
+    let rss = || proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
     let off_dir = fresh_dir(root, "ingest-off");
-    let off = {
+    let (off, off_rss) = {
         let (store, _db) = open_store(&off_dir);
-        ingest_run(&store, None, total, end, true, &off_dir)
+        let run = ingest_run(&store, None, total, end, true, &off_dir);
+        (run, rss())
     };
     let off_disk = disk_usage(&off_dir);
     if !keep {
@@ -511,10 +515,11 @@ fn ingest_phase(root: &Path, total: u64, end: Timestamp, keep: bool) {
     }
 
     let on_dir = fresh_dir(root, "ingest-on");
-    let on = {
+    let (on, on_rss) = {
         let (store, db) = open_store(&on_dir);
         let analytics = open_analytics(&db, &store);
-        ingest_run(&store, Some(&analytics), total, end, true, &on_dir)
+        let run = ingest_run(&store, Some(&analytics), total, end, true, &on_dir);
+        (run, rss())
     };
     let on_disk = disk_usage(&on_dir);
     if !keep {
@@ -523,23 +528,25 @@ fn ingest_phase(root: &Path, total: u64, end: Timestamp, keep: bool) {
 
     let base = rate(off.events, off.ingest);
     println!(
-        "{:<46} {:>10} {:>10} {:>12} {:>9} {:>10}",
-        "run", "events", "time (s)", "events/s", "vs OFF", "disk (MiB)"
+        "{:<46} {:>10} {:>10} {:>12} {:>9} {:>10} {:>10}",
+        "run", "events", "time (s)", "events/s", "vs OFF", "disk (MiB)", "RSS (MiB)"
     );
-    let row = |label: &str, events: u64, took: Duration, disk: Option<u64>| {
+    let row = |label: &str, events: u64, took: Duration, end_state: Option<(u64, f64)>| {
         let r = rate(events, took);
+        let (disk, rss) = end_state.map_or((String::new(), String::new()), |(disk, rss)| {
+            (format!("{:.0}", mib(disk)), format!("{rss:.0}"))
+        });
         println!(
-            "{label:<46} {events:>10} {:>10.2} {r:>12.0} {:>8.1}% {:>10}",
+            "{label:<46} {events:>10} {:>10.2} {r:>12.0} {:>8.1}% {disk:>10} {rss:>10}",
             took.as_secs_f64(),
             100.0 * r / base,
-            disk.map_or(String::new(), |d| format!("{:.0}", mib(d))),
         );
     };
     row(
         "OFF: ingest only (baseline)",
         off.events,
         off.ingest,
-        Some(off_disk),
+        Some((off_disk, off_rss)),
     );
     row("ON: ingest while step() runs", on.events, on.ingest, None);
     let caught_up = on.caught_up.unwrap_or(on.ingest);
@@ -547,7 +554,7 @@ fn ingest_phase(root: &Path, total: u64, end: Timestamp, keep: bool) {
         "ON: end to end (ingested + rollups caught up)",
         on.events,
         caught_up,
-        Some(on_disk),
+        Some((on_disk, on_rss)),
     );
     println!(
         "ON: rollups caught up {:.2} s after ingest finished; {}",
