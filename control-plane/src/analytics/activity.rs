@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::actor::ActorState;
-use super::config::AnalyticsConfig;
+use super::config::{AnalyticsConfig, span};
 use super::keys::{self, key};
 use super::layout::{self, profile, sessions, summary};
 use super::overlay::Overlay;
@@ -124,6 +124,8 @@ pub fn fold(
         | EventBody::Group { .. }
         | EventBody::Notify(_) => return Ok(()),
     };
+    // Only track calls name resources, move funnels and report outcomes.
+    let track = matches!(event.body, EventBody::Track { .. });
     let mut state = overlay.take_actor(&actor)?.unwrap_or_else(ActorState::new);
     let new_session = touch_session(overlay, context, &actor, &mut state, at)?;
     count_activity(
@@ -134,14 +136,12 @@ pub fn fold(
         &name,
         feature(properties),
     )?;
-    if matches!(event.body, EventBody::Track { .. }) {
+    if track {
         count_resource(overlay, context.config, at, &name, properties)?;
         advance_funnels(overlay, context.config, &mut state, at, &name)?;
     }
     overlay.put_actor(&actor, state)?;
-    if matches!(event.body, EventBody::Track { .. })
-        && context.config.outcome_events.contains(&name)
-    {
+    if track && context.config.outcome_events.contains(&name) {
         attribution::outcome(overlay, context, &actor, at, &name, properties)?;
     }
     Ok(())
@@ -158,10 +158,6 @@ fn feature(properties: &JsonObject) -> Option<&str> {
 
 fn ms(at: Timestamp) -> i64 {
     at.as_millisecond()
-}
-
-fn session_timeout(config: &AnalyticsConfig) -> jiff::SignedDuration {
-    jiff::SignedDuration::try_from(config.session_timeout).unwrap_or(jiff::SignedDuration::MAX)
 }
 
 /// Events, unique users and sessions per period; the actor's engagement.
@@ -262,8 +258,7 @@ fn advance_funnels(
         if !funnel.steps.iter().any(|step| step == name) {
             continue;
         }
-        let window =
-            jiff::SignedDuration::try_from(funnel.window).unwrap_or(jiff::SignedDuration::MAX);
+        let window = span(funnel.window);
         let passes = &mut state.detail.funnels;
         let open = passes.get_mut(&funnel.name).filter(|pass| {
             pass.step + 1 < funnel.steps.len() && at.duration_since(pass.entered_at) <= window
@@ -305,7 +300,7 @@ fn touch_session(
     state: &mut ActorState,
     at: Timestamp,
 ) -> Result<[bool; 3], AnalyticsError> {
-    let timeout = session_timeout(context.config);
+    let timeout = span(context.config.session_timeout);
     let live = state
         .detail
         .open_session
@@ -357,7 +352,7 @@ fn start_session(
     if let Some(open) = state.detail.open_session.take() {
         // A start call while the last session is still live replaces it;
         // one after the timeout finds it over already.
-        let live = at.duration_since(open.last) <= session_timeout(context.config);
+        let live = at.duration_since(open.last) <= span(context.config.session_timeout);
         let reason = if explicit.is_some() && live {
             "replaced"
         } else {

@@ -90,8 +90,7 @@ pub fn outcome(
 ) -> Result<(), AnalyticsError> {
     let amount = amount_of(properties);
     let day = keys::day(keys::utc_date(at));
-    let window = jiff::SignedDuration::try_from(context.config.attribution_window)
-        .unwrap_or(jiff::SignedDuration::MAX);
+    let window = super::config::span(context.config.attribution_window);
     let touch = overlay
         .get_json::<Touch>(&key("at", &[actor]))?
         .filter(|touch| touch.at <= at && at.duration_since(touch.at) <= window);

@@ -85,6 +85,12 @@ pub fn provider_of(channel: ChannelKind) -> &'static str {
     }
 }
 
+/// A configured duration as a span between timestamps; one longer than a
+/// span can hold means "never ends".
+pub fn span(duration: Duration) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX)
+}
+
 impl AnalyticsConfig {
     /// The configured cost of one message on `channel`: the
     /// `"channel.provider"` key, else the `"channel"` key, else zero.

@@ -5,6 +5,7 @@
 //! | family | key parts | value |
 //! |---|---|---|
 //! | `cursor` | | the event feed position folded so far |
+//! | `layout` | | the layout version ([`ACTOR_RECORDS`]) |
 //! | `sum` | granularity (`d`/`w`/`m`), period | [`SUMMARY`] counters |
 //! | `se` | day (of session start) | [`SESSIONS`] counters |
 //! | `r` | granularity, period, resource | [`ACTIONS`] counters |
@@ -29,6 +30,10 @@
 use super::keys::key;
 
 pub const CURSOR: &[u8] = b"cursor";
+/// Which layout the tree is in: absent in the first one (see `upgrade`),
+/// [`ACTOR_RECORDS`] since per-actor state moved into one record.
+pub const LAYOUT: &[u8] = b"layout";
+pub const ACTOR_RECORDS: u8 = 2;
 /// The periods summaries and unique sets are kept for: day, ISO week, month.
 pub const GRANULARITIES: [&str; 3] = ["d", "w", "m"];
 

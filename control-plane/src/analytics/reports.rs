@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use jiff::civil::Date;
 
 use super::activity::SessionRecord;
-use super::actor::ActorState;
+use super::actor::{ActorDetail, ActorState};
 use super::keys::{self, decode_counters, display_actor, key, parts, user_actor};
 use super::layout::{self, ACTIONS, profile, sessions, summary};
 use super::{AnalyticsError, Cell, Granularity, Report, ReportName, ReportQuery};
@@ -35,6 +35,14 @@ impl Source<'_> {
             .get(key)?
             .map(|bytes| decode_counters(&bytes))
             .unwrap_or_default())
+    }
+
+    /// `actor`'s record, if it has one.
+    pub fn actor(&self, actor: &str) -> Result<Option<ActorState>, AnalyticsError> {
+        self.tree
+            .get(layout::actor_key(actor))?
+            .map(|bytes| ActorState::decode(&bytes))
+            .transpose()
     }
 
     /// Every counter vector keyed by `head` then a day (or an hour of a
@@ -442,14 +450,12 @@ pub fn sessions(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Anal
             "events",
         ],
     );
-    let timeout = jiff::SignedDuration::try_from(source.config.session_timeout)
-        .unwrap_or(jiff::SignedDuration::MAX);
+    let timeout = super::config::span(source.config.session_timeout);
     let mut rows: Vec<SessionRecord> = Vec::new();
-    let state = match source.tree.get(layout::actor_key(&actor))? {
-        Some(bytes) => Some(ActorState::decode(&bytes)?),
-        None => None,
-    };
-    if let Some(open) = state.and_then(|state| state.detail.open_session) {
+    if let Some(open) = source
+        .actor(&actor)?
+        .and_then(|state| state.detail.open_session)
+    {
         // Not swept yet, but over: shown as it will be recorded.
         let stale = source.now.duration_since(open.last) > timeout;
         rows.push(SessionRecord {
@@ -514,12 +520,13 @@ pub fn users(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analyti
             "top_features",
         ],
     );
-    let mut rows: Vec<(String, Vec<i64>)> = Vec::new();
+    // (actor, engagement counters, the rest of the record if read yet)
+    let mut rows: Vec<(String, Vec<i64>, Option<ActorDetail>)> = Vec::new();
     match &query.user {
         Some(user) => {
             let actor = user_actor(user);
-            if let Some(bytes) = source.tree.get(layout::actor_key(&actor))? {
-                rows.push((actor, ActorState::decode_profile(&bytes)?));
+            if let Some(state) = source.actor(&actor)? {
+                rows.push((actor, state.profile, Some(state.detail)));
             }
         }
         None => {
@@ -528,19 +535,22 @@ pub fn users(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analyti
             for entry in source.tree.scan_prefix(key("a", &[])) {
                 let (record_key, bytes) = entry?;
                 let actor = parts(&record_key).pop().unwrap_or_default();
-                rows.push((actor, ActorState::decode_profile(&bytes)?));
+                rows.push((actor, ActorState::decode_profile(&bytes)?, None));
             }
-            rows.sort_by(|(a_actor, a), (b_actor, b)| {
+            rows.sort_by(|(a_actor, a, _), (b_actor, b, _)| {
                 at(b, profile::EVENTS)
                     .cmp(&at(a, profile::EVENTS))
                     .then(a_actor.cmp(b_actor))
             });
         }
     }
-    for (actor, values) in rows.into_iter().take(query.limit()) {
-        let detail = match source.tree.get(layout::actor_key(&actor))? {
-            Some(bytes) => ActorState::decode(&bytes)?.detail,
-            None => Default::default(),
+    for (actor, values, detail) in rows.into_iter().take(query.limit()) {
+        let detail = match detail {
+            Some(detail) => detail,
+            None => source
+                .actor(&actor)?
+                .map(|state| state.detail)
+                .unwrap_or_default(),
         };
         // Features: the `feature` property where events had one, else
         // the event's name (see `activity::count_activity`).
@@ -586,15 +596,13 @@ pub fn user_events(source: &Source<'_>, query: &ReportQuery) -> Result<Report, A
         });
     };
     let actor = user_actor(user);
-    let mut counts: Vec<(String, i64)> = match source.tree.get(layout::actor_key(&actor))? {
-        Some(bytes) => ActorState::decode(&bytes)?
-            .detail
-            .events
-            .into_iter()
-            .map(|(name, [count, _])| (name, count))
-            .collect(),
-        None => Vec::new(),
-    };
+    let mut counts: Vec<(String, i64)> = source
+        .actor(&actor)?
+        .map(|state| state.detail.events)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, [count, _])| (name, count))
+        .collect();
     counts.sort_by(|(a_name, a), (b_name, b)| b.cmp(a).then(a_name.cmp(b_name)));
     let mut report = source.report(ReportName::UserEvents, &["user", "event", "count"]);
     for (event, count) in counts.into_iter().take(query.limit()) {

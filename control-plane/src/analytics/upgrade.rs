@@ -35,8 +35,13 @@ enum OldRecord {
     OpenSession(OpenSession),
 }
 
-/// Converts every actor still in the old layout; returns how many.
+/// Converts every actor still in the old layout; returns how many. A
+/// tree already marked [`layout::ACTOR_RECORDS`] is not read, so a start
+/// does not walk the open-session marks every time.
 pub fn upgrade(tree: &sled::Tree) -> Result<usize, AnalyticsError> {
+    if tree.get(layout::LAYOUT)?.as_deref() == Some(&[layout::ACTOR_RECORDS][..]) {
+        return Ok(0);
+    }
     let mut old: BTreeMap<String, (Vec<sled::IVec>, Vec<OldRecord>)> = BTreeMap::new();
     for family in OLD_FAMILIES {
         for entry in tree.scan_prefix(key(family, &[])) {
@@ -79,6 +84,7 @@ pub fn upgrade(tree: &sled::Tree) -> Result<usize, AnalyticsError> {
         }
         tree.apply_batch(batch)?;
     }
+    tree.insert(layout::LAYOUT, &[layout::ACTOR_RECORDS])?;
     Ok(converted)
 }
 

@@ -127,8 +127,7 @@ impl Analytics {
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let timeout = jiff::SignedDuration::try_from(inner.config.session_timeout)
-            .unwrap_or(jiff::SignedDuration::MAX);
+        let timeout = super::config::span(inner.config.session_timeout);
         let mut overlay = Overlay::new(&inner.tree);
         let mut ended = 0;
         for entry in inner.tree.scan_prefix(key("as", &[]).as_slice()).keys() {
