@@ -278,13 +278,13 @@ impl Config {
                 "is http:// but NUDGE_AGENT_TLS_* settings are given; use https://",
             );
         }
-        if let Some(name) = &self.tls_server_name {
-            if rustls_server_name(name).is_none() {
-                return invalid(
-                    "NUDGE_AGENT_TLS_SERVER_NAME",
-                    "is neither a DNS name nor an IP address",
-                );
-            }
+        if let Some(name) = &self.tls_server_name
+            && rustls_server_name(name).is_none()
+        {
+            return invalid(
+                "NUDGE_AGENT_TLS_SERVER_NAME",
+                "is neither a DNS name nor an IP address",
+            );
         }
         if self.uses_tls() && self.tls_server_name().is_none() {
             return invalid(

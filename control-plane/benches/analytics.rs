@@ -40,8 +40,21 @@ use nudge_control_plane::analytics::{
     Analytics, AnalyticsConfig, FunnelDefinition, Granularity, ReportName, ReportQuery,
 };
 use nudge_control_plane::delivery::SystemClock;
-use nudge_control_plane::store::{Event, EventBody, JsonObject, SledStore, Store};
+use nudge_control_plane::event::{Event, EventBody, JsonObject};
+use nudge_control_plane::storage::{
+    DatabaseSettings, EventStore, SQLITE_FILE, StorageMetrics, Stores, block_on,
+};
 use serde_json::{Value, json};
+
+/// The runtime the SQL event store runs on; the benchmark's own threads
+/// enter it and wait on it with `block_on`.
+static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+});
 
 /// Events per `ingest` call, as an agent batches them.
 const BATCH: usize = 500;
@@ -163,7 +176,10 @@ impl Generator {
             let visitor = self.rng.below(ANONYMOUS_VISITORS);
             anonymous_id = Some(format!("a-{visitor}"));
             // A quarter of the visitors identify, at a random later event.
-            if visitor % 4 == 0 && !self.identified.contains(&visitor) && self.rng.below(20) == 0 {
+            if visitor.is_multiple_of(4)
+                && !self.identified.contains(&visitor)
+                && self.rng.below(20) == 0
+            {
                 self.identified.insert(visitor);
                 user_id = Some(format!("u-{}", visitor.wrapping_mul(7_919) % USERS));
                 body = Some(EventBody::Identify {
@@ -173,7 +189,7 @@ impl Generator {
         } else {
             let user = self.rng.below(USERS);
             user_id = Some(format!("u-{user}"));
-            if user % 20 == 0 {
+            if user.is_multiple_of(20) {
                 *self.session_user_events.entry(user).or_default() += 1;
                 body = match self.open_sessions.get(&user).copied() {
                     None => {
@@ -354,7 +370,7 @@ struct IngestRun {
 /// `pregenerate` builds every batch before the clock starts (ingest-rate
 /// runs); otherwise generation is interleaved and timed apart.
 fn ingest_run(
-    store: &Arc<dyn Store>,
+    store: &EventStore,
     analytics: Option<&Analytics>,
     total: u64,
     end: Timestamp,
@@ -394,6 +410,7 @@ fn ingest_run(
             let ingest_done = &ingest_done;
             let applied_so_far = &applied_so_far;
             scope.spawn(move || {
+                let _runtime = RUNTIME.enter();
                 let (mut applied, mut steps) = (0u64, 0u64);
                 loop {
                     // Read before the step: a 0 from a step that began after
@@ -425,7 +442,7 @@ fn ingest_run(
             if batch.is_empty() {
                 break;
             }
-            let outcome = store.ingest(batch).expect("ingest");
+            let outcome = block_on(store.ingest(batch)).expect("ingest");
             assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
             stored += u64::from(outcome.stored);
             if last_report.elapsed() > Duration::from_secs(30) {
@@ -465,17 +482,23 @@ fn ingest_run(
     run
 }
 
-fn open_store(dir: &Path) -> (Arc<dyn Store>, sled::Db) {
-    let sled_store = SledStore::open(dir, CACHE_BYTES).unwrap();
-    let db = sled_store.db().clone();
-    (Arc::new(sled_store), db)
+fn open_store(dir: &Path) -> (EventStore, sled::Db) {
+    let settings = DatabaseSettings::sqlite(dir.join(SQLITE_FILE));
+    let stores = block_on(Stores::open(
+        &settings,
+        dir,
+        CACHE_BYTES,
+        StorageMetrics::new(),
+    ))
+    .unwrap();
+    (stores.events.clone(), stores.legacy().clone())
 }
 
-fn open_analytics(db: &sled::Db, store: &Arc<dyn Store>) -> Analytics {
+fn open_analytics(db: &sled::Db, store: &EventStore) -> Analytics {
     let registry = prometheus::Registry::new();
     Analytics::open(
         db,
-        Arc::clone(store),
+        store.clone(),
         analytics_config(),
         Arc::new(SystemClock),
         &registry,
@@ -616,7 +639,7 @@ fn query_phase(root: &Path, total: u64, runs: usize, end: Timestamp) {
     let (store, db) = open_store(&dir);
     let analytics = open_analytics(&db, &store);
     let build = ingest_run(&store, Some(&analytics), total, end, false, &dir);
-    store.flush().unwrap();
+    db.flush().unwrap();
     let built = build.caught_up.unwrap_or(build.ingest);
     println!(
         "build: {} events in {:.1} s ({:.0} events/s end to end; ingest done at {:.1} s; {:.1} s of it generating events); {}",
@@ -741,8 +764,7 @@ fn query_phase(root: &Path, total: u64, runs: usize, end: Timestamp) {
         "query", "p50 (ms)", "p99 (ms)", "max (ms)", "rows"
     );
     time_query("baseline: store.event_count()", runs, || {
-        store
-            .event_count()
+        block_on(store.event_count())
             .map(|n| n as usize)
             .map_err(|e| e.to_string())
     });
@@ -761,6 +783,7 @@ fn query_phase(root: &Path, total: u64, runs: usize, end: Timestamp) {
 }
 
 fn main() {
+    let _runtime = RUNTIME.enter();
     let events = arg("--events", 10_000_000) as u64;
     let ingest_events = arg("--ingest-events", 1_000_000) as u64;
     let runs = arg("--queries", 200).max(1);

@@ -7,14 +7,13 @@
 //! (`-- --items N --requests N` to change the sizes). Prints figures; it
 //! asserts nothing about speed.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use nudge_control_plane::http::user_auth::UserTokenSecret;
 use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::inbox::InboxItem;
-use nudge_control_plane::store::{SledStore, Store};
+use nudge_control_plane::storage::Stores;
 use serde_json::json;
 
 const USER: &str = "heavy-user";
@@ -39,13 +38,11 @@ async fn main() {
     let items = arg("--items", 100_000);
     let requests = arg("--requests", 300);
     let dir = tempfile::tempdir().unwrap();
-    let sled_store = SledStore::open(dir.path(), 64 << 20).unwrap();
-    let db = sled_store.db().clone();
-    let store: Arc<dyn Store> = Arc::new(sled_store);
+    let stores = Stores::open_embedded(dir.path()).await.unwrap();
     let secret: UserTokenSecret = SECRET.parse().unwrap();
     let state = HttpState {
         user_tokens: Some(secret.clone()),
-        ..HttpState::standalone(&db, store).unwrap()
+        ..HttpState::standalone(&stores).unwrap()
     };
 
     let fill = Instant::now();

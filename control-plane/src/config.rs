@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::storage::{DatabaseLocation, DatabaseSettings};
+
 /// The shortest dedupe window accepted: agents can buffer for days during an
 /// outage, and a resend after the window would be stored twice.
 pub const MIN_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -66,6 +68,31 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// Where the database is: `postgres://USER:PASSWORD@HOST:PORT/DB` for
+    /// PostgreSQL (production, replicas), `sqlite://PATH` for an SQLite
+    /// file. Unset: SQLite in `nudge.sqlite3` under NUDGE_CP_DATA_DIR.
+    #[arg(
+        long,
+        env = "NUDGE_CP_DATABASE_URL",
+        value_name = "NUDGE_CP_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<DatabaseUrl>,
+
+    /// Connections in the PostgreSQL pool.
+    #[arg(
+        long,
+        env = "NUDGE_CP_DATABASE_POOL_SIZE",
+        value_name = "NUDGE_CP_DATABASE_POOL_SIZE",
+        default_value_t = 16
+    )]
+    pub database_pool_size: u32,
+
+    /// How long start-up waits for the database before it gives up
+    /// (humantime, e.g. `30s`).
+    #[arg(long, env = "NUDGE_CP_DATABASE_CONNECT_TIMEOUT", value_name = "NUDGE_CP_DATABASE_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub database_connect_timeout: Duration,
+
     /// Bearer token operators present to `/v1/admin/*`. When unset those
     /// routes answer 503 `admin_disabled`.
     #[arg(
@@ -92,7 +119,8 @@ pub struct Config {
     #[arg(long, env = "NUDGE_CP_DEDUPE_WINDOW", value_name = "NUDGE_CP_DEDUPE_WINDOW", default_value = "30d", value_parser = humantime::parse_duration)]
     pub dedupe_window: Duration,
 
-    /// Bytes of sled page cache (sled's real memory use runs above this).
+    /// Bytes of page cache of the sled database that still holds the
+    /// engine's records (sled's real memory use runs above this).
     #[arg(long, env = "NUDGE_CP_CACHE_BYTES", value_name = "NUDGE_CP_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,
 
@@ -276,6 +304,29 @@ impl From<&str> for AdminToken {
     }
 }
 
+/// `NUDGE_CP_DATABASE_URL` as given. Parsing never fails here (a parse
+/// error would echo the value, password and all); [`Config::validate`]
+/// checks it and reports it redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.parse::<DatabaseLocation>() {
+            Ok(location) => write!(f, "{location:?}"),
+            Err(_) => f.write_str("DatabaseUrl(<unparsable, redacted>)"),
+        }
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl(s.to_owned()))
+    }
+}
+
 /// A setting that parsed but cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {setting}: {message}")]
@@ -286,6 +337,23 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// How to open the database: `NUDGE_CP_DATABASE_URL`, or SQLite in the
+    /// data dir.
+    pub fn database_settings(&self) -> Result<DatabaseSettings, ConfigError> {
+        let location = match &self.database_url {
+            Some(url) => url.0.parse().map_err(|message| ConfigError {
+                setting: "NUDGE_CP_DATABASE_URL",
+                message,
+            })?,
+            None => DatabaseLocation::embedded(&self.data_dir),
+        };
+        Ok(DatabaseSettings {
+            location,
+            pool_size: self.database_pool_size,
+            connect_timeout: self.database_connect_timeout,
+        })
+    }
+
     /// Checks what parsing cannot: ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.dedupe_window < MIN_DEDUPE_WINDOW {
@@ -314,6 +382,19 @@ impl Config {
             return Err(ConfigError {
                 setting: "NUDGE_CP_ADMIN_TOKEN",
                 message: "is set but empty; unset it to disable the admin API".to_owned(),
+            });
+        }
+        self.database_settings()?;
+        if self.database_pool_size == 0 {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_DATABASE_POOL_SIZE",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if self.database_connect_timeout.is_zero() {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_DATABASE_CONNECT_TIMEOUT",
+                message: "must be above zero".to_owned(),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -10,7 +10,8 @@
 //! |---|---|
 //! | [`config`] | settings: flags, `NUDGE_CP_*` env vars, defaults, validation |
 //! | [`engine_config`] | the engine's TOML file: channels, retry, types, rules, retention |
-//! | [`store`] | the `Store` trait, domain types, and the sled implementation |
+//! | [`event`] | the event vocabulary: events, profiles, ingest outcomes, cursors |
+//! | [`storage`] | the storage boundary: SQLite (embedded default) or PostgreSQL, every table and query; the events store |
 //! | [`grpc`] | tonic server: `nudge.v1.Ingest`, `nudge.v1.Management` and `nudge.v1.Analytics` (admin token), health, reflection; optional TLS/mTLS |
 //! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` (admin token), `/v1/me/*` (user tokens, live stream), signed links and callbacks, the web inbox, `/openapi.json` |
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
@@ -51,6 +52,7 @@ pub mod devices;
 pub mod digest;
 pub mod engine;
 pub mod engine_config;
+pub mod event;
 pub mod grpc;
 pub mod http;
 pub mod inbox;
@@ -61,7 +63,7 @@ pub mod preferences;
 pub mod privacy;
 mod prune;
 pub mod rules;
-pub mod store;
+pub mod storage;
 pub mod templates;
 
 use std::net::SocketAddr;
@@ -75,7 +77,7 @@ pub use config::{Config, ConfigError, LogFormat};
 
 use crate::admin::Readiness;
 use crate::metrics::Metrics;
-use crate::store::{SledStore, Store, StoreError};
+use crate::storage::{StorageError, Stores};
 
 /// The three sockets the control plane serves, bound before [`run`].
 #[derive(Debug)]
@@ -118,8 +120,8 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("store failed (NUDGE_CP_DATA_DIR): {0}")]
-    Store(#[from] StoreError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("grpc server failed: {0}")]
@@ -162,13 +164,18 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate()?;
     let grpc_tls = grpc::tls::GrpcTls::load(&config.tls)?;
-    let data_dir = config.data_dir.clone();
-    let cache_bytes = config.cache_bytes;
-    let sled_store =
-        tokio::task::spawn_blocking(move || SledStore::open(&data_dir, cache_bytes)).await??;
-    let db = sled_store.db().clone();
-    let store: Arc<dyn Store> = Arc::new(sled_store);
     let metrics = Metrics::new()?;
+    let storage_metrics = storage::StorageMetrics::new();
+    storage_metrics.register(metrics.registry())?;
+    let stores = Stores::open(
+        &config.database_settings()?,
+        &config.data_dir,
+        config.cache_bytes,
+        storage_metrics,
+    )
+    .await?;
+    let store = stores.events.clone();
+    let db = stores.legacy().clone();
     let engine_config = match config.engine_config.clone() {
         Some(path) => {
             tokio::task::spawn_blocking(move || engine_config::EngineConfig::load(&path)).await??
@@ -178,23 +185,17 @@ pub async fn run(
     let engine = notification_engine(&db, &store, &metrics, &engine_config)?;
     let analytics = analytics::Analytics::open(
         &db,
-        Arc::clone(&store),
+        store.clone(),
         engine_config.analytics(),
         Arc::clone(&engine.clock),
         metrics.registry(),
     )?;
-    let privacy =
-        privacy::Privacy::open(&db, Arc::clone(&store))?.with_analytics(analytics.clone());
-    let (events, dedupe) = {
-        let store = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((store.event_count()?, store.dedupe_count()?))
-        })
-        .await??
-    };
+    let privacy = privacy::Privacy::open(&db, store.clone())?.with_analytics(analytics.clone());
+    let (events, dedupe) = (store.event_count().await?, store.dedupe_count().await?);
     metrics.set_store_sizes(events, dedupe);
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        database = %stores.database.location(),
         events,
         dedupe_entries = dedupe,
         grpc = ?listeners.grpc.local_addr().ok(),
@@ -213,13 +214,14 @@ pub async fn run(
         listeners.admin,
         metrics.clone(),
         readiness.clone(),
+        stores.database.clone(),
         admin_stop.clone(),
     ));
 
     let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
     tasks.spawn({
         let state = grpc::GrpcState {
-            store: Arc::clone(&store),
+            store: store.clone(),
             metrics: metrics.clone(),
             catalog: engine.catalog.clone(),
             notifications: engine.notifications.clone(),
@@ -238,7 +240,7 @@ pub async fn run(
     });
     tasks.spawn({
         let state = http::HttpState {
-            store: Arc::clone(&store),
+            store: store.clone(),
             notifications: engine.notifications.clone(),
             queue: engine.queue.clone(),
             preferences: engine.preferences.clone(),
@@ -274,7 +276,7 @@ pub async fn run(
         }
     });
     tasks.spawn({
-        let (store, metrics, stop) = (Arc::clone(&store), metrics.clone(), stop.clone());
+        let (store, metrics, stop) = (store.clone(), metrics.clone(), stop.clone());
         async move {
             prune::run(store, config.dedupe_window, metrics, stop).await;
             Ok(())
@@ -344,17 +346,13 @@ pub async fn run(
         first_error.get_or_insert(error);
     }
 
-    let flushed = {
-        let store = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || store.flush()).await
-    };
-    drop(store);
+    let closed = stores.close().await;
     admin_stop.cancel();
     let admin_result = admin_task.await;
     if let Some(error) = first_error {
         return Err(error);
     }
-    flushed??;
+    closed?;
     admin_result?.map_err(|source| Error::Serve {
         server: "admin",
         source,
@@ -386,7 +384,7 @@ struct NotificationEngine {
 /// engine config enables: in-app always, email and webhook when configured.
 fn notification_engine(
     db: &sled::Db,
-    store: &Arc<dyn Store>,
+    store: &storage::EventStore,
     metrics: &Metrics,
     config: &engine_config::EngineConfig,
 ) -> Result<NotificationEngine, Error> {
@@ -443,7 +441,7 @@ fn notification_engine(
             .map_err(engine::EngineError::from)?,
     );
     let parts = engine::EngineParts {
-        store: Arc::clone(store),
+        store: store.clone(),
         notifications: notifications.clone(),
         preferences: preferences.clone(),
         queue: queue.clone(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use nudge_control_plane::config::{Command, DevCertsArgs};
+use nudge_control_plane::storage::StorageError;
 use nudge_control_plane::{Config, Listeners, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -52,12 +53,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "control plane failed");
-            // A bad engine config file or TLS file is a usage error, like
-            // a bad flag.
+            // A bad engine config file or TLS file, or a database that
+            // cannot be reached, is a usage error, like a bad flag.
             match error.downcast_ref::<nudge_control_plane::Error>() {
                 Some(
                     nudge_control_plane::Error::EngineConfig(_)
-                    | nudge_control_plane::Error::Tls(_),
+                    | nudge_control_plane::Error::Tls(_)
+                    | nudge_control_plane::Error::Storage(
+                        StorageError::Connect { .. } | StorageError::InUse { .. },
+                    ),
                 ) => ExitCode::from(EX_USAGE),
                 _ => ExitCode::FAILURE,
             }

@@ -21,7 +21,8 @@ use nudge_control_plane::delivery::{
     Clock, Completion, Decision, Delivery, DeliveryQueue, Engagement, ManualClock, NewDelivery,
     Priority,
 };
-use nudge_control_plane::store::{Event, EventBody, JsonObject, SledStore, Store};
+use nudge_control_plane::event::{Event, EventBody, JsonObject};
+use nudge_control_plane::storage::{EventStore, Stores};
 
 fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
@@ -178,22 +179,22 @@ fn config() -> AnalyticsConfig {
 struct World {
     _dir: tempfile::TempDir,
     db: sled::Db,
-    store: Arc<dyn Store>,
+    store: EventStore,
     queue: DeliveryQueue,
     clock: Arc<ManualClock>,
     analytics: Analytics,
 }
 
 impl World {
-    fn new() -> Self {
+    async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let db = sled_store.db().clone();
-        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
+        let db = stores.legacy().clone();
+        let store: EventStore = stores.events;
         let clock = Arc::new(ManualClock::new(at("2026-11-10T12:00:00Z")));
         let analytics = Analytics::open(
             &db,
-            Arc::clone(&store),
+            store.clone(),
             config(),
             clock.clone(),
             &prometheus::Registry::new(),
@@ -361,7 +362,7 @@ async fn play(world: &World) {
         .partition(|event| event.timestamp.unwrap() < at("2026-11-03T12:30:00Z"));
     world.catch_up();
     for chunk in before_carol_click.chunks(3) {
-        world.store.ingest(chunk.to_vec()).unwrap();
+        world.store.ingest(chunk.to_vec()).await.unwrap();
         world.catch_up();
     }
     world
@@ -373,15 +374,15 @@ async fn play(world: &World) {
         )
         .unwrap();
     world.catch_up();
-    world.store.ingest(after).unwrap();
+    world.store.ingest(after).await.unwrap();
     world.catch_up();
     let swept = world.analytics.sweep_sessions(world.clock.now()).unwrap();
     assert!(swept > 0, "open sessions are over a week old");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crafted_stream_comes_out_exactly() {
-    let world = World::new();
+    let world = World::new().await;
     play(&world).await;
 
     // Summary per day. 11-02: events: alice 4 + anon-1/carol 4 + bob 2 +
@@ -717,7 +718,7 @@ async fn crafted_stream_comes_out_exactly() {
     // nothing left to fold, and every figure stays.
     let restarted = Analytics::open(
         &world.db,
-        Arc::clone(&world.store),
+        world.store.clone(),
         config(),
         world.clock.clone(),
         &prometheus::Registry::new(),
@@ -741,9 +742,9 @@ async fn crafted_stream_comes_out_exactly() {
     let _ = Money::ZERO;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_forgets_the_user_but_keeps_aggregates() {
-    let world = World::new();
+    let world = World::new().await;
     play(&world).await;
     let weekly = |world: &World| {
         world.report(
@@ -802,6 +803,7 @@ async fn erase_forgets_the_user_but_keeps_aggregates() {
             "2026-11-10T09:00:00Z",
             product("view", "p1"),
         )])
+        .await
         .unwrap();
     world.catch_up();
     let everyone = world.report(ReportName::Users, ReportQuery::default());
@@ -812,9 +814,9 @@ async fn erase_forgets_the_user_but_keeps_aggregates() {
 /// More sessions go stale at once than a sweep ends per transaction: all
 /// end, each once, by inactivity at their last event, and the sweep's
 /// marks go with them (a second sweep finds nothing).
-#[test]
-fn a_sweep_ends_every_stale_session_once() {
-    let world = World::new();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_ends_every_stale_session_once() {
+    let world = World::new().await;
     let visitors = 5_001;
     let events: Vec<Event> = (0..visitors)
         .map(|n| {
@@ -828,7 +830,7 @@ fn a_sweep_ends_every_stale_session_once() {
             event
         })
         .collect();
-    world.store.ingest(events).unwrap();
+    world.store.ingest(events).await.unwrap();
     world.catch_up();
     let query = ReportQuery {
         granularity: Some(Granularity::Day),

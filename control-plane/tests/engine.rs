@@ -26,12 +26,13 @@ use nudge_control_plane::devices::{DeviceStore, NewDevice, Platform, deactivatio
 use nudge_control_plane::engine::{
     Engine, EngineParts, EngineSettings, SettingsHandle, delivery_id_for,
 };
+use nudge_control_plane::event::{Event, EventBody, NotifyRequest};
 use nudge_control_plane::inbox::InboxStore;
 use nudge_control_plane::notifications::NotificationStore;
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, QuietHours, TypeDefaults, Tz, UserPreferences,
 };
-use nudge_control_plane::store::{Event, EventBody, NotifyRequest, SledStore, Store};
+use nudge_control_plane::storage::{EventStore, Stores};
 use nudge_control_plane::templates::{Template, TemplateSet};
 
 const USER: &str = "night-owl";
@@ -71,7 +72,7 @@ fn notify_event_with(id: &str, at: Timestamp, title: &str, data: Map<String, Val
 /// on a manual clock.
 struct Harness {
     _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
+    store: EventStore,
     engine: Engine,
     queue: DeliveryQueue,
     notifications: NotificationStore,
@@ -82,22 +83,26 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(start: Timestamp, preferences: &UserPreferences, settings: EngineSettings) -> Self {
-        Self::with_channels(start, preferences, settings, Vec::new())
+    async fn start(
+        start: Timestamp,
+        preferences: &UserPreferences,
+        settings: EngineSettings,
+    ) -> Self {
+        Self::with_channels(start, preferences, settings, Vec::new()).await
     }
 
     /// In-app plus `channels`, each enabled, with devices deactivated when
     /// a channel reports an invalid recipient (as the program wires it).
-    fn with_channels(
+    async fn with_channels(
         start: Timestamp,
         preferences: &UserPreferences,
         settings: EngineSettings,
         channels: Vec<Arc<dyn Channel>>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let db = sled_store.db().clone();
-        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
+        let db = stores.legacy().clone();
+        let store: EventStore = stores.events;
         let manual = Arc::new(ManualClock::new(start));
         let clock: Arc<dyn Clock> = manual.clone();
         let preference_store = PreferenceStore::new(db.open_tree("preferences").unwrap());
@@ -110,7 +115,7 @@ impl Harness {
         let engine = Engine::new(
             &db,
             EngineParts {
-                store: Arc::clone(&store),
+                store: store.clone(),
                 notifications: notifications.clone(),
                 preferences: preference_store,
                 queue: queue.clone(),
@@ -191,9 +196,12 @@ async fn quiet_hours_hold_a_notification_until_the_window_opens() {
         quiet_hours: Some(QuietHours::new("22:00", "07:00", "Europe/Berlin").unwrap()),
         ..UserPreferences::default()
     };
-    let h = Harness::start(night, &preferences, EngineSettings::default());
+    let h = Harness::start(night, &preferences, EngineSettings::default()).await;
 
-    h.store.ingest(vec![notify_event("evt-1", night)]).unwrap();
+    h.store
+        .ingest(vec![notify_event("evt-1", night)])
+        .await
+        .unwrap();
     assert_eq!(h.engine.process_available().await.unwrap(), 1);
     let notification = h.notifications.list_for_user(USER, 10).unwrap().remove(0);
     let delivery_id = delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap();
@@ -240,7 +248,8 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
             defaults,
             ..EngineSettings::default()
         },
-    );
+    )
+    .await;
 
     let titles = ["Ana replied", "Ben replied", "Cy replied"];
     let mut at = morning;
@@ -255,6 +264,7 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
                 title,
                 data,
             )])
+            .await
             .unwrap();
         assert_eq!(h.engine.process_available().await.unwrap(), 1);
     }
@@ -346,7 +356,8 @@ async fn deliveries_carry_their_template_and_the_notify_cost() {
             templates,
             ..EngineSettings::default()
         },
-    );
+    )
+    .await;
     let notify = |id: &str, kind: &str, template: Option<&str>, cost: Option<&str>| {
         let mut event = notify_event_with(id, now, "Raw title", Map::new());
         let EventBody::Notify(request) = &mut event.body else {
@@ -364,6 +375,7 @@ async fn deliveries_carry_their_template_and_the_notify_cost() {
             notify("by-type", "welcome", None, None),
             notify("raw", "comment", None, Some("0.000001")),
         ])
+        .await
         .unwrap();
     assert_eq!(h.engine.process_available().await.unwrap(), 3);
 
@@ -463,7 +475,8 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
         &UserPreferences::default(),
         EngineSettings::default(),
         vec![apns],
-    );
+    )
+    .await;
     let register = |token: &str| NewDevice {
         platform: Platform::Apns,
         token: Some(token.to_owned()),
@@ -483,7 +496,7 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
         }
         event
     };
-    h.store.ingest(vec![push("evt-1")]).unwrap();
+    h.store.ingest(vec![push("evt-1")]).await.unwrap();
     assert_eq!(h.engine.process_available().await.unwrap(), 1);
     let first = h.notifications.list_for_user(USER, 10).unwrap().remove(0);
     let to_gone = delivery_id_for(&first.id, ChannelKind::Apns, Some(&gone.id)).unwrap();
@@ -502,7 +515,7 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
         "{device:?}"
     );
 
-    h.store.ingest(vec![push("evt-2")]).unwrap();
+    h.store.ingest(vec![push("evt-2")]).await.unwrap();
     assert_eq!(h.engine.process_available().await.unwrap(), 1);
     let second = h
         .notifications

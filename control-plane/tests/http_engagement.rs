@@ -8,7 +8,6 @@
 //! were.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -25,7 +24,7 @@ use nudge_control_plane::links::{TrackingLinks, UnsubscribeClaims, UnsubscribeLi
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, TypeDefaults, UserPreferences,
 };
-use nudge_control_plane::store::{SledStore, Store};
+use nudge_control_plane::storage::Stores;
 
 const LINK_SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 const CALLBACK_SECRET: &str = "callback-secret-0123456789abcdef-test";
@@ -64,9 +63,7 @@ struct Server {
 impl Server {
     async fn start(setup: Setup) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let db = sled_store.db().clone();
-        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
         let type_defaults = |critical| TypeDefaults {
             channels: [ChannelKind::Email, ChannelKind::InApp].into(),
             critical,
@@ -82,7 +79,7 @@ impl Server {
         let tracking =
             TrackingLinks::new(PUBLIC_URL, LINK_SECRET, setup.opens, setup.clicks).unwrap();
         let auth = EmailCallbackAuth::new(CALLBACK_SECRET);
-        let standalone = HttpState::standalone(&db, store).unwrap();
+        let standalone = HttpState::standalone(&stores).unwrap();
         let queue = standalone.queue.clone();
         let preferences = standalone.preferences.clone();
         let state = HttpState {

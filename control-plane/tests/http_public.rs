@@ -6,7 +6,6 @@
 //! refused request must leave as they were.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -22,7 +21,7 @@ use nudge_control_plane::links::{UnsubscribeClaims, UnsubscribeLinks};
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, TypeDefaults, UserPreferences,
 };
-use nudge_control_plane::store::{SledStore, Store};
+use nudge_control_plane::storage::Stores;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 const AUTH_TOKEN: &str = "twilio-auth-token";
@@ -47,9 +46,8 @@ impl Server {
     /// callback URL are set.
     async fn start(configured: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let db = sled_store.db().clone();
-        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
+        let db = stores.legacy().clone();
         let preferences = PreferenceStore::new(db.open_tree("preferences").unwrap());
         let queue = DeliveryQueue::open(&db).unwrap();
         let type_defaults = |critical| TypeDefaults {
@@ -72,7 +70,7 @@ impl Server {
             }),
             unsubscribe: configured.then(|| links.clone()),
             sms_callbacks: configured.then(|| StatusCallbackAuth::new(CALLBACK_URL, AUTH_TOKEN)),
-            ..HttpState::standalone(&db, store).unwrap()
+            ..HttpState::standalone(&stores).unwrap()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -7,16 +7,15 @@
 //! * the activity feed shows the user's own events only, without the
 //!   application's secrets.
 
-use std::sync::Arc;
-
 use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
+use nudge_control_plane::event::{Event, EventBody};
 use nudge_control_plane::http::user_auth::UserTokenSecret;
 use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::inbox::{InboxItem, InboxStore};
-use nudge_control_plane::store::{Event, EventBody, SledStore, Store};
+use nudge_control_plane::storage::{EventStore, Stores};
 
 const SECRET: &str = "the-app-backend-shares-this-32-byte-secret";
 
@@ -24,7 +23,7 @@ struct Server {
     _dir: tempfile::TempDir,
     base: String,
     inbox: InboxStore,
-    store: Arc<dyn Store>,
+    store: EventStore,
     client: reqwest::Client,
 }
 
@@ -40,12 +39,11 @@ fn token_for(user: &str) -> String {
 impl Server {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let db = sled_store.db().clone();
-        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
+        let store: EventStore = stores.events.clone();
         let state = HttpState {
             user_tokens: Some(secret()),
-            ..HttpState::standalone(&db, Arc::clone(&store)).unwrap()
+            ..HttpState::standalone(&stores).unwrap()
         };
         let inbox = state.inbox.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -491,6 +489,7 @@ async fn the_activity_feed_is_the_users_own_filtered_and_without_secrets() {
             event("e3", "u1", track("view", &json!({"product_id": "p2"})), day),
             event("e4", "u2", track("view", &json!({"product_id": "p1"})), 0),
         ])
+        .await
         .unwrap();
 
     let feed = server.get("u1", "/v1/me/activity").await;

@@ -6,7 +6,6 @@
 //! observed: the frames, in order — every change after a cursor exactly
 //! once, and nothing of another user's.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
@@ -19,7 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use nudge_control_plane::http::user_auth::UserTokenSecret;
 use nudge_control_plane::http::{Heartbeat, HttpState, LiveMetrics, LiveStream, router};
 use nudge_control_plane::inbox::{InboxItem, InboxStore};
-use nudge_control_plane::store::{SledStore, Store};
+use nudge_control_plane::storage::Stores;
 
 const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes";
 /// How long a frame that should come may take; also how long "nothing
@@ -42,11 +41,9 @@ struct Server {
 impl Server {
     async fn start(heartbeat: Heartbeat) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let db = sled_store.db().clone();
-        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
         let secret: UserTokenSecret = SECRET.parse().unwrap();
-        let standalone = HttpState::standalone(&db, store).unwrap();
+        let standalone = HttpState::standalone(&stores).unwrap();
         let live = LiveStream {
             heartbeat,
             ..LiveStream::default()

@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
@@ -28,7 +27,7 @@ use serde_json::{Value, json};
 
 use nudge_control_plane::http::user_auth::UserTokenSecret;
 use nudge_control_plane::http::{HttpState, router};
-use nudge_control_plane::store::{SledStore, Store};
+use nudge_control_plane::storage::Stores;
 
 const DOCUMENT: &str = include_str!("../openapi.json");
 const USER_SECRET: &str = "the-app-backend-shares-this-32-byte-secret";
@@ -313,9 +312,7 @@ struct Server {
 impl Server {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let db = sled_store.db().clone();
-        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
         let secret: UserTokenSecret = USER_SECRET.parse().unwrap();
         let user_token = secret.sign(&json!({
             "sub": "u123",
@@ -324,7 +321,7 @@ impl Server {
         let state = HttpState {
             user_tokens: Some(secret),
             admin_token: Some(ADMIN_TOKEN.into()),
-            ..HttpState::standalone(&db, store).unwrap()
+            ..HttpState::standalone(&stores).unwrap()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -3,7 +3,6 @@
 //! late event of that user is not stored"; "Retention removes only what is
 //! past its age".
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -13,11 +12,12 @@ use serde_json::{Value, json};
 use nudge_control_plane::channels::{ChannelKind, OutboundMessage, Recipient};
 use nudge_control_plane::delivery::{Delivery, NewDelivery, Priority as DeliveryPriority};
 use nudge_control_plane::devices::{NewDevice, Platform};
+use nudge_control_plane::event::{Event, EventBody, JsonObject, NotifyRequest};
 use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::inbox::InboxItem;
 use nudge_control_plane::notifications::{Created, NewNotification};
 use nudge_control_plane::privacy::RetentionConfig;
-use nudge_control_plane::store::{Event, EventBody, JsonObject, NotifyRequest, SledStore, Store};
+use nudge_control_plane::storage::{EventStore, Stores};
 
 const ADMIN: &str = "privacy-test-admin-token-0123456789";
 
@@ -25,18 +25,17 @@ struct Server {
     _dir: tempfile::TempDir,
     base: String,
     state: HttpState,
-    store: Arc<dyn Store>,
+    store: EventStore,
 }
 
 impl Server {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sled_store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let db = sled_store.db().clone();
-        let store: Arc<dyn Store> = Arc::new(sled_store);
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
+        let store: EventStore = stores.events.clone();
         let state = HttpState {
             admin_token: Some(ADMIN.parse().unwrap()),
-            ..HttpState::standalone(&db, Arc::clone(&store)).unwrap()
+            ..HttpState::standalone(&stores).unwrap()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -78,6 +77,7 @@ impl Server {
                     Some(traits),
                 ),
             ])
+            .await
             .unwrap();
         assert_eq!(outcome.stored, 2);
         let created = self
@@ -191,7 +191,7 @@ fn event(id: &str, user: &str, at: Timestamp, traits: Option<JsonObject>) -> Eve
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_stored() {
     let server = Server::start().await;
     let now = Timestamp::now();
@@ -237,11 +237,12 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
         server
             .store
             .events_for_user("u1", 10, None)
+            .await
             .unwrap()
             .events
             .is_empty()
     );
-    assert!(server.store.profile("u1").unwrap().is_none());
+    assert!(server.store.profile("u1").await.unwrap().is_none());
     assert!(
         state
             .notifications
@@ -268,12 +269,13 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
         server
             .store
             .events_for_user("u2", 10, None)
+            .await
             .unwrap()
             .events
             .len(),
         2
     );
-    assert!(server.store.profile("u2").unwrap().is_some());
+    assert!(server.store.profile("u2").await.unwrap().is_some());
     assert_eq!(
         state.notifications.list_for_user("u2", 10).unwrap().len(),
         1
@@ -292,12 +294,14 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
             event("late-u1", "u1", Timestamp::now(), None),
             event("late-u2", "u2", Timestamp::now(), None),
         ])
+        .await
         .unwrap();
     assert_eq!((late.stored, late.erased, late.rejected.len()), (1, 1, 0));
     assert!(
         server
             .store
             .events_for_user("u1", 10, None)
+            .await
             .unwrap()
             .events
             .is_empty()
@@ -326,11 +330,12 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     let back = server
         .store
         .ingest(vec![event("back-u1", "u1", Timestamp::now(), None)])
+        .await
         .unwrap();
     assert_eq!(back.stored, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_only_what_is_past_its_age() {
     let server = Server::start().await;
     let now = Timestamp::now();
@@ -379,6 +384,7 @@ async fn retention_removes_only_what_is_past_its_age() {
     let ids: Vec<String> = server
         .store
         .events_for_user("u1", 10, None)
+        .await
         .unwrap()
         .events
         .into_iter()
@@ -390,7 +396,7 @@ async fn retention_removes_only_what_is_past_its_age() {
             .all(|id| id.ends_with(&(now - days(5)).as_second().to_string()))
     );
     assert!(
-        server.store.profile("u1").unwrap().is_some(),
+        server.store.profile("u1").await.unwrap().is_some(),
         "profiles stay"
     );
 

@@ -9,6 +9,8 @@
 //! * [`binaries`] — finding `nudge-agent` and `nudge-control-plane` in
 //!   `target/{debug,release}` (honouring `CARGO_TARGET_DIR`).
 //! * [`ports`] — free loopback ports that stay usable across restarts.
+//! * [`postgres`] — a fresh PostgreSQL database per test on the server
+//!   `scripts/test` starts (`NUDGE_TEST_DATABASE_URL`).
 //! * [`process`] — one program instance: spawn with a log file, wait for
 //!   `/readyz`, SIGKILL, SIGTERM, restart on the same ports and data, kill on
 //!   drop.
@@ -42,6 +44,7 @@ pub mod control_plane;
 pub mod http;
 pub mod metrics;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod setup;
 

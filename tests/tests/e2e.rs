@@ -151,7 +151,23 @@ async fn sigkill_of_the_agent_under_load_loses_no_acknowledged_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_the_control_plane_under_load_loses_no_acknowledged_event() {
-    let mut control_plane = ControlPlane::started(setup()).await.unwrap();
+    let control_plane = ControlPlane::new(setup()).unwrap();
+    kill_the_control_plane_under_load(control_plane).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_control_plane_on_postgres_loses_no_acknowledged_event() {
+    let url = nudge_e2e::postgres::fresh_database().await;
+    let control_plane = ControlPlane::new(setup())
+        .unwrap()
+        .with_env([("NUDGE_CP_DATABASE_URL", url.as_str())]);
+    kill_the_control_plane_under_load(control_plane).await;
+}
+
+/// Starts `control_plane` and an agent, SIGKILLs the control plane three
+/// times under load, and checks every acknowledged event is stored once.
+async fn kill_the_control_plane_under_load(mut control_plane: ControlPlane) {
+    control_plane.start().await.unwrap();
     let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
         .await
         .unwrap();
@@ -755,6 +771,43 @@ async fn a_bad_setting_exits_64_naming_the_variable() {
             output.contains(variable),
             "{program}: the message names {variable}:\n{output}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_used_exits_64_naming_the_url_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let unreachable = format!(
+        "postgres://nudge:hunter2@{}/nudge",
+        nudge_e2e::ports::free_loopback()
+    );
+    for url in [unreachable.as_str(), "mysql://root:hunter2@db/nudge"] {
+        let env = [
+            ("NUDGE_CP_GRPC_LISTEN", "127.0.0.1:0"),
+            ("NUDGE_CP_HTTP_LISTEN", "127.0.0.1:0"),
+            ("NUDGE_CP_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("NUDGE_CP_DATA_DIR", data.as_str()),
+            ("NUDGE_CP_DATABASE_URL", url),
+            ("NUDGE_CP_DATABASE_CONNECT_TIMEOUT", "2s"),
+        ];
+        let started = std::time::Instant::now();
+        let (status, output) = run_to_exit(&binary("nudge-control-plane"), &env).await;
+        assert_eq!(status.code(), Some(64), "{url}: {status}\n{output}");
+        assert!(
+            output.contains("NUDGE_CP_DATABASE_URL"),
+            "{url}: the message names the setting:\n{output}"
+        );
+        assert!(
+            !output.contains("hunter2"),
+            "{url}: the password is redacted:\n{output}"
+        );
+        assert!(
+            output.contains("***"),
+            "{url}: the redacted URL is shown:\n{output}"
+        );
+        // A bounded wait, not a hang (generous: the machine is shared).
+        assert!(started.elapsed() < Duration::from_secs(60), "{url}: exits");
     }
 }
 

@@ -557,10 +557,11 @@ impl Outbox {
         if layout.active.id == segment_id {
             let drained = layout.active.live().0 == 0;
             let worth_it = layout.active.written_bytes() >= ROTATE_DRAINED_ACTIVE_BYTES;
-            if drained && worth_it {
-                if let Err(error) = self.rotate(&mut layout) {
-                    tracing::warn!(%error, "could not rotate the drained active segment");
-                }
+            if drained
+                && worth_it
+                && let Err(error) = self.rotate(&mut layout)
+            {
+                tracing::warn!(%error, "could not rotate the drained active segment");
             }
             return false;
         }

@@ -67,16 +67,15 @@ pub(crate) fn build(kind: CallKind, fields: Fields<'_>, defaults: &Defaults) -> 
     // A Segment body may repeat its type (analytics.js does); a different
     // one means the client posted to the wrong endpoint. Nudge's own calls
     // are exempt: notify's `type` is the notification type.
-    if kind.is_segment() {
-        if let Some(type_) = fields.string("type")? {
-            if type_ != kind.name() {
-                return Err(SegmentError::invalid(
-                    fields.at,
-                    "type",
-                    format!("is {type_:?} but this endpoint takes {} calls", kind.name()),
-                ));
-            }
-        }
+    if kind.is_segment()
+        && let Some(type_) = fields.string("type")?
+        && type_ != kind.name()
+    {
+        return Err(SegmentError::invalid(
+            fields.at,
+            "type",
+            format!("is {type_:?} but this endpoint takes {} calls", kind.name()),
+        ));
     }
     build_checked(kind, fields, defaults)
 }

@@ -182,10 +182,10 @@ impl Request {
                 .filter(|key| !key.is_empty())
         }
         let mut keys: Vec<&str> = own(&self.body).into_iter().collect();
-        if self.endpoint == Endpoint::Batch {
-            if let Some(Value::Array(items)) = self.body.get("batch") {
-                keys.extend(items.iter().filter_map(Value::as_object).filter_map(own));
-            }
+        if self.endpoint == Endpoint::Batch
+            && let Some(Value::Array(items)) = self.body.get("batch")
+        {
+            keys.extend(items.iter().filter_map(Value::as_object).filter_map(own));
         }
         keys
     }

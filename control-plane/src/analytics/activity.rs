@@ -21,7 +21,7 @@ use super::keys::{self, key};
 use super::layout::{self, profile, sessions, summary};
 use super::overlay::Overlay;
 use super::{AnalyticsError, attribution, identity};
-use crate::store::{Event, EventBody, JsonObject};
+use crate::event::{Event, EventBody, JsonObject};
 
 /// An actor's open session (in its record; `as` marks that it has one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

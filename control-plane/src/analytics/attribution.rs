@@ -23,7 +23,7 @@ use super::layout::delivery as d;
 use super::overlay::Overlay;
 use super::{AnalyticsError, Money};
 use crate::delivery::DeliveryFact;
-use crate::store::JsonObject;
+use crate::event::JsonObject;
 
 /// A user's latest engagement (`at`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

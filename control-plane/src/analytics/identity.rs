@@ -22,7 +22,7 @@ use super::actor::{ActorDetail, ActorState};
 use super::keys::{self, anonymous_actor, key, parts, user_actor};
 use super::layout::{self, profile, summary};
 use super::overlay::Overlay;
-use crate::store::{Event, EventBody};
+use crate::event::{Event, EventBody};
 
 /// The actor `event` counts for (`None` without any id).
 pub fn actor_of(overlay: &Overlay<'_>, event: &Event) -> Result<Option<String>, AnalyticsError> {

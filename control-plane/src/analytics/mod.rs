@@ -58,13 +58,13 @@ pub enum AnalyticsError {
     #[error("analytics record is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::storage::StorageError),
 }
 
 use std::sync::{Arc, Mutex};
 
 use crate::delivery::Clock;
-use crate::store::Store;
+use crate::storage::EventStore;
 
 /// The rollups and their reports. Cheap to clone.
 #[derive(Clone)]
@@ -73,7 +73,7 @@ pub struct Analytics {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    store: EventStore,
     config: AnalyticsConfig,
     clock: Arc<dyn Clock>,
     metrics: AnalyticsMetrics,
@@ -92,7 +92,7 @@ impl Analytics {
     /// `registry`. Call [`Analytics::run`] to keep the rollups up to date.
     pub fn open(
         db: &sled::Db,
-        store: Arc<dyn Store>,
+        store: EventStore,
         config: AnalyticsConfig,
         clock: Arc<dyn Clock>,
         registry: &prometheus::Registry,

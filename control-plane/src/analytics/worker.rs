@@ -26,7 +26,8 @@ use super::metrics::PendingMetrics;
 use super::overlay::Overlay;
 use super::{Analytics, AnalyticsError, delivery};
 use crate::delivery::DeliveryFact;
-use crate::store::Cursor;
+use crate::event::Cursor;
+use crate::storage::block_on;
 
 /// Events folded per pass. Large, because a pass writes each key it
 /// touched once: the more events share a pass, the fewer writes per
@@ -82,7 +83,7 @@ impl Analytics {
         let mut events_applied = 0;
         let mut position = read_cursor(&inner.tree)?;
         if inner.config.enabled {
-            let page = inner.store.events_after(position, EVENT_PAGE)?;
+            let page = block_on(inner.store.events_after(position, EVENT_PAGE))?;
             for event in &page.events {
                 activity::fold(&mut overlay, &context, event)?;
             }
@@ -103,7 +104,7 @@ impl Analytics {
         applied
             .with_label_values(&["delivery_facts"])
             .inc_by(facts_applied as u64);
-        let newest = inner.store.last_cursor()?.map_or(0, |cursor| cursor.0);
+        let newest = block_on(inner.store.last_cursor())?.map_or(0, |cursor| cursor.0);
         let done = position.map_or(0, |cursor| cursor.0);
         let behind = if inner.config.enabled {
             newest.saturating_sub(done)

@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::store::Priority;
+use crate::event::Priority;
 use crate::templates::Template;
 
 const FILE: &str = r#"

@@ -187,7 +187,7 @@ impl EmailCallbackAuth {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     hex.as_bytes()
@@ -245,17 +245,17 @@ impl EmailChannel {
         if config.timeout.is_zero() {
             return Err(config_error("email.timeout", "must be longer than zero"));
         }
-        if let Some(secret) = &config.callback_secret {
-            if secret.len() < MIN_CALLBACK_SECRET_BYTES {
-                return Err(config_error(
-                    "email.callback_secret",
-                    format!(
-                        "must be at least {MIN_CALLBACK_SECRET_BYTES} bytes (it has {}); \
+        if let Some(secret) = &config.callback_secret
+            && secret.len() < MIN_CALLBACK_SECRET_BYTES
+        {
+            return Err(config_error(
+                "email.callback_secret",
+                format!(
+                    "must be at least {MIN_CALLBACK_SECRET_BYTES} bytes (it has {}); \
                          make one with `openssl rand -base64 32`",
-                        secret.len()
-                    ),
-                ));
-            }
+                    secret.len()
+                ),
+            ));
         }
         let tls_parameters = || {
             TlsParameters::builder(config.host.clone())

@@ -599,10 +599,10 @@ impl DeliveryQueue {
             if after.is_some() && key.as_ref() == start {
                 continue;
             }
-            if let Some(wanted) = channel {
-                if value.first() != Some(&channel_byte(wanted)) {
-                    continue;
-                }
+            if let Some(wanted) = channel
+                && value.first() != Some(&channel_byte(wanted))
+            {
+                continue;
             }
             let Ok(id) = Uuid::from_slice(&key) else {
                 continue;

@@ -21,8 +21,8 @@ use super::{Engine, EngineError, PlanError};
 use crate::channels::ChannelKind;
 use crate::delivery::QueueError;
 use crate::digest::{DigestItem, DigestKey, DueDigest};
+use crate::event::{NotifyRequest, Priority};
 use crate::notifications::{Created, NewNotification, Notification};
-use crate::store::{NotifyRequest, Priority};
 use crate::templates::Rendered;
 
 /// Digests sent per pass.

@@ -33,9 +33,10 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::ChannelKind;
 use crate::delivery::{Clock, DeliveryQueue};
 use crate::devices::DeviceStore;
+use crate::event::Cursor;
 use crate::notifications::NotificationStore;
 use crate::preferences::{OperatorDefaults, PreferenceStore};
-use crate::store::{Cursor, Store};
+use crate::storage::EventStore;
 use crate::templates::TemplateSet;
 
 pub use plan::{PlanError, delivery_id_for};
@@ -87,14 +88,14 @@ impl SettingsHandle {
 
 /// Events read per pass of the feed.
 const PAGE: usize = 256;
-/// How often the feed is polled when idle: the bound on the engine's added
-/// latency from ingest to enqueue.
+/// How often an idle engine looks for due delayed triggers and digests.
+/// New events wake it at once (see [`EventStore::appended`]).
 const POLL: Duration = Duration::from_millis(100);
 
 /// The trigger worker. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    store: Arc<dyn Store>,
+    store: EventStore,
     notifications: NotificationStore,
     preferences: PreferenceStore,
     queue: DeliveryQueue,
@@ -123,7 +124,7 @@ pub enum EngineError {
     #[error("engine storage: {0}")]
     Sled(#[from] sled::Error),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Notifications(#[from] crate::notifications::NotificationError),
     #[error(transparent)]
@@ -145,7 +146,7 @@ const CURSOR_KEY: &[u8] = b"events";
 /// The stores and services the engine works with, all shared with the rest
 /// of the control plane.
 pub struct EngineParts {
-    pub store: Arc<dyn Store>,
+    pub store: EventStore,
     pub notifications: NotificationStore,
     pub preferences: PreferenceStore,
     pub queue: DeliveryQueue,
@@ -212,7 +213,11 @@ impl Engine {
     /// Tails the event feed and fires due rule triggers until `stop` is
     /// cancelled. A failing pass is logged and retried from the same cursor.
     pub async fn run(self, stop: CancellationToken) {
+        let mut appended = self.store.appended();
         loop {
+            // Seen before the pass: an event stored during it wakes the
+            // next wait at once.
+            appended.borrow_and_update();
             let pass = async {
                 let processed = self.process_available().await?;
                 let fired = self.fire_due().await?;
@@ -229,6 +234,7 @@ impl Engine {
             if idle {
                 tokio::select! {
                     () = tokio::time::sleep(POLL) => {}
+                    _ = appended.changed() => {}
                     () = stop.cancelled() => return,
                 }
             } else if stop.is_cancelled() {
@@ -243,12 +249,7 @@ impl Engine {
         let mut processed = 0;
         loop {
             let after = self.load_cursor()?;
-            let page = {
-                let store = Arc::clone(&self.store);
-                tokio::task::spawn_blocking(move || store.events_after(after, PAGE))
-                    .await
-                    .expect("reading the event feed does not panic")?
-            };
+            let page = self.store.events_after(after, PAGE).await?;
             if page.events.is_empty() {
                 return Ok(processed);
             }

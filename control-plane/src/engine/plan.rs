@@ -19,10 +19,10 @@ use super::{Engine, EngineError};
 use crate::channels::{ChannelKind, OutboundMessage, Recipient};
 use crate::delivery::{Delivery, NewDelivery, Priority as DeliveryPriority, QueueError};
 use crate::devices::Platform;
+use crate::event::{Event, EventBody, NotifyRequest, Priority};
 use crate::links::UnsubscribeClaims;
 use crate::notifications::{Created, NewNotification, Notification};
 use crate::preferences::{Action, resolve};
-use crate::store::{Event, EventBody, NotifyRequest, Priority};
 use crate::templates::{RenderInput, Rendered, TemplateError};
 
 /// Why one channel of a notification was not planned.
@@ -358,13 +358,7 @@ impl Engine {
     /// The user's traits (from identify calls) plus their `id`: what
     /// templates see as `user`.
     pub(super) async fn user_context(&self, user_id: &str) -> Result<Value, EngineError> {
-        let profile = {
-            let store = std::sync::Arc::clone(&self.store);
-            let user_id = user_id.to_owned();
-            tokio::task::spawn_blocking(move || store.profile(&user_id))
-                .await
-                .expect("reading a profile does not panic")?
-        };
+        let profile = self.store.profile(user_id).await?;
         let mut user = profile.map(|profile| profile.traits).unwrap_or_default();
         user.insert("id".into(), Value::String(user_id.to_owned()));
         Ok(Value::Object(user))

@@ -11,8 +11,8 @@
 use jiff::Timestamp;
 
 use super::{Engine, EngineError};
+use crate::event::{Event, EventBody};
 use crate::rules::{Pending, matching};
-use crate::store::{Event, EventBody};
 
 /// Due triggers fired per pass.
 const DUE_PAGE: usize = 256;

@@ -19,7 +19,7 @@ use nudge_proto::v1::{self as pb, envelope::Body};
 use serde_json::Value;
 
 use crate::analytics::Money;
-use crate::store::{
+use crate::event::{
     Event, EventBody, IngestOutcome, JsonObject, NotifyRequest, Priority, Rejected,
 };
 

@@ -26,7 +26,7 @@ use crate::devices::DeviceError;
 use crate::http::analytics_params::ParamError;
 use crate::notifications::NotificationError;
 use crate::preferences::PreferenceError;
-use crate::store::StoreError;
+use crate::storage::StorageError;
 
 /// How long a client should wait before retrying after a store failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -36,7 +36,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub enum ServiceError {
     /// The store could not take the batch; retriable.
     #[error("store unavailable: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
     /// The blocking store task died (panic or runtime shutdown); retriable.
     #[error("store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

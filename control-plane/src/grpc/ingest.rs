@@ -5,7 +5,6 @@
 //! a store failure fails the whole call as UNAVAILABLE and nothing of it is
 //! acknowledged (what did get stored is absorbed by dedupe on the resend).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -14,36 +13,31 @@ use tonic::{Request, Response, Status};
 
 use super::ServiceError;
 use super::convert;
+use crate::event::IngestOutcome;
 use crate::metrics::Metrics;
-use crate::store::{IngestOutcome, Store};
+use crate::storage::EventStore;
 
-/// The Ingest service over a [`Store`].
+/// The Ingest service over the [`EventStore`].
 pub struct IngestService {
-    store: Arc<dyn Store>,
+    store: EventStore,
     metrics: Metrics,
 }
 
 impl IngestService {
-    pub fn new(store: Arc<dyn Store>, metrics: Metrics) -> Self {
+    pub fn new(store: EventStore, metrics: Metrics) -> Self {
         IngestService { store, metrics }
     }
 
     async fn store(
         &self,
-        events: Vec<crate::store::Event>,
+        events: Vec<crate::event::Event>,
     ) -> Result<(IngestOutcome, u64, u64), ServiceError> {
-        let store = Arc::clone(&self.store);
-        // sled blocks on disk (the flush above all); keep it off the runtime.
-        let result = tokio::task::spawn_blocking(move || {
-            let outcome = store.ingest(events)?;
-            Ok::<_, crate::store::StoreError>((
-                outcome,
-                store.event_count()?,
-                store.dedupe_count()?,
-            ))
-        })
-        .await??;
-        Ok(result)
+        let outcome = self.store.ingest(events).await?;
+        Ok((
+            outcome,
+            self.store.event_count().await?,
+            self.store.dedupe_count().await?,
+        ))
     }
 }
 

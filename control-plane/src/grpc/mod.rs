@@ -24,8 +24,6 @@ mod manage;
 pub mod request_metrics;
 pub mod tls;
 
-use std::sync::Arc;
-
 use nudge_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +38,7 @@ pub use manage::{MANAGEMENT_SERVICE_NAME, ManagementService};
 
 use crate::config::AdminToken;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::storage::EventStore;
 
 /// Largest Push accepted: agents batch up to thousands of events, and
 /// tonic's 4 MiB default would turn a big batch into a retry loop.
@@ -53,7 +51,7 @@ pub const INGEST_SERVICE_NAME: &str = "nudge.v1.Ingest";
 /// the rest of the control plane.
 #[derive(Clone)]
 pub struct GrpcState {
-    pub store: Arc<dyn Store>,
+    pub store: EventStore,
     pub metrics: Metrics,
     /// Types and rules, file and API.
     pub catalog: crate::catalog::Catalog,
@@ -106,7 +104,7 @@ pub async fn serve(
         .expect("the embedded descriptor sets are valid");
 
     let ingest = IngestServer::new(IngestService::new(
-        Arc::clone(&state.store),
+        state.store.clone(),
         state.metrics.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);

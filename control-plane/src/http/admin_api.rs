@@ -11,7 +11,6 @@
 //! `admin_privacy`, `admin_analytics` and `devices` are mounted here too.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -25,7 +24,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::{ApiError, HttpState};
-use crate::store::{Cursor, EventPage, Profile, Store};
+use crate::event::{Cursor, EventPage, Profile};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -104,9 +103,7 @@ async fn events(
                 .map_err(|_| ApiError::bad_request("after must be a cursor returned as next"))?,
         ),
     };
-    let store = Arc::clone(&state.store);
-    let page = tokio::task::spawn_blocking(move || store.events_for_user(&user_id, limit, after))
-        .await??;
+    let page = state.store.events_for_user(&user_id, limit, after).await?;
     Ok(Json(page))
 }
 
@@ -114,9 +111,7 @@ async fn profile(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Profile>, ApiError> {
-    let store = Arc::clone(&state.store);
-    let lookup = user_id.clone();
-    match tokio::task::spawn_blocking(move || store.profile(&lookup)).await?? {
+    match state.store.profile(&user_id).await? {
         Some(profile) => Ok(Json(profile)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -127,10 +122,9 @@ async fn profile(
 }
 
 async fn stats(State(state): State<HttpState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let store: Arc<dyn Store> = Arc::clone(&state.store);
-    let (events, dedupe) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((store.event_count()?, store.dedupe_count()?))
-    })
-    .await??;
+    let (events, dedupe) = (
+        state.store.event_count().await?,
+        state.store.dedupe_count().await?,
+    );
     Ok(Json(json!({ "events": events, "dedupe_entries": dedupe })))
 }

@@ -173,13 +173,13 @@ pub fn parse<'a>(
             _ => unreachable!("every parameter in PARAMETERS is handled"),
         }
     }
-    if let (Some(from), Some(to)) = (query.from, query.to) {
-        if from > to {
-            return Err(ParamError::invalid(
-                "from",
-                format!("{from} is after to ({to})"),
-            ));
-        }
+    if let (Some(from), Some(to)) = (query.from, query.to)
+        && from > to
+    {
+        return Err(ParamError::invalid(
+            "from",
+            format!("{from} is after to ({to})"),
+        ));
     }
     Ok(Params { query, format })
 }

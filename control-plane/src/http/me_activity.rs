@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::user_auth::Me;
 use super::{ApiError, HttpState};
-use crate::store::{Cursor, Event, EventBody, JsonObject};
+use crate::event::{Cursor, Event, EventBody, JsonObject};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -196,7 +196,7 @@ const KINDS: [&str; 8] = [
 
 /// Up to `limit` matching activities after the filter's cursor, and the
 /// cursor of the next page when there may be more.
-fn page(
+async fn page(
     state: &HttpState,
     user: &str,
     filter: &Filter,
@@ -205,7 +205,7 @@ fn page(
     let mut found = Vec::new();
     let mut after = filter.cursor;
     loop {
-        let page = state.store.events_for_user(user, SCAN_PAGE, after)?;
+        let page = state.store.events_for_user(user, SCAN_PAGE, after).await?;
         let read = page.events.len();
         for (event, cursor) in page.events.iter().zip(page.cursors.iter()) {
             after = Some(*cursor);
@@ -231,11 +231,7 @@ async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let filter = Filter::parse(raw.as_deref())?;
-    let (items, next) = tokio::task::spawn_blocking(move || {
-        let limit = filter.limit;
-        page(&state, &user, &filter, limit)
-    })
-    .await??;
+    let (items, next) = page(&state, &user, &filter, filter.limit).await?;
     let mut body = json!({ "activity": items });
     if let Some(next) = next {
         body["next_cursor"] = json!(next.0.to_string());
@@ -244,8 +240,8 @@ async fn list(
 }
 
 /// Every matching activity (for summaries and exports).
-fn all(state: &HttpState, user: &str, filter: &Filter) -> Result<Vec<Activity>, ApiError> {
-    let (items, _) = page(state, user, filter, usize::MAX)?;
+async fn all(state: &HttpState, user: &str, filter: &Filter) -> Result<Vec<Activity>, ApiError> {
+    let (items, _) = page(state, user, filter, usize::MAX).await?;
     Ok(items)
 }
 
@@ -283,7 +279,7 @@ async fn summary(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let filter = Filter::parse(raw.as_deref())?;
-    let items = tokio::task::spawn_blocking(move || all(&state, &user, &filter)).await??;
+    let items = all(&state, &user, &filter).await?;
     Ok(Json(json!(summarise(&items))))
 }
 
@@ -298,7 +294,7 @@ async fn export(
         Some("csv") => true,
         Some(_) => return Err(ApiError::bad_request("format: expected csv or json")),
     };
-    let items = tokio::task::spawn_blocking(move || all(&state, &user, &filter)).await??;
+    let items = all(&state, &user, &filter).await?;
     let (body, content_type, name) = if csv {
         let mut out = String::from("id,kind,name,at,properties\r\n");
         for item in &items {

@@ -65,12 +65,12 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::config::AdminToken;
-use crate::store::{Store, StoreError};
+use crate::storage::{EventStore, StorageError};
 
 /// What every HTTP handler can reach.
 #[derive(Clone)]
 pub struct HttpState {
-    pub store: Arc<dyn Store>,
+    pub store: EventStore,
     /// Notifications and their deliveries, for the operator routes.
     pub notifications: crate::notifications::NotificationStore,
     pub queue: crate::delivery::DeliveryQueue,
@@ -115,17 +115,19 @@ impl HttpState {
     /// with struct update syntax. (The program builds its state from the
     /// engine's own stores instead: the inbox's live hub must be shared
     /// with the in-app channel.)
-    pub fn standalone(db: &sled::Db, store: Arc<dyn Store>) -> Result<Self, crate::Error> {
+    pub fn standalone(stores: &crate::storage::Stores) -> Result<Self, crate::Error> {
+        let db = stores.legacy();
+        let store = stores.events.clone();
         // Default settings, system time, metrics in a registry of its own.
         let analytics = crate::analytics::Analytics::open(
             db,
-            Arc::clone(&store),
+            store.clone(),
             crate::analytics::AnalyticsConfig::default(),
             Arc::new(crate::delivery::SystemClock),
             &prometheus::Registry::new(),
         )?;
-        let privacy = crate::privacy::Privacy::open(db, Arc::clone(&store))?
-            .with_analytics(analytics.clone());
+        let privacy =
+            crate::privacy::Privacy::open(db, store.clone())?.with_analytics(analytics.clone());
         Ok(HttpState {
             store,
             notifications: crate::notifications::NotificationStore::open(db)?,
@@ -208,8 +210,8 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
         tracing::error!(%error, "store failed in http handler");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -34,10 +34,10 @@ impl Hub {
     /// subscriber went away.
     pub fn publish(&self, user_id: &str, change: &Change) {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = users.get(user_id) {
-            if sender.send(change.clone()).is_err() {
-                users.remove(user_id);
-            }
+        if let Some(sender) = users.get(user_id)
+            && sender.send(change.clone()).is_err()
+        {
+            users.remove(user_id);
         }
     }
 

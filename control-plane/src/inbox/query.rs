@@ -64,10 +64,10 @@ impl InboxQuery {
         if !self.types.is_empty() && !self.types.contains(&item.notification_type) {
             return false;
         }
-        if let Some(category) = &self.category {
-            if item.category_name() != category {
-                return false;
-            }
+        if let Some(category) = &self.category
+            && item.category_name() != category
+        {
+            return false;
         }
         if self.read.is_some_and(|read| read != item.is_read()) {
             return false;

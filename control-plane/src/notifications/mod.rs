@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::store::NotifyRequest;
+use crate::event::NotifyRequest;
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(48 * 3600);
@@ -132,17 +132,17 @@ impl NotificationStore {
             &self.by_key,
         )
             .transaction(|(notifications, by_user, by_source, by_key)| {
-                if let Some(source) = &notification.source_event_id {
-                    if let Some(id) = by_source.get(source.as_bytes())? {
-                        return Ok(Some(id.to_vec()));
-                    }
+                if let Some(source) = &notification.source_event_id
+                    && let Some(id) = by_source.get(source.as_bytes())?
+                {
+                    return Ok(Some(id.to_vec()));
                 }
-                if let Some(key) = &key_entry {
-                    if let Some(entry) = by_key.get(key)? {
-                        let (created, id) = split_key_entry(&entry);
-                        if now_millis - created < window_millis {
-                            return Ok(Some(id.to_vec()));
-                        }
+                if let Some(key) = &key_entry
+                    && let Some(entry) = by_key.get(key)?
+                {
+                    let (created, id) = split_key_entry(&entry);
+                    if now_millis - created < window_millis {
+                        return Ok(Some(id.to_vec()));
                     }
                 }
                 notifications.insert(notification.id.as_bytes(), encoded.as_slice())?;
@@ -273,17 +273,16 @@ impl NotificationStore {
             .transaction(|(notifications, by_user, by_source, by_key)| {
                 notifications.remove(id.as_bytes())?;
                 by_user.remove(user_key.as_slice())?;
-                if let Some(source) = &notification.source_event_id {
-                    if by_source.get(source.as_bytes())?.as_deref() == Some(id.as_bytes()) {
-                        by_source.remove(source.as_bytes())?;
-                    }
+                if let Some(source) = &notification.source_event_id
+                    && by_source.get(source.as_bytes())?.as_deref() == Some(id.as_bytes())
+                {
+                    by_source.remove(source.as_bytes())?;
                 }
-                if let Some(key) = &key_entry {
-                    if let Some(entry) = by_key.get(key)? {
-                        if split_key_entry(&entry).1 == id.as_bytes() {
-                            by_key.remove(key.as_slice())?;
-                        }
-                    }
+                if let Some(key) = &key_entry
+                    && let Some(entry) = by_key.get(key)?
+                    && split_key_entry(&entry).1 == id.as_bytes()
+                {
+                    by_key.remove(key.as_slice())?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -334,7 +333,7 @@ fn split_key_entry(entry: &[u8]) -> (i64, &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Priority;
+    use crate::event::Priority;
 
     fn draft(user: &str, key: Option<&str>, source: Option<&str>) -> NewNotification {
         NewNotification {

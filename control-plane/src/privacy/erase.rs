@@ -10,6 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Privacy, PrivacyError};
+use crate::storage::block_on;
 
 /// What one erase removed (the answer of `DELETE /v1/admin/users/{id}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -34,7 +35,7 @@ impl Privacy {
     /// Erases `user_id` everywhere, at `now`; idempotent. Durable when it
     /// returns.
     pub fn erase_user(&self, user_id: &str, now: Timestamp) -> Result<Erased, PrivacyError> {
-        let events = self.store.erase_user(user_id, now)?;
+        let events = block_on(self.store.erase_user(user_id, now))?;
         let pending_triggers = self.pending.erase_user(user_id)?;
         let digest_items = self.digests.erase_user(user_id)?;
         let notifications = self.notifications.erase_user(user_id)?;
@@ -63,7 +64,7 @@ impl Privacy {
         );
         Ok(Erased {
             user_id: user_id.to_owned(),
-            erased_at: self.store.erased_at(user_id)?,
+            erased_at: block_on(self.store.erased_at(user_id))?,
             events: events.events,
             profile: events.profile,
             notifications: notifications.len(),

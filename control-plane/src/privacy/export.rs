@@ -12,11 +12,12 @@ use uuid::Uuid;
 use super::{Privacy, PrivacyError};
 use crate::delivery::Delivery;
 use crate::devices::Device;
+use crate::event::{Event, Profile};
 use crate::inbox::InboxItem;
 use crate::notifications::Notification;
 use crate::preferences::UserPreferences;
 use crate::rules::Pending;
-use crate::store::{Event, Profile};
+use crate::storage::block_on;
 
 /// Events read per store call while exporting.
 const PAGE: usize = 1000;
@@ -59,7 +60,7 @@ impl Privacy {
         let mut events = Vec::new();
         let mut after = None;
         loop {
-            let page = self.store.events_for_user(user_id, PAGE, after)?;
+            let page = block_on(self.store.events_for_user(user_id, PAGE, after))?;
             events.extend(page.events);
             match page.next {
                 Some(next) => after = Some(next),
@@ -80,8 +81,8 @@ impl Privacy {
         Ok(UserExport {
             user_id: user_id.to_owned(),
             exported_at: now,
-            erased_at: self.store.erased_at(user_id)?,
-            profile: self.store.profile(user_id)?,
+            erased_at: block_on(self.store.erased_at(user_id))?,
+            profile: block_on(self.store.profile(user_id))?,
             events,
             notifications,
             inbox: self.inbox.items_of(user_id)?,

@@ -31,13 +31,12 @@
 //! * **Retention** ([`retention`]) removes only records older than their
 //!   kind's limit; see there.
 //!
-//! Every method blocks on sled: async callers use `spawn_blocking`.
+//! Every method blocks on sled (and waits for the SQL event store through
+//! [`crate::storage::block_on`]): async callers use `spawn_blocking`.
 
 pub mod erase;
 pub mod export;
 pub mod retention;
-
-use std::sync::Arc;
 
 use crate::delivery::{DeliveryQueue, QueueError};
 use crate::devices::{DeviceError, DeviceStore};
@@ -46,7 +45,7 @@ use crate::inbox::{InboxError, InboxStore};
 use crate::notifications::{NotificationError, NotificationStore};
 use crate::preferences::{PreferenceError, PreferenceStore};
 use crate::rules::{PendingError, PendingTriggers};
-use crate::store::{Store, StoreError};
+use crate::storage::{EventStore, StorageError};
 
 pub use erase::Erased;
 pub use export::UserExport;
@@ -57,7 +56,7 @@ pub use retention::{RetentionConfig, RetentionReport};
 #[derive(Clone)]
 pub struct Privacy {
     db: sled::Db,
-    store: Arc<dyn Store>,
+    store: EventStore,
     notifications: NotificationStore,
     queue: DeliveryQueue,
     inbox: InboxStore,
@@ -73,7 +72,7 @@ pub struct Privacy {
 impl Privacy {
     /// Opens the trees of every store on `db` (the same trees the engine
     /// uses; nothing here needs the engine's in-memory wake-ups or hubs).
-    pub fn open(db: &sled::Db, store: Arc<dyn Store>) -> Result<Self, PrivacyError> {
+    pub fn open(db: &sled::Db, store: EventStore) -> Result<Self, PrivacyError> {
         Ok(Privacy {
             db: db.clone(),
             store,
@@ -97,7 +96,7 @@ impl Privacy {
 
     /// Lifts the user's tombstone; `false` when there was none.
     pub fn lift_erasure(&self, user_id: &str) -> Result<bool, PrivacyError> {
-        Ok(self.store.lift_erasure(user_id)?)
+        Ok(crate::storage::block_on(self.store.lift_erasure(user_id))?)
     }
 }
 
@@ -106,7 +105,7 @@ impl Privacy {
 #[derive(Debug, thiserror::Error)]
 pub enum PrivacyError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
     #[error(transparent)]
     Notifications(#[from] NotificationError),
     #[error(transparent)]

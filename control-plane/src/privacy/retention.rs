@@ -111,7 +111,7 @@ impl Privacy {
     ) -> Result<RetentionReport, PrivacyError> {
         let mut report = RetentionReport::default();
         if let Some(limit) = config.events {
-            report.events = self.store.prune_events(cutoff(now, limit))?;
+            report.events = crate::storage::block_on(self.store.prune_events(cutoff(now, limit)))?;
         }
         if let Some(limit) = config.notifications {
             let cutoff = cutoff(now, limit);

@@ -1,7 +1,7 @@
 //! [`matching`]: which rules a stored event fires.
 
 use super::model::Rule;
-use crate::store::{Event, EventBody};
+use crate::event::{Event, EventBody};
 
 /// The rules `event` fires, in config order: only track events with a
 /// (non-empty) user id, whose name is the rule's `on` and whose properties

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::channels::ChannelKind;
+use crate::event::{JsonObject, NotifyRequest, Priority};
 use crate::notifications::NewNotification;
-use crate::store::{JsonObject, NotifyRequest, Priority};
 
 /// "On track event `on` (where every `when` holds) notify type `notify`",
 /// at once or `delay` later unless the user sends `unless` first.

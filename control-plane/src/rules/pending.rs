@@ -37,8 +37,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::model::{Rule, source_id};
+use crate::event::JsonObject;
 use crate::notifications::NewNotification;
-use crate::store::JsonObject;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PendingError {

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use super::*;
-use crate::store::{Event, EventBody, JsonObject, Priority};
+use crate::event::{Event, EventBody, JsonObject, Priority};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -138,10 +138,11 @@ pub async fn scenario_stream(env: &Env) -> Result<StreamReport> {
             };
             let at = Instant::now();
             let frame: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-            if frame["type"] == "change" && frame["kind"] == "added" {
-                if let Some(n) = frame["item"]["data"]["n"].as_u64() {
-                    arrived.insert(n, at);
-                }
+            if frame["type"] == "change"
+                && frame["kind"] == "added"
+                && let Some(n) = frame["item"]["data"]["n"].as_u64()
+            {
+                arrived.insert(n, at);
             }
         }
         Ok((arrived, socket))

@@ -324,8 +324,8 @@ fn frequency_to_proto(frequency: Frequency) -> pb::Frequency {
     }
 }
 
-fn priority_from_proto(field: &str, value: i32) -> Result<crate::store::Priority, ServiceError> {
-    use crate::store::Priority;
+fn priority_from_proto(field: &str, value: i32) -> Result<crate::event::Priority, ServiceError> {
+    use crate::event::Priority;
     Ok(match known_enum(field, value)? {
         pb::Priority::Low => Priority::Low,
         pb::Priority::Unspecified | pb::Priority::Normal => Priority::Normal,
@@ -333,8 +333,8 @@ fn priority_from_proto(field: &str, value: i32) -> Result<crate::store::Priority
     })
 }
 
-fn priority_to_proto(priority: crate::store::Priority) -> pb::Priority {
-    use crate::store::Priority;
+fn priority_to_proto(priority: crate::event::Priority) -> pb::Priority {
+    use crate::event::Priority;
     match priority {
         Priority::Low => pb::Priority::Low,
         Priority::Normal => pb::Priority::Normal,

@@ -5,7 +5,7 @@
 //!
 //! A Notify call becomes the same [`Event`] an agent's notify envelope
 //! becomes (through the ingest conversion, `grpc/convert.rs`) and is stored
-//! with [`Store::ingest`]; the engine picks it up from the event feed like
+//! with [`EventStore::ingest`]; the engine picks it up from the event feed like
 //! any other. So ingest dedupe, the notification store's idempotency keys
 //! and ingest ordering hold exactly as for agents. The event id is derived
 //! from the user and the idempotency key when there is one (a retried call
@@ -14,10 +14,8 @@
 //! 100 ms), the notification — `source_event_id` = that id — shows in
 //! ListUserNotifications, with its deliveries in GetNotification.
 //!
-//! [`Event`]: crate::store::Event
-//! [`Store::ingest`]: crate::store::Store::ingest
-
-use std::sync::Arc;
+//! [`Event`]: crate::event::Event
+//! [`EventStore::ingest`]: crate::storage::EventStore::ingest
 
 use jiff::Timestamp;
 use nudge_proto::v1 as pb;
@@ -65,8 +63,7 @@ pub(super) async fn notify(
     };
     // The conversion's reasons name the field (`notify.type is empty`).
     let event = event_from_envelope(AGENT_ID, envelope, now).map_err(ServiceError::Invalid)?;
-    let store = Arc::clone(&state.store);
-    let outcome = blocking(move || store.ingest(vec![event])).await?;
+    let outcome = state.store.ingest(vec![event]).await?;
     if let Some(rejected) = outcome.rejected.into_iter().next() {
         return Err(ServiceError::Invalid(rejected.reason));
     }

@@ -1,20 +1,7 @@
-//! Storage behind one trait, and the domain types it stores.
-//!
-//! Everything above this module (gRPC, HTTP, the pruner) talks to an
-//! `Arc<dyn Store>` and never to sled, so another engine can replace the
-//! embedded default later. The promises every implementation keeps:
-//!
-//! * [`Store::ingest`] is idempotent by [`Event::id`] for as long as the id is
-//!   inside the dedupe window: a resend, or the same id in two concurrent
-//!   calls, is stored exactly once and counted as a duplicate afterwards.
-//! * [`Store::ingest`] returns only once everything it reports as stored (or
-//!   as a duplicate of something stored) is durable, so a caller may ack it.
-//! * Methods are synchronous and may block on disk: async code calls them
-//!   through `tokio::task::spawn_blocking`.
-//!
-//! No wire types (tonic, axum) appear here.
-
-mod sled_store;
+//! The control plane's event vocabulary: one call an application made
+//! ([`Event`], its kind and fields), what an ingest did with a batch, user
+//! profiles, and the cursors that page through events. Storage of these
+//! lives in [`crate::storage`]; no wire types (tonic, axum) appear here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,8 +9,6 @@ use std::str::FromStr;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-pub use sled_store::SledStore;
 
 /// A JSON object, as Segment's `properties`, `traits`, `context` are.
 pub type JsonObject = Map<String, Value>;
@@ -208,7 +193,7 @@ pub enum Priority {
     High,
 }
 
-/// What one [`Store::ingest`] call did with its events.
+/// What one [`crate::storage::EventStore::ingest`] call did with its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
     /// Events newly stored by this call.
@@ -216,14 +201,14 @@ pub struct IngestOutcome {
     /// Events whose id was already stored (resends absorbed by dedupe).
     pub duplicates: u32,
     /// Events dropped because their user was erased (see
-    /// [`Store::erase_user`]): accepted, so the agent stops resending, and
+    /// [`crate::storage::EventStore::erase_user`]): accepted, so the agent stops resending, and
     /// never stored.
     pub erased: u32,
     /// Events refused for good, with the reason.
     pub rejected: Vec<Rejected>,
 }
 
-/// What [`Store::erase_user`] removed.
+/// What [`crate::storage::EventStore::erase_user`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ErasedEvents {
     /// The user's events (and their by-user index entries).
@@ -283,77 +268,4 @@ pub struct EventPage {
     /// For each event, the cursor that resumes right after it (for callers
     /// that stop in the middle of a page, e.g. when filtering).
     pub cursors: Vec<Cursor>,
-}
-
-/// Why a store operation failed. All variants are worth retrying later: the
-/// data the caller sent was fine, the store was not.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("storage engine failed: {0}")]
-    Engine(#[from] sled::Error),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(String),
-    #[error("could not encode a record: {0}")]
-    Encode(#[from] serde_json::Error),
-}
-
-/// The storage every control-plane component uses. Object safe, so it is
-/// shared as `Arc<dyn Store>`.
-pub trait Store: Send + Sync + 'static {
-    /// Stores `events` that were not stored before (by id), durably, and says
-    /// what happened to each. Ids repeated inside `events` count once.
-    fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, StoreError>;
-
-    /// A user's events in ingest order, at most `limit`, starting after
-    /// `after`.
-    fn events_for_user(
-        &self,
-        user_id: &str,
-        limit: usize,
-        after: Option<Cursor>,
-    ) -> Result<EventPage, StoreError>;
-
-    /// Every user's events in ingest order, at most `limit`, starting after
-    /// `after`: the feed the notification engine tails.
-    fn events_after(&self, after: Option<Cursor>, limit: usize) -> Result<EventPage, StoreError>;
-
-    /// The position of the newest stored event (`None` when there is
-    /// none): how far behind a feed reader is.
-    fn last_cursor(&self) -> Result<Option<Cursor>, StoreError>;
-
-    /// The merged identify traits of a user, if any identify was stored.
-    fn profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError>;
-
-    /// Forgets dedupe entries of events ingested before `older_than` and
-    /// returns how many it removed. The events themselves stay.
-    fn prune_dedupe(&self, older_than: Timestamp) -> Result<u64, StoreError>;
-
-    /// How many events are stored.
-    fn event_count(&self) -> Result<u64, StoreError>;
-
-    /// How many event ids the dedupe window remembers.
-    fn dedupe_count(&self) -> Result<u64, StoreError>;
-
-    /// Makes every write so far durable (used at shutdown).
-    fn flush(&self) -> Result<(), StoreError>;
-
-    /// Erases a user (privacy): removes their events (by `user_id`) and
-    /// profile, and leaves a tombstone (`erased_at` = `at`) so that events
-    /// of this user ingested later are dropped (counted in
-    /// [`IngestOutcome::erased`]) instead of stored. Dedupe entries stay: an
-    /// id carries nothing about the user and ages out with the window.
-    /// Idempotent; durable when it returns.
-    fn erase_user(&self, user_id: &str, at: Timestamp) -> Result<ErasedEvents, StoreError>;
-
-    /// When the user was erased, if a tombstone blocks their events.
-    fn erased_at(&self, user_id: &str) -> Result<Option<Timestamp>, StoreError>;
-
-    /// Removes the user's tombstone, so their events are stored again;
-    /// `false` when there was none.
-    fn lift_erasure(&self, user_id: &str) -> Result<bool, StoreError>;
-
-    /// Retention: removes events ingested before `older_than`, oldest
-    /// first, and returns how many. Profiles stay (they are the user's
-    /// current state, not history); dedupe entries follow their own window.
-    fn prune_events(&self, older_than: Timestamp) -> Result<u64, StoreError>;
 }

@@ -1,0 +1,277 @@
+//! One connection pool to one engine, opened once per process.
+//!
+//! # Promises
+//!
+//! * **SQLite** (embedded): WAL journal, `synchronous = FULL`, so a
+//!   committed transaction is on disk before the call that made it
+//!   returns, and readers never block the writer. The file is locked
+//!   (`<file>.lock`) for as long as the process runs: a second control
+//!   plane on the same file is refused at start-up instead of corrupting
+//!   it (SQLite is one process's database here; replicas need PostgreSQL).
+//! * **PostgreSQL**: a pool of `NUDGE_CP_DATABASE_POOL_SIZE` connections;
+//!   TLS as the URL's `sslmode` asks, through rustls.
+//! * [`Database::open`] waits for the database up to
+//!   `NUDGE_CP_DATABASE_CONNECT_TIMEOUT`, then fails with an error that
+//!   names `NUDGE_CP_DATABASE_URL` with the password redacted. Once open,
+//!   a database that goes away makes calls fail with
+//!   [`StorageError::Unavailable`]; the pool reconnects by itself when it
+//!   comes back.
+//! * The schema is brought up to date (see `migrate`) before `open`
+//!   returns.
+
+use std::fs::File;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::StorageError;
+use super::location::DatabaseLocation;
+use super::metrics::{PoolState, StorageMetrics};
+
+/// Runs `$body` with `$pool` bound to the engine's pool (`SqlitePool` or
+/// `PgPool`) and `$engine` to its [`Engine`]: one query text, compiled for
+/// both engines. SQL in the body uses `$1`-style placeholders, which both
+/// engines read.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        with_pool!($db, $pool, _engine => $body)
+    };
+    ($db:expr, $pool:ident, $engine:ident => $body:expr) => {
+        match $db.pool() {
+            $crate::storage::database::Pool::Sqlite($pool) => {
+                #[allow(unused_variables)]
+                let $engine = $crate::storage::Engine::Sqlite;
+                $body
+            }
+            $crate::storage::database::Pool::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $engine = $crate::storage::Engine::Postgres;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use with_pool;
+
+/// How long a connection may wait for SQLite's write lock before the call
+/// fails: far above any one transaction of ours.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a call waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between connection attempts at start-up.
+const CONNECT_RETRY: Duration = Duration::from_millis(500);
+
+/// Which engine a [`Database`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub location: DatabaseLocation,
+    /// Connections in the pool (PostgreSQL); SQLite uses a few readers and
+    /// its one writer whatever this says.
+    pub pool_size: u32,
+    /// How long start-up waits for the database to answer.
+    pub connect_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// SQLite in `path` with defaults: for tests and tools.
+    pub fn sqlite(path: impl Into<std::path::PathBuf>) -> Self {
+        DatabaseSettings {
+            location: DatabaseLocation::Sqlite(path.into()),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The engine's pool. Queries are written once and compiled for both arms
+/// by `with_pool!`.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The open database. Cheap to clone; every store shares it.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    location: DatabaseLocation,
+    metrics: StorageMetrics,
+    /// Held open so the file lock lasts as long as the process (SQLite).
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("location", &self.inner.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Connects (waiting up to `settings.connect_timeout`), then migrates.
+    pub async fn open(
+        settings: &DatabaseSettings,
+        metrics: StorageMetrics,
+    ) -> Result<Database, StorageError> {
+        let (pool, lock) = match &settings.location {
+            DatabaseLocation::Sqlite(path) => {
+                let lock = lock_sqlite_file(path, &settings.location)?;
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(settings.pool_size.clamp(2, 8))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|error| connect_error(&settings.location, &error))?;
+                (Pool::Sqlite(pool), Some(lock))
+            }
+            DatabaseLocation::Postgres(url) => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|error| connect_error(&settings.location, &error))?
+                    .application_name("nudge-control-plane");
+                let pool = connect_postgres(settings, options).await?;
+                (Pool::Postgres(pool), None)
+            }
+        };
+        let database = Database {
+            inner: Arc::new(Inner {
+                pool,
+                location: settings.location.clone(),
+                metrics,
+                _lock: lock,
+            }),
+        };
+        super::migrate::run(&database).await?;
+        let weak: std::sync::Weak<dyn PoolState> = Arc::downgrade(&database.inner) as _;
+        database.inner.metrics.watch(weak);
+        Ok(database)
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.inner.pool {
+            Pool::Sqlite(_) => Engine::Sqlite,
+            Pool::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Where it is, password redacted.
+    pub fn location(&self) -> &DatabaseLocation {
+        &self.inner.location
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn metrics(&self) -> &StorageMetrics {
+        &self.inner.metrics
+    }
+
+    /// One round trip: whether the database answers now (readiness).
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        with_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Waits for running calls and closes every connection (shutdown).
+    pub async fn close(&self) {
+        match &self.inner.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl PoolState for Inner {
+    fn state(&self) -> (u32, usize) {
+        match &self.pool {
+            Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),
+            Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
+        }
+    }
+}
+
+/// A connection from `pool`, counted as waiting (and timed) until it comes.
+pub(crate) async fn acquire<DB: sqlx::Database>(
+    metrics: &StorageMetrics,
+    pool: &sqlx::Pool<DB>,
+) -> Result<sqlx::pool::PoolConnection<DB>, StorageError> {
+    let _waiting = metrics.waiting();
+    Ok(pool.acquire().await?)
+}
+
+async fn connect_postgres(
+    settings: &DatabaseSettings,
+    options: PgConnectOptions,
+) -> Result<PgPool, StorageError> {
+    let started = Instant::now();
+    loop {
+        let attempt = PgPoolOptions::new()
+            .max_connections(settings.pool_size.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Ok(pool) => return Ok(pool),
+            Err(error) if started.elapsed() + CONNECT_RETRY < settings.connect_timeout => {
+                tracing::warn!(database = %settings.location, %error, "database not reachable yet; retrying");
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            Err(error) => return Err(connect_error(&settings.location, &error)),
+        }
+    }
+}
+
+fn connect_error(location: &DatabaseLocation, error: &dyn std::fmt::Display) -> StorageError {
+    StorageError::Connect {
+        location: location.redacted(),
+        reason: error.to_string(),
+    }
+}
+
+/// Creates the file's directory and takes `<file>.lock` exclusively.
+fn lock_sqlite_file(
+    path: &std::path::Path,
+    location: &DatabaseLocation,
+) -> Result<File, StorageError> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|error| connect_error(location, &error))?;
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = File::create(&lock_path).map_err(|error| connect_error(location, &error))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::InUse {
+            location: location.redacted(),
+        }),
+        Err(std::fs::TryLockError::Error(error)) => Err(connect_error(location, &error)),
+    }
+}

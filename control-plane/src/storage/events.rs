@@ -1,0 +1,582 @@
+//! Events, the dedupe window, profiles and erasure tombstones in SQL.
+//!
+//! # Tables (migration 0001)
+//!
+//! | table | key | what |
+//! |---|---|---|
+//! | `events` | `seq` (ingest order) | `user_id`, `ingested_at`, the [`Event`] as JSON |
+//! | `event_ids` | event id | `ingested_at`: the dedupe window |
+//! | `profiles` | user id | merged identify traits (JSON), `updated_at` |
+//! | `erased_users` | user id | `erased_at`: the tombstone |
+//! | `counters` | name | `events`, `event_ids`: sizes for the metrics |
+//!
+//! # Promises
+//!
+//! * **One transaction per ingest call.** Events, their dedupe entries,
+//!   profile merges and counters commit together or not at all; a crash
+//!   leaves no event without its dedupe entry and no entry without its
+//!   event.
+//! * **Idempotent by id** while the id is in the dedupe window: the
+//!   `event_ids` primary key decides, so a resend, or the same id twice in
+//!   one call, is stored once and reported as a duplicate.
+//! * **Durable before it returns**: `ingest` returns after the commit
+//!   (SQLite: WAL with `synchronous = FULL`; PostgreSQL: the commit), so a
+//!   caller may ack. A duplicate points at an event that committed earlier.
+//! * **Feed order is commit order.** Writers are serialized (a mutex in the
+//!   process, and on PostgreSQL a transaction-scoped advisory lock across
+//!   processes), so an event with a higher `seq` never commits before one
+//!   with a lower `seq`, and a reader tailing `seq > cursor` misses
+//!   nothing. `seq` is never reused.
+//! * **Erasure**: [`EventStore::erase_user`] commits the tombstone under the
+//!   same writer lock before it deletes anything, so an ingest either ran
+//!   before (its events are deleted with the rest) or sees the tombstone
+//!   and drops the user's events, reporting them as
+//!   [`IngestOutcome::erased`]. Only `user_id` is checked.
+//! * Retention and the dedupe window delete in chunks, so ingest waits at
+//!   most one chunk.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use sqlx::{Connection, QueryBuilder, Row};
+use tokio::sync::{Mutex, watch};
+
+use super::StorageError;
+use super::database::{Database, Engine, acquire, with_pool};
+use crate::event::{
+    Cursor, ErasedEvents, Event, EventBody, EventPage, IngestOutcome, JsonObject, Profile,
+};
+
+/// The key of the advisory lock PostgreSQL writers hold ("nudge-ev").
+const WRITE_LOCK: i64 = 0x6e75_6467_652d_6576;
+/// Rows one retention, dedupe or erase statement deletes.
+const DELETE_CHUNK: i64 = 5000;
+/// Rows per multi-row statement: far below both engines' bind limits
+/// (SQLite 32,766 variables, PostgreSQL 65,535) at 4 columns a row.
+const INSERT_CHUNK: usize = 1000;
+
+/// The events half of the storage. Cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    database: Database,
+    /// Serializes this process's writers (see the module doc).
+    write: Arc<Mutex<()>>,
+    /// Bumped after every commit that stored events, so feed readers
+    /// ([`EventStore::appended`]) wake at once instead of polling.
+    appended: Arc<watch::Sender<u64>>,
+}
+
+/// One event ready to insert.
+struct Pending<'a> {
+    event: &'a Event,
+    json: Vec<u8>,
+}
+
+impl EventStore {
+    pub(super) fn new(database: Database) -> Self {
+        EventStore {
+            database,
+            write: Arc::new(Mutex::new(())),
+            appended: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// A receiver that changes whenever this process stored new events:
+    /// feed readers wait on it between passes.
+    pub fn appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Stores the `events` not stored before (by id), durably, and says
+    /// what happened to each. Ids repeated inside `events` count once.
+    pub async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, StorageError> {
+        if events.is_empty() {
+            return Ok(IngestOutcome::default());
+        }
+        // Encode before taking the lock: it is the expensive part and needs
+        // no ordering.
+        let mut rows = Vec::with_capacity(events.len());
+        for event in &events {
+            rows.push(Pending {
+                event,
+                json: serde_json::to_vec(event)?,
+            });
+        }
+        let metrics = self.database.metrics();
+        let _guard = self.write.lock().await;
+        let _timer = metrics.time("ingest");
+        with_pool!(self.database, pool, engine => {
+            let mut conn = acquire(metrics, pool).await?;
+            let mut tx = conn.begin().await?;
+            if engine == Engine::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let mut outcome = IngestOutcome::default();
+
+            // Tombstones first: an erased user's events are acknowledged
+            // and dropped.
+            let users: Vec<&str> = unique(rows.iter().filter_map(|row| row.event.user_id.as_deref()));
+            let mut erased_users = HashSet::new();
+            for chunk in users.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::new("SELECT user_id FROM erased_users WHERE user_id IN (");
+                let mut list = query.separated(", ");
+                for user in chunk {
+                    list.push_bind(*user);
+                }
+                query.push(")");
+                let found: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+                erased_users.extend(found);
+            }
+            let mut seen = HashSet::new();
+            let mut candidates = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if row.event.user_id.as_ref().is_some_and(|user| erased_users.contains(user)) {
+                    outcome.erased += 1;
+                } else if !seen.insert(row.event.id.as_str()) {
+                    outcome.duplicates += 1;
+                } else {
+                    candidates.push(row);
+                }
+            }
+
+            // The dedupe entries decide which events are new.
+            let mut fresh_ids = HashSet::with_capacity(candidates.len());
+            for chunk in candidates.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::new("INSERT INTO event_ids (id, ingested_at) ");
+                query.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(row.event.id.as_str())
+                        .push_bind(row.event.ingested_at.as_millisecond());
+                });
+                query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                let inserted: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+                fresh_ids.extend(inserted);
+            }
+            let candidate_count = candidates.len();
+            let fresh: Vec<&Pending<'_>> = candidates
+                .into_iter()
+                .filter(|row| fresh_ids.contains(&row.event.id))
+                .collect();
+            outcome.duplicates += u32::try_from(candidate_count - fresh.len()).unwrap_or(u32::MAX);
+
+            for chunk in fresh.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::new("INSERT INTO events (user_id, ingested_at, payload) ");
+                query.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(row.event.user_id.as_deref())
+                        .push_bind(row.event.ingested_at.as_millisecond())
+                        .push_bind(row.json.as_slice());
+                });
+                query.build().execute(&mut *tx).await?;
+            }
+
+            // Profiles: identify traits merged in ingest order.
+            let identifies: Vec<(&str, &JsonObject, Timestamp)> = fresh
+                .iter()
+                .filter_map(|row| match (&row.event.user_id, &row.event.body) {
+                    (Some(user), EventBody::Identify { traits }) => {
+                        Some((user.as_str(), traits, row.event.ingested_at))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !identifies.is_empty() {
+                let users = unique(identifies.iter().map(|(user, _, _)| *user));
+                let mut profiles: HashMap<String, Profile> = HashMap::new();
+                for chunk in users.chunks(INSERT_CHUNK) {
+                    let mut query = QueryBuilder::new(
+                        "SELECT user_id, traits, updated_at FROM profiles WHERE user_id IN (",
+                    );
+                    let mut list = query.separated(", ");
+                    for user in chunk {
+                        list.push_bind(*user);
+                    }
+                    query.push(")");
+                    for row in query.build().fetch_all(&mut *tx).await? {
+                        let profile = profile_from(
+                            row.try_get("user_id")?,
+                            &row.try_get::<String, _>("traits")?,
+                            row.try_get("updated_at")?,
+                        )?;
+                        profiles.insert(profile.user_id.clone(), profile);
+                    }
+                }
+                for (user, traits, at) in identifies {
+                    let profile = profiles.entry(user.to_owned()).or_insert_with(|| Profile {
+                        user_id: user.to_owned(),
+                        traits: JsonObject::new(),
+                        updated_at: at,
+                    });
+                    for (key, value) in traits {
+                        profile.traits.insert(key.clone(), value.clone());
+                    }
+                    profile.updated_at = at;
+                }
+                let encoded: Vec<(String, String, i64)> = profiles
+                    .into_values()
+                    .map(|profile| {
+                        Ok((
+                            profile.user_id,
+                            serde_json::to_string(&profile.traits)?,
+                            profile.updated_at.as_millisecond(),
+                        ))
+                    })
+                    .collect::<Result<_, StorageError>>()?;
+                for chunk in encoded.chunks(INSERT_CHUNK) {
+                    let mut query = QueryBuilder::new("INSERT INTO profiles (user_id, traits, updated_at) ");
+                    query.push_values(chunk, |mut values, (user, traits, at)| {
+                        values.push_bind(user.as_str()).push_bind(traits.as_str()).push_bind(*at);
+                    });
+                    query.push(
+                        " ON CONFLICT (user_id) DO UPDATE SET traits = excluded.traits, updated_at = excluded.updated_at",
+                    );
+                    query.build().execute(&mut *tx).await?;
+                }
+            }
+
+            let stored = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
+            if stored > 0 {
+                sqlx::query("UPDATE counters SET value = value + $1 WHERE name IN ('events', 'event_ids')")
+                    .bind(stored)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            if stored > 0 {
+                self.appended.send_modify(|count| *count = count.wrapping_add(1));
+            }
+            outcome.stored = u32::try_from(fresh.len()).unwrap_or(u32::MAX);
+            Ok(outcome)
+        })
+    }
+
+    /// Every user's events in ingest order, at most `limit`, starting after
+    /// `after`: the feed the engine and the analytics tail. `next` is set
+    /// even after a short page (more events arrive later).
+    pub async fn events_after(
+        &self,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<EventPage, StorageError> {
+        let _timer = self.database.metrics().time("events_after");
+        let start = cursor_value(after);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, Vec<u8>)> = with_pool!(self.database, pool => {
+            sqlx::query_as("SELECT seq, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(start)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        let (events, cursors) = decode_rows(rows)?;
+        Ok(EventPage {
+            next: cursors.last().copied(),
+            events,
+            cursors,
+        })
+    }
+
+    /// The position of the newest stored event (`None` when there is none):
+    /// how far behind a feed reader is.
+    pub async fn last_cursor(&self) -> Result<Option<Cursor>, StorageError> {
+        let newest: Option<i64> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT max(seq) FROM events")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(newest.and_then(|seq| u64::try_from(seq).ok()).map(Cursor))
+    }
+
+    /// A user's events in ingest order, at most `limit`, starting after
+    /// `after`; `next` is set only when more follow.
+    pub async fn events_for_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<EventPage, StorageError> {
+        let _timer = self.database.metrics().time("events_for_user");
+        let start = cursor_value(after);
+        // One more than asked: whether another page follows.
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        let rows: Vec<(i64, Vec<u8>)> = with_pool!(self.database, pool => {
+            sqlx::query_as(
+                "SELECT seq, payload FROM events WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(user_id)
+            .bind(start)
+            .bind(fetch)
+            .fetch_all(pool)
+            .await?
+        });
+        let more = rows.len() > limit;
+        let (events, cursors) = decode_rows(rows.into_iter().take(limit).collect())?;
+        Ok(EventPage {
+            next: if more { cursors.last().copied() } else { None },
+            events,
+            cursors,
+        })
+    }
+
+    /// The merged identify traits of a user, if any identify was stored.
+    pub async fn profile(&self, user_id: &str) -> Result<Option<Profile>, StorageError> {
+        let row: Option<(String, String, i64)> = with_pool!(self.database, pool => {
+            sqlx::query_as("SELECT user_id, traits, updated_at FROM profiles WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|(user, traits, at)| profile_from(user, &traits, at))
+            .transpose()
+    }
+
+    /// Forgets dedupe entries of events ingested before `older_than` and
+    /// returns how many it removed. The events themselves stay.
+    pub async fn prune_dedupe(&self, older_than: Timestamp) -> Result<u64, StorageError> {
+        let cutoff = older_than.as_millisecond();
+        let mut removed = 0;
+        loop {
+            let count = self
+                .delete_chunk(
+                    "prune_dedupe",
+                    "DELETE FROM event_ids WHERE id IN \
+                     (SELECT id FROM event_ids WHERE ingested_at < $1 LIMIT $2)",
+                    cutoff,
+                    "event_ids",
+                )
+                .await?;
+            removed += count;
+            if count == 0 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Retention: removes events ingested before `older_than`, oldest
+    /// first, and returns how many. Profiles stay; dedupe entries follow
+    /// their own window.
+    pub async fn prune_events(&self, older_than: Timestamp) -> Result<u64, StorageError> {
+        // `ingested_at` is our own clock and grows with `seq`, so the events
+        // to remove are those before the first one inside the limit (a
+        // clock step back only delays a removal). With none inside it, the
+        // boundary is just past the newest event now: events stored while
+        // this runs get higher positions and stay.
+        let boundary: i64 = with_pool!(self.database, pool => {
+            sqlx::query_scalar(
+                "SELECT COALESCE(\
+                   (SELECT seq FROM events WHERE ingested_at >= $1 ORDER BY seq LIMIT 1), \
+                   (SELECT max(seq) + 1 FROM events), \
+                   0)",
+            )
+            .bind(older_than.as_millisecond())
+            .fetch_one(pool)
+            .await?
+        });
+        let mut removed = 0;
+        loop {
+            let count = self
+                .delete_chunk(
+                    "prune_events",
+                    "DELETE FROM events WHERE seq IN \
+                     (SELECT seq FROM events WHERE seq < $1 ORDER BY seq LIMIT $2)",
+                    boundary,
+                    "events",
+                )
+                .await?;
+            removed += count;
+            if count == 0 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// How many events are stored.
+    pub async fn event_count(&self) -> Result<u64, StorageError> {
+        self.counter("events").await
+    }
+
+    /// How many event ids the dedupe window remembers.
+    pub async fn dedupe_count(&self) -> Result<u64, StorageError> {
+        self.counter("event_ids").await
+    }
+
+    /// Erases a user (privacy): removes their events (by `user_id`) and
+    /// profile, and leaves a tombstone (`erased_at` = `at`) so that their
+    /// events ingested later are dropped. Dedupe entries stay: an id
+    /// carries nothing about the user and ages out with the window.
+    /// Idempotent; durable when it returns.
+    pub async fn erase_user(
+        &self,
+        user_id: &str,
+        at: Timestamp,
+    ) -> Result<ErasedEvents, StorageError> {
+        {
+            let _guard = self.write.lock().await;
+            with_pool!(self.database, pool, engine => {
+                let mut tx = pool.begin().await?;
+                if engine == Engine::Postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(WRITE_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO erased_users (user_id, erased_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(user_id)
+                .bind(at.as_millisecond())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            });
+        }
+        // No new event of the user can arrive (tombstone), so chunks may
+        // let ingest run between them.
+        let mut erased = ErasedEvents::default();
+        loop {
+            let count = self.delete_chunk_for_user(user_id).await?;
+            erased.events += count;
+            if count == 0 {
+                break;
+            }
+        }
+        erased.profile = with_pool!(self.database, pool => {
+            sqlx::query("DELETE FROM profiles WHERE user_id = $1")
+                .bind(user_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                > 0
+        });
+        Ok(erased)
+    }
+
+    /// When the user was erased, if a tombstone blocks their events.
+    pub async fn erased_at(&self, user_id: &str) -> Result<Option<Timestamp>, StorageError> {
+        let at: Option<i64> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT erased_at FROM erased_users WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(at.map(|millis| Timestamp::from_millisecond(millis).unwrap_or(Timestamp::MAX)))
+    }
+
+    /// Removes the user's tombstone, so their events are stored again;
+    /// `false` when there was none.
+    pub async fn lift_erasure(&self, user_id: &str) -> Result<bool, StorageError> {
+        let _guard = self.write.lock().await;
+        let lifted = with_pool!(self.database, pool => {
+            sqlx::query("DELETE FROM erased_users WHERE user_id = $1")
+                .bind(user_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(lifted > 0)
+    }
+
+    async fn counter(&self, name: &str) -> Result<u64, StorageError> {
+        let value: Option<i64> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(value.map_or(0, |value| u64::try_from(value).unwrap_or(0)))
+    }
+
+    /// Runs one chunked `DELETE` (`$1` = `bound`, `$2` = the chunk size)
+    /// and takes what it removed off `counter`, in one transaction under
+    /// the writer lock.
+    async fn delete_chunk(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        bound: i64,
+        counter: &'static str,
+    ) -> Result<u64, StorageError> {
+        let _guard = self.write.lock().await;
+        let _timer = self.database.metrics().time(operation);
+        with_pool!(self.database, pool => {
+            let mut tx = pool.begin().await?;
+            let removed = sqlx::query(sql)
+                .bind(bound)
+                .bind(DELETE_CHUNK)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if removed > 0 {
+                sqlx::query("UPDATE counters SET value = value - $1 WHERE name = $2")
+                    .bind(i64::try_from(removed).unwrap_or(i64::MAX))
+                    .bind(counter)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(removed)
+        })
+    }
+
+    async fn delete_chunk_for_user(&self, user_id: &str) -> Result<u64, StorageError> {
+        let _guard = self.write.lock().await;
+        let _timer = self.database.metrics().time("erase_user");
+        with_pool!(self.database, pool => {
+            let mut tx = pool.begin().await?;
+            let removed = sqlx::query(
+                "DELETE FROM events WHERE seq IN \
+                 (SELECT seq FROM events WHERE user_id = $1 ORDER BY seq LIMIT $2)",
+            )
+            .bind(user_id)
+            .bind(DELETE_CHUNK)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if removed > 0 {
+                sqlx::query("UPDATE counters SET value = value - $1 WHERE name = $2")
+                    .bind(i64::try_from(removed).unwrap_or(i64::MAX))
+                    .bind("events")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(removed)
+        })
+    }
+}
+
+/// The distinct values of `items`, in first-seen order.
+fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    items.filter(|item| seen.insert(*item)).collect()
+}
+
+fn cursor_value(after: Option<Cursor>) -> i64 {
+    after.map_or(0, |cursor| i64::try_from(cursor.0).unwrap_or(i64::MAX))
+}
+
+fn decode_rows(rows: Vec<(i64, Vec<u8>)>) -> Result<(Vec<Event>, Vec<Cursor>), StorageError> {
+    let mut events = Vec::with_capacity(rows.len());
+    let mut cursors = Vec::with_capacity(rows.len());
+    for (seq, payload) in rows {
+        let seq = u64::try_from(seq)
+            .map_err(|_| StorageError::Corrupt(format!("negative event sequence {seq}")))?;
+        events.push(serde_json::from_slice(&payload)?);
+        cursors.push(Cursor(seq));
+    }
+    Ok((events, cursors))
+}
+
+fn profile_from(user_id: String, traits: &str, updated_at: i64) -> Result<Profile, StorageError> {
+    Ok(Profile {
+        user_id,
+        traits: serde_json::from_str(traits)?,
+        updated_at: Timestamp::from_millisecond(updated_at).map_err(|error| {
+            StorageError::Corrupt(format!("profile time {updated_at}: {error}"))
+        })?,
+    })
+}

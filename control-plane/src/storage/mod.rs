@@ -1,0 +1,148 @@
+//! The storage boundary: every table and every query of the control plane's
+//! SQL database lives under this module, and nothing outside it names a
+//! database driver. Two engines, one schema:
+//!
+//! * **SQLite**, embedded, the default: the file `nudge.sqlite3` under
+//!   `NUDGE_CP_DATA_DIR` (or `NUDGE_CP_DATABASE_URL=sqlite://PATH`);
+//! * **PostgreSQL** for production: `NUDGE_CP_DATABASE_URL=postgres://…`.
+//!
+//! [`Stores`] is opened once in [`crate::run`] and handed to everything
+//! that reads or writes data, so there is one pool, one set of metrics and
+//! one place that closes them. Errors ([`StorageError`]) say what failed,
+//! never which driver.
+//!
+//! # Moving off sled
+//!
+//! The events, the dedupe window, profiles and erasure tombstones are in
+//! SQL ([`EventStore`]). The engine's other records (notifications,
+//! deliveries, the inbox, preferences, devices, digests, pending triggers,
+//! the catalog and the analytics rollups) still live in the sled database
+//! that [`Stores::legacy`] opens in the data dir, and move here table by
+//! table; see the README's storage section for what is where.
+
+pub(crate) mod database;
+mod events;
+mod legacy;
+mod location;
+mod metrics;
+mod migrate;
+
+use std::future::Future;
+use std::path::Path;
+
+pub use database::{Database, DatabaseSettings, Engine};
+pub use events::EventStore;
+pub use location::{DatabaseLocation, SQLITE_FILE};
+pub use metrics::StorageMetrics;
+pub use migrate::latest_version as latest_schema_version;
+
+/// Why a storage call failed. Every variant but [`StorageError::Connect`],
+/// [`StorageError::InUse`] and [`StorageError::Schema`] (start-up only) is
+/// worth retrying later: the data the caller sent was fine, the storage
+/// was not.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the database at {location} (NUDGE_CP_DATABASE_URL): {reason}")]
+    Connect { location: String, reason: String },
+    #[error(
+        "the database at {location} is in use by another process: the embedded SQLite database serves one control plane; run replicas on PostgreSQL (NUDGE_CP_DATABASE_URL)"
+    )]
+    InUse { location: String },
+    #[error("database schema: {0}")]
+    Schema(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("could not encode a record: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The sled database that still holds the engine's records failed.
+    #[error("storage engine failed: {0}")]
+    Legacy(#[from] sled::Error),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StorageError::Corrupt(error.to_string())
+            }
+            other => StorageError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Every store of the control plane over one open database. Cheap to
+/// clone; clones share the pool.
+#[derive(Clone)]
+pub struct Stores {
+    pub database: Database,
+    pub events: EventStore,
+    /// The sled database with the records not yet moved to SQL.
+    legacy: sled::Db,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Opens the database `settings` name (migrating it) and the sled
+    /// database in `data_dir` (with `cache_bytes` of page cache).
+    pub async fn open(
+        settings: &DatabaseSettings,
+        data_dir: &Path,
+        cache_bytes: u64,
+        metrics: StorageMetrics,
+    ) -> Result<Stores, StorageError> {
+        let database = Database::open(settings, metrics).await?;
+        let legacy = {
+            let data_dir = data_dir.to_owned();
+            tokio::task::spawn_blocking(move || legacy::open(&data_dir, cache_bytes))
+                .await
+                .map_err(|error| StorageError::Unavailable(error.to_string()))??
+        };
+        let events = EventStore::new(database.clone());
+        Ok(Stores {
+            database,
+            events,
+            legacy,
+        })
+    }
+
+    /// Embedded storage in `dir` with small caches and metrics of its own:
+    /// for tests, benchmarks and tools.
+    pub async fn open_embedded(dir: &Path) -> Result<Stores, StorageError> {
+        let settings = DatabaseSettings::sqlite(dir.join(SQLITE_FILE));
+        Stores::open(&settings, dir, 8 << 20, StorageMetrics::new()).await
+    }
+
+    /// The sled database holding the records not yet moved to SQL (see the
+    /// module doc).
+    pub fn legacy(&self) -> &sled::Db {
+        &self.legacy
+    }
+
+    /// Makes every write durable and closes the pool (shutdown).
+    pub async fn close(&self) -> Result<(), StorageError> {
+        let legacy = self.legacy.clone();
+        tokio::task::spawn_blocking(move || legacy.flush())
+            .await
+            .map_err(|error| StorageError::Unavailable(error.to_string()))??;
+        self.database.close().await;
+        Ok(())
+    }
+}
+
+/// Runs `future` to completion from synchronous code: for the parts of the
+/// engine that still run synchronously over sled and read or erase events
+/// (analytics passes, privacy). Call it from a `spawn_blocking` thread or
+/// a multi-threaded runtime's worker; on a current-thread runtime's own
+/// thread it panics (tokio cannot block that thread).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}

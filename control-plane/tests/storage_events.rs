@@ -1,0 +1,440 @@
+//! The event store's conformance suite: every case runs on SQLite and on
+//! PostgreSQL (`support::Backend`), against the same promises
+//! (`control-plane/src/storage/events.rs`): idempotent ingest by id,
+//! feed and per-user order, profiles, the dedupe window, erasure with
+//! tombstones, retention, counters, and data that outlives a reopen.
+
+mod support;
+
+use jiff::Timestamp;
+use nudge_control_plane::event::{ErasedEvents, Event, EventBody, IngestOutcome, JsonObject};
+use nudge_control_plane::storage::{EventStore, StorageMetrics, Stores};
+use serde_json::json;
+use support::{Backend, fresh_settings};
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(second).unwrap()
+}
+
+fn track(id: &str, user: &str, ingested_at: Timestamp) -> Event {
+    Event {
+        id: id.to_owned(),
+        user_id: Some(user.to_owned()),
+        anonymous_id: None,
+        timestamp: None,
+        sent_at: None,
+        received_at: None,
+        ingested_at,
+        agent_id: "agent".to_owned(),
+        write_key: None,
+        context: JsonObject::new(),
+        integrations: JsonObject::new(),
+        body: EventBody::Track {
+            event: "Clicked".to_owned(),
+            properties: JsonObject::new(),
+        },
+    }
+}
+
+fn identify(id: &str, user: &str, traits: serde_json::Value, ingested_at: Timestamp) -> Event {
+    let serde_json::Value::Object(traits) = traits else {
+        panic!("traits must be an object")
+    };
+    Event {
+        body: EventBody::Identify { traits },
+        ..track(id, user, ingested_at)
+    }
+}
+
+/// A store on a fresh database, and the dir that must outlive it.
+async fn open(backend: Backend) -> (tempfile::TempDir, EventStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = support::fresh_stores(backend, dir.path()).await;
+    (dir, stores.events)
+}
+
+async fn ids_for(store: &EventStore, user: &str) -> Vec<String> {
+    store
+        .events_for_user(user, 1000, None)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|event| event.id)
+        .collect()
+}
+
+async fn resending_a_batch_stores_it_once(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let batch = vec![track("a", "u", at(1)), track("b", "u", at(1))];
+    let first = store.ingest(batch.clone()).await.unwrap();
+    assert_eq!((first.stored, first.duplicates), (2, 0));
+    let second = store.ingest(batch).await.unwrap();
+    assert_eq!((second.stored, second.duplicates), (0, 2));
+    assert_eq!(store.event_count().await.unwrap(), 2);
+    assert_eq!(store.dedupe_count().await.unwrap(), 2);
+}
+
+async fn an_id_repeated_inside_one_batch_counts_once(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let outcome = store
+        .ingest(vec![
+            track("a", "u", at(1)),
+            track("a", "u", at(1)),
+            track("b", "u", at(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((outcome.stored, outcome.duplicates), (2, 1));
+    assert_eq!(ids_for(&store, "u").await, ["a", "b"]);
+}
+
+async fn concurrent_overlapping_batches_store_each_id_once(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Every task sends ids 0..50 plus its own 10.
+                let mut batch: Vec<Event> = (0..50)
+                    .map(|i| track(&format!("shared-{i}"), "u", at(1)))
+                    .collect();
+                batch.extend((0..10).map(|i| track(&format!("own-{task}-{i}"), "u", at(1))));
+                store.ingest(batch).await.unwrap()
+            })
+        })
+        .collect();
+    let mut outcomes: Vec<IngestOutcome> = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let stored: u32 = outcomes.iter().map(|outcome| outcome.stored).sum();
+    let duplicates: u32 = outcomes.iter().map(|outcome| outcome.duplicates).sum();
+    assert_eq!(stored, 50 + 8 * 10);
+    assert_eq!(duplicates, 7 * 50);
+    assert_eq!(store.event_count().await.unwrap(), 130);
+    let mut ids = ids_for(&store, "u").await;
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 130);
+}
+
+async fn pages_a_users_events_in_ingest_order(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let batch: Vec<Event> = (0..5)
+        .map(|i| track(&format!("e{i}"), "u", at(1)))
+        .collect();
+    store.ingest(batch).await.unwrap();
+    store
+        .ingest(vec![
+            track("other", "u2", at(1)),
+            track("u-prefix", "u\u{1}", at(1)),
+        ])
+        .await
+        .unwrap();
+    let page_ids = |page: &nudge_control_plane::event::EventPage| -> Vec<String> {
+        page.events.iter().map(|e| e.id.clone()).collect()
+    };
+    let first = store.events_for_user("u", 2, None).await.unwrap();
+    assert_eq!(page_ids(&first), ["e0", "e1"]);
+    let second = store.events_for_user("u", 2, first.next).await.unwrap();
+    assert_eq!(page_ids(&second), ["e2", "e3"]);
+    let last = store.events_for_user("u", 2, second.next).await.unwrap();
+    assert_eq!(page_ids(&last), ["e4"]);
+    assert_eq!(last.next, None);
+    let exact = store.events_for_user("u", 5, None).await.unwrap();
+    assert_eq!((exact.events.len(), exact.next), (5, None));
+    assert!(
+        store
+            .events_for_user("nobody", 10, None)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}
+
+async fn the_feed_returns_every_event_once_in_ingest_order(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    assert_eq!(store.last_cursor().await.unwrap(), None);
+    for batch in 0..4 {
+        let events = (0..25)
+            .map(|i| track(&format!("b{batch}-{i}"), &format!("u{}", i % 3), at(1)))
+            .collect();
+        store.ingest(events).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.events_after(after, 30).await.unwrap();
+        if page.events.is_empty() {
+            assert_eq!(page.next, None, "an empty page has no cursor");
+            break;
+        }
+        assert_eq!(page.cursors.len(), page.events.len());
+        assert!(page.cursors.windows(2).all(|pair| pair[0] < pair[1]));
+        seen.extend(page.events.into_iter().map(|event| event.id));
+        after = page.next;
+    }
+    let expected: Vec<String> = (0..4)
+        .flat_map(|batch| (0..25).map(move |i| format!("b{batch}-{i}")))
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(store.last_cursor().await.unwrap(), after);
+}
+
+async fn identify_traits_merge_last_write_wins(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    store
+        .ingest(vec![identify(
+            "i1",
+            "u",
+            json!({"name": "Ada", "plan": "free"}),
+            at(10),
+        )])
+        .await
+        .unwrap();
+    // Two identifies in one batch apply in order.
+    store
+        .ingest(vec![
+            identify("i2", "u", json!({"plan": "team"}), at(20)),
+            identify("i3", "u", json!({"plan": "pro", "seats": 3}), at(21)),
+        ])
+        .await
+        .unwrap();
+    let profile = store.profile("u").await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(profile.traits),
+        json!({"name": "Ada", "plan": "pro", "seats": 3})
+    );
+    assert_eq!(profile.updated_at, at(21));
+    assert_eq!(store.profile("nobody").await.unwrap(), None);
+    // A resent identify changes nothing.
+    store
+        .ingest(vec![identify("i1", "u", json!({"plan": "free"}), at(30))])
+        .await
+        .unwrap();
+    let again = store.profile("u").await.unwrap().unwrap();
+    assert_eq!(again.traits["plan"], json!("pro"));
+}
+
+async fn pruning_forgets_only_old_ids(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    store
+        .ingest(vec![track("old", "u", at(100)), track("new", "u", at(200))])
+        .await
+        .unwrap();
+    assert_eq!(store.prune_dedupe(at(150)).await.unwrap(), 1);
+    assert_eq!(store.dedupe_count().await.unwrap(), 1);
+    assert_eq!(store.event_count().await.unwrap(), 2, "events stay");
+    // The documented limitation: an id resent after its window is new.
+    let outcome = store
+        .ingest(vec![track("old", "u", at(300)), track("new", "u", at(300))])
+        .await
+        .unwrap();
+    assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
+    assert_eq!(store.prune_dedupe(at(150)).await.unwrap(), 0);
+}
+
+async fn reopening_keeps_events_and_dedupe_state(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = fresh_settings(backend, dir.path()).await;
+    {
+        let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+            .await
+            .unwrap();
+        stores
+            .events
+            .ingest(vec![
+                track("a", "u", at(1)),
+                identify("b", "u", json!({"k": 1}), at(1)),
+            ])
+            .await
+            .unwrap();
+        stores.close().await.unwrap();
+    }
+    let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+        .await
+        .unwrap();
+    let store = &stores.events;
+    assert_eq!(store.event_count().await.unwrap(), 2);
+    let outcome = store
+        .ingest(vec![track("a", "u", at(2)), track("c", "u", at(2))])
+        .await
+        .unwrap();
+    assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
+    assert_eq!(
+        ids_for(store, "u").await,
+        ["a", "b", "c"],
+        "the sequence continues after a reopen"
+    );
+    assert!(store.profile("u").await.unwrap().is_some());
+}
+
+async fn erasing_a_user_removes_their_events_and_profile_and_drops_later_ones(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    store
+        .ingest(vec![
+            track("a", "u", at(1)),
+            identify("b", "u", json!({"email": "u@example.com"}), at(1)),
+            track("c", "other", at(1)),
+        ])
+        .await
+        .unwrap();
+    let erased = store.erase_user("u", at(5)).await.unwrap();
+    assert_eq!(
+        erased,
+        ErasedEvents {
+            events: 2,
+            profile: true
+        }
+    );
+    assert!(ids_for(&store, "u").await.is_empty());
+    assert_eq!(store.profile("u").await.unwrap(), None);
+    assert_eq!(store.event_count().await.unwrap(), 1);
+    assert_eq!(store.erased_at("u").await.unwrap(), Some(at(5)));
+    assert_eq!(ids_for(&store, "other").await, ["c"]);
+
+    let late = store
+        .ingest(vec![track("d", "u", at(6)), track("e", "other", at(6))])
+        .await
+        .unwrap();
+    assert_eq!((late.stored, late.duplicates, late.erased), (1, 0, 1));
+    assert!(ids_for(&store, "u").await.is_empty());
+    // Erasing again is harmless and keeps the first erase time.
+    assert_eq!(
+        store.erase_user("u", at(9)).await.unwrap(),
+        ErasedEvents::default()
+    );
+    assert_eq!(store.erased_at("u").await.unwrap(), Some(at(5)));
+
+    assert!(store.lift_erasure("u").await.unwrap());
+    assert!(!store.lift_erasure("u").await.unwrap());
+    assert_eq!(
+        store
+            .ingest(vec![track("f", "u", at(10))])
+            .await
+            .unwrap()
+            .stored,
+        1
+    );
+}
+
+async fn erasing_the_newest_event_never_reuses_its_position(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    store
+        .ingest(vec![track("a", "keep", at(1)), track("b", "gone", at(1))])
+        .await
+        .unwrap();
+    let read = store.events_after(None, 10).await.unwrap();
+    let cursor = read.next;
+    store.erase_user("gone", at(2)).await.unwrap();
+    store.ingest(vec![track("c", "keep", at(3))]).await.unwrap();
+    // A reader that had seen "b" still finds "c" after its cursor.
+    let after: Vec<String> = store
+        .events_after(cursor, 10)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|event| event.id)
+        .collect();
+    assert_eq!(after, ["c"]);
+}
+
+async fn pruning_events_removes_only_older_ones(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    store
+        .ingest(vec![
+            track("old1", "u", at(100)),
+            track("old2", "v", at(149)),
+            track("edge", "u", at(150)),
+            track("new", "u", at(200)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.prune_events(at(150)).await.unwrap(), 2);
+    let ids: Vec<String> = store
+        .events_after(None, 10)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, ["edge", "new"]);
+    assert_eq!(ids_for(&store, "u").await.len(), 2);
+    assert!(ids_for(&store, "v").await.is_empty());
+    assert_eq!(store.event_count().await.unwrap(), 2);
+    assert_eq!(store.prune_events(at(150)).await.unwrap(), 0);
+    assert_eq!(store.prune_events(at(1000)).await.unwrap(), 2);
+    assert_eq!(store.event_count().await.unwrap(), 0);
+}
+
+async fn large_batches_cross_statement_chunks(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    // More rows than one multi-row statement carries.
+    let batch: Vec<Event> = (0..2500)
+        .map(|i| {
+            identify(
+                &format!("e{i}"),
+                &format!("u{}", i % 1200),
+                json!({"n": i}),
+                at(1),
+            )
+        })
+        .collect();
+    let outcome = store.ingest(batch.clone()).await.unwrap();
+    assert_eq!((outcome.stored, outcome.duplicates), (2500, 0));
+    let again = store.ingest(batch).await.unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 2500));
+    assert_eq!(store.event_count().await.unwrap(), 2500);
+    let profile = store.profile("u7").await.unwrap().unwrap();
+    // u7 got n = 7, 1207 and 2407: the last one wins.
+    assert_eq!(profile.traits["n"], json!(2407));
+}
+
+/// Each case once per engine.
+macro_rules! on_both_engines {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    resending_a_batch_stores_it_once,
+    an_id_repeated_inside_one_batch_counts_once,
+    concurrent_overlapping_batches_store_each_id_once,
+    pages_a_users_events_in_ingest_order,
+    the_feed_returns_every_event_once_in_ingest_order,
+    identify_traits_merge_last_write_wins,
+    pruning_forgets_only_old_ids,
+    reopening_keeps_events_and_dedupe_state,
+    erasing_a_user_removes_their_events_and_profile_and_drops_later_ones,
+    erasing_the_newest_event_never_reuses_its_position,
+    pruning_events_removes_only_older_ones,
+    large_batches_cross_statement_chunks,
+);
+
+#[test]
+fn events_round_trip_through_json() {
+    let event = identify("i", "u", json!({"a": [1, 2]}), at(5));
+    let json = serde_json::to_value(&event).unwrap();
+    assert_eq!(json["type"], "identify");
+    assert_eq!(serde_json::from_value::<Event>(json).unwrap(), event);
+}

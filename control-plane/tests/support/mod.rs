@@ -1,0 +1,45 @@
+//! Shared by the control plane's integration tests that run on both
+//! storage engines: a fresh, empty database of each kind per test.
+//!
+//! PostgreSQL comes from `NUDGE_TEST_DATABASE_URL`, a server `scripts/test`
+//! starts for the run; each test creates a database of its own there
+//! (`nudge_e2e::postgres`), so tests never see each other's rows.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use nudge_control_plane::storage::{
+    DatabaseLocation, DatabaseSettings, SQLITE_FILE, StorageMetrics, Stores,
+};
+
+/// The two engines, for tests that run once on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The settings of a fresh database of `backend` (SQLite in `dir`).
+pub async fn fresh_settings(backend: Backend, dir: &Path) -> DatabaseSettings {
+    match backend {
+        Backend::Sqlite => DatabaseSettings::sqlite(dir.join(SQLITE_FILE)),
+        Backend::Postgres => DatabaseSettings {
+            location: nudge_e2e::postgres::fresh_database()
+                .await
+                .parse::<DatabaseLocation>()
+                .expect("a postgres URL"),
+            pool_size: 8,
+            connect_timeout: std::time::Duration::from_secs(10),
+        },
+    }
+}
+
+/// Every store on a fresh database of `backend`; sled (the records not yet
+/// moved to SQL) in `dir`.
+pub async fn fresh_stores(backend: Backend, dir: &Path) -> Stores {
+    let settings = fresh_settings(backend, dir).await;
+    Stores::open(&settings, dir, 8 << 20, StorageMetrics::new())
+        .await
+        .expect("open the stores")
+}
