@@ -64,6 +64,11 @@ impl ControlPlane {
         })
     }
 
+    /// Where its data lives (`NUDGE_CP_DATA_DIR`).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// Adds settings (e.g. `NUDGE_CP_CONFIG`) over the defaults; takes
     /// effect at the next [`Self::start`].
     pub fn with_env<'a>(mut self, env: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {

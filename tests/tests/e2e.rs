@@ -774,6 +774,59 @@ async fn a_bad_setting_exits_64_naming_the_variable() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_under_the_control_plane_costs_readiness_not_events() {
+    // A server of this test's own: it is stopped and started again.
+    let cluster = nudge_e2e::postgres::Cluster::start(&[]).unwrap();
+    let url = cluster.create_database("nudge").await.unwrap();
+    let mut control_plane = ControlPlane::new(setup())
+        .unwrap()
+        .with_env([("NUDGE_CP_DATABASE_URL", url.as_str())]);
+    control_plane.start().await.unwrap();
+    let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
+        .await
+        .unwrap();
+    let readyz = format!("http://{}/readyz", control_plane.admin);
+    let client = http_client();
+    let ready = || async {
+        client
+            .get(&readyz)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    };
+    let mut outcome = Outcome::default();
+    let mut users = Vec::new();
+    for run in ["pg-up", "pg-down"] {
+        let spec = LoadSpec {
+            events_per_client: Some(50),
+            ..spec(&agent, run)
+        };
+        users.extend(spec.user_names());
+        if run == "pg-down" {
+            cluster.stop_immediately().unwrap();
+            wait_until("the control plane reports not ready", || async {
+                !ready().await
+            })
+            .await;
+        }
+        // The agent keeps accepting either way: its outbox holds the events.
+        let sent = run_clients(&spec, 4, Arc::default()).await;
+        assert_eq!(sent.acked.len(), 200, "{run}: every call answered 2xx");
+        outcome.merge(sent);
+    }
+    cluster.restart().unwrap();
+    wait_until("the control plane is ready again", ready).await;
+    assert_delivered_exactly_once(
+        &control_plane,
+        &agent,
+        &users,
+        &outcome.acked,
+        Some(&outcome.attempted),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_cannot_be_used_exits_64_naming_the_url_without_its_password() {
     let dir = tempfile::tempdir().unwrap();

@@ -57,6 +57,7 @@ pub mod options;
 pub mod procstat;
 pub mod report;
 pub mod scenarios;
+pub mod storage;
 pub mod stream;
 
 use std::collections::BTreeMap;
@@ -70,7 +71,7 @@ use crate::binaries;
 use bodies::{batch_body, track_body};
 use options::Options;
 use report::{machine_facts, render, to_json};
-use scenarios::{Row, agent_row, scenario_baseline, scenario_disk, scenario_end_to_end};
+use scenarios::{EndToEnd, Row, agent_row, scenario_baseline, scenario_disk, scenario_end_to_end};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -133,40 +134,76 @@ pub async fn run(options: Options) -> Result<()> {
     if options.runs("intake") {
         (rows, intake_hwm) = intake(&env, &track, &batch).await?;
     }
-    let e2e = if options.runs("e2e") {
-        eprintln!("nudge-bench: 4-5. end to end and RSS");
-        Some(scenario_end_to_end(&env, &batch).await?)
-    } else {
-        None
-    };
     let disk = if options.runs("disk") {
         eprintln!("nudge-bench: 6. outbox bytes on disk");
         Some(scenario_disk(&env, &batch).await?)
     } else {
         None
     };
-    let dispatch = if options.runs("notify") {
-        eprintln!("nudge-bench: 7. notification dispatch");
-        Some(notify::scenario_notify(&env).await?)
-    } else {
-        None
-    };
-
-    let live = if options.runs("stream") {
-        eprintln!("nudge-bench: 8. live stream");
-        Some(stream::scenario_stream(&env).await?)
-    } else {
-        None
-    };
+    // The sections that start a control plane, once per engine.
+    let mut engines = Vec::new();
+    for &database in &options.databases {
+        eprintln!("nudge-bench: control plane on {}", database.name());
+        let mut backing = storage::Backing::start(database)?;
+        let mut results = EngineResults {
+            database: database.name(),
+            ..EngineResults::default()
+        };
+        if options.runs("e2e") {
+            eprintln!("nudge-bench: 4-5. end to end and RSS");
+            let env = env.on(&mut backing).await?;
+            results.e2e = Some(scenario_end_to_end(&env, &batch).await?);
+        }
+        if options.runs("notify") {
+            eprintln!("nudge-bench: 7. notification dispatch");
+            let env = env.on(&mut backing).await?;
+            results.dispatch = Some(notify::scenario_notify(&env).await?);
+        }
+        if options.runs("stream") {
+            eprintln!("nudge-bench: 8. live stream");
+            let env = env.on(&mut backing).await?;
+            results.live = Some(stream::scenario_stream(&env).await?);
+        }
+        if options.runs("storage") {
+            eprintln!("nudge-bench: 9. control-plane storage");
+            results.storage = Some(storage::scenario_storage(&env, &mut backing).await?);
+        }
+        engines.push(results);
+    }
+    let first_e2e = engines.first().and_then(|engine| engine.e2e.as_ref());
 
     if options.json {
-        let mut document = to_json(&facts, &rows, e2e.as_ref(), disk.as_ref(), &intake_hwm);
-        if let Some(dispatch) = &dispatch {
-            document["notify"] = dispatch.to_json();
+        let mut document = to_json(&facts, &rows, first_e2e, disk.as_ref(), &intake_hwm);
+        if let Some(first) = engines.first() {
+            if let Some(dispatch) = &first.dispatch {
+                document["notify"] = dispatch.to_json();
+            }
+            if let Some(live) = &first.live {
+                document["stream"] = live.to_json();
+            }
         }
-        if let Some(live) = &live {
-            document["stream"] = live.to_json();
-        }
+        document["databases"] = engines
+            .iter()
+            .map(|engine| {
+                let e2e = engine.e2e.as_ref().map(|e| {
+                    serde_json::json!({
+                        "events": e.events,
+                        "events_per_sec_end_to_end": e.events as f64 / e.stored_secs,
+                        "control_plane_rss_after_drain": e.control_plane.after_drain,
+                    })
+                });
+                (
+                    engine.database.to_owned(),
+                    serde_json::json!({
+                        "end_to_end": e2e,
+                        "notify": engine.dispatch.as_ref().map(notify::NotifyReport::to_json),
+                        "stream": engine.live.as_ref().map(stream::StreamReport::to_json),
+                        "storage": engine.storage.as_ref().map(storage::StorageReport::to_json),
+                    }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
         print!(
@@ -174,20 +211,63 @@ pub async fn run(options: Options) -> Result<()> {
             render(
                 &facts,
                 &rows,
-                e2e.as_ref(),
+                first_e2e,
                 disk.as_ref(),
                 &intake_hwm,
                 (track.len(), batch.len())
             )
         );
-        if let Some(dispatch) = &dispatch {
-            print!("{}", notify::render(dispatch));
+        for (index, engine) in engines.iter().enumerate() {
+            println!("\n== control plane on {} ==", engine.database);
+            if index > 0
+                && let Some(e) = &engine.e2e
+            {
+                println!(
+                    "end to end: {} events stored in {:.2} s = {:.0} events/s",
+                    e.events,
+                    e.stored_secs,
+                    e.events as f64 / e.stored_secs
+                );
+            }
+            if let Some(dispatch) = &engine.dispatch {
+                print!("{}", notify::render(dispatch));
+            }
+            if let Some(live) = &engine.live {
+                print!("{}", stream::render(live));
+            }
         }
-        if let Some(live) = &live {
-            print!("{}", stream::render(live));
+        let storage: Vec<storage::StorageReport> = engines
+            .into_iter()
+            .filter_map(|engine| engine.storage)
+            .collect();
+        if !storage.is_empty() {
+            print!("{}", storage::render(&storage));
         }
     }
     Ok(())
+}
+
+/// What the sections that start a control plane measured on one engine.
+#[derive(Default)]
+struct EngineResults {
+    database: &'static str,
+    e2e: Option<EndToEnd>,
+    dispatch: Option<notify::NotifyReport>,
+    live: Option<stream::StreamReport>,
+    storage: Option<storage::StorageReport>,
+}
+
+impl Env {
+    /// This environment with the control plane on `backing`'s engine (a
+    /// fresh database of its own on PostgreSQL).
+    async fn on(&self, backing: &mut storage::Backing) -> Result<Env> {
+        let mut setup = self.setup.clone();
+        setup.common_env.extend(backing.control_plane_env().await?);
+        Ok(Env {
+            options: self.options.clone(),
+            setup,
+        })
+    }
 }
 
 /// Scenarios 1-3: the baseline, then agent intake rows; returns the rows

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Result;
+use super::storage::Database;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -29,10 +30,15 @@ pub struct Options {
     pub stream_notifications: usize,
     /// Idle WebSockets held for the RSS figure (`stream`).
     pub stream_connections: usize,
+    /// The engines the control plane runs on, in order: `e2e`, `notify`,
+    /// `stream` and `storage` run once per engine (`--database`).
+    pub databases: Vec<Database>,
+    /// Events pushed over gRPC in the `storage` section.
+    pub storage_events: usize,
 }
 
 /// The sections `--only` accepts, in the order they run.
-pub const SECTIONS: [&str; 5] = ["intake", "e2e", "disk", "notify", "stream"];
+pub const SECTIONS: [&str; 6] = ["intake", "e2e", "disk", "notify", "stream", "storage"];
 
 impl Options {
     /// Whether section `name` (one of [`SECTIONS`]) runs.
@@ -60,8 +66,14 @@ Options (each also as an environment variable):
   --only LIST       run only these sections: intake (baseline and agent intake),
                     e2e, disk, notify (dispatch per channel to local peers:
                     in-app, a webhook receiver, SMTP via .venv's aiosmtpd),
-                    stream (live-stream latency, idle WebSockets)  NUDGE_BENCH_ONLY
-  --quick           2s rows, 0.5s warm-up, 20000/10000 events, 1000/200 notifies  NUDGE_BENCH_QUICK=1
+                    stream (live-stream latency, idle WebSockets), storage
+                    (gRPC ingest vs. a bare write, disk per event)  NUDGE_BENCH_ONLY
+  --database LIST   control-plane engines, each runs e2e, notify, stream and
+                    storage: sqlite, postgres (a throwaway cluster of the
+                    bench's own, durable defaults) (sqlite)  NUDGE_BENCH_DATABASE
+  --storage-events N  events pushed in the storage section (200000)  NUDGE_BENCH_STORAGE_EVENTS
+  --quick           2s rows, 0.5s warm-up, 20000/10000 events, 1000/200 notifies,
+                    50000 storage events  NUDGE_BENCH_QUICK=1
   --json            print one JSON document instead of the tables
   --bin-dir DIR     where nudge-agent and nudge-control-plane are (next to this program)
   --tmp-dir DIR     parent of the temporary data directories (the system temp dir)
@@ -120,6 +132,18 @@ fn parse_sections(text: &str) -> Result<Vec<String>> {
     Ok(list)
 }
 
+fn parse_databases(text: &str) -> Result<Vec<Database>> {
+    let list = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(Database::parse)
+        .collect::<Result<Vec<_>>>()?;
+    if list.is_empty() {
+        return Err("--database needs sqlite, postgres or both".into());
+    }
+    Ok(list)
+}
+
 fn positive(text: &str, what: &str) -> Result<usize> {
     match text.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -157,6 +181,8 @@ pub fn parse_options() -> Result<Options> {
         notify_users: 8,
         stream_notifications: if quick { 200 } else { 500 },
         stream_connections: if quick { 1_000 } else { 2_000 },
+        databases: vec![Database::Sqlite],
+        storage_events: if quick { 50_000 } else { 200_000 },
     };
     if let Some(v) = env("NUDGE_BENCH_DURATION") {
         options.duration = parse_duration(&v)?;
@@ -190,6 +216,12 @@ pub fn parse_options() -> Result<Options> {
     }
     if let Some(v) = env("NUDGE_BENCH_STREAM_CONNECTIONS") {
         options.stream_connections = positive(&v, "NUDGE_BENCH_STREAM_CONNECTIONS")?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_DATABASE") {
+        options.databases = parse_databases(&v)?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_STORAGE_EVENTS") {
+        options.storage_events = positive(&v, "NUDGE_BENCH_STORAGE_EVENTS")?;
     }
     if let Some(v) = env("NUDGE_BENCH_ONLY") {
         options.only = parse_sections(&v)?;
@@ -225,6 +257,10 @@ pub fn parse_options() -> Result<Options> {
                 options.stream_connections = positive(&value()?, "--stream-connections")?;
             }
             "--only" => options.only = parse_sections(&value()?)?,
+            "--database" => options.databases = parse_databases(&value()?)?,
+            "--storage-events" => {
+                options.storage_events = positive(&value()?, "--storage-events")?;
+            }
             "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),
             "--tmp-dir" => options.tmp_dir = Some(PathBuf::from(value()?)),
             "--quick" => {}

@@ -104,3 +104,20 @@ impl RssSampler {
             .collect()
     }
 }
+
+/// Bytes allocated on disk under `path` (files' blocks, recursively); 0
+/// for what cannot be read.
+pub fn dir_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
