@@ -12,12 +12,16 @@
 //!
 //! # Promises
 //!
-//! * **One transaction per ingest call.** Events, their dedupe entries,
-//!   profile merges and counters commit together or not at all; a crash
-//!   leaves no event without its dedupe entry and no entry without its
-//!   event.
-//! * **Idempotent by id** while the id is in the dedupe window: the
-//!   `event_ids` primary key decides, so a resend, or the same id twice in
+//! * **All of an ingest call commits together, or none of it.** Events,
+//!   their dedupe entries, profile merges and counters are one
+//!   transaction; a crash leaves no event without its dedupe entry and no
+//!   entry without its event. Calls that arrive while a transaction runs
+//!   share the next one (group commit by one writer task: one commit and
+//!   one fsync for many agents' batches), each answered with its own
+//!   outcome; when that transaction fails, every call in it fails.
+//! * **Idempotent by id** while the id is in the dedupe window: an id
+//!   already in `event_ids` is a duplicate (checked under the writer lock,
+//!   its primary key the backstop), so a resend, or the same id twice in
 //!   one call, is stored once and reported as a duplicate.
 //! * **Durable before it returns**: `ingest` returns after the commit
 //!   (SQLite: WAL with `synchronous = FULL`; PostgreSQL: the commit), so a
@@ -40,7 +44,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use sqlx::{Connection, QueryBuilder, Row};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::StorageError;
 use super::database::{Database, Engine, acquire, with_pool};
@@ -59,6 +63,16 @@ const INSERT_CHUNK: usize = 1000;
 /// The events half of the storage. Cheap to clone.
 #[derive(Clone)]
 pub struct EventStore {
+    shared: Shared,
+    /// Ingest calls queue here for the group-commit writer (see
+    /// [`EventStore::ingest`]).
+    submit: mpsc::Sender<Submission>,
+}
+
+/// What the store and its writer task both hold. The writer holds no
+/// `submit` sender, so it ends once every [`EventStore`] is gone.
+#[derive(Clone)]
+struct Shared {
     database: Database,
     /// Serializes this process's writers (see the module doc).
     write: Arc<Mutex<()>>,
@@ -67,191 +81,73 @@ pub struct EventStore {
     appended: Arc<watch::Sender<u64>>,
 }
 
-/// One event ready to insert.
-struct Pending<'a> {
-    event: &'a Event,
-    json: Vec<u8>,
+/// One ingest call waiting for the writer.
+struct Submission {
+    events: Vec<Event>,
+    /// The events' JSON, encoded by the caller (in parallel with others).
+    encoded: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<IngestOutcome, StorageError>>,
 }
 
+/// One event ready to insert, and the call it came with.
+struct Pending<'a> {
+    call: usize,
+    event: &'a Event,
+    json: &'a [u8],
+}
+
+/// Events one group commit takes at most: calls keep joining a group
+/// until it holds this many (a call is never split).
+const GROUP_MAX_EVENTS: usize = 10_000;
+
 impl EventStore {
+    /// The store over `database`, and its writer task (spawned here: call
+    /// inside a tokio runtime).
     pub(super) fn new(database: Database) -> Self {
-        EventStore {
+        let shared = Shared {
             database,
             write: Arc::new(Mutex::new(())),
             appended: Arc::new(watch::channel(0).0),
-        }
+        };
+        let (submit, queue) = mpsc::channel(1024);
+        tokio::spawn(write_groups(shared.clone(), queue));
+        EventStore { shared, submit }
     }
 
     /// A receiver that changes whenever this process stored new events:
     /// feed readers wait on it between passes.
     pub fn appended(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+        self.shared.appended.subscribe()
     }
 
     /// Stores the `events` not stored before (by id), durably, and says
     /// what happened to each. Ids repeated inside `events` count once.
+    ///
+    /// Group commit: calls that arrive while a transaction runs wait for
+    /// the next one and share it (one commit, one fsync), each getting its
+    /// own outcome. A call whose caller goes away is still committed, so a
+    /// resend finds it as a duplicate.
     pub async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, StorageError> {
         if events.is_empty() {
             return Ok(IngestOutcome::default());
         }
-        // Encode before taking the lock: it is the expensive part and needs
-        // no ordering.
-        let mut rows = Vec::with_capacity(events.len());
-        for event in &events {
-            rows.push(Pending {
-                event,
-                json: serde_json::to_vec(event)?,
-            });
-        }
-        let metrics = self.database.metrics();
-        let _guard = self.write.lock().await;
-        let _timer = metrics.time("ingest");
-        with_pool!(self.database, pool, engine => {
-            let mut conn = acquire(metrics, pool).await?;
-            let mut tx = conn.begin().await?;
-            if engine == Engine::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let mut outcome = IngestOutcome::default();
-
-            // Tombstones first: an erased user's events are acknowledged
-            // and dropped.
-            let users: Vec<&str> = unique(rows.iter().filter_map(|row| row.event.user_id.as_deref()));
-            let mut erased_users = HashSet::new();
-            for chunk in users.chunks(INSERT_CHUNK) {
-                let mut query = QueryBuilder::new("SELECT user_id FROM erased_users WHERE user_id IN (");
-                let mut list = query.separated(", ");
-                for user in chunk {
-                    list.push_bind(*user);
-                }
-                query.push(")");
-                let found: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
-                erased_users.extend(found);
-            }
-            let mut seen = HashSet::new();
-            let mut candidates = Vec::with_capacity(rows.len());
-            for row in &rows {
-                if row.event.user_id.as_ref().is_some_and(|user| erased_users.contains(user)) {
-                    outcome.erased += 1;
-                } else if !seen.insert(row.event.id.as_str()) {
-                    outcome.duplicates += 1;
-                } else {
-                    candidates.push(row);
-                }
-            }
-
-            // The dedupe entries decide which events are new.
-            let mut fresh_ids = HashSet::with_capacity(candidates.len());
-            for chunk in candidates.chunks(INSERT_CHUNK) {
-                let mut query = QueryBuilder::new("INSERT INTO event_ids (id, ingested_at) ");
-                query.push_values(chunk, |mut values, row| {
-                    values
-                        .push_bind(row.event.id.as_str())
-                        .push_bind(row.event.ingested_at.as_millisecond());
-                });
-                query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-                let inserted: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
-                fresh_ids.extend(inserted);
-            }
-            let candidate_count = candidates.len();
-            let fresh: Vec<&Pending<'_>> = candidates
-                .into_iter()
-                .filter(|row| fresh_ids.contains(&row.event.id))
-                .collect();
-            outcome.duplicates += u32::try_from(candidate_count - fresh.len()).unwrap_or(u32::MAX);
-
-            for chunk in fresh.chunks(INSERT_CHUNK) {
-                let mut query = QueryBuilder::new("INSERT INTO events (user_id, ingested_at, payload) ");
-                query.push_values(chunk, |mut values, row| {
-                    values
-                        .push_bind(row.event.user_id.as_deref())
-                        .push_bind(row.event.ingested_at.as_millisecond())
-                        .push_bind(row.json.as_slice());
-                });
-                query.build().execute(&mut *tx).await?;
-            }
-
-            // Profiles: identify traits merged in ingest order.
-            let identifies: Vec<(&str, &JsonObject, Timestamp)> = fresh
-                .iter()
-                .filter_map(|row| match (&row.event.user_id, &row.event.body) {
-                    (Some(user), EventBody::Identify { traits }) => {
-                        Some((user.as_str(), traits, row.event.ingested_at))
-                    }
-                    _ => None,
-                })
-                .collect();
-            if !identifies.is_empty() {
-                let users = unique(identifies.iter().map(|(user, _, _)| *user));
-                let mut profiles: HashMap<String, Profile> = HashMap::new();
-                for chunk in users.chunks(INSERT_CHUNK) {
-                    let mut query = QueryBuilder::new(
-                        "SELECT user_id, traits, updated_at FROM profiles WHERE user_id IN (",
-                    );
-                    let mut list = query.separated(", ");
-                    for user in chunk {
-                        list.push_bind(*user);
-                    }
-                    query.push(")");
-                    for row in query.build().fetch_all(&mut *tx).await? {
-                        let profile = profile_from(
-                            row.try_get("user_id")?,
-                            &row.try_get::<String, _>("traits")?,
-                            row.try_get("updated_at")?,
-                        )?;
-                        profiles.insert(profile.user_id.clone(), profile);
-                    }
-                }
-                for (user, traits, at) in identifies {
-                    let profile = profiles.entry(user.to_owned()).or_insert_with(|| Profile {
-                        user_id: user.to_owned(),
-                        traits: JsonObject::new(),
-                        updated_at: at,
-                    });
-                    for (key, value) in traits {
-                        profile.traits.insert(key.clone(), value.clone());
-                    }
-                    profile.updated_at = at;
-                }
-                let encoded: Vec<(String, String, i64)> = profiles
-                    .into_values()
-                    .map(|profile| {
-                        Ok((
-                            profile.user_id,
-                            serde_json::to_string(&profile.traits)?,
-                            profile.updated_at.as_millisecond(),
-                        ))
-                    })
-                    .collect::<Result<_, StorageError>>()?;
-                for chunk in encoded.chunks(INSERT_CHUNK) {
-                    let mut query = QueryBuilder::new("INSERT INTO profiles (user_id, traits, updated_at) ");
-                    query.push_values(chunk, |mut values, (user, traits, at)| {
-                        values.push_bind(user.as_str()).push_bind(traits.as_str()).push_bind(*at);
-                    });
-                    query.push(
-                        " ON CONFLICT (user_id) DO UPDATE SET traits = excluded.traits, updated_at = excluded.updated_at",
-                    );
-                    query.build().execute(&mut *tx).await?;
-                }
-            }
-
-            let stored = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
-            if stored > 0 {
-                sqlx::query("UPDATE counters SET value = value + $1 WHERE name IN ('events', 'event_ids')")
-                    .bind(stored)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            if stored > 0 {
-                self.appended.send_modify(|count| *count = count.wrapping_add(1));
-            }
-            outcome.stored = u32::try_from(fresh.len()).unwrap_or(u32::MAX);
-            Ok(outcome)
-        })
+        // Encoded here, not in the writer: callers run in parallel, the
+        // writer is one task.
+        let encoded = events
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, answer) = oneshot::channel();
+        let closed = || StorageError::Unavailable("the event store is closed".to_owned());
+        self.submit
+            .send(Submission {
+                events,
+                encoded,
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// Every user's events in ingest order, at most `limit`, starting after
@@ -262,10 +158,10 @@ impl EventStore {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<EventPage, StorageError> {
-        let _timer = self.database.metrics().time("events_after");
+        let _timer = self.shared.database.metrics().time("events_after");
         let start = cursor_value(after);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, Vec<u8>)> = with_pool!(self.database, pool => {
+        let rows: Vec<(i64, Vec<u8>)> = with_pool!(self.shared.database, pool => {
             sqlx::query_as("SELECT seq, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
                 .bind(start)
                 .bind(limit)
@@ -283,7 +179,7 @@ impl EventStore {
     /// The position of the newest stored event (`None` when there is none):
     /// how far behind a feed reader is.
     pub async fn last_cursor(&self) -> Result<Option<Cursor>, StorageError> {
-        let newest: Option<i64> = with_pool!(self.database, pool => {
+        let newest: Option<i64> = with_pool!(self.shared.database, pool => {
             sqlx::query_scalar("SELECT max(seq) FROM events")
                 .fetch_one(pool)
                 .await?
@@ -299,11 +195,11 @@ impl EventStore {
         limit: usize,
         after: Option<Cursor>,
     ) -> Result<EventPage, StorageError> {
-        let _timer = self.database.metrics().time("events_for_user");
+        let _timer = self.shared.database.metrics().time("events_for_user");
         let start = cursor_value(after);
         // One more than asked: whether another page follows.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
-        let rows: Vec<(i64, Vec<u8>)> = with_pool!(self.database, pool => {
+        let rows: Vec<(i64, Vec<u8>)> = with_pool!(self.shared.database, pool => {
             sqlx::query_as(
                 "SELECT seq, payload FROM events WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             )
@@ -324,7 +220,7 @@ impl EventStore {
 
     /// The merged identify traits of a user, if any identify was stored.
     pub async fn profile(&self, user_id: &str) -> Result<Option<Profile>, StorageError> {
-        let row: Option<(String, String, i64)> = with_pool!(self.database, pool => {
+        let row: Option<(String, String, i64)> = with_pool!(self.shared.database, pool => {
             sqlx::query_as("SELECT user_id, traits, updated_at FROM profiles WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(pool)
@@ -365,7 +261,7 @@ impl EventStore {
         // clock step back only delays a removal). With none inside it, the
         // boundary is just past the newest event now: events stored while
         // this runs get higher positions and stay.
-        let boundary: i64 = with_pool!(self.database, pool => {
+        let boundary: i64 = with_pool!(self.shared.database, pool => {
             sqlx::query_scalar(
                 "SELECT COALESCE(\
                    (SELECT seq FROM events WHERE ingested_at >= $1 ORDER BY seq LIMIT 1), \
@@ -415,8 +311,8 @@ impl EventStore {
         at: Timestamp,
     ) -> Result<ErasedEvents, StorageError> {
         {
-            let _guard = self.write.lock().await;
-            with_pool!(self.database, pool, engine => {
+            let _guard = self.shared.write.lock().await;
+            with_pool!(self.shared.database, pool, engine => {
                 let mut tx = pool.begin().await?;
                 if engine == Engine::Postgres {
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -444,7 +340,7 @@ impl EventStore {
                 break;
             }
         }
-        erased.profile = with_pool!(self.database, pool => {
+        erased.profile = with_pool!(self.shared.database, pool => {
             sqlx::query("DELETE FROM profiles WHERE user_id = $1")
                 .bind(user_id)
                 .execute(pool)
@@ -457,7 +353,7 @@ impl EventStore {
 
     /// When the user was erased, if a tombstone blocks their events.
     pub async fn erased_at(&self, user_id: &str) -> Result<Option<Timestamp>, StorageError> {
-        let at: Option<i64> = with_pool!(self.database, pool => {
+        let at: Option<i64> = with_pool!(self.shared.database, pool => {
             sqlx::query_scalar("SELECT erased_at FROM erased_users WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(pool)
@@ -469,8 +365,8 @@ impl EventStore {
     /// Removes the user's tombstone, so their events are stored again;
     /// `false` when there was none.
     pub async fn lift_erasure(&self, user_id: &str) -> Result<bool, StorageError> {
-        let _guard = self.write.lock().await;
-        let lifted = with_pool!(self.database, pool => {
+        let _guard = self.shared.write.lock().await;
+        let lifted = with_pool!(self.shared.database, pool => {
             sqlx::query("DELETE FROM erased_users WHERE user_id = $1")
                 .bind(user_id)
                 .execute(pool)
@@ -481,7 +377,7 @@ impl EventStore {
     }
 
     async fn counter(&self, name: &str) -> Result<u64, StorageError> {
-        let value: Option<i64> = with_pool!(self.database, pool => {
+        let value: Option<i64> = with_pool!(self.shared.database, pool => {
             sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
                 .bind(name)
                 .fetch_optional(pool)
@@ -500,9 +396,9 @@ impl EventStore {
         bound: i64,
         counter: &'static str,
     ) -> Result<u64, StorageError> {
-        let _guard = self.write.lock().await;
-        let _timer = self.database.metrics().time(operation);
-        with_pool!(self.database, pool => {
+        let _guard = self.shared.write.lock().await;
+        let _timer = self.shared.database.metrics().time(operation);
+        with_pool!(self.shared.database, pool => {
             let mut tx = pool.begin().await?;
             let removed = sqlx::query(sql)
                 .bind(bound)
@@ -523,9 +419,9 @@ impl EventStore {
     }
 
     async fn delete_chunk_for_user(&self, user_id: &str) -> Result<u64, StorageError> {
-        let _guard = self.write.lock().await;
-        let _timer = self.database.metrics().time("erase_user");
-        with_pool!(self.database, pool => {
+        let _guard = self.shared.write.lock().await;
+        let _timer = self.shared.database.metrics().time("erase_user");
+        with_pool!(self.shared.database, pool => {
             let mut tx = pool.begin().await?;
             let removed = sqlx::query(
                 "DELETE FROM events WHERE seq IN \
@@ -547,6 +443,228 @@ impl EventStore {
             Ok(removed)
         })
     }
+}
+
+/// The writer task: takes the calls queued so far (up to
+/// [`GROUP_MAX_EVENTS`] events), commits them in one transaction, answers
+/// each, and repeats until every [`EventStore`] is gone.
+async fn write_groups(shared: Shared, mut queue: mpsc::Receiver<Submission>) {
+    while let Some(first) = queue.recv().await {
+        let mut count = first.events.len();
+        let mut group = vec![first];
+        while count < GROUP_MAX_EVENTS {
+            match queue.try_recv() {
+                Ok(next) => {
+                    count += next.events.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        match write_group(&shared, &group).await {
+            Ok(outcomes) => {
+                for (submission, outcome) in group.into_iter().zip(outcomes) {
+                    // A caller that went away needs no answer.
+                    let _ = submission.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for submission in group {
+                    let _ = submission
+                        .reply
+                        .send(Err(StorageError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for a group of calls; an outcome per call, in order.
+async fn write_group(
+    shared: &Shared,
+    group: &[Submission],
+) -> Result<Vec<IngestOutcome>, StorageError> {
+    let rows: Vec<Pending<'_>> = group
+        .iter()
+        .enumerate()
+        .flat_map(|(call, submission)| {
+            submission
+                .events
+                .iter()
+                .zip(&submission.encoded)
+                .map(move |(event, json)| Pending {
+                    call,
+                    event,
+                    json: json.as_slice(),
+                })
+        })
+        .collect();
+    let metrics = shared.database.metrics();
+    let _guard = shared.write.lock().await;
+    let _timer = metrics.time("ingest");
+    with_pool!(shared.database, pool, engine => {
+        let mut conn = acquire(metrics, pool).await?;
+        let mut tx = conn.begin().await?;
+        if engine == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut outcomes = vec![IngestOutcome::default(); group.len()];
+
+        // Tombstones first: an erased user's events are acknowledged
+        // and dropped.
+        let users: Vec<&str> = unique(rows.iter().filter_map(|row| row.event.user_id.as_deref()));
+        let mut erased_users = HashSet::new();
+        for chunk in users.chunks(INSERT_CHUNK) {
+            let mut query = QueryBuilder::new("SELECT user_id FROM erased_users WHERE user_id IN (");
+            let mut list = query.separated(", ");
+            for user in chunk {
+                list.push_bind(*user);
+            }
+            query.push(")");
+            let found: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            erased_users.extend(found);
+        }
+        let mut seen = HashSet::new();
+        let mut candidates = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // An id seen earlier in this call or in an earlier call of
+            // the group is a duplicate: that one commits with this one.
+            if row.event.user_id.as_ref().is_some_and(|user| erased_users.contains(user)) {
+                outcomes[row.call].erased += 1;
+            } else if !seen.insert(row.event.id.as_str()) {
+                outcomes[row.call].duplicates += 1;
+            } else {
+                candidates.push(row);
+            }
+        }
+
+        // The dedupe entries decide which events are new. Asking for the
+        // ids already stored returns only duplicates (usually none), and
+        // nobody else inserts under the writer lock, so the inserts below
+        // cannot conflict; if one ever did, the unique key fails the
+        // whole transaction rather than storing an event twice.
+        let mut stored_ids = HashSet::new();
+        for chunk in candidates.chunks(INSERT_CHUNK) {
+            let mut query = QueryBuilder::new("SELECT id FROM event_ids WHERE id IN (");
+            let mut list = query.separated(", ");
+            for row in chunk {
+                list.push_bind(row.event.id.as_str());
+            }
+            query.push(")");
+            let found: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            stored_ids.extend(found);
+        }
+        let mut fresh: Vec<&Pending<'_>> = Vec::with_capacity(candidates.len());
+        for row in candidates {
+            if stored_ids.contains(&row.event.id) {
+                outcomes[row.call].duplicates += 1;
+            } else {
+                outcomes[row.call].stored += 1;
+                fresh.push(row);
+            }
+        }
+        for chunk in fresh.chunks(INSERT_CHUNK) {
+            let mut query = QueryBuilder::new("INSERT INTO event_ids (id, ingested_at) ");
+            query.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.event.id.as_str())
+                    .push_bind(row.event.ingested_at.as_millisecond());
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+
+        for chunk in fresh.chunks(INSERT_CHUNK) {
+            let mut query = QueryBuilder::new("INSERT INTO events (user_id, ingested_at, payload) ");
+            query.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.event.user_id.as_deref())
+                    .push_bind(row.event.ingested_at.as_millisecond())
+                    .push_bind(row.json);
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+
+        // Profiles: identify traits merged in ingest order.
+        let identifies: Vec<(&str, &JsonObject, Timestamp)> = fresh
+            .iter()
+            .filter_map(|row| match (&row.event.user_id, &row.event.body) {
+                (Some(user), EventBody::Identify { traits }) => {
+                    Some((user.as_str(), traits, row.event.ingested_at))
+                }
+                _ => None,
+            })
+            .collect();
+        if !identifies.is_empty() {
+            let users = unique(identifies.iter().map(|(user, _, _)| *user));
+            let mut profiles: HashMap<String, Profile> = HashMap::new();
+            for chunk in users.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::new(
+                    "SELECT user_id, traits, updated_at FROM profiles WHERE user_id IN (",
+                );
+                let mut list = query.separated(", ");
+                for user in chunk {
+                    list.push_bind(*user);
+                }
+                query.push(")");
+                for row in query.build().fetch_all(&mut *tx).await? {
+                    let profile = profile_from(
+                        row.try_get("user_id")?,
+                        &row.try_get::<String, _>("traits")?,
+                        row.try_get("updated_at")?,
+                    )?;
+                    profiles.insert(profile.user_id.clone(), profile);
+                }
+            }
+            for (user, traits, at) in identifies {
+                let profile = profiles.entry(user.to_owned()).or_insert_with(|| Profile {
+                    user_id: user.to_owned(),
+                    traits: JsonObject::new(),
+                    updated_at: at,
+                });
+                for (key, value) in traits {
+                    profile.traits.insert(key.clone(), value.clone());
+                }
+                profile.updated_at = at;
+            }
+            let encoded: Vec<(String, String, i64)> = profiles
+                .into_values()
+                .map(|profile| {
+                    Ok((
+                        profile.user_id,
+                        serde_json::to_string(&profile.traits)?,
+                        profile.updated_at.as_millisecond(),
+                    ))
+                })
+                .collect::<Result<_, StorageError>>()?;
+            for chunk in encoded.chunks(INSERT_CHUNK) {
+                let mut query = QueryBuilder::new("INSERT INTO profiles (user_id, traits, updated_at) ");
+                query.push_values(chunk, |mut values, (user, traits, at)| {
+                    values.push_bind(user.as_str()).push_bind(traits.as_str()).push_bind(*at);
+                });
+                query.push(
+                    " ON CONFLICT (user_id) DO UPDATE SET traits = excluded.traits, updated_at = excluded.updated_at",
+                );
+                query.build().execute(&mut *tx).await?;
+            }
+        }
+
+        let stored = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
+        if stored > 0 {
+            sqlx::query("UPDATE counters SET value = value + $1 WHERE name IN ('events', 'event_ids')")
+                .bind(stored)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if stored > 0 {
+            shared.appended.send_modify(|count| *count = count.wrapping_add(1));
+        }
+        Ok(outcomes)
+    })
 }
 
 /// The distinct values of `items`, in first-seen order.
