@@ -497,6 +497,126 @@ async fn bad_input_gets_its_own_4xx_and_leaves_accepted_events_untouched() {
     assert_delivered_exactly_once(&control_plane, &agent, &[user], &acked, Some(&attempted)).await;
 }
 
+/// Issue 14, items 3 and 4, through the real agent binary: a 4 MiB quota
+/// set alone starts (the segment size follows it), and ids the control
+/// plane would refuse are answered 400 naming the field, with nothing of the
+/// request stored, while good calls around them arrive exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_quota_alone_starts_and_ids_the_control_plane_refuses_get_400() {
+    let control_plane = ControlPlane::started(setup()).await.unwrap();
+    // The suite's defaults set NUDGE_AGENT_SEGMENT_BYTES; this agent must
+    // run with the quota alone, as an operator would set it.
+    let mut quota_only = setup().clone();
+    quota_only
+        .agent_defaults
+        .retain(|(name, _)| name != "NUDGE_AGENT_SEGMENT_BYTES");
+    let agent = Agent::started(
+        &quota_only,
+        &control_plane.grpc_url(),
+        &[("NUDGE_AGENT_MAX_OUTBOX_BYTES", "4MiB")],
+    )
+    .await
+    .unwrap();
+
+    let user = format!("ids-{}", std::process::id());
+    let mut acked = HashSet::new();
+    for i in 0..10 {
+        let id = format!("{user}-good-{i}");
+        let reply = agent
+            .post("/v1/track", &event("track", &user, Some(&id), 32))
+            .await
+            .unwrap();
+        assert!(reply.is_success(), "{reply:?}");
+        acked.insert(id);
+    }
+
+    let over = "x".repeat(1025);
+    let with = |field: &str, value: Value, case: &str| {
+        let mut call = event("track", &user, Some(&format!("{user}-bad-{case}")), 8);
+        call[field] = value;
+        call
+    };
+    let single_cases = [
+        (
+            "userId",
+            with("userId", json!("a\u{0}b"), "nul-user"),
+            "NUL",
+        ),
+        (
+            "userId",
+            with("userId", json!(over), "long-user"),
+            "1025 bytes",
+        ),
+        (
+            "anonymousId",
+            with("anonymousId", json!("a\u{0}b"), "nul-anonymous"),
+            "NUL",
+        ),
+        (
+            "anonymousId",
+            with("anonymousId", json!(over), "long-anonymous"),
+            "1025 bytes",
+        ),
+        ("messageId", with("messageId", json!("m\u{0}"), "x"), "NUL"),
+    ];
+    // The same in a batch whose other item is good: all or nothing.
+    let mut bad_item = with("userId", json!("a\u{0}b"), "batch-bad");
+    bad_item["type"] = json!("track");
+    let mut good_item = event("track", &user, Some(&format!("{user}-batch-good")), 8);
+    good_item["type"] = json!("track");
+    let batch = json!({ "batch": [good_item, bad_item] });
+    let mut cases: Vec<(&str, &str, Value, &str)> = single_cases
+        .into_iter()
+        .map(|(field, call, problem)| ("/v1/track", field, call, problem))
+        .collect();
+    cases.push(("/v1/batch", "userId", batch, "NUL"));
+    let refused = cases.len();
+    for (path, field, body, problem) in cases {
+        let reply = agent.post(path, &body).await.unwrap();
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "invalid_field"),
+            "{path} {field}: {:?}",
+            reply.body
+        );
+        let message = reply.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("`{field}`")) && message.contains(problem),
+            "{path}: the answer names `{field}` and says {problem}: {message}"
+        );
+    }
+    let rejected = metric_value(
+        &agent.metrics().await.unwrap(),
+        "nudge_agent_requests_rejected_total",
+        Some("reason=\"invalid_field\""),
+    );
+    assert_eq!(rejected, Some(refused as f64));
+
+    for i in 0..10 {
+        let id = format!("{user}-after-{i}");
+        let reply = agent
+            .post("/v1/track", &event("track", &user, Some(&id), 32))
+            .await
+            .unwrap();
+        assert!(reply.is_success(), "{reply:?}");
+        acked.insert(id);
+    }
+    // Only the good single calls were sent for storing: the batch's good
+    // item must not be stored either.
+    let attempted = acked.clone();
+    assert_delivered_exactly_once(&control_plane, &agent, &[user], &acked, Some(&attempted)).await;
+    let cp_rejected = metric_value(
+        &control_plane.metrics().await.unwrap(),
+        "nudge_cp_events_rejected_total",
+        None,
+    );
+    assert_eq!(
+        cp_rejected,
+        Some(0.0),
+        "the control plane refused nothing the agent acknowledged"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_segment_client_sends_track_identify_and_page() {
     let python = installed_tool(

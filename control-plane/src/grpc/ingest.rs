@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::ServiceError;
 use super::convert;
 use crate::metrics::Metrics;
-use crate::store::{IngestOutcome, Store};
+use crate::store::{Event, IngestOutcome, Rejected, Store};
 
 /// The Ingest service over a [`Store`].
 pub struct IngestService {
@@ -28,10 +28,7 @@ impl IngestService {
         IngestService { store, metrics }
     }
 
-    async fn store(
-        &self,
-        events: Vec<crate::store::Event>,
-    ) -> Result<(IngestOutcome, u64, u64), ServiceError> {
+    async fn store(&self, events: Vec<Event>) -> Result<(IngestOutcome, u64, u64), ServiceError> {
         let store = Arc::clone(&self.store);
         // sled blocks on disk (the flush above all); keep it off the runtime.
         let result = tokio::task::spawn_blocking(move || {
@@ -47,6 +44,29 @@ impl IngestService {
     }
 }
 
+/// Converts a batch, splitting it into storable events and rejects (in
+/// envelope order). Each envelope passes nudge-proto's shared check first:
+/// the very rule the agent applies at intake, so the agent never
+/// acknowledges what is refused here.
+fn checked_events(
+    agent_id: &str,
+    envelopes: Vec<nudge_proto::v1::Envelope>,
+    received_at: Timestamp,
+) -> (Vec<Event>, Vec<Rejected>) {
+    let mut events = Vec::with_capacity(envelopes.len());
+    let mut rejected = Vec::new();
+    for envelope in envelopes {
+        let checked =
+            nudge_proto::validate::check_envelope(&envelope).map_err(|invalid| invalid.to_string());
+        let id = envelope.id.clone();
+        match checked.and_then(|()| convert::event_from_envelope(agent_id, envelope, received_at)) {
+            Ok(event) => events.push(event),
+            Err(reason) => rejected.push(Rejected { id, reason }),
+        }
+    }
+    (events, rejected)
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
@@ -54,8 +74,7 @@ impl Ingest for IngestService {
         let received_at = Timestamp::now();
         let request = request.into_inner();
         let envelopes = request.envelopes.len();
-        let (events, rejected) =
-            convert::events_from_envelopes(&request.agent_id, request.envelopes, received_at);
+        let (events, rejected) = checked_events(&request.agent_id, request.envelopes, received_at);
         for reject in &rejected {
             tracing::warn!(agent_id = %request.agent_id, envelope_id = %reject.id, reason = %reject.reason, "envelope rejected");
         }
