@@ -21,6 +21,21 @@
 //! 5. **A bad record never stops the agent.** A segment that sled cannot open
 //!    is moved to `quarantine/` at start-up; a record that cannot be decoded is
 //!    moved to the quarantine database by the shipper. Both are counted.
+//! 6. **A disk fault refuses, it never acknowledges.** A failed insert or
+//!    flush (a full disk, an I/O error) fails the appends waiting on it.
+//!    sled 0.34 then fails every later write of that database, so the
+//!    segment is marked broken and sealed as it is (what was acknowledged
+//!    from it was flushed before), and a new segment takes appends as soon
+//!    as one can be created, i.e. once the disk has room again. A sealed
+//!    segment's records are counted anew from disk when it is opened. A
+//!    refused call may still be shipped if its bytes did reach the disk (a
+//!    5xx's outcome is unknown); the control plane's dedupe makes a retry
+//!    with the same `messageId` harmless.
+//! 7. **Rotation drops nothing.** The active segment is flushed before a new
+//!    one replaces it; if the flush (or creating the new segment) fails, the
+//!    old one stays active. Records acknowledged by the control plane are
+//!    deleted from whichever segment holds them, a sealed and closed one
+//!    included (it is opened again), so they never ship twice.
 //!
 //! # Why segments
 //!
@@ -179,7 +194,16 @@ struct Layout {
 /// A sealed segment: closed (its page cache returned) until the shipper
 /// reaches it.
 enum Sealed {
-    Closed { id: u64, path: PathBuf, events: u64 },
+    /// `events` and `bytes` are what the outbox counts for it; when it is
+    /// opened again its records are counted anew and the outbox's totals
+    /// corrected (a segment sealed after a failed write may hold fewer
+    /// records on disk than were inserted in memory).
+    Closed {
+        id: u64,
+        path: PathBuf,
+        events: u64,
+        bytes: u64,
+    },
     Open(Arc<Segment>),
 }
 
@@ -188,6 +212,38 @@ impl Sealed {
         match self {
             Sealed::Closed { id, .. } => *id,
             Sealed::Open(segment) => segment.id,
+        }
+    }
+
+    /// The segment, opening it (and keeping it open) if it was closed.
+    /// Corrects the outbox's totals by what the segment really holds.
+    fn open(&mut self, inner: &Inner) -> Result<Arc<Segment>, OutboxError> {
+        if let Sealed::Closed {
+            id,
+            path,
+            events,
+            bytes,
+        } = self
+        {
+            let segment = Arc::new(Segment::open(*id, path, &inner.config)?);
+            let (found_events, found_bytes) = segment.live();
+            if (found_events, found_bytes) != (*events, *bytes) {
+                tracing::warn!(
+                    segment = *id,
+                    counted = *events,
+                    found = found_events,
+                    "a sealed segment holds other records than counted (sealed after a failed write)"
+                );
+                inner.events.fetch_add(found_events, Ordering::AcqRel);
+                inner.events.fetch_sub(*events, Ordering::AcqRel);
+                inner.bytes.fetch_add(found_bytes, Ordering::AcqRel);
+                inner.bytes.fetch_sub(*bytes, Ordering::AcqRel);
+            }
+            *self = Sealed::Open(segment);
+        }
+        match self {
+            Sealed::Open(segment) => Ok(Arc::clone(segment)),
+            Sealed::Closed { .. } => unreachable!("opened above"),
         }
     }
 }
@@ -252,6 +308,7 @@ impl Outbox {
                         id,
                         path,
                         events: recovered.events,
+                        bytes: recovered.bytes,
                     });
                 }
                 Err(reason) => {
@@ -319,6 +376,12 @@ impl Outbox {
                     quota: inner.config.max_bytes,
                     retry_after: inner.config.retry_after,
                 });
+            }
+            if layout.active.is_broken() {
+                // Fails again (writing nothing) until a new segment can be
+                // created, i.e. until the disk has room again.
+                self.replace_broken_active(&mut layout)
+                    .map_err(|e| AppendError::Storage(e.to_string()))?;
             }
             if layout.active.written_bytes() >= inner.config.segment_max_bytes {
                 self.rotate(&mut layout)
@@ -388,17 +451,17 @@ impl Outbox {
         loop {
             let (segment, bound) = {
                 let mut layout = self.layout();
+                if layout.active.is_broken() {
+                    // Its acknowledged records must not wait for the next
+                    // append to seal it; while the disk is full this fails
+                    // and the shipper reads what it can.
+                    if let Err(error) = self.replace_broken_active(&mut layout) {
+                        tracing::debug!(%error, "broken outbox segment not replaced yet");
+                    }
+                }
                 // Sealed segments were flushed when sealed: all of them is durable.
                 match layout.sealed.front_mut() {
-                    Some(Sealed::Open(segment)) => (Arc::clone(segment), u64::MAX),
-                    Some(closed @ Sealed::Closed { .. }) => {
-                        let Sealed::Closed { id, path, .. } = &*closed else {
-                            unreachable!("matched Closed above")
-                        };
-                        let segment = Arc::new(Segment::open(*id, path, &self.inner.config)?);
-                        *closed = Sealed::Open(Arc::clone(&segment));
-                        (segment, u64::MAX)
-                    }
+                    Some(sealed) => (sealed.open(&self.inner)?, u64::MAX),
                     None => (Arc::clone(&layout.active), shippable_seq),
                 }
             };
@@ -417,9 +480,13 @@ impl Outbox {
         }
     }
 
-    /// Deletes records the control plane acknowledged.
+    /// Deletes records the control plane acknowledged. The segment they
+    /// were read from may have been sealed and closed since (rotation while
+    /// the batch was in flight); it is opened again, or its records would
+    /// ship a second time.
     pub fn remove(&self, segment_id: u64, records: &[Record]) -> Result<(), OutboxError> {
-        let Some(segment) = self.open_segment(segment_id) else {
+        let Some(segment) = self.open_segment(segment_id)? else {
+            // Already retired whole: nothing of it is left to delete.
             return Ok(());
         };
         let (events, bytes) = segment.remove(records)?;
@@ -511,20 +578,31 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn open_segment(&self, segment_id: u64) -> Option<Arc<Segment>> {
-        let layout = self.layout();
+    /// The segment with this id, opened again if it is sealed and closed;
+    /// `None` when it no longer exists.
+    fn open_segment(&self, segment_id: u64) -> Result<Option<Arc<Segment>>, OutboxError> {
+        let mut layout = self.layout();
         if layout.active.id == segment_id {
-            return Some(Arc::clone(&layout.active));
+            return Ok(Some(Arc::clone(&layout.active)));
         }
-        layout.sealed.iter().find_map(|sealed| match sealed {
-            Sealed::Open(segment) if segment.id == segment_id => Some(Arc::clone(segment)),
-            _ => None,
-        })
+        let Some(sealed) = layout.sealed.iter_mut().find(|s| s.id() == segment_id) else {
+            return Ok(None);
+        };
+        Ok(Some(sealed.open(&self.inner)?))
     }
 
     /// Seals the active segment and starts a new one. Called with the layout
     /// lock held, so no append can slip into the old segment afterwards.
+    ///
+    /// The old segment is flushed *before* anything changes: if the flush
+    /// (or creating the next segment) fails, for instance on a full disk,
+    /// the old segment simply stays active, with its records counted and
+    /// shippable, and the next append tries again. Dropping it instead would
+    /// strand acknowledged records until the next start.
     fn rotate(&self, layout: &mut Layout) -> Result<(), OutboxError> {
+        // Appends acknowledged from the old segment must be on disk before it
+        // is closed; the flusher only ever flushes the active segment.
+        layout.active.flush()?;
         let segments_dir = self.inner.config.data_dir.join(SEGMENTS_DIR);
         let next = Arc::new(Segment::create(
             layout.active.id + 1,
@@ -532,10 +610,7 @@ impl Outbox {
             &self.inner.config,
         )?);
         let old = std::mem::replace(&mut layout.active, next);
-        // Appends acknowledged from the old segment must be on disk before it
-        // is closed; the flusher only ever flushes the active segment.
-        old.flush()?;
-        let (events, _) = old.live();
+        let (events, bytes) = old.live();
         if events == 0 {
             drop_segment(old);
         } else {
@@ -543,8 +618,38 @@ impl Outbox {
                 id: old.id,
                 path: old.path.clone(),
                 events,
+                bytes,
             });
         }
+        Ok(())
+    }
+
+    /// Seals an active segment whose write or flush failed (sled keeps
+    /// failing it from then on) and starts a new one. The broken segment is
+    /// not flushed: what was acknowledged from it is already on disk (an
+    /// append is acknowledged only after a successful flush), and its
+    /// records are counted again from disk when the shipper opens it. Fails,
+    /// changing nothing, while no new segment can be created (disk full).
+    fn replace_broken_active(&self, layout: &mut Layout) -> Result<(), OutboxError> {
+        let segments_dir = self.inner.config.data_dir.join(SEGMENTS_DIR);
+        let next = Arc::new(Segment::create(
+            layout.active.id + 1,
+            &segments_dir,
+            &self.inner.config,
+        )?);
+        let old = std::mem::replace(&mut layout.active, next);
+        let (events, bytes) = old.live();
+        tracing::warn!(
+            segment = old.id,
+            events,
+            "outbox segment failed to write; sealed, a new one takes appends"
+        );
+        layout.sealed.push_back(Sealed::Closed {
+            id: old.id,
+            path: old.path.clone(),
+            events,
+            bytes,
+        });
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! `seg-<id as 16 hex digits>` so that a directory listing sorts by age.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -19,6 +19,10 @@ pub(super) struct Segment {
     live_events: AtomicU64,
     live_bytes: AtomicU64,
     written_bytes: AtomicU64,
+    /// A write or flush failed. sled 0.34 keeps the first I/O error and
+    /// fails every later operation of that database with it, so a broken
+    /// segment is never written again: the outbox seals it and moves on.
+    broken: AtomicBool,
 }
 
 /// What start-up found in a segment left by an earlier run.
@@ -54,6 +58,7 @@ impl Segment {
             live_events: AtomicU64::new(events),
             live_bytes: AtomicU64::new(bytes),
             written_bytes: AtomicU64::new(bytes),
+            broken: AtomicBool::new(false),
         })
     }
 
@@ -91,7 +96,10 @@ impl Segment {
             batch.insert(&seq.to_be_bytes(), record.as_ref());
             bytes += record.len() as u64;
         }
-        self.tree.apply_batch(batch)?;
+        if let Err(error) = self.tree.apply_batch(batch) {
+            self.mark_broken();
+            return Err(error.into());
+        }
         self.live_events
             .fetch_add(records.len() as u64, Ordering::AcqRel);
         self.live_bytes.fetch_add(bytes, Ordering::AcqRel);
@@ -145,9 +153,21 @@ impl Segment {
         Ok((events, bytes))
     }
 
+    /// Flushes to disk; a failure marks the segment broken.
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.tree.flush()?;
+        if let Err(error) = self.tree.flush() {
+            self.mark_broken();
+            return Err(error.into());
+        }
         Ok(())
+    }
+
+    pub fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 
     /// Records and bytes the segment still holds.
