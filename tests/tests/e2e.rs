@@ -147,6 +147,18 @@ async fn sigkill_of_the_agent_under_load_loses_no_acknowledged_event() {
         Some(&outcome.attempted),
     )
     .await;
+    // Issue 14, item 6: pushes cut off by the SIGKILLs were stored all the
+    // same, and must be counted all the same.
+    let ingested = metric_value(
+        &control_plane.metrics().await.unwrap(),
+        "nudge_cp_events_ingested_total",
+        None,
+    );
+    assert_eq!(
+        ingested,
+        Some(control_plane.stored_count().await.unwrap() as f64),
+        "nudge_cp_events_ingested_total equals the events stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,6 +4,10 @@
 //! Invalid envelopes are listed in the answer instead of failing the batch;
 //! a store failure fails the whole call as UNAVAILABLE and nothing of it is
 //! acknowledged (what did get stored is absorbed by dedupe on the resend).
+//!
+//! The ingest metrics count exactly what the store did, even when the agent
+//! disconnects mid-push: the store write and the metric updates run in one
+//! spawned task, which is not dropped with the request's future.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,21 +31,39 @@ impl IngestService {
     pub fn new(store: Arc<dyn Store>, metrics: Metrics) -> Self {
         IngestService { store, metrics }
     }
+}
 
-    async fn store(&self, events: Vec<Event>) -> Result<(IngestOutcome, u64, u64), ServiceError> {
-        let store = Arc::clone(&self.store);
-        // sled blocks on disk (the flush above all); keep it off the runtime.
-        let result = tokio::task::spawn_blocking(move || {
-            let outcome = store.ingest(events)?;
-            Ok::<_, crate::store::StoreError>((
-                outcome,
-                store.event_count()?,
-                store.dedupe_count()?,
-            ))
-        })
-        .await??;
-        Ok(result)
+/// Stores a batch and counts it, on a blocking thread (sled blocks on
+/// disk, the flush above all). The two happen in one task on purpose: a
+/// spawned task runs to completion even when the agent disconnects and the
+/// request's future is dropped mid-push, so the metrics count exactly what
+/// the store holds (they used to be updated after an `.await` that a
+/// disconnect cancelled, undercounting the store across agent SIGKILLs).
+fn store_and_count(
+    store: &dyn Store,
+    metrics: &Metrics,
+    events: Vec<Event>,
+    conversion_rejects: usize,
+    started: Instant,
+) -> Result<IngestOutcome, crate::store::StoreError> {
+    let outcome = store.ingest(events)?;
+    metrics.events_ingested.inc_by(u64::from(outcome.stored));
+    metrics
+        .events_duplicate
+        .inc_by(u64::from(outcome.duplicates));
+    metrics
+        .events_rejected
+        .inc_by((conversion_rejects + outcome.rejected.len()) as u64);
+    metrics.events_erased.inc_by(u64::from(outcome.erased));
+    metrics.ingest_batches.inc();
+    metrics
+        .ingest_duration
+        .observe(started.elapsed().as_secs_f64());
+    // Sizes are gauges: a failure to read them only leaves them stale.
+    if let (Ok(events), Ok(dedupe)) = (store.event_count(), store.dedupe_count()) {
+        metrics.set_store_sizes(events, dedupe);
     }
+    Ok(outcome)
 }
 
 /// Converts a batch, splitting it into storable events and rejects (in
@@ -78,28 +100,25 @@ impl Ingest for IngestService {
         for reject in &rejected {
             tracing::warn!(agent_id = %request.agent_id, envelope_id = %reject.id, reason = %reject.reason, "envelope rejected");
         }
-        let (outcome, stored_events, dedupe_entries) = match self.store(events).await {
-            Ok(result) => result,
+        let task = {
+            let store = Arc::clone(&self.store);
+            let metrics = self.metrics.clone();
+            let conversion_rejects = rejected.len();
+            tokio::task::spawn_blocking(move || {
+                store_and_count(&*store, &metrics, events, conversion_rejects, started)
+            })
+        };
+        let stored = match task.await {
+            Ok(stored) => stored.map_err(ServiceError::from),
+            Err(join_error) => Err(ServiceError::from(join_error)),
+        };
+        let outcome = match stored {
+            Ok(outcome) => outcome,
             Err(error) => {
                 tracing::error!(agent_id = %request.agent_id, batch_id = %request.batch_id, %error, "push failed");
                 return Err(error.into());
             }
         };
-        self.metrics
-            .events_ingested
-            .inc_by(u64::from(outcome.stored));
-        self.metrics
-            .events_duplicate
-            .inc_by(u64::from(outcome.duplicates));
-        self.metrics
-            .events_rejected
-            .inc_by((rejected.len() + outcome.rejected.len()) as u64);
-        self.metrics.events_erased.inc_by(u64::from(outcome.erased));
-        self.metrics.ingest_batches.inc();
-        self.metrics.set_store_sizes(stored_events, dedupe_entries);
-        self.metrics
-            .ingest_duration
-            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             agent_id = %request.agent_id,
             batch_id = %request.batch_id,
