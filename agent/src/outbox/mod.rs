@@ -5,7 +5,9 @@
 //!
 //! 1. **Ack only after fsync.** [`Outbox::append`] returns `Ok` only once its
 //!    records are flushed to disk (in [`Durability::Fsync`], the default).
-//!    Concurrent appends share one flush (group commit, see [`flusher`]).
+//!    Concurrent appends share one flush (group commit, see [`flusher`]),
+//!    and one sled record: appends only queue their records in memory, and
+//!    the flusher writes everything queued as one record and flushes once.
 //! 2. **Delete only after the control plane's ack.** Records leave the outbox
 //!    through [`Outbox::remove`], which the shipper calls after `Ingest.Push`
 //!    acknowledged them, or through [`Outbox::quarantine`]. Deletes are not
@@ -64,7 +66,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot};
 
 use crate::metrics::Metrics;
 pub use flusher::run_flusher;
@@ -171,13 +173,16 @@ impl Batch {
     }
 }
 
-/// Where the flushing stands, published to waiting appenders.
-#[derive(Debug, Clone, Copy, Default)]
-struct FlushStatus {
-    /// Every record with a sequence number up to this one is on disk.
-    durable_seq: u64,
-    /// The highest sequence number whose flush failed (0 when none did).
-    failed_through: u64,
+/// Calls appended but not yet written to sled: the next group commit.
+#[derive(Default)]
+struct Pending {
+    /// The sequence number of `records[0]`; the rest follow without gaps.
+    first_seq: u64,
+    records: Vec<Bytes>,
+    /// One per append waiting for durability (fsync mode), told how its
+    /// group commit fared: the exact answer for each caller, even when a
+    /// later group succeeds after an earlier one failed.
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
 /// The segments, guarded by one mutex that is held only for in-memory work
@@ -185,6 +190,8 @@ struct FlushStatus {
 struct Layout {
     /// The next sequence number to assign.
     next_seq: u64,
+    /// Appended, not yet in sled; taken whole by the flusher.
+    pending: Pending,
     /// Where appends go.
     active: Arc<Segment>,
     /// Sealed segments, oldest first. They are flushed and read-only.
@@ -252,14 +259,21 @@ struct Inner {
     config: OutboxConfig,
     metrics: Metrics,
     layout: Mutex<Layout>,
-    /// Highest sequence number inserted (not necessarily flushed).
+    /// Highest sequence number appended (not necessarily in sled yet).
     written_seq: AtomicU64,
     /// Records and encoded bytes waiting, across all segments.
     events: AtomicU64,
     bytes: AtomicU64,
-    flush_status: watch::Sender<FlushStatus>,
-    /// Wakes the flusher: appends are waiting for durability.
+    /// Every record with a sequence number up to this one is on disk (or,
+    /// in unsafe mode, in sled).
+    durable_seq: AtomicU64,
+    /// Wakes the flusher: appends are queued.
     flush_wanted: Notify,
+    /// Held by whoever writes to (or replaces) the active segment outside
+    /// the layout lock: the flusher while it writes and flushes a group,
+    /// and rotations. So a segment is never sealed, or deleted as drained,
+    /// under a group being written to it. Taken before the layout lock.
+    writing: Mutex<()>,
     /// Wakes the shipper: new durable records.
     data_ready: Notify,
     accepting: AtomicBool,
@@ -335,17 +349,16 @@ impl Outbox {
         let inner = Inner {
             layout: Mutex::new(Layout {
                 next_seq: max_seq + 1,
+                pending: Pending::default(),
                 active,
                 sealed,
             }),
             written_seq: AtomicU64::new(max_seq),
             events: AtomicU64::new(events),
             bytes: AtomicU64::new(bytes),
-            flush_status: watch::Sender::new(FlushStatus {
-                durable_seq: max_seq,
-                failed_through: 0,
-            }),
+            durable_seq: AtomicU64::new(max_seq),
             flush_wanted: Notify::new(),
+            writing: Mutex::new(()),
             data_ready: Notify::new(),
             accepting: AtomicBool::new(true),
             quarantine,
@@ -360,15 +373,31 @@ impl Outbox {
     }
 
     /// Appends records atomically (all or none) and returns once they are
-    /// durable on disk (group commit with concurrent callers).
+    /// durable on disk (group commit with concurrent callers). In unsafe
+    /// mode it returns once they are queued for the flusher.
     pub async fn append(&self, records: Vec<Bytes>) -> Result<AppendReceipt, AppendError> {
         let inner = &self.inner;
         if !inner.accepting.load(Ordering::Acquire) {
             return Err(AppendError::ShuttingDown);
         }
+        if records.is_empty() {
+            return Ok(AppendReceipt { seqs: Vec::new() });
+        }
         let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
+        let fsync = inner.config.durability == Durability::Fsync;
+        let (sender, receiver) = oneshot::channel();
         let seqs = {
             let mut layout = self.layout();
+            if layout.active.is_broken() {
+                // Fail fast, writing nothing, while no new segment can be
+                // created (disk full). `try_lock`: never wait for the
+                // flusher under the layout lock (it takes `writing` first);
+                // if it is busy, it replaces the segment itself.
+                if let Ok(_writing) = inner.writing.try_lock() {
+                    self.replace_broken_active(&mut layout)
+                        .map_err(|e| AppendError::Storage(e.to_string()))?;
+                }
+            }
             let used = inner.bytes.load(Ordering::Acquire);
             if used + incoming > inner.config.max_bytes {
                 return Err(AppendError::QuotaFull {
@@ -377,56 +406,35 @@ impl Outbox {
                     retry_after: inner.config.retry_after,
                 });
             }
-            if layout.active.is_broken() {
-                // Fails again (writing nothing) until a new segment can be
-                // created, i.e. until the disk has room again.
-                self.replace_broken_active(&mut layout)
-                    .map_err(|e| AppendError::Storage(e.to_string()))?;
-            }
-            if layout.active.written_bytes() >= inner.config.segment_max_bytes {
-                self.rotate(&mut layout)
-                    .map_err(|e| AppendError::Storage(e.to_string()))?;
-            }
             let first = layout.next_seq;
             let seqs: Vec<u64> = (first..first + records.len() as u64).collect();
-            layout
-                .active
-                .insert(&seqs, &records)
-                .map_err(|e| AppendError::Storage(e.to_string()))?;
-            layout.next_seq += records.len() as u64;
-            inner
-                .events
-                .fetch_add(records.len() as u64, Ordering::AcqRel);
+            let pending = &mut layout.pending;
+            if pending.records.is_empty() {
+                pending.first_seq = first;
+            }
+            pending.records.extend(records);
+            if fsync {
+                pending.waiters.push(sender);
+            }
+            layout.next_seq += seqs.len() as u64;
+            inner.events.fetch_add(seqs.len() as u64, Ordering::AcqRel);
             inner.bytes.fetch_add(incoming, Ordering::AcqRel);
-            // Published under the lock so that `written_seq` only ever covers
-            // records that are already inserted (the flusher relies on it).
             inner
                 .written_seq
                 .store(layout.next_seq - 1, Ordering::Release);
             seqs
         };
         self.publish_gauges();
-        let Some(&last) = seqs.last() else {
+        inner.flush_wanted.notify_one();
+        if !fsync {
+            // Acknowledged before the write: the opt-in unsafe mode.
             return Ok(AppendReceipt { seqs });
-        };
-        if inner.config.durability == Durability::UnsafeAckBeforeFlush {
-            // sled's background flush makes it durable; waking the flusher
-            // here would spend the fsyncs this mode exists to avoid.
-            inner.data_ready.notify_one();
-        } else {
-            inner.flush_wanted.notify_one();
-            let mut status = inner.flush_status.subscribe();
-            let settled = status
-                .wait_for(|s| s.durable_seq >= last || s.failed_through >= last)
-                .await
-                .map_err(|_| AppendError::Storage("outbox flusher stopped".into()))?;
-            if settled.durable_seq < last {
-                return Err(AppendError::Storage(
-                    "flushing the outbox to disk failed".into(),
-                ));
-            }
         }
-        Ok(AppendReceipt { seqs })
+        match receiver.await {
+            Ok(Ok(())) => Ok(AppendReceipt { seqs }),
+            Ok(Err(reason)) => Err(AppendError::Storage(reason)),
+            Err(_) => Err(AppendError::Storage("outbox flusher stopped".into())),
+        }
     }
 
     /// Stops accepting appends (graceful shutdown). Already accepted records
@@ -444,14 +452,18 @@ impl Outbox {
         max_bytes: usize,
     ) -> Result<Option<Batch>, OutboxError> {
         let shippable_seq = match self.inner.config.durability {
-            Durability::Fsync => self.inner.flush_status.borrow().durable_seq,
-            // Already acknowledged to the client, so already promised.
+            Durability::Fsync => self.inner.durable_seq.load(Ordering::Acquire),
+            // Already acknowledged to the client, so already promised; what
+            // is still queued is simply not in sled yet.
             Durability::UnsafeAckBeforeFlush => self.inner.written_seq.load(Ordering::Acquire),
         };
         loop {
             let (segment, bound) = {
+                // Never waits for a group being written: a broken segment
+                // is then replaced by the flusher or at the next read.
+                let writing = self.inner.writing.try_lock().ok();
                 let mut layout = self.layout();
-                if layout.active.is_broken() {
+                if writing.is_some() && layout.active.is_broken() {
                     // Its acknowledged records must not wait for the next
                     // append to seal it; while the disk is full this fails
                     // and the shipper reads what it can.
@@ -591,8 +603,9 @@ impl Outbox {
         Ok(Some(sealed.open(&self.inner)?))
     }
 
-    /// Seals the active segment and starts a new one. Called with the layout
-    /// lock held, so no append can slip into the old segment afterwards.
+    /// Seals the active segment and starts a new one. Called with the
+    /// `writing` and layout locks held, so no group can slip into the old
+    /// segment afterwards.
     ///
     /// The old segment is flushed *before* anything changes: if the flush
     /// (or creating the next segment) fails, for instance on a full disk,
@@ -658,11 +671,14 @@ impl Outbox {
     /// space sled keeps after deletes is given back). Returns whether a
     /// segment was retired.
     fn retire_if_drained(&self, segment_id: u64) -> bool {
+        // A group may be on its way into the active segment: rotate it only
+        // when no write is under way (it is tried again at the next removal).
+        let writing = self.inner.writing.try_lock().ok();
         let mut layout = self.layout();
         if layout.active.id == segment_id {
-            let drained = layout.active.live().0 == 0;
+            let drained = layout.active.live().0 == 0 && layout.pending.records.is_empty();
             let worth_it = layout.active.written_bytes() >= ROTATE_DRAINED_ACTIVE_BYTES;
-            if drained && worth_it {
+            if drained && worth_it && writing.is_some() {
                 if let Err(error) = self.rotate(&mut layout) {
                     tracing::warn!(%error, "could not rotate the drained active segment");
                 }

@@ -1,11 +1,26 @@
 //! One outbox segment: a small sled database holding a contiguous run of
-//! records keyed by big-endian sequence number.
+//! records in sequence order.
 //!
-//! A segment counts what it holds (`live`) and what it has ever taken
-//! (`written_bytes`, which drives rotation). Its directory is named
-//! `seg-<id as 16 hex digits>` so that a directory listing sorts by age.
+//! # Layout: one sled record per group commit
+//!
+//! Each group commit is stored as **one** sled record: the key is the
+//! group's first sequence number (big-endian) followed by the tag byte
+//! `g`, the value the group's records framed as `seq (u64 BE) | len (u32
+//! BE) | bytes`. A flush then writes one key and one value instead of one
+//! per call, which is what made sled's flush expensive (issue 14: a B-tree
+//! update, log entry and dirty page per call). Acknowledged records are
+//! deleted by rewriting their group without them (or deleting it once
+//! empty). Keys of exactly 8 bytes are single records written by earlier
+//! versions; they are still read and deleted, so an upgrade loses nothing.
+//!
+//! A segment counts what it holds (`live`: records and their bytes,
+//! without the framing) and what it has ever taken (`written_bytes`, which
+//! drives rotation). Its directory is named `seg-<id as 16 hex digits>` so
+//! that a directory listing sorts by age.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -23,6 +38,8 @@ pub(super) struct Segment {
     /// fails every later operation of that database with it, so a broken
     /// segment is never written again: the outbox seals it and moves on.
     broken: AtomicBool,
+    /// Serialises removals: each rewrites whole groups (read, filter, write).
+    removing: Mutex<()>,
 }
 
 /// What start-up found in a segment left by an earlier run.
@@ -47,9 +64,11 @@ impl Segment {
             .open()?;
         let (mut events, mut bytes) = (0, 0);
         for entry in tree.iter() {
-            let (_, value) = entry?;
-            events += 1;
-            bytes += value.len() as u64;
+            let (key, value) = entry?;
+            for_each_record(&key, &value, |_, record| {
+                events += 1;
+                bytes += record.len() as u64;
+            });
         }
         Ok(Self {
             id,
@@ -59,6 +78,7 @@ impl Segment {
             live_bytes: AtomicU64::new(bytes),
             written_bytes: AtomicU64::new(bytes),
             broken: AtomicBool::new(false),
+            removing: Mutex::new(()),
         })
     }
 
@@ -69,9 +89,19 @@ impl Segment {
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let segment = Self::open(id, path, config)?;
             let max_seq = match segment.tree.last()? {
-                Some((key, _)) => decode_seq(&key).ok_or_else(|| {
-                    sled::Error::Unsupported(format!("malformed key of {} bytes", key.len()))
-                })?,
+                Some((key, value)) => {
+                    let mut last = None;
+                    for_each_record(&key, &value, |seq, _| last = Some(seq));
+                    // A group whose framing is damaged still says where it
+                    // started: sequence numbers are never reused.
+                    last.or_else(|| decode_seq(&key[..key.len().min(8)]))
+                        .ok_or_else(|| {
+                            sled::Error::Unsupported(format!(
+                                "malformed key of {} bytes",
+                                key.len()
+                            ))
+                        })?
+                }
                 None => 0,
             };
             let (events, bytes) = segment.live();
@@ -88,13 +118,25 @@ impl Segment {
         }
     }
 
-    /// Inserts records atomically: all are visible or none.
-    pub fn insert(&self, seqs: &[u64], records: &[Bytes]) -> Result<(), OutboxError> {
+    /// Inserts one group commit: `records` get the sequence numbers
+    /// `first_seq..`, all visible or none. One sled record per
+    /// [`GROUP_CHUNK_BYTES`] of records (a group of small calls is one
+    /// record): larger values would go to sled's blob files, and deleting
+    /// part of a group rewrites the rest of its record.
+    pub fn insert_group(&self, first_seq: u64, records: &[Bytes]) -> Result<(), OutboxError> {
+        let bytes: usize = records.iter().map(Bytes::len).sum();
         let mut batch = sled::Batch::default();
-        let mut bytes = 0;
-        for (seq, record) in seqs.iter().zip(records) {
-            batch.insert(&seq.to_be_bytes(), record.as_ref());
-            bytes += record.len() as u64;
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut chunk_first = first_seq;
+        for (seq, record) in (first_seq..).zip(records) {
+            if !chunk.is_empty() && chunk.len() + FRAME_HEADER + record.len() > GROUP_CHUNK_BYTES {
+                batch.insert(&group_key(chunk_first), std::mem::take(&mut chunk));
+                chunk_first = seq;
+            }
+            push_frame(&mut chunk, seq, record);
+        }
+        if !chunk.is_empty() {
+            batch.insert(&group_key(chunk_first), chunk);
         }
         if let Err(error) = self.tree.apply_batch(batch) {
             self.mark_broken();
@@ -102,8 +144,8 @@ impl Segment {
         }
         self.live_events
             .fetch_add(records.len() as u64, Ordering::AcqRel);
-        self.live_bytes.fetch_add(bytes, Ordering::AcqRel);
-        self.written_bytes.fetch_add(bytes, Ordering::AcqRel);
+        self.live_bytes.fetch_add(bytes as u64, Ordering::AcqRel);
+        self.written_bytes.fetch_add(bytes as u64, Ordering::AcqRel);
         Ok(())
     }
 
@@ -117,22 +159,33 @@ impl Segment {
     ) -> Result<Vec<Record>, OutboxError> {
         let mut records = Vec::new();
         let mut bytes = 0;
-        for entry in self.tree.range(..=max_seq.to_be_bytes()) {
+        // Every key starting with a sequence number up to `max_seq`.
+        let entries = match max_seq.checked_add(1) {
+            Some(end) => self.tree.range(..end.to_be_bytes()),
+            None => self.tree.range::<&[u8], _>(..),
+        };
+        'entries: for entry in entries {
             let (key, value) = entry?;
-            let Some(seq) = decode_seq(&key) else {
-                // Not a key this outbox writes: leave it, never ship it.
-                continue;
-            };
-            if !records.is_empty() && bytes + value.len() > max_bytes {
-                break;
-            }
-            bytes += value.len();
-            records.push(Record {
-                seq,
-                bytes: Bytes::copy_from_slice(&value),
+            // One copy of the group; its records are slices of it.
+            let value = Bytes::copy_from_slice(&value);
+            let mut full = false;
+            for_each_record(&key, &value, |seq, record| {
+                if full || seq > max_seq {
+                    return;
+                }
+                if !records.is_empty() && bytes + record.len() > max_bytes {
+                    full = true;
+                    return;
+                }
+                bytes += record.len();
+                records.push(Record {
+                    seq,
+                    bytes: value.slice_ref(record),
+                });
+                full = records.len() >= max_events;
             });
-            if records.len() >= max_events {
-                break;
+            if full {
+                break 'entries;
             }
         }
         Ok(records)
@@ -141,11 +194,43 @@ impl Segment {
     /// Deletes records; returns how many records and bytes were really
     /// removed (a record already gone is not counted twice).
     pub fn remove(&self, records: &[Record]) -> Result<(u64, u64), OutboxError> {
-        let (mut events, mut bytes) = (0, 0);
+        let _one_at_a_time = self
+            .removing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let doomed: HashSet<u64> = records.iter().map(|r| r.seq).collect();
+        // The group (or legacy single record) holding each record.
+        let mut keys: BTreeMap<sled::IVec, sled::IVec> = BTreeMap::new();
         for record in records {
-            if let Some(old) = self.tree.remove(record.seq.to_be_bytes())? {
-                events += 1;
-                bytes += old.len() as u64;
+            let holder = self
+                .tree
+                .range(..=group_key(record.seq))
+                .next_back()
+                .transpose()?;
+            if let Some((key, value)) = holder {
+                keys.entry(key).or_insert(value);
+            }
+        }
+        let (mut events, mut bytes) = (0, 0);
+        for (key, value) in keys {
+            let mut kept = Vec::with_capacity(value.len());
+            let mut removed = false;
+            for_each_record(&key, &value, |seq, record| {
+                if doomed.contains(&seq) {
+                    events += 1;
+                    bytes += record.len() as u64;
+                    removed = true;
+                } else {
+                    push_frame(&mut kept, seq, record);
+                }
+            });
+            if !removed {
+                continue;
+            }
+            if kept.is_empty() || key.len() != GROUP_KEY_LEN {
+                self.tree.remove(&key)?;
+            } else {
+                self.tree.insert(&key, kept)?;
             }
         }
         self.live_events.fetch_sub(events, Ordering::AcqRel);
@@ -178,6 +263,12 @@ impl Segment {
         )
     }
 
+    /// sled records (groups) the segment holds, for tests.
+    #[cfg(test)]
+    pub fn sled_records(&self) -> usize {
+        self.tree.len()
+    }
+
     pub fn written_bytes(&self) -> u64 {
         self.written_bytes.load(Ordering::Acquire)
     }
@@ -185,6 +276,54 @@ impl Segment {
 
 fn decode_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// The tag byte after a group's first sequence number.
+const GROUP_TAG: u8 = b'g';
+const GROUP_KEY_LEN: usize = 9;
+/// `seq (u64 BE) | len (u32 BE)` before each record of a group.
+const FRAME_HEADER: usize = 12;
+/// Most bytes of records in one sled record: well under sled's inline
+/// limit (a quarter of its 512 KiB log segment), above which values become
+/// separate blob files.
+const GROUP_CHUNK_BYTES: usize = 64 << 10;
+
+fn group_key(first_seq: u64) -> [u8; GROUP_KEY_LEN] {
+    let mut key = [GROUP_TAG; GROUP_KEY_LEN];
+    key[..8].copy_from_slice(&first_seq.to_be_bytes());
+    key
+}
+
+fn push_frame(value: &mut Vec<u8>, seq: u64, record: &[u8]) {
+    value.extend_from_slice(&seq.to_be_bytes());
+    // Records are at most a few hundred KB (the intake's limits).
+    value.extend_from_slice(&(record.len() as u32).to_be_bytes());
+    value.extend_from_slice(record);
+}
+
+/// Calls `each(seq, record)` for every record of one sled entry: a group,
+/// or a legacy single record (8-byte key). A key of any other shape is not
+/// the outbox's and yields nothing (it is never shipped); a group whose
+/// framing is cut short yields the records before the damage.
+fn for_each_record<'a>(key: &[u8], value: &'a [u8], mut each: impl FnMut(u64, &'a [u8])) {
+    if let Some(seq) = decode_seq(key) {
+        each(seq, value);
+        return;
+    }
+    if key.len() != GROUP_KEY_LEN || key[8] != GROUP_TAG {
+        return;
+    }
+    let mut rest = value;
+    while rest.len() >= FRAME_HEADER {
+        let seq = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+        let Some(record) = rest.get(FRAME_HEADER..FRAME_HEADER + len) else {
+            tracing::error!(seq, "outbox group record is cut short; the rest is skipped");
+            return;
+        };
+        each(seq, record);
+        rest = &rest[FRAME_HEADER + len..];
+    }
 }
 
 /// Segment directories in `dir`, oldest first. Other entries are ignored.

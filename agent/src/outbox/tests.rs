@@ -224,16 +224,83 @@ async fn appends_are_refused_after_stop_accepting() {
 }
 
 #[tokio::test]
-async fn unsafe_mode_answers_without_the_flusher_and_ships_what_it_answered() {
+async fn unsafe_mode_answers_before_the_write_and_ships_what_it_answered() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.durability = Durability::UnsafeAckBeforeFlush;
     let metrics = Metrics::new();
-    // No flusher task at all: an fsync-mode append would wait forever.
+    // No flusher yet: an fsync-mode append would wait for it.
     let outbox = Outbox::open(config, metrics.clone()).unwrap();
     outbox.append(vec![record(1, 10)]).await.unwrap();
-    assert_eq!(metrics.flush_batch_size.get_sample_count(), 0);
+    assert!(
+        outbox.next_batch(10, 1 << 20).unwrap().is_none(),
+        "answered while still queued"
+    );
+    let stop = CancellationToken::new();
+    let flusher = tokio::spawn(run_flusher(outbox.clone(), stop.clone()));
+    stop.cancel();
+    flusher.await.unwrap();
+    assert_eq!(metrics.flush_batch_size.get_sample_count(), 0, "no fsync");
     assert_eq!(drain(&outbox), vec![record(1, 10)]);
+}
+
+/// Issue 14: a group commit is one sled record; the shipper's batches cut
+/// across groups, and deleting part of a group keeps the rest.
+#[tokio::test]
+async fn a_group_commit_is_one_record_and_partial_deletes_keep_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let outbox = Outbox::open(config(dir.path()), metrics.clone()).unwrap();
+    // All 30 appends queue before the flusher first runs.
+    let appends: Vec<_> = (0..30)
+        .map(|n| {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.append(vec![record(n, 100)]).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    tokio::spawn(run_flusher(outbox.clone(), CancellationToken::new()));
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+    assert_eq!(metrics.flush_batch_size.get_sample_count(), 1);
+    let active = Arc::clone(&outbox.layout().active);
+    assert_eq!(active.sled_records(), 1, "30 calls, one sled record");
+
+    let first = outbox.next_batch(7, 1 << 20).unwrap().unwrap();
+    assert_eq!(first.records.len(), 7);
+    outbox.remove(first.segment_id, &first.records).unwrap();
+    assert_eq!(active.sled_records(), 1, "the rest of the group stays");
+    assert_eq!(outbox.pending_events(), 23);
+    let rest = drain(&outbox);
+    assert_eq!(rest, (7..30).map(|n| record(n, 100)).collect::<Vec<_>>());
+    assert_eq!(active.sled_records(), 0);
+    assert_eq!(outbox.pending_bytes(), 0);
+}
+
+/// Segments written by earlier versions (one sled record per call, 8-byte
+/// keys) are still recovered, shipped and deleted after an upgrade.
+#[tokio::test]
+async fn records_of_the_one_record_per_call_layout_are_still_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let old = sled::open(dir.path().join(SEGMENTS_DIR).join("seg-0000000000000001")).unwrap();
+        for n in 1..=5u64 {
+            old.insert(n.to_be_bytes(), record(n as usize, 50).as_ref())
+                .unwrap();
+        }
+        old.flush().unwrap();
+    }
+    let (outbox, _stop) = start(config(dir.path()));
+    assert_eq!(outbox.pending_events(), 5);
+    outbox.append(vec![record(6, 50)]).await.unwrap();
+    let shipped = drain(&outbox);
+    assert_eq!(
+        shipped,
+        (1..=6).map(|n| record(n, 50)).collect::<Vec<_>>(),
+        "old records first, in order, then the new one"
+    );
+    assert_eq!(outbox.pending_events(), 0);
 }
 
 /// Issue 14: a batch read from the active segment, acknowledged after that
