@@ -1,6 +1,6 @@
 //! Group commit: one task writes everything appended since its last pass
-//! as **one** sled record and flushes once, so concurrent requests share
-//! one write and one flush.
+//! as one sled record (one per 8 KiB of calls) and flushes once, so
+//! concurrent requests share one write and one flush.
 //!
 //! An append queues its records in the layout's `pending` group (under the
 //! layout lock, microseconds), wakes this task and waits on a oneshot for

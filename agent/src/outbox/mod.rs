@@ -6,8 +6,9 @@
 //! 1. **Ack only after fsync.** [`Outbox::append`] returns `Ok` only once its
 //!    records are flushed to disk (in [`Durability::Fsync`], the default).
 //!    Concurrent appends share one flush (group commit, see [`flusher`]),
-//!    and one sled record: appends only queue their records in memory, and
-//!    the flusher writes everything queued as one record and flushes once.
+//!    and few sled records: appends only queue their records in memory,
+//!    and the flusher writes everything queued as one record per 8 KiB and
+//!    flushes once, then answers each waiting append.
 //! 2. **Delete only after the control plane's ack.** Records leave the outbox
 //!    through [`Outbox::remove`], which the shipper calls after `Ingest.Push`
 //!    acknowledged them, or through [`Outbox::quarantine`]. Deletes are not

@@ -3,12 +3,13 @@
 //!
 //! # Layout: one sled record per group commit
 //!
-//! Each group commit is stored as **one** sled record: the key is the
-//! group's first sequence number (big-endian) followed by the tag byte
-//! `g`, the value the group's records framed as `seq (u64 BE) | len (u32
-//! BE) | bytes`. A flush then writes one key and one value instead of one
-//! per call, which is what made sled's flush expensive (issue 14: a B-tree
-//! update, log entry and dirty page per call). Acknowledged records are
+//! Each group commit is stored as one sled record per 8 KiB of calls
+//! ([`GROUP_CHUNK_BYTES`]): the key is the record's first sequence number
+//! (big-endian) followed by the tag byte `g`, the value its calls framed as
+//! `seq (u64 BE) | len (u32 BE) | bytes`. A flush then writes a few keys
+//! and values instead of one per call, which is what made each call
+//! expensive (issue 14: a B-tree update, log entry and dirty page per call,
+//! under the lock every request took). Acknowledged records are
 //! deleted by rewriting their group without them (or deleting it once
 //! empty). Keys of exactly 8 bytes are single records written by earlier
 //! versions; they are still read and deleted, so an upgrade loses nothing.
@@ -120,9 +121,7 @@ impl Segment {
 
     /// Inserts one group commit: `records` get the sequence numbers
     /// `first_seq..`, all visible or none. One sled record per
-    /// [`GROUP_CHUNK_BYTES`] of records (a group of small calls is one
-    /// record): larger values would go to sled's blob files, and deleting
-    /// part of a group rewrites the rest of its record.
+    /// [`GROUP_CHUNK_BYTES`] of records (see there why not one per group).
     pub fn insert_group(&self, first_seq: u64, records: &[Bytes]) -> Result<(), OutboxError> {
         let bytes: usize = records.iter().map(Bytes::len).sum();
         let mut batch = sled::Batch::default();
@@ -283,10 +282,14 @@ const GROUP_TAG: u8 = b'g';
 const GROUP_KEY_LEN: usize = 9;
 /// `seq (u64 BE) | len (u32 BE)` before each record of a group.
 const FRAME_HEADER: usize = 12;
-/// Most bytes of records in one sled record: well under sled's inline
-/// limit (a quarter of its 512 KiB log segment), above which values become
-/// separate blob files.
-const GROUP_CHUNK_BYTES: usize = 64 << 10;
+/// Most bytes of records in one sled record. sled splits a leaf only past
+/// 16 entries, whatever their size, and rewrites a whole leaf when it
+/// consolidates one, so large values make large leaves to copy; 8 KiB keeps
+/// a leaf near 128 KiB (and far below sled's inline limit, a quarter of
+/// its 512 KiB log segment, past which values become blob files), while a
+/// group commit of single calls (≈ 50 × 280 B here) is still one or two
+/// records. Deleting part of a group rewrites at most this much.
+const GROUP_CHUNK_BYTES: usize = 8 << 10;
 
 fn group_key(first_seq: u64) -> [u8; GROUP_KEY_LEN] {
     let mut key = [GROUP_TAG; GROUP_KEY_LEN];
