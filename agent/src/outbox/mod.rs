@@ -472,6 +472,9 @@ impl Outbox {
                         tracing::debug!(%error, "broken outbox segment not replaced yet");
                     }
                 }
+                // Opening a sealed segment below may take a while: the
+                // flusher must not wait for it.
+                drop(writing);
                 // Sealed segments were flushed when sealed: all of them is durable.
                 match layout.sealed.front_mut() {
                     Some(sealed) => (sealed.open(&self.inner)?, u64::MAX),
