@@ -121,8 +121,10 @@ pub struct Config {
 
     /// Bytes an outbox segment takes before a new one is started; drained
     /// segments are deleted whole, which is how disk space is given back.
-    #[arg(long, env = "NUDGE_AGENT_SEGMENT_BYTES", value_name = "NUDGE_AGENT_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
-    pub segment_bytes: u64,
+    /// Unset: a quarter of NUDGE_AGENT_MAX_OUTBOX_BYTES, at most 64MiB (see
+    /// [`Config::segment_bytes`]), so that setting the quota alone is enough.
+    #[arg(long, env = "NUDGE_AGENT_SEGMENT_BYTES", value_name = "NUDGE_AGENT_SEGMENT_BYTES", value_parser = parse_bytes)]
+    pub segment_bytes: Option<u64>,
 
     /// sled page cache per open segment.
     #[arg(long, env = "NUDGE_AGENT_CACHE_BYTES", value_name = "NUDGE_AGENT_CACHE_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
@@ -205,10 +207,18 @@ impl Config {
                 "must be at least 1MiB".into(),
             );
         }
-        if self.segment_bytes < 64 << 10 || self.segment_bytes > self.max_outbox_bytes {
+        // Only a segment size the operator chose can contradict the quota;
+        // the derived one fits any valid quota by construction.
+        if let Some(segment_bytes) = self.segment_bytes
+            && (segment_bytes < MIN_SEGMENT_BYTES || segment_bytes > self.max_outbox_bytes)
+        {
             return invalid(
                 "NUDGE_AGENT_SEGMENT_BYTES",
-                "must be at least 64KiB and at most NUDGE_AGENT_MAX_OUTBOX_BYTES".into(),
+                format!(
+                    "is {segment_bytes} bytes; it must be at least 64KiB and at most \
+                         NUDGE_AGENT_MAX_OUTBOX_BYTES ({} bytes), or unset to follow the quota",
+                    self.max_outbox_bytes
+                ),
             );
         }
         if self.batch_max_bytes > 8 << 20 {
@@ -316,10 +326,21 @@ impl Config {
         }
     }
 
+    /// The segment size in effect: NUDGE_AGENT_SEGMENT_BYTES if set, else
+    /// a quarter of the quota between 64KiB and 64MiB. A quarter keeps
+    /// several segments within the quota, so drained ones are deleted (and
+    /// their disk space returned) while the rest still waits; 64MiB bounds
+    /// what one sled database holds and replays at start-up.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes.unwrap_or_else(|| {
+            (self.max_outbox_bytes / 4).clamp(MIN_SEGMENT_BYTES, DEFAULT_MAX_SEGMENT_BYTES)
+        })
+    }
+
     pub fn outbox(&self) -> OutboxConfig {
         let mut outbox = OutboxConfig::new(&self.data_dir);
         outbox.max_bytes = self.max_outbox_bytes;
-        outbox.segment_max_bytes = self.segment_bytes;
+        outbox.segment_max_bytes = self.segment_bytes();
         outbox.cache_capacity = self.cache_bytes;
         outbox.retry_after = self.retry_after;
         outbox.durability = match self.durability {
@@ -351,6 +372,12 @@ impl Config {
             .collect()
     }
 }
+
+/// Smallest segment accepted: below it sled's fixed costs per database
+/// (files, a flush thread) outweigh the data.
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// The largest segment size chosen when none is set.
+const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// The host name (a pod's name on Kubernetes), else a fixed placeholder.
 fn default_agent_id() -> String {
@@ -484,6 +511,31 @@ mod tests {
             error.to_string().contains("NUDGE_AGENT_CONTROL_PLANE"),
             "{error}"
         );
+    }
+
+    /// Issue 14: a small quota alone starts; the segment follows it.
+    #[test]
+    fn the_segment_size_follows_the_quota_unless_set() {
+        let parse = |args: &[&str]| {
+            let config =
+                Config::try_parse_from(std::iter::once("nudge-agent").chain(args.iter().copied()))
+                    .unwrap();
+            config
+                .validate()
+                .map(|()| config.outbox().segment_max_bytes)
+        };
+        assert_eq!(parse(&[]).unwrap(), 64 << 20, "1GiB quota: 64MiB cap");
+        assert_eq!(parse(&["--max-outbox-bytes", "4MiB"]).unwrap(), 1 << 20);
+        assert_eq!(parse(&["--max-outbox-bytes", "1MiB"]).unwrap(), 256 << 10);
+        assert_eq!(parse(&["--max-outbox-bytes", "128MiB"]).unwrap(), 32 << 20);
+        assert_eq!(
+            parse(&["--max-outbox-bytes", "4MiB", "--segment-bytes", "4MiB"]).unwrap(),
+            4 << 20,
+            "an explicit size wins"
+        );
+        let error = parse(&["--max-outbox-bytes", "4MiB", "--segment-bytes", "8MiB"]).unwrap_err();
+        assert_eq!(error.setting, "NUDGE_AGENT_SEGMENT_BYTES");
+        assert!(error.problem.contains("or unset"), "{error}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! a synthetic event stream in real sled, with same-run baselines.
 //!
 //! 1. **Ingest cost of the rollups.** `M` events go through
-//!    `SledStore::ingest` in batches of 500 (as agents send them) into a
+//!    `EventStore::ingest` in batches of 500 (as agents send them) into a
 //!    fresh store twice: rollups OFF (ingest only), then rollups ON (a
 //!    thread runs `Analytics::step` in a loop meanwhile). Prints the ingest
 //!    rate of both, and for ON the end-to-end rate: `M` / time until ingest

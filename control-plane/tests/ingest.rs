@@ -224,6 +224,52 @@ async fn an_invalid_envelope_is_rejected_and_the_rest_stored() {
     server.stop().await;
 }
 
+/// The rule the agent applies at intake (nudge-proto's shared check) is
+/// the rule ingest applies: NUL and over-long ids are refused by name.
+#[tokio::test]
+async fn ids_with_nul_or_over_1024_bytes_are_rejected_by_the_shared_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), Some(TOKEN)).await;
+    let mut client = server.client().await;
+    let long = "x".repeat(nudge_proto::validate::MAX_ID_BYTES + 1);
+    let mut anonymous_long = track("anonymous-long", "");
+    anonymous_long.anonymous_id = long.clone();
+    let response = push(
+        &mut client,
+        vec![
+            track("nul-user", "u\0v"),
+            track("long-user", &long),
+            anonymous_long,
+            track("id-with-\0", "u"),
+            track("good", "u"),
+        ],
+    )
+    .await;
+    assert_eq!(response.stored, 1);
+    let rejected: Vec<(&str, &str)> = response
+        .rejected
+        .iter()
+        .map(|r| (r.envelope_id.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            ("nul-user", "user_id contains a NUL character"),
+            (
+                "long-user",
+                "user_id is 1025 bytes long, over the limit of 1024 bytes"
+            ),
+            (
+                "anonymous-long",
+                "anonymous_id is 1025 bytes long, over the limit of 1024 bytes"
+            ),
+            ("id-with-\0", "id contains a NUL character"),
+        ]
+    );
+    assert_eq!(server.stored_events().await, 1);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn admin_routes_require_the_token() {
     let dir = tempfile::tempdir().unwrap();

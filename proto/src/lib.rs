@@ -5,6 +5,12 @@
 //! Generated from `proto/nudge/v1/*.proto` at build time. Both programs use
 //! these types only at their wire boundary (`grpc/` modules) and convert to
 //! their own domain types there.
+//!
+//! [`validate`] is the one definition of a storable envelope, shared so that
+//! the agent refuses at intake exactly what the control plane would refuse
+//! after the agent had already acknowledged it.
+
+pub mod validate;
 
 /// Package `nudge.v1`.
 pub mod v1 {

@@ -5,7 +5,10 @@
 //!
 //! 1. **Ack only after fsync.** [`Outbox::append`] returns `Ok` only once its
 //!    records are flushed to disk (in [`Durability::Fsync`], the default).
-//!    Concurrent appends share one flush (group commit, see [`flusher`]).
+//!    Concurrent appends share one flush (group commit, see [`flusher`]),
+//!    and few sled records: appends only queue their records in memory,
+//!    and the flusher writes everything queued as one record per 8 KiB and
+//!    flushes once, then answers each waiting append.
 //! 2. **Delete only after the control plane's ack.** Records leave the outbox
 //!    through [`Outbox::remove`], which the shipper calls after `Ingest.Push`
 //!    acknowledged them, or through [`Outbox::quarantine`]. Deletes are not
@@ -21,6 +24,21 @@
 //! 5. **A bad record never stops the agent.** A segment that sled cannot open
 //!    is moved to `quarantine/` at start-up; a record that cannot be decoded is
 //!    moved to the quarantine database by the shipper. Both are counted.
+//! 6. **A disk fault refuses, it never acknowledges.** A failed insert or
+//!    flush (a full disk, an I/O error) fails the appends waiting on it.
+//!    sled 0.34 then fails every later write of that database, so the
+//!    segment is marked broken and sealed as it is (what was acknowledged
+//!    from it was flushed before), and a new segment takes appends as soon
+//!    as one can be created, i.e. once the disk has room again. A sealed
+//!    segment's records are counted anew from disk when it is opened. A
+//!    refused call may still be shipped if its bytes did reach the disk (a
+//!    5xx's outcome is unknown); the control plane's dedupe makes a retry
+//!    with the same `messageId` harmless.
+//! 7. **Rotation drops nothing.** The active segment is flushed before a new
+//!    one replaces it; if the flush (or creating the new segment) fails, the
+//!    old one stays active. Records acknowledged by the control plane are
+//!    deleted from whichever segment holds them, a sealed and closed one
+//!    included (it is opened again), so they never ship twice.
 //!
 //! # Why segments
 //!
@@ -49,7 +67,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot};
 
 use crate::metrics::Metrics;
 pub use flusher::run_flusher;
@@ -156,13 +174,16 @@ impl Batch {
     }
 }
 
-/// Where the flushing stands, published to waiting appenders.
-#[derive(Debug, Clone, Copy, Default)]
-struct FlushStatus {
-    /// Every record with a sequence number up to this one is on disk.
-    durable_seq: u64,
-    /// The highest sequence number whose flush failed (0 when none did).
-    failed_through: u64,
+/// Calls appended but not yet written to sled: the next group commit.
+#[derive(Default)]
+struct Pending {
+    /// The sequence number of `records[0]`; the rest follow without gaps.
+    first_seq: u64,
+    records: Vec<Bytes>,
+    /// One per append waiting for durability (fsync mode), told how its
+    /// group commit fared: the exact answer for each caller, even when a
+    /// later group succeeds after an earlier one failed.
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
 /// The segments, guarded by one mutex that is held only for in-memory work
@@ -170,6 +191,8 @@ struct FlushStatus {
 struct Layout {
     /// The next sequence number to assign.
     next_seq: u64,
+    /// Appended, not yet in sled; taken whole by the flusher.
+    pending: Pending,
     /// Where appends go.
     active: Arc<Segment>,
     /// Sealed segments, oldest first. They are flushed and read-only.
@@ -179,7 +202,16 @@ struct Layout {
 /// A sealed segment: closed (its page cache returned) until the shipper
 /// reaches it.
 enum Sealed {
-    Closed { id: u64, path: PathBuf, events: u64 },
+    /// `events` and `bytes` are what the outbox counts for it; when it is
+    /// opened again its records are counted anew and the outbox's totals
+    /// corrected (a segment sealed after a failed write may hold fewer
+    /// records on disk than were inserted in memory).
+    Closed {
+        id: u64,
+        path: PathBuf,
+        events: u64,
+        bytes: u64,
+    },
     Open(Arc<Segment>),
 }
 
@@ -190,20 +222,59 @@ impl Sealed {
             Sealed::Open(segment) => segment.id,
         }
     }
+
+    /// The segment, opening it (and keeping it open) if it was closed.
+    /// Corrects the outbox's totals by what the segment really holds.
+    fn open(&mut self, inner: &Inner) -> Result<Arc<Segment>, OutboxError> {
+        if let Sealed::Closed {
+            id,
+            path,
+            events,
+            bytes,
+        } = self
+        {
+            let segment = Arc::new(Segment::open(*id, path, &inner.config)?);
+            let (found_events, found_bytes) = segment.live();
+            if (found_events, found_bytes) != (*events, *bytes) {
+                tracing::warn!(
+                    segment = *id,
+                    counted = *events,
+                    found = found_events,
+                    "a sealed segment holds other records than counted (sealed after a failed write)"
+                );
+                inner.events.fetch_add(found_events, Ordering::AcqRel);
+                inner.events.fetch_sub(*events, Ordering::AcqRel);
+                inner.bytes.fetch_add(found_bytes, Ordering::AcqRel);
+                inner.bytes.fetch_sub(*bytes, Ordering::AcqRel);
+            }
+            *self = Sealed::Open(segment);
+        }
+        match self {
+            Sealed::Open(segment) => Ok(Arc::clone(segment)),
+            Sealed::Closed { .. } => unreachable!("opened above"),
+        }
+    }
 }
 
 struct Inner {
     config: OutboxConfig,
     metrics: Metrics,
     layout: Mutex<Layout>,
-    /// Highest sequence number inserted (not necessarily flushed).
+    /// Highest sequence number appended (not necessarily in sled yet).
     written_seq: AtomicU64,
     /// Records and encoded bytes waiting, across all segments.
     events: AtomicU64,
     bytes: AtomicU64,
-    flush_status: watch::Sender<FlushStatus>,
-    /// Wakes the flusher: appends are waiting for durability.
+    /// Every record with a sequence number up to this one is on disk (or,
+    /// in unsafe mode, in sled).
+    durable_seq: AtomicU64,
+    /// Wakes the flusher: appends are queued.
     flush_wanted: Notify,
+    /// Held by whoever writes to (or replaces) the active segment outside
+    /// the layout lock: the flusher while it writes and flushes a group,
+    /// and rotations. So a segment is never sealed, or deleted as drained,
+    /// under a group being written to it. Taken before the layout lock.
+    writing: Mutex<()>,
     /// Wakes the shipper: new durable records.
     data_ready: Notify,
     accepting: AtomicBool,
@@ -252,6 +323,7 @@ impl Outbox {
                         id,
                         path,
                         events: recovered.events,
+                        bytes: recovered.bytes,
                     });
                 }
                 Err(reason) => {
@@ -278,17 +350,16 @@ impl Outbox {
         let inner = Inner {
             layout: Mutex::new(Layout {
                 next_seq: max_seq + 1,
+                pending: Pending::default(),
                 active,
                 sealed,
             }),
             written_seq: AtomicU64::new(max_seq),
             events: AtomicU64::new(events),
             bytes: AtomicU64::new(bytes),
-            flush_status: watch::Sender::new(FlushStatus {
-                durable_seq: max_seq,
-                failed_through: 0,
-            }),
+            durable_seq: AtomicU64::new(max_seq),
             flush_wanted: Notify::new(),
+            writing: Mutex::new(()),
             data_ready: Notify::new(),
             accepting: AtomicBool::new(true),
             quarantine,
@@ -303,15 +374,31 @@ impl Outbox {
     }
 
     /// Appends records atomically (all or none) and returns once they are
-    /// durable on disk (group commit with concurrent callers).
+    /// durable on disk (group commit with concurrent callers). In unsafe
+    /// mode it returns once they are queued for the flusher.
     pub async fn append(&self, records: Vec<Bytes>) -> Result<AppendReceipt, AppendError> {
         let inner = &self.inner;
         if !inner.accepting.load(Ordering::Acquire) {
             return Err(AppendError::ShuttingDown);
         }
+        if records.is_empty() {
+            return Ok(AppendReceipt { seqs: Vec::new() });
+        }
         let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
+        let fsync = inner.config.durability == Durability::Fsync;
+        let (sender, receiver) = oneshot::channel();
         let seqs = {
             let mut layout = self.layout();
+            if layout.active.is_broken() {
+                // Fail fast, writing nothing, while no new segment can be
+                // created (disk full). `try_lock`: never wait for the
+                // flusher under the layout lock (it takes `writing` first);
+                // if it is busy, it replaces the segment itself.
+                if let Ok(_writing) = inner.writing.try_lock() {
+                    self.replace_broken_active(&mut layout)
+                        .map_err(|e| AppendError::Storage(e.to_string()))?;
+                }
+            }
             let used = inner.bytes.load(Ordering::Acquire);
             if used + incoming > inner.config.max_bytes {
                 return Err(AppendError::QuotaFull {
@@ -320,50 +407,35 @@ impl Outbox {
                     retry_after: inner.config.retry_after,
                 });
             }
-            if layout.active.written_bytes() >= inner.config.segment_max_bytes {
-                self.rotate(&mut layout)
-                    .map_err(|e| AppendError::Storage(e.to_string()))?;
-            }
             let first = layout.next_seq;
             let seqs: Vec<u64> = (first..first + records.len() as u64).collect();
-            layout
-                .active
-                .insert(&seqs, &records)
-                .map_err(|e| AppendError::Storage(e.to_string()))?;
-            layout.next_seq += records.len() as u64;
-            inner
-                .events
-                .fetch_add(records.len() as u64, Ordering::AcqRel);
+            let pending = &mut layout.pending;
+            if pending.records.is_empty() {
+                pending.first_seq = first;
+            }
+            pending.records.extend(records);
+            if fsync {
+                pending.waiters.push(sender);
+            }
+            layout.next_seq += seqs.len() as u64;
+            inner.events.fetch_add(seqs.len() as u64, Ordering::AcqRel);
             inner.bytes.fetch_add(incoming, Ordering::AcqRel);
-            // Published under the lock so that `written_seq` only ever covers
-            // records that are already inserted (the flusher relies on it).
             inner
                 .written_seq
                 .store(layout.next_seq - 1, Ordering::Release);
             seqs
         };
         self.publish_gauges();
-        let Some(&last) = seqs.last() else {
+        inner.flush_wanted.notify_one();
+        if !fsync {
+            // Acknowledged before the write: the opt-in unsafe mode.
             return Ok(AppendReceipt { seqs });
-        };
-        if inner.config.durability == Durability::UnsafeAckBeforeFlush {
-            // sled's background flush makes it durable; waking the flusher
-            // here would spend the fsyncs this mode exists to avoid.
-            inner.data_ready.notify_one();
-        } else {
-            inner.flush_wanted.notify_one();
-            let mut status = inner.flush_status.subscribe();
-            let settled = status
-                .wait_for(|s| s.durable_seq >= last || s.failed_through >= last)
-                .await
-                .map_err(|_| AppendError::Storage("outbox flusher stopped".into()))?;
-            if settled.durable_seq < last {
-                return Err(AppendError::Storage(
-                    "flushing the outbox to disk failed".into(),
-                ));
-            }
         }
-        Ok(AppendReceipt { seqs })
+        match receiver.await {
+            Ok(Ok(())) => Ok(AppendReceipt { seqs }),
+            Ok(Err(reason)) => Err(AppendError::Storage(reason)),
+            Err(_) => Err(AppendError::Storage("outbox flusher stopped".into())),
+        }
     }
 
     /// Stops accepting appends (graceful shutdown). Already accepted records
@@ -381,24 +453,31 @@ impl Outbox {
         max_bytes: usize,
     ) -> Result<Option<Batch>, OutboxError> {
         let shippable_seq = match self.inner.config.durability {
-            Durability::Fsync => self.inner.flush_status.borrow().durable_seq,
-            // Already acknowledged to the client, so already promised.
+            Durability::Fsync => self.inner.durable_seq.load(Ordering::Acquire),
+            // Already acknowledged to the client, so already promised; what
+            // is still queued is simply not in sled yet.
             Durability::UnsafeAckBeforeFlush => self.inner.written_seq.load(Ordering::Acquire),
         };
         loop {
             let (segment, bound) = {
+                // Never waits for a group being written: a broken segment
+                // is then replaced by the flusher or at the next read.
+                let writing = self.inner.writing.try_lock().ok();
                 let mut layout = self.layout();
+                if writing.is_some() && layout.active.is_broken() {
+                    // Its acknowledged records must not wait for the next
+                    // append to seal it; while the disk is full this fails
+                    // and the shipper reads what it can.
+                    if let Err(error) = self.replace_broken_active(&mut layout) {
+                        tracing::debug!(%error, "broken outbox segment not replaced yet");
+                    }
+                }
+                // Opening a sealed segment below may take a while: the
+                // flusher must not wait for it.
+                drop(writing);
                 // Sealed segments were flushed when sealed: all of them is durable.
                 match layout.sealed.front_mut() {
-                    Some(Sealed::Open(segment)) => (Arc::clone(segment), u64::MAX),
-                    Some(closed @ Sealed::Closed { .. }) => {
-                        let Sealed::Closed { id, path, .. } = &*closed else {
-                            unreachable!("matched Closed above")
-                        };
-                        let segment = Arc::new(Segment::open(*id, path, &self.inner.config)?);
-                        *closed = Sealed::Open(Arc::clone(&segment));
-                        (segment, u64::MAX)
-                    }
+                    Some(sealed) => (sealed.open(&self.inner)?, u64::MAX),
                     None => (Arc::clone(&layout.active), shippable_seq),
                 }
             };
@@ -417,9 +496,13 @@ impl Outbox {
         }
     }
 
-    /// Deletes records the control plane acknowledged.
+    /// Deletes records the control plane acknowledged. The segment they
+    /// were read from may have been sealed and closed since (rotation while
+    /// the batch was in flight); it is opened again, or its records would
+    /// ship a second time.
     pub fn remove(&self, segment_id: u64, records: &[Record]) -> Result<(), OutboxError> {
-        let Some(segment) = self.open_segment(segment_id) else {
+        let Some(segment) = self.open_segment(segment_id)? else {
+            // Already retired whole: nothing of it is left to delete.
             return Ok(());
         };
         let (events, bytes) = segment.remove(records)?;
@@ -511,20 +594,32 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn open_segment(&self, segment_id: u64) -> Option<Arc<Segment>> {
-        let layout = self.layout();
+    /// The segment with this id, opened again if it is sealed and closed;
+    /// `None` when it no longer exists.
+    fn open_segment(&self, segment_id: u64) -> Result<Option<Arc<Segment>>, OutboxError> {
+        let mut layout = self.layout();
         if layout.active.id == segment_id {
-            return Some(Arc::clone(&layout.active));
+            return Ok(Some(Arc::clone(&layout.active)));
         }
-        layout.sealed.iter().find_map(|sealed| match sealed {
-            Sealed::Open(segment) if segment.id == segment_id => Some(Arc::clone(segment)),
-            _ => None,
-        })
+        let Some(sealed) = layout.sealed.iter_mut().find(|s| s.id() == segment_id) else {
+            return Ok(None);
+        };
+        Ok(Some(sealed.open(&self.inner)?))
     }
 
-    /// Seals the active segment and starts a new one. Called with the layout
-    /// lock held, so no append can slip into the old segment afterwards.
+    /// Seals the active segment and starts a new one. Called with the
+    /// `writing` and layout locks held, so no group can slip into the old
+    /// segment afterwards.
+    ///
+    /// The old segment is flushed *before* anything changes: if the flush
+    /// (or creating the next segment) fails, for instance on a full disk,
+    /// the old segment simply stays active, with its records counted and
+    /// shippable, and the next append tries again. Dropping it instead would
+    /// strand acknowledged records until the next start.
     fn rotate(&self, layout: &mut Layout) -> Result<(), OutboxError> {
+        // Appends acknowledged from the old segment must be on disk before it
+        // is closed; the flusher only ever flushes the active segment.
+        layout.active.flush()?;
         let segments_dir = self.inner.config.data_dir.join(SEGMENTS_DIR);
         let next = Arc::new(Segment::create(
             layout.active.id + 1,
@@ -532,10 +627,7 @@ impl Outbox {
             &self.inner.config,
         )?);
         let old = std::mem::replace(&mut layout.active, next);
-        // Appends acknowledged from the old segment must be on disk before it
-        // is closed; the flusher only ever flushes the active segment.
-        old.flush()?;
-        let (events, _) = old.live();
+        let (events, bytes) = old.live();
         if events == 0 {
             drop_segment(old);
         } else {
@@ -543,8 +635,38 @@ impl Outbox {
                 id: old.id,
                 path: old.path.clone(),
                 events,
+                bytes,
             });
         }
+        Ok(())
+    }
+
+    /// Seals an active segment whose write or flush failed (sled keeps
+    /// failing it from then on) and starts a new one. The broken segment is
+    /// not flushed: what was acknowledged from it is already on disk (an
+    /// append is acknowledged only after a successful flush), and its
+    /// records are counted again from disk when the shipper opens it. Fails,
+    /// changing nothing, while no new segment can be created (disk full).
+    fn replace_broken_active(&self, layout: &mut Layout) -> Result<(), OutboxError> {
+        let segments_dir = self.inner.config.data_dir.join(SEGMENTS_DIR);
+        let next = Arc::new(Segment::create(
+            layout.active.id + 1,
+            &segments_dir,
+            &self.inner.config,
+        )?);
+        let old = std::mem::replace(&mut layout.active, next);
+        let (events, bytes) = old.live();
+        tracing::warn!(
+            segment = old.id,
+            events,
+            "outbox segment failed to write; sealed, a new one takes appends"
+        );
+        layout.sealed.push_back(Sealed::Closed {
+            id: old.id,
+            path: old.path.clone(),
+            events,
+            bytes,
+        });
         Ok(())
     }
 
@@ -553,12 +675,16 @@ impl Outbox {
     /// space sled keeps after deletes is given back). Returns whether a
     /// segment was retired.
     fn retire_if_drained(&self, segment_id: u64) -> bool {
+        // A group may be on its way into the active segment: rotate it only
+        // when no write is under way (it is tried again at the next removal).
+        let writing = self.inner.writing.try_lock().ok();
         let mut layout = self.layout();
         if layout.active.id == segment_id {
-            let drained = layout.active.live().0 == 0;
+            let drained = layout.active.live().0 == 0 && layout.pending.records.is_empty();
             let worth_it = layout.active.written_bytes() >= ROTATE_DRAINED_ACTIVE_BYTES;
             if drained
                 && worth_it
+                && writing.is_some()
                 && let Err(error) = self.rotate(&mut layout)
             {
                 tracing::warn!(%error, "could not rotate the drained active segment");

@@ -224,14 +224,262 @@ async fn appends_are_refused_after_stop_accepting() {
 }
 
 #[tokio::test]
-async fn unsafe_mode_answers_without_the_flusher_and_ships_what_it_answered() {
+async fn unsafe_mode_answers_before_the_write_and_ships_what_it_answered() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.durability = Durability::UnsafeAckBeforeFlush;
     let metrics = Metrics::new();
-    // No flusher task at all: an fsync-mode append would wait forever.
+    // No flusher yet: an fsync-mode append would wait for it.
     let outbox = Outbox::open(config, metrics.clone()).unwrap();
     outbox.append(vec![record(1, 10)]).await.unwrap();
-    assert_eq!(metrics.flush_batch_size.get_sample_count(), 0);
+    assert!(
+        outbox.next_batch(10, 1 << 20).unwrap().is_none(),
+        "answered while still queued"
+    );
+    let stop = CancellationToken::new();
+    let flusher = tokio::spawn(run_flusher(outbox.clone(), stop.clone()));
+    stop.cancel();
+    flusher.await.unwrap();
+    assert_eq!(metrics.flush_batch_size.get_sample_count(), 0, "no fsync");
     assert_eq!(drain(&outbox), vec![record(1, 10)]);
+}
+
+/// Issue 14: a group commit is one sled record; the shipper's batches cut
+/// across groups, and deleting part of a group keeps the rest.
+#[tokio::test]
+async fn a_group_commit_is_one_record_and_partial_deletes_keep_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let outbox = Outbox::open(config(dir.path()), metrics.clone()).unwrap();
+    // All 30 appends queue before the flusher first runs.
+    let appends: Vec<_> = (0..30)
+        .map(|n| {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.append(vec![record(n, 100)]).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    tokio::spawn(run_flusher(outbox.clone(), CancellationToken::new()));
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+    assert_eq!(metrics.flush_batch_size.get_sample_count(), 1);
+    let active = Arc::clone(&outbox.layout().active);
+    assert_eq!(active.sled_records(), 1, "30 calls, one sled record");
+
+    let first = outbox.next_batch(7, 1 << 20).unwrap().unwrap();
+    assert_eq!(first.records.len(), 7);
+    outbox.remove(first.segment_id, &first.records).unwrap();
+    assert_eq!(active.sled_records(), 1, "the rest of the group stays");
+    assert_eq!(outbox.pending_events(), 23);
+    let rest = drain(&outbox);
+    assert_eq!(rest, (7..30).map(|n| record(n, 100)).collect::<Vec<_>>());
+    assert_eq!(active.sled_records(), 0);
+    assert_eq!(outbox.pending_bytes(), 0);
+}
+
+/// Segments written by earlier versions (one sled record per call, 8-byte
+/// keys) are still recovered, shipped and deleted after an upgrade.
+#[tokio::test]
+async fn records_of_the_one_record_per_call_layout_are_still_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let old = sled::open(dir.path().join(SEGMENTS_DIR).join("seg-0000000000000001")).unwrap();
+        for n in 1..=5u64 {
+            old.insert(n.to_be_bytes(), record(n as usize, 50).as_ref())
+                .unwrap();
+        }
+        old.flush().unwrap();
+    }
+    let (outbox, _stop) = start(config(dir.path()));
+    assert_eq!(outbox.pending_events(), 5);
+    outbox.append(vec![record(6, 50)]).await.unwrap();
+    let shipped = drain(&outbox);
+    assert_eq!(
+        shipped,
+        (1..=6).map(|n| record(n, 50)).collect::<Vec<_>>(),
+        "old records first, in order, then the new one"
+    );
+    assert_eq!(outbox.pending_events(), 0);
+}
+
+/// Issue 14: a batch read from the active segment, acknowledged after that
+/// segment was sealed and closed, is really deleted: it never ships again,
+/// not now and not after a restart.
+#[tokio::test]
+async fn acknowledged_records_of_a_closed_segment_are_removed_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, stop) = start(config(dir.path()));
+    for n in 0..10 {
+        outbox.append(vec![record(n, 1000)]).await.unwrap();
+    }
+    let in_flight = outbox.next_batch(100, 1 << 20).unwrap().unwrap();
+    assert_eq!(in_flight.records.len(), 10);
+    // Enough to seal (and close) the segment the batch came from.
+    for n in 10..90 {
+        outbox.append(vec![record(n, 1000)]).await.unwrap();
+    }
+    assert!(outbox.segment_count() > 1, "the first segment was sealed");
+    outbox
+        .remove(in_flight.segment_id, &in_flight.records)
+        .unwrap();
+    assert_eq!(outbox.pending_events(), 80);
+    let shipped = drain(&outbox);
+    assert_eq!(
+        shipped,
+        (10..90).map(|n| record(n, 1000)).collect::<Vec<_>>(),
+        "the acknowledged records were shipped again"
+    );
+    stop.cancel();
+    drop(outbox);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (outbox, _stop) = start(config(dir.path()));
+    assert_eq!(
+        outbox.pending_events(),
+        0,
+        "nothing comes back after a restart"
+    );
+    assert!(drain(&outbox).is_empty());
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "4m"), or says why not and returns
+    /// `None` (mounting needs root or CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output();
+        match mounted {
+            Ok(output) if output.status.success() => Some(Tmpfs { path, _dir: dir }),
+            Ok(output) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+                None
+            }
+            Err(error) => {
+                eprintln!("SKIPPED: cannot run mount: {error}");
+                None
+            }
+        }
+    }
+
+    /// Writes a file until the file system refuses another byte; returns
+    /// its path (delete it to free the space).
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for chunk in [64 << 10, 4 << 10, 512, 1] {
+            let bytes = vec![0u8; chunk];
+            while file.write_all(&bytes).is_ok() {}
+        }
+        // tmpfs has no delayed allocation: what was written is allocated.
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        if !matches!(unmounted, Ok(status) if status.success()) {
+            eprintln!("could not unmount {}", self.path.display());
+        }
+    }
+}
+
+/// Issue 14: on a disk filled to the brim, appends are refused (never
+/// acknowledged), rotation keeps the segment it could not flush, nothing
+/// acknowledged is lost, and intake resumes once space is freed.
+#[tokio::test]
+async fn a_full_disk_refuses_appends_and_loses_nothing_acknowledged() {
+    let Some(tmpfs) = Tmpfs::mount("6m") else {
+        return;
+    };
+    let data = tmpfs.path.join("data");
+    let mut config = config(&data);
+    config.segment_max_bytes = 256 << 10;
+    config.max_bytes = 1 << 30;
+    let (outbox, stop) = start(config.clone());
+    let mut acked = std::collections::BTreeSet::new();
+    let mut refused = std::collections::BTreeSet::new();
+    for n in 0..50 {
+        outbox.append(vec![record(n, 1000)]).await.unwrap();
+        acked.insert(n);
+    }
+
+    let filler = tmpfs.fill();
+    for n in 50..1050 {
+        match outbox.append(vec![record(n, 1000)]).await {
+            Ok(_) => {
+                acked.insert(n);
+            }
+            Err(AppendError::Storage(_)) => {
+                refused.insert(n);
+            }
+            Err(other) => panic!("append {n}: {other}"),
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "a full disk must refuse appends ({} acknowledged)",
+        acked.len()
+    );
+    eprintln!(
+        "disk full: {} acknowledged, {} refused",
+        acked.len(),
+        refused.len()
+    );
+
+    // Space comes back (the operator, or the shipper deleting segments):
+    // intake resumes.
+    std::fs::remove_file(&filler).unwrap();
+    for n in 2000..2100 {
+        outbox.append(vec![record(n, 1000)]).await.unwrap();
+        acked.insert(n);
+    }
+
+    let shipped: Vec<usize> = drain(&outbox)
+        .iter()
+        .map(|bytes| {
+            let text = std::str::from_utf8(&bytes[7..15]).unwrap();
+            text.parse().unwrap()
+        })
+        .collect();
+    let shipped_set: std::collections::BTreeSet<usize> = shipped.iter().copied().collect();
+    assert_eq!(shipped.len(), shipped_set.len(), "nothing ships twice");
+    let lost: Vec<_> = acked.difference(&shipped_set).collect();
+    assert!(lost.is_empty(), "acknowledged but never shipped: {lost:?}");
+    let unknown: Vec<_> = shipped_set
+        .iter()
+        .filter(|n| !acked.contains(n) && !refused.contains(n))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "shipped but never appended: {unknown:?}"
+    );
+
+    // The shipped records are gone for good.
+    stop.cancel();
+    drop(outbox);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (outbox, _stop) = start(config);
+    assert_eq!(outbox.pending_events(), 0);
+    drop(outbox);
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -3,6 +3,7 @@
 use std::io;
 
 use nudge_proto::v1::{self as proto, Envelope, envelope::Body};
+use nudge_proto::validate::{self, MAX_COST_WHOLE_DIGITS};
 use serde_json::Value;
 
 use super::error::{At, SegmentError};
@@ -159,7 +160,25 @@ fn build_checked(kind: CallKind, fields: Fields<'_>, defaults: &Defaults) -> Res
         }
     };
     envelope.body = Some(body);
+    storable(&envelope, fields.at)?;
     Ok(envelope)
+}
+
+/// Refuses, naming the JSON field, what the control plane would refuse
+/// after the client had been told it succeeded (the shipper would then
+/// have to delete an acknowledged call). The rule is nudge-proto's, shared
+/// with the control plane, so the two cannot drift apart.
+fn storable(envelope: &Envelope, at: At) -> Result<()> {
+    let Err(invalid) = validate::check_envelope(envelope) else {
+        return Ok(());
+    };
+    Err(match invalid.field {
+        validate::Field::Identity => SegmentError::MissingIdentity {
+            at,
+            required: "`userId` or `anonymousId`",
+        },
+        field => SegmentError::invalid(at, field.json_name(), invalid.problem),
+    })
 }
 
 /// The fields every call shares.
@@ -251,12 +270,6 @@ fn notify(fields: Fields<'_>) -> Result<proto::Notify> {
     })
 }
 
-/// Most digits before a cost's decimal point: the control plane keeps
-/// amounts as i64 millionths (up to about 9.2 × 10¹² units), so a longer
-/// cost would be accepted here only to be rejected there, after the app
-/// was told it succeeded.
-const MAX_COST_WHOLE_DIGITS: usize = 12;
-
 /// A notify's per-message cost override, as decimal text for the control
 /// plane (empty when absent). The agent has no money type: it only checks
 /// the shape — a non-negative decimal with at most six decimals, as a
@@ -282,27 +295,17 @@ fn cost(fields: Fields<'_>) -> Result<String> {
             ));
         }
     };
-    if !is_cost(&text) {
+    if !validate::is_decimal_cost(&text) {
         return Err(SegmentError::invalid(
             fields.at,
             "cost",
             format!(
-                "is {text:?}; it must be a non-negative decimal with at most 6 decimals (e.g. \"0.05\")"
+                "is {text:?}; it must be a non-negative decimal with at most \
+                 {MAX_COST_WHOLE_DIGITS} digits before the point and 6 after (e.g. \"0.05\")"
             ),
         ));
     }
     Ok(text)
-}
-
-/// Digits, then optionally `.` and one to six digits.
-fn is_cost(text: &str) -> bool {
-    let digits = |part: &str, most: usize| {
-        (1..=most).contains(&part.len()) && part.bytes().all(|byte| byte.is_ascii_digit())
-    };
-    match text.split_once('.') {
-        None => digits(text, MAX_COST_WHOLE_DIGITS),
-        Some((whole, fraction)) => digits(whole, MAX_COST_WHOLE_DIGITS) && digits(fraction, 6),
-    }
 }
 
 fn required_id(fields: Fields<'_>, name: &'static str) -> Result<String> {

@@ -262,6 +262,48 @@ fn message_ids_are_bounded() {
     .unwrap();
 }
 
+/// Issue 14: what the control plane refuses is refused here, naming the
+/// field, instead of being acknowledged and then lost.
+#[test]
+fn ids_the_control_plane_refuses_are_refused_at_intake() {
+    let over = "u".repeat(nudge_proto::validate::MAX_ID_BYTES + 1);
+    for (field, value, problem) in [
+        ("userId", json!("a\u{0}b"), "contains a NUL character"),
+        ("anonymousId", json!("a\u{0}b"), "contains a NUL character"),
+        ("messageId", json!("m\u{0}"), "contains a NUL character"),
+        ("userId", json!(over), "is 1025 bytes long"),
+        ("anonymousId", json!(over), "is 1025 bytes long"),
+    ] {
+        let mut body = json!({"userId": "u", "event": "e"});
+        body[field] = value;
+        let (code_, message) = code(one(CallKind::Track, &body));
+        assert_eq!(code_, "invalid_field", "{field}: {message}");
+        assert!(
+            message.starts_with(&format!("track call: `{field}` {problem}")),
+            "{field}: {message}"
+        );
+        // In a batch the item is named too, and nothing of the batch is kept.
+        body["type"] = json!("track");
+        let batch = json!({"batch": [{"type": "track", "userId": "u", "event": "e"}, body]});
+        let (code_, message) = code(parse(Endpoint::Batch, &batch));
+        assert_eq!(code_, "invalid_field");
+        assert!(
+            message.starts_with(&format!("batch item 1 (track): `{field}`")),
+            "{message}"
+        );
+    }
+    // 1,024 bytes is still accepted, and so are multi-byte ids within it.
+    let at_limit = "u".repeat(nudge_proto::validate::MAX_ID_BYTES);
+    one(CallKind::Track, &json!({"userId": at_limit, "event": "e"})).unwrap();
+    let wide = "é".repeat(512); // 1,024 bytes
+    one(CallKind::Identify, &json!({"anonymousId": wide})).unwrap();
+    let (code_, message) = code(one(
+        CallKind::Identify,
+        &json!({"anonymousId": format!("{wide}x")}),
+    ));
+    assert_eq!(code_, "invalid_field", "{message}");
+}
+
 #[test]
 fn body_level_errors() {
     let (code_, message) = code(Request::parse(

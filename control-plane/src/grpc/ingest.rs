@@ -4,6 +4,10 @@
 //! Invalid envelopes are listed in the answer instead of failing the batch;
 //! a store failure fails the whole call as UNAVAILABLE and nothing of it is
 //! acknowledged (what did get stored is absorbed by dedupe on the resend).
+//!
+//! The ingest metrics count exactly what the store did, even when the agent
+//! disconnects mid-push: the store write and the metric updates run in one
+//! spawned task, which is not dropped with the request's future.
 
 use std::time::Instant;
 
@@ -13,9 +17,9 @@ use tonic::{Request, Response, Status};
 
 use super::ServiceError;
 use super::convert;
-use crate::event::IngestOutcome;
+use crate::event::{Event, IngestOutcome, Rejected};
 use crate::metrics::Metrics;
-use crate::storage::EventStore;
+use crate::storage::{EventStore, StorageError};
 
 /// The Ingest service over the [`EventStore`].
 pub struct IngestService {
@@ -27,18 +31,61 @@ impl IngestService {
     pub fn new(store: EventStore, metrics: Metrics) -> Self {
         IngestService { store, metrics }
     }
+}
 
-    async fn store(
-        &self,
-        events: Vec<crate::event::Event>,
-    ) -> Result<(IngestOutcome, u64, u64), ServiceError> {
-        let outcome = self.store.ingest(events).await?;
-        Ok((
-            outcome,
-            self.store.event_count().await?,
-            self.store.dedupe_count().await?,
-        ))
+/// Stores a batch and counts it. The two happen in one spawned task on
+/// purpose: it runs to completion even when the agent disconnects and the
+/// request's future is dropped mid-push, so the metrics count exactly what
+/// the store holds (they used to be updated after an `.await` that a
+/// disconnect cancelled, undercounting the store across agent SIGKILLs).
+async fn store_and_count(
+    store: EventStore,
+    metrics: Metrics,
+    events: Vec<Event>,
+    conversion_rejects: usize,
+    started: Instant,
+) -> Result<IngestOutcome, StorageError> {
+    let outcome = store.ingest(events).await?;
+    metrics.events_ingested.inc_by(u64::from(outcome.stored));
+    metrics
+        .events_duplicate
+        .inc_by(u64::from(outcome.duplicates));
+    metrics
+        .events_rejected
+        .inc_by((conversion_rejects + outcome.rejected.len()) as u64);
+    metrics.events_erased.inc_by(u64::from(outcome.erased));
+    metrics.ingest_batches.inc();
+    metrics
+        .ingest_duration
+        .observe(started.elapsed().as_secs_f64());
+    // Sizes are gauges: a failure to read them only leaves them stale.
+    if let (Ok(events), Ok(dedupe)) = (store.event_count().await, store.dedupe_count().await) {
+        metrics.set_store_sizes(events, dedupe);
     }
+    Ok(outcome)
+}
+
+/// Converts a batch, splitting it into storable events and rejects (in
+/// envelope order). Each envelope passes nudge-proto's shared check first:
+/// the very rule the agent applies at intake, so the agent never
+/// acknowledges what is refused here.
+fn checked_events(
+    agent_id: &str,
+    envelopes: Vec<nudge_proto::v1::Envelope>,
+    received_at: Timestamp,
+) -> (Vec<Event>, Vec<Rejected>) {
+    let mut events = Vec::with_capacity(envelopes.len());
+    let mut rejected = Vec::new();
+    for envelope in envelopes {
+        let checked =
+            nudge_proto::validate::check_envelope(&envelope).map_err(|invalid| invalid.to_string());
+        let id = envelope.id.clone();
+        match checked.and_then(|()| convert::event_from_envelope(agent_id, envelope, received_at)) {
+            Ok(event) => events.push(event),
+            Err(reason) => rejected.push(Rejected { id, reason }),
+        }
+    }
+    (events, rejected)
 }
 
 #[tonic::async_trait]
@@ -48,33 +95,28 @@ impl Ingest for IngestService {
         let received_at = Timestamp::now();
         let request = request.into_inner();
         let envelopes = request.envelopes.len();
-        let (events, rejected) =
-            convert::events_from_envelopes(&request.agent_id, request.envelopes, received_at);
+        let (events, rejected) = checked_events(&request.agent_id, request.envelopes, received_at);
         for reject in &rejected {
             tracing::warn!(agent_id = %request.agent_id, envelope_id = %reject.id, reason = %reject.reason, "envelope rejected");
         }
-        let (outcome, stored_events, dedupe_entries) = match self.store(events).await {
-            Ok(result) => result,
+        let task = tokio::spawn(store_and_count(
+            self.store.clone(),
+            self.metrics.clone(),
+            events,
+            rejected.len(),
+            started,
+        ));
+        let stored = match task.await {
+            Ok(stored) => stored.map_err(ServiceError::from),
+            Err(join_error) => Err(ServiceError::from(join_error)),
+        };
+        let outcome = match stored {
+            Ok(outcome) => outcome,
             Err(error) => {
                 tracing::error!(agent_id = %request.agent_id, batch_id = %request.batch_id, %error, "push failed");
                 return Err(error.into());
             }
         };
-        self.metrics
-            .events_ingested
-            .inc_by(u64::from(outcome.stored));
-        self.metrics
-            .events_duplicate
-            .inc_by(u64::from(outcome.duplicates));
-        self.metrics
-            .events_rejected
-            .inc_by((rejected.len() + outcome.rejected.len()) as u64);
-        self.metrics.events_erased.inc_by(u64::from(outcome.erased));
-        self.metrics.ingest_batches.inc();
-        self.metrics.set_store_sizes(stored_events, dedupe_entries);
-        self.metrics
-            .ingest_duration
-            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             agent_id = %request.agent_id,
             batch_id = %request.batch_id,

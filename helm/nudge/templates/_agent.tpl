@@ -109,8 +109,10 @@ env:
     value: {{ $agent.maxOutboxBytes | quote }}
   - name: NUDGE_AGENT_DURABILITY
     value: {{ $agent.durability | quote }}
+  {{- with $agent.segmentBytes }}
   - name: NUDGE_AGENT_SEGMENT_BYTES
-    value: {{ $agent.segmentBytes | quote }}
+    value: {{ . | quote }}
+  {{- end }}
   - name: NUDGE_AGENT_CACHE_BYTES
     value: {{ $agent.cacheBytes | quote }}
   - name: NUDGE_AGENT_BATCH_MAX_EVENTS

@@ -121,7 +121,7 @@ pub fn render(
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<30} {:>4} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7} {:>5} {:>5} {:>5}",
+            "{:<30} {:>4} {:>9} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7} {:>5} {:>5} {:>5} {:>9} {:>10}",
             "intake scenario",
             "conc",
             "req/s",
@@ -133,7 +133,9 @@ pub fn render(
             "vs base",
             "agent",
             "sys",
-            "bench"
+            "bench",
+            "flushes/s",
+            "calls/flush"
         );
         for row in rows {
             let r = &row.result;
@@ -142,7 +144,7 @@ pub fn render(
                 .map_or_else(|| "-".into(), |b| format!("{:.2}", r.per_sec() / b));
             let _ = writeln!(
                 out,
-                "{:<30} {:>4} {:>9.0} {:>9.0} {:>7.3} {:>7.3} {:>7.1} {:>6} {:>7} {:>5} {:>5} {:>5.2}",
+                "{:<30} {:>4} {:>9.0} {:>9.0} {:>7.3} {:>7.3} {:>7.1} {:>6} {:>7} {:>5} {:>5} {:>5.2} {:>9} {:>10}",
                 row.scenario,
                 row.concurrency,
                 r.per_sec(),
@@ -156,12 +158,20 @@ pub fn render(
                     .map_or_else(|| "-".into(), |c| format!("{:.2}", c[0] + c[1])),
                 row.agent_cores
                     .map_or_else(|| "-".into(), |c| format!("{:.2}", c[1])),
-                row.bench_cores
+                row.bench_cores,
+                row.flushes
+                    .map_or_else(|| "-".into(), |f| format!("{:.0}", f.per_sec)),
+                row.flushes
+                    .map_or_else(|| "-".into(), |f| format!("{:.1}", f.calls_per_flush)),
             );
         }
         let _ = writeln!(
             out,
             "(agent = CPU cores the agent used in the row, sys = the kernel's part of it; bench = cores of this process: load generator, plus the server in baseline rows)"
+        );
+        let _ = writeln!(
+            out,
+            "(flushes/s = the agent's group commits per second, calls/flush = calls answered per group commit; both over the row's warm-up and measured time)"
         );
     }
     if !intake_hwm.is_empty() {

@@ -54,6 +54,35 @@ pub struct Row {
     /// Cores this process used: the load generator, plus the baseline server
     /// in the baseline rows.
     pub bench_cores: f64,
+    /// The agent's group commits during the row (warm-up included): flushes
+    /// per second and calls answered per flush, from
+    /// `nudge_agent_outbox_flush_envelopes` (count = flushes, sum =
+    /// envelopes). `None` for the baseline and the unsafe mode's rows.
+    pub flushes: Option<Flushes>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Flushes {
+    pub per_sec: f64,
+    pub calls_per_flush: f64,
+}
+
+impl Flushes {
+    /// From two scrapes of the agent's metrics `secs` apart.
+    fn between(before: &str, after: &str, secs: f64, events_per_request: usize) -> Option<Self> {
+        let delta = |name: &str| {
+            Some(metric_value(after, name, None)? - metric_value(before, name, None).unwrap_or(0.0))
+        };
+        let flushes = delta("nudge_agent_outbox_flush_envelopes_count")?;
+        let envelopes = delta("nudge_agent_outbox_flush_envelopes_sum")?;
+        if flushes <= 0.0 {
+            return None;
+        }
+        Some(Flushes {
+            per_sec: flushes / secs,
+            calls_per_flush: envelopes / flushes / events_per_request as f64,
+        })
+    }
 }
 
 impl Row {
@@ -75,6 +104,8 @@ impl Row {
             "agent_cpu_cores_user": self.agent_cores.map(|c| c[0]),
             "agent_cpu_cores_system": self.agent_cores.map(|c| c[1]),
             "bench_cpu_cores": self.bench_cores,
+            "agent_flushes_per_sec": self.flushes.map(|f| f.per_sec),
+            "agent_calls_per_flush": self.flushes.map(|f| f.calls_per_flush),
         })
     }
 }
@@ -106,6 +137,7 @@ pub async fn scenario_baseline(options: &Options, body: &Bytes) -> Result<Vec<Ro
             baseline_rps: None,
             agent_cores: None,
             bench_cores: cores[0][0] + cores[0][1],
+            flushes: None,
         });
     }
     let _ = stop.send(());
@@ -139,8 +171,12 @@ pub async fn agent_row(
         body: body.clone(),
     };
     let pids = ["self".to_string(), agent.process.pid().to_string()];
+    let before = agent.metrics().await?;
+    let started = Instant::now();
     let (result, cores) =
         with_cpu(&pids, run_load(&target, concurrency, timed(&env.options))).await;
+    let secs = started.elapsed().as_secs_f64();
+    let flushes = Flushes::between(&before, &agent.metrics().await?, secs, events_per_request);
     let hwm = memory(agent.process.pid()).1;
     let row = Row {
         scenario: label.into(),
@@ -150,6 +186,7 @@ pub async fn agent_row(
         baseline_rps: None,
         agent_cores: Some(cores[1]),
         bench_cores: cores[0][0] + cores[0][1],
+        flushes,
     };
     Ok((row, hwm))
 }

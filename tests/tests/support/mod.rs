@@ -213,3 +213,67 @@ pub async fn start_with_engine_config(
         .unwrap();
     (control_plane, agent, config)
 }
+
+/// A tmpfs mounted for one test and unmounted when dropped: a small disk
+/// that a test can fill to the brim.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "8m"); `None`, after saying why on
+    /// stderr, where mounting is not permitted (it needs root or
+    /// CAP_SYS_ADMIN), so the calling test can skip.
+    #[allow(dead_code)] // used by e2e.rs only
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output();
+        match mounted {
+            Ok(output) if output.status.success() => Some(Tmpfs { path, _dir: dir }),
+            Ok(output) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+                None
+            }
+            Err(error) => {
+                eprintln!("SKIPPED: cannot run mount: {error}");
+                None
+            }
+        }
+    }
+
+    /// Writes a file until the file system refuses another byte; returns
+    /// its path (delete it to give the space back).
+    #[allow(dead_code)] // used by e2e.rs only
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for chunk in [64 << 10, 4 << 10, 512, 1] {
+            let bytes = vec![0u8; chunk];
+            while file.write_all(&bytes).is_ok() {}
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a program still holding files there must not keep it mounted.
+        let unmounted = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        if !matches!(unmounted, Ok(status) if status.success()) {
+            eprintln!("could not unmount {}", self.path.display());
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! What makes an [`Envelope`] storable: the one check that both programs
+//! run, so that the agent never acknowledges a call the control plane will
+//! refuse.
+//!
+//! The agent runs [`check_envelope`] on every envelope it builds, before the
+//! call is appended to its outbox, and answers `400` naming the field; the
+//! control plane runs it again on every envelope of a `Push` (an older agent,
+//! or another client, may send anything) and lists the envelope as rejected.
+//! Before this check was shared, an event whose `userId` held a NUL or ran
+//! past 1,024 bytes was acknowledged by the agent, refused by the control
+//! plane and then deleted by the shipper: acknowledged, yet silently gone.
+//!
+//! # What it refuses
+//!
+//! * `id` empty; `id`, `user_id` or `anonymous_id` longer than
+//!   [`MAX_ID_BYTES`] or holding a NUL (ids are store keys, and NUL is the
+//!   store's key separator);
+//! * neither `user_id` nor `anonymous_id`; no `body`;
+//! * a timestamp outside what the store can represent (years -9999..=9999)
+//!   or with `nanos` outside `0..1e9`;
+//! * an empty `track.event`, `group.group_id`, `alias.previous_id` or
+//!   `notify.type`; a `notify.cost` that is not a non-negative decimal with
+//!   at most [`MAX_COST_WHOLE_DIGITS`] digits before the point and six after.
+//!
+//! The `*_json` fields are not parsed here: the agent writes them itself
+//! from JSON objects it has just parsed, so they are objects by
+//! construction, and parsing them again at intake would double the cost of
+//! every call. The control plane still parses them when it converts.
+
+use crate::v1::{Envelope, envelope::Body};
+
+/// Longest id (envelope, user, anonymous) accepted, in bytes: ids are index
+/// keys in the control plane's store.
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// Most digits before a cost's decimal point: the control plane keeps
+/// amounts as i64 millionths (up to about 9.2 × 10¹² units).
+pub const MAX_COST_WHOLE_DIGITS: usize = 12;
+
+/// The envelope field a refusal is about, with its name on both wires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Id,
+    UserId,
+    AnonymousId,
+    /// Neither `user_id` nor `anonymous_id` is set.
+    Identity,
+    Timestamp,
+    SentAt,
+    ReceivedAt,
+    Body,
+    TrackEvent,
+    GroupId,
+    AliasPreviousId,
+    NotifyType,
+    NotifyCost,
+}
+
+impl Field {
+    /// The protobuf field path (`user_id`, `track.event`), for the control
+    /// plane's rejection reasons.
+    pub fn proto_name(self) -> &'static str {
+        match self {
+            Field::Id => "id",
+            Field::UserId => "user_id",
+            Field::AnonymousId => "anonymous_id",
+            Field::Identity => "user_id",
+            Field::Timestamp => "timestamp",
+            Field::SentAt => "sent_at",
+            Field::ReceivedAt => "received_at",
+            Field::Body => "body",
+            Field::TrackEvent => "track.event",
+            Field::GroupId => "group.group_id",
+            Field::AliasPreviousId => "alias.previous_id",
+            Field::NotifyType => "notify.type",
+            Field::NotifyCost => "notify.cost",
+        }
+    }
+
+    /// The field's name in a Segment (or Nudge) JSON call, for the agent's
+    /// `400` answers.
+    pub fn json_name(self) -> &'static str {
+        match self {
+            Field::Id => "messageId",
+            Field::UserId => "userId",
+            Field::AnonymousId => "anonymousId",
+            Field::Identity => "userId",
+            Field::Timestamp => "timestamp",
+            Field::SentAt => "sentAt",
+            Field::ReceivedAt => "receivedAt",
+            Field::Body => "type",
+            Field::TrackEvent => "event",
+            Field::GroupId => "groupId",
+            Field::AliasPreviousId => "previousId",
+            Field::NotifyType => "type",
+            Field::NotifyCost => "cost",
+        }
+    }
+}
+
+/// Why an envelope can never be stored: the field and what is wrong with it
+/// (phrased to follow the field's name: "`userId` contains a NUL
+/// character").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: Field,
+    pub problem: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.field {
+            // Two fields, neither set: the problem names both.
+            Field::Identity => f.write_str(&self.problem),
+            field => write!(f, "{} {}", field.proto_name(), self.problem),
+        }
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Checks everything the control plane refuses that can be checked without
+/// parsing JSON (see the module's list). Cheap: no allocation unless it
+/// refuses.
+pub fn check_envelope(envelope: &Envelope) -> Result<(), Invalid> {
+    let invalid = |field, problem: String| Err(Invalid { field, problem });
+    if envelope.id.is_empty() {
+        return invalid(Field::Id, "is empty".to_owned());
+    }
+    check_id(Field::Id, &envelope.id)?;
+    check_id(Field::UserId, &envelope.user_id)?;
+    check_id(Field::AnonymousId, &envelope.anonymous_id)?;
+    if envelope.user_id.is_empty() && envelope.anonymous_id.is_empty() {
+        return invalid(
+            Field::Identity,
+            "neither user_id nor anonymous_id is set".to_owned(),
+        );
+    }
+    check_timestamp(Field::Timestamp, envelope.timestamp.as_ref())?;
+    check_timestamp(Field::SentAt, envelope.sent_at.as_ref())?;
+    check_timestamp(Field::ReceivedAt, envelope.received_at.as_ref())?;
+    let required = |field, value: &str| {
+        if value.is_empty() {
+            invalid(field, "is empty".to_owned())
+        } else {
+            Ok(())
+        }
+    };
+    match &envelope.body {
+        None => invalid(
+            Field::Body,
+            "is missing (expected track, identify, page, screen, group, alias, \
+             session_start, session_end or notify)"
+                .to_owned(),
+        ),
+        Some(Body::Track(track)) => required(Field::TrackEvent, &track.event),
+        Some(Body::Group(group)) => required(Field::GroupId, &group.group_id),
+        Some(Body::Alias(alias)) => required(Field::AliasPreviousId, &alias.previous_id),
+        Some(Body::Notify(notify)) => {
+            required(Field::NotifyType, &notify.r#type)?;
+            if notify.cost.is_empty() || is_decimal_cost(&notify.cost) {
+                Ok(())
+            } else {
+                invalid(
+                    Field::NotifyCost,
+                    format!(
+                        "is {:?}; it must be a non-negative decimal with at most \
+                         {MAX_COST_WHOLE_DIGITS} digits before the point and 6 after (e.g. \"0.05\")",
+                        notify.cost
+                    ),
+                )
+            }
+        }
+        Some(
+            Body::Identify(_)
+            | Body::Page(_)
+            | Body::Screen(_)
+            | Body::SessionStart(_)
+            | Body::SessionEnd(_),
+        ) => Ok(()),
+    }
+}
+
+/// An id that may be empty (absent) but is otherwise a store key.
+fn check_id(field: Field, value: &str) -> Result<(), Invalid> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(Invalid {
+            field,
+            problem: format!(
+                "is {} bytes long, over the limit of {MAX_ID_BYTES} bytes",
+                value.len()
+            ),
+        });
+    }
+    if value.as_bytes().contains(&0) {
+        return Err(Invalid {
+            field,
+            problem: "contains a NUL character".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn check_timestamp(field: Field, value: Option<&prost_types::Timestamp>) -> Result<(), Invalid> {
+    let Some(value) = value else { return Ok(()) };
+    // The control plane keeps times as jiff timestamps; asking jiff is the
+    // only way to agree with it exactly on the range.
+    if (0..1_000_000_000).contains(&value.nanos)
+        && jiff::Timestamp::new(value.seconds, value.nanos).is_ok()
+    {
+        return Ok(());
+    }
+    Err(Invalid {
+        field,
+        problem: format!(
+            "is out of range ({} s, {} ns); years -9999 to 9999 are storable",
+            value.seconds, value.nanos
+        ),
+    })
+}
+
+/// A non-negative decimal: 1 to [`MAX_COST_WHOLE_DIGITS`] digits, then
+/// optionally `.` and 1 to 6 digits.
+pub fn is_decimal_cost(text: &str) -> bool {
+    let digits = |part: &str, most: usize| {
+        (1..=most).contains(&part.len()) && part.bytes().all(|byte| byte.is_ascii_digit())
+    };
+    match text.split_once('.') {
+        None => digits(text, MAX_COST_WHOLE_DIGITS),
+        Some((whole, fraction)) => digits(whole, MAX_COST_WHOLE_DIGITS) && digits(fraction, 6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::{Alias, Group, Identify, Notify, Track};
+
+    fn track() -> Envelope {
+        Envelope {
+            id: "e1".to_owned(),
+            user_id: "u1".to_owned(),
+            body: Some(Body::Track(Track {
+                event: "Signed Up".to_owned(),
+                properties_json: String::new(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn refused(envelope: &Envelope) -> Field {
+        check_envelope(envelope).unwrap_err().field
+    }
+
+    #[test]
+    fn a_plain_track_passes() {
+        check_envelope(&track()).unwrap();
+        let anonymous = Envelope {
+            user_id: String::new(),
+            anonymous_id: "a1".to_owned(),
+            ..track()
+        };
+        check_envelope(&anonymous).unwrap();
+    }
+
+    #[test]
+    fn ids_are_bounded_and_free_of_nul() {
+        let at_limit = "x".repeat(MAX_ID_BYTES);
+        let over = "x".repeat(MAX_ID_BYTES + 1);
+        for (field, set) in [
+            (
+                Field::Id,
+                (|e: &mut Envelope, v: &str| e.id = v.to_owned()) as fn(&mut _, &_),
+            ),
+            (Field::UserId, |e, v| e.user_id = v.to_owned()),
+            (Field::AnonymousId, |e, v| e.anonymous_id = v.to_owned()),
+        ] {
+            let mut ok = track();
+            set(&mut ok, &at_limit);
+            check_envelope(&ok).unwrap();
+            let mut long = track();
+            set(&mut long, &over);
+            let error = check_envelope(&long).unwrap_err();
+            assert_eq!(error.field, field);
+            assert!(error.problem.contains("1025 bytes"), "{error}");
+            let mut nul = track();
+            set(&mut nul, "a\0b");
+            assert_eq!(refused(&nul), field);
+        }
+        // Multi-byte characters count in bytes: 257 × 4 bytes is over.
+        let mut wide = track();
+        wide.user_id = "𝄞".repeat(257);
+        assert_eq!(refused(&wide), Field::UserId);
+    }
+
+    #[test]
+    fn identity_body_and_required_names() {
+        let mut nobody = track();
+        nobody.user_id.clear();
+        assert_eq!(refused(&nobody), Field::Identity);
+        let mut no_id = track();
+        no_id.id.clear();
+        assert_eq!(refused(&no_id), Field::Id);
+        let mut no_body = track();
+        no_body.body = None;
+        assert_eq!(refused(&no_body), Field::Body);
+        let with = |body| Envelope {
+            body: Some(body),
+            ..track()
+        };
+        assert_eq!(
+            refused(&with(Body::Track(Track::default()))),
+            Field::TrackEvent
+        );
+        assert_eq!(
+            refused(&with(Body::Group(Group::default()))),
+            Field::GroupId
+        );
+        assert_eq!(
+            refused(&with(Body::Alias(Alias::default()))),
+            Field::AliasPreviousId
+        );
+        assert_eq!(
+            refused(&with(Body::Notify(Notify::default()))),
+            Field::NotifyType
+        );
+        check_envelope(&with(Body::Identify(Identify::default()))).unwrap();
+    }
+
+    #[test]
+    fn notify_costs() {
+        let notify = |cost: &str| Envelope {
+            body: Some(Body::Notify(Notify {
+                r#type: "invoice".to_owned(),
+                cost: cost.to_owned(),
+                ..Default::default()
+            })),
+            ..track()
+        };
+        for good in ["", "0", "0.05", "123456789012.123456"] {
+            check_envelope(&notify(good)).unwrap();
+        }
+        for bad in ["-1", "1e3", ".5", "5.", "0.0000001", "1234567890123", "abc"] {
+            assert_eq!(refused(&notify(bad)), Field::NotifyCost, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_must_be_storable() {
+        let at = |seconds, nanos| Envelope {
+            sent_at: Some(prost_types::Timestamp { seconds, nanos }),
+            ..track()
+        };
+        check_envelope(&at(1_700_000_000, 5)).unwrap();
+        assert_eq!(refused(&at(i64::MAX, 0)), Field::SentAt);
+        assert_eq!(refused(&at(0, -1)), Field::SentAt);
+        assert_eq!(refused(&at(0, 1_000_000_000)), Field::SentAt);
+    }
+}
