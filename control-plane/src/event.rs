@@ -166,9 +166,11 @@ pub struct NotifyRequest {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    /// Channels to use; empty means the type's defaults.
+    /// Channels to use; empty means the type's defaults. Typed: a name
+    /// that is no channel is refused where the call comes in (the agent's
+    /// intake, gRPC), never carried to the engine.
     #[serde(default)]
-    pub channels: Vec<String>,
+    pub channels: Vec<crate::channels::ChannelKind>,
     /// Template data.
     #[serde(default)]
     pub data: JsonObject,
@@ -180,17 +182,33 @@ pub struct NotifyRequest {
     /// Cost of each message of this notification, overriding the
     /// configured cost per channel (e.g. a negotiated SMS price).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<crate::analytics::Money>,
+    pub cost: Option<crate::money::Money>,
 }
 
-/// Delivery priority of a notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// A notification's priority, which its deliveries keep: within a channel
+/// every due `High` is sent before any due `Normal`, which goes before any
+/// due `Low`. One type from the notify call to the queue's due index.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,
     #[default]
     Normal,
     High,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
 }
 
 /// What one [`crate::storage::EventStore::ingest`] call did with its events.

@@ -17,6 +17,7 @@
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |
 //! | [`csv`] | one CSV field, quoted and formula-safe, for every CSV export |
+//! | [`money`] | exact amounts (micro-units) for costs and outcomes |
 //! | `prune` | hourly task that trims the dedupe window |
 //! | [`privacy`] | erase and export a user; retention by age (hourly task) |
 //! | [`analytics`] | activity and delivery rollups (a background task) and their reports |
@@ -58,6 +59,7 @@ pub mod http;
 pub mod inbox;
 pub mod links;
 pub mod metrics;
+pub mod money;
 pub mod notifications;
 pub mod preferences;
 pub mod privacy;

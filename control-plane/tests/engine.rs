@@ -14,7 +14,6 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use nudge_control_plane::analytics::Money;
 use nudge_control_plane::channels::apns::{ApnsChannel, ApnsSender};
 use nudge_control_plane::channels::in_app::InAppChannel;
 use nudge_control_plane::channels::{Channel, ChannelKind};
@@ -28,6 +27,7 @@ use nudge_control_plane::engine::{
 };
 use nudge_control_plane::event::{Event, EventBody, NotifyRequest};
 use nudge_control_plane::inbox::InboxStore;
+use nudge_control_plane::money::Money;
 use nudge_control_plane::notifications::NotificationStore;
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, QuietHours, TypeDefaults, Tz, UserPreferences,
@@ -59,7 +59,7 @@ fn notify_event_with(id: &str, at: Timestamp, title: &str, data: Map<String, Val
             template: None,
             title: Some(title.into()),
             body: Some("Someone replied to you".into()),
-            channels: vec!["in_app".into()],
+            channels: vec![ChannelKind::InApp],
             data,
             priority: Default::default(),
             idempotency_key: None,
@@ -492,7 +492,7 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
     let push = |id: &str| {
         let mut event = notify_event(id, now);
         if let EventBody::Notify(request) = &mut event.body {
-            request.channels = vec!["apns".into()];
+            request.channels = vec![ChannelKind::Apns];
         }
         event
     };

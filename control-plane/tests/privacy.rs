@@ -91,7 +91,7 @@ impl Server {
                         template: None,
                         title: Some("Hi".into()),
                         body: Some("Welcome".into()),
-                        channels: vec!["in_app".into()],
+                        channels: vec![ChannelKind::InApp],
                         data: JsonObject::new(),
                         priority: Default::default(),
                         idempotency_key: Some(format!("k-{}", at.as_second())),

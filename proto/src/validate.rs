@@ -20,7 +20,11 @@
 //!   or with `nanos` outside `0..1e9`;
 //! * an empty `track.event`, `group.group_id`, `alias.previous_id` or
 //!   `notify.type`; a `notify.cost` that is not a non-negative decimal with
-//!   at most [`MAX_COST_WHOLE_DIGITS`] digits before the point and six after.
+//!   at most [`MAX_COST_WHOLE_DIGITS`] digits before the point and six after;
+//! * a `notify.type` or `notify.template` longer than [`MAX_NAME_BYTES`] or
+//!   holding a control character (they are keys of preferences, digests and
+//!   templates); a `notify.idempotency_key` like an id; a
+//!   `notify.channels` entry that is not one of [`CHANNELS`].
 //!
 //! The `*_json` fields are not parsed here: the agent writes them itself
 //! from JSON objects it has just parsed, so they are objects by
@@ -36,6 +40,15 @@ pub const MAX_ID_BYTES: usize = 1024;
 /// Most digits before a cost's decimal point: the control plane keeps
 /// amounts as i64 millionths (up to about 9.2 × 10¹² units).
 pub const MAX_COST_WHOLE_DIGITS: usize = 12;
+
+/// Longest notification type or template name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// The channels a notify may ask for: the control plane's channel kinds,
+/// by their wire names (its tests hold the two lists in step).
+pub const CHANNELS: [&str; 7] = [
+    "in_app", "email", "apns", "fcm", "web_push", "sms", "webhook",
+];
 
 /// The envelope field a refusal is about, with its name on both wires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +67,9 @@ pub enum Field {
     AliasPreviousId,
     NotifyType,
     NotifyCost,
+    NotifyTemplate,
+    NotifyChannels,
+    NotifyIdempotencyKey,
 }
 
 impl Field {
@@ -74,6 +90,9 @@ impl Field {
             Field::AliasPreviousId => "alias.previous_id",
             Field::NotifyType => "notify.type",
             Field::NotifyCost => "notify.cost",
+            Field::NotifyTemplate => "notify.template",
+            Field::NotifyChannels => "notify.channels",
+            Field::NotifyIdempotencyKey => "notify.idempotency_key",
         }
     }
 
@@ -94,6 +113,9 @@ impl Field {
             Field::AliasPreviousId => "previousId",
             Field::NotifyType => "type",
             Field::NotifyCost => "cost",
+            Field::NotifyTemplate => "template",
+            Field::NotifyChannels => "channels",
+            Field::NotifyIdempotencyKey => "idempotencyKey",
         }
     }
 }
@@ -158,6 +180,22 @@ pub fn check_envelope(envelope: &Envelope) -> Result<(), Invalid> {
         Some(Body::Alias(alias)) => required(Field::AliasPreviousId, &alias.previous_id),
         Some(Body::Notify(notify)) => {
             required(Field::NotifyType, &notify.r#type)?;
+            check_name(Field::NotifyType, &notify.r#type)?;
+            check_name(Field::NotifyTemplate, &notify.template)?;
+            check_id(Field::NotifyIdempotencyKey, &notify.idempotency_key)?;
+            if let Some(unknown) = notify
+                .channels
+                .iter()
+                .find(|channel| !CHANNELS.contains(&channel.as_str()))
+            {
+                return invalid(
+                    Field::NotifyChannels,
+                    format!(
+                        "names {unknown:?}, which is not a channel (one of {})",
+                        CHANNELS.join(", ")
+                    ),
+                );
+            }
             if notify.cost.is_empty() || is_decimal_cost(&notify.cost) {
                 Ok(())
             } else {
@@ -196,6 +234,27 @@ fn check_id(field: Field, value: &str) -> Result<(), Invalid> {
         return Err(Invalid {
             field,
             problem: "contains a NUL character".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A name that may be empty (absent) but is otherwise a key: bounded, no
+/// control characters (NUL among them).
+fn check_name(field: Field, value: &str) -> Result<(), Invalid> {
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Invalid {
+            field,
+            problem: format!(
+                "is {} bytes long, over the limit of {MAX_NAME_BYTES} bytes",
+                value.len()
+            ),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Invalid {
+            field,
+            problem: "contains a control character".to_owned(),
         });
     }
     Ok(())
@@ -325,6 +384,57 @@ mod tests {
             Field::NotifyType
         );
         check_envelope(&with(Body::Identify(Identify::default()))).unwrap();
+    }
+
+    #[test]
+    fn notify_names_channels_and_keys() {
+        let notify = |change: &dyn Fn(&mut Notify)| {
+            let mut notify = Notify {
+                r#type: "invoice".to_owned(),
+                channels: vec!["email".to_owned(), "in_app".to_owned()],
+                ..Default::default()
+            };
+            change(&mut notify);
+            Envelope {
+                body: Some(Body::Notify(notify)),
+                ..track()
+            }
+        };
+        check_envelope(&notify(&|_| {})).unwrap();
+        type Change<'a> = &'a dyn Fn(&mut Notify);
+        let cases: [(Change, Field); 6] = [
+            (&|n| n.r#type = "in\0voice".to_owned(), Field::NotifyType),
+            (
+                &|n| n.r#type = "x".repeat(MAX_NAME_BYTES + 1),
+                Field::NotifyType,
+            ),
+            (
+                &|n| n.template = "welcome\n".to_owned(),
+                Field::NotifyTemplate,
+            ),
+            (
+                &|n| n.channels.push("pigeon".to_owned()),
+                Field::NotifyChannels,
+            ),
+            (
+                &|n| n.idempotency_key = "k\0".to_owned(),
+                Field::NotifyIdempotencyKey,
+            ),
+            (
+                &|n| n.idempotency_key = "k".repeat(MAX_ID_BYTES + 1),
+                Field::NotifyIdempotencyKey,
+            ),
+        ];
+        for (change, field) in cases {
+            assert_eq!(refused(&notify(change)), field);
+        }
+        let message = check_envelope(&notify(&|n| n.channels = vec!["pigeon".to_owned()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("notify.channels names \"pigeon\""),
+            "{message}"
+        );
     }
 
     #[test]

@@ -524,6 +524,21 @@ fn notify_invalid() {
     );
     let (code_, _) = code(with("channels", json!("email")));
     assert_eq!(code_, "invalid_field");
+    // A channel the control plane does not have is refused here, not
+    // acknowledged and then dropped; so is a type with a NUL (a key of
+    // preferences and digests).
+    let (code_, message) = code(with("channels", json!(["email", "pigeon"])));
+    assert_eq!(code_, "invalid_field");
+    assert!(
+        message.starts_with("notify call: `channels` names \"pigeon\", which is not a channel"),
+        "{message}"
+    );
+    let (code_, message) = code(with("type", json!("in\u{0}voice")));
+    assert_eq!(code_, "invalid_field");
+    assert!(
+        message.starts_with("notify call: `type` contains a control character"),
+        "{message}"
+    );
     let (code_, message) = code(with("priority", json!("urgent")));
     assert_eq!(code_, "invalid_field");
     assert!(

@@ -30,16 +30,15 @@ mod identity;
 mod keys;
 mod layout;
 mod metrics;
-mod money;
 mod overlay;
 mod report;
 mod reports;
 mod upgrade;
 mod worker;
 
+pub use crate::money::{Money, MoneyError};
 pub use config::{AnalyticsConfig, FunnelDefinition, provider_of};
 pub use metrics::AnalyticsMetrics;
-pub use money::{Money, MoneyError};
 pub use report::{Cell, DEFAULT_LIMIT, Granularity, MAX_LIMIT, Report, ReportName, ReportQuery};
 pub use worker::{EVENT_PAGE, FACT_PAGE};
 

@@ -175,3 +175,23 @@ pub mod in_app;
 pub mod sms;
 pub mod web_push;
 pub mod webhook;
+
+#[cfg(test)]
+mod tests {
+    use super::ChannelKind;
+
+    /// The agent refuses a notify naming an unknown channel with the shared
+    /// check's list; it must be exactly these kinds, or the agent would
+    /// acknowledge what the control plane refuses (or the other way round).
+    #[test]
+    fn the_shared_check_knows_exactly_these_channels() {
+        let kinds: Vec<&str> = ChannelKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        assert_eq!(kinds, nudge_proto::validate::CHANNELS);
+        for name in nudge_proto::validate::CHANNELS {
+            assert_eq!(
+                ChannelKind::parse(name).map(ChannelKind::as_str),
+                Some(name)
+            );
+        }
+    }
+}

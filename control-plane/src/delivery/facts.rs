@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::model::Delivery;
-use crate::analytics::Money;
 use crate::channels::ChannelKind;
+use crate::money::Money;
 
 /// The sled tree of facts: key = `generate_id` as 8 bytes big-endian (so a
 /// forward scan is oldest first), value = a [`DeliveryFact`] as JSON. The

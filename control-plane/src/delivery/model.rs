@@ -53,30 +53,8 @@ use uuid::Uuid;
 
 use crate::channels::{ChannelKind, OutboundMessage, Recipient, SendError};
 
-/// Delivery order within a channel: every due `High` goes before any due
-/// `Normal`, which goes before any due `Low`.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Priority {
-    Low,
-    #[default]
-    Normal,
-    High,
-}
-
-impl Priority {
-    pub const ALL: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Normal => "normal",
-            Priority::High => "high",
-        }
-    }
-}
+/// Delivery order within a channel: the notification's own priority.
+pub use crate::event::Priority;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -299,7 +277,7 @@ pub struct Delivery {
     /// The notify's per-send cost override; `None` means the configured
     /// cost of the channel (`[analytics.cost_per_message]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<crate::analytics::Money>,
+    pub cost: Option<crate::money::Money>,
 }
 
 impl Delivery {

@@ -905,7 +905,7 @@ fn priced(now: Timestamp) -> Delivery {
     );
     item.message.notification_type = "welcome".into();
     item.template = Some("welcome".into());
-    item.cost = Some(crate::analytics::Money(50_000));
+    item.cost = Some(crate::money::Money(50_000));
     item
 }
 
@@ -965,7 +965,7 @@ async fn each_change_writes_its_fact_once() {
             created_at: t(0),
             due_at: t(60),
             sent_at: Some(t(91)),
-            cost: Some(crate::analytics::Money(50_000)),
+            cost: Some(crate::money::Money(50_000)),
         }]
     );
 

@@ -107,7 +107,7 @@ impl Engine {
                     rendered.title.clone()
                 }),
                 body: Some(rendered.text.clone()),
-                channels: vec![key.channel.as_str().to_owned()],
+                channels: vec![key.channel],
                 data,
                 priority: Priority::Normal,
                 idempotency_key: None,

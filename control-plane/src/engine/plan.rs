@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use super::{Engine, EngineError};
 use crate::channels::{ChannelKind, OutboundMessage, Recipient};
-use crate::delivery::{Delivery, NewDelivery, Priority as DeliveryPriority, QueueError};
+use crate::delivery::{Delivery, NewDelivery, QueueError};
 use crate::devices::Platform;
-use crate::event::{Event, EventBody, NotifyRequest, Priority};
+use crate::event::{Event, EventBody, NotifyRequest};
 use crate::links::UnsubscribeClaims;
 use crate::notifications::{Created, NewNotification, Notification};
 use crate::preferences::{Action, resolve};
@@ -111,23 +111,12 @@ impl Engine {
     async fn plan(&self, notification: &Notification) -> Result<(), EngineError> {
         let now = self.clock.now();
         let preferences = self.preferences.get(&notification.user_id)?;
-        let requested: Vec<ChannelKind> = notification
-            .request
-            .channels
-            .iter()
-            .filter_map(|name| {
-                let kind = ChannelKind::parse(name);
-                if kind.is_none() {
-                    tracing::warn!(channel = %name, notification = %notification.id, "unknown channel requested; ignored");
-                }
-                kind
-            })
-            .collect();
+        let requested = &notification.request.channels;
         let decisions = resolve(
             &self.settings.current().defaults,
             &preferences,
             &notification.request.notification_type,
-            &requested,
+            requested,
             now,
         );
         let user = self.user_context(&notification.user_id).await?;
@@ -221,11 +210,7 @@ impl Engine {
             data: Value::Object(notification.request.data.clone()),
             unsubscribe_url: self.unsubscribe_url(notification, channel, now),
         };
-        let priority = match notification.request.priority {
-            Priority::Low => DeliveryPriority::Low,
-            Priority::Normal => DeliveryPriority::Normal,
-            Priority::High => DeliveryPriority::High,
-        };
+        let priority = notification.request.priority;
         let deliveries = recipients
             .into_iter()
             .map(|(recipient, device_id)| {

@@ -18,10 +18,11 @@ use jiff::Timestamp;
 use nudge_proto::v1::{self as pb, envelope::Body};
 use serde_json::Value;
 
-use crate::analytics::Money;
+use crate::channels::ChannelKind;
 use crate::event::{
     Event, EventBody, IngestOutcome, JsonObject, NotifyRequest, Priority, Rejected,
 };
+use crate::money::Money;
 
 /// Longest id (event, user, anonymous) accepted; ids are index keys.
 pub const MAX_ID_BYTES: usize = 1024;
@@ -145,7 +146,14 @@ fn body_from_proto(body: Body) -> Result<EventBody, String> {
                 template: non_empty(notify.template),
                 title: non_empty(notify.title),
                 body: non_empty(notify.body),
-                channels: notify.channels,
+                channels: notify
+                    .channels
+                    .iter()
+                    .map(|name| {
+                        ChannelKind::parse(name)
+                            .ok_or_else(|| format!("notify.channels: {name:?} is not a channel"))
+                    })
+                    .collect::<Result<_, _>>()?,
                 priority,
                 idempotency_key: non_empty(notify.idempotency_key),
                 cost: cost("notify.cost", &notify.cost)?,

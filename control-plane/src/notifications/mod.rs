@@ -345,7 +345,7 @@ mod tests {
                 body: Some("Update your card".into()),
                 data: Default::default(),
                 priority: Priority::High,
-                channels: vec!["email".into()],
+                channels: vec![crate::channels::ChannelKind::Email],
                 idempotency_key: key.map(Into::into),
                 cost: None,
             },

@@ -248,7 +248,12 @@ impl Rule {
                 body: None,
                 data: properties.clone(),
                 priority: self.priority,
-                channels: self.channels.clone(),
+                // Names were checked when the rule was (`validate`).
+                channels: self
+                    .channels
+                    .iter()
+                    .filter_map(|name| ChannelKind::parse(name))
+                    .collect(),
                 idempotency_key: None,
                 cost: None,
             },

@@ -320,7 +320,10 @@ fn immediate_notification_carries_the_rule_source_id() {
     );
     assert_eq!(notification.request.notification_type, "cart_reminder");
     assert_eq!(notification.request.data, properties);
-    assert_eq!(notification.request.channels, ["email"]);
+    assert_eq!(
+        notification.request.channels,
+        [crate::channels::ChannelKind::Email]
+    );
     assert_eq!(notification.request.priority, Priority::High);
     assert_eq!(notification.user_id, "u1");
 }

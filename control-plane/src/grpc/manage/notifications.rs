@@ -44,8 +44,8 @@ pub(super) async fn notify(
     let notify = request
         .notify
         .ok_or_else(|| ServiceError::invalid("notify", "must be set"))?;
-    // Agents pass unknown channels on (the engine skips them); an API
-    // caller can be told at once.
+    // Checked again by the conversion below; here the error names the
+    // API's own field.
     for name in &notify.channels {
         channel("notify.channels", name)?;
     }
@@ -181,7 +181,11 @@ fn notification_to_proto(notification: Notification) -> pb::Notification {
         template: request.template.unwrap_or_default(),
         title: request.title.unwrap_or_default(),
         body: request.body.unwrap_or_default(),
-        channels: request.channels,
+        channels: request
+            .channels
+            .iter()
+            .map(|channel| channel.as_str().to_owned())
+            .collect(),
         data_json: serde_json::Value::Object(request.data).to_string(),
         priority: priority_to_proto(request.priority).into(),
         idempotency_key: request.idempotency_key.unwrap_or_default(),
