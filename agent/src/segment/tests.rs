@@ -455,7 +455,7 @@ fn notify_valid() {
             "userId": "u-1",
             "type": "payment_failed",
             "template": "payment-failed-v2",
-            "channels": ["email", "push"],
+            "channels": ["email", "apns"],
             "data": {"amount": 12.5},
             "priority": "high",
             "idempotencyKey": "invoice-77",
@@ -467,7 +467,7 @@ fn notify_valid() {
     };
     assert_eq!(notify.r#type, "payment_failed");
     assert_eq!(notify.template, "payment-failed-v2");
-    assert_eq!(notify.channels, ["email", "push"]);
+    assert_eq!(notify.channels, ["email", "apns"]);
     assert_eq!(notify.data_json, r#"{"amount":12.5}"#);
     assert_eq!(notify.priority(), Priority::High);
     assert_eq!(notify.idempotency_key, "invoice-77");
