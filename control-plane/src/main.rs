@@ -60,7 +60,9 @@ fn main() -> ExitCode {
                     nudge_control_plane::Error::EngineConfig(_)
                     | nudge_control_plane::Error::Tls(_)
                     | nudge_control_plane::Error::Storage(
-                        StorageError::Connect { .. } | StorageError::InUse { .. },
+                        StorageError::Connect { .. }
+                        | StorageError::InUse { .. }
+                        | StorageError::OldLayout { .. },
                     ),
                 ) => ExitCode::from(EX_USAGE),
                 _ => ExitCode::FAILURE,

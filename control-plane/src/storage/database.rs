@@ -114,8 +114,10 @@ struct Inner {
     pool: Pool,
     location: DatabaseLocation,
     metrics: StorageMetrics,
-    /// Held open so the file lock lasts as long as the process (SQLite).
-    _lock: Option<File>,
+    /// Held open so the file lock lasts until [`Database::close`] (SQLite):
+    /// released there, not when the last clone drops, so a restart in the
+    /// same process does not race a task still holding a clone.
+    lock: std::sync::Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -163,7 +165,7 @@ impl Database {
                 pool,
                 location: settings.location.clone(),
                 metrics,
-                _lock: lock,
+                lock: std::sync::Mutex::new(lock),
             }),
         };
         super::migrate::run(&database).await?;
@@ -200,12 +202,18 @@ impl Database {
         Ok(())
     }
 
-    /// Waits for running calls and closes every connection (shutdown).
+    /// Waits for running calls, closes every connection and releases the
+    /// SQLite file lock (shutdown).
     pub async fn close(&self) {
         match &self.inner.pool {
             Pool::Sqlite(pool) => pool.close().await,
             Pool::Postgres(pool) => pool.close().await,
         }
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 }
 

@@ -37,7 +37,8 @@ pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
-/// [`StorageError::InUse`] and [`StorageError::Schema`] (start-up only) is
+/// [`StorageError::InUse`], [`StorageError::Schema`] and
+/// [`StorageError::OldLayout`] (start-up only) is
 /// worth retrying later: the data the caller sent was fine, the storage
 /// was not.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,10 @@ pub enum StorageError {
     InUse { location: String },
     #[error("database schema: {0}")]
     Schema(String),
+    #[error(
+        "NUDGE_CP_DATA_DIR {data_dir} holds only the sled files of an earlier build; its events are not imported (nothing with that layout was released): point NUDGE_CP_DATA_DIR at an empty directory, or move the old one away"
+    )]
+    OldLayout { data_dir: String },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     #[error("stored record is corrupt: {0}")]
@@ -99,6 +104,7 @@ impl Stores {
         cache_bytes: u64,
         metrics: StorageMetrics,
     ) -> Result<Stores, StorageError> {
+        refuse_sled_only_data_dir(settings, data_dir)?;
         let database = Database::open(settings, metrics).await?;
         let legacy = {
             let data_dir = data_dir.to_owned();
@@ -138,6 +144,27 @@ impl Stores {
     }
 }
 
+/// A data dir of a build from before SQL (sled files, no embedded
+/// database next to them) holds events this build would not see: starting
+/// on it would look like data loss. Nothing was released with that layout,
+/// so it is not imported; the operator is told what to do instead.
+fn refuse_sled_only_data_dir(
+    settings: &DatabaseSettings,
+    data_dir: &Path,
+) -> Result<(), StorageError> {
+    let embedded = DatabaseLocation::embedded(data_dir);
+    let sled_files = data_dir.join("conf").is_file() && data_dir.join("db").is_file();
+    let DatabaseLocation::Sqlite(path) = &embedded else {
+        return Ok(());
+    };
+    if settings.location == embedded && sled_files && !path.exists() {
+        return Err(StorageError::OldLayout {
+            data_dir: data_dir.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Runs `future` to completion from synchronous code: for the parts of the
 /// engine that still run synchronously over sled and read or erase events
 /// (analytics passes, privacy). Call it from a `spawn_blocking` thread or
@@ -145,4 +172,30 @@ impl Stores {
 /// thread it panics (tokio cannot block that thread).
 pub fn block_on<F: Future>(future: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sled_only_data_dir_of_an_earlier_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // What an earlier build left: a sled database, no SQLite file.
+        drop(sled::open(dir.path()).unwrap());
+        let error = Stores::open_embedded(dir.path()).await.unwrap_err();
+        assert!(matches!(error, StorageError::OldLayout { .. }), "{error}");
+        assert!(error.to_string().contains("NUDGE_CP_DATA_DIR"), "{error}");
+        assert!(
+            !dir.path().join(SQLITE_FILE).exists(),
+            "nothing was created"
+        );
+
+        // A data dir of this build (both) opens again and again.
+        let fresh = tempfile::tempdir().unwrap();
+        let stores = Stores::open_embedded(fresh.path()).await.unwrap();
+        stores.close().await.unwrap();
+        drop(stores);
+        Stores::open_embedded(fresh.path()).await.unwrap();
+    }
 }
