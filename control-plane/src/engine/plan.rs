@@ -46,27 +46,32 @@ pub enum PlanError {
 
 /// The delivery id of `notification`'s delivery on `channel` (to
 /// `device_id`, on the push channels): the notification's UUIDv7 with its
-/// last byte replaced by the channel and the five before it by the
-/// device's, so a replayed event maps to the same delivery (the queue
-/// refuses it as already there) while ids still sort by time.
+/// last four bytes replaced by a digest of the channel and the device.
+///
+/// * A replayed event maps to the same delivery (the queue refuses it as
+///   already there): the id depends on nothing else.
+/// * Ids still sort by time, and a notification's deliveries share its
+///   first ten bytes (the queue finds them with one prefix scan).
+/// * Two notifications never share a delivery id: bytes 6 to 11 hold the
+///   UUIDv7 counter that tells notifications of one millisecond apart, and
+///   they are kept. (An earlier layout overwrote bytes 10 to 14 with the
+///   device, so two pushes to one device within a millisecond got the
+///   same id and the second was dropped.) Deliveries of one notification
+///   differ unless two of its (channel, device) pairs share a 32-bit
+///   digest.
 pub fn delivery_id_for(
     notification_id: &str,
     channel: ChannelKind,
     device_id: Option<&str>,
 ) -> Option<Uuid> {
+    use sha2::{Digest, Sha256};
     let mut bytes = *Uuid::parse_str(notification_id).ok()?.as_bytes();
-    let index = ChannelKind::ALL.iter().position(|c| *c == channel)?;
-    bytes[15] = index as u8;
-    if let Some(device_id) = device_id {
-        // Device ids are hex digests (see `devices::device_id`): their
-        // first ten digits are five well-mixed bytes.
-        for (slot, pair) in bytes[10..15].iter_mut().zip(device_id.as_bytes().chunks(2)) {
-            *slot = std::str::from_utf8(pair)
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .unwrap_or(0);
-        }
-    }
+    let mut digest = Sha256::new();
+    digest.update(channel.as_str().as_bytes());
+    digest.update([0]);
+    digest.update(device_id.unwrap_or_default().as_bytes());
+    let digest = digest.finalize();
+    bytes[12..16].copy_from_slice(&digest[..4]);
     Some(Uuid::from_bytes(bytes))
 }
 
@@ -399,5 +404,43 @@ fn new_notification(event: &Event, user_id: &str, request: &NotifyRequest) -> Ne
         user_id: user_id.to_owned(),
         request: request.clone(),
         source_event_id: Some(event.id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_are_stable_distinct_and_keep_the_notifications_prefix() {
+        // Two notifications of one millisecond whose counters differ only
+        // in their low bits: the case that used to collide on one device.
+        let first = "0195f3a0-0000-7000-8000-000100000000";
+        let second = "0195f3a0-0000-7000-8000-000200000000";
+        let device = Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b");
+        let a = delivery_id_for(first, ChannelKind::Apns, device).unwrap();
+        let b = delivery_id_for(second, ChannelKind::Apns, device).unwrap();
+        assert_ne!(a, b);
+        // Stable: a replay maps to the same delivery.
+        assert_eq!(delivery_id_for(first, ChannelKind::Apns, device), Some(a));
+        // One notification: a delivery per channel and per device.
+        let ids = [
+            a,
+            delivery_id_for(first, ChannelKind::Fcm, device).unwrap(),
+            delivery_id_for(first, ChannelKind::Apns, Some("0000")).unwrap(),
+            delivery_id_for(first, ChannelKind::InApp, None).unwrap(),
+            delivery_id_for(first, ChannelKind::Email, None).unwrap(),
+        ];
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Every one keeps the notification's first ten bytes (time and
+        // counter), which the queue's prefix scan relies on.
+        let notification = Uuid::parse_str(first).unwrap();
+        let prefix = &notification.as_bytes()[..10];
+        assert!(ids.iter().all(|id| &id.as_bytes()[..10] == prefix));
+        assert_eq!(
+            delivery_id_for("not a uuid", ChannelKind::Email, None),
+            None
+        );
     }
 }
