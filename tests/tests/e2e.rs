@@ -548,15 +548,7 @@ async fn a_small_quota_alone_starts_and_ids_the_control_plane_refuses_get_400() 
 
     let user = format!("ids-{}", std::process::id());
     let mut acked = HashSet::new();
-    for i in 0..10 {
-        let id = format!("{user}-good-{i}");
-        let reply = agent
-            .post("/v1/track", &event("track", &user, Some(&id), 32))
-            .await
-            .unwrap();
-        assert!(reply.is_success(), "{reply:?}");
-        acked.insert(id);
-    }
+    acked.extend(track_ten(&agent, &user, "good").await);
 
     let over = "x".repeat(1025);
     let with = |field: &str, value: Value, case: &str| {
@@ -620,15 +612,7 @@ async fn a_small_quota_alone_starts_and_ids_the_control_plane_refuses_get_400() 
     );
     assert_eq!(rejected, Some(refused as f64));
 
-    for i in 0..10 {
-        let id = format!("{user}-after-{i}");
-        let reply = agent
-            .post("/v1/track", &event("track", &user, Some(&id), 32))
-            .await
-            .unwrap();
-        assert!(reply.is_success(), "{reply:?}");
-        acked.insert(id);
-    }
+    acked.extend(track_ten(&agent, &user, "after").await);
     // Only the good single calls were sent for storing: the batch's good
     // item must not be stored either.
     let attempted = acked.clone();
@@ -1024,6 +1008,22 @@ async fn postgres_restarted_under_the_control_plane_costs_readiness_not_events()
         Some(&outcome.attempted),
     )
     .await;
+}
+
+/// Ten single `/v1/track` calls with ids `{user}-{label}-{i}`, each
+/// answered 2xx; their ids.
+async fn track_ten(agent: &Agent, user: &str, label: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let id = format!("{user}-{label}-{i}");
+        let reply = agent
+            .post("/v1/track", &event("track", user, Some(&id), 32))
+            .await
+            .unwrap();
+        assert!(reply.is_success(), "{reply:?}");
+        ids.push(id);
+    }
+    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

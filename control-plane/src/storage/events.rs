@@ -234,22 +234,14 @@ impl EventStore {
     /// returns how many it removed. The events themselves stay.
     pub async fn prune_dedupe(&self, older_than: Timestamp) -> Result<u64, StorageError> {
         let cutoff = older_than.as_millisecond();
-        let mut removed = 0;
-        loop {
-            let count = self
-                .delete_chunk(
-                    "prune_dedupe",
-                    "DELETE FROM event_ids WHERE id IN \
-                     (SELECT id FROM event_ids WHERE ingested_at < $1 LIMIT $2)",
-                    cutoff,
-                    "event_ids",
-                )
-                .await?;
-            removed += count;
-            if count == 0 {
-                return Ok(removed);
-            }
-        }
+        self.delete_in_chunks(
+            "prune_dedupe",
+            "DELETE FROM event_ids WHERE id IN \
+                 (SELECT id FROM event_ids WHERE ingested_at < $1 LIMIT $2)",
+            Bound::Before(cutoff),
+            "event_ids",
+        )
+        .await
     }
 
     /// Retention: removes events ingested before `older_than`, oldest
@@ -272,22 +264,14 @@ impl EventStore {
             .fetch_one(pool)
             .await?
         });
-        let mut removed = 0;
-        loop {
-            let count = self
-                .delete_chunk(
-                    "prune_events",
-                    "DELETE FROM events WHERE seq IN \
-                     (SELECT seq FROM events WHERE seq < $1 ORDER BY seq LIMIT $2)",
-                    boundary,
-                    "events",
-                )
-                .await?;
-            removed += count;
-            if count == 0 {
-                return Ok(removed);
-            }
-        }
+        self.delete_in_chunks(
+            "prune_events",
+            "DELETE FROM events WHERE seq IN \
+                 (SELECT seq FROM events WHERE seq < $1 ORDER BY seq LIMIT $2)",
+            Bound::Before(boundary),
+            "events",
+        )
+        .await
     }
 
     /// How many events are stored.
@@ -332,14 +316,18 @@ impl EventStore {
         }
         // No new event of the user can arrive (tombstone), so chunks may
         // let ingest run between them.
-        let mut erased = ErasedEvents::default();
-        loop {
-            let count = self.delete_chunk_for_user(user_id).await?;
-            erased.events += count;
-            if count == 0 {
-                break;
-            }
-        }
+        let mut erased = ErasedEvents {
+            events: self
+                .delete_in_chunks(
+                    "erase_user",
+                    "DELETE FROM events WHERE seq IN \
+                     (SELECT seq FROM events WHERE user_id = $1 ORDER BY seq LIMIT $2)",
+                    Bound::User(user_id),
+                    "events",
+                )
+                .await?,
+            profile: false,
+        };
         erased.profile = with_pool!(self.shared.database, pool => {
             sqlx::query("DELETE FROM profiles WHERE user_id = $1")
                 .bind(user_id)
@@ -386,6 +374,25 @@ impl EventStore {
         Ok(value.map_or(0, |value| u64::try_from(value).unwrap_or(0)))
     }
 
+    /// Runs [`Self::delete_chunk`] until a chunk removes nothing; the total
+    /// removed. Chunks, so ingest waits at most one of them.
+    async fn delete_in_chunks(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        bound: Bound<'_>,
+        counter: &'static str,
+    ) -> Result<u64, StorageError> {
+        let mut removed = 0;
+        loop {
+            let count = self.delete_chunk(operation, sql, bound, counter).await?;
+            removed += count;
+            if count == 0 {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// Runs one chunked `DELETE` (`$1` = `bound`, `$2` = the chunk size)
     /// and takes what it removed off `counter`, in one transaction under
     /// the writer lock.
@@ -393,15 +400,18 @@ impl EventStore {
         &self,
         operation: &'static str,
         sql: &'static str,
-        bound: i64,
+        bound: Bound<'_>,
         counter: &'static str,
     ) -> Result<u64, StorageError> {
         let _guard = self.shared.write.lock().await;
         let _timer = self.shared.database.metrics().time(operation);
         with_pool!(self.shared.database, pool => {
             let mut tx = pool.begin().await?;
-            let removed = sqlx::query(sql)
-                .bind(bound)
+            let query = match bound {
+                Bound::Before(value) => sqlx::query(sql).bind(value),
+                Bound::User(user_id) => sqlx::query(sql).bind(user_id),
+            };
+            let removed = query
                 .bind(DELETE_CHUNK)
                 .execute(&mut *tx)
                 .await?
@@ -417,32 +427,13 @@ impl EventStore {
             Ok(removed)
         })
     }
+}
 
-    async fn delete_chunk_for_user(&self, user_id: &str) -> Result<u64, StorageError> {
-        let _guard = self.shared.write.lock().await;
-        let _timer = self.shared.database.metrics().time("erase_user");
-        with_pool!(self.shared.database, pool => {
-            let mut tx = pool.begin().await?;
-            let removed = sqlx::query(
-                "DELETE FROM events WHERE seq IN \
-                 (SELECT seq FROM events WHERE user_id = $1 ORDER BY seq LIMIT $2)",
-            )
-            .bind(user_id)
-            .bind(DELETE_CHUNK)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if removed > 0 {
-                sqlx::query("UPDATE counters SET value = value - $1 WHERE name = $2")
-                    .bind(i64::try_from(removed).unwrap_or(i64::MAX))
-                    .bind("events")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(removed)
-        })
-    }
+/// What a chunked delete's `$1` is: a time or position limit, or a user.
+#[derive(Clone, Copy)]
+enum Bound<'a> {
+    Before(i64),
+    User(&'a str),
 }
 
 /// The writer task: takes the calls queued so far (up to
