@@ -482,7 +482,7 @@ fn ingest_run(
     run
 }
 
-fn open_store(dir: &Path) -> (EventStore, sled::Db) {
+fn open_store(dir: &Path) -> (EventStore, Stores) {
     let settings = DatabaseSettings::sqlite(dir.join(SQLITE_FILE));
     let stores = block_on(Stores::open(
         &settings,
@@ -491,19 +491,12 @@ fn open_store(dir: &Path) -> (EventStore, sled::Db) {
         StorageMetrics::new(),
     ))
     .unwrap();
-    (stores.events.clone(), stores.legacy().clone())
+    (stores.events.clone(), stores)
 }
 
-fn open_analytics(db: &sled::Db, store: &EventStore) -> Analytics {
+fn open_analytics(stores: &Stores) -> Analytics {
     let registry = prometheus::Registry::new();
-    Analytics::open(
-        db,
-        store.clone(),
-        analytics_config(),
-        Arc::new(SystemClock),
-        &registry,
-    )
-    .unwrap()
+    Analytics::open(stores, analytics_config(), Arc::new(SystemClock), &registry).unwrap()
 }
 
 fn applied_note(run: &IngestRun) -> String {
@@ -539,8 +532,8 @@ fn ingest_phase(root: &Path, total: u64, end: Timestamp, keep: bool) {
 
     let on_dir = fresh_dir(root, "ingest-on");
     let (on, on_rss) = {
-        let (store, db) = open_store(&on_dir);
-        let analytics = open_analytics(&db, &store);
+        let (store, stores) = open_store(&on_dir);
+        let analytics = open_analytics(&stores);
         let run = ingest_run(&store, Some(&analytics), total, end, true, &on_dir);
         (run, rss())
     };
@@ -636,10 +629,10 @@ fn query_phase(root: &Path, total: u64, runs: usize, end: Timestamp) {
         "== 2. report latency over {total} events (rollups ON while building, caught up before querying) =="
     );
     let dir = fresh_dir(root, "query");
-    let (store, db) = open_store(&dir);
-    let analytics = open_analytics(&db, &store);
+    let (store, stores) = open_store(&dir);
+    let analytics = open_analytics(&stores);
     let build = ingest_run(&store, Some(&analytics), total, end, false, &dir);
-    db.flush().unwrap();
+    stores.legacy().flush().unwrap();
     let built = build.caught_up.unwrap_or(build.ingest);
     println!(
         "build: {} events in {:.1} s ({:.0} events/s end to end; ingest done at {:.1} s; {:.1} s of it generating events); {}",
@@ -779,7 +772,7 @@ fn query_phase(root: &Path, total: u64, runs: usize, end: Timestamp) {
     println!("(rows = rows in the last answer; event_count's \"rows\" is the count itself)");
     drop(analytics);
     drop(store);
-    drop(db);
+    drop(stores);
 }
 
 fn main() {

@@ -140,8 +140,6 @@ pub enum Error {
     Tls(#[from] nudge_tls::TlsError),
     #[error("notification engine: {0}")]
     Engine(#[from] engine::EngineError),
-    #[error("notifications: {0}")]
-    Notifications(#[from] notifications::NotificationError),
     #[error("inbox: {0}")]
     Inbox(#[from] inbox::InboxError),
     #[error("delivery queue: {0}")]
@@ -177,22 +175,20 @@ pub async fn run(
     )
     .await?;
     let store = stores.events.clone();
-    let db = stores.legacy().clone();
     let engine_config = match config.engine_config.clone() {
         Some(path) => {
             tokio::task::spawn_blocking(move || engine_config::EngineConfig::load(&path)).await??
         }
         None => engine_config::EngineConfig::default(),
     };
-    let engine = notification_engine(&db, &store, &metrics, &engine_config)?;
+    let engine = notification_engine(&stores, &metrics, &engine_config)?;
     let analytics = analytics::Analytics::open(
-        &db,
-        store.clone(),
+        &stores,
         engine_config.analytics(),
         Arc::clone(&engine.clock),
         metrics.registry(),
     )?;
-    let privacy = privacy::Privacy::open(&db, store.clone())?.with_analytics(analytics.clone());
+    let privacy = privacy::Privacy::open(&stores)?.with_analytics(analytics.clone());
     let (events, dedupe) = (store.event_count().await?, store.dedupe_count().await?);
     metrics.set_store_sizes(events, dedupe);
     tracing::info!(
@@ -385,13 +381,13 @@ struct NotificationEngine {
 /// Builds the engine over the store's database with the channels the
 /// engine config enables: in-app always, email and webhook when configured.
 fn notification_engine(
-    db: &sled::Db,
-    store: &storage::EventStore,
+    stores: &Stores,
     metrics: &Metrics,
     config: &engine_config::EngineConfig,
 ) -> Result<NotificationEngine, Error> {
     let clock: Arc<dyn delivery::Clock> = Arc::new(delivery::SystemClock);
-    let queue = delivery::DeliveryQueue::open(db)?;
+    let db = stores.legacy();
+    let queue = stores.deliveries.clone();
     let delivery_metrics = delivery::DeliveryMetrics::new()?;
     delivery_metrics.register(metrics.registry())?;
     let inbox = inbox::InboxStore::open(db)?;
@@ -437,13 +433,13 @@ fn notification_engine(
     // The file's types and rules plus the management API's.
     let catalog = catalog::Catalog::open(db, config)?;
     let settings = catalog.settings();
-    let notifications = notifications::NotificationStore::open(db)?;
+    let notifications = stores.notifications.clone();
     let preferences = preferences::PreferenceStore::new(
         db.open_tree("preferences")
             .map_err(engine::EngineError::from)?,
     );
     let parts = engine::EngineParts {
-        store: store.clone(),
+        store: stores.events.clone(),
         notifications: notifications.clone(),
         preferences: preferences.clone(),
         queue: queue.clone(),

@@ -178,7 +178,7 @@ fn config() -> AnalyticsConfig {
 
 struct World {
     _dir: tempfile::TempDir,
-    db: sled::Db,
+    stores: Stores,
     store: EventStore,
     queue: DeliveryQueue,
     clock: Arc<ManualClock>,
@@ -189,21 +189,19 @@ impl World {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
-        let db = stores.legacy().clone();
-        let store: EventStore = stores.events;
+        let store: EventStore = stores.events.clone();
         let clock = Arc::new(ManualClock::new(at("2026-11-10T12:00:00Z")));
         let analytics = Analytics::open(
-            &db,
-            store.clone(),
+            &stores,
             config(),
             clock.clone(),
             &prometheus::Registry::new(),
         )
         .unwrap();
         World {
-            queue: DeliveryQueue::open(&db).unwrap(),
+            queue: stores.deliveries.clone(),
             _dir: dir,
-            db,
+            stores,
             store,
             clock,
             analytics,
@@ -255,18 +253,23 @@ impl World {
         delivery.template = Some("bill_due_v2".to_owned());
         delivery.cost = cost.map(|cost| cost.parse().unwrap());
         self.queue.enqueue(delivery.clone()).await.unwrap();
-        let claimed = self.queue.claim_due(channel, at(created), 10).unwrap();
+        let claimed = self
+            .queue
+            .claim_due(channel, at(created), 10)
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 1);
         delivery
     }
 
-    fn sent(&self, delivery: &Delivery, time: &str) {
+    async fn sent(&self, delivery: &Delivery, time: &str) {
         let receipt = SendReceipt {
             provider_message_id: None,
             answer: "250 ok".to_owned(),
         };
         self.queue
             .complete(delivery.id, &Completion::Sent(receipt), at(time))
+            .await
             .unwrap();
     }
 }
@@ -292,10 +295,11 @@ async fn play(world: &World) {
     let alice_email = world
         .delivery("alice", ChannelKind::Email, "2026-11-02T08:00:00Z", None)
         .await;
-    world.sent(&alice_email, "2026-11-02T08:00:05Z");
+    world.sent(&alice_email, "2026-11-02T08:00:05Z").await;
     world
         .queue
         .mark_delivered(alice_email.id, at("2026-11-02T08:00:10Z"))
+        .await
         .unwrap();
     world
         .queue
@@ -304,6 +308,7 @@ async fn play(world: &World) {
             Engagement::Opened,
             at("2026-11-02T08:30:00Z"),
         )
+        .await
         .unwrap();
     world
         .queue
@@ -312,6 +317,7 @@ async fn play(world: &World) {
             Engagement::Clicked,
             at("2026-11-02T08:31:00Z"),
         )
+        .await
         .unwrap();
     // A repeated click changes nothing and counts nothing.
     world
@@ -321,6 +327,7 @@ async fn play(world: &World) {
             Engagement::Clicked,
             at("2026-11-02T08:40:00Z"),
         )
+        .await
         .unwrap();
     // By SMS to bob at a negotiated price: delivered, never opened.
     let bob_sms = world
@@ -331,10 +338,11 @@ async fn play(world: &World) {
             Some("0.05"),
         )
         .await;
-    world.sent(&bob_sms, "2026-11-02T08:00:02Z");
+    world.sent(&bob_sms, "2026-11-02T08:00:02Z").await;
     world
         .queue
         .mark_delivered(bob_sms.id, at("2026-11-02T08:01:00Z"))
+        .await
         .unwrap();
     // By email to bob: refused for good before sending.
     let bob_email = world
@@ -349,12 +357,13 @@ async fn play(world: &World) {
     world
         .queue
         .complete(bob_email.id, &refused, at("2026-11-02T08:00:03Z"))
+        .await
         .unwrap();
     // By SMS to carol on the 3rd: she clicks at 12:30.
     let carol_sms = world
         .delivery("carol", ChannelKind::Sms, "2026-11-03T08:00:00Z", None)
         .await;
-    world.sent(&carol_sms, "2026-11-03T08:00:01Z");
+    world.sent(&carol_sms, "2026-11-03T08:00:01Z").await;
 
     let events = stream();
     let (before_carol_click, after): (Vec<Event>, Vec<Event>) = events
@@ -372,6 +381,7 @@ async fn play(world: &World) {
             Engagement::Clicked,
             at("2026-11-03T12:30:00Z"),
         )
+        .await
         .unwrap();
     world.catch_up();
     world.store.ingest(after).await.unwrap();
@@ -717,8 +727,7 @@ async fn crafted_stream_comes_out_exactly() {
     // Exactly once: a second worker on the same data (a restart) finds
     // nothing left to fold, and every figure stays.
     let restarted = Analytics::open(
-        &world.db,
-        world.store.clone(),
+        &world.stores,
         config(),
         world.clock.clone(),
         &prometheus::Registry::new(),

@@ -102,13 +102,13 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
         let db = stores.legacy().clone();
-        let store: EventStore = stores.events;
+        let store: EventStore = stores.events.clone();
         let manual = Arc::new(ManualClock::new(start));
         let clock: Arc<dyn Clock> = manual.clone();
         let preference_store = PreferenceStore::new(db.open_tree("preferences").unwrap());
         preference_store.put(USER, preferences).unwrap();
-        let queue = DeliveryQueue::open(&db).unwrap();
-        let notifications = NotificationStore::open(&db).unwrap();
+        let queue = stores.deliveries.clone();
+        let notifications = stores.notifications;
         let devices = DeviceStore::open(&db).unwrap();
         let mut enabled: BTreeSet<ChannelKind> = channels.iter().map(|c| c.kind()).collect();
         enabled.insert(ChannelKind::InApp);
@@ -169,7 +169,7 @@ impl Harness {
     async fn reaching(&self, delivery_id: uuid::Uuid, status: Status) -> Delivery {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let delivery = self.queue.get(delivery_id).unwrap().unwrap();
+            let delivery = self.queue.get(delivery_id).await.unwrap().unwrap();
             if delivery.status == status {
                 return delivery;
             }
@@ -203,14 +203,19 @@ async fn quiet_hours_hold_a_notification_until_the_window_opens() {
         .await
         .unwrap();
     assert_eq!(h.engine.process_available().await.unwrap(), 1);
-    let notification = h.notifications.list_for_user(USER, 10).unwrap().remove(0);
+    let notification = h
+        .notifications
+        .list_for_user(USER, 10)
+        .await
+        .unwrap()
+        .remove(0);
     let delivery_id = delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap();
-    let held = h.queue.get(delivery_id).unwrap().unwrap();
+    let held = h.queue.get(delivery_id).await.unwrap().unwrap();
     assert_eq!(held.not_before, window_opens, "held until 07:00 Berlin");
 
     // The dispatcher polls every 10 ms: give it many chances to send early.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let still = h.queue.get(delivery_id).unwrap().unwrap();
+    let still = h.queue.get(delivery_id).await.unwrap().unwrap();
     assert_eq!(still.status, Status::Queued, "sent inside quiet hours");
     assert_eq!(still.attempts, 0);
 
@@ -268,12 +273,12 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
             .unwrap();
         assert_eq!(h.engine.process_available().await.unwrap(), 1);
     }
-    let created = h.notifications.list_for_user(USER, 10).unwrap();
+    let created = h.notifications.list_for_user(USER, 10).await.unwrap();
     assert_eq!(created.len(), 3);
     for notification in &created {
         let own = delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap();
         assert_eq!(
-            h.queue.get(own).unwrap(),
+            h.queue.get(own).await.unwrap(),
             None,
             "held for the digest, not queued"
         );
@@ -281,6 +286,7 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
     let depth: u64 = h
         .queue
         .depth_by_channel_and_status()
+        .await
         .unwrap()
         .values()
         .sum();
@@ -294,7 +300,7 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
     assert_eq!(h.engine.fire_due_digests().await.unwrap(), 1);
     assert_eq!(h.engine.fire_due_digests().await.unwrap(), 0, "sent once");
 
-    let all = h.notifications.list_for_user(USER, 10).unwrap();
+    let all = h.notifications.list_for_user(USER, 10).await.unwrap();
     assert_eq!(all.len(), 4, "three held notifications and their digest");
     let digest = all
         .iter()
@@ -380,9 +386,9 @@ async fn deliveries_carry_their_template_and_the_notify_cost() {
     assert_eq!(h.engine.process_available().await.unwrap(), 3);
 
     let mut planned = Vec::new();
-    for notification in h.notifications.list_for_user(USER, 10).unwrap() {
+    for notification in h.notifications.list_for_user(USER, 10).await.unwrap() {
         let id = delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap();
-        let delivery = h.queue.get(id).unwrap().expect("an in-app delivery");
+        let delivery = h.queue.get(id).await.unwrap().expect("an in-app delivery");
         planned.push((
             notification.request.notification_type,
             delivery.template,
@@ -498,7 +504,12 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
     };
     h.store.ingest(vec![push("evt-1")]).await.unwrap();
     assert_eq!(h.engine.process_available().await.unwrap(), 1);
-    let first = h.notifications.list_for_user(USER, 10).unwrap().remove(0);
+    let first = h
+        .notifications
+        .list_for_user(USER, 10)
+        .await
+        .unwrap()
+        .remove(0);
     let to_gone = delivery_id_for(&first.id, ChannelKind::Apns, Some(&gone.id)).unwrap();
     let to_kept = delivery_id_for(&first.id, ChannelKind::Apns, Some(&kept.id)).unwrap();
     let failed = h.reaching(to_gone, Status::Failed).await;
@@ -520,6 +531,7 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
     let second = h
         .notifications
         .list_for_user(USER, 10)
+        .await
         .unwrap()
         .into_iter()
         .find(|n| n.id != first.id)
@@ -528,7 +540,7 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
     h.sent(again).await;
     let never = delivery_id_for(&second.id, ChannelKind::Apns, Some(&gone.id)).unwrap();
     assert_eq!(
-        h.queue.get(never).unwrap(),
+        h.queue.get(never).await.unwrap(),
         None,
         "no delivery to the dead token"
     );

@@ -140,7 +140,11 @@ impl Server {
         );
         let id = delivery.id;
         self.queue.enqueue(delivery).await.unwrap();
-        let claimed = self.queue.claim_due(ChannelKind::Email, now, 10).unwrap();
+        let claimed = self
+            .queue
+            .claim_due(ChannelKind::Email, now, 10)
+            .await
+            .unwrap();
         assert!(claimed.iter().any(|d| d.id == id));
         let receipt = SendReceipt {
             provider_message_id: Some(message_id(id)),
@@ -148,12 +152,13 @@ impl Server {
         };
         self.queue
             .complete(id, &Completion::Sent(receipt), now)
+            .await
             .unwrap();
         id
     }
 
-    fn delivery(&self, id: Uuid) -> Delivery {
-        self.queue.get(id).unwrap().unwrap()
+    async fn delivery(&self, id: Uuid) -> Delivery {
+        self.queue.get(id).await.unwrap().unwrap()
     }
 
     /// The path part of `url` (made under PUBLIC_URL) on this server.
@@ -238,12 +243,12 @@ async fn the_open_pixel_records_an_open_once() {
     let head = server.client.head(&url).send().await.unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(
-        server.delivery(id).status,
+        server.delivery(id).await.status,
         Status::Sent,
         "a HEAD is no open"
     );
     assert_pixel(server.get(&url).await).await;
-    let opened = server.delivery(id);
+    let opened = server.delivery(id).await;
     assert_eq!(opened.status, Status::Opened);
     let opened_at = opened.opened_at.expect("opened_at");
     assert_eq!(
@@ -254,18 +259,18 @@ async fn the_open_pixel_records_an_open_once() {
 
     // Again (a second look, a client reloading images): nothing changes.
     assert_pixel(server.get(&url).await).await;
-    assert_eq!(server.delivery(id), opened);
+    assert_eq!(server.delivery(id).await, opened);
     // The token without `.gif` works too.
     let bare = url.strip_suffix(".gif").unwrap();
     assert_pixel(server.get(bare).await).await;
-    assert_eq!(server.delivery(id), opened);
+    assert_eq!(server.delivery(id).await, opened);
 }
 
 #[tokio::test]
 async fn a_bad_pixel_token_still_gets_the_gif_and_records_nothing() {
     let server = Server::start(ALL_ON).await;
     let id = server.sent_email("newsletter").await;
-    let before = server.delivery(id);
+    let before = server.delivery(id).await;
     let good = server.tracking.sign_open(id);
     let mut altered = good.clone().into_bytes();
     altered[5] = if altered[5] == b'A' { b'B' } else { b'A' };
@@ -280,7 +285,7 @@ async fn a_bad_pixel_token_still_gets_the_gif_and_records_nothing() {
     // An open of a delivery that does not exist: the GIF, and no record.
     let ghost = server.local(&server.tracking.open_url(Uuid::now_v7()));
     assert_pixel(server.get(&ghost).await).await;
-    assert_eq!(server.delivery(id), before);
+    assert_eq!(server.delivery(id).await, before);
 }
 
 #[tokio::test]
@@ -293,13 +298,13 @@ async fn a_click_redirects_to_its_destination_and_records_it() {
     let reply = server.client.head(&url).send().await.unwrap();
     assert_eq!(reply.status(), 302);
     assert_eq!(reply.headers()["location"], DESTINATION);
-    assert_eq!(server.delivery(id).status, Status::Sent);
+    assert_eq!(server.delivery(id).await.status, Status::Sent);
 
     let reply = server.get(&url).await;
     assert_eq!(reply.status(), 302);
     assert_eq!(reply.headers()["location"], DESTINATION);
     assert_eq!(reply.headers()["cache-control"], "no-store");
-    let clicked = server.delivery(id);
+    let clicked = server.delivery(id).await;
     assert_eq!(clicked.status, Status::Clicked);
     let clicked_at = clicked.clicked_at.expect("clicked_at");
     assert_eq!(clicked.delivered_at, Some(clicked_at));
@@ -308,7 +313,7 @@ async fn a_click_redirects_to_its_destination_and_records_it() {
     // A second click redirects again and keeps the first time.
     let reply = server.get(&url).await;
     assert_eq!(reply.status(), 302);
-    assert_eq!(server.delivery(id), clicked);
+    assert_eq!(server.delivery(id).await, clicked);
 
     // The pixel loading after the click keeps `clicked`.
     assert_pixel(
@@ -317,7 +322,7 @@ async fn a_click_redirects_to_its_destination_and_records_it() {
             .await,
     )
     .await;
-    let later = server.delivery(id);
+    let later = server.delivery(id).await;
     assert_eq!(later.status, Status::Clicked);
     assert!(later.opened_at.is_some());
 }
@@ -326,7 +331,7 @@ async fn a_click_redirects_to_its_destination_and_records_it() {
 async fn forged_click_links_are_refused_and_never_redirect() {
     let server = Server::start(ALL_ON).await;
     let id = server.sent_email("newsletter").await;
-    let before = server.delivery(id);
+    let before = server.delivery(id).await;
     let token = server.tracking.sign_click(id, DESTINATION).unwrap();
 
     // Ours with one character changed, in the middle and in the tag.
@@ -373,7 +378,11 @@ async fn forged_click_links_are_refused_and_never_redirect() {
         assert!(page.contains("not valid"), "{page}");
         assert!(!page.contains("evil.example"), "{page}");
     }
-    assert_eq!(server.delivery(id), before, "a refused click changed it");
+    assert_eq!(
+        server.delivery(id).await,
+        before,
+        "a refused click changed it"
+    );
 }
 
 #[tokio::test]
@@ -385,7 +394,7 @@ async fn switched_off_tracking_serves_old_links_but_records_nothing() {
     })
     .await;
     let id = server.sent_email("newsletter").await;
-    let before = server.delivery(id);
+    let before = server.delivery(id).await;
     assert_pixel(
         server
             .get(&server.local(&server.tracking.open_url(id)))
@@ -397,7 +406,7 @@ async fn switched_off_tracking_serves_old_links_but_records_nothing() {
         .await;
     assert_eq!(reply.status(), 302);
     assert_eq!(reply.headers()["location"], DESTINATION);
-    assert_eq!(server.delivery(id), before);
+    assert_eq!(server.delivery(id).await, before);
 }
 
 #[tokio::test]
@@ -436,19 +445,19 @@ async fn signed_email_callbacks_move_deliveries_forward_only() {
         "{results:#?}"
     );
     assert_eq!(results[3]["index"], 3);
-    let record = server.delivery(delivered);
+    let record = server.delivery(delivered).await;
     assert_eq!(record.status, Status::Delivered);
     assert_eq!(
         record.delivered_at,
         Some("2026-01-02T03:04:05Z".parse().unwrap())
     );
-    let record = server.delivery(bounced);
+    let record = server.delivery(bounced).await;
     assert_eq!(record.status, Status::Failed);
     assert_eq!(
         record.last_answer.as_deref(),
         Some("hard bounce reported by the email provider: 550 5.1.1 user unknown")
     );
-    assert_eq!(server.delivery(opened).status, Status::Opened);
+    assert_eq!(server.delivery(opened).await.status, Status::Opened);
 
     // Clicked, then late news: never backwards.
     server
@@ -478,8 +487,8 @@ async fn signed_email_callbacks_move_deliveries_forward_only() {
         ],
         "{results:#?}"
     );
-    assert_eq!(server.delivery(opened).status, Status::Clicked);
-    assert_eq!(server.delivery(bounced).status, Status::Failed);
+    assert_eq!(server.delivery(opened).await.status, Status::Clicked);
+    assert_eq!(server.delivery(bounced).await.status, Status::Failed);
 }
 
 #[tokio::test]
@@ -497,7 +506,7 @@ async fn a_complaint_switches_the_types_email_off() {
     assert_eq!(results[1]["unsubscribed"], false, "critical: {results:#?}");
     assert_eq!(server.email_choice("newsletter"), Some(false));
     assert_eq!(server.email_choice("security_alert"), None);
-    let record = server.delivery(newsletter);
+    let record = server.delivery(newsletter).await;
     assert_eq!(record.status, Status::Delivered);
     assert!(record.complained_at.is_some());
     // Soft bounces keep the status.
@@ -505,7 +514,7 @@ async fn a_complaint_switches_the_types_email_off() {
     server
         .signed(json!([{"delivery_id": soft.to_string(), "event": "soft_bounced", "reason": "452 4.2.2 mailbox full"}]))
         .await;
-    let record = server.delivery(soft);
+    let record = server.delivery(soft).await;
     assert_eq!(record.status, Status::Sent);
     assert!(
         record
@@ -521,7 +530,7 @@ async fn a_complaint_switches_the_types_email_off() {
 async fn unsigned_or_malformed_callbacks_change_nothing() {
     let server = Server::start(ALL_ON).await;
     let id = server.sent_email("newsletter").await;
-    let before = server.delivery(id);
+    let before = server.delivery(id).await;
     let body = json!({"events": [
         {"delivery_id": id.to_string(), "event": "complained"},
         {"delivery_id": id.to_string(), "event": "bounced"},
@@ -570,7 +579,7 @@ async fn unsigned_or_malformed_callbacks_change_nothing() {
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{message}");
     }
-    assert_eq!(server.delivery(id), before);
+    assert_eq!(server.delivery(id).await, before);
     assert_eq!(
         server.preferences.get(USER).unwrap(),
         UserPreferences::default()
@@ -586,7 +595,7 @@ async fn unconfigured_tracking_and_callbacks_say_so() {
     })
     .await;
     let id = server.sent_email("newsletter").await;
-    let before = server.delivery(id);
+    let before = server.delivery(id).await;
     // The pixel always answers its GIF; a click cannot be checked: 503.
     assert_pixel(
         server
@@ -605,5 +614,5 @@ async fn unconfigured_tracking_and_callbacks_say_so() {
         .await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "callbacks_disabled", "{answer}");
-    assert_eq!(server.delivery(id), before);
+    assert_eq!(server.delivery(id).await, before);
 }

@@ -49,7 +49,7 @@ impl Server {
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
         let db = stores.legacy().clone();
         let preferences = PreferenceStore::new(db.open_tree("preferences").unwrap());
-        let queue = DeliveryQueue::open(&db).unwrap();
+        let queue = stores.deliveries.clone();
         let type_defaults = |critical| TypeDefaults {
             channels: [ChannelKind::Email, ChannelKind::InApp].into(),
             critical,
@@ -148,7 +148,11 @@ impl Server {
         );
         let id = delivery.id;
         self.queue.enqueue(delivery).await.unwrap();
-        let claimed = self.queue.claim_due(ChannelKind::Sms, now, 10).unwrap();
+        let claimed = self
+            .queue
+            .claim_due(ChannelKind::Sms, now, 10)
+            .await
+            .unwrap();
         assert!(claimed.iter().any(|d| d.id == id));
         let receipt = SendReceipt {
             provider_message_id: Some(sid.to_owned()),
@@ -156,12 +160,13 @@ impl Server {
         };
         self.queue
             .complete(id, &Completion::Sent(receipt), now)
+            .await
             .unwrap();
         id
     }
 
-    fn status(&self, id: uuid::Uuid) -> Delivery {
-        self.queue.get(id).unwrap().unwrap()
+    async fn status(&self, id: uuid::Uuid) -> Delivery {
+        self.queue.get(id).await.unwrap().unwrap()
     }
 
     /// Posts `form` to the callback route with `signature` (none if `None`).
@@ -394,7 +399,7 @@ async fn twilio_callbacks_move_deliveries_only_when_signed() {
         assert_eq!(status, 403, "{signature:?}: {body}");
         assert_eq!(body["error"]["code"], "invalid_signature", "{body}");
     }
-    assert_eq!(server.status(delivered).status, Status::Sent);
+    assert_eq!(server.status(delivered).await.status, Status::Sent);
 
     // Signed: `sent` changes nothing, `delivered` delivers (twice is fine).
     let sent = twilio_form("SM00000000000000000000000000000001", "sent", "");
@@ -406,7 +411,7 @@ async fn twilio_callbacks_move_deliveries_only_when_signed() {
         assert_eq!(body["delivery"], delivered.to_string(), "{body}");
         assert_eq!(body["status"], "delivered", "{body}");
     }
-    let record = server.status(delivered);
+    let record = server.status(delivered).await;
     assert_eq!(record.status, Status::Delivered);
     assert!(record.delivered_at.is_some());
 
@@ -416,7 +421,7 @@ async fn twilio_callbacks_move_deliveries_only_when_signed() {
     let (status, body) = server.callback(&form, Some(&sign(&form))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "failed", "{body}");
-    let record = server.status(undelivered);
+    let record = server.status(undelivered).await;
     assert_eq!(record.status, Status::Failed);
     assert!(
         record.last_answer.as_deref().unwrap().contains("30003"),
@@ -425,7 +430,7 @@ async fn twilio_callbacks_move_deliveries_only_when_signed() {
     let late = twilio_form("SM00000000000000000000000000000002", "delivered", "");
     let (status, body) = server.callback(&late, Some(&sign(&late))).await;
     assert_eq!((status, &body["status"]), (200, &Value::from("failed")));
-    assert_eq!(server.status(undelivered).status, Status::Failed);
+    assert_eq!(server.status(undelivered).await.status, Status::Failed);
 
     // Not ours: 200, so Twilio does not retry.
     let unknown = twilio_form("SM99999999999999999999999999999999", "delivered", "");

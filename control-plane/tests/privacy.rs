@@ -247,10 +247,11 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
         state
             .notifications
             .list_for_user("u1", 10)
+            .await
             .unwrap()
             .is_empty()
     );
-    assert!(state.queue.get(mine.id).unwrap().is_none());
+    assert!(state.queue.get(mine.id).await.unwrap().is_none());
     assert!(state.inbox.items_of("u1").unwrap().is_empty());
     assert_eq!(state.inbox.counts("u1").unwrap().total, 0);
     assert!(state.devices.list("u1").unwrap().is_empty());
@@ -277,10 +278,15 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     );
     assert!(server.store.profile("u2").await.unwrap().is_some());
     assert_eq!(
-        state.notifications.list_for_user("u2", 10).unwrap().len(),
+        state
+            .notifications
+            .list_for_user("u2", 10)
+            .await
+            .unwrap()
+            .len(),
         1
     );
-    assert!(state.queue.get(theirs.id).unwrap().is_some());
+    assert!(state.queue.get(theirs.id).await.unwrap().is_some());
     assert_eq!(state.inbox.items_of("u2").unwrap().len(), 1);
     assert_eq!(state.devices.list("u2").unwrap().len(), 1);
     assert!(state.preferences.stored("u2").unwrap().is_some());
@@ -347,6 +353,7 @@ async fn retention_removes_only_what_is_past_its_age() {
     for outcome in ["451 busy", "250 OK"] {
         let claimed = queue
             .claim_due(ChannelKind::InApp, now, 10)
+            .await
             .unwrap()
             .into_iter()
             .find(|d| d.id == old.id);
@@ -367,7 +374,10 @@ async fn retention_removes_only_what_is_past_its_age() {
                 decision: nudge_control_plane::delivery::Decision::RetryAt(now - days(40)),
             }
         };
-        queue.complete(old.id, &completion, now - days(40)).unwrap();
+        queue
+            .complete(old.id, &completion, now - days(40))
+            .await
+            .unwrap();
     }
     let config = RetentionConfig {
         events: Some(Duration::from_secs(30 * 86_400)),
@@ -377,7 +387,7 @@ async fn retention_removes_only_what_is_past_its_age() {
     let report = server.state.privacy.apply_retention(&config, now).unwrap();
     assert_eq!(report.events, 2, "the two old events, not the fresh ones");
     assert_eq!(report.attempt_logs_trimmed, 1);
-    let trimmed = queue.get(old.id).unwrap().unwrap();
+    let trimmed = queue.get(old.id).await.unwrap().unwrap();
     assert_eq!(trimmed.attempt_log.len(), 1);
     assert_eq!(trimmed.attempt_log[0].answer, "250 OK");
     assert_eq!(report.notifications, 0, "notifications are off");
@@ -414,9 +424,14 @@ async fn retention_removes_only_what_is_past_its_age() {
         ),
         (0, 1, 1, 1)
     );
-    assert!(queue.get(old.id).unwrap().is_none());
-    assert!(queue.get(fresh.id).unwrap().is_some());
-    let notifications = server.state.notifications.list_for_user("u1", 10).unwrap();
+    assert!(queue.get(old.id).await.unwrap().is_none());
+    assert!(queue.get(fresh.id).await.unwrap().is_some());
+    let notifications = server
+        .state
+        .notifications
+        .list_for_user("u1", 10)
+        .await
+        .unwrap();
     assert_eq!(notifications.len(), 1);
     assert_eq!(notifications[0].id, fresh.notification_id);
     let inbox = server.state.inbox.items_of("u1").unwrap();

@@ -4,6 +4,7 @@
 //! feed and per-user order, profiles, the dedupe window, erasure with
 //! tombstones, retention, counters, and data that outlives a reopen.
 
+#[macro_use]
 mod support;
 
 use jiff::Timestamp;
@@ -392,28 +393,6 @@ async fn large_batches_cross_statement_chunks(backend: Backend) {
     let profile = store.profile("u7").await.unwrap().unwrap();
     // u7 got n = 7, 1207 and 2407: the last one wins.
     assert_eq!(profile.traits["n"], json!(2407));
-}
-
-/// Each case once per engine.
-macro_rules! on_both_engines {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both_engines!(

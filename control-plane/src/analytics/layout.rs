@@ -30,6 +30,11 @@
 use super::keys::key;
 
 pub const CURSOR: &[u8] = b"cursor";
+/// The sequence numbers (8 bytes each, big-endian) of the delivery facts
+/// the last pass counted: they are removed from the SQL facts table
+/// before the next pass reads it, so a crash between a pass's commit here
+/// and that removal never counts a fact twice.
+pub const DRAINED_FACTS: &[u8] = b"drained_facts";
 /// Which layout the tree is in: absent in the first one (see `upgrade`),
 /// [`ACTOR_RECORDS`] since per-actor state moved into one record.
 pub const LAYOUT: &[u8] = b"layout";

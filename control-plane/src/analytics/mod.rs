@@ -10,8 +10,11 @@
 //!   folding each into counters. A report reads only counters for the
 //!   range asked, so its cost does not grow with the number of events.
 //! * **Exactly once.** Each pass applies its counter changes, the new
-//!   cursor and the removal of the drained facts in one sled transaction:
-//!   a crash repeats a whole pass or none of it.
+//!   cursor and the list of the delivery facts it counted in one sled
+//!   transaction: a crash repeats a whole pass or none of it. The counted
+//!   facts are removed from their SQL table after that commit, and again
+//!   (idempotently) before the next pass reads the table, so a fact
+//!   counted is never read again.
 //! * **Exact counts.** Unique users and sessions are counted exactly, not
 //!   with sketches: each actor's record keeps its active days, and an
 //!   open session the last day it was counted (see `actor`, `activity`);
@@ -79,19 +82,18 @@ struct Inner {
     db: sled::Db,
     /// The rollups (see `layout`).
     tree: sled::Tree,
-    /// The delivery facts log (`crate::delivery::facts`).
-    facts: sled::Tree,
+    /// The delivery facts log (`crate::delivery::facts`), in SQL.
+    deliveries: crate::storage::DeliveryTable,
     /// Held by every writer of `tree` (passes, sweeps, erase): the
     /// overlay of a pass assumes nobody else writes under it.
     writer: Mutex<()>,
 }
 
 impl Analytics {
-    /// Opens the rollup trees in `db` and registers the metrics in
+    /// Opens the rollup trees in `stores`' sled database and registers the metrics in
     /// `registry`. Call [`Analytics::run`] to keep the rollups up to date.
     pub fn open(
-        db: &sled::Db,
-        store: EventStore,
+        stores: &crate::storage::Stores,
         config: AnalyticsConfig,
         clock: Arc<dyn Clock>,
         registry: &prometheus::Registry,
@@ -101,16 +103,17 @@ impl Analytics {
         metrics
             .register(registry)
             .map_err(|error| AnalyticsError::Corrupt(format!("metrics: {error}")))?;
+        let db = stores.legacy();
         let tree = db.open_tree("analytics")?;
         upgrade::upgrade(&tree)?;
         Ok(Analytics {
             inner: Arc::new(Inner {
-                store,
+                store: stores.events.clone(),
                 config,
                 clock,
                 metrics,
                 tree,
-                facts: db.open_tree(crate::delivery::facts::FACTS_TREE)?,
+                deliveries: stores.deliveries.table().clone(),
                 db: db.clone(),
                 writer: Mutex::new(()),
             }),

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
-use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::AnalyticsError;
@@ -231,9 +230,8 @@ impl<'a> Overlay<'a> {
         self.slots.is_empty() && self.actors.values().all(|slot| !slot.changed)
     }
 
-    /// Writes every change, removes `drained` from `facts`, in one
-    /// transaction.
-    pub fn commit(self, facts: &sled::Tree, drained: &[sled::IVec]) -> Result<(), AnalyticsError> {
+    /// Writes every change in one transaction.
+    pub fn commit(self) -> Result<(), AnalyticsError> {
         let Overlay {
             tree,
             slots,
@@ -268,22 +266,18 @@ impl<'a> Overlay<'a> {
                 writes.push((open_session_key(&actor), open.then(Vec::new)));
             }
         }
-        (tree, facts)
-            .transaction(|(tree, facts)| {
-                for (key, value) in &writes {
-                    match value {
-                        Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
-                        None => tree.remove(key.as_slice())?,
-                    };
-                }
-                for key in drained {
-                    facts.remove(key)?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|error| match error {
-                TransactionError::Storage(error) => AnalyticsError::Sled(error),
-                TransactionError::Abort(()) => AnalyticsError::Corrupt("commit aborted".to_owned()),
-            })
+        tree.transaction(|tree| {
+            for (key, value) in &writes {
+                match value {
+                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                    None => tree.remove(key.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        })
+        .map_err(|error| match error {
+            TransactionError::Storage(error) => AnalyticsError::Sled(error),
+            TransactionError::Abort(()) => AnalyticsError::Corrupt("commit aborted".to_owned()),
+        })
     }
 }

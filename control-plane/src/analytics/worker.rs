@@ -5,8 +5,9 @@
 //! A pass drains up to [`FACT_PAGE`] delivery facts first, then folds up
 //! to [`EVENT_PAGE`] events: facts first, so an open or click recorded
 //! before an outcome event arrived is the touch that outcome finds. The
-//! pass commits its counters, cursor and drained facts in one
-//! transaction (see [`Overlay::commit`]).
+//! pass commits its counters, cursor and the list of facts it counted in
+//! one transaction (see [`Overlay::commit`]), then removes those facts
+//! from their table (see the crate's analytics promises).
 //!
 //! With `[analytics] enabled = false` the worker folds no events (the
 //! cursor stays, so switching it on later catches up from the events
@@ -21,11 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::activity::{self, Context, close_session};
 use super::actor::ActorState;
 use super::keys::{key, parts, user_actor};
-use super::layout::{self, CURSOR};
+use super::layout::{self, CURSOR, DRAINED_FACTS};
 use super::metrics::PendingMetrics;
 use super::overlay::Overlay;
 use super::{Analytics, AnalyticsError, delivery};
-use crate::delivery::DeliveryFact;
 use crate::event::Cursor;
 use crate::storage::block_on;
 
@@ -62,15 +62,18 @@ impl Analytics {
             db: &inner.db,
             metrics: &pending_metrics,
         };
+        // What the last pass counted goes first (a crash may have left it
+        // between that pass's commit and its removal).
+        let counted_before = read_drained(&inner.tree)?;
+        block_on(inner.deliveries.delete_facts(&counted_before))?;
         let mut drained = Vec::new();
         let mut facts_applied = 0;
-        for entry in inner.facts.iter().take(FACT_PAGE) {
-            let (fact_key, bytes) = entry?;
-            drained.push(fact_key);
+        for (seq, fact) in block_on(inner.deliveries.facts(FACT_PAGE))? {
+            drained.push(seq);
             if !inner.config.enabled {
                 continue;
             }
-            match serde_json::from_slice::<DeliveryFact>(&bytes) {
+            match fact {
                 Ok(fact) => {
                     delivery::fold(&mut overlay, &context, &fact)?;
                     facts_applied += 1;
@@ -79,6 +82,9 @@ impl Analytics {
                 // forever: it is dropped, loudly.
                 Err(error) => tracing::error!(%error, "dropping an unreadable delivery fact"),
             }
+        }
+        if !drained.is_empty() || !counted_before.is_empty() {
+            overlay.put(DRAINED_FACTS.to_vec(), encode_drained(&drained));
         }
         let mut events_applied = 0;
         let mut position = read_cursor(&inner.tree)?;
@@ -93,8 +99,12 @@ impl Analytics {
                 position = Some(next);
             }
         }
-        if !drained.is_empty() || !overlay.is_empty() {
-            overlay.commit(&inner.facts, &drained)?;
+        if !overlay.is_empty() {
+            overlay.commit()?;
+        }
+        if let Err(error) = block_on(inner.deliveries.delete_facts(&drained)) {
+            // Counted and recorded: the next pass removes them first.
+            tracing::warn!(%error, "counted delivery facts not removed yet; the next pass retries");
         }
         pending_metrics.apply(&inner.metrics);
         let applied = &inner.metrics.applied;
@@ -160,12 +170,12 @@ impl Analytics {
                 // Many sessions can go stale at once (after a quiet
                 // night): committed in batches, so one sweep never
                 // builds an unbounded transaction.
-                overlay.commit(&inner.facts, &[])?;
+                overlay.commit()?;
                 overlay = Overlay::new(&inner.tree);
             }
         }
         if !overlay.is_empty() {
-            overlay.commit(&inner.facts, &[])?;
+            overlay.commit()?;
         }
         Ok(ended)
     }
@@ -236,22 +246,31 @@ impl Analytics {
         if overlay.remove_actor(&actor)? {
             removed += 1;
         }
+        overlay.commit()?;
         // Facts about the user not folded yet would bring per-user
-        // figures back: they go too (the log is short; the worker drains
-        // it every pass).
-        let mut unfolded = Vec::new();
-        for entry in inner.facts.iter() {
-            let (fact_key, bytes) = entry?;
-            if serde_json::from_slice::<DeliveryFact>(&bytes)
-                .is_ok_and(|fact| fact.user_id == user_id)
-            {
-                unfolded.push(fact_key);
-            }
-        }
-        removed += unfolded.len();
-        overlay.commit(&inner.facts, &unfolded)?;
+        // figures back: they go too. (The writer lock keeps a pass from
+        // reading them in between.)
+        let unfolded = block_on(inner.deliveries.delete_facts_of_user(user_id))?;
+        removed += usize::try_from(unfolded).unwrap_or(usize::MAX);
         Ok(removed)
     }
+}
+
+/// The facts the last pass counted ([`DRAINED_FACTS`]).
+fn read_drained(tree: &sled::Tree) -> Result<Vec<i64>, AnalyticsError> {
+    Ok(tree
+        .get(DRAINED_FACTS)?
+        .map(|bytes| {
+            bytes
+                .chunks_exact(8)
+                .filter_map(|chunk| Some(i64::from_be_bytes(chunk.try_into().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn encode_drained(seqs: &[i64]) -> Vec<u8> {
+    seqs.iter().flat_map(|seq| seq.to_be_bytes()).collect()
 }
 
 fn read_cursor(tree: &sled::Tree) -> Result<Option<Cursor>, AnalyticsError> {

@@ -134,7 +134,7 @@ impl Dispatcher {
     /// workers until `shutdown` is cancelled and their in-flight sends are
     /// recorded. Run one dispatcher per database.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
-        self.queue.recover(self.clock.now())?;
+        self.queue.recover(self.clock.now()).await?;
         let shared = Arc::new(Shared {
             queue: self.queue,
             retry: self.config.retry.clone(),
@@ -181,7 +181,7 @@ async fn work(
     while !shutdown.is_cancelled() {
         let free = limit.saturating_sub(in_flight.len());
         if free > 0 {
-            match shared.queue.claim_due(kind, shared.clock.now(), free) {
+            match shared.queue.claim_due(kind, shared.clock.now(), free).await {
                 Ok(claimed) => {
                     for delivery in claimed {
                         in_flight.spawn(attempt(
@@ -223,7 +223,7 @@ async fn attempt(shared: Arc<Shared>, channel: Arc<dyn Channel>, delivery: Deliv
             Completion::Failed { error, decision }
         }
     };
-    let updated = match shared.queue.complete(delivery.id, &completion, now) {
+    let updated = match shared.queue.complete(delivery.id, &completion, now).await {
         Ok(updated) => updated,
         Err(error) => {
             // Left in Sending: recovered (and resent) at the next start.
@@ -276,7 +276,7 @@ fn outcome_label(error: &SendError, decision: Decision) -> &'static str {
 
 async fn report_depth(shared: Arc<Shared>, interval: Duration, shutdown: CancellationToken) {
     loop {
-        match shared.queue.depth_by_channel_and_status() {
+        match shared.queue.depth_by_channel_and_status().await {
             Ok(depths) => shared.metrics.set_depths(&depths),
             Err(error) => tracing::warn!(%error, "cannot measure delivery queue depth"),
         }

@@ -1,15 +1,16 @@
 //! Delivery facts: what analytics needs to know about each delivery's
-//! life (sent, delivered, opened, …), written to the `delivery_facts` tree
-//! **in the same sled transaction** as the status change they describe,
-//! and drained by the analytics rollups (`crate::analytics`), which remove
-//! them in the transaction that counts them. So a fact is counted exactly
-//! once: never lost in a crash between the change and the count, never
-//! counted twice.
+//! life (sent, delivered, opened, …), written to the `delivery_facts`
+//! table **in the same transaction** as the status change they describe
+//! (see [`crate::storage::DeliveryTable::edit`]), and drained by the
+//! analytics rollups (`crate::analytics`). So a fact is never lost in a
+//! crash between the change and the count; analytics records which facts
+//! it counted in the transaction that counts them, and removes them from
+//! the table only after that commit, so none is counted twice.
 //!
 //! A fact is emitted only when something changed: a repeated provider
-//! callback or a second click emits nothing. Keys are `sled::Db::generate_id`
-//! (unique, roughly increasing) so the log drains oldest first; order
-//! between facts of one delivery is not relied on (each kind counts once).
+//! callback or a second click emits nothing. Facts are numbered in
+//! insertion order so the log drains roughly oldest first; order between
+//! facts of one delivery is not relied on (each kind counts once).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -18,11 +19,6 @@ use uuid::Uuid;
 use super::model::Delivery;
 use crate::channels::ChannelKind;
 use crate::money::Money;
-
-/// The sled tree of facts: key = `generate_id` as 8 bytes big-endian (so a
-/// forward scan is oldest first), value = a [`DeliveryFact`] as JSON. The
-/// queue writes it; analytics opens it by this name and drains it.
-pub const FACTS_TREE: &str = "delivery_facts";
 
 /// What happened to a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`model`] | [`Delivery`], its [`Status`] lifecycle (sent → delivered → opened/read → clicked), [`Engagement`] and attempt log |
 //! | [`retry`] | [`RetryPolicy`]: backoff schedule as data, and the retry [`Decision`] |
-//! | [`queue`] | [`DeliveryQueue`]: sled trees, due index, atomic claims, crash recovery |
+//! | [`queue`] | [`DeliveryQueue`]: the lifecycle rules over the deliveries table, claims, crash recovery, wake-ups |
 //! | [`facts`] | [`DeliveryFact`]: what analytics counts, written with each change in the queue's transaction |
 //! | [`dispatcher`] | [`Dispatcher`]: per-channel worker loops that send and record outcomes |
 //! | [`clock`] | [`Clock`]: system time in production, a manual clock in tests |
@@ -33,7 +33,7 @@ mod tests;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook};
-pub use facts::{DeliveryFact, FACTS_TREE, FactKind};
+pub use facts::{DeliveryFact, FactKind};
 pub use metrics::DeliveryMetrics;
 pub use model::{Attempt, AttemptOutcome, Delivery, Engagement, NewDelivery, Priority, Status};
 pub use queue::{Completion, DeliveryQueue, QueueError};

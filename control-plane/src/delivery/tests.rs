@@ -1,4 +1,4 @@
-//! Queue and dispatcher behaviour against a real sled database in a
+//! Queue and dispatcher behaviour against a real (SQLite) database in a
 //! tempdir and a scripted in-memory channel (real channels have their own
 //! tests). Schedule time moves only through the [`ManualClock`]; real time
 //! is only spent waiting for async work to happen.
@@ -21,10 +21,12 @@ fn start() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
 }
 
-fn open(dir: &tempfile::TempDir) -> (sled::Db, DeliveryQueue) {
-    let db = sled::open(dir.path()).unwrap();
-    let queue = DeliveryQueue::open(&db).unwrap();
-    (db, queue)
+async fn open(dir: &tempfile::TempDir) -> (crate::storage::Stores, DeliveryQueue) {
+    let stores = crate::storage::Stores::open_embedded(dir.path())
+        .await
+        .unwrap();
+    let queue = stores.deliveries.clone();
+    (stores, queue)
 }
 
 fn delivery(
@@ -124,6 +126,8 @@ impl Channel for FakeChannel {
 
 struct Harness {
     _dir: tempfile::TempDir,
+    /// Held so the database stays open.
+    _stores: crate::storage::Stores,
     queue: DeliveryQueue,
     clock: Arc<ManualClock>,
     shutdown: CancellationToken,
@@ -140,7 +144,7 @@ impl Harness {
         done: impl Fn(&Delivery) -> bool,
     ) -> Delivery {
         for _ in 0..1000 {
-            let delivery = self.queue.get(id).unwrap().unwrap();
+            let delivery = self.queue.get(id).await.unwrap().unwrap();
             if done(&delivery) {
                 return delivery;
             }
@@ -149,7 +153,7 @@ impl Harness {
         }
         panic!(
             "delivery {id} never reached the expected state: {:?}",
-            self.queue.get(id)
+            self.queue.get(id).await
         );
     }
 
@@ -167,13 +171,13 @@ fn policy() -> RetryPolicy {
     }
 }
 
-fn harness(
+async fn harness(
     channel: Arc<FakeChannel>,
     config: DispatcherConfig,
     hook: Option<InvalidRecipientHook>,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (stores, queue) = open(&dir).await;
     let clock = Arc::new(ManualClock::new(start()));
     let mut dispatcher = Dispatcher::new(
         queue.clone(),
@@ -190,6 +194,7 @@ fn harness(
     let task = tokio::spawn(dispatcher.run(shutdown.clone()));
     Harness {
         _dir: dir,
+        _stores: stores,
         queue,
         clock,
         shutdown,
@@ -208,7 +213,7 @@ fn config() -> DispatcherConfig {
 #[tokio::test]
 async fn claims_high_priority_first_then_oldest() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let now = start();
     let earlier = now - SignedDuration::from_secs(60);
     let low = delivery(ChannelKind::Email, Priority::Low, now, now);
@@ -222,17 +227,21 @@ async fn claims_high_priority_first_then_oldest() {
     }
     let claimed: Vec<Uuid> = queue
         .claim_due(ChannelKind::Email, now, 10)
+        .await
         .unwrap()
         .iter()
         .map(|d| d.id)
         .collect();
     assert_eq!(claimed, [high_old.id, high_new.id, normal.id, low.id]);
-    assert_eq!(queue.get(low.id).unwrap().unwrap().status, Status::Sending);
     assert_eq!(
-        queue.get(other_channel.id).unwrap().unwrap().status,
+        queue.get(low.id).await.unwrap().unwrap().status,
+        Status::Sending
+    );
+    assert_eq!(
+        queue.get(other_channel.id).await.unwrap().unwrap().status,
         Status::Queued
     );
-    let depth = queue.depth_by_channel_and_status().unwrap();
+    let depth = queue.depth_by_channel_and_status().await.unwrap();
     assert_eq!(depth[&(ChannelKind::Email, Status::Sending)], 4);
     assert_eq!(depth[&(ChannelKind::Sms, Status::Queued)], 1);
     assert_eq!(depth[&(ChannelKind::Email, Status::Queued)], 0);
@@ -241,7 +250,7 @@ async fn claims_high_priority_first_then_oldest() {
 #[tokio::test]
 async fn future_not_before_waits_for_the_clock() {
     let channel = FakeChannel::new(ChannelKind::Email);
-    let h = harness(Arc::clone(&channel), config(), None);
+    let h = harness(Arc::clone(&channel), config(), None).await;
     let now = h.clock.now();
     let held = delivery(
         ChannelKind::Email,
@@ -253,6 +262,7 @@ async fn future_not_before_waits_for_the_clock() {
     assert!(
         h.queue
             .claim_due(ChannelKind::Email, now, 10)
+            .await
             .unwrap()
             .is_empty()
     );
@@ -277,7 +287,7 @@ async fn retriable_failure_reschedules_and_honours_retry_after() {
         answer: "421 busy".into(),
         retry_after: Some(Duration::from_secs(60)),
     });
-    let h = harness(Arc::clone(&channel), config(), None);
+    let h = harness(Arc::clone(&channel), config(), None).await;
     let now = h.clock.now();
     let item = delivery(ChannelKind::Email, Priority::Normal, now, now);
     h.queue.enqueue(item.clone()).await.unwrap();
@@ -309,7 +319,7 @@ async fn dead_letter_after_max_attempts_then_manual_retry_delivers() {
         answer: "451 mailbox busy".into(),
         retry_after: None,
     });
-    let h = harness(Arc::clone(&channel), config(), None);
+    let h = harness(Arc::clone(&channel), config(), None).await;
     let now = h.clock.now();
     let item = delivery(ChannelKind::Email, Priority::Normal, now, now);
     h.queue.enqueue(item.clone()).await.unwrap();
@@ -325,17 +335,20 @@ async fn dead_letter_after_max_attempts_then_manual_retry_delivers() {
     let listed = h
         .queue
         .list_dead_letters(Some(ChannelKind::Email), 10, None)
+        .await
         .unwrap();
     assert_eq!(listed.iter().map(|d| d.id).collect::<Vec<_>>(), [item.id]);
     assert!(
         h.queue
             .list_dead_letters(Some(ChannelKind::Sms), 10, None)
+            .await
             .unwrap()
             .is_empty()
     );
     assert!(
         h.queue
             .list_dead_letters(None, 10, Some(item.id))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -351,12 +364,17 @@ async fn dead_letter_after_max_attempts_then_manual_retry_delivers() {
         .wait(item.id, SignedDuration::ZERO, |d| d.status == Status::Sent)
         .await;
     assert_eq!(sent.attempt_log.len(), 4);
-    let delivered = h.queue.mark_delivered(item.id, h.clock.now()).unwrap();
+    let delivered = h
+        .queue
+        .mark_delivered(item.id, h.clock.now())
+        .await
+        .unwrap();
     assert_eq!(delivered.status, Status::Delivered);
     assert!(delivered.delivered_at.is_some());
     assert!(
         h.queue
             .list_dead_letters(None, 10, None)
+            .await
             .unwrap()
             .is_empty()
     );
@@ -376,7 +394,7 @@ async fn permanent_failure_fails_without_retries() {
     channel.fail_next(SendError::Permanent {
         answer: "554 rejected".into(),
     });
-    let h = harness(Arc::clone(&channel), config(), None);
+    let h = harness(Arc::clone(&channel), config(), None).await;
     let now = h.clock.now();
     let item = delivery(ChannelKind::Email, Priority::Normal, now, now);
     h.queue.enqueue(item.clone()).await.unwrap();
@@ -406,7 +424,7 @@ async fn invalid_recipient_fails_and_calls_the_hook() {
             reported.lock().unwrap().push((kind, recipient.clone()));
         })
     };
-    let h = harness(Arc::clone(&channel), config(), Some(hook));
+    let h = harness(Arc::clone(&channel), config(), Some(hook)).await;
     let now = h.clock.now();
     let item = delivery(ChannelKind::Apns, Priority::High, now, now);
     h.queue.enqueue(item.clone()).await.unwrap();
@@ -419,6 +437,14 @@ async fn invalid_recipient_fails_and_calls_the_hook() {
         failed.attempt_log[0].outcome,
         AttemptOutcome::InvalidRecipient
     );
+    // The hook runs once the outcome is recorded, just after the status
+    // this test saw: wait for it.
+    for _ in 0..500 {
+        if !reported.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(
         *reported.lock().unwrap(),
         [(ChannelKind::Apns, item.recipient.clone())]
@@ -426,10 +452,10 @@ async fn invalid_recipient_fails_and_calls_the_hook() {
     h.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_never_share_a_delivery() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let now = start();
     let mut ids = HashSet::new();
     for i in 0..200 {
@@ -441,10 +467,10 @@ async fn concurrent_claimers_never_share_a_delivery() {
     let claimers: Vec<_> = (0..4)
         .map(|_| {
             let queue = queue.clone();
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let batch = queue.claim_due(ChannelKind::Webhook, now, 7).unwrap();
+                    let batch = queue.claim_due(ChannelKind::Webhook, now, 7).await.unwrap();
                     if batch.is_empty() {
                         return mine;
                     }
@@ -456,7 +482,7 @@ async fn concurrent_claimers_never_share_a_delivery() {
     let mut seen = HashSet::new();
     let mut total = 0;
     for claimer in claimers {
-        for id in claimer.join().unwrap() {
+        for id in claimer.await.unwrap() {
             total += 1;
             assert!(seen.insert(id), "{id} claimed twice");
         }
@@ -474,11 +500,11 @@ async fn restart_recovers_sending_and_keeps_everything() {
         .collect();
     let dead_id;
     {
-        let (db, queue) = open(&dir);
+        let (_stores, queue) = open(&dir).await;
         for item in &items {
             queue.enqueue(item.clone()).await.unwrap();
         }
-        let claimed = queue.claim_due(ChannelKind::Sms, now, 2).unwrap();
+        let claimed = queue.claim_due(ChannelKind::Sms, now, 2).await.unwrap();
         assert_eq!(claimed.len(), 2);
         let dead = queue
             .complete(
@@ -492,24 +518,35 @@ async fn restart_recovers_sending_and_keeps_everything() {
                 },
                 now,
             )
+            .await
             .unwrap();
         dead_id = dead.id;
-        db.flush().unwrap();
+        _stores.close().await.unwrap();
         // Simulated crash: one delivery is still Sending.
     }
-    let (_db, queue) = open(&dir);
-    assert_eq!(queue.recover(now).unwrap(), 1);
-    let statuses: Vec<Status> = items
-        .iter()
-        .map(|item| queue.get(item.id).unwrap().unwrap().status)
-        .collect();
+    let (_stores, queue) = open(&dir).await;
+    assert_eq!(queue.recover(now).await.unwrap(), 1);
+    let mut statuses = Vec::new();
+    for item in &items {
+        statuses.push(queue.get(item.id).await.unwrap().unwrap().status);
+    }
     assert_eq!(statuses.iter().filter(|s| **s == Status::Queued).count(), 2);
     assert_eq!(
-        queue.get(dead_id).unwrap().unwrap().status,
+        queue.get(dead_id).await.unwrap().unwrap().status,
         Status::DeadLettered
     );
-    assert_eq!(queue.claim_due(ChannelKind::Sms, now, 10).unwrap().len(), 2);
-    assert_eq!(queue.list_dead_letters(None, 10, None).unwrap().len(), 1);
+    assert_eq!(
+        queue
+            .claim_due(ChannelKind::Sms, now, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        queue.list_dead_letters(None, 10, None).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -517,7 +554,7 @@ async fn per_channel_concurrency_is_respected() {
     let channel = FakeChannel::with_delay(ChannelKind::Webhook, Duration::from_millis(20));
     let mut config = config();
     config.concurrency.insert(ChannelKind::Webhook, 3);
-    let h = harness(Arc::clone(&channel), config, None);
+    let h = harness(Arc::clone(&channel), config, None).await;
     let now = h.clock.now();
     let mut ids = Vec::new();
     for _ in 0..12 {
@@ -536,7 +573,7 @@ async fn per_channel_concurrency_is_respected() {
 #[tokio::test]
 async fn enqueue_rejects_duplicates_and_non_queued() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let now = start();
     let item = delivery(ChannelKind::InApp, Priority::Low, now, now);
     queue.enqueue(item.clone()).await.unwrap();
@@ -556,7 +593,7 @@ async fn enqueue_rejects_duplicates_and_non_queued() {
 #[tokio::test]
 async fn provider_callbacks_find_sent_deliveries_and_move_them() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let now = start();
     let send = |sid: Option<&str>| {
         let queue = queue.clone();
@@ -564,7 +601,7 @@ async fn provider_callbacks_find_sent_deliveries_and_move_them() {
         async move {
             let item = delivery(ChannelKind::Sms, Priority::Normal, now, now);
             queue.enqueue(item.clone()).await.unwrap();
-            let claimed = queue.claim_due(ChannelKind::Sms, now, 1).unwrap();
+            let claimed = queue.claim_due(ChannelKind::Sms, now, 1).await.unwrap();
             assert_eq!(claimed[0].id, item.id);
             let receipt = SendReceipt {
                 provider_message_id: sid,
@@ -572,6 +609,7 @@ async fn provider_callbacks_find_sent_deliveries_and_move_them() {
             };
             queue
                 .complete(item.id, &Completion::Sent(receipt), now)
+                .await
                 .unwrap();
             item.id
         }
@@ -581,25 +619,32 @@ async fn provider_callbacks_find_sent_deliveries_and_move_them() {
     send(None).await;
 
     assert_eq!(
-        queue.find_by_provider_id(ChannelKind::Sms, "SM1").unwrap(),
+        queue
+            .find_by_provider_id(ChannelKind::Sms, "SM1")
+            .await
+            .unwrap(),
         Some(first)
     );
     assert_eq!(
         queue
             .find_by_provider_id(ChannelKind::Email, "SM1")
+            .await
             .unwrap(),
         None
     );
     assert_eq!(
-        queue.find_by_provider_id(ChannelKind::Sms, "SM9").unwrap(),
+        queue
+            .find_by_provider_id(ChannelKind::Sms, "SM9")
+            .await
+            .unwrap(),
         None
     );
 
     let later = now + SignedDuration::from_secs(5);
-    let delivered = queue.mark_delivered(first, later).unwrap();
+    let delivered = queue.mark_delivered(first, later).await.unwrap();
     assert_eq!(delivered.status, Status::Delivered);
     assert!(matches!(
-        queue.mark_undeliverable(first, "too late", later),
+        queue.mark_undeliverable(first, "too late", later).await,
         Err(QueueError::InvalidTransition { .. })
     ));
 
@@ -609,6 +654,7 @@ async fn provider_callbacks_find_sent_deliveries_and_move_them() {
             "Twilio reported undelivered (Twilio error 30003)",
             later,
         )
+        .await
         .unwrap();
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(
@@ -620,13 +666,19 @@ async fn provider_callbacks_find_sent_deliveries_and_move_them() {
         Some(now),
         "it was sent; the provider failed it"
     );
-    let again = queue.mark_undeliverable(second, "again", later).unwrap();
+    let again = queue
+        .mark_undeliverable(second, "again", later)
+        .await
+        .unwrap();
     assert_eq!(again.last_answer, failed.last_answer, "idempotent");
     assert!(matches!(
-        queue.mark_delivered(second, later),
+        queue.mark_delivered(second, later).await,
         Err(QueueError::InvalidTransition { .. })
     ));
-    assert_eq!(queue.get(second).unwrap().unwrap().status, Status::Failed);
+    assert_eq!(
+        queue.get(second).await.unwrap().unwrap().status,
+        Status::Failed
+    );
 }
 
 /// A delivery of `channel` the provider accepted (with `sid`, if any).
@@ -634,7 +686,7 @@ async fn sent(queue: &DeliveryQueue, channel: ChannelKind, sid: Option<&str>) ->
     let now = start();
     let item = delivery(channel, Priority::Normal, now, now);
     queue.enqueue(item.clone()).await.unwrap();
-    let claimed = queue.claim_due(channel, now, 1).unwrap();
+    let claimed = queue.claim_due(channel, now, 1).await.unwrap();
     assert_eq!(claimed[0].id, item.id);
     let receipt = SendReceipt {
         provider_message_id: sid.map(str::to_owned),
@@ -642,6 +694,7 @@ async fn sent(queue: &DeliveryQueue, channel: ChannelKind, sid: Option<&str>) ->
     };
     queue
         .complete(item.id, &Completion::Sent(receipt), now)
+        .await
         .unwrap();
     item.id
 }
@@ -653,13 +706,14 @@ async fn sent(queue: &DeliveryQueue, channel: ChannelKind, sid: Option<&str>) ->
 #[tokio::test]
 async fn engagement_climbs_the_ladder_and_never_goes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let id = sent(&queue, ChannelKind::Email, Some("<m1@example.com>")).await;
     let t = |seconds| start() + SignedDuration::from_secs(seconds);
 
     // An open on a `sent` delivery: opened, and delivered at the same time.
     let opened = queue
         .record_engagement(id, Engagement::Opened, t(10))
+        .await
         .unwrap();
     assert_eq!(opened.status, Status::Opened);
     assert_eq!(opened.opened_at, Some(t(10)));
@@ -667,11 +721,13 @@ async fn engagement_climbs_the_ladder_and_never_goes_back() {
     // Again, later: the first open is kept, nothing is written.
     let again = queue
         .record_engagement(id, Engagement::Opened, t(20))
+        .await
         .unwrap();
     assert_eq!(again, opened);
 
     let clicked = queue
         .record_engagement(id, Engagement::Clicked, t(30))
+        .await
         .unwrap();
     assert_eq!(clicked.status, Status::Clicked);
     assert_eq!(clicked.clicked_at, Some(t(30)));
@@ -679,15 +735,16 @@ async fn engagement_climbs_the_ladder_and_never_goes_back() {
 
     // Late news never moves it back.
     assert_eq!(
-        queue.mark_delivered(id, t(40)).unwrap().status,
+        queue.mark_delivered(id, t(40)).await.unwrap().status,
         Status::Clicked
     );
     let late_open = queue
         .record_engagement(id, Engagement::Opened, t(50))
+        .await
         .unwrap();
     assert_eq!(late_open, clicked);
     assert!(matches!(
-        queue.mark_bounced(id, "hard bounce", t(60)),
+        queue.mark_bounced(id, "hard bounce", t(60)).await,
         Err(QueueError::InvalidTransition {
             from: Status::Clicked,
             to: Status::Failed,
@@ -696,18 +753,24 @@ async fn engagement_climbs_the_ladder_and_never_goes_back() {
     ));
     let read = queue
         .record_engagement(id, Engagement::Read, t(70))
+        .await
         .unwrap();
     assert_eq!((read.status, read.read_at), (Status::Clicked, Some(t(70))));
-    assert_eq!(queue.get(id).unwrap().unwrap().delivered_at, Some(t(10)));
+    assert_eq!(
+        queue.get(id).await.unwrap().unwrap().delivered_at,
+        Some(t(10))
+    );
 
     // Opened and read are one rung: the second keeps the status.
     let other = sent(&queue, ChannelKind::InApp, None).await;
     let read = queue
         .record_engagement(other, Engagement::Read, t(5))
+        .await
         .unwrap();
     assert_eq!(read.status, Status::Read);
     let opened = queue
         .record_engagement(other, Engagement::Opened, t(6))
+        .await
         .unwrap();
     assert_eq!(
         (opened.status, opened.opened_at),
@@ -719,25 +782,28 @@ async fn engagement_climbs_the_ladder_and_never_goes_back() {
 #[tokio::test]
 async fn engagement_is_refused_before_sending_and_after_failing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let now = start();
     // Held (quiet hours), so the sends below do not claim it.
     let held = now + SignedDuration::from_hours(1);
     let queued = delivery(ChannelKind::Email, Priority::Normal, held, now);
     queue.enqueue(queued.clone()).await.unwrap();
     assert!(matches!(
-        queue.record_engagement(queued.id, Engagement::Opened, now),
+        queue
+            .record_engagement(queued.id, Engagement::Opened, now)
+            .await,
         Err(QueueError::InvalidTransition {
             from: Status::Queued,
             to: Status::Opened,
             ..
         })
     ));
-    assert_eq!(queue.get(queued.id).unwrap().unwrap(), queued);
+    assert_eq!(queue.get(queued.id).await.unwrap().unwrap(), queued);
 
     let bounced = sent(&queue, ChannelKind::Email, Some("<m2@example.com>")).await;
     let failed = queue
         .mark_bounced(bounced, "550 5.1.1 no such user", now)
+        .await
         .unwrap();
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(
@@ -747,6 +813,7 @@ async fn engagement_is_refused_before_sending_and_after_failing() {
     assert_eq!(
         queue
             .mark_bounced(bounced, "again", now)
+            .await
             .unwrap()
             .last_answer,
         failed.last_answer,
@@ -754,6 +821,7 @@ async fn engagement_is_refused_before_sending_and_after_failing() {
     );
     let error = queue
         .record_engagement(bounced, Engagement::Clicked, now)
+        .await
         .unwrap_err();
     assert!(
         error
@@ -761,9 +829,11 @@ async fn engagement_is_refused_before_sending_and_after_failing() {
             .contains("cannot go from failed to clicked"),
         "{error}"
     );
-    assert_eq!(queue.get(bounced).unwrap().unwrap(), failed);
+    assert_eq!(queue.get(bounced).await.unwrap().unwrap(), failed);
     assert!(matches!(
-        queue.record_engagement(Uuid::now_v7(), Engagement::Read, now),
+        queue
+            .record_engagement(Uuid::now_v7(), Engagement::Read, now)
+            .await,
         Err(QueueError::NotFound(_))
     ));
 }
@@ -772,32 +842,39 @@ async fn engagement_is_refused_before_sending_and_after_failing() {
 #[tokio::test]
 async fn bounces_and_complaints() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let t = |seconds| start() + SignedDuration::from_secs(seconds);
 
     // A hard bounce may follow `delivered` (accepted, bounced later).
     let late = sent(&queue, ChannelKind::Email, None).await;
-    queue.mark_delivered(late, t(1)).unwrap();
-    let failed = queue.mark_bounced(late, "bounced after all", t(2)).unwrap();
+    queue.mark_delivered(late, t(1)).await.unwrap();
+    let failed = queue
+        .mark_bounced(late, "bounced after all", t(2))
+        .await
+        .unwrap();
     assert_eq!(failed.status, Status::Failed);
 
     // A soft bounce keeps `sent` and says why.
     let soft = sent(&queue, ChannelKind::Email, None).await;
     let kept = queue
         .record_soft_bounce(soft, "452 mailbox full", t(3))
+        .await
         .unwrap();
     assert_eq!(kept.status, Status::Sent);
     assert_eq!(kept.last_answer.as_deref(), Some("452 mailbox full"));
 
     // A complaint proves delivery and is recorded once.
-    let complained = queue.record_complaint(soft, t(4)).unwrap();
+    let complained = queue.record_complaint(soft, t(4)).await.unwrap();
     assert_eq!(complained.status, Status::Delivered);
     assert_eq!(complained.complained_at, Some(t(4)));
     assert_eq!(complained.delivered_at, Some(t(4)));
-    assert_eq!(queue.record_complaint(soft, t(5)).unwrap(), complained);
+    assert_eq!(
+        queue.record_complaint(soft, t(5)).await.unwrap(),
+        complained
+    );
     // A soft bounce after delivery changes nothing.
     assert_eq!(
-        queue.record_soft_bounce(soft, "late", t(6)).unwrap(),
+        queue.record_soft_bounce(soft, "late", t(6)).await.unwrap(),
         complained
     );
 }
@@ -807,25 +884,30 @@ async fn bounces_and_complaints() {
 #[tokio::test]
 async fn delete_removes_a_delivery_from_every_index() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let now = start();
     let queued = delivery(ChannelKind::Email, Priority::Normal, now, now);
     queue.enqueue(queued.clone()).await.unwrap();
     let sent_id = sent(&queue, ChannelKind::Sms, Some("SM1")).await;
 
-    assert_eq!(queue.delete(queued.id).unwrap().unwrap().id, queued.id);
-    assert_eq!(queue.delete(sent_id).unwrap().unwrap().id, sent_id);
-    assert!(queue.delete(sent_id).unwrap().is_none());
-    assert!(queue.get(queued.id).unwrap().is_none());
+    assert_eq!(
+        queue.delete(queued.id).await.unwrap().unwrap().id,
+        queued.id
+    );
+    assert_eq!(queue.delete(sent_id).await.unwrap().unwrap().id, sent_id);
+    assert!(queue.delete(sent_id).await.unwrap().is_none());
+    assert!(queue.get(queued.id).await.unwrap().is_none());
     assert!(
         queue
             .claim_due(ChannelKind::Email, now, 10)
+            .await
             .unwrap()
             .is_empty()
     );
     assert!(
         queue
             .find_by_provider_id(ChannelKind::Sms, "SM1")
+            .await
             .unwrap()
             .is_none()
     );
@@ -834,7 +916,7 @@ async fn delete_removes_a_delivery_from_every_index() {
 #[tokio::test]
 async fn trimming_attempt_logs_keeps_the_last_attempt_of_old_deliveries_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let t = |seconds| start() + SignedDuration::from_secs(seconds);
     let mut ids = Vec::new();
     for updated in [0, 100] {
@@ -844,7 +926,10 @@ async fn trimming_attempt_logs_keeps_the_last_attempt_of_old_deliveries_only() {
             answer: "451 busy".into(),
             retry_after: None,
         };
-        queue.claim_due(ChannelKind::Email, t(updated), 1).unwrap();
+        queue
+            .claim_due(ChannelKind::Email, t(updated), 1)
+            .await
+            .unwrap();
         queue
             .complete(
                 item.id,
@@ -854,40 +939,48 @@ async fn trimming_attempt_logs_keeps_the_last_attempt_of_old_deliveries_only() {
                 },
                 t(updated),
             )
+            .await
             .unwrap();
-        queue.claim_due(ChannelKind::Email, t(updated), 1).unwrap();
+        queue
+            .claim_due(ChannelKind::Email, t(updated), 1)
+            .await
+            .unwrap();
         let receipt = SendReceipt {
             provider_message_id: None,
             answer: "250 OK".into(),
         };
         queue
             .complete(item.id, &Completion::Sent(receipt), t(updated))
+            .await
             .unwrap();
         ids.push(item.id);
     }
-    assert_eq!(queue.trim_attempt_logs(t(50)).unwrap(), 1);
-    let old = queue.get(ids[0]).unwrap().unwrap();
+    assert_eq!(queue.trim_attempt_logs(t(50)).await.unwrap(), 1);
+    let old = queue.get(ids[0]).await.unwrap().unwrap();
     assert_eq!(old.attempt_log.len(), 1);
     assert_eq!(old.attempt_log[0].outcome, AttemptOutcome::Sent);
     assert_eq!(old.status, Status::Sent);
-    assert_eq!(queue.get(ids[1]).unwrap().unwrap().attempt_log.len(), 2);
-    assert_eq!(queue.trim_attempt_logs(t(50)).unwrap(), 0);
+    assert_eq!(
+        queue.get(ids[1]).await.unwrap().unwrap().attempt_log.len(),
+        2
+    );
+    assert_eq!(queue.trim_attempt_logs(t(50)).await.unwrap(), 0);
 }
 
 // Delivery facts: what analytics drains (see `facts`).
 
-/// Takes the facts written since the last call out of the facts tree,
+/// Takes the facts written since the last call out of the facts table,
 /// oldest first, as analytics does: each test step then sees only its own.
-fn drain_facts(db: &sled::Db) -> Vec<DeliveryFact> {
-    let tree = db.open_tree(FACTS_TREE).unwrap();
-    let mut facts = Vec::new();
-    for entry in tree.iter() {
-        let (key, value) = entry.unwrap();
-        assert_eq!(key.len(), 8, "keys are generate_id, 8 bytes big-endian");
-        facts.push(serde_json::from_slice(&value).unwrap());
-        tree.remove(key).unwrap();
-    }
-    facts
+async fn drain_facts(queue: &DeliveryQueue) -> Vec<DeliveryFact> {
+    let table = queue.table();
+    let rows = table.facts(usize::MAX).await.unwrap();
+    let seqs: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "oldest first"
+    );
+    table.delete_facts(&seqs).await.unwrap();
+    rows.into_iter().map(|(_, fact)| fact.unwrap()).collect()
 }
 
 fn kinds(facts: &[DeliveryFact]) -> Vec<FactKind> {
@@ -921,18 +1014,22 @@ fn sent_receipt() -> Completion {
 #[tokio::test]
 async fn each_change_writes_its_fact_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let t = |seconds| start() + SignedDuration::from_secs(seconds);
     let item = priced(start());
     let id = item.id;
     queue.enqueue(item).await.unwrap();
-    assert!(drain_facts(&db).is_empty(), "enqueue writes none");
+    assert!(drain_facts(&queue).await.is_empty(), "enqueue writes none");
 
     assert_eq!(
-        queue.claim_due(ChannelKind::Email, t(60), 1).unwrap().len(),
+        queue
+            .claim_due(ChannelKind::Email, t(60), 1)
+            .await
+            .unwrap()
+            .len(),
         1
     );
-    assert!(drain_facts(&db).is_empty(), "a claim writes none");
+    assert!(drain_facts(&queue).await.is_empty(), "a claim writes none");
     let busy = Completion::Failed {
         error: SendError::Retriable {
             answer: "451 busy".into(),
@@ -940,19 +1037,23 @@ async fn each_change_writes_its_fact_once() {
         },
         decision: Decision::RetryAt(t(90)),
     };
-    queue.complete(id, &busy, t(61)).unwrap();
-    let retried = drain_facts(&db);
+    queue.complete(id, &busy, t(61)).await.unwrap();
+    let retried = drain_facts(&queue).await;
     assert_eq!(kinds(&retried), [FactKind::Retried]);
     assert_eq!(retried[0].at, t(61));
     assert_eq!(retried[0].sent_at, None);
 
     assert_eq!(
-        queue.claim_due(ChannelKind::Email, t(90), 1).unwrap().len(),
+        queue
+            .claim_due(ChannelKind::Email, t(90), 1)
+            .await
+            .unwrap()
+            .len(),
         1
     );
-    queue.complete(id, &sent_receipt(), t(91)).unwrap();
+    queue.complete(id, &sent_receipt(), t(91)).await.unwrap();
     assert_eq!(
-        drain_facts(&db),
+        drain_facts(&queue).await,
         [DeliveryFact {
             kind: FactKind::Sent,
             at: t(91),
@@ -969,15 +1070,15 @@ async fn each_change_writes_its_fact_once() {
         }]
     );
 
-    queue.mark_delivered(id, t(100)).unwrap();
-    let delivered = drain_facts(&db);
+    queue.mark_delivered(id, t(100)).await.unwrap();
+    let delivered = drain_facts(&queue).await;
     assert_eq!(kinds(&delivered), [FactKind::Delivered]);
     assert_eq!(
         (delivered[0].at, delivered[0].sent_at),
         (t(100), Some(t(91)))
     );
-    queue.mark_delivered(id, t(101)).unwrap();
-    assert!(drain_facts(&db).is_empty(), "a repeated callback");
+    queue.mark_delivered(id, t(101)).await.unwrap();
+    assert!(drain_facts(&queue).await.is_empty(), "a repeated callback");
 
     let steps = [
         (Engagement::Opened, Some(FactKind::Opened)),
@@ -990,35 +1091,46 @@ async fn each_change_writes_its_fact_once() {
     ];
     for (step, (engagement, expected)) in steps.into_iter().enumerate() {
         let at = t(200 + step as i64);
-        queue.record_engagement(id, engagement, at).unwrap();
-        let facts = drain_facts(&db);
+        queue.record_engagement(id, engagement, at).await.unwrap();
+        let facts = drain_facts(&queue).await;
         assert_eq!(kinds(&facts), Vec::from_iter(expected), "{engagement:?}");
         if let Some(fact) = facts.first() {
             assert_eq!(fact.at, at);
             assert_eq!(fact.template.as_deref(), Some("welcome"));
         }
     }
-    assert_eq!(queue.get(id).unwrap().unwrap().status, Status::Clicked);
-    queue.mark_delivered(id, t(300)).unwrap();
-    assert!(drain_facts(&db).is_empty(), "a late delivery callback");
+    assert_eq!(
+        queue.get(id).await.unwrap().unwrap().status,
+        Status::Clicked
+    );
+    queue.mark_delivered(id, t(300)).await.unwrap();
+    assert!(
+        drain_facts(&queue).await.is_empty(),
+        "a late delivery callback"
+    );
 
-    queue.record_complaint(id, t(400)).unwrap();
-    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Complained]);
-    queue.record_complaint(id, t(401)).unwrap();
-    assert!(drain_facts(&db).is_empty(), "a repeated complaint");
+    queue.record_complaint(id, t(400)).await.unwrap();
+    assert_eq!(kinds(&drain_facts(&queue).await), [FactKind::Complained]);
+    queue.record_complaint(id, t(401)).await.unwrap();
+    assert!(drain_facts(&queue).await.is_empty(), "a repeated complaint");
 
     // Retention trims and privacy erase write none, and erase leaves the
     // facts written before it (analytics erases those itself).
-    queue.trim_attempt_logs(t(1_000)).unwrap();
+    queue.trim_attempt_logs(t(1_000)).await.unwrap();
     queue
         .record_engagement(id, Engagement::Clicked, t(500))
+        .await
         .unwrap();
-    assert_eq!(queue.fact_count(), 0);
+    assert_eq!(queue.fact_count().await.unwrap(), 0);
     let other = sent(&queue, ChannelKind::Sms, None).await;
-    assert_eq!(queue.fact_count(), 1, "its Sent");
-    queue.delete(other).unwrap();
-    assert_eq!(queue.fact_count(), 1, "delete keeps the facts");
-    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Sent]);
+    assert_eq!(queue.fact_count().await.unwrap(), 1, "its Sent");
+    queue.delete(other).await.unwrap();
+    assert_eq!(
+        queue.fact_count().await.unwrap(),
+        1,
+        "delete keeps the facts"
+    );
+    assert_eq!(kinds(&drain_facts(&queue).await), [FactKind::Sent]);
 }
 
 /// Engagement or a complaint on a `sent` delivery also proves delivery:
@@ -1026,30 +1138,32 @@ async fn each_change_writes_its_fact_once() {
 #[tokio::test]
 async fn engagement_before_a_delivery_callback_also_writes_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let later = start() + SignedDuration::from_secs(5);
 
     let clicked = sent(&queue, ChannelKind::Email, None).await;
-    drain_facts(&db);
+    drain_facts(&queue).await;
     queue
         .record_engagement(clicked, Engagement::Clicked, later)
+        .await
         .unwrap();
-    let facts = drain_facts(&db);
+    let facts = drain_facts(&queue).await;
     assert_eq!(kinds(&facts), [FactKind::Delivered, FactKind::Clicked]);
     assert!(facts.iter().all(|fact| fact.at == later));
     assert!(facts.iter().all(|fact| fact.sent_at == Some(start())));
     // The delivery callback arriving after the click: nothing new.
-    queue.mark_delivered(clicked, later).unwrap();
+    queue.mark_delivered(clicked, later).await.unwrap();
     queue
         .record_engagement(clicked, Engagement::Opened, later)
+        .await
         .unwrap();
-    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Opened]);
+    assert_eq!(kinds(&drain_facts(&queue).await), [FactKind::Opened]);
 
     let complained = sent(&queue, ChannelKind::Email, None).await;
-    drain_facts(&db);
-    queue.record_complaint(complained, later).unwrap();
+    drain_facts(&queue).await;
+    queue.record_complaint(complained, later).await.unwrap();
     assert_eq!(
-        kinds(&drain_facts(&db)),
+        kinds(&drain_facts(&queue).await),
         [FactKind::Delivered, FactKind::Complained]
     );
 }
@@ -1060,7 +1174,7 @@ async fn engagement_before_a_delivery_callback_also_writes_delivered() {
 #[tokio::test]
 async fn failures_write_their_kind_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let now = start();
     let error = SendError::Permanent {
         answer: "400 no".into(),
@@ -1071,80 +1185,88 @@ async fn failures_write_their_kind_once() {
     ] {
         let item = delivery(ChannelKind::Webhook, Priority::Normal, now, now);
         queue.enqueue(item.clone()).await.unwrap();
-        queue.claim_due(ChannelKind::Webhook, now, 1).unwrap();
+        queue.claim_due(ChannelKind::Webhook, now, 1).await.unwrap();
         let failed = Completion::Failed {
             error: error.clone(),
             decision,
         };
-        queue.complete(item.id, &failed, now).unwrap();
-        assert_eq!(kinds(&drain_facts(&db)), [kind]);
+        queue.complete(item.id, &failed, now).await.unwrap();
+        assert_eq!(kinds(&drain_facts(&queue).await), [kind]);
         if kind == FactKind::DeadLettered {
             queue.retry_dead_letter(item.id, now).await.unwrap();
-            queue.claim_due(ChannelKind::Webhook, now, 1).unwrap();
-            assert_eq!(queue.recover(now).unwrap(), 1);
-            assert!(drain_facts(&db).is_empty(), "retry and recovery");
+            queue.claim_due(ChannelKind::Webhook, now, 1).await.unwrap();
+            assert_eq!(queue.recover(now).await.unwrap(), 1);
+            assert!(drain_facts(&queue).await.is_empty(), "retry and recovery");
         }
     }
 
     let undeliverable = sent(&queue, ChannelKind::Sms, None).await;
-    drain_facts(&db);
+    drain_facts(&queue).await;
     queue
         .mark_undeliverable(undeliverable, "30003 unreachable", now)
+        .await
         .unwrap();
-    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Failed]);
+    assert_eq!(kinds(&drain_facts(&queue).await), [FactKind::Failed]);
     queue
         .mark_undeliverable(undeliverable, "30003 again", now)
+        .await
         .unwrap();
-    assert!(drain_facts(&db).is_empty(), "a repeated report");
+    assert!(drain_facts(&queue).await.is_empty(), "a repeated report");
 
     // A hard bounce is a bounce, not also a failure; after `sent` or
     // after `delivered`.
     let bounced = sent(&queue, ChannelKind::Email, None).await;
     let late = sent(&queue, ChannelKind::Email, None).await;
-    queue.mark_delivered(late, now).unwrap();
-    drain_facts(&db);
+    queue.mark_delivered(late, now).await.unwrap();
+    drain_facts(&queue).await;
     for id in [bounced, late] {
-        queue.mark_bounced(id, "550 no such user", now).unwrap();
-        assert_eq!(kinds(&drain_facts(&db)), [FactKind::Bounced]);
-        queue.mark_bounced(id, "550 again", now).unwrap();
-        assert!(drain_facts(&db).is_empty(), "a repeated bounce");
+        queue
+            .mark_bounced(id, "550 no such user", now)
+            .await
+            .unwrap();
+        assert_eq!(kinds(&drain_facts(&queue).await), [FactKind::Bounced]);
+        queue.mark_bounced(id, "550 again", now).await.unwrap();
+        assert!(drain_facts(&queue).await.is_empty(), "a repeated bounce");
     }
     // A failed delivery still takes a complaint.
-    queue.record_complaint(bounced, now).unwrap();
-    assert_eq!(kinds(&drain_facts(&db)), [FactKind::Complained]);
+    queue.record_complaint(bounced, now).await.unwrap();
+    assert_eq!(kinds(&drain_facts(&queue).await), [FactKind::Complained]);
 }
 
 /// A refused transition changes nothing, so it writes no fact either.
 #[tokio::test]
 async fn refused_transitions_write_no_fact() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, queue) = open(&dir);
+    let (_stores, queue) = open(&dir).await;
     let now = start();
     let queued = delivery(ChannelKind::Webhook, Priority::Normal, now, now);
     queue.enqueue(queued.clone()).await.unwrap();
     let clicked = sent(&queue, ChannelKind::Email, None).await;
     queue
         .record_engagement(clicked, Engagement::Clicked, now)
+        .await
         .unwrap();
-    drain_facts(&db);
+    drain_facts(&queue).await;
 
     let refusals = [
-        queue.mark_delivered(queued.id, now),
-        queue.mark_undeliverable(queued.id, "no", now),
-        queue.mark_bounced(queued.id, "no", now),
-        queue.mark_bounced(clicked, "no", now),
-        queue.record_engagement(queued.id, Engagement::Opened, now),
-        queue.complete(queued.id, &sent_receipt(), now),
-        queue.complete(clicked, &sent_receipt(), now),
-        queue.mark_delivered(Uuid::now_v7(), now),
-        queue.record_complaint(Uuid::now_v7(), now),
+        queue.mark_delivered(queued.id, now).await,
+        queue.mark_undeliverable(queued.id, "no", now).await,
+        queue.mark_bounced(queued.id, "no", now).await,
+        queue.mark_bounced(clicked, "no", now).await,
+        queue
+            .record_engagement(queued.id, Engagement::Opened, now)
+            .await,
+        queue.complete(queued.id, &sent_receipt(), now).await,
+        queue.complete(clicked, &sent_receipt(), now).await,
+        queue.mark_delivered(Uuid::now_v7(), now).await,
+        queue.record_complaint(Uuid::now_v7(), now).await,
     ];
     for (index, refusal) in refusals.into_iter().enumerate() {
         assert!(refusal.is_err(), "refusal {index} was accepted");
     }
-    assert_eq!(queue.fact_count(), 0);
+    assert_eq!(queue.fact_count().await.unwrap(), 0);
     assert_eq!(
-        queue.get(queued.id).unwrap().unwrap().status,
+        queue.get(queued.id).await.unwrap().unwrap().status,
         Status::Queued
     );
 }

@@ -19,7 +19,6 @@ use serde_json::{Map, Value, json};
 
 use super::{Engine, EngineError, PlanError};
 use crate::channels::ChannelKind;
-use crate::delivery::QueueError;
 use crate::digest::{DigestItem, DigestKey, DueDigest};
 use crate::event::{NotifyRequest, Priority};
 use crate::notifications::{Created, NewNotification, Notification};
@@ -134,12 +133,8 @@ impl Engine {
             now,
         ) {
             Ok(deliveries) => {
-                for delivery in deliveries {
-                    match self.queue.enqueue(delivery).await {
-                        Ok(()) | Err(QueueError::AlreadyExists(_)) => {}
-                        Err(error) => return Err(error.into()),
-                    }
-                }
+                // Ids already there (a replayed digest) are kept as they are.
+                self.queue.enqueue_all(deliveries).await?;
                 tracing::info!(notification = %notification.id, channel = %key.channel, items = digest.items.len(), "digest sent");
             }
             Err(PlanError::Devices(error)) => return Err(error.into()),

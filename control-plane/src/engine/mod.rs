@@ -126,8 +126,6 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] crate::storage::StorageError),
     #[error(transparent)]
-    Notifications(#[from] crate::notifications::NotificationError),
-    #[error(transparent)]
     Queue(#[from] crate::delivery::QueueError),
     #[error(transparent)]
     Preferences(#[from] crate::preferences::PreferenceError),

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{Engine, EngineError};
 use crate::channels::{ChannelKind, OutboundMessage, Recipient};
-use crate::delivery::{Delivery, NewDelivery, QueueError};
+use crate::delivery::{Delivery, NewDelivery};
 use crate::devices::Platform;
 use crate::event::{Event, EventBody, NotifyRequest};
 use crate::links::UnsubscribeClaims;
@@ -143,13 +143,9 @@ impl Engine {
             let deliveries =
                 self.deliveries(notification, decision.channel, &user, not_before, now);
             match deliveries {
+                // Ids already there (a replayed plan) are kept as they are.
                 Ok(deliveries) => {
-                    for delivery in deliveries {
-                        match self.queue.enqueue(delivery).await {
-                            Ok(()) | Err(QueueError::AlreadyExists(_)) => {}
-                            Err(error) => return Err(error.into()),
-                        }
-                    }
+                    self.queue.enqueue_all(deliveries).await?;
                 }
                 // Storage failing is not a reason to skip: retry the event.
                 Err(PlanError::Devices(error)) => return Err(error.into()),

@@ -24,7 +24,6 @@ use crate::catalog::CatalogError;
 use crate::delivery::QueueError;
 use crate::devices::DeviceError;
 use crate::http::analytics_params::ParamError;
-use crate::notifications::NotificationError;
 use crate::preferences::PreferenceError;
 use crate::storage::StorageError;
 
@@ -149,17 +148,8 @@ impl From<QueueError> for ServiceError {
             QueueError::InvalidTransition { .. } => {
                 ServiceError::FailedPrecondition(error.to_string())
             }
-            QueueError::Codec(_) => internal(&error),
-            QueueError::Sled(_) | QueueError::AlreadyExists(_) => unavailable(&error),
-        }
-    }
-}
-
-impl From<NotificationError> for ServiceError {
-    fn from(error: NotificationError) -> Self {
-        match error {
-            NotificationError::Storage(_) => unavailable(&error),
-            NotificationError::Corrupt(_) => internal(&error),
+            QueueError::Storage(StorageError::Corrupt(_)) => internal(&error),
+            QueueError::Storage(_) | QueueError::AlreadyExists(_) => unavailable(&error),
         }
     }
 }

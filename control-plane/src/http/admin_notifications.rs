@@ -15,7 +15,6 @@ use uuid::Uuid;
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, QueueError};
-use crate::notifications::NotificationError;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -34,7 +33,7 @@ async fn notification(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(notification) = state.notifications.get(&id)? else {
+    let Some(notification) = state.notifications.get(&id).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -42,7 +41,7 @@ async fn notification(
         ));
     };
     let deliveries: Vec<Delivery> = match Uuid::parse_str(&notification.id) {
-        Ok(uuid) => state.queue.for_notification(uuid)?,
+        Ok(uuid) => state.queue.for_notification(uuid).await?,
         Err(_) => Vec::new(),
     };
     Ok(Json(
@@ -64,7 +63,7 @@ async fn user_notifications(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = checked_limit(query.limit)?;
-    let notifications = state.notifications.list_for_user(&user_id, limit)?;
+    let notifications = state.notifications.list_for_user(&user_id, limit).await?;
     Ok(Json(json!({ "notifications": notifications })))
 }
 
@@ -103,7 +102,7 @@ async fn dead_letters(
         None => None,
         Some(text) => Some(parse_id(text)?),
     };
-    let deliveries = state.queue.list_dead_letters(channel, limit, after)?;
+    let deliveries = state.queue.list_dead_letters(channel, limit, after).await?;
     let next = (deliveries.len() == limit)
         .then(|| deliveries.last().map(|d| d.id.to_string()))
         .flatten();
@@ -148,16 +147,5 @@ impl From<QueueError> for ApiError {
                 )
             }
         }
-    }
-}
-
-impl From<NotificationError> for ApiError {
-    fn from(error: NotificationError) -> Self {
-        tracing::error!(%error, "notification store failed in http handler");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            error.to_string(),
-        )
     }
 }

@@ -78,6 +78,7 @@ use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, DeliveryQueue, Engagement, QueueError};
 use crate::engine::SettingsHandle;
 use crate::preferences::{PreferenceError, PreferenceStore};
+use crate::storage::block_on;
 
 const MAX_BODY: usize = 1024 * 1024;
 /// Most events in one callback.
@@ -289,20 +290,20 @@ fn apply(
     };
     let reason = event.reason.as_deref();
     let changed = match event.kind {
-        Kind::Delivered => queue.mark_delivered(id, event.at),
-        Kind::Bounced => queue.mark_bounced(
+        Kind::Delivered => block_on(queue.mark_delivered(id, event.at)),
+        Kind::Bounced => block_on(queue.mark_bounced(
             id,
             &with_reason("hard bounce reported by the email provider", reason),
             event.at,
-        ),
-        Kind::SoftBounced => queue.record_soft_bounce(
+        )),
+        Kind::SoftBounced => block_on(queue.record_soft_bounce(
             id,
             &with_reason("soft bounce reported by the email provider", reason),
             event.at,
-        ),
-        Kind::Opened => queue.record_engagement(id, Engagement::Opened, event.at),
-        Kind::Clicked => queue.record_engagement(id, Engagement::Clicked, event.at),
-        Kind::Complained => queue.record_complaint(id, event.at),
+        )),
+        Kind::Opened => block_on(queue.record_engagement(id, Engagement::Opened, event.at)),
+        Kind::Clicked => block_on(queue.record_engagement(id, Engagement::Clicked, event.at)),
+        Kind::Complained => block_on(queue.record_complaint(id, event.at)),
     };
     let delivery = match changed {
         Ok(delivery) => delivery,
@@ -337,7 +338,9 @@ fn find(queue: &DeliveryQueue, target: &Target) -> Result<Option<Uuid>, QueueErr
                 .strip_prefix('<')
                 .and_then(|rest| rest.strip_suffix('>'))
                 .unwrap_or(message_id);
-            if let Some(id) = queue.find_by_provider_id(ChannelKind::Email, &format!("<{bare}>"))? {
+            if let Some(id) =
+                block_on(queue.find_by_provider_id(ChannelKind::Email, &format!("<{bare}>")))?
+            {
                 return Ok(Some(id));
             }
             // Not indexed (its `Sent` not recorded yet, or a provider that
@@ -349,8 +352,7 @@ fn find(queue: &DeliveryQueue, target: &Target) -> Result<Option<Uuid>, QueueErr
             }
         }
     };
-    Ok(queue
-        .get(id)?
+    Ok(block_on(queue.get(id))?
         .filter(|delivery| delivery.channel == ChannelKind::Email)
         .map(|delivery| delivery.id))
 }

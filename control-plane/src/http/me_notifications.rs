@@ -242,7 +242,7 @@ async fn apply_one(
         return Err(not_found(&id));
     }
     if action == Action::Read {
-        record_read(state, &applied.changed);
+        record_read(state, &applied.changed).await;
     }
     Ok(current)
 }
@@ -250,7 +250,7 @@ async fn apply_one(
 /// Records `read` on the deliveries behind newly read items (best effort:
 /// the inbox state is what the user sees; the delivery's engagement is
 /// analytics).
-fn record_read(state: &HttpState, items: &[InboxItem]) {
+async fn record_read(state: &HttpState, items: &[InboxItem]) {
     for item in items {
         let Ok(id) = uuid::Uuid::parse_str(&item.id) else {
             continue;
@@ -259,6 +259,7 @@ fn record_read(state: &HttpState, items: &[InboxItem]) {
         if let Err(error) = state
             .queue
             .record_engagement(id, crate::delivery::Engagement::Read, at)
+            .await
         {
             tracing::debug!(delivery_id = %id, %error, "read not recorded on the delivery");
         }
@@ -287,7 +288,7 @@ async fn bulk(
     let action = bulk.action;
     let applied = blocking(move || inbox.apply(&user, &bulk.ids, action, Timestamp::now())).await?;
     if action == Action::Read {
-        record_read(&state, &applied.changed);
+        record_read(&state, &applied.changed).await;
     }
     let changed: Vec<&str> = applied
         .changed

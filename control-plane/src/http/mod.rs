@@ -120,18 +120,16 @@ impl HttpState {
         let store = stores.events.clone();
         // Default settings, system time, metrics in a registry of its own.
         let analytics = crate::analytics::Analytics::open(
-            db,
-            store.clone(),
+            stores,
             crate::analytics::AnalyticsConfig::default(),
             Arc::new(crate::delivery::SystemClock),
             &prometheus::Registry::new(),
         )?;
-        let privacy =
-            crate::privacy::Privacy::open(db, store.clone())?.with_analytics(analytics.clone());
+        let privacy = crate::privacy::Privacy::open(stores)?.with_analytics(analytics.clone());
         Ok(HttpState {
             store,
-            notifications: crate::notifications::NotificationStore::open(db)?,
-            queue: crate::delivery::DeliveryQueue::open(db)?,
+            notifications: stores.notifications.clone(),
+            queue: stores.deliveries.clone(),
             preferences: crate::preferences::PreferenceStore::new(
                 db.open_tree("preferences")
                     .map_err(crate::engine::EngineError::from)?,

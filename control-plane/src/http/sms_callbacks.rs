@@ -86,25 +86,23 @@ async fn twilio_status(
         tracing::info!("Twilio status callback without an outbound message status; ignored");
         return Ok(Json(json!({ "delivery": null, "status": null })));
     };
-    let queue = state.queue.clone();
-    let answer =
-        tokio::task::spawn_blocking(move || apply(&queue, &update, Timestamp::now())).await??;
+    let answer = apply(&state.queue, &update, Timestamp::now()).await?;
     Ok(Json(answer))
 }
 
 /// Moves the delivery as the module doc says; the answer's JSON.
-fn apply(
+async fn apply(
     queue: &DeliveryQueue,
     update: &StatusUpdate,
     now: Timestamp,
 ) -> Result<Value, QueueError> {
     let sid = &update.message_sid;
-    let Some(id) = queue.find_by_provider_id(ChannelKind::Sms, sid)? else {
+    let Some(id) = queue.find_by_provider_id(ChannelKind::Sms, sid).await? else {
         tracing::info!(%sid, status = ?update.status, "Twilio status callback for an unknown message; ignored");
         return Ok(json!({ "delivery": null, "status": null }));
     };
     let changed = match update.status {
-        SmsStatus::Delivered => queue.mark_delivered(id, now),
+        SmsStatus::Delivered => queue.mark_delivered(id, now).await,
         SmsStatus::Undelivered | SmsStatus::Failed => {
             let what = if update.status == SmsStatus::Failed {
                 "failed"
@@ -115,9 +113,9 @@ fn apply(
                 Some(code) => format!("Twilio reported {what} (Twilio error {code})"),
                 None => format!("Twilio reported {what}"),
             };
-            queue.mark_undeliverable(id, &answer, now)
+            queue.mark_undeliverable(id, &answer, now).await
         }
-        SmsStatus::Queued | SmsStatus::Sent => queue.get(id)?.ok_or(QueueError::NotFound(id)),
+        SmsStatus::Queued | SmsStatus::Sent => queue.get(id).await?.ok_or(QueueError::NotFound(id)),
     };
     let delivery = match changed {
         Ok(delivery) => delivery,

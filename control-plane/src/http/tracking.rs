@@ -117,25 +117,19 @@ async fn click(
 
 /// Records `kind` on delivery `id`; whatever goes wrong is only logged.
 async fn record(queue: &DeliveryQueue, id: Uuid, kind: Engagement) {
-    let queue = queue.clone();
-    let recorded =
-        tokio::task::spawn_blocking(move || queue.record_engagement(id, kind, Timestamp::now()))
-            .await;
+    let recorded = queue.record_engagement(id, kind, Timestamp::now()).await;
     match recorded {
-        Ok(Ok(delivery)) => {
+        Ok(delivery) => {
             tracing::debug!(delivery = %id, engagement = kind.as_str(), status = %delivery.status, "engagement recorded");
         }
-        Ok(Err(QueueError::NotFound(_))) => {
+        Err(QueueError::NotFound(_)) => {
             tracing::info!(delivery = %id, engagement = kind.as_str(), "engagement for a delivery that is gone; not recorded");
         }
-        Ok(Err(QueueError::InvalidTransition { from, .. })) => {
+        Err(QueueError::InvalidTransition { from, .. }) => {
             tracing::info!(delivery = %id, engagement = kind.as_str(), status = %from, "engagement the delivery cannot take; not recorded");
         }
-        Ok(Err(error)) => {
-            tracing::warn!(delivery = %id, engagement = kind.as_str(), %error, "engagement not recorded: the delivery queue failed");
-        }
         Err(error) => {
-            tracing::warn!(delivery = %id, engagement = kind.as_str(), %error, "engagement not recorded: the store task failed");
+            tracing::warn!(delivery = %id, engagement = kind.as_str(), %error, "engagement not recorded: the delivery queue failed");
         }
     }
 }

@@ -38,14 +38,14 @@ impl Privacy {
         let events = block_on(self.store.erase_user(user_id, now))?;
         let pending_triggers = self.pending.erase_user(user_id)?;
         let digest_items = self.digests.erase_user(user_id)?;
-        let notifications = self.notifications.erase_user(user_id)?;
+        let notifications = block_on(self.notifications.erase_user(user_id))?;
         let mut deliveries = 0;
         for notification in &notifications {
             let Ok(id) = Uuid::parse_str(&notification.id) else {
                 continue;
             };
-            for delivery in self.queue.for_notification(id)? {
-                deliveries += usize::from(self.queue.delete(delivery.id)?.is_some());
+            for delivery in block_on(self.queue.for_notification(id))? {
+                deliveries += usize::from(block_on(self.queue.delete(delivery.id))?.is_some());
             }
         }
         let inbox_items = self.inbox.erase_user(user_id)?;

@@ -68,9 +68,9 @@ impl Privacy {
             }
         }
         let mut notifications = Vec::new();
-        for notification in self.notifications.list_for_user(user_id, usize::MAX)? {
+        for notification in block_on(self.notifications.list_for_user(user_id, usize::MAX))? {
             let deliveries = match Uuid::parse_str(&notification.id) {
-                Ok(id) => self.queue.for_notification(id)?,
+                Ok(id) => block_on(self.queue.for_notification(id))?,
                 Err(_) => Vec::new(),
             };
             notifications.push(ExportedNotification {

@@ -42,10 +42,10 @@ use crate::delivery::{DeliveryQueue, QueueError};
 use crate::devices::{DeviceError, DeviceStore};
 use crate::digest::{DigestError, DigestStore};
 use crate::inbox::{InboxError, InboxStore};
-use crate::notifications::{NotificationError, NotificationStore};
+use crate::notifications::NotificationStore;
 use crate::preferences::{PreferenceError, PreferenceStore};
 use crate::rules::{PendingError, PendingTriggers};
-use crate::storage::{EventStore, StorageError};
+use crate::storage::{EventStore, StorageError, Stores};
 
 pub use erase::Erased;
 pub use export::UserExport;
@@ -70,14 +70,15 @@ pub struct Privacy {
 }
 
 impl Privacy {
-    /// Opens the trees of every store on `db` (the same trees the engine
-    /// uses; nothing here needs the engine's in-memory wake-ups or hubs).
-    pub fn open(db: &sled::Db, store: EventStore) -> Result<Self, PrivacyError> {
+    /// Every store of `stores` that holds user data (the same ones the
+    /// engine uses; nothing here needs the engine's in-memory hubs).
+    pub fn open(stores: &Stores) -> Result<Self, PrivacyError> {
+        let db = stores.legacy();
         Ok(Privacy {
             db: db.clone(),
-            store,
-            notifications: NotificationStore::open(db)?,
-            queue: DeliveryQueue::open(db)?,
+            store: stores.events.clone(),
+            notifications: stores.notifications.clone(),
+            queue: stores.deliveries.clone(),
             inbox: InboxStore::open(db)?,
             devices: DeviceStore::open(db)?,
             preferences: PreferenceStore::new(db.open_tree("preferences")?),
@@ -106,8 +107,6 @@ impl Privacy {
 pub enum PrivacyError {
     #[error(transparent)]
     Store(#[from] StorageError),
-    #[error(transparent)]
-    Notifications(#[from] NotificationError),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Privacy, PrivacyError};
 use crate::inbox::Action;
+use crate::storage::block_on;
 
 /// How often a pass runs: limits are days.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -111,12 +112,12 @@ impl Privacy {
     ) -> Result<RetentionReport, PrivacyError> {
         let mut report = RetentionReport::default();
         if let Some(limit) = config.events {
-            report.events = crate::storage::block_on(self.store.prune_events(cutoff(now, limit)))?;
+            report.events = block_on(self.store.prune_events(cutoff(now, limit)))?;
         }
         if let Some(limit) = config.notifications {
             let cutoff = cutoff(now, limit);
             loop {
-                let removed = self.notifications.prune_created_before(cutoff, CHUNK)?;
+                let removed = block_on(self.notifications.prune_created_before(cutoff, CHUNK))?;
                 if removed.is_empty() {
                     break;
                 }
@@ -125,8 +126,9 @@ impl Privacy {
                     let Ok(id) = uuid::Uuid::parse_str(&notification.id) else {
                         continue;
                     };
-                    for delivery in self.queue.for_notification(id)? {
-                        report.deliveries += usize::from(self.queue.delete(delivery.id)?.is_some());
+                    for delivery in block_on(self.queue.for_notification(id))? {
+                        report.deliveries +=
+                            usize::from(block_on(self.queue.delete(delivery.id))?.is_some());
                         // In-app items are keyed by their delivery's id.
                         let applied = self.inbox.apply(
                             &delivery.user_id,
@@ -140,7 +142,8 @@ impl Privacy {
             }
         }
         if let Some(limit) = config.attempt_logs {
-            report.attempt_logs_trimmed = self.queue.trim_attempt_logs(cutoff(now, limit))?;
+            report.attempt_logs_trimmed =
+                block_on(self.queue.trim_attempt_logs(cutoff(now, limit)))?;
         }
         self.db.flush()?;
         Ok(report)

@@ -43,11 +43,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use sqlx::{Connection, QueryBuilder, Row};
+use sqlx::{QueryBuilder, Row};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::StorageError;
-use super::database::{Database, Engine, acquire, with_pool};
+use super::database::{Database, Engine, begin_write, with_pool};
 use crate::event::{
     Cursor, ErasedEvents, Event, EventBody, EventPage, IngestOutcome, JsonObject, Profile,
 };
@@ -297,7 +297,7 @@ impl EventStore {
         {
             let _guard = self.shared.write.lock().await;
             with_pool!(self.shared.database, pool, engine => {
-                let mut tx = pool.begin().await?;
+                let mut tx = begin_write(self.shared.database.metrics(), pool, engine).await?;
                 if engine == Engine::Postgres {
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
                         .bind(WRITE_LOCK)
@@ -405,8 +405,8 @@ impl EventStore {
     ) -> Result<u64, StorageError> {
         let _guard = self.shared.write.lock().await;
         let _timer = self.shared.database.metrics().time(operation);
-        with_pool!(self.shared.database, pool => {
-            let mut tx = pool.begin().await?;
+        with_pool!(self.shared.database, pool, engine => {
+            let mut tx = begin_write(self.shared.database.metrics(), pool, engine).await?;
             let query = match bound {
                 Bound::Before(value) => sqlx::query(sql).bind(value),
                 Bound::User(user_id) => sqlx::query(sql).bind(user_id),
@@ -495,8 +495,7 @@ async fn write_group(
     let _guard = shared.write.lock().await;
     let _timer = metrics.time("ingest");
     with_pool!(shared.database, pool, engine => {
-        let mut conn = acquire(metrics, pool).await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = begin_write(metrics, pool, engine).await?;
         if engine == Engine::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(WRITE_LOCK)

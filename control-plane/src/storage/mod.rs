@@ -13,28 +13,34 @@
 //!
 //! # Moving off sled
 //!
-//! The events, the dedupe window, profiles and erasure tombstones are in
-//! SQL ([`EventStore`]). The engine's other records (notifications,
-//! deliveries, the inbox, preferences, devices, digests, pending triggers,
-//! the catalog and the analytics rollups) still live in the sled database
+//! In SQL: the events, the dedupe window, profiles and erasure tombstones
+//! ([`EventStore`]); notifications and their idempotency keys
+//! ([`NotificationStore`]); the delivery queue and the delivery facts
+//! ([`DeliveryTable`]). The engine's other records (the inbox,
+//! preferences, devices, digests, pending triggers, the catalog and the
+//! analytics rollups) still live in the sled database
 //! that [`Stores::legacy`] opens in the data dir, and move here table by
 //! table; see the README's storage section for what is where.
 
 pub(crate) mod database;
+mod deliveries;
 mod events;
 mod legacy;
 mod location;
 mod metrics;
 mod migrate;
+mod notifications;
 
 use std::future::Future;
 use std::path::Path;
 
 pub use database::{Database, DatabaseSettings, Engine};
+pub use deliveries::{DeliveryTable, Edit};
 pub use events::EventStore;
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
+pub use notifications::NotificationStore;
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
@@ -83,6 +89,10 @@ impl From<sqlx::Error> for StorageError {
 pub struct Stores {
     pub database: Database,
     pub events: EventStore,
+    pub notifications: NotificationStore,
+    /// The delivery queue over its table, with the dispatcher's wake-ups:
+    /// one for the process, so a wake-up from any caller reaches it.
+    pub deliveries: crate::delivery::DeliveryQueue,
     /// The sled database with the records not yet moved to SQL.
     legacy: sled::Db,
 }
@@ -113,9 +123,13 @@ impl Stores {
                 .map_err(|error| StorageError::Unavailable(error.to_string()))??
         };
         let events = EventStore::new(database.clone());
+        let notifications = NotificationStore::new(database.clone());
+        let deliveries = crate::delivery::DeliveryQueue::new(DeliveryTable::new(database.clone()));
         Ok(Stores {
             database,
             events,
+            notifications,
+            deliveries,
             legacy,
         })
     }

@@ -43,3 +43,27 @@ pub async fn fresh_stores(backend: Backend, dir: &Path) -> Stores {
         .await
         .expect("open the stores")
 }
+
+/// Each case (an `async fn(Backend)` of the test file) once per engine:
+/// modules `sqlite` and `postgres` with one test each.
+#[allow(unused_macros)]
+macro_rules! on_both_engines {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}

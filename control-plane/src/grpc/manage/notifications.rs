@@ -25,8 +25,7 @@ use uuid::Uuid;
 
 use super::super::convert::{cost_to_proto, event_from_envelope, to_proto_timestamp};
 use super::{
-    GrpcState, ServiceError, blocking, channel, page_limit, priority_to_proto, required_id,
-    timestamp,
+    GrpcState, ServiceError, channel, page_limit, priority_to_proto, required_id, timestamp,
 };
 use crate::channels::Recipient;
 use crate::delivery::{self, AttemptOutcome, Delivery, Status};
@@ -101,13 +100,11 @@ pub(super) async fn get(
     request: pb::GetNotificationRequest,
 ) -> Result<pb::GetNotificationResponse, ServiceError> {
     let id = required_id("id", request.id)?;
-    let (notifications, queue) = (state.notifications.clone(), state.queue.clone());
-    let lookup = id.clone();
-    let Some(notification) = blocking(move || notifications.get(&lookup)).await? else {
+    let Some(notification) = state.notifications.get(&id).await? else {
         return Err(ServiceError::NotFound(format!("no notification {id}")));
     };
     let deliveries = match Uuid::parse_str(&notification.id) {
-        Ok(uuid) => blocking(move || queue.for_notification(uuid)).await?,
+        Ok(uuid) => state.queue.for_notification(uuid).await?,
         Err(_) => Vec::new(),
     };
     Ok(pb::GetNotificationResponse {
@@ -122,8 +119,7 @@ pub(super) async fn list_for_user(
 ) -> Result<pb::ListUserNotificationsResponse, ServiceError> {
     let user_id = required_id("user_id", request.user_id)?;
     let limit = page_limit(request.limit)?;
-    let notifications = state.notifications.clone();
-    let found = blocking(move || notifications.list_for_user(&user_id, limit)).await?;
+    let found = state.notifications.list_for_user(&user_id, limit).await?;
     Ok(pb::ListUserNotificationsResponse {
         notifications: found.into_iter().map(notification_to_proto).collect(),
     })
@@ -142,8 +138,7 @@ pub(super) async fn dead_letters(
         "" => None,
         text => Some(delivery_id("after", text)?),
     };
-    let queue = state.queue.clone();
-    let found = blocking(move || queue.list_dead_letters(wanted, limit, after)).await?;
+    let found = state.queue.list_dead_letters(wanted, limit, after).await?;
     let next = if found.len() == limit {
         found.last().map(|d| d.id.to_string()).unwrap_or_default()
     } else {

@@ -1,0 +1,513 @@
+//! [`DeliveryTable`]: the rows under [`crate::delivery::DeliveryQueue`],
+//! which owns the lifecycle rules; this module owns how they are stored.
+//!
+//! # Promises
+//!
+//! * **One record, one row.** `body` is the whole [`Delivery`] as JSON;
+//!   `status`, `not_before_us`, `updated_at_us`, `provider_message_id`
+//!   and `attempt_log_len` are a projection of it for the indexes, written
+//!   by the same statement as the body, so they never disagree with it.
+//!   The due index is partial (`status = 'queued'`): a status change moves
+//!   a delivery in or out of it with no second write.
+//! * **Every change is one transaction**: [`DeliveryTable::edit`] reads the
+//!   row (locked `FOR UPDATE` on PostgreSQL; under SQLite's write lock),
+//!   lets the caller change it, and writes it back together with the
+//!   facts the change produced. A fact commits with its change or not at
+//!   all (see [`crate::delivery::facts`]).
+//! * **A claim is taken once.** [`DeliveryTable::claim_due`] selects due
+//!   rows and marks them `sending` in one transaction; on PostgreSQL the
+//!   selection is `FOR UPDATE SKIP LOCKED`, so concurrent claimers (other
+//!   workers, other replicas) take disjoint sets without waiting on each
+//!   other.
+//! * Durable on return: every write commits before the call returns
+//!   (SQLite `synchronous = FULL`, PostgreSQL's commit).
+
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use super::StorageError;
+use super::database::{Database, Engine, begin_write, with_pool};
+use crate::channels::ChannelKind;
+use crate::delivery::{Delivery, DeliveryFact, Priority, Status};
+
+/// The deliveries and the delivery facts. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DeliveryTable {
+    database: Database,
+}
+
+/// What an [`DeliveryTable::edit`] callback decided.
+#[derive(Debug, Default)]
+pub struct Edit {
+    /// Write the delivery back (it changed).
+    pub changed: bool,
+    /// Facts to append in the same transaction.
+    pub facts: Vec<DeliveryFact>,
+}
+
+/// The columns of a `deliveries` row, from its record.
+struct Row {
+    id: String,
+    notification_id: String,
+    user_id: String,
+    channel: i16,
+    priority: i16,
+    status: &'static str,
+    not_before_us: i64,
+    updated_at_us: i64,
+    provider_message_id: Option<String>,
+    attempt_log_len: i32,
+    body: String,
+}
+
+impl Row {
+    fn of(delivery: &Delivery) -> Result<Row, StorageError> {
+        Ok(Row {
+            id: delivery.id.to_string(),
+            notification_id: delivery.notification_id.clone(),
+            user_id: delivery.user_id.clone(),
+            channel: channel_code(delivery.channel),
+            priority: priority_code(delivery.priority),
+            status: delivery.status.as_str(),
+            not_before_us: delivery.not_before.as_microsecond(),
+            updated_at_us: delivery.updated_at.as_microsecond(),
+            provider_message_id: delivery.provider_message_id.clone(),
+            attempt_log_len: i32::try_from(delivery.attempt_log.len()).unwrap_or(i32::MAX),
+            body: serde_json::to_string(delivery)?,
+        })
+    }
+}
+
+const INSERT: &str = "INSERT INTO deliveries \
+    (id, notification_id, user_id, channel, priority, status, not_before_us, updated_at_us, provider_message_id, attempt_log_len, body) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING";
+
+const UPDATE: &str = "UPDATE deliveries SET status = $2, not_before_us = $3, updated_at_us = $4, \
+    provider_message_id = $5, attempt_log_len = $6, body = $7 WHERE id = $1";
+
+/// Binds a [`Row`] to [`INSERT`].
+macro_rules! insert_row {
+    ($row:expr) => {
+        sqlx::query(INSERT)
+            .bind(&$row.id)
+            .bind(&$row.notification_id)
+            .bind(&$row.user_id)
+            .bind($row.channel)
+            .bind($row.priority)
+            .bind($row.status)
+            .bind($row.not_before_us)
+            .bind($row.updated_at_us)
+            .bind(&$row.provider_message_id)
+            .bind($row.attempt_log_len)
+            .bind(&$row.body)
+    };
+}
+
+/// Binds a [`Row`] to [`UPDATE`].
+macro_rules! update_row {
+    ($row:expr) => {
+        sqlx::query(UPDATE)
+            .bind(&$row.id)
+            .bind($row.status)
+            .bind($row.not_before_us)
+            .bind($row.updated_at_us)
+            .bind(&$row.provider_message_id)
+            .bind($row.attempt_log_len)
+            .bind(&$row.body)
+    };
+}
+
+/// Appends facts inside the caller's transaction `$tx`.
+macro_rules! insert_facts {
+    ($tx:expr, $facts:expr) => {
+        for fact in $facts {
+            let body = serde_json::to_string(fact)?;
+            sqlx::query("INSERT INTO delivery_facts (user_id, body) VALUES ($1, $2)")
+                .bind(&fact.user_id)
+                .bind(body)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
+impl DeliveryTable {
+    pub(super) fn new(database: Database) -> Self {
+        DeliveryTable { database }
+    }
+
+    /// Inserts every delivery whose id is not stored yet, in one
+    /// transaction; returns the ids that were new.
+    pub async fn insert_new(&self, deliveries: &[Delivery]) -> Result<Vec<Uuid>, StorageError> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = deliveries
+            .iter()
+            .map(Row::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("delivery_insert");
+        let mut new = Vec::with_capacity(rows.len());
+        with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            for (row, delivery) in rows.iter().zip(deliveries) {
+                let inserted = insert_row!(row).execute(&mut *tx).await?.rows_affected();
+                if inserted > 0 {
+                    new.push(delivery.id);
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(new)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Delivery>, StorageError> {
+        let body: Option<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT body FROM deliveries WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(pool)
+                .await?
+        });
+        body.as_deref().map(decode).transpose()
+    }
+
+    /// Every delivery of one notification, by id.
+    pub async fn for_notification(
+        &self,
+        notification_id: &str,
+    ) -> Result<Vec<Delivery>, StorageError> {
+        let bodies: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT body FROM deliveries WHERE notification_id = $1 ORDER BY id")
+                .bind(notification_id)
+                .fetch_all(pool)
+                .await?
+        });
+        bodies.iter().map(|body| decode(body)).collect()
+    }
+
+    /// Reads delivery `id` under a lock, applies `change`, and writes the
+    /// delivery (if `change` says it changed) and its facts back, all in one
+    /// transaction. `Ok(None)` when there is no such delivery; an error
+    /// from `change` rolls back and is returned as it is.
+    pub async fn edit<E>(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Delivery) -> Result<Edit, E>,
+    ) -> Result<Option<Delivery>, E>
+    where
+        E: From<StorageError>,
+    {
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("delivery_edit");
+        let key = id.to_string();
+        let outcome: Result<Option<Delivery>, E> = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            let select = match engine {
+                Engine::Sqlite => "SELECT body FROM deliveries WHERE id = $1",
+                Engine::Postgres => "SELECT body FROM deliveries WHERE id = $1 FOR UPDATE",
+            };
+            let body: Option<String> = sqlx::query_scalar(select)
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StorageError::from)?;
+            match body {
+                None => Ok(None),
+                Some(body) => {
+                    let mut delivery = decode(&body)?;
+                    match change(&mut delivery) {
+                        Err(error) => Err(error),
+                        Ok(edit) => {
+                            let written: Result<(), StorageError> = async {
+                                if edit.changed {
+                                    let row = Row::of(&delivery)?;
+                                    update_row!(row).execute(&mut *tx).await?;
+                                }
+                                insert_facts!(tx, &edit.facts);
+                                tx.commit().await?;
+                                Ok(())
+                            }
+                            .await;
+                            written?;
+                            Ok(Some(delivery))
+                        }
+                    }
+                }
+            }
+        });
+        outcome
+    }
+
+    /// Moves up to `limit` due deliveries of `channel` (`not_before <= now`)
+    /// to `Sending` and returns them: highest priority first, then oldest
+    /// `not_before`, then id.
+    pub async fn claim_due(
+        &self,
+        channel: ChannelKind,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("delivery_claim");
+        let claimed = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            let select = match engine {
+                Engine::Sqlite => "SELECT body FROM deliveries \
+                    WHERE status = 'queued' AND channel = $1 AND not_before_us <= $2 \
+                    ORDER BY priority, not_before_us, id LIMIT $3",
+                Engine::Postgres => "SELECT body FROM deliveries \
+                    WHERE status = 'queued' AND channel = $1 AND not_before_us <= $2 \
+                    ORDER BY priority, not_before_us, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            };
+            let bodies: Vec<String> = sqlx::query_scalar(select)
+                .bind(channel_code(channel))
+                .bind(now.as_microsecond())
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut claimed = Vec::with_capacity(bodies.len());
+            for body in &bodies {
+                let mut delivery = decode(body)?;
+                // The column has microseconds; the record the exact time.
+                if delivery.status != Status::Queued || delivery.not_before > now {
+                    continue;
+                }
+                delivery.status = Status::Sending;
+                delivery.updated_at = now;
+                let row = Row::of(&delivery)?;
+                update_row!(row).execute(&mut *tx).await?;
+                claimed.push(delivery);
+            }
+            tx.commit().await?;
+            claimed
+        });
+        Ok(claimed)
+    }
+
+    /// The ids of deliveries in `status`, in id order, at most `limit`
+    /// after `after`, optionally of one channel.
+    pub async fn ids_in_status(
+        &self,
+        status: Status,
+        channel: Option<ChannelKind>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let ids: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar(
+                "SELECT id FROM deliveries WHERE status = $1 AND id > $2 \
+                 AND ($3 < 0 OR channel = $3) ORDER BY id LIMIT $4",
+            )
+            .bind(status.as_str())
+            .bind(after.map(|id| id.to_string()).unwrap_or_default())
+            .bind(channel.map_or(-1, channel_code))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        ids.iter().map(|id| parse_id(id)).collect()
+    }
+
+    /// Deliveries in `status` per channel.
+    pub async fn count_by_channel(
+        &self,
+        status: Status,
+    ) -> Result<Vec<(ChannelKind, u64)>, StorageError> {
+        let rows: Vec<(i16, i64)> = with_pool!(self.database, pool => {
+            sqlx::query_as(
+                "SELECT channel, COUNT(*) FROM deliveries WHERE status = $1 GROUP BY channel",
+            )
+            .bind(status.as_str())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(code, count)| {
+                Some((channel_of(code)?, u64::try_from(count).unwrap_or(0)))
+            })
+            .collect())
+    }
+
+    /// The newest delivery on `channel` whose provider message id is
+    /// `provider_id`.
+    pub async fn find_by_provider_id(
+        &self,
+        channel: ChannelKind,
+        provider_id: &str,
+    ) -> Result<Option<Uuid>, StorageError> {
+        let id: Option<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar(
+                "SELECT id FROM deliveries WHERE channel = $1 AND provider_message_id = $2 \
+                 ORDER BY updated_at_us DESC, id DESC LIMIT 1",
+            )
+            .bind(channel_code(channel))
+            .bind(provider_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        id.as_deref().map(parse_id).transpose()
+    }
+
+    /// Removes a delivery; the removed one, `None` when there was none.
+    pub async fn delete(&self, id: Uuid) -> Result<Option<Delivery>, StorageError> {
+        let body: Option<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("DELETE FROM deliveries WHERE id = $1 RETURNING body")
+                .bind(id.to_string())
+                .fetch_optional(pool)
+                .await?
+        });
+        body.as_deref().map(decode).transpose()
+    }
+
+    /// Up to `limit` ids of deliveries with more than one attempt logged
+    /// and last updated before `cutoff` (attempt-log retention).
+    pub async fn long_logs_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let ids: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar(
+                "SELECT id FROM deliveries WHERE attempt_log_len > 1 AND updated_at_us < $1 \
+                 ORDER BY updated_at_us LIMIT $2",
+            )
+            .bind(cutoff.as_microsecond())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        ids.iter().map(|id| parse_id(id)).collect()
+    }
+
+    /// How many facts wait for analytics.
+    pub async fn fact_count(&self) -> Result<u64, StorageError> {
+        let count: i64 = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_facts")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Up to `limit` facts, oldest first, with their sequence numbers
+    /// (what [`Self::delete_facts`] takes). A fact whose record does not
+    /// decode is returned as `Err` in its place, so the caller can drop it
+    /// without blocking the log.
+    pub async fn facts(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(i64, Result<DeliveryFact, String>)>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, String)> = with_pool!(self.database, pool => {
+            sqlx::query_as("SELECT seq, body FROM delivery_facts ORDER BY seq LIMIT $1")
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(seq, body)| {
+                let fact = serde_json::from_str(&body).map_err(|error| error.to_string());
+                (seq, fact)
+            })
+            .collect())
+    }
+
+    /// Removes the facts with these sequence numbers (already counted).
+    /// Idempotent: numbers already gone are skipped.
+    pub async fn delete_facts(&self, seqs: &[i64]) -> Result<(), StorageError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("delivery_facts_delete");
+        with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            for chunk in seqs.chunks(500) {
+                let mut sql = String::from("DELETE FROM delivery_facts WHERE seq IN (");
+                for (index, _) in chunk.iter().enumerate() {
+                    if index > 0 {
+                        sql.push(',');
+                    }
+                    sql.push('$');
+                    sql.push_str(&(index + 1).to_string());
+                }
+                sql.push(')');
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for seq in chunk {
+                    query = query.bind(*seq);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Removes every fact about `user_id` not counted yet (privacy erase).
+    pub async fn delete_facts_of_user(&self, user_id: &str) -> Result<u64, StorageError> {
+        let removed = with_pool!(self.database, pool => {
+            sqlx::query("DELETE FROM delivery_facts WHERE user_id = $1")
+                .bind(user_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(removed)
+    }
+}
+
+fn decode(body: &str) -> Result<Delivery, StorageError> {
+    serde_json::from_str(body)
+        .map_err(|error| StorageError::Corrupt(format!("a delivery: {error}")))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, StorageError> {
+    Uuid::parse_str(id).map_err(|error| StorageError::Corrupt(format!("delivery id {id}: {error}")))
+}
+
+/// Stored channel codes: fixed here, independent of `ChannelKind::ALL`'s
+/// order, because they are in rows.
+fn channel_code(channel: ChannelKind) -> i16 {
+    match channel {
+        ChannelKind::InApp => 0,
+        ChannelKind::Email => 1,
+        ChannelKind::Apns => 2,
+        ChannelKind::Fcm => 3,
+        ChannelKind::WebPush => 4,
+        ChannelKind::Sms => 5,
+        ChannelKind::Webhook => 6,
+    }
+}
+
+fn channel_of(code: i16) -> Option<ChannelKind> {
+    ChannelKind::ALL
+        .into_iter()
+        .find(|channel| channel_code(*channel) == code)
+}
+
+/// Ascending is claim order: high first.
+fn priority_code(priority: Priority) -> i16 {
+    match priority {
+        Priority::High => 0,
+        Priority::Normal => 1,
+        Priority::Low => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_codes_round_trip() {
+        for channel in ChannelKind::ALL {
+            assert_eq!(channel_of(channel_code(channel)), Some(channel));
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! [`NotificationStore`]: the `notifications` table and the apps'
+//! idempotency keys (`notification_keys`). The promises are
+//! [`crate::notifications`]'s; how they are kept:
+//!
+//! * **By source event**: a unique index on `source_event_id`, so a
+//!   replayed event's insert conflicts and finds the first notification,
+//!   on any number of concurrent writers.
+//! * **By idempotency key**: `notification_keys` holds one row per user and
+//!   key. Creating takes the key with an upsert that only overwrites a row
+//!   older than the window; a key still in its window keeps its row, and
+//!   the create answers with the notification it names. Key, notification
+//!   and source check commit in one transaction, durable before `create`
+//!   returns.
+//! * Removing a notification (privacy erase, retention) removes the keys
+//!   that name it in the same transaction, so a key never outlives its
+//!   notification into a dangling `Existing`.
+
+use jiff::Timestamp;
+
+use super::StorageError;
+use super::database::{Database, begin_write, with_pool};
+use crate::notifications::{Created, IDEMPOTENCY_WINDOW, NewNotification, Notification};
+
+/// Notifications in SQL. Cheap to clone; clones share the pool.
+#[derive(Clone, Debug)]
+pub struct NotificationStore {
+    database: Database,
+}
+
+/// What a create found before inserting.
+enum Found {
+    Nothing,
+    Existing(String),
+}
+
+impl NotificationStore {
+    pub(super) fn new(database: Database) -> Self {
+        NotificationStore { database }
+    }
+
+    /// Creates a notification unless its source event or idempotency key
+    /// already created one (see [`crate::notifications`]); durable when it
+    /// returns.
+    pub async fn create(
+        &self,
+        draft: NewNotification,
+        now: Timestamp,
+    ) -> Result<Created, StorageError> {
+        let notification = Notification {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: draft.user_id,
+            request: draft.request,
+            source_event_id: draft.source_event_id,
+            created_at: now,
+        };
+        let body = serde_json::to_string(&notification)?;
+        let now_ms = now.as_millisecond();
+        let window_ms = i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let expired_before = now_ms.saturating_sub(window_ms);
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("notification_create");
+
+        let found: Found = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            let mut found = Found::Nothing;
+            if let Some(source) = &notification.source_event_id {
+                let existing: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM notifications WHERE source_event_id = $1")
+                        .bind(source)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(id) = existing {
+                    found = Found::Existing(id);
+                }
+            }
+            if let (Found::Nothing, Some(key)) = (&found, &notification.request.idempotency_key) {
+                // Takes the key unless a notification within the window
+                // holds it; the conditional update locks the row on
+                // PostgreSQL, so of two concurrent creates one wins.
+                let taken: Option<String> = sqlx::query_scalar(
+                    "INSERT INTO notification_keys (user_id, idempotency_key, created_at_ms, notification_id) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id, idempotency_key) DO UPDATE \
+                     SET created_at_ms = excluded.created_at_ms, notification_id = excluded.notification_id \
+                     WHERE notification_keys.created_at_ms <= $5 \
+                     RETURNING notification_id",
+                )
+                .bind(&notification.user_id)
+                .bind(key)
+                .bind(now_ms)
+                .bind(&notification.id)
+                .bind(expired_before)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if taken.is_none() {
+                    let holder: String = sqlx::query_scalar(
+                        "SELECT notification_id FROM notification_keys WHERE user_id = $1 AND idempotency_key = $2",
+                    )
+                    .bind(&notification.user_id)
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    found = Found::Existing(holder);
+                }
+            }
+            if let Found::Nothing = found {
+                let inserted = sqlx::query(
+                    "INSERT INTO notifications (id, user_id, source_event_id, created_at_ms, body) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (source_event_id) WHERE source_event_id IS NOT NULL DO NOTHING",
+                )
+                .bind(&notification.id)
+                .bind(&notification.user_id)
+                .bind(&notification.source_event_id)
+                .bind(now_ms)
+                .bind(&body)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    // A concurrent create of the same source committed
+                    // between the check and the insert.
+                    let id: String =
+                        sqlx::query_scalar("SELECT id FROM notifications WHERE source_event_id = $1")
+                            .bind(&notification.source_event_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    found = Found::Existing(id);
+                }
+            }
+            match found {
+                Found::Nothing => tx.commit().await?,
+                // The key upsert, if any, is undone with the rest.
+                Found::Existing(_) => tx.rollback().await?,
+            }
+            found
+        });
+
+        match found {
+            Found::Nothing => Ok(Created::New(notification)),
+            Found::Existing(id) => {
+                let existing = self.get(&id).await?.ok_or_else(|| {
+                    StorageError::Corrupt(format!(
+                        "an idempotency record names notification {id}, which is missing"
+                    ))
+                })?;
+                Ok(Created::Existing(existing))
+            }
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Notification>, StorageError> {
+        let body: Option<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT body FROM notifications WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        body.as_deref().map(decode).transpose()
+    }
+
+    /// A user's notifications, newest first, at most `limit`.
+    pub async fn list_for_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let bodies: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar(
+                "SELECT body FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        bodies.iter().map(|body| decode(body)).collect()
+    }
+
+    /// Removes every notification of `user_id` and the user's idempotency
+    /// keys; returns the removed notifications (so the caller can remove
+    /// their deliveries). Durable when it returns.
+    pub async fn erase_user(&self, user_id: &str) -> Result<Vec<Notification>, StorageError> {
+        let metrics = self.database.metrics();
+        let bodies: Vec<String> = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            sqlx::query("DELETE FROM notification_keys WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            let bodies = sqlx::query_scalar("DELETE FROM notifications WHERE user_id = $1 RETURNING body")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            bodies
+        });
+        bodies.iter().map(|body| decode(body)).collect()
+    }
+
+    /// Retention: removes up to `limit` notifications created before
+    /// `cutoff`, oldest first, with the keys that name them, and returns
+    /// them.
+    pub async fn prune_created_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let metrics = self.database.metrics();
+        let bodies: Vec<String> = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM notifications WHERE created_at_ms < $1 ORDER BY created_at_ms, id LIMIT $2",
+            )
+            .bind(cutoff.as_millisecond())
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut bodies = Vec::with_capacity(ids.len());
+            for id in &ids {
+                sqlx::query("DELETE FROM notification_keys WHERE notification_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let body: Option<String> =
+                    sqlx::query_scalar("DELETE FROM notifications WHERE id = $1 RETURNING body")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                bodies.extend(body);
+            }
+            tx.commit().await?;
+            bodies
+        });
+        bodies.iter().map(|body| decode(body)).collect()
+    }
+
+    /// Forgets idempotency keys older than the window; returns how many.
+    pub async fn prune_idempotency_keys(&self, now: Timestamp) -> Result<u64, StorageError> {
+        let window_ms = i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.as_millisecond().saturating_sub(window_ms);
+        let pruned = with_pool!(self.database, pool => {
+            sqlx::query("DELETE FROM notification_keys WHERE created_at_ms < $1")
+                .bind(cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(pruned)
+    }
+}
+
+fn decode(body: &str) -> Result<Notification, StorageError> {
+    serde_json::from_str(body)
+        .map_err(|error| StorageError::Corrupt(format!("a notification: {error}")))
+}
