@@ -157,6 +157,102 @@ async fn erasing_frees_the_keys_and_sources_of_the_user_only(backend: Backend) {
     assert!(matches!(after, Created::New(_)), "the key went with it");
 }
 
+async fn a_page_created_together_keeps_each_promise(backend: Backend) {
+    let (_dir, stores) = open(backend).await;
+    let store = &stores.notifications;
+    let replayed = store
+        .create(draft("u1", None, Some("evt-0")), start())
+        .await
+        .unwrap();
+    let page = vec![
+        draft("u1", None, Some("evt-1")),
+        draft("u1", Some("k"), Some("evt-2")),
+        // The same key in the same page: the one before it.
+        draft("u1", Some("k"), Some("evt-3")),
+        // A replayed source event: the stored one.
+        draft("u1", None, Some("evt-0")),
+        // The same source twice in one page: one notification.
+        draft("u2", None, Some("evt-4")),
+        draft("u2", None, Some("evt-4")),
+    ];
+    let created = store.create_all(page, start()).await.unwrap();
+    let ids: Vec<String> = created.iter().map(id_of).collect();
+    let new: Vec<bool> = created
+        .iter()
+        .map(|created| matches!(created, Created::New(_)))
+        .collect();
+    assert_eq!(new, [true, true, false, false, true, false]);
+    assert_eq!(ids[2], ids[1], "the key's holder");
+    assert_eq!(ids[3], id_of(&replayed));
+    assert_eq!(ids[5], ids[4]);
+    assert_eq!(store.list_for_user("u1", 10).await.unwrap().len(), 3);
+    assert_eq!(store.list_for_user("u2", 10).await.unwrap().len(), 1);
+    // The key's loser left nothing behind: its source is free.
+    let again = store
+        .create(draft("u1", None, Some("evt-3")), start())
+        .await
+        .unwrap();
+    assert!(matches!(again, Created::New(_)));
+}
+
+async fn outcomes_sent_together_are_each_recorded_once(backend: Backend) {
+    let (_dir, stores) = open(backend).await;
+    let queue = stores.deliveries.clone();
+    let now = start();
+    let items: Vec<Delivery> = (0..200)
+        .map(|_| delivery(ChannelKind::Webhook, Priority::Normal, now))
+        .collect();
+    queue.enqueue_all(items.clone()).await.unwrap();
+    let claimed = queue
+        .claim_due(ChannelKind::Webhook, now, 200)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 200);
+    // Every send finishes at once, and one outcome comes twice: the
+    // writer's groups take them together.
+    let mut tasks = Vec::new();
+    for item in items.iter().chain(std::iter::once(&items[0])) {
+        let queue = queue.clone();
+        let id = item.id;
+        tasks.push(tokio::spawn(async move {
+            let receipt = SendReceipt {
+                provider_message_id: None,
+                answer: "200".to_owned(),
+            };
+            queue.complete(id, &Completion::Sent(receipt), now).await
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(delivery) => assert_eq!(delivery.status, Status::Sent),
+            Err(QueueError::InvalidTransition { from, .. }) => {
+                assert_eq!(from, Status::Sent);
+                refused += 1;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(refused, 1, "the second outcome of one send is refused");
+    for item in &items {
+        let stored = queue.get(item.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, Status::Sent);
+        assert_eq!(stored.attempt_log.len(), 1);
+    }
+    assert_eq!(queue.fact_count().await.unwrap(), 200, "one Sent each");
+    let missing = uuid::Uuid::now_v7();
+    let receipt = SendReceipt {
+        provider_message_id: None,
+        answer: "200".to_owned(),
+    };
+    assert!(matches!(
+        queue
+            .complete(missing, &Completion::Sent(receipt), now)
+            .await,
+        Err(QueueError::NotFound(id)) if id == missing
+    ));
+}
+
 fn delivery(channel: ChannelKind, priority: Priority, not_before: Timestamp) -> Delivery {
     Delivery::new(
         NewDelivery {
@@ -375,6 +471,8 @@ on_both_engines!(
     one_source_event_creates_one_notification_under_concurrency,
     one_idempotency_key_creates_one_notification_per_window,
     erasing_frees_the_keys_and_sources_of_the_user_only,
+    a_page_created_together_keeps_each_promise,
+    outcomes_sent_together_are_each_recorded_once,
     claims_go_high_priority_first_then_oldest_and_wait_for_their_time,
     concurrent_claimers_take_each_delivery_once,
     facts_commit_with_their_change_and_only_then,

@@ -2,21 +2,25 @@
 //! deliveries, sends them concurrently (at most the channel's concurrency
 //! at a time) and records each outcome through the [`RetryPolicy`].
 //!
-//! A worker wakes when its channel's [`Notify`](tokio::sync::Notify) fires
-//! (something was enqueued or requeued), when one of its sends finishes, or
-//! every `poll_interval` (to pick up deliveries whose `not_before` passed).
+//! A worker claims due deliveries in batches (one transaction for twice
+//! its concurrency), and looks again when its channel's
+//! [`Notify`](tokio::sync::Notify) fires (something was enqueued or
+//! requeued), when a claim came back full, or every `poll_interval` (to
+//! pick up deliveries whose `not_before` passed). The concurrency limits
+//! provider calls; recording outcomes is the queue's group commit.
 //! Time comes from a [`Clock`], so tests move schedule time by hand.
 //! On shutdown a worker stops claiming and waits for its in-flight sends
 //! (each is one provider call with the channel's own timeout) so their
 //! outcomes are recorded; anything interrupted harder is requeued by
 //! [`DeliveryQueue::recover`] at the next start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -177,40 +181,86 @@ async fn work(
     shutdown: CancellationToken,
 ) {
     let kind = channel.kind();
-    let mut in_flight = JoinSet::new();
+    // Provider calls at most `limit` at a time. Recording an outcome does
+    // not hold a slot: it waits for the queue's group commit, not for the
+    // provider, so slow commits never idle the provider's capacity.
+    let slots = Arc::new(Semaphore::new(limit));
+    let mut attempts = JoinSet::new();
+    // Claimed (`Sending`) and not started yet: claims are taken in batches
+    // of twice the concurrency, one transaction each, and refilled at half.
+    let mut claimed: VecDeque<Delivery> = VecDeque::new();
+    let claim_batch = limit.saturating_mul(2).max(1);
+    // Attempts waiting for their outcome to commit, at most; claiming
+    // pauses beyond it, so a stalled database bounds what is held.
+    let max_attempts = limit.saturating_mul(8).max(8);
+    // Whether the queue may hold due deliveries we have not claimed: set by
+    // a wake-up, the poll and a full claim; cleared by a short one.
+    let mut look = true;
     while !shutdown.is_cancelled() {
-        let free = limit.saturating_sub(in_flight.len());
-        if free > 0 {
-            match shared.queue.claim_due(kind, shared.clock.now(), free).await {
-                Ok(claimed) => {
-                    for delivery in claimed {
-                        in_flight.spawn(attempt(
-                            Arc::clone(&shared),
-                            Arc::clone(&channel),
-                            delivery,
-                        ));
-                    }
+        while attempts.try_join_next().is_some() {}
+        if look && claimed.len() <= limit / 2 && attempts.len() < max_attempts {
+            let want = claim_batch - claimed.len();
+            match shared.queue.claim_due(kind, shared.clock.now(), want).await {
+                Ok(batch) => {
+                    look = batch.len() == want;
+                    claimed.extend(batch);
                 }
-                Err(error) => tracing::error!(channel = %kind, %error, "cannot claim deliveries"),
+                Err(error) => {
+                    look = false;
+                    tracing::error!(channel = %kind, %error, "cannot claim deliveries");
+                }
             }
+        }
+        if let Some(delivery) = claimed.pop_front() {
+            let slot = tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+                () = shutdown.cancelled() => {
+                    claimed.push_front(delivery);
+                    break;
+                }
+            };
+            let Ok(slot) = slot else {
+                break;
+            };
+            attempts.spawn(attempt(
+                Arc::clone(&shared),
+                Arc::clone(&channel),
+                delivery,
+                slot,
+            ));
+            continue;
         }
         tokio::select! {
             () = shutdown.cancelled() => {}
-            () = shared.queue.waker(kind).notified() => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            () = tokio::time::sleep(poll_interval) => {}
+            () = shared.queue.waker(kind).notified() => look = true,
+            Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+            () = tokio::time::sleep(poll_interval) => look = true,
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    // Claimed but never sent: back to the queue now rather than at the
+    // next start's recovery.
+    let now = shared.clock.now();
+    for delivery in claimed {
+        if let Err(error) = shared.queue.release(delivery.id, now).await {
+            tracing::warn!(delivery_id = %delivery.id, %error, "claimed delivery not released; the next start requeues it");
+        }
+    }
+    while attempts.join_next().await.is_some() {}
     tracing::info!(channel = %kind, "delivery worker stopped");
 }
 
 /// One provider call for one claimed delivery, and its recorded outcome.
-async fn attempt(shared: Arc<Shared>, channel: Arc<dyn Channel>, delivery: Delivery) {
+async fn attempt(
+    shared: Arc<Shared>,
+    channel: Arc<dyn Channel>,
+    delivery: Delivery,
+    slot: OwnedSemaphorePermit,
+) {
     let kind = delivery.channel;
     let metrics = &shared.metrics;
     metrics.attempts.with_label_values(&[kind.as_str()]).inc();
     let result = channel.send(&delivery.message, &delivery.recipient).await;
+    drop(slot);
     let now = shared.clock.now();
     let completion = match result {
         Ok(receipt) => Completion::Sent(receipt),

@@ -35,14 +35,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::facts::{DeliveryFact, FactKind};
 use super::model::{Attempt, AttemptOutcome, Delivery, Engagement, Status};
 use super::retry::Decision;
 use crate::channels::{ChannelKind, SendError, SendReceipt};
-use crate::storage::{DeliveryTable, Edit, StorageError};
+use crate::storage::{Change, DeliveryTable, Edit, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -73,6 +73,8 @@ pub enum Completion {
 #[derive(Clone)]
 pub struct DeliveryQueue {
     table: DeliveryTable,
+    /// To the group-commit writer of outcomes (see [`Self::complete`]).
+    outcomes: mpsc::Sender<PendingEdit>,
     /// One per channel, indexed by [`ChannelKind::ALL`]'s order:
     /// `notify_one` keeps a permit, so a wake-up sent while the worker is
     /// busy is not lost.
@@ -86,10 +88,15 @@ impl std::fmt::Debug for DeliveryQueue {
 }
 
 impl DeliveryQueue {
-    /// The queue over `table`, with wake-ups of its own.
+    /// The queue over `table`, with wake-ups of its own and its outcome
+    /// writer (a task of the current runtime, which ends with the last
+    /// clone).
     pub fn new(table: DeliveryTable) -> Self {
+        let (outcomes, pending) = mpsc::channel(OUTCOME_QUEUE);
+        tokio::spawn(write_outcomes(table.clone(), pending));
         DeliveryQueue {
             table,
+            outcomes,
             wakers: Arc::new(std::array::from_fn(|_| Notify::new())),
         }
     }
@@ -160,63 +167,49 @@ impl DeliveryQueue {
         Ok(self.table.claim_due(channel, now, limit).await?)
     }
 
+    /// Gives a claimed delivery back unsent: `Sending` → `Queued`, due as
+    /// before, no attempt counted (a worker stopping with claims it never
+    /// started).
+    pub async fn release(&self, id: Uuid, now: Timestamp) -> Result<Delivery, QueueError> {
+        let delivery = self
+            .edit(id, |delivery| {
+                check_transition(delivery, Status::Sending, Status::Queued)?;
+                delivery.status = Status::Queued;
+                delivery.updated_at = now;
+                Ok(changed(delivery, &[], now))
+            })
+            .await?;
+        self.waker(delivery.channel).notify_one();
+        Ok(delivery)
+    }
+
     /// Records the outcome of one attempt on a `Sending` delivery: appends
-    /// to the attempt log and applies the status change.
+    /// to the attempt log and applies the status change. Outcomes that
+    /// arrive together (the dispatcher's concurrent sends) commit together:
+    /// one transaction for all of them, each answered on its own.
     pub async fn complete(
         &self,
         id: Uuid,
         completion: &Completion,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.edit(id, |delivery| {
-            let next = match completion {
-                Completion::Sent(_) => Status::Sent,
-                Completion::Failed { decision, .. } => match decision {
-                    Decision::RetryAt(_) => Status::Queued,
-                    Decision::Fail => Status::Failed,
-                    Decision::DeadLetter => Status::DeadLettered,
-                },
-            };
-            check_transition(delivery, Status::Sending, next)?;
-            delivery.attempts = delivery.attempts.saturating_add(1);
-            delivery.updated_at = now;
-            match completion {
-                Completion::Sent(receipt) => {
-                    delivery.attempt_log.push(Attempt {
-                        at: now,
-                        outcome: AttemptOutcome::Sent,
-                        answer: receipt.answer.clone(),
-                    });
-                    delivery.sent_at = Some(now);
-                    delivery.provider_message_id = receipt.provider_message_id.clone();
-                    delivery.last_answer = Some(receipt.answer.clone());
-                }
-                Completion::Failed { error, decision } => {
-                    delivery.attempt_log.push(Attempt {
-                        at: now,
-                        outcome: AttemptOutcome::of(error),
-                        answer: error.answer().to_owned(),
-                    });
-                    delivery.last_answer = Some(error.answer().to_owned());
-                    if let Decision::RetryAt(at) = decision {
-                        delivery.not_before = *at;
-                    }
-                }
-            }
-            delivery.status = next;
-            let kind = match completion {
-                // Channels where accepted means delivered (in-app) get
-                // their `Delivered` from the dispatcher's `mark_delivered`.
-                Completion::Sent(_) => FactKind::Sent,
-                Completion::Failed { decision, .. } => match decision {
-                    Decision::RetryAt(_) => FactKind::Retried,
-                    Decision::Fail => FactKind::Failed,
-                    Decision::DeadLetter => FactKind::DeadLettered,
-                },
-            };
-            Ok(changed(delivery, &[kind], now))
+        let completion = completion.clone();
+        let (reply, answer) = oneshot::channel();
+        let pending = PendingEdit {
+            id,
+            change: Box::new(move |delivery| apply_outcome(delivery, &completion, now)),
+            reply,
+        };
+        if self.outcomes.send(pending).await.is_err() {
+            return Err(QueueError::Storage(StorageError::Unavailable(
+                "the outcome writer has stopped".to_owned(),
+            )));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(QueueError::Storage(StorageError::Unavailable(
+                "the outcome writer has stopped".to_owned(),
+            )))
         })
-        .await
     }
 
     /// `Sent` → `Delivered`, from a provider's delivery callback (or at
@@ -606,6 +599,114 @@ impl DeliveryQueue {
             .edit(id, change)
             .await?
             .ok_or(QueueError::NotFound(id))
+    }
+}
+
+/// The outcome of one attempt applied to a `Sending` delivery (see
+/// [`DeliveryQueue::complete`]).
+fn apply_outcome(
+    delivery: &mut Delivery,
+    completion: &Completion,
+    now: Timestamp,
+) -> Result<Edit, QueueError> {
+    let next = match completion {
+        Completion::Sent(_) => Status::Sent,
+        Completion::Failed { decision, .. } => match decision {
+            Decision::RetryAt(_) => Status::Queued,
+            Decision::Fail => Status::Failed,
+            Decision::DeadLetter => Status::DeadLettered,
+        },
+    };
+    check_transition(delivery, Status::Sending, next)?;
+    delivery.attempts = delivery.attempts.saturating_add(1);
+    delivery.updated_at = now;
+    match completion {
+        Completion::Sent(receipt) => {
+            delivery.attempt_log.push(Attempt {
+                at: now,
+                outcome: AttemptOutcome::Sent,
+                answer: receipt.answer.clone(),
+            });
+            delivery.sent_at = Some(now);
+            delivery.provider_message_id = receipt.provider_message_id.clone();
+            delivery.last_answer = Some(receipt.answer.clone());
+        }
+        Completion::Failed { error, decision } => {
+            delivery.attempt_log.push(Attempt {
+                at: now,
+                outcome: AttemptOutcome::of(error),
+                answer: error.answer().to_owned(),
+            });
+            delivery.last_answer = Some(error.answer().to_owned());
+            if let Decision::RetryAt(at) = decision {
+                delivery.not_before = *at;
+            }
+        }
+    }
+    delivery.status = next;
+    let kind = match completion {
+        // Channels where accepted means delivered (in-app) get
+        // their `Delivered` from the dispatcher's `mark_delivered`.
+        Completion::Sent(_) => FactKind::Sent,
+        Completion::Failed { decision, .. } => match decision {
+            Decision::RetryAt(_) => FactKind::Retried,
+            Decision::Fail => FactKind::Failed,
+            Decision::DeadLetter => FactKind::DeadLettered,
+        },
+    };
+    Ok(changed(delivery, &[kind], now))
+}
+
+/// An outcome waiting for the writer's next transaction.
+struct PendingEdit {
+    id: Uuid,
+    change: Change<QueueError>,
+    reply: oneshot::Sender<Result<Delivery, QueueError>>,
+}
+
+/// Outcomes waiting at most; senders wait beyond that.
+const OUTCOME_QUEUE: usize = 4096;
+/// Outcomes per transaction at most.
+const OUTCOME_GROUP: usize = 512;
+
+/// Takes every outcome waiting and commits them in one transaction
+/// ([`DeliveryTable::edit_all`]), until every queue clone is gone.
+async fn write_outcomes(table: DeliveryTable, mut pending: mpsc::Receiver<PendingEdit>) {
+    while let Some(first) = pending.recv().await {
+        let mut group = vec![first];
+        while group.len() < OUTCOME_GROUP {
+            match pending.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(group.len());
+        let mut changes = Vec::with_capacity(group.len());
+        for edit in group {
+            replies.push((edit.id, edit.reply));
+            changes.push((edit.id, edit.change));
+        }
+        match table.edit_all(changes).await {
+            Ok(results) => {
+                for ((id, reply), result) in replies.into_iter().zip(results) {
+                    // A caller that went away no longer needs its answer.
+                    let _ = reply.send(match result {
+                        Ok(Some(delivery)) => Ok(delivery),
+                        Ok(None) => Err(QueueError::NotFound(id)),
+                        Err(error) => Err(error),
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, outcomes = replies.len(), "delivery outcomes not recorded");
+                let message = error.to_string();
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(QueueError::Storage(StorageError::Unavailable(
+                        message.clone(),
+                    ))));
+                }
+            }
+        }
     }
 }
 

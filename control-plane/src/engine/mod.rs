@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::ChannelKind;
 use crate::delivery::{Clock, DeliveryQueue};
 use crate::devices::DeviceStore;
-use crate::event::Cursor;
+use crate::event::{Cursor, Event, EventBody};
 use crate::notifications::NotificationStore;
 use crate::preferences::{OperatorDefaults, PreferenceStore};
 use crate::storage::EventStore;
@@ -251,9 +251,19 @@ impl Engine {
             if page.events.is_empty() {
                 return Ok(processed);
             }
+            // Runs of notifies are planned together (two commits a run);
+            // anything else one by one, in feed order.
+            let mut notifies: Vec<&Event> = Vec::new();
             for event in &page.events {
+                if matches!(event.body, EventBody::Notify(_)) {
+                    notifies.push(event);
+                    continue;
+                }
+                self.process_notifies(&std::mem::take(&mut notifies))
+                    .await?;
                 self.process(event).await?;
             }
+            self.process_notifies(&notifies).await?;
             processed += page.events.len();
             if let Some(next) = page.next {
                 self.cursor.insert(CURSOR_KEY, &next.0.to_be_bytes())?;

@@ -113,7 +113,58 @@ impl Engine {
         self.plan(&notification).await
     }
 
+    /// Processes a run of `notify` events: their notifications are created
+    /// in one transaction and their deliveries enqueued in another, so a
+    /// page of notifies costs two commits, not two per event.
+    pub(super) async fn process_notifies(&self, events: &[&Event]) -> Result<(), EngineError> {
+        let drafts: Vec<NewNotification> = events
+            .iter()
+            .filter_map(|event| {
+                let EventBody::Notify(request) = &event.body else {
+                    return None;
+                };
+                let Some(user_id) = &event.user_id else {
+                    tracing::warn!(event = %event.id, "notify without a user id; nothing to send");
+                    return None;
+                };
+                Some(new_notification(event, user_id, request))
+            })
+            .collect();
+        let created = self
+            .notifications
+            .create_all(drafts, self.clock.now())
+            .await?;
+        let mut deliveries = Vec::new();
+        for created in created {
+            let notification = match created {
+                Created::New(notification) => {
+                    self.created.with_label_values(&["notify"]).inc();
+                    notification
+                }
+                // Planned before, maybe only in part: planning again is
+                // safe, deliveries already there are kept.
+                Created::Existing(notification) => notification,
+            };
+            deliveries.extend(self.plan_deliveries(&notification).await?);
+        }
+        self.queue.enqueue_all(deliveries).await?;
+        Ok(())
+    }
+
     async fn plan(&self, notification: &Notification) -> Result<(), EngineError> {
+        let deliveries = self.plan_deliveries(notification).await?;
+        // Ids already there (a replayed plan) are kept as they are.
+        self.queue.enqueue_all(deliveries).await?;
+        Ok(())
+    }
+
+    /// The deliveries `notification` gets now (held digests are stored on
+    /// the way); the caller enqueues them.
+    async fn plan_deliveries(
+        &self,
+        notification: &Notification,
+    ) -> Result<Vec<Delivery>, EngineError> {
+        let mut planned = Vec::new();
         let now = self.clock.now();
         let preferences = self.preferences.get(&notification.user_id)?;
         let requested = &notification.request.channels;
@@ -143,10 +194,7 @@ impl Engine {
             let deliveries =
                 self.deliveries(notification, decision.channel, &user, not_before, now);
             match deliveries {
-                // Ids already there (a replayed plan) are kept as they are.
-                Ok(deliveries) => {
-                    self.queue.enqueue_all(deliveries).await?;
-                }
+                Ok(deliveries) => planned.extend(deliveries),
                 // Storage failing is not a reason to skip: retry the event.
                 Err(PlanError::Devices(error)) => return Err(error.into()),
                 Err(reason) => {
@@ -154,7 +202,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(planned)
     }
 
     /// The deliveries of `notification` on `channel`: one per recipient

@@ -45,6 +45,10 @@ pub struct Edit {
     pub facts: Vec<DeliveryFact>,
 }
 
+/// One change for [`DeliveryTable::edit_all`]: what [`DeliveryTable::edit`]
+/// takes, boxed so changes of many callers go in one list.
+pub type Change<E> = Box<dyn FnOnce(&mut Delivery) -> Result<Edit, E> + Send>;
+
 /// The columns of a `deliveries` row, from its record.
 struct Row {
     id: String,
@@ -237,6 +241,87 @@ impl DeliveryTable {
             }
         });
         outcome
+    }
+
+    /// [`Self::edit`] for many changes in one transaction (a group
+    /// commit): each change sees the delivery as the changes before it in
+    /// `changes` left it; a change that errs leaves it as it was and gets
+    /// its error back, the others still apply. Each delivery is written
+    /// once, after all its changes. `Err` only when the transaction
+    /// failed, and then nothing was written.
+    #[allow(clippy::type_complexity)]
+    pub async fn edit_all<E>(
+        &self,
+        changes: Vec<(
+            Uuid,
+            Box<dyn FnOnce(&mut Delivery) -> Result<Edit, E> + Send>,
+        )>,
+    ) -> Result<Vec<Result<Option<Delivery>, E>>, StorageError> {
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("delivery_edit_group");
+        let mut results = Vec::with_capacity(changes.len());
+        with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            // Each delivery as the changes so far left it; `true` when it
+            // must be written. Loaded (and on PostgreSQL locked) in id
+            // order, so two groups never wait for each other in a cycle.
+            let mut current: std::collections::HashMap<Uuid, (Delivery, bool)> =
+                std::collections::HashMap::new();
+            let ids: std::collections::BTreeSet<String> =
+                changes.iter().map(|(id, _)| id.to_string()).collect();
+            let ids: Vec<String> = ids.into_iter().collect();
+            for chunk in ids.chunks(500) {
+                let mut sql = String::from("SELECT body FROM deliveries WHERE id IN (");
+                for index in 1..=chunk.len() {
+                    if index > 1 {
+                        sql.push(',');
+                    }
+                    sql.push('$');
+                    sql.push_str(&index.to_string());
+                }
+                sql.push_str(") ORDER BY id");
+                if engine == Engine::Postgres {
+                    sql.push_str(" FOR UPDATE");
+                }
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                let bodies: Vec<String> = query.fetch_all(&mut *tx).await?;
+                for body in &bodies {
+                    let delivery = decode(body)?;
+                    current.insert(delivery.id, (delivery, false));
+                }
+            }
+            let mut facts = Vec::new();
+            for (id, change) in changes {
+                let Some((delivery, dirty)) = current.get_mut(&id) else {
+                    results.push(Ok(None));
+                    continue;
+                };
+                let mut candidate = delivery.clone();
+                match change(&mut candidate) {
+                    Err(error) => results.push(Err(error)),
+                    Ok(edit) => {
+                        if edit.changed {
+                            *delivery = candidate;
+                            *dirty = true;
+                        }
+                        facts.extend(edit.facts);
+                        results.push(Ok(Some(delivery.clone())));
+                    }
+                }
+            }
+            for (delivery, dirty) in current.values() {
+                if *dirty {
+                    let row = Row::of(delivery)?;
+                    update_row!(row).execute(&mut *tx).await?;
+                }
+            }
+            insert_facts!(tx, &facts);
+            tx.commit().await?;
+        });
+        Ok(results)
     }
 
     /// Moves up to `limit` due deliveries of `channel` (`not_before <= now`)

@@ -35,7 +35,7 @@ use std::future::Future;
 use std::path::Path;
 
 pub use database::{Database, DatabaseSettings, Engine};
-pub use deliveries::{DeliveryTable, Edit};
+pub use deliveries::{Change, DeliveryTable, Edit};
 pub use events::EventStore;
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;

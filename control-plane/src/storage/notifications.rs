@@ -8,9 +8,11 @@
 //! * **By idempotency key**: `notification_keys` holds one row per user and
 //!   key. Creating takes the key with an upsert that only overwrites a row
 //!   older than the window; a key still in its window keeps its row, and
-//!   the create answers with the notification it names. Key, notification
-//!   and source check commit in one transaction, durable before `create`
-//!   returns.
+//!   the create answers with the notification it names (the one it had
+//!   just inserted is deleted again in the same transaction). Key,
+//!   notification and source check commit in one transaction, durable
+//!   before `create` returns; [`NotificationStore::create_all`] does a
+//!   page of them in one.
 //! * Removing a notification (privacy erase, retention) removes the keys
 //!   that name it in the same transaction, so a key never outlives its
 //!   notification into a dangling `Existing`.
@@ -46,34 +48,75 @@ impl NotificationStore {
         draft: NewNotification,
         now: Timestamp,
     ) -> Result<Created, StorageError> {
-        let notification = Notification {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: draft.user_id,
-            request: draft.request,
-            source_event_id: draft.source_event_id,
-            created_at: now,
-        };
-        let body = serde_json::to_string(&notification)?;
+        let mut created = self.create_all(vec![draft], now).await?;
+        created
+            .pop()
+            .ok_or_else(|| StorageError::Corrupt("a create answered nothing".to_owned()))
+    }
+
+    /// [`Self::create`] for every draft, in order, in one transaction: one
+    /// commit for a page of the engine's events. A draft whose key or
+    /// source an earlier draft of the same call took finds that one.
+    pub async fn create_all(
+        &self,
+        drafts: Vec<NewNotification>,
+        now: Timestamp,
+    ) -> Result<Vec<Created>, StorageError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
         let now_ms = now.as_millisecond();
         let window_ms = i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX);
         let expired_before = now_ms.saturating_sub(window_ms);
+        let notifications: Vec<Notification> = drafts
+            .into_iter()
+            .map(|draft| Notification {
+                id: uuid::Uuid::now_v7().to_string(),
+                user_id: draft.user_id,
+                request: draft.request,
+                source_event_id: draft.source_event_id,
+                created_at: now,
+            })
+            .collect();
+        let bodies = notifications
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
         let metrics = self.database.metrics();
         let _timer = metrics.time("notification_create");
 
-        let found: Found = with_pool!(self.database, pool, engine => {
+        let found: Vec<Found> = with_pool!(self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
-            let mut found = Found::Nothing;
-            if let Some(source) = &notification.source_event_id {
-                let existing: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM notifications WHERE source_event_id = $1")
-                        .bind(source)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(id) = existing {
-                    found = Found::Existing(id);
+            let mut found = Vec::with_capacity(notifications.len());
+            for (notification, body) in notifications.iter().zip(&bodies) {
+                // The insert first: a replayed source event conflicts on
+                // its unique index and writes nothing.
+                let inserted = sqlx::query(
+                    "INSERT INTO notifications (id, user_id, source_event_id, created_at_ms, body) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (source_event_id) WHERE source_event_id IS NOT NULL DO NOTHING",
+                )
+                .bind(&notification.id)
+                .bind(&notification.user_id)
+                .bind(&notification.source_event_id)
+                .bind(now_ms)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    let id: String =
+                        sqlx::query_scalar("SELECT id FROM notifications WHERE source_event_id = $1")
+                            .bind(&notification.source_event_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    found.push(Found::Existing(id));
+                    continue;
                 }
-            }
-            if let (Found::Nothing, Some(key)) = (&found, &notification.request.idempotency_key) {
+                let Some(key) = &notification.request.idempotency_key else {
+                    found.push(Found::Nothing);
+                    continue;
+                };
                 // Takes the key unless a notification within the window
                 // holds it; the conditional update locks the row on
                 // PostgreSQL, so of two concurrent creates one wins.
@@ -92,61 +135,43 @@ impl NotificationStore {
                 .bind(expired_before)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if taken.is_none() {
-                    let holder: String = sqlx::query_scalar(
-                        "SELECT notification_id FROM notification_keys WHERE user_id = $1 AND idempotency_key = $2",
-                    )
-                    .bind(&notification.user_id)
-                    .bind(key)
-                    .fetch_one(&mut *tx)
+                if taken.is_some() {
+                    found.push(Found::Nothing);
+                    continue;
+                }
+                // The key is another notification's: this one goes again.
+                sqlx::query("DELETE FROM notifications WHERE id = $1")
+                    .bind(&notification.id)
+                    .execute(&mut *tx)
                     .await?;
-                    found = Found::Existing(holder);
-                }
-            }
-            if let Found::Nothing = found {
-                let inserted = sqlx::query(
-                    "INSERT INTO notifications (id, user_id, source_event_id, created_at_ms, body) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (source_event_id) WHERE source_event_id IS NOT NULL DO NOTHING",
+                let holder: String = sqlx::query_scalar(
+                    "SELECT notification_id FROM notification_keys WHERE user_id = $1 AND idempotency_key = $2",
                 )
-                .bind(&notification.id)
                 .bind(&notification.user_id)
-                .bind(&notification.source_event_id)
-                .bind(now_ms)
-                .bind(&body)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    // A concurrent create of the same source committed
-                    // between the check and the insert.
-                    let id: String =
-                        sqlx::query_scalar("SELECT id FROM notifications WHERE source_event_id = $1")
-                            .bind(&notification.source_event_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    found = Found::Existing(id);
-                }
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+                found.push(Found::Existing(holder));
             }
-            match found {
-                Found::Nothing => tx.commit().await?,
-                // The key upsert, if any, is undone with the rest.
-                Found::Existing(_) => tx.rollback().await?,
-            }
+            tx.commit().await?;
             found
         });
 
-        match found {
-            Found::Nothing => Ok(Created::New(notification)),
-            Found::Existing(id) => {
-                let existing = self.get(&id).await?.ok_or_else(|| {
-                    StorageError::Corrupt(format!(
-                        "an idempotency record names notification {id}, which is missing"
-                    ))
-                })?;
-                Ok(Created::Existing(existing))
-            }
+        let mut created = Vec::with_capacity(found.len());
+        for (notification, found) in notifications.into_iter().zip(found) {
+            created.push(match found {
+                Found::Nothing => Created::New(notification),
+                Found::Existing(id) => {
+                    let existing = self.get(&id).await?.ok_or_else(|| {
+                        StorageError::Corrupt(format!(
+                            "an idempotency record names notification {id}, which is missing"
+                        ))
+                    })?;
+                    Created::Existing(existing)
+                }
+            });
         }
+        Ok(created)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Notification>, StorageError> {
