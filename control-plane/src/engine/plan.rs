@@ -135,6 +135,9 @@ impl Engine {
             .create_all(drafts, self.clock.now())
             .await?;
         let mut deliveries = Vec::new();
+        // A page often has several notifies for one user: their profile
+        // is read once.
+        let mut users: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
         for created in created {
             let notification = match created {
                 Created::New(notification) => {
@@ -145,14 +148,23 @@ impl Engine {
                 // safe, deliveries already there are kept.
                 Created::Existing(notification) => notification,
             };
-            deliveries.extend(self.plan_deliveries(&notification).await?);
+            let user = match users.get(&notification.user_id) {
+                Some(user) => user.clone(),
+                None => {
+                    let user = self.user_context(&notification.user_id).await?;
+                    users.insert(notification.user_id.clone(), user.clone());
+                    user
+                }
+            };
+            deliveries.extend(self.plan_deliveries(&notification, &user).await?);
         }
         self.queue.enqueue_all(deliveries).await?;
         Ok(())
     }
 
     async fn plan(&self, notification: &Notification) -> Result<(), EngineError> {
-        let deliveries = self.plan_deliveries(notification).await?;
+        let user = self.user_context(&notification.user_id).await?;
+        let deliveries = self.plan_deliveries(notification, &user).await?;
         // Ids already there (a replayed plan) are kept as they are.
         self.queue.enqueue_all(deliveries).await?;
         Ok(())
@@ -163,6 +175,7 @@ impl Engine {
     async fn plan_deliveries(
         &self,
         notification: &Notification,
+        user: &Value,
     ) -> Result<Vec<Delivery>, EngineError> {
         let mut planned = Vec::new();
         let now = self.clock.now();
@@ -175,14 +188,12 @@ impl Engine {
             requested,
             now,
         );
-        let user = self.user_context(&notification.user_id).await?;
-
         for decision in decisions {
             let not_before = match decision.action {
                 Action::SendNow => None,
                 Action::HoldUntil(until) => Some(until),
                 Action::Digest(at) => {
-                    self.hold_for_digest(notification, decision.channel, at, &user)
+                    self.hold_for_digest(notification, decision.channel, at, user)
                         .await?;
                     continue;
                 }
@@ -191,8 +202,7 @@ impl Engine {
                     continue;
                 }
             };
-            let deliveries =
-                self.deliveries(notification, decision.channel, &user, not_before, now);
+            let deliveries = self.deliveries(notification, decision.channel, user, not_before, now);
             match deliveries {
                 Ok(deliveries) => planned.extend(deliveries),
                 // Storage failing is not a reason to skip: retry the event.
