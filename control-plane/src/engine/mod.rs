@@ -7,6 +7,14 @@
 //!   The engine tails the store's event feed from a durable cursor (tree
 //!   `engine_cursor`), which advances only after the events before it were
 //!   fully planned (their notifications and deliveries flushed).
+//! * **One bad event never blocks the feed.** A failure is classified
+//!   ([`EngineError::is_transient`]): storage that is unavailable is
+//!   retried from the same cursor with exponential backoff; anything else
+//!   (content a store refuses, a corrupt record) cannot succeed on a retry,
+//!   so the event is *parked* — stored durably with its reason (see
+//!   `storage::parked`), counted in
+//!   `nudge_cp_engine_events_parked_total{reason}`, listed at
+//!   `GET /v1/admin/parked-events` — and the cursor moves past it.
 //! * **Processing an event twice creates nothing twice.** Notifications are
 //!   idempotent by source event id and by the app's idempotency key (see
 //!   [`crate::notifications`]); a delivery's id is derived from its
@@ -36,7 +44,7 @@ use crate::devices::DeviceStore;
 use crate::event::Cursor;
 use crate::notifications::NotificationStore;
 use crate::preferences::{OperatorDefaults, PreferenceStore};
-use crate::storage::EventStore;
+use crate::storage::{EventStore, ParkedEvent};
 use crate::templates::TemplateSet;
 
 pub use plan::{PlanError, delivery_id_for};
@@ -91,6 +99,8 @@ const PAGE: usize = 256;
 /// How often an idle engine looks for due delayed triggers and digests.
 /// New events wake it at once (see [`EventStore::appended`]).
 const POLL: Duration = Duration::from_millis(100);
+/// The longest wait between retries of a pass that failed transiently.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The trigger worker. Cheap to clone.
 #[derive(Clone)]
@@ -109,6 +119,8 @@ pub struct Engine {
     cursor: sled::Tree,
     /// `nudge_cp_notifications_created_total{trigger}`.
     created: prometheus::IntCounterVec,
+    /// `nudge_cp_engine_events_parked_total{reason}`.
+    parked: prometheus::IntCounterVec,
     /// Signs the one-click unsubscribe links of emails; `None` without a
     /// `public_url`. From the config file only, so not in the replaceable
     /// [`EngineSettings`].
@@ -139,6 +151,67 @@ pub enum EngineError {
     Digest(#[from] crate::digest::DigestError),
     #[error("engine metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+impl EngineError {
+    /// Whether retrying the same event later may succeed: the storage
+    /// failed (I/O, the database unavailable), not the event. Everything
+    /// else — content a store refuses, a corrupt record — fails the same
+    /// way every time, so the event is parked instead (see the module's
+    /// promises). The one place this is decided.
+    pub fn is_transient(&self) -> bool {
+        use crate::delivery::QueueError;
+        use crate::digest::DigestError;
+        use crate::notifications::NotificationError;
+        use crate::preferences::PreferenceError;
+        use crate::rules::PendingError;
+        use crate::storage::StorageError;
+        let sled_transient = |error: &sled::Error| matches!(error, sled::Error::Io(_));
+        match self {
+            EngineError::Sled(error)
+            | EngineError::Notifications(NotificationError::Storage(error))
+            | EngineError::Queue(QueueError::Sled(error))
+            | EngineError::PendingTriggers(PendingError::Sled(error))
+            | EngineError::Digest(DigestError::Storage(error))
+            | EngineError::Store(StorageError::Legacy(error)) => sled_transient(error),
+            EngineError::Store(error) => {
+                !matches!(error, StorageError::Corrupt(_) | StorageError::Encode(_))
+            }
+            EngineError::Preferences(PreferenceError::Storage(_))
+            | EngineError::Devices(crate::devices::DeviceError::Storage(_)) => true,
+            EngineError::Notifications(_)
+            | EngineError::Queue(_)
+            | EngineError::Preferences(_)
+            | EngineError::PendingTriggers(_)
+            | EngineError::Devices(_)
+            | EngineError::Digest(_)
+            | EngineError::Metrics(_) => false,
+        }
+    }
+
+    /// The parked-events metric's label for a permanent failure: `invalid`
+    /// (content a store refuses) or `corrupt` (a stored record that cannot
+    /// be read or written).
+    pub fn park_reason(&self) -> &'static str {
+        use crate::devices::DeviceError;
+        use crate::digest::DigestError;
+        use crate::preferences::PreferenceError;
+        match self {
+            EngineError::Digest(DigestError::InvalidKey)
+            | EngineError::Devices(DeviceError::Invalid(_))
+            | EngineError::Queue(
+                crate::delivery::QueueError::InvalidTransition { .. }
+                | crate::delivery::QueueError::NotFound(_)
+                | crate::delivery::QueueError::AlreadyExists(_),
+            )
+            | EngineError::Preferences(
+                PreferenceError::Critical { .. }
+                | PreferenceError::TimeZone { .. }
+                | PreferenceError::QuietHoursTime { .. },
+            ) => "invalid",
+            _ => "corrupt",
+        }
+    }
 }
 
 const CURSOR_KEY: &[u8] = b"events";
@@ -179,6 +252,14 @@ impl Engine {
             &["trigger"],
         )?;
         registry.register(Box::new(created.clone()))?;
+        let parked = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "nudge_cp_engine_events_parked_total",
+                "Events the engine parked instead of planning, by reason (invalid or corrupt); listed at /v1/admin/parked-events.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(parked.clone()))?;
         Ok(Self {
             store,
             notifications,
@@ -191,6 +272,7 @@ impl Engine {
             clock,
             cursor: db.open_tree("engine_cursor")?,
             created,
+            parked,
             unsubscribe: None,
             tracking: None,
         })
@@ -211,9 +293,12 @@ impl Engine {
     }
 
     /// Tails the event feed and fires due rule triggers until `stop` is
-    /// cancelled. A failing pass is logged and retried from the same cursor.
+    /// cancelled. A pass that fails (transiently: permanent failures are
+    /// parked inside it) is logged and retried from the same cursor after a
+    /// backoff that doubles up to [`MAX_BACKOFF`].
     pub async fn run(self, stop: CancellationToken) {
         let mut appended = self.store.appended();
+        let mut backoff = POLL;
         loop {
             // Seen before the pass: an event stored during it wakes the
             // next wait at once.
@@ -225,10 +310,20 @@ impl Engine {
                 Ok::<_, EngineError>(processed + fired + digests)
             };
             let idle = match pass.await {
-                Ok(processed) => processed == 0,
+                Ok(processed) => {
+                    backoff = POLL;
+                    processed == 0
+                }
                 Err(error) => {
-                    tracing::error!(%error, "engine pass failed; retrying");
-                    true
+                    tracing::error!(%error, retry_in = ?backoff, "engine pass failed; retrying");
+                    // New events do not cut the wait short: the storage,
+                    // not the feed, is what has to recover.
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
             };
             if idle {
@@ -253,14 +348,44 @@ impl Engine {
             if page.events.is_empty() {
                 return Ok(processed);
             }
-            for event in &page.events {
-                self.process(event).await?;
+            for (event, cursor) in page.events.iter().zip(&page.cursors) {
+                match self.process(event).await {
+                    Ok(()) => {}
+                    // The cursor stays before this event: the pass is
+                    // retried (events before it replay harmlessly).
+                    Err(error) if error.is_transient() => return Err(error),
+                    Err(error) => self.park(event, *cursor, &error).await?,
+                }
             }
             processed += page.events.len();
             if let Some(next) = page.next {
                 self.cursor.insert(CURSOR_KEY, &next.0.to_be_bytes())?;
             }
         }
+    }
+
+    /// Records `event` (at feed position `cursor`) as parked with `error`'s
+    /// reason; the caller then moves on.
+    async fn park(
+        &self,
+        event: &crate::event::Event,
+        cursor: Cursor,
+        error: &EngineError,
+    ) -> Result<(), EngineError> {
+        let reason = error.park_reason();
+        let parked = ParkedEvent {
+            seq: cursor.0,
+            event_id: event.id.clone(),
+            user_id: event.user_id.clone(),
+            kind: reason.to_owned(),
+            reason: error.to_string(),
+            parked_at: self.clock.now(),
+        };
+        if self.store.park(cursor, &parked).await? {
+            self.parked.with_label_values(&[reason]).inc();
+            tracing::warn!(event = %event.id, seq = cursor.0, reason, %error, "event parked: it cannot be planned");
+        }
+        Ok(())
     }
 
     fn load_cursor(&self) -> Result<Option<Cursor>, EngineError> {

@@ -34,6 +34,7 @@
 mod admin_analytics;
 mod admin_api;
 mod admin_notifications;
+mod admin_parked;
 mod admin_preferences;
 mod admin_privacy;
 pub mod analytics_params;

@@ -33,13 +33,23 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Append only: an applied migration's
-/// text never changes (its checksum is checked).
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sqlite: include_str!("../../migrations/sqlite/0001_events.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_events.sql"),
-}];
+/// text never changes (its checksum is checked). Versions may have gaps
+/// (work on several versions lands in any order): each missing version is
+/// applied, in ascending order, whatever is applied already.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sqlite: include_str!("../../migrations/sqlite/0001_events.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_events.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "parked_events",
+        sqlite: include_str!("../../migrations/sqlite/0004_parked_events.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_parked_events.sql"),
+    },
+];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").
 const MIGRATION_LOCK: i64 = 0x6e75_6467_652d_6d67;

@@ -26,6 +26,7 @@ mod legacy;
 mod location;
 mod metrics;
 mod migrate;
+mod parked;
 
 use std::future::Future;
 use std::path::Path;
@@ -35,6 +36,7 @@ pub use events::EventStore;
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
+pub use parked::{ParkedEvent, ParkedPage};
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
