@@ -135,6 +135,16 @@ pub struct Config {
     )]
     pub engine_config: Option<PathBuf>,
 
+    /// Most live streams (`/v1/me/stream`, `/v1/me/events`) one user may
+    /// hold open at once; more are refused with 429.
+    #[arg(long, env = "NUDGE_CP_LIVE_MAX_STREAMS_PER_USER", value_name = "NUDGE_CP_LIVE_MAX_STREAMS_PER_USER", default_value_t = crate::http::StreamLimits::default().per_user)]
+    pub live_max_streams_per_user: usize,
+
+    /// Most live streams open in this process across users; more are
+    /// refused with 503.
+    #[arg(long, env = "NUDGE_CP_LIVE_MAX_STREAMS", value_name = "NUDGE_CP_LIVE_MAX_STREAMS", default_value_t = crate::http::StreamLimits::default().total)]
+    pub live_max_streams: usize,
+
     /// Log line format on stderr.
     #[arg(long, env = "NUDGE_CP_LOG_FORMAT", value_name = "NUDGE_CP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -354,6 +364,14 @@ impl Config {
         })
     }
 
+    /// The live stream's connection caps.
+    pub fn stream_limits(&self) -> crate::http::StreamLimits {
+        crate::http::StreamLimits {
+            per_user: self.live_max_streams_per_user,
+            total: self.live_max_streams,
+        }
+    }
+
     /// Checks what parsing cannot: ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.dedupe_window < MIN_DEDUPE_WINDOW {
@@ -412,6 +430,21 @@ impl Config {
                 setting: "NUDGE_CP_CONFIG",
                 message: "is set but empty; unset it to run the engine with its defaults"
                     .to_owned(),
+            });
+        }
+        if self.live_max_streams_per_user == 0 {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_LIVE_MAX_STREAMS_PER_USER",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if self.live_max_streams < self.live_max_streams_per_user {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_LIVE_MAX_STREAMS",
+                message: format!(
+                    "{} is below NUDGE_CP_LIVE_MAX_STREAMS_PER_USER ({})",
+                    self.live_max_streams, self.live_max_streams_per_user
+                ),
             });
         }
         self.tls.validate()?;
@@ -495,6 +528,35 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("NUDGE_CP_HTTP_LISTEN")
+        );
+    }
+
+    #[test]
+    fn stream_caps_are_checked_by_name() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.stream_limits(), crate::http::StreamLimits::default());
+        let error = parse(&["--live-max-streams-per-user", "0"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("NUDGE_CP_LIVE_MAX_STREAMS_PER_USER"),
+            "{error}"
+        );
+        let error = parse(&[
+            "--live-max-streams",
+            "3",
+            "--live-max-streams-per-user",
+            "4",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("NUDGE_CP_LIVE_MAX_STREAMS:"),
+            "{error}"
         );
     }
 

@@ -257,7 +257,7 @@ pub async fn run(
                 .and_then(channels::email::EmailConfig::callback_auth),
             inbox: engine.inbox.clone(),
             user_tokens: config.user_token_secret.clone(),
-            live: http::LiveStream::new(stop.clone(), metrics.registry())?,
+            live: http::LiveStream::new(stop.clone(), config.stream_limits(), metrics.registry())?,
             privacy: privacy.clone(),
             request_duration: metrics.http_request_duration.clone(),
             analytics: analytics.clone(),

@@ -8,6 +8,11 @@
 //! "25.00"; JSON and TOML numbers are accepted too) with at most six
 //! decimals; more precision is refused rather than rounded, so what an
 //! operator configured is what is counted.
+//!
+//! Amounts that come from outside (a notify's cost, an outcome's amount)
+//! are bounded by [`Money::MAX`] in absolute value (nudge-proto's
+//! `MAX_AMOUNT_UNITS`, refused at intake); sums never wrap: they use
+//! [`Money::checked_add`] or saturate.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,8 +26,18 @@ pub struct Money(pub i64);
 /// Micro-units in one unit.
 pub const MICROS: i64 = 1_000_000;
 
+/// [`Money::MAX`] in micro-units.
+const MAX_MICROS: i64 = nudge_proto::validate::MAX_AMOUNT_UNITS as i64 * MICROS;
+
 impl Money {
     pub const ZERO: Money = Money(0);
+    /// The largest amount accepted from outside (one billion units).
+    pub const MAX: Money = Money(MAX_MICROS);
+
+    /// Whether this is an amount accepted from outside: within ±[`Money::MAX`].
+    pub fn in_bounds(self) -> bool {
+        self.0.checked_abs().is_some_and(|abs| abs <= MAX_MICROS)
+    }
 
     pub fn micros(self) -> i64 {
         self.0
@@ -34,11 +49,15 @@ impl Money {
     }
 
     /// From a JSON number an application sent (an outcome's amount):
-    /// rounded to the nearest micro-unit; `None` when not finite or out of
-    /// range.
+    /// rounded to the nearest micro-unit; `None` when not finite or beyond
+    /// ±[`Money::MAX`].
     pub fn from_f64(value: f64) -> Option<Money> {
         let micros = (value * MICROS as f64).round();
-        (micros.is_finite() && micros.abs() < i64::MAX as f64 / 2.0).then_some(Money(micros as i64))
+        (micros.is_finite() && micros.abs() <= MAX_MICROS as f64).then_some(Money(micros as i64))
+    }
+
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Money)
     }
 
     pub fn saturating_add(self, other: Money) -> Money {
@@ -169,6 +188,18 @@ mod tests {
             "99999999999999999".parse::<Money>(),
             Err(MoneyError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn bounds_and_checked_sums() {
+        assert_eq!("1000000000".parse::<Money>().unwrap(), Money::MAX);
+        assert!(Money::MAX.in_bounds() && Money(-MAX_MICROS).in_bounds());
+        assert!(!Money(MAX_MICROS + 1).in_bounds() && !Money(i64::MIN).in_bounds());
+        assert_eq!(Money::from_f64(1e9), Some(Money::MAX));
+        assert_eq!(Money::from_f64(1e9 + 1.0), None);
+        assert_eq!(Money::from_f64(f64::NAN), None);
+        assert_eq!(Money(i64::MAX).checked_add(Money(1)), None);
+        assert_eq!(Money(i64::MAX).saturating_add(Money(1)), Money(i64::MAX));
     }
 
     #[test]

@@ -875,3 +875,65 @@ async fn a_sweep_ends_every_stale_session_once() {
     assert_eq!(text(&one, 0, "end_reason"), "inactivity");
     assert_eq!(text(&one, 0, "end"), "2026-11-09T08:00:00Z");
 }
+
+/// Amounts stored before intake bounded them (or by another client) cannot
+/// wrap a sum: an outcome amount beyond the bound counts as no amount, and
+/// costs that would overflow saturate. Before, the second extreme cost
+/// panicked the worker in a debug build (wrapped to negative spend in a
+/// release build) and it retried the same fact forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_amounts_neither_wrap_nor_stall_the_worker() {
+    let world = World::new().await;
+    // Two SMS to bob, each costing 5 × 10¹² units (5 × 10¹⁸ micro-units).
+    for (user, created) in [
+        ("bob", "2026-11-02T08:00:00Z"),
+        ("dave", "2026-11-02T08:01:00Z"),
+    ] {
+        let delivery = world
+            .delivery(user, ChannelKind::Sms, created, Some("5000000000000"))
+            .await;
+        world.sent(&delivery, "2026-11-02T08:05:00Z").await;
+    }
+    let outcomes = [
+        json!(4e12),
+        json!("4000000000000"),
+        json!(1e9),
+        json!("0.5"),
+    ];
+    let events: Vec<Event> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, amount)| event(index, &BOB, "2026-11-02T09:00:00Z", paid(amount)))
+        .collect();
+    world.store.ingest(events).await.unwrap();
+    world.catch_up();
+
+    let costs = world.report(
+        ReportName::Costs,
+        ReportQuery {
+            granularity: Some(Granularity::Total),
+            ..ReportQuery::default()
+        },
+    );
+    let sms = row_where(&costs, "channel", "sms");
+    assert_eq!(text(&costs, sms, "messages"), "2");
+    assert_eq!(
+        text(&costs, sms, "cost"),
+        Money(i64::MAX).to_string(),
+        "saturated, not wrapped"
+    );
+
+    let outcomes = world.report(
+        ReportName::Outcomes,
+        ReportQuery {
+            granularity: Some(Granularity::Total),
+            ..ReportQuery::default()
+        },
+    );
+    let json = outcomes.to_json();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["count"], 4);
+    // 10⁹ + 0.5; the two amounts beyond the bound count as none.
+    assert_eq!(rows[0]["amount"], "1000000000.50");
+}

@@ -848,3 +848,27 @@ fn a_bad_service_account_file_fails_new() {
     assert!(err.message.contains("private_key"), "{err}");
     assert!(!err.to_string().contains("PRIVATE KEY-----"), "{err}");
 }
+
+/// Neither FCM's send answer nor the token endpoint's is read beyond the
+/// cap when it never ends.
+#[tokio::test]
+async fn endless_answers_are_read_bounded() {
+    let server = Server::start().await;
+    let peer = compliance::EndlessAnswer::start(500).await;
+    let channel = FcmChannel::new(FcmConfig {
+        base_url: peer.url(""),
+        timeout: Duration::from_secs(30),
+        ..config(&server)
+    })
+    .unwrap();
+    compliance::check_bounded_answer(&channel, &device("token-endless"), &peer).await;
+
+    let endless_token = compliance::EndlessAnswer::start(200).await;
+    let channel = FcmChannel::new(FcmConfig {
+        token_url: Some(endless_token.url("/token")),
+        timeout: Duration::from_secs(30),
+        ..config(&server)
+    })
+    .unwrap();
+    compliance::check_bounded_answer(&channel, &device("token-endless"), &endless_token).await;
+}

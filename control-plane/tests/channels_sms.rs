@@ -426,3 +426,16 @@ async fn unreachable_and_slow_apis_are_retriable() {
         .unwrap_err();
     assert!(matches!(err, SendError::Retriable { .. }), "{err:?}");
 }
+
+/// A provider that answers an endless body costs a bounded read, not
+/// memory and a worker until the timeout.
+#[tokio::test]
+async fn an_endless_answer_is_read_bounded() {
+    let peer = compliance::EndlessAnswer::start(201).await;
+    let channel = SmsChannel::new(SmsConfig {
+        timeout: Duration::from_secs(30),
+        ..config(&peer.url(""))
+    })
+    .unwrap();
+    compliance::check_bounded_answer(&channel, &phone("+15555550123"), &peer).await;
+}

@@ -648,3 +648,27 @@ async fn the_receiver_really_checks_the_vapid_token() {
         "{received:?}"
     );
 }
+
+/// A push endpoint that answers an endless body costs a bounded read, not
+/// memory and a worker until the timeout.
+#[tokio::test]
+async fn an_endless_answer_is_read_bounded() {
+    let peer = compliance::EndlessAnswer::start(201).await;
+    let channel = WebPushChannel::new(WebPushConfig {
+        timeout: Duration::from_secs(30),
+        ..config(&VapidKey::generate(), true)
+    })
+    .unwrap();
+    // A browser's subscription keys: a P-256 public key and 16 random bytes.
+    let rng = SystemRandom::new();
+    let browser =
+        ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng).unwrap();
+    let p256dh = URL_SAFE_NO_PAD.encode(browser.compute_public_key().unwrap().as_ref());
+    let auth = URL_SAFE_NO_PAD.encode([7_u8; 16]);
+    let recipient = Recipient::WebPush {
+        endpoint: peer.url("/push/endless"),
+        p256dh,
+        auth,
+    };
+    compliance::check_bounded_answer(&channel, &recipient, &peer).await;
+}

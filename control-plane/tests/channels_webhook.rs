@@ -335,3 +335,17 @@ async fn bad_urls_are_permanent() {
         assert!(matches!(err, SendError::Permanent { .. }), "{url}: {err:?}");
     }
 }
+
+/// A receiver that answers an endless body costs a bounded read, not
+/// memory and a worker until the timeout.
+#[tokio::test]
+async fn an_endless_answer_is_read_bounded() {
+    let peer = compliance::EndlessAnswer::start(200).await;
+    let channel = WebhookChannel::new(WebhookConfig {
+        secret: SECRET.to_owned(),
+        timeout: Duration::from_secs(30),
+        allow_private_destinations: true,
+    })
+    .unwrap();
+    compliance::check_bounded_answer(&channel, &to(&peer.url("/hook")), &peer).await;
+}

@@ -72,6 +72,7 @@ fn notify_event_with(id: &str, at: Timestamp, title: &str, data: Map<String, Val
 /// on a manual clock.
 struct Harness {
     _dir: tempfile::TempDir,
+    stores: Stores,
     store: EventStore,
     engine: Engine,
     queue: DeliveryQueue,
@@ -108,7 +109,7 @@ impl Harness {
         let preference_store = PreferenceStore::new(db.open_tree("preferences").unwrap());
         preference_store.put(USER, preferences).unwrap();
         let queue = stores.deliveries.clone();
-        let notifications = stores.notifications;
+        let notifications = stores.notifications.clone();
         let devices = DeviceStore::open(&db).unwrap();
         let mut enabled: BTreeSet<ChannelKind> = channels.iter().map(|c| c.kind()).collect();
         enabled.insert(ChannelKind::InApp);
@@ -149,6 +150,7 @@ impl Harness {
         let dispatching = tokio::spawn(dispatcher.run(stop.clone()));
         Harness {
             _dir: dir,
+            stores,
             store,
             engine,
             queue,
@@ -546,5 +548,124 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
     );
     assert_eq!(apple.pushes_to(UNINSTALLED), 1);
     assert_eq!(apple.pushes_to(INSTALLED), 2);
+    h.stop().await;
+}
+
+/// A notify whose type holds a NUL (stored by an earlier build, before
+/// names were checked at every entrance) makes the digest store refuse it:
+/// a failure no retry can fix. It is parked with its reason and the feed
+/// moves on: the good events around it, a later one of another user
+/// included, are planned. Before, the engine retried that cursor forever
+/// and nothing after it was planned for anyone.
+#[tokio::test]
+async fn a_poison_event_is_parked_and_the_rest_of_the_feed_is_planned() {
+    let now: Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+    let poison_type = "comment\0digest";
+    let defaults = OperatorDefaults {
+        types: [(
+            poison_type.to_owned(),
+            TypeDefaults {
+                channels: [ChannelKind::InApp].into_iter().collect(),
+                critical: false,
+                frequency: Frequency::Daily,
+                category: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let h = Harness::start(
+        now,
+        &UserPreferences::default(),
+        EngineSettings {
+            defaults,
+            ..EngineSettings::default()
+        },
+    )
+    .await;
+    let mut poison = notify_event("evt-poison", now);
+    if let EventBody::Notify(request) = &mut poison.body {
+        request.notification_type = poison_type.to_owned();
+    }
+    let mut other = notify_event("evt-other-user", now);
+    other.user_id = Some("early-bird".to_owned());
+    h.store
+        .ingest(vec![
+            notify_event("evt-before", now),
+            poison,
+            notify_event("evt-after", now),
+            other,
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(h.engine.process_available().await.unwrap(), 4);
+    assert_eq!(
+        h.engine.process_available().await.unwrap(),
+        0,
+        "the cursor moved on"
+    );
+    assert_eq!(
+        h.notifications.list_for_user(USER, 10).await.unwrap().len(),
+        3
+    );
+    let planned = async |user: &str| {
+        let mut planned = 0;
+        for n in h.notifications.list_for_user(user, 10).await.unwrap() {
+            if n.request.notification_type != "comment" {
+                continue;
+            }
+            let id = delivery_id_for(&n.id, ChannelKind::InApp, None).unwrap();
+            planned += usize::from(h.queue.get(id).await.unwrap().is_some());
+        }
+        planned
+    };
+    assert_eq!(
+        planned(USER).await,
+        2,
+        "the events before and after were planned"
+    );
+    assert_eq!(
+        planned("early-bird").await,
+        1,
+        "another user's later event was planned"
+    );
+
+    let page = h.store.parked(None, 10).await.unwrap();
+    assert_eq!(page.parked.len(), 1, "{page:?}");
+    let parked = &page.parked[0];
+    assert_eq!(parked.event_id, "evt-poison");
+    assert_eq!(parked.user_id.as_deref(), Some(USER));
+    assert_eq!(parked.kind, "invalid");
+    assert!(parked.reason.contains("NUL"), "{}", parked.reason);
+    assert_eq!(page.next, None);
+
+    // Operators list it over the admin API.
+    let state = nudge_control_plane::http::HttpState {
+        admin_token: Some("admin-secret".into()),
+        ..nudge_control_plane::http::HttpState::standalone(&h.stores).unwrap()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, nudge_control_plane::http::router(state))
+            .await
+            .unwrap();
+    });
+    let listed: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/admin/parked-events?limit=10"))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["parked"][0]["event_id"], "evt-poison", "{listed}");
+    assert_eq!(listed["parked"][0]["kind"], "invalid");
+    assert_eq!(listed["next"], Value::Null);
+    serving.abort();
     h.stop().await;
 }

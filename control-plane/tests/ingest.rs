@@ -404,3 +404,46 @@ async fn probes_and_grpc_health_report_serving() {
     );
     server.stop().await;
 }
+
+/// Money beyond nudge-proto's bound (10⁹ units) is refused by name at
+/// ingest, as the agent refuses it at intake: a notify's cost, an outcome
+/// amount in a track's properties.
+#[tokio::test]
+async fn amounts_beyond_the_money_bound_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), Some(TOKEN)).await;
+    let mut client = server.client().await;
+    let mut revenue = track("huge-revenue", "u");
+    if let Some(Body::Track(track)) = &mut revenue.body {
+        track.properties_json = r#"{"revenue": 1e18}"#.to_owned();
+    }
+    let mut amount = track("fine-amount", "u");
+    if let Some(Body::Track(track)) = &mut amount.body {
+        track.properties_json = r#"{"amount": "999999999.99"}"#.to_owned();
+    }
+    let mut cost = track("huge-cost", "u");
+    cost.body = Some(Body::Notify(nudge_proto::v1::Notify {
+        r#type: "invoice".to_owned(),
+        cost: "999999999999".to_owned(),
+        ..Default::default()
+    }));
+    let response = push(&mut client, vec![revenue, amount, cost]).await;
+    assert_eq!(response.stored, 1);
+    let rejected: Vec<(&str, &str)> = response
+        .rejected
+        .iter()
+        .map(|r| (r.envelope_id.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(
+        rejected[0].0 == "huge-revenue"
+            && rejected[0].1.contains("`revenue` is 1000000000000000000"),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected[1].0 == "huge-cost"
+            && rejected[1].1.starts_with("notify.cost is \"999999999999\""),
+        "{rejected:?}"
+    );
+    server.stop().await;
+}

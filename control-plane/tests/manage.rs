@@ -471,7 +471,26 @@ async fn a_type_and_a_rule_put_through_the_api_turn_a_tracked_event_into_an_in_a
         .await
         .unwrap_err();
     assert_eq!(negative.code(), Code::InvalidArgument, "{negative:?}");
-    assert_eq!(negative.message(), "notify.cost: must not be negative");
+    assert!(
+        negative
+            .message()
+            .starts_with("notify.cost is \"-0.05\"; it must be a non-negative decimal"),
+        "{negative:?}"
+    );
+    // Beyond the money bound (10⁹ units): refused, not summed.
+    let huge = client
+        .notify(authed(pb::NotifyRequest {
+            user_id: USER.to_owned(),
+            notify: Some(pb::Notify {
+                r#type: "welcome".to_owned(),
+                cost: "999999999999".to_owned(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::InvalidArgument, "{huge:?}");
+    assert!(huge.message().contains("at most 1000000000"), "{huge:?}");
     server.stop().await;
 }
 

@@ -15,8 +15,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use nudge_control_plane::http::stream_limits::Admission;
 use nudge_control_plane::http::user_auth::UserTokenSecret;
-use nudge_control_plane::http::{Heartbeat, HttpState, LiveMetrics, LiveStream, router};
+use nudge_control_plane::http::{
+    Heartbeat, HttpState, LiveMetrics, LiveStream, StreamLimits, router,
+};
 use nudge_control_plane::inbox::{InboxItem, InboxStore};
 use nudge_control_plane::storage::Stores;
 
@@ -40,14 +43,18 @@ struct Server {
 
 impl Server {
     async fn start(heartbeat: Heartbeat) -> Self {
+        Self::start_live(LiveStream {
+            heartbeat,
+            ..LiveStream::default()
+        })
+        .await
+    }
+
+    async fn start_live(live: LiveStream) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
         let secret: UserTokenSecret = SECRET.parse().unwrap();
         let standalone = HttpState::standalone(&stores).unwrap();
-        let live = LiveStream {
-            heartbeat,
-            ..LiveStream::default()
-        };
         let shutdown = live.shutdown.clone();
         let metrics = live.metrics.clone();
         let state = HttpState {
@@ -555,4 +562,102 @@ async fn shutdown_ends_every_stream() {
     })
     .await;
     assert!(ended.is_ok(), "the SSE body did not end");
+}
+
+/// Polls `check` until it holds (connections close asynchronously).
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The WebSocket handshake's refusal: status, `Retry-After`, error code.
+async fn refused(server: &Server, user: &str) -> (u16, bool, String) {
+    match tokio_tungstenite::connect_async(server.stream_url(user, None)).await {
+        Err(tungstenite::Error::Http(response)) => {
+            let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+            let code: Value = serde_json::from_str(&body).unwrap();
+            (
+                response.status().as_u16(),
+                response.headers().contains_key("retry-after"),
+                code["error"]["code"].as_str().unwrap().to_owned(),
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn streams_beyond_the_caps_are_refused_clearly_and_counted() {
+    let server = Server::start_live(LiveStream {
+        admission: Admission::new(StreamLimits {
+            per_user: 2,
+            total: 3,
+        }),
+        ..LiveStream::default()
+    })
+    .await;
+    let mut tab1 = server.connect("u1", None).await;
+    hello(&next_frame(&mut tab1).await);
+    let _tab2 = server.connect("u1", None).await;
+    assert_eq!(
+        refused(&server, "u1").await,
+        (429, true, "too_many_streams".to_owned())
+    );
+    // SSE goes through the same admission.
+    let reply = reqwest::Client::new()
+        .get(format!("http://{}/v1/me/events", server.addr))
+        .bearer_auth(server.token("u1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 429);
+    assert!(reply.headers().contains_key("retry-after"));
+    assert!(reply.text().await.unwrap().contains("too_many_streams"));
+
+    let _other = server.connect("u2", None).await;
+    assert_eq!(
+        refused(&server, "u3").await,
+        (503, true, "streams_full".to_owned())
+    );
+    let refusals = |reason: &str| server.metrics.refused.with_label_values(&[reason]).get();
+    assert_eq!((refusals("per_user"), refusals("total")), (2, 1));
+
+    // A closed tab gives its slot back.
+    tab1.close(None).await.unwrap();
+    drop(tab1);
+    eventually("u1's slot is given back", || {
+        server.open_connections("websocket") == 2
+    })
+    .await;
+    let mut again = server.connect("u1", None).await;
+    hello(&next_frame(&mut again).await);
+}
+
+/// 200 users open a stream and leave: nothing of theirs stays in the hub
+/// (before, every one kept a 256-slot channel until a later change).
+#[tokio::test]
+async fn a_users_live_channel_is_freed_when_their_last_stream_closes() {
+    let server = Server::started().await;
+    let mut sockets = Vec::new();
+    for n in 0..200 {
+        let mut socket = server.connect(&format!("user-{n}"), None).await;
+        hello(&next_frame(&mut socket).await);
+        sockets.push(socket);
+    }
+    let mut sse = Events::open(&server, "user-0", None).await;
+    sse.next().await;
+    assert_eq!(server.inbox.live_channels(), 200);
+    for mut socket in sockets {
+        socket.close(None).await.unwrap();
+    }
+    eventually("only user-0's SSE stream holds a channel", || {
+        server.inbox.live_channels() == 1
+    })
+    .await;
+    drop(sse);
+    eventually("no channel is held", || server.inbox.live_channels() == 0).await;
+    assert_eq!(server.open_connections("websocket"), 0);
 }

@@ -216,6 +216,7 @@ fn mount_prefix(file: &str, route: &str) -> &'static str {
         | "email_callbacks.rs" | "web.rs" => "",
         "admin_api.rs"
         | "admin_notifications.rs"
+        | "admin_parked.rs"
         | "admin_preferences.rs"
         | "admin_privacy.rs"
         | "admin_analytics.rs" => "/v1/admin",

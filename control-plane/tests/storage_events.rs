@@ -395,6 +395,45 @@ async fn large_batches_cross_statement_chunks(backend: Backend) {
     assert_eq!(profile.traits["n"], json!(2407));
 }
 
+/// Parked events (the engine's dead letters): once per feed position,
+/// any text (a NUL among it) stored, paged oldest first.
+async fn parked_events_are_kept_once_and_paged(backend: Backend) {
+    use nudge_control_plane::event::Cursor;
+    use nudge_control_plane::storage::ParkedEvent;
+    let (_dir, store) = open(backend).await;
+    let parked = |seq: u64, reason: &str| ParkedEvent {
+        seq,
+        event_id: format!("e{seq}"),
+        user_id: Some("u\0v".to_owned()),
+        kind: "invalid".to_owned(),
+        reason: reason.to_owned(),
+        parked_at: at(7),
+    };
+    assert!(
+        store
+            .park(Cursor(3), &parked(3, "type \"a\0b\" has a NUL"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.park(Cursor(3), &parked(3, "again")).await.unwrap(),
+        "once"
+    );
+    for seq in [9, 5] {
+        assert!(store.park(Cursor(seq), &parked(seq, "bad")).await.unwrap());
+    }
+    let first = store.parked(None, 2).await.unwrap();
+    let seqs: Vec<u64> = first.parked.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, [3, 5]);
+    assert_eq!(first.next, Some(5));
+    assert_eq!(first.parked[0].reason, "type \"a\u{FFFD}b\" has a NUL");
+    assert_eq!(first.parked[0].user_id.as_deref(), Some("u\u{FFFD}v"));
+    assert_eq!(first.parked[0].parked_at, at(7));
+    let rest = store.parked(first.next, 2).await.unwrap();
+    assert_eq!(rest.parked.len(), 1);
+    assert_eq!((rest.parked[0].seq, rest.next), (9, None));
+}
+
 on_both_engines!(
     resending_a_batch_stores_it_once,
     an_id_repeated_inside_one_batch_counts_once,
@@ -408,6 +447,7 @@ on_both_engines!(
     erasing_the_newest_event_never_reuses_its_position,
     pruning_events_removes_only_older_ones,
     large_batches_cross_statement_chunks,
+    parked_events_are_kept_once_and_paged,
 );
 
 #[test]

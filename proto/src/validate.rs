@@ -19,8 +19,8 @@
 //! * a timestamp outside what the store can represent (years -9999..=9999)
 //!   or with `nanos` outside `0..1e9`;
 //! * an empty `track.event`, `group.group_id`, `alias.previous_id` or
-//!   `notify.type`; a `notify.cost` that is not a non-negative decimal with
-//!   at most [`MAX_COST_WHOLE_DIGITS`] digits before the point and six after;
+//!   `notify.type`; a `notify.cost` that is not a non-negative decimal of
+//!   at most [`MAX_AMOUNT_UNITS`] with at most six decimals;
 //! * a `notify.type` or `notify.template` longer than [`MAX_NAME_BYTES`] or
 //!   holding a control character (they are keys of preferences, digests and
 //!   templates); a `notify.idempotency_key` like an id; a
@@ -30,6 +30,17 @@
 //! from JSON objects it has just parsed, so they are objects by
 //! construction, and parsing them again at intake would double the cost of
 //! every call. The control plane still parses them when it converts.
+//! What must be checked inside them is checked where each program holds
+//! the parsed object, by the one rule here: [`check_amounts`] (a track's
+//! outcome amount).
+//!
+//! # Money bound
+//!
+//! Every amount the control plane sums — a notify's `cost`, an outcome's
+//! `amount`/`revenue`/`value` — is at most [`MAX_AMOUNT_UNITS`] (one
+//! billion) in absolute value. Kept as i64 millionths, one amount is at
+//! most 10¹⁵, so thousands of extreme amounts fit in a sum before it would
+//! overflow (and the control plane's sums saturate rather than wrap).
 
 use crate::v1::{Envelope, envelope::Body};
 
@@ -37,9 +48,17 @@ use crate::v1::{Envelope, envelope::Body};
 /// keys in the control plane's store.
 pub const MAX_ID_BYTES: usize = 1024;
 
-/// Most digits before a cost's decimal point: the control plane keeps
-/// amounts as i64 millionths (up to about 9.2 × 10¹² units).
-pub const MAX_COST_WHOLE_DIGITS: usize = 12;
+/// Largest absolute amount (a notify's cost, an outcome's amount) accepted,
+/// in units of the operator's currency (see the module's "Money bound").
+pub const MAX_AMOUNT_UNITS: u64 = 1_000_000_000;
+
+/// Most digits before a cost's decimal point (those of
+/// [`MAX_AMOUNT_UNITS`]); [`is_decimal_cost`] also checks the value.
+pub const MAX_COST_WHOLE_DIGITS: usize = 10;
+
+/// The track properties the control plane reads an outcome's amount from,
+/// in the order it looks for them.
+pub const AMOUNT_PROPERTIES: [&str; 3] = ["amount", "revenue", "value"];
 
 /// Longest notification type or template name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -70,6 +89,8 @@ pub enum Field {
     NotifyTemplate,
     NotifyChannels,
     NotifyIdempotencyKey,
+    /// A track's properties (an amount out of bounds).
+    TrackProperties,
 }
 
 impl Field {
@@ -93,6 +114,7 @@ impl Field {
             Field::NotifyTemplate => "notify.template",
             Field::NotifyChannels => "notify.channels",
             Field::NotifyIdempotencyKey => "notify.idempotency_key",
+            Field::TrackProperties => "track.properties_json",
         }
     }
 
@@ -116,6 +138,7 @@ impl Field {
             Field::NotifyTemplate => "template",
             Field::NotifyChannels => "channels",
             Field::NotifyIdempotencyKey => "idempotencyKey",
+            Field::TrackProperties => "properties",
         }
     }
 }
@@ -201,11 +224,7 @@ pub fn check_envelope(envelope: &Envelope) -> Result<(), Invalid> {
             } else {
                 invalid(
                     Field::NotifyCost,
-                    format!(
-                        "is {:?}; it must be a non-negative decimal with at most \
-                         {MAX_COST_WHOLE_DIGITS} digits before the point and 6 after (e.g. \"0.05\")",
-                        notify.cost
-                    ),
+                    format!("is {:?}; {COST_RULE}", notify.cost),
                 )
             }
         }
@@ -278,16 +297,70 @@ fn check_timestamp(field: Field, value: Option<&prost_types::Timestamp>) -> Resu
     })
 }
 
-/// A non-negative decimal: 1 to [`MAX_COST_WHOLE_DIGITS`] digits, then
-/// optionally `.` and 1 to 6 digits.
+/// What a cost must be, for refusals (both programs say the same).
+pub const COST_RULE: &str = "it must be a non-negative decimal of at most 1000000000 \
+     with at most 6 decimals (e.g. \"0.05\")";
+
+/// A non-negative decimal of at most [`MAX_AMOUNT_UNITS`]: 1 to
+/// [`MAX_COST_WHOLE_DIGITS`] digits, then optionally `.` and 1 to 6 digits.
 pub fn is_decimal_cost(text: &str) -> bool {
     let digits = |part: &str, most: usize| {
         (1..=most).contains(&part.len()) && part.bytes().all(|byte| byte.is_ascii_digit())
     };
-    match text.split_once('.') {
-        None => digits(text, MAX_COST_WHOLE_DIGITS),
-        Some((whole, fraction)) => digits(whole, MAX_COST_WHOLE_DIGITS) && digits(fraction, 6),
+    let (whole, fraction) = match text.split_once('.') {
+        None => (text, None),
+        Some((whole, fraction)) => (whole, Some(fraction)),
+    };
+    if !digits(whole, MAX_COST_WHOLE_DIGITS) || !fraction.is_none_or(|part| digits(part, 6)) {
+        return false;
     }
+    // At most 10 digits: fits u64.
+    let units: u64 = whole.parse().unwrap_or(u64::MAX);
+    let has_fraction = fraction.is_some_and(|part| part.bytes().any(|byte| byte != b'0'));
+    units < MAX_AMOUNT_UNITS || (units == MAX_AMOUNT_UNITS && !has_fraction)
+}
+
+/// Whether `amount` (in units) is within ±[`MAX_AMOUNT_UNITS`].
+pub fn amount_in_bounds(amount: f64) -> bool {
+    amount.is_finite() && amount.abs() <= MAX_AMOUNT_UNITS as f64
+}
+
+/// Refuses a track whose outcome amount ([`AMOUNT_PROPERTIES`]: a number,
+/// or a string holding a decimal number) lies outside ±[`MAX_AMOUNT_UNITS`].
+/// Strings that are not numbers are left alone: the control plane does not
+/// read them as amounts.
+pub fn check_amounts(
+    properties: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Invalid> {
+    for name in AMOUNT_PROPERTIES {
+        let amount = match properties.get(name) {
+            Some(serde_json::Value::Number(number)) => number.as_f64(),
+            Some(serde_json::Value::String(text)) => decimal(text),
+            _ => None,
+        };
+        if let Some(amount) = amount
+            && !amount_in_bounds(amount)
+        {
+            return Err(Invalid {
+                field: Field::TrackProperties,
+                problem: format!(
+                    "`{name}` is {amount}; amounts must be between -{MAX_AMOUNT_UNITS} and {MAX_AMOUNT_UNITS}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A decimal string's value (`-12.5`), `None` for anything else.
+fn decimal(text: &str) -> Option<f64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    let all_digits =
+        |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    (all_digits(whole) && all_digits(fraction))
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -447,11 +520,55 @@ mod tests {
             })),
             ..track()
         };
-        for good in ["", "0", "0.05", "123456789012.123456"] {
+        for good in [
+            "",
+            "0",
+            "0.05",
+            "999999999.999999",
+            "1000000000",
+            "1000000000.000",
+        ] {
             check_envelope(&notify(good)).unwrap();
         }
-        for bad in ["-1", "1e3", ".5", "5.", "0.0000001", "1234567890123", "abc"] {
+        for bad in [
+            "-1",
+            "1e3",
+            ".5",
+            "5.",
+            "0.0000001",
+            "1000000000.000001",
+            "1000000001",
+            "999999999999",
+            "1234567890123",
+            "abc",
+        ] {
             assert_eq!(refused(&notify(bad)), Field::NotifyCost, "{bad}");
+        }
+    }
+
+    #[test]
+    fn outcome_amounts_are_bounded() {
+        let properties = |json: &str| match serde_json::from_str(json).unwrap() {
+            serde_json::Value::Object(object) => object,
+            _ => unreachable!(),
+        };
+        for good in [
+            r#"{}"#,
+            r#"{"amount": 25.5}"#,
+            r#"{"revenue": -1000000000}"#,
+            r#"{"value": "999999999.99"}"#,
+            r#"{"value": "not a number", "amount": "1e30"}"#,
+        ] {
+            check_amounts(&properties(good)).unwrap();
+        }
+        for bad in [
+            r#"{"amount": 1e18}"#,
+            r#"{"revenue": -1000000001}"#,
+            r#"{"value": "4000000000000"}"#,
+            r#"{"amount": 18446744073709551615}"#,
+        ] {
+            let invalid = check_amounts(&properties(bad)).unwrap_err();
+            assert_eq!(invalid.field, Field::TrackProperties, "{bad}");
         }
     }
 

@@ -298,6 +298,27 @@ async fn body_errors() {
         "`timestamp`",
     );
 
+    // Money the control plane would sum: bounded at intake.
+    let answer = harness
+        .post(
+            "/v1/track",
+            &json!({"userId": "u", "event": "paid", "properties": {"revenue": 1e18}}),
+        )
+        .await;
+    harness.assert_refused(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        "`revenue`",
+    );
+    let answer = harness
+        .post(
+            "/v1/notify",
+            &json!({"userId": "u", "type": "invoice", "cost": "999999999999"}),
+        )
+        .await;
+    harness.assert_refused(&answer, StatusCode::BAD_REQUEST, "invalid_field", "`cost`");
+
     let request = Request::post("/v1/track")
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from("plain text"))

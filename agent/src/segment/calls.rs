@@ -3,7 +3,7 @@
 use std::io;
 
 use nudge_proto::v1::{self as proto, Envelope, envelope::Body};
-use nudge_proto::validate::{self, MAX_COST_WHOLE_DIGITS};
+use nudge_proto::validate::{self, COST_RULE};
 use serde_json::Value;
 
 use super::error::{At, SegmentError};
@@ -99,6 +99,13 @@ fn build_checked(kind: CallKind, fields: Fields<'_>, defaults: &Defaults) -> Res
     let body = match kind {
         CallKind::Track => {
             require(has_someone, either)?;
+            // An outcome's amount is summed by the control plane: out of
+            // bounds is a 400 now, never a sum that overflows later.
+            if let Some(Value::Object(properties)) = fields.value("properties") {
+                validate::check_amounts(properties).map_err(|invalid| {
+                    SegmentError::invalid(fields.at, invalid.field.json_name(), invalid.problem)
+                })?;
+            }
             Body::Track(proto::Track {
                 event: fields.required_string("event")?.to_owned(),
                 properties_json: fields.object_json("properties")?,
@@ -299,10 +306,7 @@ fn cost(fields: Fields<'_>) -> Result<String> {
         return Err(SegmentError::invalid(
             fields.at,
             "cost",
-            format!(
-                "is {text:?}; it must be a non-negative decimal with at most \
-                 {MAX_COST_WHOLE_DIGITS} digits before the point and 6 after (e.g. \"0.05\")"
-            ),
+            format!("is {text:?}; {COST_RULE}"),
         ));
     }
     Ok(text)

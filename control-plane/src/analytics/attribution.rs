@@ -67,13 +67,16 @@ pub fn template_name(template: Option<&str>) -> String {
 }
 
 /// The amount of an outcome: its `amount`, `revenue` or `value`
-/// property (a number or a decimal string); zero without one.
+/// property (a number or a decimal string); zero without one. Intake
+/// refuses amounts beyond ±[`Money::MAX`]; one stored before that rule (or
+/// by another client) is not an amount either, so it cannot push a sum
+/// out of range.
 pub fn amount_of(properties: &JsonObject) -> Money {
-    ["amount", "revenue", "value"]
+    nudge_proto::validate::AMOUNT_PROPERTIES
         .iter()
         .find_map(|name| match properties.get(*name)? {
             Value::Number(number) => number.as_f64().and_then(Money::from_f64),
-            Value::String(text) => text.parse().ok(),
+            Value::String(text) => text.parse().ok().filter(|money: &Money| money.in_bounds()),
             _ => None,
         })
         .unwrap_or(Money::ZERO)

@@ -142,6 +142,12 @@ impl AnalyticsConfig {
             if cost.micros() < 0 {
                 return Err(format!("cost_per_message.{key} is negative"));
             }
+            if !cost.in_bounds() {
+                return Err(format!(
+                    "cost_per_message.{key} is above the largest amount, {}",
+                    Money::MAX
+                ));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for funnel in &self.funnels {

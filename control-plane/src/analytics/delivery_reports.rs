@@ -22,7 +22,8 @@ type Groups = BTreeMap<Vec<String>, Vec<i64>>;
 fn add_into(groups: &mut Groups, group: Vec<String>, values: &[i64]) {
     let sum = groups.entry(group).or_insert_with(|| vec![0; d::LEN]);
     for (index, value) in values.iter().enumerate().take(d::LEN) {
-        sum[index] += value;
+        // Rollups saturate; so do sums of them.
+        sum[index] = sum[index].saturating_add(*value);
     }
 }
 
@@ -339,8 +340,8 @@ pub fn outcomes(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Anal
             template.clone(),
         ];
         let sum = groups.entry(group).or_default();
-        sum.0 += at(&values, 0);
-        sum.1 += at(&values, 1);
+        sum.0 = sum.0.saturating_add(at(&values, 0));
+        sum.1 = sum.1.saturating_add(at(&values, 1));
     }
     let mut report = source.report(
         ReportName::Outcomes,

@@ -78,7 +78,7 @@ fn merge(overlay: &mut Overlay<'_>, from: &str, to: &str) -> Result<(), Analytic
     let their_at = |index: usize| theirs.profile.get(index).copied().unwrap_or(0);
     let profile = &mut ours.profile;
     for index in [profile::EVENTS, profile::SESSIONS, profile::TIME_SPENT_MS] {
-        profile[index] += their_at(index);
+        profile[index] = profile[index].saturating_add(their_at(index));
     }
     let their_first = their_at(profile::FIRST_SEEN_MS);
     if profile[profile::FIRST_SEEN_MS] == 0

@@ -124,14 +124,17 @@ impl<'a> Overlay<'a> {
         Ok(had)
     }
 
-    /// Adds `deltas` element-wise to the counter vector at `key`.
+    /// Adds `deltas` element-wise to the counter vector at `key`. Counters
+    /// saturate rather than wrap (money sums among them): a wrapped sum
+    /// would turn spend negative, a debug build would panic and stall the
+    /// worker on the same event forever.
     pub fn add(&mut self, key: Vec<u8>, deltas: &[(usize, i64)]) -> Result<(), AnalyticsError> {
         let values = self.counters_mut(key)?;
         for (index, delta) in deltas {
             if values.len() <= *index {
                 values.resize(index + 1, 0);
             }
-            values[*index] += delta;
+            values[*index] = values[*index].saturating_add(*delta);
         }
         Ok(())
     }

@@ -226,7 +226,7 @@ pub fn resources(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Ana
                 .or_insert([0; ACTIONS.len()]),
         };
         for (slot, chunk) in sum.iter_mut().zip(value.chunks_exact(8)) {
-            *slot += i64::from_be_bytes(chunk.try_into().unwrap_or([0; 8]));
+            *slot = slot.saturating_add(i64::from_be_bytes(chunk.try_into().unwrap_or([0; 8])));
         }
     };
     for (tag, period) in buckets(from, to) {
@@ -297,9 +297,10 @@ pub fn resource_actions(
             };
             for ((name, _), value) in ACTIONS.iter().zip(&values) {
                 if *value != 0 {
-                    *counts
+                    let count = counts
                         .entry((resource.clone(), (*name).to_owned()))
-                        .or_default() += value;
+                        .or_default();
+                    *count = count.saturating_add(*value);
                 }
             }
         }
@@ -309,7 +310,8 @@ pub fn resource_actions(
                 continue;
             };
             if wanted(&resource) {
-                *counts.entry((resource, name)).or_default() += at(&values, 0);
+                let count = counts.entry((resource, name)).or_default();
+                *count = count.saturating_add(at(&values, 0));
             }
         }
     }
@@ -420,7 +422,7 @@ pub fn sessions(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Anal
             };
             let totals = by_period.entry(period).or_default();
             for (index, total) in totals.iter_mut().enumerate() {
-                *total += at(&values, index);
+                *total = total.saturating_add(at(&values, index));
             }
         }
         for (_, period) in periods.into_iter().take(query.limit()) {

@@ -438,8 +438,7 @@ impl FcmChannel {
         let retry_after = retry_after(response.headers(), now);
         // Unlike a send's, this answer's body matters: losing it on the way
         // is a network failure.
-        let text = response
-            .text()
+        let text = super::answer::read_capped(response)
             .await
             .map_err(|err| token_failure(transport_error(&err)))?;
         let grant = classify_token_response(status, &text, retry_after).map_err(token_failure)?;
@@ -673,7 +672,9 @@ impl Channel for FcmChannel {
         let retry_after = retry_after(response.headers(), now);
         // The body only refines the answer; a failure to read it does not
         // change what the status said.
-        let text = response.text().await.unwrap_or_default();
+        let text = super::answer::read_capped(response)
+            .await
+            .unwrap_or_default();
         let outcome = classify_response(status, &text, retry_after);
         // A retriable 401 is exactly the rejected access token (see the
         // classification table).

@@ -167,6 +167,7 @@ pub trait Channel: Send + Sync {
     ) -> Result<SendReceipt, SendError>;
 }
 
+pub mod answer;
 pub mod apns;
 pub mod compliance;
 pub mod email;

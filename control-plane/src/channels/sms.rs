@@ -446,7 +446,9 @@ impl Channel for SmsChannel {
         let retry_after = retry_after(response.headers(), now);
         // The body only refines the answer; a failure to read it does not
         // change what the status said.
-        let text = response.text().await.unwrap_or_default();
+        let text = super::answer::read_capped(response)
+            .await
+            .unwrap_or_default();
         classify_response(status, &text, retry_after)
     }
 }

@@ -709,7 +709,9 @@ impl Channel for WebPushChannel {
             .map(str::to_owned);
         // The body is only for the attempt log; a failure to read it does
         // not change what the status said.
-        let text = response.text().await.unwrap_or_default();
+        let text = super::answer::read_capped(response)
+            .await
+            .unwrap_or_default();
         let answer = format!("{status} {}", text.trim()).trim_end().to_owned();
         classify_response(status, answer, location, retry_after)
     }

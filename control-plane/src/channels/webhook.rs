@@ -243,7 +243,9 @@ impl Channel for WebhookChannel {
         let retry_after = retry_after(response.headers(), now);
         // The receiver's body is only for the attempt log; a failure to read
         // it does not change what the status said.
-        let text = response.text().await.unwrap_or_default();
+        let text = super::answer::read_capped(response)
+            .await
+            .unwrap_or_default();
         let answer = shorten(format!("{status} {}", text.trim()).trim_end().to_owned());
         classify_status(status, answer, retry_after)
     }

@@ -7,6 +7,14 @@
 //!   The engine tails the store's event feed from a durable cursor (tree
 //!   `engine_cursor`), which advances only after the events before it were
 //!   fully planned (their notifications and deliveries flushed).
+//! * **One bad event never blocks the feed.** A failure is classified
+//!   ([`EngineError::is_transient`]): storage that is unavailable is
+//!   retried from the same cursor with exponential backoff; anything else
+//!   (content a store refuses, a corrupt record) cannot succeed on a retry,
+//!   so the event is *parked* — stored durably with its reason (see
+//!   `storage::parked`), counted in
+//!   `nudge_cp_engine_events_parked_total{reason}`, listed at
+//!   `GET /v1/admin/parked-events` — and the cursor moves past it.
 //! * **Processing an event twice creates nothing twice.** Notifications are
 //!   idempotent by source event id and by the app's idempotency key (see
 //!   [`crate::notifications`]); a delivery's id is derived from its
@@ -36,7 +44,7 @@ use crate::devices::DeviceStore;
 use crate::event::{Cursor, Event, EventBody};
 use crate::notifications::NotificationStore;
 use crate::preferences::{OperatorDefaults, PreferenceStore};
-use crate::storage::EventStore;
+use crate::storage::{EventStore, ParkedEvent};
 use crate::templates::TemplateSet;
 
 pub use plan::{PlanError, delivery_id_for};
@@ -91,6 +99,8 @@ const PAGE: usize = 256;
 /// How often an idle engine looks for due delayed triggers and digests.
 /// New events wake it at once (see [`EventStore::appended`]).
 const POLL: Duration = Duration::from_millis(100);
+/// The longest wait between retries of a pass that failed transiently.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The trigger worker. Cheap to clone.
 #[derive(Clone)]
@@ -109,6 +119,8 @@ pub struct Engine {
     cursor: sled::Tree,
     /// `nudge_cp_notifications_created_total{trigger}`.
     created: prometheus::IntCounterVec,
+    /// `nudge_cp_engine_events_parked_total{reason}`.
+    parked: prometheus::IntCounterVec,
     /// Signs the one-click unsubscribe links of emails; `None` without a
     /// `public_url`. From the config file only, so not in the replaceable
     /// [`EngineSettings`].
@@ -137,6 +149,67 @@ pub enum EngineError {
     Digest(#[from] crate::digest::DigestError),
     #[error("engine metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+impl EngineError {
+    /// Whether retrying the same event later may succeed: the storage
+    /// failed (I/O, the database unavailable), not the event. Everything
+    /// else — content a store refuses, a corrupt record — fails the same
+    /// way every time, so the event is parked instead (see the module's
+    /// promises). The one place this is decided.
+    pub fn is_transient(&self) -> bool {
+        use crate::delivery::QueueError;
+        use crate::digest::DigestError;
+        use crate::preferences::PreferenceError;
+        use crate::rules::PendingError;
+        use crate::storage::StorageError;
+        let sled_transient = |error: &sled::Error| matches!(error, sled::Error::Io(_));
+        let sql_transient = |error: &StorageError| match error {
+            StorageError::Legacy(error) => sled_transient(error),
+            StorageError::Corrupt(_) | StorageError::Encode(_) => false,
+            _ => true,
+        };
+        match self {
+            EngineError::Sled(error)
+            | EngineError::PendingTriggers(PendingError::Sled(error))
+            | EngineError::Digest(DigestError::Storage(error)) => sled_transient(error),
+            EngineError::Store(error) | EngineError::Queue(QueueError::Storage(error)) => {
+                sql_transient(error)
+            }
+            EngineError::Preferences(PreferenceError::Storage(_))
+            | EngineError::Devices(crate::devices::DeviceError::Storage(_)) => true,
+            EngineError::Queue(_)
+            | EngineError::Preferences(_)
+            | EngineError::PendingTriggers(_)
+            | EngineError::Devices(_)
+            | EngineError::Digest(_)
+            | EngineError::Metrics(_) => false,
+        }
+    }
+
+    /// The parked-events metric's label for a permanent failure: `invalid`
+    /// (content a store refuses) or `corrupt` (a stored record that cannot
+    /// be read or written).
+    pub fn park_reason(&self) -> &'static str {
+        use crate::devices::DeviceError;
+        use crate::digest::DigestError;
+        use crate::preferences::PreferenceError;
+        match self {
+            EngineError::Digest(DigestError::InvalidKey)
+            | EngineError::Devices(DeviceError::Invalid(_))
+            | EngineError::Queue(
+                crate::delivery::QueueError::InvalidTransition { .. }
+                | crate::delivery::QueueError::NotFound(_)
+                | crate::delivery::QueueError::AlreadyExists(_),
+            )
+            | EngineError::Preferences(
+                PreferenceError::Critical { .. }
+                | PreferenceError::TimeZone { .. }
+                | PreferenceError::QuietHoursTime { .. },
+            ) => "invalid",
+            _ => "corrupt",
+        }
+    }
 }
 
 const CURSOR_KEY: &[u8] = b"events";
@@ -177,6 +250,14 @@ impl Engine {
             &["trigger"],
         )?;
         registry.register(Box::new(created.clone()))?;
+        let parked = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "nudge_cp_engine_events_parked_total",
+                "Events the engine parked instead of planning, by reason (invalid or corrupt); listed at /v1/admin/parked-events.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(parked.clone()))?;
         Ok(Self {
             store,
             notifications,
@@ -189,6 +270,7 @@ impl Engine {
             clock,
             cursor: db.open_tree("engine_cursor")?,
             created,
+            parked,
             unsubscribe: None,
             tracking: None,
         })
@@ -209,9 +291,12 @@ impl Engine {
     }
 
     /// Tails the event feed and fires due rule triggers until `stop` is
-    /// cancelled. A failing pass is logged and retried from the same cursor.
+    /// cancelled. A pass that fails (transiently: permanent failures are
+    /// parked inside it) is logged and retried from the same cursor after a
+    /// backoff that doubles up to [`MAX_BACKOFF`].
     pub async fn run(self, stop: CancellationToken) {
         let mut appended = self.store.appended();
+        let mut backoff = POLL;
         loop {
             // Seen before the pass: an event stored during it wakes the
             // next wait at once.
@@ -223,10 +308,20 @@ impl Engine {
                 Ok::<_, EngineError>(processed + fired + digests)
             };
             let idle = match pass.await {
-                Ok(processed) => processed == 0,
+                Ok(processed) => {
+                    backoff = POLL;
+                    processed == 0
+                }
                 Err(error) => {
-                    tracing::error!(%error, "engine pass failed; retrying");
-                    true
+                    tracing::error!(%error, retry_in = ?backoff, "engine pass failed; retrying");
+                    // New events do not cut the wait short: the storage,
+                    // not the feed, is what has to recover.
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
             };
             if idle {
@@ -253,22 +348,76 @@ impl Engine {
             }
             // Runs of notifies are planned together (two commits a run);
             // anything else one by one, in feed order.
-            let mut notifies: Vec<&Event> = Vec::new();
-            for event in &page.events {
+            let mut notifies: Vec<(&Event, Cursor)> = Vec::new();
+            for (event, cursor) in page.events.iter().zip(&page.cursors) {
                 if matches!(event.body, EventBody::Notify(_)) {
-                    notifies.push(event);
+                    notifies.push((event, *cursor));
                     continue;
                 }
-                self.process_notifies(&std::mem::take(&mut notifies))
-                    .await?;
-                self.process(event).await?;
+                self.process_run(&std::mem::take(&mut notifies)).await?;
+                self.process_one(event, *cursor).await?;
             }
-            self.process_notifies(&notifies).await?;
+            self.process_run(&notifies).await?;
             processed += page.events.len();
             if let Some(next) = page.next {
                 self.cursor.insert(CURSOR_KEY, &next.0.to_be_bytes())?;
             }
         }
+    }
+
+    /// Plans a run of notifies together; when that fails for good, one by
+    /// one, so that only the event that cannot be planned is parked (what
+    /// the run did commit is found again, not made twice).
+    async fn process_run(&self, run: &[(&Event, Cursor)]) -> Result<(), EngineError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<&Event> = run.iter().map(|(event, _)| *event).collect();
+        match self.process_notifies(&events).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_transient() => Err(error),
+            Err(_) => {
+                for (event, cursor) in run {
+                    self.process_one(event, *cursor).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Processes one event; one that fails for good is parked.
+    async fn process_one(&self, event: &Event, cursor: Cursor) -> Result<(), EngineError> {
+        match self.process(event).await {
+            Ok(()) => Ok(()),
+            // The cursor stays before this event: the pass is retried
+            // (events before it replay harmlessly).
+            Err(error) if error.is_transient() => Err(error),
+            Err(error) => self.park(event, cursor, &error).await,
+        }
+    }
+
+    /// Records `event` (at feed position `cursor`) as parked with `error`'s
+    /// reason; the caller then moves on.
+    async fn park(
+        &self,
+        event: &Event,
+        cursor: Cursor,
+        error: &EngineError,
+    ) -> Result<(), EngineError> {
+        let reason = error.park_reason();
+        let parked = ParkedEvent {
+            seq: cursor.0,
+            event_id: event.id.clone(),
+            user_id: event.user_id.clone(),
+            kind: reason.to_owned(),
+            reason: error.to_string(),
+            parked_at: self.clock.now(),
+        };
+        if self.store.park(cursor, &parked).await? {
+            self.parked.with_label_values(&[reason]).inc();
+            tracing::warn!(event = %event.id, seq = cursor.0, reason, %error, "event parked: it cannot be planned");
+        }
+        Ok(())
     }
 
     fn load_cursor(&self) -> Result<Option<Cursor>, EngineError> {

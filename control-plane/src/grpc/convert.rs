@@ -11,8 +11,11 @@
 //!   absent);
 //! * ids containing NUL (the store's index separator), timestamps outside
 //!   the representable range, a track without an event name;
-//! * a notify `cost` that is not a non-negative decimal with at most six
-//!   decimals.
+//! * a notify `cost` that is not a non-negative decimal of at most
+//!   `MAX_AMOUNT_UNITS` with at most six decimals, and a track whose
+//!   outcome amount is out of those bounds (nudge-proto's money bound, the
+//!   agent's own rule: the management API's notify reaches here without
+//!   the agent).
 
 use jiff::Timestamp;
 use nudge_proto::v1::{self as pb, envelope::Body};
@@ -88,9 +91,12 @@ fn body_from_proto(body: Body) -> Result<EventBody, String> {
             if track.event.is_empty() {
                 return Err("track.event is empty".to_owned());
             }
+            let properties = object("track.properties_json", &track.properties_json)?;
+            nudge_proto::validate::check_amounts(&properties)
+                .map_err(|invalid| invalid.to_string())?;
             EventBody::Track {
                 event: track.event,
-                properties: object("track.properties_json", &track.properties_json)?,
+                properties,
             }
         }
         Body::Identify(identify) => EventBody::Identify {
@@ -226,10 +232,14 @@ fn cost(field: &str, text: &str) -> Result<Option<Money>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    let money: Money = text.parse().map_err(|error| format!("{field}: {error}"))?;
-    if money < Money::ZERO {
-        return Err(format!("{field}: must not be negative"));
+    if !nudge_proto::validate::is_decimal_cost(text) {
+        return Err(format!(
+            "{field} is {text:?}; {}",
+            nudge_proto::validate::COST_RULE
+        ));
     }
+    let money: Money = text.parse().map_err(|error| format!("{field}: {error}"))?;
+    debug_assert!(money >= Money::ZERO && money <= Money::MAX);
     Ok(Some(money))
 }
 
@@ -336,19 +346,19 @@ mod tests {
         assert_eq!(cost_of(""), None);
         assert_eq!(cost_of("0.05"), Some(Money(50_000)));
         assert_eq!(cost_of("0"), Some(Money::ZERO));
+        assert_eq!(cost_of("1000000000"), Some(Money::MAX));
         assert_eq!(cost_to_proto(Some(Money(50_000))), "0.05");
         assert_eq!(cost_to_proto(None), "");
     }
 
     #[test]
     fn rejects_a_bad_notify_cost() {
-        assert_eq!(
-            reason(notify_costing("-0.01")),
-            "notify.cost: must not be negative"
-        );
-        for bad in ["abc", "0.0000001", "1e3", ".5"] {
+        for bad in ["-0.01", "abc", "0.0000001", "1e3", ".5", "1000000000.5"] {
             let reason = reason(notify_costing(bad));
-            assert!(reason.starts_with("notify.cost: "), "{bad}: {reason}");
+            assert!(
+                reason.starts_with(&format!("notify.cost is {bad:?}; it must be")),
+                "{bad}: {reason}"
+            );
         }
     }
 

@@ -7,7 +7,7 @@
 //!   `{"user_id":…,"traits":{…},"updated_at":"<RFC 3339>"}`, 404 when unknown.
 //! * `GET /v1/admin/stats` → `{"events":N,"dedupe_entries":M}`.
 //!
-//! The routes of `admin_notifications`, `admin_preferences`,
+//! The routes of `admin_notifications`, `admin_parked`, `admin_preferences`,
 //! `admin_privacy`, `admin_analytics` and `devices` are mounted here too.
 
 use std::collections::HashMap;
@@ -35,6 +35,7 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .route("/users/{user_id}/profile", get(profile))
         .route("/stats", get(stats))
         .merge(super::admin_notifications::router())
+        .merge(super::admin_parked::router())
         .merge(super::admin_preferences::router())
         .merge(super::admin_privacy::router())
         .merge(super::admin_analytics::router())

@@ -35,6 +35,12 @@
 //! * Client frames other than `ping` are ignored; binary frames, frames
 //!   over [`MAX_CLIENT_MESSAGE`] bytes and protocol errors close the
 //!   connection.
+//! * **Bounded**: a user may hold [`StreamLimits::per_user`] streams and the
+//!   process [`StreamLimits::total`] (see `stream_limits`); beyond that the
+//!   request is refused before any upgrade, `429 too_many_streams` or
+//!   `503 streams_full`, both with `Retry-After`, and counted in
+//!   `nudge_cp_live_refused_total{reason}`. A user's live channel is freed
+//!   when their last stream closes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -43,20 +49,21 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::Stream;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::stream_limits::{Admission, Permit, Refused, StreamLimits};
 use super::user_auth::MeStream;
 use super::{ApiError, HttpState};
-use crate::inbox::{Change, Counts, InboxError, InboxStore};
+use crate::inbox::{Change, Counts, InboxError, InboxStore, Subscription};
 
 /// Largest frame a client may send: it only ever sends `{"type":"ping"}`.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -66,6 +73,9 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BUFFER: usize = 4 * 1024;
 /// Changes read from the log per step while catching up.
 const CATCH_UP_PAGE: usize = 200;
+/// What a refused client is told to wait: streams close all the time, so
+/// a slot is likely free soon.
+const REFUSED_RETRY_AFTER_SECS: u64 = 10;
 
 /// What the live routes need besides the inbox.
 #[derive(Clone)]
@@ -75,13 +85,16 @@ pub struct LiveStream {
     pub shutdown: CancellationToken,
     pub heartbeat: Heartbeat,
     pub metrics: LiveMetrics,
+    /// Open streams per user and in total, against their caps.
+    pub admission: Admission,
 }
 
 impl LiveStream {
-    /// The defaults, ending on `shutdown`, with metrics registered in
-    /// `registry`.
+    /// Default heartbeat, `limits`, ending on `shutdown`, with metrics
+    /// registered in `registry`.
     pub fn new(
         shutdown: CancellationToken,
+        limits: StreamLimits,
         registry: &Registry,
     ) -> Result<Self, prometheus::Error> {
         let metrics = LiveMetrics::default();
@@ -90,17 +103,20 @@ impl LiveStream {
             shutdown,
             heartbeat: Heartbeat::default(),
             metrics,
+            admission: Admission::new(limits),
         })
     }
 }
 
 impl Default for LiveStream {
-    /// Never shut down, unregistered metrics: for tests and tools.
+    /// Never shut down, default limits, unregistered metrics: for tests and
+    /// tools.
     fn default() -> Self {
         LiveStream {
             shutdown: CancellationToken::new(),
             heartbeat: Heartbeat::default(),
             metrics: LiveMetrics::default(),
+            admission: Admission::default(),
         }
     }
 }
@@ -131,6 +147,8 @@ pub struct LiveMetrics {
     pub connections: IntGaugeVec,
     /// Frames sent (changes, hello, reset, pong), heartbeats excluded.
     pub messages: IntCounterVec,
+    /// Streams refused by a cap; `reason` is `per_user` or `total`.
+    pub refused: IntCounterVec,
 }
 
 impl Default for LiveMetrics {
@@ -152,6 +170,14 @@ impl Default for LiveMetrics {
                 &["transport"],
             )
             .expect("valid metric"),
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "nudge_cp_live_refused_total",
+                    "Live streams refused because a connection cap was reached.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
         }
     }
 }
@@ -159,7 +185,8 @@ impl Default for LiveMetrics {
 impl LiveMetrics {
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.connections.clone()))?;
-        registry.register(Box::new(self.messages.clone()))
+        registry.register(Box::new(self.messages.clone()))?;
+        registry.register(Box::new(self.refused.clone()))
     }
 }
 
@@ -243,7 +270,9 @@ impl From<Frame> for Outgoing {
 struct Feed {
     inbox: InboxStore,
     user: String,
-    live: broadcast::Receiver<Change>,
+    live: Subscription,
+    /// The stream's slot under the connection caps, held while it lives.
+    _admitted: Option<Permit>,
     /// The last sequence sent (or the stream's start): live changes at or
     /// below it were sent already.
     sent: u64,
@@ -298,6 +327,7 @@ impl Feed {
             inbox,
             user,
             live,
+            _admitted: None,
             sent,
             // Fresh and reset streams start at the log's end: nothing to
             // read, but the same path sends hello.
@@ -395,8 +425,32 @@ fn parse_cursor(text: &str, what: &str) -> Result<u64, ApiError> {
     })
 }
 
+/// Admits the stream under the caps, then opens its feed: the one way in
+/// for both transports.
 async fn open_feed(state: &HttpState, user: String, cursor: Option<u64>) -> Result<Feed, ApiError> {
-    Ok(Feed::open(state.inbox.clone(), user, cursor).await?)
+    let permit = state.live.admission.admit(&user).map_err(|refused| {
+        state
+            .live
+            .metrics
+            .refused
+            .with_label_values(&[refused.reason()])
+            .inc();
+        tracing::info!(reason = refused.reason(), "live stream refused");
+        ApiError::from(refused)
+    })?;
+    let mut feed = Feed::open(state.inbox.clone(), user, cursor).await?;
+    feed._admitted = Some(permit);
+    Ok(feed)
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        let (status, code) = match refused {
+            Refused::PerUser(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
+            Refused::Total(_) => (StatusCode::SERVICE_UNAVAILABLE, "streams_full"),
+        };
+        ApiError::new(status, code, refused.to_string()).retry_after(REFUSED_RETRY_AFTER_SECS)
+    }
 }
 
 // ---------------------------------------------------------------------------

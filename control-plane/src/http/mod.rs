@@ -34,6 +34,7 @@
 mod admin_analytics;
 mod admin_api;
 mod admin_notifications;
+mod admin_parked;
 mod admin_preferences;
 mod admin_privacy;
 pub mod analytics_params;
@@ -49,11 +50,13 @@ mod openapi;
 mod public_links;
 pub mod request_metrics;
 mod sms_callbacks;
+pub mod stream_limits;
 mod tracking;
 pub mod user_auth;
 mod web;
 
 pub use me_stream::{Heartbeat, LiveMetrics, LiveStream};
+pub use stream_limits::StreamLimits;
 
 use std::sync::Arc;
 
@@ -192,6 +195,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header: refusals that pass with time.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -200,7 +205,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds `Retry-After: secs` to the answer.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -239,6 +251,11 @@ impl IntoResponse for ApiError {
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }

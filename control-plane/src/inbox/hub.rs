@@ -5,6 +5,12 @@
 //! A subscriber that falls more than [`BUFFER`] changes behind gets
 //! `Lagged` from its receiver and should resume from the change log with
 //! the last sequence it handled, so nothing is lost, only re-read.
+//!
+//! # Promise
+//!
+//! A user's channel (≈ [`BUFFER`] slots) is held exactly while a
+//! [`Subscription`] of theirs lives: the last one to drop frees it. So
+//! memory follows open connections, not every user who ever opened one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,38 +22,114 @@ use super::Change;
 /// Changes buffered per user for slow subscribers.
 pub const BUFFER: usize = 256;
 
+/// A user's channel and how many subscriptions hold it.
+#[derive(Debug)]
+struct Slot {
+    sender: broadcast::Sender<Change>,
+    /// Counted here rather than read from `receiver_count`, so the slot
+    /// goes exactly when the last [`Subscription`] drops, with the lock
+    /// held (no race with a concurrent subscribe).
+    subscriptions: usize,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Hub {
-    users: Arc<Mutex<HashMap<String, broadcast::Sender<Change>>>>,
+    users: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
 impl Hub {
-    pub fn subscribe(&self, user_id: &str) -> broadcast::Receiver<Change> {
+    pub fn subscribe(&self, user_id: &str) -> Subscription {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        users
-            .entry(user_id.to_owned())
-            .or_insert_with(|| broadcast::channel(BUFFER).0)
-            .subscribe()
-    }
-
-    /// Sends `change` to the user's subscribers; forgets users whose last
-    /// subscriber went away.
-    pub fn publish(&self, user_id: &str, change: &Change) {
-        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = users.get(user_id)
-            && sender.send(change.clone()).is_err()
-        {
-            users.remove(user_id);
+        let slot = users.entry(user_id.to_owned()).or_insert_with(|| Slot {
+            sender: broadcast::channel(BUFFER).0,
+            subscriptions: 0,
+        });
+        slot.subscriptions += 1;
+        Subscription {
+            receiver: slot.sender.subscribe(),
+            hub: self.clone(),
+            user_id: user_id.to_owned(),
         }
     }
 
-    /// Users with at least one live subscriber (for metrics).
+    /// Sends `change` to the user's subscribers, if any.
+    pub fn publish(&self, user_id: &str, change: &Change) {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = users.get(user_id) {
+            // Cannot fail: a slot exists only while a subscription (and so
+            // its receiver) lives.
+            let _ = slot.sender.send(change.clone());
+        }
+    }
+
+    /// Users whose channel is held, i.e. with at least one live
+    /// subscription (for metrics and tests).
     pub fn users(&self) -> usize {
         self.users
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .filter(|sender| sender.receiver_count() > 0)
-            .count()
+            .len()
+    }
+
+    fn release(&self, user_id: &str) {
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(slot) = users.get_mut(user_id) else {
+            debug_assert!(false, "a subscription outlived its slot");
+            return;
+        };
+        slot.subscriptions -= 1;
+        if slot.subscriptions == 0 {
+            users.remove(user_id);
+        }
+    }
+}
+
+/// One subscriber's view of a user's live changes; dropping it releases the
+/// user's channel when it was the last.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: broadcast::Receiver<Change>,
+    hub: Hub,
+    user_id: String,
+}
+
+impl Subscription {
+    /// The next change (cancel-safe, as `broadcast::Receiver::recv`).
+    pub async fn recv(&mut self) -> Result<Change, broadcast::error::RecvError> {
+        self.receiver.recv().await
+    }
+
+    /// The next change if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Result<Change, broadcast::error::TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.release(&self.user_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_subscription_frees_the_users_channel() {
+        let hub = Hub::default();
+        let first = hub.subscribe("u1");
+        let second = hub.subscribe("u1");
+        let other = hub.subscribe("u2");
+        assert_eq!(hub.users(), 2);
+        drop(first);
+        assert_eq!(hub.users(), 2, "u1 still has a subscriber");
+        drop(second);
+        assert_eq!(hub.users(), 1);
+        drop(other);
+        assert_eq!(hub.users(), 0);
+        // A later subscribe starts a fresh channel.
+        let _again = hub.subscribe("u1");
+        assert_eq!(hub.users(), 1);
     }
 }

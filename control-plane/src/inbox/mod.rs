@@ -32,6 +32,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use hub::Subscription;
 pub use query::{InboxQuery, Page, Sort};
 pub use store::{Applied, InboxStore};
 

@@ -19,9 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use tokio::sync::broadcast;
 
-use super::hub::Hub;
+use super::hub::{Hub, Subscription};
 use super::query::{Cursor, Half};
 use super::{Action, Change, ChangeKind, Counts, InboxError, InboxItem, InboxQuery, Page, Sort};
 
@@ -512,13 +511,15 @@ impl InboxStore {
         Ok(newest.max(self.pruned_seq(user_id.as_bytes())?))
     }
 
-    /// Live changes of the user from now on (see `hub`).
-    pub fn subscribe(&self, user_id: &str) -> broadcast::Receiver<Change> {
+    /// Live changes of the user from now on (see `hub`); the user's
+    /// channel is freed when the last subscription drops.
+    pub fn subscribe(&self, user_id: &str) -> Subscription {
         self.hub.subscribe(user_id)
     }
 
-    /// Users with a live subscriber.
-    pub fn live_users(&self) -> usize {
+    /// Users whose live channel is held (≈ `hub::BUFFER` changes each):
+    /// exactly those with an open subscription.
+    pub fn live_channels(&self) -> usize {
         self.hub.users()
     }
 

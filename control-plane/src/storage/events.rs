@@ -114,6 +114,12 @@ impl EventStore {
         EventStore { shared, submit }
     }
 
+    /// The database this store is over (for the other event tables, e.g.
+    /// `parked`).
+    pub(super) fn database(&self) -> &Database {
+        &self.shared.database
+    }
+
     /// A receiver that changes whenever this process stored new events:
     /// feed readers wait on it between passes.
     pub fn appended(&self) -> watch::Receiver<u64> {

@@ -33,7 +33,9 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Append only: an applied migration's
-/// text never changes (its checksum is checked).
+/// text never changes (its checksum is checked). Versions may have gaps
+/// (work on several versions lands in any order): each missing version is
+/// applied, in ascending order, whatever is applied already.
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -46,6 +48,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "notifications_deliveries",
         sqlite: include_str!("../../migrations/sqlite/0003_notifications_deliveries.sql"),
         postgres: include_str!("../../migrations/postgres/0003_notifications_deliveries.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "parked_events",
+        sqlite: include_str!("../../migrations/sqlite/0004_parked_events.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_parked_events.sql"),
     },
 ];
 

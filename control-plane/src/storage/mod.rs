@@ -30,6 +30,7 @@ mod location;
 mod metrics;
 mod migrate;
 mod notifications;
+mod parked;
 
 use std::future::Future;
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
 pub use notifications::NotificationStore;
+pub use parked::{ParkedEvent, ParkedPage};
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
