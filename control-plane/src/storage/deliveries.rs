@@ -255,11 +255,20 @@ impl DeliveryTable {
                 .await
                 .map_err(StorageError::from)?;
             match body {
-                None => Ok(None),
+                None => {
+                    tx.rollback().await.map_err(StorageError::from)?;
+                    Ok(None)
+                }
                 Some(body) => {
                     let mut delivery = decode(&body)?;
                     match change(&mut delivery) {
-                        Err(error) => Err(error),
+                        // Rolled back now, not when the connection is next
+                        // used: until then PostgreSQL would keep the row
+                        // locked, and claims skip locked rows.
+                        Err(error) => {
+                            tx.rollback().await.map_err(StorageError::from)?;
+                            Err(error)
+                        }
                         Ok(edit) => {
                             let written: Result<(), StorageError> = async {
                                 if edit.changed {
