@@ -169,13 +169,15 @@ pub async fn run(
     let metrics = Metrics::new()?;
     let storage_metrics = storage::StorageMetrics::new();
     storage_metrics.register(metrics.registry())?;
-    let stores = Stores::open(
+    let mut stores = Stores::open(
         &config.database_settings()?,
         &config.data_dir,
         config.cache_bytes,
         storage_metrics,
     )
     .await?;
+    // Before anything takes a clone of the device store.
+    stores.devices.set_max_per_user(config.max_devices_per_user);
     let store = stores.events.clone();
     let db = stores.legacy().clone();
     let engine_config = match config.engine_config.clone() {
@@ -184,7 +186,7 @@ pub async fn run(
         }
         None => engine_config::EngineConfig::default(),
     };
-    let engine = notification_engine(&db, &store, &metrics, &engine_config)?;
+    let engine = notification_engine(&stores, &metrics, &engine_config)?;
     let analytics = analytics::Analytics::open(
         &db,
         store.clone(),
@@ -192,7 +194,7 @@ pub async fn run(
         Arc::clone(&engine.clock),
         metrics.registry(),
     )?;
-    let privacy = privacy::Privacy::open(&db, store.clone())?.with_analytics(analytics.clone());
+    let privacy = privacy::Privacy::open(&stores)?.with_analytics(analytics.clone());
     let (events, dedupe) = (store.event_count().await?, store.dedupe_count().await?);
     metrics.set_store_sizes(events, dedupe);
     tracing::info!(
@@ -385,18 +387,18 @@ struct NotificationEngine {
 /// Builds the engine over the store's database with the channels the
 /// engine config enables: in-app always, email and webhook when configured.
 fn notification_engine(
-    db: &sled::Db,
-    store: &storage::EventStore,
+    stores: &Stores,
     metrics: &Metrics,
     config: &engine_config::EngineConfig,
 ) -> Result<NotificationEngine, Error> {
     let clock: Arc<dyn delivery::Clock> = Arc::new(delivery::SystemClock);
+    let db = stores.legacy();
     let queue = delivery::DeliveryQueue::open(db)?;
     let delivery_metrics = delivery::DeliveryMetrics::new()?;
     delivery_metrics.register(metrics.registry())?;
     let inbox = inbox::InboxStore::open(db)?;
     let in_app = channels::in_app::InAppChannel::new(inbox.clone());
-    let devices = devices::DeviceStore::open(db).map_err(engine::EngineError::from)?;
+    let devices = stores.devices.clone();
     let mut dispatcher = delivery::Dispatcher::new(
         queue.clone(),
         config.dispatcher_config(),
@@ -438,12 +440,9 @@ fn notification_engine(
     let catalog = catalog::Catalog::open(db, config)?;
     let settings = catalog.settings();
     let notifications = notifications::NotificationStore::open(db)?;
-    let preferences = preferences::PreferenceStore::new(
-        db.open_tree("preferences")
-            .map_err(engine::EngineError::from)?,
-    );
+    let preferences = stores.preferences.clone();
     let parts = engine::EngineParts {
-        store: store.clone(),
+        store: stores.events.clone(),
         notifications: notifications.clone(),
         preferences: preferences.clone(),
         queue: queue.clone(),

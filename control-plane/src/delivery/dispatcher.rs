@@ -28,10 +28,13 @@ use super::retry::{Decision, RetryPolicy};
 use crate::channels::{Channel, ChannelKind, Recipient, SendError};
 
 /// Called when a provider says a recipient is gone (APNs 410, FCM
-/// `UNREGISTERED`, …), so the device registry deactivates it. Runs on the
-/// worker: keep it quick (spawn if it needs I/O). The `&str` is the
-/// provider's answer, kept as the reason.
-pub type InvalidRecipientHook = Arc<dyn Fn(ChannelKind, &Recipient, &str) + Send + Sync>;
+/// `UNREGISTERED`, …), so the device registry deactivates it. The `&str`
+/// is the provider's answer, kept as the reason. The attempt awaits the
+/// returned future before it ends, so the device is deactivated before
+/// the next plan can pick it again.
+pub type InvalidRecipientHook = Arc<
+    dyn Fn(ChannelKind, &Recipient, &str) -> futures::future::BoxFuture<'static, ()> + Send + Sync,
+>;
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -254,7 +257,7 @@ async fn attempt(shared: Arc<Shared>, channel: Arc<dyn Channel>, delivery: Deliv
             if let (SendError::InvalidRecipient { .. }, Some(hook)) =
                 (error, &shared.on_invalid_recipient)
             {
-                hook(kind, &delivery.recipient, error.answer());
+                hook(kind, &delivery.recipient, error.answer()).await;
             }
             outcome
         }

@@ -67,7 +67,7 @@ async fn list(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let devices = blocking(move || state.devices.list(&user_id)).await?;
+    let devices = state.devices.list(&user_id).await?;
     Ok(Json(json!({ "devices": devices })))
 }
 
@@ -77,22 +77,18 @@ async fn register(
     body: Result<Json<NewDevice>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
     let Json(new) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let device = blocking(move || {
-        let known = new
-            .validate()
-            .ok()
-            .map(|address| crate::devices::device_id(new.platform, address))
-            .map(|id| state.devices.get(&user_id, &id))
-            .transpose()?
-            .flatten()
-            .is_some();
-        Ok((
-            known,
-            state.devices.register(&user_id, &new, Timestamp::now())?,
-        ))
-    })
-    .await?;
-    let (known, device) = device;
+    let known = match new.validate() {
+        Ok(address) => state
+            .devices
+            .get(&user_id, &crate::devices::device_id(new.platform, address))
+            .await?
+            .is_some(),
+        Err(_) => false,
+    };
+    let device = state
+        .devices
+        .register(&user_id, &new, Timestamp::now())
+        .await?;
     let status = if known {
         StatusCode::OK
     } else {
@@ -105,10 +101,7 @@ async fn read(
     State(state): State<HttpState>,
     Path((user_id, device_id)): Path<(String, String)>,
 ) -> Result<Json<Device>, ApiError> {
-    let found = {
-        let device_id = device_id.clone();
-        blocking(move || state.devices.get(&user_id, &device_id)).await?
-    };
+    let found = state.devices.get(&user_id, &device_id).await?;
     found.map(Json).ok_or_else(|| not_found(&device_id))
 }
 
@@ -131,19 +124,16 @@ async fn switch(
     let reason = change
         .reason
         .unwrap_or_else(|| "deactivated by an operator".to_owned());
-    let changed = {
-        let device_id = device_id.clone();
-        blocking(move || {
-            state.devices.set_active(
-                &user_id,
-                &device_id,
-                change.active,
-                &reason,
-                Timestamp::now(),
-            )
-        })
-        .await?
-    };
+    let changed = state
+        .devices
+        .set_active(
+            &user_id,
+            &device_id,
+            change.active,
+            &reason,
+            Timestamp::now(),
+        )
+        .await?;
     changed.map(Json).ok_or_else(|| not_found(&device_id))
 }
 
@@ -151,10 +141,7 @@ async fn remove(
     State(state): State<HttpState>,
     Path((user_id, device_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let removed = {
-        let device_id = device_id.clone();
-        blocking(move || state.devices.delete(&user_id, &device_id)).await?
-    };
+    let removed = state.devices.delete(&user_id, &device_id).await?;
     if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -168,13 +155,6 @@ fn not_found(device_id: &str) -> ApiError {
         "not_found",
         format!("no device {device_id} for this user"),
     )
-}
-
-/// Runs a device-store call off the async workers: writes flush to disk.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, DeviceError> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(call).await??)
 }
 
 impl From<DeviceError> for ApiError {

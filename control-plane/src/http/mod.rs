@@ -126,18 +126,13 @@ impl HttpState {
             Arc::new(crate::delivery::SystemClock),
             &prometheus::Registry::new(),
         )?;
-        let privacy =
-            crate::privacy::Privacy::open(db, store.clone())?.with_analytics(analytics.clone());
+        let privacy = crate::privacy::Privacy::open(stores)?.with_analytics(analytics.clone());
         Ok(HttpState {
             store,
             notifications: crate::notifications::NotificationStore::open(db)?,
             queue: crate::delivery::DeliveryQueue::open(db)?,
-            preferences: crate::preferences::PreferenceStore::new(
-                db.open_tree("preferences")
-                    .map_err(crate::engine::EngineError::from)?,
-            ),
-            devices: crate::devices::DeviceStore::open(db)
-                .map_err(crate::engine::EngineError::from)?,
+            preferences: stores.preferences.clone(),
+            devices: stores.devices.clone(),
             settings: crate::engine::SettingsHandle::default(),
             admin_token: None,
             unsubscribe: None,

@@ -45,7 +45,7 @@ use crate::inbox::{InboxError, InboxStore};
 use crate::notifications::{NotificationError, NotificationStore};
 use crate::preferences::{PreferenceError, PreferenceStore};
 use crate::rules::{PendingError, PendingTriggers};
-use crate::storage::{EventStore, StorageError};
+use crate::storage::{EventStore, StorageError, Stores};
 
 pub use erase::Erased;
 pub use export::UserExport;
@@ -70,17 +70,18 @@ pub struct Privacy {
 }
 
 impl Privacy {
-    /// Opens the trees of every store on `db` (the same trees the engine
-    /// uses; nothing here needs the engine's in-memory wake-ups or hubs).
-    pub fn open(db: &sled::Db, store: EventStore) -> Result<Self, PrivacyError> {
+    /// Every store of `stores` that holds user data (the same ones the
+    /// engine uses; nothing here needs the engine's in-memory hubs).
+    pub fn open(stores: &Stores) -> Result<Self, PrivacyError> {
+        let db = stores.legacy();
         Ok(Privacy {
             db: db.clone(),
-            store,
+            store: stores.events.clone(),
             notifications: NotificationStore::open(db)?,
             queue: DeliveryQueue::open(db)?,
             inbox: InboxStore::open(db)?,
-            devices: DeviceStore::open(db)?,
-            preferences: PreferenceStore::new(db.open_tree("preferences")?),
+            devices: stores.devices.clone(),
+            preferences: stores.preferences.clone(),
             digests: DigestStore::open(db)?,
             pending: PendingTriggers::open(db)?,
             analytics: None,

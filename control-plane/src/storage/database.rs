@@ -235,6 +235,24 @@ pub(crate) async fn acquire<DB: sqlx::Database>(
     Ok(pool.acquire().await?)
 }
 
+/// Begins a transaction that will write. On SQLite it is `BEGIN
+/// IMMEDIATE`: the write lock is taken up front, so a transaction that
+/// reads, decides and writes never finds its snapshot outdated at its
+/// first write (a deferred one would fail with `SQLITE_BUSY` then instead
+/// of waiting). On PostgreSQL a plain `BEGIN`; rows a decision rests on
+/// are read `FOR UPDATE`.
+pub(crate) async fn begin_write<DB: sqlx::Database>(
+    metrics: &StorageMetrics,
+    pool: &sqlx::Pool<DB>,
+    engine: Engine,
+) -> Result<sqlx::Transaction<'static, DB>, StorageError> {
+    let _waiting = metrics.waiting();
+    Ok(match engine {
+        Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Engine::Postgres => pool.begin().await?,
+    })
+}
+
 async fn connect_postgres(
     settings: &DatabaseSettings,
     options: PgConnectOptions,

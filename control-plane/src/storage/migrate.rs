@@ -34,12 +34,20 @@ struct Migration {
 
 /// Every migration, oldest first. Append only: an applied migration's
 /// text never changes (its checksum is checked).
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sqlite: include_str!("../../migrations/sqlite/0001_events.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_events.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sqlite: include_str!("../../migrations/sqlite/0001_events.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "preferences_devices",
+        sqlite: include_str!("../../migrations/sqlite/0002_preferences_devices.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_preferences_devices.sql"),
+    },
+];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").
 const MIGRATION_LOCK: i64 = 0x6e75_6467_652d_6d67;

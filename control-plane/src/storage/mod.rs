@@ -13,28 +13,33 @@
 //!
 //! # Moving off sled
 //!
-//! The events, the dedupe window, profiles and erasure tombstones are in
-//! SQL ([`EventStore`]). The engine's other records (notifications,
-//! deliveries, the inbox, preferences, devices, digests, pending triggers,
-//! the catalog and the analytics rollups) still live in the sled database
+//! In SQL: the events, the dedupe window, profiles and erasure tombstones
+//! ([`EventStore`]); users' preferences ([`PreferenceTable`]) and push
+//! devices ([`DeviceTable`]). The engine's other records (notifications,
+//! deliveries, the inbox, digests, pending triggers, the catalog and the
+//! analytics rollups) still live in the sled database
 //! that [`Stores::legacy`] opens in the data dir, and move here table by
 //! table; see the README's storage section for what is where.
 
 pub(crate) mod database;
+mod devices;
 mod events;
 mod legacy;
 mod location;
 mod metrics;
 mod migrate;
+mod preferences;
 
 use std::future::Future;
 use std::path::Path;
 
 pub use database::{Database, DatabaseSettings, Engine};
+pub use devices::{DeviceTable, Registered};
 pub use events::EventStore;
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
+pub use preferences::{PreferenceTable, StoredPreferences};
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
@@ -83,6 +88,12 @@ impl From<sqlx::Error> for StorageError {
 pub struct Stores {
     pub database: Database,
     pub events: EventStore,
+    /// Users' preferences (table `preferences`).
+    pub preferences: crate::preferences::PreferenceStore,
+    /// Users' push devices (table `devices`), with the per-user limit
+    /// [`Stores::open`] sets to its default; `run` sets the configured one
+    /// before anything takes a clone.
+    pub devices: crate::devices::DeviceStore,
     /// The sled database with the records not yet moved to SQL.
     legacy: sled::Db,
 }
@@ -113,9 +124,14 @@ impl Stores {
                 .map_err(|error| StorageError::Unavailable(error.to_string()))??
         };
         let events = EventStore::new(database.clone());
+        let preferences =
+            crate::preferences::PreferenceStore::new(PreferenceTable::new(database.clone()));
+        let devices = crate::devices::DeviceStore::new(DeviceTable::new(database.clone()));
         Ok(Stores {
             database,
             events,
+            preferences,
+            devices,
             legacy,
         })
     }
