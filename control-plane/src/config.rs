@@ -511,7 +511,7 @@ mod tests {
                 .unwrap_err();
             assert_eq!(error.setting, "NUDGE_CP_MAX_DEVICES_PER_USER", "{error}");
         }
-        let error = parse(&["--max-devices-per-user", "-3"]).unwrap_err();
+        let error = parse(&["--max-devices-per-user=-3"]).unwrap_err();
         assert!(
             error.to_string().contains("NUDGE_CP_MAX_DEVICES_PER_USER"),
             "{error}"

@@ -20,12 +20,12 @@
 //!   deactivated, and a device deactivated for `delete_after` is deleted.
 //! * **A bounded number per user**: at most `NUDGE_CP_MAX_DEVICES_PER_USER`
 //!   devices per user and platform; one more evicts the least reachable
-//!   (see [`store`]).
+//!   (see [`DeviceStore::register`]).
 //! * Every write is one SQL statement or transaction (see
 //!   [`crate::storage::DeviceTable`]), durable before it returns.
 
 pub mod cleanup;
-pub mod store;
+mod store;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

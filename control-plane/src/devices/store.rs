@@ -78,8 +78,11 @@ impl DeviceStore {
     }
 
     /// Registers (or refreshes) `new` for `user_id`: see [`super`] for
-    /// what happens to an address already known, and the module doc for
-    /// the per-user limit.
+    /// what happens to an address already known. Keeps the user within
+    /// [`Self::max_per_user`] devices on the platform by deleting the
+    /// least reachable others: a deactivated one first, else the one
+    /// seen least recently (why evicting and not refusing: this module's
+    /// doc).
     pub async fn register(
         &self,
         user_id: &str,

@@ -11,7 +11,9 @@
 //! Registering answers `201` with the record when the address is new to
 //! the user and `200` when it refreshed an existing one (the same token
 //! registered again is one device). Refused input is a `400` naming what
-//! was wrong; nothing is stored then.
+//! was wrong; nothing is stored then. A registration beyond
+//! `NUDGE_CP_MAX_DEVICES_PER_USER` devices of the platform is accepted and
+//! evicts the user's least reachable one (see [`crate::devices`]).
 
 use axum::Json;
 use axum::Router;

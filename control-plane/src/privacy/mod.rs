@@ -31,7 +31,7 @@
 //! * **Retention** ([`retention`]) removes only records older than their
 //!   kind's limit; see there.
 //!
-//! Every method blocks on sled (and waits for the SQL event store through
+//! Every method blocks on sled (and waits for the SQL stores through
 //! [`crate::storage::block_on`]): async callers use `spawn_blocking`.
 
 pub mod erase;
