@@ -21,6 +21,10 @@ use crate::storage::{DatabaseLocation, DatabaseSettings};
 /// outage, and a resend after the window would be stored twice.
 pub const MIN_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The highest `NUDGE_CP_MAX_DEVICES_PER_USER` accepted: beyond it one
+/// notification is a flood of provider calls.
+const MAX_DEVICES_PER_USER: usize = 1000;
+
 /// The sled page cache below which the store thrashes.
 const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 
@@ -123,6 +127,19 @@ pub struct Config {
     /// engine's records (sled's real memory use runs above this).
     #[arg(long, env = "NUDGE_CP_CACHE_BYTES", value_name = "NUDGE_CP_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,
+
+    /// Push devices (APNs, FCM, Web Push subscriptions) one user may hold
+    /// per platform, 1 to 1000. Registering one more deletes the user's
+    /// least reachable device on that platform (a deactivated one first,
+    /// else the one seen least recently): one notification never fans out
+    /// to more than this many devices per push channel.
+    #[arg(
+        long,
+        env = "NUDGE_CP_MAX_DEVICES_PER_USER",
+        value_name = "NUDGE_CP_MAX_DEVICES_PER_USER",
+        default_value_t = crate::devices::DEFAULT_MAX_DEVICES_PER_USER
+    )]
+    pub max_devices_per_user: usize,
 
     /// The notification engine's TOML file: channels and their credentials,
     /// retry policy, concurrency, types and templates (see
@@ -415,6 +432,15 @@ impl Config {
                 message: "must be above zero".to_owned(),
             });
         }
+        if !(1..=MAX_DEVICES_PER_USER).contains(&self.max_devices_per_user) {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_MAX_DEVICES_PER_USER",
+                message: format!(
+                    "{} is outside 1..={MAX_DEVICES_PER_USER}; each device of a user gets its own push per notification",
+                    self.max_devices_per_user
+                ),
+            });
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError {
                 setting: "NUDGE_CP_DATA_DIR",
@@ -500,6 +526,27 @@ mod tests {
         let error = config.validate().unwrap_err();
         assert!(
             error.to_string().contains("NUDGE_CP_DEDUPE_WINDOW"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn device_limit_is_bounded_and_named() {
+        assert_eq!(parse(&[]).unwrap().max_devices_per_user, 20);
+        parse(&["--max-devices-per-user", "1"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        for bad in ["0", "1001"] {
+            let error = parse(&["--max-devices-per-user", bad])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(error.setting, "NUDGE_CP_MAX_DEVICES_PER_USER", "{error}");
+        }
+        let error = parse(&["--max-devices-per-user=-3"]).unwrap_err();
+        assert!(
+            error.to_string().contains("NUDGE_CP_MAX_DEVICES_PER_USER"),
             "{error}"
         );
     }

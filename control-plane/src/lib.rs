@@ -167,13 +167,15 @@ pub async fn run(
     let metrics = Metrics::new()?;
     let storage_metrics = storage::StorageMetrics::new();
     storage_metrics.register(metrics.registry())?;
-    let stores = Stores::open(
+    let mut stores = Stores::open(
         &config.database_settings()?,
         &config.data_dir,
         config.cache_bytes,
         storage_metrics,
     )
     .await?;
+    // Before anything takes a clone of the device store.
+    stores.devices.set_max_per_user(config.max_devices_per_user);
     let store = stores.events.clone();
     let engine_config = match config.engine_config.clone() {
         Some(path) => {
@@ -392,7 +394,7 @@ fn notification_engine(
     delivery_metrics.register(metrics.registry())?;
     let inbox = inbox::InboxStore::open(db)?;
     let in_app = channels::in_app::InAppChannel::new(inbox.clone());
-    let devices = devices::DeviceStore::open(db).map_err(engine::EngineError::from)?;
+    let devices = stores.devices.clone();
     let mut dispatcher = delivery::Dispatcher::new(
         queue.clone(),
         config.dispatcher_config(),
@@ -434,10 +436,7 @@ fn notification_engine(
     let catalog = catalog::Catalog::open(db, config)?;
     let settings = catalog.settings();
     let notifications = stores.notifications.clone();
-    let preferences = preferences::PreferenceStore::new(
-        db.open_tree("preferences")
-            .map_err(engine::EngineError::from)?,
-    );
+    let preferences = stores.preferences.clone();
     let parts = engine::EngineParts {
         store: stores.events.clone(),
         notifications: notifications.clone(),

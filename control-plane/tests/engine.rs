@@ -30,7 +30,7 @@ use nudge_control_plane::inbox::InboxStore;
 use nudge_control_plane::money::Money;
 use nudge_control_plane::notifications::NotificationStore;
 use nudge_control_plane::preferences::{
-    Frequency, OperatorDefaults, PreferenceStore, QuietHours, TypeDefaults, Tz, UserPreferences,
+    Frequency, OperatorDefaults, QuietHours, TypeDefaults, Tz, UserPreferences,
 };
 use nudge_control_plane::storage::{EventStore, Stores};
 use nudge_control_plane::templates::{Template, TemplateSet};
@@ -106,11 +106,11 @@ impl Harness {
         let store: EventStore = stores.events.clone();
         let manual = Arc::new(ManualClock::new(start));
         let clock: Arc<dyn Clock> = manual.clone();
-        let preference_store = PreferenceStore::new(db.open_tree("preferences").unwrap());
-        preference_store.put(USER, preferences).unwrap();
+        let preference_store = stores.preferences.clone();
+        preference_store.put(USER, preferences).await.unwrap();
         let queue = stores.deliveries.clone();
         let notifications = stores.notifications.clone();
-        let devices = DeviceStore::open(&db).unwrap();
+        let devices = stores.devices.clone();
         let mut enabled: BTreeSet<ChannelKind> = channels.iter().map(|c| c.kind()).collect();
         enabled.insert(ChannelKind::InApp);
         let engine = Engine::new(
@@ -494,8 +494,13 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
     let gone = h
         .devices
         .register(USER, &register(UNINSTALLED), now)
+        .await
         .unwrap();
-    let kept = h.devices.register(USER, &register(INSTALLED), now).unwrap();
+    let kept = h
+        .devices
+        .register(USER, &register(INSTALLED), now)
+        .await
+        .unwrap();
 
     let push = |id: &str| {
         let mut event = notify_event(id, now);
@@ -518,7 +523,7 @@ async fn an_apns_token_apple_reports_unregistered_is_deactivated_and_not_used_ag
     assert_eq!(failed.attempts, 1, "an unregistered token is not retried");
     h.sent(to_kept).await;
 
-    let device = h.devices.get(USER, &gone.id).unwrap().unwrap();
+    let device = h.devices.get(USER, &gone.id).await.unwrap().unwrap();
     assert!(!device.active, "{device:?}");
     assert!(
         device

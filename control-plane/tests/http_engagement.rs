@@ -197,8 +197,8 @@ impl Server {
         answer["results"].as_array().unwrap().clone()
     }
 
-    fn email_choice(&self, notification_type: &str) -> Option<bool> {
-        let preferences = self.preferences.get(USER).unwrap();
+    async fn email_choice(&self, notification_type: &str) -> Option<bool> {
+        let preferences = self.preferences.get(USER).await.unwrap();
         preferences
             .types
             .get(notification_type)?
@@ -504,8 +504,8 @@ async fn a_complaint_switches_the_types_email_off() {
         .await;
     assert_eq!(results[0]["unsubscribed"], true, "{results:#?}");
     assert_eq!(results[1]["unsubscribed"], false, "critical: {results:#?}");
-    assert_eq!(server.email_choice("newsletter"), Some(false));
-    assert_eq!(server.email_choice("security_alert"), None);
+    assert_eq!(server.email_choice("newsletter").await, Some(false));
+    assert_eq!(server.email_choice("security_alert").await, None);
     let record = server.delivery(newsletter).await;
     assert_eq!(record.status, Status::Delivered);
     assert!(record.complained_at.is_some());
@@ -581,7 +581,7 @@ async fn unsigned_or_malformed_callbacks_change_nothing() {
     }
     assert_eq!(server.delivery(id).await, before);
     assert_eq!(
-        server.preferences.get(USER).unwrap(),
+        server.preferences.get(USER).await.unwrap(),
         UserPreferences::default()
     );
 }

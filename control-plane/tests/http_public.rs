@@ -47,8 +47,7 @@ impl Server {
     async fn start(configured: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
-        let db = stores.legacy().clone();
-        let preferences = PreferenceStore::new(db.open_tree("preferences").unwrap());
+        let preferences = stores.preferences.clone();
         let queue = stores.deliveries.clone();
         let type_defaults = |critical| TypeDefaults {
             channels: [ChannelKind::Email, ChannelKind::InApp].into(),
@@ -116,8 +115,8 @@ impl Server {
         (status, reply.json().await.unwrap_or(Value::Null))
     }
 
-    fn email_choice(&self, notification_type: &str) -> Option<bool> {
-        let preferences = self.preferences.get(USER).unwrap();
+    async fn email_choice(&self, notification_type: &str) -> Option<bool> {
+        let preferences = self.preferences.get(USER).await.unwrap();
         preferences
             .types
             .get(notification_type)?
@@ -243,7 +242,11 @@ async fn a_one_click_post_unsubscribes_and_a_get_does_not() {
         "{html}"
     );
     assert!(html.contains("newsletter"), "{html}");
-    assert_eq!(server.email_choice("newsletter"), None, "a GET changed it");
+    assert_eq!(
+        server.email_choice("newsletter").await,
+        None,
+        "a GET changed it"
+    );
 
     // The mailbox provider's POST.
     let (status, body) = server.one_click(&path, "List-Unsubscribe=One-Click").await;
@@ -251,13 +254,13 @@ async fn a_one_click_post_unsubscribes_and_a_get_does_not() {
     assert_eq!(body["unsubscribed"], true, "{body}");
     assert_eq!(body["notification_type"], "newsletter", "{body}");
     assert_eq!(body["channel"], "email", "{body}");
-    assert_eq!(server.email_choice("newsletter"), Some(false));
+    assert_eq!(server.email_choice("newsletter").await, Some(false));
 
     // Idempotent.
     let (status, body) = server.one_click(&path, "List-Unsubscribe=One-Click").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(server.email_choice("newsletter"), Some(false));
-    let preferences = server.preferences.get(USER).unwrap();
+    assert_eq!(server.email_choice("newsletter").await, Some(false));
+    let preferences = server.preferences.get(USER).await.unwrap();
     assert_eq!(preferences.types.len(), 1, "{preferences:?}");
     assert!(preferences.channels.is_empty(), "only the type, not email");
 }
@@ -278,11 +281,12 @@ async fn the_pages_button_and_multipart_bodies_work_too() {
     assert_eq!(reply.status(), 200);
     let html = reply.text().await.unwrap();
     assert!(html.contains("You are unsubscribed"), "{html}");
-    assert_eq!(server.email_choice("newsletter"), Some(false));
+    assert_eq!(server.email_choice("newsletter").await, Some(false));
 
     server
         .preferences
         .put(USER, &UserPreferences::default())
+        .await
         .unwrap();
     let boundary = "nudge-boundary";
     let body = format!(
@@ -300,7 +304,7 @@ async fn the_pages_button_and_multipart_bodies_work_too() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 200);
-    assert_eq!(server.email_choice("newsletter"), Some(false));
+    assert_eq!(server.email_choice("newsletter").await, Some(false));
 }
 
 #[tokio::test]
@@ -375,7 +379,7 @@ async fn forged_links_bad_bodies_and_critical_types_change_nothing() {
     assert!(!html.contains("<form"), "{html}");
 
     assert_eq!(
-        server.preferences.get(USER).unwrap(),
+        server.preferences.get(USER).await.unwrap(),
         UserPreferences::default(),
         "a refused request changed the preferences"
     );
@@ -466,7 +470,7 @@ async fn unconfigured_public_routes_say_so() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "callbacks_disabled", "{body}");
     assert_eq!(
-        server.preferences.get(USER).unwrap(),
+        server.preferences.get(USER).await.unwrap(),
         UserPreferences::default()
     );
 }

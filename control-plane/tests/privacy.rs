@@ -156,6 +156,7 @@ impl Server {
                 },
                 at,
             )
+            .await
             .unwrap();
         self.state
             .preferences
@@ -163,6 +164,7 @@ impl Server {
                 prefs.channels.insert(ChannelKind::Email, false);
                 Ok(())
             })
+            .await
             .unwrap();
         delivery
     }
@@ -254,8 +256,8 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     assert!(state.queue.get(mine.id).await.unwrap().is_none());
     assert!(state.inbox.items_of("u1").unwrap().is_empty());
     assert_eq!(state.inbox.counts("u1").unwrap().total, 0);
-    assert!(state.devices.list("u1").unwrap().is_empty());
-    assert!(state.preferences.stored("u1").unwrap().is_none());
+    assert!(state.devices.list("u1").await.unwrap().is_empty());
+    assert!(state.preferences.stored("u1").await.unwrap().is_none());
     let analytics_of = |user: &str| {
         let query = nudge_control_plane::analytics::ReportQuery {
             report: Some(nudge_control_plane::analytics::ReportName::Users),
@@ -288,8 +290,8 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
     );
     assert!(state.queue.get(theirs.id).await.unwrap().is_some());
     assert_eq!(state.inbox.items_of("u2").unwrap().len(), 1);
-    assert_eq!(state.devices.list("u2").unwrap().len(), 1);
-    assert!(state.preferences.stored("u2").unwrap().is_some());
+    assert_eq!(state.devices.list("u2").await.unwrap().len(), 1);
+    assert!(state.preferences.stored("u2").await.unwrap().is_some());
     assert_eq!(analytics_of("u2"), 1);
 
     // A late event (an agent's outbox that was offline) is accepted and

@@ -32,10 +32,13 @@ use super::retry::{Decision, RetryPolicy};
 use crate::channels::{Channel, ChannelKind, Recipient, SendError};
 
 /// Called when a provider says a recipient is gone (APNs 410, FCM
-/// `UNREGISTERED`, …), so the device registry deactivates it. Runs on the
-/// worker: keep it quick (spawn if it needs I/O). The `&str` is the
-/// provider's answer, kept as the reason.
-pub type InvalidRecipientHook = Arc<dyn Fn(ChannelKind, &Recipient, &str) + Send + Sync>;
+/// `UNREGISTERED`, …), so the device registry deactivates it. The `&str`
+/// is the provider's answer, kept as the reason. The attempt awaits the
+/// returned future before it records the failure, so whoever sees the
+/// failed delivery finds the device deactivated.
+pub type InvalidRecipientHook = Arc<
+    dyn Fn(ChannelKind, &Recipient, &str) -> futures::future::BoxFuture<'static, ()> + Send + Sync,
+>;
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -273,6 +276,18 @@ async fn attempt(
             Completion::Failed { error, decision }
         }
     };
+    // The device goes off before the failure is recorded: whoever sees the
+    // failed delivery sees the device deactivated too.
+    if let (
+        Completion::Failed {
+            error: error @ SendError::InvalidRecipient { .. },
+            ..
+        },
+        Some(hook),
+    ) = (&completion, &shared.on_invalid_recipient)
+    {
+        hook(kind, &delivery.recipient, error.answer()).await;
+    }
     let updated = match shared.queue.complete(delivery.id, &completion, now).await {
         Ok(updated) => updated,
         Err(error) => {
@@ -300,11 +315,6 @@ async fn attempt(
                 tracing::warn!(delivery_id = %delivery.id, channel = %kind, attempts = updated.attempts, answer = error.answer(), "delivery dead-lettered");
             } else {
                 tracing::debug!(delivery_id = %delivery.id, channel = %kind, outcome, answer = error.answer(), "delivery attempt failed");
-            }
-            if let (SendError::InvalidRecipient { .. }, Some(hook)) =
-                (error, &shared.on_invalid_recipient)
-            {
-                hook(kind, &delivery.recipient, error.answer());
             }
             outcome
         }

@@ -422,6 +422,7 @@ async fn invalid_recipient_fails_and_calls_the_hook() {
         let reported = Arc::clone(&reported);
         Arc::new(move |kind, recipient: &Recipient, _answer: &str| {
             reported.lock().unwrap().push((kind, recipient.clone()));
+            Box::pin(async {})
         })
     };
     let h = harness(Arc::clone(&channel), config(), Some(hook)).await;

@@ -50,16 +50,15 @@ pub async fn run(devices: DeviceStore, retention: DeviceRetention, stop: Cancell
             () = stop.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let devices = devices.clone();
-        let pass = tokio::task::spawn_blocking(move || {
-            devices.cleanup(
+        let pass = devices
+            .cleanup(
                 Timestamp::now(),
                 retention.stale_after,
                 retention.delete_after,
             )
-        });
-        match pass.await {
-            Ok(Ok(report)) => {
+            .await;
+        match pass {
+            Ok(report) => {
                 if report.deactivated + report.deleted > 0 {
                     tracing::info!(
                         deactivated = report.deactivated,
@@ -68,8 +67,7 @@ pub async fn run(devices: DeviceStore, retention: DeviceRetention, stop: Cancell
                     );
                 }
             }
-            Ok(Err(error)) => tracing::warn!(%error, "device cleanup failed; retrying next pass"),
-            Err(error) => tracing::warn!(%error, "device cleanup task failed; retrying next pass"),
+            Err(error) => tracing::warn!(%error, "device cleanup failed; retrying next pass"),
         }
     }
 }

@@ -18,8 +18,11 @@
 //! * **Long-inactive devices are cleaned up** by [`DeviceStore::cleanup`]:
 //!   a device not seen (registered or refreshed) for `stale_after` is
 //!   deactivated, and a device deactivated for `delete_after` is deleted.
-//! * Every write is one sled transaction over the record tree and the
-//!   address index, flushed before it returns.
+//! * **A bounded number per user**: at most `NUDGE_CP_MAX_DEVICES_PER_USER`
+//!   devices per user and platform; one more evicts the least reachable
+//!   (see [`DeviceStore::register`]).
+//! * Every write is one SQL statement or transaction (see
+//!   [`crate::storage::DeviceTable`]), durable before it returns.
 
 pub mod cleanup;
 mod store;
@@ -30,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::channels::{ChannelKind, Recipient};
 
-pub use store::{CleanupReport, DeviceStore};
+pub use store::{CleanupReport, DEFAULT_MAX_DEVICES_PER_USER, DeviceStore};
 
 /// The push service a device is reached through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -110,12 +113,6 @@ pub enum DeviceError {
     Corrupt { key: String, message: String },
 }
 
-impl From<sled::Error> for DeviceError {
-    fn from(error: sled::Error) -> Self {
-        DeviceError::Storage(error.to_string())
-    }
-}
-
 impl NewDevice {
     /// Checks the registration has exactly the address its platform needs,
     /// and returns that address (the token, or the endpoint).
@@ -155,6 +152,23 @@ impl NewDevice {
         }
         if address.chars().any(char::is_whitespace) {
             return invalid("the device token or endpoint contains whitespace");
+        }
+        if address.chars().any(char::is_control) {
+            return invalid("the device token or endpoint contains a control character");
+        }
+        // Text a database column can hold, on either engine.
+        if self
+            .label
+            .as_ref()
+            .is_some_and(|label| label.contains('\0'))
+        {
+            return invalid("the label contains a NUL character");
+        }
+        if self.subscription.as_ref().is_some_and(|subscription| {
+            let keys = &subscription.keys;
+            keys.p256dh.contains('\0') || keys.auth.contains('\0')
+        }) {
+            return invalid("a web_push subscription key contains a NUL character");
         }
         Ok(address)
     }
@@ -211,15 +225,22 @@ pub fn deactivation_hook(
     clock: std::sync::Arc<dyn crate::delivery::Clock>,
 ) -> crate::delivery::InvalidRecipientHook {
     std::sync::Arc::new(move |channel, recipient, answer| {
-        match devices.deactivate_address(channel, recipient, answer, clock.now()) {
-            Ok(Some(device)) => {
-                tracing::info!(%channel, device = %device.id, %answer, "device deactivated: the provider reported it invalid");
+        let (devices, recipient, answer) = (devices.clone(), recipient.clone(), answer.to_owned());
+        let now = clock.now();
+        Box::pin(async move {
+            match devices
+                .deactivate_address(channel, &recipient, &answer, now)
+                .await
+            {
+                Ok(Some(device)) => {
+                    tracing::info!(%channel, device = %device.id, %answer, "device deactivated: the provider reported it invalid");
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%channel, %error, "could not deactivate an invalid device");
+                }
             }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(%channel, %error, "could not deactivate an invalid device");
-            }
-        }
+        })
     })
 }
 

@@ -1,25 +1,42 @@
-//! [`DeviceStore`]: devices in sled. Tree `devices` holds each record as
-//! JSON under `user id \0 device id` (so a user's devices are one prefix
-//! scan); tree `device_owners` maps a device id to the user holding it (so
-//! a provider's "this token is gone" finds its record, and a token moves
-//! when another user registers it).
+//! [`DeviceStore`]: what registering, listing, switching and retiring
+//! devices means, over the storage boundary's `devices` table
+//! ([`DeviceTable`]), which keeps the record of each address.
 //!
-//! [`DeviceStore::erase_user`] (privacy) deletes every device of a user
-//! with its owner entries.
+//! # Promises (besides those of [`super`])
+//!
+//! * **At most [`DeviceStore::max_per_user`] devices per user and
+//!   platform.** A registration over the limit succeeds and deletes the
+//!   user's device on that platform that is least likely to be reached:
+//!   a deactivated one first, else the one seen least recently. Refusing
+//!   instead would strand a real user whose old phones' tokens died
+//!   silently (they stay active until a send fails or cleanup runs), and
+//!   an app cannot fix that; evicting bounds what one notification fans
+//!   out to (issue 15: thousands of Web Push endpoints per user) just as
+//!   well. Every eviction is logged.
+//! * [`DeviceStore::erase_user`] (privacy) deletes every device of a user.
+//! * A user id with a NUL character holds no device (no entrance lets one
+//!   in, and PostgreSQL text cannot hold it): reads find nothing,
+//!   registrations are refused as invalid.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::{Device, DeviceError, NewDevice, Platform, address_of, device_id};
 use crate::channels::{ChannelKind, Recipient};
+use crate::storage::{DeviceTable, StorageError};
 
+/// Devices per user and platform unless configured
+/// (`NUDGE_CP_MAX_DEVICES_PER_USER`): more phones, tablets and browsers
+/// than one person uses, far fewer than an abuser would want.
+pub const DEFAULT_MAX_DEVICES_PER_USER: usize = 20;
+
+/// Users' devices. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DeviceStore {
-    devices: sled::Tree,
-    owners: sled::Tree,
+    table: DeviceTable,
+    /// Devices one user may hold on one platform (see the module doc).
+    max_per_user: usize,
 }
 
 /// What one [`DeviceStore::cleanup`] pass changed.
@@ -29,53 +46,44 @@ pub struct CleanupReport {
     pub deleted: usize,
 }
 
-fn key(user_id: &str, device_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(user_id.len() + 1 + device_id.len());
-    key.extend_from_slice(user_id.as_bytes());
-    key.push(0);
-    key.extend_from_slice(device_id.as_bytes());
-    key
-}
-
-fn prefix(user_id: &str) -> Vec<u8> {
-    key(user_id, "")
-}
-
-fn decode(key: &[u8], bytes: &[u8]) -> Result<Device, DeviceError> {
-    serde_json::from_slice(bytes).map_err(|error| DeviceError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        message: error.to_string(),
-    })
-}
-
-fn encode(device: &Device) -> Vec<u8> {
-    serde_json::to_vec(device).expect("a device serialises")
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<DeviceError>>;
-
-fn tx_error(error: TransactionError<DeviceError>) -> DeviceError {
-    match error {
-        TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => error.into(),
+impl From<StorageError> for DeviceError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::Corrupt(message) => DeviceError::Corrupt {
+                key: "devices".to_owned(),
+                message,
+            },
+            other => DeviceError::Storage(other.to_string()),
+        }
     }
-}
-
-fn tx_decode(key: &[u8], bytes: &[u8]) -> TxResult<Device> {
-    decode(key, bytes).map_err(ConflictableTransactionError::Abort)
 }
 
 impl DeviceStore {
-    pub fn open(db: &sled::Db) -> Result<Self, DeviceError> {
-        Ok(DeviceStore {
-            devices: db.open_tree("devices")?,
-            owners: db.open_tree("device_owners")?,
-        })
+    /// The store over `table`, with [`DEFAULT_MAX_DEVICES_PER_USER`].
+    pub fn new(table: DeviceTable) -> Self {
+        DeviceStore {
+            table,
+            max_per_user: DEFAULT_MAX_DEVICES_PER_USER,
+        }
     }
 
-    /// Registers (or refreshes) `new` for `user_id`: see the module doc
-    /// for what happens to an address already known.
-    pub fn register(
+    /// Keeps at most `max` devices per user and platform (at least one).
+    pub fn set_max_per_user(&mut self, max: usize) {
+        self.max_per_user = max.max(1);
+    }
+
+    /// Devices one user may hold on one platform.
+    pub fn max_per_user(&self) -> usize {
+        self.max_per_user
+    }
+
+    /// Registers (or refreshes) `new` for `user_id`: see [`super`] for
+    /// what happens to an address already known. Keeps the user within
+    /// [`Self::max_per_user`] devices on the platform by deleting the
+    /// least reachable others: a deactivated one first, else the one
+    /// seen least recently (why evicting and not refusing: this module's
+    /// doc).
+    pub async fn register(
         &self,
         user_id: &str,
         new: &NewDevice,
@@ -87,110 +95,80 @@ impl DeviceStore {
             ));
         }
         let address = new.validate()?;
-        let id = device_id(new.platform, address);
-        let device = (&self.devices, &self.owners)
-            .transaction(|(devices, owners)| {
-                if let Some(owner) = owners.get(id.as_bytes())? {
-                    let owner = String::from_utf8_lossy(&owner).into_owned();
-                    if owner != user_id {
-                        devices.remove(key(&owner, &id))?;
-                    }
-                }
-                let record_key = key(user_id, &id);
-                let device = match devices.get(&record_key)? {
-                    Some(bytes) => {
-                        let mut device = tx_decode(&record_key, &bytes)?;
-                        if new.label.is_some() {
-                            device.label.clone_from(&new.label);
-                        }
-                        // The browser may rotate a subscription's keys.
-                        device.subscription.clone_from(&new.subscription);
-                        device.active = true;
-                        device.deactivated_reason = None;
-                        device.deactivated_at = None;
-                        device.last_seen_at = now;
-                        device
-                    }
-                    None => Device {
-                        id: id.clone(),
-                        user_id: user_id.to_owned(),
-                        platform: new.platform,
-                        token: new.token.clone(),
-                        subscription: new.subscription.clone(),
-                        label: new.label.clone(),
-                        active: true,
-                        deactivated_reason: None,
-                        deactivated_at: None,
-                        created_at: now,
-                        last_seen_at: now,
-                    },
-                };
-                devices.insert(record_key, encode(&device))?;
-                owners.insert(id.as_bytes(), user_id.as_bytes())?;
-                Ok(device)
-            })
-            .map_err(tx_error)?;
-        self.devices.flush()?;
-        Ok(device)
+        // The record of a new address; the table keeps `created_at` and
+        // the label of one the user already holds.
+        let device = Device {
+            id: device_id(new.platform, address),
+            user_id: user_id.to_owned(),
+            platform: new.platform,
+            token: new.token.clone(),
+            subscription: new.subscription.clone(),
+            label: new.label.clone(),
+            active: true,
+            deactivated_reason: None,
+            deactivated_at: None,
+            created_at: now,
+            last_seen_at: now,
+        };
+        let registered = self.table.register(&device, self.max_per_user).await?;
+        for evicted in &registered.evicted {
+            tracing::info!(
+                device = %evicted,
+                platform = new.platform.as_str(),
+                limit = self.max_per_user,
+                "device deleted: its user registered one more than the limit allows"
+            );
+        }
+        Ok(registered.device)
     }
 
     /// The user's devices, active and not, ordered by id.
-    pub fn list(&self, user_id: &str) -> Result<Vec<Device>, DeviceError> {
-        self.devices
-            .scan_prefix(prefix(user_id))
-            .map(|entry| {
-                let (key, value) = entry?;
-                decode(&key, &value)
-            })
-            .collect()
+    pub async fn list(&self, user_id: &str) -> Result<Vec<Device>, DeviceError> {
+        if user_id.contains('\0') {
+            return Ok(Vec::new());
+        }
+        Ok(self.table.list(user_id).await?)
     }
 
-    pub fn get(&self, user_id: &str, device_id: &str) -> Result<Option<Device>, DeviceError> {
-        let record_key = key(user_id, device_id);
-        self.devices
-            .get(&record_key)?
-            .map(|bytes| decode(&record_key, &bytes))
-            .transpose()
+    pub async fn get(&self, user_id: &str, device_id: &str) -> Result<Option<Device>, DeviceError> {
+        if has_nul(&[user_id, device_id]) {
+            return Ok(None);
+        }
+        Ok(self.table.get(user_id, device_id).await?)
     }
 
     /// The user's active devices on `platform`: the ones planning sends to.
-    pub fn active(&self, user_id: &str, platform: Platform) -> Result<Vec<Device>, DeviceError> {
-        Ok(self
-            .list(user_id)?
-            .into_iter()
-            .filter(|device| device.active && device.platform == platform)
-            .collect())
+    pub async fn active(
+        &self,
+        user_id: &str,
+        platform: Platform,
+    ) -> Result<Vec<Device>, DeviceError> {
+        if user_id.contains('\0') {
+            return Ok(Vec::new());
+        }
+        Ok(self.table.active(user_id, platform).await?)
     }
 
     /// Deletes the user's device; `false` when there was none.
-    pub fn delete(&self, user_id: &str, device_id: &str) -> Result<bool, DeviceError> {
-        let removed = (&self.devices, &self.owners)
-            .transaction(|(devices, owners)| remove(devices, owners, user_id, device_id))
-            .map_err(tx_error)?;
-        if removed {
-            self.devices.flush()?;
+    pub async fn delete(&self, user_id: &str, device_id: &str) -> Result<bool, DeviceError> {
+        if has_nul(&[user_id, device_id]) {
+            return Ok(false);
         }
-        Ok(removed)
+        Ok(self.table.delete(user_id, device_id).await?)
     }
 
-    /// Deletes every device of the user; returns how many. Flushed.
-    pub fn erase_user(&self, user_id: &str) -> Result<usize, DeviceError> {
-        let mut removed = 0;
-        for device in self.list(user_id)? {
-            let gone = (&self.devices, &self.owners)
-                .transaction(|(devices, owners)| remove(devices, owners, user_id, &device.id))
-                .map_err(tx_error)?;
-            removed += usize::from(gone);
+    /// Deletes every device of the user; returns how many.
+    pub async fn erase_user(&self, user_id: &str) -> Result<usize, DeviceError> {
+        if user_id.contains('\0') {
+            return Ok(0);
         }
-        if removed > 0 {
-            self.devices.flush()?;
-        }
-        Ok(removed)
+        let removed = self.table.erase_user(user_id).await?;
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 
     /// Switches the user's device on or off; `None` when there is none.
     /// `reason` is kept on a deactivated device.
-    pub fn set_active(
+    pub async fn set_active(
         &self,
         user_id: &str,
         device_id: &str,
@@ -198,37 +176,22 @@ impl DeviceStore {
         reason: &str,
         now: Timestamp,
     ) -> Result<Option<Device>, DeviceError> {
-        let record_key = key(user_id, device_id);
-        let changed = self
-            .devices
-            .transaction(|devices| {
-                let Some(bytes) = devices.get(&record_key)? else {
-                    return Ok(None);
-                };
-                let mut device = tx_decode(&record_key, &bytes)?;
-                if device.active != active {
-                    device.active = active;
-                    if active {
-                        device.deactivated_reason = None;
-                        device.deactivated_at = None;
-                        device.last_seen_at = now;
-                    } else {
-                        device.deactivated_reason = Some(reason.to_owned());
-                        device.deactivated_at = Some(now);
-                    }
-                    devices.insert(record_key.as_slice(), encode(&device))?;
-                }
-                Ok(Some(device))
-            })
-            .map_err(tx_error)?;
-        self.devices.flush()?;
-        Ok(changed)
+        if has_nul(&[user_id, device_id]) {
+            return Ok(None);
+        }
+        // Reasons come from operators and providers' answers: text a
+        // database column can hold.
+        let reason = reason.replace('\0', "\u{fffd}");
+        Ok(self
+            .table
+            .set_active(user_id, device_id, active, &reason, now)
+            .await?)
     }
 
     /// Deactivates the device a provider reported as invalid (the
     /// dispatcher's `InvalidRecipient` hook). `None` when the recipient is
     /// not a registered device (e.g. it was deleted meanwhile).
-    pub fn deactivate_address(
+    pub async fn deactivate_address(
         &self,
         channel: ChannelKind,
         recipient: &Recipient,
@@ -239,60 +202,42 @@ impl DeviceStore {
             return Ok(None);
         };
         let id = device_id(platform, address);
-        let Some(owner) = self.owners.get(id.as_bytes())? else {
+        let Some(owner) = self.table.owner(&id).await? else {
             return Ok(None);
         };
-        let owner = String::from_utf8_lossy(&owner).into_owned();
-        self.set_active(&owner, &id, false, reason, now)
+        self.set_active(&owner, &id, false, reason, now).await
     }
 
-    /// Deactivates devices not seen for `stale_after` and deletes devices
-    /// deactivated for `delete_after`.
-    pub fn cleanup(
+    /// Deletes devices deactivated for `delete_after`, then deactivates
+    /// devices not seen for `stale_after` (reason `inactive`), as of `now`.
+    pub async fn cleanup(
         &self,
         now: Timestamp,
         stale_after: Duration,
         delete_after: Duration,
     ) -> Result<CleanupReport, DeviceError> {
-        let mut report = CleanupReport::default();
-        let older_than = |at: Timestamp, age: Duration| {
+        // An age beyond the calendar has no cutoff: nothing is that old.
+        let cutoff = |age: Duration| {
             jiff::SignedDuration::try_from(age)
                 .ok()
                 .and_then(|age| now.checked_sub(age).ok())
-                .is_some_and(|limit| at < limit)
         };
-        for entry in self.devices.iter() {
-            let (record_key, value) = entry?;
-            let device = decode(&record_key, &value)?;
-            if !device.active {
-                let since = device.deactivated_at.unwrap_or(device.last_seen_at);
-                if older_than(since, delete_after) && self.delete(&device.user_id, &device.id)? {
-                    report.deleted += 1;
-                }
-            } else if older_than(device.last_seen_at, stale_after)
-                && self
-                    .set_active(&device.user_id, &device.id, false, "inactive", now)?
-                    .is_some()
-            {
-                report.deactivated += 1;
-            }
+        let mut report = CleanupReport::default();
+        if let Some(cutoff) = cutoff(delete_after) {
+            let deleted = self.table.delete_deactivated_before(cutoff).await?;
+            report.deleted = usize::try_from(deleted).unwrap_or(usize::MAX);
+        }
+        if let Some(cutoff) = cutoff(stale_after) {
+            let deactivated = self
+                .table
+                .deactivate_unseen_since(cutoff, "inactive", now)
+                .await?;
+            report.deactivated = usize::try_from(deactivated).unwrap_or(usize::MAX);
         }
         Ok(report)
     }
 }
 
-fn remove(
-    devices: &TransactionalTree,
-    owners: &TransactionalTree,
-    user_id: &str,
-    device_id: &str,
-) -> TxResult<bool> {
-    let removed = devices.remove(key(user_id, device_id))?.is_some();
-    if owners
-        .get(device_id.as_bytes())?
-        .is_some_and(|owner| owner.as_ref() == user_id.as_bytes())
-    {
-        owners.remove(device_id.as_bytes())?;
-    }
-    Ok(removed)
+fn has_nul(ids: &[&str]) -> bool {
+    ids.iter().any(|id| id.contains('\0'))
 }

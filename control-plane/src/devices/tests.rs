@@ -4,10 +4,12 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 
-fn store() -> (tempfile::TempDir, DeviceStore) {
+async fn store() -> (tempfile::TempDir, DeviceStore) {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
-    (dir, DeviceStore::open(&db).unwrap())
+    let stores = crate::storage::Stores::open_embedded(dir.path())
+        .await
+        .unwrap();
+    (dir, stores.devices)
 }
 
 fn token(platform: Platform, token: &str) -> NewDevice {
@@ -38,62 +40,71 @@ fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
 }
 
-#[test]
-fn registering_the_same_token_twice_keeps_one_record() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn registering_the_same_token_twice_keeps_one_record() {
+    let (_dir, store) = store().await;
     let first = store
         .register("u1", &token(Platform::Apns, "aa11"), at(0))
+        .await
         .unwrap();
     let second = store
         .register("u1", &token(Platform::Apns, "aa11"), at(60))
+        .await
         .unwrap();
     assert_eq!(first.id, second.id);
     assert_eq!(second.created_at, at(0));
     assert_eq!(second.last_seen_at, at(60));
-    assert_eq!(store.list("u1").unwrap().len(), 1);
+    assert_eq!(store.list("u1").await.unwrap().len(), 1);
 }
 
-#[test]
-fn the_same_token_on_another_platform_is_another_device() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn the_same_token_on_another_platform_is_another_device() {
+    let (_dir, store) = store().await;
     store
         .register("u1", &token(Platform::Apns, "tok"), at(0))
+        .await
         .unwrap();
     store
         .register("u1", &token(Platform::Fcm, "tok"), at(0))
+        .await
         .unwrap();
-    assert_eq!(store.list("u1").unwrap().len(), 2);
-    assert_eq!(store.active("u1", Platform::Fcm).unwrap().len(), 1);
+    assert_eq!(store.list("u1").await.unwrap().len(), 2);
+    assert_eq!(store.active("u1", Platform::Fcm).await.unwrap().len(), 1);
 }
 
-#[test]
-fn a_token_registered_by_another_user_moves_to_them() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn a_token_registered_by_another_user_moves_to_them() {
+    let (_dir, store) = store().await;
     store
         .register("alice", &token(Platform::Fcm, "shared-phone"), at(0))
+        .await
         .unwrap();
     let moved = store
         .register("bob", &token(Platform::Fcm, "shared-phone"), at(10))
+        .await
         .unwrap();
-    assert!(store.list("alice").unwrap().is_empty());
-    assert_eq!(store.list("bob").unwrap(), vec![moved.clone()]);
+    assert!(store.list("alice").await.unwrap().is_empty());
+    assert_eq!(store.list("bob").await.unwrap(), vec![moved.clone()]);
     // A provider's "gone" now deactivates bob's record.
     let recipient = moved.recipient().unwrap();
     let deactivated = store
         .deactivate_address(ChannelKind::Fcm, &recipient, "UNREGISTERED", at(20))
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(deactivated.user_id, "bob");
 }
 
-#[test]
-fn an_invalid_address_is_deactivated_and_left_out_of_planning() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn an_invalid_address_is_deactivated_and_left_out_of_planning() {
+    let (_dir, store) = store().await;
     let phone = store
         .register("u1", &token(Platform::Apns, "dead"), at(0))
+        .await
         .unwrap();
     store
         .register("u1", &token(Platform::Apns, "alive"), at(0))
+        .await
         .unwrap();
     let gone = store
         .deactivate_address(
@@ -102,32 +113,35 @@ fn an_invalid_address_is_deactivated_and_left_out_of_planning() {
             "410 Unregistered",
             at(5),
         )
+        .await
         .unwrap()
         .unwrap();
     assert!(!gone.active);
     assert_eq!(gone.deactivated_reason.as_deref(), Some("410 Unregistered"));
     assert_eq!(gone.deactivated_at, Some(at(5)));
-    let active = store.active("u1", Platform::Apns).unwrap();
+    let active = store.active("u1", Platform::Apns).await.unwrap();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].token.as_deref(), Some("alive"));
     // Re-registering (the app got a fresh token for the same value)
     // reactivates it.
     let back = store
         .register("u1", &token(Platform::Apns, "dead"), at(9))
+        .await
         .unwrap();
     assert!(back.active);
     assert_eq!(back.deactivated_reason, None);
 }
 
-#[test]
-fn unknown_addresses_deactivate_nothing() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn unknown_addresses_deactivate_nothing() {
+    let (_dir, store) = store().await;
     let recipient = Recipient::DeviceToken {
         token: "never-registered".into(),
     };
     assert_eq!(
         store
             .deactivate_address(ChannelKind::Apns, &recipient, "gone", at(0))
+            .await
             .unwrap(),
         None
     );
@@ -138,20 +152,22 @@ fn unknown_addresses_deactivate_nothing() {
     assert_eq!(
         store
             .deactivate_address(ChannelKind::Email, &email, "gone", at(0))
+            .await
             .unwrap(),
         None
     );
 }
 
-#[test]
-fn web_push_subscriptions_are_keyed_by_endpoint_and_keep_fresh_keys() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn web_push_subscriptions_are_keyed_by_endpoint_and_keep_fresh_keys() {
+    let (_dir, store) = store().await;
     let first = store
         .register("u1", &web_push("https://push.example/ep/1"), at(0))
+        .await
         .unwrap();
     let mut rotated = web_push("https://push.example/ep/1");
     rotated.subscription.as_mut().unwrap().keys.auth = "bmV3LWF1dGgtc2VjcmV0".into();
-    let second = store.register("u1", &rotated, at(1)).unwrap();
+    let second = store.register("u1", &rotated, at(1)).await.unwrap();
     assert_eq!(first.id, second.id);
     match second.recipient().unwrap() {
         Recipient::WebPush { endpoint, auth, .. } => {
@@ -162,9 +178,9 @@ fn web_push_subscriptions_are_keyed_by_endpoint_and_keep_fresh_keys() {
     }
 }
 
-#[test]
-fn registrations_missing_their_address_are_refused() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn registrations_missing_their_address_are_refused() {
+    let (_dir, store) = store().await;
     let cases = [
         NewDevice {
             token: None,
@@ -181,51 +197,58 @@ fn registrations_missing_their_address_are_refused() {
         token(Platform::Apns, &"a".repeat(3000)),
     ];
     for case in cases {
-        let error = store.register("u1", &case, at(0)).unwrap_err();
+        let error = store.register("u1", &case, at(0)).await.unwrap_err();
         assert!(
             matches!(error, DeviceError::Invalid(_)),
             "{case:?}: {error}"
         );
     }
-    assert!(store.list("u1").unwrap().is_empty());
+    assert!(store.list("u1").await.unwrap().is_empty());
     assert!(matches!(
-        store.register("", &token(Platform::Apns, "t"), at(0)),
+        store.register("", &token(Platform::Apns, "t"), at(0)).await,
         Err(DeviceError::Invalid(_))
     ));
 }
 
-#[test]
-fn delete_removes_the_record_and_its_owner_entry() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn delete_removes_the_record_and_its_owner_entry() {
+    let (_dir, store) = store().await;
     let device = store
         .register("u1", &token(Platform::Fcm, "t1"), at(0))
+        .await
         .unwrap();
-    assert!(!store.delete("u2", &device.id).unwrap(), "not u2's device");
-    assert!(store.delete("u1", &device.id).unwrap());
-    assert!(!store.delete("u1", &device.id).unwrap());
+    assert!(
+        !store.delete("u2", &device.id).await.unwrap(),
+        "not u2's device"
+    );
+    assert!(store.delete("u1", &device.id).await.unwrap());
+    assert!(!store.delete("u1", &device.id).await.unwrap());
     assert_eq!(
         store
             .deactivate_address(ChannelKind::Fcm, &device.recipient().unwrap(), "x", at(1))
+            .await
             .unwrap(),
         None
     );
 }
 
-#[test]
-fn cleanup_deactivates_stale_devices_then_deletes_them() {
-    let (_dir, store) = store();
+#[tokio::test]
+async fn cleanup_deactivates_stale_devices_then_deletes_them() {
+    let (_dir, store) = store().await;
     let day = 86_400;
     store
         .register("u1", &token(Platform::Fcm, "old"), at(0))
+        .await
         .unwrap();
     store
         .register("u1", &token(Platform::Fcm, "fresh"), at(50 * day))
+        .await
         .unwrap();
     let stale_after = Duration::from_secs(60 * day as u64);
     let delete_after = Duration::from_secs(30 * day as u64);
 
     let now = at(61 * day);
-    let report = store.cleanup(now, stale_after, delete_after).unwrap();
+    let report = store.cleanup(now, stale_after, delete_after).await.unwrap();
     assert_eq!(
         report,
         CleanupReport {
@@ -235,6 +258,7 @@ fn cleanup_deactivates_stale_devices_then_deletes_them() {
     );
     let old = store
         .list("u1")
+        .await
         .unwrap()
         .into_iter()
         .find(|d| d.token.as_deref() == Some("old"))
@@ -247,7 +271,10 @@ fn cleanup_deactivates_stale_devices_then_deletes_them() {
     let later = now
         .checked_add(SignedDuration::from_secs(30 * day + 1))
         .unwrap();
-    let report = store.cleanup(later, stale_after, delete_after).unwrap();
+    let report = store
+        .cleanup(later, stale_after, delete_after)
+        .await
+        .unwrap();
     assert_eq!(
         report,
         CleanupReport {
@@ -255,7 +282,7 @@ fn cleanup_deactivates_stale_devices_then_deletes_them() {
             deleted: 1
         }
     );
-    let left = store.list("u1").unwrap();
+    let left = store.list("u1").await.unwrap();
     assert_eq!(left.len(), 1);
     assert!(left[0].active && left[0].token.as_deref() == Some("fresh"));
 }

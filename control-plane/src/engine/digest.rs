@@ -124,14 +124,17 @@ impl Engine {
         // Every digest of a type is one template in analytics, whether the
         // type's digest template or the built-in list rendered it.
         let template = Some(format!("{}:digest", key.notification_type));
-        match self.rendered_deliveries(
-            &notification,
-            key.channel,
-            (rendered, template),
-            &user,
-            None,
-            now,
-        ) {
+        let planned = self
+            .rendered_deliveries(
+                &notification,
+                key.channel,
+                (rendered, template),
+                &user,
+                None,
+                now,
+            )
+            .await;
+        match planned {
             Ok(deliveries) => {
                 // Ids already there (a replayed digest) are kept as they are.
                 self.queue.enqueue_all(deliveries).await?;

@@ -179,7 +179,7 @@ impl Engine {
     ) -> Result<Vec<Delivery>, EngineError> {
         let mut planned = Vec::new();
         let now = self.clock.now();
-        let preferences = self.preferences.get(&notification.user_id)?;
+        let preferences = self.preferences.get(&notification.user_id).await?;
         let requested = &notification.request.channels;
         let decisions = resolve(
             &self.settings.current().defaults,
@@ -202,7 +202,9 @@ impl Engine {
                     continue;
                 }
             };
-            let deliveries = self.deliveries(notification, decision.channel, user, not_before, now);
+            let deliveries = self
+                .deliveries(notification, decision.channel, user, not_before, now)
+                .await;
             match deliveries {
                 Ok(deliveries) => planned.extend(deliveries),
                 // Storage failing is not a reason to skip: retry the event.
@@ -217,7 +219,7 @@ impl Engine {
 
     /// The deliveries of `notification` on `channel`: one per recipient
     /// (one per active device on the push channels), sharing one rendering.
-    fn deliveries(
+    async fn deliveries(
         &self,
         notification: &Notification,
         channel: ChannelKind,
@@ -230,12 +232,13 @@ impl Engine {
         }
         let rendering = self.render(notification, channel, user)?;
         self.rendered_deliveries(notification, channel, rendering, user, not_before, now)
+            .await
     }
 
     /// [`Self::deliveries`] with the message already rendered (a digest's):
     /// the rendering and the name of the template that rendered it (see
     /// [`Self::render`]).
-    pub(super) fn rendered_deliveries(
+    pub(super) async fn rendered_deliveries(
         &self,
         notification: &Notification,
         channel: ChannelKind,
@@ -247,7 +250,7 @@ impl Engine {
         if !self.settings.current().enabled.contains(&channel) {
             return Err(PlanError::ChannelNotConfigured);
         }
-        let recipients = self.recipients(notification, channel, user)?;
+        let recipients = self.recipients(notification, channel, user).await?;
         let message = OutboundMessage {
             delivery_id: String::new(),
             notification_id: notification.id.clone(),
@@ -347,14 +350,14 @@ impl Engine {
 
     /// Who gets `notification` on `channel`, each with the device id when
     /// the recipient is a registered device.
-    fn recipients(
+    async fn recipients(
         &self,
         notification: &Notification,
         channel: ChannelKind,
         user: &Value,
     ) -> Result<Vec<(Recipient, Option<String>)>, PlanError> {
         if let Some(platform) = Platform::of_channel(channel) {
-            let devices = self.devices.active(&notification.user_id, platform)?;
+            let devices = self.devices.active(&notification.user_id, platform).await?;
             if devices.is_empty() {
                 return Err(PlanError::NoDevices(channel));
             }

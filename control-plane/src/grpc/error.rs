@@ -119,6 +119,7 @@ impl From<PreferenceError> for ServiceError {
     fn from(error: PreferenceError) -> Self {
         match error {
             PreferenceError::Storage(_) => unavailable(&error),
+            PreferenceError::InvalidUser(message) => ServiceError::invalid("user_id", message),
             PreferenceError::Corrupt { .. } => internal(&error),
             PreferenceError::Critical { .. } => ServiceError::invalid("preferences.types", error),
             PreferenceError::TimeZone { .. } => {

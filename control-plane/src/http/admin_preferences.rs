@@ -28,7 +28,7 @@ async fn read(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<UserPreferences>, ApiError> {
-    Ok(Json(state.preferences.get(&user_id)?))
+    Ok(Json(state.preferences.get(&user_id).await?))
 }
 
 async fn replace(
@@ -39,7 +39,7 @@ async fn replace(
     let Json(preferences) =
         body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     preferences.validate(&state.settings.current().defaults)?;
-    state.preferences.put(&user_id, &preferences)?;
+    state.preferences.put(&user_id, &preferences).await?;
     Ok(Json(preferences))
 }
 
@@ -48,7 +48,7 @@ async fn reset(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<UserPreferences>, ApiError> {
-    Ok(Json(state.preferences.reset_all(&user_id)?))
+    Ok(Json(state.preferences.reset_all(&user_id).await?))
 }
 
 impl From<PreferenceError> for ApiError {

@@ -11,7 +11,9 @@
 //! Registering answers `201` with the record when the address is new to
 //! the user and `200` when it refreshed an existing one (the same token
 //! registered again is one device). Refused input is a `400` naming what
-//! was wrong; nothing is stored then.
+//! was wrong; nothing is stored then. A registration beyond
+//! `NUDGE_CP_MAX_DEVICES_PER_USER` devices of the platform is accepted and
+//! evicts the user's least reachable one (see [`crate::devices`]).
 
 use axum::Json;
 use axum::Router;
@@ -67,7 +69,7 @@ async fn list(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let devices = blocking(move || state.devices.list(&user_id)).await?;
+    let devices = state.devices.list(&user_id).await?;
     Ok(Json(json!({ "devices": devices })))
 }
 
@@ -77,22 +79,18 @@ async fn register(
     body: Result<Json<NewDevice>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
     let Json(new) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let device = blocking(move || {
-        let known = new
-            .validate()
-            .ok()
-            .map(|address| crate::devices::device_id(new.platform, address))
-            .map(|id| state.devices.get(&user_id, &id))
-            .transpose()?
-            .flatten()
-            .is_some();
-        Ok((
-            known,
-            state.devices.register(&user_id, &new, Timestamp::now())?,
-        ))
-    })
-    .await?;
-    let (known, device) = device;
+    let known = match new.validate() {
+        Ok(address) => state
+            .devices
+            .get(&user_id, &crate::devices::device_id(new.platform, address))
+            .await?
+            .is_some(),
+        Err(_) => false,
+    };
+    let device = state
+        .devices
+        .register(&user_id, &new, Timestamp::now())
+        .await?;
     let status = if known {
         StatusCode::OK
     } else {
@@ -105,10 +103,7 @@ async fn read(
     State(state): State<HttpState>,
     Path((user_id, device_id)): Path<(String, String)>,
 ) -> Result<Json<Device>, ApiError> {
-    let found = {
-        let device_id = device_id.clone();
-        blocking(move || state.devices.get(&user_id, &device_id)).await?
-    };
+    let found = state.devices.get(&user_id, &device_id).await?;
     found.map(Json).ok_or_else(|| not_found(&device_id))
 }
 
@@ -131,19 +126,16 @@ async fn switch(
     let reason = change
         .reason
         .unwrap_or_else(|| "deactivated by an operator".to_owned());
-    let changed = {
-        let device_id = device_id.clone();
-        blocking(move || {
-            state.devices.set_active(
-                &user_id,
-                &device_id,
-                change.active,
-                &reason,
-                Timestamp::now(),
-            )
-        })
-        .await?
-    };
+    let changed = state
+        .devices
+        .set_active(
+            &user_id,
+            &device_id,
+            change.active,
+            &reason,
+            Timestamp::now(),
+        )
+        .await?;
     changed.map(Json).ok_or_else(|| not_found(&device_id))
 }
 
@@ -151,10 +143,7 @@ async fn remove(
     State(state): State<HttpState>,
     Path((user_id, device_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let removed = {
-        let device_id = device_id.clone();
-        blocking(move || state.devices.delete(&user_id, &device_id)).await?
-    };
+    let removed = state.devices.delete(&user_id, &device_id).await?;
     if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -168,13 +157,6 @@ fn not_found(device_id: &str) -> ApiError {
         "not_found",
         format!("no device {device_id} for this user"),
     )
-}
-
-/// Runs a device-store call off the async workers: writes flush to disk.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, DeviceError> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(call).await??)
 }
 
 impl From<DeviceError> for ApiError {

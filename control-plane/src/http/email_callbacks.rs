@@ -370,14 +370,15 @@ fn switch_off(
         return Ok(false);
     }
     let settings = settings.current();
-    let switched = preferences.update(&delivery.user_id, |prefs| {
+    // Runs on the blocking thread `email_events` applies the batch on.
+    let switched = block_on(preferences.update(&delivery.user_id, |prefs| {
         prefs.set_type_channel(
             &settings.defaults,
             notification_type,
             ChannelKind::Email,
             false,
         )
-    });
+    }));
     match switched {
         Ok(_) => {
             tracing::info!(delivery = %delivery.id, %notification_type, "spam complaint: the type's email is switched off for its user");

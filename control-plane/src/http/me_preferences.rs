@@ -28,7 +28,7 @@ use serde::Serialize;
 use super::user_auth::Me;
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
-use crate::preferences::{DIGEST_HOUR, Frequency, PreferenceError, UserPreferences};
+use crate::preferences::{DIGEST_HOUR, Frequency, UserPreferences};
 
 pub fn router() -> Router<HttpState> {
     Router::new()
@@ -36,19 +36,11 @@ pub fn router() -> Router<HttpState> {
         .route("/preferences/schema", get(schema))
 }
 
-/// Runs a preference-store call (sled, with a flush on writes) off the
-/// async workers.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, PreferenceError> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(call).await??)
-}
-
 async fn read(
     State(state): State<HttpState>,
     Me(user): Me,
 ) -> Result<Json<UserPreferences>, ApiError> {
-    let preferences = blocking(move || state.preferences.get(&user)).await?;
+    let preferences = state.preferences.get(&user).await?;
     Ok(Json(preferences))
 }
 
@@ -60,8 +52,7 @@ async fn replace(
     let Json(preferences) =
         body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     preferences.validate(&state.settings.current().defaults)?;
-    let stored = preferences.clone();
-    blocking(move || state.preferences.put(&user, &stored)).await?;
+    state.preferences.put(&user, &preferences).await?;
     Ok(Json(preferences))
 }
 
@@ -69,7 +60,7 @@ async fn reset(
     State(state): State<HttpState>,
     Me(user): Me,
 ) -> Result<Json<UserPreferences>, ApiError> {
-    let preferences = blocking(move || state.preferences.reset_all(&user)).await?;
+    let preferences = state.preferences.reset_all(&user).await?;
     Ok(Json(preferences))
 }
 

@@ -133,12 +133,8 @@ impl HttpState {
             store,
             notifications: stores.notifications.clone(),
             queue: stores.deliveries.clone(),
-            preferences: crate::preferences::PreferenceStore::new(
-                db.open_tree("preferences")
-                    .map_err(crate::engine::EngineError::from)?,
-            ),
-            devices: crate::devices::DeviceStore::open(db)
-                .map_err(crate::engine::EngineError::from)?,
+            preferences: stores.preferences.clone(),
+            devices: stores.devices.clone(),
             settings: crate::engine::SettingsHandle::default(),
             admin_token: None,
             unsubscribe: None,

@@ -120,26 +120,23 @@ async fn apply(
         ));
     }
     let settings = state.settings.current();
-    let preferences = state.preferences.clone();
-    let change = claims.clone();
-    // The store flushes before it returns: disk work, off the runtime.
-    tokio::task::spawn_blocking(move || {
-        preferences.update(&change.user_id, |prefs| {
+    state
+        .preferences
+        .update(&claims.user_id, |prefs| {
             prefs.set_type_channel(
                 &settings.defaults,
-                &change.notification_type,
-                change.channel,
+                &claims.notification_type,
+                claims.channel,
                 false,
             )
         })
-    })
-    .await?
-    .map_err(|error| match error {
-        PreferenceError::Critical { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "critical_type", error.to_string())
-        }
-        other => other.into(),
-    })?;
+        .await
+        .map_err(|error| match error {
+            PreferenceError::Critical { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "critical_type", error.to_string())
+            }
+            other => other.into(),
+        })?;
     tracing::info!(
         notification_type = %claims.notification_type,
         channel = %claims.channel,

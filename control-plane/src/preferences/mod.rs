@@ -130,6 +130,8 @@ pub enum PreferenceError {
     TimeZone { name: String, detail: String },
     #[error("quiet hours {field} {value:?} is not a time of day as HH:MM (00:00-23:59)")]
     QuietHoursTime { field: &'static str, value: String },
+    #[error("{0}")]
+    InvalidUser(String),
     #[error("preference store failed: {0}")]
     Storage(String),
     #[error("stored preferences for user {user:?} are corrupt: {detail}")]

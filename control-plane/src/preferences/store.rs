@@ -1,56 +1,66 @@
-//! [`PreferenceStore`]: each user's [`UserPreferences`] as one JSON value in
-//! a sled tree, keyed by the user id's bytes.
+//! [`PreferenceStore`]: each user's [`UserPreferences`], over the storage
+//! boundary's `preferences` table ([`PreferenceTable`]).
 //!
 //! # Promises
 //!
 //! * A user without a stored document gets [`UserPreferences::default`]
 //!   (the operator's defaults), so "reset all" is a delete.
-//! * Every write is flushed before it returns: preference changes are rare
+//! * Every write is durable before it returns: preference changes are rare
 //!   and a user who saw "saved" must not find them gone after a crash.
-//! * [`PreferenceStore::update`] is a compare-and-swap loop, so concurrent
-//!   changes to different settings of one user are not lost.
-//! * [`PreferenceStore::erase_user`] (privacy) deletes the stored document
-//!   (flushed); the user is back to the operator's defaults.
+//! * [`PreferenceStore::update`] is a compare-and-swap loop over the
+//!   document's version, so concurrent changes to different settings of
+//!   one user are not lost, also across replicas.
+//! * [`PreferenceStore::erase_user`] (privacy) deletes the stored document;
+//!   the user is back to the operator's defaults.
+//! * A user id with a NUL character never has a document (no entrance
+//!   lets one in, and PostgreSQL text cannot hold it): reads answer the
+//!   defaults, writes are refused with [`PreferenceError::InvalidUser`].
 
 use super::{PreferenceError, UserPreferences};
+use crate::storage::{PreferenceTable, StorageError};
 
-/// Per-user preferences in a sled tree the caller opens (and names).
+/// Per-user preferences. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PreferenceStore {
-    tree: sled::Tree,
+    table: PreferenceTable,
 }
 
-impl From<sled::Error> for PreferenceError {
-    fn from(error: sled::Error) -> Self {
-        PreferenceError::Storage(error.to_string())
+impl PreferenceError {
+    /// A storage failure of `user_id`'s preferences.
+    fn storage(user_id: &str, error: StorageError) -> Self {
+        match error {
+            StorageError::Corrupt(detail) => PreferenceError::Corrupt {
+                user: user_id.to_owned(),
+                detail,
+            },
+            other => PreferenceError::Storage(other.to_string()),
+        }
     }
 }
 
 impl PreferenceStore {
-    pub fn new(tree: sled::Tree) -> Self {
-        PreferenceStore { tree }
+    pub fn new(table: PreferenceTable) -> Self {
+        PreferenceStore { table }
     }
 
     /// The user's preferences, or the defaults if none are stored.
-    pub fn get(&self, user_id: &str) -> Result<UserPreferences, PreferenceError> {
-        match self.tree.get(user_id.as_bytes())? {
-            Some(bytes) => decode(user_id, &bytes),
-            None => Ok(UserPreferences::default()),
-        }
+    pub async fn get(&self, user_id: &str) -> Result<UserPreferences, PreferenceError> {
+        Ok(self.stored(user_id).await?.unwrap_or_default())
     }
 
     /// Replaces the user's preferences. Validate against the operator's
     /// defaults first ([`UserPreferences::validate`]).
-    pub fn put(&self, user_id: &str, prefs: &UserPreferences) -> Result<(), PreferenceError> {
-        let bytes = encode(prefs)?;
-        self.tree.insert(user_id.as_bytes(), bytes)?;
-        self.tree.flush()?;
-        Ok(())
+    pub async fn put(&self, user_id: &str, prefs: &UserPreferences) -> Result<(), PreferenceError> {
+        check_user(user_id)?;
+        self.table
+            .put(user_id, prefs)
+            .await
+            .map_err(|error| PreferenceError::storage(user_id, error))
     }
 
     /// Reads, changes and writes the user's preferences atomically; `change`
     /// may run more than once under contention. Returns the stored result.
-    pub fn update<F>(
+    pub async fn update<F>(
         &self,
         user_id: &str,
         mut change: F,
@@ -58,19 +68,19 @@ impl PreferenceStore {
     where
         F: FnMut(&mut UserPreferences) -> Result<(), PreferenceError>,
     {
+        check_user(user_id)?;
+        let failed = |error| PreferenceError::storage(user_id, error);
         loop {
-            let current = self.tree.get(user_id.as_bytes())?;
-            let mut prefs = match &current {
-                Some(bytes) => decode(user_id, bytes)?,
-                None => UserPreferences::default(),
-            };
+            let current = self.table.load(user_id).await.map_err(failed)?;
+            let version = current.as_ref().map(|stored| stored.version);
+            let mut prefs = current.map(|stored| stored.preferences).unwrap_or_default();
             change(&mut prefs)?;
-            let bytes = encode(&prefs)?;
-            let swapped = self
-                .tree
-                .compare_and_swap(user_id.as_bytes(), current, Some(bytes))?;
-            if swapped.is_ok() {
-                self.tree.flush()?;
+            if self
+                .table
+                .swap(user_id, version, &prefs)
+                .await
+                .map_err(failed)?
+            {
                 return Ok(prefs);
             }
         }
@@ -78,22 +88,31 @@ impl PreferenceStore {
 
     /// The user's stored document, `None` when they never changed anything
     /// (for a privacy export: defaults are not data about the user).
-    pub fn stored(&self, user_id: &str) -> Result<Option<UserPreferences>, PreferenceError> {
-        match self.tree.get(user_id.as_bytes())? {
-            Some(bytes) => Ok(Some(decode(user_id, &bytes)?)),
-            None => Ok(None),
+    pub async fn stored(&self, user_id: &str) -> Result<Option<UserPreferences>, PreferenceError> {
+        if user_id.contains('\0') {
+            return Ok(None);
         }
+        let stored = self
+            .table
+            .load(user_id)
+            .await
+            .map_err(|error| PreferenceError::storage(user_id, error))?;
+        Ok(stored.map(|stored| stored.preferences))
     }
 
     /// Deletes the user's preferences; `true` when some were stored.
-    pub fn erase_user(&self, user_id: &str) -> Result<bool, PreferenceError> {
-        let removed = self.tree.remove(user_id.as_bytes())?.is_some();
-        self.tree.flush()?;
-        Ok(removed)
+    pub async fn erase_user(&self, user_id: &str) -> Result<bool, PreferenceError> {
+        if user_id.contains('\0') {
+            return Ok(false);
+        }
+        self.table
+            .delete(user_id)
+            .await
+            .map_err(|error| PreferenceError::storage(user_id, error))
     }
 
     /// Back to the operator's defaults for one type.
-    pub fn reset_type(
+    pub async fn reset_type(
         &self,
         user_id: &str,
         notification_type: &str,
@@ -102,34 +121,32 @@ impl PreferenceStore {
             prefs.reset_type(notification_type);
             Ok(())
         })
+        .await
     }
 
     /// Back to the operator's defaults for everything
     /// (see [`UserPreferences::reset_all`]).
-    pub fn reset_all(&self, user_id: &str) -> Result<UserPreferences, PreferenceError> {
+    pub async fn reset_all(&self, user_id: &str) -> Result<UserPreferences, PreferenceError> {
         self.update(user_id, |prefs| {
             prefs.reset_all();
             Ok(())
         })
+        .await
     }
 
     /// Forgets the user entirely (account deletion).
-    pub fn delete(&self, user_id: &str) -> Result<(), PreferenceError> {
-        self.tree.remove(user_id.as_bytes())?;
-        self.tree.flush()?;
-        Ok(())
+    pub async fn delete(&self, user_id: &str) -> Result<(), PreferenceError> {
+        self.erase_user(user_id).await.map(drop)
     }
 }
 
-fn encode(prefs: &UserPreferences) -> Result<Vec<u8>, PreferenceError> {
-    serde_json::to_vec(prefs).map_err(|error| PreferenceError::Storage(error.to_string()))
-}
-
-fn decode(user_id: &str, bytes: &[u8]) -> Result<UserPreferences, PreferenceError> {
-    serde_json::from_slice(bytes).map_err(|error| PreferenceError::Corrupt {
-        user: user_id.to_owned(),
-        detail: error.to_string(),
-    })
+fn check_user(user_id: &str) -> Result<(), PreferenceError> {
+    if user_id.contains('\0') {
+        return Err(PreferenceError::InvalidUser(
+            "the user id contains a NUL character".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -137,50 +154,70 @@ mod tests {
     use super::*;
     use crate::channels::ChannelKind;
     use crate::preferences::{Frequency, OperatorDefaults, QuietHours};
+    use crate::storage::Stores;
 
-    fn store() -> (tempfile::TempDir, PreferenceStore) {
+    async fn store() -> (tempfile::TempDir, Stores) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("preferences").unwrap();
-        (dir, PreferenceStore::new(tree))
+        let stores = Stores::open_embedded(dir.path()).await.unwrap();
+        (dir, stores)
     }
 
-    #[test]
-    fn get_put_reset_and_delete() {
-        let (_dir, store) = store();
-        assert_eq!(store.get("u1").unwrap(), UserPreferences::default());
+    #[tokio::test]
+    async fn get_put_reset_and_delete() {
+        let (_dir, stores) = store().await;
+        let store = &stores.preferences;
+        assert_eq!(store.get("u1").await.unwrap(), UserPreferences::default());
 
         let mut prefs = UserPreferences {
             quiet_hours: Some(QuietHours::new("22:00", "07:00", "Europe/Berlin").unwrap()),
             ..UserPreferences::default()
         };
         prefs.set_channel(ChannelKind::Sms, false);
-        store.put("u1", &prefs).unwrap();
-        assert_eq!(store.get("u1").unwrap(), prefs);
-        assert_eq!(store.get("u2").unwrap(), UserPreferences::default());
+        store.put("u1", &prefs).await.unwrap();
+        assert_eq!(store.get("u1").await.unwrap(), prefs);
+        assert_eq!(store.get("u2").await.unwrap(), UserPreferences::default());
 
         let defaults = OperatorDefaults::default();
         let updated = store
             .update("u1", |prefs| {
                 prefs.set_frequency(&defaults, "comment", Frequency::Daily)
             })
+            .await
             .unwrap();
         assert_eq!(updated.types["comment"].frequency, Some(Frequency::Daily));
-        let after = store.reset_type("u1", "comment").unwrap();
+        let after = store.reset_type("u1", "comment").await.unwrap();
         assert!(after.types.is_empty());
-        assert_eq!(store.get("u1").unwrap(), after);
+        assert_eq!(store.get("u1").await.unwrap(), after);
 
-        let after = store.reset_all("u1").unwrap();
+        let after = store.reset_all("u1").await.unwrap();
         assert_eq!(after, UserPreferences::default());
-        store.delete("u1").unwrap();
-        assert_eq!(store.get("u1").unwrap(), UserPreferences::default());
+        store.delete("u1").await.unwrap();
+        assert_eq!(store.get("u1").await.unwrap(), UserPreferences::default());
     }
 
-    #[test]
-    fn corrupt_value_is_a_clear_error() {
-        let (_dir, store) = store();
-        store.tree.insert("u1", b"not json".as_slice()).unwrap();
-        let error = store.get("u1").unwrap_err();
+    #[tokio::test]
+    async fn corrupt_value_is_a_clear_error() {
+        let (_dir, stores) = store().await;
+        stores
+            .preferences
+            .table
+            .put_raw("u1", "not json")
+            .await
+            .unwrap();
+        let error = stores.preferences.get("u1").await.unwrap_err();
         assert!(matches!(error, PreferenceError::Corrupt { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_user_id_with_nul_has_defaults_and_cannot_be_written() {
+        let (_dir, stores) = store().await;
+        let store = &stores.preferences;
+        assert_eq!(store.get("a\0b").await.unwrap(), UserPreferences::default());
+        let error = store
+            .put("a\0b", &UserPreferences::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, PreferenceError::InvalidUser(_)), "{error}");
+        assert!(!store.erase_user("a\0b").await.unwrap());
     }
 }

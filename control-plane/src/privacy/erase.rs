@@ -49,8 +49,8 @@ impl Privacy {
             }
         }
         let inbox_items = self.inbox.erase_user(user_id)?;
-        let devices = self.devices.erase_user(user_id)?;
-        let preferences = self.preferences.erase_user(user_id)?;
+        let devices = block_on(self.devices.erase_user(user_id))?;
+        let preferences = block_on(self.preferences.erase_user(user_id))?;
         let analytics_records = match &self.analytics {
             Some(analytics) => analytics.erase_user(user_id)?,
             None => 0,

@@ -31,7 +31,7 @@
 //! * **Retention** ([`retention`]) removes only records older than their
 //!   kind's limit; see there.
 //!
-//! Every method blocks on sled (and waits for the SQL event store through
+//! Every method blocks on sled (and waits for the SQL stores through
 //! [`crate::storage::block_on`]): async callers use `spawn_blocking`.
 
 pub mod erase;
@@ -80,8 +80,8 @@ impl Privacy {
             notifications: stores.notifications.clone(),
             queue: stores.deliveries.clone(),
             inbox: InboxStore::open(db)?,
-            devices: DeviceStore::open(db)?,
-            preferences: PreferenceStore::new(db.open_tree("preferences")?),
+            devices: stores.devices.clone(),
+            preferences: stores.preferences.clone(),
             digests: DigestStore::open(db)?,
             pending: PendingTriggers::open(db)?,
             analytics: None,

@@ -44,6 +44,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0001_events.sql"),
     },
     Migration {
+        version: 2,
+        name: "preferences_devices",
+        sqlite: include_str!("../../migrations/sqlite/0002_preferences_devices.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_preferences_devices.sql"),
+    },
+    Migration {
         version: 3,
         name: "notifications_deliveries",
         sqlite: include_str!("../../migrations/sqlite/0003_notifications_deliveries.sql"),

@@ -16,14 +16,16 @@
 //! In SQL: the events, the dedupe window, profiles and erasure tombstones
 //! ([`EventStore`]); notifications and their idempotency keys
 //! ([`NotificationStore`]); the delivery queue and the delivery facts
-//! ([`DeliveryTable`]). The engine's other records (the inbox,
-//! preferences, devices, digests, pending triggers, the catalog and the
+//! ([`DeliveryTable`]); users' preferences ([`PreferenceTable`]) and push
+//! devices ([`DeviceTable`]). The engine's other records (the inbox,
+//! digests, pending triggers, the catalog and the
 //! analytics rollups) still live in the sled database
 //! that [`Stores::legacy`] opens in the data dir, and move here table by
 //! table; see the README's storage section for what is where.
 
 pub(crate) mod database;
 mod deliveries;
+mod devices;
 mod events;
 mod legacy;
 mod location;
@@ -31,18 +33,21 @@ mod metrics;
 mod migrate;
 mod notifications;
 mod parked;
+mod preferences;
 
 use std::future::Future;
 use std::path::Path;
 
 pub use database::{Database, DatabaseSettings, Engine};
 pub use deliveries::{Change, DeliveryTable, Edit};
+pub use devices::{DeviceTable, Registered};
 pub use events::EventStore;
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
 pub use notifications::NotificationStore;
 pub use parked::{ParkedEvent, ParkedPage};
+pub use preferences::{PreferenceTable, StoredPreferences};
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
@@ -95,6 +100,12 @@ pub struct Stores {
     /// The delivery queue over its table, with the dispatcher's wake-ups:
     /// one for the process, so a wake-up from any caller reaches it.
     pub deliveries: crate::delivery::DeliveryQueue,
+    /// Users' preferences (table `preferences`).
+    pub preferences: crate::preferences::PreferenceStore,
+    /// Users' push devices (table `devices`), with the per-user limit
+    /// [`Stores::open`] sets to its default; `run` sets the configured one
+    /// before anything takes a clone.
+    pub devices: crate::devices::DeviceStore,
     /// The sled database with the records not yet moved to SQL.
     legacy: sled::Db,
 }
@@ -127,11 +138,16 @@ impl Stores {
         let events = EventStore::new(database.clone());
         let notifications = NotificationStore::new(database.clone());
         let deliveries = crate::delivery::DeliveryQueue::new(DeliveryTable::new(database.clone()));
+        let preferences =
+            crate::preferences::PreferenceStore::new(PreferenceTable::new(database.clone()));
+        let devices = crate::devices::DeviceStore::new(DeviceTable::new(database.clone()));
         Ok(Stores {
             database,
             events,
             notifications,
             deliveries,
+            preferences,
+            devices,
             legacy,
         })
     }

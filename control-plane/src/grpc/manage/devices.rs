@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use nudge_proto::v1 as pb;
 
-use super::{GrpcState, ServiceError, blocking, known_enum, non_empty, required_id, timestamp};
+use super::{GrpcState, ServiceError, known_enum, non_empty, required_id, timestamp};
 use crate::devices::{Device, NewDevice, Platform, Subscription, SubscriptionKeys, device_id};
 
 pub(super) async fn register(
@@ -37,21 +37,19 @@ pub(super) async fn register(
         }),
         label: non_empty(request.label),
     };
-    let devices = state.devices.clone();
-    let (known, device) = blocking(move || {
-        // Whether this address was registered before, for `created`.
-        let known = match new.validate() {
-            Ok(address) => devices
-                .get(&user_id, &device_id(new.platform, address))?
-                .is_some(),
-            Err(_) => false,
-        };
-        Ok::<_, crate::devices::DeviceError>((
-            known,
-            devices.register(&user_id, &new, Timestamp::now())?,
-        ))
-    })
-    .await?;
+    // Whether this address was registered before, for `created`.
+    let known = match new.validate() {
+        Ok(address) => state
+            .devices
+            .get(&user_id, &device_id(new.platform, address))
+            .await?
+            .is_some(),
+        Err(_) => false,
+    };
+    let device = state
+        .devices
+        .register(&user_id, &new, Timestamp::now())
+        .await?;
     Ok(pb::RegisterDeviceResponse {
         device: Some(to_proto(device)),
         created: !known,
@@ -63,8 +61,7 @@ pub(super) async fn list(
     request: pb::ListDevicesRequest,
 ) -> Result<pb::ListDevicesResponse, ServiceError> {
     let user_id = required_id("user_id", request.user_id)?;
-    let devices = state.devices.clone();
-    let found = blocking(move || devices.list(&user_id)).await?;
+    let found = state.devices.list(&user_id).await?;
     Ok(pb::ListDevicesResponse {
         devices: found.into_iter().map(to_proto).collect(),
     })
@@ -78,12 +75,10 @@ pub(super) async fn set_active(
     let device = required_id("device_id", request.device_id)?;
     let reason =
         non_empty(request.reason).unwrap_or_else(|| "deactivated by an operator".to_owned());
-    let devices = state.devices.clone();
-    let lookup = device.clone();
-    let changed = blocking(move || {
-        devices.set_active(&user_id, &lookup, request.active, &reason, Timestamp::now())
-    })
-    .await?;
+    let changed = state
+        .devices
+        .set_active(&user_id, &device, request.active, &reason, Timestamp::now())
+        .await?;
     let changed = changed.ok_or_else(|| not_found(&device))?;
     Ok(pb::SetDeviceActiveResponse {
         device: Some(to_proto(changed)),
@@ -96,9 +91,7 @@ pub(super) async fn delete(
 ) -> Result<pb::DeleteDeviceResponse, ServiceError> {
     let user_id = required_id("user_id", request.user_id)?;
     let device = required_id("device_id", request.device_id)?;
-    let devices = state.devices.clone();
-    let lookup = device.clone();
-    if !blocking(move || devices.delete(&user_id, &lookup)).await? {
+    if !state.devices.delete(&user_id, &device).await? {
         return Err(not_found(&device));
     }
     Ok(pb::DeleteDeviceResponse {})

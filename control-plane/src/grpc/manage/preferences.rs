@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use nudge_proto::v1 as pb;
 
 use super::{
-    GrpcState, ServiceError, blocking, channel, frequency_from_proto, frequency_to_proto,
-    required_id,
+    GrpcState, ServiceError, channel, frequency_from_proto, frequency_to_proto, required_id,
 };
 use crate::channels::ChannelKind;
 use crate::preferences::{QuietHours, TypePreferences, Tz, UserPreferences};
@@ -20,8 +19,7 @@ pub(super) async fn get(
     request: pb::GetPreferencesRequest,
 ) -> Result<pb::GetPreferencesResponse, ServiceError> {
     let user_id = required_id("user_id", request.user_id)?;
-    let store = state.preferences.clone();
-    let preferences = blocking(move || store.get(&user_id)).await?;
+    let preferences = state.preferences.get(&user_id).await?;
     Ok(pb::GetPreferencesResponse {
         preferences: Some(to_proto(preferences)),
     })
@@ -34,9 +32,7 @@ pub(super) async fn put(
     let user_id = required_id("user_id", request.user_id)?;
     let preferences = from_proto(request.preferences.unwrap_or_default())?;
     preferences.validate(&state.catalog.settings().current().defaults)?;
-    let store = state.preferences.clone();
-    let stored = preferences.clone();
-    blocking(move || store.put(&user_id, &stored)).await?;
+    state.preferences.put(&user_id, &preferences).await?;
     Ok(pb::PutPreferencesResponse {
         preferences: Some(to_proto(preferences)),
     })
@@ -47,8 +43,7 @@ pub(super) async fn reset(
     request: pb::ResetPreferencesRequest,
 ) -> Result<pb::ResetPreferencesResponse, ServiceError> {
     let user_id = required_id("user_id", request.user_id)?;
-    let store = state.preferences.clone();
-    let preferences = blocking(move || store.reset_all(&user_id)).await?;
+    let preferences = state.preferences.reset_all(&user_id).await?;
     Ok(pb::ResetPreferencesResponse {
         preferences: Some(to_proto(preferences)),
     })
