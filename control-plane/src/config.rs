@@ -137,7 +137,9 @@ pub struct Config {
         long,
         env = "NUDGE_CP_MAX_DEVICES_PER_USER",
         value_name = "NUDGE_CP_MAX_DEVICES_PER_USER",
-        default_value_t = crate::devices::DEFAULT_MAX_DEVICES_PER_USER
+        // devices::DEFAULT_MAX_DEVICES_PER_USER, written out so the Helm
+        // chart's check reads it; a test holds the two equal.
+        default_value_t = 20
     )]
     pub max_devices_per_user: usize,
 
@@ -154,12 +156,24 @@ pub struct Config {
 
     /// Most live streams (`/v1/me/stream`, `/v1/me/events`) one user may
     /// hold open at once; more are refused with 429.
-    #[arg(long, env = "NUDGE_CP_LIVE_MAX_STREAMS_PER_USER", value_name = "NUDGE_CP_LIVE_MAX_STREAMS_PER_USER", default_value_t = crate::http::StreamLimits::default().per_user)]
+    // StreamLimits::default(), written out for the Helm chart's check (a
+    // test holds them equal).
+    #[arg(
+        long,
+        env = "NUDGE_CP_LIVE_MAX_STREAMS_PER_USER",
+        value_name = "NUDGE_CP_LIVE_MAX_STREAMS_PER_USER",
+        default_value_t = 16
+    )]
     pub live_max_streams_per_user: usize,
 
     /// Most live streams open in this process across users; more are
     /// refused with 503.
-    #[arg(long, env = "NUDGE_CP_LIVE_MAX_STREAMS", value_name = "NUDGE_CP_LIVE_MAX_STREAMS", default_value_t = crate::http::StreamLimits::default().total)]
+    #[arg(
+        long,
+        env = "NUDGE_CP_LIVE_MAX_STREAMS",
+        value_name = "NUDGE_CP_LIVE_MAX_STREAMS",
+        default_value_t = 10000
+    )]
     pub live_max_streams: usize,
 
     /// Log line format on stderr.
@@ -498,6 +512,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The defaults are written out in the `#[arg]`s (the Helm chart's
+    /// check reads them there); they are the modules' own.
+    #[test]
+    fn written_out_defaults_are_the_modules_defaults() {
+        let config = Config::try_parse_from(["nudge-control-plane"]).unwrap();
+        assert_eq!(
+            config.max_devices_per_user,
+            crate::devices::DEFAULT_MAX_DEVICES_PER_USER
+        );
+        let limits = crate::http::StreamLimits::default();
+        assert_eq!(config.live_max_streams_per_user, limits.per_user);
+        assert_eq!(config.live_max_streams, limits.total);
+    }
 
     #[test]
     fn admin_token_matches_only_itself() {
