@@ -392,7 +392,7 @@ fn notification_engine(
     let queue = stores.deliveries.clone();
     let delivery_metrics = delivery::DeliveryMetrics::new()?;
     delivery_metrics.register(metrics.registry())?;
-    let inbox = inbox::InboxStore::open(db)?;
+    let inbox = stores.inbox.clone();
     let in_app = channels::in_app::InAppChannel::new(inbox.clone());
     let devices = stores.devices.clone();
     let mut dispatcher = delivery::Dispatcher::new(

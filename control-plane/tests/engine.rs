@@ -26,7 +26,6 @@ use nudge_control_plane::engine::{
     Engine, EngineParts, EngineSettings, SettingsHandle, delivery_id_for,
 };
 use nudge_control_plane::event::{Event, EventBody, NotifyRequest};
-use nudge_control_plane::inbox::InboxStore;
 use nudge_control_plane::money::Money;
 use nudge_control_plane::notifications::NotificationStore;
 use nudge_control_plane::preferences::{
@@ -139,7 +138,7 @@ impl Harness {
             Arc::clone(&clock),
             DeliveryMetrics::new().unwrap(),
         )
-        .with_channel(Arc::new(InAppChannel::new(InboxStore::open(&db).unwrap())))
+        .with_channel(Arc::new(InAppChannel::new(stores.inbox.clone())))
         .on_invalid_recipient(deactivation_hook(devices.clone(), Arc::clone(&clock)));
         let dispatcher = channels
             .into_iter()

@@ -111,17 +111,21 @@ impl Server {
 
     /// Ten items for `u1`: n = 1..=10, `invoice` (billing) when even,
     /// `comment` (social) when odd; and one item for `u2`.
-    fn seed(&self) {
+    async fn seed(&self) {
         for n in 1..=10 {
             let (kind, category) = if n % 2 == 0 {
                 ("invoice", "billing")
             } else {
                 ("comment", "social")
             };
-            self.inbox.add("u1", &item(n, kind, category)).unwrap();
+            self.inbox
+                .add("u1", &item(n, kind, category))
+                .await
+                .unwrap();
         }
         self.inbox
             .add("u2", &item(99, "comment", "social"))
+            .await
             .unwrap();
     }
 }
@@ -205,7 +209,7 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>)> {
 #[tokio::test]
 async fn every_route_refuses_missing_expired_and_forged_tokens() {
     let server = Server::start().await;
-    server.seed();
+    server.seed().await;
     let now = Timestamp::now().as_second();
     let expired = secret().sign(&json!({"sub": "u1", "exp": now - 3600}));
     let forged: UserTokenSecret = "somebody-else-s-secret-of-32-bytes!".parse().unwrap();
@@ -231,14 +235,14 @@ async fn every_route_refuses_missing_expired_and_forged_tokens() {
         }
     }
     // Nothing was changed by any of those calls.
-    assert_eq!(server.inbox.counts("u1").unwrap().unread, 10);
-    assert_eq!(server.inbox.counts("u2").unwrap().unread, 1);
+    assert_eq!(server.inbox.counts("u1").await.unwrap().unread, 10);
+    assert_eq!(server.inbox.counts("u2").await.unwrap().unread, 1);
 }
 
 #[tokio::test]
 async fn another_users_ids_are_not_found_and_left_alone() {
     let server = Server::start().await;
-    server.seed();
+    server.seed().await;
     // u2 owns item 99 and a device.
     let (status, device, _) = server
         .call(
@@ -272,7 +276,7 @@ async fn another_users_ids_are_not_found_and_left_alone() {
     assert_eq!(bulk["changed"], json!([]));
     assert_eq!(bulk["not_found"], json!([id(99)]));
 
-    let theirs = server.inbox.get("u2", &id(99)).unwrap().unwrap();
+    let theirs = server.inbox.get("u2", &id(99)).await.unwrap().unwrap();
     assert!(theirs.read_at.is_none() && theirs.archived_at.is_none());
     let devices = server.get("u2", "/v1/me/devices").await;
     assert_eq!(devices["devices"].as_array().unwrap().len(), 1);
@@ -283,7 +287,7 @@ async fn another_users_ids_are_not_found_and_left_alone() {
 #[tokio::test]
 async fn filters_search_sorting_and_pagination_are_exact() {
     let server = Server::start().await;
-    server.seed();
+    server.seed().await;
     // 2, 4, 5 read; 9 archived.
     server
         .post(

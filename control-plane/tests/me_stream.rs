@@ -122,7 +122,7 @@ impl Server {
     }
 
     /// Adds an item as the in-app channel does; returns its id.
-    fn add(&self, user: &str, title: &str) -> String {
+    async fn add(&self, user: &str, title: &str) -> String {
         let id = uuid::Uuid::now_v7().to_string();
         let item = InboxItem {
             id: id.clone(),
@@ -137,7 +137,7 @@ impl Server {
             read_at: None,
             archived_at: None,
         };
-        assert!(self.inbox.add(user, &item).unwrap());
+        assert!(self.inbox.add(user, &item).await.unwrap());
         id
     }
 
@@ -208,7 +208,7 @@ async fn every_tab_of_a_user_gets_changes_and_counts_and_no_one_else_does() {
         assert_eq!(frame["counts"]["unread"], 0);
     }
 
-    let id = server.add("u1", "hello");
+    let id = server.add("u1", "hello").await;
     let mut seqs = Vec::new();
     for socket in [&mut tab1, &mut tab2] {
         let frame = next_frame(socket).await;
@@ -243,15 +243,15 @@ async fn every_tab_of_a_user_gets_changes_and_counts_and_no_one_else_does() {
 #[tokio::test]
 async fn a_reconnect_with_the_cursor_gets_exactly_what_it_missed() {
     let server = Server::started().await;
-    let first = server.add("u1", "before");
+    let first = server.add("u1", "before").await;
     let mut socket = server.connect("u1", None).await;
     let cursor = hello(&next_frame(&mut socket).await);
     assert!(cursor > 0);
     socket.close(None).await.unwrap();
     drop(socket);
 
-    let a = server.add("u1", "a");
-    let b = server.add("u1", "b");
+    let a = server.add("u1", "a").await;
+    let b = server.add("u1", "b").await;
     server.read("u1", &a).await;
 
     let mut socket = server.connect("u1", Some(cursor)).await;
@@ -287,14 +287,15 @@ async fn a_cursor_older_than_the_log_gets_a_reset() {
     let mut socket = server.connect("u1", None).await;
     let cursor = hello(&next_frame(&mut socket).await);
     drop(socket);
-    server.add("u1", "a");
-    server.add("u1", "b");
+    server.add("u1", "a").await;
+    server.add("u1", "b").await;
     let removed = server
         .inbox
         .prune_changes(
             Timestamp::now() + jiff::SignedDuration::from_secs(1),
             Duration::ZERO,
         )
+        .await
         .unwrap();
     assert_eq!(removed, 2);
 
@@ -310,7 +311,7 @@ async fn a_cursor_older_than_the_log_gets_a_reset() {
     drop(socket);
     let mut socket = server.connect("u1", Some(resumed_at)).await;
     assert_eq!(hello(&next_frame(&mut socket).await), resumed_at);
-    let c = server.add("u1", "c");
+    let c = server.add("u1", "c").await;
     change(&next_frame(&mut socket).await, "added", &c);
 }
 
@@ -526,16 +527,16 @@ async fn server_sent_events_carry_the_same_frames_and_resume_from_last_event_id(
     let (id, frame) = events.next().await;
     assert_eq!((id, hello(&frame)), (None, 0));
 
-    let a = server.add("u1", "a");
+    let a = server.add("u1", "a").await;
     let (id, frame) = events.next().await;
     change(&frame, "added", &a);
     assert_eq!(id, frame["seq"].as_u64());
     let last_id = id.unwrap();
     drop(events);
 
-    let b = server.add("u1", "b");
+    let b = server.add("u1", "b").await;
     server.read("u1", &a).await;
-    server.add("u2", "not yours");
+    server.add("u2", "not yours").await;
     let mut events = Events::open(&server, "u1", Some(last_id)).await;
     let (id1, frame) = events.next().await;
     change(&frame, "added", &b);

@@ -143,7 +143,7 @@ impl Server {
             read_at: None,
             archived_at: None,
         };
-        assert!(self.state.inbox.add(user, &item).unwrap());
+        assert!(self.state.inbox.add(user, &item).await.unwrap());
         self.state
             .devices
             .register(
@@ -254,8 +254,8 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
             .is_empty()
     );
     assert!(state.queue.get(mine.id).await.unwrap().is_none());
-    assert!(state.inbox.items_of("u1").unwrap().is_empty());
-    assert_eq!(state.inbox.counts("u1").unwrap().total, 0);
+    assert!(state.inbox.items_of("u1").await.unwrap().is_empty());
+    assert_eq!(state.inbox.counts("u1").await.unwrap().total, 0);
     assert!(state.devices.list("u1").await.unwrap().is_empty());
     assert!(state.preferences.stored("u1").await.unwrap().is_none());
     let analytics_of = |user: &str| {
@@ -289,7 +289,7 @@ async fn erase_removes_a_user_everywhere_and_a_late_event_of_that_user_is_not_st
         1
     );
     assert!(state.queue.get(theirs.id).await.unwrap().is_some());
-    assert_eq!(state.inbox.items_of("u2").unwrap().len(), 1);
+    assert_eq!(state.inbox.items_of("u2").await.unwrap().len(), 1);
     assert_eq!(state.devices.list("u2").await.unwrap().len(), 1);
     assert!(state.preferences.stored("u2").await.unwrap().is_some());
     assert_eq!(analytics_of("u2"), 1);
@@ -436,7 +436,7 @@ async fn retention_removes_only_what_is_past_its_age() {
         .unwrap();
     assert_eq!(notifications.len(), 1);
     assert_eq!(notifications[0].id, fresh.notification_id);
-    let inbox = server.state.inbox.items_of("u1").unwrap();
+    let inbox = server.state.inbox.items_of("u1").await.unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].id, fresh.id.to_string());
     // Nothing more is past its age.

@@ -3,10 +3,9 @@
 //!
 //! Promises: one inbox item per delivery (the item id is the delivery id),
 //! so a retried delivery is still one item and keeps its read state; the
-//! add is one sled transaction with the user's counts and change log, so
-//! the badge and live stream see it at once. The write is durable only as
-//! far as sled's own flushing makes it; the delivery queue's record of the
-//! send is what survives a crash (a replayed send adds the item then).
+//! add is one SQL transaction with the user's counts and change log, so
+//! the badge and live stream see it at once, and it has committed
+//! (durably) before the send is reported done.
 
 use async_trait::async_trait;
 
@@ -62,14 +61,14 @@ impl Channel for InAppChannel {
                 ),
             });
         };
-        match self.inbox.add(user_id, &inbox_item(message)) {
+        match self.inbox.add(user_id, &inbox_item(message)).await {
             Ok(added) => Ok(SendReceipt {
                 provider_message_id: Some(message.delivery_id.clone()),
                 answer: if added { "stored" } else { "already stored" }.to_owned(),
             }),
             // A NUL would make one user's key a prefix of another's range.
             Err(InboxError::Invalid(reason)) => Err(SendError::InvalidRecipient { answer: reason }),
-            // sled errors are I/O or corruption: nothing about the message
+            // Storage errors are the database's: nothing about the message
             // makes them permanent, so the queue may try again.
             Err(error) => Err(SendError::Retriable {
                 answer: format!("inbox store failed: {error}"),

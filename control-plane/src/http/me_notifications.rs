@@ -150,13 +150,6 @@ fn parse_time(text: &str) -> Option<Timestamp> {
     text.parse().ok()
 }
 
-/// Runs an inbox call off the async workers.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, InboxError> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(call).await??)
-}
-
 async fn list(
     State(state): State<HttpState>,
     Me(user): Me,
@@ -166,12 +159,12 @@ async fn list(
     if format.is_some() {
         return Err(ApiError::bad_request("format: only for /export"));
     }
-    let page = blocking(move || state.inbox.list(&user, &query)).await?;
+    let page = state.inbox.list(&user, &query).await?;
     Ok(Json(json!(page)))
 }
 
 async fn counts(State(state): State<HttpState>, Me(user): Me) -> Result<Json<Value>, ApiError> {
-    let counts = blocking(move || state.inbox.counts(&user)).await?;
+    let counts = state.inbox.counts(&user).await?;
     Ok(Json(json!(counts)))
 }
 
@@ -180,10 +173,7 @@ async fn one(
     Me(user): Me,
     Path(id): Path<String>,
 ) -> Result<Json<InboxItem>, ApiError> {
-    let found = {
-        let id = id.clone();
-        blocking(move || state.inbox.get(&user, &id)).await?
-    };
+    let found = state.inbox.get(&user, &id).await?;
     found.map(Json).ok_or_else(|| not_found(&id))
 }
 
@@ -227,17 +217,11 @@ async fn apply_one(
     id: String,
     action: Action,
 ) -> Result<Option<InboxItem>, ApiError> {
-    let inbox = state.inbox.clone();
-    let (applied, current) = {
-        let (user, id) = (user.clone(), id.clone());
-        blocking(move || {
-            let applied =
-                inbox.apply(&user, std::slice::from_ref(&id), action, Timestamp::now())?;
-            let current = inbox.get(&user, &id)?;
-            Ok((applied, current))
-        })
-        .await?
-    };
+    let applied = state
+        .inbox
+        .apply(&user, std::slice::from_ref(&id), action, Timestamp::now())
+        .await?;
+    let current = state.inbox.get(&user, &id).await?;
     if !applied.missing.is_empty() {
         return Err(not_found(&id));
     }
@@ -284,9 +268,11 @@ async fn bulk(
             "ids: between 1 and {MAX_BULK_IDS} ids"
         )));
     }
-    let inbox = state.inbox.clone();
     let action = bulk.action;
-    let applied = blocking(move || inbox.apply(&user, &bulk.ids, action, Timestamp::now())).await?;
+    let applied = state
+        .inbox
+        .apply(&user, &bulk.ids, action, Timestamp::now())
+        .await?;
     if action == Action::Read {
         record_read(&state, &applied.changed).await;
     }
@@ -312,13 +298,12 @@ async fn read_all(
     body: Option<Json<ReadAll>>,
 ) -> Result<Json<Value>, ApiError> {
     let category = body.and_then(|Json(body)| body.category);
-    let inbox = state.inbox.clone();
-    let marked = blocking(move || {
-        let marked = inbox.read_all(&user, category.as_deref(), Timestamp::now())?;
-        Ok((marked, inbox.counts(&user)?))
-    })
-    .await?;
-    Ok(Json(json!({ "marked": marked.0, "counts": marked.1 })))
+    let marked = state
+        .inbox
+        .read_all(&user, category.as_deref(), Timestamp::now())
+        .await?;
+    let counts = state.inbox.counts(&user).await?;
+    Ok(Json(json!({ "marked": marked, "counts": counts })))
 }
 
 async fn export(
@@ -333,18 +318,15 @@ async fn export(
         Some(_) => return Err(ApiError::bad_request("format: expected csv or json")),
     };
     query.limit = EXPORT_PAGE;
-    let items = blocking(move || {
-        let mut items = Vec::new();
-        loop {
-            let page = state.inbox.list(&user, &query)?;
-            items.extend(page.items);
-            match page.next_cursor {
-                Some(cursor) => query.cursor = Some(cursor),
-                None => return Ok(items),
-            }
+    let mut items = Vec::new();
+    loop {
+        let page = state.inbox.list(&user, &query).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => break,
         }
-    })
-    .await?;
+    }
     let (body, content_type, name) = if csv {
         (
             to_csv(&items),

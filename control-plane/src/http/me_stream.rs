@@ -284,15 +284,6 @@ struct Feed {
     pending: VecDeque<Frame>,
 }
 
-/// Runs an inbox call off the async workers.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, InboxError> + Send + 'static,
-) -> Result<T, InboxError> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .unwrap_or_else(|error| Err(InboxError::Invalid(format!("inbox task failed: {error}"))))
-}
-
 impl Feed {
     /// Subscribes first, then reads where to start.
     async fn open(
@@ -301,22 +292,16 @@ impl Feed {
         cursor: Option<u64>,
     ) -> Result<Self, InboxError> {
         let live = inbox.subscribe(&user);
-        let (gap, last) = {
-            let (inbox, user) = (inbox.clone(), user.clone());
-            blocking(move || {
-                let gap = match cursor {
-                    Some(cursor) => inbox.resume_gap(&user, cursor)?,
-                    None => false,
-                };
-                Ok((gap, inbox.last_seq(&user)?))
-            })
-            .await?
+        let gap = match cursor {
+            Some(cursor) => inbox.resume_gap(&user, cursor).await?,
+            None => false,
         };
+        let last = inbox.last_seq(&user).await?;
         let mut pending = VecDeque::new();
         let sent = match cursor {
             Some(_) if gap => {
                 pending.push_back(Frame::Reset {
-                    reason: "changes after the cursor were pruned; reload the list",
+                    reason: "changes after the cursor are gone (pruned, or the inbox was erased); reload the list",
                 });
                 last
             }
@@ -366,22 +351,15 @@ impl Feed {
 
     /// One page of the log after `sent`; the hello when it is exhausted.
     async fn catch_up(&mut self) -> Result<(), InboxError> {
-        let (inbox, user, after, hello_due) = (
-            self.inbox.clone(),
-            self.user.clone(),
-            self.sent,
-            self.hello_due,
-        );
-        let (page, counts) = blocking(move || {
-            let page = inbox.changes_after(&user, after, CATCH_UP_PAGE)?;
-            let counts = if page.len() < CATCH_UP_PAGE && hello_due {
-                Some(inbox.counts(&user)?)
-            } else {
-                None
-            };
-            Ok((page, counts))
-        })
-        .await?;
+        let page = self
+            .inbox
+            .changes_after(&self.user, self.sent, CATCH_UP_PAGE)
+            .await?;
+        let counts = if page.len() < CATCH_UP_PAGE && self.hello_due {
+            Some(self.inbox.counts(&self.user).await?)
+        } else {
+            None
+        };
         if page.len() < CATCH_UP_PAGE {
             self.catching_up = false;
         }
@@ -624,12 +602,15 @@ mod tests {
     use super::*;
     use crate::inbox::{Action, ChangeKind, InboxItem};
 
-    fn inbox() -> InboxStore {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        InboxStore::open(&db).unwrap()
+    async fn inbox() -> (tempfile::TempDir, InboxStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = crate::storage::Stores::open_embedded(dir.path())
+            .await
+            .unwrap();
+        (dir, stores.inbox)
     }
 
-    fn add(inbox: &InboxStore, user: &str, n: usize) -> String {
+    async fn add(inbox: &InboxStore, user: &str, n: usize) -> String {
         let id = format!("{n:08}");
         let item = InboxItem {
             id: id.clone(),
@@ -644,7 +625,7 @@ mod tests {
             read_at: None,
             archived_at: None,
         };
-        assert!(inbox.add(user, &item).unwrap());
+        assert!(inbox.add(user, &item).await.unwrap());
         id
     }
 
@@ -659,7 +640,7 @@ mod tests {
     /// every change once, in order, then live again.
     #[tokio::test]
     async fn a_lagging_feed_catches_up_from_the_log() {
-        let inbox = inbox();
+        let (_dir, inbox) = inbox().await;
         let mut feed = Feed::open(inbox.clone(), "u1".into(), None).await.unwrap();
         assert!(matches!(
             feed.next().await.unwrap(),
@@ -667,7 +648,10 @@ mod tests {
         ));
         // Well past the hub's buffer of 256 changes per user.
         let total = 1000;
-        let ids: Vec<String> = (0..total).map(|n| add(&inbox, "u1", n)).collect();
+        let mut ids = Vec::new();
+        for n in 0..total {
+            ids.push(add(&inbox, "u1", n).await);
+        }
         let mut last = 0;
         for id in &ids {
             let frame = feed.next().await.unwrap();
@@ -683,6 +667,7 @@ mod tests {
         let read = ids[0].clone();
         inbox
             .apply("u1", &[read], Action::Read, jiff::Timestamp::now())
+            .await
             .unwrap();
         let frame = feed.next().await.unwrap();
         assert!(seq_of(&frame) > last);
@@ -693,12 +678,12 @@ mod tests {
     /// A resume whose backlog spans several pages sends it all, then hello.
     #[tokio::test]
     async fn a_long_backlog_is_sent_in_pages_then_hello() {
-        let inbox = inbox();
+        let (_dir, inbox) = inbox().await;
         let total = CATCH_UP_PAGE * 2 + 7;
         for n in 0..total {
-            add(&inbox, "u1", n);
+            add(&inbox, "u1", n).await;
         }
-        add(&inbox, "u2", 0);
+        add(&inbox, "u2", 0).await;
         let mut feed = Feed::open(inbox.clone(), "u1".into(), Some(0))
             .await
             .unwrap();

@@ -112,14 +112,13 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    /// Every store opened on `db` and nothing else configured: admin and
+    /// Every store in `stores` and nothing else configured: admin and
     /// end-user auth off, no links, no callbacks, no types. For tests and
     /// tools that run the HTTP API on its own; set the fields they need
     /// with struct update syntax. (The program builds its state from the
     /// engine's own stores instead: the inbox's live hub must be shared
     /// with the in-app channel.)
     pub fn standalone(stores: &crate::storage::Stores) -> Result<Self, crate::Error> {
-        let db = stores.legacy();
         let store = stores.events.clone();
         // Default settings, system time, metrics in a registry of its own.
         let analytics = crate::analytics::Analytics::open(
@@ -141,7 +140,7 @@ impl HttpState {
             sms_callbacks: None,
             tracking: None,
             email_callbacks: None,
-            inbox: crate::inbox::InboxStore::open(db)?,
+            inbox: stores.inbox.clone(),
             user_tokens: None,
             live: LiveStream::default(),
             privacy,

@@ -9,15 +9,19 @@
 //!   user's items are one key range, in time order (delivery ids are
 //!   UUIDv7-derived).
 //! * **Counts are exact.** The unread badge and the per-category counts
-//!   are kept in the same sled transaction as the items they count, so they
+//!   are kept in the same SQL transaction as the items they count, so they
 //!   never drift from a scan (which [`InboxStore::recount`] performs, and
 //!   tests compare).
 //! * **Every change is logged, in order, with the counts after it.** Each
-//!   add, state change and delete appends a [`Change`] with a per-database
-//!   increasing sequence number; a client that kept the last sequence it
-//!   saw gets exactly the changes after it ([`InboxStore::changes_after`]),
-//!   and live subscribers ([`InboxStore::subscribe`]) get them as they
-//!   commit. Several tabs of one user stay in step through these.
+//!   add, state change and delete appends a [`Change`] with the user's
+//!   next sequence number (1, 2, 3, … per user, no gaps); a client that
+//!   kept the last sequence it saw gets exactly the changes after it
+//!   ([`InboxStore::changes_after`]), and live subscribers
+//!   ([`InboxStore::subscribe`]) get them as they commit, in sequence
+//!   order. Several tabs of one user stay in step through these.
+//! * **Stored in SQL** (`storage::InboxTable`, tables `inbox_items`,
+//!   `inbox_counts`, `inbox_changes`); this module keeps the rules, the
+//!   listing's cursors and the live hub.
 //! * **A user only ever reaches their own items**: every call takes the
 //!   user id, and ids are looked up under it, so another user's id is
 //!   simply not found.
@@ -105,11 +109,11 @@ pub struct CategoryCounts {
 }
 
 impl Counts {
-    fn add(&mut self, item: &InboxItem) {
+    pub(crate) fn add(&mut self, item: &InboxItem) {
         self.apply(item, 1);
     }
 
-    fn remove(&mut self, item: &InboxItem) {
+    pub(crate) fn remove(&mut self, item: &InboxItem) {
         self.apply(item, -1);
     }
 
@@ -154,7 +158,7 @@ pub enum Action {
 impl Action {
     /// Applies the action to `item` at `now`; `false` when nothing
     /// changed (already read, …), so no change is logged.
-    fn apply(self, item: &mut InboxItem, now: Timestamp) -> bool {
+    pub(crate) fn apply(self, item: &mut InboxItem, now: Timestamp) -> bool {
         let set = |field: &mut Option<Timestamp>| {
             if field.is_some() {
                 return false;
@@ -180,7 +184,8 @@ impl Action {
 /// One entry of a user's change log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
-    /// Increasing per database; resume after the last one seen.
+    /// The user's change number: 1, 2, 3, … per user; resume after the
+    /// last one seen.
     pub seq: u64,
     pub at: Timestamp,
     pub kind: ChangeKind,
@@ -204,9 +209,7 @@ pub enum ChangeKind {
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
     #[error("inbox storage: {0}")]
-    Storage(#[from] sled::Error),
-    #[error("stored inbox record {key} is unreadable: {message}")]
-    Corrupt { key: String, message: String },
+    Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::InboxItem;
+use crate::storage::ItemRange;
 
 /// Longest page a client may ask for.
 pub const MAX_LIMIT: usize = 200;
@@ -90,6 +91,21 @@ impl InboxQuery {
             }
         }
         true
+    }
+
+    /// What SQL can check of the filters, newest first from the start (the
+    /// caller sets direction and cursor). Wider than [`Self::matches`],
+    /// never narrower.
+    pub(super) fn range(&self) -> ItemRange<'_> {
+        ItemRange {
+            newest: true,
+            after: None,
+            archived: self.archived.unwrap_or(false),
+            read: self.read,
+            category: self.category.as_deref(),
+            since: self.since,
+            until: self.until,
+        }
     }
 
     /// Refuses a limit out of range; fills in the default.

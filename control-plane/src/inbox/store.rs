@@ -1,93 +1,43 @@
-//! [`InboxStore`]: the inbox in sled. Trees:
-//! * `inbox`: `user \0 item id` → [`InboxItem`] JSON;
-//! * `inbox_counts`: `user` → [`Counts`] JSON;
-//! * `inbox_changes`: `user \0 seq (8 bytes, big-endian)` → [`Change`] JSON.
+//! [`InboxStore`]: the inbox's rules over its SQL tables
+//! ([`crate::storage::InboxTable`]), and the live hub that publishes each
+//! committed change to the user's open streams.
 //!
-//! Every mutation changes the three in one transaction, then publishes its
-//! changes to live subscribers.
+//! # Promises
 //!
-//! [`InboxStore::erase_user`] (privacy) removes a user's items, counts,
-//! change log and pruned mark; it publishes nothing (the user is gone, and
-//! a live stream still open sees no more changes).
+//! * Every mutation is one transaction (items, counts, change log) and is
+//!   published after it commits, **in sequence order per user**: a
+//!   per-user lock (striped) is held from the transaction's start to the
+//!   end of its publishing, so a live reader that has seen seq N never
+//!   misses a change below N that was still in flight. (Across replicas
+//!   the database orders a user's writers by the counts row's lock; the
+//!   log is gap-free, so a reader of another replica resumes from it.)
+//! * [`InboxStore::erase_user`] (privacy) removes a user's items, counts,
+//!   change log and pruned mark; it publishes nothing (the user is gone,
+//!   and a live stream still open sees no more changes).
 
-use std::ops::Bound;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::hub::{Hub, Subscription};
-use super::query::{Cursor, Half};
-use super::{Action, Change, ChangeKind, Counts, InboxError, InboxItem, InboxQuery, Page, Sort};
+use super::query::{Cursor, Half, MAX_LIMIT};
+use super::{Action, Change, Counts, InboxError, InboxItem, InboxQuery, Page, Sort};
+use crate::storage::{InboxTable, ItemRange};
+
+/// Per-user write locks, striped: enough that unrelated users rarely
+/// share one, few enough to allocate once.
+const STRIPES: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct InboxStore {
-    db: sled::Db,
-    items: sled::Tree,
-    counts: sled::Tree,
-    changes: sled::Tree,
-    /// `user` → the highest sequence pruned from their change log.
-    pruned: sled::Tree,
+    table: InboxTable,
     hub: Hub,
-    /// Held from taking a change's sequence to publishing it, so changes
-    /// commit and publish in sequence order: a reader that has seen seq N
-    /// never misses a change below N that was still in flight.
-    writes: Arc<Mutex<()>>,
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<InboxError>>;
-
-fn prefix(user_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(user_id.len() + 1);
-    key.extend_from_slice(user_id.as_bytes());
-    key.push(0);
-    key
-}
-
-fn item_key(user_id: &str, id: &str) -> Vec<u8> {
-    let mut key = prefix(user_id);
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
-fn change_key(user_id: &str, seq: u64) -> Vec<u8> {
-    let mut key = prefix(user_id);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
-}
-
-/// The first key after every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    // Prefixes end in the NUL separator, so this never overflows.
-    *end.last_mut().expect("prefixes are not empty") += 1;
-    end
-}
-
-fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, InboxError> {
-    serde_json::from_slice(bytes).map_err(|error| InboxError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        message: error.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("inbox records serialise")
-}
-
-fn abort<T>(error: InboxError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(error))
-}
-
-fn tx_error(error: TransactionError<InboxError>) -> InboxError {
-    match error {
-        TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => error.into(),
-    }
+    /// Held from a user's transaction to the end of its publishing, so
+    /// changes publish in sequence order (see the module doc).
+    writes: Arc<[Mutex<()>]>,
 }
 
 fn check_user(user_id: &str) -> Result<(), InboxError> {
@@ -99,140 +49,67 @@ fn check_user(user_id: &str) -> Result<(), InboxError> {
     Ok(())
 }
 
-/// The three trees inside a transaction, with the helpers every mutation
-/// needs.
-struct Tx<'a> {
-    items: &'a TransactionalTree,
-    counts: &'a TransactionalTree,
-    changes: &'a TransactionalTree,
-    user_id: &'a str,
-}
-
-impl Tx<'_> {
-    fn counts(&self) -> TxResult<Counts> {
-        match self.counts.get(self.user_id.as_bytes())? {
-            Some(bytes) => decode(self.user_id.as_bytes(), &bytes).or_else(abort),
-            None => Ok(Counts::default()),
-        }
+fn check_item(item: &InboxItem) -> Result<(), InboxError> {
+    if item.id.is_empty() || item.id.contains('\0') {
+        return Err(InboxError::Invalid(
+            "the item id is empty or contains NUL".into(),
+        ));
     }
-
-    fn item(&self, id: &str) -> TxResult<Option<InboxItem>> {
-        let key = item_key(self.user_id, id);
-        match self.items.get(&key)? {
-            Some(bytes) => decode(&key, &bytes).map(Some).or_else(abort),
-            None => Ok(None),
-        }
-    }
-
-    fn log(
-        &self,
-        seq: u64,
-        at: Timestamp,
-        kind: ChangeKind,
-        id: &str,
-        item: Option<&InboxItem>,
-        counts: &Counts,
-    ) -> TxResult<Change> {
-        let change = Change {
-            seq,
-            at,
-            kind,
-            item: item.cloned(),
-            id: id.to_owned(),
-            counts: counts.clone(),
-        };
-        self.changes
-            .insert(change_key(self.user_id, seq), encode(&change))?;
-        Ok(change)
-    }
+    Ok(())
 }
 
 impl InboxStore {
-    pub fn open(db: &sled::Db) -> Result<Self, InboxError> {
-        Ok(InboxStore {
-            db: db.clone(),
-            items: db.open_tree("inbox")?,
-            counts: db.open_tree("inbox_counts")?,
-            changes: db.open_tree("inbox_changes")?,
-            pruned: db.open_tree("inbox_changes_pruned")?,
+    /// The store over `table`, with a hub of its own: open one per process
+    /// ([`crate::storage::Stores`] does) so every writer publishes to
+    /// every live stream.
+    pub fn new(table: InboxTable) -> Self {
+        InboxStore {
+            table,
             hub: Hub::default(),
-            writes: Arc::default(),
-        })
+            writes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        }
     }
 
-    /// A new change sequence: increasing across restarts (sled persists
-    /// its id generator) and never 0, which means "before any change".
-    fn next_seq(&self) -> Result<u64, InboxError> {
-        Ok(self.db.generate_id()? + 1)
+    async fn in_order(&self, user_id: &str) -> MutexGuard<'_, ()> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        user_id.hash(&mut hasher);
+        let stripe = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or_default();
+        self.writes[stripe].lock().await
     }
 
-    /// Runs `body` in one transaction over the three trees for `user_id`,
-    /// then publishes the changes it logged.
-    fn transact<T>(
-        &self,
-        user_id: &str,
-        body: impl Fn(&Tx<'_>) -> TxResult<(T, Vec<Change>)>,
-    ) -> Result<T, InboxError> {
-        let (value, changes) = (&self.items, &self.counts, &self.changes)
-            .transaction(|(items, counts, changes)| {
-                body(&Tx {
-                    items,
-                    counts,
-                    changes,
-                    user_id,
-                })
-            })
-            .map_err(tx_error)?;
-        for change in &changes {
+    fn publish(&self, user_id: &str, changes: &[Change]) {
+        for change in changes {
             self.hub.publish(user_id, change);
         }
-        Ok(value)
     }
 
     /// Adds `item` to the user's inbox; an item with that id already there
     /// is kept as it is (a retried delivery), and `false` is returned.
-    pub fn add(&self, user_id: &str, item: &InboxItem) -> Result<bool, InboxError> {
+    pub async fn add(&self, user_id: &str, item: &InboxItem) -> Result<bool, InboxError> {
+        let added = self.add_many(user_id, std::slice::from_ref(item)).await?;
+        Ok(added == 1)
+    }
+
+    /// Adds each of `items` the user does not have yet, in one transaction
+    /// (cheaper than one `add` each); returns how many were new.
+    pub async fn add_many(&self, user_id: &str, items: &[InboxItem]) -> Result<usize, InboxError> {
         check_user(user_id)?;
-        if item.id.is_empty() || item.id.contains('\0') {
-            return Err(InboxError::Invalid(
-                "the item id is empty or contains NUL".into(),
-            ));
-        }
-        let _in_order = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        let seq = self.next_seq()?;
-        self.transact(user_id, |tx| {
-            if tx.item(&item.id)?.is_some() {
-                return Ok((false, Vec::new()));
-            }
-            let mut counts = tx.counts()?;
-            counts.add(item);
-            tx.items.insert(item_key(user_id, &item.id), encode(item))?;
-            tx.counts.insert(user_id.as_bytes(), encode(&counts))?;
-            let change = tx.log(
-                seq,
-                item.created_at,
-                ChangeKind::Added,
-                &item.id,
-                Some(item),
-                &counts,
-            )?;
-            Ok((true, vec![change]))
-        })
+        items.iter().try_for_each(check_item)?;
+        let _in_order = self.in_order(user_id).await;
+        let changes = self.table.insert(user_id, items).await?;
+        self.publish(user_id, &changes);
+        Ok(changes.len())
     }
 
-    pub fn get(&self, user_id: &str, id: &str) -> Result<Option<InboxItem>, InboxError> {
-        let key = item_key(user_id, id);
-        self.items
-            .get(&key)?
-            .map(|bytes| decode(&key, &bytes))
-            .transpose()
+    pub async fn get(&self, user_id: &str, id: &str) -> Result<Option<InboxItem>, InboxError> {
+        Ok(self.table.get(user_id, id).await?)
     }
 
-    /// Applies `action` to each of `ids` that is the user's; returns the
-    /// items changed (after the change; a deleted item as it was) and the
-    /// ids that are not the user's. Ids whose item already is in that
-    /// state are neither.
-    pub fn apply(
+    /// Applies `action` to each of `ids` that is the user's, in one
+    /// transaction; returns the items changed (after the change; a deleted
+    /// item as it was) and the ids that are not the user's. Ids whose item
+    /// already is in that state are neither.
+    pub async fn apply(
         &self,
         user_id: &str,
         ids: &[String],
@@ -240,50 +117,16 @@ impl InboxStore {
         now: Timestamp,
     ) -> Result<Applied, InboxError> {
         check_user(user_id)?;
-        let _in_order = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        let seqs = ids
-            .iter()
-            .map(|_| self.next_seq())
-            .collect::<Result<Vec<u64>, _>>()?;
-        self.transact(user_id, |tx| {
-            let mut applied = Applied::default();
-            let mut changes = Vec::new();
-            let mut counts = tx.counts()?;
-            for (id, seq) in ids.iter().zip(&seqs) {
-                let Some(mut item) = tx.item(id)? else {
-                    applied.missing.push(id.clone());
-                    continue;
-                };
-                let before = item.clone();
-                if !action.apply(&mut item, now) {
-                    continue;
-                }
-                counts.remove(&before);
-                let key = item_key(user_id, id);
-                let change = if action == Action::Delete {
-                    tx.items.remove(key)?;
-                    tx.log(*seq, now, ChangeKind::Deleted, id, None, &counts)?
-                } else {
-                    counts.add(&item);
-                    tx.items.insert(key, encode(&item))?;
-                    tx.log(*seq, now, ChangeKind::Updated, id, Some(&item), &counts)?
-                };
-                changes.push(change);
-                applied.changed.push(if action == Action::Delete {
-                    before
-                } else {
-                    item
-                });
-            }
-            tx.counts.insert(user_id.as_bytes(), encode(&counts))?;
-            Ok((applied, changes))
-        })
+        let _in_order = self.in_order(user_id).await;
+        let (applied, changes) = self.table.apply(user_id, ids, action, now).await?;
+        self.publish(user_id, &changes);
+        Ok(applied)
     }
 
     /// Marks every unread, unarchived item read (of `category` only, when
     /// given); returns how many. Done in pages of `BULK_PAGE` (200) items so one
     /// call on a huge inbox does not build one enormous transaction.
-    pub fn read_all(
+    pub async fn read_all(
         &self,
         user_id: &str,
         category: Option<&str>,
@@ -298,12 +141,12 @@ impl InboxStore {
         let mut marked = 0;
         loop {
             // Read items leave the filter, so every page starts at the top.
-            let page = self.list(user_id, &query)?;
+            let page = self.list(user_id, &query).await?;
             if page.items.is_empty() {
                 return Ok(marked);
             }
             let ids: Vec<String> = page.items.into_iter().map(|item| item.id).collect();
-            let applied = self.apply(user_id, &ids, Action::Read, now)?;
+            let applied = self.apply(user_id, &ids, Action::Read, now).await?;
             if applied.changed.is_empty() {
                 return Ok(marked);
             }
@@ -311,25 +154,21 @@ impl InboxStore {
         }
     }
 
-    pub fn counts(&self, user_id: &str) -> Result<Counts, InboxError> {
-        match self.counts.get(user_id.as_bytes())? {
-            Some(bytes) => decode(user_id.as_bytes(), &bytes),
-            None => Ok(Counts::default()),
-        }
+    pub async fn counts(&self, user_id: &str) -> Result<Counts, InboxError> {
+        Ok(self.table.counts(user_id).await?)
     }
 
-    /// The counts computed by scanning every item (for checks and repair).
-    pub fn recount(&self, user_id: &str) -> Result<Counts, InboxError> {
+    /// The counts computed from every item (for checks and repair).
+    pub async fn recount(&self, user_id: &str) -> Result<Counts, InboxError> {
         let mut counts = Counts::default();
-        for entry in self.items.scan_prefix(prefix(user_id)) {
-            let (key, value) = entry?;
-            counts.add(&decode(&key, &value)?);
+        for item in self.table.items_of(user_id).await? {
+            counts.add(&item);
         }
         Ok(counts)
     }
 
     /// One page of the user's items (see [`InboxQuery`]).
-    pub fn list(&self, user_id: &str, query: &InboxQuery) -> Result<Page, InboxError> {
+    pub async fn list(&self, user_id: &str, query: &InboxQuery) -> Result<Page, InboxError> {
         let cursor = query
             .cursor
             .as_deref()
@@ -341,9 +180,14 @@ impl InboxStore {
             Sort::Newest | Sort::Oldest => {
                 let after = cursor.map(|c| c.after);
                 let newest = query.sort == Sort::Newest;
-                let (items, more) = self.scan(user_id, newest, after.as_deref(), limit, |i| {
-                    query.matches(i)
-                })?;
+                let range = ItemRange {
+                    newest,
+                    after: after.as_deref(),
+                    ..query.range()
+                };
+                let (items, more) = self
+                    .scan(user_id, range, limit, |item| query.matches(item))
+                    .await?;
                 let next_cursor = more.then(|| Cursor {
                     half: Half::First,
                     after: items.last().expect("more implies some").id.clone(),
@@ -353,11 +197,11 @@ impl InboxStore {
                     next_cursor: next_cursor.map(|c| c.encode()),
                 })
             }
-            Sort::UnreadFirst => self.list_unread_first(user_id, query, cursor, limit),
+            Sort::UnreadFirst => self.list_unread_first(user_id, query, cursor, limit).await,
         }
     }
 
-    fn list_unread_first(
+    async fn list_unread_first(
         &self,
         user_id: &str,
         query: &InboxQuery,
@@ -370,9 +214,16 @@ impl InboxStore {
         };
         let mut items = Vec::new();
         if start_half == Half::First && query.read != Some(true) {
-            let (unread, more) = self.scan(user_id, true, after.as_deref(), limit, |item| {
-                !item.is_read() && query.matches(item)
-            })?;
+            let range = ItemRange {
+                after: after.as_deref(),
+                read: Some(false),
+                ..query.range()
+            };
+            let (unread, more) = self
+                .scan(user_id, range, limit, |item| {
+                    !item.is_read() && query.matches(item)
+                })
+                .await?;
             items = unread;
             if more {
                 let last = items.last().expect("more implies some").id.clone();
@@ -403,9 +254,15 @@ impl InboxStore {
         if room == 0 {
             // The unread half filled the page exactly: the read half may
             // still have items, which the next page starts with.
-            let (probe, _) = self.scan(user_id, true, None, 1, |item| {
-                item.is_read() && query.matches(item)
-            })?;
+            let range = ItemRange {
+                read: Some(true),
+                ..query.range()
+            };
+            let (probe, _) = self
+                .scan(user_id, range, 1, |item| {
+                    item.is_read() && query.matches(item)
+                })
+                .await?;
             let next_cursor = (!probe.is_empty()).then(|| {
                 // "Before the first read item": a cursor after the end.
                 Cursor {
@@ -416,9 +273,16 @@ impl InboxStore {
             });
             return Ok(Page { items, next_cursor });
         }
-        let (read, more) = self.scan(user_id, true, read_after.as_deref(), room, |item| {
-            item.is_read() && query.matches(item)
-        })?;
+        let range = ItemRange {
+            after: read_after.as_deref(),
+            read: Some(true),
+            ..query.range()
+        };
+        let (read, more) = self
+            .scan(user_id, range, room, |item| {
+                item.is_read() && query.matches(item)
+            })
+            .await?;
         items.extend(read);
         let next_cursor = more.then(|| {
             Cursor {
@@ -430,85 +294,59 @@ impl InboxStore {
         Ok(Page { items, next_cursor })
     }
 
-    /// Up to `limit` of the user's items passing `keep`, newest or oldest
-    /// first, strictly after `after`; and whether more would follow.
-    fn scan(
+    /// Up to `limit` of the user's items in `range` passing `keep`, and
+    /// whether more would follow. SQL checks what it can (`range`); `keep`
+    /// the rest, over pages read until the answer is complete.
+    async fn scan(
         &self,
         user_id: &str,
-        newest: bool,
-        after: Option<&str>,
+        range: ItemRange<'_>,
         limit: usize,
         keep: impl Fn(&InboxItem) -> bool,
     ) -> Result<(Vec<InboxItem>, bool), InboxError> {
-        let start = prefix(user_id);
-        let end = prefix_end(&start);
-        let (lower, upper) = match (after, newest) {
-            (None, _) => (Bound::Included(start), Bound::Excluded(end)),
-            (Some(after), true) => (
-                Bound::Included(start),
-                Bound::Excluded(item_key(user_id, after)),
-            ),
-            (Some(after), false) => (
-                Bound::Excluded(item_key(user_id, after)),
-                Bound::Excluded(end),
-            ),
-        };
-        let range = self.items.range::<Vec<u8>, _>((lower, upper));
-        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if newest {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
+        let batch = limit.saturating_add(1).clamp(32, MAX_LIMIT + 1);
         let mut items = Vec::with_capacity(limit.min(64));
-        for entry in entries {
-            let (key, value) = entry?;
-            let item: InboxItem = decode(&key, &value)?;
-            if !keep(&item) {
-                continue;
+        let mut after = range.after.map(str::to_owned);
+        loop {
+            let page = ItemRange {
+                after: after.as_deref(),
+                ..range.clone()
+            };
+            let rows = self.table.scan(user_id, &page, batch).await?;
+            let exhausted = rows.len() < batch;
+            after = rows.last().map(|item| item.id.clone());
+            for item in rows {
+                if !keep(&item) {
+                    continue;
+                }
+                if items.len() == limit {
+                    return Ok((items, true));
+                }
+                items.push(item);
             }
-            if items.len() == limit {
-                return Ok((items, true));
+            if exhausted {
+                return Ok((items, false));
             }
-            items.push(item);
         }
-        Ok((items, false))
     }
 
     /// The user's changes after `seq`, oldest first, at most `limit`.
-    pub fn changes_after(
+    pub async fn changes_after(
         &self,
         user_id: &str,
         seq: u64,
         limit: usize,
     ) -> Result<Vec<Change>, InboxError> {
-        let start = change_key(user_id, seq.saturating_add(1));
-        let end = prefix_end(&prefix(user_id));
-        self.changes
-            .range(start..end)
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry?;
-                decode(&key, &value)
-            })
-            .collect()
+        Ok(self.table.changes_after(user_id, seq, limit).await?)
     }
 
     /// The sequence of the user's newest change (0 when none), or of the
     /// newest pruned one if later: where a fresh client starts, and a
     /// cursor that [`Self::resume_gap`] accepts even once the log's tail
     /// was pruned.
-    pub fn last_seq(&self, user_id: &str) -> Result<u64, InboxError> {
-        let start = prefix(user_id);
-        let end = prefix_end(&start);
-        let newest = match self.changes.range(start.clone()..end).next_back() {
-            Some(entry) => {
-                let (key, _) = entry?;
-                let bytes: [u8; 8] = key[start.len()..].try_into().unwrap_or_default();
-                u64::from_be_bytes(bytes)
-            }
-            None => 0,
-        };
-        Ok(newest.max(self.pruned_seq(user_id.as_bytes())?))
+    pub async fn last_seq(&self, user_id: &str) -> Result<u64, InboxError> {
+        let bounds = self.table.log_bounds(user_id).await?;
+        Ok(bounds.last.max(bounds.pruned))
     }
 
     /// Live changes of the user from now on (see `hub`); the user's
@@ -526,76 +364,35 @@ impl InboxStore {
     /// Forgets changes older than `keep`: clients away longer reload the
     /// list instead of resuming ([`Self::resume_gap`] tells them). Returns
     /// how many were removed.
-    pub fn prune_changes(&self, now: Timestamp, keep: Duration) -> Result<usize, InboxError> {
+    pub async fn prune_changes(&self, now: Timestamp, keep: Duration) -> Result<usize, InboxError> {
         let cutoff = jiff::SignedDuration::try_from(keep)
             .ok()
             .and_then(|keep| now.checked_sub(keep).ok())
             .unwrap_or(Timestamp::MIN);
-        let mut batch = sled::Batch::default();
-        let mut pruned_through: std::collections::HashMap<Vec<u8>, u64> = Default::default();
-        let mut removed = 0;
-        for entry in self.changes.iter() {
-            let (key, value) = entry?;
-            let change: Change = decode(&key, &value)?;
-            if change.at < cutoff {
-                let user = key[..key.len().saturating_sub(9)].to_vec();
-                let highest = pruned_through.entry(user).or_default();
-                *highest = (*highest).max(change.seq);
-                batch.remove(key);
-                removed += 1;
-            }
-        }
-        for (user, seq) in &pruned_through {
-            let previous = self.pruned_seq(user)?;
-            self.pruned
-                .insert(user.as_slice(), &seq.max(&previous).to_be_bytes())?;
-        }
-        self.pruned.flush()?;
-        self.changes.apply_batch(batch)?;
-        Ok(removed)
+        let removed = self.table.prune_changes(cutoff).await?;
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 
-    /// Every item of the user, in key order (for a privacy export).
-    pub fn items_of(&self, user_id: &str) -> Result<Vec<InboxItem>, InboxError> {
-        let mut items = Vec::new();
-        for entry in self.items.scan_prefix(prefix(user_id)) {
-            let (key, value) = entry?;
-            items.push(decode(&key, &value)?);
-        }
-        Ok(items)
+    /// Every item of the user, by id (for a privacy export).
+    pub async fn items_of(&self, user_id: &str) -> Result<Vec<InboxItem>, InboxError> {
+        Ok(self.table.items_of(user_id).await?)
     }
 
-    /// Removes everything the inbox holds about the user; returns how many
-    /// items were removed. Flushed.
-    pub fn erase_user(&self, user_id: &str) -> Result<usize, InboxError> {
-        let user_prefix = prefix(user_id);
-        let mut removed = 0;
-        for entry in self.items.scan_prefix(&user_prefix).keys() {
-            if self.items.remove(entry?)?.is_some() {
-                removed += 1;
-            }
-        }
-        for entry in self.changes.scan_prefix(&user_prefix).keys() {
-            self.changes.remove(entry?)?;
-        }
-        self.counts.remove(user_id.as_bytes())?;
-        self.pruned.remove(user_id.as_bytes())?;
-        self.db.flush()?;
-        Ok(removed)
+    /// Removes everything the inbox holds about the user, durably; returns
+    /// how many items were removed. Publishes nothing.
+    pub async fn erase_user(&self, user_id: &str) -> Result<usize, InboxError> {
+        let _in_order = self.in_order(user_id).await;
+        let removed = self.table.erase_user(user_id).await?;
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 
-    fn pruned_seq(&self, user: &[u8]) -> Result<u64, InboxError> {
-        Ok(self
-            .pruned
-            .get(user)?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
-    }
-
-    /// Whether changes after `seq` were pruned: a client resuming from it
-    /// would miss some, so it must reload the list instead.
-    pub fn resume_gap(&self, user_id: &str, seq: u64) -> Result<bool, InboxError> {
-        Ok(seq < self.pruned_seq(user_id.as_bytes())?)
+    /// Whether a client resuming from `seq` would miss changes: some after
+    /// it were pruned, or it is ahead of the log (it saw a log the user's
+    /// erasure removed, whose seqs start again), so it must reload the
+    /// list instead.
+    pub async fn resume_gap(&self, user_id: &str, seq: u64) -> Result<bool, InboxError> {
+        let bounds = self.table.log_bounds(user_id).await?;
+        Ok(seq < bounds.pruned || seq > bounds.last.max(bounds.pruned))
     }
 }
 

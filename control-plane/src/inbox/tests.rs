@@ -5,10 +5,13 @@ use serde_json::json;
 
 use super::*;
 
-fn store() -> (tempfile::TempDir, InboxStore) {
+/// An inbox on a fresh embedded database in a temporary directory.
+async fn store() -> (tempfile::TempDir, InboxStore) {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
-    (dir, InboxStore::open(&db).unwrap())
+    let stores = crate::storage::Stores::open_embedded(dir.path())
+        .await
+        .unwrap();
+    (dir, stores.inbox)
 }
 
 fn at(minute: i64) -> Timestamp {
@@ -45,8 +48,8 @@ fn query(limit: usize) -> InboxQuery {
 
 /// 1..=6: comments (social) and invoices (billing); 2 and 5 read, 6
 /// archived.
-fn seeded() -> (tempfile::TempDir, InboxStore) {
-    let (dir, store) = store();
+async fn seeded() -> (tempfile::TempDir, InboxStore) {
+    let (dir, store) = store().await;
     for n in 1..=6 {
         let (kind, category) = if n % 2 == 0 {
             ("invoice", Some("billing"))
@@ -55,6 +58,7 @@ fn seeded() -> (tempfile::TempDir, InboxStore) {
         };
         store
             .add("u1", &item(n, kind, category, &format!("Title {n}")))
+            .await
             .unwrap();
     }
     store
@@ -64,29 +68,41 @@ fn seeded() -> (tempfile::TempDir, InboxStore) {
             Action::Read,
             at(10),
         )
+        .await
         .unwrap();
     store
         .apply("u1", &["01900006".into()], Action::Archive, at(10))
+        .await
         .unwrap();
     (dir, store)
 }
 
-#[test]
-fn adding_twice_keeps_one_item_and_counts_it_once() {
-    let (_dir, store) = store();
-    assert!(store.add("u1", &item(1, "comment", None, "Hi")).unwrap());
-    assert!(!store.add("u1", &item(1, "comment", None, "Hi")).unwrap());
-    let counts = store.counts("u1").unwrap();
+#[tokio::test]
+async fn adding_twice_keeps_one_item_and_counts_it_once() {
+    let (_dir, store) = store().await;
+    assert!(
+        store
+            .add("u1", &item(1, "comment", None, "Hi"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add("u1", &item(1, "comment", None, "Hi"))
+            .await
+            .unwrap()
+    );
+    let counts = store.counts("u1").await.unwrap();
     assert_eq!((counts.total, counts.unread, counts.unseen), (1, 1, 1));
     assert_eq!(counts.categories[UNCATEGORISED].unread, 1);
-    assert_eq!(store.changes_after("u1", 0, 100).unwrap().len(), 1);
+    assert_eq!(store.changes_after("u1", 0, 100).await.unwrap().len(), 1);
 }
 
-#[test]
-fn counts_follow_every_action_and_match_a_recount() {
-    let (_dir, store) = seeded();
-    let counts = store.counts("u1").unwrap();
-    assert_eq!(counts, store.recount("u1").unwrap());
+#[tokio::test]
+async fn counts_follow_every_action_and_match_a_recount() {
+    let (_dir, store) = seeded().await;
+    let counts = store.counts("u1").await.unwrap();
+    assert_eq!(counts, store.recount("u1").await.unwrap());
     // 6 items; 2 and 5 read; 6 archived (unread but not counted).
     assert_eq!((counts.total, counts.unread), (6, 3));
     assert_eq!(counts.categories["social"].unread, 2); // 1, 3
@@ -101,23 +117,29 @@ fn counts_follow_every_action_and_match_a_recount() {
         (Action::Archive, "01900001"),
     ];
     for (action, id) in steps {
-        store.apply("u1", &[id.into()], action, at(20)).unwrap();
+        store
+            .apply("u1", &[id.into()], action, at(20))
+            .await
+            .unwrap();
         assert_eq!(
-            store.counts("u1").unwrap(),
-            store.recount("u1").unwrap(),
+            store.counts("u1").await.unwrap(),
+            store.recount("u1").await.unwrap(),
             "after {action:?} {id}"
         );
     }
-    let counts = store.counts("u1").unwrap();
+    let counts = store.counts("u1").await.unwrap();
     assert_eq!(counts.total, 5);
     assert_eq!(counts.unread, 2, "2 (unread again) and 6 (unarchived)");
     assert_eq!(counts.unseen, 1, "2 was seen when it was read");
 }
 
-#[test]
-fn actions_are_idempotent_and_only_touch_the_users_items() {
-    let (_dir, store) = seeded();
-    store.add("u2", &item(9, "comment", None, "Other")).unwrap();
+#[tokio::test]
+async fn actions_are_idempotent_and_only_touch_the_users_items() {
+    let (_dir, store) = seeded().await;
+    store
+        .add("u2", &item(9, "comment", None, "Other"))
+        .await
+        .unwrap();
     let applied = store
         .apply(
             "u1",
@@ -125,12 +147,14 @@ fn actions_are_idempotent_and_only_touch_the_users_items() {
             Action::Read,
             at(30),
         )
+        .await
         .unwrap();
     assert_eq!(applied.changed.len(), 1);
     assert_eq!(applied.missing, vec!["01900009".to_owned()]);
     assert!(
         store
             .get("u2", "01900009")
+            .await
             .unwrap()
             .unwrap()
             .read_at
@@ -139,17 +163,18 @@ fn actions_are_idempotent_and_only_touch_the_users_items() {
 
     let again = store
         .apply("u1", &["01900001".into()], Action::Read, at(31))
+        .await
         .unwrap();
     assert!(again.changed.is_empty() && again.missing.is_empty());
-    let read = store.get("u1", "01900001").unwrap().unwrap();
+    let read = store.get("u1", "01900001").await.unwrap().unwrap();
     assert_eq!(read.read_at, Some(at(30)), "the first read time is kept");
     assert_eq!(read.seen_at, Some(at(30)), "reading implies seeing");
 }
 
-#[test]
-fn lists_newest_and_oldest_with_cursors_and_no_archived_by_default() {
-    let (_dir, store) = seeded();
-    let first = store.list("u1", &query(2)).unwrap();
+#[tokio::test]
+async fn lists_newest_and_oldest_with_cursors_and_no_archived_by_default() {
+    let (_dir, store) = seeded().await;
+    let first = store.list("u1", &query(2)).await.unwrap();
     assert_eq!(ids(&first), ["01900005", "01900004"]);
     let second = store
         .list(
@@ -159,6 +184,7 @@ fn lists_newest_and_oldest_with_cursors_and_no_archived_by_default() {
                 ..query(2)
             },
         )
+        .await
         .unwrap();
     assert_eq!(ids(&second), ["01900003", "01900002"]);
     let third = store
@@ -169,6 +195,7 @@ fn lists_newest_and_oldest_with_cursors_and_no_archived_by_default() {
                 ..query(2)
             },
         )
+        .await
         .unwrap();
     assert_eq!(ids(&third), ["01900001"]);
     assert_eq!(third.next_cursor, None);
@@ -181,6 +208,7 @@ fn lists_newest_and_oldest_with_cursors_and_no_archived_by_default() {
                 ..query(10)
             },
         )
+        .await
         .unwrap();
     assert_eq!(
         ids(&oldest),
@@ -194,16 +222,18 @@ fn lists_newest_and_oldest_with_cursors_and_no_archived_by_default() {
                 ..query(10)
             },
         )
+        .await
         .unwrap();
     assert_eq!(ids(&archived), ["01900006"]);
 }
 
-#[test]
-fn filters_and_search_select_exactly_the_matching_items() {
-    let (_dir, store) = seeded();
-    let list = |q: InboxQuery| {
+#[tokio::test]
+async fn filters_and_search_select_exactly_the_matching_items() {
+    let (_dir, store) = seeded().await;
+    let list = async |q: InboxQuery| {
         store
             .list("u1", &q)
+            .await
             .unwrap()
             .items
             .into_iter()
@@ -214,7 +244,8 @@ fn filters_and_search_select_exactly_the_matching_items() {
         list(InboxQuery {
             types: vec!["invoice".into()],
             ..query(10)
-        }),
+        })
+        .await,
         ["01900004", "01900002"]
     );
     assert_eq!(
@@ -222,14 +253,16 @@ fn filters_and_search_select_exactly_the_matching_items() {
             category: Some("social".into()),
             read: Some(false),
             ..query(10)
-        }),
+        })
+        .await,
         ["01900003", "01900001"]
     );
     assert_eq!(
         list(InboxQuery {
             read: Some(true),
             ..query(10)
-        }),
+        })
+        .await,
         ["01900005", "01900002"]
     );
     assert_eq!(
@@ -237,28 +270,31 @@ fn filters_and_search_select_exactly_the_matching_items() {
             since: Some(at(2)),
             until: Some(at(4)),
             ..query(10)
-        }),
+        })
+        .await,
         ["01900003", "01900002"]
     );
     assert_eq!(
         list(InboxQuery {
             search: Some("TITLE 3".into()),
             ..query(10)
-        }),
+        })
+        .await,
         ["01900003"]
     );
     assert_eq!(
         list(InboxQuery {
             search: Some("body of title 4".into()),
             ..query(10)
-        }),
+        })
+        .await,
         ["01900004"]
     );
 }
 
-#[test]
-fn unread_first_pages_through_unread_then_read_without_repeats() {
-    let (_dir, store) = seeded();
+#[tokio::test]
+async fn unread_first_pages_through_unread_then_read_without_repeats() {
+    let (_dir, store) = seeded().await;
     let mut seen = Vec::new();
     let mut cursor = None;
     for _ in 0..10 {
@@ -271,6 +307,7 @@ fn unread_first_pages_through_unread_then_read_without_repeats() {
                     ..query(2)
                 },
             )
+            .await
             .unwrap();
         seen.extend(page.items.iter().map(|item| item.id.clone()));
         cursor = page.next_cursor;
@@ -291,6 +328,7 @@ fn unread_first_pages_through_unread_then_read_without_repeats() {
                 ..query(3)
             },
         )
+        .await
         .unwrap();
     assert_eq!(ids(&three), ["01900004", "01900003", "01900001"]);
     let rest = store
@@ -302,14 +340,15 @@ fn unread_first_pages_through_unread_then_read_without_repeats() {
                 ..query(3)
             },
         )
+        .await
         .unwrap();
     assert_eq!(ids(&rest), ["01900005", "01900002"]);
     assert_eq!(rest.next_cursor, None);
 }
 
-#[test]
-fn a_cursor_not_from_this_server_is_refused() {
-    let (_dir, store) = seeded();
+#[tokio::test]
+async fn a_cursor_not_from_this_server_is_refused() {
+    let (_dir, store) = seeded().await;
     for bad in ["", "x", "z.01900001", "a."] {
         let error = store
             .list(
@@ -319,35 +358,46 @@ fn a_cursor_not_from_this_server_is_refused() {
                     ..query(2)
                 },
             )
+            .await
             .unwrap_err();
         assert!(matches!(error, InboxError::Invalid(_)), "{bad:?}: {error}");
     }
 }
 
-#[test]
-fn read_all_marks_everything_unread_once() {
-    let (_dir, store) = seeded();
-    assert_eq!(store.read_all("u1", Some("social"), at(40)).unwrap(), 2);
-    assert_eq!(store.counts("u1").unwrap().unread, 1);
-    assert_eq!(store.read_all("u1", None, at(41)).unwrap(), 1);
-    assert_eq!(store.read_all("u1", None, at(42)).unwrap(), 0);
-    let counts = store.counts("u1").unwrap();
+#[tokio::test]
+async fn read_all_marks_everything_unread_once() {
+    let (_dir, store) = seeded().await;
+    assert_eq!(
+        store.read_all("u1", Some("social"), at(40)).await.unwrap(),
+        2
+    );
+    assert_eq!(store.counts("u1").await.unwrap().unread, 1);
+    assert_eq!(store.read_all("u1", None, at(41)).await.unwrap(), 1);
+    assert_eq!(store.read_all("u1", None, at(42)).await.unwrap(), 0);
+    let counts = store.counts("u1").await.unwrap();
     assert_eq!(counts.unread, 0);
-    assert_eq!(counts, store.recount("u1").unwrap());
+    assert_eq!(counts, store.recount("u1").await.unwrap());
 }
 
 #[tokio::test]
 async fn changes_are_logged_in_order_and_published_live() {
-    let (_dir, store) = store();
+    let (_dir, store) = store().await;
     let mut live = store.subscribe("u1");
     let mut other = store.subscribe("u2");
-    store.add("u1", &item(1, "comment", None, "One")).unwrap();
-    store.add("u1", &item(2, "comment", None, "Two")).unwrap();
+    store
+        .add("u1", &item(1, "comment", None, "One"))
+        .await
+        .unwrap();
+    store
+        .add("u1", &item(2, "comment", None, "Two"))
+        .await
+        .unwrap();
     store
         .apply("u1", &["01900001".into()], Action::Read, at(5))
+        .await
         .unwrap();
 
-    let logged = store.changes_after("u1", 0, 100).unwrap();
+    let logged = store.changes_after("u1", 0, 100).await.unwrap();
     let kinds: Vec<ChangeKind> = logged.iter().map(|c| c.kind).collect();
     assert_eq!(
         kinds,
@@ -362,29 +412,38 @@ async fn changes_are_logged_in_order_and_published_live() {
     assert!(other.try_recv().is_err(), "u2 hears nothing of u1");
 
     // Resuming after the first change gives exactly the rest.
-    let resumed = store.changes_after("u1", logged[0].seq, 100).unwrap();
+    let resumed = store.changes_after("u1", logged[0].seq, 100).await.unwrap();
     assert_eq!(resumed, logged[1..]);
-    assert_eq!(store.last_seq("u1").unwrap(), logged[2].seq);
+    assert_eq!(store.last_seq("u1").await.unwrap(), logged[2].seq);
 }
 
-#[test]
-fn pruned_changes_tell_a_resuming_client_to_reload() {
-    let (_dir, store) = store();
-    store.add("u1", &item(1, "comment", None, "Old")).unwrap();
-    let first = store.last_seq("u1").unwrap();
-    store.add("u1", &item(100, "comment", None, "New")).unwrap();
-    assert!(!store.resume_gap("u1", first).unwrap());
+#[tokio::test]
+async fn pruned_changes_tell_a_resuming_client_to_reload() {
+    let (_dir, store) = store().await;
+    store
+        .add("u1", &item(1, "comment", None, "Old"))
+        .await
+        .unwrap();
+    let first = store.last_seq("u1").await.unwrap();
+    store
+        .add("u1", &item(100, "comment", None, "New"))
+        .await
+        .unwrap();
+    assert!(!store.resume_gap("u1", first).await.unwrap());
     // Keep one hour, at minute 100 + 30: item 1's change goes.
     let now = at(130);
-    let removed = store.prune_changes(now, Duration::from_secs(3600)).unwrap();
+    let removed = store
+        .prune_changes(now, Duration::from_secs(3600))
+        .await
+        .unwrap();
     assert_eq!(removed, 1);
     assert!(
-        store.resume_gap("u1", 0).unwrap(),
+        store.resume_gap("u1", 0).await.unwrap(),
         "a client from before everything"
     );
     assert!(
-        !store.resume_gap("u1", first).unwrap(),
+        !store.resume_gap("u1", first).await.unwrap(),
         "it saw the pruned change"
     );
-    assert_eq!(store.changes_after("u1", first, 10).unwrap().len(), 1);
+    assert_eq!(store.changes_after("u1", first, 10).await.unwrap().len(), 1);
 }

@@ -48,7 +48,7 @@ impl Privacy {
                 deliveries += usize::from(block_on(self.queue.delete(delivery.id))?.is_some());
             }
         }
-        let inbox_items = self.inbox.erase_user(user_id)?;
+        let inbox_items = block_on(self.inbox.erase_user(user_id))?;
         let devices = block_on(self.devices.erase_user(user_id))?;
         let preferences = block_on(self.preferences.erase_user(user_id))?;
         let analytics_records = match &self.analytics {

@@ -85,7 +85,7 @@ impl Privacy {
             profile: block_on(self.store.profile(user_id))?,
             events,
             notifications,
-            inbox: self.inbox.items_of(user_id)?,
+            inbox: block_on(self.inbox.items_of(user_id))?,
             devices: block_on(self.devices.list(user_id))?,
             preferences: block_on(self.preferences.stored(user_id))?,
             pending_triggers: self.pending.for_user(user_id)?,

@@ -79,7 +79,7 @@ impl Privacy {
             store: stores.events.clone(),
             notifications: stores.notifications.clone(),
             queue: stores.deliveries.clone(),
-            inbox: InboxStore::open(db)?,
+            inbox: stores.inbox.clone(),
             devices: stores.devices.clone(),
             preferences: stores.preferences.clone(),
             digests: DigestStore::open(db)?,

@@ -130,12 +130,12 @@ impl Privacy {
                         report.deliveries +=
                             usize::from(block_on(self.queue.delete(delivery.id))?.is_some());
                         // In-app items are keyed by their delivery's id.
-                        let applied = self.inbox.apply(
+                        let applied = block_on(self.inbox.apply(
                             &delivery.user_id,
                             &[delivery.id.to_string()],
                             Action::Delete,
                             now,
-                        )?;
+                        ))?;
                         report.inbox_items += applied.changed.len();
                     }
                 }

@@ -603,7 +603,7 @@ impl DeliveryTable {
 }
 
 /// `($1,$2,…),(…)`: `rows` tuples of `columns` placeholders.
-fn placeholders(rows: usize, columns: usize) -> String {
+pub(super) fn placeholders(rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 4);
     for row in 0..rows {
         if row > 0 {

@@ -61,6 +61,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_parked_events.sql"),
         postgres: include_str!("../../migrations/postgres/0004_parked_events.sql"),
     },
+    Migration {
+        version: 5,
+        name: "inbox",
+        sqlite: include_str!("../../migrations/sqlite/0005_inbox.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_inbox.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

@@ -17,8 +17,9 @@
 //! ([`EventStore`]); notifications and their idempotency keys
 //! ([`NotificationStore`]); the delivery queue and the delivery facts
 //! ([`DeliveryTable`]); users' preferences ([`PreferenceTable`]) and push
-//! devices ([`DeviceTable`]). The engine's other records (the inbox,
-//! digests, pending triggers, the catalog and the
+//! devices ([`DeviceTable`]); the inbox, its counts and change log
+//! ([`InboxTable`]). The engine's other records (digests, pending
+//! triggers, the catalog and the
 //! analytics rollups) still live in the sled database
 //! that [`Stores::legacy`] opens in the data dir, and move here table by
 //! table; see the README's storage section for what is where.
@@ -27,6 +28,7 @@ pub(crate) mod database;
 mod deliveries;
 mod devices;
 mod events;
+mod inbox;
 mod legacy;
 mod location;
 mod metrics;
@@ -42,6 +44,7 @@ pub use database::{Database, DatabaseSettings, Engine};
 pub use deliveries::{Change, DeliveryTable, Edit};
 pub use devices::{DeviceTable, Registered};
 pub use events::EventStore;
+pub use inbox::{InboxTable, ItemRange, LogBounds};
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
@@ -106,6 +109,10 @@ pub struct Stores {
     /// [`Stores::open`] sets to its default; `run` sets the configured one
     /// before anything takes a clone.
     pub devices: crate::devices::DeviceStore,
+    /// Users' inboxes (tables `inbox_*`) with the live hub: one for the
+    /// process, so what the in-app channel adds reaches every stream that
+    /// HTTP serves.
+    pub inbox: crate::inbox::InboxStore,
     /// The sled database with the records not yet moved to SQL.
     legacy: sled::Db,
 }
@@ -141,6 +148,7 @@ impl Stores {
         let preferences =
             crate::preferences::PreferenceStore::new(PreferenceTable::new(database.clone()));
         let devices = crate::devices::DeviceStore::new(DeviceTable::new(database.clone()));
+        let inbox = crate::inbox::InboxStore::new(InboxTable::new(database.clone()));
         Ok(Stores {
             database,
             events,
@@ -148,6 +156,7 @@ impl Stores {
             deliveries,
             preferences,
             devices,
+            inbox,
             legacy,
         })
     }

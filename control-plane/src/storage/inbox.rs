@@ -1,0 +1,544 @@
+//! The inbox in SQL: tables `inbox_items`, `inbox_counts` and
+//! `inbox_changes` (migration 0005). The rules (what an action does, how
+//! an item counts) are [`crate::inbox`]'s; this module keeps them atomic.
+//!
+//! # Promises
+//!
+//! * **One transaction per call that writes**, holding the user's
+//!   `inbox_counts` row locked from its first statement (an upsert, so a
+//!   user's first two writers cannot both find no row) to its commit: the
+//!   items, the counts and the change log of a user change together, and
+//!   a user's writers serialize, in this process or across replicas.
+//! * **Per-user sequence numbers without gaps.** Each logged change takes
+//!   `last_seq + 1` from the locked row, so a user's seqs are 1, 2, 3, …
+//!   in commit order: a reader of the log that has seen seq N has seen
+//!   every change below N (what cross-replica fan-out will rely on).
+//! * **Counts are exact**: written in the transaction of every change, from
+//!   the locked row's values.
+//! * Listings page by `(user_id, id)`, the primary key (ids compare
+//!   bytewise on both engines), with the filters SQL can check; the caller
+//!   checks the rest (`inbox::InboxQuery::matches`).
+//! * [`InboxTable::erase_user`] removes every row of the user in one
+//!   transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use jiff::Timestamp;
+
+use super::StorageError;
+use super::database::{Database, begin_write, with_pool};
+use super::deliveries::placeholders;
+use crate::inbox::{
+    Action, Applied, CategoryCounts, Change, ChangeKind, Counts, InboxItem, UNCATEGORISED,
+};
+
+/// Ids per `IN (…)` list and rows per multi-row statement: far below either
+/// engine's limit on parameters.
+const CHUNK: usize = 500;
+
+/// The inbox's three tables. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct InboxTable {
+    database: Database,
+}
+
+/// Which of a user's items a listing reads: a range of ids and the
+/// filters SQL checks. Times are compared at millisecond precision and
+/// widened, so the rows are a superset of what the exact filter keeps.
+#[derive(Debug, Clone, Default)]
+pub struct ItemRange<'a> {
+    /// Newest first (ids descending) or oldest first.
+    pub newest: bool,
+    /// Strictly after this id in the listing's direction.
+    pub after: Option<&'a str>,
+    /// Archived items only, or unarchived only.
+    pub archived: bool,
+    /// Read only (`Some(true)`), unread only, or both.
+    pub read: Option<bool>,
+    pub category: Option<&'a str>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+/// The sequence numbers of a user's change log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The newest change's seq (0: none yet).
+    pub last: u64,
+    /// The highest seq pruned (0: none).
+    pub pruned: u64,
+}
+
+/// The locked counts row: `(last_seq, unread, unseen, total, categories)`.
+type CountsRow = (i64, i64, i64, i64, String);
+
+/// Locks (creating if needed) the user's counts row inside `$tx`; yields
+/// `(Counts, last_seq)`.
+macro_rules! lock_counts {
+    ($tx:expr, $user_id:expr) => {{
+        let row: CountsRow = sqlx::query_as(
+            "INSERT INTO inbox_counts (user_id, last_seq, pruned_seq, unread, unseen, total, categories) \
+             VALUES ($1, 0, 0, 0, 0, 0, '{}') \
+             ON CONFLICT (user_id) DO UPDATE SET last_seq = inbox_counts.last_seq \
+             RETURNING last_seq, unread, unseen, total, categories",
+        )
+        .bind($user_id)
+        .fetch_one(&mut *$tx)
+        .await?;
+        decode_counts($user_id, row)?
+    }};
+}
+
+/// Writes the counts and the change log of one transaction in `$tx`.
+macro_rules! log_changes {
+    ($tx:expr, $user_id:expr, $counts:expr, $changes:expr) => {{
+        let counts: &Counts = $counts;
+        let changes: &[Change] = $changes;
+        if let Some(last) = changes.last() {
+            sqlx::query(
+                "UPDATE inbox_counts SET last_seq = $2, unread = $3, unseen = $4, total = $5, \
+                 categories = $6 WHERE user_id = $1",
+            )
+            .bind($user_id)
+            .bind(seq_value(last.seq)?)
+            .bind(count_value(counts.unread))
+            .bind(count_value(counts.unseen))
+            .bind(count_value(counts.total))
+            .bind(serde_json::to_string(&counts.categories)?)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        for chunk in changes.chunks(CHUNK / 4) {
+            let sql = format!(
+                "INSERT INTO inbox_changes (user_id, seq, at, change) VALUES {}",
+                placeholders(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for change in chunk {
+                query = query
+                    .bind($user_id)
+                    .bind(seq_value(change.seq)?)
+                    .bind(change.at.as_millisecond())
+                    .bind(serde_json::to_string(change)?);
+            }
+            query.execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+/// Reads the stored items among `$ids` inside `$tx`, by id.
+macro_rules! read_items {
+    ($tx:expr, $user_id:expr, $ids:expr) => {{
+        let mut found: HashMap<String, InboxItem> = HashMap::new();
+        for chunk in $ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT item FROM inbox_items WHERE user_id = $1 AND id IN ({})",
+                numbered(2, chunk.len())
+            );
+            let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind($user_id);
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            let rows: Vec<String> = query.fetch_all(&mut *$tx).await?;
+            for row in rows {
+                let item = decode_item($user_id, &row)?;
+                found.insert(item.id.clone(), item);
+            }
+        }
+        found
+    }};
+}
+
+/// Inserts `$items` (new ones) or replaces their state (existing ones)
+/// inside `$tx`.
+macro_rules! upsert_items {
+    ($tx:expr, $user_id:expr, $items:expr) => {{
+        let items: &[&InboxItem] = $items;
+        for chunk in items.chunks(CHUNK / 8) {
+            let sql = format!(
+                "INSERT INTO inbox_items (user_id, id, notification_type, category, created_at, \
+                 read_at, archived_at, item) VALUES {} ON CONFLICT (user_id, id) DO UPDATE SET \
+                 read_at = excluded.read_at, archived_at = excluded.archived_at, item = excluded.item",
+                placeholders(chunk.len(), 8)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for item in chunk {
+                query = query
+                    .bind($user_id)
+                    .bind(item.id.as_str())
+                    .bind(item.notification_type.as_str())
+                    .bind(item.category.as_deref())
+                    .bind(item.created_at.as_millisecond())
+                    .bind(item.read_at.map(Timestamp::as_millisecond))
+                    .bind(item.archived_at.map(Timestamp::as_millisecond))
+                    .bind(serde_json::to_string(item)?);
+            }
+            query.execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+impl InboxTable {
+    pub(super) fn new(database: Database) -> Self {
+        InboxTable { database }
+    }
+
+    /// Adds each of `items` whose id the user does not have yet (the first
+    /// of repeated ids), in one transaction; returns the changes logged,
+    /// one `Added` per new item, in the order of `items`.
+    pub async fn insert(
+        &self,
+        user_id: &str,
+        items: &[InboxItem],
+    ) -> Result<Vec<Change>, StorageError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("inbox_insert");
+        let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
+        let changes = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            let (mut counts, mut seq) = lock_counts!(tx, user_id);
+            let stored = read_items!(tx, user_id, ids);
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut new: Vec<&InboxItem> = Vec::new();
+            let mut changes = Vec::new();
+            for item in items {
+                if stored.contains_key(&item.id) || !seen.insert(&item.id) {
+                    continue;
+                }
+                counts.add(item);
+                seq += 1;
+                changes.push(Change {
+                    seq,
+                    at: item.created_at,
+                    kind: ChangeKind::Added,
+                    item: Some(item.clone()),
+                    id: item.id.clone(),
+                    counts: counts.clone(),
+                });
+                new.push(item);
+            }
+            upsert_items!(tx, user_id, &new);
+            log_changes!(tx, user_id, &counts, &changes);
+            tx.commit().await?;
+            changes
+        });
+        Ok(changes)
+    }
+
+    /// Applies `action` at `now` to each of `ids` that is the user's, in
+    /// one transaction; returns what changed (see [`Applied`]) and the
+    /// changes logged, in the order of `ids`.
+    pub async fn apply(
+        &self,
+        user_id: &str,
+        ids: &[String],
+        action: Action,
+        now: Timestamp,
+    ) -> Result<(Applied, Vec<Change>), StorageError> {
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("inbox_apply");
+        if ids.is_empty() {
+            return Ok((Applied::default(), Vec::new()));
+        }
+        let done = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            let (mut counts, mut seq) = lock_counts!(tx, user_id);
+            let mut stored = read_items!(tx, user_id, ids);
+            let mut applied = Applied::default();
+            let mut changes = Vec::new();
+            // Ids changed but not deleted, in first-change order.
+            let mut dirty: Vec<String> = Vec::new();
+            let mut deleted: Vec<String> = Vec::new();
+            for id in ids {
+                // A repeated id sees its state after the earlier change
+                // (and is missing once deleted), as one by one would.
+                let Some(item) = stored.get_mut(id) else {
+                    applied.missing.push(id.clone());
+                    continue;
+                };
+                let before = item.clone();
+                if !action.apply(item, now) {
+                    continue;
+                }
+                counts.remove(&before);
+                seq += 1;
+                if action == Action::Delete {
+                    stored.remove(id);
+                    dirty.retain(|dirty| dirty != id);
+                    deleted.push(id.clone());
+                    changes.push(Change {
+                        seq,
+                        at: now,
+                        kind: ChangeKind::Deleted,
+                        item: None,
+                        id: id.clone(),
+                        counts: counts.clone(),
+                    });
+                    applied.changed.push(before);
+                } else {
+                    counts.add(item);
+                    changes.push(Change {
+                        seq,
+                        at: now,
+                        kind: ChangeKind::Updated,
+                        item: Some(item.clone()),
+                        id: id.clone(),
+                        counts: counts.clone(),
+                    });
+                    applied.changed.push(item.clone());
+                    if !dirty.contains(id) {
+                        dirty.push(id.clone());
+                    }
+                }
+            }
+            let updated_refs: Vec<&InboxItem> =
+                dirty.iter().filter_map(|id| stored.get(id)).collect();
+            upsert_items!(tx, user_id, &updated_refs);
+            for chunk in deleted.chunks(CHUNK) {
+                let sql = format!(
+                    "DELETE FROM inbox_items WHERE user_id = $1 AND id IN ({})",
+                    numbered(2, chunk.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
+                for id in chunk {
+                    query = query.bind(id.as_str());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            log_changes!(tx, user_id, &counts, &changes);
+            tx.commit().await?;
+            (applied, changes)
+        });
+        Ok(done)
+    }
+
+    pub async fn get(&self, user_id: &str, id: &str) -> Result<Option<InboxItem>, StorageError> {
+        let _timer = self.database.metrics().time("inbox_get");
+        let row: Option<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT item FROM inbox_items WHERE user_id = $1 AND id = $2")
+                .bind(user_id)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|row| decode_item(user_id, &row)).transpose()
+    }
+
+    /// The user's counts (all zero for a user without items).
+    pub async fn counts(&self, user_id: &str) -> Result<Counts, StorageError> {
+        let _timer = self.database.metrics().time("inbox_counts");
+        let row: Option<CountsRow> = with_pool!(self.database, pool => {
+            sqlx::query_as(
+                "SELECT last_seq, unread, unseen, total, categories FROM inbox_counts WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(match row {
+            Some(row) => decode_counts(user_id, row)?.0,
+            None => Counts::default(),
+        })
+    }
+
+    /// Up to `limit` of the user's items in `range`, in its order.
+    pub async fn scan(
+        &self,
+        user_id: &str,
+        range: &ItemRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StorageError> {
+        let _timer = self.database.metrics().time("inbox_scan");
+        let (compare, order) = if range.newest {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        // `$N IS NULL OR …` keeps one text per direction; the planner
+        // still walks the primary key's range for the user.
+        let sql = format!(
+            "SELECT item FROM inbox_items WHERE user_id = $1 \
+             AND ($2 IS NULL OR id {compare} $2) \
+             AND (archived_at IS NOT NULL) = $3 \
+             AND ($4 IS NULL OR (read_at IS NOT NULL) = $4) \
+             AND ($5 IS NULL OR COALESCE(category, $6) = $5) \
+             AND ($7 IS NULL OR created_at >= $7) \
+             AND ($8 IS NULL OR created_at <= $8) \
+             ORDER BY id {order} LIMIT $9"
+        );
+        // Floors of both bounds: `created >= since` implies the floors
+        // compare `>=`, and `created < until` implies floor ≤ floor.
+        let since = range.since.map(Timestamp::as_millisecond);
+        let until = range.until.map(Timestamp::as_millisecond);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(user_id)
+                .bind(range.after)
+                .bind(range.archived)
+                .bind(range.read)
+                .bind(range.category)
+                .bind(UNCATEGORISED)
+                .bind(since)
+                .bind(until)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.iter().map(|row| decode_item(user_id, row)).collect()
+    }
+
+    /// Every item of the user, by id.
+    pub async fn items_of(&self, user_id: &str) -> Result<Vec<InboxItem>, StorageError> {
+        let _timer = self.database.metrics().time("inbox_items_of");
+        let rows: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT item FROM inbox_items WHERE user_id = $1 ORDER BY id")
+                .bind(user_id)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.iter().map(|row| decode_item(user_id, row)).collect()
+    }
+
+    /// The user's changes after `seq`, oldest first, at most `limit`.
+    pub async fn changes_after(
+        &self,
+        user_id: &str,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StorageError> {
+        let _timer = self.database.metrics().time("inbox_changes_after");
+        let after = i64::try_from(seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar(
+                "SELECT change FROM inbox_changes WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(user_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.iter()
+            .map(|row| {
+                serde_json::from_str(row).map_err(|error| {
+                    StorageError::Corrupt(format!("inbox change of user {user_id:?}: {error}"))
+                })
+            })
+            .collect()
+    }
+
+    /// Where the user's change log stands.
+    pub async fn log_bounds(&self, user_id: &str) -> Result<LogBounds, StorageError> {
+        let _timer = self.database.metrics().time("inbox_log_bounds");
+        let row: Option<(i64, i64)> = with_pool!(self.database, pool => {
+            sqlx::query_as("SELECT last_seq, pruned_seq FROM inbox_counts WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        let (last, pruned) = row.unwrap_or_default();
+        Ok(LogBounds {
+            last: u64::try_from(last).unwrap_or_default(),
+            pruned: u64::try_from(pruned).unwrap_or_default(),
+        })
+    }
+
+    /// Removes every change logged before `cutoff` and raises each user's
+    /// pruned mark to the highest seq removed, in one transaction; returns
+    /// how many were removed.
+    pub async fn prune_changes(&self, cutoff: Timestamp) -> Result<u64, StorageError> {
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("inbox_prune_changes");
+        let cutoff = cutoff.as_millisecond();
+        let removed = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            sqlx::query(
+                "UPDATE inbox_counts SET pruned_seq = pruned.seq \
+                 FROM (SELECT user_id, MAX(seq) AS seq FROM inbox_changes WHERE at < $1 GROUP BY user_id) AS pruned \
+                 WHERE inbox_counts.user_id = pruned.user_id AND pruned.seq > inbox_counts.pruned_seq",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            let removed = sqlx::query("DELETE FROM inbox_changes WHERE at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            removed
+        });
+        Ok(removed)
+    }
+
+    /// Removes the user's items, counts, change log and pruned mark in one
+    /// transaction; returns how many items there were.
+    pub async fn erase_user(&self, user_id: &str) -> Result<u64, StorageError> {
+        let metrics = self.database.metrics();
+        let _timer = metrics.time("inbox_erase_user");
+        let removed = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            // The counts row first: a writer of this user waits for it.
+            sqlx::query("DELETE FROM inbox_counts WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            let removed = sqlx::query("DELETE FROM inbox_items WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM inbox_changes WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            removed
+        });
+        Ok(removed)
+    }
+}
+
+/// `$first, $first+1, …` (`count` of them).
+fn numbered(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn seq_value(seq: u64) -> Result<i64, StorageError> {
+    i64::try_from(seq).map_err(|_| StorageError::Corrupt(format!("inbox seq {seq} out of range")))
+}
+
+fn count_value(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+fn decode_item(user_id: &str, row: &str) -> Result<InboxItem, StorageError> {
+    serde_json::from_str(row)
+        .map_err(|error| StorageError::Corrupt(format!("inbox item of user {user_id:?}: {error}")))
+}
+
+fn decode_counts(user_id: &str, row: CountsRow) -> Result<(Counts, u64), StorageError> {
+    let (last_seq, unread, unseen, total, categories) = row;
+    let corrupt =
+        |what: &str| StorageError::Corrupt(format!("inbox counts of user {user_id:?}: {what}"));
+    let count = |value: i64| u64::try_from(value).map_err(|_| corrupt("a negative count"));
+    let categories: BTreeMap<String, CategoryCounts> =
+        serde_json::from_str(&categories).map_err(|error| corrupt(&error.to_string()))?;
+    Ok((
+        Counts {
+            unread: count(unread)?,
+            unseen: count(unseen)?,
+            total: count(total)?,
+            categories,
+        },
+        count(last_seq)?,
+    ))
+}
