@@ -443,9 +443,12 @@ fn notification_engine(
         preferences: preferences.clone(),
         queue: queue.clone(),
         devices: devices.clone(),
+        cursors: stores.cursors.clone(),
+        digests: stores.digests.clone(),
+        pending: stores.pending.clone(),
         clock: Arc::clone(&clock),
     };
-    let engine = engine::Engine::new(db, parts, settings.clone(), metrics.registry())?
+    let engine = engine::Engine::new(parts, settings.clone(), metrics.registry())?
         .with_unsubscribe_links(config.unsubscribe_links())
         .with_tracking_links(config.tracking_links());
     Ok(NotificationEngine {

@@ -101,7 +101,6 @@ impl Harness {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
-        let db = stores.legacy().clone();
         let store: EventStore = stores.events.clone();
         let manual = Arc::new(ManualClock::new(start));
         let clock: Arc<dyn Clock> = manual.clone();
@@ -113,13 +112,15 @@ impl Harness {
         let mut enabled: BTreeSet<ChannelKind> = channels.iter().map(|c| c.kind()).collect();
         enabled.insert(ChannelKind::InApp);
         let engine = Engine::new(
-            &db,
             EngineParts {
                 store: store.clone(),
                 notifications: notifications.clone(),
                 preferences: preference_store,
                 queue: queue.clone(),
                 devices: devices.clone(),
+                cursors: stores.cursors.clone(),
+                digests: stores.digests.clone(),
+                pending: stores.pending.clone(),
                 clock: Arc::clone(&clock),
             },
             SettingsHandle::new(EngineSettings {

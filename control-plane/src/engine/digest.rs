@@ -69,10 +69,10 @@ impl Engine {
     /// that drive the engine step by step.
     pub async fn fire_due_digests(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
-        let due = self.digests.due(now, DUE_PAGE)?;
+        let due = self.digests.due(now, DUE_PAGE).await?;
         for digest in &due {
             self.send_digest(digest, now).await?;
-            self.digests.remove(&digest.key)?;
+            self.digests.remove(digest).await?;
         }
         Ok(due.len())
     }

@@ -4,9 +4,10 @@
 //! # Promises
 //!
 //! * **Every ingested event is processed, at least once, in ingest order.**
-//!   The engine tails the store's event feed from a durable cursor (tree
-//!   `engine_cursor`), which advances only after the events before it were
-//!   fully planned (their notifications and deliveries flushed).
+//!   The engine tails the store's event feed from a durable cursor (row
+//!   `events` of table `cursors`, see `storage::cursors`), which advances
+//!   only after the events before it were fully planned (their
+//!   notifications and deliveries committed).
 //! * **One bad event never blocks the feed.** A failure is classified
 //!   ([`EngineError::is_transient`]): storage that is unavailable is
 //!   retried from the same cursor with exponential backoff; anything else
@@ -44,7 +45,7 @@ use crate::devices::DeviceStore;
 use crate::event::{Cursor, Event, EventBody};
 use crate::notifications::NotificationStore;
 use crate::preferences::{OperatorDefaults, PreferenceStore};
-use crate::storage::{EventStore, ParkedEvent};
+use crate::storage::{CursorTable, EventStore, ParkedEvent};
 use crate::templates::TemplateSet;
 
 pub use plan::{PlanError, delivery_id_for};
@@ -116,7 +117,8 @@ pub struct Engine {
     settings: SettingsHandle,
     devices: DeviceStore,
     clock: Arc<dyn Clock>,
-    cursor: sled::Tree,
+    /// Where the engine is in the event feed (row [`CURSOR`]).
+    cursors: CursorTable,
     /// `nudge_cp_notifications_created_total{trigger}`.
     created: prometheus::IntCounterVec,
     /// `nudge_cp_engine_events_parked_total{reason}`.
@@ -133,8 +135,6 @@ pub struct Engine {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("engine storage: {0}")]
-    Sled(#[from] sled::Error),
     #[error(transparent)]
     Store(#[from] crate::storage::StorageError),
     #[error(transparent)]
@@ -163,19 +163,16 @@ impl EngineError {
         use crate::preferences::PreferenceError;
         use crate::rules::PendingError;
         use crate::storage::StorageError;
-        let sled_transient = |error: &sled::Error| matches!(error, sled::Error::Io(_));
         let sql_transient = |error: &StorageError| match error {
-            StorageError::Legacy(error) => sled_transient(error),
+            StorageError::Legacy(error) => matches!(error, sled::Error::Io(_)),
             StorageError::Corrupt(_) | StorageError::Encode(_) => false,
             _ => true,
         };
         match self {
-            EngineError::Sled(error)
-            | EngineError::PendingTriggers(PendingError::Sled(error))
-            | EngineError::Digest(DigestError::Storage(error)) => sled_transient(error),
-            EngineError::Store(error) | EngineError::Queue(QueueError::Storage(error)) => {
-                sql_transient(error)
-            }
+            EngineError::Store(error)
+            | EngineError::Queue(QueueError::Storage(error))
+            | EngineError::PendingTriggers(PendingError::Storage(error))
+            | EngineError::Digest(DigestError::Storage(error)) => sql_transient(error),
             EngineError::Preferences(PreferenceError::Storage(_))
             | EngineError::Devices(crate::devices::DeviceError::Storage(_)) => true,
             EngineError::Queue(_)
@@ -196,6 +193,7 @@ impl EngineError {
         use crate::preferences::PreferenceError;
         match self {
             EngineError::Digest(DigestError::InvalidKey)
+            | EngineError::PendingTriggers(crate::rules::PendingError::Invalid)
             | EngineError::Devices(DeviceError::Invalid(_))
             | EngineError::Queue(
                 crate::delivery::QueueError::InvalidTransition { .. }
@@ -212,7 +210,8 @@ impl EngineError {
     }
 }
 
-const CURSOR_KEY: &[u8] = b"events";
+/// The engine's row in the `cursors` table: the whole feed, for now.
+const CURSOR: &str = "events";
 
 /// The stores and services the engine works with, all shared with the rest
 /// of the control plane.
@@ -222,14 +221,16 @@ pub struct EngineParts {
     pub preferences: PreferenceStore,
     pub queue: DeliveryQueue,
     pub devices: DeviceStore,
+    pub cursors: CursorTable,
+    pub digests: crate::digest::DigestStore,
+    pub pending: crate::rules::PendingTriggers,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Engine {
-    /// The engine over `db` (its own trees: the cursor and pending rule
-    /// triggers), registering its metrics in `registry`.
+    /// The engine over `parts` (every store taken from
+    /// [`crate::storage::Stores`]), registering its metrics in `registry`.
     pub fn new(
-        db: &sled::Db,
         parts: EngineParts,
         settings: SettingsHandle,
         registry: &prometheus::Registry,
@@ -240,6 +241,9 @@ impl Engine {
             preferences,
             queue,
             devices,
+            cursors,
+            digests,
+            pending,
             clock,
         } = parts;
         let created = prometheus::IntCounterVec::new(
@@ -263,12 +267,12 @@ impl Engine {
             notifications,
             preferences,
             queue,
-            pending: crate::rules::PendingTriggers::open(db)?,
-            digests: crate::digest::DigestStore::open(db)?,
+            pending,
+            digests,
             settings,
             devices,
             clock,
-            cursor: db.open_tree("engine_cursor")?,
+            cursors,
             created,
             parked,
             unsubscribe: None,
@@ -341,7 +345,7 @@ impl Engine {
     pub async fn process_available(&self) -> Result<usize, EngineError> {
         let mut processed = 0;
         loop {
-            let after = self.load_cursor()?;
+            let after = self.cursors.load(CURSOR).await?;
             let page = self.store.events_after(after, PAGE).await?;
             if page.events.is_empty() {
                 return Ok(processed);
@@ -360,7 +364,7 @@ impl Engine {
             self.process_run(&notifies).await?;
             processed += page.events.len();
             if let Some(next) = page.next {
-                self.cursor.insert(CURSOR_KEY, &next.0.to_be_bytes())?;
+                self.cursors.store(CURSOR, next).await?;
             }
         }
     }
@@ -418,12 +422,5 @@ impl Engine {
             tracing::warn!(event = %event.id, seq = cursor.0, reason, %error, "event parked: it cannot be planned");
         }
         Ok(())
-    }
-
-    fn load_cursor(&self) -> Result<Option<Cursor>, EngineError> {
-        Ok(self.cursor.get(CURSOR_KEY)?.and_then(|bytes| {
-            let seq: [u8; 8] = bytes.as_ref().try_into().ok()?;
-            Some(Cursor(u64::from_be_bytes(seq)))
-        }))
     }
 }

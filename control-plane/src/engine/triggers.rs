@@ -39,7 +39,7 @@ impl Engine {
         let at = event.timestamp.unwrap_or(event.ingested_at);
         // Cancel first, so a rule whose `unless` is its own `on` event
         // cannot cancel the trigger it is about to schedule.
-        for cancelled in self.pending.cancel_for(user_id, name, at, rules)? {
+        for cancelled in self.pending.cancel_for(user_id, name, at, rules).await? {
             tracing::info!(rule = %cancelled.rule, user_event = %cancelled.event_id, by = %name, "pending rule cancelled");
         }
         for rule in matching(rules, event) {
@@ -51,7 +51,8 @@ impl Engine {
                 Some(delay) => {
                     let due_at = at.checked_add(delay).unwrap_or(Timestamp::MAX);
                     self.pending
-                        .schedule(&rule.name, user_id, &event.id, properties, at, due_at)?;
+                        .schedule(&rule.name, user_id, &event.id, properties, at, due_at)
+                        .await?;
                 }
             }
         }
@@ -61,7 +62,7 @@ impl Engine {
     /// Fires every pending trigger that is due; returns how many.
     pub(super) async fn fire_due(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
-        let due: Vec<Pending> = self.pending.due(now, DUE_PAGE)?;
+        let due: Vec<Pending> = self.pending.due(now, DUE_PAGE).await?;
         let settings = self.settings.current();
         for pending in &due {
             match settings.rules.iter().find(|r| r.name == pending.rule) {
@@ -73,7 +74,7 @@ impl Engine {
                     tracing::warn!(rule = %pending.rule, "pending trigger of a rule no longer configured; dropped");
                 }
             }
-            self.pending.complete(pending, now)?;
+            self.pending.complete(pending, now).await?;
         }
         Ok(due.len())
     }

@@ -36,8 +36,8 @@ impl Privacy {
     /// returns.
     pub fn erase_user(&self, user_id: &str, now: Timestamp) -> Result<Erased, PrivacyError> {
         let events = block_on(self.store.erase_user(user_id, now))?;
-        let pending_triggers = self.pending.erase_user(user_id)?;
-        let digest_items = self.digests.erase_user(user_id)?;
+        let pending_triggers = block_on(self.pending.erase_user(user_id))?;
+        let digest_items = block_on(self.digests.erase_user(user_id))?;
         let notifications = block_on(self.notifications.erase_user(user_id))?;
         let mut deliveries = 0;
         for notification in &notifications {

@@ -88,7 +88,7 @@ impl Privacy {
             inbox: block_on(self.inbox.items_of(user_id))?,
             devices: block_on(self.devices.list(user_id))?,
             preferences: block_on(self.preferences.stored(user_id))?,
-            pending_triggers: self.pending.for_user(user_id)?,
+            pending_triggers: block_on(self.pending.for_user(user_id))?,
             analytics: match &self.analytics {
                 Some(analytics) => Some(analytics.export_user(user_id)?),
                 None => None,

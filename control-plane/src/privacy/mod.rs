@@ -82,8 +82,8 @@ impl Privacy {
             inbox: stores.inbox.clone(),
             devices: stores.devices.clone(),
             preferences: stores.preferences.clone(),
-            digests: DigestStore::open(db)?,
-            pending: PendingTriggers::open(db)?,
+            digests: stores.digests.clone(),
+            pending: stores.pending.clone(),
             analytics: None,
         })
     }

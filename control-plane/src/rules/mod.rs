@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`model`] | [`Rule`] (the `[[rules]]` TOML table), conditions, validation |
 //! | [`matcher`] | [`matching`]: the rules a track event fires |
-//! | [`pending`] | [`PendingTriggers`]: delayed triggers in sled, due and user indexes |
+//! | [`pending`] | [`PendingTriggers`]: delayed triggers (in SQL, see `storage::pending`), due, cancelled, finished |
 //!
 //! Pure building blocks: nothing here creates notifications or runs a
 //! timer. The engine, on each track event with a user: calls

@@ -1,5 +1,5 @@
 //! Rules: parsing, validation, matching, and pending triggers in a real
-//! sled database.
+//! (embedded SQLite) database.
 
 use std::time::Duration;
 
@@ -328,77 +328,88 @@ fn immediate_notification_carries_the_rule_source_id() {
     assert_eq!(notification.user_id, "u1");
 }
 
-fn open(dir: &tempfile::TempDir) -> (sled::Db, PendingTriggers) {
-    let db = sled::open(dir.path()).unwrap();
-    let pending = PendingTriggers::open(&db).unwrap();
-    (db, pending)
+async fn open(dir: &tempfile::TempDir) -> (crate::storage::Stores, PendingTriggers) {
+    let stores = crate::storage::Stores::open_embedded(dir.path())
+        .await
+        .unwrap();
+    let pending = stores.pending.clone();
+    (stores, pending)
 }
 
 fn ids(found: &[Pending]) -> Vec<String> {
     found.iter().map(Pending::id).collect()
 }
 
-#[test]
-fn schedule_is_idempotent_per_rule_and_event() {
+#[tokio::test]
+async fn schedule_is_idempotent_per_rule_and_event() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, pending) = open(&dir);
+    let (_stores, pending) = open(&dir).await;
     let properties = props(json!({ "total": 30 }));
     assert!(
         pending
             .schedule("cart-reminder", "u1", "e1", &properties, ts(0), ts(3600))
+            .await
             .unwrap()
     );
     assert!(
         !pending
             .schedule("cart-reminder", "u1", "e1", &properties, ts(5), ts(3605))
+            .await
             .unwrap()
     );
     assert!(
         pending
             .schedule("other", "u1", "e1", &properties, ts(0), ts(60))
+            .await
             .unwrap()
     );
-    assert_eq!(pending.len(), 2);
-    let found = pending.get("cart-reminder:e1").unwrap().unwrap();
+    assert_eq!(pending.count().await.unwrap(), 2);
+    let found = pending.get("cart-reminder:e1").await.unwrap().unwrap();
     assert_eq!(found.due_at, ts(3600));
     assert_eq!(found.properties, properties);
     assert_eq!(found.source_id(), "rule:cart-reminder:e1");
 
     // Finished (fired) triggers are not scheduled again by a replay.
-    assert!(pending.complete(&found, ts(3600)).unwrap());
-    assert!(!pending.complete(&found, ts(3601)).unwrap());
+    assert!(pending.complete(&found, ts(3600)).await.unwrap());
+    assert!(!pending.complete(&found, ts(3601)).await.unwrap());
     assert!(
         !pending
             .schedule("cart-reminder", "u1", "e1", &properties, ts(0), ts(3600))
+            .await
             .unwrap()
     );
-    assert_eq!(pending.len(), 1);
+    assert_eq!(pending.count().await.unwrap(), 1);
     // Until their tombstones are pruned.
-    assert_eq!(pending.prune_finished(ts(3601)).unwrap(), 1);
+    assert_eq!(pending.prune_finished(ts(3601)).await.unwrap(), 1);
     assert!(
         pending
             .schedule("cart-reminder", "u1", "e1", &properties, ts(0), ts(3600))
+            .await
             .unwrap()
     );
 }
 
-#[test]
-fn unless_cancels_within_the_window_only() {
+#[tokio::test]
+async fn unless_cancels_within_the_window_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, pending) = open(&dir);
+    let (_stores, pending) = open(&dir).await;
     let rules = parse(EXAMPLE).unwrap();
     let none = JsonObject::new();
     pending
         .schedule("cart-reminder", "u1", "e1", &none, ts(100), ts(3700))
+        .await
         .unwrap();
     pending
         .schedule("cart-reminder", "u2", "e2", &none, ts(100), ts(3700))
+        .await
         .unwrap();
     pending
         .schedule("cart-reminder", "u1", "e3", &none, ts(1000), ts(4600))
+        .await
         .unwrap();
     pending
         .schedule("no-unless", "u1", "e4", &none, ts(100), ts(3700))
+        .await
         .unwrap();
 
     // Another event name, and an `unless` event before the trigger's
@@ -406,12 +417,14 @@ fn unless_cancels_within_the_window_only() {
     assert!(
         pending
             .cancel_for("u1", "cart_view", ts(200), &rules)
+            .await
             .unwrap()
             .is_empty()
     );
     assert!(
         pending
             .cancel_for("u1", "purchase", ts(50), &rules)
+            .await
             .unwrap()
             .is_empty()
     );
@@ -420,104 +433,114 @@ fn unless_cancels_within_the_window_only() {
     // (scheduled later), not u2's, not a rule without that `unless`.
     let cancelled = pending
         .cancel_for("u1", "purchase", ts(500), &rules)
+        .await
         .unwrap();
     assert_eq!(ids(&cancelled), ["cart-reminder:e1"]);
-    assert!(pending.get("cart-reminder:e1").unwrap().is_none());
-    assert!(pending.get("cart-reminder:e2").unwrap().is_some());
-    assert!(pending.get("no-unless:e4").unwrap().is_some());
+    assert!(pending.get("cart-reminder:e1").await.unwrap().is_none());
+    assert!(pending.get("cart-reminder:e2").await.unwrap().is_some());
+    assert!(pending.get("no-unless:e4").await.unwrap().is_some());
 
     // After e3's due time: too late to cancel.
     assert!(
         pending
             .cancel_for("u1", "purchase", ts(4601), &rules)
+            .await
             .unwrap()
             .is_empty()
     );
-    assert!(pending.get("cart-reminder:e3").unwrap().is_some());
+    assert!(pending.get("cart-reminder:e3").await.unwrap().is_some());
 
     // A cancelled trigger stays cancelled when its event is replayed.
     assert!(
         !pending
             .schedule("cart-reminder", "u1", "e1", &none, ts(100), ts(3700))
+            .await
             .unwrap()
     );
-    assert_eq!(ids(&pending.due(ts(10_000), 10).unwrap()).len(), 3);
+    assert_eq!(ids(&pending.due(ts(10_000), 10).await.unwrap()).len(), 3);
 }
 
-#[test]
-fn due_in_order_until_completed() {
+#[tokio::test]
+async fn due_in_order_until_completed() {
     let dir = tempfile::tempdir().unwrap();
-    let (_db, pending) = open(&dir);
+    let (_stores, pending) = open(&dir).await;
     let none = JsonObject::new();
     pending
         .schedule("r", "u1", "late", &none, ts(0), ts(300))
+        .await
         .unwrap();
     pending
         .schedule("r", "u2", "early", &none, ts(0), ts(100))
+        .await
         .unwrap();
     pending
         .schedule("r", "u1", "middle", &none, ts(0), ts(200))
+        .await
         .unwrap();
 
-    assert!(pending.due(ts(99), 10).unwrap().is_empty());
-    assert_eq!(ids(&pending.due(ts(100), 10).unwrap()), ["r:early"]);
+    assert!(pending.due(ts(99), 10).await.unwrap().is_empty());
+    assert_eq!(ids(&pending.due(ts(100), 10).await.unwrap()), ["r:early"]);
     assert_eq!(
-        ids(&pending.due(ts(1000), 2).unwrap()),
+        ids(&pending.due(ts(1000), 2).await.unwrap()),
         ["r:early", "r:middle"]
     );
-    let all = pending.due(ts(1000), 10).unwrap();
+    let all = pending.due(ts(1000), 10).await.unwrap();
     assert_eq!(ids(&all), ["r:early", "r:middle", "r:late"]);
 
     // Not completed: still due (a crash here refires).
-    assert_eq!(pending.due(ts(1000), 10).unwrap().len(), 3);
-    assert!(pending.complete(&all[0], ts(1000)).unwrap());
+    assert_eq!(pending.due(ts(1000), 10).await.unwrap().len(), 3);
+    assert!(pending.complete(&all[0], ts(1000)).await.unwrap());
     assert_eq!(
-        ids(&pending.due(ts(1000), 10).unwrap()),
+        ids(&pending.due(ts(1000), 10).await.unwrap()),
         ["r:middle", "r:late"]
     );
     // Completed triggers no longer cancel either.
-    assert!(pending.complete(&all[1], ts(1000)).unwrap());
-    assert!(pending.complete(&all[2], ts(1000)).unwrap());
-    assert!(pending.is_empty());
+    assert!(pending.complete(&all[1], ts(1000)).await.unwrap());
+    assert!(pending.complete(&all[2], ts(1000)).await.unwrap());
+    assert!(pending.count().await.unwrap() == 0);
 }
 
-#[test]
-fn pending_notification_uses_the_rule() {
+#[tokio::test]
+async fn pending_notification_uses_the_rule() {
     let rules = parse(EXAMPLE).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_db, pending) = open(&dir);
+    let (_stores, pending) = open(&dir).await;
     let properties = props(json!({ "total": 30 }));
     pending
         .schedule("cart-reminder", "u1", "e1", &properties, ts(0), ts(3600))
+        .await
         .unwrap();
-    let due = pending.due(ts(3600), 1).unwrap();
+    let due = pending.due(ts(3600), 1).await.unwrap();
     let notification = due[0].notification(&rules[0]);
     assert_eq!(notification, rules[0].notification("u1", "e1", &properties));
 }
 
-#[test]
-fn reopening_keeps_pending_triggers() {
+#[tokio::test]
+async fn reopening_keeps_pending_triggers() {
     let dir = tempfile::tempdir().unwrap();
     let properties = props(json!({ "items": [{ "sku": "A-1" }] }));
     {
-        let (db, pending) = open(&dir);
+        let (stores, pending) = open(&dir).await;
         pending
             .schedule("r", "u1", "e1", &properties, ts(0), ts(60))
+            .await
             .unwrap();
         pending
             .schedule("r", "u1", "e2", &properties, ts(0), ts(120))
+            .await
             .unwrap();
-        let first = pending.get("r:e1").unwrap().unwrap();
-        pending.complete(&first, ts(60)).unwrap();
-        db.flush().unwrap();
+        let first = pending.get("r:e1").await.unwrap().unwrap();
+        pending.complete(&first, ts(60)).await.unwrap();
+        stores.close().await.unwrap();
     }
-    let (_db, pending) = open(&dir);
-    let due = pending.due(ts(1000), 10).unwrap();
+    let (_stores, pending) = open(&dir).await;
+    let due = pending.due(ts(1000), 10).await.unwrap();
     assert_eq!(ids(&due), ["r:e2"]);
     assert_eq!(due[0].properties, properties);
     assert!(
         !pending
             .schedule("r", "u1", "e1", &properties, ts(0), ts(60))
+            .await
             .unwrap()
     );
 }

@@ -67,6 +67,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_inbox.sql"),
         postgres: include_str!("../../migrations/postgres/0005_inbox.sql"),
     },
+    Migration {
+        version: 6,
+        name: "engine_state",
+        sqlite: include_str!("../../migrations/sqlite/0006_engine_state.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_engine_state.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

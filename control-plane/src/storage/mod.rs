@@ -18,15 +18,18 @@
 //! ([`NotificationStore`]); the delivery queue and the delivery facts
 //! ([`DeliveryTable`]); users' preferences ([`PreferenceTable`]) and push
 //! devices ([`DeviceTable`]); the inbox, its counts and change log
-//! ([`InboxTable`]). The engine's other records (digests, pending
-//! triggers, the catalog and the
-//! analytics rollups) still live in the sled database
-//! that [`Stores::legacy`] opens in the data dir, and move here table by
-//! table; see the README's storage section for what is where.
+//! ([`InboxTable`]); the engine's feed cursor ([`CursorTable`]), the items
+//! held for digests ([`DigestTable`]) and delayed rule triggers with their
+//! finished markers ([`PendingTable`]). The other records (the catalog and
+//! the analytics rollups) still live in the sled database that
+//! [`Stores::legacy`] opens in the data dir, and move here table by table;
+//! see the README's storage section for what is where.
 
+mod cursors;
 pub(crate) mod database;
 mod deliveries;
 mod devices;
+mod digests;
 mod events;
 mod inbox;
 mod legacy;
@@ -35,14 +38,17 @@ mod metrics;
 mod migrate;
 mod notifications;
 mod parked;
+mod pending;
 mod preferences;
 
 use std::future::Future;
 use std::path::Path;
 
+pub use cursors::CursorTable;
 pub use database::{Database, DatabaseSettings, Engine};
 pub use deliveries::{Change, DeliveryTable, Edit};
 pub use devices::{DeviceTable, Registered};
+pub use digests::DigestTable;
 pub use events::EventStore;
 pub use inbox::{InboxTable, ItemRange, LogBounds};
 pub use location::{DatabaseLocation, SQLITE_FILE};
@@ -50,6 +56,7 @@ pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
 pub use notifications::NotificationStore;
 pub use parked::{ParkedEvent, ParkedPage};
+pub use pending::{Finish, PendingTable};
 pub use preferences::{PreferenceTable, StoredPreferences};
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
@@ -113,6 +120,14 @@ pub struct Stores {
     /// process, so what the in-app channel adds reaches every stream that
     /// HTTP serves.
     pub inbox: crate::inbox::InboxStore,
+    /// Named positions in the event feed (table `cursors`): the engine's.
+    pub cursors: CursorTable,
+    /// Notifications held for hourly, daily and weekly digests (table
+    /// `digest_items`).
+    pub digests: crate::digest::DigestStore,
+    /// Delayed rule triggers and their finished markers (table
+    /// `pending_triggers`).
+    pub pending: crate::rules::PendingTriggers,
     /// The sled database with the records not yet moved to SQL.
     legacy: sled::Db,
 }
@@ -149,6 +164,9 @@ impl Stores {
             crate::preferences::PreferenceStore::new(PreferenceTable::new(database.clone()));
         let devices = crate::devices::DeviceStore::new(DeviceTable::new(database.clone()));
         let inbox = crate::inbox::InboxStore::new(InboxTable::new(database.clone()));
+        let cursors = CursorTable::new(database.clone());
+        let digests = crate::digest::DigestStore::new(DigestTable::new(database.clone()));
+        let pending = crate::rules::PendingTriggers::new(PendingTable::new(database.clone()));
         Ok(Stores {
             database,
             events,
@@ -157,6 +175,9 @@ impl Stores {
             preferences,
             devices,
             inbox,
+            cursors,
+            digests,
+            pending,
             legacy,
         })
     }

@@ -1,0 +1,162 @@
+//! Items held for digests in SQL: table `digest_items` (migration 0006),
+//! one row per item, keyed by (due time, user, type, channel, notification
+//! id), so the due digests are a range scan from the start of the key and
+//! a digest's items sit next to each other.
+//!
+//! # Promises
+//!
+//! * [`DigestTable::add`] has committed (durably) when it returns; the
+//!   same notification added twice to a digest is one row.
+//! * [`DigestTable::due`] returns whole digests (a limit never splits
+//!   one), the earliest due first; it only reads, so a crash before
+//!   [`DigestTable::remove`] returns the same digest again (firing is at
+//!   least once; the engine's notification is idempotent by the digest's
+//!   source id).
+//! * [`DigestTable::remove`] deletes exactly the items of the digest that
+//!   was read: an item added to the same digest in between is not lost
+//!   unseen by a delete of the whole group.
+//! * A row that no longer decodes is [`StorageError::Corrupt`].
+
+use jiff::Timestamp;
+
+use super::StorageError;
+use super::database::{Database, begin_write, with_pool};
+use crate::channels::ChannelKind;
+use crate::digest::{DigestItem, DigestKey, DueDigest};
+
+/// The `digest_items` table. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DigestTable {
+    database: Database,
+}
+
+type Row = (i64, String, String, String, String);
+
+impl DigestTable {
+    pub(super) fn new(database: Database) -> Self {
+        DigestTable { database }
+    }
+
+    /// Holds `item` for the digest `key`.
+    pub async fn add(&self, key: &DigestKey, item: &DigestItem) -> Result<(), StorageError> {
+        let _timer = self.database.metrics().time("digest_add");
+        let document = serde_json::to_string(item)?;
+        with_pool!(self.database, pool => {
+            sqlx::query(
+                "INSERT INTO digest_items \
+                 (due_at, user_id, notification_type, channel, notification_id, item) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (due_at, user_id, notification_type, channel, notification_id) \
+                 DO UPDATE SET item = excluded.item",
+            )
+            .bind(key.due_at.as_millisecond())
+            .bind(&key.user_id)
+            .bind(&key.notification_type)
+            .bind(key.channel.as_str())
+            .bind(&item.notification_id)
+            .bind(document)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Up to `limit` digests due at `now`, earliest first, each with all
+    /// its items (in key order; the caller orders them for display).
+    pub async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<DueDigest>, StorageError> {
+        let _timer = self.database.metrics().time("digest_due");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The groups first (a range of the key, limited), then their
+        // items: a limit on items could split a digest.
+        let rows: Vec<Row> = with_pool!(self.database, pool => {
+            sqlx::query_as(
+                "SELECT i.due_at, i.user_id, i.notification_type, i.channel, i.item \
+                 FROM digest_items i JOIN ( \
+                     SELECT due_at, user_id, notification_type, channel FROM digest_items \
+                     WHERE due_at <= $1 \
+                     GROUP BY due_at, user_id, notification_type, channel \
+                     ORDER BY due_at, user_id, notification_type, channel LIMIT $2 \
+                 ) g ON i.due_at = g.due_at AND i.user_id = g.user_id \
+                     AND i.notification_type = g.notification_type AND i.channel = g.channel \
+                 ORDER BY i.due_at, i.user_id, i.notification_type, i.channel, i.notification_id",
+            )
+            .bind(now.as_millisecond())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut groups: Vec<DueDigest> = Vec::new();
+        for (due_at, user_id, notification_type, channel, document) in rows {
+            let key = DigestKey {
+                due_at: Timestamp::from_millisecond(due_at)
+                    .map_err(|error| StorageError::Corrupt(format!("digest due at: {error}")))?,
+                user_id,
+                notification_type,
+                channel: parse_channel(&channel)?,
+            };
+            let item: DigestItem = serde_json::from_str(&document).map_err(|error| {
+                StorageError::Corrupt(format!("digest item of {:?}: {error}", key.source_id()))
+            })?;
+            match groups.last_mut() {
+                Some(group) if group.key == key => group.items.push(item),
+                _ => groups.push(DueDigest {
+                    key,
+                    items: vec![item],
+                }),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Forgets the items of `digest` (it was enqueued), in one transaction.
+    pub async fn remove(&self, digest: &DueDigest) -> Result<(), StorageError> {
+        let _timer = self.database.metrics().time("digest_remove");
+        let key = &digest.key;
+        with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(self.database.metrics(), pool, engine).await?;
+            for item in &digest.items {
+                sqlx::query(
+                    "DELETE FROM digest_items WHERE due_at = $1 AND user_id = $2 \
+                     AND notification_type = $3 AND channel = $4 AND notification_id = $5",
+                )
+                .bind(key.due_at.as_millisecond())
+                .bind(&key.user_id)
+                .bind(&key.notification_type)
+                .bind(key.channel.as_str())
+                .bind(&item.notification_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes every item held for `user_id`; returns how many.
+    pub async fn erase_user(&self, user_id: &str) -> Result<usize, StorageError> {
+        let _timer = self.database.metrics().time("digest_erase_user");
+        let removed = with_pool!(self.database, pool => {
+            sqlx::query("DELETE FROM digest_items WHERE user_id = $1")
+                .bind(user_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+    }
+
+    /// Items held now (for tests and the queue-depth view).
+    pub async fn count(&self) -> Result<usize, StorageError> {
+        let count: i64 = with_pool!(self.database, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM digest_items")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+}
+
+fn parse_channel(name: &str) -> Result<ChannelKind, StorageError> {
+    ChannelKind::parse(name)
+        .ok_or_else(|| StorageError::Corrupt(format!("digest channel {name:?}")))
+}
