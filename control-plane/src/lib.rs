@@ -183,7 +183,7 @@ pub async fn run(
         }
         None => engine_config::EngineConfig::default(),
     };
-    let engine = notification_engine(&stores, &metrics, &engine_config)?;
+    let engine = notification_engine(&stores, &metrics, &engine_config).await?;
     let analytics = analytics::Analytics::open(
         &stores,
         engine_config.analytics(),
@@ -382,13 +382,12 @@ struct NotificationEngine {
 
 /// Builds the engine over the store's database with the channels the
 /// engine config enables: in-app always, email and webhook when configured.
-fn notification_engine(
+async fn notification_engine(
     stores: &Stores,
     metrics: &Metrics,
     config: &engine_config::EngineConfig,
 ) -> Result<NotificationEngine, Error> {
     let clock: Arc<dyn delivery::Clock> = Arc::new(delivery::SystemClock);
-    let db = stores.legacy();
     let queue = stores.deliveries.clone();
     let delivery_metrics = delivery::DeliveryMetrics::new()?;
     delivery_metrics.register(metrics.registry())?;
@@ -433,7 +432,7 @@ fn notification_engine(
         )?));
     }
     // The file's types and rules plus the management API's.
-    let catalog = catalog::Catalog::open(db, config)?;
+    let catalog = catalog::Catalog::open(stores.catalog.clone(), config).await?;
     let settings = catalog.settings();
     let notifications = stores.notifications.clone();
     let preferences = stores.preferences.clone();

@@ -9,9 +9,10 @@
 //!   the file defines cannot be put or deleted through the API
 //!   ([`CatalogError::FileDefined`]); change the file and restart. Provider
 //!   credentials, retry and concurrency live only in the file.
-//! * **API definitions are durable.** They are stored as JSON in the sled
-//!   tree `catalog` (`type:<name>`, `rule:<name>`), flushed before a change
-//!   returns, and come back at every start.
+//! * **API definitions are durable.** They are stored as JSON, one row per
+//!   definition, in the database's catalog table
+//!   ([`crate::storage::CatalogTable`]), committed before a change returns,
+//!   and come back at every start.
 //! * **Validated like the file's.** A type goes through the same
 //!   [`TypeDefinition::check`] as `[types.<name>]` (name alphabet, every
 //!   channel configured in the file, webhook URL, templates compile); a rule
@@ -21,7 +22,9 @@
 //!   leaves storage and settings as they were. An accepted one is stored,
 //!   then the whole [`EngineSettings`] is rebuilt and put in the
 //!   [`SettingsHandle`], so the engine uses it from its next step. Changes
-//!   are serialised by one lock; reads never wait for a change's flush.
+//!   are serialised by one lock; reads never wait for a change's commit.
+//!   A change runs to its end even if its caller goes away, so what is
+//!   stored and what is in force never part.
 //! * **A stored API definition may fall out of force** when the file
 //!   changes under it: the file now defines the same name (the file's
 //!   wins), or it no longer validates (its channel's section was removed).
@@ -32,20 +35,18 @@
 mod definition;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::channels::ChannelKind;
 use crate::engine::{EngineSettings, SettingsHandle};
 use crate::engine_config::EngineConfig;
 use crate::preferences::OperatorDefaults;
 use crate::rules::{Rule, RuleError, validate_rules};
+use crate::storage::{CatalogKind, CatalogTable, StorageError, StoredCatalog};
 use crate::templates::{TemplateSet, TypeTemplates};
 
 pub use definition::{DefinitionError, TypeDefinition, check_http_url};
-
-const TREE: &str = "catalog";
-const TYPE_PREFIX: &str = "type:";
-const RULE_PREFIX: &str = "rule:";
 
 /// Where a definition comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,10 +82,21 @@ pub enum CatalogError {
     FileDefined { kind: &'static str, name: String },
     #[error("no {kind} {name:?} is defined through the API")]
     NotFound { kind: &'static str, name: String },
+    /// The database failed; nothing changed, worth retrying.
     #[error("catalog storage: {0}")]
-    Storage(#[from] sled::Error),
-    #[error("stored catalog entry {key:?} is unreadable: {detail}")]
-    Corrupt { key: String, detail: String },
+    Storage(StorageError),
+    /// A stored definition no longer decodes: retrying will not help.
+    #[error("stored catalog definition is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<StorageError> for CatalogError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::Corrupt(detail) => CatalogError::Corrupt(detail),
+            other => CatalogError::Storage(other),
+        }
+    }
 }
 
 /// The file's definitions, fixed for the process's life.
@@ -97,11 +109,7 @@ struct FileDefinitions {
 }
 
 /// The API's definitions as stored, in force or not.
-#[derive(Debug, Clone, Default)]
-struct ApiDefinitions {
-    types: BTreeMap<String, TypeDefinition>,
-    rules: BTreeMap<String, Rule>,
-}
+type ApiDefinitions = StoredCatalog;
 
 /// Why stored API definitions are out of force, by name.
 #[derive(Debug, Clone, Default)]
@@ -116,35 +124,35 @@ struct State {
     problems: Problems,
 }
 
-/// Types and rules from the file and the API. Cheap to clone. Changes
-/// write to sled and flush: call them off the async workers.
+/// Types and rules from the file and the API. Cheap to clone. Reads are
+/// in memory; changes commit to the database before they return.
 #[derive(Clone)]
 pub struct Catalog {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    tree: sled::Tree,
+    table: CatalogTable,
     file: FileDefinitions,
     /// Held by a change from reading the state to replacing it, so two
-    /// puts cannot both build on the same old state.
-    writer: Mutex<()>,
-    /// What reads see; replaced whole after a change is flushed.
+    /// puts cannot both build on the same old state. Async: it is held
+    /// across the commit.
+    writer: tokio::sync::Mutex<()>,
+    /// What reads see; replaced whole after a change has committed.
     state: RwLock<Arc<State>>,
     settings: SettingsHandle,
 }
 
 impl Catalog {
-    /// The file's definitions of `config` plus the API's stored in `db`;
-    /// the engine's settings are composed from both.
-    pub fn open(db: &sled::Db, config: &EngineConfig) -> Result<Self, CatalogError> {
-        let tree = db.open_tree(TREE)?;
+    /// The file's definitions of `config` plus the API's stored in
+    /// `table`; the engine's settings are composed from both.
+    pub async fn open(table: CatalogTable, config: &EngineConfig) -> Result<Self, CatalogError> {
         let file = FileDefinitions {
             types: config.types().clone(),
             rules: config.rules.clone(),
             enabled: config.enabled_channels(),
         };
-        let api = load(&tree)?;
+        let api = table.load().await?;
         let (settings, problems) = compose(&file, &api)?;
         for (name, problem) in &problems.types {
             tracing::error!(r#type = %name, %problem, "a type defined through the API is not in force");
@@ -154,9 +162,9 @@ impl Catalog {
         }
         Ok(Catalog {
             inner: Arc::new(Inner {
-                tree,
+                table,
                 file,
-                writer: Mutex::new(()),
+                writer: tokio::sync::Mutex::new(()),
                 state: RwLock::new(Arc::new(State { api, problems })),
                 settings: SettingsHandle::new(settings),
             }),
@@ -200,49 +208,59 @@ impl Catalog {
     }
 
     /// Creates or replaces an API type; returns it and whether it is new.
-    pub fn put_type(
+    pub async fn put_type(
         &self,
         name: &str,
         definition: TypeDefinition,
     ) -> Result<(Entry<TypeDefinition>, bool), CatalogError> {
-        let _writer = self.writer();
+        to_the_end(self.clone().put_type_locked(name.to_owned(), definition)).await
+    }
+
+    async fn put_type_locked(
+        self,
+        name: String,
+        definition: TypeDefinition,
+    ) -> Result<(Entry<TypeDefinition>, bool), CatalogError> {
+        let _writer = self.inner.writer.lock().await;
         let state = self.snapshot();
-        if self.inner.file.types.contains_key(name) {
-            return Err(file_defined("type", name));
+        if self.inner.file.types.contains_key(&name) {
+            return Err(file_defined("type", &name));
         }
         definition
-            .check(name, &self.inner.file.enabled)
+            .check(&name, &self.inner.file.enabled)
             .map_err(|error| CatalogError::InvalidType {
-                name: name.to_owned(),
+                name: name.clone(),
                 error,
             })?;
-        let encoded = encode(&definition);
         let mut next = state.api.clone();
-        let created = next.types.insert(name.to_owned(), definition).is_none();
-        let state = self.apply(next, |tree| {
-            tree.insert(key(TYPE_PREFIX, name), encoded)?;
-            Ok(())
-        })?;
-        let stored = &state.api.types[name];
-        Ok((api_entry(name, stored, &state.problems.types), created))
+        let created = next
+            .types
+            .insert(name.clone(), definition.clone())
+            .is_none();
+        let write = self.inner.table.put_type(&name, &definition);
+        let state = self.apply(next, write).await?;
+        let stored = &state.api.types[&name];
+        Ok((api_entry(&name, stored, &state.problems.types), created))
     }
 
     /// Deletes an API type. Rules that notify it keep working with the
     /// defaults of an unknown type.
-    pub fn delete_type(&self, name: &str) -> Result<(), CatalogError> {
-        let _writer = self.writer();
+    pub async fn delete_type(&self, name: &str) -> Result<(), CatalogError> {
+        to_the_end(self.clone().delete_type_locked(name.to_owned())).await
+    }
+
+    async fn delete_type_locked(self, name: String) -> Result<(), CatalogError> {
+        let _writer = self.inner.writer.lock().await;
         let state = self.snapshot();
-        if self.inner.file.types.contains_key(name) {
-            return Err(file_defined("type", name));
+        if self.inner.file.types.contains_key(&name) {
+            return Err(file_defined("type", &name));
         }
         let mut next = state.api.clone();
-        if next.types.remove(name).is_none() {
-            return Err(not_found("type", name));
+        if next.types.remove(&name).is_none() {
+            return Err(not_found("type", &name));
         }
-        self.apply(next, |tree| {
-            tree.remove(key(TYPE_PREFIX, name))?;
-            Ok(())
-        })?;
+        let write = self.inner.table.delete(CatalogKind::Type, &name);
+        self.apply(next, write).await?;
         Ok(())
     }
 
@@ -269,55 +287,59 @@ impl Catalog {
     }
 
     /// Creates or replaces an API rule; returns it and whether it is new.
-    pub fn put_rule(&self, rule: Rule) -> Result<(Entry<Rule>, bool), CatalogError> {
-        let _writer = self.writer();
+    pub async fn put_rule(&self, rule: Rule) -> Result<(Entry<Rule>, bool), CatalogError> {
+        to_the_end(self.clone().put_rule_locked(rule)).await
+    }
+
+    async fn put_rule_locked(self, rule: Rule) -> Result<(Entry<Rule>, bool), CatalogError> {
+        let _writer = self.inner.writer.lock().await;
         let state = self.snapshot();
         if self.file_rule(&rule.name).is_some() {
             return Err(file_defined("rule", &rule.name));
         }
         rule.validate()?;
-        let encoded = encode(&rule);
         let name = rule.name.clone();
         let mut next = state.api.clone();
-        let created = next.rules.insert(name.clone(), rule).is_none();
-        let state = self.apply(next, |tree| {
-            tree.insert(key(RULE_PREFIX, &name), encoded)?;
-            Ok(())
-        })?;
+        let created = next.rules.insert(name.clone(), rule.clone()).is_none();
+        let write = self.inner.table.put_rule(&rule);
+        let state = self.apply(next, write).await?;
         let stored = &state.api.rules[&name];
         Ok((api_entry(&name, stored, &state.problems.rules), created))
     }
 
     /// Deletes an API rule. Delayed triggers it already scheduled are
     /// dropped when due: the engine fires only rules in force.
-    pub fn delete_rule(&self, name: &str) -> Result<(), CatalogError> {
-        let _writer = self.writer();
+    pub async fn delete_rule(&self, name: &str) -> Result<(), CatalogError> {
+        to_the_end(self.clone().delete_rule_locked(name.to_owned())).await
+    }
+
+    async fn delete_rule_locked(self, name: String) -> Result<(), CatalogError> {
+        let _writer = self.inner.writer.lock().await;
         let state = self.snapshot();
-        if self.file_rule(name).is_some() {
-            return Err(file_defined("rule", name));
+        if self.file_rule(&name).is_some() {
+            return Err(file_defined("rule", &name));
         }
         let mut next = state.api.clone();
-        if next.rules.remove(name).is_none() {
-            return Err(not_found("rule", name));
+        if next.rules.remove(&name).is_none() {
+            return Err(not_found("rule", &name));
         }
-        self.apply(next, |tree| {
-            tree.remove(key(RULE_PREFIX, name))?;
-            Ok(())
-        })?;
+        let write = self.inner.table.delete(CatalogKind::Rule, &name);
+        self.apply(next, write).await?;
         Ok(())
     }
 
     /// Composes the settings of `next` (refusing it if they do not
-    /// build), then writes (`write`, flushed), then puts both in force and
-    /// returns the new state. The caller holds the writer lock.
-    fn apply(
+    /// build), then runs `write` (one committed statement), then puts both
+    /// in force and returns the new state. The caller holds the writer
+    /// lock. Refused or failed, nothing changed: `write` is not started
+    /// before the settings build, and a failed statement commits nothing.
+    async fn apply<T>(
         &self,
         next: ApiDefinitions,
-        write: impl FnOnce(&sled::Tree) -> Result<(), CatalogError>,
+        write: impl Future<Output = Result<T, StorageError>>,
     ) -> Result<Arc<State>, CatalogError> {
         let (settings, problems) = compose(&self.inner.file, &next)?;
-        write(&self.inner.tree)?;
-        self.inner.tree.flush()?;
+        write.await?;
         self.inner.settings.replace(settings);
         let state = Arc::new(State {
             api: next,
@@ -346,12 +368,25 @@ impl Catalog {
                 .unwrap_or_else(PoisonError::into_inner),
         )
     }
+}
 
-    fn writer(&self) -> MutexGuard<'_, ()> {
-        self.inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+/// Runs a change on a task of its own and waits for it. The caller may go
+/// away mid-change (a gRPC client that hangs up drops its handler's
+/// future); the change still runs to its end, because one stopped between
+/// its commit and putting the new state in force would leave storage ahead
+/// of what the engine and the API see until the next start.
+async fn to_the_end<T: Send + 'static>(
+    change: impl Future<Output = Result<T, CatalogError>> + Send + 'static,
+) -> Result<T, CatalogError> {
+    match tokio::spawn(change).await {
+        Ok(result) => result,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: only a runtime shutting down does that.
+            Err(error) => Err(CatalogError::Storage(StorageError::Unavailable(
+                error.to_string(),
+            ))),
+        },
     }
 }
 
@@ -432,40 +467,6 @@ fn compose(
         rules,
     };
     Ok((settings, problems))
-}
-
-/// The API's definitions stored in `tree`.
-fn load(tree: &sled::Tree) -> Result<ApiDefinitions, CatalogError> {
-    let mut api = ApiDefinitions::default();
-    for entry in tree.iter() {
-        let (key, value) = entry?;
-        let key = String::from_utf8_lossy(&key).into_owned();
-        let corrupt = |detail: String| CatalogError::Corrupt {
-            key: key.clone(),
-            detail,
-        };
-        if let Some(name) = key.strip_prefix(TYPE_PREFIX) {
-            let definition = serde_json::from_slice(&value).map_err(|e| corrupt(e.to_string()))?;
-            api.types.insert(name.to_owned(), definition);
-        } else if let Some(name) = key.strip_prefix(RULE_PREFIX) {
-            let rule: Rule = serde_json::from_slice(&value).map_err(|e| corrupt(e.to_string()))?;
-            if rule.name != name {
-                return Err(corrupt(format!("holds rule {:?}", rule.name)));
-            }
-            api.rules.insert(name.to_owned(), rule);
-        } else {
-            return Err(corrupt("not a type or rule key".to_owned()));
-        }
-    }
-    Ok(api)
-}
-
-fn key(prefix: &str, name: &str) -> Vec<u8> {
-    format!("{prefix}{name}").into_bytes()
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("definitions serialize: string keys, no non-finite floats")
 }
 
 fn file_entry(name: &str, definition: &TypeDefinition) -> Entry<TypeDefinition> {

@@ -110,7 +110,7 @@ impl From<CatalogError> for ServiceError {
             CatalogError::FileDefined { .. } => ServiceError::FailedPrecondition(error.to_string()),
             CatalogError::NotFound { .. } => ServiceError::NotFound(error.to_string()),
             CatalogError::Storage(_) => unavailable(&error),
-            CatalogError::Corrupt { .. } => internal(&error),
+            CatalogError::Corrupt(_) => internal(&error),
         }
     }
 }

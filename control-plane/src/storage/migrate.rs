@@ -73,6 +73,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_engine_state.sql"),
         postgres: include_str!("../../migrations/postgres/0006_engine_state.sql"),
     },
+    Migration {
+        version: 7,
+        name: "catalog",
+        sqlite: include_str!("../../migrations/sqlite/0007_catalog.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_catalog.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

@@ -20,11 +20,13 @@
 //! devices ([`DeviceTable`]); the inbox, its counts and change log
 //! ([`InboxTable`]); the engine's feed cursor ([`CursorTable`]), the items
 //! held for digests ([`DigestTable`]) and delayed rule triggers with their
-//! finished markers ([`PendingTable`]). The other records (the catalog and
-//! the analytics rollups) still live in the sled database that
-//! [`Stores::legacy`] opens in the data dir, and move here table by table;
-//! see the README's storage section for what is where.
+//! finished markers ([`PendingTable`]); the catalog's API-defined types and
+//! rules ([`CatalogTable`]). The other records (the analytics rollups)
+//! still live in the sled database that [`Stores::legacy`] opens in the
+//! data dir, and move here table by table; see the README's storage
+//! section for what is where.
 
+mod catalog;
 mod cursors;
 pub(crate) mod database;
 mod deliveries;
@@ -44,6 +46,7 @@ mod preferences;
 use std::future::Future;
 use std::path::Path;
 
+pub use catalog::{CatalogKind, CatalogTable, StoredCatalog};
 pub use cursors::CursorTable;
 pub use database::{Database, DatabaseSettings, Engine};
 pub use deliveries::{Change, DeliveryTable, Edit};
@@ -128,6 +131,9 @@ pub struct Stores {
     /// Delayed rule triggers and their finished markers (table
     /// `pending_triggers`).
     pub pending: crate::rules::PendingTriggers,
+    /// The types and rules defined through the management API (table
+    /// `catalog_definitions`), for the one [`crate::catalog::Catalog`].
+    pub catalog: CatalogTable,
     /// The sled database with the records not yet moved to SQL.
     legacy: sled::Db,
 }
@@ -167,6 +173,7 @@ impl Stores {
         let cursors = CursorTable::new(database.clone());
         let digests = crate::digest::DigestStore::new(DigestTable::new(database.clone()));
         let pending = crate::rules::PendingTriggers::new(PendingTable::new(database.clone()));
+        let catalog = CatalogTable::new(database.clone());
         Ok(Stores {
             database,
             events,
@@ -178,6 +185,7 @@ impl Stores {
             cursors,
             digests,
             pending,
+            catalog,
             legacy,
         })
     }

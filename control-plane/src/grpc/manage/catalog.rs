@@ -9,8 +9,8 @@ use std::time::Duration;
 use nudge_proto::v1 as pb;
 
 use super::{
-    GrpcState, ServiceError, blocking, channel, frequency_from_proto, frequency_to_proto,
-    known_enum, non_empty, priority_from_proto, priority_to_proto,
+    GrpcState, ServiceError, channel, frequency_from_proto, frequency_to_proto, known_enum,
+    non_empty, priority_from_proto, priority_to_proto,
 };
 use crate::catalog::{Entry, Source, TypeDefinition};
 use crate::channels::ChannelKind;
@@ -41,8 +41,7 @@ pub(super) async fn put_type(
         .r#type
         .ok_or_else(|| ServiceError::invalid("type", "must be set"))?;
     let (name, definition) = type_from_proto(proto)?;
-    let catalog = state.catalog.clone();
-    let (entry, created) = blocking(move || catalog.put_type(&name, definition)).await?;
+    let (entry, created) = state.catalog.put_type(&name, definition).await?;
     tracing::info!(r#type = %entry.name, created, "type defined through the management api");
     Ok(pb::PutTypeResponse {
         r#type: Some(type_entry(entry)),
@@ -54,9 +53,7 @@ pub(super) async fn delete_type(
     state: &GrpcState,
     request: pb::DeleteTypeRequest,
 ) -> Result<pb::DeleteTypeResponse, ServiceError> {
-    let catalog = state.catalog.clone();
-    let name = request.name;
-    blocking(move || catalog.delete_type(&name)).await?;
+    state.catalog.delete_type(&request.name).await?;
     Ok(pb::DeleteTypeResponse {})
 }
 
@@ -84,8 +81,7 @@ pub(super) async fn put_rule(
         .rule
         .ok_or_else(|| ServiceError::invalid("rule", "must be set"))?;
     let rule = rule_from_proto(proto)?;
-    let catalog = state.catalog.clone();
-    let (entry, created) = blocking(move || catalog.put_rule(rule)).await?;
+    let (entry, created) = state.catalog.put_rule(rule).await?;
     tracing::info!(rule = %entry.name, created, "rule defined through the management api");
     Ok(pb::PutRuleResponse {
         rule: Some(rule_entry(entry)),
@@ -97,9 +93,7 @@ pub(super) async fn delete_rule(
     state: &GrpcState,
     request: pb::DeleteRuleRequest,
 ) -> Result<pb::DeleteRuleResponse, ServiceError> {
-    let catalog = state.catalog.clone();
-    let name = request.name;
-    blocking(move || catalog.delete_rule(&name)).await?;
+    state.catalog.delete_rule(&request.name).await?;
     Ok(pb::DeleteRuleResponse {})
 }
 

@@ -254,18 +254,6 @@ impl Management for ManagementService {
 // ---------------------------------------------------------------------------
 // Helpers the modules share.
 
-/// Runs a store call off the async workers: writes flush to disk.
-async fn blocking<T, E>(
-    call: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ServiceError>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-    ServiceError: From<E>,
-{
-    Ok(tokio::task::spawn_blocking(call).await??)
-}
-
 /// An id the stores key by: non-empty, at most [`MAX_ID_BYTES`], no NUL.
 fn required_id(field: &str, value: String) -> Result<String, ServiceError> {
     if value.is_empty() {
