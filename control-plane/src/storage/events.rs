@@ -48,6 +48,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::StorageError;
 use super::database::{Database, Engine, begin_write, with_pool};
+use super::wakeups::{EVENTS_CHANNEL, Listening, listen};
 use crate::event::{
     Cursor, ErasedEvents, Event, EventBody, EventPage, IngestOutcome, JsonObject, Profile,
 };
@@ -64,6 +65,9 @@ const INSERT_CHUNK: usize = 1000;
 #[derive(Clone)]
 pub struct EventStore {
     shared: Shared,
+    /// On PostgreSQL, wakes this process's feed readers when another
+    /// process stored events (see `wakeups`); `None` on SQLite.
+    _listening: Option<Arc<Listening>>,
     /// Ingest calls queue here for the group-commit writer (see
     /// [`EventStore::ingest`]).
     submit: mpsc::Sender<Submission>,
@@ -111,7 +115,15 @@ impl EventStore {
         };
         let (submit, queue) = mpsc::channel(1024);
         tokio::spawn(write_groups(shared.clone(), queue));
-        EventStore { shared, submit }
+        let appended = Arc::clone(&shared.appended);
+        let listening = listen(&shared.database, EVENTS_CHANNEL, move || {
+            appended.send_modify(|count| *count = count.wrapping_add(1));
+        });
+        EventStore {
+            shared,
+            submit,
+            _listening: listening.map(Arc::new),
+        }
     }
 
     /// The database this store is over (for the other event tables, e.g.
@@ -654,6 +666,14 @@ async fn write_group(
                 .bind(stored)
                 .execute(&mut *tx)
                 .await?;
+            if engine == Engine::Postgres {
+                // Delivered at commit, to every process's listener: their
+                // feed readers wake as this process's do below.
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(EVENTS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         if stored > 0 {

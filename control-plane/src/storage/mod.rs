@@ -40,6 +40,7 @@ mod notifications;
 mod parked;
 mod pending;
 mod preferences;
+mod wakeups;
 
 use std::future::Future;
 use std::path::Path;
