@@ -120,6 +120,8 @@ impl Engine {
                 notification
             }
             Created::Existing(notification) => notification,
+            // Erased since the items were held: the erasure removes them.
+            Created::UserErased => return Ok(()),
         };
         // Every digest of a type is one template in analytics, whether the
         // type's digest template or the built-in list rendered it.

@@ -21,6 +21,7 @@ use jiff::Timestamp;
 
 use super::StorageError;
 use super::database::{Database, begin_write, with_pool};
+use super::tombstones::erased_among;
 use crate::channels::ChannelKind;
 use crate::digest::{DigestItem, DigestKey, DueDigest};
 
@@ -37,11 +38,18 @@ impl DigestTable {
         DigestTable { database }
     }
 
-    /// Holds `item` for the digest `key`.
+    /// Holds `item` for the digest `key`; nothing for an erased user.
     pub async fn add(&self, key: &DigestKey, item: &DigestItem) -> Result<(), StorageError> {
         let _timer = self.database.metrics().time("digest_add");
         let document = serde_json::to_string(item)?;
-        with_pool!(self.database, pool => {
+        let metrics = self.database.metrics();
+        with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            // Nothing is held for an erased user (see `tombstones`).
+            if !erased_among!(tx, engine, [key.user_id.as_str()]).is_empty() {
+                tx.rollback().await?;
+                return Ok(());
+            }
             sqlx::query(
                 "INSERT INTO digest_items \
                  (due_at, user_id, notification_type, channel, notification_id, item) \
@@ -55,8 +63,9 @@ impl DigestTable {
             .bind(key.channel.as_str())
             .bind(&item.notification_id)
             .bind(document)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         });
         Ok(())
     }

@@ -48,6 +48,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::StorageError;
 use super::database::{Database, Engine, begin_write, with_pool};
+use super::tombstones::lock_user_for_erasure;
 use super::wakeups::{EVENTS_CHANNEL, Listening, listen};
 use crate::event::{
     Cursor, ErasedEvents, Event, EventBody, EventPage, IngestOutcome, JsonObject, Profile,
@@ -322,6 +323,9 @@ impl EventStore {
                         .execute(&mut *tx)
                         .await?;
                 }
+                // Waits for the user's creating transactions in flight;
+                // later ones see the tombstone (see `tombstones`).
+                lock_user_for_erasure!(tx, engine, user_id);
                 sqlx::query(
                     "INSERT INTO erased_users (user_id, erased_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
                 )

@@ -40,6 +40,7 @@ mod notifications;
 mod parked;
 mod pending;
 mod preferences;
+mod tombstones;
 mod wakeups;
 
 use std::future::Future;
