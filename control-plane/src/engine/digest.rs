@@ -60,8 +60,12 @@ impl Engine {
             notification_type: notification.request.notification_type.clone(),
             channel,
         };
-        self.digests.add(&key, &item).await?;
-        tracing::debug!(notification = %notification.id, %channel, %at, "held for the digest");
+        if self.digests.add(&key, &item).await? {
+            tracing::debug!(notification = %notification.id, %channel, %at, "held for the digest");
+        } else {
+            // Planned again (a resend, a replay): in its digest already.
+            tracing::debug!(notification = %notification.id, %channel, "already folded into a digest");
+        }
         Ok(())
     }
 

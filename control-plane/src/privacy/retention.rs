@@ -6,7 +6,7 @@
 //! * A pass removes only what is older than its kind's limit, measured
 //!   from the record's own time: events by `ingested_at`; notifications by
 //!   `created_at`, with their deliveries and the inbox items of those
-//!   deliveries; attempt logs of deliveries last updated before the limit
+//!   deliveries and the record of their digest folds; attempt logs of deliveries last updated before the limit
 //!   are cut to their last attempt (the delivery itself stays).
 //! * `"off"` keeps that kind forever.
 //! * Once at start-up, then every [`RETENTION_EVERY`]. A failed pass is
@@ -101,6 +101,9 @@ pub struct RetentionReport {
     pub deliveries: usize,
     pub inbox_items: usize,
     pub attempt_logs_trimmed: usize,
+    /// Records of notifications folded into digests, forgotten with the
+    /// notifications.
+    pub digest_folds: u64,
 }
 
 impl Privacy {
@@ -116,6 +119,7 @@ impl Privacy {
         }
         if let Some(limit) = config.notifications {
             let cutoff = cutoff(now, limit);
+            report.digest_folds = block_on(self.digests.prune_folds(cutoff))?;
             loop {
                 let removed = block_on(self.notifications.prune_created_before(cutoff, CHUNK))?;
                 if removed.is_empty() {
@@ -171,6 +175,7 @@ pub async fn run(privacy: Privacy, config: RetentionConfig, stop: CancellationTo
                 deliveries = report.deliveries,
                 inbox_items = report.inbox_items,
                 attempt_logs_trimmed = report.attempt_logs_trimmed,
+                digest_folds = report.digest_folds,
                 "retention pass done"
             ),
             Ok(Err(error)) => tracing::warn!(%error, "retention pass failed; retrying next pass"),

@@ -73,6 +73,14 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_engine_state.sql"),
         postgres: include_str!("../../migrations/postgres/0006_engine_state.sql"),
     },
+    // Versions 7 (catalog) and 8 (analytics) are developed on other
+    // branches; gaps are fine.
+    Migration {
+        version: 9,
+        name: "digest_folds",
+        sqlite: include_str!("../../migrations/sqlite/0009_digest_folds.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_digest_folds.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").
