@@ -98,9 +98,10 @@ impl DigestStore {
         DigestStore { table }
     }
 
-    /// Holds `item` for the digest `key` (committed). Adding the same
-    /// notification twice keeps one item.
-    pub async fn add(&self, key: &DigestKey, item: &DigestItem) -> Result<(), DigestError> {
+    /// Holds `item` for the digest `key` (committed); `false` when its
+    /// notification was folded into a digest on this channel before (also
+    /// one already sent) or the user is erased.
+    pub async fn add(&self, key: &DigestKey, item: &DigestItem) -> Result<bool, DigestError> {
         if key.user_id.contains('\0') || key.notification_type.contains('\0') {
             return Err(DigestError::InvalidKey);
         }
@@ -125,7 +126,14 @@ impl DigestStore {
         Ok(self.table.remove(digest).await?)
     }
 
-    /// Removes every item held for `user_id`; returns how many.
+    /// Forgets the folds of digests due before `cutoff` (with the
+    /// notifications' retention); returns how many.
+    pub async fn prune_folds(&self, cutoff: Timestamp) -> Result<u64, DigestError> {
+        Ok(self.table.prune_folds(cutoff).await?)
+    }
+
+    /// Removes every item held for `user_id`, and the record of what was
+    /// folded for them; returns how many items.
     pub async fn erase_user(&self, user_id: &str) -> Result<usize, DigestError> {
         Ok(self.table.erase_user(user_id).await?)
     }

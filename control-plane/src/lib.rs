@@ -55,6 +55,7 @@ pub mod engine;
 pub mod engine_config;
 pub mod event;
 pub mod grpc;
+pub mod housekeeping;
 pub mod http;
 pub mod inbox;
 pub mod links;
@@ -63,7 +64,6 @@ pub mod money;
 pub mod notifications;
 pub mod preferences;
 pub mod privacy;
-mod prune;
 pub mod rules;
 pub mod storage;
 pub mod templates;
@@ -276,9 +276,17 @@ pub async fn run(
         }
     });
     tasks.spawn({
-        let (store, metrics, stop) = (store.clone(), metrics.clone(), stop.clone());
+        let housekeeping = housekeeping::standard(
+            &stores,
+            &privacy,
+            &metrics,
+            engine_config.retention(),
+            engine_config.device_retention(),
+            config.dedupe_window,
+        )?;
+        let stop = stop.clone();
         async move {
-            prune::run(store, config.dedupe_window, metrics, stop).await;
+            housekeeping.run(stop).await;
             Ok(())
         }
     });
@@ -296,22 +304,6 @@ pub async fn run(
             // A worker with nothing to do (rollups switched off) may end
             // early; that must not stop the process.
             stop.cancelled().await;
-            Ok(())
-        }
-    });
-    tasks.spawn({
-        let (privacy, stop) = (privacy.clone(), stop.clone());
-        let retention = engine_config.retention();
-        async move {
-            privacy::retention::run(privacy, retention, stop).await;
-            Ok(())
-        }
-    });
-    tasks.spawn({
-        let (devices, stop) = (engine.devices.clone(), stop.clone());
-        let retention = engine_config.device_retention();
-        async move {
-            devices::cleanup::run(devices, retention, stop).await;
             Ok(())
         }
     });

@@ -340,6 +340,106 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
     h.stop().await;
 }
 
+/// An idempotent resend (same key, new event) of a notification whose
+/// digest was already sent finds the first notification and plans it
+/// again: that must not put it into the next digest as well.
+#[tokio::test]
+async fn a_resent_notification_already_in_a_sent_digest_is_not_in_the_next() {
+    let morning: Timestamp = "2026-07-01T08:00:00Z".parse().unwrap();
+    let first_digest: Timestamp = "2026-07-02T07:00:00Z".parse().unwrap();
+    let second_digest: Timestamp = "2026-07-03T07:00:00Z".parse().unwrap();
+    let preferences = UserPreferences {
+        timezone: Some(Tz::new("Europe/Berlin").unwrap()),
+        ..UserPreferences::default()
+    };
+    let defaults = OperatorDefaults {
+        types: [(
+            "comment".to_owned(),
+            TypeDefaults {
+                channels: [ChannelKind::InApp].into_iter().collect(),
+                critical: false,
+                frequency: Frequency::Daily,
+                category: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let h = Harness::start(
+        morning,
+        &preferences,
+        EngineSettings {
+            defaults,
+            ..EngineSettings::default()
+        },
+    )
+    .await;
+    let keyed = |id: &str, at: Timestamp, key: &str| {
+        let mut event = notify_event(id, at);
+        if let EventBody::Notify(request) = &mut event.body {
+            request.idempotency_key = Some(key.to_owned());
+        }
+        event
+    };
+    let digest_ids = |digest: &nudge_control_plane::notifications::Notification| -> Vec<String> {
+        digest.request.data["digest"]["notification_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    h.store
+        .ingest(vec![keyed("evt-1", morning, "order-1")])
+        .await
+        .unwrap();
+    assert_eq!(h.engine.process_available().await.unwrap(), 1);
+    let first = h.notifications.list_for_user(USER, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    h.clock.set(first_digest);
+    assert_eq!(h.engine.fire_due_digests().await.unwrap(), 1);
+
+    // After the digest went out: the app resends (same key, new event id),
+    // and something new arrives for tomorrow's digest.
+    let later = first_digest + SignedDuration::from_hours(1);
+    h.clock.set(later);
+    h.store
+        .ingest(vec![
+            keyed("evt-2", later, "order-1"),
+            keyed("evt-3", later, "order-2"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(h.engine.process_available().await.unwrap(), 2);
+    h.clock.set(second_digest);
+    assert_eq!(h.engine.fire_due_digests().await.unwrap(), 1);
+
+    let all = h.notifications.list_for_user(USER, 10).await.unwrap();
+    let mut digests: Vec<_> = all
+        .iter()
+        .filter(|n| {
+            n.source_event_id
+                .as_deref()
+                .is_some_and(|s| s.starts_with("digest:"))
+        })
+        .collect();
+    digests.sort_by_key(|n| n.created_at);
+    assert_eq!(digests.len(), 2);
+    assert_eq!(digest_ids(digests[0]), vec![first[0].id.clone()]);
+    let fresh: Vec<String> = all
+        .iter()
+        .filter(|n| n.request.idempotency_key.as_deref() == Some("order-2"))
+        .map(|n| n.id.clone())
+        .collect();
+    assert_eq!(
+        digest_ids(digests[1]),
+        fresh,
+        "only the new notification; the resent one was in yesterday's digest"
+    );
+    h.stop().await;
+}
+
 /// Each delivery names the template that rendered it (the notify's, else
 /// the type's own, none for a notify's raw title and body) and carries the
 /// notify's per-send cost, so the delivery facts analytics counts have them.

@@ -1,7 +1,8 @@
-//! The request duration histograms of the HTTP API and the gRPC server,
-//! read from the admin port's `/metrics` of a running control plane: their
-//! labels are route templates, bounded names and status codes, never the
-//! ids or tokens of the requests.
+//! Metrics read from the admin port's `/metrics` of a running control
+//! plane: the request duration histograms of the HTTP API and the gRPC
+//! server (labelled by route templates, bounded names and status codes,
+//! never the ids or tokens of the requests), and the housekeeping tasks,
+//! every one of which runs at start-up.
 
 use std::net::SocketAddr;
 
@@ -205,5 +206,44 @@ async fn grpc_durations_are_labelled_by_service_method_and_code() {
         1,
         "{text}"
     );
+    server.stop().await;
+}
+
+/// Every housekeeping task of `control-plane/src/housekeeping.rs` runs in
+/// the program: once at start-up, successfully, on an empty store.
+#[tokio::test]
+async fn every_housekeeping_task_runs_at_start_up() {
+    const TASKS: [&str; 6] = [
+        "dedupe",
+        "retention",
+        "devices",
+        "idempotency_keys",
+        "inbox_changes",
+        "trigger_markers",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path()).await;
+    let succeeded = |text: &str, task: &str| {
+        let prefix =
+            format!("nudge_cp_housekeeping_last_success_timestamp_seconds{{task=\"{task}\"}} ");
+        text.lines().any(|line| line.starts_with(&prefix))
+    };
+    let mut text = String::new();
+    for _ in 0..300 {
+        text = server.metrics().await;
+        if TASKS.iter().all(|task| succeeded(&text, task)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for task in TASKS {
+        assert!(succeeded(&text, task), "{task} never succeeded:\n{text}");
+        assert!(
+            text.contains(&format!(
+                "nudge_cp_housekeeping_failures_total{{task=\"{task}\"}} 0"
+            )),
+            "{task} failed"
+        );
+    }
     server.stop().await;
 }

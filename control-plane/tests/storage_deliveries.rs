@@ -53,6 +53,7 @@ fn draft(user: &str, key: Option<&str>, source: Option<&str>) -> NewNotification
 fn id_of(created: &Created) -> String {
     match created {
         Created::New(notification) | Created::Existing(notification) => notification.id.clone(),
+        Created::UserErased => panic!("no user of these tests is erased"),
     }
 }
 

@@ -271,7 +271,34 @@ async fn erase_removes_a_users_rows_only(backend: Backend) {
     assert_eq!(fired[0].user_id, "u2");
 }
 
+/// A notification is folded into one digest per channel, ever: planned
+/// again after its digest was sent, it is not held for the next one. The
+/// record of folds goes with the notifications' retention and the user.
+async fn a_notification_is_folded_into_one_digest_per_channel(backend: Backend) {
+    let (_dir, stores) = open(backend).await;
+    let digests = &stores.digests;
+    let today = key(100, "u1", ChannelKind::Email);
+    let tomorrow = key(200, "u1", ChannelKind::Email);
+    assert!(digests.add(&today, &item("n1", 10)).await.unwrap());
+    let due = digests.due(ts(100), 10).await.unwrap();
+    digests.remove(&due[0]).await.unwrap();
+
+    assert!(!digests.add(&tomorrow, &item("n1", 10)).await.unwrap());
+    assert!(digests.due(ts(200), 10).await.unwrap().is_empty());
+    // Another channel is another fold.
+    let in_app = key(200, "u1", ChannelKind::InApp);
+    assert!(digests.add(&in_app, &item("n1", 10)).await.unwrap());
+
+    // Retention forgets folds of digests due before its cutoff.
+    assert_eq!(digests.prune_folds(ts(150)).await.unwrap(), 1);
+    assert!(digests.add(&tomorrow, &item("n1", 10)).await.unwrap());
+    // Erasing the user forgets theirs.
+    digests.erase_user("u1").await.unwrap();
+    assert_eq!(digests.prune_folds(ts(10_000)).await.unwrap(), 0);
+}
+
 on_both_engines!(
+    a_notification_is_folded_into_one_digest_per_channel,
     the_feed_cursor_survives_a_reopen,
     due_digests_come_back_whole_in_due_order_and_once,
     a_pending_trigger_fires_once_at_its_time,

@@ -457,3 +457,115 @@ fn events_round_trip_through_json() {
     assert_eq!(json["type"], "identify");
     assert_eq!(serde_json::from_value::<Event>(json).unwrap(), event);
 }
+
+/// Cross-process wakeups (`storage/wakeups.rs`): PostgreSQL only, where
+/// several control planes share one database. Two `Stores` on one database
+/// stand for two processes: each has its own pool and its own listener.
+mod across_processes {
+    use std::time::Duration;
+
+    use nudge_control_plane::storage::{
+        DatabaseLocation, DatabaseSettings, StorageMetrics, Stores,
+    };
+    use tokio::sync::watch;
+
+    use super::support::{Backend, fresh_settings};
+    use super::{at, track};
+
+    /// Long enough for a loaded machine; only reached when a wakeup is
+    /// missing, which is what these tests catch.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    async fn open(settings: &DatabaseSettings, dir: &tempfile::TempDir) -> Stores {
+        Stores::open(settings, dir.path(), 8 << 20, StorageMetrics::new())
+            .await
+            .unwrap()
+    }
+
+    async fn woken(feed: &mut watch::Receiver<u64>, what: &str) {
+        tokio::time::timeout(DEADLINE, feed.changed())
+            .await
+            .unwrap_or_else(|_| panic!("no wakeup: {what}"))
+            .unwrap();
+        feed.borrow_and_update();
+    }
+
+    /// A reader in process B and its feed signal, once B's listener is
+    /// listening (it wakes once when it has connected).
+    async fn listening_reader(
+        settings: &DatabaseSettings,
+        dir: &tempfile::TempDir,
+    ) -> (Stores, watch::Receiver<u64>) {
+        let reader = open(settings, dir).await;
+        let mut feed = reader.events.appended();
+        woken(&mut feed, "the listener's first connect").await;
+        (reader, feed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_in_one_process_wakes_the_feed_readers_of_another() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let settings = fresh_settings(Backend::Postgres, dir_a.path()).await;
+        let writer = open(&settings, &dir_a).await;
+        let (reader, mut feed) = listening_reader(&settings, &dir_b).await;
+
+        let outcome = writer
+            .events
+            .ingest(vec![track("e1", "u1", at(100))])
+            .await
+            .unwrap();
+        assert_eq!(outcome.stored, 1);
+        woken(&mut feed, "an ingest committed by another process").await;
+        let page = reader.events.events_after(None, 10).await.unwrap();
+        assert_eq!(page.events.len(), 1, "the woken reader finds the event");
+
+        // A duplicate stores nothing and sends nothing: the next wakeup
+        // is the next stored event's.
+        writer
+            .events
+            .ingest(vec![track("e1", "u1", at(100))])
+            .await
+            .unwrap();
+        writer
+            .events
+            .ingest(vec![track("e2", "u1", at(101))])
+            .await
+            .unwrap();
+        woken(&mut feed, "the second stored event").await;
+        let page = reader.events.events_after(None, 10).await.unwrap();
+        assert_eq!(page.events.len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listener_whose_connection_was_killed_wakes_and_listens_again() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let settings = fresh_settings(Backend::Postgres, dir_a.path()).await;
+        let writer = open(&settings, &dir_a).await;
+        let (_reader, mut feed) = listening_reader(&settings, &dir_b).await;
+
+        // What a failover or an idle-connection reaper does to it.
+        let DatabaseLocation::Postgres(url) = &settings.location else {
+            unreachable!("a PostgreSQL location")
+        };
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+            .await
+            .unwrap();
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'nudge-control-plane listener' AND datname = current_database()",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(!killed.is_empty(), "the listeners have connections to kill");
+        // Whatever was sent while it was gone is unheard: it wakes anyway.
+        woken(&mut feed, "the listener's reconnect").await;
+
+        writer
+            .events
+            .ingest(vec![track("e1", "u1", at(100))])
+            .await
+            .unwrap();
+        woken(&mut feed, "an ingest after the reconnect").await;
+    }
+}

@@ -60,8 +60,12 @@ impl Engine {
             notification_type: notification.request.notification_type.clone(),
             channel,
         };
-        self.digests.add(&key, &item).await?;
-        tracing::debug!(notification = %notification.id, %channel, %at, "held for the digest");
+        if self.digests.add(&key, &item).await? {
+            tracing::debug!(notification = %notification.id, %channel, %at, "held for the digest");
+        } else {
+            // Planned again (a resend, a replay): in its digest already.
+            tracing::debug!(notification = %notification.id, %channel, "already folded into a digest");
+        }
         Ok(())
     }
 
@@ -120,6 +124,8 @@ impl Engine {
                 notification
             }
             Created::Existing(notification) => notification,
+            // Erased since the items were held: the erasure removes them.
+            Created::UserErased => return Ok(()),
         };
         // Every digest of a type is one template in analytics, whether the
         // type's digest template or the built-in list rendered it.

@@ -98,7 +98,9 @@ impl SettingsHandle {
 /// Events read per pass of the feed.
 const PAGE: usize = 256;
 /// How often an idle engine looks for due delayed triggers and digests.
-/// New events wake it at once (see [`EventStore::appended`]).
+/// New events wake it at once (see [`EventStore::appended`]: this
+/// process's commits, and on PostgreSQL other processes' through
+/// `LISTEN`/`NOTIFY`).
 const POLL: Duration = Duration::from_millis(100);
 /// The longest wait between retries of a pass that failed transiently.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -109,6 +109,8 @@ impl Engine {
             // Planned before, maybe only in part (a crash mid-plan):
             // planning again is safe, deliveries already there are kept.
             Created::Existing(notification) => notification,
+            // Erased while the engine held the event: nothing to send.
+            Created::UserErased => return Ok(()),
         };
         self.plan(&notification).await
     }
@@ -147,6 +149,7 @@ impl Engine {
                 // Planned before, maybe only in part: planning again is
                 // safe, deliveries already there are kept.
                 Created::Existing(notification) => notification,
+                Created::UserErased => continue,
             };
             let user = match users.get(&notification.user_id) {
                 Some(user) => user.clone(),

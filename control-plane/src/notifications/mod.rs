@@ -66,6 +66,9 @@ pub enum Created {
     /// The same source event or idempotency key created this one before:
     /// nothing more to do.
     Existing(Notification),
+    /// The user is erased (privacy): nothing was created, nothing is to
+    /// be delivered.
+    UserErased,
 }
 
 pub use crate::storage::NotificationStore;
@@ -108,6 +111,7 @@ mod tests {
     fn id_of(created: &Created) -> &str {
         match created {
             Created::New(n) | Created::Existing(n) => &n.id,
+            Created::UserErased => panic!("no test user is erased"),
         }
     }
 

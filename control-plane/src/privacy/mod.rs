@@ -16,9 +16,14 @@
 //!   acknowledged and dropped (`nudge_cp_events_erased_total`), never
 //!   stored and never notified. Only `user_id` is matched: an event that
 //!   carries just an anonymous id is not linked to the user.
-//! * **Idempotent.** Erasing again removes what may have appeared since
-//!   (e.g. a notification the engine was creating at that moment) and
-//!   otherwise reports zeros; the first erase time is kept.
+//! * **Nothing created for the user outlives the erase**, even by work
+//!   that was under way when it started: each store's creating
+//!   transaction checks the tombstone (`storage::tombstones`), so it
+//!   either committed before the tombstone, and the deletes that follow
+//!   remove it, or creates nothing.
+//! * **Idempotent.** Erasing again reports zeros (or what was created
+//!   for the user id after an operator lifted the tombstone); the first
+//!   erase time is kept.
 //! * **The tombstone holds** until an operator lifts it
 //!   ([`Privacy::lift_erasure`], `DELETE /v1/admin/users/{id}/erasure`):
 //!   re-using the user id after an erase is blocked until then.

@@ -1,18 +1,18 @@
 //! Retention: how long each kind of data is kept (`[retention]` in the
-//! engine config), enforced by a background task.
+//! engine config), enforced by the `retention` job of
+//! [`crate::housekeeping`].
 //!
 //! # Promises
 //!
 //! * A pass removes only what is older than its kind's limit, measured
 //!   from the record's own time: events by `ingested_at`; notifications by
 //!   `created_at`, with their deliveries and the inbox items of those
-//!   deliveries; attempt logs of deliveries last updated before the limit
+//!   deliveries and the record of their digest folds; attempt logs of deliveries last updated before the limit
 //!   are cut to their last attempt (the delivery itself stays).
 //! * `"off"` keeps that kind forever.
-//! * Once at start-up, then every [`RETENTION_EVERY`]. A failed pass is
-//!   logged and retried on the next one; it never stops the server.
-//!   Removal is idempotent, so a pass cut short by a crash is finished by
-//!   the next.
+//! * Removal is idempotent, so a pass cut short by a crash is finished by
+//!   the next (when passes run, and what a failed one does: see
+//!   [`crate::housekeeping`]).
 //! * Profiles, devices (see `[devices]`) and preferences are current state,
 //!   not history: they stay until the user is erased.
 
@@ -20,15 +20,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
-use tokio::time::MissedTickBehavior;
-use tokio_util::sync::CancellationToken;
 
 use super::{Privacy, PrivacyError};
 use crate::inbox::Action;
 use crate::storage::block_on;
-
-/// How often a pass runs: limits are days.
-pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Notifications removed per step, so one pass never builds a huge list.
 const CHUNK: usize = 1000;
@@ -101,6 +96,9 @@ pub struct RetentionReport {
     pub deliveries: usize,
     pub inbox_items: usize,
     pub attempt_logs_trimmed: usize,
+    /// Records of notifications folded into digests, forgotten with the
+    /// notifications.
+    pub digest_folds: u64,
 }
 
 impl Privacy {
@@ -116,6 +114,7 @@ impl Privacy {
         }
         if let Some(limit) = config.notifications {
             let cutoff = cutoff(now, limit);
+            report.digest_folds = block_on(self.digests.prune_folds(cutoff))?;
             loop {
                 let removed = block_on(self.notifications.prune_created_before(cutoff, CHUNK))?;
                 if removed.is_empty() {
@@ -147,35 +146,6 @@ impl Privacy {
         }
         self.db.flush()?;
         Ok(report)
-    }
-}
-
-/// Runs passes until `stop` is cancelled.
-pub async fn run(privacy: Privacy, config: RetentionConfig, stop: CancellationToken) {
-    let mut interval = tokio::time::interval(RETENTION_EVERY);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let pass_privacy = privacy.clone();
-        let pass = tokio::task::spawn_blocking(move || {
-            pass_privacy.apply_retention(&config, Timestamp::now())
-        });
-        // Awaited even during shutdown: the pass holds the stores.
-        match pass.await {
-            Ok(Ok(report)) => tracing::info!(
-                events = report.events,
-                notifications = report.notifications,
-                deliveries = report.deliveries,
-                inbox_items = report.inbox_items,
-                attempt_logs_trimmed = report.attempt_logs_trimmed,
-                "retention pass done"
-            ),
-            Ok(Err(error)) => tracing::warn!(%error, "retention pass failed; retrying next pass"),
-            Err(error) => tracing::warn!(%error, "retention task failed; retrying next pass"),
-        }
     }
 }
 

@@ -118,6 +118,9 @@ struct Inner {
     /// released there, not when the last clone drops, so a restart in the
     /// same process does not race a task still holding a clone.
     lock: std::sync::Mutex<Option<File>>,
+    /// How to open a connection of its own (PostgreSQL): for listeners,
+    /// which hold theirs outside the pool (see `wakeups`).
+    listen_options: Option<PgConnectOptions>,
 }
 
 impl std::fmt::Debug for Database {
@@ -134,7 +137,7 @@ impl Database {
         settings: &DatabaseSettings,
         metrics: StorageMetrics,
     ) -> Result<Database, StorageError> {
-        let (pool, lock) = match &settings.location {
+        let (pool, lock, listen_options) = match &settings.location {
             DatabaseLocation::Sqlite(path) => {
                 let lock = lock_sqlite_file(path, &settings.location)?;
                 let options = SqliteConnectOptions::new()
@@ -150,14 +153,14 @@ impl Database {
                     .connect_with(options)
                     .await
                     .map_err(|error| connect_error(&settings.location, &error))?;
-                (Pool::Sqlite(pool), Some(lock))
+                (Pool::Sqlite(pool), Some(lock), None)
             }
             DatabaseLocation::Postgres(url) => {
                 let options = PgConnectOptions::from_str(url)
                     .map_err(|error| connect_error(&settings.location, &error))?
                     .application_name("nudge-control-plane");
-                let pool = connect_postgres(settings, options).await?;
-                (Pool::Postgres(pool), None)
+                let pool = connect_postgres(settings, options.clone()).await?;
+                (Pool::Postgres(pool), None, Some(options))
             }
         };
         let database = Database {
@@ -166,6 +169,7 @@ impl Database {
                 location: settings.location.clone(),
                 metrics,
                 lock: std::sync::Mutex::new(lock),
+                listen_options,
             }),
         };
         super::migrate::run(&database).await?;
@@ -184,6 +188,11 @@ impl Database {
     /// Where it is, password redacted.
     pub fn location(&self) -> &DatabaseLocation {
         &self.inner.location
+    }
+
+    /// Options for a connection outside the pool; `None` on SQLite.
+    pub(crate) fn listen_options(&self) -> Option<&PgConnectOptions> {
+        self.inner.listen_options.as_ref()
     }
 
     pub(crate) fn pool(&self) -> &Pool {

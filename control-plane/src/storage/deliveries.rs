@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::StorageError;
 use super::database::{Database, Engine, begin_write, with_pool};
+use super::tombstones::erased_among;
 use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, DeliveryFact, Priority, Status};
 
@@ -168,6 +169,10 @@ impl DeliveryTable {
         let mut new: Vec<String> = Vec::with_capacity(rows.len());
         with_pool!(self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
+            // An erased user's deliveries are not written (see
+            // `tombstones`): their notification is being erased too.
+            let erased = erased_among!(tx, engine, rows.iter().map(|row| row.user_id.as_str()));
+            let rows: Vec<&Row> = rows.iter().filter(|row| !erased.contains(&row.user_id)).collect();
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "INSERT INTO deliveries (id, notification_id, user_id, channel, priority, status, \

@@ -5,8 +5,13 @@
 //!
 //! # Promises
 //!
-//! * [`DigestTable::add`] has committed (durably) when it returns; the
-//!   same notification added twice to a digest is one row.
+//! * [`DigestTable::add`] has committed (durably) when it returns. A
+//!   notification is folded into at most one digest per channel, ever: the
+//!   add records its fold (`digest_folds`) in the same transaction and
+//!   adds nothing when the fold was there, so a notification planned again
+//!   (an idempotent resend, a replayed event) after its digest was sent
+//!   is not in the next one. Folds go with the user and, by age, with the
+//!   notifications' retention.
 //! * [`DigestTable::due`] returns whole digests (a limit never splits
 //!   one), the earliest due first; it only reads, so a crash before
 //!   [`DigestTable::remove`] returns the same digest again (firing is at
@@ -21,6 +26,7 @@ use jiff::Timestamp;
 
 use super::StorageError;
 use super::database::{Database, begin_write, with_pool};
+use super::tombstones::erased_among;
 use crate::channels::ChannelKind;
 use crate::digest::{DigestItem, DigestKey, DueDigest};
 
@@ -37,17 +43,39 @@ impl DigestTable {
         DigestTable { database }
     }
 
-    /// Holds `item` for the digest `key`.
-    pub async fn add(&self, key: &DigestKey, item: &DigestItem) -> Result<(), StorageError> {
+    /// Holds `item` for the digest `key`, unless its notification was
+    /// folded into a digest on this channel before (even one already
+    /// sent) or the user is erased; `false` then.
+    pub async fn add(&self, key: &DigestKey, item: &DigestItem) -> Result<bool, StorageError> {
         let _timer = self.database.metrics().time("digest_add");
         let document = serde_json::to_string(item)?;
-        with_pool!(self.database, pool => {
+        let metrics = self.database.metrics();
+        with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            // Nothing is held for an erased user (see `tombstones`).
+            if !erased_among!(tx, engine, [key.user_id.as_str()]).is_empty() {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            let folded = sqlx::query(
+                "INSERT INTO digest_folds (notification_id, channel, user_id, due_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (notification_id, channel) DO NOTHING",
+            )
+            .bind(&item.notification_id)
+            .bind(key.channel.as_str())
+            .bind(&key.user_id)
+            .bind(key.due_at.as_millisecond())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if folded == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             sqlx::query(
                 "INSERT INTO digest_items \
                  (due_at, user_id, notification_type, channel, notification_id, item) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (due_at, user_id, notification_type, channel, notification_id) \
-                 DO UPDATE SET item = excluded.item",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(key.due_at.as_millisecond())
             .bind(&key.user_id)
@@ -55,10 +83,26 @@ impl DigestTable {
             .bind(key.channel.as_str())
             .bind(&item.notification_id)
             .bind(document)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         });
-        Ok(())
+        Ok(true)
+    }
+
+    /// Forgets the folds of digests due before `cutoff` (the notifications'
+    /// retention: a fold is never older than its notification); returns
+    /// how many.
+    pub async fn prune_folds(&self, cutoff: Timestamp) -> Result<u64, StorageError> {
+        let _timer = self.database.metrics().time("digest_prune_folds");
+        let removed = with_pool!(self.database, pool => {
+            sqlx::query("DELETE FROM digest_folds WHERE due_at < $1")
+                .bind(cutoff.as_millisecond())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(removed)
     }
 
     /// Up to `limit` digests due at `now`, earliest first, each with all
@@ -135,12 +179,20 @@ impl DigestTable {
     /// Deletes every item held for `user_id`; returns how many.
     pub async fn erase_user(&self, user_id: &str) -> Result<usize, StorageError> {
         let _timer = self.database.metrics().time("digest_erase_user");
-        let removed = with_pool!(self.database, pool => {
-            sqlx::query("DELETE FROM digest_items WHERE user_id = $1")
+        let metrics = self.database.metrics();
+        let removed = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            let removed = sqlx::query("DELETE FROM digest_items WHERE user_id = $1")
                 .bind(user_id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            sqlx::query("DELETE FROM digest_folds WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            removed
         });
         Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }

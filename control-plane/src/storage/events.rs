@@ -48,6 +48,8 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::StorageError;
 use super::database::{Database, Engine, begin_write, with_pool};
+use super::tombstones::lock_user_for_erasure;
+use super::wakeups::{EVENTS_CHANNEL, Listening, listen};
 use crate::event::{
     Cursor, ErasedEvents, Event, EventBody, EventPage, IngestOutcome, JsonObject, Profile,
 };
@@ -64,6 +66,9 @@ const INSERT_CHUNK: usize = 1000;
 #[derive(Clone)]
 pub struct EventStore {
     shared: Shared,
+    /// On PostgreSQL, wakes this process's feed readers when another
+    /// process stored events (see `wakeups`); `None` on SQLite.
+    _listening: Option<Arc<Listening>>,
     /// Ingest calls queue here for the group-commit writer (see
     /// [`EventStore::ingest`]).
     submit: mpsc::Sender<Submission>,
@@ -111,7 +116,15 @@ impl EventStore {
         };
         let (submit, queue) = mpsc::channel(1024);
         tokio::spawn(write_groups(shared.clone(), queue));
-        EventStore { shared, submit }
+        let appended = Arc::clone(&shared.appended);
+        let listening = listen(&shared.database, EVENTS_CHANNEL, move || {
+            appended.send_modify(|count| *count = count.wrapping_add(1));
+        });
+        EventStore {
+            shared,
+            submit,
+            _listening: listening.map(Arc::new),
+        }
     }
 
     /// The database this store is over (for the other event tables, e.g.
@@ -310,6 +323,9 @@ impl EventStore {
                         .execute(&mut *tx)
                         .await?;
                 }
+                // Waits for the user's creating transactions in flight;
+                // later ones see the tombstone (see `tombstones`).
+                lock_user_for_erasure!(tx, engine, user_id);
                 sqlx::query(
                     "INSERT INTO erased_users (user_id, erased_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
                 )
@@ -654,6 +670,14 @@ async fn write_group(
                 .bind(stored)
                 .execute(&mut *tx)
                 .await?;
+            if engine == Engine::Postgres {
+                // Delivered at commit, to every process's listener: their
+                // feed readers wake as this process's do below.
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(EVENTS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         if stored > 0 {

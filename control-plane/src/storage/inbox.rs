@@ -28,6 +28,7 @@ use jiff::Timestamp;
 use super::StorageError;
 use super::database::{Database, begin_write, with_pool};
 use super::deliveries::placeholders;
+use super::tombstones::erased_among;
 use crate::inbox::{
     Action, Applied, CategoryCounts, Change, ChangeKind, Counts, InboxItem, UNCATEGORISED,
 };
@@ -199,6 +200,11 @@ impl InboxTable {
         let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
         let changes = with_pool!(self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
+            // Before the counts row's upsert, which would create one.
+            if !erased_among!(tx, engine, [user_id]).is_empty() {
+                tx.rollback().await?;
+                return Ok(Vec::new());
+            }
             let (mut counts, mut seq) = lock_counts!(tx, user_id);
             let stored = read_items!(tx, user_id, ids);
             let mut seen: HashSet<&str> = HashSet::new();

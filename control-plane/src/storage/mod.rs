@@ -42,6 +42,8 @@ mod notifications;
 mod parked;
 mod pending;
 mod preferences;
+mod tombstones;
+mod wakeups;
 
 use std::future::Future;
 use std::path::Path;

@@ -13,6 +13,9 @@
 //!   notification and source check commit in one transaction, durable
 //!   before `create` returns; [`NotificationStore::create_all`] does a
 //!   page of them in one.
+//! * **Never for an erased user**: the transaction checks the user's
+//!   tombstone first (see `tombstones`), so a create racing an erasure
+//!   either is removed by it or creates nothing.
 //! * Removing a notification (privacy erase, retention) removes the keys
 //!   that name it in the same transaction, so a key never outlives its
 //!   notification into a dangling `Existing`.
@@ -21,6 +24,7 @@ use jiff::Timestamp;
 
 use super::StorageError;
 use super::database::{Database, begin_write, with_pool};
+use super::tombstones::erased_among;
 use crate::notifications::{Created, IDEMPOTENCY_WINDOW, NewNotification, Notification};
 
 /// Notifications in SQL. Cheap to clone; clones share the pool.
@@ -32,6 +36,8 @@ pub struct NotificationStore {
 /// What a create found before inserting.
 enum Found {
     Nothing,
+    /// The user is erased: nothing was written.
+    Erased,
     Existing(String),
 }
 
@@ -87,8 +93,17 @@ impl NotificationStore {
 
         let found: Vec<Found> = with_pool!(self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
+            let erased = erased_among!(
+                tx,
+                engine,
+                notifications.iter().map(|notification| notification.user_id.as_str())
+            );
             let mut found = Vec::with_capacity(notifications.len());
             for (notification, body) in notifications.iter().zip(&bodies) {
+                if erased.contains(&notification.user_id) {
+                    found.push(Found::Erased);
+                    continue;
+                }
                 // The insert first: a replayed source event conflicts on
                 // its unique index and writes nothing.
                 let inserted = sqlx::query(
@@ -161,6 +176,7 @@ impl NotificationStore {
         for (notification, found) in notifications.into_iter().zip(found) {
             created.push(match found {
                 Found::Nothing => Created::New(notification),
+                Found::Erased => Created::UserErased,
                 Found::Existing(id) => {
                     let existing = self.get(&id).await?.ok_or_else(|| {
                         StorageError::Corrupt(format!(

@@ -18,7 +18,8 @@
 use jiff::Timestamp;
 
 use super::StorageError;
-use super::database::{Database, with_pool};
+use super::database::{Database, begin_write, with_pool};
+use super::tombstones::erased_among;
 use crate::rules::Pending;
 
 /// How a trigger finished (the `state` column; 0 is pending).
@@ -39,13 +40,20 @@ impl PendingTable {
         PendingTable { database }
     }
 
-    /// Stores `pending` unless a trigger of its id is pending or finished;
-    /// `false` (nothing changed) then.
+    /// Stores `pending` unless a trigger of its id is pending or finished,
+    /// or its user is erased; `false` (nothing changed) then.
     pub async fn schedule(&self, pending: &Pending) -> Result<bool, StorageError> {
         let _timer = self.database.metrics().time("pending_schedule");
         let record = serde_json::to_string(pending)?;
-        let inserted = with_pool!(self.database, pool => {
-            sqlx::query(
+        let metrics = self.database.metrics();
+        let inserted = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            // Nothing is scheduled for an erased user (see `tombstones`).
+            if !erased_among!(tx, engine, [pending.user_id.as_str()]).is_empty() {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            let inserted = sqlx::query(
                 "INSERT INTO pending_triggers \
                  (id, rule, user_id, scheduled_at, due_at, record, state) \
                  VALUES ($1, $2, $3, $4, $5, $6, 0) ON CONFLICT (id) DO NOTHING",
@@ -56,9 +64,11 @@ impl PendingTable {
             .bind(pending.scheduled_at.as_millisecond())
             .bind(pending.due_at.as_millisecond())
             .bind(record)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            tx.commit().await?;
+            inserted
         });
         Ok(inserted == 1)
     }

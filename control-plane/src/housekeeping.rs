@@ -1,0 +1,367 @@
+//! Housekeeping: every periodic job that keeps stored data bounded,
+//! scheduled in one place. What a job removes is decided by the store
+//! that owns the data (`prune_*`, `apply_retention`, `cleanup`); this
+//! module only says when, and reports how it went.
+//!
+//! | task | every | removes |
+//! |---|---|---|
+//! | `dedupe` | 1 h | event ids older than the dedupe window (`NUDGE_CP_DEDUPE_WINDOW`); refreshes the store-size gauges |
+//! | `retention` | 1 h | `[retention]`: old events; old notifications with their deliveries, inbox items and digest folds; long attempt logs |
+//! | `devices` | 6 h | `[devices]`: deactivates stale devices, deletes long-deactivated ones |
+//! | `idempotency_keys` | 1 h | notify idempotency keys past their 48 h window |
+//! | `inbox_changes` | 1 h | live-stream change-log entries older than [`INBOX_CHANGES_KEPT`] (a client away longer reloads its list) |
+//! | `trigger_markers` | 1 h | finished delayed-trigger markers older than the dedupe window (an older event cannot be replayed: it is not a duplicate any more) |
+//!
+//! # Promises
+//!
+//! * Each job runs once at start-up, then at its interval; a late tick
+//!   delays the next rather than bunching them.
+//! * A failed pass is logged, counted
+//!   (`nudge_cp_housekeeping_failures_total{task}`) and retried at the next
+//!   tick; it never stops the server or another job.
+//! * A pass that started is not cut short by shutdown: passes delete in
+//!   short chunks, and the stores must not be closed under one.
+//! * `nudge_cp_housekeeping_removed_total{task}` counts what passes
+//!   removed; `nudge_cp_housekeeping_last_success_timestamp_seconds{task}`
+//!   is the end of the last pass that succeeded (alert when it stops
+//!   moving).
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+/// How long the inbox's change log is kept: a live stream away longer
+/// gets a `reset` and reloads the list.
+pub const INBOX_CHANGES_KEPT: Duration = Duration::from_secs(7 * 86_400);
+
+/// One periodic job.
+pub struct Job {
+    name: &'static str,
+    every: Duration,
+    pass: Box<dyn Fn(Timestamp) -> BoxFuture<'static, Result<u64, String>> + Send + Sync>,
+}
+
+impl Job {
+    /// A job called `name` (the metrics' `task` label: `job` is the
+    /// scrape's own) that runs `pass` at
+    /// `every`; a pass gets the time it starts at and answers how many
+    /// records it removed.
+    pub fn new<F, Fut, E>(name: &'static str, every: Duration, pass: F) -> Job
+    where
+        F: Fn(Timestamp) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<u64, E>> + Send + 'static,
+        E: Display,
+    {
+        Job {
+            name,
+            every,
+            pass: Box::new(move |now| {
+                let pass = pass(now);
+                Box::pin(async move { pass.await.map_err(|error| error.to_string()) })
+            }),
+        }
+    }
+}
+
+/// The jobs and their metrics.
+pub struct Housekeeping {
+    jobs: Vec<Job>,
+    metrics: Metrics,
+}
+
+#[derive(Clone)]
+struct Metrics {
+    removed: IntCounterVec,
+    failures: IntCounterVec,
+    last_success: GaugeVec,
+}
+
+impl Housekeeping {
+    /// No jobs yet; the metrics registered in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let removed = IntCounterVec::new(
+            Opts::new(
+                "nudge_cp_housekeeping_removed_total",
+                "Records housekeeping passes removed (or deactivated), by task",
+            ),
+            &["task"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "nudge_cp_housekeeping_failures_total",
+                "Housekeeping passes that failed (retried at the next tick), by task",
+            ),
+            &["task"],
+        )?;
+        let last_success = GaugeVec::new(
+            Opts::new(
+                "nudge_cp_housekeeping_last_success_timestamp_seconds",
+                "When the last successful housekeeping pass of the job ended (unix seconds)",
+            ),
+            &["task"],
+        )?;
+        registry.register(Box::new(removed.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(last_success.clone()))?;
+        Ok(Housekeeping {
+            jobs: Vec::new(),
+            metrics: Metrics {
+                removed,
+                failures,
+                last_success,
+            },
+        })
+    }
+
+    /// Adds `job`.
+    #[must_use]
+    pub fn with(mut self, job: Job) -> Self {
+        // Shown as 0 before the first pass ends, so the series exist.
+        self.metrics.removed.with_label_values(&[job.name]);
+        self.metrics.failures.with_label_values(&[job.name]);
+        self.jobs.push(job);
+        self
+    }
+
+    /// Runs every job until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        let metrics = self.metrics;
+        futures::future::join_all(
+            self.jobs
+                .into_iter()
+                .map(|job| run_job(job, metrics.clone(), stop.clone())),
+        )
+        .await;
+    }
+}
+
+async fn run_job(job: Job, metrics: Metrics, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(job.every);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        // Not raced with `stop` (see the module doc).
+        match (job.pass)(Timestamp::now()).await {
+            Ok(removed) => {
+                metrics
+                    .removed
+                    .with_label_values(&[job.name])
+                    .inc_by(removed);
+                #[allow(clippy::cast_precision_loss)] // seconds fit an f64
+                metrics
+                    .last_success
+                    .with_label_values(&[job.name])
+                    .set(Timestamp::now().as_millisecond() as f64 / 1000.0);
+                if removed > 0 {
+                    tracing::info!(task = job.name, removed, "housekeeping pass done");
+                } else {
+                    tracing::debug!(task = job.name, "housekeeping pass done; nothing to remove");
+                }
+            }
+            Err(error) => {
+                metrics.failures.with_label_values(&[job.name]).inc();
+                tracing::warn!(task = job.name, %error, retry_in = ?job.every, "housekeeping pass failed; retrying at the next tick");
+            }
+        }
+    }
+}
+
+/// The control plane's jobs (the table in the module doc) over `stores`.
+pub fn standard(
+    stores: &crate::storage::Stores,
+    privacy: &crate::privacy::Privacy,
+    metrics: &crate::metrics::Metrics,
+    retention: crate::privacy::RetentionConfig,
+    devices: crate::devices::cleanup::DeviceRetention,
+    dedupe_window: Duration,
+) -> Result<Housekeeping, prometheus::Error> {
+    const HOURLY: Duration = Duration::from_secs(3600);
+    // Device ages are weeks: four passes a day are plenty.
+    const DEVICES_EVERY: Duration = Duration::from_secs(6 * 3600);
+    let events = stores.events.clone();
+    let gauges = metrics.clone();
+    let dedupe = Job::new("dedupe", HOURLY, move |now| {
+        let (events, gauges) = (events.clone(), gauges.clone());
+        async move {
+            let removed = events.prune_dedupe(cutoff(now, dedupe_window)).await?;
+            gauges.set_store_sizes(events.event_count().await?, events.dedupe_count().await?);
+            Ok::<_, crate::storage::StorageError>(removed)
+        }
+    });
+    let privacy = privacy.clone();
+    let retention = Job::new("retention", HOURLY, move |now| {
+        let privacy = privacy.clone();
+        async move {
+            // Privacy blocks on its stores: off the async workers.
+            let report =
+                tokio::task::spawn_blocking(move || privacy.apply_retention(&retention, now))
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .map_err(|error| error.to_string())?;
+            tracing::info!(?report, "retention pass done");
+            let removed = u64::try_from(
+                report.notifications
+                    + report.deliveries
+                    + report.inbox_items
+                    + report.attempt_logs_trimmed,
+            )
+            .unwrap_or(u64::MAX);
+            Ok::<_, String>(
+                removed
+                    .saturating_add(report.events)
+                    .saturating_add(report.digest_folds),
+            )
+        }
+    });
+    let device_store = stores.devices.clone();
+    let devices = Job::new("devices", DEVICES_EVERY, move |now| {
+        let device_store = device_store.clone();
+        async move {
+            let report = device_store
+                .cleanup(now, devices.stale_after, devices.delete_after)
+                .await?;
+            Ok::<_, crate::devices::DeviceError>(
+                u64::try_from(report.deactivated + report.deleted).unwrap_or(u64::MAX),
+            )
+        }
+    });
+    let notifications = stores.notifications.clone();
+    let idempotency_keys = Job::new("idempotency_keys", HOURLY, move |now| {
+        let notifications = notifications.clone();
+        async move { notifications.prune_idempotency_keys(now).await }
+    });
+    let inbox = stores.inbox.clone();
+    let inbox_changes = Job::new("inbox_changes", HOURLY, move |now| {
+        let inbox = inbox.clone();
+        async move {
+            let removed = inbox.prune_changes(now, INBOX_CHANGES_KEPT).await?;
+            Ok::<_, crate::inbox::InboxError>(u64::try_from(removed).unwrap_or(u64::MAX))
+        }
+    });
+    let pending = stores.pending.clone();
+    let trigger_markers = Job::new("trigger_markers", HOURLY, move |now| {
+        let pending = pending.clone();
+        async move {
+            let removed = pending.prune_finished(cutoff(now, dedupe_window)).await?;
+            Ok::<_, crate::rules::PendingError>(u64::try_from(removed).unwrap_or(u64::MAX))
+        }
+    });
+    Ok(Housekeeping::new(metrics.registry())?
+        .with(dedupe)
+        .with(retention)
+        .with(devices)
+        .with(idempotency_keys)
+        .with(inbox_changes)
+        .with(trigger_markers))
+}
+
+/// `now` minus `age`, clamped at the earliest time.
+pub fn cutoff(now: Timestamp, age: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(age)
+        .ok()
+        .and_then(|age| now.checked_sub(age).ok())
+        .unwrap_or(Timestamp::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    fn value(registry: &Registry, name: &str, job: &str) -> Option<f64> {
+        registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric().iter())
+            .find(|metric| metric.get_label().iter().any(|label| label.value() == job))
+            .map(|metric| {
+                if name.ends_with("_total") {
+                    metric.get_counter().get_value()
+                } else {
+                    metric.get_gauge().get_value()
+                }
+            })
+    }
+
+    #[tokio::test]
+    async fn jobs_run_at_start_and_a_failing_one_does_not_stop_the_others() {
+        let registry = Registry::new();
+        let passes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&passes);
+        let stop = CancellationToken::new();
+        let housekeeping = Housekeeping::new(&registry)
+            .unwrap()
+            .with(Job::new("works", Duration::from_secs(3600), move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<u64, String>(3) }
+            }))
+            .with(Job::new("fails", Duration::from_secs(3600), |_| async {
+                Err::<u64, _>("disk on fire")
+            }));
+        let running = tokio::spawn(housekeeping.run(stop.clone()));
+        // Both run once at start-up; the next ticks are an hour away.
+        for _ in 0..200 {
+            if value(&registry, "nudge_cp_housekeeping_failures_total", "fails") == Some(1.0)
+                && passes.load(Ordering::SeqCst) == 1
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        running.await.unwrap();
+
+        assert_eq!(passes.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            value(&registry, "nudge_cp_housekeeping_removed_total", "works"),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&registry, "nudge_cp_housekeeping_failures_total", "works"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&registry, "nudge_cp_housekeeping_failures_total", "fails"),
+            Some(1.0)
+        );
+        assert!(
+            value(
+                &registry,
+                "nudge_cp_housekeeping_last_success_timestamp_seconds",
+                "works"
+            )
+            .is_some_and(|at| at > 1.7e9)
+        );
+        assert_eq!(
+            value(
+                &registry,
+                "nudge_cp_housekeeping_last_success_timestamp_seconds",
+                "fails"
+            ),
+            None,
+            "never succeeded"
+        );
+    }
+
+    #[test]
+    fn cutoff_clamps_at_the_earliest_time() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        assert_eq!(
+            cutoff(now, Duration::from_secs(400)),
+            Timestamp::from_second(600).unwrap()
+        );
+        assert_eq!(cutoff(now, Duration::MAX), Timestamp::MIN);
+    }
+}
