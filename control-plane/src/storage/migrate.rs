@@ -73,6 +73,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_engine_state.sql"),
         postgres: include_str!("../../migrations/postgres/0006_engine_state.sql"),
     },
+    Migration {
+        version: 8,
+        name: "analytics",
+        sqlite: include_str!("../../migrations/sqlite/0008_analytics.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_analytics.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

@@ -20,10 +20,11 @@
 //! devices ([`DeviceTable`]); the inbox, its counts and change log
 //! ([`InboxTable`]); the engine's feed cursor ([`CursorTable`]), the items
 //! held for digests ([`DigestTable`]) and delayed rule triggers with their
-//! finished markers ([`PendingTable`]). The other records (the catalog and
-//! the analytics rollups) still live in the sled database that
-//! [`Stores::legacy`] opens in the data dir, and move here table by table;
-//! see the README's storage section for what is where.
+//! finished markers ([`PendingTable`]); the analytics rollups
+//! ([`RollupTable`]). The other records (the catalog) still live in the
+//! sled database that [`Stores::legacy`] opens in the data dir, and move
+//! here table by table; see the README's storage section for what is
+//! where.
 
 mod cursors;
 pub(crate) mod database;
@@ -40,6 +41,7 @@ mod notifications;
 mod parked;
 mod pending;
 mod preferences;
+mod rollups;
 
 use std::future::Future;
 use std::path::Path;
@@ -58,6 +60,7 @@ pub use notifications::NotificationStore;
 pub use parked::{ParkedEvent, ParkedPage};
 pub use pending::{Finish, PendingTable};
 pub use preferences::{PreferenceTable, StoredPreferences};
+pub use rollups::{RollupRow, RollupTable};
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
@@ -128,6 +131,8 @@ pub struct Stores {
     /// Delayed rule triggers and their finished markers (table
     /// `pending_triggers`).
     pub pending: crate::rules::PendingTriggers,
+    /// The analytics rollups (table `analytics_rollups`).
+    pub rollups: RollupTable,
     /// The sled database with the records not yet moved to SQL.
     legacy: sled::Db,
 }
@@ -167,6 +172,7 @@ impl Stores {
         let cursors = CursorTable::new(database.clone());
         let digests = crate::digest::DigestStore::new(DigestTable::new(database.clone()));
         let pending = crate::rules::PendingTriggers::new(PendingTable::new(database.clone()));
+        let rollups = RollupTable::new(database.clone());
         Ok(Stores {
             database,
             events,
@@ -178,6 +184,7 @@ impl Stores {
             cursors,
             digests,
             pending,
+            rollups,
             legacy,
         })
     }
@@ -228,8 +235,8 @@ fn refuse_sled_only_data_dir(
 }
 
 /// Runs `future` to completion from synchronous code: for the parts of the
-/// engine that still run synchronously over sled and read or erase events
-/// (analytics passes, privacy). Call it from a `spawn_blocking` thread or
+/// engine that still run synchronously and read or write SQL (analytics
+/// passes and reports, privacy). Call it from a `spawn_blocking` thread or
 /// a multi-threaded runtime's worker; on a current-thread runtime's own
 /// thread it panics (tokio cannot block that thread).
 pub fn block_on<F: Future>(future: F) -> F::Output {
