@@ -1,5 +1,6 @@
 //! Benchmark: the analytics rollups (`nudge_control_plane::analytics`) over
-//! a synthetic event stream in real sled, with same-run baselines.
+//! a synthetic event stream in the real SQL stores (embedded SQLite, or
+//! PostgreSQL with `--database postgres`), with same-run baselines.
 //!
 //! 1. **Ingest cost of the rollups.** `M` events go through
 //!    `EventStore::ingest` in batches of 500 (as agents send them) into a
@@ -8,7 +9,7 @@
 //!    rate of both, and for ON the end-to-end rate: `M` / time until ingest
 //!    finished *and* the rollups caught up.
 //! 2. **Report latency.** Builds a store of `N` events with the rollups ON
-//!    (catching up at the end; prints build time, disk size of the sled dir,
+//!    (catching up at the end; prints build time, disk size of the data dir,
 //!    process RSS), then runs each main report query 200 times after 10
 //!    warm-ups and prints p50/p99/max, after a baseline (`event_count` and
 //!    a report over an empty range) timed the same way.
@@ -21,11 +22,15 @@
 //!
 //! Run: `cargo bench -p nudge-control-plane --bench analytics`
 //! (`-- --events N --ingest-events M --queries Q --only ingest|query
-//! --keep`; defaults 10,000,000 / 1,000,000 / 200). Sled dirs go under
-//! `target/bench-analytics/` and are removed at the end unless `--keep`.
+//! --keep --database sqlite|postgres`; defaults 10,000,000 / 1,000,000 /
+//! 200 / sqlite). Data dirs go under `target/bench-analytics/` and are
+//! removed at the end unless `--keep`. With `--database postgres` each
+//! store is a fresh database on the server `NUDGE_TEST_DATABASE_URL` names
+//! (as the tests use; not dropped afterwards), and the disk figures are of
+//! the data dir only.
 //! Prints figures; it asserts nothing about speed. Progress goes to stderr
-//! every 30 s. Mind the disk: at 200k events the sled dir with rollups took
-//! ~1 GB (~5 KB per event), so a 10M-event run may need tens of GB.
+//! every 30 s. Mind the disk: at 200k events the sled store with rollups
+//! took ~1 GB (~5 KB per event), so a 10M-event run may need tens of GB.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -292,7 +297,7 @@ fn analytics_config() -> AnalyticsConfig {
     }
 }
 
-/// A fresh sled dir `name` under `root`.
+/// A fresh data dir `name` under `root`.
 fn fresh_dir(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
     if dir.exists() {
@@ -398,7 +403,7 @@ fn ingest_run(
     // Every 30 s on stderr, for long runs.
     let progress = |stored: u64, stage: &str| {
         eprintln!(
-            "  … {:>6.0} s: {stored} / {total} ingested, {} applied by step(), sled dir {:.0} MiB{stage}",
+            "  … {:>6.0} s: {stored} / {total} ingested, {} applied by step(), data dir {:.0} MiB{stage}",
             began.elapsed().as_secs_f64(),
             applied_so_far.load(Ordering::Relaxed),
             mib(disk_usage(dir)),
@@ -483,7 +488,16 @@ fn ingest_run(
 }
 
 fn open_store(dir: &Path) -> (EventStore, Stores) {
-    let settings = DatabaseSettings::sqlite(dir.join(SQLITE_FILE));
+    let settings = match arg_text("--database").as_deref() {
+        Some("postgres") => DatabaseSettings {
+            location: block_on(nudge_e2e::postgres::fresh_database())
+                .parse()
+                .expect("a postgres URL"),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+        },
+        _ => DatabaseSettings::sqlite(dir.join(SQLITE_FILE)),
+    };
     let stores = block_on(Stores::open(
         &settings,
         dir,
@@ -513,7 +527,7 @@ fn applied_note(run: &IngestRun) -> String {
 fn ingest_phase(root: &Path, total: u64, end: Timestamp, keep: bool) {
     println!();
     println!(
-        "== 1. ingest rate, rollups OFF vs ON: {total} events, batches of {BATCH}, fresh sled each (generation not timed) =="
+        "== 1. ingest rate, rollups OFF vs ON: {total} events, batches of {BATCH}, fresh store each (generation not timed) =="
     );
 
     // RSS is read at the end of each run, its store still open. The OFF
@@ -644,7 +658,7 @@ fn query_phase(root: &Path, total: u64, runs: usize, end: Timestamp) {
         applied_note(&build)
     );
     println!(
-        "sled dir {}: {:.0} MiB on disk; process RSS {:.0} MiB (peak {:.0} MiB)",
+        "data dir {}: {:.0} MiB on disk; process RSS {:.0} MiB (peak {:.0} MiB)",
         dir.display(),
         mib(disk_usage(&dir)),
         proc_status_mib("VmRSS:").unwrap_or(f64::NAN),
@@ -799,7 +813,8 @@ fn main() {
          {RESOURCES} resources, {SPAN_DAYS} days ending now; funnel checkout = view→cart_add→purchase (7d)"
     );
     println!(
-        "sled dirs under {}{}",
+        "database: {}; data dirs under {}{}",
+        arg_text("--database").unwrap_or_else(|| "sqlite".to_owned()),
         root.display(),
         if keep { " (kept: --keep)" } else { "" }
     );

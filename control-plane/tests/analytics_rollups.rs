@@ -1,6 +1,6 @@
 //! "Counts, rates, funnels, unique users and sessions, costs and
 //! attributed outcomes come out exactly right on a crafted event stream
-//! (including anonymous visitors who later identify)": real sled stores,
+//! (including anonymous visitors who later identify)": real SQL stores,
 //! the real delivery queue writing delivery facts, the rollup worker
 //! folding them, reports read back. Every expected figure below is worked
 //! out by hand in the comments next to the stream.

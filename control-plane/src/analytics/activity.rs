@@ -62,8 +62,6 @@ pub struct FunnelPass {
 /// Everything a pass needs besides the overlay.
 pub struct Context<'a> {
     pub config: &'a AnalyticsConfig,
-    /// Names new inferred sessions (unique, never reused).
-    pub db: &'a sled::Db,
     /// Metric changes, counted once the pass has committed.
     pub metrics: &'a super::metrics::PendingMetrics,
 }
@@ -363,7 +361,10 @@ fn start_session(
     }
     let session = match explicit {
         Some(id) => id.clone(),
-        None => format!("inferred-{}", context.db.generate_id()?),
+        None => format!(
+            "inferred-{}",
+            overlay.increment(layout::SESSION_IDS.to_vec())?
+        ),
     };
     state.detail.open_session = Some(OpenSession {
         key: session,

@@ -2,10 +2,10 @@
 //! or an anonymous visitor) that changes with the actor's events, in one
 //! record (`a`).
 //!
-//! One record, not one key per figure, because sled's cost is per key
-//! written: folding an event reads and writes the actor once per pass,
-//! however many of its figures (engagement, active days, open session,
-//! funnel progress, events by name, features) the event moves.
+//! One record, not one key per figure, because a pass's cost is per key
+//! read and written: folding an event reads and writes the actor once per
+//! pass, however many of its figures (engagement, active days, open
+//! session, funnel progress, events by name, features) the event moves.
 //!
 //! Encoding: a length byte, that many big-endian i64 engagement counters
 //! ([`profile`]), then the rest as JSON. The counters come first so the

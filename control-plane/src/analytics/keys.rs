@@ -1,12 +1,13 @@
-//! How rollups are keyed in the `analytics` tree, and the UTC periods
-//! (hour, day, ISO week, month) they are bucketed by.
+//! How rollups are keyed in the `analytics_rollups` table, and the UTC
+//! periods (hour, day, ISO week, month) they are bucketed by.
 //!
 //! A key is a family tag followed by parts, each part ended by a 0x00
 //! byte, so a prefix of parts selects a range (all of a day, all of an
 //! actor). A NUL inside an id is replaced by 0x01 (ids with NULs are not
 //! something applications send; they stay apart from their neighbours).
 //! Period strings sort in time order ("2026-11-22", "2026-W47",
-//! "2026-11", "2026-11-22T05"), so a range of days is a key range.
+//! "2026-11", "2026-11-22T05"), so a range of days is a key range: the
+//! table compares keys bytewise on both engines.
 
 use jiff::Timestamp;
 use jiff::civil::Date;

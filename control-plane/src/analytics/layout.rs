@@ -1,11 +1,13 @@
-//! The rollup families of the `analytics` tree: which key holds what, and
-//! the index of each figure in a counter vector. Everything that reads or
-//! writes the tree goes through these, so the layout is in one place.
+//! The rollup families of the `analytics_rollups` table: which key holds
+//! what, and the index of each figure in a counter vector. Everything that
+//! reads or writes the rollups goes through these, so the layout is in one
+//! place.
 //!
 //! | family | key parts | value |
 //! |---|---|---|
 //! | `cursor` | | the event feed position folded so far |
-//! | `layout` | | the layout version ([`ACTOR_RECORDS`]) |
+//! | `drained_facts` | | the delivery facts the last pass counted ([`DRAINED_FACTS`]) |
+//! | `session_ids` | | [count] of inferred sessions named so far |
 //! | `sum` | granularity (`d`/`w`/`m`), period | [`SUMMARY`] counters |
 //! | `se` | day (of session start) | [`SESSIONS`] counters |
 //! | `r` | granularity, period, resource | [`ACTIONS`] counters |
@@ -31,14 +33,14 @@ use super::keys::key;
 
 pub const CURSOR: &[u8] = b"cursor";
 /// The sequence numbers (8 bytes each, big-endian) of the delivery facts
-/// the last pass counted: they are removed from the SQL facts table
-/// before the next pass reads it, so a crash between a pass's commit here
-/// and that removal never counts a fact twice.
+/// the last pass counted, written in that pass's commit: they are removed
+/// from the facts table (`delivery_facts`) before the next pass reads it,
+/// so a crash between a pass's commit and that removal never counts a
+/// fact twice.
 pub const DRAINED_FACTS: &[u8] = b"drained_facts";
-/// Which layout the tree is in: absent in the first one (see `upgrade`),
-/// [`ACTOR_RECORDS`] since per-actor state moved into one record.
-pub const LAYOUT: &[u8] = b"layout";
-pub const ACTOR_RECORDS: u8 = 2;
+/// The counter that names inferred sessions (`inferred-<n>`), so a name
+/// is never used twice.
+pub const SESSION_IDS: &[u8] = b"session_ids";
 /// The periods summaries and unique sets are kept for: day, ISO week, month.
 pub const GRANULARITIES: [&str; 3] = ["d", "w", "m"];
 

@@ -10,8 +10,11 @@
 //!   folding each into counters. A report reads only counters for the
 //!   range asked, so its cost does not grow with the number of events.
 //! * **Exactly once.** Each pass applies its counter changes, the new
-//!   cursor and the list of the delivery facts it counted in one sled
-//!   transaction: a crash repeats a whole pass or none of it. The counted
+//!   cursor and the list of the delivery facts it counted in one SQL
+//!   transaction (table `analytics_rollups`, see
+//!   [`crate::storage::RollupTable`]): a crash repeats a whole pass or
+//!   none of it, and a pass computed from a state another writer changed
+//!   meanwhile is refused, not applied (see `overlay`). The counted
 //!   facts are removed from their SQL table after that commit, and again
 //!   (idempotently) before the next pass reads the table, so a fact
 //!   counted is never read again.
@@ -36,14 +39,13 @@ mod metrics;
 mod overlay;
 mod report;
 mod reports;
-mod upgrade;
 mod worker;
 
 pub use crate::money::{Money, MoneyError};
 pub use config::{AnalyticsConfig, FunnelDefinition, provider_of};
 pub use metrics::AnalyticsMetrics;
 pub use report::{Cell, DEFAULT_LIMIT, Granularity, MAX_LIMIT, Report, ReportName, ReportQuery};
-pub use worker::{EVENT_PAGE, FACT_PAGE};
+pub use worker::{EVENT_PAGE, FACT_PAGE, Interrupt};
 
 /// Why an analytics operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +57,10 @@ pub enum AnalyticsError {
         parameter: &'static str,
         message: String,
     },
-    #[error("analytics storage: {0}")]
-    Sled(#[from] sled::Error),
+    /// Another writer committed to the rollups while this pass ran (a
+    /// second worker): the pass wrote nothing and is to be run again.
+    #[error("the analytics rollups changed during the pass; it wrote nothing and is retried")]
+    Conflict,
     #[error("analytics record is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -66,7 +70,7 @@ pub enum AnalyticsError {
 use std::sync::{Arc, Mutex};
 
 use crate::delivery::Clock;
-use crate::storage::EventStore;
+use crate::storage::{EventStore, RollupTable};
 
 /// The rollups and their reports. Cheap to clone.
 #[derive(Clone)]
@@ -79,19 +83,20 @@ struct Inner {
     config: AnalyticsConfig,
     clock: Arc<dyn Clock>,
     metrics: AnalyticsMetrics,
-    db: sled::Db,
-    /// The rollups (see `layout`).
-    tree: sled::Tree,
+    /// The rollups (see `layout`), in SQL.
+    rollups: RollupTable,
     /// The delivery facts log (`crate::delivery::facts`), in SQL.
     deliveries: crate::storage::DeliveryTable,
-    /// Held by every writer of `tree` (passes, sweeps, erase): the
-    /// overlay of a pass assumes nobody else writes under it.
+    /// Held by every writer of `rollups` in this process (passes, sweeps,
+    /// erase), so they take turns instead of failing each other's
+    /// commits (see `overlay`).
     writer: Mutex<()>,
 }
 
 impl Analytics {
-    /// Opens the rollup trees in `stores`' sled database and registers the metrics in
-    /// `registry`. Call [`Analytics::run`] to keep the rollups up to date.
+    /// The rollups over `stores`' database, with the metrics registered
+    /// in `registry`. Call [`Analytics::run`] to keep the rollups up to
+    /// date.
     pub fn open(
         stores: &crate::storage::Stores,
         config: AnalyticsConfig,
@@ -103,18 +108,14 @@ impl Analytics {
         metrics
             .register(registry)
             .map_err(|error| AnalyticsError::Corrupt(format!("metrics: {error}")))?;
-        let db = stores.legacy();
-        let tree = db.open_tree("analytics")?;
-        upgrade::upgrade(&tree)?;
         Ok(Analytics {
             inner: Arc::new(Inner {
                 store: stores.events.clone(),
                 config,
                 clock,
                 metrics,
-                tree,
+                rollups: stores.rollups.clone(),
                 deliveries: stores.deliveries.table().clone(),
-                db: db.clone(),
                 writer: Mutex::new(()),
             }),
         })
@@ -134,7 +135,7 @@ impl Analytics {
         };
         let now = self.inner.clock.now();
         let source = reports::Source {
-            tree: &self.inner.tree,
+            table: &self.inner.rollups,
             config: &self.inner.config,
             today: keys::utc_date(now),
             now,

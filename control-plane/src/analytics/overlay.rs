@@ -1,24 +1,40 @@
-//! [`Overlay`]: one pass's changes to the `analytics` tree, held in memory
-//! and read through, then committed in one sled transaction together with
-//! the pass's cursor and the removal of the delivery facts it counted.
+//! [`Overlay`]: one pass's changes to the rollups, held in memory and
+//! read through, then committed in one SQL transaction
+//! ([`RollupTable::commit`]) together with the pass's cursor and the
+//! list of the delivery facts it counted.
 //!
 //! Actor records ([`ActorState`]) are held decoded, so a pass decodes and
 //! encodes each actor once however many of its events it folds; the
 //! commit keeps the open-sessions index (`as`) in step with them.
 //!
-//! Only the rollup worker writes the tree (erase takes the same lock), so
-//! reading the tree under the overlay sees exactly the state the pass
-//! started from plus its own changes.
+//! Reads are batched: [`Overlay::prefetch`] runs the pass's fold once on
+//! a scratch overlay where every key not read yet reads as absent and is
+//! noted, then reads the noted keys in a few `IN (…)` queries; a key the
+//! scratch run could not foresee (one found through a record it read as
+//! absent) is read when the real fold asks for it. Each stored value is
+//! read at most once per overlay.
+//!
+//! The overlay notes the table's generation before reading anything, and
+//! its commit applies only if no other commit came in between (else
+//! [`AnalyticsError::Conflict`], nothing written), so reading under the
+//! overlay sees exactly the state the pass started from plus its own
+//! changes, in this process (where writers also take one lock) and
+//! across processes alike.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 use std::collections::btree_map::Entry;
-
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::AnalyticsError;
 use super::actor::ActorState;
 use super::keys::{decode_counters, encode_counters};
 use super::layout::{actor_key, open_session_key};
+use crate::storage::{RollupTable, block_on};
+
+/// How many times [`Overlay::prefetch`] runs the fold: the second run
+/// finds the keys only reachable through records the first one loaded
+/// (an anonymous id's user, that user's record).
+const PREFETCH_ROUNDS: usize = 2;
 
 enum Slot {
     /// A counter vector (see `keys::encode_counters`).
@@ -47,23 +63,99 @@ enum ActorSlotState {
 }
 
 pub struct Overlay<'a> {
-    tree: &'a sled::Tree,
+    table: &'a RollupTable,
+    /// The table's generation when the overlay began (see
+    /// [`RollupTable::commit`]).
+    generation: u64,
+    /// Stored values read so far (`None`: no such key).
+    read: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// While scouting ([`Overlay::prefetch`]): the keys asked for that
+    /// were not read yet (they read as absent meanwhile).
+    scouting: Option<RefCell<BTreeSet<Vec<u8>>>>,
     slots: BTreeMap<Vec<u8>, Slot>,
     actors: BTreeMap<String, ActorSlot>,
 }
 
 impl<'a> Overlay<'a> {
-    pub fn new(tree: &'a sled::Tree) -> Self {
-        Overlay {
-            tree,
+    /// An empty overlay over the table as it is now.
+    pub fn begin(table: &'a RollupTable) -> Result<Self, AnalyticsError> {
+        let generation = block_on(table.generation())?;
+        Ok(Overlay {
+            table,
+            generation,
+            read: RefCell::default(),
+            scouting: None,
             slots: BTreeMap::new(),
             actors: BTreeMap::new(),
+        })
+    }
+
+    /// The stored value of `key`, read once per overlay.
+    fn stored(&self, key: &[u8]) -> Result<Option<Vec<u8>>, AnalyticsError> {
+        if let Some(value) = self.read.borrow().get(key) {
+            return Ok(value.clone());
         }
+        if let Some(missing) = &self.scouting {
+            missing.borrow_mut().insert(key.to_vec());
+            return Ok(None);
+        }
+        let value = block_on(self.table.get(&[key.to_vec()]))?
+            .pop()
+            .map(|(_, value)| value);
+        self.read.borrow_mut().insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    /// Reads those of `keys` not read yet, in batches.
+    pub fn load(&self, keys: Vec<Vec<u8>>) -> Result<(), AnalyticsError> {
+        let wanted: Vec<Vec<u8>> = {
+            let read = self.read.borrow();
+            keys.into_iter()
+                .filter(|key| !read.contains_key(key))
+                .collect()
+        };
+        let found = block_on(self.table.get(&wanted))?;
+        let mut read = self.read.borrow_mut();
+        for key in wanted {
+            read.insert(key, None);
+        }
+        for (key, value) in found {
+            read.insert(key, Some(value));
+        }
+        Ok(())
+    }
+
+    /// Reads, in batches, what `fold` will read (see the module doc):
+    /// call it with the pass's fold before changing anything. The scratch
+    /// runs' changes are dropped, and so are their errors: the real fold
+    /// meets them again with the real values and reports them.
+    pub fn prefetch<F>(&mut self, mut fold: F) -> Result<(), AnalyticsError>
+    where
+        F: FnMut(&mut Overlay<'a>) -> Result<(), AnalyticsError>,
+    {
+        for _ in 0..PREFETCH_ROUNDS {
+            let mut scout = Overlay {
+                table: self.table,
+                generation: self.generation,
+                read: RefCell::new(std::mem::take(self.read.get_mut())),
+                scouting: Some(RefCell::default()),
+                slots: BTreeMap::new(),
+                actors: BTreeMap::new(),
+            };
+            let _ = fold(&mut scout);
+            *self.read.get_mut() = scout.read.into_inner();
+            let missing = scout.scouting.map(RefCell::into_inner).unwrap_or_default();
+            if missing.is_empty() {
+                break;
+            }
+            self.load(missing.into_iter().collect())?;
+        }
+        Ok(())
     }
 
     fn actor_slot(&mut self, actor: &str) -> Result<&mut ActorSlot, AnalyticsError> {
         if !self.actors.contains_key(actor) {
-            let slot = match self.tree.get(actor_key(actor))? {
+            let slot = match self.stored(&actor_key(actor))? {
                 Some(bytes) => {
                     let state = ActorState::decode(&bytes)?;
                     ActorSlot {
@@ -139,17 +231,26 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
+    /// Adds 1 to the first counter at `key` and returns the new count: a
+    /// number never handed out before (committed with the pass, so a pass
+    /// that does not commit hands its numbers out again, unused).
+    pub fn increment(&mut self, key: Vec<u8>) -> Result<i64, AnalyticsError> {
+        self.add(key.clone(), &[(0, 1)])?;
+        Ok(self.counters_mut(key)?.first().copied().unwrap_or(0))
+    }
+
     fn counters_mut(&mut self, key: Vec<u8>) -> Result<&mut Vec<i64>, AnalyticsError> {
-        let tree = self.tree;
+        let stored = match self.slots.contains_key(&key) {
+            true => None,
+            false => Some(
+                self.stored(&key)?
+                    .map(|bytes| decode_counters(&bytes))
+                    .unwrap_or_default(),
+            ),
+        };
         let slot = match self.slots.entry(key) {
             Entry::Occupied(slot) => slot.into_mut(),
-            Entry::Vacant(slot) => {
-                let stored = tree
-                    .get(slot.key())?
-                    .map(|bytes| decode_counters(&bytes))
-                    .unwrap_or_default();
-                slot.insert(Slot::Counters(stored))
-            }
+            Entry::Vacant(slot) => slot.insert(Slot::Counters(stored.unwrap_or_default())),
         };
         match slot {
             Slot::Counters(values) => Ok(values),
@@ -164,7 +265,7 @@ impl<'a> Overlay<'a> {
         match self.slots.get(key) {
             Some(Slot::Bytes(value)) => Ok(value.clone()),
             Some(Slot::Counters(values)) => Ok(Some(encode_counters(values))),
-            None => Ok(self.tree.get(key)?.map(|bytes| bytes.to_vec())),
+            None => self.stored(key),
         }
     }
 
@@ -172,7 +273,7 @@ impl<'a> Overlay<'a> {
         match self.slots.get(key) {
             Some(Slot::Bytes(value)) => Ok(value.is_some()),
             Some(Slot::Counters(_)) => Ok(true),
-            None => Ok(self.tree.contains_key(key)?),
+            None => Ok(self.stored(key)?.is_some()),
         }
     }
 
@@ -210,12 +311,16 @@ impl<'a> Overlay<'a> {
     }
 
     /// Keys under `prefix`, the overlay's changes included (removed keys
-    /// left out), in order.
+    /// left out), in order. One range scan, whose values are kept as read.
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, AnalyticsError> {
         let mut keys: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
-        for entry in self.tree.scan_prefix(prefix).keys() {
-            keys.insert(entry?.to_vec(), true);
+        let rows = block_on(self.table.scan_prefix(prefix))?;
+        let mut read = self.read.borrow_mut();
+        for (key, value) in rows {
+            keys.insert(key.clone(), true);
+            read.entry(key).or_insert(Some(value));
         }
+        drop(read);
         for (key, slot) in self.slots.range(prefix.to_vec()..) {
             if !key.starts_with(prefix) {
                 break;
@@ -233,12 +338,15 @@ impl<'a> Overlay<'a> {
         self.slots.is_empty() && self.actors.values().all(|slot| !slot.changed)
     }
 
-    /// Writes every change in one transaction.
+    /// Writes every change in one transaction; [`AnalyticsError::Conflict`]
+    /// (nothing written) if another commit came after the overlay began.
     pub fn commit(self) -> Result<(), AnalyticsError> {
         let Overlay {
-            tree,
+            table,
+            generation,
             slots,
             actors,
+            ..
         } = self;
         let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = slots
             .into_iter()
@@ -269,18 +377,10 @@ impl<'a> Overlay<'a> {
                 writes.push((open_session_key(&actor), open.then(Vec::new)));
             }
         }
-        tree.transaction(|tree| {
-            for (key, value) in &writes {
-                match value {
-                    Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
-                    None => tree.remove(key.as_slice())?,
-                };
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        })
-        .map_err(|error| match error {
-            TransactionError::Storage(error) => AnalyticsError::Sled(error),
-            TransactionError::Abort(()) => AnalyticsError::Corrupt("commit aborted".to_owned()),
-        })
+        if block_on(table.commit(generation, writes))? {
+            Ok(())
+        } else {
+            Err(AnalyticsError::Conflict)
+        }
     }
 }

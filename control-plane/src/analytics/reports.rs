@@ -15,10 +15,11 @@ use super::actor::{ActorDetail, ActorState};
 use super::keys::{self, decode_counters, display_actor, key, parts, user_actor};
 use super::layout::{self, ACTIONS, profile, sessions, summary};
 use super::{AnalyticsError, Cell, Granularity, Report, ReportName, ReportQuery};
+use crate::storage::{RollupRow, RollupTable, StorageError, block_on};
 
 /// What a report reads from.
 pub struct Source<'a> {
-    pub tree: &'a sled::Tree,
+    pub table: &'a RollupTable,
     pub config: &'a super::AnalyticsConfig,
     pub today: Date,
     pub now: jiff::Timestamp,
@@ -29,20 +30,24 @@ impl Source<'_> {
         Report::new(name, columns, &self.config.currency)
     }
 
-    pub fn counters(&self, key: &[u8]) -> Result<Vec<i64>, AnalyticsError> {
-        Ok(self
-            .tree
-            .get(key)?
-            .map(|bytes| decode_counters(&bytes))
-            .unwrap_or_default())
+    /// The stored values of those of `keys` that have one, in one batched
+    /// read.
+    pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<u8>>, AnalyticsError> {
+        Ok(block_on(self.table.get(keys))?.into_iter().collect())
     }
 
     /// `actor`'s record, if it has one.
     pub fn actor(&self, actor: &str) -> Result<Option<ActorState>, AnalyticsError> {
-        self.tree
-            .get(layout::actor_key(actor))?
+        let key = layout::actor_key(actor);
+        self.get_many(std::slice::from_ref(&key))?
+            .remove(&key)
             .map(|bytes| ActorState::decode(&bytes))
             .transpose()
+    }
+
+    /// Every row under `prefix`, in key order.
+    pub fn rows(&self, prefix: &[u8]) -> Result<Vec<RollupRow>, AnalyticsError> {
+        Ok(block_on(self.table.scan_prefix(prefix))?)
     }
 
     /// Every counter vector keyed by `head` then a day (or an hour of a
@@ -53,7 +58,7 @@ impl Source<'_> {
         head: &[u8],
         from: Date,
         to: Date,
-    ) -> impl Iterator<Item = Result<(Vec<String>, Vec<i64>), AnalyticsError>> + '_ {
+    ) -> impl Iterator<Item = Result<(Vec<String>, Vec<i64>), AnalyticsError>> + use<> {
         let mut start = head.to_vec();
         start.extend_from_slice(keys::day(from).as_bytes());
         let mut end = head.to_vec();
@@ -61,22 +66,30 @@ impl Source<'_> {
             Ok(after) => end.extend_from_slice(keys::day(after).as_bytes()),
             Err(_) => end.push(0xff),
         }
-        self.tree.range(start..end).map(|entry| {
-            let (key, value) = entry?;
-            Ok((parts(&key), decode_counters(&value)))
-        })
+        counter_rows(block_on(self.table.range(&start, Some(&end))))
     }
 
     /// Every counter vector under `prefix`, with its key's parts.
     pub fn scan(
         &self,
         prefix: &[u8],
-    ) -> impl Iterator<Item = Result<(Vec<String>, Vec<i64>), AnalyticsError>> + '_ {
-        self.tree.scan_prefix(prefix).map(|entry| {
-            let (key, value) = entry?;
-            Ok((parts(&key), decode_counters(&value)))
-        })
+    ) -> impl Iterator<Item = Result<(Vec<String>, Vec<i64>), AnalyticsError>> + use<> {
+        counter_rows(block_on(self.table.scan_prefix(prefix)))
     }
+}
+
+/// Rows read as (key parts, counters); a failed read as one error.
+fn counter_rows(
+    rows: Result<Vec<RollupRow>, StorageError>,
+) -> impl Iterator<Item = Result<(Vec<String>, Vec<i64>), AnalyticsError>> {
+    let (rows, error) = match rows {
+        Ok(rows) => (rows, None),
+        Err(error) => (Vec::new(), Some(error)),
+    };
+    error.map(|error| Err(error.into())).into_iter().chain(
+        rows.into_iter()
+            .map(|(key, value)| Ok((parts(&key), decode_counters(&value)))),
+    )
 }
 
 /// The inclusive day range of `query`.
@@ -197,11 +210,20 @@ pub fn summary(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analy
         ReportName::Summary,
         &["period", "events", "unique_users", "unique_sessions"],
     );
-    for (tag, period) in periods(query.granularity.unwrap_or_default(), from, to)?
+    let periods: Vec<(&str, String)> = periods(query.granularity.unwrap_or_default(), from, to)?
         .into_iter()
         .take(query.limit())
-    {
-        let values = source.counters(&layout::summary_key(tag, &period))?;
+        .collect();
+    let keys: Vec<Vec<u8>> = periods
+        .iter()
+        .map(|(tag, period)| layout::summary_key(tag, period))
+        .collect();
+    let mut stored = source.get_many(&keys)?;
+    for ((_, period), key) in periods.into_iter().zip(&keys) {
+        let values = stored
+            .remove(key)
+            .map(|bytes| decode_counters(&bytes))
+            .unwrap_or_default();
         report.push(vec![
             period.into(),
             at(&values, summary::EVENTS).into(),
@@ -229,18 +251,21 @@ pub fn resources(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Ana
             *slot = slot.saturating_add(i64::from_be_bytes(chunk.try_into().unwrap_or([0; 8])));
         }
     };
-    for (tag, period) in buckets(from, to) {
-        match &query.resource {
-            // One product: a point read per bucket.
-            Some(resource) => {
-                if let Some(value) = source.tree.get(key("r", &[tag, &period, resource]))? {
-                    add(resource.as_bytes(), &value);
-                }
+    match &query.resource {
+        // One product: its counter of each bucket, in one batched read.
+        Some(resource) => {
+            let keys: Vec<Vec<u8>> = buckets(from, to)
+                .iter()
+                .map(|(tag, period)| key("r", &[tag, period, resource]))
+                .collect();
+            for value in source.get_many(&keys)?.values() {
+                add(resource.as_bytes(), value);
             }
-            None => {
+        }
+        None => {
+            for (tag, period) in buckets(from, to) {
                 let prefix = key("r", &[tag, &period]);
-                for entry in source.tree.scan_prefix(&prefix) {
-                    let (key, value) = entry?;
+                for (key, value) in source.rows(&prefix)? {
                     let resource = key
                         .get(prefix.len()..key.len().saturating_sub(1))
                         .unwrap_or_default();
@@ -362,9 +387,11 @@ pub fn funnels(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analy
     for funnel in funnels {
         let mut reached = vec![0_i64; funnel.steps.len()];
         let start = key("f", &[&funnel.name, &keys::day(from)]);
-        let end = key("f", &[&funnel.name, &keys::day(to)]);
-        for entry in source.tree.range(start..=end) {
-            let (_, value) = entry?;
+        // Up to `to`'s key inclusive: the first key after it is it with
+        // a 0x00 appended.
+        let mut end = key("f", &[&funnel.name, &keys::day(to)]);
+        end.push(0);
+        for (_, value) in block_on(source.table.range(&start, Some(&end)))? {
             for (index, count) in decode_counters(&value)
                 .iter()
                 .enumerate()
@@ -472,8 +499,7 @@ pub fn sessions(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Anal
             events: open.events,
         });
     }
-    for entry in source.tree.scan_prefix(key("ax", &[&actor])).rev() {
-        let (_, bytes) = entry?;
+    for (_, bytes) in source.rows(&key("ax", &[&actor]))?.into_iter().rev() {
         rows.push(
             serde_json::from_slice(&bytes)
                 .map_err(|error| AnalyticsError::Corrupt(error.to_string()))?,
@@ -534,8 +560,7 @@ pub fn users(source: &Source<'_>, query: &ReportQuery) -> Result<Report, Analyti
         None => {
             // Ranked by the counters at the head of each record, without
             // decoding the rest.
-            for entry in source.tree.scan_prefix(key("a", &[])) {
-                let (record_key, bytes) = entry?;
+            for (record_key, bytes) in source.rows(&key("a", &[]))? {
                 let actor = parts(&record_key).pop().unwrap_or_default();
                 rows.push((actor, ActorState::decode_profile(&bytes)?, None));
             }

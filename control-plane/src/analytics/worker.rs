@@ -7,7 +7,8 @@
 //! before an outcome event arrived is the touch that outcome finds. The
 //! pass commits its counters, cursor and the list of facts it counted in
 //! one transaction (see [`Overlay::commit`]), then removes those facts
-//! from their table (see the crate's analytics promises).
+//! from their table (see the crate's analytics promises). Before folding,
+//! it reads what the fold will read in batches ([`Overlay::prefetch`]).
 //!
 //! With `[analytics] enabled = false` the worker folds no events (the
 //! cursor stays, so switching it on later catches up from the events
@@ -27,7 +28,18 @@ use super::metrics::PendingMetrics;
 use super::overlay::Overlay;
 use super::{Analytics, AnalyticsError, delivery};
 use crate::event::Cursor;
-use crate::storage::block_on;
+use crate::storage::{RollupTable, block_on};
+
+/// Where [`Analytics::step_interrupted`] stops a pass, as a crash there
+/// would: before its commit (nothing written), or after it and before
+/// the counted delivery facts are removed from their table.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    Never,
+    BeforeCommit,
+    BeforeFactRemoval,
+}
 
 /// Events folded per pass. Large, because a pass writes each key it
 /// touched once: the more events share a pass, the fewer writes per
@@ -41,8 +53,11 @@ pub const FACT_PAGE: usize = 2000;
 const POLL: Duration = Duration::from_millis(250);
 /// How often open sessions are checked for inactivity.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// Sessions a sweep ends per transaction.
+/// Open sessions a sweep looks at (and ends) per transaction.
 const SWEEP_BATCH: usize = 5000;
+/// How many times erase tries its commit while other processes' passes
+/// commit first.
+const ERASE_ATTEMPTS: usize = 10;
 /// Pause after a failed pass before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -50,25 +65,60 @@ impl Analytics {
     /// One pass (see the module doc). Returns how many facts and events
     /// it applied: 0 when caught up.
     pub fn step(&self) -> Result<usize, AnalyticsError> {
+        self.pass(Interrupt::Never)
+    }
+
+    /// A pass cut short as a crash would cut it, for tests of the
+    /// exactly-once promise: see [`Interrupt`].
+    #[doc(hidden)]
+    pub fn step_interrupted(&self, at: Interrupt) -> Result<usize, AnalyticsError> {
+        self.pass(at)
+    }
+
+    fn pass(&self, interrupt: Interrupt) -> Result<usize, AnalyticsError> {
         let inner = &self.inner;
         let _writer = inner
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut overlay = Overlay::new(&inner.tree);
+        let mut overlay = Overlay::begin(&inner.rollups)?;
         let pending_metrics = PendingMetrics::default();
         let context = Context {
             config: &inner.config,
-            db: &inner.db,
             metrics: &pending_metrics,
         };
         // What the last pass counted goes first (a crash may have left it
         // between that pass's commit and its removal).
-        let counted_before = read_drained(&inner.tree)?;
+        let counted_before = read_drained(&overlay)?;
         block_on(inner.deliveries.delete_facts(&counted_before))?;
+        let facts = block_on(inner.deliveries.facts(FACT_PAGE))?;
+        let mut position = read_cursor(&overlay)?;
+        let page = match inner.config.enabled {
+            true => Some(block_on(inner.store.events_after(position, EVENT_PAGE))?),
+            false => None,
+        };
+        let events = page.as_ref().map_or(&[][..], |page| &page.events[..]);
+        if inner.config.enabled {
+            // The same fold as below, on scratch, to read what it reads
+            // in batches (see `overlay`); its metrics are dropped.
+            let scratch_metrics = PendingMetrics::default();
+            let scratch = Context {
+                config: &inner.config,
+                metrics: &scratch_metrics,
+            };
+            overlay.prefetch(|scout| {
+                for fact in facts.iter().filter_map(|(_, fact)| fact.as_ref().ok()) {
+                    delivery::fold(scout, &scratch, fact)?;
+                }
+                for event in events {
+                    activity::fold(scout, &scratch, event)?;
+                }
+                Ok(())
+            })?;
+        }
         let mut drained = Vec::new();
         let mut facts_applied = 0;
-        for (seq, fact) in block_on(inner.deliveries.facts(FACT_PAGE))? {
+        for (seq, fact) in facts {
             drained.push(seq);
             if !inner.config.enabled {
                 continue;
@@ -86,21 +136,22 @@ impl Analytics {
         if !drained.is_empty() || !counted_before.is_empty() {
             overlay.put(DRAINED_FACTS.to_vec(), encode_drained(&drained));
         }
-        let mut events_applied = 0;
-        let mut position = read_cursor(&inner.tree)?;
-        if inner.config.enabled {
-            let page = block_on(inner.store.events_after(position, EVENT_PAGE))?;
-            for event in &page.events {
-                activity::fold(&mut overlay, &context, event)?;
-            }
-            events_applied = page.events.len();
-            if let Some(next) = page.next {
-                overlay.put(CURSOR.to_vec(), next.0.to_be_bytes().to_vec());
-                position = Some(next);
-            }
+        for event in events {
+            activity::fold(&mut overlay, &context, event)?;
+        }
+        let events_applied = events.len();
+        if let Some(next) = page.as_ref().and_then(|page| page.next) {
+            overlay.put(CURSOR.to_vec(), next.0.to_be_bytes().to_vec());
+            position = Some(next);
+        }
+        if interrupt == Interrupt::BeforeCommit {
+            return Ok(0);
         }
         if !overlay.is_empty() {
             overlay.commit()?;
+        }
+        if interrupt == Interrupt::BeforeFactRemoval {
+            return Ok(drained.len() + events_applied);
         }
         if let Err(error) = block_on(inner.deliveries.delete_facts(&drained)) {
             // Counted and recorded: the next pass removes them first.
@@ -139,43 +190,41 @@ impl Analytics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let timeout = super::config::span(inner.config.session_timeout);
-        let mut overlay = Overlay::new(&inner.tree);
+        let open: Vec<String> = block_on(inner.rollups.scan_prefix(&key("as", &[])))?
+            .into_iter()
+            .filter_map(|(mark, _)| parts(&mark).pop())
+            .collect();
         let mut ended = 0;
-        for entry in inner.tree.scan_prefix(key("as", &[]).as_slice()).keys() {
-            let Some(actor) = parts(&entry?).pop() else {
-                continue;
-            };
-            // Read straight from the tree: the overlay holds only the
-            // records this sweep changes.
-            let Some(bytes) = inner.tree.get(layout::actor_key(&actor))? else {
-                continue;
-            };
-            let stale = ActorState::decode(&bytes)?
-                .detail
-                .open_session
-                .is_some_and(|open| now.duration_since(open.last) > timeout);
-            if !stale {
-                continue;
+        // Many sessions can go stale at once (after a quiet night): they
+        // are looked at and committed in batches, so one sweep never
+        // builds an unbounded transaction or holds every record at once.
+        for batch in open.chunks(SWEEP_BATCH) {
+            let mut overlay = Overlay::begin(&inner.rollups)?;
+            overlay.load(batch.iter().map(|actor| layout::actor_key(actor)).collect())?;
+            for actor in batch {
+                let Some(bytes) = overlay.get(&layout::actor_key(actor))? else {
+                    continue;
+                };
+                let stale = ActorState::decode(&bytes)?
+                    .detail
+                    .open_session
+                    .is_some_and(|open| now.duration_since(open.last) > timeout);
+                if !stale {
+                    continue;
+                }
+                let Some(mut state) = overlay.take_actor(actor)? else {
+                    continue;
+                };
+                if let Some(open) = state.detail.open_session.take() {
+                    let end = open.last;
+                    close_session(&mut overlay, actor, open, end, "inactivity")?;
+                    ended += 1;
+                }
+                overlay.put_actor(actor, state)?;
             }
-            let Some(mut state) = overlay.take_actor(&actor)? else {
-                continue;
-            };
-            if let Some(open) = state.detail.open_session.take() {
-                let end = open.last;
-                close_session(&mut overlay, &actor, open, end, "inactivity")?;
-                ended += 1;
-            }
-            overlay.put_actor(&actor, state)?;
-            if ended % SWEEP_BATCH == 0 {
-                // Many sessions can go stale at once (after a quiet
-                // night): committed in batches, so one sweep never
-                // builds an unbounded transaction.
+            if !overlay.is_empty() {
                 overlay.commit()?;
-                overlay = Overlay::new(&inner.tree);
             }
-        }
-        if !overlay.is_empty() {
-            overlay.commit()?;
         }
         Ok(ended)
     }
@@ -192,6 +241,8 @@ impl Analytics {
             let pause = match outcome {
                 Ok(Ok(0)) => POLL,
                 Ok(Ok(_)) => Duration::ZERO,
+                // Another worker's pass came first: nothing to report.
+                Ok(Err(AnalyticsError::Conflict)) => POLL,
                 Ok(Err(error)) => {
                     tracing::error!(%error, "analytics pass failed; retrying");
                     RETRY_AFTER
@@ -230,23 +281,15 @@ impl Analytics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let actor = user_actor(user_id);
-        let mut overlay = Overlay::new(&inner.tree);
-        let mut removed = 0;
-        for alias in overlay.keys_with_prefix(&key("aal", &[&actor]))? {
-            if let Some(anonymous) = parts(&alias).pop() {
-                overlay.remove(key("id", &[&anonymous]));
+        // Retried while other writers (another process) commit first.
+        let mut attempts = 0;
+        let mut removed = loop {
+            attempts += 1;
+            match erase_rollups(&inner.rollups, &actor) {
+                Err(AnalyticsError::Conflict) if attempts < ERASE_ATTEMPTS => continue,
+                outcome => break outcome?,
             }
-        }
-        for family in layout::ACTOR_FAMILIES {
-            for record in overlay.keys_with_prefix(&key(family, &[&actor]))? {
-                overlay.remove(record);
-                removed += 1;
-            }
-        }
-        if overlay.remove_actor(&actor)? {
-            removed += 1;
-        }
-        overlay.commit()?;
+        };
         // Facts about the user not folded yet would bring per-user
         // figures back: they go too. (The writer lock keeps a pass from
         // reading them in between.)
@@ -256,9 +299,31 @@ impl Analytics {
     }
 }
 
+/// Removes `actor`'s records in one commit; returns how many.
+fn erase_rollups(table: &RollupTable, actor: &str) -> Result<usize, AnalyticsError> {
+    let mut overlay = Overlay::begin(table)?;
+    let mut removed = 0;
+    for alias in overlay.keys_with_prefix(&key("aal", &[actor]))? {
+        if let Some(anonymous) = parts(&alias).pop() {
+            overlay.remove(key("id", &[&anonymous]));
+        }
+    }
+    for family in layout::ACTOR_FAMILIES {
+        for record in overlay.keys_with_prefix(&key(family, &[actor]))? {
+            overlay.remove(record);
+            removed += 1;
+        }
+    }
+    if overlay.remove_actor(actor)? {
+        removed += 1;
+    }
+    overlay.commit()?;
+    Ok(removed)
+}
+
 /// The facts the last pass counted ([`DRAINED_FACTS`]).
-fn read_drained(tree: &sled::Tree) -> Result<Vec<i64>, AnalyticsError> {
-    Ok(tree
+fn read_drained(overlay: &Overlay<'_>) -> Result<Vec<i64>, AnalyticsError> {
+    Ok(overlay
         .get(DRAINED_FACTS)?
         .map(|bytes| {
             bytes
@@ -273,9 +338,9 @@ fn encode_drained(seqs: &[i64]) -> Vec<u8> {
     seqs.iter().flat_map(|seq| seq.to_be_bytes()).collect()
 }
 
-fn read_cursor(tree: &sled::Tree) -> Result<Option<Cursor>, AnalyticsError> {
-    Ok(tree.get(CURSOR)?.and_then(|bytes| {
-        let bytes: [u8; 8] = bytes.as_ref().try_into().ok()?;
+fn read_cursor(overlay: &Overlay<'_>) -> Result<Option<Cursor>, AnalyticsError> {
+    Ok(overlay.get(CURSOR)?.and_then(|bytes| {
+        let bytes: [u8; 8] = bytes.as_slice().try_into().ok()?;
         Some(Cursor(u64::from_be_bytes(bytes)))
     }))
 }

@@ -172,7 +172,7 @@ impl From<AnalyticsError> for ServiceError {
             AnalyticsError::Invalid { parameter, message } => {
                 ServiceError::invalid(parameter, message)
             }
-            AnalyticsError::Sled(_) | AnalyticsError::Store(_) => {
+            AnalyticsError::Conflict | AnalyticsError::Store(_) => {
                 tracing::error!(%error, "analytics storage failed in a grpc call");
                 ServiceError::Unavailable("the analytics rollups could not be read".to_owned())
             }

@@ -511,7 +511,7 @@ impl InboxTable {
 }
 
 /// `$first, $first+1, …` (`count` of them).
-fn numbered(first: usize, count: usize) -> String {
+pub(super) fn numbered(first: usize, count: usize) -> String {
     (first..first + count)
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()

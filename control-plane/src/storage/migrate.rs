@@ -79,7 +79,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0007_catalog.sql"),
         postgres: include_str!("../../migrations/postgres/0007_catalog.sql"),
     },
-    // Version 8 (analytics) is developed on another branch; gaps are fine.
+    Migration {
+        version: 8,
+        name: "analytics",
+        sqlite: include_str!("../../migrations/sqlite/0008_analytics.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_analytics.sql"),
+    },
     Migration {
         version: 9,
         name: "digest_folds",

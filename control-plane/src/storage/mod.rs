@@ -21,10 +21,7 @@
 //! ([`InboxTable`]); the engine's feed cursor ([`CursorTable`]), the items
 //! held for digests ([`DigestTable`]) and delayed rule triggers with their
 //! finished markers ([`PendingTable`]); the catalog's API-defined types and
-//! rules ([`CatalogTable`]). The other records (the analytics rollups)
-//! still live in the sled database that [`Stores::legacy`] opens in the
-//! data dir, and move here table by table; see the README's storage
-//! section for what is where.
+//! rules ([`CatalogTable`]); the analytics rollups ([`RollupTable`]).
 
 mod catalog;
 mod cursors;
@@ -42,6 +39,7 @@ mod notifications;
 mod parked;
 mod pending;
 mod preferences;
+mod rollups;
 mod tombstones;
 mod wakeups;
 
@@ -63,6 +61,7 @@ pub use notifications::NotificationStore;
 pub use parked::{ParkedEvent, ParkedPage};
 pub use pending::{Finish, PendingTable};
 pub use preferences::{PreferenceTable, StoredPreferences};
+pub use rollups::{RollupRow, RollupTable};
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
@@ -136,6 +135,8 @@ pub struct Stores {
     /// The types and rules defined through the management API (table
     /// `catalog_definitions`), for the one [`crate::catalog::Catalog`].
     pub catalog: CatalogTable,
+    /// The analytics rollups (table `analytics_rollups`).
+    pub rollups: RollupTable,
     /// The sled database with the records not yet moved to SQL.
     legacy: sled::Db,
 }
@@ -176,6 +177,7 @@ impl Stores {
         let digests = crate::digest::DigestStore::new(DigestTable::new(database.clone()));
         let pending = crate::rules::PendingTriggers::new(PendingTable::new(database.clone()));
         let catalog = CatalogTable::new(database.clone());
+        let rollups = RollupTable::new(database.clone());
         Ok(Stores {
             database,
             events,
@@ -188,6 +190,7 @@ impl Stores {
             digests,
             pending,
             catalog,
+            rollups,
             legacy,
         })
     }
@@ -238,8 +241,8 @@ fn refuse_sled_only_data_dir(
 }
 
 /// Runs `future` to completion from synchronous code: for the parts of the
-/// engine that still run synchronously over sled and read or erase events
-/// (analytics passes, privacy). Call it from a `spawn_blocking` thread or
+/// engine that still run synchronously and read or write SQL (analytics
+/// passes and reports, privacy). Call it from a `spawn_blocking` thread or
 /// a multi-threaded runtime's worker; on a current-thread runtime's own
 /// thread it panics (tokio cannot block that thread).
 pub fn block_on<F: Future>(future: F) -> F::Output {
