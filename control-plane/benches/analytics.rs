@@ -63,8 +63,6 @@ static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLo
 
 /// Events per `ingest` call, as an agent batches them.
 const BATCH: usize = 500;
-/// The control plane's default sled page cache (`--cache-bytes`).
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 const USERS: u64 = 100_000;
 const ANONYMOUS_VISITORS: u64 = 50_000;
 const RESOURCES: u64 = 10_000;
@@ -498,13 +496,7 @@ fn open_store(dir: &Path) -> (EventStore, Stores) {
         },
         _ => DatabaseSettings::sqlite(dir.join(SQLITE_FILE)),
     };
-    let stores = block_on(Stores::open(
-        &settings,
-        dir,
-        CACHE_BYTES,
-        StorageMetrics::new(),
-    ))
-    .unwrap();
+    let stores = block_on(Stores::open(&settings, dir, StorageMetrics::new())).unwrap();
     (stores.events.clone(), stores)
 }
 
@@ -646,7 +638,6 @@ fn query_phase(root: &Path, total: u64, runs: usize, end: Timestamp) {
     let (store, stores) = open_store(&dir);
     let analytics = open_analytics(&stores);
     let build = ingest_run(&store, Some(&analytics), total, end, false, &dir);
-    stores.legacy().flush().unwrap();
     let built = build.caught_up.unwrap_or(build.ingest);
     println!(
         "build: {} events in {:.1} s ({:.0} events/s end to end; ingest done at {:.1} s; {:.1} s of it generating events); {}",
@@ -803,9 +794,8 @@ fn main() {
 
     println!("analytics benchmark (nudge-control-plane, benches/analytics.rs)");
     println!(
-        "machine: {} cores (available_parallelism); sled cache {} MiB (the control plane's default)",
+        "machine: {} cores (available_parallelism)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        CACHE_BYTES >> 20
     );
     println!(
         "parameters: --ingest-events {ingest_events} --events {events} --queries {runs}; batch {BATCH}; \

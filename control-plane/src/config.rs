@@ -25,9 +25,6 @@ pub const MIN_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// notification is a flood of provider calls.
 const MAX_DEVICES_PER_USER: usize = 1000;
 
-/// The sled page cache below which the store thrashes.
-const MIN_CACHE_BYTES: u64 = 1024 * 1024;
-
 /// Settings of the control plane.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -122,11 +119,6 @@ pub struct Config {
     /// at least 7d).
     #[arg(long, env = "NUDGE_CP_DEDUPE_WINDOW", value_name = "NUDGE_CP_DEDUPE_WINDOW", default_value = "30d", value_parser = humantime::parse_duration)]
     pub dedupe_window: Duration,
-
-    /// Bytes of page cache of the sled database that still holds the
-    /// engine's records (sled's real memory use runs above this).
-    #[arg(long, env = "NUDGE_CP_CACHE_BYTES", value_name = "NUDGE_CP_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub cache_bytes: u64,
 
     /// Push devices (APNs, FCM, Web Push subscriptions) one user may hold
     /// per platform, 1 to 1000. Registering one more deletes the user's
@@ -414,15 +406,6 @@ impl Config {
                 ),
             });
         }
-        if self.cache_bytes < MIN_CACHE_BYTES {
-            return Err(ConfigError {
-                setting: "NUDGE_CP_CACHE_BYTES",
-                message: format!(
-                    "{} is below the minimum of {MIN_CACHE_BYTES} bytes",
-                    self.cache_bytes
-                ),
-            });
-        }
         if self
             .admin_token
             .as_ref()
@@ -544,7 +527,6 @@ mod tests {
     fn defaults_are_valid() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.dedupe_window, Duration::from_secs(30 * 24 * 3600));
-        assert_eq!(config.cache_bytes, 64 * 1024 * 1024);
         config.validate().unwrap();
     }
 

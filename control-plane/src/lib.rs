@@ -170,7 +170,6 @@ pub async fn run(
     let mut stores = Stores::open(
         &config.database_settings()?,
         &config.data_dir,
-        config.cache_bytes,
         storage_metrics,
     )
     .await?;

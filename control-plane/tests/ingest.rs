@@ -34,7 +34,6 @@ impl Running {
             "--grpc-listen=127.0.0.1:0".to_owned(),
             "--http-listen=127.0.0.1:0".to_owned(),
             "--admin-listen=127.0.0.1:0".to_owned(),
-            "--cache-bytes=8388608".to_owned(),
         ];
         if let Some(token) = token {
             args.push(format!("--admin-token={token}"));

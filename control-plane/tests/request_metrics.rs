@@ -32,7 +32,6 @@ impl Running {
             "--grpc-listen=127.0.0.1:0".to_owned(),
             "--http-listen=127.0.0.1:0".to_owned(),
             "--admin-listen=127.0.0.1:0".to_owned(),
-            "--cache-bytes=8388608".to_owned(),
             format!("--admin-token={TOKEN}"),
         ];
         let config = <Config as clap::Parser>::try_parse_from(args).unwrap();

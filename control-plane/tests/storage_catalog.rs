@@ -26,7 +26,7 @@ async fn fresh(backend: Backend, dir: &Path) -> (DatabaseSettings, Stores) {
 }
 
 async fn open(settings: &DatabaseSettings, dir: &Path) -> Stores {
-    Stores::open(settings, dir, 8 << 20, StorageMetrics::new())
+    Stores::open(settings, dir, StorageMetrics::new())
         .await
         .expect("open the stores")
 }

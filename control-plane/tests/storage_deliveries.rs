@@ -434,7 +434,6 @@ async fn a_crash_mid_send_is_recovered_and_sent_again(backend: Backend) {
         let stores = Stores::open(
             &settings,
             dir.path(),
-            8 << 20,
             nudge_control_plane::storage::StorageMetrics::new(),
         )
         .await
@@ -451,7 +450,6 @@ async fn a_crash_mid_send_is_recovered_and_sent_again(backend: Backend) {
     let stores = Stores::open(
         &settings,
         dir.path(),
-        8 << 20,
         nudge_control_plane::storage::StorageMetrics::new(),
     )
     .await

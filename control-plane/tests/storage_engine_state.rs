@@ -63,7 +63,7 @@ fn reminder() -> Vec<Rule> {
 async fn the_feed_cursor_survives_a_reopen(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let settings = support::fresh_settings(backend, dir.path()).await;
-    let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+    let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
         .await
         .unwrap();
     assert_eq!(stores.cursors.load("events").await.unwrap(), None);
@@ -74,7 +74,7 @@ async fn the_feed_cursor_survives_a_reopen(backend: Backend) {
     stores.close().await.unwrap();
     drop(stores);
 
-    let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+    let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
         .await
         .unwrap();
     assert_eq!(

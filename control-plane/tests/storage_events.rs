@@ -241,7 +241,7 @@ async fn reopening_keeps_events_and_dedupe_state(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let settings = fresh_settings(backend, dir.path()).await;
     {
-        let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+        let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
             .await
             .unwrap();
         stores
@@ -254,7 +254,7 @@ async fn reopening_keeps_events_and_dedupe_state(backend: Backend) {
             .unwrap();
         stores.close().await.unwrap();
     }
-    let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+    let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
         .await
         .unwrap();
     let store = &stores.events;
@@ -477,7 +477,7 @@ mod across_processes {
     const DEADLINE: Duration = Duration::from_secs(20);
 
     async fn open(settings: &DatabaseSettings, dir: &tempfile::TempDir) -> Stores {
-        Stores::open(settings, dir.path(), 8 << 20, StorageMetrics::new())
+        Stores::open(settings, dir.path(), StorageMetrics::new())
             .await
             .unwrap()
     }

@@ -231,7 +231,7 @@ async fn a_reopened_database_keeps_everything(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let settings = support::fresh_settings(backend, dir.path()).await;
     let reopen = || async {
-        Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+        Stores::open(&settings, dir.path(), StorageMetrics::new())
             .await
             .unwrap()
     };

@@ -426,7 +426,7 @@ async fn reopening_keeps_preferences_and_devices(backend: Backend) {
     let mut prefs = UserPreferences::default();
     prefs.set_channel(ChannelKind::Email, false);
     let device = {
-        let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+        let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
             .await
             .unwrap();
         stores.preferences.put("u1", &prefs).await.unwrap();
@@ -438,7 +438,7 @@ async fn reopening_keeps_preferences_and_devices(backend: Backend) {
         stores.close().await.unwrap();
         device
     };
-    let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+    let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
         .await
         .unwrap();
     assert_eq!(stores.preferences.get("u1").await.unwrap(), prefs);

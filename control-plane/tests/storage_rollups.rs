@@ -156,7 +156,7 @@ async fn catch_up(analytics: &Analytics) {
 async fn a_pass_commits_its_counters_and_cursor_together(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let settings = support::fresh_settings(backend, dir.path()).await;
-    let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+    let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
         .await
         .unwrap();
     stores
@@ -178,7 +178,7 @@ async fn a_pass_commits_its_counters_and_cursor_together(backend: Backend) {
 
     // Reopened: the counters are there, the cursor is past the last
     // event, and a new worker finds nothing left to fold.
-    let stores = Stores::open(&settings, dir.path(), 8 << 20, StorageMetrics::new())
+    let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
         .await
         .unwrap();
     assert_eq!(stored_cursor(&stores).await, Some(newest));

@@ -165,10 +165,8 @@ impl EngineError {
         use crate::preferences::PreferenceError;
         use crate::rules::PendingError;
         use crate::storage::StorageError;
-        let sql_transient = |error: &StorageError| match error {
-            StorageError::Legacy(error) => matches!(error, sled::Error::Io(_)),
-            StorageError::Corrupt(_) | StorageError::Encode(_) => false,
-            _ => true,
+        let sql_transient = |error: &StorageError| {
+            !matches!(error, StorageError::Corrupt(_) | StorageError::Encode(_))
         };
         match self {
             EngineError::Store(error)

@@ -55,7 +55,6 @@ impl Privacy {
             Some(analytics) => analytics.erase_user(user_id)?,
             None => 0,
         };
-        self.db.flush()?;
         tracing::info!(
             events = events.events,
             notifications = notifications.len(),

@@ -36,8 +36,8 @@
 //! * **Retention** ([`retention`]) removes only records older than their
 //!   kind's limit; see there.
 //!
-//! Every method blocks on sled (and waits for the SQL stores through
-//! [`crate::storage::block_on`]): async callers use `spawn_blocking`.
+//! Every method waits for the stores through [`crate::storage::block_on`]:
+//! async callers use `spawn_blocking`.
 
 pub mod erase;
 pub mod export;
@@ -56,11 +56,10 @@ pub use erase::Erased;
 pub use export::UserExport;
 pub use retention::{RetentionConfig, RetentionReport};
 
-/// Every store that holds data about users, opened on the control plane's
-/// one sled database. Cheap to clone.
+/// Every store that holds data about users (the control plane's one set of
+/// [`Stores`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Privacy {
-    db: sled::Db,
     store: EventStore,
     notifications: NotificationStore,
     queue: DeliveryQueue,
@@ -78,9 +77,7 @@ impl Privacy {
     /// Every store of `stores` that holds user data (the same ones the
     /// engine uses; nothing here needs the engine's in-memory hubs).
     pub fn open(stores: &Stores) -> Result<Self, PrivacyError> {
-        let db = stores.legacy();
         Ok(Privacy {
-            db: db.clone(),
             store: stores.events.clone(),
             notifications: stores.notifications.clone(),
             queue: stores.deliveries.clone(),
@@ -126,6 +123,4 @@ pub enum PrivacyError {
     Pending(#[from] PendingError),
     #[error(transparent)]
     Analytics(#[from] crate::analytics::AnalyticsError),
-    #[error("storage engine failed: {0}")]
-    Sled(#[from] sled::Error),
 }

@@ -144,7 +144,6 @@ impl Privacy {
             report.attempt_logs_trimmed =
                 block_on(self.queue.trim_attempt_logs(cutoff(now, limit)))?;
         }
-        self.db.flush()?;
         Ok(report)
     }
 }

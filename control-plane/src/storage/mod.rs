@@ -11,9 +11,9 @@
 //! one place that closes them. Errors ([`StorageError`]) say what failed,
 //! never which driver.
 //!
-//! # Moving off sled
+//! # What is where
 //!
-//! In SQL: the events, the dedupe window, profiles and erasure tombstones
+//! The events, the dedupe window, profiles and erasure tombstones
 //! ([`EventStore`]); notifications and their idempotency keys
 //! ([`NotificationStore`]); the delivery queue and the delivery facts
 //! ([`DeliveryTable`]); users' preferences ([`PreferenceTable`]) and push
@@ -22,6 +22,9 @@
 //! held for digests ([`DigestTable`]) and delayed rule triggers with their
 //! finished markers ([`PendingTable`]); the catalog's API-defined types and
 //! rules ([`CatalogTable`]); the analytics rollups ([`RollupTable`]).
+//! Nothing is kept beside the database: a data dir holds the SQLite file
+//! (embedded) or nothing (PostgreSQL). A data dir of an earlier, sled-based
+//! build is refused, not imported (see [`StorageError::OldLayout`]).
 
 mod catalog;
 mod cursors;
@@ -31,7 +34,6 @@ mod devices;
 mod digests;
 mod events;
 mod inbox;
-mod legacy;
 mod location;
 mod metrics;
 mod migrate;
@@ -88,9 +90,6 @@ pub enum StorageError {
     Corrupt(String),
     #[error("could not encode a record: {0}")]
     Encode(#[from] serde_json::Error),
-    /// The sled database that still holds the engine's records failed.
-    #[error("storage engine failed: {0}")]
-    Legacy(#[from] sled::Error),
 }
 
 impl From<sqlx::Error> for StorageError {
@@ -137,8 +136,6 @@ pub struct Stores {
     pub catalog: CatalogTable,
     /// The analytics rollups (table `analytics_rollups`).
     pub rollups: RollupTable,
-    /// The sled database with the records not yet moved to SQL.
-    legacy: sled::Db,
 }
 
 impl std::fmt::Debug for Stores {
@@ -150,22 +147,15 @@ impl std::fmt::Debug for Stores {
 }
 
 impl Stores {
-    /// Opens the database `settings` name (migrating it) and the sled
-    /// database in `data_dir` (with `cache_bytes` of page cache).
+    /// Opens the database `settings` name (migrating it); `data_dir` is
+    /// the program's data dir, checked for an earlier build's layout.
     pub async fn open(
         settings: &DatabaseSettings,
         data_dir: &Path,
-        cache_bytes: u64,
         metrics: StorageMetrics,
     ) -> Result<Stores, StorageError> {
         refuse_sled_only_data_dir(settings, data_dir)?;
         let database = Database::open(settings, metrics).await?;
-        let legacy = {
-            let data_dir = data_dir.to_owned();
-            tokio::task::spawn_blocking(move || legacy::open(&data_dir, cache_bytes))
-                .await
-                .map_err(|error| StorageError::Unavailable(error.to_string()))??
-        };
         let events = EventStore::new(database.clone());
         let notifications = NotificationStore::new(database.clone());
         let deliveries = crate::delivery::DeliveryQueue::new(DeliveryTable::new(database.clone()));
@@ -191,29 +181,19 @@ impl Stores {
             pending,
             catalog,
             rollups,
-            legacy,
         })
     }
 
-    /// Embedded storage in `dir` with small caches and metrics of its own:
+    /// Embedded storage in `dir` with metrics of its own:
     /// for tests, benchmarks and tools.
     pub async fn open_embedded(dir: &Path) -> Result<Stores, StorageError> {
         let settings = DatabaseSettings::sqlite(dir.join(SQLITE_FILE));
-        Stores::open(&settings, dir, 8 << 20, StorageMetrics::new()).await
+        Stores::open(&settings, dir, StorageMetrics::new()).await
     }
 
-    /// The sled database holding the records not yet moved to SQL (see the
-    /// module doc).
-    pub fn legacy(&self) -> &sled::Db {
-        &self.legacy
-    }
-
-    /// Makes every write durable and closes the pool (shutdown).
+    /// Closes the pool (shutdown); every write committed before already
+    /// is durable.
     pub async fn close(&self) -> Result<(), StorageError> {
-        let legacy = self.legacy.clone();
-        tokio::task::spawn_blocking(move || legacy.flush())
-            .await
-            .map_err(|error| StorageError::Unavailable(error.to_string()))??;
         self.database.close().await;
         Ok(())
     }

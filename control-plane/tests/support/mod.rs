@@ -39,7 +39,7 @@ pub async fn fresh_settings(backend: Backend, dir: &Path) -> DatabaseSettings {
 /// moved to SQL) in `dir`.
 pub async fn fresh_stores(backend: Backend, dir: &Path) -> Stores {
     let settings = fresh_settings(backend, dir).await;
-    Stores::open(&settings, dir, 8 << 20, StorageMetrics::new())
+    Stores::open(&settings, dir, StorageMetrics::new())
         .await
         .expect("open the stores")
 }
