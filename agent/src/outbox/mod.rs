@@ -501,11 +501,20 @@ impl Outbox {
     /// the batch was in flight); it is opened again, or its records would
     /// ship a second time.
     pub fn remove(&self, segment_id: u64, records: &[Record]) -> Result<(), OutboxError> {
-        let Some(segment) = self.open_segment(segment_id)? else {
-            // Already retired whole: nothing of it is left to delete.
-            return Ok(());
+        let (events, bytes) = {
+            // The layout lock is held across the removal. A rotation seals
+            // and closes a segment counting what it holds at that moment
+            // (under this lock); removing through a handle taken before it
+            // would delete records that count still includes, and they
+            // would be subtracted twice (here and when the segment is
+            // opened again), leaving the outbox's totals short for good.
+            let mut layout = self.layout();
+            let Some(segment) = Self::segment_in(&mut layout, segment_id, &self.inner)? else {
+                // Already retired whole: nothing of it is left to delete.
+                return Ok(());
+            };
+            segment.remove(records)?
         };
-        let (events, bytes) = segment.remove(records)?;
         self.inner.events.fetch_sub(events, Ordering::AcqRel);
         self.inner.bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.retire_if_drained(segment_id);
@@ -595,16 +604,19 @@ impl Outbox {
     }
 
     /// The segment with this id, opened again if it is sealed and closed;
-    /// `None` when it no longer exists.
-    fn open_segment(&self, segment_id: u64) -> Result<Option<Arc<Segment>>, OutboxError> {
-        let mut layout = self.layout();
+    /// `None` when it no longer exists. The caller holds the layout lock.
+    fn segment_in(
+        layout: &mut Layout,
+        segment_id: u64,
+        inner: &Inner,
+    ) -> Result<Option<Arc<Segment>>, OutboxError> {
         if layout.active.id == segment_id {
             return Ok(Some(Arc::clone(&layout.active)));
         }
         let Some(sealed) = layout.sealed.iter_mut().find(|s| s.id() == segment_id) else {
             return Ok(None);
         };
-        Ok(Some(sealed.open(&self.inner)?))
+        Ok(Some(sealed.open(inner)?))
     }
 
     /// Seals the active segment and starts a new one. Called with the
