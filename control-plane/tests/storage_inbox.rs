@@ -280,7 +280,30 @@ async fn a_reopened_database_keeps_everything(backend: Backend) {
     assert_eq!(ids.len(), 8);
 }
 
+/// Adds of one item racing each other (a delivery retried while its first
+/// attempt is still being written) share a group commit or not: either
+/// way the item is added once and one caller is told so.
+async fn the_same_item_added_concurrently_is_added_once(backend: Backend) {
+    let (_dir, stores) = open(backend).await;
+    let inbox = stores.inbox.clone();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let inbox = inbox.clone();
+            tokio::spawn(async move { inbox.add("u1", &item(1, 1)).await.unwrap() })
+        })
+        .collect();
+    let mut added = 0;
+    for task in tasks {
+        added += usize::from(task.await.unwrap());
+    }
+    assert_eq!(added, 1);
+    assert_eq!(inbox.items_of("u1").await.unwrap().len(), 1);
+    assert_eq!(inbox.last_seq("u1").await.unwrap(), 1);
+    assert_eq!(inbox.counts("u1").await.unwrap().total, 1);
+}
+
 on_both_engines!(
+    the_same_item_added_concurrently_is_added_once,
     concurrent_writers_get_gap_free_seqs_and_exact_counts,
     a_published_change_is_in_the_log_at_its_seq,
     pages_cover_every_item_once_in_order,

@@ -11,6 +11,11 @@
 //!   misses a change below N that was still in flight. (Across replicas
 //!   the database orders a user's writers by the counts row's lock; the
 //!   log is gap-free, so a reader of another replica resumes from it.)
+//! * **Concurrent adds share a commit.** Adds (the in-app channel's, one
+//!   per delivery) queue for one writer task that commits whatever is
+//!   waiting in one transaction, holding the stripes of every user in it:
+//!   one fsync for many deliveries instead of one each. A group whose
+//!   transaction fails fails every add in it.
 //! * [`InboxStore::erase_user`] (privacy) removes a user's items, counts,
 //!   change log and pruned mark; it publishes nothing (the user is gone,
 //!   and a live stream still open sees no more changes).
@@ -20,16 +25,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 use super::hub::{Hub, Subscription};
 use super::query::{Cursor, Half, MAX_LIMIT};
 use super::{Action, Change, Counts, InboxError, InboxItem, InboxQuery, Page, Sort};
-use crate::storage::{InboxTable, ItemRange};
+use crate::storage::{InboxTable, ItemRange, StorageError};
 
 /// Per-user write locks, striped: enough that unrelated users rarely
 /// share one, few enough to allocate once.
 const STRIPES: usize = 256;
+
+/// Items one group commit of adds takes at most (an add is never split).
+const GROUP_MAX_ITEMS: usize = 2_000;
 
 #[derive(Debug, Clone)]
 pub struct InboxStore {
@@ -38,6 +46,30 @@ pub struct InboxStore {
     /// Held from a user's transaction to the end of its publishing, so
     /// changes publish in sequence order (see the module doc).
     writes: Arc<[Mutex<()>]>,
+    /// Adds queue here for the group-commit writer (see the module doc).
+    adds: mpsc::Sender<QueuedAdd>,
+}
+
+/// One `add_many` waiting for the writer.
+#[derive(Debug)]
+struct QueuedAdd {
+    user_id: String,
+    items: Vec<InboxItem>,
+    reply: oneshot::Sender<Result<Vec<Change>, InboxError>>,
+}
+
+/// What the writer task holds: the store without the queue's sender, so
+/// it ends once every [`InboxStore`] is gone.
+struct Writer {
+    table: InboxTable,
+    hub: Hub,
+    writes: Arc<[Mutex<()>]>,
+}
+
+fn stripe_of(user_id: &str) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    user_id.hash(&mut hasher);
+    usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or_default()
 }
 
 fn check_user(user_id: &str) -> Result<(), InboxError> {
@@ -62,19 +94,27 @@ impl InboxStore {
     /// The store over `table`, with a hub of its own: open one per process
     /// ([`crate::storage::Stores`] does) so every writer publishes to
     /// every live stream.
+    /// Spawns the adds' writer task: call inside a tokio runtime.
     pub fn new(table: InboxTable) -> Self {
+        let hub = Hub::default();
+        let writes: Arc<[Mutex<()>]> = (0..STRIPES).map(|_| Mutex::new(())).collect();
+        let (adds, queue) = mpsc::channel(1024);
+        let writer = Writer {
+            table: table.clone(),
+            hub: hub.clone(),
+            writes: Arc::clone(&writes),
+        };
+        tokio::spawn(writer.run(queue));
         InboxStore {
             table,
-            hub: Hub::default(),
-            writes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hub,
+            writes,
+            adds,
         }
     }
 
     async fn in_order(&self, user_id: &str) -> MutexGuard<'_, ()> {
-        let mut hasher = std::hash::DefaultHasher::new();
-        user_id.hash(&mut hasher);
-        let stripe = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or_default();
-        self.writes[stripe].lock().await
+        self.writes[stripe_of(user_id)].lock().await
     }
 
     fn publish(&self, user_id: &str, changes: &[Change]) {
@@ -95,9 +135,20 @@ impl InboxStore {
     pub async fn add_many(&self, user_id: &str, items: &[InboxItem]) -> Result<usize, InboxError> {
         check_user(user_id)?;
         items.iter().try_for_each(check_item)?;
-        let _in_order = self.in_order(user_id).await;
-        let changes = self.table.insert(user_id, items).await?;
-        self.publish(user_id, &changes);
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        let queued = QueuedAdd {
+            user_id: user_id.to_owned(),
+            items: items.to_vec(),
+            reply,
+        };
+        let stopped = || InboxError::from(StorageError::Unavailable("inbox writer stopped".into()));
+        self.adds.send(queued).await.map_err(|_| stopped())?;
+        // A caller that goes away does not undo the add: it commits, and a
+        // retry finds the item.
+        let changes = answer.await.map_err(|_| stopped())??;
         Ok(changes.len())
     }
 
@@ -405,4 +456,64 @@ pub struct Applied {
     pub changed: Vec<InboxItem>,
     /// Ids that are not the user's (or do not exist).
     pub missing: Vec<String>,
+}
+
+impl Writer {
+    /// Commits whatever adds are waiting in one transaction, then the next
+    /// group, until every sender is gone.
+    async fn run(self, mut queue: mpsc::Receiver<QueuedAdd>) {
+        while let Some(first) = queue.recv().await {
+            let mut count = first.items.len();
+            let mut group = vec![first];
+            while count < GROUP_MAX_ITEMS {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        count += next.items.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group).await;
+        }
+    }
+
+    async fn commit(&self, group: Vec<QueuedAdd>) {
+        // Every user's stripe, in index order: another writer holds one
+        // stripe at a time, so there is no cycle.
+        let mut stripes: Vec<usize> = group.iter().map(|add| stripe_of(&add.user_id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut held = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            held.push(self.writes[stripe].lock().await);
+        }
+        let groups: Vec<(&str, &[InboxItem])> = group
+            .iter()
+            .map(|add| (add.user_id.as_str(), add.items.as_slice()))
+            .collect();
+        match self.table.insert_groups(&groups).await {
+            Ok(results) => {
+                for (add, changes) in group.iter().zip(&results) {
+                    for change in changes {
+                        self.hub.publish(&add.user_id, change);
+                    }
+                }
+                drop(held);
+                for (add, changes) in group.into_iter().zip(results) {
+                    // A caller that went away needs no answer.
+                    let _ = add.reply.send(Ok(changes));
+                }
+            }
+            Err(error) => {
+                drop(held);
+                let message = error.to_string();
+                for add in group {
+                    let _ = add
+                        .reply
+                        .send(Err(StorageError::Unavailable(message.clone()).into()));
+                }
+            }
+        }
+    }
 }

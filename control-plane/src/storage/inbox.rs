@@ -192,46 +192,66 @@ impl InboxTable {
         user_id: &str,
         items: &[InboxItem],
     ) -> Result<Vec<Change>, StorageError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
+        let mut changes = self.insert_groups(&[(user_id, items)]).await?;
+        Ok(changes.pop().unwrap_or_default())
+    }
+
+    /// [`Self::insert`] for several users' items in one transaction (one
+    /// commit, one fsync: group commit of concurrent adds); the changes
+    /// per group, in the order of `groups`. A user may appear in several
+    /// groups; nothing is added for an erased user. Users' counts rows are
+    /// locked in user order, so two such transactions cannot deadlock.
+    pub async fn insert_groups(
+        &self,
+        groups: &[(&str, &[InboxItem])],
+    ) -> Result<Vec<Vec<Change>>, StorageError> {
+        let mut results: Vec<Vec<Change>> = vec![Vec::new(); groups.len()];
+        if groups.iter().all(|(_, items)| items.is_empty()) {
+            return Ok(results);
         }
         let metrics = self.database.metrics();
         let _timer = metrics.time("inbox_insert");
-        let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
-        let changes = with_pool!(self.database, pool, engine => {
+        let mut order: Vec<usize> = (0..groups.len()).collect();
+        // Stable: a user's groups keep their order.
+        order.sort_by_key(|&index| groups[index].0);
+        with_pool!(self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
-            // Before the counts row's upsert, which would create one.
-            if !erased_among!(tx, engine, [user_id]).is_empty() {
-                tx.rollback().await?;
-                return Ok(Vec::new());
-            }
-            let (mut counts, mut seq) = lock_counts!(tx, user_id);
-            let stored = read_items!(tx, user_id, ids);
-            let mut seen: HashSet<&str> = HashSet::new();
-            let mut new: Vec<&InboxItem> = Vec::new();
-            let mut changes = Vec::new();
-            for item in items {
-                if stored.contains_key(&item.id) || !seen.insert(&item.id) {
+            // Before the counts rows' upsert, which would create them.
+            let erased = erased_among!(tx, engine, groups.iter().map(|(user_id, _)| *user_id));
+            for index in order {
+                let (user_id, items) = groups[index];
+                if items.is_empty() || erased.contains(user_id) {
                     continue;
                 }
-                counts.add(item);
-                seq += 1;
-                changes.push(Change {
-                    seq,
-                    at: item.created_at,
-                    kind: ChangeKind::Added,
-                    item: Some(item.clone()),
-                    id: item.id.clone(),
-                    counts: counts.clone(),
-                });
-                new.push(item);
+                let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
+                let (mut counts, mut seq) = lock_counts!(tx, user_id);
+                let stored = read_items!(tx, user_id, ids);
+                let mut seen: HashSet<&str> = HashSet::new();
+                let mut new: Vec<&InboxItem> = Vec::new();
+                let mut changes = Vec::new();
+                for item in items {
+                    if stored.contains_key(&item.id) || !seen.insert(&item.id) {
+                        continue;
+                    }
+                    counts.add(item);
+                    seq += 1;
+                    changes.push(Change {
+                        seq,
+                        at: item.created_at,
+                        kind: ChangeKind::Added,
+                        item: Some(item.clone()),
+                        id: item.id.clone(),
+                        counts: counts.clone(),
+                    });
+                    new.push(item);
+                }
+                upsert_items!(tx, user_id, &new);
+                log_changes!(tx, user_id, &counts, &changes);
+                results[index] = changes;
             }
-            upsert_items!(tx, user_id, &new);
-            log_changes!(tx, user_id, &counts, &changes);
             tx.commit().await?;
-            changes
         });
-        Ok(changes)
+        Ok(results)
     }
 
     /// Applies `action` at `now` to each of `ids` that is the user's, in

@@ -40,8 +40,10 @@ use crate::{Agent, ControlPlane};
 const PACE: Duration = Duration::from_millis(5);
 const FRAME_LIMIT: Duration = Duration::from_secs(60);
 const TOKEN_SECRET: &str = "bench-user-token-secret-0123456789abcdef";
-/// Users the idle connections are spread over (several tabs each).
-const IDLE_USERS: usize = 20;
+/// Tabs (idle connections) per user: within the control plane's default
+/// per-user cap (`NUDGE_CP_LIVE_MAX_STREAMS_PER_USER`, 16), which refuses
+/// more with 429.
+const TABS_PER_USER: usize = 4;
 /// WebSocket handshakes in flight while opening the idle connections.
 const OPENING: usize = 64;
 
@@ -113,6 +115,7 @@ async fn connect(cp: &ControlPlane, user: &str) -> Result<Socket> {
 pub async fn scenario_stream(env: &Env) -> Result<StreamReport> {
     let notifications = env.options.stream_notifications;
     let idle_connections = env.options.stream_connections;
+    let idle_users = idle_connections.div_ceil(TABS_PER_USER).max(1);
     let config = env.setup.data_dir("stream-config")?;
     let path = config.path().join("nudge.toml");
     std::fs::write(&path, ENGINE)?;
@@ -180,7 +183,7 @@ pub async fn scenario_stream(env: &Env) -> Result<StreamReport> {
     let mut opening = futures::stream::iter(0..idle_connections)
         .map(|i| {
             let cp = &cp;
-            async move { connect(cp, &format!("bench-idle-{}", i % IDLE_USERS)).await }
+            async move { connect(cp, &format!("bench-idle-{}", i % idle_users)).await }
         })
         .buffer_unordered(OPENING);
     while let Some(socket) = opening.next().await {
@@ -202,7 +205,7 @@ pub async fn scenario_stream(env: &Env) -> Result<StreamReport> {
         notifications,
         latencies,
         idle_connections,
-        idle_users: IDLE_USERS,
+        idle_users,
         open_seconds,
         rss_before,
         rss_after,
