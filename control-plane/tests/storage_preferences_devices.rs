@@ -467,7 +467,45 @@ macro_rules! on_both_engines {
     };
 }
 
+/// Whether a registration is the user's first of the address (HTTP 201,
+/// gRPC `created`) is decided in its transaction: of registrations racing
+/// for one new address, exactly one is told it created it; a repeat is
+/// not; an address moved from another user is new to its new holder.
+async fn exactly_one_racing_registration_creates_the_device(backend: Backend) {
+    let (_dir, stores) = open(backend).await;
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let devices = stores.devices.clone();
+            tokio::spawn(async move {
+                devices
+                    .register_telling_new("u1", &token(Platform::Apns, "aa11"), at(0))
+                    .await
+                    .unwrap()
+                    .1
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for racer in racers {
+        created += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(created, 1);
+    let again = stores
+        .devices
+        .register_telling_new("u1", &token(Platform::Apns, "aa11"), at(60))
+        .await
+        .unwrap();
+    assert!(!again.1, "a refresh creates nothing");
+    let moved = stores
+        .devices
+        .register_telling_new("u2", &token(Platform::Apns, "aa11"), at(120))
+        .await
+        .unwrap();
+    assert!(moved.1, "new to its new holder");
+}
+
 on_both_engines!(
+    exactly_one_racing_registration_creates_the_device,
     a_user_without_a_document_has_the_defaults,
     preferences_round_trip_reset_and_erase,
     concurrent_updates_of_one_user_lose_nothing,

@@ -89,6 +89,18 @@ impl DeviceStore {
         new: &NewDevice,
         now: Timestamp,
     ) -> Result<Device, DeviceError> {
+        Ok(self.register_telling_new(user_id, new, now).await?.0)
+    }
+
+    /// [`Self::register`], also answering whether the user did not hold
+    /// the address before (HTTP 201 / gRPC `created`), as decided in the
+    /// registering transaction.
+    pub async fn register_telling_new(
+        &self,
+        user_id: &str,
+        new: &NewDevice,
+        now: Timestamp,
+    ) -> Result<(Device, bool), DeviceError> {
         if user_id.is_empty() || user_id.contains('\0') {
             return Err(DeviceError::Invalid(
                 "the user id is empty or contains NUL".into(),
@@ -119,7 +131,7 @@ impl DeviceStore {
                 "device deleted: its user registered one more than the limit allows"
             );
         }
-        Ok(registered.device)
+        Ok((registered.device, registered.created))
     }
 
     /// The user's devices, active and not, ordered by id.

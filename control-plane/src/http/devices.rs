@@ -79,22 +79,14 @@ async fn register(
     body: Result<Json<NewDevice>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
     let Json(new) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let known = match new.validate() {
-        Ok(address) => state
-            .devices
-            .get(&user_id, &crate::devices::device_id(new.platform, address))
-            .await?
-            .is_some(),
-        Err(_) => false,
-    };
-    let device = state
+    let (device, created) = state
         .devices
-        .register(&user_id, &new, Timestamp::now())
+        .register_telling_new(&user_id, &new, Timestamp::now())
         .await?;
-    let status = if known {
-        StatusCode::OK
-    } else {
+    let status = if created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
     Ok((status, Json(device)))
 }

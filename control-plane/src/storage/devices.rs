@@ -68,6 +68,9 @@ pub struct DeviceTable {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registered {
     pub device: Device,
+    /// The user did not hold this address before (new, or moved from
+    /// another user): decided in the registering transaction.
+    pub created: bool,
     pub evicted: Vec<String>,
 }
 
@@ -109,7 +112,15 @@ impl DeviceTable {
              RETURNING ",
             columns!()
         );
-        let (row, evicted) = with_pool!(self.database, pool, engine => {
+        // Whose the address was, read in the transaction (and on
+        // PostgreSQL with the row locked) so concurrent registrations of
+        // one address cannot both call themselves its creator.
+        let holder_sql = if self.database.engine() == Engine::Postgres {
+            "SELECT user_id FROM devices WHERE id = $1 FOR UPDATE"
+        } else {
+            "SELECT user_id FROM devices WHERE id = $1"
+        };
+        let (row, created, evicted) = with_pool!(self.database, pool, engine => {
             let mut tx = begin_write(self.database.metrics(), pool, engine).await?;
             if engine == Engine::Postgres {
                 sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
@@ -118,6 +129,11 @@ impl DeviceTable {
                     .execute(&mut *tx)
                     .await?;
             }
+            let holder: Option<String> = sqlx::query_scalar(holder_sql)
+                .bind(device.id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let created = holder.as_deref() != Some(device.user_id.as_str());
             let row: DeviceRow = sqlx::query_as(UPSERT)
                 .bind(device.id.as_str())
                 .bind(device.user_id.as_str())
@@ -151,10 +167,11 @@ impl DeviceTable {
                     .await?;
             }
             tx.commit().await?;
-            (row, evicted)
+            (row, created, evicted)
         });
         Ok(Registered {
             device: from_row(row)?,
+            created,
             evicted,
         })
     }

@@ -28,9 +28,10 @@
 //!   lock is per user, so an erasure waits only for that user's writers.
 
 /// The first key of the two-key advisory locks that guard tombstones (the
-/// second is `hashtext(user_id)`): "nudg". The two-key space does not
-/// overlap the one-key locks of ingest and migrations.
-pub(super) const TOMBSTONE_LOCK: i32 = 0x6e75_6467;
+/// second is `hashtext(user_id)`): "nudt", apart from device
+/// registration's "nudg". The two-key space does not overlap the one-key
+/// locks of ingest and migrations.
+pub(super) const TOMBSTONE_LOCK: i32 = 0x6e75_6474;
 
 /// The distinct users of `users`, in first-seen order.
 pub(super) fn distinct<'a>(users: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {

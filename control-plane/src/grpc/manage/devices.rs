@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use nudge_proto::v1 as pb;
 
 use super::{GrpcState, ServiceError, known_enum, non_empty, required_id, timestamp};
-use crate::devices::{Device, NewDevice, Platform, Subscription, SubscriptionKeys, device_id};
+use crate::devices::{Device, NewDevice, Platform, Subscription, SubscriptionKeys};
 
 pub(super) async fn register(
     state: &GrpcState,
@@ -37,22 +37,13 @@ pub(super) async fn register(
         }),
         label: non_empty(request.label),
     };
-    // Whether this address was registered before, for `created`.
-    let known = match new.validate() {
-        Ok(address) => state
-            .devices
-            .get(&user_id, &device_id(new.platform, address))
-            .await?
-            .is_some(),
-        Err(_) => false,
-    };
-    let device = state
+    let (device, created) = state
         .devices
-        .register(&user_id, &new, Timestamp::now())
+        .register_telling_new(&user_id, &new, Timestamp::now())
         .await?;
     Ok(pb::RegisterDeviceResponse {
         device: Some(to_proto(device)),
-        created: !known,
+        created,
     })
 }
 
