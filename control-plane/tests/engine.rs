@@ -226,11 +226,9 @@ async fn quiet_hours_hold_a_notification_until_the_window_opens() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn a_daily_digest_turns_n_notifications_into_one_message() {
-    // 10:00 in Berlin: today's 09:00 digest has gone, the next is tomorrow.
-    let morning: Timestamp = "2026-07-01T08:00:00Z".parse().unwrap();
-    let digest_time: Timestamp = "2026-07-02T07:00:00Z".parse().unwrap();
+/// The engine at `start` for a user in Berlin whose `comment`
+/// notifications (in-app) are collected into a daily digest at 09:00.
+async fn daily_comment_digest(start: Timestamp) -> Harness {
     let preferences = UserPreferences {
         timezone: Some(Tz::new("Europe/Berlin").unwrap()),
         ..UserPreferences::default()
@@ -248,15 +246,23 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
         .into_iter()
         .collect(),
     };
-    let h = Harness::start(
-        morning,
+    Harness::start(
+        start,
         &preferences,
         EngineSettings {
             defaults,
             ..EngineSettings::default()
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_daily_digest_turns_n_notifications_into_one_message() {
+    // 10:00 in Berlin: today's 09:00 digest has gone, the next is tomorrow.
+    let morning: Timestamp = "2026-07-01T08:00:00Z".parse().unwrap();
+    let digest_time: Timestamp = "2026-07-02T07:00:00Z".parse().unwrap();
+    let h = daily_comment_digest(morning).await;
 
     let titles = ["Ana replied", "Ben replied", "Cy replied"];
     let mut at = morning;
@@ -348,32 +354,7 @@ async fn a_resent_notification_already_in_a_sent_digest_is_not_in_the_next() {
     let morning: Timestamp = "2026-07-01T08:00:00Z".parse().unwrap();
     let first_digest: Timestamp = "2026-07-02T07:00:00Z".parse().unwrap();
     let second_digest: Timestamp = "2026-07-03T07:00:00Z".parse().unwrap();
-    let preferences = UserPreferences {
-        timezone: Some(Tz::new("Europe/Berlin").unwrap()),
-        ..UserPreferences::default()
-    };
-    let defaults = OperatorDefaults {
-        types: [(
-            "comment".to_owned(),
-            TypeDefaults {
-                channels: [ChannelKind::InApp].into_iter().collect(),
-                critical: false,
-                frequency: Frequency::Daily,
-                category: None,
-            },
-        )]
-        .into_iter()
-        .collect(),
-    };
-    let h = Harness::start(
-        morning,
-        &preferences,
-        EngineSettings {
-            defaults,
-            ..EngineSettings::default()
-        },
-    )
-    .await;
+    let h = daily_comment_digest(morning).await;
     let keyed = |id: &str, at: Timestamp, key: &str| {
         let mut event = notify_event(id, at);
         if let EventBody::Notify(request) = &mut event.body {

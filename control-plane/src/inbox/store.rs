@@ -416,11 +416,10 @@ impl InboxStore {
     /// list instead of resuming ([`Self::resume_gap`] tells them). Returns
     /// how many were removed.
     pub async fn prune_changes(&self, now: Timestamp, keep: Duration) -> Result<usize, InboxError> {
-        let cutoff = jiff::SignedDuration::try_from(keep)
-            .ok()
-            .and_then(|keep| now.checked_sub(keep).ok())
-            .unwrap_or(Timestamp::MIN);
-        let removed = self.table.prune_changes(cutoff).await?;
+        let removed = self
+            .table
+            .prune_changes(crate::housekeeping::cutoff(now, keep))
+            .await?;
         Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 

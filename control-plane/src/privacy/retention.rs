@@ -22,6 +22,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Privacy, PrivacyError};
+use crate::housekeeping::cutoff;
 use crate::inbox::Action;
 use crate::storage::block_on;
 
@@ -146,14 +147,6 @@ impl Privacy {
         }
         Ok(report)
     }
-}
-
-/// `now` minus `limit`, clamped at the earliest time.
-fn cutoff(now: Timestamp, limit: Duration) -> Timestamp {
-    jiff::SignedDuration::try_from(limit)
-        .ok()
-        .and_then(|limit| now.checked_sub(limit).ok())
-        .unwrap_or(Timestamp::MIN)
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::StorageError;
 use super::database::{Database, Engine, begin_write, with_pool};
-use super::tombstones::lock_user_for_erasure;
+use super::tombstones::{distinct, lock_user_for_erasure};
 use super::wakeups::{EVENTS_CHANNEL, Listening, listen};
 use crate::event::{
     Cursor, ErasedEvents, Event, EventBody, EventPage, IngestOutcome, JsonObject, Profile,
@@ -528,7 +528,7 @@ async fn write_group(
 
         // Tombstones first: an erased user's events are acknowledged
         // and dropped.
-        let users: Vec<&str> = unique(rows.iter().filter_map(|row| row.event.user_id.as_deref()));
+        let users: Vec<&str> = distinct(rows.iter().filter_map(|row| row.event.user_id.as_deref()));
         let mut erased_users = HashSet::new();
         for chunk in users.chunks(INSERT_CHUNK) {
             let mut query = QueryBuilder::new("SELECT user_id FROM erased_users WHERE user_id IN (");
@@ -611,7 +611,7 @@ async fn write_group(
             })
             .collect();
         if !identifies.is_empty() {
-            let users = unique(identifies.iter().map(|(user, _, _)| *user));
+            let users = distinct(identifies.iter().map(|(user, _, _)| *user));
             let mut profiles: HashMap<String, Profile> = HashMap::new();
             for chunk in users.chunks(INSERT_CHUNK) {
                 let mut query = QueryBuilder::new(
@@ -685,12 +685,6 @@ async fn write_group(
         }
         Ok(outcomes)
     })
-}
-
-/// The distinct values of `items`, in first-seen order.
-fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen = HashSet::new();
-    items.filter(|item| seen.insert(*item)).collect()
 }
 
 fn cursor_value(after: Option<Cursor>) -> i64 {

@@ -184,21 +184,11 @@ impl InboxTable {
         InboxTable { database }
     }
 
-    /// Adds each of `items` whose id the user does not have yet (the first
-    /// of repeated ids), in one transaction; returns the changes logged,
-    /// one `Added` per new item, in the order of `items`.
-    pub async fn insert(
-        &self,
-        user_id: &str,
-        items: &[InboxItem],
-    ) -> Result<Vec<Change>, StorageError> {
-        let mut changes = self.insert_groups(&[(user_id, items)]).await?;
-        Ok(changes.pop().unwrap_or_default())
-    }
-
-    /// [`Self::insert`] for several users' items in one transaction (one
-    /// commit, one fsync: group commit of concurrent adds); the changes
-    /// per group, in the order of `groups`. A user may appear in several
+    /// Adds each group's items the user does not have yet (the first of
+    /// repeated ids), all groups in one transaction (one commit, one
+    /// fsync: group commit of concurrent adds); the changes logged per
+    /// group, one `Added` per new item, in the order of `groups` and of
+    /// their items. A user may appear in several
     /// groups; nothing is added for an erased user. Users' counts rows are
     /// locked in user order, so two such transactions cannot deadlock.
     pub async fn insert_groups(

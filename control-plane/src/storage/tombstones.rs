@@ -33,7 +33,8 @@
 /// locks of ingest and migrations.
 pub(super) const TOMBSTONE_LOCK: i32 = 0x6e75_6474;
 
-/// The distinct users of `users`, in first-seen order.
+/// The distinct values of `users`, in first-seen order (user ids here, and
+/// in the event store's statements).
 pub(super) fn distinct<'a>(users: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     let mut seen = std::collections::HashSet::new();
     users
