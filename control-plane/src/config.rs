@@ -120,6 +120,23 @@ pub struct Config {
     #[arg(long, env = "NUDGE_CP_DEDUPE_WINDOW", value_name = "NUDGE_CP_DEDUPE_WINDOW", default_value = "30d", value_parser = humantime::parse_duration)]
     pub dedupe_window: Duration,
 
+    /// How long a replica's leases (event-feed partitions, singleton
+    /// tasks) last without renewal (humantime, 2s to 5m): how long the
+    /// work of a replica that died waits before another takes it over.
+    /// Leases are renewed every quarter of it.
+    #[arg(long, env = "NUDGE_CP_LEASE_TTL", value_name = "NUDGE_CP_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// This replica's name in the leases it holds (a random suffix is
+    /// added per start). Defaults to the host name (the pod name on
+    /// Kubernetes).
+    #[arg(
+        long,
+        env = "NUDGE_CP_REPLICA_NAME",
+        value_name = "NUDGE_CP_REPLICA_NAME"
+    )]
+    pub replica_name: Option<String>,
+
     /// Push devices (APNs, FCM, Web Push subscriptions) one user may hold
     /// per platform, 1 to 1000. Registering one more deletes the user's
     /// least reachable device on that platform (a deactivated one first,
@@ -256,6 +273,12 @@ impl TlsSettings {
 /// Commands besides serving.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
+    /// Applies the database migrations this build knows (under the
+    /// database's migration lock) and exits: run it once per upgrade
+    /// before the new replicas start (the Helm chart's hook Job does).
+    /// Serving migrates at start-up as well, so this is an ordering aid,
+    /// not a requirement.
+    Migrate,
     /// Writes a new development CA, a server certificate and an agent
     /// client certificate as PEM files (ca.pem, server.pem, server-key.pem,
     /// agent.pem, agent-key.pem), for trying TLS and mTLS locally. Not for
@@ -397,6 +420,15 @@ impl Config {
 
     /// Checks what parsing cannot: ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&self.lease_ttl) {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_LEASE_TTL",
+                message: format!(
+                    "{} is outside 2s to 5m",
+                    humantime::format_duration(self.lease_ttl)
+                ),
+            });
+        }
         if self.dedupe_window < MIN_DEDUPE_WINDOW {
             return Err(ConfigError {
                 setting: "NUDGE_CP_DEDUPE_WINDOW",

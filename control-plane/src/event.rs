@@ -287,3 +287,45 @@ pub struct EventPage {
     /// that stop in the middle of a page, e.g. when filtering).
     pub cursors: Vec<Cursor>,
 }
+
+/// How many partitions the event feed is split into (see
+/// [`FeedPartition`]). Fixed: changing it would move users between
+/// partitions, so it is part of the stored data's meaning.
+pub const FEED_PARTITIONS: u16 = 32;
+
+/// Which share of the event feed an event belongs to: replicas lease
+/// partitions, so each event is planned by one replica, and one user's
+/// events (all in one partition) are planned in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FeedPartition(pub u16);
+
+impl FeedPartition {
+    /// The partition of `event`: by its user, else its anonymous id, else
+    /// its own id. FNV-1a, so the mapping is stable across builds and
+    /// platforms (it is stored with every event).
+    pub fn of(event: &Event) -> FeedPartition {
+        let key = event
+            .user_id
+            .as_deref()
+            .or(event.anonymous_id.as_deref())
+            .unwrap_or(&event.id);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in key.as_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // The remainder is below FEED_PARTITIONS, which fits a u16.
+        FeedPartition(u16::try_from(hash % u64::from(FEED_PARTITIONS)).unwrap_or(0))
+    }
+
+    /// Every partition, in order.
+    pub fn all() -> impl Iterator<Item = FeedPartition> {
+        (0..FEED_PARTITIONS).map(FeedPartition)
+    }
+}
+
+impl fmt::Display for FeedPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}", self.0)
+    }
+}

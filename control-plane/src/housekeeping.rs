@@ -14,8 +14,14 @@
 //!
 //! # Promises
 //!
-//! * Each job runs once at start-up, then at its interval; a late tick
-//!   delays the next rather than bunching them.
+//! * **Once per interval across replicas.** Each job is due at start-up,
+//!   then at its interval; every replica checks every minute (or the
+//!   interval, if shorter) whether it is due, and the one that takes the
+//!   job's lease (`job/housekeeping/NAME`, held for the interval: see
+//!   `storage::leases::take_due`) runs it; the others skip that turn. So a
+//!   pass runs once per interval whatever the number of replicas, and
+//!   still runs when the replica that ran the last one is gone. (Without
+//!   leases, as in unit tests, every tick runs the job.)
 //! * A failed pass is logged, counted
 //!   (`nudge_cp_housekeeping_failures_total{task}`) and retried at the next
 //!   tick; it never stops the server or another job.
@@ -23,8 +29,8 @@
 //!   short chunks, and the stores must not be closed under one.
 //! * `nudge_cp_housekeeping_removed_total{task}` counts what passes
 //!   removed; `nudge_cp_housekeeping_last_success_timestamp_seconds{task}`
-//!   is the end of the last pass that succeeded (alert when it stops
-//!   moving).
+//!   is the end of the last pass that succeeded on this replica (alert on
+//!   the `max` across replicas when it stops moving).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -73,7 +79,13 @@ impl Job {
 pub struct Housekeeping {
     jobs: Vec<Job>,
     metrics: Metrics,
+    /// The leases that make a job run once across replicas, and this
+    /// replica's holder name; `None`: every tick runs.
+    turns: Option<(crate::storage::LeaseTable, String)>,
 }
+
+/// How often a replica checks whether a job is due (at most).
+const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 struct Metrics {
@@ -111,6 +123,7 @@ impl Housekeeping {
         registry.register(Box::new(last_success.clone()))?;
         Ok(Housekeeping {
             jobs: Vec::new(),
+            turns: None,
             metrics: Metrics {
                 removed,
                 failures,
@@ -129,25 +142,57 @@ impl Housekeeping {
         self
     }
 
+    /// Runs each job once per interval across the replicas that share
+    /// `leases`, `replica` being this one's holder name.
+    #[must_use]
+    pub fn shared(mut self, leases: crate::storage::LeaseTable, replica: &str) -> Self {
+        self.turns = Some((leases, replica.to_owned()));
+        self
+    }
+
     /// Runs every job until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
         let metrics = self.metrics;
+        let turns = self.turns;
         futures::future::join_all(
             self.jobs
                 .into_iter()
-                .map(|job| run_job(job, metrics.clone(), stop.clone())),
+                .map(|job| run_job(job, metrics.clone(), turns.clone(), stop.clone())),
         )
         .await;
     }
 }
 
-async fn run_job(job: Job, metrics: Metrics, stop: CancellationToken) {
-    let mut interval = tokio::time::interval(job.every);
+async fn run_job(
+    job: Job,
+    metrics: Metrics,
+    turns: Option<(crate::storage::LeaseTable, String)>,
+    stop: CancellationToken,
+) {
+    let check = if turns.is_some() {
+        job.every.min(CHECK_EVERY)
+    } else {
+        job.every
+    };
+    let mut interval = tokio::time::interval(check);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let lease = format!("job/housekeeping/{}", job.name);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = interval.tick() => {}
+        }
+        if let Some((leases, replica)) = &turns {
+            match leases.take_due(&lease, replica, job.every).await {
+                Ok(true) => {}
+                // Not due, or another replica's turn.
+                Ok(false) => continue,
+                Err(error) => {
+                    metrics.failures.with_label_values(&[job.name]).inc();
+                    tracing::warn!(task = job.name, %error, "cannot tell whether the housekeeping job is due; asking again at the next check");
+                    continue;
+                }
+            }
         }
         // Not raced with `stop` (see the module doc).
         match (job.pass)(Timestamp::now()).await {

@@ -154,6 +154,17 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Applies the migrations this build knows to the configured database
+/// (under its migration lock) and closes it; answers the schema version.
+pub async fn migrate(config: &Config) -> Result<i64, Error> {
+    config.validate()?;
+    let database =
+        storage::Database::open(&config.database_settings()?, storage::StorageMetrics::new())
+            .await?;
+    database.close().await;
+    Ok(storage::latest_schema_version())
+}
+
 /// Runs the control plane until `shutdown` is cancelled (or a server fails),
 /// then drains: readiness goes 503 and gRPC health NOT_SERVING at once,
 /// in-flight calls finish, the store is flushed, the admin port closes last.
@@ -182,7 +193,8 @@ pub async fn run(
         }
         None => engine_config::EngineConfig::default(),
     };
-    let engine = notification_engine(&stores, &metrics, &engine_config).await?;
+    let replica = replica_settings(&config);
+    let engine = notification_engine(&stores, &metrics, &engine_config, replica.clone()).await?;
     let analytics = analytics::Analytics::open(
         &stores,
         engine_config.analytics(),
@@ -282,7 +294,8 @@ pub async fn run(
             engine_config.retention(),
             engine_config.device_retention(),
             config.dedupe_window,
-        )?;
+        )?
+        .shared(stores.leases.clone(), &replica.replica);
         let stop = stop.clone();
         async move {
             housekeeping.run(stop).await;
@@ -298,8 +311,15 @@ pub async fn run(
     });
     tasks.spawn({
         let (analytics, stop) = (analytics.clone(), stop.clone());
+        // One replica folds at a time (see `analytics::worker`).
+        let turn = storage::Singleton::new(
+            stores.leases.clone(),
+            "job/analytics",
+            &replica.replica,
+            config.lease_ttl,
+        );
         async move {
-            analytics.run(stop.clone()).await;
+            analytics.run(stop.clone(), Some(turn)).await;
             // A worker with nothing to do (rollups switched off) may end
             // early; that must not stop the process.
             stop.cancelled().await;
@@ -352,6 +372,20 @@ pub async fn run(
     Ok(())
 }
 
+/// Who this process is among the replicas on its database: the
+/// configured name, else the host name (the pod name on Kubernetes).
+fn replica_settings(config: &Config) -> engine::FeedSettings {
+    let host = config
+        .replica_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "control-plane".to_owned());
+    engine::FeedSettings::new(&host, config.lease_ttl)
+}
+
 /// The notification engine's two workers: the trigger path (events →
 /// notifications → deliveries) and the dispatcher (deliveries → channels).
 struct NotificationEngine {
@@ -377,6 +411,7 @@ async fn notification_engine(
     stores: &Stores,
     metrics: &Metrics,
     config: &engine_config::EngineConfig,
+    replica: engine::FeedSettings,
 ) -> Result<NotificationEngine, Error> {
     let clock: Arc<dyn delivery::Clock> = Arc::new(delivery::SystemClock);
     let queue = stores.deliveries.clone();
@@ -434,6 +469,8 @@ async fn notification_engine(
         queue: queue.clone(),
         devices: devices.clone(),
         cursors: stores.cursors.clone(),
+        leases: stores.leases.clone(),
+        replica,
         digests: stores.digests.clone(),
         pending: stores.pending.clone(),
         clock: Arc::clone(&clock),

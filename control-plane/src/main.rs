@@ -49,7 +49,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let outcome = if matches!(config.command, Some(Command::Migrate)) {
+        runtime.block_on(migrate(&config))
+    } else {
+        runtime.block_on(serve(config))
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "control plane failed");
@@ -94,6 +99,14 @@ fn dev_certs(args: &DevCertsArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `nudge-control-plane migrate`: brings the database's schema up to this
+/// build's and exits.
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let version = nudge_control_plane::migrate(config).await?;
+    tracing::info!(schema_version = version, "database migrated");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

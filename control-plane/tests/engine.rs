@@ -23,7 +23,7 @@ use nudge_control_plane::delivery::{
 };
 use nudge_control_plane::devices::{DeviceStore, NewDevice, Platform, deactivation_hook};
 use nudge_control_plane::engine::{
-    Engine, EngineParts, EngineSettings, SettingsHandle, delivery_id_for,
+    Engine, EngineParts, EngineSettings, FeedSettings, SettingsHandle, delivery_id_for,
 };
 use nudge_control_plane::event::{Event, EventBody, NotifyRequest};
 use nudge_control_plane::money::Money;
@@ -119,6 +119,8 @@ impl Harness {
                 queue: queue.clone(),
                 devices: devices.clone(),
                 cursors: stores.cursors.clone(),
+                leases: stores.leases.clone(),
+                replica: FeedSettings::new("engine-test", Duration::from_secs(10)),
                 digests: stores.digests.clone(),
                 pending: stores.pending.clone(),
                 clock: Arc::clone(&clock),

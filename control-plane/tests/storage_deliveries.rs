@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use jiff::{SignedDuration, Timestamp};
 use nudge_control_plane::channels::{ChannelKind, OutboundMessage, Recipient, SendReceipt};
 use nudge_control_plane::delivery::{
-    Completion, Delivery, DeliveryQueue, Engagement, FactKind, NewDelivery, Priority, QueueError,
-    Status,
+    CLAIM_LEASE, Completion, Delivery, DeliveryQueue, Engagement, FactKind, NewDelivery, Priority,
+    QueueError, Status,
 };
 use nudge_control_plane::event::NotifyRequest;
 use nudge_control_plane::notifications::{Created, NewNotification, NotificationStore};
@@ -459,11 +459,53 @@ async fn a_crash_mid_send_is_recovered_and_sent_again(backend: Backend) {
         queue.get(item.id).await.unwrap().unwrap().status,
         Status::Sending
     );
-    assert_eq!(queue.recover(now).await.unwrap(), 1);
-    assert_eq!(queue.recover(now).await.unwrap(), 0, "once");
+    let expired = now + SignedDuration::try_from(CLAIM_LEASE).unwrap();
+    match backend {
+        // One process per file: a claim found at start-up is a dead one's.
+        Backend::Sqlite => assert_eq!(queue.recover(now).await.unwrap(), 1),
+        // Another replica's claim may be live: it waits for its expiry.
+        Backend::Postgres => {
+            assert_eq!(queue.recover(now).await.unwrap(), 0, "not expired yet");
+            let almost = expired - SignedDuration::from_secs(1);
+            assert_eq!(queue.requeue_expired(almost).await.unwrap(), 0);
+            assert_eq!(queue.requeue_expired(expired).await.unwrap(), 1);
+        }
+    }
+    assert_eq!(queue.recover(expired).await.unwrap(), 0, "once");
+    assert_eq!(queue.requeue_expired(expired).await.unwrap(), 0, "once");
     let again = queue.claim_due(ChannelKind::Sms, now, 5).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, item.id);
+}
+
+/// Replicas share the queue: a claim holds until it expires, whoever
+/// sweeps; an expired one is requeued once, however many replicas sweep.
+async fn an_expired_claim_is_requeued_once_by_any_replica(backend: Backend) {
+    let (_dir, stores) = open(backend).await;
+    let queue = &stores.deliveries;
+    let now = start();
+    let item = delivery(ChannelKind::Webhook, Priority::Normal, now);
+    queue.enqueue(item.clone()).await.unwrap();
+    assert_eq!(
+        queue
+            .claim_due(ChannelKind::Webhook, now, 5)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        queue.requeue_expired(now).await.unwrap(),
+        0,
+        "a live claim stays"
+    );
+    let expired = now + SignedDuration::try_from(CLAIM_LEASE).unwrap();
+    let sweeps = futures::future::join_all((0..4).map(|_| queue.requeue_expired(expired))).await;
+    let requeued: usize = sweeps.into_iter().map(Result::unwrap).sum();
+    assert_eq!(requeued, 1, "four concurrent sweeps requeue it once");
+    let delivery = queue.get(item.id).await.unwrap().unwrap();
+    assert_eq!(delivery.status, Status::Queued);
+    assert_eq!(delivery.attempt_log.len(), 0, "no attempt counted");
 }
 
 on_both_engines!(
@@ -476,4 +518,5 @@ on_both_engines!(
     concurrent_claimers_take_each_delivery_once,
     facts_commit_with_their_change_and_only_then,
     a_crash_mid_send_is_recovered_and_sent_again,
+    an_expired_claim_is_requeued_once_by_any_replica,
 );

@@ -20,6 +20,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
+use crate::storage::Singleton;
+
 use super::activity::{self, Context, close_session};
 use super::actor::ActorState;
 use super::keys::{key, parts, user_actor};
@@ -51,6 +53,8 @@ pub const EVENT_PAGE: usize = 10_000;
 pub const FACT_PAGE: usize = 2000;
 /// How often the worker looks for new data when caught up.
 const POLL: Duration = Duration::from_millis(250);
+/// How often a replica that does not hold the analytics lease asks again.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// How often open sessions are checked for inactivity.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Open sessions a sweep looks at (and ends) per transaction.
@@ -232,10 +236,27 @@ impl Analytics {
     /// Keeps the rollups up to date until `shutdown`: passes back to back
     /// while there is a backlog, a poll every [`POLL`] when caught up,
     /// a session sweep every [`SWEEP_EVERY`]. A failed pass is logged and
-    /// retried (it changed nothing).
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// retried (it changed nothing). With `turn`, only while this replica
+    /// holds that lease: one replica folds, the others stand by (passes of
+    /// two would conflict and redo each other's work).
+    pub async fn run(self, shutdown: CancellationToken, turn: Option<Singleton>) {
         let mut last_sweep = tokio::time::Instant::now();
         loop {
+            if let Some(turn) = &turn {
+                let mine = match turn.hold().await {
+                    Ok(mine) => mine,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot renew the analytics lease; standing by");
+                        false
+                    }
+                };
+                if !mine {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(STANDBY_POLL) => continue,
+                    }
+                }
+            }
             let this = self.clone();
             let outcome = tokio::task::spawn_blocking(move || this.step()).await;
             let pause = match outcome {
@@ -263,9 +284,14 @@ impl Analytics {
                 }
             }
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(pause) => {}
             }
+        }
+        if let Some(turn) = turn
+            && let Err(error) = turn.release().await
+        {
+            tracing::warn!(%error, "could not give the analytics lease up; it expires by itself");
         }
     }
 

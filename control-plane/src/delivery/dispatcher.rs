@@ -11,8 +11,11 @@
 //! Time comes from a [`Clock`], so tests move schedule time by hand.
 //! On shutdown a worker stops claiming and waits for its in-flight sends
 //! (each is one provider call with the channel's own timeout) so their
-//! outcomes are recorded; anything interrupted harder is requeued by
-//! [`DeliveryQueue::recover`] at the next start.
+//! outcomes are recorded; anything interrupted harder stays claimed until
+//! its claim expires, and is then requeued by the sweep every dispatcher
+//! runs ([`DeliveryQueue::requeue_expired`], every [`CLAIM_SWEEP`]: one
+//! replica's crash is repaired by the others), or at once by
+//! [`DeliveryQueue::recover`] at the next start on SQLite.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -162,6 +165,7 @@ impl Dispatcher {
                 shutdown.clone(),
             ));
         }
+        workers.spawn(sweep_expired_claims(Arc::clone(&shared), shutdown.clone()));
         workers.spawn(report_depth(
             Arc::clone(&shared),
             self.config.depth_interval,
@@ -173,6 +177,24 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+}
+
+/// How often every dispatcher requeues expired claims.
+pub const CLAIM_SWEEP: Duration = Duration::from_secs(30);
+
+/// Requeues claims whose replica died mid-send, every [`CLAIM_SWEEP`]
+/// until `shutdown`. Every replica runs it: the statement is one atomic
+/// update, so two sweeps never requeue one delivery twice.
+async fn sweep_expired_claims(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CLAIM_SWEEP) => {}
+        }
+        if let Err(error) = shared.queue.requeue_expired(shared.clock.now()).await {
+            tracing::warn!(%error, retry_in = ?CLAIM_SWEEP, "cannot requeue expired delivery claims");
+        }
     }
 }
 
@@ -206,6 +228,11 @@ async fn work(
             match shared.queue.claim_due(kind, shared.clock.now(), want).await {
                 Ok(batch) => {
                     look = batch.len() == want;
+                    shared
+                        .metrics
+                        .claims
+                        .with_label_values(&[kind.as_str()])
+                        .inc_by(u64::try_from(batch.len()).unwrap_or(u64::MAX));
                     claimed.extend(batch);
                 }
                 Err(error) => {

@@ -22,6 +22,9 @@ pub struct DeliveryMetrics {
     /// `nudge_cp_delivery_queue_depth{channel, status}` for queued, sending
     /// and dead-lettered deliveries.
     pub queue_depth: IntGaugeVec,
+    /// `nudge_cp_delivery_claims_total{channel}`: deliveries this replica
+    /// claimed to send (replicas share the queue: each counts its own).
+    pub claims: IntCounterVec,
 }
 
 impl DeliveryMetrics {
@@ -57,6 +60,13 @@ impl DeliveryMetrics {
                 ),
                 &["channel", "status"],
             )?,
+            claims: IntCounterVec::new(
+                Opts::new(
+                    "nudge_cp_delivery_claims_total",
+                    "Deliveries this replica claimed for sending.",
+                ),
+                &["channel"],
+            )?,
         })
     }
 
@@ -67,6 +77,7 @@ impl DeliveryMetrics {
         registry.register(Box::new(self.latency.clone()))?;
         registry.register(Box::new(self.dead_letters.clone()))?;
         registry.register(Box::new(self.queue_depth.clone()))?;
+        registry.register(Box::new(self.claims.clone()))?;
         Ok(())
     }
 

@@ -36,5 +36,5 @@ pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook};
 pub use facts::{DeliveryFact, FactKind};
 pub use metrics::DeliveryMetrics;
 pub use model::{Attempt, AttemptOutcome, Delivery, Engagement, NewDelivery, Priority, Status};
-pub use queue::{Completion, DeliveryQueue, QueueError};
+pub use queue::{CLAIM_LEASE, Completion, DeliveryQueue, QueueError};
 pub use retry::{Decision, RetryPolicy};

@@ -20,9 +20,13 @@
 //! * Every call is durable when it returns (the table commits first), so
 //!   an accepted delivery survives a crash.
 //! * Delivery is **at least once**: a crash while `Sending` leaves the
-//!   delivery there, and [`DeliveryQueue::recover`] (run at start-up, before
-//!   any worker) puts it back to `Queued`. The provider may already have it,
-//!   so receivers dedupe by delivery id (`OutboundMessage::delivery_id`).
+//!   delivery there under a claim that expires after [`CLAIM_LEASE`];
+//!   [`DeliveryQueue::requeue_expired`] (every replica, periodically) puts
+//!   it back to `Queued`, and on SQLite, whose file serves one process,
+//!   [`DeliveryQueue::recover`] at start-up does so at once. The provider
+//!   may already have it, so receivers dedupe by delivery id
+//!   (`OutboundMessage::delivery_id`, the webhook's `webhook-id`), which a
+//!   retry keeps, on whichever replica it runs.
 //! * [`DeliveryQueue::delete`] (privacy erase, retention) removes a
 //!   delivery and leaves its facts (analytics erases a user's facts
 //!   itself). One deleted while `Sending` finishes its send; recording the
@@ -164,7 +168,10 @@ impl DeliveryQueue {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
-        Ok(self.table.claim_due(channel, now, limit).await?)
+        Ok(self
+            .table
+            .claim_due(channel, now, limit, CLAIM_LEASE)
+            .await?)
     }
 
     /// Gives a claimed delivery back unsent: `Sending` → `Queued`, due as
@@ -429,52 +436,35 @@ impl DeliveryQueue {
         &self.table
     }
 
-    /// Puts every `Sending` delivery back to `Queued` (due at its old
-    /// `not_before`). Only correct before any worker runs: call it once at
-    /// start-up. Returns how many were recovered.
+    /// Requeues deliveries a previous run left in `Sending`: call it once
+    /// at start-up, before any worker runs. On SQLite (one process per
+    /// file) that is every claim; on PostgreSQL only expired ones, since
+    /// other replicas' claims are live (the rest expire and are requeued by
+    /// [`DeliveryQueue::requeue_expired`]). Returns how many it requeued.
     pub async fn recover(&self, now: Timestamp) -> Result<usize, QueueError> {
-        let mut recovered = 0;
-        let mut after = None;
-        loop {
-            let ids = self
-                .table
-                .ids_in_status(Status::Sending, None, after, RECOVER_BATCH)
-                .await?;
-            let Some(last) = ids.last() else {
-                break;
-            };
-            after = Some(*last);
-            for id in ids {
-                let mut moved = false;
-                let edited = self
-                    .edit(id, |delivery| {
-                        if delivery.status != Status::Sending {
-                            return Ok(Edit::default());
-                        }
-                        delivery.status = Status::Queued;
-                        delivery.updated_at = now;
-                        moved = true;
-                        Ok(changed(delivery, &[], now))
-                    })
-                    .await;
-                match edited {
-                    Ok(_) => recovered += usize::from(moved),
-                    // Deleted meanwhile (privacy erase): nothing to recover.
-                    Err(QueueError::NotFound(_)) => {}
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-        if recovered > 0 {
+        let every = self.table.claims_are_ours_alone();
+        self.requeue(now, every).await
+    }
+
+    /// Requeues deliveries whose claim expired (its replica died mid-send,
+    /// or stalled longer than [`CLAIM_LEASE`]): run periodically on every
+    /// replica. Returns how many it requeued.
+    pub async fn requeue_expired(&self, now: Timestamp) -> Result<usize, QueueError> {
+        self.requeue(now, false).await
+    }
+
+    async fn requeue(&self, now: Timestamp, every: bool) -> Result<usize, QueueError> {
+        let channels = self.table.requeue_claims(now, every).await?;
+        if !channels.is_empty() {
             tracing::warn!(
-                recovered,
+                requeued = channels.len(),
                 "deliveries interrupted mid-send requeued; they will be sent again"
             );
-            for waker in self.wakers.iter() {
-                waker.notify_one();
+            for channel in &channels {
+                self.waker(*channel).notify_one();
             }
         }
-        Ok(recovered)
+        Ok(channels.len())
     }
 
     /// Dead letters in id (creation) order, optionally of one channel,
@@ -710,8 +700,10 @@ async fn write_outcomes(table: DeliveryTable, mut pending: mpsc::Receiver<Pendin
     }
 }
 
-/// Deliveries recovered per read of the `sending` index.
-const RECOVER_BATCH: usize = 500;
+/// How long a claim holds: far above any channel's provider timeout plus
+/// the time a claimed batch waits for a free send slot, so only a claim
+/// whose replica died (or stalled for minutes) expires and is sent again.
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
 /// Deliveries trimmed per read of the long-log index.
 const TRIM_BATCH: usize = 500;
 

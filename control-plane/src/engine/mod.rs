@@ -3,11 +3,14 @@
 //!
 //! # Promises
 //!
-//! * **Every ingested event is processed, at least once, in ingest order.**
-//!   The engine tails the store's event feed from a durable cursor (row
-//!   `events` of table `cursors`, see `storage::cursors`), which advances
-//!   only after the events before it were fully planned (their
-//!   notifications and deliveries committed).
+//! * **Every ingested event is processed, at least once, in ingest order
+//!   per user.** The feed is split into partitions by user, leased among
+//!   the replicas on one database (see `feed`); the engine tails the
+//!   partitions it holds from their durable cursors (rows `feed/NN` of
+//!   table `cursors`), which advance only after the events before them
+//!   were fully planned (their notifications and deliveries committed).
+//! * **Timers once across replicas**: due delayed triggers and digests are
+//!   fired by the one replica that holds the timers' lease.
 //! * **One bad event never blocks the feed.** A failure is classified
 //!   ([`EngineError::is_transient`]): storage that is unavailable is
 //!   retried from the same cursor with exponential backoff; anything else
@@ -30,6 +33,7 @@
 //! type into one digest per channel (see `digest`).
 
 mod digest;
+mod feed;
 mod plan;
 mod triggers;
 
@@ -42,12 +46,13 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::ChannelKind;
 use crate::delivery::{Clock, DeliveryQueue};
 use crate::devices::DeviceStore;
-use crate::event::{Cursor, Event, EventBody};
+use crate::event::{Cursor, Event, EventBody, FeedPartition};
 use crate::notifications::NotificationStore;
 use crate::preferences::{OperatorDefaults, PreferenceStore};
 use crate::storage::{CursorTable, EventStore, ParkedEvent};
 use crate::templates::TemplateSet;
 
+pub use feed::{Feed, FeedSettings};
 pub use plan::{PlanError, delivery_id_for};
 
 /// What the operator configured that planning needs.
@@ -119,8 +124,8 @@ pub struct Engine {
     settings: SettingsHandle,
     devices: DeviceStore,
     clock: Arc<dyn Clock>,
-    /// Where the engine is in the event feed (row [`CURSOR`]).
-    cursors: CursorTable,
+    /// The feed partitions this replica plans, under leases.
+    feed: Feed,
     /// `nudge_cp_notifications_created_total{trigger}`.
     created: prometheus::IntCounterVec,
     /// `nudge_cp_engine_events_parked_total{reason}`.
@@ -210,9 +215,6 @@ impl EngineError {
     }
 }
 
-/// The engine's row in the `cursors` table: the whole feed, for now.
-const CURSOR: &str = "events";
-
 /// The stores and services the engine works with, all shared with the rest
 /// of the control plane.
 pub struct EngineParts {
@@ -222,6 +224,10 @@ pub struct EngineParts {
     pub queue: DeliveryQueue,
     pub devices: DeviceStore,
     pub cursors: CursorTable,
+    /// Leases shared with the other replicas on the database.
+    pub leases: crate::storage::LeaseTable,
+    /// Who this replica is among them.
+    pub replica: FeedSettings,
     pub digests: crate::digest::DigestStore,
     pub pending: crate::rules::PendingTriggers,
     pub clock: Arc<dyn Clock>,
@@ -242,10 +248,13 @@ impl Engine {
             queue,
             devices,
             cursors,
+            leases,
+            replica,
             digests,
             pending,
             clock,
         } = parts;
+        let feed = Feed::new(leases, cursors, replica, registry)?;
         let created = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "nudge_cp_notifications_created_total",
@@ -272,7 +281,7 @@ impl Engine {
             settings,
             devices,
             clock,
-            cursors,
+            feed,
             created,
             parked,
             unsubscribe: None,
@@ -307,6 +316,9 @@ impl Engine {
             appended.borrow_and_update();
             let pass = async {
                 let processed = self.process_available().await?;
+                if !self.feed.runs_timers().await? {
+                    return Ok::<_, EngineError>(processed);
+                }
                 let fired = self.fire_due().await?;
                 let digests = self.fire_due_digests().await?;
                 Ok::<_, EngineError>(processed + fired + digests)
@@ -322,7 +334,7 @@ impl Engine {
                     // not the feed, is what has to recover.
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = stop.cancelled() => return,
+                        () = stop.cancelled() => break,
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
@@ -332,11 +344,15 @@ impl Engine {
                 tokio::select! {
                     () = tokio::time::sleep(POLL) => {}
                     _ = appended.changed() => {}
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => break,
                 }
             } else if stop.is_cancelled() {
-                return;
+                break;
             }
+        }
+        // Other replicas take over at once rather than after the TTL.
+        if let Err(error) = self.feed.release_all().await {
+            tracing::warn!(%error, "could not give the feed leases up; they expire by themselves");
         }
     }
 
@@ -345,15 +361,31 @@ impl Engine {
     pub async fn process_available(&self) -> Result<usize, EngineError> {
         let mut processed = 0;
         loop {
-            let after = self.cursors.load(CURSOR).await?;
-            let page = self.store.events_after(after, PAGE).await?;
-            if page.events.is_empty() {
+            let share = self.feed.share().await?;
+            if share.is_empty() {
                 return Ok(processed);
             }
+            let page = self
+                .store
+                .partition_events_after(share.filter(), share.after(), PAGE)
+                .await?;
+            let Some(next) = page.next else {
+                self.feed.caught_up(&share);
+                return Ok(processed);
+            };
             // Runs of notifies are planned together (two commits a run);
-            // anything else one by one, in feed order.
+            // anything else one by one, in feed order. Events of
+            // partitions that are further along were planned already.
             let mut notifies: Vec<(&Event, Cursor)> = Vec::new();
-            for (event, cursor) in page.events.iter().zip(&page.cursors) {
+            let mut oldest: BTreeMap<FeedPartition, jiff::Timestamp> = BTreeMap::new();
+            for ((event, cursor), partition) in
+                page.events.iter().zip(&page.cursors).zip(&page.partitions)
+            {
+                if !share.wants(*partition, *cursor) {
+                    continue;
+                }
+                processed += 1;
+                oldest.insert(*partition, event.ingested_at);
                 if matches!(event.body, EventBody::Notify(_)) {
                     notifies.push((event, *cursor));
                     continue;
@@ -362,10 +394,12 @@ impl Engine {
                 self.process_one(event, *cursor).await?;
             }
             self.process_run(&notifies).await?;
-            processed += page.events.len();
-            if let Some(next) = page.next {
-                self.cursors.store(CURSOR, next).await?;
+            // What waits next is about as old as the last event planned
+            // of each partition, unless a short page read everything.
+            if page.events.len() < PAGE {
+                oldest.clear();
             }
+            self.feed.advance(&share, next, &oldest).await?;
         }
     }
 

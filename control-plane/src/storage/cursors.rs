@@ -8,11 +8,19 @@
 //!   so a position read back after a crash or a restart never skips an
 //!   unplanned event.
 //! * A name never stored is `None`: start of the feed.
-//! * One row per name, so feed partitions under leases (issue 13) can
-//!   each keep their own without a schema change.
+//! * One row per name: each feed partition keeps its own (`feed/NN`).
+//! * **Only a lease holder moves a partition's cursor.**
+//!   [`CursorTable::advance_held`] moves a cursor only while the caller
+//!   holds the lease of the same name (checked in the same statement, by
+//!   the database's clock), and never backwards: a replica that lost a
+//!   partition mid-page cannot undo the progress of the one that took it
+//!   over.
+
+use std::collections::HashMap;
 
 use super::StorageError;
 use super::database::{Database, with_pool};
+use super::leases::now_sql;
 use crate::event::Cursor;
 
 /// The `cursors` table. Cheap to clone.
@@ -62,4 +70,81 @@ impl CursorTable {
         });
         Ok(())
     }
+
+    /// The positions stored under `names`; a name never stored is absent.
+    pub async fn load_many(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, Cursor>, StorageError> {
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let _timer = self.database.metrics().time("cursor_load");
+        let placeholders = placeholders(names.len(), 1);
+        let sql = format!("SELECT name, position FROM cursors WHERE name IN ({placeholders})");
+        let rows: Vec<(String, i64)> = with_pool!(self.database, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+            for name in names {
+                query = query.bind(name);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|(name, position)| {
+                let cursor = u64::try_from(position)
+                    .map(Cursor)
+                    .map_err(|_| StorageError::Corrupt(format!("cursor {name:?} at {position}")))?;
+                Ok((name, cursor))
+            })
+            .collect()
+    }
+
+    /// Moves each of `names` forward to `position`, where `holder` holds
+    /// the lease of the same name; answers the names it may still move
+    /// (held), whether or not they were already there. One statement.
+    pub async fn advance_held(
+        &self,
+        names: &[String],
+        position: Cursor,
+        holder: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _timer = self.database.metrics().time("cursor_store");
+        let position = i64::try_from(position.0).map_err(|_| {
+            StorageError::Corrupt(format!("feed position {} is out of range", position.0))
+        })?;
+        let placeholders = placeholders(names.len(), 3);
+        let held: Vec<String> = with_pool!(self.database, pool, engine => {
+            // Every held row is written (the CASE keeps a cursor that is
+            // ahead), so RETURNING names exactly the held ones.
+            let sql = format!(
+                "INSERT INTO cursors (name, position) \
+                 SELECT name, $1 FROM leases WHERE holder = $2 AND expires_at_us > {} \
+                 AND name IN ({placeholders}) \
+                 ON CONFLICT (name) DO UPDATE SET position = CASE \
+                 WHEN cursors.position < excluded.position THEN excluded.position \
+                 ELSE cursors.position END \
+                 RETURNING name",
+                now_sql(engine)
+            );
+            let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(position)
+                .bind(holder);
+            for name in names {
+                query = query.bind(name);
+            }
+            query.fetch_all(pool).await?
+        });
+        Ok(held)
+    }
+}
+
+/// `$first, $first+1, …`: `count` placeholders.
+fn placeholders(count: usize, first: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -384,8 +384,12 @@ impl DeliveryTable {
         channel: ChannelKind,
         now: Timestamp,
         limit: usize,
+        lease: std::time::Duration,
     ) -> Result<Vec<Delivery>, StorageError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let lease_until = now
+            .as_microsecond()
+            .saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX));
         let metrics = self.database.metrics();
         let _timer = metrics.time("delivery_claim");
         // The record's own JSON changes with the columns, in the same
@@ -395,13 +399,13 @@ impl DeliveryTable {
         let bodies: Vec<String> = with_pool!(self.database, pool, engine => {
             let claim = match engine {
                 Engine::Sqlite => "UPDATE deliveries SET status = 'sending', updated_at_us = $1, \
-                    body = json_set(body, '$.status', 'sending', '$.updated_at', $2) \
+                    lease_until_us = $5, body = json_set(body, '$.status', 'sending', '$.updated_at', $2) \
                     WHERE id IN (SELECT id FROM deliveries \
                         WHERE status = 'queued' AND channel = $3 AND not_before_us <= $1 \
                         ORDER BY priority, not_before_us, id LIMIT $4) \
                     RETURNING body",
                 Engine::Postgres => "UPDATE deliveries SET status = 'sending', updated_at_us = $1, \
-                    body = jsonb_set(jsonb_set(body::jsonb, '{status}', '\"sending\"'), \
+                    lease_until_us = $5, body = jsonb_set(jsonb_set(body::jsonb, '{status}', '\"sending\"'), \
                         '{updated_at}', to_jsonb($2::text))::text \
                     WHERE id IN (SELECT id FROM deliveries \
                         WHERE status = 'queued' AND channel = $3 AND not_before_us <= $1 \
@@ -413,6 +417,7 @@ impl DeliveryTable {
                 .bind(&updated_at)
                 .bind(channel_code(channel))
                 .bind(limit)
+                .bind(lease_until)
                 .fetch_all(pool)
                 .await?
         });
@@ -429,6 +434,48 @@ impl DeliveryTable {
             ))
         });
         Ok(claimed)
+    }
+
+    /// Puts claimed deliveries back to `queued` (due as before, no attempt
+    /// counted): those whose claim expired by `now`, or with `every`, all
+    /// of them. Answers the channels of what it requeued, one entry per
+    /// delivery. One statement.
+    pub async fn requeue_claims(
+        &self,
+        now: Timestamp,
+        every: bool,
+    ) -> Result<Vec<ChannelKind>, StorageError> {
+        let updated_at = serde_json::to_value(now)?;
+        let updated_at = updated_at.as_str().unwrap_or_default().to_owned();
+        let channels: Vec<i16> = with_pool!(self.database, pool, engine => {
+            let requeue = match engine {
+                Engine::Sqlite => "UPDATE deliveries SET status = 'queued', updated_at_us = $1, \
+                    lease_until_us = NULL, \
+                    body = json_set(body, '$.status', 'queued', '$.updated_at', $2) \
+                    WHERE status = 'sending' AND ($3 OR lease_until_us IS NULL OR lease_until_us <= $1) \
+                    RETURNING channel",
+                Engine::Postgres => "UPDATE deliveries SET status = 'queued', updated_at_us = $1, \
+                    lease_until_us = NULL, \
+                    body = jsonb_set(jsonb_set(body::jsonb, '{status}', '\"queued\"'), \
+                        '{updated_at}', to_jsonb($2::text))::text \
+                    WHERE status = 'sending' AND ($3 OR lease_until_us IS NULL OR lease_until_us <= $1) \
+                    RETURNING channel",
+            };
+            sqlx::query_scalar(requeue)
+                .bind(now.as_microsecond())
+                .bind(&updated_at)
+                .bind(every)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(channels.into_iter().filter_map(channel_of).collect())
+    }
+
+    /// Whether every claim in the database is this process's: SQLite's
+    /// file serves one process, so at start-up every claim found is a dead
+    /// one's. On PostgreSQL other replicas hold claims of their own.
+    pub fn claims_are_ours_alone(&self) -> bool {
+        self.database.engine() == Engine::Sqlite
     }
 
     /// The ids of deliveries in `status`, in id order, at most `limit`

@@ -51,7 +51,8 @@ use super::database::{Database, Engine, begin_write, with_pool};
 use super::tombstones::{distinct, lock_user_for_erasure};
 use super::wakeups::{EVENTS_CHANNEL, Listening, listen};
 use crate::event::{
-    Cursor, ErasedEvents, Event, EventBody, EventPage, IngestOutcome, JsonObject, Profile,
+    Cursor, ErasedEvents, Event, EventBody, EventPage, FeedPartition, IngestOutcome, JsonObject,
+    Profile,
 };
 
 /// The key of the advisory lock PostgreSQL writers hold ("nudge-ev").
@@ -84,6 +85,18 @@ struct Shared {
     /// Bumped after every commit that stored events, so feed readers
     /// ([`EventStore::appended`]) wake at once instead of polling.
     appended: Arc<watch::Sender<u64>>,
+}
+
+/// One page of the partitioned feed, oldest first.
+#[derive(Debug, Default)]
+pub struct FeedPage {
+    pub events: Vec<Event>,
+    /// For each event, its feed position.
+    pub cursors: Vec<Cursor>,
+    /// For each event, the partition it was stored in.
+    pub partitions: Vec<FeedPartition>,
+    /// The last event's position; `None` for an empty page.
+    pub next: Option<Cursor>,
 }
 
 /// One ingest call waiting for the writer.
@@ -192,6 +205,55 @@ impl EventStore {
             next: cursors.last().copied(),
             events,
             cursors,
+        })
+    }
+
+    /// The events of `partitions` after `after`, in ingest order, at most
+    /// `limit`: the page a replica that leases those partitions plans.
+    /// `None` means every partition (one replica holds them all: no
+    /// filter).
+    pub async fn partition_events_after(
+        &self,
+        partitions: Option<&[FeedPartition]>,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<FeedPage, StorageError> {
+        let _timer = self.shared.database.metrics().time("events_after");
+        if partitions.is_some_and(<[FeedPartition]>::is_empty) {
+            return Ok(FeedPage::default());
+        }
+        let start = cursor_value(after);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, Vec<u8>, i16)> = with_pool!(self.shared.database, pool => {
+            let mut query =
+                QueryBuilder::new("SELECT seq, payload, feed_partition FROM events WHERE seq > ");
+            query.push_bind(start);
+            if let Some(partitions) = partitions {
+                query.push(" AND feed_partition IN (");
+                let mut list = query.separated(", ");
+                for partition in partitions {
+                    list.push_bind(i16::try_from(partition.0).unwrap_or(0));
+                }
+                query.push(")");
+            }
+            query.push(" ORDER BY seq LIMIT ");
+            query.push_bind(limit);
+            query.build_query_as().fetch_all(pool).await?
+        });
+        let partitions = rows
+            .iter()
+            .map(|(_, _, partition)| FeedPartition(u16::try_from(*partition).unwrap_or(0)))
+            .collect();
+        let (events, cursors) = decode_rows(
+            rows.into_iter()
+                .map(|(seq, payload, _)| (seq, payload))
+                .collect(),
+        )?;
+        Ok(FeedPage {
+            next: cursors.last().copied(),
+            events,
+            cursors,
+            partitions,
         })
     }
 
@@ -590,12 +652,15 @@ async fn write_group(
         }
 
         for chunk in fresh.chunks(INSERT_CHUNK) {
-            let mut query = QueryBuilder::new("INSERT INTO events (user_id, ingested_at, payload) ");
+            let mut query = QueryBuilder::new(
+                "INSERT INTO events (user_id, ingested_at, payload, feed_partition) ",
+            );
             query.push_values(chunk, |mut values, row| {
                 values
                     .push_bind(row.event.user_id.as_deref())
                     .push_bind(row.event.ingested_at.as_millisecond())
-                    .push_bind(row.json);
+                    .push_bind(row.json)
+                    .push_bind(i16::try_from(FeedPartition::of(row.event).0).unwrap_or(0));
             });
             query.build().execute(&mut *tx).await?;
         }

@@ -91,6 +91,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0009_digest_folds.sql"),
         postgres: include_str!("../../migrations/postgres/0009_digest_folds.sql"),
     },
+    Migration {
+        version: 10,
+        name: "replicas",
+        sqlite: include_str!("../../migrations/sqlite/0010_replicas.sql"),
+        postgres: include_str!("../../migrations/postgres/0010_replicas.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

@@ -21,7 +21,8 @@
 //! ([`InboxTable`]); the engine's feed cursor ([`CursorTable`]), the items
 //! held for digests ([`DigestTable`]) and delayed rule triggers with their
 //! finished markers ([`PendingTable`]); the catalog's API-defined types and
-//! rules ([`CatalogTable`]); the analytics rollups ([`RollupTable`]).
+//! rules ([`CatalogTable`]); the analytics rollups ([`RollupTable`]); who
+//! holds which share of the work among replicas ([`LeaseTable`]).
 //! Nothing is kept beside the database: a data dir holds the SQLite file
 //! (embedded) or nothing (PostgreSQL). A data dir of an earlier, sled-based
 //! build is refused, not imported (see [`StorageError::OldLayout`]).
@@ -34,6 +35,7 @@ mod devices;
 mod digests;
 mod events;
 mod inbox;
+mod leases;
 mod location;
 mod metrics;
 mod migrate;
@@ -54,8 +56,9 @@ pub use database::{Database, DatabaseSettings, Engine};
 pub use deliveries::{Change, DeliveryTable, Edit};
 pub use devices::{DeviceTable, Registered};
 pub use digests::DigestTable;
-pub use events::EventStore;
+pub use events::{EventStore, FeedPage};
 pub use inbox::{InboxTable, ItemRange, LogBounds};
+pub use leases::{LeaseTable, Singleton};
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
@@ -136,6 +139,9 @@ pub struct Stores {
     pub catalog: CatalogTable,
     /// The analytics rollups (table `analytics_rollups`).
     pub rollups: RollupTable,
+    /// Who holds what among the replicas on this database (table
+    /// `leases`): feed partitions, singleton tasks, heartbeats.
+    pub leases: LeaseTable,
 }
 
 impl std::fmt::Debug for Stores {
@@ -168,6 +174,7 @@ impl Stores {
         let pending = crate::rules::PendingTriggers::new(PendingTable::new(database.clone()));
         let catalog = CatalogTable::new(database.clone());
         let rollups = RollupTable::new(database.clone());
+        let leases = LeaseTable::new(database.clone());
         Ok(Stores {
             database,
             events,
@@ -181,6 +188,7 @@ impl Stores {
             pending,
             catalog,
             rollups,
+            leases,
         })
     }
 
