@@ -112,6 +112,17 @@ DELIBERATE = {
 # one of them: then delete it here. Empty is the normal state.
 PENDING: set[str] = set()
 
+# Metrics the alerts and dashboards may use before the programs export them
+# (the same metric being added on both sides at once; issue 13's replica
+# metrics). The check fails once a program exports one of them: then delete
+# it here. Empty is the normal state.
+PENDING_METRICS: set[str] = {
+    "nudge_cp_feed_partitions_unowned",
+    "nudge_cp_leases_held",
+    "nudge_cp_engine_feed_lag_seconds",
+    "nudge_cp_delivery_claims_total",
+}
+
 # Values that must not render, and a piece of the message they must give.
 NEGATIVE = [
     (
@@ -945,7 +956,10 @@ def main() -> int:
     sources = [CHART / "files/alerts.yaml", *sorted((CHART / "files/dashboards").glob("*.json"))]
     report.check(
         "alerts and dashboards use only exported metrics",
-        [f"{p.relative_to(HELM)}: {sorted(u)}" for p in sources if (u := unknown_metrics(p.read_text(), exported))],
+        [f"{p.relative_to(HELM)}: {sorted(u)}" for p in sources
+         if (u := unknown_metrics(p.read_text(), exported) - PENDING_METRICS)]
+        + [f"{name} is exported now: remove it from PENDING_METRICS in helm/ci/check.py"
+           for name in sorted(PENDING_METRICS & exported)],
     )
     report.check("Dockerfiles build workspace packages and binaries, run as non-root", check_dockerfiles())
 
