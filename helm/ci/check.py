@@ -677,6 +677,13 @@ def check_modes(docs: list[tuple[str, dict]], values: dict) -> list[str]:
             problems.append("the headless gRPC Service publishes replicas that are not ready")
         if [p.get("targetPort") for p in service["spec"]["ports"]] != ["grpc"]:
             problems.append("the headless gRPC Service does not serve the gRPC port only")
+    # The NetworkPolicy lets the replicas reach the database.
+    for policy in by_kind(docs, "NetworkPolicy"):
+        if matches(policy["spec"]["podSelector"].get("matchLabels"), labels):
+            ports = cp_values.get("networkPolicy", {}).get("database", {}).get("ports", [5432])
+            allowed = {p.get("port") for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])}
+            if not set(ports) <= allowed:
+                problems.append(f"NetworkPolicy {policy['metadata']['name']}: no egress to the database ports {ports}")
     # The chart's own agents dial it when no address is given.
     domain = values.get("clusterDomain", "cluster.local")
     if not values.get("agent", {}).get("controlPlane"):
