@@ -22,6 +22,15 @@ in helm/ci/app-with-agent/*.yaml:
   writes, the server certificate names the gRPC Service (and the agents'
   address), and both sides come from one issuer (ca.crt is the other
   side's CA);
+* the two database modes, on the rendered objects (check_modes): embedded,
+  one StatefulSet replica with its PVC and no Job or autoscaler; PostgreSQL,
+  a Deployment (no StatefulSet, no PVC) with the replica count or the
+  HorizontalPodAutoscaler's (autoscaling/v2, CPU, scaling that Deployment),
+  a rolling update and a PodDisruptionBudget that keep a majority, spread
+  over nodes (hard) and zones (soft), the pre-install/pre-upgrade hook Job
+  that runs `migrate` with the pods' image, security context and database
+  settings, and the headless gRPC Service of ready replicas that the
+  chart's agents dial;
 * the programs' contract: every environment variable the programs read
   (`env = "NUDGE_..."` in agent/src/config.rs and
   control-plane/src/config.rs) appears in the chart's templates and is set
@@ -103,6 +112,17 @@ DELIBERATE = {
 # one of them: then delete it here. Empty is the normal state.
 PENDING: set[str] = set()
 
+# Metrics the alerts and dashboards may use before the programs export them
+# (the same metric being added on both sides at once; issue 13's replica
+# metrics). The check fails once a program exports one of them: then delete
+# it here. Empty is the normal state.
+PENDING_METRICS: set[str] = {
+    "nudge_cp_feed_partitions_unowned",
+    "nudge_cp_leases_held",
+    "nudge_cp_engine_feed_lag_seconds",
+    "nudge_cp_delivery_claims_total",
+}
+
 # Values that must not render, and a piece of the message they must give.
 NEGATIVE = [
     (
@@ -144,6 +164,27 @@ NEGATIVE = [
         CHART,
         {"controlPlane": {"podDisruptionBudget": {"minAvailable": 1}}},
         "set minAvailable or maxUnavailable, not both",
+    ),
+    (
+        CHART,
+        {"controlPlane": {"replicas": 3}},
+        "controlPlane.replicas=3 needs PostgreSQL",
+    ),
+    (
+        CHART,
+        {"controlPlane": {"autoscaling": {"enabled": True}}},
+        "controlPlane.autoscaling.enabled needs PostgreSQL",
+    ),
+    (
+        CHART,
+        {"controlPlane": {"databaseUrlSecret": {"name": "db"}, "podDisruptionBudget": {"maxUnavailable": 2}}},
+        "lets evictions leave fewer than a majority (2) of 3 replicas",
+    ),
+    (
+        CHART,
+        {"controlPlane": {"databaseUrlSecret": {"name": "db"},
+                          "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}}},
+        "controlPlane.autoscaling.maxReplicas (3) is below minReplicas (5)",
     ),
     (
         EXAMPLE,
@@ -255,7 +296,7 @@ def promtool_check(doc: dict, promtool: str, where: str) -> list[str]:
 
 # ----------------------------------------------------------- cross-checks
 
-WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 
 def pod_templates(docs):
@@ -471,6 +512,245 @@ def check_engine_config(spec, container, path, secrets, configmaps, values) -> l
     return problems
 
 
+# ------------------------------------------------------------ the two modes
+
+HOOK_DELETE_POLICY = {"before-hook-creation", "hook-succeeded"}
+# The env entries the migration Job must share with the control plane pods.
+DATABASE_ENV = re.compile(r"^(NUDGE_CP_DATABASE_|PGSSL)")
+
+
+def majority(replicas: int) -> int:
+    return replicas // 2 + 1
+
+
+def scaled(value, replicas: int, round_up: bool) -> int:
+    """An IntOrString of a PDB or rolling update against a replica count."""
+    if isinstance(value, str) and value.endswith("%"):
+        exact = int(value[:-1]) * replicas / 100
+        return int(-(-exact // 1)) if round_up else int(exact)
+    return int(value)
+
+
+def component(doc_or_template: dict) -> str | None:
+    return doc_or_template["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+
+
+def check_modes(docs: list[tuple[str, dict]], values: dict) -> list[str]:
+    """What each database mode promises, on the rendered objects: embedded,
+    one StatefulSet replica with its PVC; PostgreSQL, a Deployment of
+    replicas with no PVC, a PDB that keeps a majority, spread over nodes and
+    zones, the HPA when asked, the migration hook Job with the pods'
+    database settings, and the headless gRPC Service agents dial."""
+    cp_values = values.get("controlPlane", {})
+    if cp_values.get("enabled") is False:
+        return []
+    problems = []
+    fullname = values.get("fullnameOverride") or RELEASE
+    name = f"{fullname}-control-plane"
+    postgres = bool(cp_values.get("databaseUrlSecret", {}).get("name"))
+    autoscaling = cp_values.get("autoscaling", {})
+    workloads = [d for _, d in docs if d["kind"] in {"Deployment", "StatefulSet"} and component(d) == "control-plane"]
+    kinds = sorted(d["kind"] for d in workloads)
+    jobs = by_kind(docs, "Job")
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    claims = by_kind(docs, "PersistentVolumeClaim")
+
+    if not postgres:
+        if kinds != ["StatefulSet"]:
+            return [f"embedded mode: control plane workloads {kinds}, not one StatefulSet"]
+        workload = workloads[0]
+        if workload["spec"].get("replicas") != 1:
+            problems.append(f"embedded mode: StatefulSet replicas {workload['spec'].get('replicas')}, not 1")
+        if [t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])] != ["data"]:
+            problems.append("embedded mode: the StatefulSet claims no data volume for the SQLite file")
+        if hpas or jobs:
+            problems.append(f"embedded mode renders {len(hpas)} HorizontalPodAutoscaler(s) and {len(jobs)} Job(s)")
+        return problems
+
+    if kinds != ["Deployment"] or workloads[0]["metadata"]["name"] != name:
+        return [f"PostgreSQL mode: control plane workloads {kinds}, not one Deployment {name}"]
+    deployment = workloads[0]
+    spec = deployment["spec"]
+    template = spec["template"]
+    pod = template["spec"]
+    labels = template["metadata"]["labels"]
+    container = next(c for c in pod["containers"] if c["name"] == "control-plane")
+
+    # No volume that outlives the pod: the control plane is stateless here.
+    if claims or spec.get("volumeClaimTemplates"):
+        problems.append("PostgreSQL mode claims a PersistentVolumeClaim")
+    problems += [f"PostgreSQL mode: the data dir's volume is {sorted(v)}, not an emptyDir"
+                 for v in pod.get("volumes", []) if v["name"] == "data" and "emptyDir" not in v]
+
+    # The replica count: the HPA's (no replicas field), or the value (default 3).
+    if autoscaling.get("enabled"):
+        if "replicas" in spec:
+            problems.append("with the HorizontalPodAutoscaler the Deployment still sets replicas")
+        replicas = int(autoscaling.get("minReplicas", 3))
+        if len(hpas) != 1:
+            problems.append(f"{len(hpas)} HorizontalPodAutoscalers, not 1")
+        for hpa in hpas:
+            hspec = hpa["spec"]
+            target = hspec["scaleTargetRef"]
+            if (hpa["apiVersion"], target.get("apiVersion"), target["kind"], target["name"]) != (
+                    "autoscaling/v2", "apps/v1", "Deployment", name):
+                problems.append(f"HorizontalPodAutoscaler {hpa['metadata']['name']} does not scale "
+                                f"Deployment {name} through autoscaling/v2: {target}")
+            if not hspec.get("minReplicas", 1) <= hspec["maxReplicas"]:
+                problems.append("HorizontalPodAutoscaler: maxReplicas below minReplicas")
+            if hspec.get("minReplicas") != replicas:
+                problems.append(f"HorizontalPodAutoscaler minReplicas {hspec.get('minReplicas')}, values say {replicas}")
+            cpu = [m for m in hspec.get("metrics", []) if m["type"] == "Resource" and m["resource"]["name"] == "cpu"
+                   and m["resource"]["target"]["type"] == "Utilization"]
+            if not cpu:
+                problems.append("HorizontalPodAutoscaler has no CPU utilization target")
+            if not container.get("resources", {}).get("requests", {}).get("cpu"):
+                problems.append("CPU utilization needs resources.requests.cpu on the control plane container")
+    else:
+        wanted = cp_values.get("replicas")
+        replicas = 3 if wanted in (None, "") else int(wanted)
+        if spec.get("replicas") != replicas:
+            problems.append(f"Deployment replicas {spec.get('replicas')}, not {replicas}")
+        if hpas:
+            problems.append("a HorizontalPodAutoscaler without controlPlane.autoscaling.enabled")
+
+    # Rollouts and evictions keep a majority.
+    strategy = spec.get("strategy", {})
+    rolling = strategy.get("rollingUpdate", {})
+    if strategy.get("type") != "RollingUpdate" or scaled(rolling.get("maxSurge", "25%"), replicas, True) < 1:
+        problems.append(f"Deployment strategy {strategy}: not a rolling update that adds a pod first")
+    else:
+        # The chart's default never runs below the count; one set in values
+        # must still keep a majority.
+        down = scaled(rolling.get("maxUnavailable", "25%"), replicas, False)
+        floor = majority(replicas) if "rollingUpdate" in cp_values else replicas
+        if replicas - down < floor:
+            problems.append(f"Deployment rollingUpdate.maxUnavailable {rolling.get('maxUnavailable')}: a rollout "
+                            f"runs with {replicas - down} of {replicas} replicas")
+    budgets = [d for d in by_kind(docs, "PodDisruptionBudget") if matches(d["spec"]["selector"]["matchLabels"], labels)]
+    if cp_values.get("podDisruptionBudget", {}).get("enabled", True):
+        if len(budgets) != 1:
+            problems.append(f"{len(budgets)} PodDisruptionBudgets select the control plane's pods, not 1")
+        for budget in budgets:
+            bspec = budget["spec"]
+            if "minAvailable" in bspec:
+                kept = scaled(bspec["minAvailable"], replicas, True)
+            else:
+                kept = replicas - scaled(bspec.get("maxUnavailable", 1), replicas, True)
+            if replicas >= 3 and kept < majority(replicas):
+                problems.append(f"PodDisruptionBudget keeps {kept} of {replicas} replicas, below a majority")
+
+    # Spread over nodes (hard) and zones (soft), unless overridden.
+    spread = pod.get("topologySpreadConstraints", [])
+    own = cp_values.get("topologySpreadConstraints")
+    if own:
+        if spread != own:
+            problems.append("controlPlane.topologySpreadConstraints are not used as given")
+    elif cp_values.get("topologySpread", {}).get("enabled", True):
+        wanted = {"kubernetes.io/hostname": "DoNotSchedule", "topology.kubernetes.io/zone": "ScheduleAnyway"}
+        wanted.update({k: v for k, v in (
+            ("kubernetes.io/hostname", cp_values.get("topologySpread", {}).get("nodes")),
+            ("topology.kubernetes.io/zone", cp_values.get("topologySpread", {}).get("zones"))) if v is not None})
+        found = {c["topologyKey"]: c["whenUnsatisfiable"] for c in spread}
+        if found != {k: v for k, v in wanted.items() if v}:
+            problems.append(f"topology spread {found}, not {wanted}")
+        for constraint in spread:
+            if not matches(constraint.get("labelSelector", {}).get("matchLabels"), labels):
+                problems.append(f"topology spread on {constraint['topologyKey']} does not select the pods")
+            if constraint.get("nodeTaintsPolicy") != "Honor":
+                problems.append(f"topology spread on {constraint['topologyKey']}: a cordoned node would still count")
+
+    # The migration hook Job: once per install/upgrade, as the pods would.
+    if cp_values.get("migrations", {}).get("enabled", True):
+        problems += check_migration_job(docs, jobs, pod, container)
+    elif jobs:
+        problems.append("a Job with controlPlane.migrations.enabled false")
+
+    # The headless gRPC Service: ready replicas only, the pods' gRPC port.
+    headless = [s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"]
+    if [s["metadata"]["name"] for s in headless] != [f"{fullname}-grpc-headless"]:
+        problems.append(f"headless Services {[s['metadata']['name'] for s in headless]}, not {fullname}-grpc-headless")
+    for service in headless:
+        if not matches(service["spec"]["selector"], labels):
+            problems.append("the headless gRPC Service does not select the control plane's pods")
+        if service["spec"].get("publishNotReadyAddresses"):
+            problems.append("the headless gRPC Service publishes replicas that are not ready")
+        if [p.get("targetPort") for p in service["spec"]["ports"]] != ["grpc"]:
+            problems.append("the headless gRPC Service does not serve the gRPC port only")
+    # The NetworkPolicy lets the replicas reach the database.
+    for policy in by_kind(docs, "NetworkPolicy"):
+        if matches(policy["spec"]["podSelector"].get("matchLabels"), labels):
+            ports = cp_values.get("networkPolicy", {}).get("database", {}).get("ports", [5432])
+            allowed = {p.get("port") for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])}
+            if not set(ports) <= allowed:
+                problems.append(f"NetworkPolicy {policy['metadata']['name']}: no egress to the database ports {ports}")
+    # The chart's own agents dial it when no address is given.
+    domain = values.get("clusterDomain", "cluster.local")
+    if not values.get("agent", {}).get("controlPlane"):
+        for daemonset in by_kind(docs, "DaemonSet"):
+            for agent in all_containers(daemonset["spec"]["template"]["spec"]):
+                env = {e["name"]: e.get("value") for e in agent.get("env", [])}
+                address = env.get("NUDGE_AGENT_CONTROL_PLANE")
+                host = re.sub(r"^\w+://([^:/]+).*$", r"\1", address or "")
+                if address is not None and host != f"{fullname}-grpc-headless.{NAMESPACE}.svc.{domain}":
+                    problems.append(f"the agent DaemonSet ships to {address}, not the headless gRPC Service")
+    return problems
+
+
+def check_migration_job(docs, jobs, pod: dict, container: dict) -> list[str]:
+    if len(jobs) != 1:
+        return [f"{len(jobs)} Jobs, not the one migration Job"]
+    job = jobs[0]
+    where = f"Job {job['metadata']['name']}"
+    problems = []
+    annotations = job["metadata"].get("annotations", {})
+    if set(annotations.get("helm.sh/hook", "").split(",")) != {"pre-install", "pre-upgrade"}:
+        problems.append(f"{where}: helm.sh/hook {annotations.get('helm.sh/hook')!r}, not pre-install,pre-upgrade")
+    if set(annotations.get("helm.sh/hook-delete-policy", "").split(",")) != HOOK_DELETE_POLICY:
+        problems.append(f"{where}: hook-delete-policy {annotations.get('helm.sh/hook-delete-policy')!r}")
+    jspec = job["spec"]
+    for field in ("backoffLimit", "activeDeadlineSeconds"):
+        if not isinstance(jspec.get(field), int) or jspec[field] <= 0:
+            problems.append(f"{where}: {field} {jspec.get(field)!r}")
+    template = jspec["template"]
+    jpod = template["spec"]
+    if jpod.get("restartPolicy") != "Never":
+        problems.append(f"{where}: restartPolicy {jpod.get('restartPolicy')} (the Job's backoffLimit counts pods)")
+    if len(jpod["containers"]) != 1:
+        return problems + [f"{where}: {len(jpod['containers'])} containers"]
+    migrate = jpod["containers"][0]
+    if migrate.get("args") != ["migrate"] or migrate.get("command"):
+        problems.append(f"{where}: runs {migrate.get('command')} {migrate.get('args')}, not the image's "
+                        "nudge-control-plane with the argument migrate")
+    if migrate["image"] != container["image"]:
+        problems.append(f"{where}: image {migrate['image']}, the control plane runs {container['image']}")
+    if migrate.get("securityContext") != container.get("securityContext") or \
+            jpod.get("securityContext") != pod.get("securityContext"):
+        problems.append(f"{where}: security context differs from the control plane's")
+    def database_env(c):
+        return {e["name"]: e for e in c.get("env", []) if DATABASE_ENV.match(e["name"])}
+    if database_env(migrate) != database_env(container):
+        problems.append(f"{where}: database settings {sorted(database_env(migrate))} differ from the pods' "
+                        f"{sorted(database_env(container))}")
+    if "NUDGE_CP_DATABASE_URL" not in database_env(migrate):
+        problems.append(f"{where}: no NUDGE_CP_DATABASE_URL")
+    ca = {e["value"] for e in container.get("env", []) if e["name"] == "PGSSLROOTCERT"}
+    mounted = {m["mountPath"] for m in migrate.get("volumeMounts", [])}
+    problems += [f"{where}: PGSSLROOTCERT {path} is not mounted" for path in ca if path.rsplit("/", 1)[0] not in mounted]
+    # A hook runs before the release's other objects exist: its
+    # ServiceAccount must be a hook too (or the operator's own).
+    account = jpod.get("serviceAccountName", "default")
+    for sa in by_kind(docs, "ServiceAccount"):
+        if sa["metadata"]["name"] == account:
+            hook = sa["metadata"].get("annotations", {})
+            if "pre-install" not in hook.get("helm.sh/hook", "") or \
+                    int(hook.get("helm.sh/hook-weight", 0)) >= int(annotations.get("helm.sh/hook-weight", 0)):
+                problems.append(f"{where}: ServiceAccount {account} is not created before the hook runs")
+    if any(matches(s["spec"].get("selector"), template["metadata"].get("labels", {})) for s in by_kind(docs, "Service")):
+        problems.append(f"{where}: a Service selects the migration pod")
+    return problems
+
+
 # ------------------------------------------------------- program contract
 
 
@@ -658,6 +938,9 @@ def main() -> int:
             kinds = sorted({doc["kind"] for _, doc in docs})
             report.check(f"{label}: {len(docs)} manifests valid ({', '.join(kinds)})", validate_schemas(docs, promtool))
             report.check(f"{label}: selectors, ports, volumes, keys", cross_check(docs, effective))
+            if chart == CHART:
+                mode = "PostgreSQL" if effective.get("controlPlane", {}).get("databaseUrlSecret", {}).get("name") else "embedded"
+                report.check(f"{label}: {mode} mode objects", check_modes(docs, effective))
             rendered_env |= set(env_of(docs))
 
         for chart, values, message in NEGATIVE:
@@ -680,7 +963,10 @@ def main() -> int:
     sources = [CHART / "files/alerts.yaml", *sorted((CHART / "files/dashboards").glob("*.json"))]
     report.check(
         "alerts and dashboards use only exported metrics",
-        [f"{p.relative_to(HELM)}: {sorted(u)}" for p in sources if (u := unknown_metrics(p.read_text(), exported))],
+        [f"{p.relative_to(HELM)}: {sorted(u)}" for p in sources
+         if (u := unknown_metrics(p.read_text(), exported) - PENDING_METRICS)]
+        + [f"{name} is exported now: remove it from PENDING_METRICS in helm/ci/check.py"
+           for name in sorted(PENDING_METRICS & exported)],
     )
     report.check("Dockerfiles build workspace packages and binaries, run as non-root", check_dockerfiles())
 

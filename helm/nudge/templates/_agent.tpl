@@ -44,7 +44,7 @@ agent.controlPlane is empty; only this chart's DaemonSet has one).
 {{- $daemonset := eq .mode "daemonset" }}
 {{- $controlPlane := $agent.controlPlane | default .defaultControlPlane }}
 {{- if not $controlPlane }}
-{{- fail "agent.controlPlane is required: the control plane's gRPC address, e.g. http://nudge-grpc.nudge.svc.cluster.local:50051 (https:// with agent.tls)" }}
+{{- fail "agent.controlPlane is required: the control plane's gRPC address, e.g. http://nudge-grpc-headless.nudge.svc.cluster.local:50051 for its replicas on PostgreSQL or http://nudge-grpc.nudge.svc.cluster.local:50051 embedded (https:// with agent.tls)" }}
 {{- end }}
 {{- if and $agent.tls.enabled (not $agent.tls.secretName) }}
 {{- fail "agent.tls.enabled needs agent.tls.secretName (a Secret in the pod's namespace with the CA and the agent's client certificate and key)" }}

@@ -90,10 +90,48 @@ engine config file: one the operator manages, or the chart's own.
 {{- if and $cp.userTokenSecretKey (or $cp.existingSecret $cp.userTokenSecret) }}true{{ end }}
 {{- end }}
 
-{{/* The gRPC address of this release's control plane, as agents use it. */}}
+{{/*
+Whether the control plane runs on PostgreSQL (a URL Secret is named): then
+it is a Deployment of stateless replicas; otherwise the embedded SQLite
+StatefulSet of one replica.
+*/}}
+{{- define "nudge.controlPlane.postgres" -}}
+{{- if .Values.controlPlane.databaseUrlSecret.name }}true{{ end }}
+{{- end }}
+
+{{/*
+The number of control plane replicas: controlPlane.replicas, or when it is
+empty 3 on PostgreSQL and 1 embedded.
+*/}}
+{{- define "nudge.controlPlane.replicas" -}}
+{{- $replicas := .Values.controlPlane.replicas }}
+{{- if or (kindIs "invalid" $replicas) (eq (toString $replicas) "") }}
+{{- ternary 3 1 (eq (include "nudge.controlPlane.postgres" .) "true") }}
+{{- else }}
+{{- int $replicas }}
+{{- end }}
+{{- end }}
+
+{{/*
+The headless gRPC Service (PostgreSQL mode): its DNS name resolves to every
+ready replica, which agents re-resolve and spread their batches over.
+*/}}
+{{- define "nudge.controlPlane.grpcHeadlessName" -}}
+{{- printf "%s-grpc-headless" (include "nudge.fullname" .) }}
+{{- end }}
+
+{{/*
+The gRPC address of this release's control plane, as agents use it: the
+headless Service with PostgreSQL (every replica), the gRPC Service
+otherwise (the one replica).
+*/}}
 {{- define "nudge.controlPlane.grpcAddress" -}}
 {{- $scheme := ternary "https" "http" (and .Values.agent.tls.enabled true) }}
-{{- printf "%s://%s-grpc.%s.svc.%s:%v" $scheme (include "nudge.fullname" .) .Release.Namespace .Values.clusterDomain .Values.controlPlane.ports.grpc }}
+{{- $service := printf "%s-grpc" (include "nudge.fullname" .) }}
+{{- if include "nudge.controlPlane.postgres" . }}
+{{- $service = include "nudge.controlPlane.grpcHeadlessName" . }}
+{{- end }}
+{{- printf "%s://%s.%s.svc.%s:%v" $scheme $service .Release.Namespace .Values.clusterDomain .Values.controlPlane.ports.grpc }}
 {{- end }}
 
 {{/* Whether the chart renders cert-manager's Certificate for the control plane. */}}
@@ -162,6 +200,29 @@ Checks of settings that would otherwise only fail once pods start.
 {{- end }}
 {{- if and (not (include "nudge.certManager.controlPlane" .)) (not (include "nudge.certManager.agent" .)) }}
 {{- fail "certManager.enabled renders no Certificate here (no control plane, no agent DaemonSet): an application chart's sidecar needs its own Certificate (chart README, TLS)" }}
+{{- end }}
+{{- end }}
+{{- $postgres := include "nudge.controlPlane.postgres" . }}
+{{- $replicas := int (include "nudge.controlPlane.replicas" .) }}
+{{- if and (not $postgres) (ne $replicas 1) }}
+{{- fail (printf "controlPlane.replicas=%d needs PostgreSQL (controlPlane.databaseUrlSecret.name): the embedded SQLite file belongs to exactly one replica" $replicas) }}
+{{- end }}
+{{- if and $cp.autoscaling.enabled (not $postgres) }}
+{{- fail "controlPlane.autoscaling.enabled needs PostgreSQL (controlPlane.databaseUrlSecret.name): the embedded SQLite file belongs to exactly one replica" }}
+{{- end }}
+{{- if $cp.autoscaling.enabled }}
+{{- if lt (int $cp.autoscaling.maxReplicas) (int $cp.autoscaling.minReplicas) }}
+{{- fail (printf "controlPlane.autoscaling.maxReplicas (%v) is below minReplicas (%v)" $cp.autoscaling.maxReplicas $cp.autoscaling.minReplicas) }}
+{{- end }}
+{{- end }}
+{{- $pdb := $cp.podDisruptionBudget }}
+{{- /* A number (not a percentage) of pods an eviction may take down. */}}
+{{- $numeric := or (kindIs "float64" $pdb.maxUnavailable) (kindIs "int" $pdb.maxUnavailable) (kindIs "int64" $pdb.maxUnavailable) }}
+{{- if and $postgres $pdb.enabled (not $cp.autoscaling.enabled) $numeric (ge $replicas 3) }}
+{{- $down := int $pdb.maxUnavailable }}
+{{- $majority := add (div $replicas 2) 1 }}
+{{- if lt (sub $replicas $down) $majority }}
+{{- fail (printf "controlPlane.podDisruptionBudget.maxUnavailable=%d lets evictions leave fewer than a majority (%d) of %d replicas: use at most %d" $down $majority $replicas (sub $replicas $majority)) }}
 {{- end }}
 {{- end }}
 {{- if lt (int $cp.terminationGracePeriodSeconds) 30 }}
