@@ -206,6 +206,9 @@ async fn work(
     shutdown: CancellationToken,
 ) {
     let kind = channel.kind();
+    // The series exists from the start (0), so dashboards see every
+    // worker's channel before its first claim.
+    shared.metrics.claims.with_label_values(&[kind.as_str()]);
     // Provider calls at most `limit` at a time. Recording an outcome does
     // not hold a slot: it waits for the queue's group commit, not for the
     // provider, so slow commits never idle the provider's capacity.
