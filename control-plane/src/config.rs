@@ -127,6 +127,13 @@ pub struct Config {
     #[arg(long, env = "NUDGE_CP_LEASE_TTL", value_name = "NUDGE_CP_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
 
+    /// How long a delivery claim holds before any replica may requeue it
+    /// (humantime, 10s to 1h): keep it well above the channels' provider
+    /// timeouts, or a slow send is sent twice; a replica killed mid-send
+    /// has its deliveries resent after it.
+    #[arg(long, env = "NUDGE_CP_DELIVERY_CLAIM_TTL", value_name = "NUDGE_CP_DELIVERY_CLAIM_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub delivery_claim_ttl: Duration,
+
     /// This replica's name in the leases it holds (a random suffix is
     /// added per start). Defaults to the host name (the pod name on
     /// Kubernetes).
@@ -420,6 +427,16 @@ impl Config {
 
     /// Checks what parsing cannot: ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&self.delivery_claim_ttl)
+        {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_DELIVERY_CLAIM_TTL",
+                message: format!(
+                    "{} is outside 10s to 1h",
+                    humantime::format_duration(self.delivery_claim_ttl)
+                ),
+            });
+        }
         if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&self.lease_ttl) {
             return Err(ConfigError {
                 setting: "NUDGE_CP_LEASE_TTL",

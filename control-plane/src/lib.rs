@@ -184,8 +184,9 @@ pub async fn run(
         storage_metrics,
     )
     .await?;
-    // Before anything takes a clone of the device store.
+    // Before anything takes a clone of the device store or the queue.
     stores.devices.set_max_per_user(config.max_devices_per_user);
+    stores.deliveries.set_claim_lease(config.delivery_claim_ttl);
     let store = stores.events.clone();
     let engine_config = match config.engine_config.clone() {
         Some(path) => {

@@ -17,19 +17,14 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::routing::post;
-use bytes::Bytes;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use nudge_control_plane::channels::webhook::verify_signature;
 use nudge_e2e::ports::free_port;
 use nudge_e2e::{Agent, ControlPlane};
+use support::webhook::Receiver;
 use support::{installed_tool, start_with_engine_config, wait_until, workspace_dir};
 
 /// The webhook signing secret of every test.
@@ -101,81 +96,6 @@ fn mails(dir: &TempDir) -> Vec<String> {
         .into_iter()
         .map(|(_, path)| String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned())
         .collect()
-}
-
-/// One request the webhook receiver got.
-#[derive(Debug, Clone)]
-struct Hook {
-    webhook_id: String,
-    signature_valid: bool,
-    body: Value,
-}
-
-/// An axum server on 127.0.0.1 that checks each request's signature with
-/// the control plane's `verify_signature` and records it; answers 200.
-struct Receiver {
-    url: String,
-    hooks: Arc<Mutex<Vec<Hook>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start() -> Self {
-        async fn hook(
-            State(hooks): State<Arc<Mutex<Vec<Hook>>>>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> &'static str {
-            let header = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let webhook_id = header("webhook-id");
-            let signature_valid =
-                header("webhook-timestamp")
-                    .parse::<i64>()
-                    .is_ok_and(|timestamp| {
-                        verify_signature(
-                            SECRET,
-                            &webhook_id,
-                            timestamp,
-                            &body,
-                            &header("webhook-signature"),
-                        )
-                    });
-            let body = serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-            hooks.lock().unwrap().push(Hook {
-                webhook_id,
-                signature_valid,
-                body,
-            });
-            "ok"
-        }
-        let hooks = Arc::new(Mutex::new(Vec::new()));
-        let app = axum::Router::new()
-            .route("/hook", post(hook))
-            .with_state(hooks.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver { url, hooks, task }
-    }
-
-    fn hooks(&self) -> Vec<Hook> {
-        self.hooks.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -500,7 +420,7 @@ async fn an_email_retried_while_smtp_is_down_is_delivered_once_when_it_is_back()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_arrives_once_with_a_valid_signature() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start(SECRET).await;
     let stack = Stack::start(&Engine {
         channels: &["webhook"],
         max_attempts: 3,
@@ -536,7 +456,7 @@ async fn a_webhook_arrives_once_with_a_valid_signature() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_to_a_private_destination_is_refused() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start(SECRET).await;
     let stack = Stack::start(&Engine {
         channels: &["webhook"],
         max_attempts: 3,

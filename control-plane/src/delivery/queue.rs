@@ -83,6 +83,8 @@ pub struct DeliveryQueue {
     /// `notify_one` keeps a permit, so a wake-up sent while the worker is
     /// busy is not lost.
     wakers: Arc<[Notify; ChannelKind::ALL.len()]>,
+    /// How long a claim holds ([`CLAIM_LEASE`] unless configured).
+    claim_lease: std::time::Duration,
 }
 
 impl std::fmt::Debug for DeliveryQueue {
@@ -102,7 +104,14 @@ impl DeliveryQueue {
             table,
             outcomes,
             wakers: Arc::new(std::array::from_fn(|_| Notify::new())),
+            claim_lease: CLAIM_LEASE,
         }
+    }
+
+    /// Sets how long a claim holds (`NUDGE_CP_DELIVERY_CLAIM_TTL`); call
+    /// before anything takes a clone.
+    pub fn set_claim_lease(&mut self, lease: std::time::Duration) {
+        self.claim_lease = lease;
     }
 
     /// Signalled when a delivery of `channel` may have become due.
@@ -170,7 +179,7 @@ impl DeliveryQueue {
     ) -> Result<Vec<Delivery>, QueueError> {
         Ok(self
             .table
-            .claim_due(channel, now, limit, CLAIM_LEASE)
+            .claim_due(channel, now, limit, self.claim_lease)
             .await?)
     }
 
@@ -447,7 +456,7 @@ impl DeliveryQueue {
     }
 
     /// Requeues deliveries whose claim expired (its replica died mid-send,
-    /// or stalled longer than [`CLAIM_LEASE`]): run periodically on every
+    /// or stalled longer than the claim lease): run periodically on every
     /// replica. Returns how many it requeued.
     pub async fn requeue_expired(&self, now: Timestamp) -> Result<usize, QueueError> {
         self.requeue(now, false).await
@@ -700,7 +709,7 @@ async fn write_outcomes(table: DeliveryTable, mut pending: mpsc::Receiver<Pendin
     }
 }
 
-/// How long a claim holds: far above any channel's provider timeout plus
+/// How long a claim holds by default: far above any channel's provider timeout plus
 /// the time a claimed batch waits for a free send slot, so only a claim
 /// whose replica died (or stalled for minutes) expires and is sent again.
 pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
