@@ -22,6 +22,7 @@ use nudge_control_plane::engine::{
     Engine, EngineParts, EngineSettings, FeedSettings, SettingsHandle,
 };
 use nudge_control_plane::event::{Cursor, Event, EventBody, NotifyRequest};
+use nudge_control_plane::rules::Rule;
 use nudge_control_plane::storage::{DatabaseLocation, StorageMetrics, Stores};
 use support::Backend;
 
@@ -169,6 +170,14 @@ mod postgres_replicas {
         settings: &nudge_control_plane::storage::DatabaseSettings,
         name: &str,
     ) -> Replica {
+        replica_with_rules(settings, name, Vec::new()).await
+    }
+
+    async fn replica_with_rules(
+        settings: &nudge_control_plane::storage::DatabaseSettings,
+        name: &str,
+        rules: Vec<Rule>,
+    ) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open(settings, dir.path(), StorageMetrics::new())
             .await
@@ -194,6 +203,7 @@ mod postgres_replicas {
             },
             SettingsHandle::new(EngineSettings {
                 enabled: BTreeSet::from([ChannelKind::InApp]),
+                rules,
                 ..EngineSettings::default()
             }),
             &registry,
@@ -241,6 +251,24 @@ mod postgres_replicas {
     }
 
     fn notify(id: &str, user: &str) -> Event {
+        event(
+            id,
+            user,
+            EventBody::Notify(NotifyRequest {
+                notification_type: "comment".into(),
+                template: None,
+                title: Some("New comment".into()),
+                body: Some("Someone replied".into()),
+                channels: vec![ChannelKind::InApp],
+                data: Map::new(),
+                priority: Default::default(),
+                idempotency_key: None,
+                cost: None,
+            }),
+        )
+    }
+
+    fn event(id: &str, user: &str, body: EventBody) -> Event {
         let now = Timestamp::now();
         Event {
             id: id.into(),
@@ -254,17 +282,7 @@ mod postgres_replicas {
             write_key: None,
             context: Map::new(),
             integrations: Map::new(),
-            body: EventBody::Notify(NotifyRequest {
-                notification_type: "comment".into(),
-                template: None,
-                title: Some("New comment".into()),
-                body: Some("Someone replied".into()),
-                channels: vec![ChannelKind::InApp],
-                data: Map::new(),
-                priority: Default::default(),
-                idempotency_key: None,
-                cost: None,
-            }),
+            body,
         }
     }
 
@@ -360,5 +378,65 @@ mod postgres_replicas {
             0.0,
             "nothing left unowned"
         );
+    }
+
+    /// Both replicas run their engines as the program does; a delayed rule
+    /// trigger falls due once, and exactly one of them fires it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delayed_rule_fires_once_with_two_engines_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = support::fresh_settings(Backend::Postgres, dir.path()).await;
+        let rules: Vec<Rule> = vec![
+            serde_json::from_value(serde_json::json!({
+                "name": "cart-reminder",
+                "on": "cart_add",
+                "notify": "cart_reminder",
+                "delay": "1s",
+            }))
+            .unwrap(),
+        ];
+        let a = replica_with_rules(&settings, "replica-a", rules.clone()).await;
+        let b = replica_with_rules(&settings, "replica-b", rules).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let running = [
+            tokio::spawn(a.engine.clone().run(stop.clone())),
+            tokio::spawn(b.engine.clone().run(stop.clone())),
+        ];
+        let carts: Vec<Event> = (0..8)
+            .map(|i| {
+                event(
+                    &format!("cart-{i}"),
+                    &format!("shopper-{i}"),
+                    EventBody::Track {
+                        event: "cart_add".into(),
+                        properties: Map::new(),
+                    },
+                )
+            })
+            .collect();
+        a.stores.events.ingest(carts).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while created(&a) + created(&b) < 8.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reminders fired"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Time for a second firing, had both replicas fired the timers.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.cancel();
+        for task in running {
+            task.await.unwrap();
+        }
+        assert_eq!(created(&a) + created(&b), 8.0, "each reminder fired once");
+        assert_eq!(notifications_in_database(&settings).await, 8);
+        let fired_by = [created(&a), created(&b)];
+        assert!(
+            fired_by.contains(&0.0),
+            "one replica (the timers' lease holder) fired them all: {fired_by:?}"
+        );
+        // Both gave their leases up on stop.
+        assert!(a.stores.leases.live("").await.unwrap().is_empty());
     }
 }
