@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use nudge_e2e::postgres::fresh_database;
+use nudge_e2e::postgres::{Cluster, fresh_database};
 use nudge_e2e::{Agent, ControlPlane};
+use support::load::{LoadSpec, Progress, run_clients};
 use support::webhook::Receiver;
 use support::{setup, wait_until};
 
@@ -78,6 +79,52 @@ async fn metric(control_plane: &ControlPlane, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// Three replicas on `database_url` with quick handovers, started; `env`
+/// adds settings.
+async fn three_replicas(database_url: &str, env: &[(&str, &str)]) -> Vec<ControlPlane> {
+    let mut replicas = Vec::new();
+    for index in 0..3 {
+        let name = format!("cp{index}");
+        let mut replica = ControlPlane::new(setup())
+            .unwrap()
+            .with_env([
+                ("NUDGE_CP_DATABASE_URL", database_url),
+                // Quick handovers, so the tests do not wait minutes.
+                ("NUDGE_CP_LEASE_TTL", "3s"),
+                ("NUDGE_CP_DELIVERY_CLAIM_TTL", "10s"),
+                ("NUDGE_CP_REPLICA_NAME", name.as_str()),
+            ])
+            .with_env(env.iter().copied());
+        replica.start().await.unwrap();
+        replicas.push(replica);
+    }
+    replicas
+}
+
+/// What agents put in `NUDGE_AGENT_CONTROL_PLANE` to use every replica.
+fn every_replica(replicas: &[ControlPlane]) -> String {
+    replicas
+        .iter()
+        .map(ControlPlane::grpc_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Waits until the replicas hold the 32 feed partitions between them and
+/// none sees an unowned one.
+async fn wait_until_the_feed_is_owned(replicas: &[ControlPlane]) {
+    wait_until("every partition owned and none twice", || async {
+        let mut held = 0.0;
+        let mut unowned = 0.0;
+        for replica in replicas {
+            held += metric(replica, "nudge_cp_leases_held", "feed_partition").await;
+            unowned += metric(replica, "nudge_cp_feed_partitions_unowned", "").await;
+        }
+        held == 32.0 && unowned == 0.0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_lose_and_repeat_nothing_while_replicas_are_killed() {
     let receiver = Receiver::start(SECRET).await;
@@ -86,25 +133,12 @@ async fn three_replicas_lose_and_repeat_nothing_while_replicas_are_killed() {
     let config_path = config.path().join("nudge.toml");
     std::fs::write(&config_path, engine_config(&receiver.url)).unwrap();
 
-    let mut replicas = Vec::new();
-    for index in 0..3 {
-        let name = format!("cp{index}");
-        let mut replica = ControlPlane::new(setup()).unwrap().with_env([
-            ("NUDGE_CP_DATABASE_URL", database_url.as_str()),
-            ("NUDGE_CP_CONFIG", config_path.to_str().unwrap()),
-            // Quick handovers, so the test does not wait minutes.
-            ("NUDGE_CP_LEASE_TTL", "3s"),
-            ("NUDGE_CP_DELIVERY_CLAIM_TTL", "10s"),
-            ("NUDGE_CP_REPLICA_NAME", name.as_str()),
-        ]);
-        replica.start().await.unwrap();
-        replicas.push(replica);
-    }
-    let targets = replicas
-        .iter()
-        .map(ControlPlane::grpc_url)
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut replicas = three_replicas(
+        &database_url,
+        &[("NUDGE_CP_CONFIG", config_path.to_str().unwrap())],
+    )
+    .await;
+    let targets = every_replica(&replicas);
     let agents = Arc::new([
         Agent::started(setup(), &targets, &[]).await.unwrap(),
         Agent::started(setup(), &targets, &[]).await.unwrap(),
@@ -238,14 +272,91 @@ async fn three_replicas_lose_and_repeat_nothing_while_replicas_are_killed() {
     );
 
     // The survivors own the whole feed between them.
-    wait_until("every partition owned and none twice", || async {
-        let mut held = 0.0;
-        let mut unowned = 0.0;
-        for replica in &replicas {
-            held += metric(replica, "nudge_cp_leases_held", "feed_partition").await;
-            unowned += metric(replica, "nudge_cp_feed_partitions_unowned", "").await;
+    wait_until_the_feed_is_owned(&replicas).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_three_replicas_costs_readiness_not_events() {
+    // A server of this test's own: it is crashed and started again.
+    let cluster = Cluster::start(&[]).unwrap();
+    let url = cluster.create_database("nudge").await.unwrap();
+    let replicas = three_replicas(&url, &[]).await;
+    let agent = Agent::started(setup(), &every_replica(&replicas), &[])
+        .await
+        .unwrap();
+    let client = nudge_e2e::http::client();
+    let ready = |replica: &ControlPlane| {
+        let (client, url) = (client.clone(), format!("http://{}/readyz", replica.admin));
+        async move {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success())
         }
-        held == 32.0 && unowned == 0.0
+    };
+
+    let spec = LoadSpec {
+        intake: agent.intake,
+        run: "pg-restart".into(),
+        users: 40,
+        events_per_client: None,
+        agent_assigned_ids: false,
+        must_succeed: false,
+        pad: 32,
+    };
+    let progress = Arc::new(Progress::default());
+    let load = tokio::spawn({
+        let (spec, progress) = (spec.clone(), Arc::clone(&progress));
+        async move { run_clients(&spec, 4, progress).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.stop_immediately().unwrap();
+    for replica in &replicas {
+        wait_until("every replica reports not ready", || async {
+            !ready(replica).await
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.restart().unwrap();
+    for replica in &replicas {
+        wait_until("every replica is ready again by itself", || ready(replica)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    progress.stop.store(true, Ordering::Relaxed);
+    let outcome = load.await.unwrap();
+    assert_eq!(
+        outcome.failed_requests, 0,
+        "the agent accepted throughout: {:?}",
+        outcome.failures
+    );
+
+    let database = sqlx::PgPool::connect(&url).await.unwrap();
+    let expected = i64::try_from(outcome.acked.len()).unwrap();
+    wait_until("every acked event is stored", || async {
+        scalar(&database, "SELECT count(*) FROM event_ids").await >= expected
     })
     .await;
+    let stored: HashSet<String> = sqlx::query_scalar("SELECT id FROM event_ids")
+        .fetch_all(&database)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        outcome.acked.is_subset(&stored),
+        "acked but lost: {:?}",
+        outcome
+            .acked
+            .difference(&stored)
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        scalar(&database, "SELECT count(*) FROM events").await,
+        i64::try_from(stored.len()).unwrap(),
+        "nothing stored twice"
+    );
+    wait_until_the_feed_is_owned(&replicas).await;
 }
