@@ -360,3 +360,55 @@ async fn postgres_restarted_under_three_replicas_costs_readiness_not_events() {
     );
     wait_until_the_feed_is_owned(&replicas).await;
 }
+
+/// `nudge-control-plane migrate` (the chart's pre-upgrade hook Job):
+/// migrates an empty database and exits 0, again with nothing to do, and
+/// exits 64 naming the setting when the database cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrate_command_migrates_once_and_exits() {
+    let url = fresh_database().await;
+    let data = tempfile::tempdir().unwrap();
+    let migrate = |url: &str| {
+        std::process::Command::new(support::binary("nudge-control-plane"))
+            .arg("migrate")
+            .env("NUDGE_CP_DATABASE_URL", url)
+            .env("NUDGE_CP_DATA_DIR", data.path())
+            .env("NUDGE_CP_DATABASE_CONNECT_TIMEOUT", "2s")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let database = sqlx::PgPool::connect(&url).await.unwrap();
+    for run in ["first", "second"] {
+        let output = migrate(&url);
+        assert!(
+            output.status.success(),
+            "{run} run: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let versions = scalar(&database, "SELECT count(*) FROM schema_migrations").await;
+        let newest = scalar(&database, "SELECT max(version) FROM schema_migrations").await;
+        assert_eq!(
+            (versions, newest),
+            (10, 10),
+            "{run} run: every migration once"
+        );
+    }
+    assert_eq!(
+        scalar(&database, "SELECT count(*) FROM leases").await,
+        0,
+        "migrating starts nothing"
+    );
+
+    let unreachable = format!(
+        "postgres://nudge@{}/nudge",
+        nudge_e2e::ports::free_loopback()
+    );
+    let output = migrate(&unreachable);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("NUDGE_CP_DATABASE_URL"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
