@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::grpc::target::ControlPlaneUrl;
 use crate::outbox::{Durability, OutboxConfig};
 use crate::shipper::ShipperConfig;
 
@@ -52,9 +53,17 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// The control plane's gRPC address: http://host:port, or
-    /// https://host:port for TLS (see NUDGE_AGENT_TLS_*).
-    #[arg(long, env = "NUDGE_AGENT_CONTROL_PLANE", value_name = "NUDGE_AGENT_CONTROL_PLANE", default_value = "http://127.0.0.1:50051", value_parser = parse_control_plane)]
-    pub control_plane: String,
+    /// https://host:port for TLS (see NUDGE_AGENT_TLS_*). Several replicas:
+    /// a comma-separated list (all http:// or all https://), and/or a host
+    /// name that resolves to several addresses (a headless Service); the
+    /// agent spreads batches over them and fails over (`grpc::replicas`).
+    #[arg(long, env = "NUDGE_AGENT_CONTROL_PLANE", value_name = "NUDGE_AGENT_CONTROL_PLANE", default_value = "http://127.0.0.1:50051", value_delimiter = ',', value_parser = ControlPlaneUrl::parse)]
+    pub control_plane: Vec<ControlPlaneUrl>,
+
+    /// How often the host names of NUDGE_AGENT_CONTROL_PLANE are resolved
+    /// again, so replicas that appear or disappear are used or dropped.
+    #[arg(long, env = "NUDGE_AGENT_RESOLVE_INTERVAL", value_name = "NUDGE_AGENT_RESOLVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resolve_interval: Duration,
 
     /// With https://: PEM bundle of the CAs the control plane's certificate
     /// must chain to. Unset: the webpki roots (the public CAs Mozilla
@@ -242,7 +251,37 @@ impl Config {
                 "write keys must not have surrounding spaces".into(),
             );
         }
+        if self.resolve_interval.is_zero() {
+            return invalid("NUDGE_AGENT_RESOLVE_INTERVAL", "must be above zero".into());
+        }
+        self.validate_control_planes()?;
         self.validate_tls()
+    }
+
+    /// The list names each replica once and speaks one protocol: the TLS
+    /// settings apply to every entry, so a mixed list would send some
+    /// batches in plain text.
+    fn validate_control_planes(&self) -> Result<(), InvalidSetting> {
+        let invalid = |problem: String| {
+            Err(InvalidSetting {
+                setting: "NUDGE_AGENT_CONTROL_PLANE",
+                problem,
+            })
+        };
+        let Some(first) = self.control_plane.first() else {
+            return invalid("is empty; name at least one http://host:port".into());
+        };
+        if let Some(other) = self.control_plane.iter().find(|url| url.tls != first.tls) {
+            return invalid(format!(
+                "mixes http:// and https:// ({first} and {other}); use one scheme for every replica"
+            ));
+        }
+        for (n, url) in self.control_plane.iter().enumerate() {
+            if self.control_plane[..n].contains(url) {
+                return invalid(format!("names {url} twice"));
+            }
+        }
+        Ok(())
     }
 
     /// TLS settings make one whole, and only with an https:// address (a
@@ -296,10 +335,15 @@ impl Config {
                 "is neither a DNS name nor an IP address",
             );
         }
-        if self.uses_tls() && self.tls_server_name().is_none() {
+        if self.uses_tls()
+            && self
+                .control_plane
+                .iter()
+                .any(|url| self.tls_server_name(url).is_none())
+        {
             return invalid(
                 "NUDGE_AGENT_CONTROL_PLANE",
-                "its host is not a valid TLS server name; set NUDGE_AGENT_TLS_SERVER_NAME",
+                "a host is not a valid TLS server name; set NUDGE_AGENT_TLS_SERVER_NAME",
             );
         }
         if self.tls_reload_interval.is_zero() {
@@ -308,21 +352,22 @@ impl Config {
         Ok(())
     }
 
-    /// Whether the control plane is reached over TLS (an https:// address).
+    /// Whether the control plane is reached over TLS (https:// addresses;
+    /// validation makes every entry agree).
     pub fn uses_tls(&self) -> bool {
-        self.control_plane.starts_with("https://")
+        self.control_plane.first().is_some_and(|url| url.tls)
     }
 
-    /// The name the control plane's certificate is checked against:
-    /// NUDGE_AGENT_TLS_SERVER_NAME, else the address's host.
-    pub fn tls_server_name(&self) -> Option<nudge_tls::rustls::pki_types::ServerName<'static>> {
+    /// The name `url`'s certificate is checked against:
+    /// NUDGE_AGENT_TLS_SERVER_NAME, else the URL's host (also when the
+    /// connection goes to an address the host resolved to).
+    pub fn tls_server_name(
+        &self,
+        url: &ControlPlaneUrl,
+    ) -> Option<nudge_tls::rustls::pki_types::ServerName<'static>> {
         match &self.tls_server_name {
             Some(name) => rustls_server_name(name),
-            None => {
-                let uri: axum::http::Uri = self.control_plane.parse().ok()?;
-                let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-                rustls_server_name(host)
-            }
+            None => url.server_name(),
         }
     }
 
@@ -393,19 +438,6 @@ fn rustls_server_name(name: &str) -> Option<nudge_tls::rustls::pki_types::Server
     nudge_tls::rustls::pki_types::ServerName::try_from(name.to_owned()).ok()
 }
 
-fn parse_control_plane(value: &str) -> Result<String, String> {
-    let uri: axum::http::Uri = value
-        .parse()
-        .map_err(|e| format!("not a URI ({e}); expected http://host:port or https://host:port"))?;
-    let path_free = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http" | "https"), Some(_)) if path_free => {
-            Ok(value.trim_end_matches('/').to_owned())
-        }
-        _ => Err("expected http://host:port or https://host:port".into()),
-    }
-}
-
 /// Parses a byte size: a plain number or one with a KiB/MiB/GiB (or KB/MB/GB,
 /// also binary) suffix.
 pub fn parse_bytes(value: &str) -> Result<u64, String> {
@@ -472,7 +504,11 @@ mod tests {
         let config = parse(&["--control-plane", "https://cp.example:50051"]);
         config.validate().unwrap();
         assert!(config.uses_tls());
-        assert_eq!(config.tls_server_name().unwrap().to_str(), "cp.example");
+        let first = |config: &Config| config.control_plane[0].clone();
+        assert_eq!(
+            config.tls_server_name(&first(&config)).unwrap().to_str(),
+            "cp.example"
+        );
         let by_ip = parse(&[
             "--control-plane",
             "https://10.0.0.7:50051",
@@ -481,11 +517,11 @@ mod tests {
         ]);
         by_ip.validate().unwrap();
         assert_eq!(
-            by_ip.tls_server_name().unwrap().to_str(),
+            by_ip.tls_server_name(&first(&by_ip)).unwrap().to_str(),
             "nudge-control-plane.nudge.svc"
         );
         let ipv6 = parse(&["--control-plane", "https://[::1]:50051"]);
-        assert_eq!(ipv6.tls_server_name().unwrap().to_str(), "::1");
+        assert_eq!(ipv6.tls_server_name(&first(&ipv6)).unwrap().to_str(), "::1");
 
         assert_eq!(
             refused(&["--tls-ca", "ca.pem"]),
@@ -510,6 +546,64 @@ mod tests {
         assert!(
             error.to_string().contains("NUDGE_AGENT_CONTROL_PLANE"),
             "{error}"
+        );
+    }
+
+    /// Issue 13: several replicas in one variable, one scheme for all.
+    #[test]
+    fn a_comma_separated_list_names_every_replica() {
+        let parse = |value: &str| {
+            Config::try_parse_from(["nudge-agent", "--control-plane", value])
+                .map_err(|e| e.to_string())
+                .and_then(|config| {
+                    config.validate().map_err(|e| e.to_string())?;
+                    Ok(config.control_plane)
+                })
+        };
+        let one = parse("http://cp:50051").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].to_string(), "http://cp:50051");
+        let two = parse("http://10.0.0.1:50051, http://10.0.0.2:50051").unwrap();
+        let shown: Vec<String> = two.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["http://10.0.0.1:50051", "http://10.0.0.2:50051"]);
+        let tls = parse("https://a.example:1,https://b.example:2").unwrap();
+        assert!(tls.iter().all(|url| url.tls));
+
+        for (bad, says) in [
+            ("http://a:1,https://b:1", "mixes http:// and https://"),
+            ("http://a:1,http://a:1", "twice"),
+            ("http://a:1,,http://b:1", "empty entry"),
+            ("http://a:1,", "empty entry"),
+            ("http://a:1,ftp://b:1", "expected http://host:port"),
+            ("http://a:1,b:1", "expected http://host:port"),
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert!(
+                error.contains("NUDGE_AGENT_CONTROL_PLANE") && error.contains(says),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_https_entry_needs_a_server_name() {
+        let config = Config::try_parse_from([
+            "nudge-agent",
+            "--control-plane",
+            "https://cp-0.example:1,https://cp-1.example:1",
+        ])
+        .unwrap();
+        config.validate().unwrap();
+        let names: Vec<String> = config
+            .control_plane
+            .iter()
+            .map(|url| config.tls_server_name(url).unwrap().to_str().into_owned())
+            .collect();
+        assert_eq!(names, ["cp-0.example", "cp-1.example"], "each its own host");
+        let zero = Config::try_parse_from(["nudge-agent", "--resolve-interval", "0s"]).unwrap();
+        assert_eq!(
+            zero.validate().unwrap_err().setting,
+            "NUDGE_AGENT_RESOLVE_INTERVAL"
         );
     }
 

@@ -69,14 +69,16 @@ pub enum Error {
     },
     #[error("cannot open the outbox: {0}")]
     Outbox(#[from] OutboxError),
-    #[error("NUDGE_AGENT_CONTROL_PLANE: {0}")]
-    ControlPlane(#[from] tonic::transport::Error),
     /// A TLS file cannot be used (names the setting).
     #[error(transparent)]
     Tls(#[from] nudge_tls::TlsError),
     #[error("{0} server failed: {1}")]
     Serve(&'static str, std::io::Error),
 }
+
+/// How long start-up waits for the first resolution of the control plane's
+/// host names; the resolver keeps trying in the background.
+const INITIAL_RESOLVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs the agent until `shutdown` is cancelled, then drains (see the crate
 /// doc). Returns once everything is flushed and closed.
@@ -86,7 +88,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let metrics = Metrics::new();
-    let tls = grpc::tls::AgentTls::load(&config)?;
+    let tls = grpc::tls::AgentTls::load(&config)?.map(Arc::new);
     let outbox_config = config.outbox();
     let outbox = {
         let metrics = metrics.clone();
@@ -94,8 +96,13 @@ pub async fn run(
             .await
             .expect("opening the outbox does not panic")?
     };
-    let transport =
-        grpc::GrpcTransport::new(&config.control_plane, tls.as_ref(), config.ship_timeout)?;
+    // Replicas failing are skipped on the shipper's own retry schedule.
+    let replicas =
+        shipper::replicas::Replicas::new(config.retry_initial, config.retry_max, &metrics.registry);
+    let mut resolver = grpc::resolve::Resolver::new(&config, tls.clone(), replicas.clone());
+    // One pass before shipping starts, so the first push has somewhere to
+    // go; bounded, because the agent must start while DNS is down.
+    let _ = tokio::time::timeout(INITIAL_RESOLVE, resolver.refresh()).await;
     let tasks = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(true));
 
@@ -108,7 +115,7 @@ pub async fn run(
     let shipper_stop = CancellationToken::new();
     let shipper = tokio::spawn(shipper::run_shipper(
         outbox.clone(),
-        transport,
+        replicas,
         config.shipper(),
         metrics.clone(),
         shutdown.clone(),
@@ -120,6 +127,7 @@ pub async fn run(
     if let Some(tls) = &tls {
         tasks.spawn(tls.watch(&metrics.registry, admin_stop.clone()));
     }
+    tasks.spawn(resolver.run(admin_stop.clone()));
     let admin_app = admin::admin_router(admin::AdminState {
         metrics: metrics.clone(),
         outbox: outbox.clone(),
@@ -142,7 +150,12 @@ pub async fn run(
     ));
     tracing::info!(
         intake = %listeners.intake.local_addr().map_err(|e| Error::Serve("intake", e))?,
-        control_plane = %config.control_plane,
+        control_plane = %config
+            .control_plane
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         pending = outbox.pending_events(),
         "nudge-agent started"
     );

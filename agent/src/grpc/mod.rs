@@ -2,12 +2,21 @@
 //!
 //! This is the one place where outbox records become protobuf requests and
 //! `tonic::Status` becomes the shipper's [`ShipError`]: which codes are worth
-//! retrying is decided here, once. [`tls`] dials `https://` control
-//! planes.
+//! retrying is decided here, once. [`target`] is one configured URL,
+//! [`resolve`] turns the URLs into replica addresses, each served by one
+//! [`GrpcTransport`] (which `crate::shipper::replicas` spreads pushes over),
+//! and [`tls`] dials `https://` control planes.
 
+pub mod resolve;
+pub mod target;
 pub mod tls;
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use nudge_tls::rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 
 use prost::Message;
 use tonic::Code;
@@ -18,9 +27,11 @@ use nudge_proto::v1::{Envelope, PushRequest};
 
 use crate::outbox::Record;
 use crate::shipper::{PushOutcome, ShipError, Transport};
+use target::ControlPlaneUrl;
 
-/// Ships batches to one control plane over a lazily connected channel, so
-/// the agent starts (and buffers) while the control plane is unreachable.
+/// Ships batches to one control-plane replica (one resolved address of one
+/// configured URL) over a lazily connected channel, so the agent starts
+/// (and buffers) while the control plane is unreachable.
 #[derive(Clone)]
 pub struct GrpcTransport {
     client: IngestClient<Channel>,
@@ -28,38 +39,35 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// `address` is `http://host:port`, or `https://host:port` with `tls`
-    /// (validated by the config).
+    /// Connects to `address` on behalf of `url`: the requests' `:authority`
+    /// and, with `tls`, the certificate's expected name are `url`'s host
+    /// (or `server_name`), never the address.
     pub fn new(
-        address: &str,
-        tls: Option<&tls::AgentTls>,
+        url: &ControlPlaneUrl,
+        address: SocketAddr,
+        tls: Option<(&tls::AgentTls, ServerName<'static>)>,
         timeout: Duration,
     ) -> Result<Self, tonic::transport::Error> {
-        let (address, dialer) = match (tls, address.strip_prefix("https://")) {
-            (Some(tls), Some(target)) => {
-                let target = if target
-                    .rsplit_once(':')
-                    .is_some_and(|(_, port)| !port.contains(']') && port.parse::<u16>().is_ok())
-                {
-                    target.to_owned()
-                } else {
-                    format!("{target}:443")
-                };
-                // See `tls`: tonic sees plain http, the dialer does TLS.
-                (format!("http://{target}"), Some(tls.connector(target)))
-            }
-            _ => (address.to_owned(), None),
-        };
-        let endpoint = Endpoint::from_shared(address)?
+        let endpoint = Endpoint::from_shared(url.origin())?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let channel = match dialer {
-            Some(dialer) => endpoint.connect_with_connector_lazy(tower::service_fn(
-                move |_: tonic::transport::Uri| dialer.clone().dial(),
+        // Our own connectors dial the resolved address; tonic's would
+        // resolve the name again and could pick another replica.
+        let channel = match tls {
+            Some((tls, server_name)) => {
+                let dialer = tls.connector(address, server_name);
+                endpoint.connect_with_connector_lazy(tower::service_fn(
+                    move |_: tonic::transport::Uri| dialer.clone().dial(),
+                ))
+            }
+            None => endpoint.connect_with_connector_lazy(tower::service_fn(
+                move |_: tonic::transport::Uri| async move {
+                    let tcp = TcpStream::connect(address).await?;
+                    tcp.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tcp))
+                },
             )),
-            None => endpoint.connect_lazy(),
         };
         let client = IngestClient::new(channel)
             .max_decoding_message_size(16 << 20)

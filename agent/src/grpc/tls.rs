@@ -8,6 +8,10 @@
 //! the connector always speaks TLS: tonic never adds (or, should a feature
 //! enable it elsewhere in the build, doubles) a TLS layer.
 //!
+//! Each replica's connection dials the address its host resolved to and
+//! checks the certificate against the configured host name (or
+//! NUDGE_AGENT_TLS_SERVER_NAME), never against the IP.
+//!
 //! Promises: every new connection uses the material current at that moment
 //! (files checked every NUDGE_AGENT_TLS_RELOAD_INTERVAL); an established
 //! HTTP/2 connection carries on with what it was verified with until it
@@ -15,6 +19,7 @@
 //! stay in the outbox.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,10 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
-/// The agent's TLS towards the control plane.
+/// The agent's TLS towards the control plane (every replica).
 pub struct AgentTls {
     tls: ClientTls,
-    server_name: ServerName<'static>,
     reload_every: Duration,
 }
 
@@ -45,9 +49,6 @@ impl AgentTls {
         if !config.uses_tls() {
             return Ok(None);
         }
-        let server_name = config.tls_server_name().ok_or_else(|| {
-            TlsError::Config("NUDGE_AGENT_CONTROL_PLANE: no valid TLS server name".into())
-        })?;
         let identity = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some((
                 PemFile::new("NUDGE_AGENT_TLS_CERT", cert),
@@ -64,17 +65,22 @@ impl AgentTls {
         };
         Ok(Some(AgentTls {
             tls: ClientTls::load(&files)?,
-            server_name,
             reload_every: config.tls_reload_interval,
         }))
     }
 
-    /// The connector tonic dials `target` (`host:port`) with.
-    pub(super) fn connector(&self, target: String) -> TlsDialer {
+    /// The connector tonic dials `address` with, checking the
+    /// certificate against `server_name` (the configured host, not the
+    /// address it resolved to).
+    pub(super) fn connector(
+        &self,
+        address: SocketAddr,
+        server_name: ServerName<'static>,
+    ) -> TlsDialer {
         TlsDialer {
             connector: self.tls.connector(),
-            server_name: self.server_name.clone(),
-            target: Arc::from(target),
+            server_name,
+            address,
         }
     }
 
@@ -101,14 +107,14 @@ impl AgentTls {
 pub(super) struct TlsDialer {
     connector: TlsConnector,
     server_name: ServerName<'static>,
-    /// `host:port` as configured; the URI tonic passes is ignored (it is
-    /// the `http://` stand-in).
-    target: Arc<str>,
+    /// The replica's address; the URI tonic passes is ignored (it is the
+    /// `http://` stand-in naming the configured host).
+    address: SocketAddr,
 }
 
 impl TlsDialer {
     pub(super) async fn dial(self) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
-        let tcp = TcpStream::connect(&*self.target).await?;
+        let tcp = TcpStream::connect(self.address).await?;
         tcp.set_nodelay(true)?;
         // The shipper logs the error (e.g. "invalid peer certificate:
         // NotValidForName"); this adds the name that was checked. A refusal
@@ -120,7 +126,7 @@ impl TlsDialer {
             .await
             .inspect_err(|error| {
                 tracing::debug!(
-                    control_plane = %self.target,
+                    control_plane = %self.address,
                     server_name = ?self.server_name,
                     %error,
                     "tls handshake with the control plane failed"

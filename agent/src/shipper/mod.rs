@@ -16,9 +16,11 @@
 //!   until it isolates the record that is refused, and quarantines that one.
 //!
 //! The shipper knows nothing of gRPC: it talks to a [`Transport`], which
-//! `crate::grpc` implements with tonic.
+//! `crate::grpc` implements with tonic for one control-plane replica, and
+//! [`replicas`] for several (spread and failover, one [`Transport`] too).
 
 pub mod backoff;
+pub mod replicas;
 
 use std::time::{Duration, Instant};
 
