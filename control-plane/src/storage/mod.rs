@@ -55,7 +55,7 @@ pub use deliveries::{Change, DeliveryTable, Edit};
 pub use devices::{DeviceTable, Registered};
 pub use digests::DigestTable;
 pub use events::EventStore;
-pub use inbox::{InboxTable, ItemRange, LogBounds};
+pub use inbox::{InboxNotice, InboxTable, ItemRange, LogBounds};
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
 pub use migrate::latest_version as latest_schema_version;
@@ -64,6 +64,7 @@ pub use parked::{ParkedEvent, ParkedPage};
 pub use pending::{Finish, PendingTable};
 pub use preferences::{PreferenceTable, StoredPreferences};
 pub use rollups::{RollupRow, RollupTable};
+pub use wakeups::Listening;
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
