@@ -723,7 +723,8 @@ mod across_replicas {
         loop {
             let count: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND query ILIKE '%LISTEN%nudge_inbox%'",
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND query ILIKE '%LISTEN%nudge_inbox%'",
             )
             .fetch_one(&mut admin)
             .await
@@ -739,11 +740,14 @@ mod across_replicas {
         }
     }
 
+    /// The next JSON text frame within [`DEADLINE`] (one deadline for the
+    /// whole wait: the server's pings, every 25 s, must not extend it).
     async fn next_frame(socket: &mut Socket) -> Value {
         use futures::StreamExt as _;
         use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            let message = tokio::time::timeout(DEADLINE, socket.next())
+            let message = tokio::time::timeout_at(deadline, socket.next())
                 .await
                 .expect("a frame before the deadline")
                 .expect("the stream is open")
@@ -832,8 +836,8 @@ mod across_replicas {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn changes_committed_while_the_listener_was_down_arrive_after_it_reconnects() {
-        let (settings, _a, b, _dir_b, mut socket) = two_replicas().await;
+    async fn changes_committed_while_the_listener_was_down_arrive_in_order() {
+        let (settings, a, b, _dir_b, mut socket) = two_replicas().await;
         let before = add_to(&b.inbox, "u1", "before").await;
         assert_eq!(
             seq(change(&next_frame(&mut socket).await, "added", &before)),
@@ -877,7 +881,17 @@ mod across_replicas {
         }
 
         // Committed by B while nobody listens: no notification reaches A.
+        let unheard = add_to(&b.inbox, "u1", "unheard").await;
+        // A commits the next change itself: its stream sees seq 3 after 1,
+        // and reads the skipped one from the log first.
+        let local = a.add("u1", "local").await;
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(seq(change(&frame, "added", &unheard)), 2);
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(seq(change(&frame, "added", &local)), 3);
+        // Nothing after it tells A of this one, until the listener is back.
         let during = add_to(&b.inbox, "u1", "during").await;
+        assert_quiet(&mut socket).await;
         sqlx::query(sqlx::AssertSqlSafe(allow(true)))
             .execute(&mut admin)
             .await
@@ -885,11 +899,11 @@ mod across_replicas {
 
         // A's listener reconnects and has every stream read the log.
         let frame = next_frame(&mut socket).await;
-        assert_eq!(seq(change(&frame, "added", &during)), 2);
+        assert_eq!(seq(change(&frame, "added", &during)), 4);
         // And hears B's commits again.
         let after = add_to(&b.inbox, "u1", "after").await;
         let frame = next_frame(&mut socket).await;
-        assert_eq!(seq(change(&frame, "added", &after)), 3);
+        assert_eq!(seq(change(&frame, "added", &after)), 5);
         assert_quiet(&mut socket).await;
     }
 }
