@@ -169,4 +169,20 @@ mod tests {
         let _again = hub.subscribe("u1");
         assert_eq!(hub.users(), 1);
     }
+
+    #[test]
+    fn notices_reach_only_subscribed_users_and_resync_reaches_all() {
+        let hub = Hub::default();
+        let mut u1 = hub.subscribe("u1");
+        let mut u2 = hub.subscribe("u2");
+        hub.elsewhere("u1", 7);
+        hub.elsewhere("nobody", 3);
+        assert_eq!(u1.try_recv().unwrap(), Live::Elsewhere { upto: Some(7) });
+        assert!(u2.try_recv().is_err(), "u2 hears nothing of u1");
+        hub.resync_all();
+        for live in [&mut u1, &mut u2] {
+            assert_eq!(live.try_recv().unwrap(), Live::Elsewhere { upto: None });
+        }
+        assert_eq!(hub.users(), 2, "a notice for nobody holds no channel");
+    }
 }

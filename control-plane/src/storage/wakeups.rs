@@ -22,8 +22,9 @@
 //! * **A lost connection is not a lost change.** Notifications sent while
 //!   the listener was disconnected are gone, so it wakes once after every
 //!   (re)connect ([`Heard::Connected`]: "anything may have changed"), and
-//!   readers catch up from the table. Readers keep a
-//!   slow fallback timer of their own as well.
+//!   readers catch up from the table. The engine's feed readers keep a
+//!   slow fallback timer of their own as well; a live stream waits for the
+//!   reconnect (its changes arrive late, never lost).
 //! * **Its own connection.** The listener holds one connection outside the
 //!   pool (its own one-connection pool, for reconnects), so the configured
 //!   pool size is what queries get.
