@@ -52,7 +52,7 @@ fn item(writer: usize, n: usize) -> InboxItem {
 async fn next_change(live: &mut Subscription) -> Change {
     loop {
         match live.recv().await.unwrap() {
-            Live::Change(change) => return change,
+            Live::Change(change) => return *change,
             Live::Elsewhere { .. } => {}
         }
     }

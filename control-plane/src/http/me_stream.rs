@@ -359,7 +359,7 @@ impl Feed {
                 Ok(Live::Change(change)) if change.seq <= self.sent => {}
                 Ok(Live::Change(change)) if change.seq == self.sent + 1 => {
                     self.sent = change.seq;
-                    return Ok(Frame::Change(Box::new(change)));
+                    return Ok(Frame::Change(change));
                 }
                 // Seqs between were committed by another replica and are
                 // in the log (they committed before this one).

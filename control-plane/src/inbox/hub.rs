@@ -31,8 +31,9 @@ pub const BUFFER: usize = 256;
 /// What a subscriber hears.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Live {
-    /// A change this process committed, published in the user's seq order.
-    Change(Change),
+    /// A change this process committed, published in the user's seq order
+    /// (boxed: every subscriber gets a clone of the message).
+    Change(Box<Change>),
     /// Changes were committed elsewhere (another process): the log holds
     /// the user's changes up to `upto`; `None` when how far is unknown
     /// (the listener reconnected and may have missed some). Read the log
@@ -76,7 +77,7 @@ impl Hub {
         if let Some(slot) = users.get(user_id) {
             // Cannot fail: a slot exists only while a subscription (and so
             // its receiver) lives.
-            let _ = slot.sender.send(Live::Change(change.clone()));
+            let _ = slot.sender.send(Live::Change(Box::new(change.clone())));
         }
     }
 
