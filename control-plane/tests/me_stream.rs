@@ -23,6 +23,8 @@ use nudge_control_plane::http::{
 use nudge_control_plane::inbox::{InboxItem, InboxStore};
 use nudge_control_plane::storage::Stores;
 
+mod support;
+
 const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes";
 /// How long a frame that should come may take; also how long "nothing
 /// comes" is watched.
@@ -53,8 +55,13 @@ impl Server {
     async fn start_live(live: LiveStream) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
+        Self::serve(dir, &stores, live).await
+    }
+
+    /// The router over `stores` (whose files, if any, are in `dir`).
+    async fn serve(dir: tempfile::TempDir, stores: &Stores, live: LiveStream) -> Self {
         let secret: UserTokenSecret = SECRET.parse().unwrap();
-        let standalone = HttpState::standalone(&stores).unwrap();
+        let standalone = HttpState::standalone(stores).unwrap();
         let shutdown = live.shutdown.clone();
         let metrics = live.metrics.clone();
         let state = HttpState {
@@ -123,22 +130,7 @@ impl Server {
 
     /// Adds an item as the in-app channel does; returns its id.
     async fn add(&self, user: &str, title: &str) -> String {
-        let id = uuid::Uuid::now_v7().to_string();
-        let item = InboxItem {
-            id: id.clone(),
-            notification_id: format!("n-{id}"),
-            notification_type: "comment".to_owned(),
-            category: Some("social".to_owned()),
-            title: title.to_owned(),
-            body: "body".to_owned(),
-            data: Value::Null,
-            created_at: Timestamp::now(),
-            seen_at: None,
-            read_at: None,
-            archived_at: None,
-        };
-        assert!(self.inbox.add(user, &item).await.unwrap());
-        id
+        add_to(&self.inbox, user, title).await
     }
 
     /// Reads an item through the REST route, as a tab would.
@@ -154,6 +146,26 @@ impl Server {
             .unwrap();
         assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
     }
+}
+
+/// Adds an item to `inbox` as the in-app channel does; returns its id.
+async fn add_to(inbox: &InboxStore, user: &str, title: &str) -> String {
+    let id = uuid::Uuid::now_v7().to_string();
+    let item = InboxItem {
+        id: id.clone(),
+        notification_id: format!("n-{id}"),
+        notification_type: "comment".to_owned(),
+        category: Some("social".to_owned()),
+        title: title.to_owned(),
+        body: "body".to_owned(),
+        data: Value::Null,
+        created_at: Timestamp::now(),
+        seen_at: None,
+        read_at: None,
+        archived_at: None,
+    };
+    assert!(inbox.add(user, &item).await.unwrap());
+    id
 }
 
 impl Drop for Server {
@@ -661,4 +673,237 @@ async fn a_users_live_channel_is_freed_when_their_last_stream_closes() {
     drop(sse);
     eventually("no channel is held", || server.inbox.live_channels() == 0).await;
     assert_eq!(server.open_connections("websocket"), 0);
+}
+
+/// Several replicas on one PostgreSQL database (issue 13): two `Stores` on
+/// one database stand for two processes, each with its own pool, hub and
+/// listener; the stream is served by replica A, changes are committed
+/// through A and B. What is observed: the frames on A's WebSocket, every
+/// change once, in seq order, whichever replica committed it.
+mod across_replicas {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use nudge_control_plane::http::LiveStream;
+    use nudge_control_plane::inbox::Action;
+    use nudge_control_plane::storage::{
+        DatabaseLocation, DatabaseSettings, StorageMetrics, Stores,
+    };
+    use serde_json::Value;
+    use sqlx::Connection as _;
+
+    use super::support::{Backend, fresh_settings};
+    use super::{Server, Socket, add_to, assert_quiet, change, hello};
+
+    /// Long enough for a listener's reconnect (backing off) on a loaded
+    /// machine; only reached when a change is missing.
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    async fn replica(settings: &DatabaseSettings) -> (tempfile::TempDir, Stores) {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::open(settings, dir.path(), StorageMetrics::new())
+            .await
+            .unwrap();
+        (dir, stores)
+    }
+
+    fn url(settings: &DatabaseSettings) -> &str {
+        let DatabaseLocation::Postgres(url) = &settings.location else {
+            unreachable!("a PostgreSQL location")
+        };
+        url
+    }
+
+    /// Waits until `sessions` connections of this database listen on the
+    /// inbox's channel: from then on, a commit is heard, not found by the
+    /// listener's catch-up after connecting.
+    async fn listening(settings: &DatabaseSettings, sessions: i64) {
+        let mut admin = sqlx::PgConnection::connect(url(settings)).await.unwrap();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND query ILIKE '%LISTEN%nudge_inbox%'",
+            )
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            if count >= sessions {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "listeners never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The next JSON text frame within [`DEADLINE`] (one deadline for the
+    /// whole wait: the server's pings, every 25 s, must not extend it).
+    async fn next_frame(socket: &mut Socket) -> Value {
+        use futures::StreamExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let message = tokio::time::timeout_at(deadline, socket.next())
+                .await
+                .expect("a frame before the deadline")
+                .expect("the stream is open")
+                .expect("a good frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    fn seq(frame: &Value) -> u64 {
+        frame["seq"].as_u64().unwrap()
+    }
+
+    /// Replica A's stream server, replica B's stores, and a WebSocket of
+    /// `u1` on A past its hello (cursor 0), once both listen.
+    async fn two_replicas() -> (DatabaseSettings, Server, Stores, tempfile::TempDir, Socket) {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = fresh_settings(Backend::Postgres, dir.path()).await;
+        let (dir_a, stores_a) = replica(&settings).await;
+        drop(dir);
+        let a = Server::serve(dir_a, &stores_a, LiveStream::default()).await;
+        let (dir_b, b) = replica(&settings).await;
+        listening(&settings, 2).await;
+        let mut socket = a.connect("u1", None).await;
+        assert_eq!(hello(&next_frame(&mut socket).await), 0);
+        (settings, a, b, dir_b, socket)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_gets_every_change_of_another_replica_once_in_order() {
+        let (_settings, a, b, _dir_b, mut socket) = two_replicas().await;
+
+        // Committed by B alone: only B's notification can bring it.
+        let first = add_to(&b.inbox, "u1", "from b").await;
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(seq(change(&frame, "added", &first)), 1);
+        assert_eq!(frame["counts"]["unread"], 1);
+        b.inbox
+            .apply(
+                "u1",
+                std::slice::from_ref(&first),
+                Action::Read,
+                jiff::Timestamp::now(),
+            )
+            .await
+            .unwrap();
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(seq(change(&frame, "updated", &first)), 2);
+        assert_eq!(frame["counts"]["unread"], 0);
+
+        // Both replicas at once: local changes and notices interleave.
+        let per_replica = 25;
+        let (on_a, on_b) = tokio::join!(
+            async {
+                let mut ids = Vec::new();
+                for n in 0..per_replica {
+                    ids.push(a.add("u1", &format!("a{n}")).await);
+                }
+                ids
+            },
+            async {
+                let mut ids = Vec::new();
+                for n in 0..per_replica {
+                    ids.push(add_to(&b.inbox, "u1", &format!("b{n}")).await);
+                }
+                ids
+            },
+        );
+        let mut expected: HashSet<String> = on_a.into_iter().chain(on_b).collect();
+        for want in 3..3 + 2 * per_replica as u64 {
+            let frame = next_frame(&mut socket).await;
+            assert_eq!(frame["type"], "change", "{frame}");
+            assert_eq!(seq(&frame), want, "every seq once, in order: {frame}");
+            let id = frame["id"].as_str().unwrap();
+            assert!(expected.remove(id), "{id} sent twice or unknown");
+        }
+        assert!(expected.is_empty());
+        assert_quiet(&mut socket).await;
+        assert!(
+            a.metrics.remote_changes.get() > 0,
+            "changes read because B committed them are counted"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_committed_while_the_listener_was_down_arrive_in_order() {
+        let (settings, a, b, _dir_b, mut socket) = two_replicas().await;
+        let before = add_to(&b.inbox, "u1", "before").await;
+        assert_eq!(
+            seq(change(&next_frame(&mut socket).await, "added", &before)),
+            1
+        );
+
+        // A failover or an idle-connection reaper cuts the listeners off,
+        // and (for the test) they cannot come back yet: the database takes
+        // no new connections, while the replicas' pools keep theirs.
+        let database = url(&settings).rsplit('/').next().unwrap().to_owned();
+        let mut admin = sqlx::PgConnection::connect(&nudge_e2e::postgres::server_url())
+            .await
+            .unwrap();
+        let allow =
+            |yes: bool| format!("ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS {yes}");
+        sqlx::query(sqlx::AssertSqlSafe(allow(false)))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let listeners = "FROM pg_stat_activity WHERE datname = $1 \
+             AND application_name = 'nudge-control-plane listener'";
+        let killed: Vec<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_terminate_backend(pid) {listeners}"
+        )))
+        .bind(&database)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(!killed.is_empty(), "the listeners have connections to kill");
+        loop {
+            let left: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) {listeners}")))
+                    .bind(&database)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Committed by B while nobody listens: no notification reaches A.
+        let unheard = add_to(&b.inbox, "u1", "unheard").await;
+        // A commits the next change itself: its stream sees seq 3 after 1,
+        // and reads the skipped one from the log first.
+        let local = a.add("u1", "local").await;
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(seq(change(&frame, "added", &unheard)), 2);
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(seq(change(&frame, "added", &local)), 3);
+        // Nothing after it tells A of this one, until the listener is back.
+        let during = add_to(&b.inbox, "u1", "during").await;
+        assert_quiet(&mut socket).await;
+        sqlx::query(sqlx::AssertSqlSafe(allow(true)))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+
+        // A's listener reconnects and has every stream read the log.
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(seq(change(&frame, "added", &during)), 4);
+        // And hears B's commits again.
+        let after = add_to(&b.inbox, "u1", "after").await;
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(seq(change(&frame, "added", &after)), 5);
+        assert_quiet(&mut socket).await;
+    }
 }

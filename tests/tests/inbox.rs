@@ -2,7 +2,9 @@
 //! stream"): an application tracks an event at the agent, a rule turns it
 //! into an in-app notification, and a client on the control plane's
 //! WebSocket (`/v1/me/stream`) receives it; after a disconnect it resumes
-//! from its cursor without gaps or duplicates.
+//! from its cursor without gaps or duplicates. And across replicas
+//! (issue 13): two control planes on one PostgreSQL database, a stream on
+//! one follows what the other commits and resumes on the other.
 
 // `support` is shared with `e2e.rs`; this binary uses only part of it.
 #[allow(dead_code)]
@@ -62,58 +64,84 @@ impl Stack {
         let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
             .await
             .unwrap();
-        let secret: UserTokenSecret = USER_TOKEN_SECRET.parse().unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let token = secret.sign(&json!({"sub": USER, "exp": now + 3600}));
         Stack {
             control_plane,
             agent,
-            token,
+            token: user_token(),
             _config: config,
         }
     }
 
     async fn connect(&self, cursor: Option<u64>) -> Socket {
-        let mut url = format!(
-            "ws://{}/v1/me/stream?access_token={}",
-            self.control_plane.http, self.token
-        );
-        if let Some(cursor) = cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        tokio_tungstenite::connect_async(url).await.unwrap().0
+        connect(&self.control_plane, &self.token, cursor).await
     }
 
-    /// The application tracks a comment at the agent.
     async fn comment(&self, message_id: &str, author: &str) {
-        let body = json!({
-            "userId": USER,
-            "event": "Comment Posted",
-            "messageId": message_id,
-            "properties": {"author": author, "text": "Nice work"},
-        });
-        let reply = self.agent.post("/v1/track", &body).await.unwrap();
-        assert!(reply.is_success(), "track: {reply:?}");
+        comment(&self.agent, message_id, author).await;
     }
 
     async fn me(&self, method: reqwest::Method, path: &str) -> Value {
-        let reply = reqwest::Client::new()
-            .request(method, format!("http://{}{path}", self.control_plane.http))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(reply.status().is_success(), "{path}: {}", reply.status());
-        reply.json().await.unwrap()
+        me(&self.control_plane, &self.token, method, path).await
     }
 }
 
+/// A token of [`USER`], signed as the application's backend would.
+fn user_token() -> String {
+    let secret: UserTokenSecret = USER_TOKEN_SECRET.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    secret.sign(&json!({"sub": USER, "exp": now + 3600}))
+}
+
+/// A WebSocket to `control_plane`'s live stream, resuming after `cursor`.
+async fn connect(control_plane: &ControlPlane, token: &str, cursor: Option<u64>) -> Socket {
+    let mut url = format!(
+        "ws://{}/v1/me/stream?access_token={token}",
+        control_plane.http
+    );
+    if let Some(cursor) = cursor {
+        url.push_str(&format!("&cursor={cursor}"));
+    }
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The application tracks a comment at the agent.
+async fn comment(agent: &Agent, message_id: &str, author: &str) {
+    let body = json!({
+        "userId": USER,
+        "event": "Comment Posted",
+        "messageId": message_id,
+        "properties": {"author": author, "text": "Nice work"},
+    });
+    let reply = agent.post("/v1/track", &body).await.unwrap();
+    assert!(reply.is_success(), "track: {reply:?}");
+}
+
+/// A `/v1/me/...` call of [`USER`] to `control_plane`, which must succeed.
+async fn me(
+    control_plane: &ControlPlane,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> Value {
+    let reply = reqwest::Client::new()
+        .request(method, format!("http://{}{path}", control_plane.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{path}: {}", reply.status());
+    reply.json().await.unwrap()
+}
+
+/// The next JSON text frame within [`FRAME_LIMIT`] (one deadline for the
+/// whole wait: the server's pings, every 25 s, must not extend it).
 async fn next_frame(socket: &mut Socket) -> Value {
+    let deadline = tokio::time::Instant::now() + FRAME_LIMIT;
     loop {
-        let message = tokio::time::timeout(FRAME_LIMIT, socket.next())
+        let message = tokio::time::timeout_at(deadline, socket.next())
             .await
             .expect("a frame in time")
             .expect("the stream is open")
@@ -211,4 +239,167 @@ async fn a_tracked_event_reaches_the_websocket_and_a_reconnect_resumes_from_the_
         metrics.contains("nudge_cp_live_connections{transport=\"websocket\"} 1"),
         "{metrics}"
     );
+}
+
+/// The value of a counter without labels in a `/metrics` text.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// Issue 13, item 3: two control-plane replicas on one PostgreSQL
+/// database. A WebSocket on replica 1 gets the change replica 2 commits;
+/// it then reconnects to replica 2 with its cursor and gets exactly what
+/// it missed, and live changes that replica 1 commits. Which replica's
+/// engine planned a notification is not what is tested (both may run the
+/// rule today); the reads are committed by one known replica each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_follows_another_replica_and_resumes_on_it_without_gaps() {
+    let url = nudge_e2e::postgres::fresh_database().await;
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("nudge.toml");
+    std::fs::write(&path, ENGINE).unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut replica = ControlPlane::new(setup()).unwrap().with_env([
+            ("NUDGE_CP_CONFIG", path.to_str().unwrap()),
+            ("NUDGE_CP_USER_TOKEN_SECRET", USER_TOKEN_SECRET),
+            ("NUDGE_CP_DATABASE_URL", url.as_str()),
+        ]);
+        replica.start().await.unwrap();
+        replicas.push(replica);
+    }
+    let (one, two) = (&replicas[0], &replicas[1]);
+    let agent = Agent::started(setup(), &two.grpc_url(), &[]).await.unwrap();
+    let token = user_token();
+    let me_on = |replica, method, path: String| {
+        let token = token.clone();
+        async move { me(replica, &token, method, &path).await }
+    };
+
+    let mut socket = connect(one, &token, None).await;
+    let hello = next_frame(&mut socket).await;
+    assert_eq!(hello["type"], "hello", "{hello}");
+    let mut last = hello["cursor"].as_u64().unwrap();
+
+    // A notification planned on either replica reaches the stream.
+    comment(&agent, "comment-1", "Ada").await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["kind"].as_str()),
+        (Some("change"), Some("added")),
+        "{frame}"
+    );
+    assert_eq!(frame["item"]["title"], "Ada commented");
+    assert_eq!(frame["seq"].as_u64(), Some(last + 1), "{frame}");
+    last += 1;
+    let first = frame["id"].as_str().unwrap().to_owned();
+
+    // Replica 2 alone commits this read: replica 1's stream hears of it.
+    me_on(
+        two,
+        reqwest::Method::POST,
+        format!("/v1/me/notifications/{first}/read"),
+    )
+    .await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(
+        (frame["kind"].as_str(), frame["id"].as_str()),
+        (Some("updated"), Some(first.as_str())),
+        "{frame}"
+    );
+    assert_eq!(frame["seq"].as_u64(), Some(last + 1), "{frame}");
+    assert_eq!(frame["counts"]["unread"], 0);
+    last += 1;
+    drop(socket);
+
+    // While away: two more comments, and a tab on replica 1 reads one.
+    comment(&agent, "comment-2", "Bo").await;
+    comment(&agent, "comment-3", "Cy").await;
+    wait_until("three items in the inbox", || async {
+        me_on(one, reqwest::Method::GET, "/v1/me/notifications".into()).await["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 3
+    })
+    .await;
+    let page = me_on(
+        one,
+        reqwest::Method::GET,
+        "/v1/me/notifications?sort=oldest".into(),
+    )
+    .await;
+    let ids: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3, "{page}");
+    me_on(
+        one,
+        reqwest::Method::POST,
+        format!("/v1/me/notifications/{}/read", ids[1]),
+    )
+    .await;
+
+    // Reconnect to replica 2 with the cursor: exactly what was missed.
+    let mut socket = connect(two, &token, Some(last)).await;
+    let mut missed = Vec::new();
+    let hello = loop {
+        let frame = next_frame(&mut socket).await;
+        if frame["type"] == "hello" {
+            break frame;
+        }
+        missed.push(frame);
+    };
+    let seqs: Vec<u64> = missed.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        [last + 1, last + 2, last + 3],
+        "no gap, no duplicate: {missed:?}"
+    );
+    let mut added: Vec<&str> = missed[..2]
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    added.sort_unstable();
+    assert!(
+        missed[..2].iter().all(|f| f["kind"] == "added"),
+        "{missed:?}"
+    );
+    assert_eq!(added, [ids[1].as_str(), ids[2].as_str()]);
+    assert_eq!(
+        (missed[2]["kind"].as_str(), missed[2]["id"].as_str()),
+        (Some("updated"), Some(ids[1].as_str()))
+    );
+    assert_eq!(hello["cursor"].as_u64(), Some(last + 3));
+    assert_eq!(hello["counts"]["unread"], 1);
+    last += 3;
+
+    // Live on replica 2 with what replica 1 commits.
+    me_on(
+        one,
+        reqwest::Method::POST,
+        format!("/v1/me/notifications/{}/read", ids[2]),
+    )
+    .await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(
+        (frame["kind"].as_str(), frame["id"].as_str()),
+        (Some("updated"), Some(ids[2].as_str())),
+        "{frame}"
+    );
+    assert_eq!(frame["seq"].as_u64(), Some(last + 1), "{frame}");
+    assert_eq!(frame["counts"]["unread"], 0);
+
+    for replica in [one, two] {
+        let metrics = replica.metrics().await.unwrap();
+        assert!(
+            counter(&metrics, "nudge_cp_live_remote_changes_total") >= 1.0,
+            "{metrics}"
+        );
+    }
 }

@@ -20,11 +20,17 @@
 //!
 //! # Promises
 //!
-//! * **No gap, no duplicate.** The connection subscribes to the user's live
-//!   changes *before* it reads the change log, and drops live changes at or
-//!   below the last sequence it sent; a subscriber that falls behind the
-//!   live buffer re-reads the log after that sequence. So every change
-//!   after the cursor is sent once, in order.
+//! * **No gap, no duplicate, on any replica.** The connection subscribes to
+//!   the user's live changes *before* it reads the change log, and sends a
+//!   live change only when it is the next sequence after the last one it
+//!   sent (drops it when at or below). It re-reads the log after that
+//!   sequence when it falls behind the live buffer, when a live change
+//!   skips sequences, and when it hears that another replica committed
+//!   changes (or that its listener reconnected and may have missed some;
+//!   see `inbox::store`). So every change after the cursor is sent once,
+//!   in order, whichever replica committed it. Changes read from the log
+//!   because another replica committed them are counted in
+//!   `nudge_cp_live_remote_changes_total`.
 //! * **Dead connections are noticed**: the server pings every
 //!   [`Heartbeat::ping_every`] and closes a WebSocket that sent nothing
 //!   (pong included) for [`Heartbeat::idle_timeout`]; SSE sends `: ping`
@@ -54,7 +60,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::Stream;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -63,7 +69,7 @@ use tokio_util::sync::CancellationToken;
 use super::stream_limits::{Admission, Permit, Refused, StreamLimits};
 use super::user_auth::MeStream;
 use super::{ApiError, HttpState};
-use crate::inbox::{Change, Counts, InboxError, InboxStore, Subscription};
+use crate::inbox::{Change, Counts, InboxError, InboxStore, Live, Subscription};
 
 /// Largest frame a client may send: it only ever sends `{"type":"ping"}`.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -149,6 +155,10 @@ pub struct LiveMetrics {
     pub messages: IntCounterVec,
     /// Streams refused by a cap; `reason` is `per_user` or `total`.
     pub refused: IntCounterVec,
+    /// Changes sent that were read from the log because another replica
+    /// committed them (or the listener reconnected): cross-replica fan-out
+    /// at work. Counted per stream that sent them.
+    pub remote_changes: IntCounter,
 }
 
 impl Default for LiveMetrics {
@@ -178,6 +188,11 @@ impl Default for LiveMetrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            remote_changes: IntCounter::new(
+                "nudge_cp_live_remote_changes_total",
+                "Changes sent on live streams that were read from the change log because another replica committed them.",
+            )
+            .expect("valid metric"),
         }
     }
 }
@@ -186,7 +201,8 @@ impl LiveMetrics {
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.connections.clone()))?;
         registry.register(Box::new(self.messages.clone()))?;
-        registry.register(Box::new(self.refused.clone()))
+        registry.register(Box::new(self.refused.clone()))?;
+        registry.register(Box::new(self.remote_changes.clone()))
     }
 }
 
@@ -277,8 +293,14 @@ struct Feed {
     /// below it were sent already.
     sent: u64,
     /// Reading the change log after `sent` until it is exhausted (the
-    /// backlog of a resume, or after falling behind the live buffer).
+    /// backlog of a resume, after falling behind the live buffer, or
+    /// changes committed elsewhere).
     catching_up: bool,
+    /// The catch-up under way is for changes another replica committed:
+    /// what it reads counts in `remote`.
+    elsewhere: bool,
+    /// `nudge_cp_live_remote_changes_total`, when the stream is served.
+    remote: Option<IntCounter>,
     /// Send `hello` once the catch-up is done (the first one only).
     hello_due: bool,
     pending: VecDeque<Frame>,
@@ -317,6 +339,8 @@ impl Feed {
             // Fresh and reset streams start at the log's end: nothing to
             // read, but the same path sends hello.
             catching_up: true,
+            elsewhere: false,
+            remote: None,
             hello_due: true,
             pending,
         })
@@ -332,11 +356,16 @@ impl Feed {
                 continue;
             }
             match self.live.recv().await {
-                Ok(change) if change.seq <= self.sent => {}
-                Ok(change) => {
+                Ok(Live::Change(change)) if change.seq <= self.sent => {}
+                Ok(Live::Change(change)) if change.seq == self.sent + 1 => {
                     self.sent = change.seq;
-                    return Ok(Frame::Change(Box::new(change)));
+                    return Ok(Frame::Change(change));
                 }
+                // Seqs between were committed by another replica and are
+                // in the log (they committed before this one).
+                Ok(Live::Change(_)) => self.catch_up_elsewhere(),
+                Ok(Live::Elsewhere { upto: Some(upto) }) if upto <= self.sent => {}
+                Ok(Live::Elsewhere { .. }) => self.catch_up_elsewhere(),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(user_id = %self.user, missed, "live stream lagged; reading the change log");
                     self.catching_up = true;
@@ -347,6 +376,11 @@ impl Feed {
                 }
             }
         }
+    }
+
+    fn catch_up_elsewhere(&mut self) {
+        self.catching_up = true;
+        self.elsewhere = true;
     }
 
     /// One page of the log after `sent`; the hello when it is exhausted.
@@ -360,8 +394,14 @@ impl Feed {
         } else {
             None
         };
+        if self.elsewhere
+            && let Some(remote) = &self.remote
+        {
+            remote.inc_by(u64::try_from(page.len()).unwrap_or(u64::MAX));
+        }
         if page.len() < CATCH_UP_PAGE {
             self.catching_up = false;
+            self.elsewhere = false;
         }
         for change in page {
             self.sent = self.sent.max(change.seq);
@@ -418,6 +458,7 @@ async fn open_feed(state: &HttpState, user: String, cursor: Option<u64>) -> Resu
     })?;
     let mut feed = Feed::open(state.inbox.clone(), user, cursor).await?;
     feed._admitted = Some(permit);
+    feed.remote = Some(state.live.metrics.remote_changes.clone());
     Ok(feed)
 }
 

@@ -6,11 +6,17 @@
 //! `Lagged` from its receiver and should resume from the change log with
 //! the last sequence it handled, so nothing is lost, only re-read.
 //!
+//! Changes another process committed (PostgreSQL replicas) are not carried
+//! here: the hub only passes on [`Live::Elsewhere`], "the log has changes
+//! up to this seq", and each subscriber reads the log after the last seq
+//! it handled (see `store` for why that keeps order and loses nothing).
+//!
 //! # Promise
 //!
 //! A user's channel (≈ [`BUFFER`] slots) is held exactly while a
 //! [`Subscription`] of theirs lives: the last one to drop frees it. So
 //! memory follows open connections, not every user who ever opened one.
+//! Notices for users without a subscription cost a map lookup.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,10 +28,23 @@ use super::Change;
 /// Changes buffered per user for slow subscribers.
 pub const BUFFER: usize = 256;
 
+/// What a subscriber hears.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Live {
+    /// A change this process committed, published in the user's seq order
+    /// (boxed: every subscriber gets a clone of the message).
+    Change(Box<Change>),
+    /// Changes were committed elsewhere (another process): the log holds
+    /// the user's changes up to `upto`; `None` when how far is unknown
+    /// (the listener reconnected and may have missed some). Read the log
+    /// after the last seq handled.
+    Elsewhere { upto: Option<u64> },
+}
+
 /// A user's channel and how many subscriptions hold it.
 #[derive(Debug)]
 struct Slot {
-    sender: broadcast::Sender<Change>,
+    sender: broadcast::Sender<Live>,
     /// Counted here rather than read from `receiver_count`, so the slot
     /// goes exactly when the last [`Subscription`] drops, with the lock
     /// held (no race with a concurrent subscribe).
@@ -58,7 +77,25 @@ impl Hub {
         if let Some(slot) = users.get(user_id) {
             // Cannot fail: a slot exists only while a subscription (and so
             // its receiver) lives.
-            let _ = slot.sender.send(change.clone());
+            let _ = slot.sender.send(Live::Change(Box::new(change.clone())));
+        }
+    }
+
+    /// Tells the user's subscribers, if any, that the log holds changes up
+    /// to `upto` that another process committed.
+    pub fn elsewhere(&self, user_id: &str, upto: u64) {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = users.get(user_id) {
+            let _ = slot.sender.send(Live::Elsewhere { upto: Some(upto) });
+        }
+    }
+
+    /// Tells every subscriber to read the log: changes may have been
+    /// committed elsewhere without a notice reaching this process.
+    pub fn resync_all(&self) {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        for slot in users.values() {
+            let _ = slot.sender.send(Live::Elsewhere { upto: None });
         }
     }
 
@@ -88,19 +125,20 @@ impl Hub {
 /// user's channel when it was the last.
 #[derive(Debug)]
 pub struct Subscription {
-    receiver: broadcast::Receiver<Change>,
+    receiver: broadcast::Receiver<Live>,
     hub: Hub,
     user_id: String,
 }
 
 impl Subscription {
-    /// The next change (cancel-safe, as `broadcast::Receiver::recv`).
-    pub async fn recv(&mut self) -> Result<Change, broadcast::error::RecvError> {
+    /// The next change or notice (cancel-safe, as
+    /// `broadcast::Receiver::recv`).
+    pub async fn recv(&mut self) -> Result<Live, broadcast::error::RecvError> {
         self.receiver.recv().await
     }
 
-    /// The next change if one is waiting, without waiting.
-    pub fn try_recv(&mut self) -> Result<Change, broadcast::error::TryRecvError> {
+    /// The next change or notice if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Result<Live, broadcast::error::TryRecvError> {
         self.receiver.try_recv()
     }
 }
@@ -131,5 +169,21 @@ mod tests {
         // A later subscribe starts a fresh channel.
         let _again = hub.subscribe("u1");
         assert_eq!(hub.users(), 1);
+    }
+
+    #[test]
+    fn notices_reach_only_subscribed_users_and_resync_reaches_all() {
+        let hub = Hub::default();
+        let mut u1 = hub.subscribe("u1");
+        let mut u2 = hub.subscribe("u2");
+        hub.elsewhere("u1", 7);
+        hub.elsewhere("nobody", 3);
+        assert_eq!(u1.try_recv().unwrap(), Live::Elsewhere { upto: Some(7) });
+        assert!(u2.try_recv().is_err(), "u2 hears nothing of u1");
+        hub.resync_all();
+        for live in [&mut u1, &mut u2] {
+            assert_eq!(live.try_recv().unwrap(), Live::Elsewhere { upto: None });
+        }
+        assert_eq!(hub.users(), 2, "a notice for nobody holds no channel");
     }
 }

@@ -18,7 +18,9 @@
 //!   kept the last sequence it saw gets exactly the changes after it
 //!   ([`InboxStore::changes_after`]), and live subscribers
 //!   ([`InboxStore::subscribe`]) get them as they commit, in sequence
-//!   order. Several tabs of one user stay in step through these.
+//!   order, or (for a change another replica committed) a [`Live`] notice
+//!   to read them from the log. Several tabs of one user stay in step
+//!   through these, on one replica or several.
 //! * **Stored in SQL** (`storage::InboxTable`, tables `inbox_items`,
 //!   `inbox_counts`, `inbox_changes`); this module keeps the rules, the
 //!   listing's cursors and the live hub.
@@ -36,7 +38,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use hub::Subscription;
+pub use hub::{Live, Subscription};
 pub use query::{InboxQuery, Page, Sort};
 pub use store::{Applied, InboxStore};
 

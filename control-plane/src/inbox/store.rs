@@ -8,9 +8,31 @@
 //!   published after it commits, **in sequence order per user**: a
 //!   per-user lock (striped) is held from the transaction's start to the
 //!   end of its publishing, so a live reader that has seen seq N never
-//!   misses a change below N that was still in flight. (Across replicas
-//!   the database orders a user's writers by the counts row's lock; the
-//!   log is gap-free, so a reader of another replica resumes from it.)
+//!   misses a change below N that was still in flight.
+//! * **Changes committed by another process reach this one's subscribers**
+//!   (PostgreSQL replicas). Each commit that logs changes sends a `NOTIFY`
+//!   naming its users and their last seq (`storage::inbox`); this
+//!   process's listener turns one for a user with subscribers into
+//!   [`Live::Elsewhere`](super::Live::Elsewhere), and a listener (re)connect into one for every
+//!   subscribed user. Subscribers (the live stream's feed) read the log
+//!   after the last seq they handled when they hear it, and also when a
+//!   live change skips a seq. Why that is gap-free and in order:
+//!   - a user's seqs are taken under their counts row's lock, held to
+//!     commit, so seq N+1 commits after seq N (on any replica): whoever
+//!     sees N+1 committed finds every seq below it in the log;
+//!   - a subscriber hands on only seq `last + 1`: a local change that
+//!     skips seqs (they were committed elsewhere, their notice is still
+//!     on its way) and every notice make it read the log after `last`
+//!     instead, which holds them; what it reads again is dropped by seq;
+//!   - every commit elsewhere is heard after it commits, unless the
+//!     listener was disconnected; after reconnecting it listens first and
+//!     then tells every subscriber to read, so a commit during the outage
+//!     is in the log they read, and a later one is heard.
+//!
+//!   Each subscriber reads for itself: no per-user position to keep in
+//!   the hub, one indexed query per open stream of the user per remote
+//!   commit (a user's streams are capped), and nothing for users without
+//!   streams here. On SQLite there is no listener: one process writes.
 //! * **Concurrent adds share a commit.** Adds (the in-app channel's, one
 //!   per delivery) queue for one writer task that commits whatever is
 //!   waiting in one transaction, holding the stripes of every user in it:
@@ -30,7 +52,7 @@ use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 use super::hub::{Hub, Subscription};
 use super::query::{Cursor, Half, MAX_LIMIT};
 use super::{Action, Change, Counts, InboxError, InboxItem, InboxQuery, Page, Sort};
-use crate::storage::{InboxTable, ItemRange, StorageError};
+use crate::storage::{InboxNotice, InboxTable, ItemRange, Listening, StorageError};
 
 /// Per-user write locks, striped: enough that unrelated users rarely
 /// share one, few enough to allocate once.
@@ -48,6 +70,10 @@ pub struct InboxStore {
     writes: Arc<[Mutex<()>]>,
     /// Adds queue here for the group-commit writer (see the module doc).
     adds: mpsc::Sender<QueuedAdd>,
+    /// On PostgreSQL, turns other processes' commits into
+    /// [`Live::Elsewhere`](super::Live::Elsewhere) for this hub's subscribers (see the module
+    /// doc); `None` on SQLite. Stops with the last clone.
+    _listening: Option<Arc<Listening>>,
 }
 
 /// One `add_many` waiting for the writer.
@@ -105,11 +131,19 @@ impl InboxStore {
             writes: Arc::clone(&writes),
         };
         tokio::spawn(writer.run(queue));
+        let listening = table.listen({
+            let hub = hub.clone();
+            move |notice| match notice {
+                InboxNotice::Changed { user_id, seq } => hub.elsewhere(&user_id, seq),
+                InboxNotice::Anything => hub.resync_all(),
+            }
+        });
         InboxStore {
             table,
             hub,
             writes,
             adds,
+            _listening: listening.map(Arc::new),
         }
     }
 

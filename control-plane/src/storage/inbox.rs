@@ -20,15 +20,28 @@
 //!   checks the rest (`inbox::InboxQuery::matches`).
 //! * [`InboxTable::erase_user`] removes every row of the user in one
 //!   transaction.
+//! * **Other processes hear of every commit that logged changes**
+//!   (PostgreSQL): the transaction sends a `NOTIFY` on `nudge_inbox`
+//!   (delivered at its commit, never for a rollback) whose payload names
+//!   the writing process and each user with the last seq it logged for
+//!   them, as JSON (`{"by":"…","users":[["alice",7],["bob",3]]}`), split
+//!   into several notifications to stay under PostgreSQL's 8000-byte
+//!   limit; a user id too long for one gets a payload naming no user,
+//!   "any user". [`InboxTable::listen`] hears those of *other* processes
+//!   (this one publishes its own commits in-process; see `wakeups`). The
+//!   payload only says where to look: the change log is what listeners
+//!   read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
 use super::StorageError;
-use super::database::{Database, begin_write, with_pool};
+use super::database::{Database, Engine, begin_write, with_pool};
 use super::deliveries::placeholders;
 use super::tombstones::erased_among;
+use super::wakeups::{Heard, INBOX_CHANNEL, Listening, listen_to};
 use crate::inbox::{
     Action, Applied, CategoryCounts, Change, ChangeKind, Counts, InboxItem, UNCATEGORISED,
 };
@@ -41,6 +54,9 @@ const CHUNK: usize = 500;
 #[derive(Debug, Clone)]
 pub struct InboxTable {
     database: Database,
+    /// Names this process (this open database) in its notifications, so
+    /// its listener skips its own commits: they are published in-process.
+    instance: Arc<str>,
 }
 
 /// Which of a user's items a listing reads: a range of ids and the
@@ -69,6 +85,20 @@ pub struct LogBounds {
     /// The highest seq pruned (0: none).
     pub pruned: u64,
 }
+
+/// What a process hears about other processes' inbox commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxNotice {
+    /// A commit logged the user's changes up to `seq`.
+    Changed { user_id: String, seq: u64 },
+    /// Any user's changes may have been missed: the listener (re)connected,
+    /// or a payload named no user. Every reader catches up from the log.
+    Anything,
+}
+
+/// Longest payload of one notification: PostgreSQL refuses 8000 bytes and
+/// more; the margin is for the brackets and commas.
+const NOTIFY_PAYLOAD: usize = 7900;
 
 /// The locked counts row: `(last_seq, unread, unseen, total, categories)`.
 type CountsRow = (i64, i64, i64, i64, String);
@@ -127,6 +157,22 @@ macro_rules! log_changes {
     }};
 }
 
+/// On PostgreSQL, tells every process's listener (at commit) that `$users`
+/// (user id, last seq logged) changed; see the module doc.
+macro_rules! notify_changed {
+    ($tx:expr, $engine:expr, $instance:expr, $users:expr) => {{
+        if $engine == Engine::Postgres {
+            for payload in notify_payloads(&$instance, $users)? {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(INBOX_CHANNEL)
+                    .bind(payload)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+    }};
+}
+
 /// Reads the stored items among `$ids` inside `$tx`, by id.
 macro_rules! read_items {
     ($tx:expr, $user_id:expr, $ids:expr) => {{
@@ -181,7 +227,35 @@ macro_rules! upsert_items {
 
 impl InboxTable {
     pub(super) fn new(database: Database) -> Self {
-        InboxTable { database }
+        InboxTable {
+            database,
+            instance: uuid::Uuid::now_v7().simple().to_string().into(),
+        }
+    }
+
+    /// Calls `heard` for every user another process (or this one) logged
+    /// changes of, and with [`InboxNotice::Anything`] after every
+    /// (re)connect of the listener, until the guard is dropped. `None` on
+    /// SQLite, where this process is the only writer. Call inside a tokio
+    /// runtime.
+    pub fn listen(&self, heard: impl Fn(InboxNotice) + Send + 'static) -> Option<Listening> {
+        let instance = Arc::clone(&self.instance);
+        listen_to(&self.database, INBOX_CHANNEL, move |what| match what {
+            Heard::Connected => heard(InboxNotice::Anything),
+            Heard::Notified(payload) => match serde_json::from_str::<Payload>(payload) {
+                Ok(payload) if *payload.by == *instance => {}
+                Ok(Payload {
+                    users: Some(users), ..
+                }) => {
+                    for (user_id, seq) in users {
+                        heard(InboxNotice::Changed { user_id, seq });
+                    }
+                }
+                // "Any user", or a payload this build cannot read (a
+                // newer replica's): reading the log costs little.
+                Ok(Payload { users: None, .. }) | Err(_) => heard(InboxNotice::Anything),
+            },
+        })
     }
 
     /// Adds each group's items the user does not have yet (the first of
@@ -239,6 +313,14 @@ impl InboxTable {
                 log_changes!(tx, user_id, &counts, &changes);
                 results[index] = changes;
             }
+            // A user's groups logged increasing seqs: the last one wins.
+            let mut changed: BTreeMap<&str, u64> = BTreeMap::new();
+            for ((user_id, _), changes) in groups.iter().zip(&results) {
+                if let Some(last) = changes.last() {
+                    changed.insert(user_id, last.seq);
+                }
+            }
+            notify_changed!(tx, engine, self.instance, changed);
             tx.commit().await?;
         });
         Ok(results)
@@ -325,6 +407,9 @@ impl InboxTable {
                 query.execute(&mut *tx).await?;
             }
             log_changes!(tx, user_id, &counts, &changes);
+            if let Some(last) = changes.last() {
+                notify_changed!(tx, engine, self.instance, [(user_id, last.seq)]);
+            }
             tx.commit().await?;
             (applied, changes)
         });
@@ -520,6 +605,54 @@ impl InboxTable {
     }
 }
 
+/// One notification's payload (see the module doc).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Payload {
+    /// The writing process (its `InboxTable::instance`).
+    by: String,
+    /// `(user id, last seq logged)`; `None` for "any user".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    users: Option<Vec<(String, u64)>>,
+}
+
+/// The payloads by `instance` that name `users` (id, last seq), each under
+/// [`NOTIFY_PAYLOAD`] bytes; one naming no user ("any user") for an id too
+/// long to name.
+fn notify_payloads<'a>(
+    instance: &str,
+    users: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<Vec<String>, StorageError> {
+    let head = serde_json::to_string(instance)?;
+    // `{"by":…,"users":[` … `]}`
+    let room = NOTIFY_PAYLOAD.saturating_sub(head.len() + 20);
+    let wrap = |entries: &[String]| format!("{{\"by\":{head},\"users\":[{}]}}", entries.join(","));
+    let mut payloads = Vec::new();
+    let mut entries: Vec<String> = Vec::new();
+    let mut size = 0;
+    let mut anyone = false;
+    for (user_id, seq) in users {
+        let entry = serde_json::to_string(&(user_id, seq))?;
+        if entry.len() > room {
+            anyone = true;
+            continue;
+        }
+        if size + entry.len() > room {
+            payloads.push(wrap(&entries));
+            entries.clear();
+            size = 0;
+        }
+        size += entry.len() + 1;
+        entries.push(entry);
+    }
+    if !entries.is_empty() {
+        payloads.push(wrap(&entries));
+    }
+    if anyone {
+        payloads.push(format!("{{\"by\":{head}}}"));
+    }
+    Ok(payloads)
+}
+
 /// `$first, $first+1, …` (`count` of them).
 pub(super) fn numbered(first: usize, count: usize) -> String {
     (first..first + count)
@@ -557,4 +690,41 @@ fn decode_counts(user_id: &str, row: CountsRow) -> Result<(Counts, u64), Storage
         },
         count(last_seq)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(payload: &str) -> Payload {
+        serde_json::from_str(payload).expect("a payload")
+    }
+
+    #[test]
+    fn notifications_name_every_user_and_stay_under_postgres_limit() {
+        let users: Vec<(String, u64)> = (0..2_000)
+            .map(|n| (format!("user-{n:05}-\"quoted\"\n"), n))
+            .collect();
+        let payloads =
+            notify_payloads("me", users.iter().map(|(user, seq)| (user.as_str(), *seq))).unwrap();
+        assert!(payloads.len() > 1, "split: {} payloads", payloads.len());
+        let mut heard = Vec::new();
+        for payload in &payloads {
+            assert!(payload.len() < 8000, "{} bytes", payload.len());
+            let payload = parse(payload);
+            assert_eq!(payload.by, "me");
+            heard.extend(payload.users.expect("names users"));
+        }
+        assert_eq!(heard, users);
+    }
+
+    #[test]
+    fn a_user_id_too_long_to_name_makes_an_any_user_notification() {
+        let long = "x".repeat(NOTIFY_PAYLOAD);
+        let payloads = notify_payloads("me", [("short", 3), (long.as_str(), 9)]).unwrap();
+        assert_eq!(payloads.len(), 2);
+        assert_eq!(parse(&payloads[0]).users, Some(vec![("short".into(), 3)]));
+        assert_eq!(parse(&payloads[1]).users, None, "any user");
+        assert_eq!(notify_payloads("me", []).unwrap(), Vec::<String>::new());
+    }
 }

@@ -57,7 +57,7 @@ pub use deliveries::{Change, DeliveryTable, Edit};
 pub use devices::{DeviceTable, Registered};
 pub use digests::DigestTable;
 pub use events::{EventStore, FeedPage};
-pub use inbox::{InboxTable, ItemRange, LogBounds};
+pub use inbox::{InboxNotice, InboxTable, ItemRange, LogBounds};
 pub use leases::{LeaseTable, Singleton};
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;
@@ -67,6 +67,7 @@ pub use parked::{ParkedEvent, ParkedPage};
 pub use pending::{Finish, PendingTable};
 pub use preferences::{PreferenceTable, StoredPreferences};
 pub use rollups::{RollupRow, RollupTable};
+pub use wakeups::Listening;
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
 /// [`StorageError::InUse`], [`StorageError::Schema`] and
