@@ -847,6 +847,16 @@ mod across_replicas {
         // A failover or an idle-connection reaper cuts the listeners off,
         // and (for the test) they cannot come back yet: the database takes
         // no new connections, while the replicas' pools keep theirs.
+        // Every pooled connection the replicas may need opened first: a
+        // query that needs one more while connections are refused would
+        // fail. Concurrent reads make each pool open up to its size.
+        let users: Vec<String> = (0..8).map(|n| format!("warm-{n}")).collect();
+        for inbox in [&a.inbox, &b.inbox] {
+            let reads = users.iter().map(|user| inbox.counts(user));
+            for read in futures::future::join_all(reads).await {
+                read.unwrap();
+            }
+        }
         let database = url(&settings).rsplit('/').next().unwrap().to_owned();
         let mut admin = sqlx::PgConnection::connect(&nudge_e2e::postgres::server_url())
             .await
