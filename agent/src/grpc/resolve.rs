@@ -109,20 +109,21 @@ impl Resolver {
     }
 
     /// Refreshes every `interval`, or (at most once per [`MIN_GAP`]) when
-    /// pushes find no replica that answers, until `stop`.
+    /// pushes find no replica that answers, until `stop`. The first
+    /// refresh is the caller's (start-up does one before shipping).
     pub async fn run(mut self, stop: CancellationToken) {
         loop {
             let refreshed = Instant::now();
-            tokio::select! {
-                () = self.refresh() => {}
-                () = stop.cancelled() => return,
-            }
             tokio::select! {
                 () = tokio::time::sleep(self.interval) => {}
                 () = async {
                     self.replicas.starved().await;
                     tokio::time::sleep_until(refreshed + MIN_GAP).await;
                 } => {}
+                () = stop.cancelled() => return,
+            }
+            tokio::select! {
+                () = self.refresh() => {}
                 () = stop.cancelled() => return,
             }
         }
