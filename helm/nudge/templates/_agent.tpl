@@ -127,6 +127,8 @@ env:
     value: {{ $agent.retryInitial | quote }}
   - name: NUDGE_AGENT_RETRY_MAX
     value: {{ $agent.retryMax | quote }}
+  - name: NUDGE_AGENT_RESOLVE_INTERVAL
+    value: {{ $agent.resolveInterval | quote }}
   - name: NUDGE_AGENT_SHIP_TIMEOUT
     value: {{ $agent.shipTimeout | quote }}
   - name: NUDGE_AGENT_SHUTDOWN_GRACE

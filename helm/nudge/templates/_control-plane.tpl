@@ -146,6 +146,15 @@ spec:
           value: {{ printf "%s/control-plane" $cp.persistence.mountPath | quote }}
         - name: NUDGE_CP_DEDUPE_WINDOW
           value: {{ $cp.dedupeWindow | quote }}
+        - name: NUDGE_CP_LEASE_TTL
+          value: {{ $cp.leaseTtl | quote }}
+        - name: NUDGE_CP_DELIVERY_CLAIM_TTL
+          value: {{ $cp.deliveryClaimTtl | quote }}
+        # The pod's name: which replica holds which lease reads plainly.
+        - name: NUDGE_CP_REPLICA_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
         {{- include "nudge.controlPlane.databaseEnv" $root | trim | nindent 8 }}
         - name: NUDGE_CP_MAX_DEVICES_PER_USER
           value: {{ $cp.maxDevicesPerUser | int | quote }}
