@@ -11,6 +11,7 @@
 //! | `idempotency_keys` | 1 h | notify idempotency keys past their 48 h window |
 //! | `inbox_changes` | 1 h | live-stream change-log entries older than [`INBOX_CHANGES_KEPT`] (a client away longer reloads its list) |
 //! | `trigger_markers` | 1 h | finished delayed-trigger markers older than the dedupe window (an older event cannot be replayed: it is not a duplicate any more) |
+//! | `leases` | 1 h | leases expired for more than an hour (heartbeats of replicas long gone) |
 //!
 //! # Promises
 //!
@@ -20,8 +21,10 @@
 //!   job's lease (`job/housekeeping/NAME`, held for the interval: see
 //!   `storage::leases::take_due`) runs it; the others skip that turn. So a
 //!   pass runs once per interval whatever the number of replicas, and
-//!   still runs when the replica that ran the last one is gone. (Without
-//!   leases, as in unit tests, every tick runs the job.)
+//!   still runs when the replica that ran the last one is gone. A pass
+//!   that fails gives its turn back, so the next check (of any replica)
+//!   retries it. (Without leases, as in unit tests, every tick runs the
+//!   job.)
 //! * A failed pass is logged, counted
 //!   (`nudge_cp_housekeeping_failures_total{task}`) and retried at the next
 //!   tick; it never stops the server or another job.
@@ -214,7 +217,11 @@ async fn run_job(
             }
             Err(error) => {
                 metrics.failures.with_label_values(&[job.name]).inc();
-                tracing::warn!(task = job.name, %error, retry_in = ?job.every, "housekeeping pass failed; retrying at the next tick");
+                // Due again at once: the next check (of any replica) retries.
+                if let Some((leases, replica)) = &turns {
+                    let _ = leases.release(std::slice::from_ref(&lease), replica).await;
+                }
+                tracing::warn!(task = job.name, %error, retry_in = ?check, "housekeeping pass failed; retrying at the next check");
             }
         }
     }
@@ -300,13 +307,20 @@ pub fn standard(
             Ok::<_, crate::rules::PendingError>(u64::try_from(removed).unwrap_or(u64::MAX))
         }
     });
+    let lease_table = stores.leases.clone();
+    let leases = Job::new("leases", HOURLY, move |_now| {
+        let lease_table = lease_table.clone();
+        // An hour past expiry: nobody renews it any more.
+        async move { lease_table.prune_expired(HOURLY).await }
+    });
     Ok(Housekeeping::new(metrics.registry())?
         .with(dedupe)
         .with(retention)
         .with(devices)
         .with(idempotency_keys)
         .with(inbox_changes)
-        .with(trigger_markers))
+        .with(trigger_markers)
+        .with(leases))
 }
 
 /// `now` minus `age`, clamped at the earliest time.

@@ -73,6 +73,24 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released(backend: Backend
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(leases.live("job/").await.unwrap().is_empty(), "expired");
     assert_eq!(leases.hold(&other, "b", long).await.unwrap(), other);
+
+    // Housekeeping forgets leases long expired (dead replicas' heartbeats).
+    let gone = names(&["replica/gone"]);
+    leases.hold(&gone, "gone", short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        leases
+            .prune_expired(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(leases.prune_expired(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        leases.live("").await.unwrap().len(),
+        2,
+        "the live ones stay"
+    );
 }
 
 async fn racing_replicas_never_both_hold_a_lease(backend: Backend) {
@@ -357,6 +375,17 @@ mod postgres_replicas {
             "each event read and planned by one replica only ({processed:?})"
         );
         assert!(processed[0] > 0 && processed[1] > 0, "both did a share");
+        // Every partition's cursor is at the head, also where a replica's
+        // own partitions got nothing lately: its next pass reads only new
+        // events, not the others' again.
+        let head = a.stores.events.last_cursor().await.unwrap().unwrap();
+        let names: Vec<String> = (0..32).map(|n| format!("feed/{n:02}")).collect();
+        let cursors = a.stores.cursors.load_many(&names).await.unwrap();
+        assert_eq!(cursors.len(), 32, "every partition has a cursor");
+        assert!(
+            cursors.values().all(|cursor| *cursor == head),
+            "every cursor at the head {head:?}: {cursors:?}"
+        );
         assert_eq!(created(&a) + created(&b), 64.0);
         assert_eq!(notifications_in_database(&settings).await, 64);
 

@@ -212,13 +212,14 @@ async fn grpc_durations_are_labelled_by_service_method_and_code() {
 /// the program: once at start-up, successfully, on an empty store.
 #[tokio::test]
 async fn every_housekeeping_task_runs_at_start_up() {
-    const TASKS: [&str; 6] = [
+    const TASKS: [&str; 7] = [
         "dedupe",
         "retention",
         "devices",
         "idempotency_keys",
         "inbox_changes",
         "trigger_markers",
+        "leases",
     ];
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path()).await;

@@ -463,7 +463,10 @@ impl DeliveryQueue {
     }
 
     async fn requeue(&self, now: Timestamp, every: bool) -> Result<usize, QueueError> {
-        let channels = self.table.requeue_claims(now, every).await?;
+        let channels = self
+            .table
+            .requeue_claims(now, every, self.claim_lease)
+            .await?;
         if !channels.is_empty() {
             tracing::warn!(
                 requeued = channels.len(),

@@ -18,11 +18,15 @@
 //!   that loses a partition mid-page may plan a few events the next holder
 //!   plans again, and that creates nothing twice.
 //! * **A fair share, rebalanced within seconds.** Every
-//!   [`FeedSettings::lease_ttl`] / 4 a replica renews its leases, counts the
-//!   live replicas (unexpired heartbeats) and aims at ⌈partitions /
-//!   replicas⌉: it gives up partitions above that (at a page boundary) and
-//!   takes unowned or expired ones below it. A replica that dies stops
-//!   renewing; its partitions are taken within one TTL plus one refresh.
+//!   [`FeedSettings::lease_ttl`] / 4 a task of its own ([`Feed::renew_until`],
+//!   so a long page never lets the leases lapse) renews the leases, counts
+//!   the live replicas (unexpired heartbeats) and aims at ⌈partitions /
+//!   replicas⌉: it gives up partitions above that and takes unowned or
+//!   expired ones below it. A replica that dies stops renewing; its
+//!   partitions are taken within one TTL plus one refresh. A partition
+//!   given up or lost mid-page is dropped when the page's cursor move finds
+//!   it no longer held; what the page planned of it is planned again by
+//!   the next holder (idempotently).
 //! * **A cursor moves only under its lease** (see
 //!   `storage::cursors::advance_held`): a partition that was lost is
 //!   dropped at once, and its new holder's progress is never undone.
@@ -138,7 +142,7 @@ impl FeedMetrics {
         let leases_held = IntGaugeVec::new(
             Opts::new(
                 "nudge_cp_leases_held",
-                "Leases this replica holds, by kind (feed_partition: event-feed partitions it plans; job: singleton tasks)",
+                "Leases this replica holds, by kind (feed_partition: event-feed partitions it plans; job: the engine timers' lease, 1 on the replica that fires delayed triggers and digests)",
             ),
             &["kind"],
         )?;
@@ -221,6 +225,23 @@ impl Feed {
             })
             .collect();
         Ok(Share { held, cursors })
+    }
+
+    /// Renews and rebalances the leases every TTL / 4 until `stop` (the
+    /// engine's own passes never wait for it). A failed renewal is logged
+    /// and tried again at the next tick; leases it could not renew expire.
+    pub async fn renew_until(self, stop: tokio_util::sync::CancellationToken) {
+        let every = self.settings.lease_ttl / 4;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = stop.cancelled() => return,
+            }
+            let mut state = self.state.lock().await;
+            if let Err(error) = self.refresh(&mut state).await {
+                tracing::warn!(replica = %self.settings.replica, %error, "cannot renew the feed leases; retrying");
+            }
+        }
     }
 
     /// Whether this replica fires due delayed triggers and digests (it held
@@ -352,16 +373,14 @@ impl Feed {
             .map(|(partition, _)| *partition)
             .collect();
         // Above the fair share: give the highest ones up.
-        if mine.len() > fair {
-            let surplus: Vec<FeedPartition> = mine.split_off(fair);
+        let surplus: Vec<FeedPartition> = if mine.len() > fair {
+            mine.split_off(fair)
+        } else {
+            Vec::new()
+        };
+        if !surplus.is_empty() {
             let names: Vec<String> = surplus.iter().copied().map(lease_name).collect();
             self.leases.release(&names, me).await?;
-            for partition in &surplus {
-                let _ = self
-                    .metrics
-                    .lag
-                    .remove_label_values(&[&partition.to_string()]);
-            }
             tracing::info!(
                 replica = me,
                 released = surplus.len(),
@@ -392,6 +411,23 @@ impl Feed {
                 fair,
                 "feed partitions taken"
             );
+        }
+        // Held before, neither kept nor given up: another replica took them
+        // (this one stalled past the TTL).
+        let lost: Vec<FeedPartition> = state
+            .held
+            .iter()
+            .filter(|partition| !held.contains(partition) && !surplus.contains(partition))
+            .copied()
+            .collect();
+        if !lost.is_empty() {
+            tracing::warn!(replica = me, partitions = ?lost, "feed partitions lost to another replica");
+        }
+        for partition in lost.iter().chain(&surplus) {
+            let _ = self
+                .metrics
+                .lag
+                .remove_label_values(&[&partition.to_string()]);
         }
         let owned_elsewhere = owners
             .values()

@@ -38,6 +38,7 @@ mod plan;
 mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -303,51 +304,32 @@ impl Engine {
         self
     }
 
-    /// Tails the event feed and fires due rule triggers until `stop` is
-    /// cancelled. A pass that fails (transiently: permanent failures are
-    /// parked inside it) is logged and retried from the same cursor after a
-    /// backoff that doubles up to [`MAX_BACKOFF`].
+    /// Tails the event feed and, on the replica that holds the timers'
+    /// lease, fires due delayed triggers and digests, until `stop` is
+    /// cancelled. The feed, the timers and the lease renewal are three
+    /// tasks: a long feed backlog neither delays due timers nor lets the
+    /// leases lapse. A pass that fails (transiently: permanent failures are
+    /// parked inside it) is logged and retried after a backoff that doubles
+    /// up to [`MAX_BACKOFF`] (the feed from the same cursor).
     pub async fn run(self, stop: CancellationToken) {
-        let mut appended = self.store.appended();
-        let mut backoff = POLL;
-        loop {
-            // Seen before the pass: an event stored during it wakes the
-            // next wait at once.
-            appended.borrow_and_update();
-            let pass = async {
-                let processed = self.process_available().await?;
-                if !self.feed.runs_timers().await? {
-                    return Ok::<_, EngineError>(processed);
-                }
-                let fired = self.fire_due().await?;
-                let digests = self.fire_due_digests().await?;
-                Ok::<_, EngineError>(processed + fired + digests)
-            };
-            let idle = match pass.await {
-                Ok(processed) => {
-                    backoff = POLL;
-                    processed == 0
-                }
-                Err(error) => {
-                    tracing::error!(%error, retry_in = ?backoff, "engine pass failed; retrying");
-                    // New events do not cut the wait short: the storage,
-                    // not the feed, is what has to recover.
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = stop.cancelled() => break,
+        let renewing = tokio::spawn(self.feed.clone().renew_until(stop.clone()));
+        let timers = tokio::spawn({
+            let (engine, stop) = (self.clone(), stop.clone());
+            async move {
+                keep_passing("timers", &stop, None, || async {
+                    if !engine.feed.runs_timers().await? {
+                        return Ok(0);
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            };
-            if idle {
-                tokio::select! {
-                    () = tokio::time::sleep(POLL) => {}
-                    _ = appended.changed() => {}
-                    () = stop.cancelled() => break,
-                }
-            } else if stop.is_cancelled() {
-                break;
+                    Ok(engine.fire_due().await? + engine.fire_due_digests().await?)
+                })
+                .await;
+            }
+        });
+        let appended = self.store.appended();
+        keep_passing("feed", &stop, Some(appended), || self.process_available()).await;
+        for task in [timers, renewing] {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "engine task panicked");
             }
         }
         // Other replicas take over at once rather than after the TTL.
@@ -365,12 +347,32 @@ impl Engine {
             if share.is_empty() {
                 return Ok(processed);
             }
+            // Every event up to the newest one is committed (ingest
+            // commits in seq order), so a short page read all of them that
+            // are this replica's: its cursors may move to the head even when
+            // its partitions got nothing, and the next page does not scan
+            // other partitions' events again.
+            let head = self.store.last_cursor().await?;
             let page = self
                 .store
                 .partition_events_after(share.filter(), share.after(), PAGE)
                 .await?;
-            let Some(next) = page.next else {
+            let short = page.events.len() < PAGE;
+            let next = if short {
+                page.next.max(head)
+            } else {
+                page.next
+            };
+            if page.events.is_empty() {
+                if let Some(head) = next
+                    && share.after().is_none_or(|least| least < head)
+                {
+                    self.feed.advance(&share, head, &BTreeMap::new()).await?;
+                }
                 self.feed.caught_up(&share);
+                return Ok(processed);
+            }
+            let Some(next) = next else {
                 return Ok(processed);
             };
             // Runs of notifies are planned together (two commits a run);
@@ -396,7 +398,7 @@ impl Engine {
             self.process_run(&notifies).await?;
             // What waits next is about as old as the last event planned
             // of each partition, unless a short page read everything.
-            if page.events.len() < PAGE {
+            if short {
                 oldest.clear();
             }
             self.feed.advance(&share, next, &oldest).await?;
@@ -456,5 +458,56 @@ impl Engine {
             tracing::warn!(event = %event.id, seq = cursor.0, reason, %error, "event parked: it cannot be planned");
         }
         Ok(())
+    }
+}
+
+/// Runs `pass` until `stop`: again at once after a pass that did work;
+/// after [`POLL`] (or sooner, when `wake` changes) after an idle one; after
+/// a backoff doubling up to [`MAX_BACKOFF`] after a failed one (new events
+/// do not cut that short: the storage, not the feed, has to recover).
+async fn keep_passing<F, Fut>(
+    what: &'static str,
+    stop: &CancellationToken,
+    mut wake: Option<tokio::sync::watch::Receiver<u64>>,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, EngineError>>,
+{
+    let mut backoff = POLL;
+    while !stop.is_cancelled() {
+        // Seen before the pass: a change during it wakes the next wait.
+        if let Some(wake) = wake.as_mut() {
+            wake.borrow_and_update();
+        }
+        match pass().await {
+            Ok(0) => {
+                backoff = POLL;
+                let woken = async {
+                    let changed = match wake.as_mut() {
+                        Some(wake) => wake.changed().await.is_ok(),
+                        None => false,
+                    };
+                    // No channel, or a closed one: only the timer wakes.
+                    if !changed {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = woken => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+            Ok(_) => backoff = POLL,
+            Err(error) => {
+                tracing::error!(task = what, %error, retry_in = ?backoff, "engine pass failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
     }
 }

@@ -438,13 +438,16 @@ impl DeliveryTable {
 
     /// Puts claimed deliveries back to `queued` (due as before, no attempt
     /// counted): those whose claim expired by `now`, or with `every`, all
-    /// of them. Answers the channels of what it requeued, one entry per
-    /// delivery. One statement.
+    /// of them. A claim taken by a build from before claim leases (no
+    /// expiry stored) expires `lease` after it was taken. Answers the
+    /// channels of what it requeued, one entry per delivery. One statement.
     pub async fn requeue_claims(
         &self,
         now: Timestamp,
         every: bool,
+        lease: std::time::Duration,
     ) -> Result<Vec<ChannelKind>, StorageError> {
+        let lease_us = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
         let updated_at = serde_json::to_value(now)?;
         let updated_at = updated_at.as_str().unwrap_or_default().to_owned();
         let channels: Vec<i16> = with_pool!(self.database, pool, engine => {
@@ -452,19 +455,20 @@ impl DeliveryTable {
                 Engine::Sqlite => "UPDATE deliveries SET status = 'queued', updated_at_us = $1, \
                     lease_until_us = NULL, \
                     body = json_set(body, '$.status', 'queued', '$.updated_at', $2) \
-                    WHERE status = 'sending' AND ($3 OR lease_until_us IS NULL OR lease_until_us <= $1) \
+                    WHERE status = 'sending' AND ($3 OR COALESCE(lease_until_us, updated_at_us + $4) <= $1) \
                     RETURNING channel",
                 Engine::Postgres => "UPDATE deliveries SET status = 'queued', updated_at_us = $1, \
                     lease_until_us = NULL, \
                     body = jsonb_set(jsonb_set(body::jsonb, '{status}', '\"queued\"'), \
                         '{updated_at}', to_jsonb($2::text))::text \
-                    WHERE status = 'sending' AND ($3 OR lease_until_us IS NULL OR lease_until_us <= $1) \
+                    WHERE status = 'sending' AND ($3 OR COALESCE(lease_until_us, updated_at_us + $4) <= $1) \
                     RETURNING channel",
             };
             sqlx::query_scalar(requeue)
                 .bind(now.as_microsecond())
                 .bind(&updated_at)
                 .bind(every)
+                .bind(lease_us)
                 .fetch_all(pool)
                 .await?
         });

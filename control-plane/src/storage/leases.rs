@@ -57,6 +57,11 @@ impl LeaseTable {
         if names.is_empty() {
             return Ok(Vec::new());
         }
+        // Rows locked in one order by everyone: two replicas upserting
+        // overlapping sets cannot deadlock.
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        names.dedup();
         let ttl_us = micros(ttl);
         let held: Vec<String> = with_pool!(self.database, pool, engine => {
             let now = now_sql(engine);
@@ -74,7 +79,7 @@ impl LeaseTable {
             let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(holder)
                 .bind(ttl_us);
-            for name in names {
+            for name in &names {
                 query = query.bind(name);
             }
             query.fetch_all(pool).await?
@@ -97,6 +102,38 @@ impl LeaseTable {
                     query = query.bind(name);
                 }
                 query.execute(pool).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes leases that expired more than `grace` ago (heartbeats of
+    /// processes long gone, finished turns): housekeeping. Returns how
+    /// many.
+    pub async fn prune_expired(&self, grace: Duration) -> Result<u64, StorageError> {
+        let grace_us = micros(grace);
+        let removed = with_pool!(self.database, pool, engine => {
+            let sql = format!(
+                "DELETE FROM leases WHERE expires_at_us < {} - $1",
+                now_sql(engine)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(grace_us)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(removed)
+    }
+
+    /// Forgets every lease when this process is the database's only one
+    /// (SQLite: the file is locked to it), so a restart after a crash does
+    /// not wait for the dead process's leases to expire. A no-op on
+    /// PostgreSQL, where other replicas' leases are live.
+    pub(super) async fn clear_if_alone(&self) -> Result<(), StorageError> {
+        if self.database.engine() == Engine::Sqlite {
+            with_pool!(self.database, pool => {
+                sqlx::query("DELETE FROM leases").execute(pool).await?;
             });
         }
         Ok(())

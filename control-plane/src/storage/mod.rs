@@ -176,6 +176,7 @@ impl Stores {
         let catalog = CatalogTable::new(database.clone());
         let rollups = RollupTable::new(database.clone());
         let leases = LeaseTable::new(database.clone());
+        leases.clear_if_alone().await?;
         Ok(Stores {
             database,
             events,
