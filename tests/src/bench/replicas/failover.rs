@@ -1,8 +1,11 @@
 //! Failover time: how long after a replica is SIGKILLed its feed
 //! partitions are served again, under a light steady load.
 //!
-//! The victim is the fleet's last replica (agent 0 ships to replica 0, so
-//! the load and the probes keep flowing). Its partitions are read from its
+//! [`ROUNDS`] kills, each of another replica than 0 in turn (agent 0 ships
+//! to replica 0, so the load and the probes keep flowing), the victim
+//! restarted and the partitions balanced again between rounds: one kill
+//! lands at a random point of the survivors' refresh cycle, so one sample
+//! alone would say little. A victim's partitions are read from its
 //! own `/metrics` (the `partition` labels of
 //! `nudge_cp_engine_feed_lag_seconds`, checked against its
 //! `nudge_cp_leases_held{kind="feed_partition"}`); a probe user is picked
@@ -19,10 +22,13 @@
 //!   notification (the victim's partition was taken and its events
 //!   planned), read through the admin API.
 //!
-//! The same probe before the kill (planned by the victim itself) is the
-//! baseline: what a probe costs when nothing fails. Expect about the lease
-//! TTL plus one refresh (TTL / 4): the victim's leases must expire by the
-//! database's clock, then a survivor's next refresh takes them.
+//! The same probe before each kill (planned by the victim itself) is the
+//! baseline: what a probe costs when nothing fails. Expect between the
+//! lease TTL minus and plus one refresh (TTL / 4): the victim last renewed
+//! up to one refresh before the kill, its leases expire a TTL after that
+//! by the database's clock, then a survivor's next refresh takes them
+//! (each survivor takes its share at its own refresh, so "all 32 held"
+//! waits for the last of them).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -46,20 +52,47 @@ const LIGHT_PACE: Duration = Duration::from_millis(20);
 /// How long either figure may take before the run fails, beyond the TTL.
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Kills per run.
+pub const ROUNDS: usize = 3;
+
 #[derive(Debug, Clone, Default)]
 pub struct Failover {
     pub replicas: usize,
-    /// Feed partitions the victim held when it was killed.
-    pub victim_partitions: usize,
     pub lease_ttl: Duration,
+    pub rounds: Vec<Round>,
+    /// Tracked events of the light load acknowledged while it ran.
+    pub light_events: u64,
+}
+
+/// One kill.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    /// Which replica (0-based) was killed.
+    pub victim: usize,
+    /// Feed partitions it held when it was killed.
+    pub victim_partitions: usize,
     /// A probe planned by the victim before the kill: send → notification.
     pub probe_before_secs: f64,
     /// Kill → survivors hold all 32 partitions, none unowned.
     pub leases_moved_secs: f64,
     /// Kill → a probe sent right after it has its notification.
     pub planned_secs: f64,
-    /// Tracked events of the light load acknowledged while it ran.
-    pub light_events: u64,
+}
+
+/// The median, least and most of some seconds (NaN for none).
+pub fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let mut sorted: Vec<f64> = values.collect();
+    if sorted.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[middle]
+    } else {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    };
+    (median, sorted[0], sorted[sorted.len() - 1])
 }
 
 /// The control plane's feed partition of a user id: FNV-1a (64 bit) of
@@ -101,10 +134,11 @@ async fn partitions_of(replica: &ControlPlane) -> Result<BTreeSet<u16>> {
     }
 }
 
-/// Probe users (`failover-probe-K`) whose partition is in `partitions`.
-fn probe_users(partitions: &BTreeSet<u16>) -> impl Iterator<Item = String> + '_ {
+/// Probe users of `round` (`failover-probe-R-K`, new ones each round)
+/// whose partition is in `partitions`.
+fn probe_users(partitions: &BTreeSet<u16>, round: usize) -> impl Iterator<Item = String> + '_ {
     (0u32..)
-        .map(|k| format!("failover-probe-{k}"))
+        .map(move |k| format!("failover-probe-{round}-{k}"))
         .filter(|id| partitions.contains(&feed_partition(id)))
 }
 
@@ -141,41 +175,55 @@ fn light_load(agent: &Agent, acked: Arc<AtomicU64>) -> tokio::task::JoinHandle<(
     })
 }
 
-/// Kills the fleet's last replica and measures (see the module's doc).
+/// [`ROUNDS`] kills and their figures (see the module's doc).
 pub async fn measure(fleet: &mut Fleet, lease_ttl: Duration) -> Result<Failover> {
     let replicas = fleet.replicas.len();
     if replicas < 2 {
         return Err("failover needs two replicas or more".into());
     }
-    let victim = replicas - 1;
+    let acked = Arc::new(AtomicU64::new(0));
+    let load = light_load(&fleet.agents[0], Arc::clone(&acked));
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    let mut outcome = Ok(());
+    for round in 0..ROUNDS {
+        // Replicas N-1, N-2, …, 1, N-1, …: never 0.
+        let victim = replicas - 1 - round % (replicas - 1);
+        match one_round(fleet, round, victim, lease_ttl).await {
+            Ok(figures) => rounds.push(figures),
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        }
+    }
+    load.abort();
+    outcome?;
+    Ok(Failover {
+        replicas,
+        lease_ttl,
+        rounds,
+        light_events: acked.load(Ordering::Relaxed),
+    })
+}
+
+/// One kill of `victim`, then its restart and the balance again.
+async fn one_round(
+    fleet: &mut Fleet,
+    round: usize,
+    victim: usize,
+    lease_ttl: Duration,
+) -> Result<Round> {
     let partitions = partitions_of(&fleet.replicas[victim]).await?;
-    let mut probes = probe_users(&partitions);
+    let mut probes = probe_users(&partitions, round);
     let (before_user, after_user) = match (probes.next(), probes.next()) {
         (Some(before), Some(after)) => (before, after),
         _ => return Err("no probe user in the victim's partitions".into()),
     };
-    let acked = Arc::new(AtomicU64::new(0));
-    let load = light_load(&fleet.agents[0], Arc::clone(&acked));
-    let result = kill_and_watch(fleet, victim, &before_user, &after_user, lease_ttl).await;
-    load.abort();
-    let mut failover = result?;
-    failover.victim_partitions = partitions.len();
-    failover.light_events = acked.load(Ordering::Relaxed);
-    Ok(failover)
-}
-
-async fn kill_and_watch(
-    fleet: &mut Fleet,
-    victim: usize,
-    before_user: &str,
-    after_user: &str,
-    lease_ttl: Duration,
-) -> Result<Failover> {
     let deadline = |from: Instant| from + lease_ttl + LIMIT;
     // The baseline: the victim plans the probe itself.
     let sent = Instant::now();
-    send_probe(&fleet.agents[0], before_user).await?;
-    while !planned(&fleet.replicas[0], before_user).await? {
+    send_probe(&fleet.agents[0], &before_user).await?;
+    while !planned(&fleet.replicas[0], &before_user).await? {
         if Instant::now() > deadline(sent) {
             return Err("the probe before the kill was never planned".into());
         }
@@ -187,38 +235,52 @@ async fn kill_and_watch(
 
     fleet.replicas[victim].process.kill();
     let killed = Instant::now();
-    send_probe(&fleet.agents[0], after_user).await?;
-    let survivors: Vec<&ControlPlane> = fleet.replicas[..victim].iter().collect();
+    send_probe(&fleet.agents[0], &after_user).await?;
+    let survivors: Vec<&ControlPlane> = fleet
+        .replicas
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != victim)
+        .map(|(_, replica)| replica)
+        .collect();
     let (mut leases_moved, mut planned_at) = (None, None);
     while leases_moved.is_none() || planned_at.is_none() {
         if leases_moved.is_none() && feed_state(&survivors).await?.all_served() {
             leases_moved = Some(killed.elapsed().as_secs_f64());
         }
-        if planned_at.is_none() && planned(survivors[0], after_user).await? {
+        if planned_at.is_none() && planned(survivors[0], &after_user).await? {
             planned_at = Some(killed.elapsed().as_secs_f64());
         }
         if Instant::now() > deadline(killed) {
             return Err(format!(
-                "after the SIGKILL: leases moved {leases_moved:?} s, probe planned {planned_at:?} s, limit {}s",
+                "after the SIGKILL of replica {victim}: leases moved {leases_moved:?} s, probe planned {planned_at:?} s, limit {}s",
                 (lease_ttl + LIMIT).as_secs()
             )
             .into());
         }
         tokio::time::sleep(POLL).await;
     }
-    Ok(Failover {
-        replicas: fleet.replicas.len(),
-        lease_ttl,
+    fleet.replicas[victim].start().await?;
+    fleet.until_balanced().await?;
+    Ok(Round {
+        victim,
+        victim_partitions: partitions.len(),
         probe_before_secs,
         leases_moved_secs: leases_moved.unwrap_or(f64::NAN),
         planned_secs: planned_at.unwrap_or(f64::NAN),
-        ..Failover::default()
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::feed_partition;
+    use super::{feed_partition, spread};
+
+    #[test]
+    fn spread_is_median_least_and_most() {
+        assert_eq!(spread([3.0, 1.0, 2.0].into_iter()), (2.0, 1.0, 3.0));
+        assert_eq!(spread([4.0, 1.0].into_iter()), (2.5, 1.0, 4.0));
+        assert!(spread(std::iter::empty()).0.is_nan());
+    }
 
     #[test]
     fn partitions_by_fnv1a_of_the_user_id() {

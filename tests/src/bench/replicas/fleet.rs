@@ -119,7 +119,7 @@ impl Fleet {
 
     /// Waits until every partition is held, none is unowned and no replica
     /// holds more than ⌈32 / N⌉ (what each aims at).
-    async fn until_balanced(&self) -> Result<()> {
+    pub async fn until_balanced(&self) -> Result<()> {
         let fair = PARTITIONS.div_ceil(self.replicas.len()) as f64;
         let all: Vec<&ControlPlane> = self.replicas.iter().collect();
         let deadline = Instant::now() + BALANCE_LIMIT;

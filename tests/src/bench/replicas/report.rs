@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::failover::{self, Failover};
+use super::REPEATS;
+use super::failover::{self, Failover, spread};
 use super::workload::{self, INGEST_WORKERS, NOTIFY_USERS, Phase};
 use crate::bench::BATCH_EVENTS;
 
@@ -52,11 +53,15 @@ impl ReplicasReport {
             json!({
                 "count": phase.count,
                 "secs": phase.secs,
-                "per_sec": phase.per_sec(),
+                "per_sec_median": phase.per_sec(),
+                "per_sec_each_repeat": phase.rates,
                 "cp_cpu_ms_per_1000": phase.cpu_ms_per_1000(),
                 "cp_cpu_ms_per_1000_each_replica": phase.cpu_ms_per_1000_each(),
                 "postgres_cpu_ms_per_1000": phase.database_cpu_ms_per_1000(),
                 "refusals": phase.refusals,
+                "ingest_transactions": phase.commits.map(|c| c.count),
+                "events_per_ingest_transaction": phase.commits.map(|c| phase.count as f64 / c.count),
+                "ingest_transaction_mean_ms": phase.commits.map(|c| c.mean_ms()),
             })
         };
         json!({
@@ -76,17 +81,26 @@ impl ReplicasReport {
                     "notify": phase(&row.notify),
                 })
             }).collect::<Vec<_>>(),
-            "failover": self.failover.as_ref().map(|f| json!({
-                "replicas": f.replicas,
-                "victim_partitions": f.victim_partitions,
-                "lease_ttl_secs": f.lease_ttl.as_secs_f64(),
-                "lease_refresh_secs": f.lease_ttl.as_secs_f64() / 4.0,
-                "leases_moved_secs": f.leases_moved_secs,
-                "planned_again_secs": f.planned_secs,
-                "probe_before_kill_secs": f.probe_before_secs,
-                "light_load_events": f.light_events,
-                "poll_ms": failover::POLL.as_millis() as u64,
-            })),
+            "failover": self.failover.as_ref().map(|f| {
+                let (leases, _, _) = spread(f.rounds.iter().map(|r| r.leases_moved_secs));
+                let (planned, _, _) = spread(f.rounds.iter().map(|r| r.planned_secs));
+                json!({
+                    "replicas": f.replicas,
+                    "lease_ttl_secs": f.lease_ttl.as_secs_f64(),
+                    "lease_refresh_secs": f.lease_ttl.as_secs_f64() / 4.0,
+                    "leases_moved_secs_median": leases,
+                    "planned_again_secs_median": planned,
+                    "rounds": f.rounds.iter().map(|r| json!({
+                        "victim": r.victim,
+                        "victim_partitions": r.victim_partitions,
+                        "leases_moved_secs": r.leases_moved_secs,
+                        "planned_again_secs": r.planned_secs,
+                        "probe_before_kill_secs": r.probe_before_secs,
+                    })).collect::<Vec<_>>(),
+                    "light_load_events": f.light_events,
+                    "poll_ms": failover::POLL.as_millis() as u64,
+                })
+            }),
             "notes": self.notes,
         })
     }
@@ -111,17 +125,27 @@ fn database(value: Option<f64>) -> String {
 /// The failover's lines, without a trailing newline.
 pub fn failover_lines(f: &Failover) -> String {
     let ttl = f.lease_ttl.as_secs_f64();
+    let figure = |values: &mut dyn Iterator<Item = f64>| {
+        let (median, least, most) = spread(values);
+        format!("{median:>6.2} s  ({least:.2}-{most:.2})")
+    };
+    let partitions: Vec<String> = f
+        .rounds
+        .iter()
+        .map(|r| r.victim_partitions.to_string())
+        .collect();
+    let (probe, _, _) = spread(f.rounds.iter().map(|r| r.probe_before_secs));
     format!(
-        "failover: SIGKILL of 1 of {} replicas (it held {} of 32 feed partitions) under a light load ({} events acked meanwhile), NUDGE_CP_LEASE_TTL={ttl:.0}s, refresh every {:.2}s:\n  \
-         its partitions held again (survivors hold 32, none unowned)  {:>6.2} s\n  \
-         a new event of a user in its partitions planned             {:>6.2} s   (the same probe before the kill: {:.2} s)",
+        "failover: {} SIGKILLs, each of 1 of {} replicas (it held {} of 32 feed partitions; restarted between kills), light load through a survivor ({} events acked), NUDGE_CP_LEASE_TTL={ttl:.0}s, refresh every {:.2}s; median (min-max):\n  \
+         its partitions held again (survivors hold 32, none unowned)  {}\n  \
+         a new event of a user in its partitions planned              {}   (the same probe before a kill: {probe:.2} s)",
+        f.rounds.len(),
         f.replicas,
-        f.victim_partitions,
+        partitions.join("/"),
         f.light_events,
         ttl / 4.0,
-        f.leases_moved_secs,
-        f.planned_secs,
-        f.probe_before_secs,
+        figure(&mut f.rounds.iter().map(|r| r.leases_moved_secs)),
+        figure(&mut f.rounds.iter().map(|r| r.planned_secs)),
     )
 }
 
@@ -142,12 +166,12 @@ pub fn render(report: &ReplicasReport, events: u64, notifies: u64, workers: usiz
     );
     let _ = writeln!(
         out,
-        "  ingest: {events} events as /v1/batch x{BATCH_EVENTS} from {INGEST_WORKERS} workers until stored (as e2e); notifications: {notifies} {} notifies from {workers} workers to {NOTIFY_USERS} users until sent (as notify)",
+        "  ingest: {events} events as /v1/batch x{BATCH_EVENTS} from {INGEST_WORKERS} workers until stored (as e2e); notifications: {notifies} {} notifies from {workers} workers to {NOTIFY_USERS} users until sent (as notify); {REPEATS} times each",
         workload::CHANNEL
     );
     let _ = writeln!(
         out,
-        "{:>8} {:>9} {:>5} {:>8} {:>5} {:>11} {:<18} {:>11} {:>14} {:>14}",
+        "{:>8} {:>9} {:>5} {:>8} {:>5} {:>11} {:<14} {:>11} {:>9} {:>9} {:>14} {:>14}",
         "replicas",
         "events/s",
         "vs 1",
@@ -156,6 +180,8 @@ pub fn render(report: &ReplicasReport, events: u64, notifies: u64, workers: usiz
         "CP ms/1k ev",
         "each replica",
         "PG ms/1k ev",
+        "ev/commit",
+        "commit ms",
         "CP ms/1k notif",
         "PG ms/1k notif"
     );
@@ -163,7 +189,7 @@ pub fn render(report: &ReplicasReport, events: u64, notifies: u64, workers: usiz
         let (ingest_ratio, notify_ratio) = report.ratios(row);
         let _ = writeln!(
             out,
-            "{:>8} {:>9.0} {:>5} {:>8.0} {:>5} {:>11.0} {:<18} {:>11} {:>14.0} {:>14}",
+            "{:>8} {:>9.0} {:>5} {:>8.0} {:>5} {:>11.0} {:<14} {:>11} {:>9} {:>9} {:>14.0} {:>14}",
             row.replicas,
             row.ingest.per_sec(),
             ratio(ingest_ratio),
@@ -172,6 +198,13 @@ pub fn render(report: &ReplicasReport, events: u64, notifies: u64, workers: usiz
             row.ingest.cpu_ms_per_1000(),
             each(&row.ingest.cpu_ms_per_1000_each()),
             database(row.ingest.database_cpu_ms_per_1000()),
+            row.ingest.commits.map_or_else(
+                || "-".into(),
+                |c| format!("{:.0}", row.ingest.count as f64 / c.count)
+            ),
+            row.ingest
+                .commits
+                .map_or_else(|| "-".into(), |c| format!("{:.1}", c.mean_ms())),
             row.notify.cpu_ms_per_1000(),
             database(row.notify.database_cpu_ms_per_1000()),
         );
@@ -184,7 +217,7 @@ pub fn render(report: &ReplicasReport, events: u64, notifies: u64, workers: usiz
     }
     let _ = writeln!(
         out,
-        "(events/s = first batch sent -> all stored; notif/s = first notify sent -> N-th webhook at the receiver (in this process); vs 1 = ratio to the 1-replica row;"
+        "(events/s = first batch sent -> all stored; notif/s = first notify sent -> N-th webhook at the receiver (in this process); each the median of {REPEATS} repeats (all in --json); vs 1 = ratio to the 1-replica row;"
     );
     let _ = writeln!(
         out,
@@ -192,7 +225,11 @@ pub fn render(report: &ReplicasReport, events: u64, notifies: u64, workers: usiz
     );
     let _ = writeln!(
         out,
-        " failover figures from the SIGKILL, polled every {} ms: about the TTL plus one refresh)",
+        " ev/commit, commit ms = events per ingest transaction and its mean time, lock waits included, over all replicas (nudge_cp_storage_operation_duration_seconds{{operation=\"ingest\"}});"
+    );
+    let _ = writeln!(
+        out,
+        " failover figures from the SIGKILL, polled every {} ms: between TTL - refresh and TTL + refresh, since the victim last renewed up to one refresh before it)",
         failover::POLL.as_millis()
     );
     out
