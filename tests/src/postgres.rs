@@ -175,6 +175,18 @@ impl Cluster {
         crate::bench::procstat::dir_bytes(&self.data())
     }
 
+    /// The running server's (postmaster's) pid, from `postmaster.pid`; its
+    /// backends are its children (for CPU figures).
+    pub fn server_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// `pg_ctl stop -m immediate` (a crash, as far as clients can tell).
     pub fn stop_immediately(&self) -> Result<(), Error> {
         self.pg_ctl(&["-m", "immediate", "stop"])

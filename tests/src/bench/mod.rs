@@ -23,10 +23,16 @@
 //!    the backlog drains;
 //! 7. notification dispatch (issue 3): notifications/s per channel (in-app,
 //!    a webhook receiver, email to a local SMTP server), queue latency p50
-//!    and p99 and the control plane's RSS ([`notify`]).
+//!    and p99 and the control plane's RSS ([`notify`]);
+//! 8. the live stream's latency and idle WebSockets ([`stream`]);
+//! 9. the control plane's own storage against a bare write ([`storage`]);
+//! 10. several control planes on one PostgreSQL database (issue 13):
+//!     events/s and notifications/s per replica count, CPU per 1,000
+//!     events per replica, and the failover time after a SIGKILL
+//!     ([`replicas`]).
 //!
-//! `--only intake,e2e,disk,notify` runs some of them, e.g.
-//! `nudge-bench --only notify`.
+//! `--only intake,e2e,disk,notify,stream,storage,replicas` runs some of
+//! them, e.g. `nudge-bench --only notify`.
 //!
 //! The load generator is the same for the baseline and the agent: a fixed
 //! number of closed-loop workers, each on its own keep-alive HTTP/1.1
@@ -46,7 +52,8 @@
 //! [`options`] (flags and `NUDGE_BENCH_*`), [`load`] (the load generator),
 //! [`bodies`], [`baseline`] (the do-nothing server), [`procstat`] (RSS and
 //! CPU from `/proc`), [`scenarios`], [`notify`] (scenario 7, with its own
-//! peers and table) and [`report`]; the programs are started
+//! peers and table), [`stream`], [`storage`], [`replicas`] and
+//! [`report`]; the programs are started
 //! through the crate's harness ([`crate::Agent`], [`crate::ControlPlane`]).
 
 pub mod baseline;
@@ -55,6 +62,7 @@ pub mod load;
 pub mod notify;
 pub mod options;
 pub mod procstat;
+pub mod replicas;
 pub mod report;
 pub mod scenarios;
 pub mod storage;
@@ -142,7 +150,12 @@ pub async fn run(options: Options) -> Result<()> {
     };
     // The sections that start a control plane, once per engine.
     let mut engines = Vec::new();
-    for &database in &options.databases {
+    // Kept for the replicas section, which needs PostgreSQL whatever the engines.
+    let mut postgres = None;
+    let per_engine = ["e2e", "notify", "stream", "storage"]
+        .iter()
+        .any(|section| options.runs(section));
+    for &database in options.databases.iter().filter(|_| per_engine) {
         eprintln!("nudge-bench: control plane on {}", database.name());
         let mut backing = storage::Backing::start(database)?;
         let mut results = EngineResults {
@@ -169,7 +182,16 @@ pub async fn run(options: Options) -> Result<()> {
             results.storage = Some(storage::scenario_storage(&env, &mut backing).await?);
         }
         engines.push(results);
+        if database == storage::Database::Postgres {
+            postgres = Some(backing);
+        }
     }
+    let replicas = if options.runs("replicas") {
+        eprintln!("nudge-bench: 10. replicas on one PostgreSQL database");
+        replicas_section(&env, postgres, &batch).await?
+    } else {
+        None
+    };
     let first_e2e = engines.first().and_then(|engine| engine.e2e.as_ref());
 
     if options.json {
@@ -204,6 +226,9 @@ pub async fn run(options: Options) -> Result<()> {
             })
             .collect::<serde_json::Map<_, _>>()
             .into();
+        if let Some(replicas) = &replicas {
+            document["replicas"] = replicas.to_json();
+        }
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
         print!(
@@ -243,8 +268,46 @@ pub async fn run(options: Options) -> Result<()> {
         if !storage.is_empty() {
             print!("{}", storage::render(&storage));
         }
+        if let Some(replicas) = &replicas {
+            print!(
+                "{}",
+                replicas::report::render(
+                    replicas,
+                    (options.e2e_events as u64).div_ceil(BATCH_EVENTS as u64) * BATCH_EVENTS as u64,
+                    options.notify_count,
+                    options.notify_workers
+                )
+            );
+        }
     }
     Ok(())
+}
+
+/// Section 10 on the engines' PostgreSQL cluster if there is one, else on
+/// a cluster of its own. Without PostgreSQL's server it is skipped (a note
+/// in the report) unless `--only` named it.
+async fn replicas_section(
+    env: &Env,
+    postgres: Option<storage::Backing>,
+    batch: &Bytes,
+) -> Result<Option<replicas::report::ReplicasReport>> {
+    let mut backing = match postgres {
+        Some(backing) => backing,
+        None => match storage::Backing::start(storage::Database::Postgres) {
+            Ok(backing) => backing,
+            Err(error) if !env.options.only.iter().any(|s| s == "replicas") => {
+                eprintln!("  replicas skipped: {error}");
+                return Ok(Some(replicas::report::ReplicasReport {
+                    notes: vec![format!("replicas skipped: {error}")],
+                    ..Default::default()
+                }));
+            }
+            Err(error) => return Err(error),
+        },
+    };
+    Ok(Some(
+        replicas::scenario_replicas(env, &mut backing, batch).await?,
+    ))
 }
 
 /// What the sections that start a control plane measured on one engine.

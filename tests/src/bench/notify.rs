@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use crate::{Agent, ControlPlane, http};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const LATENCY: &str = "nudge_cp_delivery_latency_seconds";
-const DELIVERIES: &str = "nudge_cp_deliveries_total";
+pub(super) const DELIVERIES: &str = "nudge_cp_deliveries_total";
 /// How often the control plane's `/metrics` is read while waiting.
 const POLL: Duration = Duration::from_millis(20);
 const CHANNEL_LIMIT: Duration = Duration::from_secs(300);
@@ -137,14 +138,19 @@ impl Drop for SmtpPeer {
 
 /// An axum server on 127.0.0.1 in this process that counts requests and
 /// answers 200 (no signature check: that is the tests' job).
-struct WebhookPeer {
-    url: String,
+pub struct WebhookPeer {
+    pub(super) url: String,
     hits: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl WebhookPeer {
-    async fn start() -> Result<Self> {
+    /// Requests received so far.
+    pub(super) fn received(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub(super) async fn start() -> Result<Self> {
         let hits = Arc::new(AtomicU64::new(0));
         let app = axum::Router::new()
             .route(
@@ -204,7 +210,7 @@ fn samples<'a>(
 }
 
 /// Sum of the samples of `name` carrying every label of `want`.
-fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+pub(super) fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
     samples(text, name)
         .filter(|(labels, _)| want.iter().all(|w| labels.contains(w)))
         .map(|(_, v)| v)
@@ -361,7 +367,7 @@ impl NotifyReport {
     }
 }
 
-fn engine_toml(smtp_port: u16, webhook_url: &str) -> String {
+pub(super) fn engine_toml(smtp_port: u16, webhook_url: &str) -> String {
     let template = |channel: &str| {
         format!(
             r#"
@@ -412,7 +418,7 @@ allow_private_destinations = true
     )
 }
 
-fn user(i: usize) -> String {
+pub(super) fn user(i: usize) -> String {
     format!("bench-user-{i}")
 }
 
@@ -445,11 +451,19 @@ async fn identify(agent: &Agent, cp: &ControlPlane, users: usize) -> Result<()> 
     Ok(())
 }
 
-/// Sends `n` notifies of `bench_<channel>` from `workers` concurrent
-/// workers (one pooled keep-alive connection each), retrying refusals;
-/// returns the refusals.
-async fn send_notifies(agent: &Agent, channel: &str, n: u64, workers: usize, users: usize) -> u64 {
-    let next = Arc::new(AtomicU64::new(0));
+/// Sends the notifies numbered `ids` of `bench_<channel>` (each number its
+/// own `messageId`, so callers sharing a database use disjoint ranges) from
+/// `workers` concurrent workers (one pooled keep-alive connection each),
+/// retrying refusals; returns the refusals.
+pub(super) async fn send_notifies(
+    agent: &Agent,
+    channel: &str,
+    ids: Range<u64>,
+    workers: usize,
+    users: usize,
+) -> u64 {
+    let next = Arc::new(AtomicU64::new(ids.start));
+    let end = ids.end;
     let refusals = Arc::new(AtomicU64::new(0));
     let url = agent.url("/v1/notify");
     let client = http::client();
@@ -460,7 +474,7 @@ async fn send_notifies(agent: &Agent, channel: &str, n: u64, workers: usize, use
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
+                    if i >= end {
                         return;
                     }
                     let body = json!({
@@ -518,7 +532,7 @@ async fn run_channel(
     let peer_cpu_before = peer_pid.map(cpu);
 
     let begin = Instant::now();
-    let sending = send_notifies(agent, channel, n, workers, users);
+    let sending = send_notifies(agent, channel, 0..n, workers, users);
     let (refusals, accepted_secs) = {
         let refusals = sending.await;
         (refusals, begin.elapsed().as_secs_f64())

@@ -35,10 +35,15 @@ pub struct Options {
     pub databases: Vec<Database>,
     /// Events pushed over gRPC in the `storage` section.
     pub storage_events: usize,
+    /// The replica counts the `replicas` section compares, in order, each
+    /// on a fresh PostgreSQL database (`--replicas`).
+    pub replicas: Vec<usize>,
 }
 
 /// The sections `--only` accepts, in the order they run.
-pub const SECTIONS: [&str; 6] = ["intake", "e2e", "disk", "notify", "stream", "storage"];
+pub const SECTIONS: [&str; 7] = [
+    "intake", "e2e", "disk", "notify", "stream", "storage", "replicas",
+];
 
 impl Options {
     /// Whether section `name` (one of [`SECTIONS`]) runs.
@@ -67,11 +72,17 @@ Options (each also as an environment variable):
                     e2e, disk, notify (dispatch per channel to local peers:
                     in-app, a webhook receiver, SMTP via .venv's aiosmtpd),
                     stream (live-stream latency, idle WebSockets), storage
-                    (gRPC ingest vs. a bare write, disk per event)  NUDGE_BENCH_ONLY
+                    (gRPC ingest vs. a bare write, disk per event), replicas
+                    (control planes sharing one PostgreSQL database: ingest,
+                    notifications and CPU per replica count, failover time;
+                    skipped without PostgreSQL unless named here)  NUDGE_BENCH_ONLY
   --database LIST   control-plane engines, each runs e2e, notify, stream and
                     storage: sqlite, postgres (a throwaway cluster of the
                     bench's own, durable defaults) (sqlite)  NUDGE_BENCH_DATABASE
   --storage-events N  events pushed in the storage section (200000)  NUDGE_BENCH_STORAGE_EVENTS
+  --replicas LIST   replica counts compared in the replicas section, each with
+                    --e2e-events events and --notify webhook notifies; the
+                    largest (if 2 or more) also loses one to SIGKILL (1,3)  NUDGE_BENCH_REPLICAS
   --quick           2s rows, 0.5s warm-up, 20000/10000 events, 1000/200 notifies,
                     50000 storage events  NUDGE_BENCH_QUICK=1
   --json            print one JSON document instead of the tables
@@ -144,6 +155,16 @@ fn parse_databases(text: &str) -> Result<Vec<Database>> {
     Ok(list)
 }
 
+/// Replica counts: each from 1 to 32 (the event feed's partitions; a
+/// 33rd replica would hold none).
+fn parse_replicas(text: &str) -> Result<Vec<usize>> {
+    let list = parse_list(text).map_err(|_| format!("bad --replicas list `{text}`"))?;
+    if let Some(bad) = list.iter().find(|&&n| n > 32) {
+        return Err(format!("--replicas: {bad} is above 32, the event feed's partitions").into());
+    }
+    Ok(list)
+}
+
 fn positive(text: &str, what: &str) -> Result<usize> {
     match text.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -183,6 +204,7 @@ pub fn parse_options() -> Result<Options> {
         stream_connections: if quick { 1_000 } else { 2_000 },
         databases: vec![Database::Sqlite],
         storage_events: if quick { 50_000 } else { 200_000 },
+        replicas: vec![1, 3],
     };
     if let Some(v) = env("NUDGE_BENCH_DURATION") {
         options.duration = parse_duration(&v)?;
@@ -223,6 +245,9 @@ pub fn parse_options() -> Result<Options> {
     if let Some(v) = env("NUDGE_BENCH_STORAGE_EVENTS") {
         options.storage_events = positive(&v, "NUDGE_BENCH_STORAGE_EVENTS")?;
     }
+    if let Some(v) = env("NUDGE_BENCH_REPLICAS") {
+        options.replicas = parse_replicas(&v)?;
+    }
     if let Some(v) = env("NUDGE_BENCH_ONLY") {
         options.only = parse_sections(&v)?;
     }
@@ -261,6 +286,7 @@ pub fn parse_options() -> Result<Options> {
             "--storage-events" => {
                 options.storage_events = positive(&value()?, "--storage-events")?;
             }
+            "--replicas" => options.replicas = parse_replicas(&value()?)?,
             "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),
             "--tmp-dir" => options.tmp_dir = Some(PathBuf::from(value()?)),
             "--quick" => {}

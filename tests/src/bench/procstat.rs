@@ -1,5 +1,6 @@
 //! What the kernel says about a process (Linux `/proc`): resident memory
-//! (VmRSS, VmHWM), CPU seconds, and a sampler of peak RSS. Promises: a
+//! (VmRSS, VmHWM), CPU seconds (of one process, or of a server and the
+//! processes it forked), and a sampler of peak RSS. Promises: a
 //! process that is gone or unreadable reads as 0, never an error, so a
 //! figure can be missing but a run never fails on it.
 
@@ -22,10 +23,10 @@ pub fn memory(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// CPU seconds (user, system) a process has used; `"self"` for this one.
-pub fn cpu_seconds(pid: &str) -> [f64; 2] {
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s times.
+fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let ticks = *TICKS.get_or_init(|| {
+    *TICKS.get_or_init(|| {
         Command::new("getconf")
             .arg("CLK_TCK")
             .output()
@@ -37,13 +38,25 @@ pub fn cpu_seconds(pid: &str) -> [f64; 2] {
                     .ok()
             })
             .unwrap_or(100.0)
-    });
+    })
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold
+/// spaces and parentheses): state is 0, ppid 1, utime 11, stime 12, cutime
+/// 13, cstime 14. Empty when the process is gone.
+fn stat_fields(pid: &str) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
+    stat.rsplit_once(')')
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
-        .collect();
+        .map(str::to_owned)
+        .collect()
+}
+
+/// CPU seconds (user, system) a process has used; `"self"` for this one.
+pub fn cpu_seconds(pid: &str) -> [f64; 2] {
+    let ticks = clock_ticks();
+    let fields = stat_fields(pid);
     let field = |i: usize| {
         fields
             .get(i)
@@ -51,6 +64,41 @@ pub fn cpu_seconds(pid: &str) -> [f64; 2] {
             .unwrap_or(0.0)
     };
     [field(11) / ticks, field(12) / ticks]
+}
+
+/// CPU seconds (user + system) of a server that forks a process per
+/// connection (PostgreSQL's postmaster and its backends): `root`'s own, its
+/// children's that it has reaped (`cutime`, `cstime`), and its live
+/// children's. A child that exits between two readings moves from the
+/// last term to the second, so a difference of two readings counts it once.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    let ticks = clock_ticks();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let fields = stat_fields(&pid.to_string());
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        if pid == root {
+            total += (field(11) + field(12) + field(13) + field(14)) / ticks;
+        } else if field(1) == f64::from(root) {
+            total += (field(11) + field(12)) / ticks;
+        }
+    }
+    total
 }
 
 /// Cores (user, system) a set of processes used while `work` ran.

@@ -37,6 +37,30 @@ async fn until_outbox_empty(agent: &Agent, deadline: Instant, poll: Duration) ->
     }
 }
 
+/// Polls the control plane's stats every 25 ms until it has stored
+/// `expected` events (the end of an end-to-end measurement); fails after
+/// `deadline` (300 s after the scenario's start). On a shared database any
+/// replica's stats count every replica's events.
+pub(super) async fn until_stored(
+    cp: &ControlPlane,
+    expected: u64,
+    deadline: Instant,
+) -> Result<()> {
+    loop {
+        if cp.stored_count().await? >= expected {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "control plane stored {} of {expected} events after 300s",
+                cp.stored_count().await?
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// A metric of one scrape; NaN when absent, so a missing figure shows.
 fn get(metrics: &str, name: &str) -> f64 {
     metric_value(metrics, name, None).unwrap_or(f64::NAN)
@@ -262,20 +286,8 @@ pub async fn scenario_end_to_end(env: &Env, batch: &Bytes) -> Result<EndToEnd> {
     e2e.events = requests * BATCH_EVENTS as u64;
 
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if cp.stored_count().await? >= expected {
-            e2e.stored_secs = begin.elapsed().as_secs_f64();
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "control plane stored {} of {expected} events after 300s",
-                cp.stored_count().await?
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    until_stored(&cp, expected, deadline).await?;
+    e2e.stored_secs = begin.elapsed().as_secs_f64();
     until_outbox_empty(&agent, deadline, Duration::from_millis(25)).await?;
     e2e.drained_secs = begin.elapsed().as_secs_f64();
     poll_outbox.abort();

@@ -86,6 +86,11 @@ impl Backing {
         })
     }
 
+    /// The throwaway cluster (PostgreSQL), e.g. for its CPU figures.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
     /// Settings for one more control plane: a fresh database of its own
     /// (PostgreSQL), or nothing (SQLite in its data directory).
     pub async fn control_plane_env(&mut self) -> Result<Vec<(String, String)>> {
