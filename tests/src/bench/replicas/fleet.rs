@@ -26,14 +26,15 @@ pub struct Fleet {
     pub agents: Vec<Agent>,
 }
 
-/// Where agent `index` ships. An agent takes one control-plane URL today,
-/// so agents are spread round-robin (agent 0 always on replica 0, which
-/// the failover never kills). Once `NUDGE_AGENT_CONTROL_PLANE` takes a
-/// comma-separated list, this becomes the one line
-/// `replicas.iter().map(ControlPlane::grpc_url).collect::<Vec<_>>().join(",")`
-/// and every agent spreads its batches over every replica itself.
-pub fn agent_target(replicas: &[ControlPlane], index: usize) -> String {
-    replicas[index % replicas.len()].grpc_url()
+/// Where every agent ships: all replicas, as a comma-separated list
+/// (`NUDGE_AGENT_CONTROL_PLANE`), so each agent spreads its batches over
+/// the replicas itself and fails over when one is killed.
+pub fn agent_target(replicas: &[ControlPlane]) -> String {
+    replicas
+        .iter()
+        .map(ControlPlane::grpc_url)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// How the feed's partitions stand, summed over some replicas' scrapes.
@@ -109,7 +110,7 @@ impl Fleet {
         }
         for index in 0..agents {
             let id = format!("bench-agent-{index}");
-            let target = agent_target(&fleet.replicas, index);
+            let target = agent_target(&fleet.replicas);
             let agent = Agent::started(setup, &target, &[("NUDGE_AGENT_ID", id.as_str())]).await?;
             fleet.agents.push(agent);
         }

@@ -160,7 +160,7 @@ pub fn render(report: &ReplicasReport, events: u64, notifies: u64, workers: usiz
     }
     let _ = writeln!(
         out,
-        "\n10. Replicas (issue 13): N control planes on one PostgreSQL database (the bench's own cluster, a fresh database per row), {} agents, agent i -> replica i mod N, NUDGE_CP_LEASE_TTL={}s",
+        "\n10. Replicas (issue 13): N control planes on one PostgreSQL database (the bench's own cluster, a fresh database per row), {} agents, each shipping to every replica (a URL list), NUDGE_CP_LEASE_TTL={}s",
         report.agents,
         report.lease_ttl.as_secs()
     );
