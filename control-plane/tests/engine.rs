@@ -23,7 +23,8 @@ use nudge_control_plane::delivery::{
 };
 use nudge_control_plane::devices::{DeviceStore, NewDevice, Platform, deactivation_hook};
 use nudge_control_plane::engine::{
-    Engine, EngineParts, EngineSettings, FeedSettings, SettingsHandle, delivery_id_for,
+    DIGEST_SETTLE, Engine, EngineParts, EngineSettings, FeedSettings, SettingsHandle,
+    delivery_id_for,
 };
 use nudge_control_plane::event::{Event, EventBody, NotifyRequest};
 use nudge_control_plane::money::Money;
@@ -302,11 +303,14 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
         .sum();
     assert_eq!(depth, 0, "nothing queued before the digest time");
 
-    // Just before 09:00 nothing goes out; at 09:00 one digest does.
-    h.clock.set(digest_time - SignedDuration::from_secs(1));
+    // Just before 09:00 and its settle time nothing goes out; then one
+    // digest does.
+    let settled = |at: Timestamp| at + SignedDuration::try_from(DIGEST_SETTLE).unwrap();
+    h.clock
+        .set(settled(digest_time) - SignedDuration::from_secs(1));
     h.engine.process_available().await.unwrap();
     assert_eq!(h.engine.fire_due_digests().await.unwrap(), 0);
-    h.clock.set(digest_time);
+    h.clock.set(settled(digest_time));
     assert_eq!(h.engine.fire_due_digests().await.unwrap(), 1);
     assert_eq!(h.engine.fire_due_digests().await.unwrap(), 0, "sent once");
 
@@ -380,7 +384,8 @@ async fn a_resent_notification_already_in_a_sent_digest_is_not_in_the_next() {
     assert_eq!(h.engine.process_available().await.unwrap(), 1);
     let first = h.notifications.list_for_user(USER, 10).await.unwrap();
     assert_eq!(first.len(), 1);
-    h.clock.set(first_digest);
+    let settle = SignedDuration::try_from(DIGEST_SETTLE).unwrap();
+    h.clock.set(first_digest + settle);
     assert_eq!(h.engine.fire_due_digests().await.unwrap(), 1);
 
     // After the digest went out: the app resends (same key, new event id),
@@ -395,7 +400,7 @@ async fn a_resent_notification_already_in_a_sent_digest_is_not_in_the_next() {
         .await
         .unwrap();
     assert_eq!(h.engine.process_available().await.unwrap(), 2);
-    h.clock.set(second_digest);
+    h.clock.set(second_digest + settle);
     assert_eq!(h.engine.fire_due_digests().await.unwrap(), 1);
 
     let all = h.notifications.list_for_user(USER, 10).await.unwrap();

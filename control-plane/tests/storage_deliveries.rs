@@ -479,21 +479,16 @@ async fn a_crash_mid_send_is_recovered_and_sent_again(backend: Backend) {
 }
 
 /// Replicas share the queue: a claim holds until it expires, whoever
-/// sweeps; an expired one is requeued once, however many replicas sweep.
+/// sweeps; an expired one is requeued once, however many replicas sweep;
+/// and the expired claim's late outcome cannot end the next claim.
 async fn an_expired_claim_is_requeued_once_by_any_replica(backend: Backend) {
     let (_dir, stores) = open(backend).await;
     let queue = &stores.deliveries;
     let now = start();
     let item = delivery(ChannelKind::Webhook, Priority::Normal, now);
     queue.enqueue(item.clone()).await.unwrap();
-    assert_eq!(
-        queue
-            .claim_due(ChannelKind::Webhook, now, 5)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    let first = queue.claim_due(ChannelKind::Webhook, now, 5).await.unwrap();
+    assert_eq!(first.len(), 1);
     assert_eq!(
         queue.requeue_expired(now).await.unwrap(),
         0,
@@ -506,6 +501,32 @@ async fn an_expired_claim_is_requeued_once_by_any_replica(backend: Backend) {
     let delivery = queue.get(item.id).await.unwrap().unwrap();
     assert_eq!(delivery.status, Status::Queued);
     assert_eq!(delivery.attempt_log.len(), 0, "no attempt counted");
+
+    // Another replica claims it again; the first claimer's late outcome
+    // is refused, so it cannot end the new claim.
+    let reclaimed = queue
+        .claim_due(ChannelKind::Webhook, expired, 5)
+        .await
+        .unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    let sent = Completion::Sent(SendReceipt {
+        provider_message_id: None,
+        answer: "200".to_owned(),
+    });
+    assert!(matches!(
+        queue.complete_claimed(&first[0], &sent, expired).await,
+        Err(QueueError::ClaimLost(id)) if id == item.id
+    ));
+    let recorded = queue
+        .complete_claimed(&reclaimed[0], &sent, expired)
+        .await
+        .unwrap();
+    assert_eq!(recorded.status, Status::Sent);
+    assert_eq!(
+        recorded.attempt_log.len(),
+        1,
+        "one attempt, the live claim's"
+    );
 }
 
 on_both_engines!(

@@ -318,10 +318,19 @@ async fn attempt(
     {
         hook(kind, &delivery.recipient, error.answer()).await;
     }
-    let updated = match shared.queue.complete(delivery.id, &completion, now).await {
+    let updated = match shared
+        .queue
+        .complete_claimed(&delivery, &completion, now)
+        .await
+    {
         Ok(updated) => updated,
+        Err(error @ QueueError::ClaimLost(_)) => {
+            // Requeued after the claim expired: another attempt decides.
+            tracing::warn!(delivery_id = %delivery.id, channel = %kind, %error, "outcome dropped; the delivery was requeued meanwhile");
+            return;
+        }
         Err(error) => {
-            // Left in Sending: recovered (and resent) at the next start.
+            // Left in Sending: requeued once its claim expires.
             tracing::error!(delivery_id = %delivery.id, channel = %kind, %error, "cannot record delivery outcome");
             return;
         }

@@ -58,6 +58,10 @@ pub enum QueueError {
     AlreadyExists(Uuid),
     #[error("delivery {id} cannot go from {from} to {to}")]
     InvalidTransition { id: Uuid, from: Status, to: Status },
+    /// The claim this outcome belongs to expired and the delivery was
+    /// requeued (and maybe claimed again): the outcome is not recorded.
+    #[error("delivery {0}: its claim expired before the outcome was recorded")]
+    ClaimLost(Uuid),
 }
 
 /// How a claimed delivery's attempt ended, with the retry decision already
@@ -209,11 +213,44 @@ impl DeliveryQueue {
         completion: &Completion,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
+        self.complete_edit(id, None, completion, now).await
+    }
+
+    /// [`Self::complete`] for the dispatcher: only while `claimed`'s claim
+    /// still holds. A claim that expired was requeued by a sweep (and may
+    /// be another replica's now), so a late outcome is refused with
+    /// [`QueueError::ClaimLost`] instead of ending that claim. A claim is
+    /// known by the time it was taken (its record's `updated_at`), which
+    /// every later change of the delivery moves.
+    pub async fn complete_claimed(
+        &self,
+        claimed: &Delivery,
+        completion: &Completion,
+        now: Timestamp,
+    ) -> Result<Delivery, QueueError> {
+        self.complete_edit(claimed.id, Some(claimed.updated_at), completion, now)
+            .await
+    }
+
+    async fn complete_edit(
+        &self,
+        id: Uuid,
+        claimed_at: Option<Timestamp>,
+        completion: &Completion,
+        now: Timestamp,
+    ) -> Result<Delivery, QueueError> {
         let completion = completion.clone();
         let (reply, answer) = oneshot::channel();
         let pending = PendingEdit {
             id,
-            change: Box::new(move |delivery| apply_outcome(delivery, &completion, now)),
+            change: Box::new(move |delivery| {
+                if claimed_at.is_some_and(|at| {
+                    delivery.status != Status::Sending || delivery.updated_at != at
+                }) {
+                    return Err(QueueError::ClaimLost(delivery.id));
+                }
+                apply_outcome(delivery, &completion, now)
+            }),
             reply,
         };
         if self.outcomes.send(pending).await.is_err() {

@@ -10,6 +10,11 @@
 //! at its time as is: preferences and quiet hours were applied when its
 //! time was chosen, so it is not planned again.
 //!
+//! A digest goes out [`DIGEST_SETTLE`] after its time, not at it: the
+//! timers run beside the feed (on one replica, the feed on all), so an
+//! item planned at the last moment must have committed before the digest
+//! is read; otherwise it would be folded into a digest already sent.
+//!
 //! A digest never loses its items to a template: if the digest template
 //! fails on this data, a plain list of the items' subjects goes out and
 //! the error is logged.
@@ -26,6 +31,10 @@ use crate::templates::Rendered;
 
 /// Digests sent per pass.
 const DUE_PAGE: usize = 64;
+/// How long after its time a digest goes out: far longer than planning an
+/// event takes, so items held for it have committed (see
+/// [`Engine::fire_due_digests`]).
+pub const DIGEST_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Engine {
     /// Holds `notification` for its digest on `channel` at `at`.
@@ -73,7 +82,12 @@ impl Engine {
     /// that drive the engine step by step.
     pub async fn fire_due_digests(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
-        let due = self.digests.due(now, DUE_PAGE).await?;
+        // Only digests due a moment ago: an item whose time was chosen just
+        // before the digest's time (by this replica's feed or another's)
+        // has committed by then, so it is not left behind in a digest that
+        // already went out.
+        let settled = now - jiff::SignedDuration::try_from(DIGEST_SETTLE).unwrap_or_default();
+        let due = self.digests.due(settled, DUE_PAGE).await?;
         for digest in &due {
             self.send_digest(digest, now).await?;
             self.digests.remove(digest).await?;

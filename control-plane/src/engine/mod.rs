@@ -53,6 +53,7 @@ use crate::preferences::{OperatorDefaults, PreferenceStore};
 use crate::storage::{CursorTable, EventStore, ParkedEvent};
 use crate::templates::TemplateSet;
 
+pub use digest::DIGEST_SETTLE;
 pub use feed::{Feed, FeedSettings};
 pub use plan::{PlanError, delivery_id_for};
 

@@ -146,7 +146,7 @@ impl From<QueueError> for ServiceError {
     fn from(error: QueueError) -> Self {
         match error {
             QueueError::NotFound(_) => ServiceError::NotFound(error.to_string()),
-            QueueError::InvalidTransition { .. } => {
+            QueueError::InvalidTransition { .. } | QueueError::ClaimLost(_) => {
                 ServiceError::FailedPrecondition(error.to_string())
             }
             QueueError::Storage(StorageError::Corrupt(_)) => internal(&error),
