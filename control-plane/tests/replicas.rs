@@ -468,4 +468,63 @@ mod postgres_replicas {
         // Both gave their leases up on stop.
         assert!(a.stores.leases.live("").await.unwrap().is_empty());
     }
+
+    /// Digests due (and settled) while two replicas run their engines go
+    /// out once each: one replica holds the timers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn due_digests_go_out_once_with_two_engines_running() {
+        use nudge_control_plane::digest::{DigestItem, DigestKey};
+
+        let dir = tempfile::tempdir().unwrap();
+        let settings = support::fresh_settings(Backend::Postgres, dir.path()).await;
+        let a = replica(&settings, "replica-a").await;
+        let b = replica(&settings, "replica-b").await;
+        // Past their time and its settle: due at the first pass.
+        let due_at = Timestamp::now() - jiff::SignedDuration::from_secs(60);
+        for user in 0..6 {
+            let key = DigestKey {
+                due_at,
+                user_id: format!("reader-{user}"),
+                notification_type: "comment".into(),
+                channel: ChannelKind::InApp,
+            };
+            for n in 0..3 {
+                let item = DigestItem {
+                    notification_id: format!("n-{user}-{n}"),
+                    created_at: due_at,
+                    subject: format!("comment {n}"),
+                    title: format!("comment {n}"),
+                    text: String::new(),
+                    data: serde_json::json!({}),
+                };
+                assert!(a.stores.digests.add(&key, &item).await.unwrap());
+            }
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let running = [
+            tokio::spawn(a.engine.clone().run(stop.clone())),
+            tokio::spawn(b.engine.clone().run(stop.clone())),
+        ];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while created(&a) + created(&b) < 6.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the digests went out"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Time for a second sending, had both replicas fired the timers.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.cancel();
+        for task in running {
+            task.await.unwrap();
+        }
+        assert_eq!(created(&a) + created(&b), 6.0, "one digest per user");
+        assert_eq!(notifications_in_database(&settings).await, 6);
+        let fired_by = [created(&a), created(&b)];
+        assert!(
+            fired_by.contains(&0.0),
+            "one replica fired them all: {fired_by:?}"
+        );
+    }
 }
