@@ -12,6 +12,7 @@
 //! | `inbox_changes` | 1 h | live-stream change-log entries older than [`INBOX_CHANGES_KEPT`] (a client away longer reloads its list) |
 //! | `trigger_markers` | 1 h | finished delayed-trigger markers older than the dedupe window (an older event cannot be replayed: it is not a duplicate any more) |
 //! | `leases` | 1 h | leases expired for more than an hour (heartbeats of replicas long gone) |
+//! | `callback_ids` | 1 h | provider callback ids expired for more than an hour (their signed time is past the tolerance: a replay is refused as stale) |
 //!
 //! # Promises
 //!
@@ -313,6 +314,13 @@ pub fn standard(
         // An hour past expiry: nobody renews it any more.
         async move { lease_table.prune_expired(HOURLY).await }
     });
+    let callback_table = stores.callback_ids.clone();
+    let callback_ids = Job::new("callback_ids", HOURLY, move |now| {
+        let callback_table = callback_table.clone();
+        // An hour past expiry, for replicas' clocks that differ: the
+        // timestamp check refuses those callbacks long before.
+        async move { callback_table.prune(cutoff(now, HOURLY)).await }
+    });
     Ok(Housekeeping::new(metrics.registry())?
         .with(dedupe)
         .with(retention)
@@ -320,7 +328,8 @@ pub fn standard(
         .with(idempotency_keys)
         .with(inbox_changes)
         .with(trigger_markers)
-        .with(leases))
+        .with(leases)
+        .with(callback_ids))
 }
 
 /// `now` minus `age`, clamped at the earliest time.

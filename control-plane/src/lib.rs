@@ -269,6 +269,7 @@ pub async fn run(
                 .email
                 .as_ref()
                 .and_then(channels::email::EmailConfig::callback_auth),
+            callback_ids: stores.callback_ids.clone(),
             inbox: engine.inbox.clone(),
             user_tokens: config.user_token_secret.clone(),
             live: http::LiveStream::new(stop.clone(), config.stream_limits(), metrics.registry())?,

@@ -47,6 +47,30 @@ const ALL_ON: Setup = Setup {
     clicks: true,
 };
 
+/// A callback's Standard Webhooks headers.
+#[derive(Debug, Clone)]
+struct Headers {
+    id: String,
+    timestamp: String,
+    signature: String,
+}
+
+/// The types: `newsletter`, and `security_alert`, which is critical.
+fn defaults() -> OperatorDefaults {
+    let type_defaults = |critical| TypeDefaults {
+        channels: [ChannelKind::Email, ChannelKind::InApp].into(),
+        critical,
+        frequency: Frequency::Instant,
+        category: None,
+    };
+    OperatorDefaults {
+        types: BTreeMap::from([
+            ("newsletter".to_owned(), type_defaults(false)),
+            ("security_alert".to_owned(), type_defaults(true)),
+        ]),
+    }
+}
+
 /// The router on 127.0.0.1 with its stores.
 struct Server {
     _dir: tempfile::TempDir,
@@ -64,18 +88,7 @@ impl Server {
     async fn start(setup: Setup) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
-        let type_defaults = |critical| TypeDefaults {
-            channels: [ChannelKind::Email, ChannelKind::InApp].into(),
-            critical,
-            frequency: Frequency::Instant,
-            category: None,
-        };
-        let defaults = OperatorDefaults {
-            types: BTreeMap::from([
-                ("newsletter".to_owned(), type_defaults(false)),
-                ("security_alert".to_owned(), type_defaults(true)),
-            ]),
-        };
+        let defaults = defaults();
         let tracking =
             TrackingLinks::new(PUBLIC_URL, LINK_SECRET, setup.opens, setup.clicks).unwrap();
         let auth = EmailCallbackAuth::new(CALLBACK_SECRET);
@@ -171,30 +184,61 @@ impl Server {
         self.client.get(url).send().await.unwrap()
     }
 
-    /// Posts `body` to the email callback route with `signature` (none if
+    /// Standard Webhooks headers for `body` as message `id` sent at `at`
+    /// (unix seconds), signed with this server's secret.
+    fn sign(&self, id: &str, at: i64, body: &str) -> Headers {
+        Headers {
+            id: id.to_owned(),
+            timestamp: at.to_string(),
+            signature: self.auth.sign(id, at, body.as_bytes()),
+        }
+    }
+
+    /// Fresh headers for `body`: a new id, the time now.
+    fn fresh(&self, body: &str) -> Headers {
+        self.sign(
+            &format!("msg_{}", Uuid::now_v7()),
+            Timestamp::now().as_second(),
+            body,
+        )
+    }
+
+    /// Posts `body` to the email callback route with `headers` (none if
     /// `None`): `(status, JSON answer)`.
-    async fn callback(&self, body: &str, signature: Option<&str>) -> (u16, Value) {
+    async fn callback(&self, body: &str, headers: Option<&Headers>) -> (u16, Value) {
         let mut request = self
             .client
             .post(format!("{}/v1/callbacks/email", self.base))
             .header("content-type", "application/json")
             .body(body.to_owned());
-        if let Some(signature) = signature {
-            request = request.header("X-Nudge-Signature", signature);
+        if let Some(headers) = headers {
+            request = request
+                .header("webhook-id", &headers.id)
+                .header("webhook-timestamp", &headers.timestamp)
+                .header("webhook-signature", &headers.signature);
         }
         let reply = request.send().await.unwrap();
         let status = reply.status().as_u16();
         (status, reply.json().await.unwrap_or(Value::Null))
     }
 
-    /// `events` posted with a valid signature; the answer must be 200.
+    /// `events` posted with fresh, valid headers; the answer must be 200.
     async fn signed(&self, events: Value) -> Vec<Value> {
         let body = json!({ "events": events }).to_string();
-        let (status, answer) = self
-            .callback(&body, Some(&self.auth.sign(body.as_bytes())))
-            .await;
+        let (status, answer) = self.callback(&body, Some(&self.fresh(&body))).await;
         assert_eq!(status, 200, "{answer}");
         answer["results"].as_array().unwrap().clone()
+    }
+
+    /// The user switches `notification_type`'s email back on.
+    async fn switch_email_on(&self, notification_type: &str) {
+        let defaults = defaults();
+        self.preferences
+            .update(USER, |preferences| {
+                preferences.set_type_channel(&defaults, notification_type, ChannelKind::Email, true)
+            })
+            .await
+            .unwrap();
     }
 
     async fn email_choice(&self, notification_type: &str) -> Option<bool> {
@@ -537,19 +581,32 @@ async fn unsigned_or_malformed_callbacks_change_nothing() {
     ]})
     .to_string();
     let other = EmailCallbackAuth::new("another-secret-0123456789abcdef-xyz");
-    let tampered = server
-        .auth
-        .sign(body.replace("bounced", "opened").as_bytes());
-    for signature in [
+    let now = Timestamp::now().as_second();
+    let good = server.sign("msg_1", now, &body);
+    let tampered = server.sign("msg_1", now, &body.replace("bounced", "opened"));
+    let with = |change: &dyn Fn(&mut Headers)| {
+        let mut headers = good.clone();
+        change(&mut headers);
+        Some(headers)
+    };
+    for headers in [
         None,
-        Some("sha256=00".to_owned()),
-        Some(other.sign(body.as_bytes())),
-        Some(tampered),
-        Some(server.auth.sign(body.as_bytes()).replace("sha256=", "")),
+        with(&|h| h.signature = "v1,AAAA".to_owned()),
+        with(&|h| h.signature = other.sign("msg_1", now, body.as_bytes())),
+        with(&|h| h.signature = tampered.signature.clone()),
+        with(&|h| h.signature = h.signature.replace("v1,", "")),
+        // The old scheme: a signature of the body alone.
+        with(&|h| h.signature = "sha256=00".to_owned()),
+        with(&|h| h.id = "msg_2".to_owned()),
+        with(&|h| h.id = String::new()),
+        with(&|h| h.timestamp = (now + 1).to_string()),
+        with(&|h| h.timestamp = "now".to_owned()),
     ] {
-        let (status, answer) = server.callback(&body, signature.as_deref()).await;
-        assert_eq!(status, 403, "{signature:?}: {answer}");
+        let (status, answer) = server.callback(&body, headers.as_ref()).await;
+        assert_eq!(status, 403, "{headers:?}: {answer}");
         assert_eq!(answer["error"]["code"], "invalid_signature", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("webhook-signature"), "{message}");
     }
 
     // Signed, but not a valid batch: 400 saying why, nothing applied —
@@ -571,9 +628,7 @@ async fn unsigned_or_malformed_callbacks_change_nothing() {
             "events[1].event",
         ),
     ] {
-        let (status, answer) = server
-            .callback(body, Some(&server.auth.sign(body.as_bytes())))
-            .await;
+        let (status, answer) = server.callback(body, Some(&server.fresh(body))).await;
         assert_eq!(status, 400, "{body}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{answer}");
         let message = answer["error"]["message"].as_str().unwrap();
@@ -609,10 +664,109 @@ async fn unconfigured_tracking_and_callbacks_say_so() {
     assert_eq!(reply.status(), 503);
     assert!(reply.headers().get("location").is_none());
     let body = json!({"events": [{"delivery_id": id.to_string(), "event": "opened"}]}).to_string();
-    let (status, answer) = server
-        .callback(&body, Some(&server.auth.sign(body.as_bytes())))
-        .await;
+    let (status, answer) = server.callback(&body, Some(&server.fresh(&body))).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "callbacks_disabled", "{answer}");
     assert_eq!(server.delivery(id).await, before);
+}
+
+/// Issue 15: a complaint replayed after the user switched the type's
+/// email back on must leave it on, whether the replay is the same message
+/// (refused by id or by age) or the same complaint in a new message.
+#[tokio::test]
+async fn a_replayed_complaint_leaves_email_switched_back_on() {
+    let server = Server::start(ALL_ON).await;
+    let id = server.sent_email("newsletter").await;
+    let body =
+        json!({"events": [{"delivery_id": id.to_string(), "event": "complained"}]}).to_string();
+    let headers = server.fresh(&body);
+    let (status, answer) = server.callback(&body, Some(&headers)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["unsubscribed"], true, "{answer}");
+    assert_eq!(server.email_choice("newsletter").await, Some(false));
+    let complained_at = server.delivery(id).await.complained_at;
+
+    server.switch_email_on("newsletter").await;
+    assert_eq!(server.email_choice("newsletter").await, Some(true));
+
+    // The very same message again: a duplicate, answered without effect.
+    let (status, answer) = server.callback(&body, Some(&headers)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"duplicate": true, "results": []}));
+    assert_eq!(server.email_choice("newsletter").await, Some(true));
+
+    // The same complaint in a new message (a provider that reports it
+    // twice): applied, but the delivery already had its complaint.
+    let (status, answer) = server.callback(&body, Some(&server.fresh(&body))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["result"], "applied", "{answer}");
+    assert_eq!(answer["results"][0]["unsubscribed"], false, "{answer}");
+    assert_eq!(server.email_choice("newsletter").await, Some(true));
+    assert_eq!(server.delivery(id).await.complained_at, complained_at);
+}
+
+#[tokio::test]
+async fn stale_or_future_callbacks_are_refused() {
+    let server = Server::start(ALL_ON).await;
+    let id = server.sent_email("newsletter").await;
+    let before = server.delivery(id).await;
+    let body =
+        json!({"events": [{"delivery_id": id.to_string(), "event": "complained"}]}).to_string();
+    let now = Timestamp::now().as_second();
+    for (at, distance) in [
+        (now - 3600, "3600 s"),
+        (now - 6 * 60, "360 s"),
+        (now + 6 * 60, "360 s"),
+    ] {
+        let headers = server.sign(&format!("msg_{at}"), at, &body);
+        let (status, answer) = server.callback(&body, Some(&headers)).await;
+        assert_eq!(status, 403, "{at}: {answer}");
+        assert_eq!(answer["error"]["code"], "stale_timestamp", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(distance) && message.contains("300 s"),
+            "{message}"
+        );
+    }
+    assert_eq!(server.delivery(id).await, before);
+    assert_eq!(
+        server.preferences.get(USER).await.unwrap(),
+        UserPreferences::default()
+    );
+    // Within the tolerance, both ways, it acts (a new id each).
+    for at in [now - 4 * 60, now + 4 * 60] {
+        let headers = server.sign(&format!("msg_ok_{at}"), at, &body);
+        let (status, answer) = server.callback(&body, Some(&headers)).await;
+        assert_eq!(status, 200, "{at}: {answer}");
+    }
+    assert_eq!(server.email_choice("newsletter").await, Some(false));
+}
+
+/// A malformed batch does not take its id: the provider's corrected
+/// resend under the same id is applied.
+#[tokio::test]
+async fn a_refused_batch_does_not_take_its_id() {
+    let server = Server::start(ALL_ON).await;
+    let id = server.sent_email("newsletter").await;
+    let now = Timestamp::now().as_second();
+    let bad = json!({"events": [{"delivery_id": id.to_string(), "event": "exploded"}]}).to_string();
+    let (status, answer) = server
+        .callback(&bad, Some(&server.sign("msg_x", now, &bad)))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let good = json!({"events": [{"delivery_id": id.to_string(), "event": "opened"}]}).to_string();
+    let (status, answer) = server
+        .callback(&good, Some(&server.sign("msg_x", now, &good)))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["result"], "applied", "{answer}");
+    // Taken now: the same id is a duplicate whatever its body.
+    let (status, answer) = server
+        .callback(&good, Some(&server.sign("msg_x", now, &good)))
+        .await;
+    assert_eq!(
+        (status, &answer["duplicate"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
 }

@@ -212,7 +212,7 @@ async fn grpc_durations_are_labelled_by_service_method_and_code() {
 /// the program: once at start-up, successfully, on an empty store.
 #[tokio::test]
 async fn every_housekeeping_task_runs_at_start_up() {
-    const TASKS: [&str; 7] = [
+    const TASKS: [&str; 8] = [
         "dedupe",
         "retention",
         "devices",
@@ -220,6 +220,7 @@ async fn every_housekeeping_task_runs_at_start_up() {
         "inbox_changes",
         "trigger_markers",
         "leases",
+        "callback_ids",
     ];
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path()).await;

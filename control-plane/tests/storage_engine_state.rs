@@ -1,9 +1,10 @@
 //! The conformance suite of the engine's small stores: every case runs on
 //! SQLite and on PostgreSQL (`support::Backend`) against the promises of
-//! `control-plane/src/storage/{cursors,digests,pending}.rs`: the feed
+//! `control-plane/src/storage/{cursors,digests,pending,callbacks}.rs`: the feed
 //! cursor survives a restart, due digests come back whole, in due order
 //! and not again once fired, a pending trigger fires once at its time and
 //! never once cancelled, and erasing a user removes that user's rows only.
+//! A callback id is taken once.
 
 #[macro_use]
 mod support;
@@ -297,7 +298,46 @@ async fn a_notification_is_folded_into_one_digest_per_channel(backend: Backend) 
     assert_eq!(digests.prune_folds(ts(10_000)).await.unwrap(), 0);
 }
 
+/// `storage/callbacks.rs`: one taker per id, also when claimed at once;
+/// a released id can be taken again; pruning removes expired ids only.
+async fn a_callback_id_is_taken_once(backend: Backend) {
+    let (_dir, stores) = open(backend).await;
+    let ids = stores.callback_ids.clone();
+    let claims = (0..8).map(|_| {
+        let ids = ids.clone();
+        tokio::spawn(async move { ids.claim("email", "msg_1", ts(300)).await.unwrap() })
+    });
+    let mut taken = 0;
+    for claim in claims {
+        taken += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(
+        taken, 1,
+        "exactly one of the concurrent claims takes the id"
+    );
+    assert!(!ids.claim("email", "msg_1", ts(300)).await.unwrap());
+    assert!(
+        ids.claim("sms", "msg_1", ts(300)).await.unwrap(),
+        "ids are per source"
+    );
+    ids.release("email", "msg_1").await.unwrap();
+    assert!(ids.claim("email", "msg_1", ts(300)).await.unwrap());
+    assert!(ids.claim("email", "msg_2", ts(900)).await.unwrap());
+    assert_eq!(
+        ids.prune(ts(300)).await.unwrap(),
+        0,
+        "not expired before the cutoff"
+    );
+    assert_eq!(ids.prune(ts(301)).await.unwrap(), 2);
+    assert!(
+        ids.claim("email", "msg_1", ts(300)).await.unwrap(),
+        "pruned"
+    );
+    assert!(!ids.claim("email", "msg_2", ts(900)).await.unwrap(), "kept");
+}
+
 on_both_engines!(
+    a_callback_id_is_taken_once,
     a_notification_is_folded_into_one_digest_per_channel,
     the_feed_cursor_survives_a_reopen,
     due_digests_come_back_whole_in_due_order_and_once,

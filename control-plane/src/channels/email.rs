@@ -24,7 +24,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hmac::{Hmac, KeyInit, Mac};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -33,7 +32,6 @@ use lettre::transport::smtp::response::{Response, Severity};
 use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use super::{Channel, ChannelKind, OutboundMessage, Recipient, SendError, SendReceipt};
 use crate::config::ConfigError;
@@ -138,11 +136,24 @@ impl EmailConfig {
     }
 }
 
-/// Checks the signature of an email provider's event callback: the header
-/// `X-Nudge-Signature: sha256=<hex>`, where `<hex>` is HMAC-SHA256 of the
-/// raw request body keyed by `callback_secret` (lowercase or uppercase
-/// hex), compared in constant time. The secret never reaches `Debug`
-/// output.
+/// How far a callback's `webhook-timestamp` may be from this server's
+/// clock, either way: older ones are refused as stale (a captured callback
+/// replayed later), later ones as forged or from a clock far off. Also how
+/// long a callback's `webhook-id` is remembered (see
+/// [`crate::storage::CallbackIdTable`]): a repeat within it is a duplicate,
+/// one after it is stale.
+pub const CALLBACK_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// Authenticates an email provider's event callback the Standard Webhooks
+/// way (<https://www.standardwebhooks.com/>, the scheme of Nudge's own
+/// webhook channel, whose [`super::webhook::sign`] it reuses): headers
+/// `webhook-id` (the message's unique id), `webhook-timestamp` (unix
+/// seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of
+/// "{id}.{timestamp}.{body}">` (several space-separated entries allowed;
+/// any match verifies, compared in constant time). The key is
+/// `callback_secret`: base64-decoded when it is a Standard Webhooks secret
+/// (`whsec_…`), else its bytes as written. The secret never reaches
+/// `Debug` output.
 #[derive(Clone)]
 pub struct EmailCallbackAuth {
     key: std::sync::Arc<[u8]>,
@@ -154,49 +165,79 @@ impl std::fmt::Debug for EmailCallbackAuth {
     }
 }
 
+/// Why a callback's authentication failed (see [`EmailCallbackAuth::verify`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackRefusal {
+    /// A header missing, empty or malformed, or a signature that does not
+    /// match.
+    #[error(
+        "webhook-id, webhook-timestamp and webhook-signature must be present, and \
+         webhook-signature v1,<base64 HMAC-SHA256 of \"{{webhook-id}}.{{webhook-timestamp}}.{{body}}\" \
+         keyed by the configured callback_secret>"
+    )]
+    InvalidSignature,
+    /// Correctly signed, but the timestamp is further than
+    /// [`CALLBACK_TOLERANCE`] from now.
+    #[error(
+        "webhook-timestamp {timestamp} is {distance} s from this server's time {now}; \
+         at most {} s either way are accepted",
+        CALLBACK_TOLERANCE.as_secs()
+    )]
+    StaleTimestamp {
+        timestamp: i64,
+        now: i64,
+        distance: u64,
+    },
+}
+
 impl EmailCallbackAuth {
     pub fn new(secret: &str) -> Self {
+        let key = secret
+            .strip_prefix("whsec_")
+            .and_then(|_| super::webhook::decode_secret(secret))
+            .unwrap_or_else(|| secret.as_bytes().to_vec());
         EmailCallbackAuth {
-            key: std::sync::Arc::from(secret.as_bytes()),
+            key: std::sync::Arc::from(key),
         }
     }
 
-    /// The header value for `body`: `sha256=<lowercase hex>`.
-    pub fn sign(&self, body: &[u8]) -> String {
-        let tag = self.mac(body).finalize().into_bytes();
-        let hex: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
-        format!("sha256={hex}")
+    /// The `webhook-signature` value for a callback (for providers'
+    /// adapters and tests).
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        super::webhook::sign(&self.key, id, timestamp, body)
     }
 
-    /// Whether `header` is the signature of `body`.
-    pub fn verify(&self, body: &[u8], header: &str) -> bool {
-        let Some(hex) = header.trim().strip_prefix("sha256=") else {
-            return false;
+    /// Checks a callback's three headers (as received; `""` when missing)
+    /// against `body` and `now`: the signature first, then the timestamp's
+    /// distance from `now`. Returns the signed timestamp (unix seconds).
+    pub fn verify(
+        &self,
+        id: &str,
+        timestamp: &str,
+        signature: &str,
+        body: &[u8],
+        now: jiff::Timestamp,
+    ) -> Result<i64, CallbackRefusal> {
+        let id = id.trim();
+        let Ok(timestamp) = timestamp.trim().parse::<i64>() else {
+            return Err(CallbackRefusal::InvalidSignature);
         };
-        let Some(tag) = decode_hex(hex) else {
-            return false;
-        };
-        self.mac(body).verify_slice(&tag).is_ok()
+        if id.is_empty()
+            || !super::webhook::verify_with_key(&self.key, id, timestamp, body, signature)
+        {
+            return Err(CallbackRefusal::InvalidSignature);
+        }
+        let now = now.as_second();
+        let distance = now.abs_diff(timestamp);
+        if distance > CALLBACK_TOLERANCE.as_secs() {
+            return Err(CallbackRefusal::StaleTimestamp {
+                timestamp,
+                now,
+                distance,
+            });
+        }
+        Ok(timestamp)
     }
-
-    fn mac(&self, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes any key length");
-        mac.update(body);
-        mac
-    }
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    hex.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let text = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(text, 16).ok()
-        })
-        .collect()
 }
 
 /// Sends email through one SMTP relay.
@@ -512,29 +553,96 @@ mod tests {
     }
 
     #[test]
-    fn callback_signatures_verify_only_their_body() {
+    fn callback_signatures_bind_id_timestamp_and_body() {
         let auth = EmailCallbackAuth::new("0123456789abcdef0123456789abcdef");
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let at = now.as_second();
         let body = br#"{"events":[]}"#;
-        let signature = auth.sign(body);
-        assert!(signature.starts_with("sha256=") && signature.len() == 7 + 64);
-        assert!(auth.verify(body, &signature));
-        assert!(auth.verify(
-            body,
-            &signature.to_uppercase().replace("SHA256=", "sha256=")
-        ));
-        assert!(!auth.verify(br#"{"events":[{}]}"#, &signature));
-        for bad in [
-            "",
-            "sha256=",
-            "sha256=zz",
-            &signature[7..],
-            &signature[..signature.len() - 2],
+        let signature = auth.sign("msg_1", at, body);
+        assert!(signature.starts_with("v1,"), "{signature}");
+        let ts = at.to_string();
+        assert_eq!(auth.verify("msg_1", &ts, &signature, body, now), Ok(at));
+        assert_eq!(
+            auth.verify(
+                " msg_1 ",
+                &format!(" {ts} "),
+                &format!("v1,AAAA {signature}"),
+                body,
+                now
+            ),
+            Ok(at),
+            "surrounding blanks and further signatures are accepted"
+        );
+        let invalid = Err(CallbackRefusal::InvalidSignature);
+        assert_eq!(
+            auth.verify("msg_1", &ts, &signature, br#"{"events":[{}]}"#, now),
+            invalid
+        );
+        assert_eq!(auth.verify("msg_2", &ts, &signature, body, now), invalid);
+        assert_eq!(
+            auth.verify("msg_1", &(at + 1).to_string(), &signature, body, now),
+            invalid
+        );
+        for (id, timestamp, signature) in [
+            ("", ts.as_str(), signature.as_str()),
+            ("msg_1", "", signature.as_str()),
+            ("msg_1", "soon", signature.as_str()),
+            ("msg_1", ts.as_str(), ""),
+            ("msg_1", ts.as_str(), "v1,"),
+            ("msg_1", ts.as_str(), &signature[3..]),
+            ("msg_1", ts.as_str(), "v2,AAAA"),
         ] {
-            assert!(!auth.verify(body, bad), "{bad:?}");
+            assert_eq!(
+                auth.verify(id, timestamp, signature, body, now),
+                invalid,
+                "{id:?} {timestamp:?} {signature:?}"
+            );
         }
         let other = EmailCallbackAuth::new("another secret of at least 32 bytes!");
-        assert!(!other.verify(body, &signature));
+        assert_eq!(other.verify("msg_1", &ts, &signature, body, now), invalid);
         assert!(!format!("{auth:?}").contains("0123"));
+    }
+
+    #[test]
+    fn callback_timestamps_are_checked_both_ways() {
+        let auth = EmailCallbackAuth::new("0123456789abcdef0123456789abcdef");
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let tolerance = i64::try_from(CALLBACK_TOLERANCE.as_secs()).unwrap();
+        let check = |at: i64| {
+            let signature = auth.sign("msg", at, b"{}");
+            auth.verify("msg", &at.to_string(), &signature, b"{}", now)
+        };
+        let now_s = now.as_second();
+        assert_eq!(check(now_s - tolerance), Ok(now_s - tolerance));
+        assert_eq!(check(now_s + tolerance), Ok(now_s + tolerance));
+        for at in [
+            now_s - tolerance - 1,
+            now_s + tolerance + 1,
+            0,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            assert!(
+                matches!(check(at), Err(CallbackRefusal::StaleTimestamp { timestamp, .. }) if timestamp == at),
+                "{at}"
+            );
+        }
+        let message = check(now_s - 3600).unwrap_err().to_string();
+        assert!(
+            message.contains("3600 s") && message.contains("300 s"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_secrets_are_decoded() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let auth = EmailCallbackAuth::new(secret);
+        let key = crate::channels::webhook::decode_secret(secret).unwrap();
+        assert_eq!(
+            auth.sign("msg_1", 1_614_265_330, b"{}"),
+            crate::channels::webhook::sign(&key, "msg_1", 1_614_265_330, b"{}")
+        );
     }
 
     #[test]

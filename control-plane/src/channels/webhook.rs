@@ -111,6 +111,12 @@ pub fn verify_signature(secret: &str, id: &str, timestamp: i64, body: &[u8], hea
     let Some(key) = decode_secret(secret) else {
         return false;
     };
+    verify_with_key(&key, id, timestamp, body, header)
+}
+
+/// [`verify_signature`] with the key bytes already decoded (the email
+/// callbacks' `callback_secret` need not be a `whsec_` secret).
+pub fn verify_with_key(key: &[u8], id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
     header.split_whitespace().any(|entry| {
         let Some(encoded) = entry.strip_prefix("v1,") else {
             return false;
@@ -118,7 +124,7 @@ pub fn verify_signature(secret: &str, id: &str, timestamp: i64, body: &[u8], hea
         let Ok(tag) = BASE64.decode(encoded) else {
             return false;
         };
-        mac(&key, id, timestamp, body).verify_slice(&tag).is_ok()
+        mac(key, id, timestamp, body).verify_slice(&tag).is_ok()
     })
 }
 

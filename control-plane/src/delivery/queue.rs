@@ -364,32 +364,43 @@ impl DeliveryQueue {
     /// A spam complaint about the delivery, from a provider's callback:
     /// sets `complained_at` (the first one is kept) whatever the status,
     /// and, since a complaint proves delivery, moves `Sent` to `Delivered`.
-    /// Switching the user's email off is the caller's part.
-    pub async fn record_complaint(&self, id: Uuid, at: Timestamp) -> Result<Delivery, QueueError> {
-        self.edit(id, |delivery| {
-            let complained = delivery.complained_at.is_none();
-            if complained {
-                delivery.complained_at = Some(at);
-            }
-            let delivered = delivery.status == Status::Sent;
-            if delivered {
-                delivery.status = Status::Delivered;
-                delivery.delivered_at.get_or_insert(at);
-            }
-            if !complained && !delivered {
-                return Ok(Edit::default());
-            }
-            delivery.updated_at = delivery.updated_at.max(at);
-            let mut kinds = Vec::new();
-            if delivered {
-                kinds.push(FactKind::Delivered);
-            }
-            if complained {
-                kinds.push(FactKind::Complained);
-            }
-            Ok(changed(delivery, &kinds, at))
-        })
-        .await
+    /// Switching the user's email off is the caller's part, and only on
+    /// the first complaint: the `bool` is `true` for the one call that
+    /// set `complained_at` (decided under the delivery's row lock, so of
+    /// concurrent calls exactly one sees it), `false` for every repeat.
+    pub async fn record_complaint(
+        &self,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<(Delivery, bool), QueueError> {
+        let mut first = false;
+        let delivery = self
+            .edit(id, |delivery| {
+                let complained = delivery.complained_at.is_none();
+                first = complained;
+                if complained {
+                    delivery.complained_at = Some(at);
+                }
+                let delivered = delivery.status == Status::Sent;
+                if delivered {
+                    delivery.status = Status::Delivered;
+                    delivery.delivered_at.get_or_insert(at);
+                }
+                if !complained && !delivered {
+                    return Ok(Edit::default());
+                }
+                delivery.updated_at = delivery.updated_at.max(at);
+                let mut kinds = Vec::new();
+                if delivered {
+                    kinds.push(FactKind::Delivered);
+                }
+                if complained {
+                    kinds.push(FactKind::Complained);
+                }
+                Ok(changed(delivery, &kinds, at))
+            })
+            .await?;
+        Ok((delivery, first))
     }
 
     /// Records what the recipient did (see the model's module doc): sets

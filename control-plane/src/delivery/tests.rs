@@ -865,13 +865,15 @@ async fn bounces_and_complaints() {
     assert_eq!(kept.last_answer.as_deref(), Some("452 mailbox full"));
 
     // A complaint proves delivery and is recorded once.
-    let complained = queue.record_complaint(soft, t(4)).await.unwrap();
+    let (complained, first) = queue.record_complaint(soft, t(4)).await.unwrap();
+    assert!(first, "the first complaint is reported as such");
     assert_eq!(complained.status, Status::Delivered);
     assert_eq!(complained.complained_at, Some(t(4)));
     assert_eq!(complained.delivered_at, Some(t(4)));
     assert_eq!(
         queue.record_complaint(soft, t(5)).await.unwrap(),
-        complained
+        (complained.clone(), false),
+        "a repeat changes nothing and is not the first"
     );
     // A soft bounce after delivery changes nothing.
     assert_eq!(
@@ -1260,7 +1262,10 @@ async fn refused_transitions_write_no_fact() {
         queue.complete(queued.id, &sent_receipt(), now).await,
         queue.complete(clicked, &sent_receipt(), now).await,
         queue.mark_delivered(Uuid::now_v7(), now).await,
-        queue.record_complaint(Uuid::now_v7(), now).await,
+        queue
+            .record_complaint(Uuid::now_v7(), now)
+            .await
+            .map(|(delivery, _)| delivery),
     ];
     for (index, refusal) in refusals.into_iter().enumerate() {
         assert!(refusal.is_err(), "refusal {index} was accepted");

@@ -20,14 +20,30 @@
 //! `reason` (the provider's words, kept as the last answer) are optional;
 //! other fields are ignored.
 //!
-//! The signature is `X-Nudge-Signature: sha256=<hex HMAC-SHA256 of the raw
-//! body, keyed by callback_secret>` (see
-//! [`crate::channels::email::EmailCallbackAuth`]).
+//! Each request is signed the Standard Webhooks way (the scheme of Nudge's
+//! own webhook channel; see [`crate::channels::email::EmailCallbackAuth`]):
+//! `webhook-id` (the provider's unique id of this message, the same on its
+//! resends), `webhook-timestamp` (unix seconds) and `webhook-signature:
+//! v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`
+//! keyed by `callback_secret` (base64-decoded when it is a `whsec_…`
+//! secret, else its bytes). The earlier `X-Nudge-Signature` (a signature of
+//! the body alone) is no longer accepted: it signed no time and no id, so a
+//! captured callback could be replayed forever.
 //!
 //! # Promises
 //!
 //! * **Only signed callbacks act.** Missing or wrong signature: `403
 //!   invalid_signature`, nothing changes.
+//! * **Only fresh callbacks act.** A `webhook-timestamp` more than
+//!   [`CALLBACK_TOLERANCE`] (5 minutes) before or after this server's
+//!   clock: `403 stale_timestamp`, nothing changes (checked after the
+//!   signature, so the time cannot be forged).
+//! * **Each message acts once.** A `webhook-id` already taken (on any
+//!   replica: the ids are in the database) is answered `200 {"duplicate":
+//!   true, "results": []}` and changes nothing: a provider resending after
+//!   a lost answer is satisfied, and a replay within the tolerance has no
+//!   effect. An id is taken once its batch is well-formed, and given back
+//!   if applying it fails (503), so the provider's resend is applied.
 //! * **A batch is checked whole before anything changes.** Malformed JSON,
 //!   a missing `events` array, an unknown `event`, a bad `timestamp` or
 //!   `delivery_id`, an event with neither id: `400` naming the event's
@@ -41,7 +57,11 @@
 //!   provider retries on its own); `complained` sets `complained_at`,
 //!   counts as delivered, and switches the user's email off for the
 //!   delivery's type, like the unsubscribe link — unless the type is
-//!   critical (then only logged). A late or repeated event changes nothing.
+//!   critical (then only logged). A late or repeated event changes nothing;
+//!   in particular only a delivery's *first* complaint switches email off
+//!   (decided under the delivery's row lock), so a complaint repeated in
+//!   another message never undoes the user turning the type's email back
+//!   on (`"unsubscribed": false` then).
 //! * **The provider hears 200 for every signed, well-formed batch**, with
 //!   one result per event in order: `applied` (recorded, or already so),
 //!   `unknown_message` (no email delivery of that id; not retried), or
@@ -53,10 +73,12 @@
 //! |---|---|---|
 //! | 200 | — | `{"results": [{"index", "delivery", "status", "result", …}]}` |
 //! | 400 | `malformed_json`, `bad_request` | see above |
-//! | 403 | `invalid_signature` | the signature is missing or wrong |
+//! | 200 | — | `{"duplicate": true, "results": []}`: the `webhook-id` was taken already |
+//! | 403 | `invalid_signature` | a `webhook-*` header is missing or malformed, or the signature is wrong |
+//! | 403 | `stale_timestamp` | `webhook-timestamp` is more than 5 minutes from the server's time |
 //! | 413 | — | a body over 1 MiB |
 //! | 503 | `callbacks_disabled` | `[channels.email]` has no `callback_secret` |
-//! | 503 | `store_unavailable` | the delivery queue or preferences failed |
+//! | 503 | `store_unavailable` | the delivery queue, preferences or callback ids failed |
 //!
 //! Provider-reported opens and clicks are recorded whatever the
 //! `[tracking]` switches say: those switch off Nudge's own pixel and
@@ -75,12 +97,15 @@ use uuid::Uuid;
 
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
+use crate::channels::email::{CALLBACK_TOLERANCE, CallbackRefusal};
 use crate::delivery::{Delivery, DeliveryQueue, Engagement, QueueError};
 use crate::engine::SettingsHandle;
 use crate::preferences::{PreferenceError, PreferenceStore};
 use crate::storage::block_on;
 
 const MAX_BODY: usize = 1024 * 1024;
+/// The `source` of this route's ids in the callback id table.
+const SOURCE: &str = "email";
 /// Most events in one callback.
 const MAX_EVENTS: usize = 1000;
 /// Longest `reason` kept; longer ones are cut (on a character boundary).
@@ -166,23 +191,44 @@ async fn email_events(
             "email callbacks are not configured: set callback_secret in [channels.email]",
         ));
     };
-    let signature = headers
-        .get("x-nudge-signature")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if !auth.verify(&body, signature) {
-        tracing::warn!(
-            signed = !signature.is_empty(),
-            "email callback refused: bad signature"
-        );
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_signature",
-            "X-Nudge-Signature is missing or is not sha256=<hex HMAC-SHA256 of the body \
-             keyed by the configured callback_secret>",
-        ));
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    };
+    let (id, signature) = (header("webhook-id").trim(), header("webhook-signature"));
+    let now = Timestamp::now();
+    let signed_at = match auth.verify(id, header("webhook-timestamp"), signature, &body, now) {
+        Ok(signed_at) => signed_at,
+        Err(refusal) => {
+            let code = match refusal {
+                CallbackRefusal::InvalidSignature => "invalid_signature",
+                CallbackRefusal::StaleTimestamp { .. } => "stale_timestamp",
+            };
+            tracing::warn!(
+                signed = !signature.is_empty(),
+                code,
+                "email callback refused: {refusal}"
+            );
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                code,
+                refusal.to_string(),
+            ));
+        }
+    };
+    let events = parse(&body, now)?;
+    // Kept until the signed time is past the tolerance: a replay after
+    // that is refused as stale.
+    let expires_at = Timestamp::from_second(signed_at)
+        .ok()
+        .and_then(|at| at.checked_add(CALLBACK_TOLERANCE).ok())
+        .unwrap_or(now);
+    if !state.callback_ids.claim(SOURCE, id, expires_at).await? {
+        tracing::info!(webhook_id = %id, "email callback already taken; a duplicate changes nothing");
+        return Ok(Json(json!({ "duplicate": true, "results": [] })));
     }
-    let events = parse(&body, Timestamp::now())?;
     let (queue, preferences, settings) = (
         state.queue.clone(),
         state.preferences.clone(),
@@ -199,8 +245,18 @@ async fn email_events(
             })
             .collect::<Result<Vec<Value>, ApiError>>()
     })
-    .await??;
-    Ok(Json(json!({ "results": results })))
+    .await?;
+    match results {
+        Ok(results) => Ok(Json(json!({ "results": results }))),
+        Err(error) => {
+            // Nothing or part of the batch applied: the provider resends
+            // it, and every change is idempotent.
+            if let Err(release) = state.callback_ids.release(SOURCE, id).await {
+                tracing::warn!(webhook_id = %id, error = %release, "cannot give back a failed callback's id; its resend will be taken for a duplicate");
+            }
+            Err(error)
+        }
+    }
 }
 
 /// The body's events, every one checked; the first problem is a 400.
@@ -289,6 +345,7 @@ fn apply(
         return Ok(json!({ "delivery": null, "status": null, "result": "unknown_message" }));
     };
     let reason = event.reason.as_deref();
+    let mut first_complaint = false;
     let changed = match event.kind {
         Kind::Delivered => block_on(queue.mark_delivered(id, event.at)),
         Kind::Bounced => block_on(queue.mark_bounced(
@@ -303,7 +360,12 @@ fn apply(
         )),
         Kind::Opened => block_on(queue.record_engagement(id, Engagement::Opened, event.at)),
         Kind::Clicked => block_on(queue.record_engagement(id, Engagement::Clicked, event.at)),
-        Kind::Complained => block_on(queue.record_complaint(id, event.at)),
+        Kind::Complained => {
+            block_on(queue.record_complaint(id, event.at)).map(|(delivery, first)| {
+                first_complaint = first;
+                delivery
+            })
+        }
     };
     let delivery = match changed {
         Ok(delivery) => delivery,
@@ -324,7 +386,13 @@ fn apply(
     tracing::info!(delivery = %id, kind = ?event.kind, status = %delivery.status, "email callback applied");
     let mut result = json!({ "delivery": id, "status": delivery.status, "result": "applied" });
     if event.kind == Kind::Complained {
-        result["unsubscribed"] = json!(switch_off(preferences, settings, &delivery)?);
+        // Only the delivery's first complaint: a repeat must not undo the
+        // user switching the type's email back on since.
+        let unsubscribed = first_complaint && switch_off(preferences, settings, &delivery)?;
+        if !first_complaint {
+            tracing::info!(delivery = %id, "repeated spam complaint; preferences left as they are");
+        }
+        result["unsubscribed"] = json!(unsubscribed);
     }
     Ok(result)
 }

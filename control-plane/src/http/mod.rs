@@ -97,6 +97,9 @@ pub struct HttpState {
     /// Checks the email provider's event callbacks; `None` without
     /// `[channels.email] callback_secret`.
     pub email_callbacks: Option<crate::channels::email::EmailCallbackAuth>,
+    /// The ids of callbacks already taken, shared by every replica: a
+    /// replayed or resent email callback changes nothing.
+    pub callback_ids: crate::storage::CallbackIdTable,
     /// Users' in-app notifications and their read state.
     pub inbox: crate::inbox::InboxStore,
     /// Verifies end users' tokens; `None` disables `/v1/me/*` (503).
@@ -140,6 +143,7 @@ impl HttpState {
             sms_callbacks: None,
             tracking: None,
             email_callbacks: None,
+            callback_ids: stores.callback_ids.clone(),
             inbox: stores.inbox.clone(),
             user_tokens: None,
             live: LiveStream::default(),

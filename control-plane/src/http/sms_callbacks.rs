@@ -21,6 +21,12 @@
 //!   recorded yet), a change the delivery can no longer take (`delivered`
 //!   after `failed`), a status that is not an outbound message's. Each is
 //!   logged. Only a failing store answers 503.
+//! * **A replay has no effect worth refusing.** Unlike the email
+//!   callbacks (signed id and timestamp, see [`super::email_callbacks`]),
+//!   Twilio's signature covers no time and no id and its format is
+//!   Twilio's: it cannot be extended. A replayed callback can only repeat
+//!   a forward move its delivery already made (statuses never go back),
+//!   and no SMS status touches a preference, so it changes nothing.
 //!
 //! | status | code | when |
 //! |---|---|---|

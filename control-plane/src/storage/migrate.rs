@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0010_replicas.sql"),
         postgres: include_str!("../../migrations/postgres/0010_replicas.sql"),
     },
+    Migration {
+        version: 11,
+        name: "callback_ids",
+        sqlite: include_str!("../../migrations/sqlite/0011_callback_ids.sql"),
+        postgres: include_str!("../../migrations/postgres/0011_callback_ids.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

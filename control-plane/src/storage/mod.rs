@@ -22,11 +22,13 @@
 //! held for digests ([`DigestTable`]) and delayed rule triggers with their
 //! finished markers ([`PendingTable`]); the catalog's API-defined types and
 //! rules ([`CatalogTable`]); the analytics rollups ([`RollupTable`]); who
-//! holds which share of the work among replicas ([`LeaseTable`]).
+//! holds which share of the work among replicas ([`LeaseTable`]); the ids
+//! of provider callbacks already taken ([`CallbackIdTable`]).
 //! Nothing is kept beside the database: a data dir holds the SQLite file
 //! (embedded) or nothing (PostgreSQL). A data dir of an earlier, sled-based
 //! build is refused, not imported (see [`StorageError::OldLayout`]).
 
+mod callbacks;
 mod catalog;
 mod cursors;
 pub(crate) mod database;
@@ -50,6 +52,7 @@ mod wakeups;
 use std::future::Future;
 use std::path::Path;
 
+pub use callbacks::CallbackIdTable;
 pub use catalog::{CatalogKind, CatalogTable, StoredCatalog};
 pub use cursors::CursorTable;
 pub use database::{Database, DatabaseSettings, Engine};
@@ -143,6 +146,9 @@ pub struct Stores {
     /// Who holds what among the replicas on this database (table
     /// `leases`): feed partitions, singleton tasks, heartbeats.
     pub leases: LeaseTable,
+    /// The message ids of provider callbacks already taken (table
+    /// `callback_ids`): replays and resends are recognised by them.
+    pub callback_ids: CallbackIdTable,
 }
 
 impl std::fmt::Debug for Stores {
@@ -177,6 +183,7 @@ impl Stores {
         let rollups = RollupTable::new(database.clone());
         let leases = LeaseTable::new(database.clone());
         leases.clear_if_alone().await?;
+        let callback_ids = CallbackIdTable::new(database.clone());
         Ok(Stores {
             database,
             events,
@@ -191,6 +198,7 @@ impl Stores {
             catalog,
             rollups,
             leases,
+            callback_ids,
         })
     }
 
