@@ -115,6 +115,28 @@ pub struct Config {
     )]
     pub user_token_secret: Option<crate::http::user_auth::UserTokenSecret>,
 
+    /// When set, a user token's `aud` (a string or an array) must name this
+    /// audience.
+    #[arg(
+        long,
+        env = "NUDGE_CP_USER_TOKEN_AUDIENCE",
+        value_name = "NUDGE_CP_USER_TOKEN_AUDIENCE"
+    )]
+    pub user_token_audience: Option<String>,
+
+    /// When set, a user token's `iss` must equal this issuer.
+    #[arg(
+        long,
+        env = "NUDGE_CP_USER_TOKEN_ISSUER",
+        value_name = "NUDGE_CP_USER_TOKEN_ISSUER"
+    )]
+    pub user_token_issuer: Option<String>,
+
+    /// The longest a user token may live (humantime, 1m to 365d):
+    /// `exp - iat`, or `exp - now` for a token without `iat`.
+    #[arg(long, env = "NUDGE_CP_USER_TOKEN_MAX_LIFETIME", value_name = "NUDGE_CP_USER_TOKEN_MAX_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub user_token_max_lifetime: Duration,
+
     /// How long event ids are remembered for dedupe (humantime, e.g. `30d`;
     /// at least 7d).
     #[arg(long, env = "NUDGE_CP_DEDUPE_WINDOW", value_name = "NUDGE_CP_DEDUPE_WINDOW", default_value = "30d", value_parser = humantime::parse_duration)]
@@ -417,6 +439,19 @@ impl Config {
         })
     }
 
+    /// The user-token verifier, with its audience, issuer and lifetime
+    /// rules; `None` without a secret.
+    pub fn user_tokens(&self) -> Option<crate::http::user_auth::UserTokenSecret> {
+        let policy = crate::http::user_auth::TokenPolicy {
+            audience: self.user_token_audience.clone(),
+            issuer: self.user_token_issuer.clone(),
+            max_lifetime: i64::try_from(self.user_token_max_lifetime.as_secs()).unwrap_or(i64::MAX),
+        };
+        self.user_token_secret
+            .clone()
+            .map(|secret| secret.with_policy(policy))
+    }
+
     /// The live stream's connection caps.
     pub fn stream_limits(&self) -> crate::http::StreamLimits {
         crate::http::StreamLimits {
@@ -454,6 +489,29 @@ impl Config {
                     humantime::format_duration(self.dedupe_window)
                 ),
             });
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(365 * 24 * 3600))
+            .contains(&self.user_token_max_lifetime)
+        {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_USER_TOKEN_MAX_LIFETIME",
+                message: format!(
+                    "{} is outside 1m to 365d",
+                    humantime::format_duration(self.user_token_max_lifetime)
+                ),
+            });
+        }
+        let claims = [
+            ("NUDGE_CP_USER_TOKEN_AUDIENCE", &self.user_token_audience),
+            ("NUDGE_CP_USER_TOKEN_ISSUER", &self.user_token_issuer),
+        ];
+        for (setting, value) in claims {
+            if value.as_ref().is_some_and(|value| value.trim().is_empty()) {
+                return Err(ConfigError {
+                    setting,
+                    message: "is set but empty; unset it to accept any".to_owned(),
+                });
+            }
         }
         if self
             .admin_token
@@ -608,6 +666,57 @@ mod tests {
             error.to_string().contains("NUDGE_CP_MAX_DEVICES_PER_USER"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn user_token_rules_are_bounded_and_reach_the_verifier() {
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(
+            defaults.user_token_max_lifetime.as_secs(),
+            crate::http::user_auth::DEFAULT_MAX_LIFETIME_SECONDS as u64
+        );
+        for (args, setting) in [
+            (
+                &["--user-token-max-lifetime", "30s"][..],
+                "NUDGE_CP_USER_TOKEN_MAX_LIFETIME",
+            ),
+            (
+                &["--user-token-max-lifetime", "400d"][..],
+                "NUDGE_CP_USER_TOKEN_MAX_LIFETIME",
+            ),
+            (
+                &["--user-token-audience", " "][..],
+                "NUDGE_CP_USER_TOKEN_AUDIENCE",
+            ),
+            (
+                &["--user-token-issuer", ""][..],
+                "NUDGE_CP_USER_TOKEN_ISSUER",
+            ),
+        ] {
+            let error = parse(args).unwrap().validate().unwrap_err();
+            assert_eq!(error.setting, setting, "{args:?}: {error}");
+        }
+        let config = parse(&[
+            "--user-token-secret",
+            "an-application-secret-of-32-bytes!!",
+            "--user-token-audience",
+            "nudge",
+            "--user-token-max-lifetime",
+            "1h",
+        ])
+        .unwrap();
+        config.validate().unwrap();
+        let tokens = config.user_tokens().unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let token =
+            tokens.sign(&serde_json::json!({"sub": "u", "exp": now + 7200, "aud": "nudge"}));
+        assert!(
+            tokens.verify(&token, now).is_err(),
+            "2 h is over the 1 h set"
+        );
+        let token = tokens.sign(&serde_json::json!({"sub": "u", "exp": now + 600}));
+        assert!(tokens.verify(&token, now).is_err(), "aud is required");
+        assert!(parse(&[]).unwrap().user_tokens().is_none());
     }
 
     #[test]

@@ -271,7 +271,7 @@ pub async fn run(
                 .and_then(channels::email::EmailConfig::callback_auth),
             callback_ids: stores.callback_ids.clone(),
             inbox: engine.inbox.clone(),
-            user_tokens: config.user_token_secret.clone(),
+            user_tokens: config.user_tokens(),
             live: http::LiveStream::new(stop.clone(), config.stream_limits(), metrics.registry())?,
             privacy: privacy.clone(),
             request_duration: metrics.http_request_duration.clone(),

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use nudge_control_plane::event::{Event, EventBody};
-use nudge_control_plane::http::user_auth::UserTokenSecret;
+use nudge_control_plane::http::user_auth::{TokenPolicy, UserTokenSecret};
 use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::inbox::{InboxItem, InboxStore};
 use nudge_control_plane::storage::{EventStore, Stores};
@@ -38,11 +38,16 @@ fn token_for(user: &str) -> String {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(TokenPolicy::default()).await
+    }
+
+    /// A server whose user tokens must follow `policy`.
+    async fn start_with(policy: TokenPolicy) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stores = Stores::open_embedded(dir.path()).await.unwrap();
         let store: EventStore = stores.events.clone();
         let state = HttpState {
-            user_tokens: Some(secret()),
+            user_tokens: Some(secret().with_policy(policy)),
             ..HttpState::standalone(&stores).unwrap()
         };
         let inbox = state.inbox.clone();
@@ -215,6 +220,11 @@ async fn every_route_refuses_missing_expired_and_forged_tokens() {
     let forged: UserTokenSecret = "somebody-else-s-secret-of-32-bytes!".parse().unwrap();
     let forged = forged.sign(&json!({"sub": "u1", "exp": now + 600}));
     let no_exp = secret().sign(&json!({"sub": "u1"}));
+    // Longer than the default maximum of 24 h, with and without iat.
+    let too_long = secret().sign(&json!({"sub": "u1", "iat": now, "exp": now + 2 * 86400}));
+    let too_long_no_iat = secret().sign(&json!({"sub": "u1", "exp": now + 30 * 86400}));
+    // A stream ticket opens the stream and nothing else.
+    let ticket = secret().stream_ticket("u1", now);
     for (method, path, body) in routes() {
         let path = path.replace("{id}", &id(99)).replace("{device}", "d");
         for (label, token) in [
@@ -222,6 +232,9 @@ async fn every_route_refuses_missing_expired_and_forged_tokens() {
             ("expired", Some(expired.as_str())),
             ("forged", Some(forged.as_str())),
             ("without exp", Some(no_exp.as_str())),
+            ("too long-lived", Some(too_long.as_str())),
+            ("too long-lived (no iat)", Some(too_long_no_iat.as_str())),
+            ("stream ticket", Some(ticket.as_str())),
         ] {
             let (status, reply, text) = server
                 .call(method.clone(), &path, token, body.clone())
@@ -237,6 +250,62 @@ async fn every_route_refuses_missing_expired_and_forged_tokens() {
     // Nothing was changed by any of those calls.
     assert_eq!(server.inbox.counts("u1").await.unwrap().unread, 10);
     assert_eq!(server.inbox.counts("u2").await.unwrap().unread, 1);
+}
+
+#[tokio::test]
+async fn audience_and_issuer_are_enforced_when_configured() {
+    let server = Server::start_with(TokenPolicy {
+        audience: Some("nudge-api".to_owned()),
+        issuer: Some("https://app.example".to_owned()),
+        ..TokenPolicy::default()
+    })
+    .await;
+    server.seed().await;
+    let exp = Timestamp::now().as_second() + 600;
+    let iss = "https://app.example";
+    let cases = [
+        (
+            json!({"sub": "u1", "exp": exp, "aud": "nudge-api", "iss": iss}),
+            None,
+        ),
+        (
+            json!({"sub": "u1", "exp": exp, "aud": ["x", "nudge-api"], "iss": iss}),
+            None,
+        ),
+        (json!({"sub": "u1", "exp": exp, "iss": iss}), Some("aud")),
+        (
+            json!({"sub": "u1", "exp": exp, "aud": "other-api", "iss": iss}),
+            Some("aud"),
+        ),
+        (
+            json!({"sub": "u1", "exp": exp, "aud": "nudge-api"}),
+            Some("iss"),
+        ),
+        (
+            json!({"sub": "u1", "exp": exp, "aud": "nudge-api", "iss": "https://evil.example"}),
+            Some("iss"),
+        ),
+    ];
+    for (claims, refused) in cases {
+        let token = secret().sign(&claims);
+        let (status, reply, text) = server
+            .call(
+                Method::GET,
+                "/v1/me/notifications/counts",
+                Some(&token),
+                None,
+            )
+            .await;
+        match refused {
+            None => assert_eq!(status, StatusCode::OK, "{claims}: {text}"),
+            Some(claim) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{claims}: {text}");
+                assert_eq!(reply["error"]["code"], "invalid_token", "{text}");
+                let message = reply["error"]["message"].as_str().unwrap();
+                assert!(message.contains(claim), "{claims}: {message}");
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -433,6 +433,95 @@ async fn assert_closed_with(socket: &mut Socket, code: u16) {
 }
 
 #[tokio::test]
+async fn a_stream_ticket_opens_the_stream_and_nothing_else() {
+    let server = Server::started().await;
+    let client = reqwest::Client::new();
+    let ticket_url = format!("http://{}/v1/me/stream-ticket", server.addr);
+    // Without a bearer token there is no ticket.
+    let reply = client.post(&ticket_url).send().await.unwrap();
+    assert_eq!(reply.status(), 401);
+    let reply = client
+        .post(&ticket_url)
+        .bearer_auth(server.token("u1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.headers()["cache-control"], "no-store");
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["expires_in"], 60);
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+
+    // It opens the WebSocket and SSE of its user, and that user only.
+    let url = format!("ws://{}/v1/me/stream?ticket={ticket}", server.addr);
+    let (mut socket, response) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(response.status(), 101);
+    hello(&next_frame(&mut socket).await);
+    let id = server.add("u1", "for u1").await;
+    change(&next_frame(&mut socket).await, "added", &id);
+    let reply = client
+        .get(format!(
+            "http://{}/v1/me/events?ticket={ticket}",
+            server.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    drop(reply);
+
+    // It is not a user token anywhere else.
+    let reply = client
+        .get(format!("http://{}/v1/me/notifications", server.addr))
+        .bearer_auth(&ticket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    let body: Value = reply.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stream ticket"),
+        "{body}"
+    );
+    let reply = client
+        .post(&ticket_url)
+        .bearer_auth(&ticket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401, "a ticket does not buy another ticket");
+
+    // Expired, forged, or a user token in its place: no upgrade.
+    let now = Timestamp::now().as_second();
+    let expired = server.secret.stream_ticket("u1", now - 120);
+    let other: UserTokenSecret = "somebody-else-s-secret-of-32-bytes!".parse().unwrap();
+    let forged = other.stream_ticket("u1", now);
+    let token = server.token("u1");
+    for (label, bad) in [
+        ("expired", &expired),
+        ("forged", &forged),
+        ("user token", &token),
+    ] {
+        let url = format!("ws://{}/v1/me/stream?ticket={bad}", server.addr);
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401, "{label}")
+            }
+            other => panic!("{label}: expected 401, got {other:?}"),
+        }
+        let reply = client
+            .get(format!("http://{}/v1/me/events?ticket={bad}", server.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 401, "{label}");
+    }
+}
+
+#[tokio::test]
 async fn without_a_valid_token_there_is_no_upgrade() {
     let server = Server::started().await;
     let expired = server

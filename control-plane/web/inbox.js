@@ -254,10 +254,16 @@
       if (connection) connection.close();
     }
 
-    streamUrl(path, ws) {
+    /**
+     * The stream's URL with a fresh stream ticket (POST /v1/me/stream-ticket,
+     * good for a minute): the user's token never goes into a URL, where
+     * access logs and proxies would keep it.
+     */
+    async streamUrl(path, ws) {
+      const { ticket } = await this.request('POST', '/v1/me/stream-ticket');
       const url = new URL(API + path);
       if (ws) url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-      url.searchParams.set('access_token', this.token || '');
+      url.searchParams.set('ticket', ticket);
       if (this.cursor !== null && this.cursor !== undefined) url.searchParams.set('cursor', String(this.cursor));
       return url.href;
     }
@@ -273,35 +279,63 @@
       this.startPolling();
     }
 
-    openWebSocket() {
+    /**
+     * A connection that first fetches its ticket, then calls `open(href,
+     * connection)`, which returns what `close()` closes. Closed before the
+     * ticket arrives, it never opens.
+     */
+    openLive(path, ws, open) {
       this.setTransport('connecting');
-      const socket = new WebSocket(this.streamUrl('/v1/me/stream', true));
-      const connection = { hello: false, close: () => socket.close() };
-      this.connection = connection;
-      socket.onmessage = (event) => this.onFrame(connection, event.data, 'websocket');
-      socket.onclose = () => {
-        if (this.connection !== connection) return;
-        this.connection = null;
-        this.lost(connection);
+      const connection = {
+        hello: false,
+        target: null,
+        close() {
+          if (this.target) this.target.close();
+        },
       };
+      this.connection = connection;
+      this.streamUrl(path, ws).then(
+        (href) => {
+          if (this.connection !== connection) return;
+          connection.target = open(href, connection);
+        },
+        () => {
+          if (this.connection !== connection) return;
+          this.connection = null;
+          this.lost(connection);
+        },
+      );
+    }
+
+    openWebSocket() {
+      this.openLive('/v1/me/stream', true, (href, connection) => {
+        const socket = new WebSocket(href);
+        socket.onmessage = (event) => this.onFrame(connection, event.data, 'websocket');
+        socket.onclose = () => {
+          if (this.connection !== connection) return;
+          this.connection = null;
+          this.lost(connection);
+        };
+        return socket;
+      });
     }
 
     openEventSource() {
-      this.setTransport('connecting');
-      const source = new EventSource(this.streamUrl('/v1/me/events', false));
-      const connection = { hello: false, close: () => source.close() };
-      this.connection = connection;
-      const onMessage = (event) => this.onFrame(connection, event.data, 'sse');
-      source.onmessage = onMessage;
-      for (const type of ['hello', 'change', 'reset']) source.addEventListener(type, onMessage);
-      source.onerror = () => {
-        // EventSource would retry by itself from its first URL; retry here
-        // instead, from the last cursor, with backoff.
-        source.close();
-        if (this.connection !== connection) return;
-        this.connection = null;
-        this.lost(connection);
-      };
+      this.openLive('/v1/me/events', false, (href, connection) => {
+        const source = new EventSource(href);
+        const onMessage = (event) => this.onFrame(connection, event.data, 'sse');
+        source.onmessage = onMessage;
+        for (const type of ['hello', 'change', 'reset']) source.addEventListener(type, onMessage);
+        source.onerror = () => {
+          // EventSource would retry by itself from its first URL; retry here
+          // instead, from the last cursor and with a new ticket, with backoff.
+          source.close();
+          if (this.connection !== connection) return;
+          this.connection = null;
+          this.lost(connection);
+        };
+        return source;
+      });
     }
 
     /** A connection ended: retry it, or fall back to the next transport. */

@@ -68,7 +68,12 @@ async function eventually(what, fn, limit = WAIT) {
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
 const problems = [];
+// Every URL the pages asked for, WebSockets included: the user's token
+// must never be in one (access logs keep URLs); the stream uses a ticket.
+const urls = [];
 function watch(page, name) {
+  page.on('request', (request) => urls.push(request.url()));
+  page.on('websocket', (socket) => urls.push(socket.url()));
   page.on('pageerror', (error) => problems.push(`${name}: page error: ${error.message}`));
   page.on('console', (msg) => {
     if (msg.type() === 'error' && !(msg.location().url || '').endsWith('/favicon.ico')) problems.push(`${name}: console error: ${msg.text()}`);
@@ -205,6 +210,14 @@ try {
   check(box && box.x >= 0 && box.x + box.width <= 375, `the dropdown fits a phone: ${JSON.stringify(box)}`);
   await page.keyboard.press('Escape');
   step('the dropdown fits a 375px screen');
+
+  // A URL's fragment (`/inbox#access_token=…`) never leaves the browser;
+  // its query does.
+  const leaked = urls.filter((url) => new URL(url).search.includes('access_token') || url.includes(TOKEN.split('.')[2]) && !url.includes('#'));
+  check(leaked.length === 0, `no request URL carries the user's token:\n${leaked.join('\n')}`);
+  const streams = urls.filter((url) => /\/v1\/me\/(stream|events)\?/.test(url));
+  check(streams.length > 0 && streams.every((url) => new URL(url).searchParams.has('ticket')), `the live stream opens with a ticket: ${streams.join(' ')}`);
+  step(`no URL carried the token (${urls.length} requests); ${streams.length} stream(s) opened with a ticket`);
 
   check(problems.length === 0, `no page errors or CSP violations:\n${problems.join('\n')}`);
   step('all checks passed');

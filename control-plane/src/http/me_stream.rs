@@ -5,8 +5,10 @@
 //! * `GET /v1/me/events` — the same as Server-Sent Events, for clients that
 //!   cannot open a WebSocket (each frame is one `data:` line).
 //!
-//! Both take the token as a bearer header or `?access_token=` (browsers
-//! cannot set headers on either), and `?cursor=<seq>` to resume; SSE also
+//! Both take a bearer header or, since browsers cannot set headers on
+//! either, `?ticket=` — a one-minute stream ticket from
+//! `POST /v1/me/stream-ticket` (see `user_auth`) — or, discouraged because
+//! access logs keep it, the user's token as `?access_token=`; and `?cursor=<seq>` to resume; SSE also
 //! honours `Last-Event-ID`, which EventSource sends by itself when it
 //! reconnects, and which wins over `cursor`. Frames:
 //!
@@ -58,7 +60,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::Stream;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
@@ -245,6 +247,7 @@ pub fn router() -> Router<HttpState> {
     Router::new()
         .route("/stream", get(websocket))
         .route("/events", get(sse))
+        .route("/stream-ticket", post(super::user_auth::stream_ticket))
 }
 
 // ---------------------------------------------------------------------------

@@ -182,6 +182,16 @@ spec:
               # Optional in an existing Secret: without it the browser API stays off.
               optional: {{ not (empty $cp.existingSecret) }}
         {{- end }}
+        {{- with $cp.userTokenAudience }}
+        - name: NUDGE_CP_USER_TOKEN_AUDIENCE
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with $cp.userTokenIssuer }}
+        - name: NUDGE_CP_USER_TOKEN_ISSUER
+          value: {{ . | quote }}
+        {{- end }}
+        - name: NUDGE_CP_USER_TOKEN_MAX_LIFETIME
+          value: {{ $cp.userTokenMaxLifetime | quote }}
         {{- if $cp.engineConfig.enabled }}
         - name: NUDGE_CP_CONFIG
           value: {{ printf "%s/%s" $cp.engineConfig.mountPath $cp.engineConfig.fileName | quote }}
