@@ -174,12 +174,20 @@ impl Drop for Server {
     }
 }
 
-/// The next JSON text frame (pings are answered by the client library).
+/// The next JSON text frame (pings are answered by the client library)
+/// within [`WAIT`].
 async fn next_frame(socket: &mut Socket) -> Value {
+    next_frame_within(socket, WAIT).await
+}
+
+/// The next JSON text frame within `limit`: one deadline for the whole
+/// wait, so the server's pings cannot extend it.
+async fn next_frame_within(socket: &mut Socket, limit: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let message = tokio::time::timeout(WAIT, socket.next())
+        let message = tokio::time::timeout_at(deadline, socket.next())
             .await
-            .expect("a frame within 5 s")
+            .expect("a frame before the deadline")
             .expect("the stream is open")
             .expect("a good frame");
         match message {
@@ -829,24 +837,9 @@ mod across_replicas {
         }
     }
 
-    /// The next JSON text frame within [`DEADLINE`] (one deadline for the
-    /// whole wait: the server's pings, every 25 s, must not extend it).
+    /// The next JSON text frame within [`DEADLINE`].
     async fn next_frame(socket: &mut Socket) -> Value {
-        use futures::StreamExt as _;
-        use tokio_tungstenite::tungstenite::Message;
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let message = tokio::time::timeout_at(deadline, socket.next())
-                .await
-                .expect("a frame before the deadline")
-                .expect("the stream is open")
-                .expect("a good frame");
-            match message {
-                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
+        super::next_frame_within(socket, DEADLINE).await
     }
 
     fn seq(frame: &Value) -> u64 {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use nudge_e2e::http::{client as http_client, post_bytes};
 use nudge_e2e::metrics::metric_value;
 use nudge_e2e::{Agent, ControlPlane};
-use support::load::{LoadSpec, Outcome, Progress, event, run_clients};
+use support::load::{LoadSpec, Outcome, Progress, event, run_clients, wait_for_acks};
 use support::{
     DEADLINE, assert_delivered_exactly_once, binary, installed_tool, run_to_exit, setup,
     wait_until, wait_until_within, workspace_dir,
@@ -45,14 +45,6 @@ fn spawn_clients(
     let spec = spec.clone();
     let progress = progress.clone();
     tokio::spawn(async move { run_clients(&spec, clients, progress).await })
-}
-
-async fn wait_for_acks(progress: &Progress, at_least: usize) {
-    wait_until(
-        &format!("clients have {at_least} acknowledged events"),
-        || async { progress.acked.load(Ordering::Relaxed) >= at_least },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

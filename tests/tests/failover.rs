@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use nudge_e2e::metrics::metric_value;
 use nudge_e2e::{Agent, ControlPlane};
-use support::load::{LoadSpec, Progress, run_clients};
+use support::load::{LoadSpec, Progress, run_clients, wait_for_acks};
 use support::{assert_delivered_exactly_once, setup, wait_until};
 
 /// New events a control-plane process stored since it started.
@@ -27,14 +27,6 @@ async fn ingested(control_plane: &ControlPlane) -> f64 {
 
 async fn agent_metric(agent: &Agent, name: &str, label: Option<&str>) -> f64 {
     metric_value(&agent.metrics().await.unwrap(), name, label).unwrap_or(0.0)
-}
-
-async fn wait_for_acks(progress: &Progress, at_least: usize) {
-    wait_until(
-        &format!("clients have {at_least} acknowledged events"),
-        || async { progress.acked.load(Ordering::Relaxed) >= at_least },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

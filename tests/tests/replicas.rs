@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use nudge_e2e::metrics::metric_value;
 use nudge_e2e::postgres::{Cluster, fresh_database};
 use nudge_e2e::{Agent, ControlPlane};
 use support::load::{LoadSpec, Progress, run_clients};
@@ -70,13 +71,11 @@ async fn scalar(database: &sqlx::PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(database).await.unwrap()
 }
 
-/// The sum of `name` (with `label`, if given) in a replica's scrape.
-async fn metric(control_plane: &ControlPlane, name: &str, label: &str) -> f64 {
+/// The sum of `name` (only samples with `label`, if given) in a
+/// replica's scrape; 0 when absent.
+async fn metric(control_plane: &ControlPlane, name: &str, label: Option<&str>) -> f64 {
     let text = control_plane.metrics().await.unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(name) && line.contains(label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_value(&text, name, label).unwrap_or(0.0)
 }
 
 /// Three replicas on `database_url` with quick handovers, started; `env`
@@ -117,8 +116,13 @@ async fn wait_until_the_feed_is_owned(replicas: &[ControlPlane]) {
         let mut held = 0.0;
         let mut unowned = 0.0;
         for replica in replicas {
-            held += metric(replica, "nudge_cp_leases_held", "feed_partition").await;
-            unowned += metric(replica, "nudge_cp_feed_partitions_unowned", "").await;
+            held += metric(
+                replica,
+                "nudge_cp_leases_held",
+                Some("kind=\"feed_partition\""),
+            )
+            .await;
+            unowned += metric(replica, "nudge_cp_feed_partitions_unowned", None).await;
         }
         held == 32.0 && unowned == 0.0
     })

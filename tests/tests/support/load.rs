@@ -232,3 +232,13 @@ pub fn answered_ids(reply: &Reply, batch: bool) -> Vec<String> {
         vec![as_string(&reply.body["messageId"])]
     }
 }
+
+/// Waits until the clients of `progress` have `at_least` acknowledged
+/// events between them.
+pub async fn wait_for_acks(progress: &Progress, at_least: usize) {
+    super::wait_until(
+        &format!("clients have {at_least} acknowledged events"),
+        || async { progress.acked.load(Ordering::Relaxed) >= at_least },
+    )
+    .await;
+}
