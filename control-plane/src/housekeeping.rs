@@ -5,7 +5,8 @@
 //!
 //! | task | every | removes |
 //! |---|---|---|
-//! | `dedupe` | 1 h | event ids older than the dedupe window (`NUDGE_CP_DEDUPE_WINDOW`); refreshes the store-size gauges |
+//! | `partitions` | 1 h | nothing: makes the time partitions of events and event ids for the coming weeks (PostgreSQL; `storage::partitions`) |
+//! | `dedupe` | 1 h | event ids older than the dedupe window (`NUDGE_CP_DEDUPE_WINDOW`; on PostgreSQL by whole weeks); refreshes the store-size gauges |
 //! | `retention` | 1 h | `[retention]`: old events; old notifications with their deliveries, inbox items and digest folds; long attempt logs |
 //! | `devices` | 6 h | `[devices]`: deactivates stale devices, deletes long-deactivated ones |
 //! | `idempotency_keys` | 1 h | notify idempotency keys past their 48 h window |
@@ -321,7 +322,15 @@ pub fn standard(
         // timestamp check refuses those callbacks long before.
         async move { callback_table.prune(cutoff(now, HOURLY)).await }
     });
+    let partition_events = stores.events.clone();
+    let partitions = Job::new("partitions", HOURLY, move |now| {
+        let events = partition_events.clone();
+        // Makes partitions, removes nothing: old ones go with the
+        // `dedupe` and `retention` passes.
+        async move { events.ensure_partitions(now).await.map(|_made| 0) }
+    });
     Ok(Housekeeping::new(metrics.registry())?
+        .with(partitions)
         .with(dedupe)
         .with(retention)
         .with(devices)

@@ -212,7 +212,8 @@ async fn grpc_durations_are_labelled_by_service_method_and_code() {
 /// the program: once at start-up, successfully, on an empty store.
 #[tokio::test]
 async fn every_housekeeping_task_runs_at_start_up() {
-    const TASKS: [&str; 8] = [
+    const TASKS: [&str; 9] = [
+        "partitions",
         "dedupe",
         "retention",
         "devices",

@@ -498,7 +498,10 @@ mod across_processes {
     ) -> (Stores, watch::Receiver<u64>) {
         let reader = open(settings, dir).await;
         let mut feed = reader.events.appended();
-        woken(&mut feed, "the listener's first connect").await;
+        // It may have connected (and woken once) before `open` returned.
+        if *feed.borrow_and_update() == 0 {
+            woken(&mut feed, "the listener's first connect").await;
+        }
         (reader, feed)
     }
 
@@ -567,5 +570,203 @@ mod across_processes {
             .await
             .unwrap();
         woken(&mut feed, "an ingest after the reconnect").await;
+    }
+}
+
+/// Weekly partitions of `events` and `event_ids` on PostgreSQL
+/// (`storage/partitions.rs`): rows of a week live in its partition, and
+/// retention and the dedupe window drop whole weeks.
+mod postgres_partitions {
+    use jiff::Timestamp;
+    use nudge_control_plane::storage::{StorageMetrics, Stores};
+    use sqlx::Connection;
+
+    use super::track;
+
+    /// Monday 7 December 2026, 00:00 UTC, and days from it.
+    fn day(days: i64) -> Timestamp {
+        let monday: Timestamp = "2026-12-07T00:00:00Z".parse().unwrap();
+        monday
+            .checked_add(jiff::SignedDuration::from_hours(24 * days))
+            .unwrap()
+    }
+
+    async fn open() -> (tempfile::TempDir, Stores, sqlx::PgConnection) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = nudge_e2e::postgres::fresh_database().await;
+        let settings = nudge_control_plane::storage::DatabaseSettings {
+            location: url.parse().unwrap(),
+            pool_size: 4,
+            connect_timeout: std::time::Duration::from_secs(10),
+        };
+        let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
+            .await
+            .unwrap();
+        let sql = sqlx::PgConnection::connect(&url).await.unwrap();
+        (dir, stores, sql)
+    }
+
+    /// The partition each stored row sits in, by its user (events; each
+    /// test event has a user of its own) or id (event ids).
+    async fn homes(sql: &mut sqlx::PgConnection, table: &str) -> Vec<(String, String)> {
+        let key = if table == "events" { "user_id" } else { "id" };
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {key}, tableoid::regclass::text FROM {table} ORDER BY 1"
+        )))
+        .fetch_all(sql)
+        .await
+        .unwrap()
+    }
+
+    async fn exists(sql: &mut sqlx::PgConnection, name: &str) -> bool {
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(name)
+            .fetch_one(sql)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_and_the_dedupe_window_drop_whole_weeks() {
+        let (_dir, stores, mut sql) = open().await;
+        let events = &stores.events;
+        // The weeks of 7 and 14 December made ahead of time (as on 7 December).
+        events.ensure_partitions(day(0)).await.unwrap();
+        assert!(exists(&mut sql, "events_p20261207").await);
+        assert!(exists(&mut sql, "event_ids_p20261214").await);
+        assert!(
+            exists(&mut sql, "events_p20261221").await,
+            "two weeks ahead"
+        );
+        assert_eq!(
+            events.ensure_partitions(day(0)).await.unwrap(),
+            0,
+            "idempotent"
+        );
+
+        events
+            .ingest(vec![
+                track("mon", "mon", day(0)),
+                track("sun", "sun", day(6)),
+                track("next", "next", day(7)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            homes(&mut sql, "events").await,
+            [
+                ("mon".to_owned(), "events_p20261207".to_owned()),
+                ("next".to_owned(), "events_p20261214".to_owned()),
+                ("sun".to_owned(), "events_p20261207".to_owned()),
+            ]
+        );
+        assert_eq!(
+            homes(&mut sql, "event_ids").await[0].1,
+            "event_ids_p20261207"
+        );
+
+        // A cutoff inside a week keeps that week whole.
+        assert_eq!(events.prune_events(day(6)).await.unwrap(), 0);
+        assert_eq!(events.event_count().await.unwrap(), 3);
+        // At its end, the week goes, as a table: its rows and the count.
+        assert_eq!(events.prune_events(day(7)).await.unwrap(), 2);
+        assert!(!exists(&mut sql, "events_p20261207").await);
+        assert_eq!(events.event_count().await.unwrap(), 1);
+        let left: Vec<String> = events
+            .events_after(None, 10)
+            .await
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|event| event.id)
+            .collect();
+        assert_eq!(left, ["next"]);
+
+        // Dedupe entries alike: while the week is kept, a resend is a
+        // duplicate; once it is dropped, the id is new again.
+        assert_eq!(events.prune_dedupe(day(6)).await.unwrap(), 0);
+        let resent = events
+            .ingest(vec![track("mon", "mon", day(8))])
+            .await
+            .unwrap();
+        assert_eq!((resent.stored, resent.duplicates), (0, 1));
+        assert_eq!(events.prune_dedupe(day(7)).await.unwrap(), 2);
+        assert!(!exists(&mut sql, "event_ids_p20261207").await);
+        assert_eq!(events.dedupe_count().await.unwrap(), 1);
+        let after_window = events
+            .ingest(vec![track("mon", "mon", day(8))])
+            .await
+            .unwrap();
+        assert_eq!((after_window.stored, after_window.duplicates), (1, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_no_week_covers_wait_in_the_default_partition() {
+        let (_dir, stores, mut sql) = open().await;
+        let events = &stores.events;
+        events.ensure_partitions(day(0)).await.unwrap();
+        // Five weeks ahead: no partition yet (a clock far off, or
+        // housekeeping stopped for weeks).
+        events
+            .ingest(vec![
+                track("far", "far", day(35)),
+                track("near", "near", day(1)),
+            ])
+            .await
+            .unwrap();
+        let homes = homes(&mut sql, "events").await;
+        assert_eq!(homes[0], ("far".to_owned(), "events_default".to_owned()));
+        assert_eq!(homes[1], ("near".to_owned(), "events_p20261207".to_owned()));
+        // That week is not made later: its row would be stranded.
+        events.ensure_partitions(day(35)).await.unwrap();
+        assert!(!exists(&mut sql, "events_p20270111").await);
+        assert!(
+            exists(&mut sql, "events_p20270118").await,
+            "the week after is"
+        );
+        // The default partition's old rows go by row, by exact time.
+        assert_eq!(
+            events.prune_events(day(35)).await.unwrap(),
+            1,
+            "only `near`'s week"
+        );
+        assert_eq!(
+            events
+                .prune_events(
+                    day(35)
+                        .checked_add(jiff::SignedDuration::from_secs(1))
+                        .unwrap()
+                )
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(events.event_count().await.unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_week_detached_by_a_stopped_pass_is_dropped_by_the_next() {
+        let (_dir, stores, mut sql) = open().await;
+        let events = &stores.events;
+        events.ensure_partitions(day(0)).await.unwrap();
+        events
+            .ingest(vec![track("a", "a", day(1)), track("b", "b", day(2))])
+            .await
+            .unwrap();
+        // What a pass that stopped between its two transactions leaves.
+        sqlx::raw_sql("ALTER TABLE events DETACH PARTITION events_p20261207")
+            .execute(&mut sql)
+            .await
+            .unwrap();
+        assert_eq!(events.prune_events(day(0)).await.unwrap(), 2);
+        assert!(!exists(&mut sql, "events_p20261207").await);
+        assert_eq!(events.event_count().await.unwrap(), 0);
+        // A table that only looks like a week of ours is left alone.
+        sqlx::raw_sql("CREATE TABLE events_p20261207_copy (id int)")
+            .execute(&mut sql)
+            .await
+            .unwrap();
+        events.prune_events(day(30)).await.unwrap();
+        assert!(exists(&mut sql, "events_p20261207_copy").await);
     }
 }

@@ -1,10 +1,11 @@
 //! Events, the dedupe window, profiles and erasure tombstones in SQL.
 //!
-//! # Tables (migration 0001)
+//! # Tables (migration 0001; on PostgreSQL `events` and `event_ids` are
+//! partitioned by week since migration 0012, see `partitions`)
 //!
 //! | table | key | what |
 //! |---|---|---|
-//! | `events` | `seq` (ingest order) | `user_id`, `ingested_at`, the [`Event`] as JSON |
+//! | `events` | `seq` (ingest order) | `user_id`, `ingested_at`, the [`Event`] as deflated JSON (`payload`) |
 //! | `event_ids` | event id | `ingested_at`: the dedupe window |
 //! | `profiles` | user id | merged identify traits (JSON), `updated_at` |
 //! | `erased_users` | user id | `erased_at`: the tombstone |
@@ -21,8 +22,10 @@
 //!   outcome; when that transaction fails, every call in it fails.
 //! * **Idempotent by id** while the id is in the dedupe window: an id
 //!   already in `event_ids` is a duplicate (checked under the writer lock,
-//!   its primary key the backstop), so a resend, or the same id twice in
-//!   one call, is stored once and reported as a duplicate.
+//!   which is what keeps an id once: on PostgreSQL the table's primary key
+//!   is (id, ingested_at), unique within a week's partition only), so a
+//!   resend, or the same id twice in one call, is stored once and reported
+//!   as a duplicate.
 //! * **Durable before it returns**: `ingest` returns after the commit
 //!   (SQLite: WAL with `synchronous = FULL`; PostgreSQL: the commit), so a
 //!   caller may ack. A duplicate points at an event that committed earlier.
@@ -37,7 +40,8 @@
 //!   and drops the user's events, reporting them as
 //!   [`IngestOutcome::erased`]. Only `user_id` is checked.
 //! * Retention and the dedupe window delete in chunks, so ingest waits at
-//!   most one chunk.
+//!   most one chunk; on PostgreSQL they drop whole weekly partitions
+//!   instead (see `partitions`), deleting rows only from the default one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -47,7 +51,9 @@ use sqlx::{QueryBuilder, Row};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::StorageError;
-use super::database::{Database, Engine, begin_write, with_pool};
+use super::database::{Database, Engine, Pool, begin_write, with_pool};
+use super::partitions::{PartitionedTable, Partitions};
+use super::payload;
 use super::tombstones::{distinct, lock_user_for_erasure};
 use super::wakeups::{EVENTS_CHANNEL, Listening, listen};
 use crate::event::{
@@ -167,7 +173,7 @@ impl EventStore {
         // writer is one task.
         let encoded = events
             .iter()
-            .map(serde_json::to_vec)
+            .map(payload::encode)
             .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         let closed = || StorageError::Unavailable("the event store is closed".to_owned());
@@ -312,8 +318,16 @@ impl EventStore {
     }
 
     /// Forgets dedupe entries of events ingested before `older_than` and
-    /// returns how many it removed. The events themselves stay.
+    /// returns how many it removed. The events themselves stay. On
+    /// PostgreSQL whole 7-day partitions go (see `partitions`): an entry
+    /// is kept until its week is older than `older_than`.
     pub async fn prune_dedupe(&self, older_than: Timestamp) -> Result<u64, StorageError> {
+        if let Pool::Postgres(pool) = self.shared.database.pool() {
+            let _timer = self.shared.database.metrics().time("prune_dedupe");
+            return Partitions::new(pool)
+                .drop_before(PartitionedTable::EventIds, older_than)
+                .await;
+        }
         let cutoff = older_than.as_millisecond();
         self.delete_in_chunks(
             "prune_dedupe",
@@ -327,8 +341,16 @@ impl EventStore {
 
     /// Retention: removes events ingested before `older_than`, oldest
     /// first, and returns how many. Profiles stay; dedupe entries follow
-    /// their own window.
+    /// their own window. On PostgreSQL whole 7-day partitions go (see
+    /// `partitions`): an event is kept until its week is older than
+    /// `older_than`.
     pub async fn prune_events(&self, older_than: Timestamp) -> Result<u64, StorageError> {
+        if let Pool::Postgres(pool) = self.shared.database.pool() {
+            let _timer = self.shared.database.metrics().time("prune_events");
+            return Partitions::new(pool)
+                .drop_before(PartitionedTable::Events, older_than)
+                .await;
+        }
         // `ingested_at` is our own clock and grows with `seq`, so the events
         // to remove are those before the first one inside the limit (a
         // clock step back only delays a removal). With none inside it, the
@@ -353,6 +375,16 @@ impl EventStore {
             "events",
         )
         .await
+    }
+
+    /// Makes the time partitions of the coming weeks (PostgreSQL; see
+    /// `partitions`); how many it made. Nothing to do on SQLite.
+    pub async fn ensure_partitions(&self, now: Timestamp) -> Result<u64, StorageError> {
+        let Pool::Postgres(pool) = self.shared.database.pool() else {
+            return Ok(0);
+        };
+        let _timer = self.shared.database.metrics().time("partitions_ensure");
+        Partitions::new(pool).ensure(now).await
     }
 
     /// How many events are stored.
@@ -759,10 +791,10 @@ fn cursor_value(after: Option<Cursor>) -> i64 {
 fn decode_rows(rows: Vec<(i64, Vec<u8>)>) -> Result<(Vec<Event>, Vec<Cursor>), StorageError> {
     let mut events = Vec::with_capacity(rows.len());
     let mut cursors = Vec::with_capacity(rows.len());
-    for (seq, payload) in rows {
+    for (seq, stored) in rows {
         let seq = u64::try_from(seq)
             .map_err(|_| StorageError::Corrupt(format!("negative event sequence {seq}")))?;
-        events.push(serde_json::from_slice(&payload)?);
+        events.push(payload::decode(&stored)?);
         cursors.push(Cursor(seq));
     }
     Ok((events, cursors))

@@ -103,6 +103,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0011_callback_ids.sql"),
         postgres: include_str!("../../migrations/postgres/0011_callback_ids.sql"),
     },
+    Migration {
+        version: 12,
+        name: "event_partitions",
+        sqlite: include_str!("../../migrations/sqlite/0012_event_partitions.sql"),
+        postgres: include_str!("../../migrations/postgres/0012_event_partitions.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

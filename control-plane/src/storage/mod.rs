@@ -43,6 +43,8 @@ mod metrics;
 mod migrate;
 mod notifications;
 mod parked;
+mod partitions;
+mod payload;
 mod pending;
 mod preferences;
 mod rollups;
@@ -51,6 +53,8 @@ mod wakeups;
 
 use std::future::Future;
 use std::path::Path;
+
+use jiff::Timestamp;
 
 pub use callbacks::CallbackIdTable;
 pub use catalog::{CatalogKind, CatalogTable, StoredCatalog};
@@ -170,6 +174,12 @@ impl Stores {
         refuse_sled_only_data_dir(settings, data_dir)?;
         let database = Database::open(settings, metrics).await?;
         let events = EventStore::new(database.clone());
+        // Rows of this week land in a partition of their own from the
+        // first ingest (PostgreSQL); housekeeping keeps the next ones
+        // made. Failing here only leaves rows in the default partition.
+        if let Err(error) = events.ensure_partitions(Timestamp::now()).await {
+            tracing::warn!(%error, "could not make the event partitions of the coming weeks");
+        }
         let notifications = NotificationStore::new(database.clone());
         let deliveries = crate::delivery::DeliveryQueue::new(DeliveryTable::new(database.clone()));
         let preferences =

@@ -112,6 +112,11 @@ pub struct StorageReport {
     pub ingest_per_sec: f64,
     pub bare_per_sec: f64,
     pub disk_bytes_per_event: f64,
+    /// The database's own files per event: PostgreSQL's tables, indexes
+    /// and TOAST (`pg_database_size`, without the WAL, which is recycled
+    /// and bounded by `max_wal_size` whatever the store holds); SQLite's
+    /// data dir, as `disk_bytes_per_event`.
+    pub database_bytes_per_event: f64,
     pub control_plane_rss: u64,
 }
 
@@ -124,6 +129,7 @@ impl StorageReport {
             "bare_write_events_per_sec": self.bare_per_sec,
             "ingest_share_of_bare": self.ingest_per_sec / self.bare_per_sec.max(1.0),
             "disk_bytes_per_event": self.disk_bytes_per_event,
+            "database_bytes_per_event": self.database_bytes_per_event,
             "control_plane_rss_bytes": self.control_plane_rss,
         })
     }
@@ -311,7 +317,24 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
         (Some(cluster), Database::Postgres) => cluster.disk_bytes(),
         _ => dir_bytes(&control_plane.data_dir()),
     };
+    let database_url = extra
+        .iter()
+        .find(|(key, _)| key == "NUDGE_CP_DATABASE_URL")
+        .map(|(_, url)| url.clone());
+    let database_size = || async {
+        match &database_url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await?;
+                let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                    .fetch_one(&mut conn)
+                    .await?;
+                Ok::<u64, super::BoxError>(u64::try_from(size).unwrap_or(0))
+            }
+            None => Ok(dir_bytes(&control_plane.data_dir())),
+        }
+    };
     let before = disk();
+    let database_before = database_size().await?;
     eprintln!(
         "  storage ({}): {total} events pushed over gRPC by {PUSHERS} clients in batches of {BATCH}",
         database.name()
@@ -325,6 +348,7 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
     // Checkpoints and the WAL settle before the disk is measured.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = disk();
+    let database_after = database_size().await?;
     let rss = memory(control_plane.process.pid()).0;
     let (status, _) = control_plane
         .process
@@ -351,6 +375,8 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
         ingest_per_sec: total as f64 / seconds,
         bare_per_sec,
         disk_bytes_per_event: after.saturating_sub(before) as f64 / total as f64,
+        database_bytes_per_event: database_after.saturating_sub(database_before) as f64
+            / total as f64,
         control_plane_rss: rss,
     })
 }
@@ -363,19 +389,27 @@ pub fn render(reports: &[StorageReport]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<10} {:>10} {:>14} {:>14} {:>8} {:>12} {:>10}",
-        "database", "events", "ingest ev/s", "bare ev/s", "share", "disk B/ev", "CP RSS MiB"
+        "{:<10} {:>10} {:>14} {:>14} {:>8} {:>12} {:>10} {:>10}",
+        "database",
+        "events",
+        "ingest ev/s",
+        "bare ev/s",
+        "share",
+        "disk B/ev",
+        "db B/ev",
+        "CP RSS MiB"
     );
     for report in reports {
         let _ = writeln!(
             out,
-            "{:<10} {:>10} {:>14.0} {:>14.0} {:>7.0}% {:>12.0} {:>10.1}",
+            "{:<10} {:>10} {:>14.0} {:>14.0} {:>7.0}% {:>12.0} {:>10.0} {:>10.1}",
             report.database,
             report.events,
             report.ingest_per_sec,
             report.bare_per_sec,
             100.0 * report.ingest_per_sec / report.bare_per_sec.max(1.0),
             report.disk_bytes_per_event,
+            report.database_bytes_per_event,
             report.control_plane_rss as f64 / (1 << 20) as f64,
         );
     }
