@@ -242,6 +242,7 @@ pub async fn run(
             devices: engine.devices.clone(),
             admin_token: config.admin_token.clone(),
             analytics: analytics.clone(),
+            ingest_auth: grpc::agent_auth::IngestAuth::from_config(&config),
         };
         let stop = stop.clone();
         async move {
