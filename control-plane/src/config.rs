@@ -634,6 +634,14 @@ impl Config {
     /// reachable from this host only, or opened by the operator's explicit,
     /// loudly named choice; never open by accident.
     fn validate_ingest_auth(&self) -> Result<(), ConfigError> {
+        if let [only] = self.agent_tokens.as_slice()
+            && only.is_empty()
+        {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_AGENT_TOKENS",
+                message: "is set but empty; unset it or give the accepted tokens".to_owned(),
+            });
+        }
         if let Some(problem) = self.agent_tokens.iter().find_map(|token| token.problem()) {
             return Err(ConfigError {
                 setting: "NUDGE_CP_AGENT_TOKENS",

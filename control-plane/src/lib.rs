@@ -12,7 +12,7 @@
 //! | [`engine_config`] | the engine's TOML file: channels, retry, types, rules, retention |
 //! | [`event`] | the event vocabulary: events, profiles, ingest outcomes, cursors |
 //! | [`storage`] | the storage boundary: SQLite (embedded default) or PostgreSQL, every table and query; the events store |
-//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, `nudge.v1.Management` and `nudge.v1.Analytics` (admin token), health, reflection; optional TLS/mTLS |
+//! | [`grpc`] | tonic server: `nudge.v1.Ingest` (agent tokens or client certificates, `grpc::agent_auth`), `nudge.v1.Management` and `nudge.v1.Analytics` (admin token), health, reflection; optional TLS/mTLS |
 //! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` (admin token), `/v1/me/*` (user tokens, live stream), signed links and callbacks, the web inbox, `/openapi.json` |
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |

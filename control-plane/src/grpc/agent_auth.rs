@@ -47,6 +47,11 @@ pub const MIN_AGENT_TOKEN_BYTES: usize = 16;
 pub struct AgentToken(AdminToken);
 
 impl AgentToken {
+    /// `NUDGE_CP_AGENT_TOKENS=""` parses as one empty token.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_bytes().is_empty()
+    }
+
     /// Why this token cannot be used, if it cannot: too short, or holding
     /// characters an HTTP/2 header value cannot carry verbatim.
     pub fn problem(&self) -> Option<String> {
