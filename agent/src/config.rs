@@ -60,6 +60,27 @@ pub struct Config {
     #[arg(long, env = "NUDGE_AGENT_CONTROL_PLANE", value_name = "NUDGE_AGENT_CONTROL_PLANE", default_value = "http://127.0.0.1:50051", value_delimiter = ',', value_parser = ControlPlaneUrl::parse)]
     pub control_plane: Vec<ControlPlaneUrl>,
 
+    /// The agent token sent to the control plane on every push, as
+    /// `authorization: Bearer <token>` (one of the control plane's
+    /// NUDGE_CP_AGENT_TOKENS). Prefer NUDGE_AGENT_CONTROL_PLANE_TOKEN_FILE.
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_CONTROL_PLANE_TOKEN",
+        value_name = "NUDGE_AGENT_CONTROL_PLANE_TOKEN",
+        hide_env_values = true
+    )]
+    pub control_plane_token: Option<SecretString>,
+
+    /// A file holding the agent token (e.g. a mounted Kubernetes Secret);
+    /// read at start, and again whenever the control plane refuses the
+    /// token, so a rotated Secret is used without a restart.
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_CONTROL_PLANE_TOKEN_FILE",
+        value_name = "NUDGE_AGENT_CONTROL_PLANE_TOKEN_FILE"
+    )]
+    pub control_plane_token_file: Option<PathBuf>,
+
     /// How often the host names of NUDGE_AGENT_CONTROL_PLANE are resolved
     /// again, so replicas that appear or disappear are used or dropped.
     #[arg(long, env = "NUDGE_AGENT_RESOLVE_INTERVAL", value_name = "NUDGE_AGENT_RESOLVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -186,6 +207,31 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// A setting whose value must never be shown (`Debug` is redacted;
+/// parsing never fails, so clap cannot echo it in an error).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for SecretString {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretString(s.to_owned()))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityArg {
     Fsync,
@@ -255,7 +301,58 @@ impl Config {
             return invalid("NUDGE_AGENT_RESOLVE_INTERVAL", "must be above zero".into());
         }
         self.validate_control_planes()?;
+        self.validate_token()?;
         self.validate_tls()
+    }
+
+    /// One source of the token at most; its content is checked when it is
+    /// loaded (`grpc::token`), which reads the file.
+    fn validate_token(&self) -> Result<(), InvalidSetting> {
+        if self.control_plane_token.is_some() && self.control_plane_token_file.is_some() {
+            return Err(InvalidSetting {
+                setting: "NUDGE_AGENT_CONTROL_PLANE_TOKEN_FILE",
+                problem: "and NUDGE_AGENT_CONTROL_PLANE_TOKEN are both set; keep one".into(),
+            });
+        }
+        if self
+            .control_plane_token_file
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return Err(InvalidSetting {
+                setting: "NUDGE_AGENT_CONTROL_PLANE_TOKEN_FILE",
+                problem: "is set but empty; unset it or name the token's file".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The agent token, if one is configured: read (the file) and checked
+    /// now, so a bad one stops start-up.
+    pub fn control_plane_token(
+        &self,
+    ) -> Result<Option<crate::grpc::token::ControlPlaneToken>, crate::grpc::token::TokenError> {
+        use crate::grpc::token::ControlPlaneToken;
+        match (&self.control_plane_token, &self.control_plane_token_file) {
+            (Some(value), _) => ControlPlaneToken::from_value(value.expose().trim()).map(Some),
+            (None, Some(path)) => ControlPlaneToken::from_file(path.clone()).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// A token would travel in plain text to another host: http:// to an
+    /// address that is not loopback.
+    pub fn token_in_plain_text(&self) -> bool {
+        let has_token =
+            self.control_plane_token.is_some() || self.control_plane_token_file.is_some();
+        has_token
+            && !self.uses_tls()
+            && self.control_plane.iter().any(|url| {
+                url.ip()
+                    .map_or(!url.host.eq_ignore_ascii_case("localhost"), |ip| {
+                        !ip.is_loopback()
+                    })
+            })
     }
 
     /// The list names each replica once and speaks one protocol: the TLS

@@ -72,6 +72,9 @@ pub enum Error {
     /// A TLS file cannot be used (names the setting).
     #[error(transparent)]
     Tls(#[from] nudge_tls::TlsError),
+    /// The agent token cannot be used (names the setting).
+    #[error(transparent)]
+    Token(#[from] grpc::token::TokenError),
     #[error("{0} server failed: {1}")]
     Serve(&'static str, std::io::Error),
 }
@@ -89,6 +92,12 @@ pub async fn run(
 ) -> Result<(), Error> {
     let metrics = Metrics::new();
     let tls = grpc::tls::AgentTls::load(&config)?.map(Arc::new);
+    let token = config.control_plane_token()?.map(Arc::new);
+    if config.token_in_plain_text() {
+        tracing::warn!(
+            "the control plane token is sent in plain text (NUDGE_AGENT_CONTROL_PLANE is http:// to another host): anyone on the path can read it; use https:// (NUDGE_AGENT_TLS_*) or a network that encrypts (a service mesh)"
+        );
+    }
     let outbox_config = config.outbox();
     let outbox = {
         let metrics = metrics.clone();
@@ -99,7 +108,7 @@ pub async fn run(
     // Replicas failing are skipped on the shipper's own retry schedule.
     let replicas =
         shipper::replicas::Replicas::new(config.retry_initial, config.retry_max, &metrics.registry);
-    let mut resolver = grpc::resolve::Resolver::new(&config, tls.clone(), replicas.clone());
+    let mut resolver = grpc::resolve::Resolver::new(&config, tls.clone(), token, replicas.clone());
     // One pass before shipping starts, so the first push has somewhere to
     // go; bounded, because the agent must start while DNS is down.
     let _ = tokio::time::timeout(INITIAL_RESOLVE, resolver.refresh()).await;

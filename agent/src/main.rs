@@ -41,9 +41,11 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("error: {error}");
-            // A TLS file that cannot be used is a setting to fix.
+            // A TLS file or token that cannot be used is a setting to fix.
             match error.downcast_ref::<nudge_agent::Error>() {
-                Some(nudge_agent::Error::Tls(_)) => ExitCode::from(EX_USAGE),
+                Some(nudge_agent::Error::Tls(_) | nudge_agent::Error::Token(_)) => {
+                    ExitCode::from(EX_USAGE)
+                }
                 _ => ExitCode::FAILURE,
             }
         }

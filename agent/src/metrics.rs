@@ -31,8 +31,12 @@ pub struct Metrics {
     pub requests_rejected: IntCounterVec,
     /// Wall time of one `Ingest.Push` call, including failed ones.
     pub ship_duration: Histogram,
-    /// `Ingest.Push` calls that failed, by kind (`retriable`, `permanent`).
+    /// `Ingest.Push` calls that failed, by kind (`retriable`, `permanent`,
+    /// `unauthenticated`).
     pub ship_failures: IntCounterVec,
+    /// 1 while the control plane refuses this agent's credentials (the last
+    /// push answered UNAUTHENTICATED), 0 once a push is accepted.
+    pub control_plane_unauthenticated: IntGauge,
     /// Wall time of one group-commit flush of the outbox.
     pub flush_duration: Histogram,
     /// Envelopes per group-commit flush (how well concurrent calls share a flush).
@@ -126,8 +130,12 @@ impl Metrics {
             ),
             ship_failures: counter_vec(
                 "nudge_agent_ship_failures_total",
-                "Ingest.Push calls that failed, by kind (retriable or permanent).",
+                "Ingest.Push calls that failed, by kind (retriable, permanent, or unauthenticated: the control plane refused this agent's token or certificate and the events stay in the outbox).",
                 "kind",
+            ),
+            control_plane_unauthenticated: gauge(
+                "nudge_agent_control_plane_unauthenticated",
+                "1 while the control plane refuses this agent's credentials (UNAUTHENTICATED: agent token or client certificate); events wait in the outbox. 0 once a push is accepted.",
             ),
             flush_duration: histogram(
                 "nudge_agent_outbox_flush_duration_seconds",

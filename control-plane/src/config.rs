@@ -34,11 +34,13 @@ const MAX_DEVICES_PER_USER: usize = 1000;
 )]
 pub struct Config {
     /// Address of the gRPC server agents push to (Ingest, health, reflection).
+    /// Loopback by default: a listener other hosts can reach needs agents to
+    /// authenticate (NUDGE_CP_AGENT_TOKENS or NUDGE_CP_TLS_CLIENT_CA).
     #[arg(
         long,
         env = "NUDGE_CP_GRPC_LISTEN",
         value_name = "NUDGE_CP_GRPC_LISTEN",
-        default_value = "0.0.0.0:50051"
+        default_value = "127.0.0.1:50051"
     )]
     pub grpc_listen: SocketAddr,
 
@@ -103,6 +105,33 @@ pub struct Config {
         hide_env_values = true
     )]
     pub admin_token: Option<AdminToken>,
+
+    /// Tokens agents must present on Ingest as the metadata
+    /// `authorization: Bearer <token>`, comma-separated (several at once, so
+    /// a token is rotated without refusing anyone). At least 16 visible
+    /// ASCII characters each. Required on every Push when set, also with
+    /// mTLS.
+    #[arg(
+        long,
+        env = "NUDGE_CP_AGENT_TOKENS",
+        value_name = "NUDGE_CP_AGENT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub agent_tokens: Vec<crate::grpc::agent_auth::AgentToken>,
+
+    /// For local development only: let Ingest accept pushes without a client
+    /// certificate or agent token on a listener other hosts can reach.
+    /// Without it, such a start is refused (exit 64). Logged as a WARN and
+    /// exported as `nudge_cp_grpc_unauthenticated_ingest 1`.
+    #[arg(
+        long,
+        env = "NUDGE_CP_GRPC_INSECURE_ALLOW_UNAUTHENTICATED",
+        value_name = "NUDGE_CP_GRPC_INSECURE_ALLOW_UNAUTHENTICATED",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub grpc_insecure_allow_unauthenticated: bool,
 
     /// The HS256 secret the application's backend signs end users' tokens
     /// with (at least 32 bytes). When unset the `/v1/me/*` routes answer
@@ -578,6 +607,7 @@ impl Config {
             });
         }
         self.tls.validate()?;
+        self.validate_ingest_auth()?;
         let listens = [
             ("NUDGE_CP_GRPC_LISTEN", self.grpc_listen),
             ("NUDGE_CP_HTTP_LISTEN", self.http_listen),
@@ -594,6 +624,52 @@ impl Config {
                     message: format!("{addr} is also used by {other_name}"),
                 });
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Ingest is authenticated (client certificates or agent tokens), or
+    /// reachable from this host only, or opened by the operator's explicit,
+    /// loudly named choice; never open by accident.
+    fn validate_ingest_auth(&self) -> Result<(), ConfigError> {
+        if let [only] = self.agent_tokens.as_slice()
+            && only.is_empty()
+        {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_AGENT_TOKENS",
+                message: "is set but empty; unset it or give the accepted tokens".to_owned(),
+            });
+        }
+        if let Some(problem) = self.agent_tokens.iter().find_map(|token| token.problem()) {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_AGENT_TOKENS",
+                message: problem,
+            });
+        }
+        let authenticated = !self.agent_tokens.is_empty() || self.tls.tls_client_ca.is_some();
+        if authenticated && self.grpc_insecure_allow_unauthenticated {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_GRPC_INSECURE_ALLOW_UNAUTHENTICATED",
+                message: "is true, but agents do authenticate (NUDGE_CP_AGENT_TOKENS or NUDGE_CP_TLS_CLIENT_CA is set); unset it".to_owned(),
+            });
+        }
+        if !authenticated
+            && !self.grpc_insecure_allow_unauthenticated
+            && !self.grpc_listen.ip().is_loopback()
+        {
+            return Err(ConfigError {
+                setting: "NUDGE_CP_GRPC_LISTEN",
+                message: format!(
+                    "{} is reachable from other hosts, and nothing authenticates the agents \
+                     pushing to it: set NUDGE_CP_AGENT_TOKENS (tokens agents send) or \
+                     NUDGE_CP_TLS_CLIENT_CA (client certificates, with NUDGE_CP_TLS_CERT and \
+                     NUDGE_CP_TLS_KEY), or listen on loopback (127.0.0.1:50051); for local \
+                     development only, NUDGE_CP_GRPC_INSECURE_ALLOW_UNAUTHENTICATED=true",
+                    self.grpc_listen
+                ),
+            });
         }
         Ok(())
     }
@@ -838,6 +914,73 @@ mod tests {
         assert_eq!(args.server_names, ["cp.example"]);
         assert_eq!(args.agent_name, "nudge-agent");
         assert!(parse(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn ingest_is_authenticated_unless_loopback_or_opted_out() {
+        let refused = |args: &[&str]| parse(args).unwrap().validate().unwrap_err();
+        let open = ["--grpc-listen", "0.0.0.0:50051"];
+        let error = refused(&open);
+        assert_eq!(error.setting, "NUDGE_CP_GRPC_LISTEN");
+        for named in [
+            "NUDGE_CP_AGENT_TOKENS",
+            "NUDGE_CP_TLS_CLIENT_CA",
+            "NUDGE_CP_GRPC_INSECURE_ALLOW_UNAUTHENTICATED",
+        ] {
+            assert!(error.message.contains(named), "{error}");
+        }
+        let token = ["--agent-tokens", "a-token-of-enough-bytes"];
+        parse(&[open[0], open[1], token[0], token[1]])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let opted_out = [
+            open[0],
+            open[1],
+            "--grpc-insecure-allow-unauthenticated",
+            "true",
+        ];
+        parse(&opted_out).unwrap().validate().unwrap();
+        let mtls = [
+            open[0],
+            open[1],
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ];
+        parse(&mtls).unwrap().validate().unwrap();
+        let both = [&opted_out[..], &token[..]].concat();
+        assert_eq!(
+            refused(&both).setting,
+            "NUDGE_CP_GRPC_INSECURE_ALLOW_UNAUTHENTICATED",
+            "an opt-out next to tokens is a mistake"
+        );
+        for weak in [
+            "short",
+            "a-token-of-enough-bytes,",
+            "has spaces but is long",
+        ] {
+            assert_eq!(
+                refused(&["--agent-tokens", weak]).setting,
+                "NUDGE_CP_AGENT_TOKENS",
+                "{weak}"
+            );
+        }
+        let rotated = parse(&[
+            "--agent-tokens",
+            "old-token-0123456789,new-token-0123456789",
+        ])
+        .unwrap();
+        rotated.validate().unwrap();
+        assert_eq!(rotated.agent_tokens.len(), 2);
+        assert!(!format!("{rotated:?}").contains("0123456789"));
+        // Loopback needs nothing: the README's first command.
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.grpc_listen.to_string(), "127.0.0.1:50051");
+        assert!(defaults.agent_tokens.is_empty());
     }
 
     #[test]

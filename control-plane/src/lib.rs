@@ -12,7 +12,7 @@
 //! | [`engine_config`] | the engine's TOML file: channels, retry, types, rules, retention |
 //! | [`event`] | the event vocabulary: events, profiles, ingest outcomes, cursors |
 //! | [`storage`] | the storage boundary: SQLite (embedded default) or PostgreSQL, every table and query; the events store |
-//! | [`grpc`] | tonic server: `nudge.v1.Ingest`, `nudge.v1.Management` and `nudge.v1.Analytics` (admin token), health, reflection; optional TLS/mTLS |
+//! | [`grpc`] | tonic server: `nudge.v1.Ingest` (agent tokens or client certificates, `grpc::agent_auth`), `nudge.v1.Management` and `nudge.v1.Analytics` (admin token), health, reflection; optional TLS/mTLS |
 //! | [`http`] | axum HTTP/JSON API: `/v1/admin/*` (admin token), `/v1/me/*` (user tokens, live stream), signed links and callbacks, the web inbox, `/openapi.json` |
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |
@@ -242,6 +242,7 @@ pub async fn run(
             devices: engine.devices.clone(),
             admin_token: config.admin_token.clone(),
             analytics: analytics.clone(),
+            ingest_auth: grpc::agent_auth::IngestAuth::from_config(&config),
         };
         let stop = stop.clone();
         async move {

@@ -105,6 +105,7 @@ DELIBERATE = {
     "NUDGE_AGENT_LOG_FORMAT": "json for log shippers",
     "NUDGE_AGENT_CONTROL_PLANE": "the release's gRPC Service",
     "NUDGE_AGENT_LISTEN": "the DaemonSet's intake listens on every interface",
+    "NUDGE_CP_GRPC_LISTEN": "a pod is reached through its Service: every interface, with agents authenticated",
 }
 
 # Variables the chart may set before the programs read them (a setting
@@ -127,13 +128,18 @@ NEGATIVE = [
     ),
     (
         CHART,
-        {"controlPlane": {"tls": {"enabled": True}}},
-        "controlPlane.tls.enabled needs controlPlane.tls.secretName",
+        {"controlPlane": {"tls": {"enabled": False}}},
+        "the control plane's gRPC port would take pushes from anyone",
     ),
     (
         CHART,
-        {"agent": {"daemonset": {"enabled": True}, "tls": {"enabled": True}}},
-        "agent.tls.enabled needs agent.tls.secretName",
+        {"controlPlane": {"tls": {"clientCaKey": ""}}},
+        "the control plane's gRPC port would take pushes from anyone",
+    ),
+    (
+        CHART,
+        {"controlPlane": {"grpcInsecureAllowUnauthenticated": True}},
+        "controlPlane.grpcInsecureAllowUnauthenticated=true next to mTLS",
     ),
     (
         CHART,
@@ -142,7 +148,8 @@ NEGATIVE = [
     ),
     (
         CHART,
-        {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}},
+        {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}},
+         "controlPlane": {"tls": {"enabled": False}, "agentTokensSecret": {"name": "tokens"}}},
         "certManager.enabled needs controlPlane.tls.enabled",
     ),
     (
@@ -188,8 +195,13 @@ NEGATIVE = [
     ),
     (
         EXAMPLE,
-        {"nudge": {"agent": {"tls": {"enabled": True, "secretName": "t"}}}},
+        {"nudge": {"agent": {"controlPlane": "http://nudge-grpc.nudge.svc:50051"}}},
         "agent.tls.enabled needs an https:// agent.controlPlane",
+    ),
+    (
+        EXAMPLE,
+        {"nudge": {"agent": {"tls": {"secretName": ""}}}},
+        "agent.tls.enabled needs agent.tls.secretName",
     ),
 ]
 

@@ -1,7 +1,8 @@
 //! A `nudge-agent` instance on its own ports and data directory. Promises:
 //! ports and data are chosen at [`Agent::new`] and kept across restarts (a
 //! SIGKILLed agent comes back with its outbox); its settings are the
-//! [`Setup`]'s agent defaults overridden by the caller's.
+//! [`Setup`]'s agent defaults (the setup's agent token among them)
+//! overridden by the caller's.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -41,6 +42,7 @@ impl Agent {
                 dir.path().join("data").display().to_string(),
             ),
             ("NUDGE_AGENT_CONTROL_PLANE", control_plane.to_owned()),
+            ("NUDGE_AGENT_CONTROL_PLANE_TOKEN", setup.agent_token.clone()),
         ];
         let process = Process::new(
             "nudge-agent",

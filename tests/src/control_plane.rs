@@ -2,7 +2,8 @@
 //! its admin API. Promises: ports and data are chosen at [`ControlPlane::new`]
 //! and kept across restarts, so an agent can be pointed at a control plane
 //! that is not running yet or is down for a restart; listing a user's events
-//! follows the `next` cursor to the end.
+//! follows the `next` cursor to the end. Agents must present the setup's
+//! agent token (`NUDGE_CP_AGENT_TOKENS`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ pub struct ControlPlane {
     /// `/metrics`, `/readyz`.
     pub admin: SocketAddr,
     token: String,
+    agent_token: String,
     start_limit: Duration,
     client: reqwest::Client,
     // Declared last: removed after the process is gone.
@@ -43,6 +45,7 @@ impl ControlPlane {
                 dir.path().join("data").display().to_string(),
             ),
             ("NUDGE_CP_ADMIN_TOKEN", setup.admin_token.clone()),
+            ("NUDGE_CP_AGENT_TOKENS", setup.agent_token.clone()),
         ];
         let process = Process::new(
             "nudge-control-plane",
@@ -58,6 +61,7 @@ impl ControlPlane {
             http,
             admin,
             token: setup.admin_token.clone(),
+            agent_token: setup.agent_token.clone(),
             start_limit: setup.start_limit,
             client: http::client(),
             _dir: dir,
@@ -86,6 +90,12 @@ impl ControlPlane {
     /// Starts (or restarts) it and waits for `/readyz`.
     pub async fn start(&mut self) -> Result<(), Error> {
         self.process.start(self.start_limit).await
+    }
+
+    /// The agent token it accepts (`NUDGE_CP_AGENT_TOKENS`, unless a test
+    /// replaced it), for clients that push to Ingest themselves.
+    pub fn agent_token(&self) -> &str {
+        &self.agent_token
     }
 
     /// What agents put in `NUDGE_AGENT_CONTROL_PLANE`.

@@ -70,6 +70,18 @@ impl Process {
         self
     }
 
+    /// Sets one setting in place (for the next start); replaces an earlier
+    /// value.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Removes a setting (for the next start), so the program sees it unset.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     /// The admin port whose `/readyz` says the program is ready.
     pub fn with_readyz(mut self, admin: SocketAddr) -> Self {
         self.admin = Some(admin);

@@ -28,6 +28,11 @@ pub struct Setup {
     pub dir_prefix: String,
     /// The control plane's operator token (`NUDGE_CP_ADMIN_TOKEN`).
     pub admin_token: String,
+    /// The token agents present on Ingest: every control plane accepts it
+    /// (`NUDGE_CP_AGENT_TOKENS`) and every agent sends it
+    /// (`NUDGE_AGENT_CONTROL_PLANE_TOKEN`), so every run ships over the
+    /// authenticated path. At least 16 characters.
+    pub agent_token: String,
     /// Settings every agent starts with, before its own.
     pub agent_defaults: Vec<(String, String)>,
     /// Settings every program gets (`NO_COLOR`, `RUST_LOG`).

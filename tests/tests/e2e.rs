@@ -1121,9 +1121,9 @@ async fn sigterm_exits_0_within_the_grace_and_the_rest_ships_after_the_next_star
 
 /// `buf curl` (a third-party gRPC client, from npm) discovers the control
 /// plane's services through reflection, sees `nudge.v1.Ingest` and
-/// `nudge.v1.Management` as SERVING on the standard health service, pushes
-/// a batch twice (stored once), and calls the management API with the
-/// admin token.
+/// `nudge.v1.Management` as SERVING on the standard health service (both
+/// open without a token), pushes a batch twice with the agent token
+/// (stored once), and calls the management API with the admin token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_party_grpc_client_uses_reflection_health_and_ingest() {
     let buf = installed_tool(
@@ -1188,9 +1188,13 @@ async fn a_third_party_grpc_client_uses_reflection_health_and_ingest() {
     })
     .to_string();
     let push = format!("{url}/nudge.v1.Ingest/Push");
-    let first: Value = serde_json::from_str(&buf_curl(&["-d", &batch, &push])).unwrap();
+    // As an agent does: with the agent token, as the README shows it.
+    let agent_auth = format!("Authorization: Bearer {}", control_plane.agent_token());
+    let first: Value =
+        serde_json::from_str(&buf_curl(&["-H", &agent_auth, "-d", &batch, &push])).unwrap();
     assert_eq!(first["stored"], 1, "{first}");
-    let again: Value = serde_json::from_str(&buf_curl(&["-d", &batch, &push])).unwrap();
+    let again: Value =
+        serde_json::from_str(&buf_curl(&["-H", &agent_auth, "-d", &batch, &push])).unwrap();
     assert_eq!(
         again["duplicates"], 1,
         "a resent batch is a duplicate: {again}"

@@ -228,7 +228,7 @@ async fn agent_metric(agent: &Agent, name: &str, label: Option<&str>) -> f64 {
 // Tests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_with_a_certificate_from_dev_certs_ships_its_events() {
+async fn an_agent_with_a_certificate_from_dev_certs_and_no_token_ships_its_events() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("certs");
     let output = Command::new(binary("nudge-control-plane"))
@@ -240,16 +240,28 @@ async fn an_agent_with_a_certificate_from_dev_certs_ships_its_events() {
         .unwrap();
     assert!(output.status.success(), "dev-certs: {output:?}");
     let file = |name: &str| out.join(name).display().to_string();
-    let control_plane = control_plane(
-        &file("server.pem"),
-        &file("server-key.pem"),
-        &file("ca.pem"),
-    )
-    .await;
+    // As the README runs it: client certificates alone authenticate the
+    // agents, so the control plane may listen on every interface without
+    // agent tokens (issue 15).
+    let mut control_plane = ControlPlane::new(setup()).unwrap().with_env([
+        ("NUDGE_CP_TLS_CERT", file("server.pem").as_str()),
+        ("NUDGE_CP_TLS_KEY", file("server-key.pem").as_str()),
+        ("NUDGE_CP_TLS_CLIENT_CA", file("ca.pem").as_str()),
+    ]);
+    let everywhere = format!("0.0.0.0:{}", control_plane.grpc.port());
+    control_plane
+        .process
+        .set_env("NUDGE_CP_GRPC_LISTEN", &everywhere);
+    control_plane.process.remove_env("NUDGE_CP_AGENT_TOKENS");
+    control_plane.start().await.unwrap();
+    assert_eq!(
+        cp_metric(&control_plane, "nudge_cp_grpc_unauthenticated_ingest", None).await,
+        0.0
+    );
     // By IP: the certificate names 127.0.0.1, no server-name override.
     let ca = file("ca.pem");
     let (cert, key) = (file("agent.pem"), file("agent-key.pem"));
-    let agent = Agent::started(
+    let mut agent = Agent::new(
         setup(),
         &https_url(&control_plane),
         &[
@@ -258,8 +270,9 @@ async fn an_agent_with_a_certificate_from_dev_certs_ships_its_events() {
             ("NUDGE_AGENT_TLS_KEY", key.as_str()),
         ],
     )
-    .await
     .unwrap();
+    agent.process.remove_env("NUDGE_AGENT_CONTROL_PLANE_TOKEN");
+    agent.start().await.unwrap();
 
     track(&agent, "tls-user").await;
     track(&agent, "tls-user").await;

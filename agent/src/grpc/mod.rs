@@ -5,13 +5,16 @@
 //! retrying is decided here, once. [`target`] is one configured URL,
 //! [`resolve`] turns the URLs into replica addresses, each served by one
 //! [`GrpcTransport`] (which `crate::shipper::replicas` spreads pushes over),
-//! and [`tls`] dials `https://` control planes.
+//! [`tls`] dials `https://` control planes, and [`token`] is the agent token
+//! every push carries.
 
 pub mod resolve;
 pub mod target;
 pub mod tls;
+pub mod token;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::TokioIo;
@@ -36,6 +39,8 @@ use target::ControlPlaneUrl;
 pub struct GrpcTransport {
     client: IngestClient<Channel>,
     timeout: Duration,
+    /// Sent as `authorization` on every push, when configured.
+    token: Option<Arc<token::ControlPlaneToken>>,
 }
 
 impl GrpcTransport {
@@ -46,6 +51,7 @@ impl GrpcTransport {
         url: &ControlPlaneUrl,
         address: SocketAddr,
         tls: Option<(&tls::AgentTls, ServerName<'static>)>,
+        token: Option<Arc<token::ControlPlaneToken>>,
         timeout: Duration,
     ) -> Result<Self, tonic::transport::Error> {
         let endpoint = Endpoint::from_shared(url.origin())?
@@ -72,7 +78,11 @@ impl GrpcTransport {
         let client = IngestClient::new(channel)
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(16 << 20);
-        Ok(Self { client, timeout })
+        Ok(Self {
+            client,
+            timeout,
+            token,
+        })
     }
 }
 
@@ -102,13 +112,22 @@ impl Transport for GrpcTransport {
             envelopes,
         });
         request.set_timeout(self.timeout);
-        let response = self
-            .client
-            .clone()
-            .push(request)
-            .await
-            .map_err(|status| classify(&status))?
-            .into_inner();
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.header());
+        }
+        let response = match self.client.clone().push(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                let error = classify(&status);
+                if let (ShipError::Unauthenticated { .. }, Some(token)) = (&error, &self.token) {
+                    // A rotated Secret may hold the token that works now.
+                    token.refused();
+                }
+                return Err(error);
+            }
+        };
         for rejected in response.rejected {
             let seq = seq_of_id.get(&rejected.envelope_id).copied().unwrap_or(0);
             outcome.refused.push((seq, rejected.reason));
@@ -120,11 +139,13 @@ impl Transport for GrpcTransport {
 
 /// Which failures are the batch's fault. Everything else — the control
 /// plane being down, overloaded, slow, or refusing this agent's credentials —
-/// is retried, because dropping events for it would be a silent loss.
+/// is retried, because dropping events for it would be a silent loss; a
+/// refused credential is told apart so it can be reported loudly.
 fn classify(status: &tonic::Status) -> ShipError {
     let message = format!("{:?}: {}", status.code(), status.message());
     match status.code() {
         Code::InvalidArgument | Code::OutOfRange => ShipError::BatchRefused { message },
+        Code::Unauthenticated | Code::PermissionDenied => ShipError::Unauthenticated { message },
         _ => ShipError::Retriable {
             retry_after: retry_hint(status),
             message,
@@ -157,10 +178,19 @@ mod tests {
         for status in [
             tonic::Status::unavailable("down"),
             tonic::Status::deadline_exceeded("slow"),
-            tonic::Status::unauthenticated("no cert"),
             tonic::Status::internal("oops"),
         ] {
             assert!(matches!(classify(&status), ShipError::Retriable { .. }));
+        }
+        // Kept in the outbox like a retriable failure, but reported apart.
+        for status in [
+            tonic::Status::unauthenticated("no token"),
+            tonic::Status::permission_denied("not you"),
+        ] {
+            assert!(matches!(
+                classify(&status),
+                ShipError::Unauthenticated { .. }
+            ));
         }
     }
 

@@ -34,6 +34,8 @@ pub struct Resolver {
     /// With TLS: each URL's connection material and the name its replicas'
     /// certificates must carry.
     tls: Option<(Arc<AgentTls>, HashMap<ControlPlaneUrl, ServerNameOf>)>,
+    /// The agent token every replica's pushes carry.
+    token: Option<Arc<super::token::ControlPlaneToken>>,
     timeout: Duration,
     interval: Duration,
     replicas: Replicas<GrpcTransport>,
@@ -49,6 +51,7 @@ impl Resolver {
     pub fn new(
         config: &Config,
         tls: Option<Arc<AgentTls>>,
+        token: Option<Arc<super::token::ControlPlaneToken>>,
         replicas: Replicas<GrpcTransport>,
     ) -> Self {
         let tls = tls.map(|tls| {
@@ -62,6 +65,7 @@ impl Resolver {
         Self {
             urls: config.control_plane.clone(),
             tls,
+            token,
             timeout: config.ship_timeout,
             interval: config.resolve_interval,
             replicas,
@@ -102,7 +106,7 @@ impl Resolver {
                 Some((tls, names)) => Some((tls.as_ref(), names.get(url)?.clone())),
                 None => None,
             };
-            GrpcTransport::new(url, *address, tls, self.timeout)
+            GrpcTransport::new(url, *address, tls, self.token.clone(), self.timeout)
                 .inspect_err(|error| tracing::error!(control_plane = %url, %address, %error, "cannot set up a channel to the replica"))
                 .ok()
         });
@@ -179,7 +183,7 @@ mod tests {
             Duration::from_millis(1),
             &prometheus::Registry::new(),
         );
-        let mut resolver = Resolver::new(&config, None, replicas.clone());
+        let mut resolver = Resolver::new(&config, None, None, replicas.clone());
         resolver.refresh().await;
         assert_eq!(
             replicas.endpoints(),

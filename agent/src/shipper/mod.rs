@@ -11,6 +11,12 @@
 //!   record is ever in two pushes at the same time.
 //! * Retriable failures (control plane down, overloaded, timed out) back off
 //!   exponentially with full jitter, honouring the control plane's hint.
+//! * A refused credential (UNAUTHENTICATED: wrong or missing agent token or
+//!   client certificate) is never the batch's fault: the batch stays in the
+//!   outbox and is retried on the same backoff, each refusal is logged as
+//!   an ERROR, counted as `nudge_agent_ship_failures_total{kind="unauthenticated"}`,
+//!   and `nudge_agent_control_plane_unauthenticated` stays 1 until a push
+//!   is accepted again.
 //! * One bad batch never stalls the pipeline for good: when the control
 //!   plane refuses a whole batch as invalid, the shipper halves the batch
 //!   until it isolates the record that is refused, and quarantines that one.
@@ -70,6 +76,11 @@ pub enum ShipError {
     /// would fail again.
     #[error("batch refused: {message}")]
     BatchRefused { message: String },
+    /// The control plane refuses this agent's credentials (agent token or
+    /// client certificate). A configuration problem, not the batch's: it
+    /// stays in the outbox and is retried until someone fixes the setting.
+    #[error("unauthenticated: {message}")]
+    Unauthenticated { message: String },
 }
 
 /// Sends one batch of outbox records to the control plane.
@@ -177,7 +188,23 @@ impl<T: Transport> Shipper<T> {
         for (batch, result) in batches.iter().zip(results) {
             self.metrics.ship_duration.observe(elapsed);
             match result {
-                Ok(outcome) => self.settle(batch, &outcome),
+                Ok(outcome) => {
+                    self.metrics.control_plane_unauthenticated.set(0);
+                    self.settle(batch, &outcome);
+                }
+                Err(ShipError::Unauthenticated { message }) => {
+                    self.metrics
+                        .ship_failures
+                        .with_label_values(&["unauthenticated"])
+                        .inc();
+                    self.metrics.control_plane_unauthenticated.set(1);
+                    tracing::error!(
+                        error = %message,
+                        events = batch.records.len(),
+                        "the control plane refused this agent's credentials; the events stay in the outbox and are retried: check NUDGE_AGENT_CONTROL_PLANE_TOKEN (or _FILE) or the client certificate against the control plane's NUDGE_CP_AGENT_TOKENS / NUDGE_CP_TLS_CLIENT_CA"
+                    );
+                    retry_hint = Some(retry_hint.flatten());
+                }
                 Err(ShipError::Retriable {
                     message,
                     retry_after,

@@ -270,6 +270,14 @@ impl<T: Transport> Transport for Replicas<T> {
                         retry_after,
                     });
                 }
+                // Another replica may hold newer settings (a token being
+                // rotated): try it, and report the refusal if none takes it.
+                Err(ShipError::Unauthenticated { message }) => {
+                    self.failed(endpoint, None, &message);
+                    last_error = Some(ShipError::Unauthenticated {
+                        message: format!("{endpoint}: {message}"),
+                    });
+                }
             }
         }
         self.shared.starved.notify_one();

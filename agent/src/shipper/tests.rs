@@ -15,6 +15,8 @@ use crate::outbox::{OutboxConfig, run_flusher};
 struct FakeTransport {
     poison: Option<Bytes>,
     fail_first: Arc<Mutex<usize>>,
+    /// Calls answered UNAUTHENTICATED before the retriable failures.
+    unauthenticated_first: Arc<Mutex<usize>>,
     received: Arc<Mutex<Vec<Bytes>>>,
     calls: Arc<Mutex<usize>>,
 }
@@ -22,6 +24,15 @@ struct FakeTransport {
 impl Transport for FakeTransport {
     async fn push(&self, _agent_id: &str, records: &[Record]) -> Result<PushOutcome, ShipError> {
         *self.calls.lock().unwrap() += 1;
+        {
+            let mut refused = self.unauthenticated_first.lock().unwrap();
+            if *refused > 0 {
+                *refused -= 1;
+                return Err(ShipError::Unauthenticated {
+                    message: "wrong token".into(),
+                });
+            }
+        }
         {
             let mut fail_first = self.fail_first.lock().unwrap();
             if *fail_first > 0 {
@@ -193,4 +204,45 @@ async fn a_poison_record_is_isolated_and_quarantined_and_the_rest_ships() {
     assert_eq!(*transport.received.lock().unwrap(), expected);
     assert_eq!(metrics.outbox_quarantined.get(), 1);
     assert_eq!(outbox.pending_events(), 0);
+}
+
+#[tokio::test]
+async fn refused_credentials_keep_every_record_until_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<Bytes> = (0..20).map(numbered).collect();
+    let (outbox, metrics) = outbox_with(dir.path(), records.clone()).await;
+    let transport = FakeTransport {
+        unauthenticated_first: Arc::new(Mutex::new(5)),
+        ..FakeTransport::default()
+    };
+    let draining = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let shipper = tokio::spawn(run_shipper(
+        outbox.clone(),
+        transport.clone(),
+        config(),
+        metrics.clone(),
+        draining.clone(),
+        stop.clone(),
+    ));
+    // While refused, nothing leaves the outbox and the gauge says why.
+    while *transport.unauthenticated_first.lock().unwrap() > 0 {
+        assert_eq!(outbox.pending_events(), 20);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let refused = metrics
+        .ship_failures
+        .with_label_values(&["unauthenticated"])
+        .get();
+    assert_eq!(refused, 5);
+    draining.cancel();
+    shipper.await.unwrap();
+    assert_eq!(*transport.received.lock().unwrap(), records);
+    assert_eq!(outbox.pending_events(), 0);
+    assert_eq!(metrics.events_shipped.get(), 20);
+    assert_eq!(
+        metrics.control_plane_unauthenticated.get(),
+        0,
+        "an accepted push clears it"
+    );
 }

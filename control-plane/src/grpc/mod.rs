@@ -14,8 +14,10 @@
 //!
 //! With `NUDGE_CP_TLS_CERT`/`_KEY` the listener speaks TLS only, and with
 //! `NUDGE_CP_TLS_CLIENT_CA` it requires client certificates (mTLS); see
-//! `tls`.
+//! `tls`. Who may push to Ingest (certificates, agent tokens, or nobody
+//! checked on a loopback-only listener) is `agent_auth`.
 
+pub mod agent_auth;
 mod analytics;
 mod convert;
 mod error;
@@ -63,6 +65,8 @@ pub struct GrpcState {
     pub admin_token: Option<AdminToken>,
     /// The analytics rollups, for `nudge.v1.Analytics`.
     pub analytics: crate::analytics::Analytics,
+    /// Who may push to `nudge.v1.Ingest`.
+    pub ingest_auth: agent_auth::IngestAuth,
 }
 
 /// Serves gRPC on `listener` (over TLS when `tls` is given) until
@@ -103,12 +107,18 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
 
-    let ingest = IngestServer::new(IngestService::new(
-        state.store.clone(),
-        state.metrics.clone(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let ingest = tonic::service::interceptor::InterceptedService::new(
+        IngestServer::new(IngestService::new(
+            state.store.clone(),
+            state.metrics.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        state.ingest_auth.interceptor(),
+    );
     let registry = state.metrics.registry().clone();
+    if let Err(error) = state.ingest_auth.announce(&registry) {
+        tracing::error!(%error, "cannot register nudge_cp_grpc_unauthenticated_ingest");
+    }
     let request_metrics =
         request_metrics::GrpcMetricsLayer::new(state.metrics.grpc_request_duration.clone());
     let analytics = analytics::server(&state);

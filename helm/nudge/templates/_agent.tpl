@@ -139,6 +139,21 @@ env:
     value: {{ $agent.logFormat | quote }}
   - name: RUST_LOG
     value: {{ $agent.rustLog | quote }}
+  {{- with $agent.controlPlaneToken }}
+  {{- if .secretName }}
+  # The agent token sent on every push.
+  {{- if .asFile }}
+  - name: NUDGE_AGENT_CONTROL_PLANE_TOKEN_FILE
+    value: {{ printf "%s/%s" .mountPath .key | quote }}
+  {{- else }}
+  - name: NUDGE_AGENT_CONTROL_PLANE_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secretName | quote }}
+        key: {{ .key | quote }}
+  {{- end }}
+  {{- end }}
+  {{- end }}
   - name: NUDGE_AGENT_TLS_RELOAD_INTERVAL
     value: {{ $agent.tls.reloadInterval | quote }}
   {{- if $agent.tls.enabled }}
@@ -185,6 +200,12 @@ volumeMounts:
     mountPath: {{ $agent.tls.mountPath }}
     readOnly: true
   {{- end }}
+  {{- if and $agent.controlPlaneToken.secretName $agent.controlPlaneToken.asFile }}
+  # A directory, not a subPath: a rotated Secret reaches the file.
+  - name: {{ $agent.controlPlaneToken.volumeName }}
+    mountPath: {{ $agent.controlPlaneToken.mountPath }}
+    readOnly: true
+  {{- end }}
   {{- with $agent.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -214,6 +235,22 @@ entry named agent.outbox.volumeName provides it.
     secretName: {{ $agent.tls.secretName }}
     # Readable by the agent's user whatever the pod's fsGroup.
     defaultMode: 0444
+{{- end }}
+{{- include "nudge.agentTokenVolume" $agent }}
+{{- end }}
+
+{{/* The agent token's Secret as a volume (agent.controlPlaneToken, asFile). */}}
+{{- define "nudge.agentTokenVolume" -}}
+{{- with .controlPlaneToken }}
+{{- if and .secretName .asFile }}
+- name: {{ .volumeName }}
+  secret:
+    secretName: {{ .secretName | quote }}
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .key | quote }}
+    defaultMode: 0444
+{{- end }}
 {{- end }}
 {{- end }}
 

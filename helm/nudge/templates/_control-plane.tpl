@@ -196,6 +196,16 @@ spec:
         - name: NUDGE_CP_CONFIG
           value: {{ printf "%s/%s" $cp.engineConfig.mountPath $cp.engineConfig.fileName | quote }}
         {{- end }}
+        {{- if $cp.agentTokensSecret.name }}
+        # Agent tokens Ingest accepts (README: "Authenticating agents").
+        - name: NUDGE_CP_AGENT_TOKENS
+          valueFrom:
+            secretKeyRef:
+              name: {{ $cp.agentTokensSecret.name | quote }}
+              key: {{ $cp.agentTokensSecret.key | quote }}
+        {{- end }}
+        - name: NUDGE_CP_GRPC_INSECURE_ALLOW_UNAUTHENTICATED
+          value: {{ $cp.grpcInsecureAllowUnauthenticated | toString | quote }}
         - name: NUDGE_CP_TLS_RELOAD_INTERVAL
           value: {{ $cp.tls.reloadInterval | quote }}
         {{- if $cp.tls.enabled }}

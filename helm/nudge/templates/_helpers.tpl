@@ -147,13 +147,14 @@ otherwise (the one replica).
 {{- end }}
 
 {{/*
-The Secret controlPlane.tls mounts: tls.secretName, or with cert-manager the
-one its Certificate writes.
+The Secret controlPlane.tls mounts: tls.secretName, or
+<fullname>-control-plane-tls (which the cert-manager Certificate writes, or
+you create).
 */}}
 {{- define "nudge.controlPlane.tlsSecretName" -}}
 {{- if .Values.controlPlane.tls.secretName }}
 {{- .Values.controlPlane.tls.secretName }}
-{{- else if include "nudge.certManager.controlPlane" . }}
+{{- else }}
 {{- printf "%s-control-plane-tls" (include "nudge.fullname" .) }}
 {{- end }}
 {{- end }}
@@ -162,7 +163,7 @@ one its Certificate writes.
 {{- define "nudge.agent.tlsSecretName" -}}
 {{- if .Values.agent.tls.secretName }}
 {{- .Values.agent.tls.secretName }}
-{{- else if include "nudge.certManager.agent" . }}
+{{- else }}
 {{- printf "%s-agent-tls" (include "nudge.fullname" .) }}
 {{- end }}
 {{- end }}
@@ -178,11 +179,14 @@ Checks of settings that would otherwise only fail once pods start.
 {{- if and $cp.engineConfig.enabled $cp.existingSecret (not $cp.engineConfig.inSecret) (not $cp.engineConfig.toml) }}
 {{- fail "controlPlane.engineConfig.inSecret=false puts the file in a ConfigMap: set controlPlane.engineConfig.toml" }}
 {{- end }}
-{{- if and $cp.tls.enabled (not (include "nudge.controlPlane.tlsSecretName" .)) }}
-{{- fail "controlPlane.tls.enabled needs controlPlane.tls.secretName (a Secret with the server certificate, key and client CA), or certManager.enabled" }}
+{{- /* Ingest is never open by default (README: "Authenticating agents"). */}}
+{{- $mtls := and $cp.tls.enabled $cp.tls.clientCaKey }}
+{{- $tokens := $cp.agentTokensSecret.name }}
+{{- if and $cp.enabled (not $mtls) (not $tokens) (not $cp.grpcInsecureAllowUnauthenticated) }}
+{{- fail "the control plane's gRPC port would take pushes from anyone: keep controlPlane.tls.enabled with controlPlane.tls.clientCaKey (mTLS), or set controlPlane.agentTokensSecret.name (agent tokens), or for local development only controlPlane.grpcInsecureAllowUnauthenticated=true" }}
 {{- end }}
-{{- if and .Values.agent.daemonset.enabled .Values.agent.tls.enabled (not (include "nudge.agent.tlsSecretName" .)) }}
-{{- fail "agent.tls.enabled needs agent.tls.secretName (a Secret with the CA and the agent's client certificate and key), or certManager.enabled" }}
+{{- if and $cp.enabled $cp.grpcInsecureAllowUnauthenticated (or $mtls $tokens) }}
+{{- fail "controlPlane.grpcInsecureAllowUnauthenticated=true next to mTLS (controlPlane.tls.clientCaKey) or agent tokens (controlPlane.agentTokensSecret.name): the control plane refuses that; unset it" }}
 {{- end }}
 {{- $cm := .Values.certManager }}
 {{- if $cm.enabled }}

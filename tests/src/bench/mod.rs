@@ -85,6 +85,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const ADMIN_TOKEN: &str = "bench-admin-token";
+/// The agent token the bench's control planes accept and its agents send:
+/// the benchmark measures the authenticated path, as deployed.
+const AGENT_TOKEN: &str = "bench-agent-token-0123456789";
 const BATCH_EVENTS: usize = 100;
 
 /// What every scenario needs.
@@ -115,6 +118,7 @@ fn setup(options: &Options) -> Result<Setup> {
         keep_data: options.keep_logs,
         dir_prefix: "nudge-bench-".into(),
         admin_token: ADMIN_TOKEN.into(),
+        agent_token: AGENT_TOKEN.into(),
         agent_defaults: owned(&[
             ("NUDGE_AGENT_MAX_OUTBOX_BYTES", "4GiB"),
             ("NUDGE_AGENT_ID", "bench-agent"),

@@ -152,13 +152,17 @@ fn envelope(run: &str, i: u64) -> Envelope {
 
 /// Pushes `total` events from [`PUSHERS`] clients; returns the seconds
 /// until the last was acknowledged.
-async fn push_all(grpc: &str, run: &str, total: u64) -> Result<f64> {
+async fn push_all(grpc: &str, token: &str, run: &str, total: u64) -> Result<f64> {
+    let authorization: tonic::metadata::AsciiMetadataValue = format!("Bearer {token}")
+        .parse()
+        .map_err(|error| format!("agent token: {error}"))?;
     let batches = total.div_ceil(BATCH as u64);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let begin = Instant::now();
     let mut tasks = Vec::new();
     for pusher in 0..PUSHERS {
         let (next, run, grpc) = (Arc::clone(&next), run.to_owned(), grpc.to_owned());
+        let authorization = authorization.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = IngestClient::connect(grpc)
                 .await
@@ -179,7 +183,11 @@ async fn push_all(grpc: &str, run: &str, total: u64) -> Result<f64> {
                 };
                 // An UNAVAILABLE answer is retried, as an agent would.
                 loop {
-                    match client.push(request.clone()).await {
+                    // Signed as an agent is: the control plane requires it.
+                    let mut call = tonic::Request::new(request.clone());
+                    call.metadata_mut()
+                        .insert("authorization", authorization.clone());
+                    match client.push(call).await {
                         Ok(_) => break,
                         Err(status) if status.code() == tonic::Code::Unavailable => {
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -340,7 +348,13 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
         database.name()
     );
     let run = format!("st{}", std::process::id());
-    let seconds = push_all(&control_plane.grpc_url(), &run, total).await?;
+    let seconds = push_all(
+        &control_plane.grpc_url(),
+        control_plane.agent_token(),
+        &run,
+        total,
+    )
+    .await?;
     let stored = control_plane.stored_count().await?;
     if stored < total {
         return Err(format!("the control plane stored {stored} of {total} events").into());

@@ -31,6 +31,9 @@ pub const DEADLINE: Duration = Duration::from_secs(90);
 /// The control plane's operator token in every test.
 const ADMIN_TOKEN: &str = "e2e-admin-token";
 
+/// The agent token every control plane accepts and every agent sends.
+pub const AGENT_TOKEN: &str = "e2e-agent-token-0123456789";
+
 /// Agent settings that keep the suite quick: short linger and retry delays,
 /// so shipping resumes within moments of the control plane coming back.
 const AGENT_DEFAULTS: &[(&str, &str)] = &[
@@ -53,6 +56,7 @@ pub fn setup() -> &'static Setup {
         keep_data: false,
         dir_prefix: "nudge-e2e-".into(),
         admin_token: ADMIN_TOKEN.into(),
+        agent_token: AGENT_TOKEN.into(),
         agent_defaults: AGENT_DEFAULTS
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
