@@ -30,7 +30,7 @@ use nudge_proto::v1::{Envelope, PushRequest, Track};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use super::procstat::{dir_bytes, memory};
+use super::procstat::{cpu_seconds, dir_bytes, memory};
 use super::{Env, Result};
 use crate::ControlPlane;
 use crate::postgres::Cluster;
@@ -118,6 +118,13 @@ pub struct StorageReport {
     /// data dir, as `disk_bytes_per_event`.
     pub database_bytes_per_event: f64,
     pub control_plane_rss: u64,
+    /// CPU (user + system) of the control plane per 1,000 events, from
+    /// the first push until every event is stored: ingest with the engine
+    /// and the analytics reading beside it, as in production.
+    pub control_plane_cpu_ms_per_1000: f64,
+    /// PostgreSQL's largest tables (with their indexes and TOAST) after
+    /// the run, bytes per event: where the bytes go.
+    pub largest_tables: Vec<(String, f64)>,
 }
 
 impl StorageReport {
@@ -131,6 +138,8 @@ impl StorageReport {
             "disk_bytes_per_event": self.disk_bytes_per_event,
             "database_bytes_per_event": self.database_bytes_per_event,
             "control_plane_rss_bytes": self.control_plane_rss,
+            "control_plane_cpu_ms_per_1000_events": self.control_plane_cpu_ms_per_1000,
+            "largest_tables_bytes_per_event": self.largest_tables,
         })
     }
 }
@@ -343,6 +352,11 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
     };
     let before = disk();
     let database_before = database_size().await?;
+    let cpu = || {
+        let [user, system] = cpu_seconds(&control_plane.process.pid().to_string());
+        user + system
+    };
+    let cpu_before = cpu();
     eprintln!(
         "  storage ({}): {total} events pushed over gRPC by {PUSHERS} clients in batches of {BATCH}",
         database.name()
@@ -359,10 +373,27 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
     if stored < total {
         return Err(format!("the control plane stored {stored} of {total} events").into());
     }
+    let cpu_seconds_used = cpu() - cpu_before;
     // Checkpoints and the WAL settle before the disk is measured.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = disk();
     let database_after = database_size().await?;
+    let largest_tables = match &database_url {
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT relname::text, pg_total_relation_size(oid) FROM pg_class \
+                   WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace \
+                   ORDER BY 2 DESC LIMIT 5",
+            )
+            .fetch_all(&mut conn)
+            .await?;
+            rows.into_iter()
+                .map(|(name, bytes)| (name, bytes as f64 / total as f64))
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let rss = memory(control_plane.process.pid()).0;
     let (status, _) = control_plane
         .process
@@ -392,6 +423,8 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
         database_bytes_per_event: database_after.saturating_sub(database_before) as f64
             / total as f64,
         control_plane_rss: rss,
+        control_plane_cpu_ms_per_1000: cpu_seconds_used * 1000.0 * 1000.0 / total as f64,
+        largest_tables,
     })
 }
 
@@ -416,7 +449,7 @@ pub fn render(reports: &[StorageReport]) -> String {
     for report in reports {
         let _ = writeln!(
             out,
-            "{:<10} {:>10} {:>14.0} {:>14.0} {:>7.0}% {:>12.0} {:>10.0} {:>10.1}",
+            "{:<10} {:>10} {:>14.0} {:>14.0} {:>7.0}% {:>12.0} {:>10.0} {:>10.1} {:>12.0}",
             report.database,
             report.events,
             report.ingest_per_sec,
@@ -425,7 +458,25 @@ pub fn render(reports: &[StorageReport]) -> String {
             report.disk_bytes_per_event,
             report.database_bytes_per_event,
             report.control_plane_rss as f64 / (1 << 20) as f64,
+            report.control_plane_cpu_ms_per_1000,
         );
     }
+    for report in reports.iter().filter(|report| !report.largest_tables.is_empty()) {
+        let tables: Vec<String> = report
+            .largest_tables
+            .iter()
+            .map(|(name, per_event)| format!("{name} {per_event:.0}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} largest tables, B/event with indexes: {}",
+            report.database,
+            tables.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(disk = the data dir, PostgreSQL's whole cluster with its WAL; db = the database's own files: pg_database_size, or the SQLite data dir; CP ms/1k ev = control-plane CPU, user + system, from the first push until all are stored)"
+    );
     out
 }
