@@ -1,5 +1,6 @@
-//! Who may do what at intake: public write keys may come from browsers,
-//! secret server keys (`NUDGE_AGENT_SERVER_KEYS`) may not.
+//! Who may do what at intake: public write keys may sit in browser code,
+//! secret server keys (`NUDGE_AGENT_SERVER_KEYS`) only in backends, and only
+//! trusted calls may send notifications or say where they go.
 //!
 //! # The rule
 //!

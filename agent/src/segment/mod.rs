@@ -221,7 +221,9 @@ impl Request {
                     .enumerate()
                     .filter_map(|(index, item)| {
                         let call = item.as_object()?;
-                        (call.get("type")? == "identify").then_some(())?;
+                        if call.get("type")?.as_str()? != "identify" {
+                            return None;
+                        }
                         let at = At::Item {
                             index,
                             kind: Some(CallKind::Identify),
