@@ -82,9 +82,16 @@ pub(crate) struct Caller {
 }
 
 /// The configured server keys.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ServerKeys {
     keys: Vec<String>,
+}
+
+/// Secrets stay out of debug output (and so out of logs and panics).
+impl std::fmt::Debug for ServerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerKeys({} redacted)", self.keys.len())
+    }
 }
 
 impl ServerKeys {
@@ -294,5 +301,6 @@ mod tests {
         assert!(!keys.contains(&SERVER[..10]));
         assert!(!keys.contains(&format!("{SERVER}x")));
         assert_ne!(label(SERVER), label("another-server-key-0123456789"));
+        assert!(!format!("{keys:?}").contains(SERVER));
     }
 }
