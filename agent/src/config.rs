@@ -25,7 +25,8 @@ use crate::shipper::ShipperConfig;
 )]
 pub struct Config {
     /// Where applications call the agent (Segment tracking API). Keep it on
-    /// loopback: the intake trusts its callers.
+    /// loopback: without NUDGE_AGENT_SERVER_KEYS, every caller that sends no
+    /// Origin header is trusted.
     #[arg(
         long,
         env = "NUDGE_AGENT_LISTEN",
@@ -137,6 +138,26 @@ pub struct Config {
         default_value = ""
     )]
     pub write_keys: Vec<String>,
+
+    /// Comma-separated secret server keys: a call carrying one (HTTP Basic
+    /// user name or `writeKey`) is trusted to notify and to set contact
+    /// traits (email, phone). Unset: calls without an Origin header (not
+    /// from a browser) are trusted instead. Never put one in a browser.
+    #[arg(
+        long,
+        env = "NUDGE_AGENT_SERVER_KEYS",
+        value_name = "NUDGE_AGENT_SERVER_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub server_keys: Vec<String>,
+
+    /// Comma-separated origins of the web pages that may call the public
+    /// intake routes (`https://shop.example`), or `*` for any page. Empty: no
+    /// page (every request with an Origin header is refused). /v1/notify
+    /// never answers browsers.
+    #[arg(long, env = "NUDGE_AGENT_CORS_ORIGINS", value_name = "NUDGE_AGENT_CORS_ORIGINS", value_delimiter = ',', default_value = "*", value_parser = crate::http::cors::parse_origin)]
+    pub cors_origins: Vec<String>,
 
     /// `fsync`: answer only once the call is on disk (group commit).
     /// `unsafe-ack-before-flush`: answer before the flush; a crash can lose
@@ -297,6 +318,7 @@ impl Config {
                 "write keys must not have surrounding spaces".into(),
             );
         }
+        self.validate_browser_settings()?;
         if self.resolve_interval.is_zero() {
             return invalid("NUDGE_AGENT_RESOLVE_INTERVAL", "must be above zero".into());
         }
@@ -323,6 +345,47 @@ impl Config {
                 setting: "NUDGE_AGENT_CONTROL_PLANE_TOKEN_FILE",
                 problem: "is set but empty; unset it or name the token's file".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// Server keys are secrets that may not be mistaken for public keys, and
+    /// the origin list means one thing.
+    fn validate_browser_settings(&self) -> Result<(), InvalidSetting> {
+        let invalid = |setting, problem: String| Err(InvalidSetting { setting, problem });
+        for key in self.server_keys.iter().filter(|key| !key.is_empty()) {
+            // Nothing here echoes the key: error messages end up in logs.
+            if key.trim() != key || key.contains(':') {
+                return invalid(
+                    "NUDGE_AGENT_SERVER_KEYS",
+                    "a server key must not have surrounding spaces or a `:` (HTTP Basic \
+                     ends the user name at the first `:`)"
+                        .into(),
+                );
+            }
+            if key.chars().count() < MIN_SERVER_KEY_CHARS {
+                return invalid(
+                    "NUDGE_AGENT_SERVER_KEYS",
+                    format!(
+                        "a server key is shorter than {MIN_SERVER_KEY_CHARS} characters; \
+                         generate one, e.g. `openssl rand -hex 32`"
+                    ),
+                );
+            }
+            if self.write_keys.contains(key) {
+                return invalid(
+                    "NUDGE_AGENT_SERVER_KEYS",
+                    "a server key is also in NUDGE_AGENT_WRITE_KEYS; write keys are public \
+                     (they ship in browser code), so a server key must differ from all of them"
+                        .into(),
+                );
+            }
+        }
+        if self.cors_origins.len() > 1 && self.cors_origins.iter().any(|origin| origin == "*") {
+            return invalid(
+                "NUDGE_AGENT_CORS_ORIGINS",
+                "`*` allows every origin; give it alone or list origins without it".into(),
+            );
         }
         Ok(())
     }
@@ -505,6 +568,16 @@ impl Config {
         }
     }
 
+    /// Server keys (see `http::trust`); empty means none configured.
+    pub fn server_keys(&self) -> crate::http::ServerKeys {
+        crate::http::ServerKeys::new(self.server_keys.clone())
+    }
+
+    /// The pages allowed to call the public intake routes.
+    pub fn allowed_origins(&self) -> crate::http::AllowedOrigins {
+        crate::http::AllowedOrigins::from_entries(&self.cors_origins)
+    }
+
     /// Write keys accepted at intake; empty means any.
     pub fn accepted_write_keys(&self) -> Vec<String> {
         self.write_keys
@@ -514,6 +587,10 @@ impl Config {
             .collect()
     }
 }
+
+/// Shortest server key accepted: a secret short enough to guess would make
+/// the trust rule a formality.
+const MIN_SERVER_KEY_CHARS: usize = 16;
 
 /// Smallest segment accepted: below it sled's fixed costs per database
 /// (files, a flush thread) outweigh the data.
@@ -727,6 +804,64 @@ mod tests {
         let error = parse(&["--max-outbox-bytes", "4MiB", "--segment-bytes", "8MiB"]).unwrap_err();
         assert_eq!(error.setting, "NUDGE_AGENT_SEGMENT_BYTES");
         assert!(error.problem.contains("or unset"), "{error}");
+    }
+
+    /// Issue 15: server keys and the origin list.
+    #[test]
+    fn browser_settings() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("nudge-agent").chain(args.iter().copied()))
+        };
+        let refused = |args: &[&str]| parse(args).unwrap().validate().unwrap_err();
+        let server = "0123456789abcdef0123";
+
+        let defaults = parse(&[]).unwrap();
+        assert!(defaults.server_keys().is_empty());
+        assert_eq!(defaults.allowed_origins(), crate::http::AllowedOrigins::Any);
+
+        let config = parse(&[
+            "--server-keys",
+            server,
+            "--cors-origins",
+            "https://Shop.example, http://localhost:3000",
+        ])
+        .unwrap();
+        config.validate().unwrap();
+        assert!(config.server_keys().contains(server));
+        assert_eq!(
+            config.allowed_origins(),
+            crate::http::AllowedOrigins::Only(vec![
+                "https://shop.example".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        let none = parse(&["--cors-origins", ""]).unwrap();
+        assert_eq!(
+            none.allowed_origins(),
+            crate::http::AllowedOrigins::Only(vec![])
+        );
+
+        let short = refused(&["--server-keys", "short"]);
+        assert_eq!(short.setting, "NUDGE_AGENT_SERVER_KEYS");
+        assert!(!short.to_string().contains("short\""), "{short}");
+        let shared = refused(&["--server-keys", server, "--write-keys", server]);
+        assert!(
+            shared.problem.contains("NUDGE_AGENT_WRITE_KEYS"),
+            "{shared}"
+        );
+        assert!(
+            !shared.to_string().contains(server),
+            "the key is not echoed"
+        );
+        let colon = refused(&["--server-keys", "0123456789:abcdef0123"]);
+        assert_eq!(colon.setting, "NUDGE_AGENT_SERVER_KEYS");
+        let mixed = refused(&["--cors-origins", "*,https://shop.example"]);
+        assert_eq!(mixed.setting, "NUDGE_AGENT_CORS_ORIGINS");
+        let error = parse(&["--cors-origins", "https://shop.example/"]).unwrap_err();
+        assert!(
+            error.to_string().contains("NUDGE_AGENT_CORS_ORIGINS"),
+            "{error}"
+        );
     }
 
     #[test]

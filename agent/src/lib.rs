@@ -152,11 +152,22 @@ pub async fn run(
         }
     });
 
-    let intake_app = http::intake_router(http::IntakeState::new(
-        outbox.clone(),
-        metrics.clone(),
-        config.accepted_write_keys(),
-    ));
+    let server_keys = config.server_keys();
+    if server_keys.is_empty() {
+        tracing::info!(
+            "no NUDGE_AGENT_SERVER_KEYS: calls without an Origin header may notify and set \
+             contact traits; set server keys if anything untrusted can reach the intake"
+        );
+    }
+    let intake_app = http::intake_router(
+        http::IntakeState::new(
+            outbox.clone(),
+            metrics.clone(),
+            config.accepted_write_keys(),
+        )
+        .with_server_keys(server_keys)
+        .with_origins(config.allowed_origins()),
+    );
     tracing::info!(
         intake = %listeners.intake.local_addr().map_err(|e| Error::Serve("intake", e))?,
         control_plane = %config

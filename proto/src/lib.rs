@@ -8,8 +8,10 @@
 //!
 //! [`validate`] is the one definition of a storable envelope, shared so that
 //! the agent refuses at intake exactly what the control plane would refuse
-//! after the agent had already acknowledged it.
+//! after the agent had already acknowledged it. [`contact`] names the
+//! identify traits that are recipients' addresses.
 
+pub mod contact;
 pub mod validate;
 
 /// Package `nudge.v1`.

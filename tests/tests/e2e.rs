@@ -906,7 +906,7 @@ async fn a_bad_setting_exits_64_naming_the_variable() {
         ("NUDGE_CP_ADMIN_TOKEN", "token"),
     ];
     type Settings<'a> = &'a [(&'a str, &'a str)];
-    let cases: [(&str, Settings, (&str, &str)); 5] = [
+    let cases: [(&str, Settings, (&str, &str)); 7] = [
         ("nudge-agent", &agent_ok, ("NUDGE_AGENT_LISTEN", "nowhere")),
         (
             "nudge-agent",
@@ -917,6 +917,17 @@ async fn a_bad_setting_exits_64_naming_the_variable() {
             "nudge-agent",
             &agent_ok,
             ("NUDGE_AGENT_MAX_OUTBOX_BYTES", "10KiB"),
+        ),
+        // Issue 15: a guessable server key, an origin browsers never send.
+        (
+            "nudge-agent",
+            &agent_ok,
+            ("NUDGE_AGENT_SERVER_KEYS", "secret"),
+        ),
+        (
+            "nudge-agent",
+            &agent_ok,
+            ("NUDGE_AGENT_CORS_ORIGINS", "https://shop.example/"),
         ),
         (
             "nudge-control-plane",

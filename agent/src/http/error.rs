@@ -7,6 +7,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::trust::Forbidden;
 use crate::outbox::AppendError;
 use crate::segment::SegmentError;
 
@@ -28,13 +29,16 @@ pub enum RejectReason {
     PayloadTooLarge,
     UnsupportedMediaType,
     Unauthorized,
+    OriginNotAllowed,
+    ServerKeyRequired,
+    ContactTraitRefused,
     OutboxFull,
     ShuttingDown,
     StorageError,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::MalformedJson,
         RejectReason::InvalidUtf8,
         RejectReason::InvalidGzip,
@@ -45,6 +49,9 @@ impl RejectReason {
         RejectReason::PayloadTooLarge,
         RejectReason::UnsupportedMediaType,
         RejectReason::Unauthorized,
+        RejectReason::OriginNotAllowed,
+        RejectReason::ServerKeyRequired,
+        RejectReason::ContactTraitRefused,
         RejectReason::OutboxFull,
         RejectReason::ShuttingDown,
         RejectReason::StorageError,
@@ -62,6 +69,9 @@ impl RejectReason {
             RejectReason::PayloadTooLarge => "payload_too_large",
             RejectReason::UnsupportedMediaType => "unsupported_media_type",
             RejectReason::Unauthorized => "unauthorized",
+            RejectReason::OriginNotAllowed => "origin_not_allowed",
+            RejectReason::ServerKeyRequired => "server_key_required",
+            RejectReason::ContactTraitRefused => "contact_trait_refused",
             RejectReason::OutboxFull => "outbox_full",
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::StorageError => "storage_error",
@@ -80,6 +90,9 @@ impl RejectReason {
             RejectReason::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RejectReason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RejectReason::Unauthorized => StatusCode::UNAUTHORIZED,
+            RejectReason::OriginNotAllowed
+            | RejectReason::ServerKeyRequired
+            | RejectReason::ContactTraitRefused => StatusCode::FORBIDDEN,
             RejectReason::OutboxFull | RejectReason::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -103,6 +116,9 @@ pub enum IntakeError {
     BodyReadFailed(String),
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Browser and trust rules (`super::trust`, `super::cors`).
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
     #[error("the agent's outbox is full; retry after {} s", retry_after_secs(*.retry_after))]
     OutboxFull { retry_after: Duration },
     #[error(
@@ -133,6 +149,13 @@ impl IntakeError {
             IntakeError::InvalidGzip(_) => RejectReason::InvalidGzip,
             IntakeError::BodyReadFailed(_) => RejectReason::BodyReadFailed,
             IntakeError::Unauthorized(_) => RejectReason::Unauthorized,
+            IntakeError::Forbidden(forbidden) => match forbidden {
+                Forbidden::OriginNotAllowed { .. } => RejectReason::OriginNotAllowed,
+                Forbidden::ServerKeyRequired { .. } | Forbidden::NotForBrowsers => {
+                    RejectReason::ServerKeyRequired
+                }
+                Forbidden::ContactTrait { .. } => RejectReason::ContactTraitRefused,
+            },
             IntakeError::OutboxFull { .. } => RejectReason::OutboxFull,
             IntakeError::ShuttingDown => RejectReason::ShuttingDown,
             IntakeError::Storage(_) => RejectReason::StorageError,

@@ -10,8 +10,9 @@
 //! `POST /v1/{track,identify,page,screen,group,alias,batch}`, the analytics.js
 //! short forms `/v1/{t,i,p,s,g,a,b}`, `POST /v1/sessions/start`,
 //! `/v1/sessions/end` and `/v1/notify`. Each also answers `OPTIONS` for the
-//! CORS preflight, and every answer carries `Access-Control-Allow-Origin: *`
-//! so analytics.js can post from any page.
+//! CORS preflight. Which pages may call, and which routes answer browsers at
+//! all, is [`cors`]'s job; what a browser may do once it calls (no notify, no
+//! contact traits unless it holds a server key) is [`trust`]'s.
 //!
 //! # What it promises
 //!
@@ -27,11 +28,16 @@
 //! * A missing `Content-Type` is read as JSON (some Segment libraries omit
 //!   it); `application/json` and `text/plain` (what analytics.js sends to
 //!   avoid a preflight) are accepted, anything else is `415`.
+//! * Checks run from the cheapest to the costliest, so a refused request
+//!   costs little: media type, `Origin`, write key in the header, then the
+//!   body (size, JSON, write keys in it, validation), then trust.
 
 mod auth;
 mod body;
+pub mod cors;
 mod error;
 pub(crate) mod request_metrics;
+pub mod trust;
 
 #[cfg(test)]
 mod tests;
@@ -43,8 +49,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::map_response;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prost::Message;
@@ -55,7 +60,9 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::segment::{CallKind, Endpoint, Received, Request};
 
+pub use cors::AllowedOrigins;
 pub use error::{IntakeError, RejectReason};
+pub use trust::ServerKeys;
 
 /// What the intake handlers share. Cheap to clone.
 ///
@@ -71,15 +78,35 @@ pub struct IntakeState {
     /// The write keys allowed to send. Empty accepts any key, or none: the
     /// agent listens on localhost by default, next to a trusted application.
     pub write_keys: Arc<Vec<String>>,
+    /// The secret keys that make a call trusted (see [`trust`]); also
+    /// accepted wherever a write key is.
+    pub server_keys: Arc<ServerKeys>,
+    /// The pages that may call the public routes (see [`cors`]).
+    pub origins: Arc<AllowedOrigins>,
 }
 
 impl IntakeState {
+    /// Without server keys, and open to every origin: what the agent did
+    /// before server keys existed; see [`Self::with_server_keys`] and
+    /// [`Self::with_origins`].
     pub fn new(outbox: Outbox, metrics: Metrics, write_keys: Vec<String>) -> Self {
         Self {
             outbox,
             metrics,
             write_keys: Arc::new(write_keys),
+            server_keys: Arc::new(ServerKeys::default()),
+            origins: Arc::new(AllowedOrigins::Any),
         }
+    }
+
+    pub fn with_server_keys(mut self, keys: ServerKeys) -> Self {
+        self.server_keys = Arc::new(keys);
+        self
+    }
+
+    pub fn with_origins(mut self, origins: AllowedOrigins) -> Self {
+        self.origins = Arc::new(origins);
+        self
     }
 
     fn requires_key(&self) -> bool {
@@ -87,7 +114,10 @@ impl IntakeState {
     }
 
     fn check_key(&self, key: &str) -> Result<(), IntakeError> {
-        if !self.requires_key() || self.write_keys.iter().any(|known| known == key) {
+        if !self.requires_key()
+            || self.write_keys.iter().any(|known| known == key)
+            || self.server_keys.contains(key)
+        {
             Ok(())
         } else {
             Err(IntakeError::Unauthorized(
@@ -126,12 +156,14 @@ pub fn intake_router(state: IntakeState) -> Router {
                 move |State(state): State<IntakeState>, headers: HeaderMap, body: Body| {
                     intake(state, endpoint, headers, body)
                 };
-            router = router.route(path, post(handler).options(preflight));
+            let options = move |State(state): State<IntakeState>, headers: HeaderMap| {
+                preflight(state, endpoint, headers)
+            };
+            router = router.route(path, post(handler).options(options));
         }
     }
     let request_duration = state.metrics.http_request_duration.clone();
     router
-        .layer(map_response(allow_any_origin))
         .layer(axum::middleware::from_fn_with_state(
             request_duration,
             request_metrics::track,
@@ -145,7 +177,7 @@ async fn intake(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match accept(&state, endpoint, &headers, body).await {
+    let mut response = match accept(&state, endpoint, &headers, body).await {
         Ok(ids) => {
             let answer = match endpoint {
                 Endpoint::Batch => json!({ "success": true, "messageIds": ids }),
@@ -153,22 +185,28 @@ async fn intake(
             };
             (StatusCode::OK, Json(answer)).into_response()
         }
-        Err(refusal) => {
-            let reason = refusal.reason();
-            state
-                .metrics
-                .requests_rejected
-                .with_label_values(&[reason.as_str()])
-                .inc();
-            match &refusal {
-                IntakeError::Storage(detail) => {
-                    error!(%detail, "outbox append failed; request refused")
-                }
-                _ => debug!(code = reason.as_str(), message = %refusal, "request refused"),
-            }
-            refusal.into_response()
+        Err(refusal) => refuse(&state, refusal),
+    };
+    // Refusals too: a page allowed to call reads why it was refused.
+    cors::decorate(&state.origins, endpoint, &headers, &mut response);
+    response
+}
+
+/// Counts, logs and answers a refusal.
+fn refuse(state: &IntakeState, refusal: IntakeError) -> Response {
+    let reason = refusal.reason();
+    state
+        .metrics
+        .requests_rejected
+        .with_label_values(&[reason.as_str()])
+        .inc();
+    match &refusal {
+        IntakeError::Storage(detail) => {
+            error!(%detail, "outbox append failed; request refused")
         }
+        _ => debug!(code = reason.as_str(), message = %refusal, "request refused"),
     }
+    refusal.into_response()
 }
 
 /// Validates, authenticates and appends one request; returns the ids of its
@@ -181,6 +219,7 @@ async fn accept(
 ) -> Result<Vec<String>, IntakeError> {
     body::check_content_type(headers)?;
     let encoding = body::content_encoding(headers)?;
+    cors::check_origin(&state.origins, headers)?;
     let header_key = match auth::basic_write_key(headers) {
         Ok(key) => key,
         Err(problem) if state.requires_key() => return Err(IntakeError::Unauthorized(problem)),
@@ -206,11 +245,18 @@ async fn accept(
     for key in request.write_keys() {
         state.check_key(key)?;
     }
+    let contact_traits = request.contact_traits();
+    let caller = trust::Caller {
+        browser: headers.contains_key(header::ORIGIN),
+        basic_server_key: header_key
+            .as_deref()
+            .is_some_and(|key| state.server_keys.contains(key)),
+    };
     let received = Received {
         write_key: header_key.unwrap_or_default(),
         received_at: nudge_proto::timestamp(SystemTime::now()),
     };
-    let envelopes = request.into_envelopes(&received)?;
+    let mut envelopes = request.into_envelopes(&received)?;
     if state.requires_key()
         && envelopes
             .iter()
@@ -220,6 +266,10 @@ async fn accept(
             "a write key is required: send it as the HTTP Basic user name or as `writeKey` in the body",
         ));
     }
+    // After authentication (401 before 403), before anything is stored.
+    state
+        .server_keys
+        .check(caller, &contact_traits, &mut envelopes)?;
 
     let ids: Vec<String> = envelopes
         .iter()
@@ -240,30 +290,8 @@ async fn accept(
 }
 
 /// Answers the CORS preflight a browser sends before a cross-origin POST
-/// with JSON or Basic auth.
-async fn preflight() -> impl IntoResponse {
-    (
-        StatusCode::NO_CONTENT,
-        [
-            (header::ACCESS_CONTROL_ALLOW_METHODS, "POST, OPTIONS"),
-            (
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "Content-Type, Authorization, Content-Encoding",
-            ),
-            (header::ACCESS_CONTROL_MAX_AGE, "86400"),
-        ],
-    )
-}
-
-async fn allow_any_origin(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Retry-After"),
-    );
-    response
+/// with JSON or Basic auth; a refusal counts like any other.
+async fn preflight(state: IntakeState, endpoint: Endpoint, headers: HeaderMap) -> Response {
+    cors::preflight(&state.origins, endpoint, &headers)
+        .unwrap_or_else(|forbidden| refuse(&state, forbidden.into()))
 }

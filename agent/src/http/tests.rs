@@ -39,6 +39,20 @@ impl Harness {
         Self::with_config(write_keys, |_| {})
     }
 
+    /// With server keys and an origin list (issue 15).
+    fn with_trust(write_keys: &[&str], server_keys: &[&str], origins: AllowedOrigins) -> Self {
+        let mut harness = Self::new(write_keys);
+        harness.state = harness
+            .state
+            .clone()
+            .with_server_keys(ServerKeys::new(
+                server_keys.iter().map(|key| (*key).to_owned()).collect(),
+            ))
+            .with_origins(origins);
+        harness.app = intake_router(harness.state.clone());
+        harness
+    }
+
     fn with_config(write_keys: &[&str], tune: impl FnOnce(&mut OutboxConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = OutboxConfig::new(dir.path());
@@ -543,4 +557,231 @@ async fn request_durations_are_labelled_by_route_template() {
     let text = harness.state.metrics.render();
     assert!(!text.contains("user-42"), "{text}");
     assert!(!text.contains("BREW"), "{text}");
+}
+
+// ---------------------------------------------------------------- issue 15
+// Browsers (an Origin header, a public write key) against servers.
+
+const SERVER_KEY: &str = "server-key-0123456789abcdef";
+const SHOP: &str = "https://shop.example";
+
+/// A post as analytics.js sends it from a page on `origin`: `text/plain`,
+/// the write key in the body.
+fn from_page(origin: &str, path: &str, body: &Value) -> Request<Body> {
+    Request::post(path)
+        .header(header::ORIGIN, origin)
+        .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn preflight_from(origin: &str, path: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::OPTIONS)
+        .uri(path)
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn notify() -> Value {
+    json!({"userId": "u-1", "type": "t", "title": "Hi", "writeKey": "pk"})
+}
+
+#[tokio::test]
+async fn a_page_may_identify_but_not_set_where_notifications_go() {
+    let harness = Harness::new(&["pk"]);
+    for (name, value) in [
+        ("email", json!("attacker@evil.example")),
+        ("phone", json!("+15550100")),
+        ("email", Value::Null),
+    ] {
+        let call =
+            json!({"userId": "victim", "writeKey": "pk", "traits": {"plan": "pro", name: value}});
+        let answer = harness.send(from_page(SHOP, "/v1/identify", &call)).await;
+        assert_eq!(
+            answer.1[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "*",
+            "the page reads why"
+        );
+        harness.assert_refused(
+            &answer,
+            StatusCode::FORBIDDEN,
+            "contact_trait_refused",
+            &format!("identify call: trait `{name}` is where notifications go"),
+        );
+    }
+    assert_eq!(harness.rejected("contact_trait_refused"), 3);
+
+    // Other traits, and contact traits elsewhere than identify traits
+    // (nothing makes them recipients), are fine from a page.
+    let call = json!({"userId": "u-1", "writeKey": "pk", "traits": {"name": "Ada", "Email": "x"},
+                      "context": {"traits": {"email": "ada@example.com"}}});
+    let (status, _, answer) = harness.send(from_page(SHOP, "/v1/i", &call)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let group = json!({"userId": "u-1", "groupId": "g", "writeKey": "pk", "traits": {"email": "team@example.com"}});
+    let (status, _, answer) = harness.send(from_page(SHOP, "/v1/group", &group)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // The same identify from a backend (no Origin) is trusted.
+    let call = json!({"userId": "u-1", "writeKey": "pk", "traits": {"email": "ada@example.com"}});
+    let (status, _, answer) = harness.post("/v1/identify", &call).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(harness.stored().len(), 3);
+}
+
+#[tokio::test]
+async fn a_page_cannot_notify_and_notify_answers_no_cors() {
+    let harness = Harness::new(&[]);
+    let answer = harness.send(from_page(SHOP, "/v1/notify", &notify())).await;
+    assert!(
+        !answer.1.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "{:?}",
+        answer.1
+    );
+    harness.assert_refused(
+        &answer,
+        StatusCode::FORBIDDEN,
+        "server_key_required",
+        "notify is accepted only from a trusted caller",
+    );
+    // `null` (a sandboxed page) is an Origin too.
+    let answer = harness
+        .send(from_page("null", "/v1/notify", &notify()))
+        .await;
+    harness.assert_refused(
+        &answer,
+        StatusCode::FORBIDDEN,
+        "server_key_required",
+        "backend",
+    );
+
+    let (status, headers, _) = harness.send(preflight_from(SHOP, "/v1/notify")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_METHODS));
+    assert_eq!(harness.rejected("server_key_required"), 3);
+
+    // A backend notifies as before.
+    let (status, headers, answer) = harness.post("/v1/notify", &notify()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}
+
+#[tokio::test]
+async fn with_server_keys_only_they_are_trusted_and_never_stored() {
+    let harness = Harness::with_trust(&["pk"], &[SERVER_KEY], AllowedOrigins::Any);
+    // No Origin is no longer enough.
+    let answer = harness.post("/v1/notify", &notify()).await;
+    harness.assert_refused(
+        &answer,
+        StatusCode::FORBIDDEN,
+        "server_key_required",
+        "with a server key",
+    );
+    let identify = json!({"userId": "u-1", "writeKey": "pk", "traits": {"phone": "+15550100"}});
+    let answer = harness.post("/v1/identify", &identify).await;
+    harness.assert_refused(
+        &answer,
+        StatusCode::FORBIDDEN,
+        "contact_trait_refused",
+        "trait `phone`",
+    );
+
+    // The server key as the HTTP Basic user name (server libraries) is
+    // accepted although NUDGE_AGENT_WRITE_KEYS does not list it.
+    let mut call = notify();
+    call.as_object_mut().unwrap().remove("writeKey");
+    let request = Request::post("/v1/notify")
+        .header(header::AUTHORIZATION, basic(SERVER_KEY))
+        .body(Body::from(call.to_string()))
+        .unwrap();
+    let (status, _, answer) = harness.send(request).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // ... or as `writeKey`, even from a page (the key is the credential).
+    let mut identify = identify;
+    identify["writeKey"] = json!(SERVER_KEY);
+    let (status, _, answer) = harness
+        .send(from_page(SHOP, "/v1/identify", &identify))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let stored = harness.stored();
+    assert_eq!(stored.len(), 2);
+    for envelope in &stored {
+        assert!(
+            envelope.write_key.starts_with("server-key:"),
+            "{}",
+            envelope.write_key
+        );
+        assert!(!envelope.write_key.contains(SERVER_KEY));
+    }
+    assert_eq!(
+        stored[0].write_key, stored[1].write_key,
+        "one key, one label"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_one_untrusted_contact_trait_is_refused_whole() {
+    let harness = Harness::with_trust(&[], &[SERVER_KEY], AllowedOrigins::Any);
+    let batch = json!({"writeKey": "pk", "batch": [
+        {"type": "identify", "userId": "u-1", "traits": {"email": "ok@example.com"}, "writeKey": SERVER_KEY},
+        {"type": "track", "userId": "u-1", "event": "Viewed"},
+        {"type": "identify", "userId": "u-2", "traits": {"email": "attacker@evil.example"}},
+    ]});
+    let answer = harness.send(from_page(SHOP, "/v1/batch", &batch)).await;
+    harness.assert_refused(
+        &answer,
+        StatusCode::FORBIDDEN,
+        "contact_trait_refused",
+        "batch item 2 (identify): trait `email`",
+    );
+    // Without that item the rest goes through.
+    let mut fixed = batch.clone();
+    fixed["batch"].as_array_mut().unwrap().pop();
+    let (status, _, answer) = harness.send(from_page(SHOP, "/v1/batch", &fixed)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(harness.stored().len(), 2);
+}
+
+#[tokio::test]
+async fn only_listed_origins_may_call_and_get_their_origin_back() {
+    let origins = AllowedOrigins::from_entries(&[SHOP.to_owned()]);
+    let harness = Harness::with_trust(&[], &[], origins);
+    let page = json!({"anonymousId": "a", "name": "Home"});
+
+    let (status, headers, body) = harness
+        .send(preflight_from("https://evil.example", "/v1/t"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["code"], "origin_not_allowed");
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    // A simple request is not preflighted: the agent itself refuses it.
+    let answer = harness
+        .send(from_page("https://evil.example", "/v1/page", &page))
+        .await;
+    assert!(!answer.1.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    harness.assert_refused(
+        &answer,
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "\"https://evil.example\" is not allowed",
+    );
+    assert_eq!(harness.rejected("origin_not_allowed"), 2);
+
+    let (status, headers, _) = harness.send(preflight_from(SHOP, "/v1/t")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], SHOP);
+    assert_eq!(headers[header::VARY], "Origin");
+    let (status, headers, answer) = harness.send(from_page(SHOP, "/v1/page", &page)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], SHOP);
+
+    // Servers send no Origin and are not affected.
+    let (status, headers, _) = harness.post("/v1/page", &page).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    assert_eq!(harness.stored().len(), 2);
 }

@@ -190,6 +190,51 @@ impl Request {
         keys
     }
 
+    /// The first contact trait (see [`nudge_proto::contact`]) of each
+    /// identify call in the body, with where the call sits: what the wire
+    /// layer refuses from an untrusted caller. Only identify traits are
+    /// looked at, because only they become the profile the control plane
+    /// takes addresses from (`context.traits` and group traits do not). A
+    /// trait counts whatever its value, `null` included: merged into the
+    /// profile, `null` would erase the user's address.
+    pub fn contact_traits(&self) -> Vec<(At, &'static str)> {
+        fn first(call: &Map<String, Value>) -> Option<&'static str> {
+            let Some(Value::Object(traits)) = call.get("traits") else {
+                return None;
+            };
+            nudge_proto::contact::TRAITS
+                .into_iter()
+                .find(|name| traits.contains_key(*name))
+        }
+        match self.endpoint {
+            Endpoint::Call(CallKind::Identify) => first(&self.body)
+                .map(|name| (At::Call(CallKind::Identify), name))
+                .into_iter()
+                .collect(),
+            Endpoint::Call(_) => Vec::new(),
+            Endpoint::Batch => {
+                let Some(Value::Array(items)) = self.body.get("batch") else {
+                    return Vec::new();
+                };
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, item)| {
+                        let call = item.as_object()?;
+                        if call.get("type")?.as_str()? != "identify" {
+                            return None;
+                        }
+                        let at = At::Item {
+                            index,
+                            kind: Some(CallKind::Identify),
+                        };
+                        Some((at, first(call)?))
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Validates every call and builds one envelope per call, in order.
     /// All or nothing: the first invalid call fails the whole request.
     pub fn into_envelopes(self, received: &Received) -> Result<Vec<Envelope>, SegmentError> {

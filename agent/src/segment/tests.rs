@@ -606,3 +606,42 @@ fn notify_cost() {
         )
     );
 }
+
+/// Issue 15: where identify calls carry a contact trait, for the wire
+/// layer's trust rule.
+#[test]
+fn contact_traits_are_found_in_identify_traits_only() {
+    let found = |endpoint: Endpoint, body: Value| {
+        Request::parse(endpoint, body.to_string().as_bytes())
+            .unwrap()
+            .contact_traits()
+    };
+    let identify = Endpoint::Call(CallKind::Identify);
+    assert_eq!(
+        found(identify, json!({"userId": "u", "traits": {"phone": null}})),
+        [(At::Call(CallKind::Identify), "phone")]
+    );
+    assert!(found(identify, json!({"userId": "u", "traits": {"name": "Ada"}})).is_empty());
+    assert!(
+        found(
+            Endpoint::Call(CallKind::Track),
+            json!({"userId": "u", "event": "e", "context": {"traits": {"email": "a@b.c"}}})
+        )
+        .is_empty()
+    );
+    let batch = json!({"batch": [
+        {"type": "identify", "userId": "u", "traits": {"email": "a@b.c"}},
+        {"type": "group", "userId": "u", "groupId": "g", "traits": {"email": "a@b.c"}},
+        {"type": "identify", "userId": "u", "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "u", "traits": {"phone": "+1", "email": "a@b.c"}},
+        "not an object",
+    ]});
+    let item = |index| At::Item {
+        index,
+        kind: Some(CallKind::Identify),
+    };
+    assert_eq!(
+        found(Endpoint::Batch, batch),
+        [(item(0), "email"), (item(3), "email")]
+    );
+}

@@ -12,6 +12,7 @@
 //! naming the reason; the other channels still go out.
 
 use jiff::Timestamp;
+use nudge_proto::contact;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -384,11 +385,11 @@ impl Engine {
                 user_id: notification.user_id.clone(),
             }),
             ChannelKind::Email => Ok(Recipient::Email {
-                address: trait_text("email").ok_or(PlanError::NoAddress("email"))?,
+                address: trait_text(contact::EMAIL).ok_or(PlanError::NoAddress("email"))?,
                 name: trait_text("name"),
             }),
             ChannelKind::Sms => Ok(Recipient::Phone {
-                number: trait_text("phone").ok_or(PlanError::NoAddress("phone"))?,
+                number: trait_text(contact::PHONE).ok_or(PlanError::NoAddress("phone"))?,
             }),
             ChannelKind::Webhook => Ok(Recipient::Url {
                 url: self

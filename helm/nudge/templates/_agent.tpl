@@ -105,6 +105,17 @@ env:
     {{- else }}
     value: {{ join "," $agent.writeKeys | quote }}
     {{- end }}
+  {{- if $agent.serverKeysSecret.name }}
+  # Secret keys that may notify and set contact traits (README, "Security
+  # model: browsers and servers").
+  - name: NUDGE_AGENT_SERVER_KEYS
+    valueFrom:
+      secretKeyRef:
+        name: {{ $agent.serverKeysSecret.name }}
+        key: {{ $agent.serverKeysSecret.key }}
+  {{- end }}
+  - name: NUDGE_AGENT_CORS_ORIGINS
+    value: {{ join "," $agent.corsOrigins | quote }}
   - name: NUDGE_AGENT_MAX_OUTBOX_BYTES
     value: {{ $agent.maxOutboxBytes | quote }}
   - name: NUDGE_AGENT_DURABILITY
