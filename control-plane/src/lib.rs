@@ -17,6 +17,7 @@
 //! | [`admin`] | operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the Prometheus registry and every metric |
 //! | [`csv`] | one CSV field, quoted and formula-safe, for every CSV export |
+//! | [`chunks`] | documents written in chunks while they are sent (streamed exports), memory bounded |
 //! | [`money`] | exact amounts (micro-units) for costs and outcomes |
 //! | `prune` | hourly task that trims the dedupe window |
 //! | [`privacy`] | erase and export a user; retention by age (hourly task) |
@@ -46,6 +47,7 @@ pub mod admin;
 pub mod analytics;
 pub mod catalog;
 pub mod channels;
+pub mod chunks;
 pub mod config;
 pub mod csv;
 pub mod delivery;

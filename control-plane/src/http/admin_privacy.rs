@@ -3,7 +3,9 @@
 //!
 //! * `GET /v1/admin/users/{user_id}/export` → everything held about the
 //!   user as one JSON document (a download: `Content-Disposition:
-//!   attachment`).
+//!   attachment`), streamed as it is read, in bounded memory: a store
+//!   that fails before the first chunk is `503`, one that fails later
+//!   aborts the transfer (see [`super::download`]).
 //! * `DELETE /v1/admin/users/{user_id}` → erases the user everywhere and
 //!   tombstones the id; `200` with the counts of what was removed.
 //!   Idempotent (a repeat answers zeros).
@@ -14,12 +16,12 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::header::{CONTENT_DISPOSITION, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get};
 use jiff::Timestamp;
 
 use super::{ApiError, HttpState};
+use crate::chunks;
 use crate::privacy::{Erased, PrivacyError};
 
 pub fn router() -> Router<HttpState> {
@@ -34,15 +36,13 @@ async fn export(
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let privacy = state.privacy.clone();
-    let export =
-        tokio::task::spawn_blocking(move || privacy.export_user(&user_id, Timestamp::now()))
-            .await??;
-    let mut response = Json(export).into_response();
-    response.headers_mut().insert(
-        CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"user-export.json\""),
-    );
-    Ok(response)
+    let chunks = chunks::spawn(move |mut sink| async move {
+        privacy
+            .write_export(&user_id, Timestamp::now(), &mut sink)
+            .await?;
+        Ok(sink)
+    });
+    super::download::streamed(chunks, "application/json", "user-export.json").await
 }
 
 async fn erase(

@@ -1,9 +1,20 @@
-//! [`attachment`]: a response a browser saves as a file (the inbox and
-//! activity exports, analytics CSV), built in one place so every download
-//! carries the same headers.
+//! [`attachment`] and [`streamed`]: responses a browser saves as a file
+//! (the inbox and activity exports, the privacy export, analytics CSV),
+//! built in one place so every download carries the same headers.
+//!
+//! A streamed download starts once its writer flushed the first chunk: a
+//! store that fails before that is an ordinary `503 store_unavailable`;
+//! one that fails later aborts the body (see [`crate::chunks`]), so the
+//! client sees a broken transfer, never a complete-looking file.
 
+use axum::body::Body;
+use axum::http::StatusCode;
 use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+
+use super::ApiError;
+use crate::chunks::Chunks;
 
 /// `body` as a download: `Content-Type: content_type` and
 /// `Content-Disposition: attachment; filename="file_name"`. The names
@@ -11,11 +22,97 @@ use axum::response::{IntoResponse, Response};
 /// header value (never the case today) is sent without a file name rather
 /// than failing the download.
 pub fn attachment(body: String, content_type: &'static str, file_name: &str) -> Response {
-    let mut response = body.into_response();
+    with_headers(body.into_response(), content_type, file_name)
+}
+
+/// The document `chunks` carries as a download, sent chunk by chunk as
+/// its writer produces it (see the module doc for failures).
+pub async fn streamed(
+    mut chunks: Chunks,
+    content_type: &'static str,
+    file_name: &str,
+) -> Result<Response, ApiError> {
+    let first = match chunks.next().await {
+        None => None,
+        Some(Ok(first)) => Some(first),
+        Some(Err(aborted)) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                aborted.to_string(),
+            ));
+        }
+    };
+    let rest = chunks.into_stream();
+    let body = match first {
+        Some(first) => Body::from_stream(futures::stream::iter([Ok(first)]).chain(rest)),
+        None => Body::empty(),
+    };
+    Ok(with_headers(body.into_response(), content_type, file_name))
+}
+
+fn with_headers(mut response: Response, content_type: &'static str, file_name: &str) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
     headers.insert(header::CONTENT_DISPOSITION, disposition);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body::Body as _;
+
+    use super::*;
+    use crate::chunks::{self, ChunkSink, StreamError};
+
+    async fn frames(response: Response) -> Vec<Result<bytes::Bytes, String>> {
+        let mut body = response.into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        frames.push(Ok(data));
+                    }
+                }
+                Err(error) => frames.push(Err(error.to_string())),
+            }
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_the_first_chunk_aborts_the_body() {
+        let chunks = chunks::spawn(|mut sink| async move {
+            sink.write(b"[1");
+            sink.flush().await?;
+            sink.write(b",2");
+            Err::<ChunkSink, _>(StreamError::source("the store went away"))
+        });
+        let response = streamed(chunks, "application/json", "x.json")
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let frames = frames(response).await;
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0].as_deref().unwrap(), b"[1");
+        let error = frames[1].as_ref().unwrap_err();
+        assert!(error.contains("the store went away"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_before_the_first_chunk_is_503() {
+        let chunks = chunks::spawn(|_sink| async move {
+            Err::<ChunkSink, _>(StreamError::source("the store is down"))
+        });
+        let response = streamed(chunks, "application/json", "x.json")
+            .await
+            .unwrap_err()
+            .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

@@ -9,7 +9,17 @@
 //!   default 50).
 //! * `GET /v1/me/activity/summary` — the same filters; totals by kind and
 //!   by event name, first and last time, active days.
-//! * `GET /v1/me/activity/export?format=csv|json` — every matching event.
+//! * `GET /v1/me/activity/export?format=csv|json` — every matching event,
+//!   streamed (see [`crate::chunks`]).
+//!
+//! **A listing request examines at most [`SCAN_BUDGET`] events.** The
+//! filters are checked on the decoded event (the event store keeps each
+//! event as one payload), so a filter that matches nothing in a long
+//! history would otherwise read all of it: when the budget runs out
+//! first, the page holds the matches found so far (possibly none) and a
+//! `next_cursor` that resumes the scan after the last event examined.
+//! Only a page without `next_cursor` is the last. Summary and export read
+//! everything, page by page, in bounded memory.
 //!
 //! What a user sees of an event is what they did: id, kind, name,
 //! properties and time. The application's write key, the agent id, the
@@ -29,10 +39,13 @@ use serde_json::{Value, json};
 
 use super::user_auth::Me;
 use super::{ApiError, HttpState};
+use crate::chunks::{self, StreamError};
 use crate::event::{Cursor, Event, EventBody, JsonObject};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
+/// Events one listing request examines at most (see the module doc).
+pub const SCAN_BUDGET: usize = 2_000;
 /// Events read from the store per step while filtering.
 const SCAN_PAGE: usize = 500;
 
@@ -125,6 +138,8 @@ impl Filter {
                             .map_err(|_| bad("expected an RFC 3339 time"))?,
                     )
                 }
+                // An empty cursor is no cursor (the first page).
+                "cursor" if value.is_empty() => filter.cursor = None,
                 "cursor" => {
                     filter.cursor = Some(
                         value
@@ -195,7 +210,9 @@ const KINDS: [&str; 8] = [
 ];
 
 /// Up to `limit` matching activities after the filter's cursor, and the
-/// cursor of the next page when there may be more.
+/// cursor of the next page when there may be more: after the page's last
+/// activity, or after the last event examined when [`SCAN_BUDGET`] events
+/// were examined first.
 async fn page(
     state: &HttpState,
     user: &str,
@@ -204,10 +221,15 @@ async fn page(
 ) -> Result<(Vec<Activity>, Option<Cursor>), ApiError> {
     let mut found = Vec::new();
     let mut after = filter.cursor;
+    let mut budget = SCAN_BUDGET;
     loop {
-        let page = state.store.events_for_user(user, SCAN_PAGE, after).await?;
+        let page = state
+            .store
+            .events_for_user(user, budget.min(SCAN_PAGE), after)
+            .await?;
+        budget = budget.saturating_sub(page.events.len());
         let read = page.events.len();
-        for (event, cursor) in page.events.iter().zip(page.cursors.iter()) {
+        for (index, (event, cursor)) in page.events.iter().zip(page.cursors.iter()).enumerate() {
             after = Some(*cursor);
             let Some(activity) = activity(event) else {
                 continue;
@@ -215,12 +237,16 @@ async fn page(
             if filter.matches(&activity) {
                 found.push(activity);
                 if found.len() == limit {
-                    return Ok((found, after));
+                    let more = index + 1 < read || page.next.is_some();
+                    return Ok((found, after.filter(|_| more)));
                 }
             }
         }
-        if read < SCAN_PAGE || page.next.is_none() {
+        if page.next.is_none() {
             return Ok((found, None));
+        }
+        if budget == 0 {
+            return Ok((found, after));
         }
     }
 }
@@ -239,10 +265,45 @@ async fn list(
     Ok(Json(body))
 }
 
-/// Every matching activity (for summaries and exports).
-async fn all(state: &HttpState, user: &str, filter: &Filter) -> Result<Vec<Activity>, ApiError> {
-    let (items, _) = page(state, user, filter, usize::MAX).await?;
-    Ok(items)
+/// Every matching activity after the filter's cursor, one store page at
+/// a time (for summaries and exports: all of it, in bounded memory).
+struct Pages<'a> {
+    store: &'a crate::storage::EventStore,
+    user: &'a str,
+    filter: &'a Filter,
+    /// Where the next page starts; `None` once the last was read.
+    next: Option<Option<Cursor>>,
+}
+
+impl<'a> Pages<'a> {
+    fn new(store: &'a crate::storage::EventStore, user: &'a str, filter: &'a Filter) -> Self {
+        Pages {
+            store,
+            user,
+            filter,
+            next: Some(filter.cursor),
+        }
+    }
+
+    /// The matches of the next store page (possibly none); `None` after
+    /// the last.
+    async fn next(&mut self) -> Result<Option<Vec<Activity>>, crate::storage::StorageError> {
+        let Some(after) = self.next else {
+            return Ok(None);
+        };
+        let page = self
+            .store
+            .events_for_user(self.user, SCAN_PAGE, after)
+            .await?;
+        self.next = page.next.map(Some);
+        Ok(Some(
+            page.events
+                .iter()
+                .filter_map(activity)
+                .filter(|a| self.filter.matches(a))
+                .collect(),
+        ))
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -256,10 +317,16 @@ struct Summary {
     active_days: usize,
 }
 
-fn summarise(items: &[Activity]) -> Summary {
-    let mut summary = Summary::default();
-    let mut days = BTreeSet::new();
-    for item in items {
+/// Totals and days seen so far; what [`Summary`] is made of.
+#[derive(Debug, Default)]
+struct Tally {
+    summary: Summary,
+    days: BTreeSet<i64>,
+}
+
+impl Tally {
+    fn add(&mut self, item: &Activity) {
+        let summary = &mut self.summary;
         summary.total += 1;
         *summary.by_kind.entry(item.kind).or_default() += 1;
         if let Some(name) = &item.name {
@@ -267,10 +334,13 @@ fn summarise(items: &[Activity]) -> Summary {
         }
         summary.first_at = Some(summary.first_at.map_or(item.at, |t| t.min(item.at)));
         summary.last_at = Some(summary.last_at.map_or(item.at, |t| t.max(item.at)));
-        days.insert(item.at.as_second().div_euclid(86_400));
+        self.days.insert(item.at.as_second().div_euclid(86_400));
     }
-    summary.active_days = days.len();
-    summary
+
+    fn finish(mut self) -> Summary {
+        self.summary.active_days = self.days.len();
+        self.summary
+    }
 }
 
 async fn summary(
@@ -279,8 +349,12 @@ async fn summary(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let filter = Filter::parse(raw.as_deref())?;
-    let items = all(&state, &user, &filter).await?;
-    Ok(Json(json!(summarise(&items))))
+    let mut tally = Tally::default();
+    let mut pages = Pages::new(&state.store, &user, &filter);
+    while let Some(page) = pages.next().await? {
+        page.iter().for_each(|item| tally.add(item));
+    }
+    Ok(Json(json!(tally.finish())))
 }
 
 async fn export(
@@ -294,31 +368,54 @@ async fn export(
         Some("csv") => true,
         Some(_) => return Err(ApiError::bad_request("format: expected csv or json")),
     };
-    let items = all(&state, &user, &filter).await?;
-    let (body, content_type, name) = if csv {
-        let mut out = String::from("id,kind,name,at,properties\r\n");
-        for item in &items {
-            let fields = [
-                item.id.clone(),
-                item.kind.to_owned(),
-                item.name.clone().unwrap_or_default(),
-                item.at.to_string(),
-                Value::Object(item.properties.clone()).to_string(),
-            ];
-            let row: Vec<String> = fields
-                .iter()
-                .map(|field| crate::csv::field(field))
-                .collect();
-            out.push_str(&row.join(","));
-            out.push_str("\r\n");
+    let store = state.store.clone();
+    let chunks = chunks::spawn(move |mut sink| async move {
+        if csv {
+            sink.write(b"id,kind,name,at,properties\r\n");
+        } else {
+            sink.write(b"[");
         }
-        (out, "text/csv; charset=utf-8", "activity.csv")
+        let mut first = true;
+        let mut pages = Pages::new(&store, &user, &filter);
+        while let Some(page) = pages.next().await.map_err(StreamError::source)? {
+            for item in &page {
+                if csv {
+                    sink.write(csv_row(item).as_bytes());
+                } else {
+                    sink.write(if first { b"\n" } else { b",\n" });
+                    sink.write_json(item)?;
+                }
+                first = false;
+            }
+            // One chunk per page read: memory holds a page, not the history.
+            sink.flush().await?;
+        }
+        if !csv {
+            sink.write(b"\n]\n");
+        }
+        Ok(sink)
+    });
+    let (content_type, name) = if csv {
+        ("text/csv; charset=utf-8", "activity.csv")
     } else {
-        (
-            serde_json::to_string_pretty(&items).expect("activity serialises"),
-            "application/json",
-            "activity.json",
-        )
+        ("application/json", "activity.json")
     };
-    Ok(super::download::attachment(body, content_type, name))
+    super::download::streamed(chunks, content_type, name).await
+}
+
+fn csv_row(item: &Activity) -> String {
+    let fields = [
+        item.id.clone(),
+        item.kind.to_owned(),
+        item.name.clone().unwrap_or_default(),
+        item.at.to_string(),
+        Value::Object(item.properties.clone()).to_string(),
+    ];
+    let row: Vec<String> = fields
+        .iter()
+        .map(|field| crate::csv::field(field))
+        .collect();
+    let mut line = row.join(",");
+    line.push_str("\r\n");
+    line
 }

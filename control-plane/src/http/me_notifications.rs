@@ -15,7 +15,12 @@
 //!   with any of the actions above or `delete` (at most 500 ids).
 //! * `POST /v1/me/notifications/read-all` — optional `{"category": …}`.
 //! * `GET /v1/me/notifications/export?format=csv|json` — every item
-//!   matching the same filters, as a download.
+//!   matching the same filters, as a download streamed page by page (see
+//!   [`crate::chunks`]).
+//!
+//! A listing examines at most [`crate::inbox::SCAN_BUDGET`] items: a page
+//! may be short, even empty, and still carry `next_cursor` (the scan
+//! stopped there); only a page without it is the last.
 //!
 //! Another user's ids are `404 not_found`, exactly like ids that do not
 //! exist: a user cannot even learn whether someone else's id is real.
@@ -35,6 +40,7 @@ use serde_json::{Value, json};
 
 use super::user_auth::Me;
 use super::{ApiError, HttpState};
+use crate::chunks::{self, StreamError};
 use crate::inbox::{Action, InboxError, InboxItem, InboxQuery, Sort};
 
 /// Most ids in one bulk call.
@@ -118,7 +124,8 @@ fn parse_query(raw: Option<&str>) -> Result<(InboxQuery, Option<String>), ApiErr
                     _ => return Err(bad("expected newest, oldest or unread_first")),
                 };
             }
-            "cursor" => query.cursor = Some(value),
+            // An empty cursor is no cursor (the first page).
+            "cursor" => query.cursor = Some(value).filter(|cursor| !cursor.is_empty()),
             "limit" => {
                 limit = Some(
                     value
@@ -318,60 +325,75 @@ async fn export(
         Some(_) => return Err(ApiError::bad_request("format: expected csv or json")),
     };
     query.limit = EXPORT_PAGE;
-    let mut items = Vec::new();
-    loop {
-        let page = state.inbox.list(&user, &query).await?;
-        items.extend(page.items);
-        match page.next_cursor {
-            Some(cursor) => query.cursor = Some(cursor),
-            None => break,
+    let inbox = state.inbox.clone();
+    let chunks = chunks::spawn(move |mut sink| async move {
+        if csv {
+            sink.write(CSV_HEADER.as_bytes());
+        } else {
+            sink.write(b"[");
         }
-    }
-    let (body, content_type, name) = if csv {
-        (
-            to_csv(&items),
-            "text/csv; charset=utf-8",
-            "notifications.csv",
-        )
+        let mut first = true;
+        loop {
+            let page = inbox
+                .list(&user, &query)
+                .await
+                .map_err(StreamError::source)?;
+            for item in &page.items {
+                if csv {
+                    sink.write(csv_row(item).as_bytes());
+                } else {
+                    sink.write(if first { b"\n" } else { b",\n" });
+                    sink.write_json(item)?;
+                }
+                first = false;
+            }
+            // One chunk per page: memory holds a page, not the inbox.
+            sink.flush().await?;
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        if !csv {
+            sink.write(b"\n]\n");
+        }
+        Ok(sink)
+    });
+    let (content_type, name) = if csv {
+        ("text/csv; charset=utf-8", "notifications.csv")
     } else {
-        (
-            serde_json::to_string_pretty(&items).expect("items serialise"),
-            "application/json",
-            "notifications.json",
-        )
+        ("application/json", "notifications.json")
     };
-    Ok(super::download::attachment(body, content_type, name))
+    super::download::streamed(chunks, content_type, name).await
 }
 
-/// RFC 4180 CSV: one header row, fields quoted when they need it. Fields
-/// that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first)
-/// are prefixed with `'` (CSV injection).
-fn to_csv(items: &[InboxItem]) -> String {
-    let mut out = String::from(
-        "id,notification_id,type,category,title,body,created_at,seen_at,read_at,archived_at\r\n",
-    );
+const CSV_HEADER: &str =
+    "id,notification_id,type,category,title,body,created_at,seen_at,read_at,archived_at\r\n";
+
+/// One RFC 4180 CSV row (after [`CSV_HEADER`]): fields quoted when they
+/// need it. Fields that a spreadsheet would run as a formula (`=`, `+`,
+/// `-`, `@` first) are prefixed with `'` (CSV injection).
+fn csv_row(item: &InboxItem) -> String {
     let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
-    for item in items {
-        let fields = [
-            item.id.clone(),
-            item.notification_id.clone(),
-            item.notification_type.clone(),
-            item.category.clone().unwrap_or_default(),
-            item.title.clone(),
-            item.body.clone(),
-            item.created_at.to_string(),
-            time(item.seen_at),
-            time(item.read_at),
-            time(item.archived_at),
-        ];
-        let row: Vec<String> = fields
-            .iter()
-            .map(|field| crate::csv::field(field))
-            .collect();
-        out.push_str(&row.join(","));
-        out.push_str("\r\n");
-    }
-    out
+    let fields = [
+        item.id.clone(),
+        item.notification_id.clone(),
+        item.notification_type.clone(),
+        item.category.clone().unwrap_or_default(),
+        item.title.clone(),
+        item.body.clone(),
+        item.created_at.to_string(),
+        time(item.seen_at),
+        time(item.read_at),
+        time(item.archived_at),
+    ];
+    let row: Vec<String> = fields
+        .iter()
+        .map(|field| crate::csv::field(field))
+        .collect();
+    let mut line = row.join(",");
+    line.push_str("\r\n");
+    line
 }
 
 #[cfg(test)]

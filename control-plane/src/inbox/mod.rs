@@ -24,6 +24,13 @@
 //! * **Stored in SQL** (`storage::InboxTable`, tables `inbox_items`,
 //!   `inbox_counts`, `inbox_changes`); this module keeps the rules, the
 //!   listing's cursors and the live hub.
+//! * **A listing request examines a bounded number of items**
+//!   ([`SCAN_BUDGET`]) whatever its filters match: SQL checks type,
+//!   category, read, archived and times on a bounded window of the user's
+//!   key range, the text search is checked on what it returns. When the
+//!   budget runs out first, the page holds what was found (possibly
+//!   nothing) and a cursor that resumes the scan there; only a page
+//!   without a cursor is the last.
 //! * **A user only ever reaches their own items**: every call takes the
 //!   user id, and ids are looked up under it, so another user's id is
 //!   simply not found.
@@ -40,7 +47,7 @@ use serde_json::Value;
 
 pub use hub::{Live, Subscription};
 pub use query::{InboxQuery, Page, Sort};
-pub use store::{Applied, InboxStore};
+pub use store::{Applied, InboxStore, SCAN_BUDGET};
 
 /// One notification in a user's inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

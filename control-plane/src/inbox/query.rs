@@ -50,7 +50,10 @@ pub struct InboxQuery {
     pub limit: usize,
 }
 
-/// One page of a listing.
+/// One page of a listing. A listing examines a bounded number of items
+/// ([`super::SCAN_BUDGET`]), so a page may hold fewer than `limit` items,
+/// or none, and still carry a cursor: the scan stopped there, not the
+/// listing. Only a page without a cursor is the last.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {
     pub items: Vec<InboxItem>,
@@ -105,6 +108,7 @@ impl InboxQuery {
             category: self.category.as_deref(),
             since: self.since,
             until: self.until,
+            types: &self.types,
         }
     }
 

@@ -50,7 +50,7 @@ use jiff::Timestamp;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 use super::hub::{Hub, Subscription};
-use super::query::{Cursor, Half, MAX_LIMIT};
+use super::query::{Cursor, Half};
 use super::{Action, Change, Counts, InboxError, InboxItem, InboxQuery, Page, Sort};
 use crate::storage::{InboxNotice, InboxTable, ItemRange, Listening, StorageError};
 
@@ -217,7 +217,7 @@ impl InboxStore {
         category: Option<&str>,
         now: Timestamp,
     ) -> Result<usize, InboxError> {
-        let query = InboxQuery {
+        let mut query = InboxQuery {
             read: Some(false),
             category: category.map(str::to_owned),
             limit: BULK_PAGE,
@@ -225,17 +225,19 @@ impl InboxStore {
         };
         let mut marked = 0;
         loop {
-            // Read items leave the filter, so every page starts at the top.
+            // Pages follow the cursor: a page's items are behind it once
+            // read, and a page may be empty with a cursor (a bounded scan
+            // that found nothing unread yet).
             let page = self.list(user_id, &query).await?;
-            if page.items.is_empty() {
-                return Ok(marked);
+            if !page.items.is_empty() {
+                let ids: Vec<String> = page.items.into_iter().map(|item| item.id).collect();
+                let applied = self.apply(user_id, &ids, Action::Read, now).await?;
+                marked += applied.changed.len();
             }
-            let ids: Vec<String> = page.items.into_iter().map(|item| item.id).collect();
-            let applied = self.apply(user_id, &ids, Action::Read, now).await?;
-            if applied.changed.is_empty() {
-                return Ok(marked);
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => return Ok(marked),
             }
-            marked += applied.changed.len();
         }
     }
 
@@ -252,7 +254,9 @@ impl InboxStore {
         Ok(counts)
     }
 
-    /// One page of the user's items (see [`InboxQuery`]).
+    /// One page of the user's items (see [`InboxQuery`]). At most
+    /// [`SCAN_BUDGET`] items are examined: a page may be short, or empty,
+    /// and still carry a cursor (see [`Page`]).
     pub async fn list(&self, user_id: &str, query: &InboxQuery) -> Result<Page, InboxError> {
         let cursor = query
             .cursor
@@ -261,6 +265,7 @@ impl InboxStore {
             .transpose()
             .map_err(InboxError::Invalid)?;
         let limit = query.limit.max(1);
+        let mut budget = SCAN_BUDGET;
         match query.sort {
             Sort::Newest | Sort::Oldest => {
                 let after = cursor.map(|c| c.after);
@@ -270,19 +275,24 @@ impl InboxStore {
                     after: after.as_deref(),
                     ..query.range()
                 };
-                let (items, more) = self
-                    .scan(user_id, range, limit, |item| query.matches(item))
+                let (items, resume) = self
+                    .scan(user_id, range, limit, &mut budget, |item| {
+                        query.matches(item)
+                    })
                     .await?;
-                let next_cursor = more.then(|| Cursor {
+                let next_cursor = resume.map(|at| Cursor {
                     half: Half::First,
-                    after: items.last().expect("more implies some").id.clone(),
+                    after: position(at, newest),
                 });
                 Ok(Page {
                     items,
                     next_cursor: next_cursor.map(|c| c.encode()),
                 })
             }
-            Sort::UnreadFirst => self.list_unread_first(user_id, query, cursor, limit).await,
+            Sort::UnreadFirst => {
+                self.list_unread_first(user_id, query, cursor, limit, &mut budget)
+                    .await
+            }
         }
     }
 
@@ -292,11 +302,14 @@ impl InboxStore {
         query: &InboxQuery,
         cursor: Option<Cursor>,
         limit: usize,
+        budget: &mut usize,
     ) -> Result<Page, InboxError> {
         let (start_half, after) = match cursor {
             Some(cursor) => (cursor.half, Some(cursor.after)),
             None => (Half::First, None),
         };
+        let keep_unread = |item: &InboxItem| !item.is_read() && query.matches(item);
+        let keep_read = |item: &InboxItem| item.is_read() && query.matches(item);
         let mut items = Vec::new();
         if start_half == Half::First && query.read != Some(true) {
             let range = ItemRange {
@@ -304,23 +317,18 @@ impl InboxStore {
                 read: Some(false),
                 ..query.range()
             };
-            let (unread, more) = self
-                .scan(user_id, range, limit, |item| {
-                    !item.is_read() && query.matches(item)
-                })
+            let (unread, resume) = self
+                .scan(user_id, range, limit, budget, keep_unread)
                 .await?;
             items = unread;
-            if more {
-                let last = items.last().expect("more implies some").id.clone();
+            if let Some(at) = resume {
+                let next = Cursor {
+                    half: Half::First,
+                    after: position(at, true),
+                };
                 return Ok(Page {
                     items,
-                    next_cursor: Some(
-                        Cursor {
-                            half: Half::First,
-                            after: last,
-                        }
-                        .encode(),
-                    ),
+                    next_cursor: Some(next.encode()),
                 });
             }
         }
@@ -330,6 +338,14 @@ impl InboxStore {
                 next_cursor: None,
             });
         }
+        // "Before the first read item": a cursor after the end.
+        let read_half_start = || {
+            Cursor {
+                half: Half::Second,
+                after: position(None, true),
+            }
+            .encode()
+        };
         let read_after = if start_half == Half::Second {
             after
         } else {
@@ -343,19 +359,8 @@ impl InboxStore {
                 read: Some(true),
                 ..query.range()
             };
-            let (probe, _) = self
-                .scan(user_id, range, 1, |item| {
-                    item.is_read() && query.matches(item)
-                })
-                .await?;
-            let next_cursor = (!probe.is_empty()).then(|| {
-                // "Before the first read item": a cursor after the end.
-                Cursor {
-                    half: Half::Second,
-                    after: "\u{10FFFF}".to_owned(),
-                }
-                .encode()
-            });
+            let (probe, resume) = self.scan(user_id, range, 1, budget, keep_read).await?;
+            let next_cursor = (!probe.is_empty() || resume.is_some()).then(read_half_start);
             return Ok(Page { items, next_cursor });
         }
         let range = ItemRange {
@@ -363,16 +368,12 @@ impl InboxStore {
             read: Some(true),
             ..query.range()
         };
-        let (read, more) = self
-            .scan(user_id, range, room, |item| {
-                item.is_read() && query.matches(item)
-            })
-            .await?;
+        let (read, resume) = self.scan(user_id, range, room, budget, keep_read).await?;
         items.extend(read);
-        let next_cursor = more.then(|| {
+        let next_cursor = resume.map(|at| {
             Cursor {
                 half: Half::Second,
-                after: items.last().expect("more implies some").id.clone(),
+                after: position(at, true),
             }
             .encode()
         });
@@ -380,38 +381,51 @@ impl InboxStore {
     }
 
     /// Up to `limit` of the user's items in `range` passing `keep`, and
-    /// whether more would follow. SQL checks what it can (`range`); `keep`
-    /// the rest, over pages read until the answer is complete.
+    /// where a next page resumes: `None` when nothing more can follow,
+    /// else `Some(after)` (`after` an id, or `None` for the range's
+    /// start). SQL checks what it can (`range`), `keep` the rest, over
+    /// windows of the key range until the page is full, the range ends or
+    /// `budget` rows were examined (the budget is shared by the scans of
+    /// one request and spent here).
     async fn scan(
         &self,
         user_id: &str,
         range: ItemRange<'_>,
         limit: usize,
+        budget: &mut usize,
         keep: impl Fn(&InboxItem) -> bool,
-    ) -> Result<(Vec<InboxItem>, bool), InboxError> {
-        let batch = limit.saturating_add(1).clamp(32, MAX_LIMIT + 1);
-        let mut items = Vec::with_capacity(limit.min(64));
-        let mut after = range.after.map(str::to_owned);
+    ) -> Result<(Vec<InboxItem>, Option<Option<String>>), InboxError> {
+        let mut items: Vec<InboxItem> = Vec::with_capacity(limit.min(64));
+        let mut at = range.after.map(str::to_owned);
         loop {
+            if *budget == 0 {
+                // Everything after the last item up to `at` was examined
+                // and kept nothing: the next page starts after `at`.
+                return Ok((items, Some(at)));
+            }
+            let window = (*budget).min(SCAN_WINDOW);
             let page = ItemRange {
-                after: after.as_deref(),
+                after: at.as_deref(),
                 ..range.clone()
             };
-            let rows = self.table.scan(user_id, &page, batch).await?;
-            let exhausted = rows.len() < batch;
-            after = rows.last().map(|item| item.id.clone());
-            for item in rows {
+            let scanned = self.table.scan(user_id, &page, window).await?;
+            *budget = budget.saturating_sub(scanned.examined);
+            for item in scanned.items {
                 if !keep(&item) {
                     continue;
                 }
                 if items.len() == limit {
-                    return Ok((items, true));
+                    // One more than the page holds: the page ends at its
+                    // last item.
+                    let last = items.last().map(|item| item.id.clone());
+                    return Ok((items, Some(last)));
                 }
                 items.push(item);
             }
-            if exhausted {
-                return Ok((items, false));
+            if scanned.examined < window {
+                return Ok((items, None));
             }
+            at = scanned.last;
         }
     }
 
@@ -462,6 +476,17 @@ impl InboxStore {
         Ok(self.table.items_of(user_id).await?)
     }
 
+    /// Up to `limit` of the user's items after the id `after` (archived
+    /// ones too), by id: the pages of a privacy export.
+    pub async fn items_after(
+        &self,
+        user_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, InboxError> {
+        Ok(self.table.items_after(user_id, after, limit).await?)
+    }
+
     /// Removes everything the inbox holds about the user, durably; returns
     /// how many items were removed. Publishes nothing.
     pub async fn erase_user(&self, user_id: &str) -> Result<usize, InboxError> {
@@ -482,6 +507,22 @@ impl InboxStore {
 
 /// Items changed per transaction by [`InboxStore::read_all`].
 pub const BULK_PAGE: usize = 200;
+
+/// Rows one listing request examines at most, whatever its filters match
+/// (`GET /v1/me/notifications`): a filter that matches nothing in a long
+/// history answers an empty page with a cursor instead of reading it all.
+pub const SCAN_BUDGET: usize = 2_000;
+
+/// Rows one SQL statement of a listing examines at most.
+const SCAN_WINDOW: usize = 500;
+
+/// Where a cursor resumes: after `at`, or from the range's start (for the
+/// newest-first order, "after" the highest possible id).
+fn position(at: Option<String>, newest: bool) -> String {
+    // Oldest first never stops before its first row (the budget is whole
+    // then); the low sentinel is for completeness.
+    at.unwrap_or_else(|| if newest { "\u{10FFFF}" } else { "\u{1}" }.to_owned())
+}
 
 /// What [`InboxStore::apply`] did.
 #[derive(Debug, Clone, Default, PartialEq)]

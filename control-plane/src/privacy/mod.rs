@@ -30,14 +30,15 @@
 //! * Kept on purpose: dedupe entries (event ids, so a resent old event is
 //!   still a duplicate; they age out with the dedupe window) and finished
 //!   rule-trigger markers (a rule name and an event id).
-//! * **Export** ([`Privacy::export_user`]) is one JSON document of the
+//! * **Export** ([`Privacy::write_export`]) is one JSON document of the
 //!   same data, device tokens included: it is the user's own data, for the
-//!   user (the operator hands it over).
+//!   user (the operator hands it over). It is written page by page as it
+//!   is sent, so its memory is bounded whatever the user's history.
 //! * **Retention** ([`retention`]) removes only records older than their
 //!   kind's limit; see there.
 //!
-//! Every method waits for the stores through [`crate::storage::block_on`]:
-//! async callers use `spawn_blocking`.
+//! Every method but the export waits for the stores through
+//! [`crate::storage::block_on`]: async callers use `spawn_blocking`.
 
 pub mod erase;
 pub mod export;
@@ -53,7 +54,7 @@ use crate::rules::{PendingError, PendingTriggers};
 use crate::storage::{EventStore, StorageError, Stores};
 
 pub use erase::Erased;
-pub use export::UserExport;
+pub use export::ExportedNotification;
 pub use retention::{RetentionConfig, RetentionReport};
 
 /// Every store that holds data about users (the control plane's one set of

@@ -17,7 +17,9 @@
 //!   the locked row's values.
 //! * Listings page by `(user_id, id)`, the primary key (ids compare
 //!   bytewise on both engines), with the filters SQL can check; the caller
-//!   checks the rest (`inbox::InboxQuery::matches`).
+//!   checks the rest (`inbox::InboxQuery::matches`). One scan examines a
+//!   bounded window of the key range, whatever the filters match
+//!   ([`InboxTable::scan`]), and says where it stopped.
 //! * [`InboxTable::erase_user`] removes every row of the user in one
 //!   transaction.
 //! * **Other processes hear of every commit that logged changes**
@@ -75,6 +77,23 @@ pub struct ItemRange<'a> {
     pub category: Option<&'a str>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
+    /// Any of these types (empty: all). A list longer than
+    /// [`MAX_SQL_TYPES`] is not checked here (the caller checks it).
+    pub types: &'a [String],
+}
+
+/// Most types a listing's SQL filters on (each is a bound parameter).
+pub const MAX_SQL_TYPES: usize = 50;
+
+/// What one [`InboxTable::scan`] examined.
+#[derive(Debug, Clone, Default)]
+pub struct ScanWindow {
+    /// The rows that passed the SQL filters, in the scan's order.
+    pub items: Vec<InboxItem>,
+    /// Rows examined: fewer than asked means the range is exhausted.
+    pub examined: usize,
+    /// The id of the last row examined: where the next window starts.
+    pub last: Option<String>,
 }
 
 /// The sequence numbers of a user's change log.
@@ -445,49 +464,106 @@ impl InboxTable {
         })
     }
 
-    /// Up to `limit` of the user's items in `range`, in its order.
+    /// The next `window` of the user's items in `range`'s direction after
+    /// `range.after`, each row with its item when it passes `range`'s
+    /// filters: at most `window` rows are examined, however few match,
+    /// so a listing whose filter matches nothing costs a bounded read.
     pub async fn scan(
         &self,
         user_id: &str,
         range: &ItemRange<'_>,
-        limit: usize,
-    ) -> Result<Vec<InboxItem>, StorageError> {
+        window: usize,
+    ) -> Result<ScanWindow, StorageError> {
         let _timer = self.database.metrics().time("inbox_scan");
-        let (compare, order) = if range.newest {
-            ("<", "DESC")
+        let (compare, order, start) = if range.newest {
+            // After every id: ids are ASCII, this sorts above them bytewise.
+            ("<", "DESC", "\u{10FFFF}")
         } else {
-            (">", "ASC")
+            (">", "ASC", "")
         };
-        // `$N IS NULL OR …` keeps one text per direction; the planner
-        // still walks the primary key's range for the user.
+        // The type filter goes to SQL when its list is short; a longer one
+        // (a client may repeat `type`) is left to the caller's exact check.
+        let types: &[String] = if range.types.len() <= MAX_SQL_TYPES {
+            range.types
+        } else {
+            &[]
+        };
+        let type_filter = if types.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = (0..types.len()).map(|i| format!("${}", 10 + i)).collect();
+            format!(" AND notification_type IN ({})", list.join(", "))
+        };
+        // The inner query walks the primary key's range for the user (the
+        // cursor is a bound of the index, not a filter), `LIMIT` rows and no
+        // more; the outer one checks the filters on those rows only and
+        // returns the item of those that pass.
         let sql = format!(
-            "SELECT item FROM inbox_items WHERE user_id = $1 \
-             AND ($2 IS NULL OR id {compare} $2) \
-             AND (archived_at IS NOT NULL) = $3 \
+            "SELECT id, CASE WHEN (archived_at IS NOT NULL) = $3 \
              AND ($4 IS NULL OR (read_at IS NOT NULL) = $4) \
              AND ($5 IS NULL OR COALESCE(category, $6) = $5) \
              AND ($7 IS NULL OR created_at >= $7) \
-             AND ($8 IS NULL OR created_at <= $8) \
-             ORDER BY id {order} LIMIT $9"
+             AND ($8 IS NULL OR created_at <= $8){type_filter} THEN item END \
+             FROM (SELECT id, notification_type, category, created_at, read_at, archived_at, item \
+             FROM inbox_items WHERE user_id = $1 AND id {compare} $2 \
+             ORDER BY id {order} LIMIT $9) AS examined \
+             ORDER BY id {order}"
         );
         // Floors of both bounds: `created >= since` implies the floors
         // compare `>=`, and `created < until` implies floor ≤ floor.
         let since = range.since.map(Timestamp::as_millisecond);
         let until = range.until.map(Timestamp::as_millisecond);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<String> = with_pool!(self.database, pool => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let after = range.after.unwrap_or(start);
+        let limit = i64::try_from(window).unwrap_or(i64::MAX);
+        let rows: Vec<(String, Option<String>)> = with_pool!(self.database, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(user_id)
-                .bind(range.after)
+                .bind(after)
                 .bind(range.archived)
                 .bind(range.read)
                 .bind(range.category)
                 .bind(UNCATEGORISED)
                 .bind(since)
                 .bind(until)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
+                .bind(limit);
+            for kind in types {
+                query = query.bind(kind.as_str());
+            }
+            query.fetch_all(pool).await?
+        });
+        let examined = rows.len();
+        let last = rows.last().map(|(id, _)| id.clone());
+        let items = rows
+            .iter()
+            .filter_map(|(_, item)| item.as_deref())
+            .map(|item| decode_item(user_id, item))
+            .collect::<Result<_, _>>()?;
+        Ok(ScanWindow {
+            items,
+            examined,
+            last,
+        })
+    }
+
+    /// Up to `limit` of the user's items after the id `after` (all of
+    /// them, archived too), by id: a privacy export's page.
+    pub async fn items_after(
+        &self,
+        user_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StorageError> {
+        let _timer = self.database.metrics().time("inbox_items_of");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar(
+                "SELECT item FROM inbox_items WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(user_id)
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
         });
         rows.iter().map(|row| decode_item(user_id, row)).collect()
     }

@@ -64,7 +64,7 @@ pub use deliveries::{Change, DeliveryTable, Edit};
 pub use devices::{DeviceTable, Registered};
 pub use digests::DigestTable;
 pub use events::{EventStore, FeedPage};
-pub use inbox::{InboxNotice, InboxTable, ItemRange, LogBounds};
+pub use inbox::{InboxNotice, InboxTable, ItemRange, LogBounds, MAX_SQL_TYPES, ScanWindow};
 pub use leases::{LeaseTable, Singleton};
 pub use location::{DatabaseLocation, SQLITE_FILE};
 pub use metrics::StorageMetrics;

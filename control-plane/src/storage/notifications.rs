@@ -219,6 +219,39 @@ impl NotificationStore {
         bodies.iter().map(|body| decode(body)).collect()
     }
 
+    /// A user's notifications older than the id `before` (all when
+    /// `None`), newest first, at most `limit`: the pages of a privacy
+    /// export, one range of the `(user_id, id)` index each.
+    pub async fn page_for_user(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let bodies: Vec<String> = with_pool!(self.database, pool => {
+            match before {
+                Some(before) => sqlx::query_scalar(
+                    "SELECT body FROM notifications WHERE user_id = $1 AND id < $2 \
+                     ORDER BY id DESC LIMIT $3",
+                )
+                .bind(user_id)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?,
+                None => sqlx::query_scalar(
+                    "SELECT body FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+                )
+                .bind(user_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?,
+            }
+        });
+        bodies.iter().map(|body| decode(body)).collect()
+    }
+
     /// Removes every notification of `user_id` and the user's idempotency
     /// keys; returns the removed notifications (so the caller can remove
     /// their deliveries). Durable when it returns.
