@@ -461,7 +461,10 @@ pub fn render(reports: &[StorageReport]) -> String {
             report.control_plane_cpu_ms_per_1000,
         );
     }
-    for report in reports.iter().filter(|report| !report.largest_tables.is_empty()) {
+    for report in reports
+        .iter()
+        .filter(|report| !report.largest_tables.is_empty())
+    {
         let tables: Vec<String> = report
             .largest_tables
             .iter()
