@@ -24,7 +24,7 @@ use nudge_control_plane::links::{TrackingLinks, UnsubscribeClaims, UnsubscribeLi
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, TypeDefaults, UserPreferences,
 };
-use nudge_control_plane::storage::Stores;
+use nudge_control_plane::storage::{SQLITE_FILE, Stores};
 
 const LINK_SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 const CALLBACK_SECRET: &str = "callback-secret-0123456789abcdef-test";
@@ -668,6 +668,50 @@ async fn unconfigured_tracking_and_callbacks_say_so() {
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "callbacks_disabled", "{answer}");
     assert_eq!(server.delivery(id).await, before);
+}
+
+/// Issue 15: a complaint whose unsubscribe fails (503) is applied whole
+/// when the provider resends it: nothing half-done is left that would make
+/// the resend look like a repeat. The preference write is made to fail by a
+/// trigger in the real database file.
+#[tokio::test]
+async fn a_complaint_that_failed_midway_unsubscribes_on_resend() {
+    let server = Server::start(ALL_ON).await;
+    let id = server.sent_email("newsletter").await;
+    let database = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        server._dir.path().join(SQLITE_FILE).display()
+    ))
+    .await
+    .unwrap();
+    for event in ["INSERT", "UPDATE"] {
+        sqlx::query(&format!(
+            "CREATE TRIGGER refuse_preferences_{event} BEFORE {event} ON preferences \
+             BEGIN SELECT RAISE(ABORT, 'preferences unavailable (test)'); END"
+        ))
+        .execute(&database)
+        .await
+        .unwrap();
+    }
+    let body =
+        json!({"events": [{"delivery_id": id.to_string(), "event": "complained"}]}).to_string();
+    let headers = server.fresh(&body);
+    let (status, answer) = server.callback(&body, Some(&headers)).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(server.email_choice("newsletter").await, None);
+
+    for event in ["INSERT", "UPDATE"] {
+        sqlx::query(&format!("DROP TRIGGER refuse_preferences_{event}"))
+            .execute(&database)
+            .await
+            .unwrap();
+    }
+    // The provider resends the very message: its id was given back.
+    let (status, answer) = server.callback(&body, Some(&headers)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["unsubscribed"], true, "{answer}");
+    assert_eq!(server.email_choice("newsletter").await, Some(false));
+    assert!(server.delivery(id).await.complained_at.is_some());
 }
 
 /// Issue 15: a complaint replayed after the user switched the type's

@@ -364,10 +364,11 @@ impl DeliveryQueue {
     /// A spam complaint about the delivery, from a provider's callback:
     /// sets `complained_at` (the first one is kept) whatever the status,
     /// and, since a complaint proves delivery, moves `Sent` to `Delivered`.
-    /// Switching the user's email off is the caller's part, and only on
-    /// the first complaint: the `bool` is `true` for the one call that
-    /// set `complained_at` (decided under the delivery's row lock, so of
-    /// concurrent calls exactly one sees it), `false` for every repeat.
+    /// Switching the user's email off is the caller's part (the email
+    /// callback does it before recording, see `http::email_callbacks`):
+    /// the `bool` is `true` for the one call that set `complained_at`
+    /// (decided under the delivery's row lock, so of concurrent calls
+    /// exactly one sees it), `false` for every repeat.
     pub async fn record_complaint(
         &self,
         id: Uuid,

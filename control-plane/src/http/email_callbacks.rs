@@ -58,10 +58,12 @@
 //!   counts as delivered, and switches the user's email off for the
 //!   delivery's type, like the unsubscribe link — unless the type is
 //!   critical (then only logged). A late or repeated event changes nothing;
-//!   in particular only a delivery's *first* complaint switches email off
-//!   (decided under the delivery's row lock), so a complaint repeated in
-//!   another message never undoes the user turning the type's email back
-//!   on (`"unsubscribed": false` then).
+//!   in particular only a complaint about a delivery that has none recorded
+//!   switches email off, and it does so before the complaint is recorded:
+//!   a failure in between (503) leaves nothing recorded, so the provider's
+//!   resend unsubscribes; a complaint repeated in another message never
+//!   undoes the user turning the type's email back on (`"unsubscribed":
+//!   false` then).
 //! * **The provider hears 200 for every signed, well-formed batch**, with
 //!   one result per event in order: `applied` (recorded, or already so),
 //!   `unknown_message` (no email delivery of that id; not retried), or
@@ -340,12 +342,27 @@ fn apply(
     settings: &SettingsHandle,
     event: &Event,
 ) -> Result<Value, ApiError> {
-    let Some(id) = find(queue, &event.target)? else {
+    let Some(found) = find(queue, &event.target)? else {
         tracing::info!(target = ?event.target, kind = ?event.kind, "email callback for an unknown message; ignored");
         return Ok(json!({ "delivery": null, "status": null, "result": "unknown_message" }));
     };
+    let id = found.id;
     let reason = event.reason.as_deref();
-    let mut first_complaint = false;
+    // A complaint unsubscribes *before* it is recorded: should recording
+    // fail (503), the provider's resend still finds no complaint and
+    // switches again (harmless: off is off). Once recorded, no later
+    // complaint about the delivery switches anything, so a replay never
+    // undoes the user turning the type's email back on.
+    let unsubscribed = match event.kind {
+        Kind::Complained if found.complained_at.is_none() => {
+            Some(switch_off(preferences, settings, &found)?)
+        }
+        Kind::Complained => {
+            tracing::info!(delivery = %id, "repeated spam complaint; preferences left as they are");
+            Some(false)
+        }
+        _ => None,
+    };
     let changed = match event.kind {
         Kind::Delivered => block_on(queue.mark_delivered(id, event.at)),
         Kind::Bounced => block_on(queue.mark_bounced(
@@ -361,10 +378,7 @@ fn apply(
         Kind::Opened => block_on(queue.record_engagement(id, Engagement::Opened, event.at)),
         Kind::Clicked => block_on(queue.record_engagement(id, Engagement::Clicked, event.at)),
         Kind::Complained => {
-            block_on(queue.record_complaint(id, event.at)).map(|(delivery, first)| {
-                first_complaint = first;
-                delivery
-            })
+            block_on(queue.record_complaint(id, event.at)).map(|(delivery, _first)| delivery)
         }
     };
     let delivery = match changed {
@@ -385,20 +399,14 @@ fn apply(
     };
     tracing::info!(delivery = %id, kind = ?event.kind, status = %delivery.status, "email callback applied");
     let mut result = json!({ "delivery": id, "status": delivery.status, "result": "applied" });
-    if event.kind == Kind::Complained {
-        // Only the delivery's first complaint: a repeat must not undo the
-        // user switching the type's email back on since.
-        let unsubscribed = first_complaint && switch_off(preferences, settings, &delivery)?;
-        if !first_complaint {
-            tracing::info!(delivery = %id, "repeated spam complaint; preferences left as they are");
-        }
+    if let Some(unsubscribed) = unsubscribed {
         result["unsubscribed"] = json!(unsubscribed);
     }
     Ok(result)
 }
 
 /// The email delivery `target` names, if there is one.
-fn find(queue: &DeliveryQueue, target: &Target) -> Result<Option<Uuid>, QueueError> {
+fn find(queue: &DeliveryQueue, target: &Target) -> Result<Option<Delivery>, QueueError> {
     let id = match target {
         Target::Delivery(id) => *id,
         Target::MessageId(message_id) => {
@@ -406,23 +414,21 @@ fn find(queue: &DeliveryQueue, target: &Target) -> Result<Option<Uuid>, QueueErr
                 .strip_prefix('<')
                 .and_then(|rest| rest.strip_suffix('>'))
                 .unwrap_or(message_id);
-            if let Some(id) =
-                block_on(queue.find_by_provider_id(ChannelKind::Email, &format!("<{bare}>")))?
-            {
-                return Ok(Some(id));
-            }
-            // Not indexed (its `Sent` not recorded yet, or a provider that
-            // rewrote the brackets): our Message-IDs are `<delivery id@domain>`.
-            let local = bare.split('@').next().unwrap_or_default();
-            match Uuid::parse_str(local) {
-                Ok(id) => id,
-                Err(_) => return Ok(None),
+            let indexed =
+                block_on(queue.find_by_provider_id(ChannelKind::Email, &format!("<{bare}>")))?;
+            match indexed {
+                Some(id) => id,
+                // Not indexed (its `Sent` not recorded yet, or a provider
+                // that rewrote the brackets): our Message-IDs are
+                // `<delivery id@domain>`.
+                None => match Uuid::parse_str(bare.split('@').next().unwrap_or_default()) {
+                    Ok(id) => id,
+                    Err(_) => return Ok(None),
+                },
             }
         }
     };
-    Ok(block_on(queue.get(id))?
-        .filter(|delivery| delivery.channel == ChannelKind::Email)
-        .map(|delivery| delivery.id))
+    Ok(block_on(queue.get(id))?.filter(|delivery| delivery.channel == ChannelKind::Email))
 }
 
 /// A complaint: the user's email off for the delivery's type, as the
