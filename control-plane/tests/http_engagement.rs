@@ -684,14 +684,13 @@ async fn a_complaint_that_failed_midway_unsubscribes_on_resend() {
     ))
     .await
     .unwrap();
-    for event in ["INSERT", "UPDATE"] {
-        sqlx::query(&format!(
-            "CREATE TRIGGER refuse_preferences_{event} BEFORE {event} ON preferences \
-             BEGIN SELECT RAISE(ABORT, 'preferences unavailable (test)'); END"
-        ))
-        .execute(&database)
-        .await
-        .unwrap();
+    for statement in [
+        "CREATE TRIGGER refuse_preference_insert BEFORE INSERT ON preferences \
+         BEGIN SELECT RAISE(ABORT, 'preferences unavailable (test)'); END",
+        "CREATE TRIGGER refuse_preference_update BEFORE UPDATE ON preferences \
+         BEGIN SELECT RAISE(ABORT, 'preferences unavailable (test)'); END",
+    ] {
+        sqlx::query(statement).execute(&database).await.unwrap();
     }
     let body =
         json!({"events": [{"delivery_id": id.to_string(), "event": "complained"}]}).to_string();
@@ -700,11 +699,11 @@ async fn a_complaint_that_failed_midway_unsubscribes_on_resend() {
     assert_eq!(status, 503, "{answer}");
     assert_eq!(server.email_choice("newsletter").await, None);
 
-    for event in ["INSERT", "UPDATE"] {
-        sqlx::query(&format!("DROP TRIGGER refuse_preferences_{event}"))
-            .execute(&database)
-            .await
-            .unwrap();
+    for statement in [
+        "DROP TRIGGER refuse_preference_insert",
+        "DROP TRIGGER refuse_preference_update",
+    ] {
+        sqlx::query(statement).execute(&database).await.unwrap();
     }
     // The provider resends the very message: its id was given back.
     let (status, answer) = server.callback(&body, Some(&headers)).await;
