@@ -1,4 +1,4 @@
-//! Privacy over real sled stores and the real HTTP router: export shows
+//! Privacy over the real stores (SQLite) and the real HTTP router: export shows
 //! everything held about a user; "Erase removes a user everywhere, and a
 //! late event of that user is not stored"; "Retention removes only what is
 //! past its age".
@@ -17,7 +17,7 @@ use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::inbox::InboxItem;
 use nudge_control_plane::notifications::{Created, NewNotification};
 use nudge_control_plane::privacy::RetentionConfig;
-use nudge_control_plane::storage::{EventStore, Stores};
+use nudge_control_plane::storage::{EventStore, SQLITE_FILE, Stores};
 
 const ADMIN: &str = "privacy-test-admin-token-0123456789";
 
@@ -442,4 +442,57 @@ async fn retention_removes_only_what_is_past_its_age() {
     // Nothing more is past its age.
     let report = server.state.privacy.apply_retention(&config, now).unwrap();
     assert_eq!(report, Default::default());
+}
+
+/// A retention pass that fails midway (here: deleting a delivery, made to
+/// fail by a trigger in the real database file) leaves the notification
+/// in place, so the next pass finds it and removes its delivery and inbox
+/// item too; nothing is left behind that no pass would find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_pass_cut_short_is_finished_by_the_next() {
+    let server = Server::start().await;
+    let now = Timestamp::now();
+    let old = server
+        .seed("u1", now - SignedDuration::from_hours(24 * 40))
+        .await;
+    let database = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        server._dir.path().join(SQLITE_FILE).display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_delivery_delete BEFORE DELETE ON deliveries \
+         BEGIN SELECT RAISE(ABORT, 'deliveries unavailable (test)'); END",
+    )
+    .execute(&database)
+    .await
+    .unwrap();
+    let config = RetentionConfig {
+        events: None,
+        notifications: Some(Duration::from_secs(30 * 86_400)),
+        attempt_logs: None,
+    };
+    assert!(server.state.privacy.apply_retention(&config, now).is_err());
+
+    sqlx::query("DROP TRIGGER refuse_delivery_delete")
+        .execute(&database)
+        .await
+        .unwrap();
+    let report = server.state.privacy.apply_retention(&config, now).unwrap();
+    assert_eq!(
+        (report.notifications, report.deliveries, report.inbox_items),
+        (1, 1, 1)
+    );
+    assert!(server.state.queue.get(old.id).await.unwrap().is_none());
+    assert!(server.state.inbox.items_of("u1").await.unwrap().is_empty());
+    assert!(
+        server
+            .state
+            .notifications
+            .get(&old.notification_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -200,18 +200,16 @@ mod tests {
         let (_dir, store) = store().await;
         let old = store.create(draft("u", None, None), at(10)).await.unwrap();
         let edge = store.create(draft("u", None, None), at(20)).await.unwrap();
-        let removed = store.prune_created_before(at(20), 100).await.unwrap();
-        assert_eq!(removed.len(), 1);
-        assert_eq!(removed[0].id, id_of(&old));
+        let found = store.created_before(at(20), 100).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, id_of(&old));
+        // Finding removes nothing; removing does, once.
+        assert_eq!(store.list_for_user("u", 10).await.unwrap().len(), 2);
+        assert_eq!(store.remove(&[found[0].id.clone()]).await.unwrap(), 1);
+        assert_eq!(store.remove(&[found[0].id.clone()]).await.unwrap(), 0);
         assert!(store.get(id_of(&edge)).await.unwrap().is_some());
         assert_eq!(store.list_for_user("u", 10).await.unwrap().len(), 1);
-        assert!(
-            store
-                .prune_created_before(at(20), 100)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(store.created_before(at(20), 100).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -116,13 +116,15 @@ impl Privacy {
         if let Some(limit) = config.notifications {
             let cutoff = cutoff(now, limit);
             report.digest_folds = block_on(self.digests.prune_folds(cutoff))?;
+            // Deliveries and inbox items first, the notification last: a
+            // pass cut short leaves the notification, and the next pass
+            // finds it and finishes (nothing is left that no pass finds).
             loop {
-                let removed = block_on(self.notifications.prune_created_before(cutoff, CHUNK))?;
-                if removed.is_empty() {
+                let old = block_on(self.notifications.created_before(cutoff, CHUNK))?;
+                if old.is_empty() {
                     break;
                 }
-                report.notifications += removed.len();
-                for notification in &removed {
+                for notification in &old {
                     let Ok(id) = uuid::Uuid::parse_str(&notification.id) else {
                         continue;
                     };
@@ -139,6 +141,8 @@ impl Privacy {
                         report.inbox_items += applied.changed.len();
                     }
                 }
+                let ids: Vec<String> = old.into_iter().map(|n| n.id).collect();
+                report.notifications += block_on(self.notifications.remove(&ids))?;
             }
         }
         if let Some(limit) = config.attempt_logs {

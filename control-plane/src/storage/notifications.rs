@@ -273,42 +273,52 @@ impl NotificationStore {
         bodies.iter().map(|body| decode(body)).collect()
     }
 
-    /// Retention: removes up to `limit` notifications created before
-    /// `cutoff`, oldest first, with the keys that name them, and returns
-    /// them.
-    pub async fn prune_created_before(
+    /// Retention, first step: up to `limit` notifications created before
+    /// `cutoff`, oldest first. Read only: the caller removes what hangs
+    /// off them (deliveries, inbox items) and then [`Self::remove`]s them,
+    /// so a pass cut short leaves the notifications to be found again by
+    /// the next one, never their deliveries without a notification.
+    pub async fn created_before(
         &self,
         cutoff: Timestamp,
         limit: usize,
     ) -> Result<Vec<Notification>, StorageError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let metrics = self.database.metrics();
-        let bodies: Vec<String> = with_pool!(self.database, pool, engine => {
-            let mut tx = begin_write(metrics, pool, engine).await?;
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM notifications WHERE created_at_ms < $1 ORDER BY created_at_ms, id LIMIT $2",
+        let bodies: Vec<String> = with_pool!(self.database, pool => {
+            sqlx::query_scalar(
+                "SELECT body FROM notifications WHERE created_at_ms < $1 \
+                 ORDER BY created_at_ms, id LIMIT $2",
             )
             .bind(cutoff.as_millisecond())
             .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut bodies = Vec::with_capacity(ids.len());
-            for id in &ids {
+            .fetch_all(pool)
+            .await?
+        });
+        bodies.iter().map(|body| decode(body)).collect()
+    }
+
+    /// Removes the notifications `ids` with the keys that name them, in
+    /// one transaction; returns how many were there.
+    pub async fn remove(&self, ids: &[String]) -> Result<usize, StorageError> {
+        let metrics = self.database.metrics();
+        let removed = with_pool!(self.database, pool, engine => {
+            let mut tx = begin_write(metrics, pool, engine).await?;
+            let mut removed = 0;
+            for id in ids {
                 sqlx::query("DELETE FROM notification_keys WHERE notification_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                let body: Option<String> =
-                    sqlx::query_scalar("DELETE FROM notifications WHERE id = $1 RETURNING body")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                bodies.extend(body);
+                removed += sqlx::query("DELETE FROM notifications WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as usize;
             }
             tx.commit().await?;
-            bodies
+            removed
         });
-        bodies.iter().map(|body| decode(body)).collect()
+        Ok(removed)
     }
 
     /// Forgets idempotency keys older than the window; returns how many.
