@@ -146,11 +146,13 @@ async fn erasing_frees_the_keys_and_sources_of_the_user_only(backend: Backend) {
         .unwrap();
     assert!(matches!(again, Created::New(_)));
     // Retention removes by age, with the key that names it.
-    let pruned = store
-        .prune_created_before(start() + SignedDuration::from_secs(1), 100)
+    let old = store
+        .created_before(start() + SignedDuration::from_secs(1), 100)
         .await
         .unwrap();
-    assert_eq!(pruned.len(), 2);
+    assert_eq!(old.len(), 2);
+    let ids: Vec<String> = old.into_iter().map(|n| n.id).collect();
+    assert_eq!(store.remove(&ids).await.unwrap(), 2);
     let after = store
         .create(draft("u2", Some("k"), None), start())
         .await
