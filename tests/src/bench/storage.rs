@@ -436,7 +436,7 @@ pub fn render(reports: &[StorageReport]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<10} {:>10} {:>14} {:>14} {:>8} {:>12} {:>10} {:>10}",
+        "{:<10} {:>10} {:>14} {:>14} {:>8} {:>12} {:>10} {:>10} {:>12}",
         "database",
         "events",
         "ingest ev/s",
@@ -444,7 +444,8 @@ pub fn render(reports: &[StorageReport]) -> String {
         "share",
         "disk B/ev",
         "db B/ev",
-        "CP RSS MiB"
+        "CP RSS MiB",
+        "CP ms/1k ev"
     );
     for report in reports {
         let _ = writeln!(
