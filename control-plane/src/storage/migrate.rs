@@ -109,6 +109,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0012_event_partitions.sql"),
         postgres: include_str!("../../migrations/postgres/0012_event_partitions.sql"),
     },
+    Migration {
+        version: 13,
+        name: "rollup_fillfactor",
+        sqlite: include_str!("../../migrations/sqlite/0013_rollup_fillfactor.sql"),
+        postgres: include_str!("../../migrations/postgres/0013_rollup_fillfactor.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

@@ -3,9 +3,15 @@
 //! # Promises
 //!
 //! * [`encode`] writes one tag byte, [`DEFLATED`], then the event's JSON
-//!   as a raw deflate stream (level 1: fast, and about 40 % smaller for a
-//!   typical 500-byte track event, which neither engine compresses by
-//!   itself: PostgreSQL compresses only values of about 2 KB and more).
+//!   as a raw deflate stream (about 30 % smaller for a typical 500-byte
+//!   track event, which neither engine compresses by itself: PostgreSQL
+//!   compresses only values of about 2 KB and more). Level 1 of the
+//!   zlib-rs backend (the workspace turns on flate2's `zlib-rs`): its
+//!   quick strategy codes with deflate's fixed Huffman table, so neither
+//!   side builds a table per event; an event is inflated by each reader
+//!   (the engine, analytics), and table building was the largest part of
+//!   the control plane's compression CPU with miniz_oxide's dynamic
+//!   tables (README, storage benchmark).
 //! * [`decode`] reads that form and plain JSON (what builds before it
 //!   stored, which starts with `{`), so stored events stay readable
 //!   without a rewrite.
@@ -38,18 +44,28 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, StorageError> {
     let json = serde_json::to_vec(event)?;
     COMPRESSOR.with_borrow_mut(|compressor| {
         compressor.reset();
-        // Room for deflate's worst case (stored blocks: 5 bytes per 64 KB
-        // over the input), so one call finishes the stream.
-        let mut out = Vec::with_capacity(1 + json.len() + json.len() / 1024 + 64);
+        let mut out = Vec::with_capacity(1 + json.len() / 2 + 64);
         out.push(DEFLATED);
-        let status = compressor
-            .compress_vec(&json, &mut out, FlushCompress::Finish)
-            .map_err(|error| StorageError::Corrupt(format!("deflate: {error}")))?;
-        match status {
-            Status::StreamEnd => Ok(out),
-            Status::Ok | Status::BufError => Err(StorageError::Corrupt(
-                "deflate: the output outgrew its worst-case bound".to_owned(),
-            )),
+        // Level 1 codes with deflate's fixed Huffman table, in which a
+        // byte of 144 or more takes 9 bits: text that does not compress
+        // (non-Latin scripts, say) comes out up to 1/8 larger than it went
+        // in. So the output grows until the stream ends, bounded by
+        // what such input can take.
+        let bound = json.len() + json.len() / 4 + 1024;
+        loop {
+            let consumed = usize::try_from(compressor.total_in()).unwrap_or(usize::MAX);
+            let status = compressor
+                .compress_vec(&json[consumed..], &mut out, FlushCompress::Finish)
+                .map_err(|error| StorageError::Corrupt(format!("deflate: {error}")))?;
+            if status == Status::StreamEnd {
+                return Ok(out);
+            }
+            if out.len() > bound {
+                return Err(StorageError::Corrupt(
+                    "deflate: the output outgrew its worst-case bound".to_owned(),
+                ));
+            }
+            out.reserve(out.capacity().max(256));
         }
     })
 }
@@ -143,11 +159,17 @@ mod tests {
             json.len()
         );
         assert_eq!(decode(&stored).unwrap(), typical);
-        // Large and incompressible ones too (the output grows as needed).
+        // Large and incompressible ones too (the output grows as needed),
+        // in ASCII and in a script whose UTF-8 bytes all take 9 bits.
         let noise: String = (0..200_000u32)
             .map(|i| char::from(b'a' + u8::try_from(i.wrapping_mul(2_654_435_761) % 26).unwrap()))
             .collect();
         let large = event(serde_json::json!({ "noise": noise }));
+        assert_eq!(decode(&encode(&large).unwrap()).unwrap(), large);
+        let cjk: String = (0..100_000u32)
+            .map(|i| char::from_u32(0x4e00 + i.wrapping_mul(2_654_435_761) % 20_000).unwrap())
+            .collect();
+        let large = event(serde_json::json!({ "noise": cjk }));
         assert_eq!(decode(&encode(&large).unwrap()).unwrap(), large);
     }
 
