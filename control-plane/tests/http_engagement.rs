@@ -651,7 +651,8 @@ async fn unconfigured_tracking_and_callbacks_say_so() {
     .await;
     let id = server.sent_email("newsletter").await;
     let before = server.delivery(id).await;
-    // The pixel always answers its GIF; a click cannot be checked: 503.
+    // The pixel always answers its GIF; a click cannot be checked: a 404
+    // naming the settings, never a redirect.
     assert_pixel(
         server
             .get(&server.local(&server.tracking.open_url(id)))
@@ -661,12 +662,26 @@ async fn unconfigured_tracking_and_callbacks_say_so() {
     let reply = server
         .get(&server.local(&server.tracking.click_url(id, DESTINATION).unwrap()))
         .await;
-    assert_eq!(reply.status(), 503);
+    assert_eq!(reply.status(), 404);
     assert!(reply.headers().get("location").is_none());
+    let answer: Value = reply.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "links_disabled", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("public_url")),
+        "{answer}"
+    );
     let body = json!({"events": [{"delivery_id": id.to_string(), "event": "opened"}]}).to_string();
     let (status, answer) = server.callback(&body, Some(&server.fresh(&body))).await;
-    assert_eq!(status, 503, "{answer}");
+    assert_eq!(status, 404, "{answer}");
     assert_eq!(answer["error"]["code"], "callbacks_disabled", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("callback_secret")),
+        "{answer}"
+    );
     assert_eq!(server.delivery(id).await, before);
 }
 
@@ -685,10 +700,11 @@ async fn a_complaint_that_failed_midway_unsubscribes_on_resend() {
     .await
     .unwrap();
     for event in ["INSERT", "UPDATE"] {
-        sqlx::query(&format!(
+        // `event` is one of the two literals above: nothing to inject.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE TRIGGER refuse_preferences_{event} BEFORE {event} ON preferences \
              BEGIN SELECT RAISE(ABORT, 'preferences unavailable (test)'); END"
-        ))
+        )))
         .execute(&database)
         .await
         .unwrap();
@@ -701,10 +717,12 @@ async fn a_complaint_that_failed_midway_unsubscribes_on_resend() {
     assert_eq!(server.email_choice("newsletter").await, None);
 
     for event in ["INSERT", "UPDATE"] {
-        sqlx::query(&format!("DROP TRIGGER refuse_preferences_{event}"))
-            .execute(&database)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TRIGGER refuse_preferences_{event}"
+        )))
+        .execute(&database)
+        .await
+        .unwrap();
     }
     // The provider resends the very message: its id was given back.
     let (status, answer) = server.callback(&body, Some(&headers)).await;
