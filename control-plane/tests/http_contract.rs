@@ -8,7 +8,9 @@
 //!   routes whose body is optional, and changes nothing;
 //! * schema-valid input is taken: lengths count characters, as JSON
 //!   Schema's `maxLength` does;
-//! * schema-invalid input is refused: quiet hours are two digits each;
+//! * schema-invalid input is refused: quiet hours are two digits each, a
+//!   body is a JSON object (not `[]`), activity kinds have no empty item,
+//!   the parked events' numbers are not empty;
 //! * the WebSocket route answers a plain GET with a JSON `400`.
 
 use jiff::Timestamp;
@@ -322,4 +324,75 @@ async fn a_plain_get_of_the_websocket_is_a_json_400() {
     let server = Server::start().await;
     let answer = server.send(Method::GET, "/v1/me/stream", None, None).await;
     answer.assert_bad_request("WebSocket");
+}
+
+/// Before: `[]` was read as a `UserPreferences` with every field at its
+/// default, and replaced the stored document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_an_object_is_refused() {
+    let server = Server::start().await;
+    let document = json!({"channels": {"email": false}});
+    let put = server
+        .json(Method::PUT, "/v1/me/preferences", &document)
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    for body in [json!([]), json!([{}, {}]), json!("x"), json!(null)] {
+        server
+            .json(Method::PUT, "/v1/me/preferences", &body)
+            .await
+            .assert_bad_request("JSON object");
+    }
+    let read = server
+        .send(Method::GET, "/v1/me/preferences", None, None)
+        .await;
+    assert_eq!(
+        read.body["channels"],
+        json!({"email": false}),
+        "{}",
+        read.body
+    );
+}
+
+/// Before: empty items were skipped, so `kind=,` listed every kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_activity_kind_is_refused() {
+    let server = Server::start().await;
+    for path in [
+        "/v1/me/activity",
+        "/v1/me/activity/summary",
+        "/v1/me/activity/export",
+    ] {
+        for kinds in ["", ",", "track,", "track,,page"] {
+            server
+                .send(Method::GET, &format!("{path}?kind={kinds}"), None, None)
+                .await
+                .assert_bad_request("empty kind");
+        }
+        let fine = server
+            .send(Method::GET, &format!("{path}?kind=track,page"), None, None)
+            .await;
+        assert_eq!(fine.status, StatusCode::OK, "{path}: {}", fine.body);
+    }
+}
+
+/// Before: `limit=` and `after=` were read as absent, although the
+/// document's integers have no empty value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_events_refuse_empty_numbers() {
+    let server = Server::start().await;
+    for query in ["limit=", "after=", "limit=&after="] {
+        server
+            .send(
+                Method::GET,
+                &format!("/v1/admin/parked-events?{query}"),
+                None,
+                None,
+            )
+            .await
+            .assert_bad_request("whole number");
+    }
+    let fine = server
+        .send(Method::GET, "/v1/admin/parked-events?limit=5", None, None)
+        .await;
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.body);
 }

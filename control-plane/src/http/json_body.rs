@@ -10,6 +10,8 @@
 //!   type the OpenAPI document does not promise; they never reach a client.
 //! * The handler runs only with a body it can use, so a refused body
 //!   changes nothing.
+//! * Every body of this API is a JSON object: another value (`[]`, which
+//!   serde would read as a struct's fields in order) is refused.
 //! * `Option<JsonBody<T>>` is for optional bodies: no body at all (no
 //!   `Content-Type`, nothing sent) is `None`; anything sent is read as
 //!   above, so a wrong optional body is refused, never ignored.
@@ -18,8 +20,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, OptionalFromRequest, Request};
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
@@ -36,10 +38,26 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match <Json<T> as FromRequest<S>>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(refused(&rejection)),
+        if !is_json(request.headers()) {
+            return Err(ApiError::bad_request(
+                "the request body must be JSON (Content-Type: application/json)",
+            ));
         }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| refused(&rejection.into()))?;
+        // Checked before serde, which would read `[…]` as a struct's
+        // fields in order.
+        let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+        if first.is_some_and(|byte| *byte != b'{') {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        // axum's reading names the field that failed (`types.a.frequency`).
+        Json::<T>::from_bytes(&bytes)
+            .map(|Json(value)| JsonBody(value))
+            .map_err(|rejection| refused(&rejection))
     }
 }
 
@@ -71,8 +89,20 @@ where
     }
 }
 
-/// axum's rejection as the API's `400`, keeping its message (it names the
-/// field serde stumbled on).
+/// `application/json` or a `+json` type, parameters (`charset`) aside.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .rsplit_once('+')
+            .is_some_and(|(kind, suffix)| kind.contains('/') && suffix.eq_ignore_ascii_case("json"))
+}
+
+/// axum's rejection as the API's `400` (or `413` for a body over the
+/// limit), keeping its message: it names the field serde stumbled on.
 fn refused(rejection: &JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
@@ -81,10 +111,5 @@ fn refused(rejection: &JsonRejection) -> ApiError {
             rejection.body_text(),
         );
     }
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad_request("the request body must be JSON (Content-Type: application/json)")
-        }
-        other => ApiError::bad_request(format!("request body: {}", other.body_text())),
-    }
+    ApiError::bad_request(format!("request body: {}", rejection.body_text()))
 }
