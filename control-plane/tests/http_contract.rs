@@ -327,7 +327,8 @@ async fn a_plain_get_of_the_websocket_is_a_json_400() {
 }
 
 /// Before: `[]` was read as a `UserPreferences` with every field at its
-/// default, and replaced the stored document.
+/// default, and replaced the stored document; nested structs too took
+/// arrays (`{"types": {"a": []}}`, quiet hours as `[start, end, zone]`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_an_object_is_refused() {
     let server = Server::start().await;
@@ -336,12 +337,36 @@ async fn a_body_that_is_not_an_object_is_refused() {
         .json(Method::PUT, "/v1/me/preferences", &document)
         .await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
-    for body in [json!([]), json!([{}, {}]), json!("x"), json!(null)] {
+    for (body, place) in [
+        (json!([]), "the body"),
+        (json!([{}, {}]), "the body"),
+        (json!({"types": {"a": []}}), "types.a"),
+        (
+            json!({"types": {"a": [{"email": false}, "daily"]}}),
+            "types.a",
+        ),
+        (
+            json!({"quiet_hours": ["22:00", "07:00", "UTC"]}),
+            "quiet_hours",
+        ),
+    ] {
         server
             .json(Method::PUT, "/v1/me/preferences", &body)
             .await
-            .assert_bad_request("JSON object");
+            .assert_bad_request(&format!("{place}: expected a JSON object"));
     }
+    for body in [json!("x"), json!(null)] {
+        server
+            .json(Method::PUT, "/v1/me/preferences", &body)
+            .await
+            .assert_bad_request("expected struct UserPreferences");
+    }
+    let device =
+        json!({"platform": "web_push", "subscription": ["https://push.example/1", ["k", "a"]]});
+    server
+        .json(Method::POST, "/v1/me/devices", &device)
+        .await
+        .assert_bad_request("subscription: expected a JSON object");
     let read = server
         .send(Method::GET, "/v1/me/preferences", None, None)
         .await;
@@ -351,6 +376,8 @@ async fn a_body_that_is_not_an_object_is_refused() {
         "{}",
         read.body
     );
+    let devices = server.send(Method::GET, "/v1/me/devices", None, None).await;
+    assert_eq!(devices.body["devices"], json!([]), "{}", devices.body);
 }
 
 /// Before: empty items were skipped, so `kind=,` listed every kind.

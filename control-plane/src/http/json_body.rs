@@ -10,8 +10,10 @@
 //!   type the OpenAPI document does not promise; they never reach a client.
 //! * The handler runs only with a body it can use, so a refused body
 //!   changes nothing.
-//! * Every body of this API is a JSON object: another value (`[]`, which
-//!   serde would read as a struct's fields in order) is refused.
+//! * Every body of this API is a JSON object, and so is every nested
+//!   struct: an array, which serde would read as a struct's fields in
+//!   order, is refused, naming where (`types.invoice: expected a JSON
+//!   object`; see `strict_json`).
 //! * `Option<JsonBody<T>>` is for optional bodies: no body at all (no
 //!   `Content-Type`, nothing sent) is `None`; anything sent is read as
 //!   above, so a wrong optional body is refused, never ignored.
@@ -24,7 +26,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::{ApiError, strict_json};
 
 /// A request body read as JSON into `T` (see the module doc).
 #[derive(Debug)]
@@ -46,18 +48,14 @@ where
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| refused(&rejection.into()))?;
-        // Checked before serde, which would read `[…]` as a struct's
-        // fields in order.
-        let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
-        if first.is_some_and(|byte| *byte != b'{') {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
-        }
         // axum's reading names the field that failed (`types.a.frequency`).
-        Json::<T>::from_bytes(&bytes)
-            .map(|Json(value)| JsonBody(value))
-            .map_err(|rejection| refused(&rejection))
+        let Json(body) = Json::<T>::from_bytes(&bytes).map_err(|rejection| refused(&rejection))?;
+        // Then the same once more, objects only (it parsed, so this does too).
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|error| ApiError::bad_request(format!("request body: {error}")))?;
+        strict_json::check::<T>(value)
+            .map_err(|message| ApiError::bad_request(format!("request body: {message}")))?;
+        Ok(JsonBody(body))
     }
 }
 

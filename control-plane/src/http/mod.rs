@@ -55,6 +55,7 @@ mod public_links;
 pub mod request_metrics;
 mod sms_callbacks;
 pub mod stream_limits;
+mod strict_json;
 mod tracking;
 pub mod user_auth;
 mod web;
