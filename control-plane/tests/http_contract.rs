@@ -21,7 +21,10 @@ use nudge_control_plane::http::user_auth::UserTokenSecret;
 use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::inbox::{InboxItem, InboxStore};
 use nudge_control_plane::preferences::PreferenceStore;
-use nudge_control_plane::storage::Stores;
+
+#[macro_use]
+mod support;
+use support::Backend;
 
 const SECRET: &str = "the-app-backend-shares-this-32-byte-secret";
 const ADMIN: &str = "the-operator-admin-token";
@@ -56,8 +59,12 @@ impl Answer {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_on(Backend::Sqlite).await
+    }
+
+    async fn start_on(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let stores = Stores::open_embedded(dir.path()).await.unwrap();
+        let stores = support::fresh_stores(backend, dir.path()).await;
         let secret: UserTokenSecret = SECRET.parse().unwrap();
         let user_token = secret.sign(&json!({
             "sub": USER,
@@ -423,3 +430,60 @@ async fn parked_events_refuse_empty_numbers() {
         .await;
     assert_eq!(fine.status, StatusCode::OK, "{}", fine.body);
 }
+
+/// Before, on PostgreSQL: a NUL in a filter or an id reached the database,
+/// which refuses NUL in text, and the answer was `503 store_unavailable`.
+/// Now a filter with a NUL is a `400` naming it (no item can match one) and
+/// an id with a NUL is an id that does not exist, on both engines alike.
+async fn text_with_nul_is_refused_or_unknown_not_a_server_error(backend: Backend) {
+    let server = Server::start_on(backend).await;
+    server.inbox.add(USER, &item(1)).await.unwrap();
+    for path in [
+        "/v1/me/notifications?type=a%00b",
+        "/v1/me/notifications?type=comment,%00",
+        "/v1/me/notifications?category=so%00cial",
+        "/v1/me/notifications/export?type=%00",
+        "/v1/me/notifications/export?category=%00&format=csv",
+    ] {
+        server
+            .send(Method::GET, path, None, None)
+            .await
+            .assert_bad_request("contains a NUL character");
+    }
+    server
+        .json(
+            Method::POST,
+            "/v1/me/notifications/read-all",
+            &json!({"category": "so\u{0}cial"}),
+        )
+        .await
+        .assert_bad_request("contains a NUL character");
+
+    let nul_id = "0190a000\u{0}";
+    let bulk = server
+        .json(
+            Method::POST,
+            "/v1/me/notifications/bulk",
+            &json!({"ids": [item(1).id, nul_id], "action": "read"}),
+        )
+        .await;
+    assert_eq!(bulk.status, StatusCode::OK, "{}", bulk.body);
+    assert_eq!(bulk.body["changed"], json!([item(1).id]), "{}", bulk.body);
+    assert_eq!(bulk.body["not_found"], json!([nul_id]), "{}", bulk.body);
+    for (method, path) in [
+        (Method::GET, "/v1/me/notifications/a%00b"),
+        (Method::DELETE, "/v1/me/notifications/a%00b"),
+        (Method::POST, "/v1/me/notifications/a%00b/archive"),
+    ] {
+        let answer = server.send(method, path, None, None).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            answer.body
+        );
+    }
+    assert_eq!(server.unread().await, 0);
+}
+
+on_both_engines!(text_with_nul_is_refused_or_unknown_not_a_server_error);

@@ -137,6 +137,9 @@ fn parse_query(raw: Option<&str>) -> Result<(InboxQuery, Option<String>), ApiErr
         }
     }
     query.limit = InboxQuery::checked_limit(limit).map_err(ApiError::bad_request)?;
+    // Here too, not only in the store: an export must be refused before
+    // its first chunk, not aborted after it.
+    query.check()?;
     Ok((query, format))
 }
 
