@@ -316,7 +316,11 @@ async fn fuzz_on(python: &Path, backend: Backend) -> Vec<String> {
             started.elapsed()
         );
         match result {
-            Ok(report) => eprintln!("{}", report.lines().last().unwrap_or_default()),
+            // The totals: "N generated, N passed, M skipped" and the verdict.
+            Ok(report) => report
+                .lines()
+                .filter(|line| line.contains("generated,") || line.starts_with('='))
+                .for_each(|line| eprintln!("{}", line.trim())),
             Err(report) => {
                 failures.push(format!("=== with the {who} on {backend:?} ===\n{report}"))
             }
