@@ -11,7 +11,9 @@
 //! * schema-invalid input is refused: quiet hours are two digits each, a
 //!   body is a JSON object (not `[]`), activity kinds have no empty item,
 //!   the parked events' numbers are not empty;
-//! * the WebSocket route answers a plain GET with a JSON `400`.
+//! * the WebSocket route answers a plain GET with a JSON `400`;
+//! * an analytics report's range is bounded (a century), so no request
+//!   keeps the server busy for seconds.
 
 use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
@@ -487,3 +489,34 @@ async fn text_with_nul_is_refused_or_unknown_not_a_server_error(backend: Backend
 }
 
 on_both_engines!(text_with_nul_is_refused_or_unknown_not_a_server_error);
+
+/// Before: `from=0100-05-09` made `resource_actions` walk nineteen
+/// centuries of buckets, past schemathesis' 5 s timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analytics_range_is_at_most_a_century() {
+    let server = Server::start().await;
+    let refused = server
+        .send(
+            Method::GET,
+            "/v1/admin/analytics/resource_actions?from=0100-05-09&to=2026-01-01",
+            None,
+            None,
+        )
+        .await;
+    refused.assert_bad_request("from: 0100-05-09 to 2026-01-01 is longer than a report reads");
+    let started = std::time::Instant::now();
+    let longest = server
+        .send(
+            Method::GET,
+            "/v1/admin/analytics/resource_actions?from=1926-01-03&to=2026-01-01",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(longest.status, StatusCode::OK, "{}", longest.body);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "a century took {:?}",
+        started.elapsed()
+    );
+}
