@@ -651,7 +651,8 @@ async fn unconfigured_tracking_and_callbacks_say_so() {
     .await;
     let id = server.sent_email("newsletter").await;
     let before = server.delivery(id).await;
-    // The pixel always answers its GIF; a click cannot be checked: 503.
+    // The pixel always answers its GIF; a click cannot be checked: a 404
+    // naming the settings, never a redirect.
     assert_pixel(
         server
             .get(&server.local(&server.tracking.open_url(id)))
@@ -661,12 +662,26 @@ async fn unconfigured_tracking_and_callbacks_say_so() {
     let reply = server
         .get(&server.local(&server.tracking.click_url(id, DESTINATION).unwrap()))
         .await;
-    assert_eq!(reply.status(), 503);
+    assert_eq!(reply.status(), 404);
     assert!(reply.headers().get("location").is_none());
+    let answer: Value = reply.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "links_disabled", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("public_url")),
+        "{answer}"
+    );
     let body = json!({"events": [{"delivery_id": id.to_string(), "event": "opened"}]}).to_string();
     let (status, answer) = server.callback(&body, Some(&server.fresh(&body))).await;
-    assert_eq!(status, 503, "{answer}");
+    assert_eq!(status, 404, "{answer}");
     assert_eq!(answer["error"]["code"], "callbacks_disabled", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("callback_secret")),
+        "{answer}"
+    );
     assert_eq!(server.delivery(id).await, before);
 }
 

@@ -442,11 +442,13 @@ async fn twilio_callbacks_move_deliveries_only_when_signed() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["delivery"], Value::Null, "{body}");
 
-    // Not a form at all.
+    // Not a form at all (signed or not: the form is read first; only a
+    // missing signature header is refused before that).
     let reply = server
         .client
         .post(format!("{}/v1/callbacks/twilio/status", server.base))
         .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", "bm90IGEgc2lnbmF0dXJl")
         .body("MessageSid=%zz")
         .send()
         .await
@@ -454,21 +456,46 @@ async fn twilio_callbacks_move_deliveries_only_when_signed() {
     assert_eq!(reply.status(), 400);
 }
 
+/// Issue 15: an unconfigured route is a `404` (not a `503`, which invites
+/// retries that cannot succeed) in JSON, naming the setting that enables
+/// it; a callback without its signature header is a `403` all the same.
 #[tokio::test]
 async fn unconfigured_public_routes_say_so() {
     let server = Server::start(false).await;
-    let (status, body) = server
-        .one_click(
-            &server.unsubscribe_path("newsletter"),
-            "List-Unsubscribe=One-Click",
-        )
-        .await;
-    assert_eq!(status, 503, "{body}");
+    let path = server.unsubscribe_path("newsletter");
+    let (status, body) = server.one_click(&path, "List-Unsubscribe=One-Click").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "links_disabled", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("public_url") && m.contains("link_secret")),
+        "{body}"
+    );
+    // The page a browser opens gets the same JSON: it is for the operator.
+    let page = server
+        .client
+        .get(format!("{}{path}", server.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
+    let body: Value = page.json().await.unwrap();
     assert_eq!(body["error"]["code"], "links_disabled", "{body}");
     let form = twilio_form("SM1", "delivered", "");
     let (status, body) = server.callback(&form, Some(&sign(&form))).await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "callbacks_disabled", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("status_callback_url")),
+        "{body}"
+    );
+    let (status, body) = server.callback(&form, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_signature", "{body}");
     assert_eq!(
         server.preferences.get(USER).await.unwrap(),
         UserPreferences::default()

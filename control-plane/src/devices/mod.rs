@@ -97,8 +97,10 @@ pub struct NewDevice {
     pub label: Option<String>,
 }
 
-/// Longest token or endpoint accepted: APNs tokens are 64 hex digits, FCM
-/// tokens ~160 characters, push endpoints a few hundred.
+/// Longest token or endpoint accepted, in characters (as JSON Schema's
+/// `maxLength` counts, so the OpenAPI document can state it exactly): APNs
+/// tokens are 64 hex digits, FCM tokens ~160 characters, push endpoints a
+/// few hundred.
 const MAX_ADDRESS_LEN: usize = 2048;
 const MAX_LABEL_LEN: usize = 200;
 
@@ -121,9 +123,9 @@ impl NewDevice {
         if self
             .label
             .as_ref()
-            .is_some_and(|label| label.len() > MAX_LABEL_LEN)
+            .is_some_and(|label| label.chars().count() > MAX_LABEL_LEN)
         {
-            return invalid("label is longer than 200 bytes");
+            return invalid("label is longer than 200 characters");
         }
         let address = match (self.platform, &self.token, &self.subscription) {
             (Platform::Apns | Platform::Fcm, Some(token), None) => token.as_str(),
@@ -147,8 +149,8 @@ impl NewDevice {
         if address.trim().is_empty() {
             return invalid("the device token or endpoint is empty");
         }
-        if address.len() > MAX_ADDRESS_LEN {
-            return invalid("the device token or endpoint is longer than 2048 bytes");
+        if address.chars().count() > MAX_ADDRESS_LEN {
+            return invalid("the device token or endpoint is longer than 2048 characters");
         }
         if address.chars().any(char::is_whitespace) {
             return invalid("the device token or endpoint contains whitespace");

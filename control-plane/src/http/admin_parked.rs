@@ -36,8 +36,10 @@ async fn parked_events(
         )));
     }
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        // Empty is refused, not read as absent: the document's integers
+        // have no empty value.
         match query.get(name).map(String::as_str) {
-            None | Some("") => Ok(None),
+            None => Ok(None),
             Some(raw) => raw
                 .parse()
                 .map(Some)

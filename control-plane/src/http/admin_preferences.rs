@@ -9,12 +9,11 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use super::{ApiError, HttpState};
+use super::{ApiError, HttpState, JsonBody};
 use crate::preferences::{PreferenceError, UserPreferences};
 
 pub fn router() -> Router<HttpState> {
@@ -34,10 +33,8 @@ async fn read(
 async fn replace(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
-    body: Result<Json<UserPreferences>, JsonRejection>,
+    JsonBody(preferences): JsonBody<UserPreferences>,
 ) -> Result<Json<UserPreferences>, ApiError> {
-    let Json(preferences) =
-        body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     preferences.validate(&state.settings.current().defaults)?;
     state.preferences.put(&user_id, &preferences).await?;
     Ok(Json(preferences))

@@ -12,7 +12,7 @@
 //! * **Strict values**: dates are exactly `YYYY-MM-DD` (UTC days, both ends
 //!   included) with `from` not after `to`; channels, granularities and
 //!   formats are their API names; `limit` is 1..=[`MAX_LIMIT`]; ids are at
-//!   most [`MAX_PARAM_BYTES`] without NUL. A parameter given twice or one
+//!   most [`MAX_PARAM_CHARS`] without NUL. A parameter given twice or one
 //!   this API does not know is refused, never ignored.
 //! * **Empty means unset**, as in the proto: `?user=` asks for no user
 //!   filter.
@@ -37,7 +37,7 @@ pub const PARAMETERS: [&str; 10] = [
 ];
 
 /// Longest id accepted in `user`, `type`, `resource` and `funnel`.
-pub const MAX_PARAM_BYTES: usize = 1024;
+pub const MAX_PARAM_CHARS: usize = 1024;
 
 /// How the report is answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -198,10 +198,11 @@ fn date(parameter: &str, value: &str) -> Result<Date, ParamError> {
 }
 
 fn id(parameter: &str, value: &str) -> Result<String, ParamError> {
-    if value.len() > MAX_PARAM_BYTES {
+    // Characters, as the OpenAPI document's `maxLength` counts them.
+    if value.chars().count() > MAX_PARAM_CHARS {
         return Err(ParamError::invalid(
             parameter,
-            format!("is longer than {MAX_PARAM_BYTES} bytes"),
+            format!("is longer than {MAX_PARAM_CHARS} characters"),
         ));
     }
     if value.contains('\0') {

@@ -17,7 +17,6 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -26,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::user_auth::Me;
-use super::{ApiError, HttpState};
+use super::{ApiError, HttpState, JsonBody};
 use crate::devices::{Device, DeviceError, NewDevice};
 
 pub fn admin_router() -> Router<HttpState> {
@@ -43,9 +42,7 @@ pub fn me_router() -> Router<HttpState> {
         .route(
             "/devices",
             get(|state: State<HttpState>, Me(user): Me| list(state, Path(user))).post(
-                |state: State<HttpState>,
-                 Me(user): Me,
-                 body: Result<Json<NewDevice>, JsonRejection>| {
+                |state: State<HttpState>, Me(user): Me, body: JsonBody<NewDevice>| {
                     register(state, Path(user), body)
                 },
             ),
@@ -76,9 +73,8 @@ async fn list(
 async fn register(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
-    body: Result<Json<NewDevice>, JsonRejection>,
+    JsonBody(new): JsonBody<NewDevice>,
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
-    let Json(new) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let (device, created) = state
         .devices
         .register_telling_new(&user_id, &new, Timestamp::now())
@@ -112,9 +108,8 @@ struct Switch {
 async fn switch(
     State(state): State<HttpState>,
     Path((user_id, device_id)): Path<(String, String)>,
-    body: Result<Json<Switch>, JsonRejection>,
+    JsonBody(change): JsonBody<Switch>,
 ) -> Result<Json<Device>, ApiError> {
-    let Json(change) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let reason = change
         .reason
         .unwrap_or_else(|| "deactivated by an operator".to_owned());

@@ -79,7 +79,7 @@
 //! | 403 | `invalid_signature` | a `webhook-*` header is missing or malformed, or the signature is wrong |
 //! | 403 | `stale_timestamp` | `webhook-timestamp` is more than 5 minutes from the server's time |
 //! | 413 | — | a body over 1 MiB |
-//! | 503 | `callbacks_disabled` | `[channels.email]` has no `callback_secret` |
+//! | 404 | `callbacks_disabled` | `[channels.email]` has no `callback_secret` (a request without the `webhook-*` headers is a `403` first) |
 //! | 503 | `store_unavailable` | the delivery queue, preferences or callback ids failed |
 //!
 //! Provider-reported opens and clicks are recorded whatever the
@@ -186,11 +186,15 @@ async fn email_events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    ApiError::require_headers(
+        &headers,
+        &["webhook-id", "webhook-timestamp", "webhook-signature"],
+    )?;
     let Some(auth) = &state.email_callbacks else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(ApiError::not_configured(
             "callbacks_disabled",
-            "email callbacks are not configured: set callback_secret in [channels.email]",
+            "email callbacks are not configured on this server: \
+             set callback_secret in [channels.email]",
         ));
     };
     let header = |name: &str| {

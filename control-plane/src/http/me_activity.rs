@@ -115,7 +115,12 @@ impl Filter {
             let bad = |what: &str| ApiError::bad_request(format!("{key}: {what}"));
             match key.as_str() {
                 "kind" => {
-                    for kind in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                    // Every comma-separated item a kind: an empty one (`kind=`,
+                    // `kind=track,`) is a mistake, not "every kind".
+                    for kind in value.split(',') {
+                        if kind.is_empty() {
+                            return Err(bad("an empty kind; leave `kind` out for every kind"));
+                        }
                         if !KINDS.contains(&kind) {
                             return Err(bad(&format!("unknown kind {kind:?}")));
                         }

@@ -29,7 +29,6 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -39,7 +38,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::user_auth::Me;
-use super::{ApiError, HttpState};
+use super::{ApiError, HttpState, JsonBody};
 use crate::chunks::{self, StreamError};
 use crate::inbox::{Action, InboxError, InboxItem, InboxQuery, Sort};
 
@@ -138,6 +137,9 @@ fn parse_query(raw: Option<&str>) -> Result<(InboxQuery, Option<String>), ApiErr
         }
     }
     query.limit = InboxQuery::checked_limit(limit).map_err(ApiError::bad_request)?;
+    // Here too, not only in the store: an export must be refused before
+    // its first chunk, not aborted after it.
+    query.check()?;
     Ok((query, format))
 }
 
@@ -267,9 +269,8 @@ struct Bulk {
 async fn bulk(
     State(state): State<HttpState>,
     Me(user): Me,
-    body: Result<Json<Bulk>, JsonRejection>,
+    JsonBody(bulk): JsonBody<Bulk>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(bulk) = body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     if bulk.ids.is_empty() || bulk.ids.len() > MAX_BULK_IDS {
         return Err(ApiError::bad_request(format!(
             "ids: between 1 and {MAX_BULK_IDS} ids"
@@ -302,9 +303,9 @@ struct ReadAll {
 async fn read_all(
     State(state): State<HttpState>,
     Me(user): Me,
-    body: Option<Json<ReadAll>>,
+    body: Option<JsonBody<ReadAll>>,
 ) -> Result<Json<Value>, ApiError> {
-    let category = body.and_then(|Json(body)| body.category);
+    let category = body.and_then(|JsonBody(body)| body.category);
     let marked = state
         .inbox
         .read_all(&user, category.as_deref(), Timestamp::now())

@@ -21,12 +21,11 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::routing::get;
 use serde::Serialize;
 
 use super::user_auth::Me;
-use super::{ApiError, HttpState};
+use super::{ApiError, HttpState, JsonBody};
 use crate::channels::ChannelKind;
 use crate::preferences::{DIGEST_HOUR, Frequency, UserPreferences};
 
@@ -47,10 +46,8 @@ async fn read(
 async fn replace(
     State(state): State<HttpState>,
     Me(user): Me,
-    body: Result<Json<UserPreferences>, JsonRejection>,
+    JsonBody(preferences): JsonBody<UserPreferences>,
 ) -> Result<Json<UserPreferences>, ApiError> {
-    let Json(preferences) =
-        body.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     preferences.validate(&state.settings.current().defaults)?;
     state.preferences.put(&user, &preferences).await?;
     Ok(Json(preferences))

@@ -55,6 +55,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -483,8 +484,17 @@ async fn websocket(
     State(state): State<HttpState>,
     MeStream(user): MeStream,
     RawQuery(raw): RawQuery,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // axum's refusal is plain text; the API answers every error in JSON.
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "this route is a WebSocket: send an upgrade request \
+             (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, \
+             Sec-WebSocket-Key), or use GET /v1/me/events for Server-Sent Events ({})",
+            rejection.body_text()
+        ))
+    })?;
     let cursor = cursor_param(raw.as_deref())?;
     // Subscribed before the upgrade: the backlog is exact from the moment
     // the client is told it is connected.

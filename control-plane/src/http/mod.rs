@@ -28,8 +28,11 @@
 //! `/v1/t/click/{token}`, `tracking`), Twilio's status callbacks
 //! (`/v1/callbacks/twilio/status`, `sms_callbacks`) and the email
 //! provider's event callbacks (`/v1/callbacks/email`, `email_callbacks`).
-//! Unconfigured, they answer 503 like the admin routes (the open pixel
-//! always answers its GIF).
+//! Unconfigured, they answer `404` with `links_disabled` or
+//! `callbacks_disabled` and a message naming the setting that enables them
+//! ([`ApiError::not_configured`]): the route is not there for this server,
+//! and a `503` would invite retries that cannot succeed. The open pixel
+//! always answers its GIF.
 
 mod admin_analytics;
 mod admin_api;
@@ -42,6 +45,7 @@ mod devices;
 mod download;
 mod email_callbacks;
 mod form;
+mod json_body;
 mod me_activity;
 mod me_notifications;
 mod me_preferences;
@@ -51,10 +55,12 @@ mod public_links;
 pub mod request_metrics;
 mod sms_callbacks;
 pub mod stream_limits;
+mod strict_json;
 mod tracking;
 pub mod user_auth;
 mod web;
 
+pub use json_body::JsonBody;
 pub use me_stream::{Heartbeat, LiveMetrics, LiveStream};
 pub use stream_limits::StreamLimits;
 
@@ -62,7 +68,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -216,6 +222,31 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// A route whose feature this server is not configured for: `404`,
+    /// because to a caller the route is not there (no retry and no other
+    /// input will change that, which a `503` would suggest), with `code`
+    /// and a `message` naming the setting that enables it.
+    pub fn not_configured(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// A signed route's request that lacks one of its signature `headers`:
+    /// `403 invalid_signature`, whether or not the route is configured,
+    /// since no configuration could accept it.
+    pub fn require_headers(headers: &HeaderMap, names: &[&str]) -> Result<(), Self> {
+        match names.iter().find(|name| !headers.contains_key(**name)) {
+            None => Ok(()),
+            Some(name) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_signature",
+                format!(
+                    "the {name} header is missing: requests to this route are signed with {}",
+                    names.join(", ")
+                ),
+            )),
+        }
     }
 }
 

@@ -22,7 +22,7 @@
 //! | 400 | `invalid_link` | the token was altered, cut short, or not signed by this server |
 //! | 400 | `bad_request` | a POST body other than `List-Unsubscribe=One-Click` |
 //! | 409 | `critical_type` | the type is critical: it cannot be switched off |
-//! | 503 | `links_disabled` | `public_url` / `link_secret` are not configured |
+//! | 404 | `links_disabled` | `public_url` / `link_secret` are not configured (always JSON: it is for the operator) |
 //!
 //! Emails of critical types carry no link (see `engine::plan`), so a 409
 //! only happens when a type became critical after the mail was sent.
@@ -56,6 +56,7 @@ pub fn router() -> Router<HttpState> {
 async fn page(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
     let claims = match verify(&state, &token) {
         Ok(claims) => claims,
+        Err(error) if error.status == StatusCode::NOT_FOUND => return error.into_response(),
         Err(error) => return error_page(&error),
     };
     let what = describe(&claims);
@@ -101,7 +102,7 @@ async fn unsubscribe(
             "channel": claims.channel,
         }))
         .into_response(),
-        Err(error) if wants_html => error_page(&error),
+        Err(error) if wants_html && error.status != StatusCode::NOT_FOUND => error_page(&error),
         Err(error) => error.into_response(),
     }
 }
@@ -148,10 +149,10 @@ async fn apply(
 
 fn verify(state: &HttpState, token: &str) -> Result<UnsubscribeClaims, ApiError> {
     let Some(links) = &state.unsubscribe else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(ApiError::not_configured(
             "links_disabled",
-            "unsubscribe links are not configured on this server (public_url and link_secret)",
+            "unsubscribe links are not configured on this server: \
+             set public_url and link_secret in the engine config",
         ));
     };
     links.verify_unsubscribe(token).map_err(|error| {

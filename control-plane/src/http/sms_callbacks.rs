@@ -33,7 +33,8 @@
 //! | 200 | — | `{"delivery": <id or null>, "status": <its status now or null>}` |
 //! | 400 | `bad_request` | the body is not a form |
 //! | 403 | `invalid_signature` | the signature is missing or wrong |
-//! | 503 | `callbacks_disabled` | `[channels.sms]` has no `status_callback_url` |
+//! | 403 | `invalid_signature` | no `X-Twilio-Signature` header (configured or not) |
+//! | 404 | `callbacks_disabled` | `[channels.sms]` has no `status_callback_url` |
 //! | 503 | `store_unavailable` | the delivery queue failed |
 
 use axum::Json;
@@ -64,11 +65,12 @@ async fn twilio_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    ApiError::require_headers(&headers, &["x-twilio-signature"])?;
     let Some(auth) = &state.sms_callbacks else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(ApiError::not_configured(
             "callbacks_disabled",
-            "Twilio status callbacks are not configured: set status_callback_url in [channels.sms]",
+            "Twilio status callbacks are not configured on this server: \
+             set status_callback_url in [channels.sms]",
         ));
     };
     let form = form::parse(&body).map_err(|error| ApiError::bad_request(error.to_string()))?;

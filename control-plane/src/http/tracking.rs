@@ -13,7 +13,7 @@
 //!   only: a `HEAD` is a link checker). A token that does not verify is a
 //!   `400` page and **never a redirect**: the only destinations are the
 //!   ones this server signed (no open redirect).
-//!   Without `public_url` the route answers a `503` page.
+//!   Without `public_url` the route answers `404 links_disabled` (JSON).
 //!
 //! Recording never stands in the way of the answer: a delivery that is
 //! gone, not sent, or failed, or a store that fails, is logged and the
@@ -79,11 +79,13 @@ async fn click(
     Path(token): Path<String>,
 ) -> Response {
     let Some(links) = &state.tracking else {
-        return error_page(&ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        // JSON, not a page: it is for the operator, like every unconfigured route.
+        return ApiError::not_configured(
             "links_disabled",
-            "tracking links are not configured on this server (public_url and link_secret)",
-        ));
+            "tracking links are not configured on this server: \
+             set public_url and link_secret in the engine config",
+        )
+        .into_response();
     };
     let claims = match links.verify_click(&token) {
         Ok(claims) => claims,

@@ -50,6 +50,26 @@ pub struct InboxQuery {
     pub limit: usize,
 }
 
+impl InboxQuery {
+    /// Refuses filters no stored item can match and PostgreSQL cannot even
+    /// compare: text with a NUL character (items are stored without one).
+    /// A refusal, not an empty page, so the client learns its mistake.
+    pub fn check(&self) -> Result<(), super::InboxError> {
+        let with_nul = |text: &str| text.contains('\0');
+        if self.types.iter().any(|t| with_nul(t)) {
+            return Err(super::InboxError::Invalid(
+                "type: contains a NUL character".into(),
+            ));
+        }
+        if self.category.as_deref().is_some_and(with_nul) {
+            return Err(super::InboxError::Invalid(
+                "category: contains a NUL character".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One page of a listing. A listing examines a bounded number of items
 /// ([`super::SCAN_BUDGET`]), so a page may hold fewer than `limit` items,
 /// or none, and still carry a cursor: the scan stopped there, not the

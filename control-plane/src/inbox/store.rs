@@ -187,6 +187,11 @@ impl InboxStore {
     }
 
     pub async fn get(&self, user_id: &str, id: &str) -> Result<Option<InboxItem>, InboxError> {
+        // No item has such an id (`check_item`), and PostgreSQL could not
+        // even compare it.
+        if id.contains('\0') {
+            return Ok(None);
+        }
         Ok(self.table.get(user_id, id).await?)
     }
 
@@ -202,8 +207,14 @@ impl InboxStore {
         now: Timestamp,
     ) -> Result<Applied, InboxError> {
         check_user(user_id)?;
+        // An id with a NUL is no item's (`check_item`): missing, as any
+        // unknown id is, without asking the database (PostgreSQL refuses
+        // NUL in text).
+        let (ids, impossible): (Vec<String>, Vec<String>) =
+            ids.iter().cloned().partition(|id| !id.contains('\0'));
         let _in_order = self.in_order(user_id).await;
-        let (applied, changes) = self.table.apply(user_id, ids, action, now).await?;
+        let (mut applied, changes) = self.table.apply(user_id, &ids, action, now).await?;
+        applied.missing.extend(impossible);
         self.publish(user_id, &changes);
         Ok(applied)
     }
@@ -258,6 +269,7 @@ impl InboxStore {
     /// [`SCAN_BUDGET`] items are examined: a page may be short, or empty,
     /// and still carry a cursor (see [`Page`]).
     pub async fn list(&self, user_id: &str, query: &InboxQuery) -> Result<Page, InboxError> {
+        query.check()?;
         let cursor = query
             .cursor
             .as_deref()

@@ -126,7 +126,9 @@ fn parse_hhmm(field: &'static str, text: &str) -> Result<Time, PreferenceError> 
         value: text.to_owned(),
     };
     let (hour, minute) = text.split_once(':').ok_or_else(invalid)?;
-    if hour.len() != 2 || minute.len() != 2 {
+    // Two ASCII digits each: `str::parse` alone would take `+1` or `-0`.
+    let two_digits = |part: &str| part.len() == 2 && part.bytes().all(|b| b.is_ascii_digit());
+    if !two_digits(hour) || !two_digits(minute) {
         return Err(invalid());
     }
     let hour: i8 = hour.parse().map_err(|_| invalid())?;

@@ -35,6 +35,18 @@ pub async fn fresh_settings(backend: Backend, dir: &Path) -> DatabaseSettings {
     }
 }
 
+/// The settings of the PostgreSQL database `url`, or of SQLite in `dir`.
+pub fn fresh_settings_at(url: Option<&str>, dir: &Path) -> DatabaseSettings {
+    match url {
+        None => DatabaseSettings::sqlite(dir.join(SQLITE_FILE)),
+        Some(url) => DatabaseSettings {
+            location: url.parse::<DatabaseLocation>().expect("a postgres URL"),
+            pool_size: 4,
+            connect_timeout: std::time::Duration::from_secs(10),
+        },
+    }
+}
+
 /// Every store on a fresh database of `backend`; sled (the records not yet
 /// moved to SQL) in `dir`.
 pub async fn fresh_stores(backend: Backend, dir: &Path) -> Stores {
