@@ -572,6 +572,9 @@ fn enclosing_table(before: &str) -> String {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::preferences::Frequency;

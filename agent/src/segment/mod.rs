@@ -31,6 +31,8 @@ mod error;
 mod fields;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use nudge_proto::v1::Envelope;

@@ -645,3 +645,22 @@ fn contact_traits_are_found_in_identify_traits_only() {
         [(item(0), "email"), (item(3), "email")]
     );
 }
+
+/// Found by the property tests: serde_json's default float parsing read
+/// this number as its neighbour, so the stored property differed from the
+/// one sent in the last digit.
+#[test]
+fn float_properties_are_kept_exactly() {
+    let body = br#"{"userId": "u", "event": "e", "properties": {"x": -1.0081661374002426e-286, "y": 0.30000000000000004}}"#;
+    let envelopes = Request::parse(Endpoint::Call(CallKind::Track), body)
+        .unwrap()
+        .into_envelopes(&received())
+        .unwrap();
+    let Some(Body::Track(track)) = &envelopes[0].body else {
+        panic!("not a track");
+    };
+    assert_eq!(
+        track.properties_json,
+        r#"{"x":-1.0081661374002426e-286,"y":0.30000000000000004}"#
+    );
+}

@@ -266,6 +266,9 @@ fn non_empty(value: String) -> Option<String> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -126,7 +126,8 @@ fn parse_hhmm(field: &'static str, text: &str) -> Result<Time, PreferenceError> 
         value: text.to_owned(),
     };
     let (hour, minute) = text.split_once(':').ok_or_else(invalid)?;
-    // Two ASCII digits each: `str::parse` alone would take `+1` or `-0`.
+    // Digits only: `i8::from_str` also takes a sign, which let "+1:05" in
+    // as 01:05 (and then be stored and shown as a different text).
     let two_digits = |part: &str| part.len() == 2 && part.bytes().all(|b| b.is_ascii_digit());
     if !two_digits(hour) || !two_digits(minute) {
         return Err(invalid());
@@ -350,6 +351,21 @@ mod tests {
             serde_json::to_string(&ok).unwrap(),
             r#"{"start":"22:00","end":"07:00","timezone":"UTC"}"#
         );
+    }
+
+    /// Found by the property tests: a sign passed for a digit.
+    #[test]
+    fn quiet_hours_refuse_signs() {
+        for text in ["+0:+0", "+1:05", "-0:30", "07:+5"] {
+            let error = QuietHours::new(text, "08:00", "UTC").unwrap_err();
+            assert_eq!(
+                error,
+                PreferenceError::QuietHoursTime {
+                    field: "start",
+                    value: text.to_owned()
+                }
+            );
+        }
     }
 
     #[test]

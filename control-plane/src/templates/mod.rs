@@ -619,6 +619,9 @@ fn validate_type(notification_type: &str) -> Result<(), TemplateError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use serde_json::json;
 
