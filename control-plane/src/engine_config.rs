@@ -537,7 +537,12 @@ fn parse_error(text: &str, file: &str, err: &toml::de::Error) -> EngineConfigErr
     let message = err.message().trim().replace('\n', "; ");
     let (table, line) = match err.span() {
         Some(span) => {
-            let start = span.start.min(text.len());
+            // Back to a character boundary: a span is a byte offset, and
+            // slicing inside a multi-byte character would panic.
+            let mut start = span.start.min(text.len());
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
             let before = &text[..start];
             let line = before.matches('\n').count() + 1;
             (enclosing_table(before), Some(line))
