@@ -66,6 +66,8 @@ pub mod money;
 pub mod notifications;
 pub mod preferences;
 pub mod privacy;
+#[cfg(test)]
+mod proptest_cases;
 pub mod rules;
 pub mod storage;
 pub mod templates;

@@ -173,18 +173,8 @@ fn duration() -> impl Strategy<Value = (u64, String)> {
     ]
 }
 
-/// Bounded cases; no seed files: a failure found here becomes a named unit
-/// test with its minimal input.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 512,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::proptest_cases::bounded(512))]
 
     #[test]
     fn arbitrary_text_loads_or_is_refused_clearly(text in ".{0,200}") {

@@ -14,7 +14,84 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 
 use super::ApiError;
-use crate::chunks::Chunks;
+use crate::chunks::{ChunkSink, Chunks, StreamError};
+
+/// The `?format=` of a list export: one JSON array (the default) or CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFormat {
+    Json,
+    Csv,
+}
+
+impl ListFormat {
+    pub fn parse(format: Option<&str>) -> Result<Self, ApiError> {
+        match format {
+            None | Some("json") => Ok(ListFormat::Json),
+            Some("csv") => Ok(ListFormat::Csv),
+            Some(_) => Err(ApiError::bad_request("format: expected csv or json")),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ListFormat::Json => "application/json",
+            ListFormat::Csv => "text/csv; charset=utf-8",
+        }
+    }
+
+    /// `stem` with this format's extension.
+    pub fn file_name(self, stem: &str) -> String {
+        match self {
+            ListFormat::Json => format!("{stem}.json"),
+            ListFormat::Csv => format!("{stem}.csv"),
+        }
+    }
+}
+
+/// Writes a streamed list export item by item: the JSON array's brackets
+/// and commas, or the CSV header and rows.
+pub struct ListWriter {
+    format: ListFormat,
+    first: bool,
+}
+
+impl ListWriter {
+    /// Opens the list (`csv_header` ends with its line break).
+    pub fn start(format: ListFormat, sink: &mut ChunkSink, csv_header: &str) -> Self {
+        sink.write(match format {
+            ListFormat::Json => b"[",
+            ListFormat::Csv => csv_header.as_bytes(),
+        });
+        ListWriter {
+            format,
+            first: true,
+        }
+    }
+
+    pub fn item<T: serde::Serialize>(
+        &mut self,
+        sink: &mut ChunkSink,
+        item: &T,
+        csv_row: impl FnOnce(&T) -> String,
+    ) -> Result<(), StreamError> {
+        match self.format {
+            ListFormat::Csv => sink.write(csv_row(item).as_bytes()),
+            ListFormat::Json => {
+                sink.write(if self.first { b"\n" } else { b",\n" });
+                sink.write_json(item)?;
+            }
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    /// Closes the list.
+    pub fn finish(self, sink: &mut ChunkSink) {
+        if self.format == ListFormat::Json {
+            sink.write(b"\n]\n");
+        }
+    }
+}
 
 /// `body` as a download: `Content-Type: content_type` and
 /// `Content-Disposition: attachment; filename="file_name"`. The names

@@ -37,6 +37,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::download::{ListFormat, ListWriter};
 use super::user_auth::Me;
 use super::{ApiError, HttpState};
 use crate::chunks::{self, StreamError};
@@ -368,44 +369,23 @@ async fn export(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let filter = Filter::parse(raw.as_deref())?;
-    let csv = match filter.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::bad_request("format: expected csv or json")),
-    };
+    let format = ListFormat::parse(filter.format.as_deref())?;
     let store = state.store.clone();
     let chunks = chunks::spawn(move |mut sink| async move {
-        if csv {
-            sink.write(b"id,kind,name,at,properties\r\n");
-        } else {
-            sink.write(b"[");
-        }
-        let mut first = true;
+        let mut list = ListWriter::start(format, &mut sink, "id,kind,name,at,properties\r\n");
         let mut pages = Pages::new(&store, &user, &filter);
         while let Some(page) = pages.next().await.map_err(StreamError::source)? {
             for item in &page {
-                if csv {
-                    sink.write(csv_row(item).as_bytes());
-                } else {
-                    sink.write(if first { b"\n" } else { b",\n" });
-                    sink.write_json(item)?;
-                }
-                first = false;
+                list.item(&mut sink, item, csv_row)?;
             }
             // One chunk per page read: memory holds a page, not the history.
             sink.flush().await?;
         }
-        if !csv {
-            sink.write(b"\n]\n");
-        }
+        list.finish(&mut sink);
         Ok(sink)
     });
-    let (content_type, name) = if csv {
-        ("text/csv; charset=utf-8", "activity.csv")
-    } else {
-        ("application/json", "activity.json")
-    };
-    super::download::streamed(chunks, content_type, name).await
+    let (content_type, name) = (format.content_type(), format.file_name("activity"));
+    super::download::streamed(chunks, content_type, &name).await
 }
 
 fn csv_row(item: &Activity) -> String {

@@ -37,6 +37,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::download::{ListFormat, ListWriter};
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::chunks::{self, StreamError};
@@ -320,33 +321,18 @@ async fn export(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let (mut query, format) = parse_query(raw.as_deref())?;
-    let csv = match format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::bad_request("format: expected csv or json")),
-    };
+    let format = ListFormat::parse(format.as_deref())?;
     query.limit = EXPORT_PAGE;
     let inbox = state.inbox.clone();
     let chunks = chunks::spawn(move |mut sink| async move {
-        if csv {
-            sink.write(CSV_HEADER.as_bytes());
-        } else {
-            sink.write(b"[");
-        }
-        let mut first = true;
+        let mut list = ListWriter::start(format, &mut sink, CSV_HEADER);
         loop {
             let page = inbox
                 .list(&user, &query)
                 .await
                 .map_err(StreamError::source)?;
             for item in &page.items {
-                if csv {
-                    sink.write(csv_row(item).as_bytes());
-                } else {
-                    sink.write(if first { b"\n" } else { b",\n" });
-                    sink.write_json(item)?;
-                }
-                first = false;
+                list.item(&mut sink, item, csv_row)?;
             }
             // One chunk per page: memory holds a page, not the inbox.
             sink.flush().await?;
@@ -355,17 +341,11 @@ async fn export(
                 None => break,
             }
         }
-        if !csv {
-            sink.write(b"\n]\n");
-        }
+        list.finish(&mut sink);
         Ok(sink)
     });
-    let (content_type, name) = if csv {
-        ("text/csv; charset=utf-8", "notifications.csv")
-    } else {
-        ("application/json", "notifications.json")
-    };
-    super::download::streamed(chunks, content_type, name).await
+    let (content_type, name) = (format.content_type(), format.file_name("notifications"));
+    super::download::streamed(chunks, content_type, &name).await
 }
 
 const CSV_HEADER: &str =

@@ -138,18 +138,8 @@ fn near_document() -> impl Strategy<Value = Value> {
         })
 }
 
-/// Bounded cases; no seed files: a failure found here becomes a named unit
-/// test with its minimal input.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 1000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::proptest_cases::bounded(1000))]
 
     #[test]
     fn arbitrary_bytes_are_accepted_or_refused_clearly(

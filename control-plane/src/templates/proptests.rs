@@ -157,18 +157,8 @@ fn input<'a>(data: &'a Value, user: &'a Value) -> RenderInput<'a> {
     }
 }
 
-/// Bounded cases; no seed files: a failure found here becomes a named unit
-/// test with its minimal input.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 1000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::proptest_cases::bounded(1000))]
 
     /// Any text at all: stored or refused clearly, and what is stored
     /// renders or fails clearly.

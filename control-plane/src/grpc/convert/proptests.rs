@@ -68,18 +68,8 @@ fn channel_names() -> impl Strategy<Value = Vec<String>> {
     )
 }
 
-/// Bounded cases; no seed files: a failure found here becomes a named unit
-/// test with its minimal input.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 1000,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::proptest_cases::bounded(1000))]
 
     #[test]
     fn notify_fields_convert_or_are_refused_by_field(
