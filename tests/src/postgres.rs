@@ -3,7 +3,10 @@
 //! * [`fresh_database`]: a new, empty database per caller on the server
 //!   named by `NUDGE_TEST_DATABASE_URL` (which `scripts/test` starts for the
 //!   run: a throwaway cluster on a free loopback port), so tests never see
-//!   each other's rows.
+//!   each other's rows. The first call in a test process drops the
+//!   databases that processes no longer running made on a loopback server
+//!   (their names carry the pid): a run creates a few hundred, ~8 MB each,
+//!   and the disk of a CI machine is not unlimited.
 //! * [`Cluster`]: a throwaway cluster of one's own (`initdb` + `pg_ctl` in a
 //!   temporary directory, as the `postgres` user when running as root), for
 //!   a test that restarts its server or a benchmark that wants PostgreSQL's
@@ -39,6 +42,9 @@ pub async fn fresh_database() -> String {
     let mut admin = sqlx::PgConnection::connect(&server)
         .await
         .unwrap_or_else(|error| panic!("cannot connect to {SERVER_URL_VARIABLE}: {error}"));
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::Relaxed) && is_loopback(&server) {
+        drop_leftovers(&mut admin).await;
+    }
     // `name` is made here from numbers, not input.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
@@ -49,6 +55,54 @@ pub async fn fresh_database() -> String {
 }
 
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Drops `nudge_test_<pid>_<n>` databases whose process is gone. Only on a
+/// loopback server, where the pid means a process of this machine; a
+/// failure only leaves them, as before.
+async fn drop_leftovers(admin: &mut sqlx::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'nudge\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue;
+        }
+        let Some(pid) = name
+            .strip_prefix("nudge_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        // `name` is letters, digits and underscores (checked above).
+        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut *admin)
+            .await;
+    }
+}
+
+/// Whether `url` names a server on this machine.
+fn is_loopback(url: &str) -> bool {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|loopback| host == *loopback || host.starts_with(&format!("{loopback}:")))
+}
 
 /// `url` with its database path replaced by `name`.
 pub fn with_database(url: &str, name: &str) -> String {
