@@ -10,7 +10,8 @@
 //!   Schema's `maxLength` does;
 //! * schema-invalid input is refused: quiet hours are two digits each, a
 //!   body is a JSON object (not `[]`), activity kinds have no empty item,
-//!   the parked events' numbers are not empty;
+//!   the parked events' numbers are not empty, preference type names are
+//!   names a notify's `type` may have (at most 500 of them);
 //! * the WebSocket route answers a plain GET with a JSON `400`;
 //! * an analytics report's range is bounded (a century), so no request
 //!   keeps the server busy for seconds.
@@ -488,7 +489,67 @@ async fn text_with_nul_is_refused_or_unknown_not_a_server_error(backend: Backend
     assert_eq!(server.unread().await, 0);
 }
 
-on_both_engines!(text_with_nul_is_refused_or_unknown_not_a_server_error);
+on_both_engines!(
+    text_with_nul_is_refused_or_unknown_not_a_server_error,
+    preference_type_names_are_checked,
+);
+
+/// Before: the type names of a preferences document were not checked: a
+/// NUL reached the store (PostgreSQL refuses NUL in JSON: a `503`), and
+/// any number of names of any length was kept. Now a name is what a
+/// notify's `type` may be (1 to 256 characters, no control characters), a
+/// document names at most 500, as the OpenAPI document states, and a
+/// refused document leaves the stored one as it was.
+async fn preference_type_names_are_checked(backend: Backend) {
+    let server = Server::start_on(backend).await;
+    let kept = json!({"types": {"invoice": {"channels": {"sms": true}}}});
+    let put = server.json(Method::PUT, "/v1/me/preferences", &kept).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let stored = server.preferences.get(USER).await.unwrap();
+
+    let off = json!({"channels": {"sms": false}});
+    for (name, needle) in [
+        (String::new(), "is empty"),
+        ("a\u{0}b".to_owned(), "control character"),
+        ("tab\there".to_owned(), "control character"),
+        ("x".repeat(257), "longer than 256 characters"),
+    ] {
+        server
+            .json(
+                Method::PUT,
+                "/v1/me/preferences",
+                &json!({"types": {name: off}}),
+            )
+            .await
+            .assert_bad_request(needle);
+    }
+    let too_many: serde_json::Map<String, Value> = (0..501)
+        .map(|n| (format!("type{n}"), off.clone()))
+        .collect();
+    server
+        .json(
+            Method::PUT,
+            "/v1/me/preferences",
+            &json!({"types": too_many}),
+        )
+        .await
+        .assert_bad_request("more than the 500");
+    assert_eq!(server.preferences.get(USER).await.unwrap(), stored);
+
+    // The limits themselves are taken: 256 characters of two bytes each,
+    // and 500 names.
+    let mut most: serde_json::Map<String, Value> = (0..499)
+        .map(|n| (format!("type{n}"), off.clone()))
+        .collect();
+    most.insert("é".repeat(256), off.clone());
+    let fine = server
+        .json(Method::PUT, "/v1/me/preferences", &json!({"types": most}))
+        .await;
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.body);
+    let stored = server.preferences.get(USER).await.unwrap();
+    assert_eq!(stored.types.len(), 500);
+    assert!(stored.types.contains_key(&"é".repeat(256)));
+}
 
 /// Before: `from=0100-05-09` made `resource_actions` walk nineteen
 /// centuries of buckets, past schemathesis' 5 s timeout.

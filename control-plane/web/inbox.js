@@ -912,7 +912,7 @@
         this.items.push(...fresh);
         this.cursor = page.next_cursor || null;
         this.list.append(...fresh.map((item) => this.node(item)));
-        this.more.hidden = !this.cursor;
+        this.updatePaging();
         this.updateSelection();
       } catch (error) {
         this.msg.fail(error);
@@ -921,12 +921,19 @@
       }
     }
 
+    // A page may come back empty with a cursor: the server stops a scan
+    // after a fixed budget of rows (a filter matching nothing in a long
+    // history), so "Nothing here." is only true once no cursor is left.
+    updatePaging() {
+      this.empty.hidden = this.items.length > 0 || !!this.cursor;
+      this.more.hidden = !this.cursor;
+    }
+
     render() {
       const focusedId = this.root.activeElement && this.root.activeElement.closest && this.root.activeElement.closest('.nudge-item');
       const keep = focusedId ? focusedId.getAttribute('data-id') : null;
       this.list.replaceChildren(...this.items.map((item) => this.node(item)));
-      this.empty.hidden = this.items.length > 0;
-      this.more.hidden = !this.cursor;
+      this.updatePaging();
       for (const id of [...this.selected]) if (!this.items.some((i) => i.id === id)) this.selected.delete(id);
       this.updateSelection();
       if (keep) {
@@ -1127,7 +1134,12 @@
         if (plain) {
           if (!this.items.some((i) => i.id === change.item.id)) {
             this.items.unshift(change.item);
-            this.render();
+            // One new node, not a new list: rebuilding the whole list per
+            // live item froze the page for minutes under a burst (a few
+            // thousand notifications at once, as a broadcast sends).
+            this.list.prepend(this.node(change.item));
+            this.updatePaging();
+            this.updateSelection();
           }
         } else {
           this.newBanner.textContent = 'New notifications: show them';

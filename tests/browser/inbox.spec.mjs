@@ -178,6 +178,35 @@ try {
   await page.waitForFunction(() => document.querySelector('#bell .nudge-host').shadowRoot.querySelector('.nudge-bell').getAttribute('aria-label') === 'Notifications, no unread', null, { timeout: WAIT });
   step('the inbox page filtered, searched and bulk-archived; the other tab\'s badge followed live');
 
+  // A search that matches nothing in a long history. The server examines a
+  // bounded number of items per request (2,000) and answers an empty page
+  // with a cursor when that runs out, so "Nothing here." is only true once
+  // the last page (no cursor) is in; until then the list offers more.
+  const LONG_HISTORY = 4050;
+  for (let sent = 0; sent < LONG_HISTORY; sent += 100) {
+    const batch = [];
+    for (let i = sent; i < Math.min(LONG_HISTORY, sent + 100); i++) {
+      batch.push({ type: 'track', userId: USER, event: 'Comment Posted', messageId: `long-history-${i}`, properties: { author: 'Bob', text: `message ${i}` } });
+    }
+    await agent('/v1/batch', { batch });
+  }
+  await eventually(`the inbox holds ${LONG_HISTORY} more comments`, async () => (await api('GET', '/v1/me/notifications/counts')).unread >= LONG_HISTORY, 180000);
+  const nothingHere = inboxPage.locator('.nudge-empty');
+  const loadMore = inboxPage.locator('.nudge-more');
+  await inboxPage.getByLabel('Search', { exact: true }).fill('words in no message');
+  // The first page loads, the visible "Load more" fetches the second on its
+  // own, and the scan pauses after 4,000 items with the button still shown.
+  await eventually('an unfinished search offers more, not "Nothing here."', async () => (await loadMore.isVisible()) && (await nothingHere.isHidden()) && (await rows.count()) === 0);
+  // A click while the second page is still loading is ignored: click until
+  // the scan ends.
+  await eventually('the last page says "Nothing here."', async () => {
+    if (await loadMore.isVisible()) await loadMore.click({ timeout: 1000 });
+    return (await nothingHere.isVisible()) && (await loadMore.isHidden());
+  });
+  check((await rows.count()) === 0, 'no item matches');
+  step(`a search through ${LONG_HISTORY} items showed "Nothing here." only after its last page`);
+  await inboxPage.getByLabel('Search', { exact: true }).fill('');
+
   // The preferences page saves a change.
   const prefsPage = await context.newPage();
   watch(prefsPage, 'preferences page');

@@ -209,6 +209,8 @@ impl EngineError {
             )
             | EngineError::Preferences(
                 PreferenceError::Critical { .. }
+                | PreferenceError::TypeName { .. }
+                | PreferenceError::TooManyTypes { .. }
                 | PreferenceError::TimeZone { .. }
                 | PreferenceError::QuietHoursTime { .. },
             ) => "invalid",

@@ -121,7 +121,11 @@ impl From<PreferenceError> for ServiceError {
             PreferenceError::Storage(_) => unavailable(&error),
             PreferenceError::InvalidUser(message) => ServiceError::invalid("user_id", message),
             PreferenceError::Corrupt { .. } => internal(&error),
-            PreferenceError::Critical { .. } => ServiceError::invalid("preferences.types", error),
+            PreferenceError::Critical { .. }
+            | PreferenceError::TypeName { .. }
+            | PreferenceError::TooManyTypes { .. } => {
+                ServiceError::invalid("preferences.types", error)
+            }
             PreferenceError::TimeZone { .. } => {
                 ServiceError::invalid("preferences.timezone", error)
             }

@@ -116,6 +116,18 @@ pub struct UserPreferences {
     pub timezone: Option<Tz>,
 }
 
+/// Most types one user's document may name. Far above the types an
+/// operator defines; it bounds what one user can make the engine read
+/// with every notification they get.
+pub const MAX_PREFERENCE_TYPES: usize = 500;
+
+/// Longest type name a document may use, in characters: the length a
+/// notify's `type` may have ([`nudge_proto::validate::MAX_NAME_BYTES`]
+/// bytes). Counted in characters so that the OpenAPI document's
+/// `maxLength` (which counts characters) states the same rule; a longer
+/// name in bytes simply never matches a notify.
+pub const MAX_TYPE_NAME_CHARS: usize = nudge_proto::validate::MAX_NAME_BYTES;
+
 /// Why a preference change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PreferenceError {
@@ -130,6 +142,10 @@ pub enum PreferenceError {
     TimeZone { name: String, detail: String },
     #[error("quiet hours {field} {value:?} is not a time of day as HH:MM (00:00-23:59)")]
     QuietHoursTime { field: &'static str, value: String },
+    #[error("invalid notification type name {name:?} in types: {problem}")]
+    TypeName { name: String, problem: String },
+    #[error("invalid types: {count} entries, more than the {MAX_PREFERENCE_TYPES} a user may set")]
+    TooManyTypes { count: usize },
     #[error("{0}")]
     InvalidUser(String),
     #[error("preference store failed: {0}")]
@@ -193,6 +209,14 @@ impl UserPreferences {
     /// operator's defaults: no opt-outs of critical types. Time zones and
     /// quiet hours were already validated when they were built.
     pub fn validate(&self, defaults: &OperatorDefaults) -> Result<(), PreferenceError> {
+        if self.types.len() > MAX_PREFERENCE_TYPES {
+            return Err(PreferenceError::TooManyTypes {
+                count: self.types.len(),
+            });
+        }
+        for name in self.types.keys() {
+            check_type_name(name)?;
+        }
         for (notification_type, prefs) in &self.types {
             if !defaults.is_critical(notification_type) {
                 continue;
@@ -235,6 +259,25 @@ impl UserPreferences {
             .or(self.quiet_hours.as_ref().map(QuietHours::timezone))
             .map_or(jiff::tz::TimeZone::UTC, |tz| tz.time_zone().clone())
     }
+}
+
+/// A type name as a notify may carry it: 1 to [`MAX_TYPE_NAME_CHARS`]
+/// characters, no control characters (NUL among them: names are keys of
+/// the digest and preference stores).
+fn check_type_name(name: &str) -> Result<(), PreferenceError> {
+    let problem = if name.is_empty() {
+        "is empty".to_owned()
+    } else if name.chars().count() > MAX_TYPE_NAME_CHARS {
+        format!("is longer than {MAX_TYPE_NAME_CHARS} characters")
+    } else if name.chars().any(char::is_control) {
+        "contains a control character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(PreferenceError::TypeName {
+        name: name.chars().take(64).collect(),
+        problem,
+    })
 }
 
 /// What to do with one channel of one notification.

@@ -17,6 +17,14 @@
 //! * **HTML escaping for the `html` field only.** Subject, title and text are
 //!   plain text and are never escaped; `html` escapes every `{{ … }}` unless
 //!   marked `| safe`.
+//! * **Bounded work per render.** A template runs on the engine's and the
+//!   dispatcher's threads for every notification, so a loop that never ends
+//!   (or nests `range(100000)` twice) would stall delivery for everyone.
+//!   Each field's render may execute at most [`RENDER_FUEL`] minijinja
+//!   instructions and produce at most [`MAX_RENDERED_BYTES`]; past either
+//!   it fails with [`TemplateError::Render`] ("engine ran out of fuel" /
+//!   "output is larger than …"), which fails that one delivery with its
+//!   reason like any other render error.
 //!
 //! # Context
 //!
@@ -35,6 +43,16 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::channels::ChannelKind;
+
+/// Instructions one field's render may execute. A digest of a few hundred
+/// items costs tens of thousands; a million is a few milliseconds of CPU,
+/// far beyond any real template and far short of a stalled worker.
+pub const RENDER_FUEL: u64 = 1_000_000;
+
+/// The largest rendered field, in bytes: above any real email body
+/// (mail providers clip messages far smaller) and small enough that one
+/// runaway template cannot fill memory or a mailbox.
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
 
 /// One notification's wording for one channel. Each field is a minijinja
 /// source; an empty field renders to an empty string (e.g. SMS has no
@@ -278,6 +296,7 @@ impl TemplateSet {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".html") {
                 AutoEscape::Html
@@ -597,6 +616,18 @@ impl TemplateSet {
                 .get_template(&slot.name(field))
                 .map_err(render_error)?;
             let value = compiled.render(context).map_err(render_error)?;
+            if value.len() > MAX_RENDERED_BYTES {
+                return Err(TemplateError::Render {
+                    notification_type: slot.notification_type.to_owned(),
+                    channel: slot.channel_label(),
+                    field,
+                    line: None,
+                    detail: format!(
+                        "output is larger than {MAX_RENDERED_BYTES} bytes ({} bytes)",
+                        value.len()
+                    ),
+                });
+            }
             rendered.set(field, value);
         }
         Ok(rendered)
@@ -658,6 +689,51 @@ mod tests {
         assert_eq!(rendered.title, "");
         assert_eq!(rendered.text, "Hi Ada, card 4242 was declined (n-1).");
         assert_eq!(rendered.html, "<p>Hi Ada</p>");
+    }
+
+    #[test]
+    fn a_runaway_template_fails_its_render_and_the_next_one_still_works() {
+        let mut set = TemplateSet::new();
+        let endless = Template {
+            text:
+                "{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}"
+                    .into(),
+            ..Template::default()
+        };
+        set.set("loops", Some(ChannelKind::Sms), endless).unwrap();
+        let huge = Template {
+            text: "{{ 'x' * 3000000 }}".into(),
+            ..Template::default()
+        };
+        set.set("huge", Some(ChannelKind::Sms), huge).unwrap();
+        set.set("payment_failed", Some(ChannelKind::Email), email_template())
+            .unwrap();
+        let data = json!({"amount": "€1", "card": "1"});
+        let user = json!({"name": "Ada"});
+
+        let loops = RenderInput {
+            notification_type: "loops",
+            ..input(&data, &user)
+        };
+        let Err(TemplateError::Render { field, detail, .. }) = set.render(ChannelKind::Sms, loops)
+        else {
+            panic!("a loop of 10^10 steps must run out of fuel");
+        };
+        assert_eq!(field, Field::Text);
+        assert!(detail.contains("out of fuel"), "{detail}");
+
+        let huge = RenderInput {
+            notification_type: "huge",
+            ..input(&data, &user)
+        };
+        let Err(TemplateError::Render { detail, .. }) = set.render(ChannelKind::Sms, huge) else {
+            panic!("a 3 MB field must be refused");
+        };
+        assert!(detail.contains("larger than 1048576 bytes"), "{detail}");
+
+        // Fuel is per render: the set keeps working for everyone else.
+        let rendered = set.render(ChannelKind::Email, input(&data, &user)).unwrap();
+        assert_eq!(rendered.subject, "Payment of €1 failed");
     }
 
     #[test]
