@@ -13,8 +13,13 @@ use serde_json::{Map, Value};
 /// A JSON object, as Segment's `properties`, `traits`, `context` are.
 pub type JsonObject = Map<String, Value>;
 
+mod deserialize;
+
 /// One call an application made, as the control plane stored it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Deserialize` is written by hand ([`deserialize`]): it reads what the
+/// derived `Serialize` writes without buffering the whole event first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     /// The envelope id (the client's `messageId` or the agent's UUIDv7); the
     /// dedupe key.
