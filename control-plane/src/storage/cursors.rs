@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use super::StorageError;
 use super::database::{Database, with_pool};
 use super::leases::now_sql;
+use super::sql_text::dynamic;
 use crate::event::Cursor;
 
 /// The `cursors` table. Cheap to clone.
@@ -82,8 +83,8 @@ impl CursorTable {
         let _timer = self.database.metrics().time("cursor_load");
         let placeholders = placeholders(names.len(), 1);
         let sql = format!("SELECT name, position FROM cursors WHERE name IN ({placeholders})");
-        let rows: Vec<(String, i64)> = with_pool!(self.database, pool => {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        let rows: Vec<(String, i64)> = with_pool!(self.database, pool, engine => {
+            let mut query = sqlx::query_as(dynamic(engine, sql.clone()));
             for name in names {
                 query = query.bind(name);
             }
@@ -129,7 +130,7 @@ impl CursorTable {
                  RETURNING name",
                 now_sql(engine)
             );
-            let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            let mut query = sqlx::query_scalar(dynamic(engine, sql))
                 .bind(position)
                 .bind(holder);
             for name in names {

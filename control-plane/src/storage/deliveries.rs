@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::StorageError;
 use super::database::{Database, Engine, begin_write, with_pool};
+use super::sql_text::dynamic;
 use super::tombstones::erased_among;
 use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, DeliveryFact, Priority, Status};
@@ -103,13 +104,13 @@ macro_rules! update_row {
 /// Appends facts inside the caller's transaction `$tx`, many rows per
 /// statement.
 macro_rules! insert_facts {
-    ($tx:expr, $facts:expr) => {
+    ($tx:expr, $engine:expr, $facts:expr) => {
         for chunk in $facts.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO delivery_facts (user_id, body) VALUES {}",
                 placeholders(chunk.len(), 2)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(dynamic($engine, sql));
             for fact in chunk {
                 query = query
                     .bind(fact.user_id.clone())
@@ -123,7 +124,7 @@ macro_rules! insert_facts {
 /// Writes `$rows` (a slice of [`Row`]) over their stored rows inside the
 /// caller's transaction `$tx`, many rows per statement.
 macro_rules! update_rows {
-    ($tx:expr, $rows:expr) => {
+    ($tx:expr, $engine:expr, $rows:expr) => {
         for chunk in $rows.chunks(ROWS_PER_STATEMENT) {
             // VALUES columns are column1, column2, … on both engines.
             let sql = format!(
@@ -133,7 +134,7 @@ macro_rules! update_rows {
                  FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
                 placeholders(chunk.len(), 7)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(dynamic($engine, sql));
             for row in chunk {
                 query = query
                     .bind(&row.id)
@@ -180,7 +181,7 @@ impl DeliveryTable {
                      VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
                     placeholders(chunk.len(), 11)
                 );
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_scalar(dynamic(engine, sql));
                 for row in chunk {
                     query = query
                         .bind(&row.id)
@@ -280,7 +281,7 @@ impl DeliveryTable {
                                     let row = Row::of(&delivery)?;
                                     update_row!(row).execute(&mut *tx).await?;
                                 }
-                                insert_facts!(tx, edit.facts);
+                                insert_facts!(tx, engine, edit.facts);
                                 tx.commit().await?;
                                 Ok(())
                             }
@@ -335,7 +336,7 @@ impl DeliveryTable {
                 if engine == Engine::Postgres {
                     sql.push_str(" FOR UPDATE");
                 }
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_scalar(dynamic(engine, sql));
                 for id in chunk {
                     query = query.bind(id);
                 }
@@ -369,8 +370,8 @@ impl DeliveryTable {
                 .filter(|(_, dirty)| *dirty)
                 .map(|(delivery, _)| Row::of(delivery))
                 .collect::<Result<Vec<_>, _>>()?;
-            update_rows!(tx, rows);
-            insert_facts!(tx, facts);
+            update_rows!(tx, engine, rows);
+            insert_facts!(tx, engine, facts);
             tx.commit().await?;
         });
         Ok(results)
@@ -634,7 +635,7 @@ impl DeliveryTable {
                     sql.push_str(&(index + 1).to_string());
                 }
                 sql.push(')');
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query(dynamic(engine, sql));
                 for seq in chunk {
                     query = query.bind(*seq);
                 }

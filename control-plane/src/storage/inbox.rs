@@ -42,6 +42,7 @@ use jiff::Timestamp;
 use super::StorageError;
 use super::database::{Database, Engine, begin_write, with_pool};
 use super::deliveries::placeholders;
+use super::sql_text::dynamic;
 use super::tombstones::erased_among;
 use super::wakeups::{Heard, INBOX_CHANNEL, Listening, listen_to};
 use crate::inbox::{
@@ -141,7 +142,7 @@ macro_rules! lock_counts {
 
 /// Writes the counts and the change log of one transaction in `$tx`.
 macro_rules! log_changes {
-    ($tx:expr, $user_id:expr, $counts:expr, $changes:expr) => {{
+    ($tx:expr, $engine:expr, $user_id:expr, $counts:expr, $changes:expr) => {{
         let counts: &Counts = $counts;
         let changes: &[Change] = $changes;
         if let Some(last) = changes.last() {
@@ -163,7 +164,7 @@ macro_rules! log_changes {
                 "INSERT INTO inbox_changes (user_id, seq, at, change) VALUES {}",
                 placeholders(chunk.len(), 4)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(dynamic($engine, sql));
             for change in chunk {
                 query = query
                     .bind($user_id)
@@ -194,14 +195,14 @@ macro_rules! notify_changed {
 
 /// Reads the stored items among `$ids` inside `$tx`, by id.
 macro_rules! read_items {
-    ($tx:expr, $user_id:expr, $ids:expr) => {{
+    ($tx:expr, $engine:expr, $user_id:expr, $ids:expr) => {{
         let mut found: HashMap<String, InboxItem> = HashMap::new();
         for chunk in $ids.chunks(CHUNK) {
             let sql = format!(
                 "SELECT item FROM inbox_items WHERE user_id = $1 AND id IN ({})",
                 numbered(2, chunk.len())
             );
-            let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind($user_id);
+            let mut query = sqlx::query_scalar(dynamic($engine, sql)).bind($user_id);
             for id in chunk {
                 query = query.bind(id.as_str());
             }
@@ -218,7 +219,7 @@ macro_rules! read_items {
 /// Inserts `$items` (new ones) or replaces their state (existing ones)
 /// inside `$tx`.
 macro_rules! upsert_items {
-    ($tx:expr, $user_id:expr, $items:expr) => {{
+    ($tx:expr, $engine:expr, $user_id:expr, $items:expr) => {{
         let items: &[&InboxItem] = $items;
         for chunk in items.chunks(CHUNK / 8) {
             let sql = format!(
@@ -227,7 +228,7 @@ macro_rules! upsert_items {
                  read_at = excluded.read_at, archived_at = excluded.archived_at, item = excluded.item",
                 placeholders(chunk.len(), 8)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(dynamic($engine, sql));
             for item in chunk {
                 query = query
                     .bind($user_id)
@@ -308,7 +309,7 @@ impl InboxTable {
                 }
                 let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
                 let (mut counts, mut seq) = lock_counts!(tx, user_id);
-                let stored = read_items!(tx, user_id, ids);
+                let stored = read_items!(tx, engine, user_id, ids);
                 let mut seen: HashSet<&str> = HashSet::new();
                 let mut new: Vec<&InboxItem> = Vec::new();
                 let mut changes = Vec::new();
@@ -328,8 +329,8 @@ impl InboxTable {
                     });
                     new.push(item);
                 }
-                upsert_items!(tx, user_id, &new);
-                log_changes!(tx, user_id, &counts, &changes);
+                upsert_items!(tx, engine, user_id, &new);
+                log_changes!(tx, engine, user_id, &counts, &changes);
                 results[index] = changes;
             }
             // A user's groups logged increasing seqs: the last one wins.
@@ -363,7 +364,7 @@ impl InboxTable {
         let done = with_pool!(self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             let (mut counts, mut seq) = lock_counts!(tx, user_id);
-            let mut stored = read_items!(tx, user_id, ids);
+            let mut stored = read_items!(tx, engine, user_id, ids);
             let mut applied = Applied::default();
             let mut changes = Vec::new();
             // Ids changed but not deleted, in first-change order.
@@ -413,19 +414,19 @@ impl InboxTable {
             }
             let updated_refs: Vec<&InboxItem> =
                 dirty.iter().filter_map(|id| stored.get(id)).collect();
-            upsert_items!(tx, user_id, &updated_refs);
+            upsert_items!(tx, engine, user_id, &updated_refs);
             for chunk in deleted.chunks(CHUNK) {
                 let sql = format!(
                     "DELETE FROM inbox_items WHERE user_id = $1 AND id IN ({})",
                     numbered(2, chunk.len())
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
+                let mut query = sqlx::query(dynamic(engine, sql)).bind(user_id);
                 for id in chunk {
                     query = query.bind(id.as_str());
                 }
                 query.execute(&mut *tx).await?;
             }
-            log_changes!(tx, user_id, &counts, &changes);
+            log_changes!(tx, engine, user_id, &counts, &changes);
             if let Some(last) = changes.last() {
                 notify_changed!(tx, engine, self.instance, [(user_id, last.seq)]);
             }

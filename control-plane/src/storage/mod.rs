@@ -48,6 +48,7 @@ mod payload;
 mod pending;
 mod preferences;
 mod rollups;
+mod sql_text;
 mod tombstones;
 mod wakeups;
 

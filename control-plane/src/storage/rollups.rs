@@ -25,6 +25,7 @@ use super::StorageError;
 use super::database::{Database, begin_write, with_pool};
 use super::deliveries::placeholders;
 use super::inbox::numbered;
+use super::sql_text::dynamic;
 
 /// Keys per `IN (…)` list and rows per multi-row statement: far below
 /// either engine's limit on parameters (SQLite 32,766; PostgreSQL 65,535).
@@ -62,8 +63,8 @@ impl RollupTable {
                 "SELECT key, value FROM analytics_rollups WHERE key IN ({})",
                 numbered(1, chunk.len())
             );
-            let found: Vec<RollupRow> = with_pool!(self.database, pool => {
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            let found: Vec<RollupRow> = with_pool!(self.database, pool, engine => {
+                let mut query = sqlx::query_as(dynamic(engine, sql));
                 for key in chunk {
                     query = query.bind(key.as_slice());
                 }
@@ -163,7 +164,7 @@ impl RollupTable {
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         placeholders(chunk.len(), 2)
                     );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    let mut query = sqlx::query(dynamic(engine, sql));
                     for (key, value) in chunk {
                         query = query.bind(key.as_slice()).bind(value.as_deref().unwrap_or_default());
                     }
@@ -174,7 +175,7 @@ impl RollupTable {
                         "DELETE FROM analytics_rollups WHERE key IN ({})",
                         numbered(1, chunk.len())
                     );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    let mut query = sqlx::query(dynamic(engine, sql));
                     for (key, _) in chunk {
                         query = query.bind(key.as_slice());
                     }
