@@ -1,59 +1,17 @@
 //! The hand-written reading against what it replaced: every kind of event
 //! survives its JSON, in the order `Serialize` writes it and in any other,
 //! and reads exactly as the derived `flatten` + tagged-enum reading read
-//! it (kept here as [`Derived`]), refusals included.
+//! it (kept in `derived.rs`, which the benchmark shares), refusals included.
 
 use jiff::Timestamp;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::{Event, EventBody, JsonObject, NotifyRequest, Priority};
 use crate::channels::ChannelKind;
 
-/// The derived reading this module replaced, field for field.
-#[derive(Deserialize)]
-struct Derived {
-    id: String,
-    #[serde(default)]
-    user_id: Option<String>,
-    #[serde(default)]
-    anonymous_id: Option<String>,
-    #[serde(default)]
-    timestamp: Option<Timestamp>,
-    #[serde(default)]
-    sent_at: Option<Timestamp>,
-    #[serde(default)]
-    received_at: Option<Timestamp>,
-    ingested_at: Timestamp,
-    agent_id: String,
-    #[serde(default)]
-    write_key: Option<String>,
-    #[serde(default)]
-    context: JsonObject,
-    #[serde(default)]
-    integrations: JsonObject,
-    #[serde(flatten)]
-    body: EventBody,
-}
-
-impl From<Derived> for Event {
-    fn from(d: Derived) -> Event {
-        Event {
-            id: d.id,
-            user_id: d.user_id,
-            anonymous_id: d.anonymous_id,
-            timestamp: d.timestamp,
-            sent_at: d.sent_at,
-            received_at: d.received_at,
-            ingested_at: d.ingested_at,
-            agent_id: d.agent_id,
-            write_key: d.write_key,
-            context: d.context,
-            integrations: d.integrations,
-            body: d.body,
-        }
-    }
-}
+#[path = "derived.rs"]
+mod derived;
+use derived::Derived;
 
 fn object(value: Value) -> JsonObject {
     match value {
