@@ -29,12 +29,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus::{IntGauge, Registry};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use super::ServiceError;
+use super::warn_throttle::{WARN_INTERVAL, WarnThrottle};
 use crate::config::{AdminToken, Config};
 
 /// The shortest agent token accepted: a token is the only secret standing
@@ -204,8 +206,18 @@ impl Interceptor for AuthorizeAgent {
             Ok(()) => Ok(request),
             Err(error) => {
                 // Loud on purpose: an agent refused here keeps its events in
-                // its outbox until someone fixes its token.
-                tracing::warn!(peer = ?request.remote_addr(), %error, "grpc ingest refused an agent");
+                // its outbox until someone fixes its token. But anyone who
+                // reaches the port can be refused at will: one line a
+                // minute, with how many were left out.
+                static REFUSED: WarnThrottle = WarnThrottle::new(WARN_INTERVAL);
+                if let Some(left_out) = REFUSED.admit(Instant::now()) {
+                    tracing::warn!(
+                        peer = ?request.remote_addr(),
+                        %error,
+                        refusals_not_logged = left_out,
+                        "grpc ingest refused an agent"
+                    );
+                }
                 Err(error.into())
             }
         }

@@ -25,6 +25,7 @@ mod ingest;
 mod manage;
 pub mod request_metrics;
 pub mod tls;
+mod warn_throttle;
 
 use nudge_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;

@@ -18,7 +18,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use nudge_tls::reload::Round;
@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::warn_throttle::{WARN_INTERVAL, WarnThrottle};
 use crate::config::TlsSettings;
 
 /// Longest a TLS handshake may take before the connection is dropped.
@@ -149,10 +150,13 @@ fn handshake_failed(metrics: &TlsMetrics, peer: SocketAddr, reason: &str, error:
     metrics.handshake_failures.inc();
     // A TCP probe (a load balancer's, a port scan) connects and closes
     // without a word: not worth a warning.
+    // Anyone who reaches the port can fail one at will: one warning a
+    // minute, with how many were left out (the metric counts them all).
+    static FAILED: WarnThrottle = WarnThrottle::new(WARN_INTERVAL);
     if error.kind() == io::ErrorKind::UnexpectedEof {
         tracing::debug!(%peer, reason, "grpc tls handshake failed");
-    } else {
-        tracing::warn!(%peer, reason, "grpc tls handshake failed");
+    } else if let Some(left_out) = FAILED.admit(Instant::now()) {
+        tracing::warn!(%peer, reason, failures_not_logged = left_out, "grpc tls handshake failed");
     }
 }
 
