@@ -20,8 +20,8 @@ use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use nudge_control_plane::http::HttpState;
 use nudge_control_plane::http::user_auth::UserTokenSecret;
-use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::inbox::{InboxItem, InboxStore};
 use nudge_control_plane::preferences::PreferenceStore;
 
@@ -79,11 +79,7 @@ impl Server {
             ..HttpState::standalone(&stores).unwrap()
         };
         let (inbox, preferences) = (state.inbox.clone(), state.preferences.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, router(state)).await.unwrap();
-        });
+        let (base, _) = support::serve(state).await;
         Server {
             _dir: dir,
             base,

@@ -19,12 +19,14 @@ use nudge_control_plane::delivery::{
     Completion, Delivery, DeliveryQueue, NewDelivery, Priority, Status,
 };
 use nudge_control_plane::engine::{EngineSettings, SettingsHandle};
-use nudge_control_plane::http::{HttpState, router};
+use nudge_control_plane::http::HttpState;
 use nudge_control_plane::links::{TrackingLinks, UnsubscribeClaims, UnsubscribeLinks};
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, TypeDefaults, UserPreferences,
 };
 use nudge_control_plane::storage::{SQLITE_FILE, Stores};
+
+mod support;
 
 const LINK_SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 const CALLBACK_SECRET: &str = "callback-secret-0123456789abcdef-test";
@@ -107,11 +109,7 @@ impl Server {
             email_callbacks: setup.configured.then(|| auth.clone()),
             ..standalone
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router(state)).await.unwrap();
-        });
+        let (base, task) = support::serve(state).await;
         Server {
             _dir: dir,
             base,

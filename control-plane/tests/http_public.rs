@@ -16,12 +16,14 @@ use nudge_control_plane::delivery::{
     Completion, Delivery, DeliveryQueue, NewDelivery, Priority, Status,
 };
 use nudge_control_plane::engine::{EngineSettings, SettingsHandle};
-use nudge_control_plane::http::{HttpState, router};
+use nudge_control_plane::http::HttpState;
 use nudge_control_plane::links::{UnsubscribeClaims, UnsubscribeLinks};
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, PreferenceStore, TypeDefaults, UserPreferences,
 };
 use nudge_control_plane::storage::Stores;
+
+mod support;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 const AUTH_TOKEN: &str = "twilio-auth-token";
@@ -71,11 +73,7 @@ impl Server {
             sms_callbacks: configured.then(|| StatusCallbackAuth::new(CALLBACK_URL, AUTH_TOKEN)),
             ..HttpState::standalone(&stores).unwrap()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router(state)).await.unwrap();
-        });
+        let (base, task) = support::serve(state).await;
         Server {
             _dir: dir,
             base,

@@ -12,10 +12,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use nudge_control_plane::event::{Event, EventBody};
+use nudge_control_plane::http::HttpState;
 use nudge_control_plane::http::user_auth::{TokenPolicy, UserTokenSecret};
-use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::inbox::{InboxItem, InboxStore};
 use nudge_control_plane::storage::{EventStore, Stores};
+
+mod support;
 
 const SECRET: &str = "the-app-backend-shares-this-32-byte-secret";
 
@@ -51,11 +53,7 @@ impl Server {
             ..HttpState::standalone(&stores).unwrap()
         };
         let inbox = state.inbox.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, router(state)).await.unwrap();
-        });
+        let (base, _) = support::serve(state).await;
         Server {
             _dir: dir,
             base,

@@ -25,9 +25,11 @@ use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use nudge_control_plane::http::HttpState;
 use nudge_control_plane::http::user_auth::UserTokenSecret;
-use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::storage::Stores;
+
+mod support;
 
 const DOCUMENT: &str = include_str!("../openapi.json");
 const USER_SECRET: &str = "the-app-backend-shares-this-32-byte-secret";
@@ -324,11 +326,7 @@ impl Server {
             admin_token: Some(ADMIN_TOKEN.into()),
             ..HttpState::standalone(&stores).unwrap()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, router(state)).await.unwrap();
-        });
+        let (base, _) = support::serve(state).await;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -1,5 +1,6 @@
-//! Shared by the control plane's integration tests that run on both
-//! storage engines: a fresh, empty database of each kind per test.
+//! Shared by the control plane's integration tests: a fresh, empty
+//! database of each storage engine per test, and the HTTP router served
+//! on a loopback port ([`serve`]).
 //!
 //! PostgreSQL comes from `NUDGE_TEST_DATABASE_URL`, a server `scripts/test`
 //! starts for the run; each test creates a database of its own there
@@ -9,6 +10,7 @@
 
 use std::path::Path;
 
+use nudge_control_plane::http::{HttpState, router};
 use nudge_control_plane::storage::{
     DatabaseLocation, DatabaseSettings, SQLITE_FILE, StorageMetrics, Stores,
 };
@@ -78,4 +80,15 @@ macro_rules! on_both_engines {
             )*
         }
     };
+}
+
+/// Serves `state`'s router on a free loopback port; returns the base URL
+/// (`http://127.0.0.1:<port>`) and the server's task.
+pub async fn serve(state: HttpState) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router(state)).await.unwrap();
+    });
+    (base, task)
 }
