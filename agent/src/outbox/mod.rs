@@ -108,7 +108,7 @@ impl OutboxConfig {
         Self {
             data_dir: data_dir.into(),
             max_bytes: 1 << 30,
-            segment_max_bytes: 64 << 20,
+            segment_max_bytes: 8 << 20,
             cache_capacity: 16 << 20,
             durability: Durability::Fsync,
             retry_after: Duration::from_secs(5),
