@@ -59,12 +59,7 @@ impl Server {
             admin_token: Some(ADMIN.parse().unwrap()),
             ..HttpState::standalone(&stores).unwrap()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(state.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (base, _) = support::serve(state.clone()).await;
         Server {
             _dir: dir,
             base,

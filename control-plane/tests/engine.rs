@@ -33,6 +33,8 @@ use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, QuietHours, TypeDefaults, Tz, UserPreferences,
 };
 use nudge_control_plane::storage::{EventStore, Stores};
+
+mod support;
 use nudge_control_plane::templates::{Template, TemplateSet};
 
 const USER: &str = "night-owl";
@@ -738,15 +740,9 @@ async fn a_poison_event_is_parked_and_the_rest_of_the_feed_is_planned() {
         admin_token: Some("admin-secret".into()),
         ..nudge_control_plane::http::HttpState::standalone(&h.stores).unwrap()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = tokio::spawn(async move {
-        axum::serve(listener, nudge_control_plane::http::router(state))
-            .await
-            .unwrap();
-    });
+    let (base, serving) = support::serve(state).await;
     let listed: Value = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/admin/parked-events?limit=10"))
+        .get(format!("{base}/v1/admin/parked-events?limit=10"))
         .bearer_auth("admin-secret")
         .send()
         .await

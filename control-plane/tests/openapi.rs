@@ -495,3 +495,83 @@ async fn the_server_serves_this_document() {
     let served: Value = reply.json().await.unwrap();
     assert_eq!(served, document());
 }
+
+/// The response contract every `support::serve` test runs under
+/// (`support/contract.rs`) refuses what the document does not allow, and
+/// lets through what it does: a stand-in handler on a documented path
+/// answers each case, behind the same middleware.
+#[tokio::test]
+async fn the_response_contract_refuses_what_the_document_does_not_allow() {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+
+    async fn through_contract(status: u16, content_type: &str, body: &str) -> (u16, Value) {
+        let (status, content_type, body) = (
+            StatusCode::from_u16(status).unwrap(),
+            content_type.to_owned(),
+            body.to_owned(),
+        );
+        let app = axum::Router::new()
+            .route(
+                "/v1/me/preferences",
+                axum::routing::get(move || async move {
+                    (status, [("content-type", content_type)], body).into_response()
+                }),
+            )
+            .layer(axum::middleware::from_fn(support::contract::check));
+        let request = axum::http::Request::get("/v1/me/preferences")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    let fits = r#"{"types": {"order.shipped": {"channels": {"email": false}}}}"#;
+    let (status, body) = through_contract(200, "application/json", fits).await;
+    assert_eq!(status, 200, "a document that fits passes unchanged: {body}");
+    assert_eq!(body["types"]["order.shipped"]["channels"]["email"], false);
+
+    for (status, content_type, body, why) in [
+        (
+            200,
+            "application/json",
+            r#"{"types": 5}"#,
+            "does not fit the schema",
+        ),
+        (
+            200,
+            "application/json",
+            r#"{"types": {}, "frequency": null}"#,
+            "does not fit",
+        ),
+        (
+            200,
+            "text/plain",
+            "ok",
+            "content type `text/plain` is not documented",
+        ),
+        (
+            418,
+            "application/json",
+            "{}",
+            "status 418 is not documented",
+        ),
+        (200, "application/json", "not json", "not JSON"),
+    ] {
+        let (answered, refusal) = through_contract(status, content_type, body).await;
+        assert_eq!(answered, 500, "{status} {content_type} {body}: {refusal}");
+        assert_eq!(refusal["error"], "openapi_contract");
+        let message = refusal["message"].as_str().unwrap();
+        assert!(
+            message.contains("GET /v1/me/preferences") && message.contains(why),
+            "{message}"
+        );
+    }
+}

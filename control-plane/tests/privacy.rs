@@ -13,11 +13,13 @@ use nudge_control_plane::channels::{ChannelKind, OutboundMessage, Recipient};
 use nudge_control_plane::delivery::{Delivery, NewDelivery, Priority as DeliveryPriority};
 use nudge_control_plane::devices::{NewDevice, Platform};
 use nudge_control_plane::event::{Event, EventBody, JsonObject, NotifyRequest};
-use nudge_control_plane::http::{HttpState, router};
+use nudge_control_plane::http::HttpState;
 use nudge_control_plane::inbox::InboxItem;
 use nudge_control_plane::notifications::{Created, NewNotification};
 use nudge_control_plane::privacy::RetentionConfig;
 use nudge_control_plane::storage::{EventStore, SQLITE_FILE, Stores};
+
+mod support;
 
 const ADMIN: &str = "privacy-test-admin-token-0123456789";
 
@@ -37,10 +39,7 @@ impl Server {
             admin_token: Some(ADMIN.parse().unwrap()),
             ..HttpState::standalone(&stores).unwrap()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (base, _) = support::serve(state.clone()).await;
         Server {
             _dir: dir,
             base,

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod contract;
+
 use std::path::Path;
 
 use nudge_control_plane::http::{HttpState, router};
@@ -83,12 +85,18 @@ macro_rules! on_both_engines {
 }
 
 /// Serves `state`'s router on a free loopback port; returns the base URL
-/// (`http://127.0.0.1:<port>`) and the server's task.
+/// (`http://127.0.0.1:<port>`) and the server's task. Every response is
+/// held to `openapi.json` on the way out ([`contract`]).
 pub async fn serve(state: HttpState) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        axum::serve(listener, router(state)).await.unwrap();
+        axum::serve(
+            listener,
+            router(state).layer(axum::middleware::from_fn(contract::check)),
+        )
+        .await
+        .unwrap();
     });
     (base, task)
 }
