@@ -120,7 +120,10 @@ fn fcm(token: &str) -> Value {
 fn web_push(endpoint: &str) -> Value {
     json!({
         "platform": "web_push",
-        "subscription": {"endpoint": endpoint, "keys": {"p256dh": "BNcR", "auth": "tBHI"}},
+        "subscription": {"endpoint": endpoint, "keys": {
+            "p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
+            "auth": "tBHItJI5svbpez7KI4CCXg",
+        }},
     })
 }
 

@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
+/// A real browser subscription's keys (base64url, as `toJSON()` gives them).
+const P256DH: &str =
+    "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM";
+const AUTH: &str = "tBHItJI5svbpez7KI4CCXg";
 const TOKEN: &str = "manage-test-token";
 const USER: &str = "u1";
 
@@ -696,8 +700,8 @@ async fn devices_register_list_deactivate_and_delete() {
             platform: pb::Platform::WebPush.into(),
             subscription: Some(pb::WebPushSubscription {
                 endpoint: "https://push.example.com/sub/1".to_owned(),
-                p256dh: "key".to_owned(),
-                auth: "auth".to_owned(),
+                p256dh: P256DH.to_owned(),
+                auth: AUTH.to_owned(),
             }),
             ..Default::default()
         }))
@@ -705,6 +709,22 @@ async fn devices_register_list_deactivate_and_delete() {
         .unwrap()
         .into_inner();
     assert!(push.created);
+    // Keys that could never encrypt a message are refused at registration.
+    let unusable = client
+        .register_device(authed(pb::RegisterDeviceRequest {
+            user_id: USER.to_owned(),
+            platform: pb::Platform::WebPush.into(),
+            subscription: Some(pb::WebPushSubscription {
+                endpoint: "https://push.example.com/sub/2".to_owned(),
+                p256dh: "key".to_owned(),
+                auth: AUTH.to_owned(),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unusable.code(), Code::InvalidArgument, "{unusable:?}");
+    assert!(unusable.message().contains("p256dh"), "{unusable:?}");
     let invalid = client
         .register_device(authed(pb::RegisterDeviceRequest {
             user_id: USER.to_owned(),

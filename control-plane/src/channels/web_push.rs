@@ -306,30 +306,34 @@ impl Subscription {
                 "push endpoint {endpoint:?} is not an http or https URL"
             )));
         }
-        let p256dh = BASE64URL_ANY_PADDING
-            .decode(p256dh.trim())
-            .ok()
-            // The point's validity is checked by the key agreement itself.
-            .filter(|key| key.len() == 65 && key[0] == 0x04)
-            .ok_or_else(|| {
-                invalid(
-                    "the subscription's p256dh is not an uncompressed P-256 key in base64url"
-                        .to_owned(),
-                )
-            })?;
-        let auth = BASE64URL_ANY_PADDING
-            .decode(auth.trim())
-            .ok()
-            .filter(|secret| secret.len() == 16)
-            .ok_or_else(|| {
-                invalid("the subscription's auth is not a 16-byte secret in base64url".to_owned())
-            })?;
+        let (p256dh, auth) = decode_keys(p256dh.trim(), auth.trim())
+            .map_err(|problem| invalid(problem.to_owned()))?;
         Ok(Subscription {
             endpoint: url,
             p256dh,
             auth,
         })
     }
+}
+
+/// Decodes a subscription's keys as browsers give them: base64url, with or
+/// without padding, `p256dh` an uncompressed P-256 point (65 bytes, `0x04`
+/// first) and `auth` a 16-byte secret. Registration refuses a subscription
+/// whose keys fail here (`devices`), and a send never gets such keys; the
+/// OpenAPI document's `SubscriptionKeys` patterns state the same rule.
+/// Whether the point lies on the curve is left to the key agreement.
+pub fn decode_keys(p256dh: &str, auth: &str) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
+    let p256dh = BASE64URL_ANY_PADDING
+        .decode(p256dh)
+        .ok()
+        .filter(|key| key.len() == 65 && key[0] == 0x04)
+        .ok_or("the subscription's p256dh is not an uncompressed P-256 key in base64url")?;
+    let auth = BASE64URL_ANY_PADDING
+        .decode(auth)
+        .ok()
+        .filter(|secret| secret.len() == 16)
+        .ok_or("the subscription's auth is not a 16-byte secret in base64url")?;
+    Ok((p256dh, auth))
 }
 
 /// The JSON the service worker receives; `None` when it cannot fit in

@@ -31,7 +31,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::channels::{ChannelKind, Recipient};
+use crate::channels::{ChannelKind, Recipient, web_push};
 
 pub use store::{CleanupReport, DEFAULT_MAX_DEVICES_PER_USER, DeviceStore};
 
@@ -133,8 +133,11 @@ impl NewDevice {
                 return invalid("apns and fcm devices need a `token` and no `subscription`");
             }
             (Platform::WebPush, None, Some(subscription)) => {
-                if subscription.keys.p256dh.is_empty() || subscription.keys.auth.is_empty() {
-                    return invalid("a web_push subscription needs keys.p256dh and keys.auth");
+                // Keys that could never encrypt a message are refused now,
+                // not found out at every send.
+                let keys = &subscription.keys;
+                if let Err(problem) = web_push::decode_keys(&keys.p256dh, &keys.auth) {
+                    return invalid(problem);
                 }
                 let endpoint = subscription.endpoint.as_str();
                 if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
@@ -165,12 +168,6 @@ impl NewDevice {
             .is_some_and(|label| label.contains('\0'))
         {
             return invalid("the label contains a NUL character");
-        }
-        if self.subscription.as_ref().is_some_and(|subscription| {
-            let keys = &subscription.keys;
-            keys.p256dh.contains('\0') || keys.auth.contains('\0')
-        }) {
-            return invalid("a web_push subscription key contains a NUL character");
         }
         Ok(address)
     }

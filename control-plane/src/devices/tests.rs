@@ -166,13 +166,13 @@ async fn web_push_subscriptions_are_keyed_by_endpoint_and_keep_fresh_keys() {
         .await
         .unwrap();
     let mut rotated = web_push("https://push.example/ep/1");
-    rotated.subscription.as_mut().unwrap().keys.auth = "bmV3LWF1dGgtc2VjcmV0".into();
+    rotated.subscription.as_mut().unwrap().keys.auth = "bmV3LWF1dGgtc2VjcmV0IQ".into();
     let second = store.register("u1", &rotated, at(1)).await.unwrap();
     assert_eq!(first.id, second.id);
     match second.recipient().unwrap() {
         Recipient::WebPush { endpoint, auth, .. } => {
             assert_eq!(endpoint, "https://push.example/ep/1");
-            assert_eq!(auth, "bmV3LWF1dGgtc2VjcmV0");
+            assert_eq!(auth, "bmV3LWF1dGgtc2VjcmV0IQ");
         }
         other => panic!("unexpected recipient {other:?}"),
     }
@@ -285,4 +285,67 @@ async fn cleanup_deactivates_stale_devices_then_deletes_them() {
     let left = store.list("u1").await.unwrap();
     assert_eq!(left.len(), 1);
     assert!(left[0].active && left[0].token.as_deref() == Some("fresh"));
+}
+
+/// The keys a registration accepts are exactly those the OpenAPI
+/// document's `SubscriptionKeys` patterns allow (an API fuzzer holds the
+/// server to the document both ways), tried on real keys and on every
+/// variant of the characters the patterns single out: the first two, whose
+/// bits fix the `0x04` prefix, and the last, whose bits past the key's end
+/// must be zero.
+#[test]
+fn subscription_keys_are_accepted_exactly_as_the_document_says() {
+    let document: serde_json::Value =
+        serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+    let mut schema = document["components"]["schemas"]["SubscriptionKeys"].clone();
+    schema["components"] = document["components"].clone();
+    let by_document = jsonschema::draft202012::new(&schema).unwrap();
+
+    let p256dh =
+        "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM";
+    let auth = "tBHItJI5svbpez7KI4CCXg";
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= ";
+    let mut cases = vec![
+        (p256dh.to_owned(), auth.to_owned()),
+        (format!("{p256dh}="), format!("{auth}==")),
+        (format!("{p256dh}=="), format!("{auth}=")),
+        (p256dh[1..].to_owned(), auth[1..].to_owned()),
+        (format!("{p256dh}A"), format!("{auth}A")),
+        (String::new(), String::new()),
+        (format!(" {p256dh}"), format!("{auth} ")),
+    ];
+    for c in alphabet.chars() {
+        let mut first = p256dh.to_owned();
+        first.replace_range(0..1, &c.to_string());
+        let mut second = p256dh.to_owned();
+        second.replace_range(1..2, &c.to_string());
+        let mut last = p256dh.to_owned();
+        last.replace_range(86..87, &c.to_string());
+        let mut auth_last = auth.to_owned();
+        auth_last.replace_range(21..22, &c.to_string());
+        cases.extend([
+            (first, auth.to_owned()),
+            (second, auth.to_owned()),
+            (last, auth.to_owned()),
+            (p256dh.to_owned(), auth_last),
+        ]);
+    }
+    let mut accepted = 0;
+    for (p256dh, auth) in cases {
+        let mut device = web_push("https://push.example/s");
+        device.subscription.as_mut().unwrap().keys = SubscriptionKeys {
+            p256dh: p256dh.clone(),
+            auth: auth.clone(),
+        };
+        let keys = serde_json::json!({ "p256dh": p256dh, "auth": auth });
+        let server = device.validate().is_ok();
+        assert_eq!(
+            server,
+            by_document.is_valid(&keys),
+            "p256dh {p256dh:?}, auth {auth:?}: the server {} it",
+            if server { "accepts" } else { "refuses" }
+        );
+        accepted += usize::from(server);
+    }
+    assert!(accepted > 30, "only {accepted} variants were accepted");
 }
