@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::ServiceError;
 use super::convert;
+use super::warn_throttle::{WARN_INTERVAL, WarnThrottle};
 use crate::event::{Event, IngestOutcome, Rejected};
 use crate::metrics::Metrics;
 use crate::storage::{EventStore, StorageError};
@@ -96,8 +97,26 @@ impl Ingest for IngestService {
         let request = request.into_inner();
         let envelopes = request.envelopes.len();
         let (events, rejected) = checked_events(&request.agent_id, request.envelopes, received_at);
-        for reject in &rejected {
-            tracing::warn!(agent_id = %request.agent_id, envelope_id = %reject.id, reason = %reject.reason, "envelope rejected");
+        if let Some(first) = rejected.first() {
+            // Agents check envelopes with the same rule before they
+            // acknowledge them, so a reject means an old or broken agent;
+            // but one batch can hold thousands. One line a minute, naming
+            // the first of its batch; every reject at debug level; the
+            // metric counts them all.
+            static REJECTED: WarnThrottle = WarnThrottle::new(WARN_INTERVAL);
+            if let Some(left_out) = REJECTED.admit(Instant::now()) {
+                tracing::warn!(
+                    agent_id = %request.agent_id,
+                    rejected = rejected.len(),
+                    envelope_id = %first.id,
+                    reason = %first.reason,
+                    batches_with_rejects_not_logged = left_out,
+                    "envelopes rejected"
+                );
+            }
+            for reject in &rejected {
+                tracing::debug!(agent_id = %request.agent_id, envelope_id = %reject.id, reason = %reject.reason, "envelope rejected");
+            }
         }
         let task = tokio::spawn(store_and_count(
             self.store.clone(),
