@@ -161,44 +161,19 @@ impl ControlPlane {
 
     /// `GET` an admin route (`/v1/admin/...`) that must answer 2xx, as JSON.
     pub async fn admin_get(&self, path: &str) -> Result<Value, Error> {
-        let url = format!("http://{}{path}", self.http);
-        http::get_json(&self.client, &url, Some(&self.token)).await
+        self.admin_json(reqwest::Method::GET, path).await
     }
 
     /// `POST` an empty body to an admin route that must answer 2xx; the
     /// answer as JSON.
     pub async fn admin_post(&self, path: &str) -> Result<Value, Error> {
-        let url = format!("http://{}{path}", self.http);
-        let reply = self
-            .client
-            .post(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| Error::new(format!("POST {url}: {e}")))?;
-        let status = reply.status();
-        let body = reply.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(Error::new(format!("POST {url}: {status}: {body}")));
-        }
-        serde_json::from_str(&body)
-            .map_err(|e| Error::new(format!("POST {url}: not JSON ({e}): {body}")))
+        self.admin_json(reqwest::Method::POST, path).await
     }
 
     /// `PUT`s a JSON body to an admin route; the status and the answer's
     /// text, whatever the status (tests check refusals too).
     pub async fn admin_put(&self, path: &str, body: &Value) -> Result<(u16, String), Error> {
-        let url = format!("http://{}{path}", self.http);
-        let reply = self
-            .client
-            .put(&url)
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| Error::new(format!("PUT {url}: {e}")))?;
-        let status = reply.status().as_u16();
-        Ok((status, reply.text().await.unwrap_or_default()))
+        self.exchange(reqwest::Method::PUT, path, Some(body)).await
     }
 
     /// Sends `method` with an optional JSON body to an admin route; the
@@ -210,6 +185,29 @@ impl ControlPlane {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), Error> {
+        let (status, text) = self.exchange(method, path, body).await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// `method path` without a body, which must answer 2xx with JSON.
+    async fn admin_json(&self, method: reqwest::Method, path: &str) -> Result<Value, Error> {
+        let (status, text) = self.exchange(method.clone(), path, None).await?;
+        if !(200..300).contains(&status) {
+            return Err(Error::new(format!("{method} {path}: {status}: {text}")));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| Error::new(format!("{method} {path}: not JSON ({e}): {text}")))
+    }
+
+    /// Sends one request with the admin token; the status and the answer's
+    /// text. An answer that breaks `openapi.json` is an error, whatever the
+    /// test wanted of it ([`crate::openapi_contract`]).
+    async fn exchange(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, String), Error> {
         let url = format!("http://{}{path}", self.http);
         let mut request = self
             .client
@@ -223,8 +221,25 @@ impl ControlPlane {
             .await
             .map_err(|e| Error::new(format!("{method} {url}: {e}")))?;
         let status = reply.status().as_u16();
-        let text = reply.text().await.unwrap_or_default();
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        let content_type = reply
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let text = reply
+            .text()
+            .await
+            .map_err(|e| Error::new(format!("{method} {url}: reading the answer: {e}")))?;
+        let route = path.split('?').next().unwrap_or(path);
+        crate::openapi_contract::check(
+            method.as_str(),
+            route,
+            status,
+            content_type.as_deref(),
+            text.as_bytes(),
+        )
+        .map_err(Error::new)?;
+        Ok((status, text))
     }
 
     /// A user's notifications, newest first

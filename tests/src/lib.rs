@@ -43,6 +43,7 @@ pub mod binaries;
 pub mod control_plane;
 pub mod http;
 pub mod metrics;
+pub mod openapi_contract;
 pub mod ports;
 pub mod postgres;
 pub mod process;
