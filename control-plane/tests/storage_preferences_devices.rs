@@ -36,7 +36,9 @@ fn token(platform: Platform, token: &str) -> NewDevice {
     }
 }
 
-fn web_push(endpoint: &str, auth: &str) -> NewDevice {
+/// A Web Push registration whose 16-byte `auth` secret is `label` padded
+/// with `-` (registration checks the keys' form).
+fn web_push(endpoint: &str, label: &str) -> NewDevice {
     NewDevice {
         platform: Platform::WebPush,
         token: None,
@@ -44,11 +46,17 @@ fn web_push(endpoint: &str, auth: &str) -> NewDevice {
             endpoint: endpoint.to_owned(),
             keys: SubscriptionKeys {
                 p256dh: "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM".into(),
-                auth: auth.to_owned(),
+                auth: auth_secret(label),
             },
         }),
         label: None,
     }
+}
+
+/// `label` padded to 16 bytes, in base64url: a well-formed `auth`.
+fn auth_secret(label: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{label:-<16}"))
 }
 
 /// The stores on a fresh database, and the dir that must outlive them.
@@ -218,7 +226,7 @@ async fn registering_again_refreshes_the_one_record(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(rotated.id, push.id);
-    assert_eq!(rotated.subscription.unwrap().keys.auth, "new");
+    assert_eq!(rotated.subscription.unwrap().keys.auth, auth_secret("new"));
     assert_eq!(
         devices.active("u1", Platform::WebPush).await.unwrap().len(),
         1
