@@ -69,24 +69,9 @@ const RESOURCES: u64 = 10_000;
 const SPAN_DAYS: i64 = 90;
 const WARMUPS: usize = 10;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-fn arg_text(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    let index = args.iter().position(|a| a == name)?;
-    args.get(index + 1).cloned()
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
-}
+#[path = "support/args.rs"]
+mod args;
+use args::{arg, arg_text, flag};
 
 /// xorshift64*: deterministic, no crate.
 struct Rng(u64);
