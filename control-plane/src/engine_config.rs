@@ -619,6 +619,8 @@ mod tests {
         let dispatcher = config.dispatcher_config();
         assert_eq!(dispatcher.concurrency_for(ChannelKind::Email), 8);
         assert_eq!(dispatcher.concurrency_for(ChannelKind::Sms), 16);
+        // In-app sends are group-committed inbox writes: a larger default.
+        assert_eq!(dispatcher.concurrency_for(ChannelKind::InApp), 256);
         let defaults = config.operator_defaults();
         let payment = &defaults.types["payment_failed"];
         assert!(payment.critical);

@@ -6,7 +6,6 @@
 //! | family | key parts | value |
 //! |---|---|---|
 //! | `cursor` | | the event feed position folded so far |
-//! | `drained_facts` | | the delivery facts the last pass counted ([`DRAINED_FACTS`]) |
 //! | `session_ids` | | [count] of inferred sessions named so far |
 //! | `sum` | granularity (`d`/`w`/`m`), period | [`SUMMARY`] counters |
 //! | `se` | day (of session start) | [`SESSIONS`] counters |
@@ -32,12 +31,6 @@
 use super::keys::key;
 
 pub const CURSOR: &[u8] = b"cursor";
-/// The sequence numbers (8 bytes each, big-endian) of the delivery facts
-/// the last pass counted, written in that pass's commit: they are removed
-/// from the facts table (`delivery_facts`) before the next pass reads it,
-/// so a crash between a pass's commit and that removal never counts a
-/// fact twice.
-pub const DRAINED_FACTS: &[u8] = b"drained_facts";
 /// The counter that names inferred sessions (`inferred-<n>`), so a name
 /// is never used twice.
 pub const SESSION_IDS: &[u8] = b"session_ids";

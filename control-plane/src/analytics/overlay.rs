@@ -340,7 +340,7 @@ impl<'a> Overlay<'a> {
 
     /// Writes every change in one transaction; [`AnalyticsError::Conflict`]
     /// (nothing written) if another commit came after the overlay began.
-    pub fn commit(self) -> Result<(), AnalyticsError> {
+    pub fn commit(self, counted_facts: &[i64]) -> Result<(), AnalyticsError> {
         let Overlay {
             table,
             generation,
@@ -377,7 +377,7 @@ impl<'a> Overlay<'a> {
                 writes.push((open_session_key(&actor), open.then(Vec::new)));
             }
         }
-        if block_on(table.commit(generation, writes))? {
+        if block_on(table.commit(generation, writes, counted_facts))? {
             Ok(())
         } else {
             Err(AnalyticsError::Conflict)

@@ -5,9 +5,9 @@
 //! A pass drains up to [`FACT_PAGE`] delivery facts first, then folds up
 //! to [`EVENT_PAGE`] events: facts first, so an open or click recorded
 //! before an outcome event arrived is the touch that outcome finds. The
-//! pass commits its counters, cursor and the list of facts it counted in
-//! one transaction (see [`Overlay::commit`]), then removes those facts
-//! from their table (see the crate's analytics promises). Before folding,
+//! pass commits its counters and cursor and removes the facts it counted
+//! from their table in one transaction (see [`Overlay::commit`]), so a
+//! fact is counted exactly once whatever stops the process. Before folding,
 //! it reads what the fold will read in batches ([`Overlay::prefetch`]).
 //!
 //! With `[analytics] enabled = false` the worker folds no events (the
@@ -25,7 +25,7 @@ use crate::storage::Singleton;
 use super::activity::{self, Context, close_session};
 use super::actor::ActorState;
 use super::keys::{key, parts, user_actor};
-use super::layout::{self, CURSOR, DRAINED_FACTS};
+use super::layout::{self, CURSOR};
 use super::metrics::PendingMetrics;
 use super::overlay::Overlay;
 use super::{Analytics, AnalyticsError, delivery};
@@ -33,14 +33,14 @@ use crate::event::Cursor;
 use crate::storage::{RollupTable, block_on};
 
 /// Where [`Analytics::step_interrupted`] stops a pass, as a crash there
-/// would: before its commit (nothing written), or after it and before
-/// the counted delivery facts are removed from their table.
+/// would: before its commit (nothing written). After the commit there is
+/// nothing left to interrupt: counters, cursor and the removal of the
+/// counted facts are one transaction.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interrupt {
     Never,
     BeforeCommit,
-    BeforeFactRemoval,
 }
 
 /// Events folded per pass. Large, because a pass writes each key it
@@ -91,10 +91,6 @@ impl Analytics {
             config: &inner.config,
             metrics: &pending_metrics,
         };
-        // What the last pass counted goes first (a crash may have left it
-        // between that pass's commit and its removal).
-        let counted_before = read_drained(&overlay)?;
-        block_on(inner.deliveries.delete_facts(&counted_before))?;
         let facts = block_on(inner.deliveries.facts(FACT_PAGE))?;
         let mut position = read_cursor(&overlay)?;
         let page = match inner.config.enabled {
@@ -137,9 +133,6 @@ impl Analytics {
                 Err(error) => tracing::error!(%error, "dropping an unreadable delivery fact"),
             }
         }
-        if !drained.is_empty() || !counted_before.is_empty() {
-            overlay.put(DRAINED_FACTS.to_vec(), encode_drained(&drained));
-        }
         for event in events {
             activity::fold(&mut overlay, &context, event)?;
         }
@@ -151,15 +144,8 @@ impl Analytics {
         if interrupt == Interrupt::BeforeCommit {
             return Ok(0);
         }
-        if !overlay.is_empty() {
-            overlay.commit()?;
-        }
-        if interrupt == Interrupt::BeforeFactRemoval {
-            return Ok(drained.len() + events_applied);
-        }
-        if let Err(error) = block_on(inner.deliveries.delete_facts(&drained)) {
-            // Counted and recorded: the next pass removes them first.
-            tracing::warn!(%error, "counted delivery facts not removed yet; the next pass retries");
+        if !overlay.is_empty() || !drained.is_empty() {
+            overlay.commit(&drained)?;
         }
         pending_metrics.apply(&inner.metrics);
         let applied = &inner.metrics.applied;
@@ -227,7 +213,7 @@ impl Analytics {
                 overlay.put_actor(actor, state)?;
             }
             if !overlay.is_empty() {
-                overlay.commit()?;
+                overlay.commit(&[])?;
             }
         }
         Ok(ended)
@@ -343,25 +329,8 @@ fn erase_rollups(table: &RollupTable, actor: &str) -> Result<usize, AnalyticsErr
     if overlay.remove_actor(actor)? {
         removed += 1;
     }
-    overlay.commit()?;
+    overlay.commit(&[])?;
     Ok(removed)
-}
-
-/// The facts the last pass counted ([`DRAINED_FACTS`]).
-fn read_drained(overlay: &Overlay<'_>) -> Result<Vec<i64>, AnalyticsError> {
-    Ok(overlay
-        .get(DRAINED_FACTS)?
-        .map(|bytes| {
-            bytes
-                .chunks_exact(8)
-                .filter_map(|chunk| Some(i64::from_be_bytes(chunk.try_into().ok()?)))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-fn encode_drained(seqs: &[i64]) -> Vec<u8> {
-    seqs.iter().flat_map(|seq| seq.to_be_bytes()).collect()
 }
 
 fn read_cursor(overlay: &Overlay<'_>) -> Result<Option<Cursor>, AnalyticsError> {

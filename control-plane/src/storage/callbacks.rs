@@ -42,7 +42,7 @@ impl CallbackIdTable {
         expires_at: Timestamp,
     ) -> Result<bool, StorageError> {
         let _timer = self.database.metrics().time("callback_id_claim");
-        let inserted = with_pool!(self.database, pool => {
+        let inserted = with_pool!(write self.database, pool => {
             sqlx::query(
                 "INSERT INTO callback_ids (source, id, expires_at_ms) VALUES ($1, $2, $3) \
                  ON CONFLICT (source, id) DO NOTHING",
@@ -60,7 +60,7 @@ impl CallbackIdTable {
     /// Gives `id` of `source` back: its next claim succeeds.
     pub async fn release(&self, source: &str, id: &str) -> Result<(), StorageError> {
         let _timer = self.database.metrics().time("callback_id_release");
-        with_pool!(self.database, pool => {
+        with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM callback_ids WHERE source = $1 AND id = $2")
                 .bind(source)
                 .bind(id)
@@ -73,7 +73,7 @@ impl CallbackIdTable {
     /// Deletes the ids that expired before `cutoff`; how many.
     pub async fn prune(&self, cutoff: Timestamp) -> Result<u64, StorageError> {
         let _timer = self.database.metrics().time("callback_id_prune");
-        let removed = with_pool!(self.database, pool => {
+        let removed = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM callback_ids WHERE expires_at_ms < $1")
                 .bind(cutoff.as_millisecond())
                 .execute(pool)

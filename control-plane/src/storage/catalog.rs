@@ -117,7 +117,7 @@ impl CatalogTable {
         definition: String,
     ) -> Result<(), StorageError> {
         let _timer = self.database.metrics().time("catalog_put");
-        with_pool!(self.database, pool => {
+        with_pool!(write self.database, pool => {
             sqlx::query(
                 "INSERT INTO catalog_definitions (kind, name, definition, updated_at) \
                  VALUES ($1, $2, $3, $4) \
@@ -138,7 +138,7 @@ impl CatalogTable {
     /// was one.
     pub async fn delete(&self, kind: CatalogKind, name: &str) -> Result<bool, StorageError> {
         let _timer = self.database.metrics().time("catalog_delete");
-        let removed = with_pool!(self.database, pool => {
+        let removed = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM catalog_definitions WHERE kind = $1 AND name = $2")
                 .bind(kind.as_str())
                 .bind(name)

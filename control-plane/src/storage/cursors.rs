@@ -59,7 +59,7 @@ impl CursorTable {
         let position = i64::try_from(position.0).map_err(|_| {
             StorageError::Corrupt(format!("feed position {} is out of range", position.0))
         })?;
-        with_pool!(self.database, pool => {
+        with_pool!(write self.database, pool => {
             sqlx::query(
                 "INSERT INTO cursors (name, position) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position",
@@ -117,7 +117,7 @@ impl CursorTable {
             StorageError::Corrupt(format!("feed position {} is out of range", position.0))
         })?;
         let placeholders = placeholders(names.len(), 3);
-        let held: Vec<String> = with_pool!(self.database, pool, engine => {
+        let held: Vec<String> = with_pool!(write self.database, pool, engine => {
             // Every held row is written (the CASE keeps a cursor that is
             // ahead), so RETURNING names exactly the held ones.
             let sql = format!(

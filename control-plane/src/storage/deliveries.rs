@@ -88,6 +88,27 @@ const UPDATE: &str = "UPDATE deliveries SET status = $2, not_before_us = $3, upd
     provider_message_id = $5, attempt_log_len = $6, body = $7 WHERE id = $1";
 
 /// Binds a [`Row`] to [`UPDATE`].
+/// Removes the delivery facts with sequence numbers `$seqs` (`&[i64]`)
+/// inside the transaction `$tx`: for [`DeliveryTable::delete_facts`] and
+/// for the analytics commit that counted them (`RollupTable::commit`).
+macro_rules! delete_facts_in {
+    ($tx:expr, $engine:expr, $seqs:expr) => {
+        for chunk in $seqs.chunks(500) {
+            let sql = format!(
+                "DELETE FROM delivery_facts WHERE seq IN ({})",
+                $crate::storage::sql_text::numbered(1, chunk.len())
+            );
+            let mut query = sqlx::query($crate::storage::sql_text::dynamic($engine, sql));
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(&mut *$tx).await?;
+        }
+    };
+}
+
+pub(crate) use delete_facts_in;
+
 macro_rules! update_row {
     ($row:expr) => {
         sqlx::query(UPDATE)
@@ -168,7 +189,7 @@ impl DeliveryTable {
         let metrics = self.database.metrics();
         let _timer = metrics.time("delivery_insert");
         let mut new: Vec<String> = Vec::with_capacity(rows.len());
-        with_pool!(self.database, pool, engine => {
+        with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             // An erased user's deliveries are not written (see
             // `tombstones`): their notification is being erased too.
@@ -249,7 +270,7 @@ impl DeliveryTable {
         let metrics = self.database.metrics();
         let _timer = metrics.time("delivery_edit");
         let key = id.to_string();
-        let outcome: Result<Option<Delivery>, E> = with_pool!(self.database, pool, engine => {
+        let outcome: Result<Option<Delivery>, E> = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             let select = match engine {
                 Engine::Sqlite => "SELECT body FROM deliveries WHERE id = $1",
@@ -313,7 +334,7 @@ impl DeliveryTable {
         let metrics = self.database.metrics();
         let _timer = metrics.time("delivery_edit_group");
         let mut results = Vec::with_capacity(changes.len());
-        with_pool!(self.database, pool, engine => {
+        with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             // Each delivery as the changes so far left it; `true` when it
             // must be written. Loaded (and on PostgreSQL locked) in id
@@ -397,7 +418,7 @@ impl DeliveryTable {
         // statement: one round trip per claim.
         let updated_at = serde_json::to_value(now)?;
         let updated_at = updated_at.as_str().unwrap_or_default().to_owned();
-        let bodies: Vec<String> = with_pool!(self.database, pool, engine => {
+        let bodies: Vec<String> = with_pool!(write self.database, pool, engine => {
             let claim = match engine {
                 Engine::Sqlite => "UPDATE deliveries SET status = 'sending', updated_at_us = $1, \
                     lease_until_us = $5, body = json_set(body, '$.status', 'sending', '$.updated_at', $2) \
@@ -451,7 +472,7 @@ impl DeliveryTable {
         let lease_us = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
         let updated_at = serde_json::to_value(now)?;
         let updated_at = updated_at.as_str().unwrap_or_default().to_owned();
-        let channels: Vec<i16> = with_pool!(self.database, pool, engine => {
+        let channels: Vec<i16> = with_pool!(write self.database, pool, engine => {
             let requeue = match engine {
                 Engine::Sqlite => "UPDATE deliveries SET status = 'queued', updated_at_us = $1, \
                     lease_until_us = NULL, \
@@ -551,7 +572,7 @@ impl DeliveryTable {
 
     /// Removes a delivery; the removed one, `None` when there was none.
     pub async fn delete(&self, id: Uuid) -> Result<Option<Delivery>, StorageError> {
-        let body: Option<String> = with_pool!(self.database, pool => {
+        let body: Option<String> = with_pool!(write self.database, pool => {
             sqlx::query_scalar("DELETE FROM deliveries WHERE id = $1 RETURNING body")
                 .bind(id.to_string())
                 .fetch_optional(pool)
@@ -623,24 +644,9 @@ impl DeliveryTable {
         }
         let metrics = self.database.metrics();
         let _timer = metrics.time("delivery_facts_delete");
-        with_pool!(self.database, pool, engine => {
+        with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
-            for chunk in seqs.chunks(500) {
-                let mut sql = String::from("DELETE FROM delivery_facts WHERE seq IN (");
-                for (index, _) in chunk.iter().enumerate() {
-                    if index > 0 {
-                        sql.push(',');
-                    }
-                    sql.push('$');
-                    sql.push_str(&(index + 1).to_string());
-                }
-                sql.push(')');
-                let mut query = sqlx::query(dynamic(engine, sql));
-                for seq in chunk {
-                    query = query.bind(*seq);
-                }
-                query.execute(&mut *tx).await?;
-            }
+            delete_facts_in!(tx, engine, seqs);
             tx.commit().await?;
         });
         Ok(())
@@ -648,7 +654,7 @@ impl DeliveryTable {
 
     /// Removes every fact about `user_id` not counted yet (privacy erase).
     pub async fn delete_facts_of_user(&self, user_id: &str) -> Result<u64, StorageError> {
-        let removed = with_pool!(self.database, pool => {
+        let removed = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM delivery_facts WHERE user_id = $1")
                 .bind(user_id)
                 .execute(pool)

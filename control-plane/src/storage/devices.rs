@@ -120,7 +120,7 @@ impl DeviceTable {
         } else {
             "SELECT user_id FROM devices WHERE id = $1"
         };
-        let (row, created, evicted) = with_pool!(self.database, pool, engine => {
+        let (row, created, evicted) = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(self.database.metrics(), pool, engine).await?;
             if engine == Engine::Postgres {
                 sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
@@ -244,7 +244,7 @@ impl DeviceTable {
 
     /// Deletes the user's device; `false` when they hold none of that id.
     pub async fn delete(&self, user_id: &str, device_id: &str) -> Result<bool, StorageError> {
-        let removed = with_pool!(self.database, pool => {
+        let removed = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM devices WHERE user_id = $1 AND id = $2")
                 .bind(user_id)
                 .bind(device_id)
@@ -258,7 +258,7 @@ impl DeviceTable {
     /// Deletes every device of the user; how many.
     pub async fn erase_user(&self, user_id: &str) -> Result<u64, StorageError> {
         let _timer = self.database.metrics().time("devices_erase_user");
-        Ok(with_pool!(self.database, pool => {
+        Ok(with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM devices WHERE user_id = $1")
                 .bind(user_id)
                 .execute(pool)
@@ -280,7 +280,7 @@ impl DeviceTable {
         now: Timestamp,
     ) -> Result<Option<Device>, StorageError> {
         let now = now.as_millisecond();
-        with_pool!(self.database, pool => {
+        with_pool!(write self.database, pool => {
             let query = if active {
                 sqlx::query(
                     "UPDATE devices SET active = $3, deactivated_reason = NULL, deactivated_at = NULL, \
@@ -311,7 +311,7 @@ impl DeviceTable {
         let _timer = self.database.metrics().time("devices_cleanup");
         let mut removed = 0;
         loop {
-            let chunk = with_pool!(self.database, pool => {
+            let chunk = with_pool!(write self.database, pool => {
                 sqlx::query(
                     "DELETE FROM devices WHERE id IN (SELECT id FROM devices \
                      WHERE NOT active AND deactivated_at < $1 LIMIT $2)",
@@ -340,7 +340,7 @@ impl DeviceTable {
         let _timer = self.database.metrics().time("devices_cleanup");
         let mut changed = 0;
         loop {
-            let chunk = with_pool!(self.database, pool => {
+            let chunk = with_pool!(write self.database, pool => {
                 sqlx::query(
                     "UPDATE devices SET active = $3, deactivated_reason = $4, deactivated_at = $5 \
                      WHERE id IN (SELECT id FROM devices WHERE active AND last_seen_at < $1 LIMIT $2)",

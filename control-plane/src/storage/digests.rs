@@ -50,7 +50,7 @@ impl DigestTable {
         let _timer = self.database.metrics().time("digest_add");
         let document = serde_json::to_string(item)?;
         let metrics = self.database.metrics();
-        with_pool!(self.database, pool, engine => {
+        with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             // Nothing is held for an erased user (see `tombstones`).
             if !erased_among!(tx, engine, [key.user_id.as_str()]).is_empty() {
@@ -95,7 +95,7 @@ impl DigestTable {
     /// how many.
     pub async fn prune_folds(&self, cutoff: Timestamp) -> Result<u64, StorageError> {
         let _timer = self.database.metrics().time("digest_prune_folds");
-        let removed = with_pool!(self.database, pool => {
+        let removed = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM digest_folds WHERE due_at < $1")
                 .bind(cutoff.as_millisecond())
                 .execute(pool)
@@ -156,7 +156,7 @@ impl DigestTable {
     pub async fn remove(&self, digest: &DueDigest) -> Result<(), StorageError> {
         let _timer = self.database.metrics().time("digest_remove");
         let key = &digest.key;
-        with_pool!(self.database, pool, engine => {
+        with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(self.database.metrics(), pool, engine).await?;
             for item in &digest.items {
                 sqlx::query(
@@ -180,7 +180,7 @@ impl DigestTable {
     pub async fn erase_user(&self, user_id: &str) -> Result<usize, StorageError> {
         let _timer = self.database.metrics().time("digest_erase_user");
         let metrics = self.database.metrics();
-        let removed = with_pool!(self.database, pool, engine => {
+        let removed = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             let removed = sqlx::query("DELETE FROM digest_items WHERE user_id = $1")
                 .bind(user_id)

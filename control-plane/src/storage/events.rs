@@ -409,7 +409,7 @@ impl EventStore {
     ) -> Result<ErasedEvents, StorageError> {
         {
             let _guard = self.shared.write.lock().await;
-            with_pool!(self.shared.database, pool, engine => {
+            with_pool!(write self.shared.database, pool, engine => {
                 let mut tx = begin_write(self.shared.database.metrics(), pool, engine).await?;
                 if engine == Engine::Postgres {
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -444,7 +444,7 @@ impl EventStore {
                 .await?,
             profile: false,
         };
-        erased.profile = with_pool!(self.shared.database, pool => {
+        erased.profile = with_pool!(write self.shared.database, pool => {
             sqlx::query("DELETE FROM profiles WHERE user_id = $1")
                 .bind(user_id)
                 .execute(pool)
@@ -470,7 +470,7 @@ impl EventStore {
     /// `false` when there was none.
     pub async fn lift_erasure(&self, user_id: &str) -> Result<bool, StorageError> {
         let _guard = self.shared.write.lock().await;
-        let lifted = with_pool!(self.shared.database, pool => {
+        let lifted = with_pool!(write self.shared.database, pool => {
             sqlx::query("DELETE FROM erased_users WHERE user_id = $1")
                 .bind(user_id)
                 .execute(pool)
@@ -521,7 +521,7 @@ impl EventStore {
     ) -> Result<u64, StorageError> {
         let _guard = self.shared.write.lock().await;
         let _timer = self.shared.database.metrics().time(operation);
-        with_pool!(self.shared.database, pool, engine => {
+        with_pool!(write self.shared.database, pool, engine => {
             let mut tx = begin_write(self.shared.database.metrics(), pool, engine).await?;
             let query = match bound {
                 Bound::Before(value) => sqlx::query(sql).bind(value),
@@ -610,7 +610,7 @@ async fn write_group(
     let metrics = shared.database.metrics();
     let _guard = shared.write.lock().await;
     let _timer = metrics.time("ingest");
-    with_pool!(shared.database, pool, engine => {
+    with_pool!(write shared.database, pool, engine => {
         let mut tx = begin_write(metrics, pool, engine).await?;
         if engine == Engine::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -42,7 +42,7 @@ use jiff::Timestamp;
 use super::StorageError;
 use super::database::{Database, Engine, begin_write, with_pool};
 use super::deliveries::placeholders;
-use super::sql_text::dynamic;
+use super::sql_text::{dynamic, numbered};
 use super::tombstones::erased_among;
 use super::wakeups::{Heard, INBOX_CHANNEL, Listening, listen_to};
 use crate::inbox::{
@@ -298,7 +298,7 @@ impl InboxTable {
         let mut order: Vec<usize> = (0..groups.len()).collect();
         // Stable: a user's groups keep their order.
         order.sort_by_key(|&index| groups[index].0);
-        with_pool!(self.database, pool, engine => {
+        with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             // Before the counts rows' upsert, which would create them.
             let erased = erased_among!(tx, engine, groups.iter().map(|(user_id, _)| *user_id));
@@ -361,7 +361,7 @@ impl InboxTable {
         if ids.is_empty() {
             return Ok((Applied::default(), Vec::new()));
         }
-        let done = with_pool!(self.database, pool, engine => {
+        let done = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             let (mut counts, mut seq) = lock_counts!(tx, user_id);
             let mut stored = read_items!(tx, engine, user_id, ids);
@@ -633,7 +633,7 @@ impl InboxTable {
         let metrics = self.database.metrics();
         let _timer = metrics.time("inbox_prune_changes");
         let cutoff = cutoff.as_millisecond();
-        let removed = with_pool!(self.database, pool, engine => {
+        let removed = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             sqlx::query(
                 "UPDATE inbox_counts SET pruned_seq = pruned.seq \
@@ -659,7 +659,7 @@ impl InboxTable {
     pub async fn erase_user(&self, user_id: &str) -> Result<u64, StorageError> {
         let metrics = self.database.metrics();
         let _timer = metrics.time("inbox_erase_user");
-        let removed = with_pool!(self.database, pool, engine => {
+        let removed = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             // The counts row first: a writer of this user waits for it.
             sqlx::query("DELETE FROM inbox_counts WHERE user_id = $1")
@@ -728,14 +728,6 @@ fn notify_payloads<'a>(
         payloads.push(format!("{{\"by\":{head}}}"));
     }
     Ok(payloads)
-}
-
-/// `$first, $first+1, …` (`count` of them).
-pub(super) fn numbered(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn seq_value(seq: u64) -> Result<i64, StorageError> {

@@ -63,7 +63,7 @@ impl LeaseTable {
         names.sort_unstable();
         names.dedup();
         let ttl_us = micros(ttl);
-        let held: Vec<String> = with_pool!(self.database, pool, engine => {
+        let held: Vec<String> = with_pool!(write self.database, pool, engine => {
             let now = now_sql(engine);
             let values = (0..names.len())
                 .map(|i| format!("(${}, $1, {now} + $2)", i + 3))
@@ -96,7 +96,7 @@ impl LeaseTable {
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!("DELETE FROM leases WHERE holder = $1 AND name IN ({placeholders})");
-            with_pool!(self.database, pool => {
+            with_pool!(write self.database, pool => {
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(holder);
                 for name in chunk {
                     query = query.bind(name);
@@ -112,7 +112,7 @@ impl LeaseTable {
     /// many.
     pub async fn prune_expired(&self, grace: Duration) -> Result<u64, StorageError> {
         let grace_us = micros(grace);
-        let removed = with_pool!(self.database, pool, engine => {
+        let removed = with_pool!(write self.database, pool, engine => {
             let sql = format!(
                 "DELETE FROM leases WHERE expires_at_us < {} - $1",
                 now_sql(engine)
@@ -132,7 +132,7 @@ impl LeaseTable {
     /// PostgreSQL, where other replicas' leases are live.
     pub(super) async fn clear_if_alone(&self) -> Result<(), StorageError> {
         if self.database.engine() == Engine::Sqlite {
-            with_pool!(self.database, pool => {
+            with_pool!(write self.database, pool => {
                 sqlx::query("DELETE FROM leases").execute(pool).await?;
             });
         }
@@ -167,7 +167,7 @@ impl LeaseTable {
         every: Duration,
     ) -> Result<bool, StorageError> {
         let every_us = micros(every);
-        let taken: Option<String> = with_pool!(self.database, pool, engine => {
+        let taken: Option<String> = with_pool!(write self.database, pool, engine => {
             let now = now_sql(engine);
             let sql = format!(
                 "INSERT INTO leases (name, holder, expires_at_us) VALUES ($1, $2, {now} + $3) \

@@ -91,7 +91,7 @@ impl NotificationStore {
         let metrics = self.database.metrics();
         let _timer = metrics.time("notification_create");
 
-        let found: Vec<Found> = with_pool!(self.database, pool, engine => {
+        let found: Vec<Found> = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             let erased = erased_among!(
                 tx,
@@ -257,7 +257,7 @@ impl NotificationStore {
     /// their deliveries). Durable when it returns.
     pub async fn erase_user(&self, user_id: &str) -> Result<Vec<Notification>, StorageError> {
         let metrics = self.database.metrics();
-        let bodies: Vec<String> = with_pool!(self.database, pool, engine => {
+        let bodies: Vec<String> = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             sqlx::query("DELETE FROM notification_keys WHERE user_id = $1")
                 .bind(user_id)
@@ -301,7 +301,7 @@ impl NotificationStore {
     /// one transaction; returns how many were there.
     pub async fn remove(&self, ids: &[String]) -> Result<usize, StorageError> {
         let metrics = self.database.metrics();
-        let removed = with_pool!(self.database, pool, engine => {
+        let removed = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             let mut removed = 0;
             for id in ids {
@@ -325,7 +325,7 @@ impl NotificationStore {
     pub async fn prune_idempotency_keys(&self, now: Timestamp) -> Result<u64, StorageError> {
         let window_ms = i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now.as_millisecond().saturating_sub(window_ms);
-        let pruned = with_pool!(self.database, pool => {
+        let pruned = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM notification_keys WHERE created_at_ms < $1")
                 .bind(cutoff)
                 .execute(pool)

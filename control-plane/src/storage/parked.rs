@@ -66,7 +66,7 @@ impl EventStore {
             storable(&parked.kind),
             storable(&parked.reason),
         );
-        let inserted = with_pool!(self.database(), pool => {
+        let inserted = with_pool!(write self.database(), pool => {
             sqlx::query(
                 "INSERT INTO parked_events (seq, event_id, user_id, kind, reason, parked_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (seq) DO NOTHING",

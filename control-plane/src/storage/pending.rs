@@ -46,7 +46,7 @@ impl PendingTable {
         let _timer = self.database.metrics().time("pending_schedule");
         let record = serde_json::to_string(pending)?;
         let metrics = self.database.metrics();
-        let inserted = with_pool!(self.database, pool, engine => {
+        let inserted = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             // Nothing is scheduled for an erased user (see `tombstones`).
             if !erased_among!(tx, engine, [pending.user_id.as_str()]).is_empty() {
@@ -116,7 +116,7 @@ impl PendingTable {
     /// `false` when it was not pending (finished meanwhile, or erased).
     pub async fn finish(&self, id: &str, how: Finish, at: Timestamp) -> Result<bool, StorageError> {
         let _timer = self.database.metrics().time("pending_finish");
-        let changed = with_pool!(self.database, pool => {
+        let changed = with_pool!(write self.database, pool => {
             sqlx::query(
                 "UPDATE pending_triggers SET state = $2, finished_at = $3, user_id = NULL, \
                  record = NULL WHERE id = $1 AND state = 0",
@@ -156,7 +156,7 @@ impl PendingTable {
     /// how many.
     pub async fn prune_finished(&self, before: Timestamp) -> Result<usize, StorageError> {
         let _timer = self.database.metrics().time("pending_prune");
-        let removed = with_pool!(self.database, pool => {
+        let removed = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM pending_triggers WHERE state <> 0 AND finished_at < $1")
                 .bind(before.as_millisecond())
                 .execute(pool)
@@ -182,7 +182,7 @@ impl PendingTable {
     /// Deletes `user_id`'s pending triggers; returns how many.
     pub async fn erase_user(&self, user_id: &str) -> Result<usize, StorageError> {
         let _timer = self.database.metrics().time("pending_erase_user");
-        let removed = with_pool!(self.database, pool => {
+        let removed = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM pending_triggers WHERE state = 0 AND user_id = $1")
                 .bind(user_id)
                 .execute(pool)

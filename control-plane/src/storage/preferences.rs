@@ -68,7 +68,7 @@ impl PreferenceTable {
     ) -> Result<(), StorageError> {
         let _timer = self.database.metrics().time("preferences_put");
         let document = serde_json::to_string(preferences)?;
-        with_pool!(self.database, pool => {
+        with_pool!(write self.database, pool => {
             sqlx::query(
                 "INSERT INTO preferences (user_id, document, version, updated_at) VALUES ($1, $2, 1, $3) \
                  ON CONFLICT (user_id) DO UPDATE SET document = excluded.document, \
@@ -95,7 +95,7 @@ impl PreferenceTable {
         let _timer = self.database.metrics().time("preferences_swap");
         let document = serde_json::to_string(preferences)?;
         let now = Timestamp::now().as_millisecond();
-        let written = with_pool!(self.database, pool => {
+        let written = with_pool!(write self.database, pool => {
             match expected {
                 None => sqlx::query(
                     "INSERT INTO preferences (user_id, document, version, updated_at) \
@@ -126,7 +126,7 @@ impl PreferenceTable {
     /// Deletes the user's document; `true` when there was one.
     pub async fn delete(&self, user_id: &str) -> Result<bool, StorageError> {
         let _timer = self.database.metrics().time("preferences_delete");
-        let removed = with_pool!(self.database, pool => {
+        let removed = with_pool!(write self.database, pool => {
             sqlx::query("DELETE FROM preferences WHERE user_id = $1")
                 .bind(user_id)
                 .execute(pool)
@@ -140,7 +140,7 @@ impl PreferenceTable {
     /// damaged row does.
     #[cfg(test)]
     pub(crate) async fn put_raw(&self, user_id: &str, document: &str) -> Result<(), StorageError> {
-        with_pool!(self.database, pool => {
+        with_pool!(write self.database, pool => {
             sqlx::query(
                 "INSERT INTO preferences (user_id, document, version, updated_at) VALUES ($1, $2, 1, 0)",
             )

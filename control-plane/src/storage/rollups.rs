@@ -23,9 +23,9 @@
 
 use super::StorageError;
 use super::database::{Database, begin_write, with_pool};
+use super::deliveries::delete_facts_in;
 use super::deliveries::placeholders;
-use super::inbox::numbered;
-use super::sql_text::dynamic;
+use super::sql_text::{dynamic, numbered};
 
 /// Keys per `IN (…)` list and rows per multi-row statement: far below
 /// either engine's limit on parameters (SQLite 32,766; PostgreSQL 65,535).
@@ -121,14 +121,16 @@ impl RollupTable {
         }
     }
 
-    /// Writes `writes` (a value to put, `None` to remove the key) in one
-    /// transaction if the generation is still `generation`, moving it on;
-    /// returns `false`, writing nothing, if another commit came first. A
-    /// key written twice takes its last value.
+    /// Writes `writes` (a value to put, `None` to remove the key) and
+    /// removes the delivery facts numbered `counted_facts` (what these
+    /// writes counted) in one transaction, if the generation is still
+    /// `generation`, moving it on; returns `false`, writing nothing, if
+    /// another commit came first. A key written twice takes its last value.
     pub async fn commit(
         &self,
         generation: u64,
         writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        counted_facts: &[i64],
     ) -> Result<bool, StorageError> {
         // Last write wins, and rows go in key order: PostgreSQL refuses an
         // upsert that names a key twice, and a fixed order keeps two
@@ -141,7 +143,7 @@ impl RollupTable {
         let next = generation.wrapping_add(1).to_be_bytes().to_vec();
         let metrics = self.database.metrics();
         let _timer = metrics.time("rollups_commit");
-        let applied = with_pool!(self.database, pool, engine => {
+        let applied = with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             // The check and the move in one statement: on PostgreSQL a
             // second writer waits for the row and then finds it changed.
@@ -181,6 +183,7 @@ impl RollupTable {
                     }
                     query.execute(&mut *tx).await?;
                 }
+                delete_facts_in!(tx, engine, counted_facts);
                 tx.commit().await?;
                 true
             }

@@ -67,6 +67,14 @@ fn positional(sql: &str) -> Option<String> {
     Some(out)
 }
 
+/// `$first, $first+1, …` (`count` of them).
+pub(crate) fn numbered(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,9 @@ pub(super) const DELIVERIES: &str = "nudge_cp_deliveries_total";
 const POLL: Duration = Duration::from_millis(20);
 const CHANNEL_LIMIT: Duration = Duration::from_secs(300);
 /// The engine's `[concurrency]` and the email pool, printed with the table.
-const IN_APP_SLOTS: usize = 16;
+/// In-app's default (`IN_APP_CONCURRENCY` in the dispatcher); the others
+/// are the default of every other channel.
+const IN_APP_SLOTS: usize = 256;
 const WEBHOOK_SLOTS: usize = 16;
 const EMAIL_SLOTS: usize = 8;
 
