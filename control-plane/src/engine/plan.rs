@@ -23,7 +23,7 @@ use crate::devices::Platform;
 use crate::event::{Event, EventBody, NotifyRequest};
 use crate::links::UnsubscribeClaims;
 use crate::notifications::{Created, NewNotification, Notification};
-use crate::preferences::{Action, resolve};
+use crate::preferences::{Action, UserPreferences, resolve};
 use crate::templates::{RenderInput, Rendered, TemplateError};
 
 /// Why one channel of a notification was not planned.
@@ -139,8 +139,11 @@ impl Engine {
             .await?;
         let mut deliveries = Vec::new();
         // A page often has several notifies for one user: their profile
-        // is read once.
-        let mut users: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+        // and preferences are read once per page (each read is a round
+        // trip to the database; a change made while the page is planned
+        // applies from the next page).
+        let mut users: std::collections::HashMap<String, (Value, UserPreferences)> =
+            std::collections::HashMap::new();
         for created in created {
             let notification = match created {
                 Created::New(notification) => {
@@ -152,15 +155,16 @@ impl Engine {
                 Created::Existing(notification) => notification,
                 Created::UserErased => continue,
             };
-            let user = match users.get(&notification.user_id) {
-                Some(user) => user.clone(),
-                None => {
-                    let user = self.user_context(&notification.user_id).await?;
-                    users.insert(notification.user_id.clone(), user.clone());
-                    user
-                }
-            };
-            deliveries.extend(self.plan_deliveries(&notification, &user).await?);
+            if !users.contains_key(&notification.user_id) {
+                let user = self.user_context(&notification.user_id).await?;
+                let preferences = self.preferences.get(&notification.user_id).await?;
+                users.insert(notification.user_id.clone(), (user, preferences));
+            }
+            let (user, preferences) = &users[&notification.user_id];
+            deliveries.extend(
+                self.plan_deliveries(&notification, user, preferences)
+                    .await?,
+            );
         }
         self.queue.enqueue_all(deliveries).await?;
         Ok(())
@@ -168,26 +172,30 @@ impl Engine {
 
     async fn plan(&self, notification: &Notification) -> Result<(), EngineError> {
         let user = self.user_context(&notification.user_id).await?;
-        let deliveries = self.plan_deliveries(notification, &user).await?;
+        let preferences = self.preferences.get(&notification.user_id).await?;
+        let deliveries = self
+            .plan_deliveries(notification, &user, &preferences)
+            .await?;
         // Ids already there (a replayed plan) are kept as they are.
         self.queue.enqueue_all(deliveries).await?;
         Ok(())
     }
 
-    /// The deliveries `notification` gets now (held digests are stored on
-    /// the way); the caller enqueues them.
+    /// The deliveries `notification` gets now under the user's
+    /// `preferences` (held digests are stored on the way); the caller
+    /// enqueues them.
     async fn plan_deliveries(
         &self,
         notification: &Notification,
         user: &Value,
+        preferences: &UserPreferences,
     ) -> Result<Vec<Delivery>, EngineError> {
         let mut planned = Vec::new();
         let now = self.clock.now();
-        let preferences = self.preferences.get(&notification.user_id).await?;
         let requested = &notification.request.channels;
         let decisions = resolve(
             &self.settings.current().defaults,
-            &preferences,
+            preferences,
             &notification.request.notification_type,
             requested,
             now,
