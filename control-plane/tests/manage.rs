@@ -694,33 +694,25 @@ async fn devices_register_list_deactivate_and_delete() {
     assert!(!again.created, "the same token is the same device");
     assert_eq!(again.device.unwrap().id, device.id);
 
+    let web_push = |endpoint: &str, p256dh: &str| pb::RegisterDeviceRequest {
+        user_id: USER.to_owned(),
+        platform: pb::Platform::WebPush.into(),
+        subscription: Some(pb::WebPushSubscription {
+            endpoint: endpoint.to_owned(),
+            p256dh: p256dh.to_owned(),
+            auth: AUTH.to_owned(),
+        }),
+        ..Default::default()
+    };
     let push = client
-        .register_device(authed(pb::RegisterDeviceRequest {
-            user_id: USER.to_owned(),
-            platform: pb::Platform::WebPush.into(),
-            subscription: Some(pb::WebPushSubscription {
-                endpoint: "https://push.example.com/sub/1".to_owned(),
-                p256dh: P256DH.to_owned(),
-                auth: AUTH.to_owned(),
-            }),
-            ..Default::default()
-        }))
+        .register_device(authed(web_push("https://push.example.com/sub/1", P256DH)))
         .await
         .unwrap()
         .into_inner();
     assert!(push.created);
     // Keys that could never encrypt a message are refused at registration.
     let unusable = client
-        .register_device(authed(pb::RegisterDeviceRequest {
-            user_id: USER.to_owned(),
-            platform: pb::Platform::WebPush.into(),
-            subscription: Some(pb::WebPushSubscription {
-                endpoint: "https://push.example.com/sub/2".to_owned(),
-                p256dh: "key".to_owned(),
-                auth: AUTH.to_owned(),
-            }),
-            ..Default::default()
-        }))
+        .register_device(authed(web_push("https://push.example.com/sub/2", "key")))
         .await
         .unwrap_err();
     assert_eq!(unusable.code(), Code::InvalidArgument, "{unusable:?}");

@@ -156,9 +156,8 @@ impl Engine {
                 Created::UserErased => continue,
             };
             if !users.contains_key(&notification.user_id) {
-                let user = self.user_context(&notification.user_id).await?;
-                let preferences = self.preferences.get(&notification.user_id).await?;
-                users.insert(notification.user_id.clone(), (user, preferences));
+                let known = self.user_and_preferences(&notification.user_id).await?;
+                users.insert(notification.user_id.clone(), known);
             }
             let (user, preferences) = &users[&notification.user_id];
             deliveries.extend(
@@ -171,8 +170,7 @@ impl Engine {
     }
 
     async fn plan(&self, notification: &Notification) -> Result<(), EngineError> {
-        let user = self.user_context(&notification.user_id).await?;
-        let preferences = self.preferences.get(&notification.user_id).await?;
+        let (user, preferences) = self.user_and_preferences(&notification.user_id).await?;
         let deliveries = self
             .plan_deliveries(notification, &user, &preferences)
             .await?;
@@ -416,6 +414,17 @@ impl Engine {
 
     /// The user's traits (from identify calls) plus their `id`: what
     /// templates see as `user`.
+    /// What planning needs of a user: [`Self::user_context`] and their
+    /// preferences.
+    async fn user_and_preferences(
+        &self,
+        user_id: &str,
+    ) -> Result<(Value, UserPreferences), EngineError> {
+        let user = self.user_context(user_id).await?;
+        let preferences = self.preferences.get(user_id).await?;
+        Ok((user, preferences))
+    }
+
     pub(super) async fn user_context(&self, user_id: &str) -> Result<Value, EngineError> {
         let profile = self.store.profile(user_id).await?;
         let mut user = profile.map(|profile| profile.traits).unwrap_or_default();

@@ -613,7 +613,7 @@ impl DeliveryTable {
     }
 
     /// Up to `limit` facts, oldest first, with their sequence numbers
-    /// (what [`Self::delete_facts`] takes). A fact whose record does not
+    /// (what [`Self::delete_facts`] and `RollupTable::commit` take). A fact whose record does not
     /// decode is returned as `Err` in its place, so the caller can drop it
     /// without blocking the log.
     pub async fn facts(
@@ -636,8 +636,10 @@ impl DeliveryTable {
             .collect())
     }
 
-    /// Removes the facts with these sequence numbers (already counted).
-    /// Idempotent: numbers already gone are skipped.
+    /// Removes the facts with these sequence numbers, on their own.
+    /// Idempotent: numbers already gone are skipped. Analytics does not
+    /// use it: it removes what it counted inside its own commit
+    /// (`RollupTable::commit`), so counting and removal cannot come apart.
     pub async fn delete_facts(&self, seqs: &[i64]) -> Result<(), StorageError> {
         if seqs.is_empty() {
             return Ok(());
