@@ -199,20 +199,34 @@ impl ControlPlane {
             .map_err(|e| Error::new(format!("{method} {path}: not JSON ({e}): {text}")))
     }
 
-    /// Sends one request with the admin token; the status and the answer's
-    /// text. An answer that breaks `openapi.json` is an error, whatever the
-    /// test wanted of it ([`crate::openapi_contract`]).
+    /// Sends one request with the admin token; see [`Self::send_as`].
     async fn exchange(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, String), Error> {
+        self.send_as(Some(&self.token), method, path, body).await
+    }
+
+    /// Sends `method path` (with a JSON body, if any) to the HTTP API with
+    /// `token` as its bearer token (a user's for `/v1/me/...`), or none
+    /// (the public routes, or a refusal to see); the status and the
+    /// answer's text, whatever the status. An answer that breaks
+    /// `openapi.json` is an error, whatever the test wanted of it
+    /// ([`crate::openapi_contract`]).
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, String), Error> {
         let url = format!("http://{}{path}", self.http);
-        let mut request = self
-            .client
-            .request(method.clone(), &url)
-            .bearer_auth(&self.token);
+        let mut request = self.client.request(method.clone(), &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -220,26 +234,10 @@ impl ControlPlane {
             .send()
             .await
             .map_err(|e| Error::new(format!("{method} {url}: {e}")))?;
-        let status = reply.status().as_u16();
-        let content_type = reply
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let text = reply
-            .text()
+        let reply = crate::openapi_contract::read_checked(&method, reply)
             .await
-            .map_err(|e| Error::new(format!("{method} {url}: reading the answer: {e}")))?;
-        let route = path.split('?').next().unwrap_or(path);
-        crate::openapi_contract::check(
-            method.as_str(),
-            route,
-            status,
-            content_type.as_deref(),
-            text.as_bytes(),
-        )
-        .map_err(Error::new)?;
-        Ok((status, text))
+            .map_err(Error::new)?;
+        Ok((reply.status, reply.text()))
     }
 
     /// A user's notifications, newest first

@@ -7,10 +7,12 @@
 //! `default`), its content type one that status documents, and a JSON
 //! body must validate against the documented schema (JSON Schema 2020-12,
 //! as OpenAPI 3.1 says, with `#/components/…` references resolving against
-//! the document). Two callers: the control plane's HTTP tests, whose
+//! the document). Its callers: the control plane's HTTP tests, whose
 //! server answers through a middleware that uses it
-//! (`control-plane/tests/support`), and [`crate::control_plane`]'s admin
-//! requests to the real program.
+//! (`control-plane/tests/support`), and the end-to-end tests' requests to
+//! the real program, read through [`read_checked`] (admin, user-token and
+//! public routes alike: [`crate::ControlPlane::send_as`], and the signed
+//! links the notify tests follow).
 //!
 //! Not judged: paths or methods the document does not have
 //! (`control-plane/tests/openapi.rs` holds the router and the document to
@@ -55,6 +57,46 @@ pub fn check(
                 operation.template,
             )
         })
+}
+
+/// An answer read whole by [`read_checked`].
+#[derive(Debug)]
+pub struct Checked {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Checked {
+    /// The body as text (lossy for bytes that are not UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads `reply` to the `method` request whole and [`check`]s it against
+/// the document; `Err` names the request and what broke.
+pub async fn read_checked(
+    method: &reqwest::Method,
+    reply: reqwest::Response,
+) -> Result<Checked, String> {
+    let url = reply.url().clone();
+    let status = reply.status().as_u16();
+    let headers = reply.headers().clone();
+    let body = reply
+        .bytes()
+        .await
+        .map_err(|error| format!("{method} {url}: reading the answer: {error}"))?
+        .to_vec();
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    check(method.as_str(), url.path(), status, content_type, &body)?;
+    Ok(Checked {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// `type/subtype` of a `Content-Type`, lower-cased, without parameters.

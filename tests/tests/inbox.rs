@@ -119,21 +119,20 @@ async fn comment(agent: &Agent, message_id: &str, author: &str) {
     assert!(reply.is_success(), "track: {reply:?}");
 }
 
-/// A `/v1/me/...` call of [`USER`] to `control_plane`, which must succeed.
+/// A `/v1/me/...` call of [`USER`] to `control_plane`, which must succeed
+/// (and answer as `openapi.json` says: [`ControlPlane::send_as`]).
 async fn me(
     control_plane: &ControlPlane,
     token: &str,
     method: reqwest::Method,
     path: &str,
 ) -> Value {
-    let reply = reqwest::Client::new()
-        .request(method, format!("http://{}{path}", control_plane.http))
-        .bearer_auth(token)
-        .send()
+    let (status, text) = control_plane
+        .send_as(Some(token), method, path, None)
         .await
         .unwrap();
-    assert!(reply.status().is_success(), "{path}: {}", reply.status());
-    reply.json().await.unwrap()
+    assert!((200..300).contains(&status), "{path}: {status}: {text}");
+    serde_json::from_str(&text).unwrap()
 }
 
 /// The next JSON text frame within [`FRAME_LIMIT`] (one deadline for the

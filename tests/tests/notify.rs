@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use nudge_e2e::openapi_contract::{Checked, read_checked};
 use nudge_e2e::ports::free_port;
 use nudge_e2e::{Agent, ControlPlane};
 use support::webhook::Receiver;
@@ -803,8 +804,11 @@ notify = "payment_reminder"
                 .send()
                 .await
                 .unwrap();
-            let status = reply.status().as_u16();
-            (status, reply.json::<Value>().await.unwrap_or(Value::Null))
+            let reply = read_checked(&reqwest::Method::POST, reply).await.unwrap();
+            (
+                reply.status,
+                serde_json::from_slice::<Value>(&reply.body).unwrap_or(Value::Null),
+            )
         }
     };
 
@@ -827,14 +831,9 @@ notify = "payment_reminder"
     assert_eq!(preferences().await, untouched, "a forged link changed them");
 
     // A link scanner's GET: a page, no change.
-    let page = client.get(&url).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(
-        page.text()
-            .await
-            .unwrap()
-            .contains("<form method=\"post\">")
-    );
+    let page = get_checked(&client, &url).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<form method=\"post\">"));
     assert_eq!(preferences().await, untouched, "a GET changed them");
 
     // The mailbox provider's one-click POST.
@@ -1033,9 +1032,9 @@ html = '<html><body><p>Hi {{ user.name }}, <a class="button" href="https://shop.
         .unwrap();
 
     // The mail client loads the images: opened.
-    let reply = client.get(pixel).send().await.unwrap();
-    assert_eq!(reply.status(), 200);
-    assert_eq!(reply.headers()["content-type"], "image/gif");
+    let reply = get_checked(&client, pixel).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["content-type"], "image/gif");
     let opened = stack
         .delivery_reaching(&notification, "email", "opened")
         .await;
@@ -1050,9 +1049,9 @@ html = '<html><body><p>Hi {{ user.name }}, <a class="button" href="https://shop.
         "A"
     };
     let forged = format!("{}{swapped}{}", &click[..token_at], &click[token_at + 1..]);
-    let reply = client.get(&forged).send().await.unwrap();
-    assert_eq!(reply.status(), 400);
-    assert!(reply.headers().get("location").is_none());
+    let reply = get_checked(&client, &forged).await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.headers.get("location").is_none());
     tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
     assert_eq!(
         stack.delivery(&notification, "email").await["status"],
@@ -1061,10 +1060,10 @@ html = '<html><body><p>Hi {{ user.name }}, <a class="button" href="https://shop.
     );
 
     // The recipient clicks: redirected to the original link, clicked.
-    let reply = client.get(&click).send().await.unwrap();
-    assert_eq!(reply.status(), 302);
+    let reply = get_checked(&client, &click).await;
+    assert_eq!(reply.status, 302);
     assert_eq!(
-        reply.headers()["location"],
+        reply.headers["location"],
         "https://shop.example/sale?code=SPRING&from=mail"
     );
     let clicked = stack
@@ -1074,10 +1073,17 @@ html = '<html><body><p>Hi {{ user.name }}, <a class="button" href="https://shop.
     assert_eq!(clicked["opened_at"], opened["opened_at"], "{clicked:#}");
 
     // Loading the images again later keeps `clicked`.
-    let reply = client.get(pixel).send().await.unwrap();
-    assert_eq!(reply.status(), 200);
+    let reply = get_checked(&client, pixel).await;
+    assert_eq!(reply.status, 200);
     tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
     let later = stack.delivery(&notification, "email").await;
     assert_eq!(later["status"], "clicked", "{later:#}");
     assert_eq!(later["opened_at"], opened["opened_at"], "{later:#}");
+}
+
+/// `GET url` (a signed link a recipient follows: a public route), its
+/// answer held to openapi.json.
+async fn get_checked(client: &reqwest::Client, url: &str) -> Checked {
+    let reply = client.get(url).send().await.unwrap();
+    read_checked(&reqwest::Method::GET, reply).await.unwrap()
 }

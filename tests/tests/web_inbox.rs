@@ -155,30 +155,37 @@ async fn the_web_inbox_works_in_a_real_browser() {
     println!("screenshot: {}", screenshot.display());
     server.abort();
 
-    // The preferences API's refusals, reset and CORS, without a browser.
+    // The preferences API's refusals, reset and CORS, without a browser;
+    // every answer held to openapi.json (`ControlPlane::send_as`).
     let client = reqwest::Client::new();
     let preferences = format!("{control_plane_url}/v1/me/preferences");
-    let refused = client
-        .put(&preferences)
-        .bearer_auth(&token)
-        .json(&json!({"types": {"security_alert": {"channels": {"in_app": false}}}}))
-        .send()
+    let (status, body) = control_plane
+        .send_as(
+            Some(&token),
+            reqwest::Method::PUT,
+            "/v1/me/preferences",
+            Some(&json!({"types": {"security_alert": {"channels": {"in_app": false}}}})),
+        )
         .await
         .unwrap();
-    assert_eq!(refused.status(), 400);
-    let body = refused.text().await.unwrap();
+    assert_eq!(status, 400);
     assert!(body.contains("critical"), "{body}");
-    let anonymous = client.get(&preferences).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401);
-    let reset: serde_json::Value = client
-        .delete(&preferences)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let (status, _) = control_plane
+        .send_as(None, reqwest::Method::GET, "/v1/me/preferences", None)
         .await
         .unwrap();
+    assert_eq!(status, 401);
+    let (status, reset) = control_plane
+        .send_as(
+            Some(&token),
+            reqwest::Method::DELETE,
+            "/v1/me/preferences",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{reset}");
+    let reset: serde_json::Value = serde_json::from_str(&reset).unwrap();
     assert_eq!(reset["types"], json!({}), "{reset}");
     assert_eq!(
         reset["timezone"], "Europe/Berlin",
