@@ -373,6 +373,20 @@ async fn a_body_that_is_not_an_object_is_refused() {
         .json(Method::POST, "/v1/me/devices", &device)
         .await
         .assert_bad_request("subscription: expected a JSON object");
+    // Well-formed keys, but an endpoint the send's URL parser would refuse.
+    for (endpoint, part) in [
+        ("https://push.example:70000/1", "port"),
+        ("https://push.example/1#fragment", "path and query"),
+        ("https://[::1]/1", "host"),
+    ] {
+        let device = json!({"platform": "web_push", "subscription": {"endpoint": endpoint, "keys": {
+            "p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
+            "auth": "tBHItJI5svbpez7KI4CCXg"}}});
+        server
+            .json(Method::POST, "/v1/me/devices", &device)
+            .await
+            .assert_bad_request(&format!("subscription endpoint's {part}"));
+    }
     let read = server
         .send(Method::GET, "/v1/me/preferences", None, None)
         .await;

@@ -717,6 +717,19 @@ async fn devices_register_list_deactivate_and_delete() {
         .unwrap_err();
     assert_eq!(unusable.code(), Code::InvalidArgument, "{unusable:?}");
     assert!(unusable.message().contains("p256dh"), "{unusable:?}");
+    // So is an endpoint the send could not parse (here, one with user info).
+    let unreachable = client
+        .register_device(authed(web_push(
+            "https://me@push.example.com/sub/3",
+            P256DH,
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(unreachable.code(), Code::InvalidArgument, "{unreachable:?}");
+    assert!(
+        unreachable.message().contains("endpoint's host"),
+        "{unreachable:?}"
+    );
     let invalid = client
         .register_device(authed(pb::RegisterDeviceRequest {
             user_id: USER.to_owned(),

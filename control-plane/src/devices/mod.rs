@@ -25,6 +25,7 @@
 //!   [`crate::storage::DeviceTable`]), durable before it returns.
 
 pub mod cleanup;
+pub mod endpoint;
 mod store;
 
 use jiff::Timestamp;
@@ -101,7 +102,7 @@ pub struct NewDevice {
 /// `maxLength` counts, so the OpenAPI document can state it exactly): APNs
 /// tokens are 64 hex digits, FCM tokens ~160 characters, push endpoints a
 /// few hundred.
-const MAX_ADDRESS_LEN: usize = 2048;
+pub(crate) const MAX_ADDRESS_LEN: usize = 2048;
 const MAX_LABEL_LEN: usize = 200;
 
 /// Why a registration was refused.
@@ -139,9 +140,10 @@ impl NewDevice {
                 if let Err(problem) = web_push::decode_keys(&keys.p256dh, &keys.auth) {
                     return invalid(problem);
                 }
+                // Likewise an endpoint the send's URL parser would refuse.
                 let endpoint = subscription.endpoint.as_str();
-                if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
-                    return invalid("a web_push subscription endpoint must be an http(s) URL");
+                if let Err(problem) = endpoint::check(endpoint) {
+                    return invalid(problem);
                 }
                 endpoint
             }
