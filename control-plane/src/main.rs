@@ -13,6 +13,17 @@ use nudge_control_plane::{Config, Listeners, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc's malloc. Every ingested event is decoded,
+/// compressed, then decompressed and parsed again by the engine and the
+/// analytics, each a few dozen short-lived allocations on whichever
+/// thread runs it;
+/// with glibc's allocator malloc and free were over a quarter of the
+/// control plane's CPU during ingest (`perf record`; README, storage
+/// benchmark). The options are the workspace's (`.cargo/config.toml`):
+/// freed pages go back to the system after a second.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// EX_USAGE from sysexits.h: the operator has to fix a setting.
 const EX_USAGE: u8 = 64;
 
