@@ -194,6 +194,40 @@ impl Harness {
     }
 }
 
+/// A replica told to stop leaves its feed at a page boundary instead of
+/// working through the whole backlog first (a drain after a burst of
+/// millions of events overran its grace period), and what it left is
+/// processed by the next run, once.
+#[tokio::test]
+async fn a_stopped_engine_leaves_the_rest_of_its_feed_for_later() {
+    let now: Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+    let h = Harness::start(now, &UserPreferences::default(), EngineSettings::default()).await;
+    h.store
+        .ingest(
+            (1..=3)
+                .map(|i| notify_event(&format!("evt-{i}"), now))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    stop.cancel();
+    assert_eq!(h.engine.process_until(Some(&stop)).await.unwrap(), 0);
+    assert!(
+        h.notifications
+            .list_for_user(USER, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(h.engine.process_available().await.unwrap(), 3);
+    assert_eq!(h.engine.process_available().await.unwrap(), 0);
+    assert_eq!(
+        h.notifications.list_for_user(USER, 10).await.unwrap().len(),
+        3
+    );
+}
+
 #[tokio::test]
 async fn quiet_hours_hold_a_notification_until_the_window_opens() {
     // 23:30 in Berlin (CEST, UTC+2) on a summer night; quiet 22:00-07:00.

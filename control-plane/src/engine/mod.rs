@@ -329,7 +329,10 @@ impl Engine {
             }
         });
         let appended = self.store.appended();
-        keep_passing("feed", &stop, Some(appended), || self.process_available()).await;
+        keep_passing("feed", &stop, Some(appended), || {
+            self.process_until(Some(&stop))
+        })
+        .await;
         for task in [timers, renewing] {
             if let Err(error) = task.await {
                 tracing::error!(%error, "engine task panicked");
@@ -344,8 +347,23 @@ impl Engine {
     /// Processes every event after the cursor that is there now; returns
     /// how many. Exposed for tests that drive the engine step by step.
     pub async fn process_available(&self) -> Result<usize, EngineError> {
+        self.process_until(None).await
+    }
+
+    /// [`Self::process_available`], but returns after the page in hand
+    /// once `stop` is cancelled: a replica far behind its feed (millions
+    /// of events after a burst) must still drain within its grace period
+    /// on SIGTERM, and each page leaves the cursors where the next
+    /// process picks up.
+    pub async fn process_until(
+        &self,
+        stop: Option<&CancellationToken>,
+    ) -> Result<usize, EngineError> {
         let mut processed = 0;
         loop {
+            if stop.is_some_and(CancellationToken::is_cancelled) {
+                return Ok(processed);
+            }
             let share = self.feed.share().await?;
             if share.is_empty() {
                 return Ok(processed);
