@@ -87,7 +87,6 @@ impl Row {
 const UPDATE: &str = "UPDATE deliveries SET status = $2, not_before_us = $3, updated_at_us = $4, \
     provider_message_id = $5, attempt_log_len = $6, body = $7 WHERE id = $1";
 
-/// Binds a [`Row`] to [`UPDATE`].
 /// Removes the delivery facts with sequence numbers `$seqs` (`&[i64]`)
 /// inside the transaction `$tx`: for [`DeliveryTable::delete_facts`] and
 /// for the analytics commit that counted them (`RollupTable::commit`).
@@ -109,6 +108,7 @@ macro_rules! delete_facts_in {
 
 pub(crate) use delete_facts_in;
 
+/// Binds a [`Row`] to [`UPDATE`].
 macro_rules! update_row {
     ($row:expr) => {
         sqlx::query(UPDATE)

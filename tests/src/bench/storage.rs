@@ -117,7 +117,10 @@ pub struct StorageReport {
     /// and bounded by `max_wal_size` whatever the store holds); SQLite's
     /// data dir, as `disk_bytes_per_event`.
     pub database_bytes_per_event: f64,
+    /// The control plane's RSS once every event is stored.
     pub control_plane_rss: u64,
+    /// Its peak RSS over the run (VmHWM): what a memory limit must allow.
+    pub control_plane_peak_rss: u64,
     /// CPU (user + system) of the control plane per 1,000 events, from
     /// the first push until every event is stored: ingest with the engine
     /// and the analytics reading beside it, as in production.
@@ -138,6 +141,7 @@ impl StorageReport {
             "disk_bytes_per_event": self.disk_bytes_per_event,
             "database_bytes_per_event": self.database_bytes_per_event,
             "control_plane_rss_bytes": self.control_plane_rss,
+            "control_plane_peak_rss_bytes": self.control_plane_peak_rss,
             "control_plane_cpu_ms_per_1000_events": self.control_plane_cpu_ms_per_1000,
             "largest_tables_bytes_per_event": self.largest_tables,
         })
@@ -394,7 +398,7 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
         }
         None => Vec::new(),
     };
-    let rss = memory(control_plane.process.pid()).0;
+    let (rss, peak_rss) = memory(control_plane.process.pid());
     let (status, _) = control_plane
         .process
         .terminate(Duration::from_secs(30))
@@ -423,6 +427,7 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
         database_bytes_per_event: database_after.saturating_sub(database_before) as f64
             / total as f64,
         control_plane_rss: rss,
+        control_plane_peak_rss: peak_rss,
         control_plane_cpu_ms_per_1000: cpu_seconds_used * 1000.0 * 1000.0 / total as f64,
         largest_tables,
     })
@@ -436,7 +441,7 @@ pub fn render(reports: &[StorageReport]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<10} {:>10} {:>14} {:>14} {:>8} {:>12} {:>10} {:>10} {:>12}",
+        "{:<10} {:>10} {:>14} {:>14} {:>8} {:>12} {:>10} {:>10} {:>11} {:>12}",
         "database",
         "events",
         "ingest ev/s",
@@ -445,12 +450,13 @@ pub fn render(reports: &[StorageReport]) -> String {
         "disk B/ev",
         "db B/ev",
         "CP RSS MiB",
+        "CP peak MiB",
         "CP ms/1k ev"
     );
     for report in reports {
         let _ = writeln!(
             out,
-            "{:<10} {:>10} {:>14.0} {:>14.0} {:>7.0}% {:>12.0} {:>10.0} {:>10.1} {:>12.0}",
+            "{:<10} {:>10} {:>14.0} {:>14.0} {:>7.0}% {:>12.0} {:>10.0} {:>10.1} {:>11.1} {:>12.0}",
             report.database,
             report.events,
             report.ingest_per_sec,
@@ -459,6 +465,7 @@ pub fn render(reports: &[StorageReport]) -> String {
             report.disk_bytes_per_event,
             report.database_bytes_per_event,
             report.control_plane_rss as f64 / (1 << 20) as f64,
+            report.control_plane_peak_rss as f64 / (1 << 20) as f64,
             report.control_plane_cpu_ms_per_1000,
         );
     }
