@@ -177,6 +177,10 @@ async fn a_page_created_together_keeps_each_promise(backend: Backend) {
         // The same source twice in one page: one notification.
         draft("u2", None, Some("evt-4")),
         draft("u2", None, Some("evt-4")),
+        // The same source twice, the first giving way to the key's
+        // holder: both find that holder.
+        draft("u1", Some("k"), Some("evt-5")),
+        draft("u1", Some("k"), Some("evt-5")),
     ];
     let created = store.create_all(page, start()).await.unwrap();
     let ids: Vec<String> = created.iter().map(id_of).collect();
@@ -184,8 +188,10 @@ async fn a_page_created_together_keeps_each_promise(backend: Backend) {
         .iter()
         .map(|created| matches!(created, Created::New(_)))
         .collect();
-    assert_eq!(new, [true, true, false, false, true, false]);
+    assert_eq!(new, [true, true, false, false, true, false, false, false]);
     assert_eq!(ids[2], ids[1], "the key's holder");
+    assert_eq!(ids[6], ids[1], "the key's holder");
+    assert_eq!(ids[7], ids[1], "the holder its first draft gave way to");
     assert_eq!(ids[3], id_of(&replayed));
     assert_eq!(ids[5], ids[4]);
     assert_eq!(store.list_for_user("u1", 10).await.unwrap().len(), 3);

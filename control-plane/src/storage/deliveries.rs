@@ -689,7 +689,7 @@ pub(super) fn placeholders(rows: usize, columns: usize) -> String {
 
 /// Rows per multi-row statement: far below either engine's limit on
 /// parameters (SQLite 32,766; PostgreSQL 65,535) at 11 columns.
-const ROWS_PER_STATEMENT: usize = 500;
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 fn decode(body: &str) -> Result<Delivery, StorageError> {
     serde_json::from_str(body)

@@ -285,6 +285,12 @@ impl InboxTable {
     /// their items. A user may appear in several
     /// groups; nothing is added for an erased user. Users' counts rows are
     /// locked in user order, so two such transactions cannot deadlock.
+    ///
+    /// Each user's statements run once per call, whatever number of
+    /// groups name them: the in-app channel's concurrent sends arrive as
+    /// one group per delivery, many of them for the same few users, and
+    /// one set of statements per group made the inbox the largest share
+    /// of the writer's statements (README, notification benchmark).
     pub async fn insert_groups(
         &self,
         groups: &[(&str, &[InboxItem])],
@@ -295,43 +301,54 @@ impl InboxTable {
         }
         let metrics = self.database.metrics();
         let _timer = metrics.time("inbox_insert");
-        let mut order: Vec<usize> = (0..groups.len()).collect();
-        // Stable: a user's groups keep their order.
-        order.sort_by_key(|&index| groups[index].0);
+        // Each user's groups, in the order of `groups`; users in order.
+        let mut by_user: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (index, (user_id, items)) in groups.iter().enumerate() {
+            if !items.is_empty() {
+                by_user.entry(*user_id).or_default().push(index);
+            }
+        }
         with_pool!(write self.database, pool, engine => {
             let mut tx = begin_write(metrics, pool, engine).await?;
             // Before the counts rows' upsert, which would create them.
-            let erased = erased_among!(tx, engine, groups.iter().map(|(user_id, _)| *user_id));
-            for index in order {
-                let (user_id, items) = groups[index];
-                if items.is_empty() || erased.contains(user_id) {
+            let erased = erased_among!(tx, engine, by_user.keys().copied());
+            for (user_id, indexes) in &by_user {
+                let user_id = *user_id;
+                if erased.contains(user_id) {
                     continue;
                 }
-                let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
+                let ids: Vec<String> = indexes
+                    .iter()
+                    .flat_map(|&index| groups[index].1.iter().map(|item| item.id.clone()))
+                    .collect();
                 let (mut counts, mut seq) = lock_counts!(tx, user_id);
                 let stored = read_items!(tx, engine, user_id, ids);
                 let mut seen: HashSet<&str> = HashSet::new();
                 let mut new: Vec<&InboxItem> = Vec::new();
-                let mut changes = Vec::new();
-                for item in items {
-                    if stored.contains_key(&item.id) || !seen.insert(&item.id) {
-                        continue;
+                let mut logged: Vec<Change> = Vec::new();
+                for &index in indexes {
+                    let mut changes = Vec::new();
+                    for item in groups[index].1 {
+                        if stored.contains_key(&item.id) || !seen.insert(&item.id) {
+                            continue;
+                        }
+                        counts.add(item);
+                        seq += 1;
+                        changes.push(Change {
+                            seq,
+                            at: item.created_at,
+                            kind: ChangeKind::Added,
+                            item: Some(item.clone()),
+                            id: item.id.clone(),
+                            counts: counts.clone(),
+                        });
+                        new.push(item);
                     }
-                    counts.add(item);
-                    seq += 1;
-                    changes.push(Change {
-                        seq,
-                        at: item.created_at,
-                        kind: ChangeKind::Added,
-                        item: Some(item.clone()),
-                        id: item.id.clone(),
-                        counts: counts.clone(),
-                    });
-                    new.push(item);
+                    logged.extend(changes.iter().cloned());
+                    results[index] = changes;
                 }
                 upsert_items!(tx, engine, user_id, &new);
-                log_changes!(tx, engine, user_id, &counts, &changes);
-                results[index] = changes;
+                log_changes!(tx, engine, user_id, &counts, &logged);
             }
             // A user's groups logged increasing seqs: the last one wins.
             let mut changed: BTreeMap<&str, u64> = BTreeMap::new();

@@ -12,7 +12,8 @@
 //!   just inserted is deleted again in the same transaction). Key,
 //!   notification and source check commit in one transaction, durable
 //!   before `create` returns; [`NotificationStore::create_all`] does a
-//!   page of them in one.
+//!   page of them in one, its inserts many rows per statement (one
+//!   statement each cost the writer a round trip per notification).
 //! * **Never for an erased user**: the transaction checks the user's
 //!   tombstone first (see `tombstones`), so a create racing an erasure
 //!   either is removed by it or creates nothing.
@@ -20,10 +21,14 @@
 //!   that name it in the same transaction, so a key never outlives its
 //!   notification into a dangling `Existing`.
 
+use std::collections::{HashMap, HashSet};
+
 use jiff::Timestamp;
 
 use super::StorageError;
 use super::database::{Database, begin_write, with_pool};
+use super::deliveries::{ROWS_PER_STATEMENT, placeholders};
+use super::sql_text::{dynamic, numbered};
 use super::tombstones::erased_among;
 use crate::notifications::{Created, IDEMPOTENCY_WINDOW, NewNotification, Notification};
 
@@ -98,34 +103,77 @@ impl NotificationStore {
                 engine,
                 notifications.iter().map(|notification| notification.user_id.as_str())
             );
+            // Every insert first, many rows per statement: a replayed
+            // source event conflicts on its unique index and writes
+            // nothing, and is not among the ids returned.
+            let mut inserted: HashSet<String> = HashSet::with_capacity(notifications.len());
+            let live: Vec<(&Notification, &String)> = notifications
+                .iter()
+                .zip(&bodies)
+                .filter(|(notification, _)| !erased.contains(&notification.user_id))
+                .collect();
+            for chunk in live.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO notifications (id, user_id, source_event_id, created_at_ms, body) \
+                     VALUES {} ON CONFLICT (source_event_id) WHERE source_event_id IS NOT NULL \
+                     DO NOTHING RETURNING id",
+                    placeholders(chunk.len(), 5)
+                );
+                let mut query = sqlx::query_scalar(dynamic(engine, sql));
+                for (notification, body) in chunk {
+                    query = query
+                        .bind(notification.id.as_str())
+                        .bind(notification.user_id.as_str())
+                        .bind(notification.source_event_id.as_deref())
+                        .bind(now_ms)
+                        .bind(body.as_str());
+                }
+                let ids: Vec<String> = query.fetch_all(&mut *tx).await?;
+                inserted.extend(ids);
+            }
+            // The notifications that hold the sources of the rest.
+            let replayed: Vec<&str> = live
+                .iter()
+                .filter(|(notification, _)| !inserted.contains(&notification.id))
+                .filter_map(|(notification, _)| notification.source_event_id.as_deref())
+                .collect();
+            let mut holders: HashMap<String, String> = HashMap::new();
+            for chunk in replayed.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "SELECT source_event_id, id FROM notifications WHERE source_event_id IN ({})",
+                    numbered(1, chunk.len())
+                );
+                let mut query = sqlx::query_as(dynamic(engine, sql));
+                for source in chunk {
+                    query = query.bind(*source);
+                }
+                let rows: Vec<(String, String)> = query.fetch_all(&mut *tx).await?;
+                holders.extend(rows);
+            }
+            // Inserted here, then removed for a key another one held: the
+            // notification that holds that key.
+            let mut withdrawn: HashMap<String, String> = HashMap::new();
             let mut found = Vec::with_capacity(notifications.len());
-            for (notification, body) in notifications.iter().zip(&bodies) {
+            for notification in &notifications {
                 if erased.contains(&notification.user_id) {
                     found.push(Found::Erased);
                     continue;
                 }
-                // The insert first: a replayed source event conflicts on
-                // its unique index and writes nothing.
-                let inserted = sqlx::query(
-                    "INSERT INTO notifications (id, user_id, source_event_id, created_at_ms, body) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (source_event_id) WHERE source_event_id IS NOT NULL DO NOTHING",
-                )
-                .bind(&notification.id)
-                .bind(&notification.user_id)
-                .bind(&notification.source_event_id)
-                .bind(now_ms)
-                .bind(body)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    let id: String =
-                        sqlx::query_scalar("SELECT id FROM notifications WHERE source_event_id = $1")
-                            .bind(&notification.source_event_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    found.push(Found::Existing(id));
+                if !inserted.contains(&notification.id) {
+                    let holder = notification
+                        .source_event_id
+                        .as_ref()
+                        .and_then(|source| holders.get(source))
+                        .ok_or_else(|| {
+                            StorageError::Corrupt(format!(
+                                "notification {} was not inserted and no notification holds its source",
+                                notification.id
+                            ))
+                        })?;
+                    // An earlier draft of this call with the same source
+                    // that gave way to a key's holder: that holder.
+                    let holder = withdrawn.get(holder).unwrap_or(holder);
+                    found.push(Found::Existing(holder.clone()));
                     continue;
                 }
                 let Some(key) = &notification.request.idempotency_key else {
@@ -166,6 +214,7 @@ impl NotificationStore {
                 .bind(key)
                 .fetch_one(&mut *tx)
                 .await?;
+                withdrawn.insert(notification.id.clone(), holder.clone());
                 found.push(Found::Existing(holder));
             }
             tx.commit().await?;

@@ -123,7 +123,13 @@ fn setup(options: &Options) -> Result<Setup> {
             ("NUDGE_AGENT_MAX_OUTBOX_BYTES", "4GiB"),
             ("NUDGE_AGENT_ID", "bench-agent"),
         ]),
-        common_env: owned(&[("RUST_LOG", "warn")]),
+        // The programs log warnings only, unless the bench's own RUST_LOG
+        // asks for more (e.g. `sqlx::query=debug` to count statements;
+        // with --keep-logs to read them).
+        common_env: vec![(
+            "RUST_LOG".into(),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )],
         start_limit: Duration::from_secs(60),
     })
 }
