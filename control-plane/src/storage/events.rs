@@ -617,6 +617,17 @@ async fn write_group(
                 .bind(WRITE_LOCK)
                 .execute(&mut *tx)
                 .await?;
+            // Every read of this transaction is by key, and an index
+            // serves each; but the dedupe lookup below asks a partition
+            // of `event_ids`, unique by (id, ingested_at), for hundreds
+            // of ids, and until autovacuum has analyzed a partition
+            // (a minute or more after it starts filling) PostgreSQL
+            // cannot tell that an id is rare: it scanned the whole
+            // partition per batch (36 ms at 358k events, growing with
+            // it; `EXPLAIN ANALYZE` during `nudge-bench --only storage`).
+            sqlx::query("SET LOCAL enable_seqscan = off")
+                .execute(&mut *tx)
+                .await?;
         }
         let mut outcomes = vec![IngestOutcome::default(); group.len()];
 
