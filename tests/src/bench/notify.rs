@@ -219,6 +219,11 @@ pub(super) fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The largest sample of `name` (0 without one).
+pub(super) fn max(text: &str, name: &str) -> f64 {
+    samples(text, name).map(|(_, v)| v).fold(0.0, f64::max)
+}
+
 /// Deliveries of `channel` by outcome.
 fn outcomes(text: &str, channel: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();

@@ -128,6 +128,8 @@ pub struct StorageReport {
     /// PostgreSQL's largest tables (with their indexes and TOAST) after
     /// the run, bytes per event: where the bytes go.
     pub largest_tables: Vec<(String, f64)>,
+    /// What waited behind ingest while it ran flat out (see [`Backlog`]).
+    pub backlog: Backlog,
 }
 
 impl StorageReport {
@@ -144,6 +146,10 @@ impl StorageReport {
             "control_plane_peak_rss_bytes": self.control_plane_peak_rss,
             "control_plane_cpu_ms_per_1000_events": self.control_plane_cpu_ms_per_1000,
             "largest_tables_bytes_per_event": self.largest_tables,
+            "analytics_backlog_max_events": self.backlog.analytics_max,
+            "analytics_backlog_at_end_events": self.backlog.analytics_at_end,
+            "engine_feed_lag_max_seconds": self.backlog.engine_lag_max,
+            "drained_after_seconds": self.backlog.drained_after,
         })
     }
 }
@@ -324,6 +330,65 @@ async fn bare_write(database: Database, url: &str, total: u64) -> Result<f64> {
     Ok(total as f64 / begin.elapsed().as_secs_f64())
 }
 
+/// The control plane's own account of the work that waits behind ingest:
+/// `nudge_cp_analytics_backlog` (events stored, not yet in the rollups)
+/// and `nudge_cp_engine_feed_lag_seconds` (age of the oldest event not
+/// yet planned), scraped every [`BACKLOG_SAMPLE`] while the pushers run.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    pub analytics_max: f64,
+    /// When the last push was answered.
+    pub analytics_at_end: f64,
+    pub engine_lag_max: f64,
+    /// Seconds from the last push until both were 0 again (`None`: not
+    /// within [`DRAIN_LIMIT`]).
+    pub drained_after: Option<f64>,
+}
+
+const BACKLOG_SAMPLE: Duration = Duration::from_millis(250);
+/// How long the bench waits for the analytics and the engine to catch up.
+const DRAIN_LIMIT: Duration = Duration::from_secs(300);
+const ANALYTICS_BACKLOG: &str = "nudge_cp_analytics_backlog";
+const ENGINE_LAG: &str = "nudge_cp_engine_feed_lag_seconds";
+
+/// Samples the backlog until `done` is set; then the one at that moment.
+async fn sample_backlog(
+    control_plane: &ControlPlane,
+    done: &std::sync::atomic::AtomicBool,
+) -> Backlog {
+    let mut backlog = Backlog::default();
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::Relaxed);
+        if let Ok(text) = control_plane.metrics().await {
+            let analytics = super::notify::max(&text, ANALYTICS_BACKLOG);
+            backlog.analytics_max = backlog.analytics_max.max(analytics);
+            backlog.analytics_at_end = analytics;
+            backlog.engine_lag_max = backlog
+                .engine_lag_max
+                .max(super::notify::max(&text, ENGINE_LAG));
+        }
+        if finished {
+            return backlog;
+        }
+        tokio::time::sleep(BACKLOG_SAMPLE).await;
+    }
+}
+
+/// Seconds until the analytics backlog and the engine's lag are both 0.
+async fn drain_time(control_plane: &ControlPlane) -> Option<f64> {
+    let begin = Instant::now();
+    while begin.elapsed() < DRAIN_LIMIT {
+        if let Ok(text) = control_plane.metrics().await
+            && super::notify::max(&text, ANALYTICS_BACKLOG) == 0.0
+            && super::notify::max(&text, ENGINE_LAG) == 0.0
+        {
+            return Some(begin.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(BACKLOG_SAMPLE).await;
+    }
+    None
+}
+
 pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<StorageReport> {
     let total = env.options.storage_events as u64;
     let database = backing.database;
@@ -366,18 +431,28 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
         database.name()
     );
     let run = format!("st{}", std::process::id());
-    let seconds = push_all(
-        &control_plane.grpc_url(),
-        control_plane.agent_token(),
-        &run,
-        total,
-    )
-    .await?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (seconds, mut backlog) = tokio::join!(
+        async {
+            let seconds = push_all(
+                &control_plane.grpc_url(),
+                control_plane.agent_token(),
+                &run,
+                total,
+            )
+            .await;
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            seconds
+        },
+        sample_backlog(&control_plane, &done),
+    );
+    let seconds = seconds?;
     let stored = control_plane.stored_count().await?;
     if stored < total {
         return Err(format!("the control plane stored {stored} of {total} events").into());
     }
     let cpu_seconds_used = cpu() - cpu_before;
+    backlog.drained_after = drain_time(&control_plane).await;
     // Checkpoints and the WAL settle before the disk is measured.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = disk();
@@ -430,6 +505,7 @@ pub async fn scenario_storage(env: &Env, backing: &mut Backing) -> Result<Storag
         control_plane_peak_rss: peak_rss,
         control_plane_cpu_ms_per_1000: cpu_seconds_used * 1000.0 * 1000.0 / total as f64,
         largest_tables,
+        backlog,
     })
 }
 
@@ -483,6 +559,24 @@ pub fn render(reports: &[StorageReport]) -> String {
             "{} largest tables, B/event with indexes: {}",
             report.database,
             tables.join(", ")
+        );
+    }
+    for report in reports {
+        let backlog = &report.backlog;
+        let drained = match backlog.drained_after {
+            Some(seconds) => format!("both caught up {seconds:.1} s after the last push"),
+            None => format!(
+                "not caught up {} s after the last push",
+                DRAIN_LIMIT.as_secs()
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{} behind ingest: analytics backlog max {:.0} events ({:.0} at the last push), engine feed lag max {:.1} s; {drained}",
+            report.database,
+            backlog.analytics_max,
+            backlog.analytics_at_end,
+            backlog.engine_lag_max,
         );
     }
     let _ = writeln!(
