@@ -265,8 +265,7 @@ impl DeliveryQueue {
         })
     }
 
-    /// `Sent` → `Delivered`, from a provider's delivery callback (or at
-    /// once for channels where accepted means delivered, like in-app).
+    /// `Sent` → `Delivered`, from a provider's delivery callback.
     /// Idempotent: providers repeat callbacks. A delivery already further
     /// up the ladder (opened, read, clicked) is returned unchanged: a late
     /// callback never moves a status back.
@@ -696,8 +695,9 @@ fn apply_outcome(
     }
     delivery.status = next;
     let kind = match completion {
-        // Channels where accepted means delivered (in-app) get
-        // their `Delivered` from the dispatcher's `mark_delivered`.
+        // `Delivered` comes later, from a provider's receipt (email
+        // and SMS callbacks); a channel without receipts (in-app,
+        // webhook, push) ends at `Sent`.
         Completion::Sent(_) => FactKind::Sent,
         Completion::Failed { decision, .. } => match decision {
             Decision::RetryAt(_) => FactKind::Retried,
