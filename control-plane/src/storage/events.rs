@@ -613,10 +613,6 @@ async fn write_group(
     with_pool!(write shared.database, pool, engine => {
         let mut tx = begin_write(metrics, pool, engine).await?;
         if engine == Engine::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(WRITE_LOCK)
-                .execute(&mut *tx)
-                .await?;
             // Every read of this transaction is by key, and an index
             // serves each; but the dedupe lookup below asks a partition
             // of `event_ids`, unique by (id, ingested_at), for hundreds
@@ -625,7 +621,11 @@ async fn write_group(
             // cannot tell that an id is rare: it scanned the whole
             // partition per batch (36 ms at 358k events, growing with
             // it; `EXPLAIN ANALYZE` during `nudge-bench --only storage`).
-            sqlx::query("SET LOCAL enable_seqscan = off")
+            // So sequential scans are off for this transaction
+            // (`set_config(…, true)` is `SET LOCAL`), in the same round
+            // trip as the writer lock.
+            sqlx::query("SELECT set_config('enable_seqscan', 'off', true), pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK)
                 .execute(&mut *tx)
                 .await?;
         }
