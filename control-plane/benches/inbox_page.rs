@@ -60,6 +60,7 @@ async fn main() {
             seen_at: None,
             read_at: (n % 2 == 0).then(Timestamp::now),
             archived_at: None,
+            snoozed_until: None,
         };
         batch.push(item);
         if batch.len() == 1_000 || n + 1 == items {

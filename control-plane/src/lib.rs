@@ -310,6 +310,14 @@ pub async fn run(
         }
     });
     tasks.spawn({
+        let waker = inbox::snooze::Waker::new(engine.inbox.clone(), metrics.registry())?;
+        let stop = stop.clone();
+        async move {
+            waker.run(stop).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
         let stop = stop.clone();
         async move {
             engine.engine.run(stop).await;

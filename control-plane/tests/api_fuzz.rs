@@ -88,6 +88,7 @@ async fn seed(settings: &DatabaseSettings, dir: &Path) {
             seen_at: None,
             read_at: None,
             archived_at: None,
+            snoozed_until: None,
         };
         stores.inbox.add(USER, &item).await.unwrap();
     }

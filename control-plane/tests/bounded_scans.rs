@@ -207,6 +207,7 @@ fn item(n: usize) -> InboxItem {
         seen_at: None,
         read_at: None,
         archived_at: None,
+        snoozed_until: None,
     }
 }
 

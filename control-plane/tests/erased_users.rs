@@ -81,6 +81,7 @@ fn inbox_item(id: &str) -> InboxItem {
         seen_at: None,
         read_at: None,
         archived_at: None,
+        snoozed_until: None,
     }
 }
 

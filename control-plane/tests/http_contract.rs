@@ -158,6 +158,7 @@ fn item(n: u64) -> InboxItem {
         seen_at: None,
         read_at: None,
         archived_at: None,
+        snoozed_until: None,
     }
 }
 

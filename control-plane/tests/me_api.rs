@@ -154,6 +154,7 @@ fn item(n: i64, kind: &str, category: &str) -> InboxItem {
         seen_at: None,
         read_at: None,
         archived_at: None,
+        snoozed_until: None,
     }
 }
 
@@ -184,6 +185,14 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::POST, "/v1/me/notifications/{id}/seen", None),
         (Method::POST, "/v1/me/notifications/{id}/archive", None),
         (Method::POST, "/v1/me/notifications/{id}/unarchive", None),
+        (Method::POST, "/v1/me/notifications/{id}/unsnooze", None),
+        (
+            Method::POST,
+            "/v1/me/notifications/{id}/snooze",
+            Some(
+                json!({"until": (Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string()}),
+            ),
+        ),
         (Method::DELETE, "/v1/me/notifications/{id}", None),
         (
             Method::POST,
@@ -517,6 +526,117 @@ async fn bad_parameters_are_400_naming_the_parameter() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+}
+
+/// Snooze over HTTP (the store's rules are tested in
+/// `storage_inbox.rs`): one item and in bulk, a listing of snoozed items,
+/// and every bad body a 400 naming what is wrong that changes nothing.
+#[tokio::test]
+async fn snooze_hides_items_and_bad_snoozes_are_refused_by_name() {
+    let server = Server::start().await;
+    server.seed().await;
+    let token = token_for("u1");
+    let soon = (Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
+    let item = server
+        .post(
+            "u1",
+            &format!("/v1/me/notifications/{}/snooze", id(3)),
+            json!({ "until": soon }),
+        )
+        .await;
+    assert_eq!(item["id"], id(3));
+    assert!(item["snoozed_until"].is_string(), "{item}");
+    let bulk = server
+        .post(
+            "u1",
+            "/v1/me/notifications/bulk",
+            json!({"ids": [id(4), id(5), id(99)], "action": "snooze", "until": soon}),
+        )
+        .await;
+    assert_eq!(bulk["changed"], json!([id(4), id(5)]));
+    assert_eq!(bulk["not_found"], json!([id(99)]));
+    assert_eq!(server.list("snoozed=true&sort=oldest").await, [3, 4, 5]);
+    assert!(!server.list("limit=50").await.contains(&4));
+    let counts = server.get("u1", "/v1/me/notifications/counts").await;
+    assert_eq!(
+        (counts["unread"].as_u64(), counts["total"].as_u64()),
+        (Some(7), Some(10))
+    );
+    let csv = server
+        .call(
+            Method::GET,
+            "/v1/me/notifications/export?format=csv&snoozed=true",
+            Some(&token),
+            None,
+        )
+        .await
+        .2;
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(
+        csv.lines().next().unwrap().ends_with(",snoozed_until"),
+        "{csv}"
+    );
+
+    let path = format!("/v1/me/notifications/{}/snooze", id(6));
+    let past = "2020-01-01T00:00:00Z";
+    let far = (Timestamp::now() + jiff::SignedDuration::from_hours(24 * 400)).to_string();
+    for (route, body, named) in [
+        (path.as_str(), json!({"until": past}), "until"),
+        (path.as_str(), json!({"until": far}), "until"),
+        (path.as_str(), json!({"until": "tomorrow"}), "until"),
+        (
+            path.as_str(),
+            json!({"until": "2030-01-01T09:00:00"}),
+            "until",
+        ),
+        (path.as_str(), json!({}), "until"),
+        (path.as_str(), json!({"until": soon, "for": "1h"}), "for"),
+        (
+            "/v1/me/notifications/bulk",
+            json!({"ids": [id(6)], "action": "snooze"}),
+            "until",
+        ),
+        (
+            "/v1/me/notifications/bulk",
+            json!({"ids": [id(6)], "action": "read", "until": soon}),
+            "until",
+        ),
+    ] {
+        let (status, answer, text) = server
+            .call(Method::POST, route, Some(&token), Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(named),
+            "{body}: {text}"
+        );
+    }
+    let untouched = server
+        .get("u1", &format!("/v1/me/notifications/{}", id(6)))
+        .await;
+    assert!(untouched.get("snoozed_until").is_none(), "{untouched}");
+    assert!(untouched.get("read_at").is_none(), "{untouched}");
+
+    // Cancelled early: back at once, unread.
+    server
+        .post(
+            "u1",
+            &format!("/v1/me/notifications/{}/read", id(3)),
+            json!(null),
+        )
+        .await;
+    let back = server
+        .post(
+            "u1",
+            &format!("/v1/me/notifications/{}/unsnooze", id(3)),
+            json!(null),
+        )
+        .await;
+    assert!(
+        back.get("snoozed_until").is_none() && back.get("read_at").is_none(),
+        "{back}"
+    );
+    assert_eq!(server.list("snoozed=true&sort=oldest").await, [4, 5]);
 }
 
 fn event(id: &str, user: &str, body: EventBody, second: i64) -> Event {

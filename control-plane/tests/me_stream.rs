@@ -163,6 +163,7 @@ async fn add_to(inbox: &InboxStore, user: &str, title: &str) -> String {
         seen_at: None,
         read_at: None,
         archived_at: None,
+        snoozed_until: None,
     };
     assert!(inbox.add(user, &item).await.unwrap());
     id

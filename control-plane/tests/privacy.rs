@@ -141,6 +141,7 @@ impl Server {
             seen_at: None,
             read_at: None,
             archived_at: None,
+            snoozed_until: None,
         };
         assert!(self.state.inbox.add(user, &item).await.unwrap());
         self.state

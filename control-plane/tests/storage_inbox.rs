@@ -12,7 +12,8 @@ use std::collections::HashSet;
 
 use jiff::Timestamp;
 use nudge_control_plane::inbox::{
-    Action, Change, ChangeKind, InboxItem, InboxQuery, InboxStore, Live, Sort, Subscription,
+    Action, Change, ChangeKind, InboxError, InboxItem, InboxQuery, InboxStore, Live, Sort,
+    Subscription, snooze,
 };
 use nudge_control_plane::storage::{StorageMetrics, Stores};
 use support::Backend;
@@ -43,6 +44,7 @@ fn item(writer: usize, n: usize) -> InboxItem {
         seen_at: None,
         read_at: None,
         archived_at: None,
+        snoozed_until: None,
     }
 }
 
@@ -321,7 +323,157 @@ async fn the_same_item_added_concurrently_is_added_once(backend: Backend) {
     assert_eq!(inbox.counts("u1").await.unwrap().total, 1);
 }
 
+/// Snooze (`inbox::snooze`): a snoozed item leaves listings and the badge,
+/// comes back unread and unseen when the waker finds it due (or at once on
+/// `unsnooze`), and every step is a logged change. The waker's action is
+/// checked on the locked row: an item snoozed again after the waker found
+/// it stays hidden, and two wakers (two replicas on PostgreSQL) bring an
+/// item back once.
+async fn a_snoozed_item_is_hidden_until_it_comes_back_unread(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = support::fresh_settings(backend, dir.path()).await;
+    let stores = Stores::open(&settings, dir.path(), StorageMetrics::new())
+        .await
+        .unwrap();
+    let inbox = stores.inbox.clone();
+    let ids: Vec<String> = (1..=4).map(|n| item(1, n).id).collect();
+    for n in 1..=4 {
+        inbox.add("u1", &item(1, n)).await.unwrap();
+    }
+    inbox
+        .apply("u1", &[ids[1].clone()], Action::Read, at(0))
+        .await
+        .unwrap();
+    let visible = |snoozed: bool| {
+        let inbox = inbox.clone();
+        async move {
+            let query = InboxQuery {
+                limit: 50,
+                snoozed: Some(snoozed),
+                ..InboxQuery::default()
+            };
+            let page = inbox.list("u1", &query).await.unwrap();
+            page.items.into_iter().map(|i| i.id).collect::<Vec<_>>()
+        }
+    };
+    let mut live = inbox.subscribe("u1");
+
+    // Items 1 (unread) and 2 (read) snoozed until minute 10.
+    let applied = inbox
+        .apply("u1", &ids[..2], Action::Snooze(at(10)), at(0))
+        .await
+        .unwrap();
+    assert_eq!(applied.changed.len(), 2);
+    for _ in 0..2 {
+        let change = next_change(&mut live).await;
+        assert_eq!(change.kind, ChangeKind::Updated);
+        assert_eq!(change.item.unwrap().snoozed_until, Some(at(10)));
+    }
+    assert_eq!(visible(false).await, [ids[3].clone(), ids[2].clone()]);
+    assert_eq!(visible(true).await, [ids[1].clone(), ids[0].clone()]);
+    let counts = inbox.counts("u1").await.unwrap();
+    assert_eq!((counts.unread, counts.total), (2, 4), "{counts:?}");
+    assert_eq!(counts, inbox.recount("u1").await.unwrap());
+
+    // Times not ahead, or too far ahead, are refused and change nothing.
+    for until in [at(0), at(-5), at(60 * 24 * 367)] {
+        let refused = inbox
+            .apply("u1", &ids[2..3], Action::Snooze(until), at(0))
+            .await;
+        assert!(
+            matches!(refused, Err(InboxError::Invalid(ref message)) if message.starts_with("until:")),
+            "{until}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        inbox
+            .get("u1", &ids[2])
+            .await
+            .unwrap()
+            .unwrap()
+            .snoozed_until,
+        None
+    );
+
+    // Not due yet: nothing comes back. Item 2 is moved to minute 20.
+    assert_eq!(snooze::wake_due(&inbox, at(5)).await.unwrap(), 0);
+    inbox
+        .apply("u1", &ids[1..2], Action::Snooze(at(20)), at(5))
+        .await
+        .unwrap();
+    next_change(&mut live).await;
+    assert_eq!(snooze::wake_due(&inbox, at(10)).await.unwrap(), 1);
+    let woken = next_change(&mut live).await;
+    assert_eq!(woken.id, ids[0]);
+    let back = woken.item.unwrap();
+    assert_eq!(
+        (back.snoozed_until, back.read_at, back.seen_at),
+        (None, None, None)
+    );
+    assert_eq!(woken.counts.unread, 3);
+    assert_eq!(visible(true).await, [ids[1].clone()]);
+
+    // Cancelled early: item 2, read before its snooze, is back unread.
+    let applied = inbox
+        .apply("u1", &ids[1..2], Action::Unsnooze, at(11))
+        .await
+        .unwrap();
+    assert!(!applied.changed[0].is_read());
+    next_change(&mut live).await;
+    assert!(visible(true).await.is_empty());
+    assert_eq!(visible(false).await.len(), 4);
+    let counts = inbox.counts("u1").await.unwrap();
+    assert_eq!((counts.unread, counts.total), (4, 4));
+    assert_eq!(counts, inbox.recount("u1").await.unwrap());
+
+    // The waker found item 3 due, then the user snoozed it again: the
+    // waker's action finds it not due on the locked row.
+    inbox
+        .apply("u1", &ids[2..3], Action::Snooze(at(30)), at(12))
+        .await
+        .unwrap();
+    next_change(&mut live).await;
+    let due = inbox.due_snoozes(at(30), 10).await.unwrap();
+    assert_eq!(due, [("u1".to_owned(), ids[2].clone())]);
+    inbox
+        .apply("u1", &ids[2..3], Action::Snooze(at(40)), at(29))
+        .await
+        .unwrap();
+    next_change(&mut live).await;
+    let late = inbox
+        .apply("u1", &ids[2..3], Action::WakeIfDue, at(30))
+        .await
+        .unwrap();
+    assert!(late.changed.is_empty());
+    assert_eq!(visible(true).await, [ids[2].clone()]);
+
+    // Two wakers at once (two replicas on PostgreSQL): one change.
+    let other = match backend {
+        Backend::Postgres => Some(
+            Stores::open(&settings, dir.path(), StorageMetrics::new())
+                .await
+                .unwrap(),
+        ),
+        Backend::Sqlite => None,
+    };
+    let second = other.as_ref().map_or(inbox.clone(), |s| s.inbox.clone());
+    let before = inbox.last_seq("u1").await.unwrap();
+    let (a, b) = tokio::join!(
+        snooze::wake_due(&inbox, at(40)),
+        snooze::wake_due(&second, at(40))
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    let log = inbox.changes_after("u1", before, 10).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].id, ids[2]);
+    assert_eq!(
+        inbox.counts("u1").await.unwrap(),
+        inbox.recount("u1").await.unwrap()
+    );
+}
+
 on_both_engines!(
+    a_snoozed_item_is_hidden_until_it_comes_back_unread,
     the_same_item_added_concurrently_is_added_once,
     concurrent_writers_get_gap_free_seqs_and_exact_counts,
     a_published_change_is_in_the_log_at_its_seq,

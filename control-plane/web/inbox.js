@@ -101,6 +101,46 @@
   }
 
   /** A link target from notification data, only when it is http(s). */
+  /** When a snooze ends, as the user reads clocks: a time today, else a day and time. */
+  function snoozeText(iso) {
+    const when = new Date(iso);
+    const today = new Date().toDateString() === when.toDateString();
+    return today
+      ? when.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' })
+      : when.toLocaleString([], { weekday: 'short', month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit' });
+  }
+
+  /**
+   * The snooze choices the inbox offers, in the user's own time zone:
+   * an hour from now, tomorrow at 9:00, and next Monday at 9:00.
+   */
+  function snoozeChoices(now = new Date()) {
+    const at9 = (days) => {
+      const d = new Date(now);
+      d.setDate(d.getDate() + days);
+      d.setHours(9, 0, 0, 0);
+      return d;
+    };
+    const toMonday = ((8 - now.getDay()) % 7) || 7;
+    return [
+      { label: 'For 1 hour', until: new Date(now.getTime() + 3600000) },
+      { label: 'Until tomorrow', until: at9(1) },
+      { label: 'Until next week', until: at9(toMonday) },
+    ];
+  }
+
+  /** Items whose state belongs in a view that shows snoozed items or not. */
+  function snoozedAs(item, snoozed) {
+    return !!item.snoozed_until === !!snoozed;
+  }
+
+  /** `items` (newest first by id) with `item` in its place, when that place is among them. */
+  function insertByTime(items, item, complete) {
+    const index = items.findIndex((i) => i.id < item.id);
+    if (index < 0) return complete ? [...items, item] : items;
+    return [...items.slice(0, index), item, ...items.slice(index)];
+  }
+
   function safeUrl(value) {
     if (typeof value !== 'string') return null;
     try {
@@ -477,6 +517,7 @@
           h('time', { datetime: item.created_at, title: new Date(item.created_at).toLocaleString(), text: timeText(item.created_at) }),
           item.category ? h('span', { class: 'nudge-chip', text: humanise(item.category) }) : null,
           item.archived_at ? h('span', { class: 'nudge-chip', text: 'Archived' }) : null,
+          item.snoozed_until ? h('span', { class: 'nudge-chip', title: new Date(item.snoozed_until).toLocaleString(), text: `Snoozed until ${snoozeText(item.snoozed_until)}` }) : null,
         ),
       ),
       extra || null,
@@ -716,10 +757,18 @@
           this.markSeen();
         }
       } else if (change.kind === 'updated' && change.item) {
-        if (change.item.archived_at) {
-          this.items = this.items.filter((i) => i.id !== change.item.id);
+        const item = change.item;
+        if (item.archived_at || item.snoozed_until) {
+          this.items = this.items.filter((i) => i.id !== item.id);
           this.render();
-        } else this.replace(change.item);
+        } else if (this.items.some((i) => i.id === item.id)) {
+          this.replace(item);
+        } else {
+          // Back from a snooze: in its place by time, if that is among
+          // the newest the dropdown shows.
+          this.items = insertByTime(this.items, item, this.items.length < DROPDOWN_LIMIT).slice(0, DROPDOWN_LIMIT);
+          this.render();
+        }
       } else if (change.kind === 'deleted') {
         this.items = this.items.filter((i) => i.id !== change.id);
         this.render();
@@ -771,7 +820,7 @@
       this.inbox = inbox;
       this.root = shellParts.root;
       this.live = shellParts.live;
-      this.filter = { category: null, read: '', archived: false, q: '', sort: 'newest' };
+      this.filter = { category: null, read: '', archived: false, snoozed: false, q: '', sort: 'newest' };
       this.items = [];
       this.cursor = null;
       this.selected = new Set();
@@ -796,6 +845,7 @@
       const readId = uid('read');
       const sortId = uid('sort');
       const archivedId = uid('archived');
+      const snoozedId = uid('snoozed');
       this.search = h('input', { id: searchId, type: 'search', class: 'nudge-input', placeholder: 'Search notifications', autocomplete: 'off' });
       let debounce = null;
       this.search.addEventListener('input', () => {
@@ -817,6 +867,7 @@
         h('option', { value: 'unread_first', text: 'Unread first' }),
       );
       this.archivedBox = h('input', { id: archivedId, type: 'checkbox', onchange: () => this.setFilter({ archived: this.archivedBox.checked }) });
+      this.snoozedBox = h('input', { id: snoozedId, type: 'checkbox', onchange: () => this.setFilter({ snoozed: this.snoozedBox.checked }) });
       const toolbar = h(
         'div',
         { class: 'nudge-toolbar', role: 'search' },
@@ -824,6 +875,7 @@
         h('div', { class: 'nudge-field' }, h('label', { for: readId, text: 'Show' }), this.readSelect),
         h('div', { class: 'nudge-field' }, h('label', { for: sortId, text: 'Sort' }), this.sortSelect),
         h('div', { class: 'nudge-field nudge-check' }, this.archivedBox, h('label', { for: archivedId, text: 'Archived only' })),
+        h('div', { class: 'nudge-field nudge-check' }, this.snoozedBox, h('label', { for: snoozedId, text: 'Snoozed only' })),
       );
 
       const allId = uid('all');
@@ -874,6 +926,7 @@
       if (this.filter.category) params.set('category', this.filter.category);
       if (this.filter.read) params.set('read', this.filter.read);
       if (this.filter.archived) params.set('archived', 'true');
+      if (this.filter.snoozed) params.set('snoozed', 'true');
       if (this.filter.q) params.set('q', this.filter.q);
       if (cursor) params.set('cursor', cursor);
       return `/v1/me/notifications?${params}`;
@@ -962,6 +1015,9 @@
         { class: 'nudge-item-actions' },
         h('button', { type: 'button', class: 'nudge-link-button', text: unread ? 'Mark read' : 'Mark unread', 'aria-label': `${unread ? 'Mark read' : 'Mark unread'}: ${label}`, onclick: () => this.act(item.id, unread ? 'read' : 'unread') }),
         h('button', { type: 'button', class: 'nudge-link-button', text: item.archived_at ? 'Unarchive' : 'Archive', 'aria-label': `${item.archived_at ? 'Unarchive' : 'Archive'}: ${label}`, onclick: () => this.act(item.id, item.archived_at ? 'unarchive' : 'archive') }),
+        item.snoozed_until
+          ? h('button', { type: 'button', class: 'nudge-link-button', text: 'Unsnooze', 'aria-label': `Unsnooze: ${label}`, onclick: () => this.act(item.id, 'unsnooze') })
+          : this.snoozeMenu(item.id, label),
         h('button', { type: 'button', class: 'nudge-link-button nudge-danger', text: 'Delete', 'aria-label': `Delete: ${label}`, onclick: () => this.act(item.id, 'delete') }),
       );
       const li = itemNode(item, actions);
@@ -983,6 +1039,56 @@
       return li;
     }
 
+    /**
+     * A "Snooze" button that opens the choices of [`snoozeChoices`] beside
+     * it. The choices are made when it opens: their times are from that
+     * moment (a page left open for hours must not snooze to a time already
+     * past), and a long list does not pay for them per item.
+     */
+    snoozeMenu(id, label) {
+      const menuId = uid('snooze');
+      const menu = h('span', { id: menuId, class: 'nudge-snooze-menu', role: 'group', 'aria-label': `Snooze ${label}`, hidden: true });
+      const toggle = h('button', {
+        type: 'button',
+        class: 'nudge-link-button',
+        text: 'Snooze',
+        'aria-label': `Snooze: ${label}`,
+        'aria-expanded': 'false',
+        'aria-controls': menuId,
+        onclick: () => {
+          if (menu.hidden) {
+            menu.replaceChildren(
+              ...snoozeChoices().map((choice) =>
+                h('button', { type: 'button', class: 'nudge-link-button', text: choice.label, title: choice.until.toLocaleString(), onclick: () => this.snooze(id, choice.until) }),
+              ),
+            );
+          }
+          menu.hidden = !menu.hidden;
+          toggle.setAttribute('aria-expanded', String(!menu.hidden));
+          if (!menu.hidden) menu.querySelector('button').focus();
+        },
+      });
+      menu.addEventListener('keydown', (e) => {
+        if (e.key !== 'Escape') return;
+        e.stopPropagation();
+        menu.hidden = true;
+        toggle.setAttribute('aria-expanded', 'false');
+        toggle.focus();
+      });
+      return h('span', { class: 'nudge-snooze' }, toggle, menu);
+    }
+
+    async snooze(id, until) {
+      try {
+        await this.inbox.request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/snooze`, { until: until.toISOString() });
+        if (!this.filter.snoozed) this.drop([id]);
+        this.inbox.afterAction();
+        this.msg.ok(`Snoozed until ${snoozeText(until.toISOString())}.`);
+      } catch (error) {
+        this.msg.fail(error);
+      }
+    }
+
     async open(item) {
       const target = safeUrl(item.data && item.data.url);
       if (!item.read_at) await this.act(item.id, 'read');
@@ -997,7 +1103,7 @@
           this.msg.ok('Notification deleted.');
         } else {
           const updated = await this.inbox.request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/${action}`);
-          if ((action === 'archive' && !this.filter.archived) || (action === 'unarchive' && this.filter.archived)) this.drop([id]);
+          if ((action === 'archive' && !this.filter.archived) || (action === 'unarchive' && this.filter.archived) || (action === 'unsnooze' && this.filter.snoozed)) this.drop([id]);
           else this.replace(updated);
         }
         this.inbox.afterAction();
@@ -1130,7 +1236,7 @@
     onChange(change) {
       if (change.kind === 'added' && change.item) {
         const f = this.filter;
-        const plain = !f.q && f.sort === 'newest' && !f.archived && f.read !== 'true' && (!f.category || f.category === change.item.category);
+        const plain = !f.q && f.sort === 'newest' && !f.archived && !f.snoozed && f.read !== 'true' && (!f.category || f.category === change.item.category);
         if (plain) {
           if (!this.items.some((i) => i.id === change.item.id)) {
             this.items.unshift(change.item);
@@ -1146,7 +1252,28 @@
           this.newBanner.hidden = false;
         }
       } else if (change.kind === 'updated' && change.item) {
-        this.replace(change.item);
+        const item = change.item;
+        const shown = this.items.some((i) => i.id === item.id);
+        if (!snoozedAs(item, this.filter.snoozed)) {
+          // Snoozed (or back) in another tab or by the server: it leaves
+          // this view.
+          if (shown) this.drop([item.id]);
+        } else if (shown) {
+          this.replace(item);
+        } else if (!this.filter.snoozed) {
+          // Back from a snooze. In its place by time when the view is the
+          // plain newest-first list; otherwise the list would have to be
+          // filtered again here, so offer a reload.
+          const f = this.filter;
+          const plain = !f.q && f.sort === 'newest' && !f.archived && f.read !== 'true' && !item.archived_at && (!f.category || f.category === item.category);
+          if (plain) {
+            this.items = insertByTime(this.items, item, !this.cursor);
+            this.render();
+          } else {
+            this.newBanner.textContent = 'Snoozed notifications are back: show them';
+            this.newBanner.hidden = false;
+          }
+        }
       } else if (change.kind === 'deleted') {
         if (this.items.some((i) => i.id === change.id)) this.drop([change.id]);
       }

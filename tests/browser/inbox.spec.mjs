@@ -170,6 +170,31 @@ try {
   await eventually('search finds one', async () => (await rows.count()) === 1);
   await inboxPage.getByLabel('Search', { exact: true }).fill('');
   await eventually('both are back after search', async () => (await rows.count()) === 2);
+  // Snooze: the read item, snoozed for an hour, leaves the list; the
+  // "Snoozed only" view shows it with its time; "Unsnooze" brings it back
+  // unread, and the other tab's badge follows the live stream.
+  const readRow = rows.filter({ has: inboxPage.getByRole('button', { name: /^Mark unread:/ }) });
+  check((await readRow.count()) === 1, 'one item is read');
+  const readId = await readRow.getAttribute('data-id');
+  await readRow.getByRole('button', { name: /^Snooze:/ }).click();
+  await readRow.getByRole('button', { name: 'For 1 hour', exact: true }).click();
+  await eventually('the snoozed item leaves the list', async () => (await rows.count()) === 1);
+  const snoozed = await api('GET', '/v1/me/notifications?snoozed=true');
+  check(snoozed.items.length === 1 && snoozed.items[0].id === readId, 'the API lists it as snoozed');
+  const ahead = Date.parse(snoozed.items[0].snoozed_until) - Date.now();
+  check(ahead > 3500000 && ahead <= 3600000, `snoozed for an hour (${ahead} ms ahead)`);
+  await inboxPage.getByLabel('Snoozed only').check();
+  await eventually('the snoozed view shows it', async () => (await rows.count()) === 1 && (await rows.first().getAttribute('data-id')) === readId);
+  check((await rows.first().textContent()).includes('Snoozed until'), 'with its time');
+  await rows.first().getByRole('button', { name: /^Unsnooze:/ }).click();
+  await eventually('unsnoozed, it leaves the snoozed view', async () => (await rows.count()) === 0);
+  await inboxPage.getByLabel('Snoozed only').uncheck();
+  await eventually('it is back in the list', async () => (await rows.count()) === 2);
+  const back = await api('GET', `/v1/me/notifications/${encodeURIComponent(readId)}`);
+  check(!back.read_at && !back.snoozed_until, 'back as unread');
+  await page.waitForFunction(() => document.querySelector('#bell .nudge-host').shadowRoot.querySelector('.nudge-bell').getAttribute('aria-label') === 'Notifications, 2 unread', null, { timeout: WAIT });
+  step('the inbox page snoozed an item and brought it back unread; the other tab\'s badge followed live');
+
   await inboxPage.getByLabel('Select all shown').check();
   await inboxPage.getByRole('button', { name: 'Archive', exact: true }).click();
   await eventually('the archived items leave the list', async () => (await rows.count()) === 0);

@@ -53,6 +53,11 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// The stack on PostgreSQL at `database_url`, or on embedded SQLite.
+    async fn start_on(database_url: Option<&str>) -> Self {
         let config = tempfile::tempdir().unwrap();
         let path = config.path().join("nudge.toml");
         std::fs::write(&path, ENGINE).unwrap();
@@ -60,6 +65,9 @@ impl Stack {
             ("NUDGE_CP_CONFIG", path.to_str().unwrap()),
             ("NUDGE_CP_USER_TOKEN_SECRET", USER_TOKEN_SECRET),
         ]);
+        if let Some(url) = database_url {
+            control_plane = control_plane.with_env([("NUDGE_CP_DATABASE_URL", url)]);
+        }
         control_plane.start().await.unwrap();
         let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
             .await
@@ -238,6 +246,99 @@ async fn a_tracked_event_reaches_the_websocket_and_a_reconnect_resumes_from_the_
         metrics.contains("nudge_cp_live_connections{transport=\"websocket\"} 1"),
         "{metrics}"
     );
+}
+
+/// Issue 16, item 5: snooze in the inbox, over the real programs. A
+/// notification snoozed for a few seconds leaves the badge and the
+/// listing, its stream gets the change, and the control plane's waker
+/// brings it back as unread on the stream; a snooze time in the past is
+/// refused, naming `until`, and changes nothing.
+async fn a_snoozed_notification_leaves_the_badge_and_comes_back_on_the_stream(
+    database_url: Option<&str>,
+) {
+    let stack = Stack::start_on(database_url).await;
+    let mut socket = stack.connect(None).await;
+    assert_eq!(next_frame(&mut socket).await["type"], "hello");
+    stack.comment("comment-1", "Ada").await;
+    let added = next_frame(&mut socket).await;
+    assert_eq!(added["kind"], "added", "{added}");
+    let id = added["id"].as_str().unwrap().to_owned();
+    stack
+        .me(
+            reqwest::Method::POST,
+            &format!("/v1/me/notifications/{id}/read"),
+        )
+        .await;
+    assert_eq!(next_frame(&mut socket).await["counts"]["unread"], 0);
+
+    let snooze = |until: String| {
+        let body = json!({ "until": until });
+        let path = format!("/v1/me/notifications/{id}/snooze");
+        let token = stack.token.clone();
+        let control_plane = &stack.control_plane;
+        async move {
+            control_plane
+                .send_as(Some(&token), reqwest::Method::POST, &path, Some(&body))
+                .await
+                .unwrap()
+        }
+    };
+    let (status, text) = snooze("2020-01-01T00:00:00Z".into()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("until:"), "{text}");
+
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    let (status, text) = snooze(until.to_string()).await;
+    assert_eq!(status, 200, "{text}");
+    let item: Value = serde_json::from_str(&text).unwrap();
+    assert!(item["snoozed_until"].is_string(), "{item}");
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(
+        (frame["kind"].as_str(), frame["id"].as_str()),
+        (Some("updated"), Some(id.as_str()))
+    );
+    assert!(frame["item"]["snoozed_until"].is_string(), "{frame}");
+    let listed = stack.me(reqwest::Method::GET, "/v1/me/notifications").await;
+    assert_eq!(listed["items"], json!([]), "hidden from the listing");
+    let snoozed = stack
+        .me(reqwest::Method::GET, "/v1/me/notifications?snoozed=true")
+        .await;
+    assert_eq!(snoozed["items"][0]["id"], id.as_str());
+
+    // The waker brings it back, unread and unseen, within FRAME_LIMIT.
+    let back = next_frame(&mut socket).await;
+    assert_eq!(
+        (back["kind"].as_str(), back["id"].as_str()),
+        (Some("updated"), Some(id.as_str())),
+        "{back}"
+    );
+    assert!(back["item"].get("snoozed_until").is_none(), "{back}");
+    assert!(back["item"].get("read_at").is_none(), "{back}");
+    assert_eq!(back["counts"]["unread"], 1);
+    assert!(
+        jiff::Timestamp::now() >= until,
+        "not back before its time: {back}"
+    );
+    let counts = stack
+        .me(reqwest::Method::GET, "/v1/me/notifications/counts")
+        .await;
+    assert_eq!(
+        (counts["unread"].as_u64(), counts["unseen"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let metrics = stack.control_plane.metrics().await.unwrap();
+    assert_eq!(counter(&metrics, "nudge_cp_inbox_snoozes_woken_total"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snooze_on_sqlite() {
+    a_snoozed_notification_leaves_the_badge_and_comes_back_on_the_stream(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snooze_on_postgres() {
+    let url = nudge_e2e::postgres::fresh_database().await;
+    a_snoozed_notification_leaves_the_badge_and_comes_back_on_the_stream(Some(&url)).await;
 }
 
 /// The value of a counter without labels in a `/metrics` text.

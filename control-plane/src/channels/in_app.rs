@@ -39,6 +39,7 @@ pub fn inbox_item(message: &OutboundMessage) -> InboxItem {
         seen_at: None,
         read_at: None,
         archived_at: None,
+        snoozed_until: None,
     }
 }
 

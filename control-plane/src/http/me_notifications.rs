@@ -5,14 +5,20 @@
 //!   or comma-separated), `category`, `read` (`true`/`false`), `archived`
 //!   (`true` lists only archived; by default they are left out), `since`,
 //!   `until` (RFC 3339), `q` (text in title or body), `sort` (`newest`,
-//!   `oldest`, `unread_first`), `cursor`, `limit` (1–200, default 20).
+//!   `oldest`, `unread_first`), `snoozed` (`true` lists only snoozed
+//!   items; by default they are left out), `cursor`, `limit` (1–200,
+//!   default 20).
 //! * `GET /v1/me/notifications/counts` — the badge: unread, unseen, total,
 //!   and per category.
 //! * `GET /v1/me/notifications/{id}` — one item.
-//! * `POST /v1/me/notifications/{id}/{read|unread|seen|archive|unarchive}`,
+//! * `POST /v1/me/notifications/{id}/{read|unread|seen|archive|unarchive|unsnooze}`,
 //!   `DELETE /v1/me/notifications/{id}` — one item.
+//! * `POST /v1/me/notifications/{id}/snooze` — `{"until": RFC 3339}`: hide
+//!   the item until then (see [`crate::inbox::snooze`]); `unsnooze` brings
+//!   it back early.
 //! * `POST /v1/me/notifications/bulk` — `{"ids": [...], "action": "read"}`
-//!   with any of the actions above or `delete` (at most 500 ids).
+//!   with any of the actions above or `delete`; `snooze` takes `until`
+//!   beside them (at most 500 ids).
 //! * `POST /v1/me/notifications/read-all` — optional `{"category": …}`.
 //! * `GET /v1/me/notifications/export?format=csv|json` — every item
 //!   matching the same filters, as a download streamed page by page (see
@@ -56,6 +62,8 @@ pub fn router() -> Router<HttpState> {
         .route("/notifications/bulk", post(bulk))
         .route("/notifications/read-all", post(read_all))
         .route("/notifications/{id}", get(one).delete(delete_one))
+        // A static segment wins over `{action}`: only snooze takes a body.
+        .route("/notifications/{id}/snooze", post(snooze_one))
         .route("/notifications/{id}/{action}", post(act_on_one))
 }
 
@@ -114,6 +122,10 @@ fn parse_query(raw: Option<&str>) -> Result<(InboxQuery, Option<String>), ApiErr
             "until" => {
                 query.until =
                     Some(parse_time(&value).ok_or_else(|| bad("expected an RFC 3339 time"))?)
+            }
+            "snoozed" => {
+                query.snoozed =
+                    Some(parse_bool(&value).ok_or_else(|| bad("expected true or false"))?);
             }
             "q" => query.search = Some(value),
             "sort" => {
@@ -198,15 +210,44 @@ async fn act_on_one(
         "seen" => Action::Seen,
         "archive" => Action::Archive,
         "unarchive" => Action::Unarchive,
+        "unsnooze" => Action::Unsnooze,
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no action {action:?}: read, unread, seen, archive or unarchive"),
+                format!(
+                    "no action {action:?}: read, unread, seen, archive, unarchive, snooze or unsnooze"
+                ),
             ));
         }
     };
     let item = apply_one(&state, user, id, action).await?;
+    Ok(Json(json!(item)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Snooze {
+    until: String,
+}
+
+/// `until` as a time: RFC 3339 with an offset (`Z` or `+01:00`).
+fn snooze_until(until: &str) -> Result<Timestamp, ApiError> {
+    parse_time(until).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "until: expected an RFC 3339 time with an offset, got {until:?}"
+        ))
+    })
+}
+
+async fn snooze_one(
+    State(state): State<HttpState>,
+    Me(user): Me,
+    Path(id): Path<String>,
+    JsonBody(snooze): JsonBody<Snooze>,
+) -> Result<Json<Value>, ApiError> {
+    let until = snooze_until(&snooze.until)?;
+    let item = apply_one(&state, user, id, Action::Snooze(until)).await?;
     Ok(Json(json!(item)))
 }
 
@@ -264,7 +305,48 @@ async fn record_read(state: &HttpState, items: &[InboxItem]) {
 #[serde(deny_unknown_fields)]
 struct Bulk {
     ids: Vec<String>,
-    action: Action,
+    action: BulkAction,
+    /// With `snooze` only.
+    #[serde(default)]
+    until: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BulkAction {
+    Read,
+    Unread,
+    Seen,
+    Archive,
+    Unarchive,
+    Delete,
+    Snooze,
+    Unsnooze,
+}
+
+impl Bulk {
+    fn action(&self) -> Result<Action, ApiError> {
+        let action = match self.action {
+            BulkAction::Read => Action::Read,
+            BulkAction::Unread => Action::Unread,
+            BulkAction::Seen => Action::Seen,
+            BulkAction::Archive => Action::Archive,
+            BulkAction::Unarchive => Action::Unarchive,
+            BulkAction::Delete => Action::Delete,
+            BulkAction::Unsnooze => Action::Unsnooze,
+            BulkAction::Snooze => {
+                let until = self
+                    .until
+                    .as_deref()
+                    .ok_or_else(|| ApiError::bad_request("until: required with action snooze"))?;
+                return Ok(Action::Snooze(snooze_until(until)?));
+            }
+        };
+        if self.until.is_some() {
+            return Err(ApiError::bad_request("until: only with action snooze"));
+        }
+        Ok(action)
+    }
 }
 
 async fn bulk(
@@ -277,7 +359,7 @@ async fn bulk(
             "ids: between 1 and {MAX_BULK_IDS} ids"
         )));
     }
-    let action = bulk.action;
+    let action = bulk.action()?;
     let applied = state
         .inbox
         .apply(&user, &bulk.ids, action, Timestamp::now())
@@ -348,8 +430,7 @@ async fn export(
     super::download::streamed(chunks, content_type, &name).await
 }
 
-const CSV_HEADER: &str =
-    "id,notification_id,type,category,title,body,created_at,seen_at,read_at,archived_at\r\n";
+const CSV_HEADER: &str = "id,notification_id,type,category,title,body,created_at,seen_at,read_at,archived_at,snoozed_until\r\n";
 
 /// One RFC 4180 CSV row (after [`CSV_HEADER`]): fields quoted when they
 /// need it. Fields that a spreadsheet would run as a formula (`=`, `+`,
@@ -367,6 +448,7 @@ fn csv_row(item: &InboxItem) -> String {
         time(item.seen_at),
         time(item.read_at),
         time(item.archived_at),
+        time(item.snoozed_until),
     ];
     let row: Vec<String> = fields
         .iter()
@@ -395,6 +477,7 @@ mod tests {
         for bad in [
             "read=maybe",
             "sort=best",
+            "snoozed=later",
             "limit=0",
             "limit=x",
             "since=yesterday",

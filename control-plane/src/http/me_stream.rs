@@ -678,6 +678,7 @@ mod tests {
             seen_at: None,
             read_at: None,
             archived_at: None,
+            snoozed_until: None,
         };
         assert!(inbox.add(user, &item).await.unwrap());
         id

@@ -37,6 +37,7 @@
 
 mod hub;
 mod query;
+pub mod snooze;
 mod store;
 
 use std::collections::BTreeMap;
@@ -76,6 +77,9 @@ pub struct InboxItem {
     pub read_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<Timestamp>,
+    /// Hidden from listings and the badge until then (see [`snooze`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snoozed_until: Option<Timestamp>,
 }
 
 impl InboxItem {
@@ -87,9 +91,21 @@ impl InboxItem {
         self.archived_at.is_some()
     }
 
-    /// Counted in the badge: unread and not archived.
+    pub fn is_snoozed(&self) -> bool {
+        self.snoozed_until.is_some()
+    }
+
+    /// Counted in the badge: unread, not archived and not snoozed.
     fn counts_as_unread(&self) -> bool {
-        !self.is_read() && !self.is_archived()
+        !self.is_read() && !self.is_archived() && !self.is_snoozed()
+    }
+
+    /// Back from a snooze: shown again, as unread and unseen, so the badge
+    /// and the "new" dot bring it to the user's attention again.
+    fn wake(&mut self) {
+        self.snoozed_until = None;
+        self.read_at = None;
+        self.seen_at = None;
     }
 
     fn category_name(&self) -> &str {
@@ -153,8 +169,7 @@ impl Counts {
 }
 
 /// What a user (or an API call on their behalf) does to items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Read,
     Unread,
@@ -162,6 +177,16 @@ pub enum Action {
     Archive,
     Unarchive,
     Delete,
+    /// Hide the item until this time (a later snooze moves it). The store
+    /// refuses a time that is not in the future or too far ahead
+    /// ([`snooze::check_until`]).
+    Snooze(Timestamp),
+    /// Bring a snoozed item back now, as unread (cancel early).
+    Unsnooze,
+    /// The waker's: bring the item back if its snooze is due at the
+    /// action's `now`. Checked on the locked row, so an item snoozed again
+    /// (later) since the waker found it stays hidden.
+    WakeIfDue,
 }
 
 impl Action {
@@ -186,6 +211,25 @@ impl Action {
             Action::Archive => set(&mut item.archived_at),
             Action::Unarchive => item.archived_at.take().is_some(),
             Action::Delete => true,
+            Action::Snooze(until) => {
+                let changed = item.snoozed_until != Some(until);
+                item.snoozed_until = Some(until);
+                changed
+            }
+            Action::Unsnooze => {
+                let snoozed = item.is_snoozed();
+                if snoozed {
+                    item.wake();
+                }
+                snoozed
+            }
+            Action::WakeIfDue => {
+                let due = item.snoozed_until.is_some_and(|until| until <= now);
+                if due {
+                    item.wake();
+                }
+                due
+            }
         }
     }
 }

@@ -29,7 +29,8 @@ pub enum Sort {
 }
 
 /// Filters and paging of a listing. Every filter is optional; archived
-/// items are left out unless `archived` asks for them.
+/// and snoozed items are left out unless `archived` or `snoozed` asks for
+/// them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InboxQuery {
     /// Any of these types (empty: all).
@@ -39,6 +40,8 @@ pub struct InboxQuery {
     pub read: Option<bool>,
     /// `None` or `Some(false)`: not archived; `Some(true)`: archived only.
     pub archived: Option<bool>,
+    /// `None` or `Some(false)`: not snoozed; `Some(true)`: snoozed only.
+    pub snoozed: Option<bool>,
     /// Created at or after.
     pub since: Option<Timestamp>,
     /// Created before.
@@ -99,6 +102,9 @@ impl InboxQuery {
         if self.archived.unwrap_or(false) != item.is_archived() {
             return false;
         }
+        if self.snoozed.unwrap_or(false) != item.is_snoozed() {
+            return false;
+        }
         if self.since.is_some_and(|since| item.created_at < since) {
             return false;
         }
@@ -124,6 +130,7 @@ impl InboxQuery {
             newest: true,
             after: None,
             archived: self.archived.unwrap_or(false),
+            snoozed: self.snoozed.unwrap_or(false),
             read: self.read,
             category: self.category.as_deref(),
             since: self.since,

@@ -207,6 +207,9 @@ impl InboxStore {
         now: Timestamp,
     ) -> Result<Applied, InboxError> {
         check_user(user_id)?;
+        if let Action::Snooze(until) = action {
+            super::snooze::check_until(until, now)?;
+        }
         // An id with a NUL is no item's (`check_item`): missing, as any
         // unknown id is, without asking the database (PostgreSQL refuses
         // NUL in text).
@@ -250,6 +253,16 @@ impl InboxStore {
                 None => return Ok(marked),
             }
         }
+    }
+
+    /// Up to `limit` items whose snooze is due at `now`, as `(user_id,
+    /// id)` (see [`super::snooze`]).
+    pub async fn due_snoozes(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, InboxError> {
+        Ok(self.table.due_snoozes(now, limit).await?)
     }
 
     pub async fn counts(&self, user_id: &str) -> Result<Counts, InboxError> {

@@ -32,6 +32,7 @@ fn item(n: i64, kind: &str, category: Option<&str>, title: &str) -> InboxItem {
         seen_at: None,
         read_at: None,
         archived_at: None,
+        snoozed_until: None,
     }
 }
 

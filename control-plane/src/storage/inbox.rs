@@ -73,6 +73,8 @@ pub struct ItemRange<'a> {
     pub after: Option<&'a str>,
     /// Archived items only, or unarchived only.
     pub archived: bool,
+    /// Snoozed items only, or unsnoozed only.
+    pub snoozed: bool,
     /// Read only (`Some(true)`), unread only, or both.
     pub read: Option<bool>,
     pub category: Option<&'a str>,
@@ -221,12 +223,14 @@ macro_rules! read_items {
 macro_rules! upsert_items {
     ($tx:expr, $engine:expr, $user_id:expr, $items:expr) => {{
         let items: &[&InboxItem] = $items;
-        for chunk in items.chunks(CHUNK / 8) {
+        for chunk in items.chunks(CHUNK / 9) {
             let sql = format!(
                 "INSERT INTO inbox_items (user_id, id, notification_type, category, created_at, \
-                 read_at, archived_at, item) VALUES {} ON CONFLICT (user_id, id) DO UPDATE SET \
-                 read_at = excluded.read_at, archived_at = excluded.archived_at, item = excluded.item",
-                placeholders(chunk.len(), 8)
+                 read_at, archived_at, snoozed_until, item) VALUES {} \
+                 ON CONFLICT (user_id, id) DO UPDATE SET read_at = excluded.read_at, \
+                 archived_at = excluded.archived_at, snoozed_until = excluded.snoozed_until, \
+                 item = excluded.item",
+                placeholders(chunk.len(), 9)
             );
             let mut query = sqlx::query(dynamic($engine, sql));
             for item in chunk {
@@ -238,6 +242,7 @@ macro_rules! upsert_items {
                     .bind(item.created_at.as_millisecond())
                     .bind(item.read_at.map(Timestamp::as_millisecond))
                     .bind(item.archived_at.map(Timestamp::as_millisecond))
+                    .bind(item.snoozed_until.map(Timestamp::as_millisecond))
                     .bind(serde_json::to_string(item)?);
             }
             query.execute(&mut *$tx).await?;
@@ -465,6 +470,31 @@ impl InboxTable {
         row.map(|row| decode_item(user_id, &row)).transpose()
     }
 
+    /// Up to `limit` items whose snooze is due at `now` (`snoozed_until`
+    /// at or before it), soonest first, as `(user_id, id)`: what the
+    /// waker brings back. Read through the partial index on
+    /// `snoozed_until`, which holds snoozed items only.
+    pub async fn due_snoozes(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let _timer = self.database.metrics().time("inbox_due_snoozes");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_pool!(self.database, pool => {
+            sqlx::query_as(
+                "SELECT user_id, id FROM inbox_items \
+                 WHERE snoozed_until IS NOT NULL AND snoozed_until <= $1 \
+                 ORDER BY snoozed_until LIMIT $2",
+            )
+            .bind(now.as_millisecond())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
     /// The user's counts (all zero for a user without items).
     pub async fn counts(&self, user_id: &str) -> Result<Counts, StorageError> {
         let _timer = self.database.metrics().time("inbox_counts");
@@ -509,7 +539,7 @@ impl InboxTable {
         let type_filter = if types.is_empty() {
             String::new()
         } else {
-            let list: Vec<String> = (0..types.len()).map(|i| format!("${}", 10 + i)).collect();
+            let list: Vec<String> = (0..types.len()).map(|i| format!("${}", 11 + i)).collect();
             format!(" AND notification_type IN ({})", list.join(", "))
         };
         // The inner query walks the primary key's range for the user (the
@@ -521,8 +551,10 @@ impl InboxTable {
              AND ($4 IS NULL OR (read_at IS NOT NULL) = $4) \
              AND ($5 IS NULL OR COALESCE(category, $6) = $5) \
              AND ($7 IS NULL OR created_at >= $7) \
-             AND ($8 IS NULL OR created_at <= $8){type_filter} THEN item END \
-             FROM (SELECT id, notification_type, category, created_at, read_at, archived_at, item \
+             AND ($8 IS NULL OR created_at <= $8) \
+             AND (snoozed_until IS NOT NULL) = $10{type_filter} THEN item END \
+             FROM (SELECT id, notification_type, category, created_at, read_at, archived_at, \
+             snoozed_until, item \
              FROM inbox_items WHERE user_id = $1 AND id {compare} $2 \
              ORDER BY id {order} LIMIT $9) AS examined \
              ORDER BY id {order}"
@@ -543,7 +575,8 @@ impl InboxTable {
                 .bind(UNCATEGORISED)
                 .bind(since)
                 .bind(until)
-                .bind(limit);
+                .bind(limit)
+                .bind(range.snoozed);
             for kind in types {
                 query = query.bind(kind.as_str());
             }

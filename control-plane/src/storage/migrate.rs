@@ -115,6 +115,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0013_rollup_fillfactor.sql"),
         postgres: include_str!("../../migrations/postgres/0013_rollup_fillfactor.sql"),
     },
+    Migration {
+        version: 14,
+        name: "inbox_snooze",
+        sqlite: include_str!("../../migrations/sqlite/0014_inbox_snooze.sql"),
+        postgres: include_str!("../../migrations/postgres/0014_inbox_snooze.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

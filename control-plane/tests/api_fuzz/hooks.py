@@ -5,6 +5,8 @@ README's "HTTP API reference (OpenAPI)").
 Load with `SCHEMATHESIS_HOOKS=control-plane/tests/api_fuzz/hooks.py`.
 """
 
+from datetime import datetime, timedelta, timezone
+
 import schemathesis
 from hypothesis import strategies as st
 
@@ -25,4 +27,20 @@ schemathesis.openapi.format(
             "Australia/Sydney",
         ]
     ),
+)
+
+# `format: nudge-snooze-time` (a snooze's `until`): the server takes an
+# RFC 3339 time between 1 second and 366 days ahead of its clock, a rule
+# relative to "now" that JSON Schema cannot state. Schema-valid values are
+# drawn from that window, measured when each is drawn; other strings are
+# the fuzzer's negative cases, which the server refuses with a 400.
+def _snooze_time(seconds):
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(
+        timespec="seconds"
+    )
+
+
+schemathesis.openapi.format(
+    "nudge-snooze-time",
+    st.integers(min_value=60, max_value=300 * 86_400).map(_snooze_time),
 )
