@@ -10,6 +10,7 @@
 //! | `retention` | 1 h | `[retention]`: old events; old notifications with their deliveries, inbox items and digest folds; long attempt logs |
 //! | `devices` | 6 h | `[devices]`: deactivates stale devices, deletes long-deactivated ones |
 //! | `idempotency_keys` | 1 h | notify idempotency keys past their 48 h window |
+//! | `throttle_decisions` | 1 h | throttle decisions older than the longest window ([`crate::throttle::MAX_WINDOW`]) |
 //! | `inbox_changes` | 1 h | live-stream change-log entries older than [`INBOX_CHANGES_KEPT`] (a client away longer reloads its list) |
 //! | `trigger_markers` | 1 h | finished delayed-trigger markers older than the dedupe window (an older event cannot be replayed: it is not a duplicate any more) |
 //! | `leases` | 1 h | leases expired for more than an hour (heartbeats of replicas long gone) |
@@ -293,6 +294,14 @@ pub fn standard(
         let notifications = notifications.clone();
         async move { notifications.prune_idempotency_keys(now).await }
     });
+    let notifications = stores.notifications.clone();
+    let throttle_decisions = Job::new("throttle_decisions", HOURLY, move |now| {
+        let notifications = notifications.clone();
+        async move {
+            let cutoff = cutoff(now, crate::throttle::MAX_WINDOW);
+            notifications.prune_throttle_decisions(cutoff).await
+        }
+    });
     let inbox = stores.inbox.clone();
     let inbox_changes = Job::new("inbox_changes", HOURLY, move |now| {
         let inbox = inbox.clone();
@@ -335,6 +344,7 @@ pub fn standard(
         .with(retention)
         .with(devices)
         .with(idempotency_keys)
+        .with(throttle_decisions)
         .with(inbox_changes)
         .with(trigger_markers)
         .with(leases)

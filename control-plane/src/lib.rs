@@ -71,6 +71,7 @@ mod proptest_cases;
 pub mod rules;
 pub mod storage;
 pub mod templates;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -33,6 +33,7 @@ use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, QuietHours, TypeDefaults, Tz, UserPreferences,
 };
 use nudge_control_plane::storage::{EventStore, Stores};
+use nudge_control_plane::throttle::{Throttle, ThrottleOver, ThrottleScope, Throttles};
 
 mod support;
 use nudge_control_plane::templates::{Template, TemplateSet};
@@ -467,6 +468,115 @@ async fn a_resent_notification_already_in_a_sent_digest_is_not_in_the_next() {
 /// Each delivery names the template that rendered it (the notify's, else
 /// the type's own, none for a notify's raw title and body) and carries the
 /// notify's per-send cost, so the delivery facts analytics counts have them.
+/// Issue 16, item 2: a type throttled to 2 an hour per user lets the
+/// first two of four notifications through, and folds the other two into
+/// one digest that goes out when the first one leaves the window; a type
+/// that drops instead sends nothing over its limit, and says why.
+#[tokio::test]
+async fn a_throttle_lets_its_limit_through_and_folds_or_drops_the_rest() {
+    let start: Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+    let in_app = |category: &str| TypeDefaults {
+        channels: [ChannelKind::InApp].into_iter().collect(),
+        critical: false,
+        frequency: Frequency::Instant,
+        category: Some(category.into()),
+    };
+    let limit = |limit, over| Throttle {
+        limit,
+        window: "1h".into(),
+        per: ThrottleScope::Type,
+        over,
+    };
+    let (comments, likes) = (limit(2, ThrottleOver::Digest), limit(1, ThrottleOver::Drop));
+    let settings = EngineSettings {
+        defaults: OperatorDefaults {
+            types: [
+                ("comment".to_owned(), in_app("social")),
+                ("like".to_owned(), in_app("social")),
+            ]
+            .into_iter()
+            .collect(),
+        },
+        throttles: Throttles::new([
+            ("comment", Some(&comments), Some("social")),
+            ("like", Some(&likes), Some("social")),
+        ]),
+        ..EngineSettings::default()
+    };
+    let h = Harness::start(start, &UserPreferences::default(), settings).await;
+    let notify = |n: i64, kind: &str| {
+        let mut event = notify_event_with(
+            &format!("{kind}-{n}"),
+            start,
+            &format!("{kind} {n}"),
+            Map::new(),
+        );
+        let EventBody::Notify(request) = &mut event.body else {
+            unreachable!()
+        };
+        request.notification_type = kind.into();
+        event
+    };
+    for n in 0..4 {
+        h.clock.set(start + SignedDuration::from_mins(n * 5));
+        h.store.ingest(vec![notify(n, "comment")]).await.unwrap();
+        assert_eq!(h.engine.process_available().await.unwrap(), 1);
+    }
+    for n in 0..2 {
+        h.store.ingest(vec![notify(n, "like")]).await.unwrap();
+        assert_eq!(h.engine.process_available().await.unwrap(), 1);
+    }
+    let created = h.notifications.list_for_user(USER, 20).await.unwrap();
+    let mut queued = Vec::new();
+    for notification in &created {
+        let own = delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap();
+        if h.queue.get(own).await.unwrap().is_some() {
+            queued.push(notification.request.title.clone().unwrap());
+        }
+    }
+    queued.sort();
+    assert_eq!(queued, ["comment 0", "comment 1", "like 0"]);
+    let dropped = created
+        .iter()
+        .find(|n| n.request.title.as_deref() == Some("like 1"))
+        .unwrap();
+    let recorded = h
+        .notifications
+        .throttle_decisions(&dropped.id)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (recorded[0].outcome.as_str(), recorded[0].scope.as_str()),
+        ("dropped", "type:like")
+    );
+
+    // The first comment (12:00) leaves the window at 13:00: the digest of
+    // the two held ones is due then, not before.
+    let frees = start + SignedDuration::from_hours(1);
+    let settled = |at: Timestamp| at + SignedDuration::try_from(DIGEST_SETTLE).unwrap();
+    h.clock.set(settled(frees) - SignedDuration::from_secs(1));
+    assert_eq!(h.engine.fire_due_digests().await.unwrap(), 0);
+    h.clock.set(settled(frees));
+    assert_eq!(h.engine.fire_due_digests().await.unwrap(), 1);
+    let all = h.notifications.list_for_user(USER, 20).await.unwrap();
+    let digest = all
+        .iter()
+        .find(|n| {
+            n.source_event_id
+                .as_deref()
+                .is_some_and(|s| s.starts_with("digest:"))
+        })
+        .expect("a digest of the held comments");
+    assert_eq!(digest.request.data["digest"]["count"], 2);
+    let delivery = delivery_id_for(&digest.id, ChannelKind::InApp, None).unwrap();
+    let sent = h.sent(delivery).await;
+    for title in ["comment 2", "comment 3"] {
+        assert!(sent.message.text_body.contains(title), "{title}: {sent:?}");
+    }
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn deliveries_carry_their_template_and_the_notify_cost() {
     let now: Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();

@@ -1016,3 +1016,138 @@ timeout = "2s"
     assert!(malformed.message().starts_with("delivery_id:"));
     server.stop().await;
 }
+
+/// Issue 16, item 2, through the management API: a type put with a
+/// throttle reads back with it; a bad throttle is refused naming its
+/// field and changes nothing; over the limit a notify is created but not
+/// delivered, and `GetNotification` says it was dropped by the throttle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_put_through_the_api_drops_what_is_over_its_limit() {
+    let fixture = Fixture::new("");
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    let throttled = pb::NotificationType {
+        name: "nudge_like".to_owned(),
+        channels: vec!["in_app".to_owned()],
+        category: "social".to_owned(),
+        throttle: Some(pb::Throttle {
+            limit: 2,
+            window: "1h".to_owned(),
+            per: pb::ThrottleScope::Category.into(),
+            over: pb::ThrottleOver::Drop.into(),
+        }),
+        ..Default::default()
+    };
+    for (bad, field) in [
+        (
+            pb::Throttle {
+                limit: 0,
+                ..throttled.throttle.clone().unwrap()
+            },
+            "type.throttle.limit",
+        ),
+        (
+            pb::Throttle {
+                window: "forever".to_owned(),
+                ..throttled.throttle.clone().unwrap()
+            },
+            "type.throttle.window",
+        ),
+        (
+            pb::Throttle {
+                over: 9,
+                ..throttled.throttle.clone().unwrap()
+            },
+            "type.throttle.over",
+        ),
+    ] {
+        let status = client
+            .put_type(authed(pb::PutTypeRequest {
+                r#type: Some(pb::NotificationType {
+                    throttle: Some(bad),
+                    ..throttled.clone()
+                }),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{field}: {status:?}");
+    }
+    assert!(
+        !type_names(&mut client)
+            .await
+            .iter()
+            .any(|(name, _)| name == "nudge_like")
+    );
+
+    client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(throttled.clone()),
+        }))
+        .await
+        .unwrap();
+    let read = client
+        .get_type(authed(pb::GetTypeRequest {
+            name: "nudge_like".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        read.r#type.unwrap().r#type.unwrap().throttle,
+        throttled.throttle
+    );
+
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let answer = client
+            .notify(authed(pb::NotifyRequest {
+                user_id: USER.to_owned(),
+                notify: Some(pb::Notify {
+                    r#type: "nudge_like".to_owned(),
+                    title: format!("Like {n}"),
+                    idempotency_key: format!("like-{n}"),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(answer.event_id);
+    }
+    let created = eventually("three notifications", || {
+        let mut client = client.clone();
+        async move {
+            let all = notifications(&mut client).await;
+            (all.len() == 3).then_some(all)
+        }
+    })
+    .await;
+    let mut outcomes = Vec::new();
+    for notification in &created {
+        let detail = client
+            .get_notification(authed(pb::GetNotificationRequest {
+                id: notification.id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let decided: Vec<(String, String)> = detail
+            .throttle
+            .iter()
+            .map(|d| (d.scope.clone(), d.outcome.clone()))
+            .collect();
+        outcomes.push((notification.title.clone(), decided, detail.deliveries.len()));
+    }
+    outcomes.sort();
+    let decision = |outcome: &str| vec![("category:social".to_owned(), outcome.to_owned())];
+    assert_eq!(
+        outcomes,
+        [
+            ("Like 0".to_owned(), decision("sent"), 1),
+            ("Like 1".to_owned(), decision("sent"), 1),
+            ("Like 2".to_owned(), decision("dropped"), 0),
+        ]
+    );
+    server.stop().await;
+}

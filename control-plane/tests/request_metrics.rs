@@ -212,12 +212,13 @@ async fn grpc_durations_are_labelled_by_service_method_and_code() {
 /// the program: once at start-up, successfully, on an empty store.
 #[tokio::test]
 async fn every_housekeeping_task_runs_at_start_up() {
-    const TASKS: [&str; 9] = [
+    const TASKS: [&str; 10] = [
         "partitions",
         "dedupe",
         "retention",
         "devices",
         "idempotency_keys",
+        "throttle_decisions",
         "inbox_changes",
         "trigger_markers",
         "leases",

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::channels::ChannelKind;
 use crate::preferences::{Frequency, TypeDefaults};
 use crate::templates::{Template, TemplateSet, TypeTemplates};
+use crate::throttle::Throttle;
 
 /// The fields of [`TypeDefaults`] plus where the type's webhooks go and its
 /// templates. Not `TypeDefaults` flattened: serde cannot combine `flatten`
@@ -23,6 +24,10 @@ pub struct TypeDefinition {
     pub category: Option<String>,
     pub webhook_url: Option<String>,
     pub templates: TypeTemplates,
+    /// At most so many of this type (or its category) per user and
+    /// window; see [`crate::throttle`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
 }
 
 /// Why a definition cannot be used: the field (relative to the type, empty
@@ -78,6 +83,11 @@ impl TypeDefinition {
                     "is set, but [channels.webhook] is not configured".to_owned(),
                 );
             }
+        }
+        if let Some(throttle) = &self.throttle
+            && let Err((field, message)) = throttle.check(self.category.as_deref())
+        {
+            return error(field, message);
         }
         if self.templates != TypeTemplates::default() {
             let mut scratch = TemplateSet::new();

@@ -459,12 +459,20 @@ fn compose(
             .map(|(name, definition)| (name.clone(), definition.defaults()))
             .collect(),
     };
+    let throttles = crate::throttle::Throttles::new(types.iter().map(|(name, definition)| {
+        (
+            name.as_str(),
+            definition.throttle.as_ref(),
+            definition.category.as_deref(),
+        )
+    }));
     let settings = EngineSettings {
         defaults,
         templates,
         enabled: file.enabled.clone(),
         webhook_urls,
         rules,
+        throttles,
     };
     Ok((settings, problems))
 }

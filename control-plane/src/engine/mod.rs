@@ -68,6 +68,8 @@ pub struct EngineSettings {
     pub webhook_urls: BTreeMap<String, String>,
     /// Rules that turn tracked events into notifications.
     pub rules: Vec<crate::rules::Rule>,
+    /// The types' throttles.
+    pub throttles: crate::throttle::Throttles,
 }
 
 /// The engine's current [`EngineSettings`], replaceable while it runs
@@ -132,6 +134,8 @@ pub struct Engine {
     created: prometheus::IntCounterVec,
     /// `nudge_cp_engine_events_parked_total{reason}`.
     parked: prometheus::IntCounterVec,
+    /// `nudge_cp_notifications_throttled_total{type,outcome}`.
+    throttled: prometheus::IntCounterVec,
     /// Signs the one-click unsubscribe links of emails; `None` without a
     /// `public_url`. From the config file only, so not in the replaceable
     /// [`EngineSettings`].
@@ -275,6 +279,14 @@ impl Engine {
             &["reason"],
         )?;
         registry.register(Box::new(parked.clone()))?;
+        let throttled = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "nudge_cp_notifications_throttled_total",
+                "Notifications over their type's throttle, by type and outcome (dropped, or digest: held for a digest).",
+            ),
+            &["type", "outcome"],
+        )?;
+        registry.register(Box::new(throttled.clone()))?;
         Ok(Self {
             store,
             notifications,
@@ -288,6 +300,7 @@ impl Engine {
             feed,
             created,
             parked,
+            throttled,
             unsubscribe: None,
             tracking: None,
         })

@@ -25,6 +25,7 @@ use crate::links::UnsubscribeClaims;
 use crate::notifications::{Created, NewNotification, Notification};
 use crate::preferences::{Action, UserPreferences, resolve};
 use crate::templates::{RenderInput, Rendered, TemplateError};
+use crate::throttle::Decision;
 
 /// Why one channel of a notification was not planned.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +199,32 @@ impl Engine {
             requested,
             now,
         );
+        let throttle = if decisions
+            .iter()
+            .any(|d| matches!(d.action, Action::SendNow | Action::HoldUntil(_)))
+        {
+            self.throttle(notification, now).await?
+        } else {
+            // Nothing goes out now: nothing to count or hold back.
+            Decision::Sent
+        };
         for decision in decisions {
+            // Over the type's throttle: what would go out now does not.
+            let prompt = matches!(decision.action, Action::SendNow | Action::HoldUntil(_));
+            match throttle {
+                Decision::Dropped if prompt => continue,
+                Decision::Digest { at } if prompt => {
+                    // Not during the channel's quiet hours either.
+                    let at = match decision.action {
+                        Action::HoldUntil(until) => at.max(until),
+                        _ => at,
+                    };
+                    self.hold_for_digest(notification, decision.channel, at, user)
+                        .await?;
+                    continue;
+                }
+                _ => {}
+            }
             let not_before = match decision.action {
                 Action::SendNow => None,
                 Action::HoldUntil(until) => Some(until),
@@ -225,6 +251,33 @@ impl Engine {
             }
         }
         Ok(planned)
+    }
+
+    /// Decides (once: a replan reads the first decision back) whether
+    /// `notification` goes out now under its type's throttle, if any; see
+    /// [`crate::throttle`]. Over the limit, counts and logs it.
+    async fn throttle(
+        &self,
+        notification: &Notification,
+        now: Timestamp,
+    ) -> Result<Decision, EngineError> {
+        let settings = self.settings.current();
+        let kind = &notification.request.notification_type;
+        let category = settings.defaults.get(kind).category.clone();
+        let Some(check) = settings.throttles.for_type(kind, category.as_deref()) else {
+            return Ok(Decision::Sent);
+        };
+        let (decision, first) = self
+            .notifications
+            .decide(&notification.user_id, &notification.id, &check, now)
+            .await?;
+        if first && decision != Decision::Sent {
+            self.throttled
+                .with_label_values(&[kind.as_str(), decision.outcome()])
+                .inc();
+            tracing::info!(notification = %notification.id, user = %notification.user_id, r#type = %kind, outcome = decision.outcome(), "over the type's throttle");
+        }
+        Ok(decision)
     }
 
     /// The deliveries of `notification` on `channel`: one per recipient

@@ -28,7 +28,8 @@ pub fn router() -> Router<HttpState> {
 }
 
 /// A notification and every delivery planned for it, with status,
-/// attempts, timestamps and the provider's answers.
+/// attempts, timestamps and the provider's answers, and its throttle
+/// decisions.
 async fn notification(
     State(state): State<HttpState>,
     Path(id): Path<String>,
@@ -44,8 +45,15 @@ async fn notification(
         Ok(uuid) => state.queue.for_notification(uuid).await?,
         Err(_) => Vec::new(),
     };
+    // What its type's throttle decided, if it has one (see
+    // `crate::throttle`): a dropped notification has no deliveries, and
+    // this says why.
+    let throttle = state
+        .notifications
+        .throttle_decisions(&notification.id)
+        .await?;
     Ok(Json(
-        json!({ "notification": notification, "deliveries": deliveries }),
+        json!({ "notification": notification, "deliveries": deliveries, "throttle": throttle }),
     ))
 }
 

@@ -121,6 +121,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0014_inbox_snooze.sql"),
         postgres: include_str!("../../migrations/postgres/0014_inbox_snooze.sql"),
     },
+    Migration {
+        version: 15,
+        name: "notification_throttles",
+        sqlite: include_str!("../../migrations/sqlite/0015_notification_throttles.sql"),
+        postgres: include_str!("../../migrations/postgres/0015_notification_throttles.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

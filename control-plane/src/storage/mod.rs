@@ -49,6 +49,7 @@ mod pending;
 mod preferences;
 mod rollups;
 mod sql_text;
+mod throttles;
 mod tombstones;
 mod wakeups;
 

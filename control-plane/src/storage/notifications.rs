@@ -19,7 +19,8 @@
 //!   either is removed by it or creates nothing.
 //! * Removing a notification (privacy erase, retention) removes the keys
 //!   that name it in the same transaction, so a key never outlives its
-//!   notification into a dangling `Existing`.
+//!   notification into a dangling `Existing`; and its throttle decisions
+//!   (`throttles`), which a user's erasure removes whole.
 
 use std::collections::{HashMap, HashSet};
 
@@ -35,7 +36,8 @@ use crate::notifications::{Created, IDEMPOTENCY_WINDOW, NewNotification, Notific
 /// Notifications in SQL. Cheap to clone; clones share the pool.
 #[derive(Clone, Debug)]
 pub struct NotificationStore {
-    database: Database,
+    /// Also the throttle decisions' (`throttles`).
+    pub(super) database: Database,
 }
 
 /// What a create found before inserting.
@@ -312,6 +314,10 @@ impl NotificationStore {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM notification_throttles WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
             let bodies = sqlx::query_scalar("DELETE FROM notifications WHERE user_id = $1 RETURNING body")
                 .bind(user_id)
                 .fetch_all(&mut *tx)
@@ -355,6 +361,10 @@ impl NotificationStore {
             let mut removed = 0;
             for id in ids {
                 sqlx::query("DELETE FROM notification_keys WHERE notification_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM notification_throttles WHERE notification_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;

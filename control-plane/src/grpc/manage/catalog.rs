@@ -3,6 +3,7 @@
 //! the file owns; this module only refuses what cannot even be converted
 //! (unknown channel names, enum values, JSON that does not parse).
 
+use crate::throttle::{Throttle, ThrottleOver, ThrottleScope};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -122,8 +123,55 @@ fn type_from_proto(proto: pb::NotificationType) -> Result<(String, TypeDefinitio
         category: non_empty(proto.category),
         webhook_url: non_empty(proto.webhook_url),
         templates,
+        throttle: proto.throttle.map(throttle_from_proto).transpose()?,
     };
     Ok((proto.name, definition))
+}
+
+fn throttle_from_proto(proto: pb::Throttle) -> Result<Throttle, ServiceError> {
+    let per = match pb::ThrottleScope::try_from(proto.per) {
+        Ok(pb::ThrottleScope::Unspecified | pb::ThrottleScope::Type) => ThrottleScope::Type,
+        Ok(pb::ThrottleScope::Category) => ThrottleScope::Category,
+        Err(_) => {
+            return Err(ServiceError::invalid(
+                "type.throttle.per",
+                format!("{} is not a ThrottleScope", proto.per),
+            ));
+        }
+    };
+    let over = match pb::ThrottleOver::try_from(proto.over) {
+        Ok(pb::ThrottleOver::Unspecified | pb::ThrottleOver::Drop) => ThrottleOver::Drop,
+        Ok(pb::ThrottleOver::Digest) => ThrottleOver::Digest,
+        Err(_) => {
+            return Err(ServiceError::invalid(
+                "type.throttle.over",
+                format!("{} is not a ThrottleOver", proto.over),
+            ));
+        }
+    };
+    Ok(Throttle {
+        limit: proto.limit,
+        window: proto.window,
+        per,
+        over,
+    })
+}
+
+fn throttle_to_proto(throttle: Throttle) -> pb::Throttle {
+    pb::Throttle {
+        limit: throttle.limit,
+        window: throttle.window,
+        per: match throttle.per {
+            ThrottleScope::Type => pb::ThrottleScope::Type,
+            ThrottleScope::Category => pb::ThrottleScope::Category,
+        }
+        .into(),
+        over: match throttle.over {
+            ThrottleOver::Drop => pb::ThrottleOver::Drop,
+            ThrottleOver::Digest => pb::ThrottleOver::Digest,
+        }
+        .into(),
+    }
 }
 
 fn templates_from_proto(proto: pb::TypeTemplates) -> Result<TypeTemplates, ServiceError> {
@@ -188,6 +236,7 @@ fn type_entry(entry: Entry<TypeDefinition>) -> pb::TypeEntry {
             digest_fallback: templates.digest_fallback.map(template_to_proto),
             digest_channels: by_channel(templates.digest_channels),
         }),
+        throttle: definition.throttle.map(throttle_to_proto),
     };
     pb::TypeEntry {
         r#type: Some(proto),
@@ -337,6 +386,12 @@ mod tests {
                 )]
                 .into(),
                 ..Default::default()
+            }),
+            throttle: Some(pb::Throttle {
+                limit: 3,
+                window: "10m".to_owned(),
+                per: pb::ThrottleScope::Category.into(),
+                over: pb::ThrottleOver::Digest.into(),
             }),
         };
         let (name, definition) = type_from_proto(proto.clone()).unwrap();

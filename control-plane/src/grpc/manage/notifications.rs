@@ -107,9 +107,22 @@ pub(super) async fn get(
         Ok(uuid) => state.queue.for_notification(uuid).await?,
         Err(_) => Vec::new(),
     };
+    let throttle = state
+        .notifications
+        .throttle_decisions(&notification.id)
+        .await?
+        .into_iter()
+        .map(|decision| pb::ThrottleDecision {
+            scope: decision.scope,
+            outcome: decision.outcome,
+            at: timestamp(decision.at),
+            digest_at: decision.digest_at.and_then(timestamp),
+        })
+        .collect();
     Ok(pb::GetNotificationResponse {
         notification: Some(notification_to_proto(notification)),
         deliveries: deliveries.into_iter().map(delivery_to_proto).collect(),
+        throttle,
     })
 }
 
