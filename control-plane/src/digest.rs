@@ -4,9 +4,11 @@
 //! # Promises
 //!
 //! * **A group is one message.** Items are grouped by the time the digest
-//!   goes out, the user, the notification type and the channel: every
-//!   notification of that type the user got on that channel during the
-//!   window is one item of one digest.
+//!   goes out, the user, the notification type, the channel and the
+//!   type's digest group: every notification of that type the user got on
+//!   that channel during the window — with the same value of the type's
+//!   `digest_key` field, when it names one ([`group_of`]) — is one item of
+//!   one digest.
 //! * **Durable and at least once.** Items are in SQL (table
 //!   `digest_items`, see `storage::digests`), committed when added, until
 //!   [`DigestStore::remove`] after the digest's delivery was enqueued; a
@@ -56,20 +58,66 @@ pub struct DigestKey {
     pub user_id: String,
     pub notification_type: String,
     pub channel: ChannelKind,
+    /// The value of the type's `digest_key` field in the notification's
+    /// data ([`group_of`]); empty for a type without one, or an item
+    /// without the field.
+    pub group: String,
 }
 
 impl DigestKey {
     /// The source id of the digest's own notification: stable, so a digest
     /// fired twice (a crash) creates one notification.
+    ///
+    /// A group's id carries a digest of the group's value after the type
+    /// (`#` and 16 hex digits: no type name holds a `#`), so no user id or
+    /// value can make two groups' ids alike, and ungrouped digests keep the
+    /// ids they always had.
     pub fn source_id(&self) -> String {
+        let group = if self.group.is_empty() {
+            String::new()
+        } else {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(self.group.as_bytes());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("#{hex}")
+        };
         format!(
-            "digest:{}:{}:{}:{}",
+            "digest:{}:{}:{}{group}:{}",
             self.channel,
             self.due_at.as_millisecond(),
             self.notification_type,
             self.user_id
         )
     }
+}
+
+/// Longest group value kept as it is; a longer one (or one holding a NUL,
+/// which PostgreSQL's `TEXT` refuses) is replaced by `sha256:` and its
+/// hex digest, which groups the same.
+pub const MAX_GROUP_LEN: usize = 200;
+
+/// The digest group of a notification with `data` for a type whose
+/// `digest_key` is `path` (dot-separated field names, e.g. `project.id`):
+/// the field's value (a string as it is, any other JSON as its text), or
+/// `""` when the field is missing or `null`.
+pub fn group_of(data: &serde_json::Map<String, Value>, path: &str) -> String {
+    let mut parts = path.split('.');
+    let mut value = parts.next().and_then(|first| data.get(first));
+    for part in parts {
+        value = value.and_then(|v| v.get(part));
+    }
+    let text = match value {
+        None | Some(Value::Null) => return String::new(),
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+    };
+    if text.len() > MAX_GROUP_LEN || text.contains('\0') {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(text.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        return format!("sha256:{hex}");
+    }
+    text
 }
 
 /// A due digest: its key and items.
@@ -154,6 +202,7 @@ mod tests {
             user_id: user.into(),
             notification_type: kind.into(),
             channel,
+            group: String::new(),
         }
     }
 
@@ -232,6 +281,39 @@ mod tests {
         assert_eq!(rest.len(), 4);
         assert!(rest.iter().all(|group| group.key != daily));
         assert_eq!(store.count().await.unwrap(), 4);
+    }
+
+    #[test]
+    fn a_group_is_the_digest_key_fields_value() {
+        let data = serde_json::json!({
+            "project": {"id": 42, "name": "Apollo"},
+            "board": "b-1",
+            "none": null,
+            "long": "x".repeat(MAX_GROUP_LEN + 1),
+            "nul": "a\u{0}b",
+        });
+        let data = data.as_object().unwrap();
+        assert_eq!(group_of(data, "board"), "b-1");
+        assert_eq!(group_of(data, "project.id"), "42");
+        assert_eq!(group_of(data, "project.name"), "Apollo");
+        assert_eq!(group_of(data, "project"), r#"{"id":42,"name":"Apollo"}"#);
+        for missing in ["none", "absent", "project.owner", "board.x"] {
+            assert_eq!(group_of(data, missing), "", "{missing}");
+        }
+        for hashed in ["long", "nul"] {
+            let group = group_of(data, hashed);
+            assert!(group.starts_with("sha256:") && group.len() == 71, "{group}");
+        }
+        // Ungrouped digests keep the ids they always had; groups differ.
+        let plain = key(5, "u", "t", ChannelKind::Email);
+        assert_eq!(plain.source_id(), "digest:email:5000:t:u");
+        let grouped = |group: &str| DigestKey {
+            group: group.to_owned(),
+            ..plain.clone()
+        };
+        assert_ne!(grouped("a").source_id(), grouped("b").source_id());
+        assert_ne!(grouped("a").source_id(), plain.source_id());
+        assert!(grouped("a").source_id().starts_with("digest:email:5000:t#"));
     }
 
     #[test]

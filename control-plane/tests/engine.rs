@@ -389,6 +389,102 @@ async fn a_daily_digest_turns_n_notifications_into_one_message() {
     h.stop().await;
 }
 
+/// Issue 16, item 6: a type's `digest_key` splits its digest: comments on
+/// two projects held for one daily digest go out as one digest per
+/// project, each listing its own items, with the group in its data and
+/// its digest template.
+#[tokio::test]
+async fn a_digest_key_sends_one_digest_per_value() {
+    let morning: Timestamp = "2026-07-01T08:00:00Z".parse().unwrap();
+    let digest_time: Timestamp = "2026-07-02T07:00:00Z".parse().unwrap();
+    let preferences = UserPreferences {
+        timezone: Some(Tz::new("Europe/Berlin").unwrap()),
+        ..UserPreferences::default()
+    };
+    let mut templates = TemplateSet::new();
+    templates
+        .set_type(
+            "comment",
+            nudge_control_plane::templates::TypeTemplates {
+                digest_fallback: Some(Template {
+                    title: "{{ count }} on {{ group }}".into(),
+                    text: "{% for item in items %}{{ item.title }};{% endfor %}".into(),
+                    ..Template::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let settings = EngineSettings {
+        defaults: OperatorDefaults {
+            types: [(
+                "comment".to_owned(),
+                TypeDefaults {
+                    channels: [ChannelKind::InApp].into_iter().collect(),
+                    critical: false,
+                    frequency: Frequency::Daily,
+                    category: None,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        },
+        templates,
+        digest_keys: [("comment".to_owned(), "project.name".to_owned())].into(),
+        ..EngineSettings::default()
+    };
+    let h = Harness::start(morning, &preferences, settings).await;
+    for (n, project) in ["apollo", "gemini", "apollo"].iter().enumerate() {
+        let data = json!({ "project": { "name": project } })
+            .as_object()
+            .unwrap()
+            .clone();
+        let event = notify_event_with(&format!("evt-{n}"), morning, &format!("c{n}"), data);
+        h.store.ingest(vec![event]).await.unwrap();
+        assert_eq!(h.engine.process_available().await.unwrap(), 1);
+    }
+    h.clock
+        .set(digest_time + SignedDuration::try_from(DIGEST_SETTLE).unwrap());
+    assert_eq!(h.engine.fire_due_digests().await.unwrap(), 2);
+    let mut sent = Vec::new();
+    for digest in h.notifications.list_for_user(USER, 10).await.unwrap() {
+        if !digest
+            .source_event_id
+            .as_deref()
+            .is_some_and(|s| s.starts_with("digest:"))
+        {
+            continue;
+        }
+        let id = delivery_id_for(&digest.id, ChannelKind::InApp, None).unwrap();
+        let delivery = h.sent(id).await;
+        sent.push((
+            digest.request.data["digest"]["group"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            delivery.message.subject,
+            delivery.message.text_body,
+        ));
+    }
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            (
+                "apollo".to_owned(),
+                "2 on apollo".to_owned(),
+                "c0;c2;".to_owned()
+            ),
+            (
+                "gemini".to_owned(),
+                "1 on gemini".to_owned(),
+                "c1;".to_owned()
+            ),
+        ]
+    );
+    h.stop().await;
+}
+
 /// An idempotent resend (same key, new event) of a notification whose
 /// digest was already sent finds the first notification and plans it
 /// again: that must not put it into the next digest as well.

@@ -91,6 +91,7 @@ fn digest_key(user: &str) -> DigestKey {
         user_id: user.to_owned(),
         notification_type: "comment".to_owned(),
         channel: ChannelKind::Email,
+        group: String::new(),
     }
 }
 

@@ -487,6 +487,7 @@ mod postgres_replicas {
                 user_id: format!("reader-{user}"),
                 notification_type: "comment".into(),
                 channel: ChannelKind::InApp,
+                group: String::new(),
             };
             for n in 0..3 {
                 let item = DigestItem {

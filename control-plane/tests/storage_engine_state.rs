@@ -33,6 +33,7 @@ fn key(due: i64, user: &str, channel: ChannelKind) -> DigestKey {
         user_id: user.to_owned(),
         notification_type: "comment".to_owned(),
         channel,
+        group: String::new(),
     }
 }
 
@@ -300,6 +301,52 @@ async fn a_notification_is_folded_into_one_digest_per_channel(backend: Backend) 
 
 /// `storage/callbacks.rs`: one taker per id, also when claimed at once;
 /// a released id can be taken again; pruning removes expired ids only.
+/// Digest groups (a type's `digest_key`): items of one time, user, type
+/// and channel in two groups are two digests, each whole; removing one
+/// leaves the other.
+async fn digest_groups_are_separate_digests(backend: Backend) {
+    let (_dir, stores) = open(backend).await;
+    let digests = &stores.digests;
+    let in_group = |group: &str| DigestKey {
+        group: group.to_owned(),
+        ..key(100, "u1", ChannelKind::Email)
+    };
+    for (id, group) in [
+        ("n1", "project-a"),
+        ("n2", "project-b"),
+        ("n3", "project-a"),
+        ("n4", ""),
+    ] {
+        assert!(digests.add(&in_group(group), &item(id, 1)).await.unwrap());
+    }
+    let due = digests.due(ts(100), 10).await.unwrap();
+    let groups: Vec<(&str, Vec<&str>)> = due
+        .iter()
+        .map(|digest| {
+            let ids = digest
+                .items
+                .iter()
+                .map(|i| i.notification_id.as_str())
+                .collect();
+            (digest.key.group.as_str(), ids)
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("", vec!["n4"]),
+            ("project-a", vec!["n1", "n3"]),
+            ("project-b", vec!["n2"])
+        ]
+    );
+    let ids: std::collections::HashSet<String> = due.iter().map(|d| d.key.source_id()).collect();
+    assert_eq!(ids.len(), 3, "each group's digest has its own id");
+    digests.remove(&due[1]).await.unwrap();
+    let left = digests.due(ts(100), 10).await.unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|digest| digest.key.group != "project-a"));
+}
+
 async fn a_callback_id_is_taken_once(backend: Backend) {
     let (_dir, stores) = open(backend).await;
     let ids = stores.callback_ids.clone();
@@ -337,6 +384,7 @@ async fn a_callback_id_is_taken_once(backend: Backend) {
 }
 
 on_both_engines!(
+    digest_groups_are_separate_digests,
     a_callback_id_is_taken_once,
     a_notification_is_folded_into_one_digest_per_channel,
     the_feed_cursor_survives_a_reopen,

@@ -28,6 +28,11 @@ pub struct TypeDefinition {
     /// window; see [`crate::throttle`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throttle: Option<Throttle>,
+    /// A field of the notification's data (`project_id`, or a dotted path
+    /// like `project.id`) whose value splits the type's digests: one
+    /// digest per value. See [`crate::digest::group_of`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest_key: Option<String>,
 }
 
 /// Why a definition cannot be used: the field (relative to the type, empty
@@ -84,6 +89,11 @@ impl TypeDefinition {
                 );
             }
         }
+        if let Some(path) = &self.digest_key
+            && let Err(message) = check_digest_key(path)
+        {
+            return error("digest_key", message);
+        }
         if let Some(throttle) = &self.throttle
             && let Err((field, message)) = throttle.check(self.category.as_deref())
         {
@@ -97,6 +107,24 @@ impl TypeDefinition {
         }
         Ok(())
     }
+}
+
+/// A digest key: 1 to 8 dot-separated field names of 1 to 64 characters,
+/// without whitespace or control characters.
+fn check_digest_key(path: &str) -> Result<(), String> {
+    let fields: Vec<&str> = path.split('.').collect();
+    if fields.len() > 8
+        || fields.iter().any(|field| {
+            field.is_empty()
+                || field.chars().count() > 64
+                || field.chars().any(|c| c.is_whitespace() || c.is_control())
+        })
+    {
+        return Err(format!(
+            "{path:?} is not a field name or dotted path (1 to 8 names of 1 to 64 characters, no spaces)"
+        ));
+    }
+    Ok(())
 }
 
 /// An absolute `http` or `https` URL with a host.
@@ -132,6 +160,22 @@ mod tests {
             ..TypeDefinition::default()
         };
         assert_eq!(hook.check("t", &in_app()).unwrap_err().field, "webhook_url");
+        for path in ["", "a..b", "project id", ".a", &"x.".repeat(9)] {
+            let keyed = TypeDefinition {
+                digest_key: Some(path.to_owned()),
+                ..TypeDefinition::default()
+            };
+            assert_eq!(
+                keyed.check("t", &in_app()).unwrap_err().field,
+                "digest_key",
+                "{path:?}"
+            );
+        }
+        let keyed = TypeDefinition {
+            digest_key: Some("project.id".to_owned()),
+            ..TypeDefinition::default()
+        };
+        assert!(keyed.check("t", &in_app()).is_ok());
         let mut broken = TypeDefinition::default();
         broken.templates.fallback = Some(Template {
             title: "{{ oops".to_owned(),

@@ -466,6 +466,10 @@ fn compose(
             definition.category.as_deref(),
         )
     }));
+    let digest_keys = types
+        .iter()
+        .filter_map(|(name, definition)| Some((name.clone(), definition.digest_key.clone()?)))
+        .collect();
     let settings = EngineSettings {
         defaults,
         templates,
@@ -473,6 +477,7 @@ fn compose(
         webhook_urls,
         rules,
         throttles,
+        digest_keys,
     };
     Ok((settings, problems))
 }

@@ -63,11 +63,19 @@ impl Engine {
             text: rendered.text,
             data: Value::Object(notification.request.data.clone()),
         };
+        let group = self
+            .settings
+            .current()
+            .digest_keys
+            .get(&notification.request.notification_type)
+            .map(|path| crate::digest::group_of(&notification.request.data, path))
+            .unwrap_or_default();
         let key = DigestKey {
             due_at: at,
             user_id: notification.user_id.clone(),
             notification_type: notification.request.notification_type.clone(),
             channel,
+            group,
         };
         if self.digests.add(&key, &item).await? {
             tracing::debug!(notification = %notification.id, %channel, %at, "held for the digest");
@@ -111,6 +119,7 @@ impl Engine {
                 "count": digest.items.len(),
                 "notification_ids": ids,
                 "due_at": key.due_at,
+                "group": key.group,
             }),
         );
         let draft = NewNotification {
@@ -176,10 +185,13 @@ impl Engine {
             .map(|item| serde_json::to_value(item).expect("a digest item serialises"))
             .collect();
         let settings = self.settings.current();
-        match settings
-            .templates
-            .render_digest(&key.notification_type, key.channel, &items, user)
-        {
+        match settings.templates.render_digest(
+            &key.notification_type,
+            key.channel,
+            &items,
+            &key.group,
+            user,
+        ) {
             Ok(rendered) => rendered,
             Err(error) => {
                 tracing::error!(%error, notification_type = %key.notification_type, channel = %key.channel, "digest template failed; sending a plain list");

@@ -70,6 +70,9 @@ pub struct EngineSettings {
     pub rules: Vec<crate::rules::Rule>,
     /// The types' throttles.
     pub throttles: crate::throttle::Throttles,
+    /// Per type: the data field whose value splits its digests (see
+    /// [`crate::digest::group_of`]).
+    pub digest_keys: BTreeMap<String, String>,
 }
 
 /// The engine's current [`EngineSettings`], replaceable while it runs

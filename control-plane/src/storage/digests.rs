@@ -1,7 +1,9 @@
-//! Items held for digests in SQL: table `digest_items` (migration 0006),
-//! one row per item, keyed by (due time, user, type, channel, notification
-//! id), so the due digests are a range scan from the start of the key and
-//! a digest's items sit next to each other.
+//! Items held for digests in SQL: table `digest_items` (migration 0006;
+//! `digest_group` from 0016), one row per item, keyed by (due time, user,
+//! type, channel, notification id), so the due digests are a range scan
+//! from the start of the key and a digest's items sit next to each other
+//! (a notification is in one group, so the group needs no place in the
+//! key; it splits a (time, user, type, channel) range into digests).
 //!
 //! # Promises
 //!
@@ -36,7 +38,7 @@ pub struct DigestTable {
     database: Database,
 }
 
-type Row = (i64, String, String, String, String);
+type Row = (i64, String, String, String, String, String);
 
 impl DigestTable {
     pub(super) fn new(database: Database) -> Self {
@@ -74,8 +76,8 @@ impl DigestTable {
             }
             sqlx::query(
                 "INSERT INTO digest_items \
-                 (due_at, user_id, notification_type, channel, notification_id, item) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                 (due_at, user_id, notification_type, channel, notification_id, item, digest_group) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(key.due_at.as_millisecond())
             .bind(&key.user_id)
@@ -83,6 +85,7 @@ impl DigestTable {
             .bind(key.channel.as_str())
             .bind(&item.notification_id)
             .bind(document)
+            .bind(&key.group)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -114,15 +117,17 @@ impl DigestTable {
         // items: a limit on items could split a digest.
         let rows: Vec<Row> = with_pool!(self.database, pool => {
             sqlx::query_as(
-                "SELECT i.due_at, i.user_id, i.notification_type, i.channel, i.item \
+                "SELECT i.due_at, i.user_id, i.notification_type, i.channel, i.digest_group, i.item \
                  FROM digest_items i JOIN ( \
-                     SELECT due_at, user_id, notification_type, channel FROM digest_items \
-                     WHERE due_at <= $1 \
-                     GROUP BY due_at, user_id, notification_type, channel \
-                     ORDER BY due_at, user_id, notification_type, channel LIMIT $2 \
+                     SELECT due_at, user_id, notification_type, channel, digest_group \
+                     FROM digest_items WHERE due_at <= $1 \
+                     GROUP BY due_at, user_id, notification_type, channel, digest_group \
+                     ORDER BY due_at, user_id, notification_type, channel, digest_group LIMIT $2 \
                  ) g ON i.due_at = g.due_at AND i.user_id = g.user_id \
                      AND i.notification_type = g.notification_type AND i.channel = g.channel \
-                 ORDER BY i.due_at, i.user_id, i.notification_type, i.channel, i.notification_id",
+                     AND i.digest_group = g.digest_group \
+                 ORDER BY i.due_at, i.user_id, i.notification_type, i.channel, i.digest_group, \
+                     i.notification_id",
             )
             .bind(now.as_millisecond())
             .bind(limit)
@@ -130,13 +135,14 @@ impl DigestTable {
             .await?
         });
         let mut groups: Vec<DueDigest> = Vec::new();
-        for (due_at, user_id, notification_type, channel, document) in rows {
+        for (due_at, user_id, notification_type, channel, group, document) in rows {
             let key = DigestKey {
                 due_at: Timestamp::from_millisecond(due_at)
                     .map_err(|error| StorageError::Corrupt(format!("digest due at: {error}")))?,
                 user_id,
                 notification_type,
                 channel: parse_channel(&channel)?,
+                group,
             };
             let item: DigestItem = serde_json::from_str(&document).map_err(|error| {
                 StorageError::Corrupt(format!("digest item of {:?}: {error}", key.source_id()))

@@ -127,6 +127,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0015_notification_throttles.sql"),
         postgres: include_str!("../../migrations/postgres/0015_notification_throttles.sql"),
     },
+    Migration {
+        version: 16,
+        name: "digest_groups",
+        sqlite: include_str!("../../migrations/sqlite/0016_digest_groups.sql"),
+        postgres: include_str!("../../migrations/postgres/0016_digest_groups.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

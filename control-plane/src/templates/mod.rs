@@ -32,7 +32,8 @@
 //! (the profile traits: email, name, locale, timezone, …) and
 //! `notification` (`type`, `id`). A digest template
 //! ([`TemplateSet::render_digest`]) sees `items` (one value per summarised
-//! notification, as the caller passes them), `count`, `user` and
+//! notification, as the caller passes them), `count`, `group` (the value
+//! of the type's `digest_key` field, `""` without one), `user` and
 //! `notification` (`type` only); without a configured digest template a
 //! built-in one ([`default_digest_template`]) is used.
 
@@ -503,6 +504,7 @@ impl TemplateSet {
         notification_type: &str,
         channel: ChannelKind,
         items: &[serde_json::Value],
+        group: &str,
         user: &serde_json::Value,
     ) -> Result<Rendered, TemplateError> {
         let templates = self.definitions.get(notification_type);
@@ -534,6 +536,7 @@ impl TemplateSet {
         let context = minijinja::context! {
             items => minijinja::Value::from_serialize(items),
             count => items.len(),
+            group => group,
             user => minijinja::Value::from_serialize(user),
             notification => minijinja::context! { type => notification_type },
         };
@@ -852,7 +855,7 @@ mod tests {
             .collect();
         let user = json!({"name": "Ada"});
         let rendered = set
-            .render_digest("comment", ChannelKind::Email, &items, &user)
+            .render_digest("comment", ChannelKind::Email, &items, "", &user)
             .unwrap();
         assert_eq!(rendered.subject, "3 new comment notifications");
         assert_eq!(
@@ -872,7 +875,7 @@ mod tests {
         };
         set.set_digest("comment", None, custom).unwrap();
         let rendered = set
-            .render_digest("comment", ChannelKind::Email, &items[..2], &user)
+            .render_digest("comment", ChannelKind::Email, &items[..2], "", &user)
             .unwrap();
         assert_eq!(rendered.subject, "Ada: 2 comments");
         assert_eq!(rendered.text, "1. Comment 1\n2. Comment 2\n");

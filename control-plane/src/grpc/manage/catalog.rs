@@ -124,6 +124,7 @@ fn type_from_proto(proto: pb::NotificationType) -> Result<(String, TypeDefinitio
         webhook_url: non_empty(proto.webhook_url),
         templates,
         throttle: proto.throttle.map(throttle_from_proto).transpose()?,
+        digest_key: non_empty(proto.digest_key),
     };
     Ok((proto.name, definition))
 }
@@ -237,6 +238,7 @@ fn type_entry(entry: Entry<TypeDefinition>) -> pb::TypeEntry {
             digest_channels: by_channel(templates.digest_channels),
         }),
         throttle: definition.throttle.map(throttle_to_proto),
+        digest_key: definition.digest_key.unwrap_or_default(),
     };
     pb::TypeEntry {
         r#type: Some(proto),
@@ -393,6 +395,7 @@ mod tests {
                 per: pb::ThrottleScope::Category.into(),
                 over: pb::ThrottleOver::Digest.into(),
             }),
+            digest_key: "project.id".to_owned(),
         };
         let (name, definition) = type_from_proto(proto.clone()).unwrap();
         let back = type_entry(Entry {
