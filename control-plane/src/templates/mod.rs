@@ -142,6 +142,100 @@ pub struct TypeTemplates {
     /// [`default_digest_template`].
     pub digest_fallback: Option<Template>,
     pub digest_channels: BTreeMap<ChannelKind, Template>,
+    /// The same per locale (BCP 47, e.g. `de`, `de-AT`, `pt-BR`), chosen
+    /// by the user's `locale` trait before the ones above (see
+    /// [`locale`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub locales: BTreeMap<String, LocaleTemplates>,
+}
+
+/// One locale's templates of a type: the fields of [`TypeTemplates`]
+/// without `locales`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocaleTemplates {
+    pub fallback: Option<Template>,
+    pub channels: BTreeMap<ChannelKind, Template>,
+    pub digest_fallback: Option<Template>,
+    pub digest_channels: BTreeMap<ChannelKind, Template>,
+}
+
+impl LocaleTemplates {
+    /// The template for `channel` (a digest's when `digest`): the
+    /// channel's own, else the fallback; with the slot channel it is
+    /// stored under.
+    fn pick(&self, channel: ChannelKind, digest: bool) -> Option<(Option<ChannelKind>, &Template)> {
+        let (channels, fallback) = if digest {
+            (&self.digest_channels, &self.digest_fallback)
+        } else {
+            (&self.channels, &self.fallback)
+        };
+        channels
+            .get(&channel)
+            .map(|template| (Some(channel), template))
+            .or(fallback.as_ref().map(|template| (None, template)))
+    }
+
+    /// Every template with its slot's channel and digest flag.
+    fn slots(&self) -> impl Iterator<Item = (Option<ChannelKind>, &Template, bool)> {
+        let plain = self.fallback.iter().map(|t| (None, t, false));
+        let channels = self.channels.iter().map(|(c, t)| (Some(*c), t, false));
+        let digest = self.digest_fallback.iter().map(|t| (None, t, true));
+        let digest_channels = self
+            .digest_channels
+            .iter()
+            .map(|(c, t)| (Some(*c), t, true));
+        plain.chain(channels).chain(digest).chain(digest_channels)
+    }
+}
+
+impl TypeTemplates {
+    /// The type's own templates (locale `None`), then each locale's.
+    fn all_locales(&self) -> impl Iterator<Item = (Option<&str>, LocaleTemplates)> + '_ {
+        let own = LocaleTemplates {
+            fallback: self.fallback.clone(),
+            channels: self.channels.clone(),
+            digest_fallback: self.digest_fallback.clone(),
+            digest_channels: self.digest_channels.clone(),
+        };
+        std::iter::once((None, own)).chain(
+            self.locales
+                .iter()
+                .map(|(key, templates)| (Some(key.as_str()), templates.clone())),
+        )
+    }
+
+    /// The template for `channel` and a user in `user_locale`: the first
+    /// of the locale's fallback chain ([`locale::chain`]) that has one
+    /// (the channel's own, else the locale's fallback), else the type's
+    /// own; with the locale key and slot channel it is stored under.
+    fn pick<'a>(
+        &'a self,
+        channel: ChannelKind,
+        digest: bool,
+        user_locale: Option<&str>,
+    ) -> Option<(Option<&'a str>, Option<ChannelKind>, &'a Template)> {
+        for wanted in user_locale.map(locale::chain).unwrap_or_default() {
+            let found = self
+                .locales
+                .iter()
+                .find(|(key, _)| locale::canonical(key).as_deref() == Some(wanted.as_str()));
+            if let Some((key, templates)) = found
+                && let Some((slot, template)) = templates.pick(channel, digest)
+            {
+                return Some((Some(key.as_str()), slot, template));
+            }
+        }
+        let (channels, fallback) = if digest {
+            (&self.digest_channels, &self.digest_fallback)
+        } else {
+            (&self.channels, &self.fallback)
+        };
+        channels
+            .get(&channel)
+            .map(|template| (None, Some(channel), template))
+            .or(fallback.as_ref().map(|template| (None, None, template)))
+    }
 }
 
 /// Everything the caller knows about one notification to render.
@@ -162,6 +256,12 @@ pub enum TemplateError {
         "invalid notification type {0:?}: use 1-128 characters from A-Z, a-z, 0-9, '_', '-', '.'"
     )]
     InvalidType(String),
+    #[error("templates of type {notification_type:?}: locale {locale:?}: {detail}")]
+    InvalidLocale {
+        notification_type: String,
+        locale: String,
+        detail: String,
+    },
     #[error("template {notification_type}/{channel}/{field}{}: syntax error: {detail}", line_suffix(*.line))]
     Syntax {
         notification_type: String,
@@ -200,21 +300,31 @@ struct Slot<'a> {
     notification_type: &'a str,
     channel: Option<ChannelKind>,
     digest: bool,
+    /// The locale key it is stored under; `None` for the type's own.
+    locale: Option<&'a str>,
 }
 
 impl Slot<'_> {
+    /// The channel (`*` for a fallback), `/digest` for a digest's, and
+    /// `@<locale>` for a locale's: `email`, `*/digest`, `email@de-AT`.
     fn channel_label(&self) -> String {
         let channel = self.channel.map_or("*", ChannelKind::as_str);
-        if self.digest {
+        let mut label = if self.digest {
             format!("{channel}/digest")
         } else {
             channel.to_owned()
+        };
+        if let Some(locale) = self.locale {
+            label.push('@');
+            label.push_str(locale);
         }
+        label
     }
 
     /// The environment's name for one field. Type names cannot hold `/`
-    /// (see [`validate_type`]), so names are unique. The `.html` suffix is
-    /// what switches auto-escaping on.
+    /// (see [`validate_type`]) and locale keys hold neither `/` nor `@`
+    /// (see [`locale::canonical`]), so names are unique. The `.html`
+    /// suffix is what switches auto-escaping on.
     fn name(&self, field: Field) -> String {
         format!(
             "{}/{}/{}",
@@ -298,6 +408,7 @@ impl TemplateSet {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(RENDER_FUEL));
+        env.add_filter("plural", locale::plural);
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".html") {
                 AutoEscape::Html
@@ -313,6 +424,7 @@ impl TemplateSet {
             notification_type: DEFAULT_DIGEST_TYPE,
             channel: None,
             digest: true,
+            locale: None,
         };
         set.compile(slot, &default_digest_template())
             .expect("the built-in digest template compiles");
@@ -348,6 +460,7 @@ impl TemplateSet {
             notification_type,
             channel,
             digest: false,
+            locale: None,
         };
         scratch.compile(slot, template)
     }
@@ -360,24 +473,19 @@ impl TemplateSet {
         templates: TypeTemplates,
     ) -> Result<(), TemplateError> {
         validate_type(notification_type)?;
+        locale::check_keys(notification_type, templates.locales.keys())?;
         let mut staged = self.clone();
         staged.remove_type(notification_type);
-        let plain = templates.fallback.iter().map(|t| (None, t, false));
-        let channels = templates.channels.iter().map(|(c, t)| (Some(*c), t, false));
-        let digest = templates.digest_fallback.iter().map(|t| (None, t, true));
-        let digest_channels = templates
-            .digest_channels
-            .iter()
-            .map(|(c, t)| (Some(*c), t, true));
-        for (channel, template, digest) in
-            plain.chain(channels).chain(digest).chain(digest_channels)
-        {
-            let slot = Slot {
-                notification_type,
-                channel,
-                digest,
-            };
-            staged.compile(slot, template)?;
+        for (locale, set) in templates.all_locales() {
+            for (channel, template, digest) in set.slots() {
+                let slot = Slot {
+                    notification_type,
+                    channel,
+                    digest,
+                    locale,
+                };
+                staged.compile(slot, template)?;
+            }
         }
         staged
             .definitions
@@ -436,17 +544,17 @@ impl TemplateSet {
         let Some(templates) = self.definitions.remove(notification_type) else {
             return false;
         };
-        let mut slots: Vec<(Option<ChannelKind>, bool)> = vec![(None, false), (None, true)];
-        slots.extend(templates.channels.keys().map(|c| (Some(*c), false)));
-        slots.extend(templates.digest_channels.keys().map(|c| (Some(*c), true)));
-        for (channel, digest) in slots {
-            let slot = Slot {
-                notification_type,
-                channel,
-                digest,
-            };
-            for field in Field::ALL {
-                self.env.remove_template(&slot.name(field));
+        for (locale, set) in templates.all_locales() {
+            for (channel, _, digest) in set.slots() {
+                let slot = Slot {
+                    notification_type,
+                    channel,
+                    digest,
+                    locale,
+                };
+                for field in Field::ALL {
+                    self.env.remove_template(&slot.name(field));
+                }
             }
         }
         true
@@ -476,14 +584,15 @@ impl TemplateSet {
             .definitions
             .get(input.notification_type)
             .ok_or_else(not_found)?;
-        let (slot_channel, template) = match templates.channels.get(&channel) {
-            Some(template) => (Some(channel), template),
-            None => (None, templates.fallback.as_ref().ok_or_else(not_found)?),
-        };
+        let user_locale = locale::of_user(input.user);
+        let (locale, slot_channel, template) = templates
+            .pick(channel, false, user_locale.as_deref())
+            .ok_or_else(not_found)?;
         let slot = Slot {
             notification_type: input.notification_type,
             channel: slot_channel,
             digest: false,
+            locale,
         };
         let context = minijinja::context! {
             data => minijinja::Value::from_serialize(input.data),
@@ -492,6 +601,7 @@ impl TemplateSet {
                 type => input.notification_type,
                 id => input.notification_id,
             },
+            locale => user_locale.unwrap_or_else(|| locale::DEFAULT.to_owned()),
         };
         self.render_slot(slot, template, &context)
     }
@@ -507,20 +617,19 @@ impl TemplateSet {
         group: &str,
         user: &serde_json::Value,
     ) -> Result<Rendered, TemplateError> {
-        let templates = self.definitions.get(notification_type);
-        let own = templates.and_then(|t| {
-            t.digest_channels
-                .get(&channel)
-                .map(|template| (Some(channel), template))
-                .or(t.digest_fallback.as_ref().map(|template| (None, template)))
-        });
+        let user_locale = locale::of_user(user);
+        let own = self
+            .definitions
+            .get(notification_type)
+            .and_then(|t| t.pick(channel, true, user_locale.as_deref()));
         let builtin = default_digest_template();
         let (slot, template) = match own {
-            Some((slot_channel, template)) => (
+            Some((locale, slot_channel, template)) => (
                 Slot {
                     notification_type,
                     channel: slot_channel,
                     digest: true,
+                    locale,
                 },
                 template,
             ),
@@ -529,6 +638,7 @@ impl TemplateSet {
                     notification_type: DEFAULT_DIGEST_TYPE,
                     channel: None,
                     digest: true,
+                    locale: None,
                 },
                 &builtin,
             ),
@@ -538,6 +648,7 @@ impl TemplateSet {
             count => items.len(),
             group => group,
             user => minijinja::Value::from_serialize(user),
+            locale => user_locale.clone().unwrap_or_else(|| locale::DEFAULT.to_owned()),
             notification => minijinja::context! { type => notification_type },
         };
         self.render_slot(slot, template, &context)
@@ -654,6 +765,8 @@ fn validate_type(notification_type: &str) -> Result<(), TemplateError> {
 
 #[cfg(test)]
 mod proptests;
+
+pub mod locale;
 
 #[cfg(test)]
 mod tests {
@@ -880,6 +993,135 @@ mod tests {
         assert_eq!(rendered.subject, "Ada: 2 comments");
         assert_eq!(rendered.text, "1. Comment 1\n2. Comment 2\n");
         assert_eq!(rendered.html, "");
+    }
+
+    #[test]
+    fn a_users_locale_picks_the_template_down_its_fallback_chain() {
+        let plain = |title: &str| Template {
+            title: title.into(),
+            ..Template::default()
+        };
+        let mut set = TemplateSet::new();
+        let german = LocaleTemplates {
+            fallback: Some(plain(
+                "{{ data.n | plural(one=\"# neuer Kommentar\", other=\"# neue Kommentare\") }}",
+            )),
+            digest_fallback: Some(plain("{{ count }} Neuigkeiten")),
+            ..LocaleTemplates::default()
+        };
+        let austrian = LocaleTemplates {
+            channels: [(Email, plain("Servus, {{ locale }}"))].into(),
+            ..LocaleTemplates::default()
+        };
+        let polish = LocaleTemplates {
+            fallback: Some(plain(
+                "{{ data.n | plural(one=\"# komentarz\", few=\"# komentarze\", many=\"# komentarzy\", other=\"# komentarza\") }}",
+            )),
+            ..LocaleTemplates::default()
+        };
+        let templates = TypeTemplates {
+            fallback: Some(plain(
+                "{{ data.n | plural(one=\"# new comment\", other=\"# new comments\") }}",
+            )),
+            channels: [(Email, plain("Email for {{ locale }}"))].into(),
+            locales: [
+                ("de".to_owned(), german),
+                ("de-AT".to_owned(), austrian),
+                ("pl".to_owned(), polish),
+            ]
+            .into(),
+            ..TypeTemplates::default()
+        };
+        set.set_type("comment", templates).unwrap();
+        let title = |channel, locale: Option<&str>, n: i64| {
+            let user = match locale {
+                Some(locale) => json!({ "locale": locale }),
+                None => json!({}),
+            };
+            let data = json!({ "n": n });
+            let input = RenderInput {
+                notification_type: "comment",
+                ..input(&data, &user)
+            };
+            set.render(channel, input).unwrap().title
+        };
+        use ChannelKind::{Email, InApp};
+        assert_eq!(
+            title(InApp, Some("de-AT"), 1),
+            "1 neuer Kommentar",
+            "de-AT → de"
+        );
+        assert_eq!(title(InApp, Some("de_CH.UTF-8"), 3), "3 neue Kommentare");
+        assert_eq!(
+            title(Email, Some("de-at"), 1),
+            "Servus, de-at",
+            "the channel's own in de-AT"
+        );
+        assert_eq!(
+            title(Email, Some("de"), 1),
+            "1 neuer Kommentar",
+            "de's fallback before the type's email"
+        );
+        assert_eq!(title(InApp, Some("pl"), 1), "1 komentarz");
+        assert_eq!(title(InApp, Some("pl"), 3), "3 komentarze");
+        assert_eq!(title(InApp, Some("pl"), 5), "5 komentarzy");
+        assert_eq!(
+            title(InApp, Some("fr"), 1),
+            "1 new comment",
+            "no French: the type's own"
+        );
+        assert_eq!(title(InApp, None, 2), "2 new comments");
+        assert_eq!(title(Email, Some("not a tag"), 2), "Email for en");
+        let digest = set
+            .render_digest(
+                "comment",
+                InApp,
+                &[json!({}), json!({})],
+                "",
+                &json!({"locale": "de-AT"}),
+            )
+            .unwrap();
+        assert_eq!(digest.title, "2 Neuigkeiten");
+
+        // `other` is required; an unknown category is an error naming it.
+        let mut strict = TemplateSet::new();
+        for (source, wanted) in [
+            ("{{ 1 | plural(one=\"x\") }}", "other"),
+            ("{{ 1 | plural(other=\"x\", single=\"y\") }}", "single"),
+            ("{{ \"many\" | plural(other=\"x\") }}", "number"),
+        ] {
+            strict.set("t", None, plain(source)).unwrap();
+            let error = strict
+                .render(
+                    InApp,
+                    RenderInput {
+                        notification_type: "t",
+                        ..input(&json!({}), &json!({}))
+                    },
+                )
+                .unwrap_err();
+            assert!(error.to_string().contains(wanted), "{source}: {error}");
+        }
+    }
+
+    #[test]
+    fn locale_keys_must_be_language_tags_once() {
+        let mut set = TemplateSet::new();
+        for keys in [vec!["german"], vec!["de_AT"], vec!["de", "DE"], vec!["x/y"]] {
+            let templates = TypeTemplates {
+                locales: keys
+                    .iter()
+                    .map(|key| ((*key).to_owned(), LocaleTemplates::default()))
+                    .collect(),
+                ..TypeTemplates::default()
+            };
+            let error = set.set_type("comment", templates).unwrap_err();
+            assert!(
+                matches!(error, TemplateError::InvalidLocale { .. }),
+                "{keys:?}: {error}"
+            );
+        }
+        assert!(set.definitions().is_empty(), "nothing stored");
     }
 
     #[test]

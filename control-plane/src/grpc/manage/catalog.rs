@@ -16,7 +16,7 @@ use super::{
 use crate::catalog::{Entry, Source, TypeDefinition};
 use crate::channels::ChannelKind;
 use crate::rules::{Condition, Op, Rule};
-use crate::templates::{Template, TypeTemplates};
+use crate::templates::{LocaleTemplates, Template, TypeTemplates};
 
 pub(super) fn list_types(state: &GrpcState) -> pb::ListTypesResponse {
     pb::ListTypesResponse {
@@ -181,11 +181,26 @@ fn templates_from_proto(proto: pb::TypeTemplates) -> Result<TypeTemplates, Servi
             .map(|(name, template)| Ok((channel(field, &name)?, template_from_proto(template))))
             .collect::<Result<BTreeMap<_, _>, ServiceError>>()
     };
+    let locales = proto
+        .locales
+        .into_iter()
+        .map(|(locale, templates)| {
+            let field = |part: &str| format!("type.templates.locales.{locale}.{part}");
+            let templates = LocaleTemplates {
+                fallback: templates.fallback.map(template_from_proto),
+                channels: by_channel(&field("channels"), templates.channels)?,
+                digest_fallback: templates.digest_fallback.map(template_from_proto),
+                digest_channels: by_channel(&field("digest_channels"), templates.digest_channels)?,
+            };
+            Ok((locale, templates))
+        })
+        .collect::<Result<BTreeMap<_, _>, ServiceError>>()?;
     Ok(TypeTemplates {
         fallback: proto.fallback.map(template_from_proto),
         channels: by_channel("type.templates.channels", proto.channels)?,
         digest_fallback: proto.digest_fallback.map(template_from_proto),
         digest_channels: by_channel("type.templates.digest_channels", proto.digest_channels)?,
+        locales,
     })
 }
 
@@ -236,6 +251,19 @@ fn type_entry(entry: Entry<TypeDefinition>) -> pb::TypeEntry {
             channels: by_channel(templates.channels),
             digest_fallback: templates.digest_fallback.map(template_to_proto),
             digest_channels: by_channel(templates.digest_channels),
+            locales: templates
+                .locales
+                .into_iter()
+                .map(|(locale, templates)| {
+                    let templates = pb::LocaleTemplates {
+                        fallback: templates.fallback.map(template_to_proto),
+                        channels: by_channel(templates.channels),
+                        digest_fallback: templates.digest_fallback.map(template_to_proto),
+                        digest_channels: by_channel(templates.digest_channels),
+                    };
+                    (locale, templates)
+                })
+                .collect(),
         }),
         throttle: definition.throttle.map(throttle_to_proto),
         digest_key: definition.digest_key.unwrap_or_default(),
