@@ -68,11 +68,10 @@ pub fn check_until(until: Timestamp, now: Timestamp) -> Result<(), InboxError> {
 pub async fn wake_due(inbox: &InboxStore, now: Timestamp) -> Result<usize, InboxError> {
     let mut woken = 0;
     for _ in 0..PAGES_PER_PASS {
-        let due = inbox.due_snoozes(now, PAGE).await?;
+        let mut due = inbox.due_snoozes(now, PAGE).await?;
         let full = due.len() == PAGE;
         // One transaction per user (their items are one key range and one
         // counts row); a user's items are adjacent after sorting.
-        let mut due = due;
         due.sort_unstable();
         for run in due.chunk_by(|a, b| a.0 == b.0) {
             let user_id = &run[0].0;

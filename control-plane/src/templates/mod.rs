@@ -160,15 +160,30 @@ pub struct LocaleTemplates {
     pub digest_channels: BTreeMap<ChannelKind, Template>,
 }
 
-impl LocaleTemplates {
+/// The four tables of one locale's templates (or of the type's own),
+/// borrowed: what choosing and compiling read, whichever struct holds
+/// them.
+#[derive(Clone, Copy)]
+struct Tables<'a> {
+    fallback: &'a Option<Template>,
+    channels: &'a BTreeMap<ChannelKind, Template>,
+    digest_fallback: &'a Option<Template>,
+    digest_channels: &'a BTreeMap<ChannelKind, Template>,
+}
+
+impl<'a> Tables<'a> {
     /// The template for `channel` (a digest's when `digest`): the
     /// channel's own, else the fallback; with the slot channel it is
     /// stored under.
-    fn pick(&self, channel: ChannelKind, digest: bool) -> Option<(Option<ChannelKind>, &Template)> {
+    fn pick(
+        self,
+        channel: ChannelKind,
+        digest: bool,
+    ) -> Option<(Option<ChannelKind>, &'a Template)> {
         let (channels, fallback) = if digest {
-            (&self.digest_channels, &self.digest_fallback)
+            (self.digest_channels, self.digest_fallback)
         } else {
-            (&self.channels, &self.fallback)
+            (self.channels, self.fallback)
         };
         channels
             .get(&channel)
@@ -177,7 +192,7 @@ impl LocaleTemplates {
     }
 
     /// Every template with its slot's channel and digest flag.
-    fn slots(&self) -> impl Iterator<Item = (Option<ChannelKind>, &Template, bool)> {
+    fn slots(self) -> impl Iterator<Item = (Option<ChannelKind>, &'a Template, bool)> {
         let plain = self.fallback.iter().map(|t| (None, t, false));
         let channels = self.channels.iter().map(|(c, t)| (Some(*c), t, false));
         let digest = self.digest_fallback.iter().map(|t| (None, t, true));
@@ -189,19 +204,34 @@ impl LocaleTemplates {
     }
 }
 
+impl LocaleTemplates {
+    fn tables(&self) -> Tables<'_> {
+        Tables {
+            fallback: &self.fallback,
+            channels: &self.channels,
+            digest_fallback: &self.digest_fallback,
+            digest_channels: &self.digest_channels,
+        }
+    }
+}
+
 impl TypeTemplates {
-    /// The type's own templates (locale `None`), then each locale's.
-    fn all_locales(&self) -> impl Iterator<Item = (Option<&str>, LocaleTemplates)> + '_ {
-        let own = LocaleTemplates {
-            fallback: self.fallback.clone(),
-            channels: self.channels.clone(),
-            digest_fallback: self.digest_fallback.clone(),
-            digest_channels: self.digest_channels.clone(),
-        };
-        std::iter::once((None, own)).chain(
+    /// The type's own tables (outside any locale).
+    fn own(&self) -> Tables<'_> {
+        Tables {
+            fallback: &self.fallback,
+            channels: &self.channels,
+            digest_fallback: &self.digest_fallback,
+            digest_channels: &self.digest_channels,
+        }
+    }
+
+    /// The type's own tables (locale `None`), then each locale's.
+    fn all_locales(&self) -> impl Iterator<Item = (Option<&str>, Tables<'_>)> {
+        std::iter::once((None, self.own())).chain(
             self.locales
                 .iter()
-                .map(|(key, templates)| (Some(key.as_str()), templates.clone())),
+                .map(|(key, templates)| (Some(key.as_str()), templates.tables())),
         )
     }
 
@@ -221,20 +251,13 @@ impl TypeTemplates {
                 .iter()
                 .find(|(key, _)| locale::canonical(key).as_deref() == Some(wanted.as_str()));
             if let Some((key, templates)) = found
-                && let Some((slot, template)) = templates.pick(channel, digest)
+                && let Some((slot, template)) = templates.tables().pick(channel, digest)
             {
                 return Some((Some(key.as_str()), slot, template));
             }
         }
-        let (channels, fallback) = if digest {
-            (&self.digest_channels, &self.digest_fallback)
-        } else {
-            (&self.channels, &self.fallback)
-        };
-        channels
-            .get(&channel)
-            .map(|template| (None, Some(channel), template))
-            .or(fallback.as_ref().map(|template| (None, None, template)))
+        let (slot, template) = self.own().pick(channel, digest)?;
+        Some((None, slot, template))
     }
 }
 
