@@ -100,6 +100,8 @@ struct EngineFile {
     types: BTreeMap<String, TypeDefinition>,
     /// `[[rules]]`: events that trigger notifications.
     rules: Vec<Rule>,
+    /// `[[subscriptions]]`: events that put users on topics (or off).
+    subscriptions: Vec<crate::broadcasts::rules::SubscriptionRule>,
     /// `[devices]`: when unused devices are retired.
     devices: DeviceRetention,
     /// `[retention]`: how long events, notifications and attempt logs are
@@ -216,6 +218,8 @@ pub struct EngineConfig {
     templates: TemplateSet,
     /// Validated rules (unique names, known channels, sane conditions).
     pub rules: Vec<Rule>,
+    /// Validated subscription rules.
+    pub subscriptions: Vec<crate::broadcasts::rules::SubscriptionRule>,
     devices: DeviceRetention,
     retention: RetentionConfig,
     analytics: AnalyticsConfig,
@@ -254,6 +258,7 @@ impl EngineConfig {
             channels,
             types,
             rules,
+            subscriptions,
             devices,
             retention,
             analytics,
@@ -271,6 +276,8 @@ impl EngineConfig {
             ));
         }
         validate_rules(&rules).map_err(|error| invalid("rules".to_owned(), error.to_string()))?;
+        crate::broadcasts::rules::validate_all(&subscriptions)
+            .map_err(|message| invalid("subscriptions".to_owned(), message))?;
 
         if let Some(url) = &public_url {
             check_http_url(url).map_err(|message| invalid("public_url".to_owned(), message))?;
@@ -391,6 +398,7 @@ impl EngineConfig {
             types,
             templates,
             rules,
+            subscriptions,
             devices,
             retention,
             analytics,

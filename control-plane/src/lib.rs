@@ -45,6 +45,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod broadcasts;
 pub mod catalog;
 pub mod channels;
 pub mod chunks;
@@ -282,6 +283,8 @@ pub async fn run(
             privacy: privacy.clone(),
             request_duration: metrics.http_request_duration.clone(),
             analytics: analytics.clone(),
+            topics: stores.topics.clone(),
+            broadcasts: stores.broadcasts.clone(),
         };
         let stop = stop.clone();
         async move {
@@ -489,6 +492,8 @@ async fn notification_engine(
         replica,
         digests: stores.digests.clone(),
         pending: stores.pending.clone(),
+        topics: stores.topics.clone(),
+        broadcasts: stores.broadcasts.clone(),
         clock: Arc::clone(&clock),
     };
     let engine = engine::Engine::new(parts, settings.clone(), metrics.registry())?

@@ -127,6 +127,8 @@ impl Harness {
                 replica: FeedSettings::new("engine-test", Duration::from_secs(10)),
                 digests: stores.digests.clone(),
                 pending: stores.pending.clone(),
+                topics: stores.topics.clone(),
+                broadcasts: stores.broadcasts.clone(),
                 clock: Arc::clone(&clock),
             },
             SettingsHandle::new(EngineSettings {
@@ -997,4 +999,181 @@ async fn a_poison_event_is_parked_and_the_rest_of_the_feed_is_planned() {
     assert_eq!(listed["next"], Value::Null);
     serving.abort();
     h.stop().await;
+}
+
+/// A broadcast to a topic of 1,203 users (three pages) reaches each
+/// subscriber once, through the notify path: an opted-out user gets no
+/// delivery, a user in quiet hours gets one held, an erased user nothing;
+/// running the fan-out again creates nothing; a cancelled broadcast stops
+/// before its next page; and a subscription rule puts users on the topic
+/// from their tracked events.
+#[tokio::test]
+async fn a_broadcast_reaches_each_subscriber_once_under_their_preferences() {
+    use nudge_control_plane::broadcasts::rules::SubscriptionRule;
+    use nudge_control_plane::broadcasts::{self, Audience, BroadcastSpec, BroadcastState};
+    use nudge_control_plane::preferences::TypePreferences;
+
+    // 23:30 in Berlin: USER (the harness's) is in quiet hours.
+    let night: Timestamp = "2026-07-01T21:30:00Z".parse().unwrap();
+    let preferences = UserPreferences {
+        quiet_hours: Some(QuietHours::new("22:00", "07:00", "Europe/Berlin").unwrap()),
+        ..UserPreferences::default()
+    };
+    let rule: SubscriptionRule = serde_json::from_value(json!({
+        "on": "project_joined", "topic": "project:{project}",
+    }))
+    .unwrap();
+    let h = Harness::start(
+        night,
+        &preferences,
+        EngineSettings {
+            subscriptions: vec![rule],
+            ..EngineSettings::default()
+        },
+    )
+    .await;
+    let topics = &h.stores.topics;
+    let users: Vec<String> = (0..1200).map(|n| format!("user-{n:04}")).collect();
+    for user in users
+        .iter()
+        .map(String::as_str)
+        .chain([USER, "opted-out", "erased"])
+    {
+        broadcasts::subscribe(topics, "news", user, night)
+            .await
+            .unwrap();
+    }
+    let opted_out = UserPreferences {
+        types: [(
+            "announcement".to_owned(),
+            TypePreferences {
+                channels: [(ChannelKind::InApp, false)].into_iter().collect(),
+                frequency: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..UserPreferences::default()
+    };
+    h.stores
+        .preferences
+        .put("opted-out", &opted_out)
+        .await
+        .unwrap();
+    h.store.erase_user("erased", night).await.unwrap();
+
+    let spec = BroadcastSpec {
+        request: NotifyRequest {
+            notification_type: "announcement".into(),
+            template: None,
+            title: Some("We shipped".into()),
+            body: Some("Version 2 is out".into()),
+            channels: vec![ChannelKind::InApp],
+            data: Map::new(),
+            priority: Default::default(),
+            idempotency_key: None,
+            cost: None,
+        },
+        audience: Audience::Topic("news".into()),
+        send_at: None,
+    };
+    broadcasts::create(&h.stores.broadcasts, "v2", &spec, night)
+        .await
+        .unwrap();
+    assert_eq!(h.engine.fan_out_due().await.unwrap(), 3, "three pages");
+    let done = h.stores.broadcasts.get("v2").await.unwrap().unwrap();
+    assert_eq!(done.state, BroadcastState::Done);
+    assert_eq!(done.scanned, 1203);
+    assert_eq!(done.recipients, 1203);
+    assert_eq!(done.notifications, 1202, "not the erased user's");
+
+    let (count, deliveries) = in_app_of(&h, "user-0600").await;
+    assert_eq!((count, deliveries.len()), (1, 1));
+    assert_eq!(deliveries[0].not_before, night, "due now");
+    let (count, deliveries) = in_app_of(&h, USER).await;
+    assert_eq!((count, deliveries.len()), (1, 1));
+    assert_eq!(
+        deliveries[0].not_before,
+        "2026-07-02T05:00:00Z".parse::<Timestamp>().unwrap(),
+        "held until 07:00 Berlin"
+    );
+    let (count, deliveries) = in_app_of(&h, "opted-out").await;
+    assert_eq!(
+        (count, deliveries.len()),
+        (1, 0),
+        "suppressed by preferences"
+    );
+    assert_eq!(in_app_of(&h, "erased").await.0, 0);
+
+    // Nothing due any more; a rerun of the same broadcast creates nothing.
+    assert_eq!(h.engine.fan_out_due().await.unwrap(), 0);
+    let again = BroadcastSpec {
+        audience: Audience::Topic("news".into()),
+        ..spec.clone()
+    };
+    broadcasts::create(&h.stores.broadcasts, "v2-replay", &again, night)
+        .await
+        .unwrap();
+    h.engine.fan_out_due().await.unwrap();
+    assert_eq!(
+        h.notifications
+            .list_for_user("user-0600", 10)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "a new id is a new broadcast"
+    );
+    assert_eq!(
+        h.notifications.list_for_user(USER, 10).await.unwrap().len(),
+        2
+    );
+
+    // A cancel before the first page: nobody is notified.
+    broadcasts::create(&h.stores.broadcasts, "v3", &spec, night)
+        .await
+        .unwrap();
+    h.stores.broadcasts.cancel("v3", night).await.unwrap();
+    assert_eq!(h.engine.fan_out_due().await.unwrap(), 0);
+    let cancelled = h.stores.broadcasts.get("v3").await.unwrap().unwrap();
+    assert_eq!(
+        (cancelled.state, cancelled.recipients),
+        (BroadcastState::Cancelled, 0)
+    );
+
+    // Subscription rules follow tracked events in ingest order.
+    let joined = |id: &str, project: &str, action: &str| Event {
+        body: EventBody::Track {
+            event: action.into(),
+            properties: json!({ "project": project }).as_object().unwrap().clone(),
+        },
+        ..notify_event(id, night)
+    };
+    h.store
+        .ingest(vec![
+            joined("j1", "42", "project_joined"),
+            joined("j2", "a b", "project_joined"),
+        ])
+        .await
+        .unwrap();
+    h.engine.process_available().await.unwrap();
+    let mine = topics.of_user(USER).await.unwrap();
+    let names: Vec<&str> = mine.iter().map(|s| s.topic.as_str()).collect();
+    assert_eq!(
+        names,
+        ["news", "project:42"],
+        "no topic from a value that makes no name"
+    );
+    h.stop().await;
+}
+
+/// How many notifications `user` has, and their in-app deliveries.
+async fn in_app_of(h: &Harness, user: &str) -> (usize, Vec<Delivery>) {
+    let notifications = h.notifications.list_for_user(user, 10).await.unwrap();
+    let mut deliveries = Vec::new();
+    for notification in &notifications {
+        let id = delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap();
+        deliveries.extend(h.queue.get(id).await.unwrap());
+    }
+    (notifications.len(), deliveries)
 }

@@ -225,6 +225,9 @@ fn mount_prefix(file: &str, route: &str) -> &'static str {
         // `admin_router` (`/users/…`) and `me_router` (`/devices…`).
         "devices.rs" if route.starts_with("/users/") => "/v1/admin",
         "devices.rs" if route.starts_with("/devices") => "/v1/me",
+        // `me_router` (`/topics`, `/topics/{topic}`) and `admin_router`.
+        "broadcasts.rs" if matches!(route, "/topics" | "/topics/{topic}") => "/v1/me",
+        "broadcasts.rs" => "/v1/admin",
         me if me.starts_with("me_") => "/v1/me",
         other => panic!(
             "src/http/{other} has route {route:?}: add the file's mount prefix to \

@@ -217,6 +217,8 @@ mod postgres_replicas {
                 },
                 digests: stores.digests.clone(),
                 pending: stores.pending.clone(),
+                topics: stores.topics.clone(),
+                broadcasts: stores.broadcasts.clone(),
                 clock,
             },
             SettingsHandle::new(EngineSettings {

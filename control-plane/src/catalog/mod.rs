@@ -106,6 +106,8 @@ struct FileDefinitions {
     rules: Vec<Rule>,
     /// Channels with a sender: what a type may go out on.
     enabled: BTreeSet<ChannelKind>,
+    /// `[[subscriptions]]`: file only.
+    subscriptions: Vec<crate::broadcasts::rules::SubscriptionRule>,
 }
 
 /// The API's definitions as stored, in force or not.
@@ -151,6 +153,7 @@ impl Catalog {
             types: config.types().clone(),
             rules: config.rules.clone(),
             enabled: config.enabled_channels(),
+            subscriptions: config.subscriptions.clone(),
         };
         let api = table.load().await?;
         let (settings, problems) = compose(&file, &api)?;
@@ -478,6 +481,7 @@ fn compose(
         rules,
         throttles,
         digest_keys,
+        subscriptions: file.subscriptions.clone(),
     };
     Ok((settings, problems))
 }

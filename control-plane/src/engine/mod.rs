@@ -30,8 +30,12 @@
 //! Triggers are `notify` envelopes and rules on tracked events (immediate,
 //! or delayed with an `unless` event that cancels them; see `triggers`).
 //! Hourly, daily and weekly frequencies fold a user's notifications of a
-//! type into one digest per channel (see `digest`).
+//! type into one digest per channel (see `digest`). Broadcasts are fanned
+//! out a page per pass by the replica that holds the timers' lease, and
+//! subscription rules put users on topics as their events arrive (see
+//! `broadcast`).
 
+mod broadcast;
 mod digest;
 mod feed;
 mod plan;
@@ -73,6 +77,8 @@ pub struct EngineSettings {
     /// Per type: the data field whose value splits its digests (see
     /// [`crate::digest::group_of`]).
     pub digest_keys: BTreeMap<String, String>,
+    /// Tracked events that subscribe users to topics (or take them off).
+    pub subscriptions: Vec<crate::broadcasts::rules::SubscriptionRule>,
 }
 
 /// The engine's current [`EngineSettings`], replaceable while it runs
@@ -130,6 +136,10 @@ pub struct Engine {
     digests: crate::digest::DigestStore,
     settings: SettingsHandle,
     devices: DeviceStore,
+    /// Topic subscriptions, which broadcasts fan out to.
+    topics: crate::storage::TopicTable,
+    /// Broadcasts and their progress.
+    broadcasts: crate::storage::BroadcastTable,
     clock: Arc<dyn Clock>,
     /// The feed partitions this replica plans, under leases.
     feed: Feed,
@@ -139,6 +149,8 @@ pub struct Engine {
     parked: prometheus::IntCounterVec,
     /// `nudge_cp_notifications_throttled_total{type,outcome}`.
     throttled: prometheus::IntCounterVec,
+    /// `nudge_cp_broadcast_recipients_failed_total`.
+    broadcast_failed: prometheus::IntCounter,
     /// Signs the one-click unsubscribe links of emails; `None` without a
     /// `public_url`. From the config file only, so not in the replaceable
     /// [`EngineSettings`].
@@ -241,6 +253,8 @@ pub struct EngineParts {
     pub replica: FeedSettings,
     pub digests: crate::digest::DigestStore,
     pub pending: crate::rules::PendingTriggers,
+    pub topics: crate::storage::TopicTable,
+    pub broadcasts: crate::storage::BroadcastTable,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -263,13 +277,15 @@ impl Engine {
             replica,
             digests,
             pending,
+            topics,
+            broadcasts,
             clock,
         } = parts;
         let feed = Feed::new(leases, cursors, replica, registry)?;
         let created = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "nudge_cp_notifications_created_total",
-                "Notifications created, by trigger (notify, rule or digest); resends and replays excluded.",
+                "Notifications created, by trigger (notify, rule, digest or broadcast); resends and replays excluded.",
             ),
             &["trigger"],
         )?;
@@ -290,6 +306,11 @@ impl Engine {
             &["type", "outcome"],
         )?;
         registry.register(Box::new(throttled.clone()))?;
+        let broadcast_failed = prometheus::IntCounter::new(
+            "nudge_cp_broadcast_recipients_failed_total",
+            "Broadcast recipients skipped because their notification could not be planned (a corrupt record); each is logged.",
+        )?;
+        registry.register(Box::new(broadcast_failed.clone()))?;
         Ok(Self {
             store,
             notifications,
@@ -299,11 +320,14 @@ impl Engine {
             digests,
             settings,
             devices,
+            topics,
+            broadcasts,
             clock,
             feed,
             created,
             parked,
             throttled,
+            broadcast_failed,
             unsubscribe: None,
             tracking: None,
         })
@@ -326,8 +350,8 @@ impl Engine {
     /// Tails the event feed and, on the replica that holds the timers'
     /// lease, fires due delayed triggers and digests, until `stop` is
     /// cancelled. The feed, the timers and the lease renewal are three
-    /// tasks: a long feed backlog neither delays due timers nor lets the
-    /// leases lapse. A pass that fails (transiently: permanent failures are
+    /// tasks (four with the broadcasts' fan-out): a long feed backlog
+    /// neither delays due timers nor lets the leases lapse. A pass that fails (transiently: permanent failures are
     /// parked inside it) is logged and retried after a backoff that doubles
     /// up to [`MAX_BACKOFF`] (the feed from the same cursor).
     pub async fn run(self, stop: CancellationToken) {
@@ -344,12 +368,26 @@ impl Engine {
                 .await;
             }
         });
+        // Broadcasts fan out on their own task: a broadcast to a million
+        // users neither delays due timers nor the feed.
+        let fan_out = tokio::spawn({
+            let (engine, stop) = (self.clone(), stop.clone());
+            async move {
+                keep_passing("broadcasts", &stop, None, || async {
+                    if !engine.feed.runs_timers().await? {
+                        return Ok(0);
+                    }
+                    engine.fan_out_step().await
+                })
+                .await;
+            }
+        });
         let appended = self.store.appended();
         keep_passing("feed", &stop, Some(appended), || {
             self.process_until(Some(&stop))
         })
         .await;
-        for task in [timers, renewing] {
+        for task in [timers, fan_out, renewing] {
             if let Err(error) = task.await {
                 tracing::error!(%error, "engine task panicked");
             }

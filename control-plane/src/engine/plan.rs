@@ -134,21 +134,46 @@ impl Engine {
                 Some(new_notification(event, user_id, request))
             })
             .collect();
+        self.create_and_plan_all(drafts, "notify").await?;
+        Ok(())
+    }
+
+    /// Creates `drafts`' notifications in one transaction and enqueues
+    /// their deliveries in another; returns how many notifications were
+    /// new (counted under `trigger`). Drafts whose notification exists are
+    /// planned again (deliveries already there are kept); erased users'
+    /// are skipped.
+    pub(super) async fn create_and_plan_all(
+        &self,
+        drafts: Vec<NewNotification>,
+        trigger: &'static str,
+    ) -> Result<u64, EngineError> {
         let created = self
             .notifications
             .create_all(drafts, self.clock.now())
             .await?;
         let mut deliveries = Vec::new();
-        // A page often has several notifies for one user: their profile
-        // and preferences are read once per page (each read is a round
-        // trip to the database; a change made while the page is planned
-        // applies from the next page).
-        let mut users: std::collections::HashMap<String, (Value, UserPreferences)> =
-            std::collections::HashMap::new();
+        let mut new = 0;
+        // The page's profiles and preferences are read together, two
+        // queries a page rather than two round trips a user (a change
+        // made while the page is planned applies from the next page).
+        let mut users = {
+            let ids: Vec<&str> = created
+                .iter()
+                .filter_map(|created| match created {
+                    Created::New(n) | Created::Existing(n) => Some(n.user_id.as_str()),
+                    Created::UserErased => None,
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            self.users_and_preferences(&ids).await?
+        };
         for created in created {
             let notification = match created {
                 Created::New(notification) => {
-                    self.created.with_label_values(&["notify"]).inc();
+                    self.created.with_label_values(&[trigger]).inc();
+                    new += 1;
                     notification
                 }
                 // Planned before, maybe only in part: planning again is
@@ -167,7 +192,7 @@ impl Engine {
             );
         }
         self.queue.enqueue_all(deliveries).await?;
-        Ok(())
+        Ok(new)
     }
 
     async fn plan(&self, notification: &Notification) -> Result<(), EngineError> {
@@ -476,6 +501,25 @@ impl Engine {
         let user = self.user_context(user_id).await?;
         let preferences = self.preferences.get(user_id).await?;
         Ok((user, preferences))
+    }
+
+    /// [`Self::user_and_preferences`] of each of `user_ids`, in two
+    /// queries (per 500 users).
+    async fn users_and_preferences(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, (Value, UserPreferences)>, EngineError> {
+        let mut traits = self.store.traits_of(user_ids).await?;
+        let mut preferences = self.preferences.get_many(user_ids).await?;
+        Ok(user_ids
+            .iter()
+            .map(|id| {
+                let mut user = traits.remove(*id).unwrap_or_default();
+                user.insert("id".into(), Value::String((*id).to_owned()));
+                let preferences = preferences.remove(*id).unwrap_or_default();
+                ((*id).to_owned(), (Value::Object(user), preferences))
+            })
+            .collect())
     }
 
     pub(super) async fn user_context(&self, user_id: &str) -> Result<Value, EngineError> {

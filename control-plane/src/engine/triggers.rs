@@ -30,6 +30,8 @@ impl Engine {
         else {
             return Ok(());
         };
+        self.apply_subscription_rules(user_id, name, properties)
+            .await?;
         let settings = self.settings.current();
         let rules = &settings.rules;
         if rules.is_empty() {

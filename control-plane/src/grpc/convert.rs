@@ -48,6 +48,31 @@ pub fn events_from_envelopes(
     (events, rejected)
 }
 
+/// A notify's content checked and converted exactly as an envelope's
+/// would be (the shared check of `nudge_proto::validate`, then the
+/// conversion): for callers that send one notify to many users
+/// (broadcasts). Its idempotency key is refused: a broadcast's id is its
+/// key. Reasons name the field as `notify.<field>`.
+pub fn notify_request(notify: pb::Notify) -> Result<NotifyRequest, String> {
+    if !notify.idempotency_key.is_empty() {
+        return Err(
+            "notify.idempotency_key must be empty: the broadcast id is its idempotency key"
+                .to_owned(),
+        );
+    }
+    let envelope = pb::Envelope {
+        id: "broadcast".to_owned(),
+        user_id: "broadcast".to_owned(),
+        body: Some(Body::Notify(notify)),
+        ..Default::default()
+    };
+    nudge_proto::validate::check_envelope(&envelope).map_err(|invalid| invalid.to_string())?;
+    match event_from_envelope("broadcast", envelope, Timestamp::UNIX_EPOCH)?.body {
+        EventBody::Notify(request) => Ok(request),
+        _ => Err("notify is missing".to_owned()),
+    }
+}
+
 /// Converts one envelope, or says why it can never be stored.
 pub fn event_from_envelope(
     agent_id: &str,

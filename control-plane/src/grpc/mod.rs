@@ -19,7 +19,7 @@
 
 pub mod agent_auth;
 mod analytics;
-mod convert;
+pub(crate) mod convert;
 mod error;
 mod ingest;
 mod manage;

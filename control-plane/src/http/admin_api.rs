@@ -40,6 +40,7 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .merge(super::admin_privacy::router())
         .merge(super::admin_analytics::router())
         .merge(super::devices::admin_router())
+        .merge(super::broadcasts::admin_router())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -41,6 +41,7 @@ mod admin_parked;
 mod admin_preferences;
 mod admin_privacy;
 pub mod analytics_params;
+mod broadcasts;
 mod devices;
 mod download;
 mod email_callbacks;
@@ -118,6 +119,10 @@ pub struct HttpState {
     pub request_duration: prometheus::HistogramVec,
     /// The analytics rollups and their reports (`admin_analytics`).
     pub analytics: crate::analytics::Analytics,
+    /// Topic subscriptions (`broadcasts`).
+    pub topics: crate::storage::TopicTable,
+    /// Broadcasts and their progress (`broadcasts`).
+    pub broadcasts: crate::storage::BroadcastTable,
 }
 
 impl HttpState {
@@ -156,6 +161,8 @@ impl HttpState {
             privacy,
             request_duration: request_metrics::histogram()?,
             analytics,
+            topics: stores.topics.clone(),
+            broadcasts: stores.broadcasts.clone(),
         })
     }
 }
@@ -173,7 +180,8 @@ pub fn router(state: HttpState) -> Router {
                 .merge(me_stream::router())
                 .merge(devices::me_router())
                 .merge(me_activity::router())
-                .merge(me_preferences::router()),
+                .merge(me_preferences::router())
+                .merge(broadcasts::me_router()),
         )
         .merge(public_links::router())
         .merge(sms_callbacks::router())

@@ -27,6 +27,8 @@ pub struct Erased {
     pub preferences: bool,
     pub digest_items: usize,
     pub pending_triggers: usize,
+    /// Topics the user followed.
+    pub topic_subscriptions: usize,
     /// Per-user analytics records (engagement, sessions, links, figures).
     pub analytics_records: usize,
 }
@@ -51,6 +53,7 @@ impl Privacy {
         let inbox_items = block_on(self.inbox.erase_user(user_id))?;
         let devices = block_on(self.devices.erase_user(user_id))?;
         let preferences = block_on(self.preferences.erase_user(user_id))?;
+        let topic_subscriptions = block_on(self.topics.erase_user(user_id))?;
         let analytics_records = match &self.analytics {
             Some(analytics) => analytics.erase_user(user_id)?,
             None => 0,
@@ -73,6 +76,7 @@ impl Privacy {
             preferences,
             digest_items,
             pending_triggers,
+            topic_subscriptions,
             analytics_records,
         })
     }

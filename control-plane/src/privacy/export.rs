@@ -9,7 +9,8 @@
 //! `notifications` (newest first, each with its `deliveries` and their
 //! attempt logs), `inbox` (by id, archived items too), `devices`,
 //! `preferences` (`null` when the user never changed the operator's
-//! defaults), `pending_triggers`, and `analytics` (what the rollups hold
+//! defaults), `pending_triggers`, `topics` (the topics the user follows),
+//! and `analytics` (what the rollups hold
 //! about the user: the `users`, `user_events`, `sessions` and `delivery`
 //! reports, all time; left out when the analytics do not run here).
 //!
@@ -195,6 +196,14 @@ impl Privacy {
             &self
                 .pending
                 .for_user(user_id)
+                .await
+                .map_err(StreamError::source)?,
+        )?;
+        member(sink, "topics", false)?;
+        sink.write_json(
+            &self
+                .topics
+                .of_user(user_id)
                 .await
                 .map_err(StreamError::source)?,
         )?;

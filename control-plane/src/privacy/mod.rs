@@ -69,6 +69,7 @@ pub struct Privacy {
     preferences: PreferenceStore,
     digests: DigestStore,
     pending: PendingTriggers,
+    topics: crate::storage::TopicTable,
     /// The analytics rollups' per-user data (engagement, sessions,
     /// per-user delivery figures); `None` in tools that run without them.
     analytics: Option<crate::analytics::Analytics>,
@@ -87,6 +88,7 @@ impl Privacy {
             preferences: stores.preferences.clone(),
             digests: stores.digests.clone(),
             pending: stores.pending.clone(),
+            topics: stores.topics.clone(),
             analytics: None,
         })
     }

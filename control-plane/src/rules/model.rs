@@ -263,7 +263,8 @@ impl Rule {
 }
 
 impl Condition {
-    fn problem(&self) -> Option<&'static str> {
+    /// What is wrong with the condition's value for its op, if anything.
+    pub fn problem(&self) -> Option<&'static str> {
         if self.property.is_empty() || self.property.split('.').any(str::is_empty) {
             return Some("`property` must be a dotted path without empty parts");
         }

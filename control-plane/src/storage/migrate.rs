@@ -133,6 +133,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0016_digest_groups.sql"),
         postgres: include_str!("../../migrations/postgres/0016_digest_groups.sql"),
     },
+    Migration {
+        version: 17,
+        name: "topics_broadcasts",
+        sqlite: include_str!("../../migrations/sqlite/0017_topics_broadcasts.sql"),
+        postgres: include_str!("../../migrations/postgres/0017_topics_broadcasts.sql"),
+    },
 ];
 
 /// The key of the advisory lock migrations hold on PostgreSQL ("nudge-mg").

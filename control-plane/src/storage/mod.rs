@@ -23,11 +23,15 @@
 //! finished markers ([`PendingTable`]); the catalog's API-defined types and
 //! rules ([`CatalogTable`]); the analytics rollups ([`RollupTable`]); who
 //! holds which share of the work among replicas ([`LeaseTable`]); the ids
-//! of provider callbacks already taken ([`CallbackIdTable`]).
+//! of provider callbacks already taken ([`CallbackIdTable`]); topic
+//! subscriptions ([`TopicTable`]) and broadcasts with their progress
+//! ([`BroadcastTable`]).
 //! Nothing is kept beside the database: a data dir holds the SQLite file
 //! (embedded) or nothing (PostgreSQL). A data dir of an earlier, sled-based
 //! build is refused, not imported (see [`StorageError::OldLayout`]).
 
+mod audiences;
+mod broadcasts;
 mod callbacks;
 mod catalog;
 mod cursors;
@@ -51,6 +55,7 @@ mod rollups;
 mod sql_text;
 mod throttles;
 mod tombstones;
+mod topics;
 mod wakeups;
 
 use std::future::Future;
@@ -58,6 +63,7 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
+pub use broadcasts::{BroadcastTable, Cancelled, PageDone};
 pub use callbacks::CallbackIdTable;
 pub use catalog::{CatalogKind, CatalogTable, StoredCatalog};
 pub use cursors::CursorTable;
@@ -76,6 +82,7 @@ pub use parked::{ParkedEvent, ParkedPage};
 pub use pending::{Finish, PendingTable};
 pub use preferences::{PreferenceTable, StoredPreferences};
 pub use rollups::{RollupRow, RollupTable};
+pub use topics::{Subscribed, TopicTable};
 pub use wakeups::Listening;
 
 /// Why a storage call failed. Every variant but [`StorageError::Connect`],
@@ -155,6 +162,10 @@ pub struct Stores {
     /// The message ids of provider callbacks already taken (table
     /// `callback_ids`): replays and resends are recognised by them.
     pub callback_ids: CallbackIdTable,
+    /// Who follows which topic (table `topic_subscriptions`).
+    pub topics: TopicTable,
+    /// Broadcasts and their fan-out progress (table `broadcasts`).
+    pub broadcasts: BroadcastTable,
 }
 
 impl std::fmt::Debug for Stores {
@@ -196,6 +207,8 @@ impl Stores {
         let leases = LeaseTable::new(database.clone());
         leases.clear_if_alone().await?;
         let callback_ids = CallbackIdTable::new(database.clone());
+        let topics = TopicTable::new(database.clone());
+        let broadcasts = BroadcastTable::new(database.clone());
         Ok(Stores {
             database,
             events,
@@ -211,6 +224,8 @@ impl Stores {
             rollups,
             leases,
             callback_ids,
+            topics,
+            broadcasts,
         })
     }
 

@@ -44,3 +44,13 @@ schemathesis.openapi.format(
     "nudge-snooze-time",
     st.integers(min_value=60, max_value=300 * 86_400).map(_snooze_time),
 )
+
+
+# `format: nudge-schedule-time` (a broadcast's `send_at`): the server takes
+# an RFC 3339 time at most 366 days ahead of its clock (a past time means
+# at once). Schema-valid values are drawn from a day ago to 300 days
+# ahead, measured when each is drawn.
+schemathesis.openapi.format(
+    "nudge-schedule-time",
+    st.integers(min_value=-86_400, max_value=300 * 86_400).map(_snooze_time),
+)

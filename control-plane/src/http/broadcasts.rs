@@ -1,0 +1,356 @@
+//! Topics and broadcasts over HTTP (see [`crate::broadcasts`]).
+//!
+//! * Operators (admin token): `/v1/admin/topics/{topic}/subscribers[/{user_id}]`
+//!   — list a topic's subscribers (paged by user id), subscribe a user
+//!   (`PUT`: `201` new, `200` already), unsubscribe (`DELETE`: `204`, `404`
+//!   when they were not); `/v1/admin/users/{user_id}/topics` — a user's
+//!   topics; `/v1/admin/broadcasts[/{id}[/cancel]]` — create (`201`, or
+//!   `200` with the first when the same id and content come again, `409`
+//!   when the content differs), list (newest first), read with progress,
+//!   cancel (`409` once done or cancelled).
+//! * End users (their token): `GET /v1/me/topics`, and
+//!   `DELETE /v1/me/topics/{topic}` to leave one. Joining is the
+//!   application's call (see the module doc of `broadcasts`).
+//!
+//! Refused input is a `400` naming the field; nothing is stored then.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use jiff::Timestamp;
+use nudge_proto::v1 as pb;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::user_auth::Me;
+use super::{ApiError, HttpState, JsonBody};
+use crate::broadcasts::{
+    self, Audience, Broadcast, BroadcastError, BroadcastSpec, Cancelled, check_name,
+};
+use crate::event::{JsonObject, Priority};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// Longest `type` or `template` of a broadcast, in characters.
+const MAX_NAME_CHARS: usize = 64;
+
+pub fn admin_router() -> Router<HttpState> {
+    Router::new()
+        .route("/topics/{topic}/subscribers", get(subscribers))
+        .route(
+            "/topics/{topic}/subscribers/{user_id}",
+            put(subscribe).delete(unsubscribe),
+        )
+        .route(
+            "/users/{user_id}/topics",
+            get(|state: State<HttpState>, Path(user): Path<String>| topics_of(state, user)),
+        )
+        .route("/broadcasts", get(list).post(create))
+        .route("/broadcasts/{id}", get(read))
+        .route("/broadcasts/{id}/cancel", post(cancel))
+}
+
+pub fn me_router() -> Router<HttpState> {
+    Router::new()
+        .route(
+            "/topics",
+            get(|state: State<HttpState>, Me(user): Me| topics_of(state, user)),
+        )
+        .route(
+            "/topics/{topic}",
+            axum::routing::delete(
+                |state: State<HttpState>, Me(user): Me, Path(topic): Path<String>| {
+                    unsubscribe(state, Path((topic, user)))
+                },
+            ),
+        )
+}
+
+impl From<BroadcastError> for ApiError {
+    fn from(error: BroadcastError) -> Self {
+        match error {
+            BroadcastError::Invalid(message) => ApiError::bad_request(message),
+            BroadcastError::Conflict(conflict) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", conflict.to_string())
+            }
+            BroadcastError::UserErased(user) => ApiError::new(
+                StatusCode::CONFLICT,
+                "user_erased",
+                format!("user {user:?} is erased; lift the erasure first"),
+            ),
+            BroadcastError::Storage(error) => error.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    limit: Option<usize>,
+    /// The last user id (or broadcast id) of the page before.
+    #[serde(default)]
+    after: Option<String>,
+}
+
+fn limit_of(page: &Page) -> Result<usize, ApiError> {
+    match page.limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+        Some(limit) => Err(ApiError::bad_request(format!(
+            "limit {limit} is out of range: 1 to {MAX_LIMIT}"
+        ))),
+    }
+}
+
+fn topic_name(topic: &str) -> Result<(), ApiError> {
+    check_name("topic", topic).map_err(ApiError::bad_request)
+}
+
+async fn subscribers(
+    State(state): State<HttpState>,
+    Path(topic): Path<String>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(page) = page.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    topic_name(&topic)?;
+    let limit = limit_of(&page)?;
+    // No stored id holds a NUL (the databases cannot), so the ids after
+    // `a\0b` are exactly those after `a`: cutting there is the same page.
+    let after = page
+        .after
+        .as_deref()
+        .map(|after| after.split('\0').next().unwrap_or_default())
+        .filter(|after| !after.is_empty());
+    let mut found = state
+        .topics
+        .subscribers_after(&topic, after, limit + 1)
+        .await?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next = if more {
+        found
+            .last()
+            .map(|subscription| subscription.user_id.clone())
+    } else {
+        None
+    };
+    let total = state.topics.count(&topic).await?;
+    let subscribers: Vec<Value> = found
+        .into_iter()
+        .map(|s| json!({ "user_id": s.user_id, "subscribed_at": s.subscribed_at }))
+        .collect();
+    Ok(Json(
+        json!({ "topic": topic, "total": total, "subscribers": subscribers, "next": next }),
+    ))
+}
+
+async fn subscribe(
+    State(state): State<HttpState>,
+    Path((topic, user_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let new = broadcasts::subscribe(&state.topics, &topic, &user_id, Timestamp::now()).await?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "topic": topic, "user_id": user_id, "subscribed": true })),
+    ))
+}
+
+async fn unsubscribe(
+    State(state): State<HttpState>,
+    Path((topic, user_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    topic_name(&topic)?;
+    // An id with a NUL cannot be stored, so it is subscribed to nothing.
+    if !user_id.contains('\0') && state.topics.unsubscribe(&topic, &user_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("user {user_id:?} is not subscribed to {topic:?}"),
+        ))
+    }
+}
+
+async fn topics_of(
+    State(state): State<HttpState>,
+    user_id: String,
+) -> Result<Json<Value>, ApiError> {
+    // An id with a NUL cannot be stored, so it follows nothing.
+    let stored = if user_id.contains('\0') {
+        Vec::new()
+    } else {
+        state.topics.of_user(&user_id).await?
+    };
+    let topics: Vec<Value> = stored
+        .into_iter()
+        .map(|s| json!({ "topic": s.topic, "subscribed_at": s.subscribed_at }))
+        .collect();
+    Ok(Json(json!({ "user_id": user_id, "topics": topics })))
+}
+
+/// `POST /v1/admin/broadcasts`: a notify's fields (as an agent's
+/// `/v1/notify` takes them, without a user) plus the id, the audience and
+/// an optional start time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBroadcast {
+    id: String,
+    #[serde(rename = "type")]
+    notification_type: String,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    data: JsonObject,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    priority: Priority,
+    /// Per message, a decimal string ("0.05").
+    #[serde(default)]
+    cost: Option<String>,
+    audience: Audience,
+    #[serde(default)]
+    send_at: Option<Timestamp>,
+}
+
+impl NewBroadcast {
+    /// The spec, with the notify's content checked as any notify's is.
+    fn spec(self) -> Result<(String, BroadcastSpec), ApiError> {
+        // JSON Schema's `maxLength` counts characters, the store's limit
+        // (256) bytes: 64 characters fit it in any script, so that is the
+        // limit this route documents and keeps.
+        for (field, name) in [
+            ("type", Some(&self.notification_type)),
+            ("template", self.template.as_ref()),
+        ] {
+            if let Some(name) = name
+                && name.chars().count() > MAX_NAME_CHARS
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{field} is {} characters long; at most {MAX_NAME_CHARS}",
+                    name.chars().count()
+                )));
+            }
+        }
+        let notify = pb::Notify {
+            r#type: self.notification_type,
+            template: self.template.unwrap_or_default(),
+            title: self.title.unwrap_or_default(),
+            body: self.body.unwrap_or_default(),
+            data_json: serde_json::to_string(&self.data)
+                .map_err(|error| ApiError::bad_request(format!("data: {error}")))?,
+            channels: self.channels,
+            priority: match self.priority {
+                Priority::Low => pb::Priority::Low,
+                Priority::Normal => pb::Priority::Normal,
+                Priority::High => pb::Priority::High,
+            }
+            .into(),
+            cost: self.cost.unwrap_or_default(),
+            ..Default::default()
+        };
+        // Reasons name the proto field (`notify.type …`); the JSON field
+        // is the same name without the prefix.
+        let request = crate::grpc::convert::notify_request(notify).map_err(|reason| {
+            ApiError::bad_request(reason.strip_prefix("notify.").unwrap_or(&reason).to_owned())
+        })?;
+        let spec = BroadcastSpec {
+            request,
+            audience: self.audience,
+            send_at: self.send_at,
+        };
+        Ok((self.id, spec))
+    }
+}
+
+async fn create(
+    State(state): State<HttpState>,
+    JsonBody(new): JsonBody<NewBroadcast>,
+) -> Result<(StatusCode, Json<Broadcast>), ApiError> {
+    let (id, spec) = new.spec()?;
+    let (broadcast, created) =
+        broadcasts::create(&state.broadcasts, &id, &spec, Timestamp::now()).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(broadcast)))
+}
+
+async fn list(
+    State(state): State<HttpState>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(page) = page.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let limit = limit_of(&page)?;
+    let after = page.after.as_deref().filter(|after| !after.is_empty());
+    // A broadcast id never holds a NUL: after one that does not exist,
+    // the page is empty.
+    if after.is_some_and(|after| after.contains('\0')) {
+        return Ok(Json(json!({ "broadcasts": [], "next": null })));
+    }
+    let mut found = state.broadcasts.list(after, limit + 1).await?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next = if more {
+        found.last().map(|broadcast| broadcast.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "broadcasts": found, "next": next })))
+}
+
+fn no_broadcast(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no broadcast {id:?}"),
+    )
+}
+
+async fn read(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Broadcast>, ApiError> {
+    if check_name("id", &id).is_err() {
+        return Err(no_broadcast(&id));
+    }
+    let found = state.broadcasts.get(&id).await?;
+    found.map(Json).ok_or_else(|| no_broadcast(&id))
+}
+
+async fn cancel(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Broadcast>, ApiError> {
+    if check_name("id", &id).is_err() {
+        return Err(no_broadcast(&id));
+    }
+    match state.broadcasts.cancel(&id, Timestamp::now()).await? {
+        Cancelled::Now(broadcast) => Ok(Json(broadcast)),
+        Cancelled::Closed(broadcast) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "broadcast {id:?} is {}: only a scheduled or running broadcast can be cancelled",
+                broadcast.state.as_str()
+            ),
+        )),
+        Cancelled::NotFound => Err(no_broadcast(&id)),
+    }
+}
