@@ -8,6 +8,11 @@
 //! * **Throttling**: a type throttled to two an hour lets two of three
 //!   notifies through; the third is created, not delivered, and the admin
 //!   API and the metrics say it was dropped by the throttle.
+//! * **Dates and money in the user's locale and zone**: an invoice due at
+//!   08:30 UTC reads `1 234,50 EUR due 07.12.2026, 09:30` (CLDR groups
+//!   Austrian thousands with a no-break space) for the de-AT
+//!   user whose preferences say Europe/Vienna, and `1,234.50 EUR due Dec
+//!   7, 2026, 8:30 AM` for a user with neither.
 
 // `support` is shared with `e2e.rs`; this binary uses only part of it.
 #[allow(dead_code)]
@@ -32,6 +37,12 @@ fallback = { title = "{{ data.n | plural(one='# neuer Kommentar', other='# neue 
 [types.comment.throttle]
 limit = 2
 window = "1h"
+
+[types.invoice]
+channels = ["in_app"]
+
+[types.invoice.templates]
+fallback = { title = "{{ data.amount | money('EUR') }} due {{ data.due | date }}, {{ data.due | time }}" }
 "#;
 
 async fn post(agent: &Agent, path: &str, body: Value) {
@@ -119,5 +130,39 @@ async fn localized_plural_templates_and_a_throttle_in_the_real_programs() {
             "nudge_cp_notifications_throttled_total{outcome=\"dropped\",type=\"comment\"} 1"
         ),
         "{metrics}"
+    );
+
+    // An invoice: Anna's preferences put her in Vienna.
+    let (status, body) = control_plane
+        .admin_put(
+            "/v1/admin/users/anna/preferences",
+            &json!({"timezone": "Europe/Vienna"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    for user in ["anna", "ben"] {
+        post(
+            &agent,
+            "/v1/notify",
+            json!({"userId": user, "type": "invoice",
+                   "data": {"amount": 1234.5, "due": "2026-12-07T08:30:00Z"}}),
+        )
+        .await;
+    }
+    let invoice_of = |all: Vec<Value>| {
+        all.into_iter()
+            .find(|n| n["notification_type"] == "invoice")
+            .unwrap_or_else(|| panic!("no invoice"))
+    };
+    let anna = invoice_of(notifications(&control_plane, "anna", 4).await);
+    assert_eq!(
+        in_app_title(&control_plane, &anna).await,
+        "1\u{a0}234,50 EUR due 07.12.2026, 09:30"
+    );
+    let ben = invoice_of(notifications(&control_plane, "ben", 2).await);
+    assert_eq!(
+        in_app_title(&control_plane, &ben).await,
+        "1,234.50 EUR due Dec 7, 2026, 8:30\u{202f}AM"
     );
 }

@@ -105,7 +105,9 @@ impl Engine {
 
     async fn send_digest(&self, digest: &DueDigest, now: Timestamp) -> Result<(), EngineError> {
         let key = &digest.key;
-        let user = self.user_context(&key.user_id).await?;
+        // With the preferences' zone: times in the digest's templates read
+        // in the zone it is sent by.
+        let (user, _) = self.user_and_preferences(&key.user_id).await?;
         let rendered = self.render_digest(digest, &user);
         let ids: Vec<&str> = digest
             .items

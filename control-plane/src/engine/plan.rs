@@ -494,12 +494,15 @@ impl Engine {
     /// templates see as `user`.
     /// What planning needs of a user: [`Self::user_context`] and their
     /// preferences.
-    async fn user_and_preferences(
+    pub(super) async fn user_and_preferences(
         &self,
         user_id: &str,
     ) -> Result<(Value, UserPreferences), EngineError> {
-        let user = self.user_context(user_id).await?;
+        let mut user = self.user_context(user_id).await?;
         let preferences = self.preferences.get(user_id).await?;
+        if let Value::Object(traits) = &mut user {
+            with_time_zone(traits, &preferences);
+        }
         Ok((user, preferences))
     }
 
@@ -517,6 +520,7 @@ impl Engine {
                 let mut user = traits.remove(*id).unwrap_or_default();
                 user.insert("id".into(), Value::String((*id).to_owned()));
                 let preferences = preferences.remove(*id).unwrap_or_default();
+                with_time_zone(&mut user, &preferences);
                 ((*id).to_owned(), (Value::Object(user), preferences))
             })
             .collect())
@@ -571,6 +575,16 @@ impl Engine {
             }
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+/// The zone the user chose in their preferences, when they chose one, is
+/// their `timezone` as templates see it (over an identify trait of that
+/// name): it is the zone quiet hours and digests already use, so a time a
+/// template shows agrees with when the message arrives.
+fn with_time_zone(user: &mut serde_json::Map<String, Value>, preferences: &UserPreferences) {
+    if let Some(zone) = &preferences.timezone {
+        user.insert("timezone".into(), Value::String(zone.name().to_owned()));
     }
 }
 

@@ -21,8 +21,8 @@
 //!   `other`, which is required; `#` in the chosen text is the number. A
 //!   language without rules uses English's.
 //!
-//! Dates and money are not localised yet: templates format them
-//! themselves (the README says so).
+//! Dates, times, numbers and money have filters of their own
+//! (`super::format`).
 
 use intl_pluralrules::{PluralCategory, PluralRuleType, PluralRules};
 use minijinja::value::{Kwargs, Value};

@@ -29,8 +29,10 @@
 //! # Context
 //!
 //! A template sees `data` (the notify data or the event properties), `user`
-//! (the profile traits: email, name, locale, timezone, …) and
-//! `notification` (`type`, `id`). A digest template
+//! (the profile traits: email, name, locale, timezone, …),
+//! `notification` (`type`, `id`), `locale` and `timezone` (the user's,
+//! for the [`locale`] and [`format`] filters: `plural`, `date`,
+//! `datetime`, `time`, `number`, `money`). A digest template
 //! ([`TemplateSet::render_digest`]) sees `items` (one value per summarised
 //! notification, as the caller passes them), `count`, `group` (the value
 //! of the type's `digest_key` field, `""` without one), `user` and
@@ -261,6 +263,17 @@ impl TypeTemplates {
     }
 }
 
+/// The user's time zone as templates see it (`timezone`): their
+/// `timezone` trait (the engine puts the preferences' zone there when the
+/// user chose one), `UTC` without one.
+fn time_zone_of(user: &serde_json::Value) -> String {
+    user.get("timezone")
+        .and_then(serde_json::Value::as_str)
+        .filter(|zone| !zone.is_empty())
+        .unwrap_or("UTC")
+        .to_owned()
+}
+
 /// Everything the caller knows about one notification to render.
 #[derive(Debug, Clone, Copy)]
 pub struct RenderInput<'a> {
@@ -432,6 +445,11 @@ impl TemplateSet {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(RENDER_FUEL));
         env.add_filter("plural", locale::plural);
+        env.add_filter("date", format::date);
+        env.add_filter("datetime", format::datetime);
+        env.add_filter("time", format::time);
+        env.add_filter("number", format::number);
+        env.add_filter("money", format::money);
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".html") {
                 AutoEscape::Html
@@ -625,6 +643,7 @@ impl TemplateSet {
                 id => input.notification_id,
             },
             locale => user_locale.unwrap_or_else(|| locale::DEFAULT.to_owned()),
+            timezone => time_zone_of(input.user),
         };
         self.render_slot(slot, template, &context)
     }
@@ -672,6 +691,7 @@ impl TemplateSet {
             group => group,
             user => minijinja::Value::from_serialize(user),
             locale => user_locale.clone().unwrap_or_else(|| locale::DEFAULT.to_owned()),
+            timezone => time_zone_of(user),
             notification => minijinja::context! { type => notification_type },
         };
         self.render_slot(slot, template, &context)
@@ -789,6 +809,7 @@ fn validate_type(notification_type: &str) -> Result<(), TemplateError> {
 #[cfg(test)]
 mod proptests;
 
+pub mod format;
 pub mod locale;
 
 #[cfg(test)]
