@@ -249,6 +249,8 @@ pub async fn run(
             admin_token: config.admin_token.clone(),
             analytics: analytics.clone(),
             ingest_auth: grpc::agent_auth::IngestAuth::from_config(&config),
+            topics: stores.topics.clone(),
+            broadcasts: stores.broadcasts.clone(),
         };
         let stop = stop.clone();
         async move {

@@ -1151,3 +1151,242 @@ async fn a_throttle_put_through_the_api_drops_what_is_over_its_limit() {
     );
     server.stop().await;
 }
+
+/// Topics and broadcasts through the management API: subscriptions round
+/// trip; a broadcast to a topic fans out to its subscribers (the engine
+/// runs in this server) and reports its progress; the same id again is
+/// the first broadcast, other content under it ALREADY_EXISTS; bad input
+/// is INVALID_ARGUMENT naming the field; a finished broadcast cannot be
+/// cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_a_broadcast_through_the_api() {
+    let fixture = Fixture::new("");
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    for user in [USER, "u2", "u3"] {
+        let created = client
+            .subscribe_to_topic(authed(pb::SubscribeToTopicRequest {
+                topic: "release:2".to_owned(),
+                user_id: user.to_owned(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .created;
+        assert!(created, "{user}");
+    }
+    let again = client
+        .subscribe_to_topic(authed(pb::SubscribeToTopicRequest {
+            topic: "release:2".to_owned(),
+            user_id: USER.to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    let removed = client
+        .unsubscribe_from_topic(authed(pb::UnsubscribeFromTopicRequest {
+            topic: "release:2".to_owned(),
+            user_id: "u3".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .removed;
+    assert!(removed);
+    let page = client
+        .list_topic_subscribers(authed(pb::ListTopicSubscribersRequest {
+            topic: "release:2".to_owned(),
+            page_size: 1,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.total, 2);
+    assert_eq!(page.subscribers.len(), 1);
+    assert_eq!(page.subscribers[0].user_id, USER);
+    assert_eq!(page.next_page_token, USER);
+    let topics = client
+        .list_user_topics(authed(pb::ListUserTopicsRequest {
+            user_id: USER.to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .topics;
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0].topic, "release:2");
+
+    let notify = pb::Notify {
+        r#type: "file_type".to_owned(),
+        title: "Release 2".to_owned(),
+        ..Default::default()
+    };
+    let create = |id: &str, notify: pb::Notify| pb::CreateBroadcastRequest {
+        id: id.to_owned(),
+        notify: Some(notify),
+        audience: Some(pb::create_broadcast_request::Audience::Topic(
+            "release:2".to_owned(),
+        )),
+        send_at: None,
+    };
+    let created = client
+        .create_broadcast(authed(create("r2", notify.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    let done = eventually("the broadcast is done", || {
+        let mut client = client.clone();
+        async move {
+            let broadcast = client
+                .get_broadcast(authed(pb::GetBroadcastRequest {
+                    id: "r2".to_owned(),
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+                .broadcast
+                .unwrap();
+            (broadcast.state == pb::BroadcastState::Done as i32).then_some(broadcast)
+        }
+    })
+    .await;
+    assert_eq!((done.recipients, done.notifications), (2, 2));
+    assert!(matches!(
+        done.audience,
+        Some(pb::broadcast::Audience::Topic(ref topic)) if topic == "release:2"
+    ));
+    let mine = notifications(&mut client).await;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].title, "Release 2");
+    assert_eq!(mine[0].source_event_id, "broadcast:r2:u1");
+
+    // The same again: the first; other content: ALREADY_EXISTS.
+    let again = client
+        .create_broadcast(authed(create("r2", notify.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    assert_eq!(
+        again.broadcast.unwrap().state,
+        pb::BroadcastState::Done as i32
+    );
+    let other = pb::Notify {
+        title: "Other".to_owned(),
+        ..notify.clone()
+    };
+    let status = client
+        .create_broadcast(authed(create("r2", other)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    let status = client
+        .cancel_broadcast(authed(pb::CancelBroadcastRequest {
+            id: "r2".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("done"), "{status:?}");
+
+    // Refusals name the field and store nothing.
+    let segment = |traits: Vec<pb::Condition>, within: Option<i64>| {
+        Some(pb::create_broadcast_request::Audience::Segment(
+            pb::Segment {
+                traits,
+                active_within: within.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+            },
+        ))
+    };
+    let far = prost_types::Timestamp {
+        seconds: jiff::Timestamp::now().as_second() + 400 * 86_400,
+        nanos: 0,
+    };
+    let bad_condition = pb::Condition {
+        property: "seats".to_owned(),
+        op: pb::ConditionOp::Gt.into(),
+        value_json: "\"many\"".to_owned(),
+    };
+    for (request, field) in [
+        (create("bad id", notify.clone()), "id"),
+        (
+            pb::CreateBroadcastRequest {
+                audience: None,
+                ..create("b1", notify.clone())
+            },
+            "audience",
+        ),
+        (
+            pb::CreateBroadcastRequest {
+                audience: Some(pb::create_broadcast_request::Audience::Topic(
+                    "no topic".to_owned(),
+                )),
+                ..create("b1", notify.clone())
+            },
+            "audience.topic",
+        ),
+        (
+            pb::CreateBroadcastRequest {
+                audience: segment(Vec::new(), None),
+                ..create("b1", notify.clone())
+            },
+            "audience.segment",
+        ),
+        (
+            pb::CreateBroadcastRequest {
+                audience: segment(vec![bad_condition], Some(3600)),
+                ..create("b1", notify.clone())
+            },
+            "audience.segment.traits[0]",
+        ),
+        (
+            pb::CreateBroadcastRequest {
+                send_at: Some(far),
+                ..create("b1", notify.clone())
+            },
+            "send_at",
+        ),
+        (
+            create(
+                "b1",
+                pb::Notify {
+                    idempotency_key: "k".to_owned(),
+                    ..notify.clone()
+                },
+            ),
+            "notify.idempotency_key",
+        ),
+        (
+            create(
+                "b1",
+                pb::Notify {
+                    channels: vec!["pigeon".to_owned()],
+                    ..notify.clone()
+                },
+            ),
+            "notify.channels",
+        ),
+    ] {
+        let status = client.create_broadcast(authed(request)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().starts_with(field), "{field}: {status:?}");
+    }
+    let status = client
+        .get_broadcast(authed(pb::GetBroadcastRequest {
+            id: "b1".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let listed = client
+        .list_broadcasts(authed(pb::ListBroadcastsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.broadcasts.len(), 1);
+    assert!(listed.next_page_token.is_empty());
+    server.stop().await;
+}

@@ -8,7 +8,8 @@
 //! |---|---|
 //! | bad input (refused before anything changed) | INVALID_ARGUMENT, naming the field |
 //! | unknown name or id | NOT_FOUND |
-//! | a file-defined type or rule; a delivery not dead-lettered | FAILED_PRECONDITION |
+//! | a file-defined type or rule; a delivery not dead-lettered; an erased user subscribed; a finished broadcast cancelled | FAILED_PRECONDITION |
+//! | a broadcast id taken by other content | ALREADY_EXISTS |
 //! | missing or wrong admin token | UNAUTHENTICATED |
 //! | no admin token configured | UNAVAILABLE (like the HTTP admin routes' 503) |
 //! | a store failed (retriable) | UNAVAILABLE + `retry-after-ms` |
@@ -50,6 +51,9 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// An id taken by something else (a broadcast with other content).
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("{0}")]
     Unauthenticated(&'static str),
     /// No admin token is configured: no token a caller sends could be right.
@@ -89,6 +93,7 @@ impl From<ServiceError> for Status {
             ServiceError::Invalid(_) => Status::invalid_argument(message),
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ServiceError::AlreadyExists(_) => Status::already_exists(message),
             ServiceError::Unauthenticated(_) => Status::unauthenticated(message),
             ServiceError::Disabled => Status::unavailable(message),
             ServiceError::Internal(_) => Status::internal(message),

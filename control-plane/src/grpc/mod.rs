@@ -68,6 +68,9 @@ pub struct GrpcState {
     pub analytics: crate::analytics::Analytics,
     /// Who may push to `nudge.v1.Ingest`.
     pub ingest_auth: agent_auth::IngestAuth,
+    /// Topic subscriptions and broadcasts (`manage::broadcasts`).
+    pub topics: crate::storage::TopicTable,
+    pub broadcasts: crate::storage::BroadcastTable,
 }
 
 /// Serves gRPC on `listener` (over TLS when `tls` is given) until

@@ -290,7 +290,7 @@ fn rule_from_proto(proto: pb::Rule) -> Result<Rule, ServiceError> {
         .when
         .into_iter()
         .enumerate()
-        .map(|(index, condition)| condition_from_proto(index, condition))
+        .map(|(index, condition)| condition_from_proto(&format!("rule.when[{index}]"), condition))
         .collect::<Result<_, _>>()?;
     let delay = proto
         .delay
@@ -312,11 +312,16 @@ fn rule_from_proto(proto: pb::Rule) -> Result<Rule, ServiceError> {
     })
 }
 
-fn condition_from_proto(index: usize, proto: pb::Condition) -> Result<Condition, ServiceError> {
-    let op = match known_enum(&format!("rule.when[{index}].op"), proto.op)? {
+/// `proto` as a condition; refusals name `<field>.op` or
+/// `<field>.value_json` (`field` is e.g. `rule.when[2]`).
+pub(super) fn condition_from_proto(
+    field: &str,
+    proto: pb::Condition,
+) -> Result<Condition, ServiceError> {
+    let op = match known_enum(&format!("{field}.op"), proto.op)? {
         pb::ConditionOp::Unspecified => {
             return Err(ServiceError::invalid(
-                &format!("rule.when[{index}].op"),
+                &format!("{field}.op"),
                 "must be set (eq, ne, gt, gte, lt, lte, contains, exists)",
             ));
         }
@@ -333,10 +338,7 @@ fn condition_from_proto(index: usize, proto: pb::Condition) -> Result<Condition,
         None
     } else {
         Some(serde_json::from_str(&proto.value_json).map_err(|err| {
-            ServiceError::invalid(
-                &format!("rule.when[{index}].value_json"),
-                format!("not JSON: {err}"),
-            )
+            ServiceError::invalid(&format!("{field}.value_json"), format!("not JSON: {err}"))
         })?)
     };
     Ok(Condition {
@@ -380,7 +382,7 @@ fn rule_entry(entry: Entry<Rule>) -> pb::RuleEntry {
     }
 }
 
-fn op_to_proto(op: Op) -> pb::ConditionOp {
+pub(super) fn op_to_proto(op: Op) -> pb::ConditionOp {
     match op {
         Op::Eq => pb::ConditionOp::Eq,
         Op::Ne => pb::ConditionOp::Ne,

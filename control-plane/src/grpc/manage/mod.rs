@@ -24,10 +24,12 @@
 //! | `preferences` | GetPreferences, PutPreferences, ResetPreferences |
 //! | `devices` | RegisterDevice, ListDevices, SetDeviceActive, DeleteDevice |
 //! | `notifications` | Notify, GetNotification, ListUserNotifications, ListDeadLetters, RetryDeadLetter |
+//! | `broadcasts` | SubscribeToTopic, UnsubscribeFromTopic, ListTopicSubscribers, ListUserTopics; CreateBroadcast, GetBroadcast, ListBroadcasts, CancelBroadcast |
 //!
 //! Each module converts its own messages to and from domain types; errors
 //! become a `Status` only in `grpc/error.rs`.
 
+mod broadcasts;
 mod catalog;
 mod devices;
 mod notifications;
@@ -248,6 +250,62 @@ impl Management for ManagementService {
         request: Request<pb::RetryDeadLetterRequest>,
     ) -> Result<Response<pb::RetryDeadLetterResponse>, Status> {
         answer(notifications::retry(&self.state, request.into_inner()).await)
+    }
+
+    async fn subscribe_to_topic(
+        &self,
+        request: Request<pb::SubscribeToTopicRequest>,
+    ) -> Result<Response<pb::SubscribeToTopicResponse>, Status> {
+        answer(broadcasts::subscribe(&self.state, request.into_inner()).await)
+    }
+
+    async fn unsubscribe_from_topic(
+        &self,
+        request: Request<pb::UnsubscribeFromTopicRequest>,
+    ) -> Result<Response<pb::UnsubscribeFromTopicResponse>, Status> {
+        answer(broadcasts::unsubscribe(&self.state, request.into_inner()).await)
+    }
+
+    async fn list_topic_subscribers(
+        &self,
+        request: Request<pb::ListTopicSubscribersRequest>,
+    ) -> Result<Response<pb::ListTopicSubscribersResponse>, Status> {
+        answer(broadcasts::list_subscribers(&self.state, request.into_inner()).await)
+    }
+
+    async fn list_user_topics(
+        &self,
+        request: Request<pb::ListUserTopicsRequest>,
+    ) -> Result<Response<pb::ListUserTopicsResponse>, Status> {
+        answer(broadcasts::list_user_topics(&self.state, request.into_inner()).await)
+    }
+
+    async fn create_broadcast(
+        &self,
+        request: Request<pb::CreateBroadcastRequest>,
+    ) -> Result<Response<pb::CreateBroadcastResponse>, Status> {
+        answer(broadcasts::create(&self.state, request.into_inner()).await)
+    }
+
+    async fn get_broadcast(
+        &self,
+        request: Request<pb::GetBroadcastRequest>,
+    ) -> Result<Response<pb::GetBroadcastResponse>, Status> {
+        answer(broadcasts::get(&self.state, request.into_inner()).await)
+    }
+
+    async fn list_broadcasts(
+        &self,
+        request: Request<pb::ListBroadcastsRequest>,
+    ) -> Result<Response<pb::ListBroadcastsResponse>, Status> {
+        answer(broadcasts::list(&self.state, request.into_inner()).await)
+    }
+
+    async fn cancel_broadcast(
+        &self,
+        request: Request<pb::CancelBroadcastRequest>,
+    ) -> Result<Response<pb::CancelBroadcastResponse>, Status> {
+        answer(broadcasts::cancel(&self.state, request.into_inner()).await)
     }
 }
 
