@@ -1289,10 +1289,14 @@
       this.body = shellParts.body;
       this.schema = null;
       this.draft = null;
+      // Its own loads and failures: the form works without it, and it
+      // without the form.
+      this.topics = new TopicsSection(inbox);
     }
 
     async reload() {
       this.body.replaceChildren(h('h1', { text: 'Notification preferences' }), h('p', { class: 'nudge-status', role: 'status', text: 'Loading…' }));
+      this.topics.load();
       try {
         const [schema, prefs] = await Promise.all([
           this.inbox.request('GET', '/v1/me/preferences/schema'),
@@ -1304,6 +1308,7 @@
       } catch (error) {
         this.body.replaceChildren(h('h1', { text: 'Notification preferences' }));
         message(this.body).fail(error);
+        this.body.append(this.topics.element);
       }
     }
 
@@ -1409,6 +1414,7 @@
       form.append(globals, ...typeSets, quietSet, buttons);
       this.body.replaceChildren(header, form);
       this.msg = message(this.body);
+      this.body.append(this.topics.element);
       this.syncQuiet();
     }
 
@@ -1520,6 +1526,94 @@
       } catch (error) {
         this.msg.fail(error);
       }
+    }
+  }
+
+  /**
+   * "Topics you follow" (`GET /v1/me/topics`), each with a Leave button
+   * (`DELETE /v1/me/topics/{topic}`). Users only leave topics: the
+   * application adds them, since a topic's name may be private.
+   */
+  class TopicsSection {
+    constructor(inbox) {
+      this.inbox = inbox;
+      const headingId = uid('topics');
+      this.heading = h('h2', { id: headingId, class: 'nudge-section-title', tabindex: '-1', text: 'Topics you follow' });
+      this.list = h('ul', { class: 'nudge-list nudge-topics', 'aria-labelledby': headingId, hidden: true });
+      this.empty = h('p', { class: 'nudge-empty', text: "You don't follow any topics.", hidden: true });
+      this.element = h(
+        'section',
+        { class: 'nudge-fieldset', 'aria-labelledby': headingId },
+        this.heading,
+        h('p', { class: 'nudge-hint', text: 'The application adds you to topics to send you their announcements. Once you leave one, only the application can add you again.' }),
+        this.list,
+        this.empty,
+      );
+      this.msg = message(this.element);
+    }
+
+    async load() {
+      this.list.hidden = true;
+      this.empty.hidden = true;
+      this.msg.ok('Loading…');
+      try {
+        const answer = await this.inbox.request('GET', '/v1/me/topics');
+        this.list.replaceChildren(...((answer && answer.topics) || []).map((t) => this.row(t)));
+        this.update();
+        this.msg.clear();
+      } catch (error) {
+        this.msg.fail(error);
+      }
+    }
+
+    update() {
+      const any = this.list.children.length > 0;
+      this.list.hidden = !any;
+      this.empty.hidden = any;
+    }
+
+    row(topic) {
+      const leave = h('button', { type: 'button', class: 'nudge-button', text: 'Leave', 'aria-label': `Leave topic ${topic.topic}` });
+      const li = h(
+        'li',
+        { class: 'nudge-topic', 'data-topic': topic.topic },
+        h(
+          'div',
+          { class: 'nudge-item-main' },
+          h('strong', { class: 'nudge-topic-name', text: topic.topic }),
+          h(
+            'p',
+            { class: 'nudge-topic-meta' },
+            'Followed ',
+            h('time', { datetime: topic.subscribed_at, title: new Date(topic.subscribed_at).toLocaleString(), text: timeText(topic.subscribed_at) }),
+          ),
+        ),
+        leave,
+      );
+      leave.addEventListener('click', () => this.leave(topic.topic, li, leave));
+      return li;
+    }
+
+    async leave(topic, li, button) {
+      button.disabled = true;
+      try {
+        await this.inbox.request('DELETE', `/v1/me/topics/${encodeURIComponent(topic)}`);
+        this.msg.ok(`You left ${topic}.`);
+      } catch (error) {
+        if (error.status !== 404) {
+          button.disabled = false;
+          button.focus();
+          this.msg.fail(error);
+          return;
+        }
+        // Left already (another tab, or the application): the same end.
+        this.msg.ok(`You had already left ${topic}.`);
+      }
+      // Focus was on the button that goes away: keep it in the list.
+      const next = li.nextElementSibling || li.previousElementSibling;
+      li.remove();
+      this.update();
+      (next ? next.querySelector('button') : this.heading).focus();
     }
   }
 

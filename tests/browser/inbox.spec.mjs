@@ -20,6 +20,8 @@ const AGENT = env('NUDGE_AGENT_URL').replace(/\/$/, '');
 const USER = env('NUDGE_USER');
 const TOKEN = env('NUDGE_TOKEN');
 const SCREENSHOT = env('NUDGE_SCREENSHOT');
+// The topics web_inbox.rs subscribed the user to, by name.
+const TOPICS = env('NUDGE_TOPICS').split(',');
 const WAIT = 60000;
 
 const require = createRequire(import.meta.url);
@@ -71,12 +73,16 @@ const problems = [];
 // Every URL the pages asked for, WebSockets included: the user's token
 // must never be in one (access logs keep URLs); the stream uses a ticket.
 const urls = [];
+// URLs whose error answer the script provokes for the page to handle: the
+// browser logs such an answer as a console error of its own.
+const provoked = new Set();
 function watch(page, name) {
   page.on('request', (request) => urls.push(request.url()));
   page.on('websocket', (socket) => urls.push(socket.url()));
   page.on('pageerror', (error) => problems.push(`${name}: page error: ${error.message}`));
   page.on('console', (msg) => {
-    if (msg.type() === 'error' && !(msg.location().url || '').endsWith('/favicon.ico')) problems.push(`${name}: console error: ${msg.text()}`);
+    const url = msg.location().url || '';
+    if (msg.type() === 'error' && !url.endsWith('/favicon.ico') && !provoked.has(url)) problems.push(`${name}: console error: ${msg.text()}`);
   });
 }
 
@@ -256,6 +262,29 @@ try {
   check(prefs.quiet_hours && prefs.quiet_hours.start === '22:30' && prefs.quiet_hours.end === '06:45' && prefs.quiet_hours.timezone === 'Europe/Berlin', `quiet hours saved: ${JSON.stringify(prefs.quiet_hours)}`);
   check(!prefs.types.security_alert, 'nothing stored for the critical type');
   step('the preferences page saved: GET /v1/me/preferences agrees');
+
+  // Topics: both are listed with when they were followed; Leave takes one
+  // off (the API agrees), and one already left elsewhere goes quietly.
+  const topicRows = prefsPage.locator('.nudge-topic');
+  await eventually('the page lists both topics', async () => (await topicRows.count()) === 2);
+  const listed = await topicRows.locator('.nudge-topic-name').allTextContents();
+  check(JSON.stringify(listed) === JSON.stringify(TOPICS), `the topics, by name: ${listed}`);
+  check(!Number.isNaN(Date.parse(await topicRows.first().locator('time').getAttribute('datetime'))), 'with when they were followed');
+  const [kept, left] = TOPICS;
+  await prefsPage.getByRole('button', { name: `Leave topic ${left}`, exact: true }).click();
+  await prefsPage.getByText(`You left ${left}.`).waitFor({ timeout: WAIT });
+  check((await topicRows.count()) === 1 && (await topicRows.first().getAttribute('data-topic')) === kept, 'its row is gone');
+  check(await prefsPage.evaluate(() => document.querySelector('.nudge-host').shadowRoot.activeElement?.getAttribute('aria-label')) === `Leave topic ${kept}`, 'focus moved to the next Leave button');
+  const mine = await api('GET', '/v1/me/topics');
+  check(mine.topics.length === 1 && mine.topics[0].topic === kept, `GET /v1/me/topics agrees: ${JSON.stringify(mine)}`);
+  await api('DELETE', `/v1/me/topics/${encodeURIComponent(kept)}`);
+  provoked.add(`${CP}/v1/me/topics/${encodeURIComponent(kept)}`);
+  await prefsPage.keyboard.press('Enter');
+  await prefsPage.getByText(`You had already left ${kept}.`).waitFor({ timeout: WAIT });
+  check((await topicRows.count()) === 0, 'the row went anyway');
+  check(await prefsPage.getByText("You don't follow any topics.").isVisible(), 'the empty state shows');
+  check(!(await prefsPage.getByRole('alert').allTextContents()).some((text) => text), 'no error shown');
+  step('the preferences page listed both topics and left them (one already gone: 404)');
 
   // Phone width: the dropdown stays on screen.
   await page.setViewportSize({ width: 375, height: 700 });

@@ -8,8 +8,10 @@
 //! when the app tracks an event at the agent, opening the dropdown and
 //! clicking an item marks it read (also through the REST API), Escape
 //! closes the dropdown and returns focus to the bell, the full inbox's
-//! bulk archive, and the preferences page saves (checked through
-//! `GET /v1/me/preferences`). It keeps a screenshot in `target/`.
+//! bulk archive, the preferences page saves (checked through
+//! `GET /v1/me/preferences`), and it lists the topics the user follows
+//! (subscribed here through the admin API) and leaves them. It keeps a
+//! screenshot in `target/`.
 //!
 //! `scripts/test` installs both tools and sets `NUDGE_TEST_CHROMIUM` and
 //! `NUDGE_TEST_PLAYWRIGHT`.
@@ -31,6 +33,10 @@ use support::{installed_tool, setup, workspace_dir};
 /// Shared by the "application's backend" (this test) and the control plane.
 const USER_TOKEN_SECRET: &str = "web-inbox-e2e-user-token-secret-0123456789";
 const USER: &str = "web-user-1";
+/// Topics an operator subscribes the user to, by name (as the page lists
+/// them). The script leaves the second (its `/` encoded in the path) on
+/// the page, then the first once it is already gone (a `404`).
+const TOPICS: [&str; 2] = ["project:7", "team/design@acme"];
 /// The whole browser script, however slow the machine.
 const BROWSER_LIMIT: Duration = Duration::from_secs(240);
 
@@ -82,6 +88,12 @@ fn host_page(control_plane: &str, token: &str) -> String {
     )
 }
 
+/// A topic name as one path segment: `/` is the only one of its
+/// characters (`A-Z a-z 0-9 _ . : - / @`) that a segment cannot hold as is.
+fn path_segment(topic: &str) -> String {
+    topic.replace('/', "%2F")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_inbox_works_in_a_real_browser() {
     let chromium = installed_tool("NUDGE_TEST_CHROMIUM", "/usr/bin/chromium", "chromium");
@@ -111,6 +123,21 @@ async fn the_web_inbox_works_in_a_real_browser() {
         .as_secs();
     let token = secret.sign(&json!({"sub": USER, "exp": now + 3600}));
 
+    for topic in TOPICS {
+        let (status, answer) = control_plane
+            .admin_send(
+                reqwest::Method::PUT,
+                &format!(
+                    "/v1/admin/topics/{}/subscribers/{USER}",
+                    path_segment(topic)
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "subscribe {USER} to {topic}: {answer}");
+    }
+
     let page = host_page(&control_plane_url, &token);
     let app = axum::Router::new().route("/", get(move || async move { Html(page) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -128,6 +155,7 @@ async fn the_web_inbox_works_in_a_real_browser() {
         .env("NUDGE_AGENT_URL", agent.url(""))
         .env("NUDGE_USER", USER)
         .env("NUDGE_TOKEN", &token)
+        .env("NUDGE_TOPICS", TOPICS.join(","))
         .env("NUDGE_SCREENSHOT", &screenshot)
         .kill_on_drop(true);
     let output = tokio::time::timeout(BROWSER_LIMIT, node.output())
@@ -154,6 +182,14 @@ async fn the_web_inbox_works_in_a_real_browser() {
     );
     println!("screenshot: {}", screenshot.display());
     server.abort();
+
+    // The script left both topics through the page (the second after it
+    // was already gone): the operators' view agrees.
+    let followed = control_plane
+        .admin_get(&format!("/v1/admin/users/{USER}/topics"))
+        .await
+        .unwrap();
+    assert_eq!(followed["topics"], json!([]), "{followed}");
 
     // The preferences API's refusals, reset and CORS, without a browser;
     // every answer held to openapi.json (`ControlPlane::send_as`).
