@@ -29,10 +29,13 @@
 //! 10. several control planes on one PostgreSQL database (issue 13):
 //!     events/s and notifications/s per replica count, CPU per 1,000
 //!     events per replica, and the failover time after a SIGKILL
-//!     ([`replicas`]).
+//!     ([`replicas`]);
+//! 11. a broadcast to a topic of 100,000 users with preferences and quiet
+//!     hours (issue 16): users planned/s and in-app deliveries/s, against
+//!     the same notifies one per user ([`broadcast`]).
 //!
-//! `--only intake,e2e,disk,notify,stream,storage,replicas` runs some of
-//! them, e.g. `nudge-bench --only notify`.
+//! `--only intake,e2e,disk,notify,stream,storage,replicas,broadcast` runs
+//! some of them, e.g. `nudge-bench --only notify`.
 //!
 //! The load generator is the same for the baseline and the agent: a fixed
 //! number of closed-loop workers, each on its own keep-alive HTTP/1.1
@@ -58,6 +61,7 @@
 
 pub mod baseline;
 pub mod bodies;
+pub mod broadcast;
 pub mod load;
 pub mod notify;
 pub mod options;
@@ -162,7 +166,7 @@ pub async fn run(options: Options) -> Result<()> {
     let mut engines = Vec::new();
     // Kept for the replicas section, which needs PostgreSQL whatever the engines.
     let mut postgres = None;
-    let per_engine = ["e2e", "notify", "stream", "storage"]
+    let per_engine = ["e2e", "notify", "stream", "storage", "broadcast"]
         .iter()
         .any(|section| options.runs(section));
     for &database in options.databases.iter().filter(|_| per_engine) {
@@ -190,6 +194,10 @@ pub async fn run(options: Options) -> Result<()> {
         if options.runs("storage") {
             eprintln!("nudge-bench: 9. control-plane storage");
             results.storage = Some(storage::scenario_storage(&env, &mut backing).await?);
+        }
+        if options.runs("broadcast") {
+            eprintln!("nudge-bench: 11. broadcast");
+            results.broadcast = Some(broadcast::scenario_broadcast(&env, &mut backing).await?);
         }
         engines.push(results);
         if database == storage::Database::Postgres {
@@ -231,6 +239,7 @@ pub async fn run(options: Options) -> Result<()> {
                         "notify": engine.dispatch.as_ref().map(notify::NotifyReport::to_json),
                         "stream": engine.live.as_ref().map(stream::StreamReport::to_json),
                         "storage": engine.storage.as_ref().map(storage::StorageReport::to_json),
+                        "broadcast": engine.broadcast.as_ref().map(broadcast::report::BroadcastReport::to_json),
                     }),
                 )
             })
@@ -269,6 +278,9 @@ pub async fn run(options: Options) -> Result<()> {
             }
             if let Some(live) = &engine.live {
                 print!("{}", stream::render(live));
+            }
+            if let Some(fan_out) = &engine.broadcast {
+                print!("{}", broadcast::report::render(fan_out));
             }
         }
         let storage: Vec<storage::StorageReport> = engines
@@ -328,6 +340,7 @@ struct EngineResults {
     dispatch: Option<notify::NotifyReport>,
     live: Option<stream::StreamReport>,
     storage: Option<storage::StorageReport>,
+    broadcast: Option<broadcast::report::BroadcastReport>,
 }
 
 impl Env {

@@ -38,11 +38,23 @@ pub struct Options {
     /// The replica counts the `replicas` section compares, in order, each
     /// on a fresh PostgreSQL database (`--replicas`).
     pub replicas: Vec<usize>,
+    /// Users subscribed to the `broadcast` section's topic.
+    pub broadcast_users: usize,
+    /// Users notified one by one in its baseline (`None`: as many as
+    /// `broadcast_users`; 0: no baseline).
+    pub broadcast_baseline: Option<usize>,
 }
 
 /// The sections `--only` accepts, in the order they run.
-pub const SECTIONS: [&str; 7] = [
-    "intake", "e2e", "disk", "notify", "stream", "storage", "replicas",
+pub const SECTIONS: [&str; 8] = [
+    "intake",
+    "e2e",
+    "disk",
+    "notify",
+    "stream",
+    "storage",
+    "replicas",
+    "broadcast",
 ];
 
 impl Options {
@@ -75,16 +87,21 @@ Options (each also as an environment variable):
                     (gRPC ingest vs. a bare write, disk per event), replicas
                     (control planes sharing one PostgreSQL database: ingest,
                     notifications and CPU per replica count, failover time;
-                    skipped without PostgreSQL unless named here)  NUDGE_BENCH_ONLY
-  --database LIST   control-plane engines, each runs e2e, notify, stream and
-                    storage: sqlite, postgres (a throwaway cluster of the
+                    skipped without PostgreSQL unless named here), broadcast
+                    (a broadcast to a topic vs. the same notifies one by one)  NUDGE_BENCH_ONLY
+  --database LIST   control-plane engines, each runs e2e, notify, stream,
+                    storage and broadcast: sqlite, postgres (a throwaway cluster of the
                     bench's own, durable defaults) (sqlite)  NUDGE_BENCH_DATABASE
   --storage-events N  events pushed in the storage section (200000)  NUDGE_BENCH_STORAGE_EVENTS
   --replicas LIST   replica counts compared in the replicas section, each with
                     --e2e-events events and --notify webhook notifies; the
                     largest (if 2 or more) also loses one to SIGKILL (1,3)  NUDGE_BENCH_REPLICAS
+  --broadcast-users N  users subscribed to the broadcast's topic, 20% with quiet
+                    hours now, 10% opted out (100000)  NUDGE_BENCH_BROADCAST_USERS
+  --broadcast-baseline N  users notified one by one in the broadcast's baseline
+                    (as many as --broadcast-users; 0: none)  NUDGE_BENCH_BROADCAST_BASELINE
   --quick           2s rows, 0.5s warm-up, 20000/10000 events, 1000/200 notifies,
-                    50000 storage events  NUDGE_BENCH_QUICK=1
+                    50000 storage events, 20000 broadcast users  NUDGE_BENCH_QUICK=1
   --json            print one JSON document instead of the tables
   --bin-dir DIR     where nudge-agent and nudge-control-plane are (next to this program)
   --tmp-dir DIR     parent of the temporary data directories (the system temp dir)
@@ -205,6 +222,8 @@ pub fn parse_options() -> Result<Options> {
         databases: vec![Database::Sqlite],
         storage_events: if quick { 50_000 } else { 200_000 },
         replicas: vec![1, 3],
+        broadcast_users: if quick { 20_000 } else { 100_000 },
+        broadcast_baseline: None,
     };
     if let Some(v) = env("NUDGE_BENCH_DURATION") {
         options.duration = parse_duration(&v)?;
@@ -248,6 +267,12 @@ pub fn parse_options() -> Result<Options> {
     if let Some(v) = env("NUDGE_BENCH_REPLICAS") {
         options.replicas = parse_replicas(&v)?;
     }
+    if let Some(v) = env("NUDGE_BENCH_BROADCAST_USERS") {
+        options.broadcast_users = positive(&v, "NUDGE_BENCH_BROADCAST_USERS")?;
+    }
+    if let Some(v) = env("NUDGE_BENCH_BROADCAST_BASELINE") {
+        options.broadcast_baseline = Some(v.trim().parse()?);
+    }
     if let Some(v) = env("NUDGE_BENCH_ONLY") {
         options.only = parse_sections(&v)?;
     }
@@ -287,6 +312,10 @@ pub fn parse_options() -> Result<Options> {
                 options.storage_events = positive(&value()?, "--storage-events")?;
             }
             "--replicas" => options.replicas = parse_replicas(&value()?)?,
+            "--broadcast-users" => {
+                options.broadcast_users = positive(&value()?, "--broadcast-users")?;
+            }
+            "--broadcast-baseline" => options.broadcast_baseline = Some(value()?.trim().parse()?),
             "--bin-dir" => options.bin_dir = Some(PathBuf::from(value()?)),
             "--tmp-dir" => options.tmp_dir = Some(PathBuf::from(value()?)),
             "--quick" => {}
