@@ -236,7 +236,7 @@ mod tests {
     use crate::channels::ChannelKind;
 
     /// `source` rendered as a title for a user with these traits.
-    fn render(source: &str, user: serde_json::Value) -> Result<String, String> {
+    fn render(source: &str, user: &serde_json::Value) -> Result<String, String> {
         let mut set = TemplateSet::new();
         let template = Template {
             title: source.into(),
@@ -250,7 +250,7 @@ mod tests {
                 notification_type: "t",
                 notification_id: "n",
                 data: &data,
-                user: &user,
+                user,
             },
         )
         .map(|rendered| rendered.title)
@@ -262,59 +262,43 @@ mod tests {
         let en = json!({});
         let de = json!({"locale": "de-AT", "timezone": "Europe/Vienna"});
         let ja = json!({"locale": "ja", "timezone": "Asia/Tokyo"});
+        assert_eq!(render("{{ data.due | date }}", &en).unwrap(), "Dec 7, 2026");
+        assert_eq!(render("{{ data.due | date }}", &de).unwrap(), "07.12.2026");
         assert_eq!(
-            render("{{ data.due | date }}", en.clone()).unwrap(),
-            "Dec 7, 2026"
-        );
-        assert_eq!(
-            render("{{ data.due | date }}", de.clone()).unwrap(),
-            "07.12.2026"
-        );
-        assert_eq!(
-            render("{{ data.due | date(length=\"long\") }}", de.clone()).unwrap(),
+            render("{{ data.due | date(length=\"long\") }}", &de).unwrap(),
             "7. Dezember 2026"
         );
         assert_eq!(
-            render("{{ data.due | date(length=\"long\") }}", en.clone()).unwrap(),
+            render("{{ data.due | date(length=\"long\") }}", &en).unwrap(),
             "December 7, 2026"
         );
         assert_eq!(
-            render("{{ data.due | datetime }}", en.clone()).unwrap(),
+            render("{{ data.due | datetime }}", &en).unwrap(),
             "Dec 7, 2026, 8:30\u{202f}AM"
         );
         assert_eq!(
-            render("{{ data.due | datetime }}", de.clone()).unwrap(),
+            render("{{ data.due | datetime }}", &de).unwrap(),
             "07.12.2026, 09:30"
         );
         // 08:30 UTC is 09:30 in Vienna and 17:30 in Tokyo.
+        assert_eq!(render("{{ data.due | time }}", &de).unwrap(), "09:30");
         assert_eq!(
-            render("{{ data.due | time }}", de.clone()).unwrap(),
-            "09:30"
-        );
-        assert_eq!(
-            render("{{ data.due | time }}", en.clone()).unwrap(),
+            render("{{ data.due | time }}", &en).unwrap(),
             "8:30\u{202f}AM"
         );
+        assert_eq!(render("{{ data.due | time }}", &ja).unwrap(), "17:30");
         assert_eq!(
-            render("{{ data.due | time }}", ja.clone()).unwrap(),
-            "17:30"
-        );
-        assert_eq!(
-            render(
-                "{{ data.due | datetime(tz=\"America/New_York\") }}",
-                en.clone()
-            )
-            .unwrap(),
+            render("{{ data.due | datetime(tz=\"America/New_York\") }}", &en).unwrap(),
             "Dec 7, 2026, 3:30\u{202f}AM"
         );
         // Unix seconds work too; the date changes with the zone.
         assert_eq!(
-            render("{{ 1796592600 | date }}", ja).unwrap(),
+            render("{{ 1796592600 | date }}", &ja).unwrap(),
             "2026/12/07",
             "2026-12-06T23:30Z is the 7th in Tokyo"
         );
         assert_eq!(
-            render("{{ 1796592600 | date }}", en).unwrap(),
+            render("{{ 1796592600 | date }}", &en).unwrap(),
             "Dec 6, 2026"
         );
     }
@@ -324,28 +308,28 @@ mod tests {
         let en = json!({});
         let de = json!({"locale": "de"});
         assert_eq!(
-            render("{{ data.amount | number }}", en.clone()).unwrap(),
+            render("{{ data.amount | number }}", &en).unwrap(),
             "1,234.5"
         );
         assert_eq!(
-            render("{{ data.amount | number }}", de.clone()).unwrap(),
+            render("{{ data.amount | number }}", &de).unwrap(),
             "1.234,5"
         );
         assert_eq!(
-            render("{{ 2.345 | number(decimals=2) }}", en.clone()).unwrap(),
+            render("{{ 2.345 | number(decimals=2) }}", &en).unwrap(),
             "2.34",
             "half-even"
         );
         assert_eq!(
-            render("{{ data.amount | money(\"EUR\") }}", de.clone()).unwrap(),
+            render("{{ data.amount | money(\"EUR\") }}", &de).unwrap(),
             "1.234,50 EUR"
         );
         assert_eq!(
-            render("{{ data.price | money(currency=\"USD\") }}", en.clone()).unwrap(),
+            render("{{ data.price | money(currency=\"USD\") }}", &en).unwrap(),
             "0.50 USD"
         );
         assert_eq!(
-            render("{{ data.amount | money(\"JPY\") }}", en.clone()).unwrap(),
+            render("{{ data.amount | money(\"JPY\") }}", &en).unwrap(),
             "1,234 JPY",
             "no minor unit (half-even)"
         );
@@ -367,7 +351,7 @@ mod tests {
             ("{{ 1 | money(\"euro\") }}", "ISO 4217"),
             ("{{ 1 | money(\"EUR\", rate=2) }}", "rate"),
         ] {
-            let error = render(source, user.clone()).unwrap_err();
+            let error = render(source, &user).unwrap_err();
             assert!(error.contains(wanted), "{source}: {error}");
         }
     }
