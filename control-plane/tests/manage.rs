@@ -1,7 +1,13 @@
 //! End-to-end tests of `nudge.v1.Management`: the real control plane
 //! (`nudge_control_plane::run`) on 127.0.0.1:0 with a real engine config
 //! file, driven by the generated tonic clients over HTTP/2. Waits poll the
-//! API until a deadline; nothing asserts on timing.
+//! API until a deadline; nothing asserts on timing. The tests run on
+//! SQLite; `topics_and_broadcasts_on_each_engine`, whose tables page and
+//! fan out in SQL, runs on PostgreSQL too (`NUDGE_TEST_DATABASE_URL`,
+//! which `scripts/test` starts).
+
+#[macro_use]
+mod support;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,6 +19,7 @@ use nudge_proto::v1 as pb;
 use nudge_proto::v1::envelope::Body;
 use nudge_proto::v1::ingest_client::IngestClient;
 use nudge_proto::v1::management_client::ManagementClient;
+use support::Backend;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -39,12 +46,20 @@ notify = "file_type"
 
 struct Running {
     grpc: SocketAddr,
+    /// The HTTP API, for what gRPC does not offer (erasing a user).
+    http: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), nudge_control_plane::Error>>,
 }
 
 impl Running {
-    async fn start(data: &Path, token: Option<&str>, config: &Path) -> Running {
+    /// `database`: a PostgreSQL URL; `None` is SQLite in `data`.
+    async fn start(
+        data: &Path,
+        token: Option<&str>,
+        config: &Path,
+        database: Option<&str>,
+    ) -> Running {
         let mut args = vec![
             "nudge-control-plane".to_owned(),
             format!("--data-dir={}", data.display()),
@@ -56,9 +71,13 @@ impl Running {
         if let Some(token) = token {
             args.push(format!("--admin-token={token}"));
         }
+        if let Some(url) = database {
+            args.push(format!("--database-url={url}"));
+        }
         let config = <Config as clap::Parser>::try_parse_from(args).unwrap();
         let listeners = Listeners::bind(&config).await.unwrap();
         let grpc = listeners.grpc.local_addr().unwrap();
+        let http = listeners.http.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(nudge_control_plane::run(
             config,
@@ -67,6 +86,7 @@ impl Running {
         ));
         Running {
             grpc,
+            http,
             shutdown,
             task,
         }
@@ -98,6 +118,8 @@ impl Running {
 struct Fixture {
     data: tempfile::TempDir,
     config: PathBuf,
+    /// A fresh PostgreSQL database's URL; `None`: SQLite in `data`.
+    database: Option<String>,
     _config_dir: tempfile::TempDir,
 }
 
@@ -109,12 +131,28 @@ impl Fixture {
         Fixture {
             data: tempfile::tempdir().unwrap(),
             config,
+            database: None,
             _config_dir: config_dir,
         }
     }
 
+    /// [`Fixture::new`] on `backend`'s storage engine.
+    async fn on(backend: Backend, extra: &str) -> Fixture {
+        let mut fixture = Fixture::new(extra);
+        if backend == Backend::Postgres {
+            fixture.database = Some(nudge_e2e::postgres::fresh_database().await);
+        }
+        fixture
+    }
+
     async fn start(&self) -> Running {
-        Running::start(self.data.path(), Some(TOKEN), &self.config).await
+        Running::start(
+            self.data.path(),
+            Some(TOKEN),
+            &self.config,
+            self.database.as_deref(),
+        )
+        .await
     }
 }
 
@@ -291,7 +329,7 @@ async fn the_api_needs_the_admin_token_and_is_disabled_without_one() {
 
     // No token configured: every call is refused as unavailable, and health
     // says so.
-    let disabled = Running::start(fixture.data.path(), None, &fixture.config).await;
+    let disabled = Running::start(fixture.data.path(), None, &fixture.config, None).await;
     let refused = disabled
         .manage()
         .await
@@ -1388,5 +1426,388 @@ async fn topics_and_a_broadcast_through_the_api() {
         .into_inner();
     assert_eq!(listed.broadcasts.len(), 1);
     assert!(listed.next_page_token.is_empty());
+    server.stop().await;
+}
+
+on_both_engines!(topics_and_broadcasts_on_each_engine);
+
+/// Erases `user` through the HTTP admin API (gRPC has no such call).
+async fn erase(server: &Running, user: &str) {
+    let response = reqwest::Client::new()
+        .delete(format!("http://{}/v1/admin/users/{user}", server.http))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "erase {user}");
+}
+
+async fn notifications_of(
+    client: &mut ManagementClient<Channel>,
+    user: &str,
+) -> Vec<pb::Notification> {
+    client
+        .list_user_notifications(authed(pb::ListUserNotificationsRequest {
+            user_id: user.to_owned(),
+            limit: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications
+}
+
+async fn user_topics(client: &mut ManagementClient<Channel>, user: &str) -> Vec<String> {
+    client
+        .list_user_topics(authed(pb::ListUserTopicsRequest {
+            user_id: user.to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .topics
+        .into_iter()
+        .map(|topic| topic.topic)
+        .collect()
+}
+
+/// The refusal `result` must be: `code`, its message starting with
+/// `start` (INVALID_ARGUMENT names the field first).
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, start: &str) {
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), code, "{start}: {status:?}");
+    assert!(status.message().starts_with(start), "{start}: {status:?}");
+}
+
+/// Topics and broadcasts on each storage engine, past what
+/// `topics_and_a_broadcast_through_the_api` covers: subscribers paged to
+/// the last page; bad subscription calls refused naming the field; an
+/// erased user loses their topics and cannot subscribe again; a scheduled
+/// segment broadcast read back as it was sent, then cancelled, and a
+/// second cancel FAILED_PRECONDITION; a topic broadcast fanned out to
+/// every subscriber; broadcasts listed newest first, a page at a time.
+async fn topics_and_broadcasts_on_each_engine(backend: Backend) {
+    let fixture = Fixture::on(backend, "").await;
+    let server = fixture.start().await;
+    let mut client = server.manage().await;
+    let subscription = |topic: &str, user: &str| pb::SubscribeToTopicRequest {
+        topic: topic.to_owned(),
+        user_id: user.to_owned(),
+    };
+    let unsubscription = |topic: &str, user: &str| pb::UnsubscribeFromTopicRequest {
+        topic: topic.to_owned(),
+        user_id: user.to_owned(),
+    };
+    for (topic, user) in [
+        ("news", "carol"),
+        ("news", "alice"),
+        ("news", "bob"),
+        ("news", "gone"),
+        ("digest", "alice"),
+    ] {
+        let created = client
+            .subscribe_to_topic(authed(subscription(topic, user)))
+            .await
+            .unwrap()
+            .into_inner()
+            .created;
+        assert!(created, "{topic} {user}");
+    }
+    assert_eq!(user_topics(&mut client, "alice").await, ["digest", "news"]);
+
+    // An erased user's subscriptions go, and they cannot subscribe again.
+    erase(&server, "gone").await;
+    assert!(user_topics(&mut client, "gone").await.is_empty());
+    assert_refused(
+        client
+            .subscribe_to_topic(authed(subscription("news", "gone")))
+            .await,
+        Code::FailedPrecondition,
+        "user \"gone\" is erased",
+    );
+    assert!(user_topics(&mut client, "gone").await.is_empty());
+
+    // Not subscribed is not an error.
+    let removed = client
+        .unsubscribe_from_topic(authed(unsubscription("news", "dave")))
+        .await
+        .unwrap()
+        .into_inner()
+        .removed;
+    assert!(!removed);
+
+    // Every page to the last, in user id order.
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_topic_subscribers(authed(pb::ListTopicSubscribersRequest {
+                topic: "news".to_owned(),
+                page_size: 2,
+                page_token,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.total, 3);
+        assert!(page.subscribers.iter().all(|s| s.subscribed_at.is_some()));
+        pages.push(page.subscribers.into_iter().map(|s| s.user_id).collect());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(pages, [vec!["alice", "bob"], vec!["carol"]]);
+
+    // Bad subscription calls name the field and change nothing.
+    assert_refused(
+        client
+            .subscribe_to_topic(authed(subscription("no topic", "alice")))
+            .await,
+        Code::InvalidArgument,
+        "topic",
+    );
+    assert_refused(
+        client
+            .subscribe_to_topic(authed(subscription("news", "")))
+            .await,
+        Code::InvalidArgument,
+        "user_id",
+    );
+    assert_refused(
+        client
+            .unsubscribe_from_topic(authed(unsubscription("", "alice")))
+            .await,
+        Code::InvalidArgument,
+        "topic",
+    );
+    assert_refused(
+        client
+            .list_topic_subscribers(authed(pb::ListTopicSubscribersRequest {
+                topic: "news".to_owned(),
+                page_size: 1001,
+                page_token: String::new(),
+            }))
+            .await,
+        Code::InvalidArgument,
+        "page_size",
+    );
+    assert_refused(
+        client
+            .list_broadcasts(authed(pb::ListBroadcastsRequest {
+                page_size: 1001,
+                page_token: String::new(),
+            }))
+            .await,
+        Code::InvalidArgument,
+        "page_size",
+    );
+    assert_eq!(user_topics(&mut client, "alice").await, ["digest", "news"]);
+
+    // A segment broadcast for tomorrow reads back as it was sent.
+    let notify = pb::Notify {
+        r#type: "file_type".to_owned(),
+        title: "Weekly".to_owned(),
+        body: "For pro teams".to_owned(),
+        channels: vec!["in_app".to_owned()],
+        data_json: r#"{"edition":7}"#.to_owned(),
+        priority: pb::Priority::High.into(),
+        ..Default::default()
+    };
+    let segment = pb::Segment {
+        traits: vec![pb::Condition {
+            property: "plan".to_owned(),
+            op: pb::ConditionOp::Eq.into(),
+            value_json: r#""pro""#.to_owned(),
+        }],
+        active_within: Some(prost_types::Duration {
+            seconds: 7 * 86_400,
+            nanos: 0,
+        }),
+    };
+    let tomorrow = prost_types::Timestamp {
+        seconds: jiff::Timestamp::now().as_second() + 86_400,
+        nanos: 0,
+    };
+    let scheduled = pb::CreateBroadcastRequest {
+        id: "digest-pro".to_owned(),
+        notify: Some(notify.clone()),
+        audience: Some(pb::create_broadcast_request::Audience::Segment(
+            segment.clone(),
+        )),
+        send_at: Some(tomorrow),
+    };
+    let created = client
+        .create_broadcast(authed(scheduled.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    let broadcast = created.broadcast.unwrap();
+    assert_eq!(broadcast.id, "digest-pro");
+    assert_eq!(broadcast.notify.as_ref(), Some(&notify));
+    assert_eq!(
+        broadcast.audience,
+        Some(pb::broadcast::Audience::Segment(segment))
+    );
+    assert_eq!(broadcast.send_at, Some(tomorrow));
+    assert_eq!(broadcast.due_at, Some(tomorrow));
+    assert_eq!(broadcast.state, pb::BroadcastState::Scheduled as i32);
+    assert_eq!(
+        (
+            broadcast.scanned,
+            broadcast.recipients,
+            broadcast.notifications
+        ),
+        (0, 0, 0)
+    );
+    assert!(broadcast.created_at.is_some());
+    assert!(broadcast.started_at.is_none() && broadcast.finished_at.is_none());
+    let got = client
+        .get_broadcast(authed(pb::GetBroadcastRequest {
+            id: "digest-pro".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .broadcast
+        .unwrap();
+    assert_eq!(got, broadcast);
+
+    // The same again is the first; another send time under the id is not.
+    let again = client
+        .create_broadcast(authed(scheduled.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    assert_eq!(again.broadcast.unwrap(), broadcast);
+    let later = prost_types::Timestamp {
+        seconds: tomorrow.seconds + 60,
+        nanos: 0,
+    };
+    assert_refused(
+        client
+            .create_broadcast(authed(pb::CreateBroadcastRequest {
+                send_at: Some(later),
+                ..scheduled.clone()
+            }))
+            .await,
+        Code::AlreadyExists,
+        "broadcast \"digest-pro\" already exists",
+    );
+
+    // Cancelled once; a second cancel names the state it is in.
+    let cancelled = client
+        .cancel_broadcast(authed(pb::CancelBroadcastRequest {
+            id: "digest-pro".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .broadcast
+        .unwrap();
+    assert_eq!(cancelled.state, pb::BroadcastState::Cancelled as i32);
+    assert!(cancelled.finished_at.is_some());
+    let status = client
+        .cancel_broadcast(authed(pb::CancelBroadcastRequest {
+            id: "digest-pro".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("cancelled"), "{status:?}");
+    for id in ["nobody", "bad id", ""] {
+        assert_refused(
+            client
+                .cancel_broadcast(authed(pb::CancelBroadcastRequest { id: id.to_owned() }))
+                .await,
+            Code::NotFound,
+            "no broadcast",
+        );
+        assert_refused(
+            client
+                .get_broadcast(authed(pb::GetBroadcastRequest { id: id.to_owned() }))
+                .await,
+            Code::NotFound,
+            "no broadcast",
+        );
+    }
+
+    // A topic broadcast reaches every subscriber, once each.
+    let created = client
+        .create_broadcast(authed(pb::CreateBroadcastRequest {
+            id: "news-1".to_owned(),
+            notify: Some(pb::Notify {
+                title: "Extra".to_owned(),
+                ..notify.clone()
+            }),
+            audience: Some(pb::create_broadcast_request::Audience::Topic(
+                "news".to_owned(),
+            )),
+            send_at: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    let done = eventually("the topic broadcast is done", || {
+        let mut client = client.clone();
+        async move {
+            let broadcast = client
+                .get_broadcast(authed(pb::GetBroadcastRequest {
+                    id: "news-1".to_owned(),
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+                .broadcast
+                .unwrap();
+            (broadcast.state == pb::BroadcastState::Done as i32).then_some(broadcast)
+        }
+    })
+    .await;
+    assert_eq!(
+        (done.scanned, done.recipients, done.notifications),
+        (3, 3, 3)
+    );
+    assert!(done.started_at.is_some() && done.finished_at.is_some());
+    for user in ["alice", "bob", "carol"] {
+        let mine = notifications_of(&mut client, user).await;
+        assert_eq!(mine.len(), 1, "{user}: {mine:?}");
+        assert_eq!(mine[0].title, "Extra");
+        assert_eq!(mine[0].r#type, "file_type");
+        assert_eq!(mine[0].source_event_id, format!("broadcast:news-1:{user}"));
+    }
+    assert!(notifications_of(&mut client, "gone").await.is_empty());
+
+    // Newest first, a page at a time; the token is the page's last id.
+    let first = client
+        .list_broadcasts(authed(pb::ListBroadcastsRequest {
+            page_size: 1,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids = |page: &pb::ListBroadcastsResponse| -> Vec<String> {
+        page.broadcasts.iter().map(|b| b.id.clone()).collect()
+    };
+    assert_eq!(ids(&first), ["news-1"]);
+    assert_eq!(first.next_page_token, "news-1");
+    let second = client
+        .list_broadcasts(authed(pb::ListBroadcastsRequest {
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&second), ["digest-pro"]);
+    assert_eq!(
+        second.broadcasts[0].state,
+        pb::BroadcastState::Cancelled as i32
+    );
+    assert!(second.next_page_token.is_empty());
     server.stop().await;
 }

@@ -65,7 +65,7 @@ pub(super) async fn list_subscribers(
     request: pb::ListTopicSubscribersRequest,
 ) -> Result<pb::ListTopicSubscribersResponse, ServiceError> {
     broadcasts::check_name("topic", &request.topic).map_err(ServiceError::Invalid)?;
-    let limit = page_limit(request.page_size)?;
+    let limit = page_size(request.page_size)?;
     // No stored id holds a NUL: the ids after `a\0b` are those after `a`.
     let after = request.page_token.split('\0').next().unwrap_or_default();
     let after = (!after.is_empty()).then_some(after);
@@ -196,7 +196,7 @@ pub(super) async fn list(
     state: &GrpcState,
     request: pb::ListBroadcastsRequest,
 ) -> Result<pb::ListBroadcastsResponse, ServiceError> {
-    let limit = page_limit(request.page_size)?;
+    let limit = page_size(request.page_size)?;
     let after = (!request.page_token.is_empty()).then_some(request.page_token.as_str());
     // No broadcast id holds a NUL: after one that does not exist, nothing.
     let mut found = if after.is_some_and(|after| after.contains('\0')) {
@@ -238,6 +238,17 @@ pub(super) async fn cancel(
         ))),
         Cancelled::NotFound => Err(not_found(&request.id)),
     }
+}
+
+/// [`page_limit`], its refusal naming this API's field, `page_size`.
+fn page_size(size: u32) -> Result<usize, ServiceError> {
+    page_limit(size).map_err(|error| match error {
+        ServiceError::Invalid(message) => match message.strip_prefix("limit") {
+            Some(rest) => ServiceError::Invalid(format!("page_size{rest}")),
+            None => ServiceError::Invalid(message),
+        },
+        other => other,
+    })
 }
 
 fn not_found(id: &str) -> ServiceError {

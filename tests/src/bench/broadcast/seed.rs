@@ -75,8 +75,9 @@ pub fn count(users: usize, kind: Kind) -> u64 {
     (0..users).filter(|&i| Kind::of(i) == kind).count() as u64
 }
 
-/// `every`-th users of `kind` among the first `users`, at most `most`,
-/// spread over the whole range.
+/// At most `most` users of `kind` among the first `users`, evenly spread
+/// over the whole range (the first and the last pages of the fan-out
+/// alike).
 pub fn sample(users: usize, kind: Kind, most: usize) -> Vec<usize> {
     let of_kind = count(users, kind) as usize;
     let step = of_kind.div_ceil(most.max(1)).max(1);
