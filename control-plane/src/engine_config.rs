@@ -369,7 +369,7 @@ impl EngineConfig {
         for (name, config) in &types {
             // The same check as the management API's (`catalog`).
             config.check(name, &enabled).map_err(|err| {
-                let key = match err.field {
+                let key = match err.field.as_ref() {
                     "" => format!("types.{name}"),
                     field => format!("types.{name}.{field}"),
                 };
@@ -634,6 +634,11 @@ mod tests {
         assert!(payment.critical);
         assert_eq!(payment.frequency, Frequency::Instant);
         assert!(payment.channels.contains(&ChannelKind::Email));
+        // A workflow's channels are its steps'.
+        assert_eq!(
+            defaults.types["invoice_overdue"].channels,
+            BTreeSet::from([ChannelKind::InApp, ChannelKind::Email, ChannelKind::Sms])
+        );
         assert_eq!(
             config.webhook_url("payment_failed"),
             Some("https://hooks.example.com/nudge")
@@ -775,6 +780,41 @@ mod tests {
         );
         // In-app needs no section.
         parse("[types.payment_failed]\nchannels = [\"in_app\"]\n").unwrap();
+    }
+
+    #[test]
+    fn workflow_steps_load_and_bad_ones_are_named() {
+        let steps = "[types.payment_failed]\n\
+                     [[types.payment_failed.steps]]\nchannel = \"in_app\"\n\
+                     [[types.payment_failed.steps]]\nwait = \"1h\"\n\
+                     [[types.payment_failed.steps]]\nchannel = \"webhook\"\nunless = [\"opened\"]\n";
+        let message = error(steps);
+        assert!(
+            message.contains("invalid types.payment_failed.steps"),
+            "{message}"
+        );
+        assert!(
+            message.contains("[channels.webhook] is not configured"),
+            "{message}"
+        );
+        let with_webhook = format!(
+            "{steps}[channels.webhook]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+        );
+        let config = parse(&with_webhook).unwrap();
+        let defaults = config.operator_defaults();
+        let channels = &defaults.get("payment_failed").channels;
+        assert!(channels.contains(&ChannelKind::InApp) && channels.contains(&ChannelKind::Webhook));
+
+        let message = error(&steps.replace("\"1h\"", "\"soon\""));
+        assert!(
+            message.contains("invalid types.payment_failed.steps[1].wait"),
+            "{message}"
+        );
+        let message = error(&steps.replace("wait = ", "pause = "));
+        assert!(message.contains("unknown field `pause`"), "{message}");
+        let both = "[types.t]\nchannels = [\"in_app\"]\n[[types.t.steps]]\nchannel = \"in_app\"\n";
+        let message = error(both);
+        assert!(message.contains("invalid types.t.channels"), "{message}");
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub mod rules;
 pub mod storage;
 pub mod templates;
 pub mod throttle;
+pub mod workflow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -451,7 +452,8 @@ async fn notification_engine(
     .on_invalid_recipient(devices::deactivation_hook(
         devices.clone(),
         Arc::clone(&clock),
-    ));
+    ))
+    .with_step_check(workflow::gate::checker(queue.clone(), inbox.clone()));
     if let Some(email) = &config.email {
         dispatcher =
             dispatcher.with_channel(Arc::new(channels::email::EmailChannel::new(email.clone())?));

@@ -34,6 +34,7 @@ use nudge_control_plane::preferences::{
 };
 use nudge_control_plane::storage::{EventStore, Stores};
 use nudge_control_plane::throttle::{Throttle, ThrottleOver, ThrottleScope, Throttles};
+use nudge_control_plane::workflow::{self, Step};
 
 mod support;
 use nudge_control_plane::templates::{Template, TemplateSet};
@@ -148,7 +149,8 @@ impl Harness {
             DeliveryMetrics::new().unwrap(),
         )
         .with_channel(Arc::new(InAppChannel::new(stores.inbox.clone())))
-        .on_invalid_recipient(deactivation_hook(devices.clone(), Arc::clone(&clock)));
+        .on_invalid_recipient(deactivation_hook(devices.clone(), Arc::clone(&clock)))
+        .with_step_check(workflow::gate::checker(queue.clone(), stores.inbox.clone()));
         let dispatcher = channels
             .into_iter()
             .fold(dispatcher, |dispatcher, channel| {
@@ -1176,4 +1178,160 @@ async fn in_app_of(h: &Harness, user: &str) -> (usize, Vec<Delivery>) {
         deliveries.extend(h.queue.get(id).await.unwrap());
     }
     (notifications.len(), deliveries)
+}
+
+/// Counts the webhook POSTs a workflow's last step makes, on a real HTTP
+/// listener.
+async fn webhook_receiver() -> (Arc<Mutex<Vec<String>>>, String) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(received): axum::extract::State<Arc<Mutex<Vec<String>>>>,
+                 headers: axum::http::HeaderMap| async move {
+                    let id = headers
+                        .get("webhook-id")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    received.lock().unwrap().push(id);
+                    "ok"
+                },
+            ),
+        )
+        .with_state(Arc::clone(&received));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (received, format!("http://{addr}/hook"))
+}
+
+/// A type with steps: in-app at once, then after an hour a webhook, which
+/// a read of the in-app item cancels. Each step's decision is in its
+/// delivery's attempt log, and a cancelled step never reaches the
+/// receiver.
+#[tokio::test]
+async fn a_workflow_step_goes_out_after_its_wait_unless_the_user_read_the_first() {
+    use nudge_control_plane::channels::webhook::{WebhookChannel, WebhookConfig};
+    use nudge_control_plane::delivery::AttemptOutcome;
+    use nudge_control_plane::inbox::Action;
+
+    let now: Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+    let (received, url) = webhook_receiver().await;
+    let webhook = WebhookChannel::new(WebhookConfig {
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        timeout: Duration::from_secs(5),
+        allow_private_destinations: true,
+    })
+    .unwrap();
+    let steps = vec![
+        Step {
+            channel: Some(ChannelKind::InApp),
+            ..Step::default()
+        },
+        Step {
+            wait: Some("1h".to_owned()),
+            ..Step::default()
+        },
+        Step {
+            channel: Some(ChannelKind::Webhook),
+            ..Step::default()
+        },
+    ];
+    let defaults = OperatorDefaults {
+        types: [(
+            "order_shipped".to_owned(),
+            TypeDefaults {
+                channels: workflow::channels(&steps),
+                ..TypeDefaults::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let h = Harness::with_channels(
+        now,
+        &UserPreferences::default(),
+        EngineSettings {
+            defaults,
+            webhook_urls: [("order_shipped".to_owned(), url)].into(),
+            workflows: [("order_shipped".to_owned(), steps)].into(),
+            ..EngineSettings::default()
+        },
+        vec![Arc::new(webhook)],
+    )
+    .await;
+    let shipped = |id: &str| {
+        let mut event = notify_event(id, now);
+        let EventBody::Notify(request) = &mut event.body else {
+            unreachable!()
+        };
+        request.notification_type = "order_shipped".into();
+        // Wherever the type goes: its steps.
+        request.channels.clear();
+        event
+    };
+    h.store
+        .ingest(vec![shipped("read-first"), shipped("left-unread")])
+        .await
+        .unwrap();
+    assert_eq!(h.engine.process_available().await.unwrap(), 2);
+
+    let mut notifications = h.notifications.list_for_user(USER, 10).await.unwrap();
+    notifications.sort_by_key(|n| n.source_event_id.clone());
+    let [left_unread, read_first] = [&notifications[0], &notifications[1]];
+    let in_app = |n: &nudge_control_plane::notifications::Notification| {
+        delivery_id_for(&n.id, ChannelKind::InApp, None).unwrap()
+    };
+    let hook = |n: &nudge_control_plane::notifications::Notification| {
+        delivery_id_for(&n.id, ChannelKind::Webhook, None).unwrap()
+    };
+    // The first step goes out at once, unchecked; the second waits an hour.
+    for notification in [read_first, left_unread] {
+        let sent = h.sent(in_app(notification)).await;
+        assert_eq!(sent.step, None);
+        let waiting = h.queue.get(hook(notification)).await.unwrap().unwrap();
+        assert_eq!(waiting.status, Status::Queued);
+        assert_eq!(waiting.not_before, now + SignedDuration::from_hours(1));
+        assert_eq!(waiting.step.as_ref().map(|gate| gate.step), Some(3));
+    }
+
+    // The user reads the first in the inbox, as the web inbox would.
+    h.stores
+        .inbox
+        .apply(
+            USER,
+            &[in_app(read_first).to_string()],
+            Action::Read,
+            now + SignedDuration::from_mins(5),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(received.lock().unwrap().is_empty(), "a step went out early");
+
+    h.clock
+        .set(now + SignedDuration::from_hours(1) + SignedDuration::from_secs(1));
+    let cancelled = h.reaching(hook(read_first), Status::Cancelled).await;
+    let sent = h.sent(hook(left_unread)).await;
+
+    let outcomes = |delivery: &Delivery| -> Vec<AttemptOutcome> {
+        delivery.attempt_log.iter().map(|a| a.outcome).collect()
+    };
+    assert_eq!(outcomes(&cancelled), [AttemptOutcome::Skipped]);
+    let reason = &cancelled.attempt_log[0].answer;
+    assert!(
+        reason.contains("step 3") && reason.contains("in_app") && reason.contains("read"),
+        "{reason}"
+    );
+    assert_eq!(cancelled.attempts, 0, "no provider call");
+    assert_eq!(
+        outcomes(&sent),
+        [AttemptOutcome::Proceeded, AttemptOutcome::Sent]
+    );
+    assert_eq!(sent.attempts, 1);
+    // Only the unread one reached the receiver.
+    assert_eq!(*received.lock().unwrap(), [hook(left_unread).to_string()]);
+    h.stop().await;
 }

@@ -380,6 +380,36 @@ async fn a_type_and_a_rule_put_through_the_api_turn_a_tracked_event_into_an_in_a
     let entry = put.r#type.unwrap();
     assert_eq!(entry.source, i32::from(pb::Source::Api));
     assert_eq!(entry.r#type.unwrap(), welcome_type());
+    // A workflow type reads back with its steps as put.
+    let reminder = pb::NotificationType {
+        name: "reminder".to_owned(),
+        channels: Vec::new(),
+        steps: vec![
+            pb::WorkflowStep {
+                wait: "30m".to_owned(),
+                ..Default::default()
+            },
+            pb::WorkflowStep {
+                wait_until: "09:00".to_owned(),
+                ..Default::default()
+            },
+            pb::WorkflowStep {
+                channel: "in_app".to_owned(),
+                unless: vec!["opened".to_owned()],
+                min_priority: pb::Priority::High.into(),
+                ..Default::default()
+            },
+        ],
+        ..welcome_type()
+    };
+    let put = client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(reminder.clone()),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(put.r#type.unwrap().r#type.unwrap(), reminder);
     let rule = client
         .put_rule(authed(pb::PutRuleRequest {
             rule: Some(welcome_rule()),
@@ -579,6 +609,42 @@ async fn bad_definitions_are_refused_and_change_nothing_and_the_file_is_read_onl
         refused
             .message()
             .contains("[channels.email] is not configured"),
+        "{refused:?}"
+    );
+    // A workflow's steps are checked like the file's, named by index.
+    let mut steps = welcome_type();
+    steps.channels.clear();
+    steps.steps = vec![
+        pb::WorkflowStep {
+            channel: "in_app".to_owned(),
+            ..Default::default()
+        },
+        pb::WorkflowStep {
+            wait: "soon".to_owned(),
+            ..Default::default()
+        },
+    ];
+    let refused = client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(steps.clone()),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().starts_with("type.steps[1].wait:"),
+        "{refused:?}"
+    );
+    steps.channels = vec!["in_app".to_owned()];
+    steps.steps[1].wait = "1h".to_owned();
+    let refused = client
+        .put_type(authed(pb::PutTypeRequest {
+            r#type: Some(steps),
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().starts_with("type.channels:"),
         "{refused:?}"
     );
     let mut unless = welcome_rule();

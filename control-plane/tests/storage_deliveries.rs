@@ -522,11 +522,11 @@ async fn an_expired_claim_is_requeued_once_by_any_replica(backend: Backend) {
         answer: "200".to_owned(),
     });
     assert!(matches!(
-        queue.complete_claimed(&first[0], &sent, expired).await,
+        queue.complete_claimed(&first[0], &sent, None, expired).await,
         Err(QueueError::ClaimLost(id)) if id == item.id
     ));
     let recorded = queue
-        .complete_claimed(&reclaimed[0], &sent, expired)
+        .complete_claimed(&reclaimed[0], &sent, None, expired)
         .await
         .unwrap();
     assert_eq!(recorded.status, Status::Sent);

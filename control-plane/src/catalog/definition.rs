@@ -10,6 +10,7 @@ use crate::channels::ChannelKind;
 use crate::preferences::{Frequency, TypeDefaults};
 use crate::templates::{Template, TemplateSet, TypeTemplates};
 use crate::throttle::Throttle;
+use crate::workflow::Step;
 
 /// The fields of [`TypeDefaults`] plus where the type's webhooks go and its
 /// templates. Not `TypeDefaults` flattened: serde cannot combine `flatten`
@@ -33,6 +34,10 @@ pub struct TypeDefinition {
     /// digest per value. See [`crate::digest::group_of`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest_key: Option<String>,
+    /// A workflow instead of a flat channel list (see [`crate::workflow`]):
+    /// its channel steps are the type's channels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
 }
 
 /// Why a definition cannot be used: the field (relative to the type, empty
@@ -41,15 +46,24 @@ pub struct TypeDefinition {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct DefinitionError {
-    pub field: &'static str,
+    pub field: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
 impl TypeDefinition {
+    /// The channels it goes out on: its `channels`, or its steps'.
+    pub fn channel_set(&self) -> BTreeSet<ChannelKind> {
+        if self.steps.is_empty() {
+            self.channels.clone()
+        } else {
+            crate::workflow::channels(&self.steps)
+        }
+    }
+
     /// The operator's defaults this type sets.
     pub fn defaults(&self) -> TypeDefaults {
         TypeDefaults {
-            channels: self.channels.clone(),
+            channels: self.channel_set(),
             critical: self.critical,
             frequency: self.frequency,
             category: self.category.clone(),
@@ -64,15 +78,41 @@ impl TypeDefinition {
         name: &str,
         enabled: &BTreeSet<ChannelKind>,
     ) -> Result<(), DefinitionError> {
-        let error = |field, message| Err(DefinitionError { field, message });
+        let error = |field: &'static str, message| {
+            Err(DefinitionError {
+                field: field.into(),
+                message,
+            })
+        };
         // Type names end up in template names: the same alphabet rule
         // applies to types that have no templates.
         if let Err(err) = TemplateSet::validate(name, None, &Template::default()) {
             return error("", err.to_string());
         }
-        if let Some(channel) = self.channels.iter().find(|c| !enabled.contains(c)) {
+        if !self.steps.is_empty() {
+            if !self.channels.is_empty() {
+                return error(
+                    "channels",
+                    "a type with steps sends on its steps' channels; leave channels out".to_owned(),
+                );
+            }
+            if let Err(crate::workflow::StepsError { field, message }) =
+                crate::workflow::check(&self.steps)
+            {
+                return Err(DefinitionError {
+                    field: field.into(),
+                    message,
+                });
+            }
+        }
+        let channels_field = if self.steps.is_empty() {
+            "channels"
+        } else {
+            "steps"
+        };
+        if let Some(channel) = self.channel_set().iter().find(|c| !enabled.contains(c)) {
             return error(
-                "channels",
+                channels_field,
                 format!(
                     "type {name:?} goes out on {channel}, but [channels.{channel}] is not configured"
                 ),

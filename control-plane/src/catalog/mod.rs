@@ -448,7 +448,7 @@ fn compose(
         TemplateSet::from_definitions(definitions).map_err(|error| CatalogError::InvalidType {
             name: "*".to_owned(),
             error: DefinitionError {
-                field: "templates",
+                field: "templates".into(),
                 message: error.to_string(),
             },
         })?;
@@ -473,6 +473,11 @@ fn compose(
         .iter()
         .filter_map(|(name, definition)| Some((name.clone(), definition.digest_key.clone()?)))
         .collect();
+    let workflows = types
+        .iter()
+        .filter(|(_, definition)| !definition.steps.is_empty())
+        .map(|(name, definition)| (name.clone(), definition.steps.clone()))
+        .collect();
     let settings = EngineSettings {
         defaults,
         templates,
@@ -481,6 +486,7 @@ fn compose(
         rules,
         throttles,
         digest_keys,
+        workflows,
         subscriptions: file.subscriptions.clone(),
     };
     Ok((settings, problems))

@@ -43,6 +43,23 @@ pub type InvalidRecipientHook = Arc<
     dyn Fn(ChannelKind, &Recipient, &str) -> futures::future::BoxFuture<'static, ()> + Send + Sync,
 >;
 
+/// Decides, when a workflow step's delivery is claimed, whether it goes
+/// out (see [`crate::workflow::gate`]); `Err` is a failure to look (the
+/// delivery is retried like a failed send).
+pub type StepCheck = Arc<
+    dyn Fn(&Delivery) -> futures::future::BoxFuture<'static, Result<StepVerdict, String>>
+        + Send
+        + Sync,
+>;
+
+/// A workflow step's check, with what was checked or found (its attempt
+/// log entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepVerdict {
+    Proceed(String),
+    Skip(String),
+}
+
 /// In-app's concurrency when `concurrency` has no entry for it. An in-app
 /// "send" is a write to the inbox, whose concurrent writes share one
 /// transaction (group commit): there is no provider to protect, and more
@@ -100,6 +117,7 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     metrics: DeliveryMetrics,
     on_invalid_recipient: Option<InvalidRecipientHook>,
+    step_check: Option<StepCheck>,
     rng: StdRng,
 }
 
@@ -110,6 +128,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     metrics: DeliveryMetrics,
     on_invalid_recipient: Option<InvalidRecipientHook>,
+    /// Without one, workflow steps go out unchecked.
+    step_check: Option<StepCheck>,
     /// Jitter source; seeded in tests for reproducible schedules.
     rng: Mutex<StdRng>,
 }
@@ -128,6 +148,7 @@ impl Dispatcher {
             clock,
             metrics,
             on_invalid_recipient: None,
+            step_check: None,
             rng: StdRng::from_os_rng(),
         }
     }
@@ -143,6 +164,13 @@ impl Dispatcher {
     #[must_use]
     pub fn on_invalid_recipient(mut self, hook: InvalidRecipientHook) -> Self {
         self.on_invalid_recipient = Some(hook);
+        self
+    }
+
+    /// Checks workflow steps when they come due (see [`StepCheck`]).
+    #[must_use]
+    pub fn with_step_check(mut self, check: StepCheck) -> Self {
+        self.step_check = Some(check);
         self
     }
 
@@ -164,6 +192,7 @@ impl Dispatcher {
             clock: self.clock,
             metrics: self.metrics,
             on_invalid_recipient: self.on_invalid_recipient,
+            step_check: self.step_check,
             rng: Mutex::new(self.rng),
         });
         let mut workers = JoinSet::new();
@@ -304,21 +333,43 @@ async fn attempt(
 ) {
     let kind = delivery.channel;
     let metrics = &shared.metrics;
-    metrics.attempts.with_label_values(&[kind.as_str()]).inc();
-    let result = channel.send(&delivery.message, &delivery.recipient).await;
-    drop(slot);
-    let now = shared.clock.now();
-    let completion = match result {
-        Ok(receipt) => Completion::Sent(receipt),
-        Err(error) => {
-            let attempts_made = delivery.attempts.saturating_add(1);
-            let decision = {
-                let mut rng = shared.rng.lock().unwrap();
-                shared.retry.decide(attempts_made, &error, now, &mut *rng)
-            };
-            Completion::Failed { error, decision }
+    // A workflow step is checked first: engagement since it was planned
+    // may cancel it.
+    let mut step_note = None;
+    let checked = match (&delivery.step, &shared.step_check) {
+        (Some(_), Some(check)) => match check(&delivery).await {
+            Ok(StepVerdict::Proceed(note)) => {
+                step_note = Some(note);
+                Ok(())
+            }
+            Ok(StepVerdict::Skip(reason)) => Err(Completion::Skipped(reason)),
+            Err(error) => Err(failed(
+                &shared,
+                &delivery,
+                SendError::Retriable {
+                    answer: format!("cannot check the workflow step: {error}"),
+                    retry_after: None,
+                },
+            )),
+        },
+        _ => Ok(()),
+    };
+    let completion = match checked {
+        Err(completion) => {
+            drop(slot);
+            completion
+        }
+        Ok(()) => {
+            metrics.attempts.with_label_values(&[kind.as_str()]).inc();
+            let result = channel.send(&delivery.message, &delivery.recipient).await;
+            drop(slot);
+            match result {
+                Ok(receipt) => Completion::Sent(receipt),
+                Err(error) => failed(&shared, &delivery, error),
+            }
         }
     };
+    let now = shared.clock.now();
     // The device goes off before the failure is recorded: whoever sees the
     // failed delivery sees the device deactivated too.
     if let (
@@ -333,7 +384,7 @@ async fn attempt(
     }
     let updated = match shared
         .queue
-        .complete_claimed(&delivery, &completion, now)
+        .complete_claimed(&delivery, &completion, step_note, now)
         .await
     {
         Ok(updated) => updated,
@@ -370,11 +421,26 @@ async fn attempt(
             }
             outcome
         }
+        Completion::Skipped(reason) => {
+            tracing::info!(delivery_id = %delivery.id, channel = %kind, %reason, "workflow step cancelled");
+            "cancelled"
+        }
     };
     metrics
         .deliveries
         .with_label_values(&[kind.as_str(), outcome])
         .inc();
+}
+
+/// A failed attempt with its retry decision.
+fn failed(shared: &Shared, delivery: &Delivery, error: SendError) -> Completion {
+    let attempts_made = delivery.attempts.saturating_add(1);
+    let now = shared.clock.now();
+    let decision = {
+        let mut rng = shared.rng.lock().unwrap();
+        shared.retry.decide(attempts_made, &error, now, &mut *rng)
+    };
+    Completion::Failed { error, decision }
 }
 
 fn outcome_label(error: &SendError, decision: Decision) -> &'static str {

@@ -1,5 +1,5 @@
 //! The delivery queue's Prometheus metrics. Labels are bounded: channel
-//! (7 values), outcome (5) and status (3); never user or delivery ids.
+//! (7 values), outcome (6) and status (3); never user or delivery ids.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -10,7 +10,8 @@ use crate::channels::ChannelKind;
 #[derive(Clone)]
 pub struct DeliveryMetrics {
     /// `nudge_cp_deliveries_total{channel, outcome}`: one per attempt outcome:
-    /// `sent`, `retry`, `failed`, `invalid_recipient`, `dead_lettered`.
+    /// `sent`, `retry`, `failed`, `invalid_recipient`, `dead_lettered`, and
+    /// `cancelled` (a workflow step the user's engagement made needless).
     pub deliveries: IntCounterVec,
     /// `nudge_cp_delivery_attempts_total{channel}`: provider calls made.
     pub attempts: IntCounterVec,

@@ -32,9 +32,11 @@ pub mod retry;
 mod tests;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook};
+pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook, StepCheck, StepVerdict};
 pub use facts::{DeliveryFact, FactKind};
 pub use metrics::DeliveryMetrics;
-pub use model::{Attempt, AttemptOutcome, Delivery, Engagement, NewDelivery, Priority, Status};
+pub use model::{
+    Attempt, AttemptOutcome, Delivery, Engagement, NewDelivery, Priority, Status, StepGate,
+};
 pub use queue::{CLAIM_LEASE, Completion, DeliveryQueue, QueueError};
 pub use retry::{Decision, RetryPolicy};

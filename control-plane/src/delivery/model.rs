@@ -18,7 +18,14 @@
 //!   │                 └──▶ dead_lettered  (retriable failure, no attempts left)
 //!   └─────manual retry──── dead_lettered
 //! sending ──crash recovery──▶ queued
+//! sending ──workflow step cancelled──▶ cancelled
 //! ```
+//!
+//! A workflow step's delivery (one with a [`StepGate`]) is checked when it
+//! is claimed: if the user already read or clicked the notification (see
+//! [`crate::workflow`]), it ends `cancelled` without a provider call, with
+//! a `skipped` entry in its attempt log; otherwise a `proceeded` entry
+//! comes before the provider's answer. `cancelled` is final.
 //!
 //! # Engagement
 //!
@@ -82,10 +89,13 @@ pub enum Status {
     Read,
     /// The recipient followed a link in it (a tracked click, or the inbox).
     Clicked,
+    /// A workflow step that was not sent: the user had already engaged
+    /// with the notification (see [`StepGate`]).
+    Cancelled,
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Queued,
         Status::Sending,
         Status::Sent,
@@ -95,6 +105,7 @@ impl Status {
         Status::Opened,
         Status::Read,
         Status::Clicked,
+        Status::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +119,7 @@ impl Status {
             Status::Opened => "opened",
             Status::Read => "read",
             Status::Clicked => "clicked",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -121,7 +133,11 @@ impl Status {
             Status::Delivered => Some(1),
             Status::Opened | Status::Read => Some(2),
             Status::Clicked => Some(3),
-            Status::Queued | Status::Sending | Status::Failed | Status::DeadLettered => None,
+            Status::Queued
+            | Status::Sending
+            | Status::Failed
+            | Status::DeadLettered
+            | Status::Cancelled => None,
         }
     }
 
@@ -132,7 +148,7 @@ impl Status {
         matches!(
             (self, next),
             (Queued, Sending)
-                | (Sending, Sent | Queued | Failed | DeadLettered)
+                | (Sending, Sent | Queued | Failed | DeadLettered | Cancelled)
                 | (Sent, Delivered | Opened | Read | Clicked | Failed)
                 | (Delivered, Opened | Read | Clicked | Failed)
                 | (Opened | Read, Clicked)
@@ -148,7 +164,7 @@ impl std::fmt::Display for Status {
 }
 
 /// Something the recipient did with a sent message (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Engagement {
     /// An email was opened: its open pixel loaded, or the provider said so.
@@ -182,6 +198,12 @@ pub enum AttemptOutcome {
     Retriable,
     Permanent,
     InvalidRecipient,
+    /// A workflow step's check passed (no provider call; the answer says
+    /// what was checked). The provider's answer follows.
+    Proceeded,
+    /// A workflow step's check cancelled it (no provider call; the answer
+    /// says what the user had done).
+    Skipped,
 }
 
 impl AttemptOutcome {
@@ -199,6 +221,8 @@ impl AttemptOutcome {
             AttemptOutcome::Retriable => "retriable",
             AttemptOutcome::Permanent => "permanent",
             AttemptOutcome::InvalidRecipient => "invalid_recipient",
+            AttemptOutcome::Proceeded => "proceeded",
+            AttemptOutcome::Skipped => "skipped",
         }
     }
 }
@@ -210,6 +234,17 @@ pub struct Attempt {
     pub outcome: AttemptOutcome,
     /// The provider's answer, as the channel shortened it.
     pub answer: String,
+}
+
+/// What a workflow step's delivery is checked against when it comes due
+/// (see [`crate::workflow`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepGate {
+    /// The step's place in its type's steps, from 1.
+    pub step: u32,
+    /// Engagement with any other delivery of the notification that cancels
+    /// this one (always `read` and `clicked`; `opened` when the step says).
+    pub unless: std::collections::BTreeSet<Engagement>,
 }
 
 /// The caller's part of a new delivery; [`Delivery::new`] fills in the id,
@@ -278,6 +313,9 @@ pub struct Delivery {
     /// cost of the channel (`[analytics.cost_per_message]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<crate::money::Money>,
+    /// Set on a workflow step after a wait: checked when it comes due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepGate>,
 }
 
 impl Delivery {
@@ -313,6 +351,7 @@ impl Delivery {
             attempt_log: Vec::new(),
             template: None,
             cost: None,
+            step: None,
         }
     }
 }

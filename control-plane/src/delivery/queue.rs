@@ -73,6 +73,10 @@ pub enum Completion {
         error: SendError,
         decision: Decision,
     },
+    /// A workflow step's check cancelled it before any provider call:
+    /// `cancelled`, with why in the attempt log (see
+    /// [`crate::workflow::gate`]).
+    Skipped(String),
 }
 
 /// Cheap to clone: every clone shares the table and the wake-ups. Opened
@@ -213,7 +217,7 @@ impl DeliveryQueue {
         completion: &Completion,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.complete_edit(id, None, completion, now).await
+        self.complete_edit(id, None, completion, None, now).await
     }
 
     /// [`Self::complete`] for the dispatcher: only while `claimed`'s claim
@@ -221,15 +225,24 @@ impl DeliveryQueue {
     /// be another replica's now), so a late outcome is refused with
     /// [`QueueError::ClaimLost`] instead of ending that claim. A claim is
     /// known by the time it was taken (its record's `updated_at`), which
-    /// every later change of the delivery moves.
+    /// every later change of the delivery moves. `step_note`, the passed
+    /// check of a workflow step, goes into the attempt log (as
+    /// `proceeded`) before the outcome.
     pub async fn complete_claimed(
         &self,
         claimed: &Delivery,
         completion: &Completion,
+        step_note: Option<String>,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
-        self.complete_edit(claimed.id, Some(claimed.updated_at), completion, now)
-            .await
+        self.complete_edit(
+            claimed.id,
+            Some(claimed.updated_at),
+            completion,
+            step_note,
+            now,
+        )
+        .await
     }
 
     async fn complete_edit(
@@ -237,6 +250,7 @@ impl DeliveryQueue {
         id: Uuid,
         claimed_at: Option<Timestamp>,
         completion: &Completion,
+        step_note: Option<String>,
         now: Timestamp,
     ) -> Result<Delivery, QueueError> {
         let completion = completion.clone();
@@ -248,6 +262,13 @@ impl DeliveryQueue {
                     delivery.status != Status::Sending || delivery.updated_at != at
                 }) {
                     return Err(QueueError::ClaimLost(delivery.id));
+                }
+                if let Some(answer) = step_note {
+                    delivery.attempt_log.push(Attempt {
+                        at: now,
+                        outcome: AttemptOutcome::Proceeded,
+                        answer,
+                    });
                 }
                 apply_outcome(delivery, &completion, now)
             }),
@@ -659,53 +680,59 @@ fn apply_outcome(
     completion: &Completion,
     now: Timestamp,
 ) -> Result<Edit, QueueError> {
-    let next = match completion {
-        Completion::Sent(_) => Status::Sent,
-        Completion::Failed { decision, .. } => match decision {
-            Decision::RetryAt(_) => Status::Queued,
-            Decision::Fail => Status::Failed,
-            Decision::DeadLetter => Status::DeadLettered,
-        },
+    // The status it moves to, the attempt written, and the fact analytics
+    // counts (`Delivered` comes later, from a provider's receipt: email
+    // and SMS callbacks; a channel without receipts ends at `Sent`). A
+    // skipped step made no provider call: no attempt counted, no fact.
+    let (next, attempt, fact) = match completion {
+        Completion::Sent(receipt) => (
+            Status::Sent,
+            (AttemptOutcome::Sent, receipt.answer.as_str()),
+            Some(FactKind::Sent),
+        ),
+        Completion::Failed { error, decision } => {
+            let (next, fact) = match decision {
+                Decision::RetryAt(_) => (Status::Queued, FactKind::Retried),
+                Decision::Fail => (Status::Failed, FactKind::Failed),
+                Decision::DeadLetter => (Status::DeadLettered, FactKind::DeadLettered),
+            };
+            (
+                next,
+                (AttemptOutcome::of(error), error.answer()),
+                Some(fact),
+            )
+        }
+        Completion::Skipped(reason) => (
+            Status::Cancelled,
+            (AttemptOutcome::Skipped, reason.as_str()),
+            None,
+        ),
     };
     check_transition(delivery, Status::Sending, next)?;
-    delivery.attempts = delivery.attempts.saturating_add(1);
+    let (outcome, answer) = attempt;
+    if fact.is_some() {
+        delivery.attempts = delivery.attempts.saturating_add(1);
+    }
     delivery.updated_at = now;
+    delivery.attempt_log.push(Attempt {
+        at: now,
+        outcome,
+        answer: answer.to_owned(),
+    });
+    delivery.last_answer = Some(answer.to_owned());
     match completion {
         Completion::Sent(receipt) => {
-            delivery.attempt_log.push(Attempt {
-                at: now,
-                outcome: AttemptOutcome::Sent,
-                answer: receipt.answer.clone(),
-            });
             delivery.sent_at = Some(now);
             delivery.provider_message_id = receipt.provider_message_id.clone();
-            delivery.last_answer = Some(receipt.answer.clone());
         }
-        Completion::Failed { error, decision } => {
-            delivery.attempt_log.push(Attempt {
-                at: now,
-                outcome: AttemptOutcome::of(error),
-                answer: error.answer().to_owned(),
-            });
-            delivery.last_answer = Some(error.answer().to_owned());
-            if let Decision::RetryAt(at) = decision {
-                delivery.not_before = *at;
-            }
-        }
+        Completion::Failed {
+            decision: Decision::RetryAt(at),
+            ..
+        } => delivery.not_before = *at,
+        Completion::Failed { .. } | Completion::Skipped(_) => {}
     }
     delivery.status = next;
-    let kind = match completion {
-        // `Delivered` comes later, from a provider's receipt (email
-        // and SMS callbacks); a channel without receipts (in-app,
-        // webhook, push) ends at `Sent`.
-        Completion::Sent(_) => FactKind::Sent,
-        Completion::Failed { decision, .. } => match decision {
-            Decision::RetryAt(_) => FactKind::Retried,
-            Decision::Fail => FactKind::Failed,
-            Decision::DeadLetter => FactKind::DeadLettered,
-        },
-    };
-    Ok(changed(delivery, &[kind], now))
+    Ok(changed(delivery, fact.as_slice(), now))
 }
 
 /// An outcome waiting for the writer's next transaction.

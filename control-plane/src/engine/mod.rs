@@ -79,6 +79,8 @@ pub struct EngineSettings {
     pub digest_keys: BTreeMap<String, String>,
     /// Tracked events that subscribe users to topics (or take them off).
     pub subscriptions: Vec<crate::broadcasts::rules::SubscriptionRule>,
+    /// Per type with steps: its workflow (see [`crate::workflow`]).
+    pub workflows: BTreeMap<String, Vec<crate::workflow::Step>>,
 }
 
 /// The engine's current [`EngineSettings`], replaceable while it runs

@@ -23,9 +23,10 @@ use crate::devices::Platform;
 use crate::event::{Event, EventBody, NotifyRequest};
 use crate::links::UnsubscribeClaims;
 use crate::notifications::{Created, NewNotification, Notification};
-use crate::preferences::{Action, UserPreferences, resolve};
+use crate::preferences::{Action, ChannelDecision, UserPreferences, resolve};
 use crate::templates::{RenderInput, Rendered, TemplateError};
 use crate::throttle::Decision;
+use crate::workflow::{self, PlannedStep};
 
 /// Why one channel of a notification was not planned.
 #[derive(Debug, thiserror::Error)]
@@ -216,24 +217,17 @@ impl Engine {
     ) -> Result<Vec<Delivery>, EngineError> {
         let mut planned = Vec::new();
         let now = self.clock.now();
-        let requested = &notification.request.channels;
-        let decisions = resolve(
-            &self.settings.current().defaults,
-            preferences,
-            &notification.request.notification_type,
-            requested,
-            now,
-        );
+        let decisions = self.decisions(notification, user, preferences, now);
         let throttle = if decisions
             .iter()
-            .any(|d| matches!(d.action, Action::SendNow | Action::HoldUntil(_)))
+            .any(|(d, _)| matches!(d.action, Action::SendNow | Action::HoldUntil(_)))
         {
             self.throttle(notification, now).await?
         } else {
             // Nothing goes out now: nothing to count or hold back.
             Decision::Sent
         };
-        for decision in decisions {
+        for (decision, step) in decisions {
             // Over the type's throttle: what would go out now does not.
             let prompt = matches!(decision.action, Action::SendNow | Action::HoldUntil(_));
             match throttle {
@@ -250,9 +244,11 @@ impl Engine {
                 }
                 _ => {}
             }
+            // A workflow step waits for its time (and then quiet hours).
+            let step_at = step.as_ref().map(|step| step.at).filter(|at| *at > now);
             let not_before = match decision.action {
-                Action::SendNow => None,
-                Action::HoldUntil(until) => Some(until),
+                Action::SendNow => step_at,
+                Action::HoldUntil(until) => Some(step_at.map_or(until, |at| until.max(at))),
                 Action::Digest(at) => {
                     self.hold_for_digest(notification, decision.channel, at, user)
                         .await?;
@@ -267,7 +263,10 @@ impl Engine {
                 .deliveries(notification, decision.channel, user, not_before, now)
                 .await;
             match deliveries {
-                Ok(deliveries) => planned.extend(deliveries),
+                Ok(deliveries) => planned.extend(deliveries.into_iter().map(|mut delivery| {
+                    delivery.step = step.as_ref().and_then(|step| step.gate.clone());
+                    delivery
+                })),
                 // Storage failing is not a reason to skip: retry the event.
                 Err(PlanError::Devices(error)) => return Err(error.into()),
                 Err(reason) => {
@@ -276,6 +275,48 @@ impl Engine {
             }
         }
         Ok(planned)
+    }
+
+    /// What the user's preferences decide for each channel of
+    /// `notification`, with the workflow step it belongs to when its type
+    /// has steps: each step is resolved at its own time (quiet hours then,
+    /// not now). Steps are timed from the notification's creation, so a
+    /// replan times them the same.
+    fn decisions(
+        &self,
+        notification: &Notification,
+        user: &Value,
+        preferences: &UserPreferences,
+        now: Timestamp,
+    ) -> Vec<(ChannelDecision, Option<PlannedStep>)> {
+        let settings = self.settings.current();
+        let kind = &notification.request.notification_type;
+        let requested = &notification.request.channels;
+        let Some(steps) = settings.workflows.get(kind) else {
+            return resolve(&settings.defaults, preferences, kind, requested, now)
+                .into_iter()
+                .map(|decision| (decision, None))
+                .collect();
+        };
+        let zone = user_zone(user);
+        let planned = workflow::schedule(
+            steps,
+            notification.created_at,
+            &zone,
+            notification.request.priority,
+        );
+        planned
+            .into_iter()
+            .filter_map(|step| {
+                let decision = resolve(&settings.defaults, preferences, kind, requested, step.at)
+                    .into_iter()
+                    .find(|decision| decision.channel == step.channel);
+                if decision.is_none() {
+                    tracing::info!(notification = %notification.id, channel = %step.channel, "workflow step left out: the channel is off for this user or not requested");
+                }
+                Some((decision?, Some(step)))
+            })
+            .collect()
     }
 
     /// Decides (once: a replan reads the first decision back) whether
@@ -586,6 +627,16 @@ fn with_time_zone(user: &mut serde_json::Map<String, Value>, preferences: &UserP
     if let Some(zone) = &preferences.timezone {
         user.insert("timezone".into(), Value::String(zone.name().to_owned()));
     }
+}
+
+/// The user's zone as templates see it (`timezone`: their preferences'
+/// zone, else the identify trait), else UTC: where a workflow's
+/// `wait_until` is read.
+fn user_zone(user: &Value) -> jiff::tz::TimeZone {
+    user.get("timezone")
+        .and_then(Value::as_str)
+        .and_then(|name| jiff::tz::TimeZone::get(name).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
 fn new_notification(event: &Event, user_id: &str, request: &NotifyRequest) -> NewNotification {

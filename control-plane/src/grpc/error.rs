@@ -105,7 +105,7 @@ impl From<CatalogError> for ServiceError {
     fn from(error: CatalogError) -> Self {
         match error {
             CatalogError::InvalidType { name, error } => {
-                let field = match error.field {
+                let field = match error.field.as_ref() {
                     "" => "type.name".to_owned(),
                     field => format!("type.{field}"),
                 };

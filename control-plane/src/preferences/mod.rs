@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::channels::ChannelKind;
 
 pub use schedule::{DIGEST_HOUR, Frequency, QuietHours, Tz, WEEKLY_DIGEST_DAY, next_digest_at};
+pub(crate) use schedule::{hhmm, local_instant};
 pub use store::PreferenceStore;
 
 /// The operator's defaults for one notification type.

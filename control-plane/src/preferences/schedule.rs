@@ -121,20 +121,23 @@ fn format_hhmm(time: Time) -> String {
 }
 
 fn parse_hhmm(field: &'static str, text: &str) -> Result<Time, PreferenceError> {
-    let invalid = || PreferenceError::QuietHoursTime {
+    hhmm(text).ok_or_else(|| PreferenceError::QuietHoursTime {
         field,
         value: text.to_owned(),
-    };
-    let (hour, minute) = text.split_once(':').ok_or_else(invalid)?;
+    })
+}
+
+/// A wall time written `HH:MM` (24-hour, two digits each), as quiet hours
+/// and workflow steps (`wait_until`) take it.
+pub(crate) fn hhmm(text: &str) -> Option<Time> {
+    let (hour, minute) = text.split_once(':')?;
     // Digits only: `i8::from_str` also takes a sign, which let "+1:05" in
     // as 01:05 (and then be stored and shown as a different text).
     let two_digits = |part: &str| part.len() == 2 && part.bytes().all(|b| b.is_ascii_digit());
     if !two_digits(hour) || !two_digits(minute) {
-        return Err(invalid());
+        return None;
     }
-    let hour: i8 = hour.parse().map_err(|_| invalid())?;
-    let minute: i8 = minute.parse().map_err(|_| invalid())?;
-    Time::new(hour, minute, 0, 0).map_err(|_| invalid())
+    Time::new(hour.parse().ok()?, minute.parse().ok()?, 0, 0).ok()
 }
 
 impl QuietHours {
@@ -193,7 +196,7 @@ impl QuietHours {
 }
 
 /// The instant of a local wall time, with "compatible" disambiguation.
-fn local_instant(date: Date, time: Time, tz: &TimeZone) -> Option<Timestamp> {
+pub(crate) fn local_instant(date: Date, time: Time, tz: &TimeZone) -> Option<Timestamp> {
     tz.to_ambiguous_zoned(date.to_datetime(time))
         .compatible()
         .ok()

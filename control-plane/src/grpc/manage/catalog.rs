@@ -15,8 +15,10 @@ use super::{
 };
 use crate::catalog::{Entry, Source, TypeDefinition};
 use crate::channels::ChannelKind;
+use crate::delivery::Engagement;
 use crate::rules::{Condition, Op, Rule};
 use crate::templates::{LocaleTemplates, Template, TypeTemplates};
+use crate::workflow::Step;
 
 pub(super) fn list_types(state: &GrpcState) -> pb::ListTypesResponse {
     pb::ListTypesResponse {
@@ -125,8 +127,74 @@ fn type_from_proto(proto: pb::NotificationType) -> Result<(String, TypeDefinitio
         templates,
         throttle: proto.throttle.map(throttle_from_proto).transpose()?,
         digest_key: non_empty(proto.digest_key),
+        steps: proto
+            .steps
+            .into_iter()
+            .enumerate()
+            .map(|(index, step)| step_from_proto(index, step))
+            .collect::<Result<_, _>>()?,
     };
     Ok((proto.name, definition))
+}
+
+/// One workflow step; its sense (one kind, durations) is checked with the
+/// rest of the type by [`TypeDefinition::check`].
+fn step_from_proto(index: usize, proto: pb::WorkflowStep) -> Result<Step, ServiceError> {
+    let field = |name: &str| format!("type.steps[{index}].{name}");
+    let channel = if proto.channel.is_empty() {
+        None
+    } else {
+        Some(channel(&field("channel"), &proto.channel)?)
+    };
+    let unless = proto
+        .unless
+        .iter()
+        .map(|name| match name.as_str() {
+            "opened" => Ok(Engagement::Opened),
+            "read" => Ok(Engagement::Read),
+            "clicked" => Ok(Engagement::Clicked),
+            other => Err(ServiceError::invalid(
+                &field("unless"),
+                format!("{other:?} is not opened, read or clicked"),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    let min_priority = match known_enum(&field("min_priority"), proto.min_priority)? {
+        pb::Priority::Unspecified => None,
+        _ => Some(priority_from_proto(
+            &field("min_priority"),
+            proto.min_priority,
+        )?),
+    };
+    Ok(Step {
+        channel,
+        wait: non_empty(proto.wait),
+        wait_until: non_empty(proto.wait_until),
+        unless,
+        always: proto.always,
+        min_priority,
+    })
+}
+
+fn step_to_proto(step: Step) -> pb::WorkflowStep {
+    pb::WorkflowStep {
+        channel: step
+            .channel
+            .map(|channel| channel.as_str().to_owned())
+            .unwrap_or_default(),
+        wait: step.wait.unwrap_or_default(),
+        wait_until: step.wait_until.unwrap_or_default(),
+        unless: step
+            .unless
+            .iter()
+            .map(|kind| kind.as_str().to_owned())
+            .collect(),
+        always: step.always,
+        min_priority: step
+            .min_priority
+            .map_or(pb::Priority::Unspecified, priority_to_proto)
+            .into(),
+    }
 }
 
 fn throttle_from_proto(proto: pb::Throttle) -> Result<Throttle, ServiceError> {
@@ -267,6 +335,7 @@ fn type_entry(entry: Entry<TypeDefinition>) -> pb::TypeEntry {
         }),
         throttle: definition.throttle.map(throttle_to_proto),
         digest_key: definition.digest_key.unwrap_or_default(),
+        steps: definition.steps.into_iter().map(step_to_proto).collect(),
     };
     pb::TypeEntry {
         r#type: Some(proto),
@@ -426,6 +495,7 @@ mod tests {
                 over: pb::ThrottleOver::Digest.into(),
             }),
             digest_key: "project.id".to_owned(),
+            steps: Vec::new(),
         };
         let (name, definition) = type_from_proto(proto.clone()).unwrap();
         let back = type_entry(Entry {
@@ -436,6 +506,54 @@ mod tests {
         });
         assert_eq!(back.r#type.unwrap(), proto);
         assert_eq!(back.source, i32::from(pb::Source::Api));
+    }
+
+    #[test]
+    fn a_workflow_round_trips_and_bad_steps_name_the_field() {
+        let proto = pb::NotificationType {
+            name: "payment_failed".to_owned(),
+            steps: vec![
+                pb::WorkflowStep {
+                    channel: "in_app".to_owned(),
+                    ..Default::default()
+                },
+                pb::WorkflowStep {
+                    wait: "1h".to_owned(),
+                    ..Default::default()
+                },
+                pb::WorkflowStep {
+                    wait_until: "09:00".to_owned(),
+                    ..Default::default()
+                },
+                pb::WorkflowStep {
+                    channel: "email".to_owned(),
+                    unless: vec!["opened".to_owned()],
+                    min_priority: pb::Priority::High.into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let (name, definition) = type_from_proto(proto.clone()).unwrap();
+        assert_eq!(definition.steps.len(), 4);
+        let back = type_entry(Entry {
+            name,
+            definition,
+            source: Source::Api,
+            problem: None,
+        });
+        let mut expected = proto.clone();
+        expected.templates = Some(pb::TypeTemplates::default());
+        expected.frequency = pb::Frequency::Instant.into();
+        assert_eq!(back.r#type.unwrap(), expected);
+        let mut bad = proto;
+        bad.steps[3].unless = vec!["seen".to_owned()];
+        let message = type_from_proto(bad.clone()).unwrap_err().to_string();
+        assert!(message.starts_with("type.steps[3].unless:"), "{message}");
+        bad.steps[3].unless.clear();
+        bad.steps[3].channel = "pigeon".to_owned();
+        let message = type_from_proto(bad).unwrap_err().to_string();
+        assert!(message.starts_with("type.steps[3].channel:"), "{message}");
     }
 
     #[test]

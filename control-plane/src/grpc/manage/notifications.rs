@@ -262,6 +262,7 @@ fn status_to_proto(status: Status) -> pb::DeliveryStatus {
         Status::Opened => pb::DeliveryStatus::Opened,
         Status::Read => pb::DeliveryStatus::Read,
         Status::Clicked => pb::DeliveryStatus::Clicked,
+        Status::Cancelled => pb::DeliveryStatus::Cancelled,
     }
 }
 
@@ -271,6 +272,8 @@ fn outcome_to_proto(outcome: AttemptOutcome) -> pb::AttemptOutcome {
         AttemptOutcome::Retriable => pb::AttemptOutcome::Retriable,
         AttemptOutcome::Permanent => pb::AttemptOutcome::Permanent,
         AttemptOutcome::InvalidRecipient => pb::AttemptOutcome::InvalidRecipient,
+        AttemptOutcome::Proceeded => pb::AttemptOutcome::Proceeded,
+        AttemptOutcome::Skipped => pb::AttemptOutcome::Skipped,
     }
 }
 
