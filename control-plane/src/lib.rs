@@ -70,6 +70,7 @@ pub mod privacy;
 #[cfg(test)]
 mod proptest_cases;
 pub mod rules;
+pub mod send_check;
 pub mod storage;
 pub mod templates;
 pub mod throttle;
@@ -453,7 +454,11 @@ async fn notification_engine(
         devices.clone(),
         Arc::clone(&clock),
     ))
-    .with_step_check(workflow::gate::checker(queue.clone(), inbox.clone()));
+    .with_send_check(send_check::checker(
+        queue.clone(),
+        inbox.clone(),
+        stores.broadcasts.clone(),
+    ));
     if let Some(email) = &config.email {
         dispatcher =
             dispatcher.with_channel(Arc::new(channels::email::EmailChannel::new(email.clone())?));

@@ -32,6 +32,7 @@ use nudge_control_plane::notifications::NotificationStore;
 use nudge_control_plane::preferences::{
     Frequency, OperatorDefaults, QuietHours, TypeDefaults, Tz, UserPreferences,
 };
+use nudge_control_plane::send_check;
 use nudge_control_plane::storage::{EventStore, Stores};
 use nudge_control_plane::throttle::{Throttle, ThrottleOver, ThrottleScope, Throttles};
 use nudge_control_plane::workflow::{self, Step};
@@ -150,7 +151,11 @@ impl Harness {
         )
         .with_channel(Arc::new(InAppChannel::new(stores.inbox.clone())))
         .on_invalid_recipient(deactivation_hook(devices.clone(), Arc::clone(&clock)))
-        .with_step_check(workflow::gate::checker(queue.clone(), stores.inbox.clone()));
+        .with_send_check(send_check::checker(
+            queue.clone(),
+            stores.inbox.clone(),
+            stores.broadcasts.clone(),
+        ));
         let dispatcher = channels
             .into_iter()
             .fold(dispatcher, |dispatcher, channel| {
@@ -1099,6 +1104,13 @@ async fn a_broadcast_reaches_each_subscriber_once_under_their_preferences() {
         "2026-07-02T05:00:00Z".parse::<Timestamp>().unwrap(),
         "held until 07:00 Berlin"
     );
+    assert_eq!(
+        deliveries[0].broadcast.as_deref(),
+        Some("v2"),
+        "held: checked when due"
+    );
+    let (_, due_now) = in_app_of(&h, "user-0600").await;
+    assert_eq!(due_now[0].broadcast, None, "goes out at once: unchecked");
     let (count, deliveries) = in_app_of(&h, "opted-out").await;
     assert_eq!(
         (count, deliveries.len()),
@@ -1166,6 +1178,48 @@ async fn a_broadcast_reaches_each_subscriber_once_under_their_preferences() {
         ["news", "project:42"],
         "no topic from a value that makes no name"
     );
+
+    // Cancelling the done broadcast recalls what it still holds: USER's
+    // delivery of v2 (quiet hours) ends cancelled at 07:00; v2-replay's
+    // goes out.
+    use nudge_control_plane::delivery::AttemptOutcome;
+    use nudge_control_plane::storage::Cancelled;
+    let Cancelled::Now(recalled) = h.stores.broadcasts.cancel("v2", night).await.unwrap() else {
+        panic!("a done broadcast can be cancelled")
+    };
+    assert_eq!(recalled.state, BroadcastState::Cancelled);
+    assert!(matches!(
+        h.stores.broadcasts.cancel("v2", night).await.unwrap(),
+        Cancelled::Closed(_)
+    ));
+    let held = |source: &str| {
+        let source = broadcasts::source_id(source, USER);
+        let h = &h;
+        async move {
+            let notifications = h.notifications.list_for_user(USER, 10).await.unwrap();
+            let notification = notifications
+                .iter()
+                .find(|n| n.source_event_id.as_deref() == Some(source.as_str()))
+                .unwrap();
+            delivery_id_for(&notification.id, ChannelKind::InApp, None).unwrap()
+        }
+    };
+    let (v2, replay) = (held("v2").await, held("v2-replay").await);
+    h.clock
+        .set("2026-07-02T05:00:01Z".parse::<Timestamp>().unwrap());
+    let cancelled = h.reaching(v2, Status::Cancelled).await;
+    assert_eq!(cancelled.attempt_log.len(), 1);
+    assert_eq!(cancelled.attempt_log[0].outcome, AttemptOutcome::Skipped);
+    assert!(
+        cancelled.attempt_log[0]
+            .answer
+            .contains("\"v2\" was cancelled"),
+        "{:?}",
+        cancelled.attempt_log
+    );
+    let sent = h.sent(replay).await;
+    assert_eq!(sent.attempt_log.len(), 1, "no step note for a broadcast");
+    assert_eq!(sent.attempt_log[0].outcome, AttemptOutcome::Sent);
     h.stop().await;
 }
 

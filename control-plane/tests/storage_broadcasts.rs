@@ -235,10 +235,21 @@ async fn progress_moves_from_its_cursor_and_stops_at_a_cancel(backend: Backend) 
         table.next_due(at(20)).await.unwrap().is_none(),
         "done is not due"
     );
+    // Done can still be cancelled (to recall what is held), once.
+    let Cancelled::Now(recalled) = table.cancel("now", at(21)).await.unwrap() else {
+        panic!("a done broadcast can be cancelled")
+    };
+    assert_eq!(recalled.state, BroadcastState::Cancelled);
+    assert_eq!(
+        (recalled.recipients, recalled.finished_at),
+        (680, Some(at(21))),
+        "its progress stays"
+    );
     assert!(matches!(
-        table.cancel("now", at(21)).await.unwrap(),
+        table.cancel("now", at(22)).await.unwrap(),
         Cancelled::Closed(_)
     ));
+    assert!(table.next_due(at(30)).await.unwrap().is_none());
 
     // A cancel wins over a page in flight, and the broadcast is no longer
     // due.

@@ -233,10 +233,21 @@ async fn topics_and_broadcasts(database_url: Option<&str>) {
         .admin(Method::POST, "/v1/admin/broadcasts", Some(changed))
         .await;
     assert_eq!(status, 409, "{body}");
+    // Done, it can still be cancelled (recalling what is held: nothing
+    // here, everyone got it), once.
     let (status, body) = stack
         .admin(Method::POST, "/v1/admin/broadcasts/release-7/cancel", None)
         .await;
-    assert_eq!(status, 409, "done cannot be cancelled: {body}");
+    assert_eq!(
+        (status, &body["state"]),
+        (200, &json!("cancelled")),
+        "{body}"
+    );
+    assert_eq!(body["recipients"], done["recipients"], "{body}");
+    let (status, body) = stack
+        .admin(Method::POST, "/v1/admin/broadcasts/release-7/cancel", None)
+        .await;
+    assert_eq!(status, 409, "cancelled twice: {body}");
 
     // A segment: users whose `plan` trait is `pro` (ana and eve).
     let pro = json!({

@@ -26,9 +26,12 @@
 //!   user id order, a page at a time, and records after each page how far
 //!   it got and how many users it scanned, reached and created
 //!   notifications for.
-//! * **Cancellation** stops the fan-out before its next page; what was
-//!   planned before goes out (deliveries held by quiet hours included).
-//!   A broadcast that is done or cancelled cannot be cancelled (again).
+//! * **Cancellation** stops the fan-out before its next page and recalls
+//!   what was planned but is still held (quiet hours, a workflow's wait):
+//!   such a delivery carries the broadcast's id and is checked when it
+//!   comes due ([`crate::send_check`]), ending `cancelled`. What already
+//!   went out, or waits in a digest, stays. A done broadcast can be
+//!   cancelled (to recall what is held); a cancelled one not again.
 //!
 //! Erased users are never notified (the notification store checks the
 //! tombstone); erasing a user removes their subscriptions.

@@ -43,21 +43,28 @@ pub type InvalidRecipientHook = Arc<
     dyn Fn(ChannelKind, &Recipient, &str) -> futures::future::BoxFuture<'static, ()> + Send + Sync,
 >;
 
-/// Decides, when a workflow step's delivery is claimed, whether it goes
-/// out (see [`crate::workflow::gate`]); `Err` is a failure to look (the
+/// Decides, when a delivery that needs it (a workflow step, a held
+/// broadcast delivery: [`needs_check`]) is claimed, whether it still goes
+/// out (see [`crate::send_check`]); `Err` is a failure to look (the
 /// delivery is retried like a failed send).
-pub type StepCheck = Arc<
-    dyn Fn(&Delivery) -> futures::future::BoxFuture<'static, Result<StepVerdict, String>>
+pub type SendCheck = Arc<
+    dyn Fn(&Delivery) -> futures::future::BoxFuture<'static, Result<SendVerdict, String>>
         + Send
         + Sync,
 >;
 
-/// A workflow step's check, with what was checked or found (its attempt
-/// log entry).
+/// The outcome of a [`SendCheck`], with what was checked or found: a
+/// non-empty note of a `Proceed` goes into the attempt log (`proceeded`),
+/// a `Skip`'s reason always (`skipped`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepVerdict {
+pub enum SendVerdict {
     Proceed(String),
     Skip(String),
+}
+
+/// Whether `delivery` is checked before its send.
+pub fn needs_check(delivery: &Delivery) -> bool {
+    delivery.step.is_some() || delivery.broadcast.is_some()
 }
 
 /// In-app's concurrency when `concurrency` has no entry for it. An in-app
@@ -117,7 +124,7 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     metrics: DeliveryMetrics,
     on_invalid_recipient: Option<InvalidRecipientHook>,
-    step_check: Option<StepCheck>,
+    send_check: Option<SendCheck>,
     rng: StdRng,
 }
 
@@ -128,8 +135,9 @@ struct Shared {
     clock: Arc<dyn Clock>,
     metrics: DeliveryMetrics,
     on_invalid_recipient: Option<InvalidRecipientHook>,
-    /// Without one, workflow steps go out unchecked.
-    step_check: Option<StepCheck>,
+    /// Without one, workflow steps and held broadcast deliveries go out
+    /// unchecked.
+    send_check: Option<SendCheck>,
     /// Jitter source; seeded in tests for reproducible schedules.
     rng: Mutex<StdRng>,
 }
@@ -148,7 +156,7 @@ impl Dispatcher {
             clock,
             metrics,
             on_invalid_recipient: None,
-            step_check: None,
+            send_check: None,
             rng: StdRng::from_os_rng(),
         }
     }
@@ -167,10 +175,11 @@ impl Dispatcher {
         self
     }
 
-    /// Checks workflow steps when they come due (see [`StepCheck`]).
+    /// Checks the deliveries that need it when they come due (see
+    /// [`SendCheck`]).
     #[must_use]
-    pub fn with_step_check(mut self, check: StepCheck) -> Self {
-        self.step_check = Some(check);
+    pub fn with_send_check(mut self, check: SendCheck) -> Self {
+        self.send_check = Some(check);
         self
     }
 
@@ -192,7 +201,7 @@ impl Dispatcher {
             clock: self.clock,
             metrics: self.metrics,
             on_invalid_recipient: self.on_invalid_recipient,
-            step_check: self.step_check,
+            send_check: self.send_check,
             rng: Mutex::new(self.rng),
         });
         let mut workers = JoinSet::new();
@@ -333,21 +342,21 @@ async fn attempt(
 ) {
     let kind = delivery.channel;
     let metrics = &shared.metrics;
-    // A workflow step is checked first: engagement since it was planned
-    // may cancel it.
+    // A workflow step or a held broadcast delivery is checked first: the
+    // user's engagement, or a cancel, since it was planned may stop it.
     let mut step_note = None;
-    let checked = match (&delivery.step, &shared.step_check) {
-        (Some(_), Some(check)) => match check(&delivery).await {
-            Ok(StepVerdict::Proceed(note)) => {
-                step_note = Some(note);
+    let checked = match &shared.send_check {
+        Some(check) if needs_check(&delivery) => match check(&delivery).await {
+            Ok(SendVerdict::Proceed(note)) => {
+                step_note = Some(note).filter(|note| !note.is_empty());
                 Ok(())
             }
-            Ok(StepVerdict::Skip(reason)) => Err(Completion::Skipped(reason)),
+            Ok(SendVerdict::Skip(reason)) => Err(Completion::Skipped(reason)),
             Err(error) => Err(failed(
                 &shared,
                 &delivery,
                 SendError::Retriable {
-                    answer: format!("cannot check the workflow step: {error}"),
+                    answer: format!("cannot check whether it still goes out: {error}"),
                     retry_after: None,
                 },
             )),
@@ -422,7 +431,7 @@ async fn attempt(
             outcome
         }
         Completion::Skipped(reason) => {
-            tracing::info!(delivery_id = %delivery.id, channel = %kind, %reason, "workflow step cancelled");
+            tracing::info!(delivery_id = %delivery.id, channel = %kind, %reason, "delivery cancelled before its send");
             "cancelled"
         }
     };

@@ -32,7 +32,7 @@ pub mod retry;
 mod tests;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook, StepCheck, StepVerdict};
+pub use dispatcher::{Dispatcher, DispatcherConfig, InvalidRecipientHook, SendCheck, SendVerdict};
 pub use facts::{DeliveryFact, FactKind};
 pub use metrics::DeliveryMetrics;
 pub use model::{

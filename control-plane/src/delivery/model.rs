@@ -21,11 +21,12 @@
 //! sending ──workflow step cancelled──▶ cancelled
 //! ```
 //!
-//! A workflow step's delivery (one with a [`StepGate`]) is checked when it
-//! is claimed: if the user already read or clicked the notification (see
-//! [`crate::workflow`]), it ends `cancelled` without a provider call, with
-//! a `skipped` entry in its attempt log; otherwise a `proceeded` entry
-//! comes before the provider's answer. `cancelled` is final.
+//! A workflow step's delivery (one with a [`StepGate`]) and a broadcast's
+//! held delivery are checked when claimed (see [`crate::send_check`]): if
+//! the user already read or clicked the notification, or the broadcast was
+//! cancelled, it ends `cancelled` without a provider call, with a
+//! `skipped` entry in its attempt log; otherwise a workflow step gets a
+//! `proceeded` entry before the provider's answer. `cancelled` is final.
 //!
 //! # Engagement
 //!
@@ -316,6 +317,11 @@ pub struct Delivery {
     /// Set on a workflow step after a wait: checked when it comes due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepGate>,
+    /// The broadcast it belongs to, set when it is held for later (quiet
+    /// hours, a workflow's wait): checked when it comes due, so that
+    /// cancelling the broadcast recalls it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<String>,
 }
 
 impl Delivery {
@@ -352,6 +358,7 @@ impl Delivery {
             template: None,
             cost: None,
             step: None,
+            broadcast: None,
         }
     }
 }

@@ -84,14 +84,20 @@ impl Engine {
         broadcast_id: &str,
         drafts: Vec<NewNotification>,
     ) -> Result<u64, EngineError> {
-        match self.create_and_plan_all(drafts.clone(), "broadcast").await {
+        match self
+            .create_and_plan_all(drafts.clone(), "broadcast", Some(broadcast_id))
+            .await
+        {
             Ok(created) => Ok(created),
             Err(error) if error.is_transient() => Err(error),
             Err(_) => {
                 let mut created = 0;
                 for draft in drafts {
                     let user = draft.user_id.clone();
-                    match self.create_and_plan_all(vec![draft], "broadcast").await {
+                    match self
+                        .create_and_plan_all(vec![draft], "broadcast", Some(broadcast_id))
+                        .await
+                    {
                         Ok(new) => created += new,
                         Err(error) if error.is_transient() => return Err(error),
                         Err(error) => {

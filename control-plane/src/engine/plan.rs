@@ -135,7 +135,7 @@ impl Engine {
                 Some(new_notification(event, user_id, request))
             })
             .collect();
-        self.create_and_plan_all(drafts, "notify").await?;
+        self.create_and_plan_all(drafts, "notify", None).await?;
         Ok(())
     }
 
@@ -143,11 +143,14 @@ impl Engine {
     /// their deliveries in another; returns how many notifications were
     /// new (counted under `trigger`). Drafts whose notification exists are
     /// planned again (deliveries already there are kept); erased users'
-    /// are skipped.
+    /// are skipped. The deliveries of a `broadcast` that are held for
+    /// later carry its id, so that cancelling it recalls them (see
+    /// [`crate::send_check`]).
     pub(super) async fn create_and_plan_all(
         &self,
         drafts: Vec<NewNotification>,
         trigger: &'static str,
+        broadcast: Option<&str>,
     ) -> Result<u64, EngineError> {
         let created = self
             .notifications
@@ -187,10 +190,15 @@ impl Engine {
                 users.insert(notification.user_id.clone(), known);
             }
             let (user, preferences) = &users[&notification.user_id];
-            deliveries.extend(
-                self.plan_deliveries(&notification, user, preferences)
-                    .await?,
-            );
+            let planned = self
+                .plan_deliveries(&notification, user, preferences)
+                .await?;
+            deliveries.extend(planned.into_iter().map(|mut delivery| {
+                if delivery.not_before > delivery.created_at {
+                    delivery.broadcast = broadcast.map(str::to_owned);
+                }
+                delivery
+            }));
         }
         self.queue.enqueue_all(deliveries).await?;
         Ok(new)

@@ -7,7 +7,7 @@
 //!   topics; `/v1/admin/broadcasts[/{id}[/cancel]]` — create (`201`, or
 //!   `200` with the first when the same id and content come again, `409`
 //!   when the content differs), list (newest first), read with progress,
-//!   cancel (`409` once done or cancelled).
+//!   cancel (`409` once cancelled; a done one is cancelled to recall what is still held).
 //! * End users (their token): `GET /v1/me/topics`, and
 //!   `DELETE /v1/me/topics/{topic}` to leave one. Joining is the
 //!   application's call (see the module doc of `broadcasts`).
@@ -346,10 +346,7 @@ async fn cancel(
         Cancelled::Closed(broadcast) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
-            format!(
-                "broadcast {id:?} is {}: only a scheduled or running broadcast can be cancelled",
-                broadcast.state.as_str()
-            ),
+            format!("broadcast {id:?} is {} already", broadcast.state.as_str()),
         )),
         Cancelled::NotFound => Err(no_broadcast(&id)),
     }

@@ -60,7 +60,7 @@ pub struct PageDone {
 pub enum Cancelled {
     /// Cancelled now.
     Now(Broadcast),
-    /// Done or cancelled before: unchanged.
+    /// Cancelled before: unchanged.
     Closed(Broadcast),
     NotFound,
 }
@@ -158,12 +158,14 @@ impl BroadcastTable {
         rows.into_iter().map(decode).collect()
     }
 
-    /// Cancels broadcast `id` if it is still open.
+    /// Cancels broadcast `id` unless it is cancelled already: one still
+    /// open stops fanning out, and one done (or open) recalls its
+    /// deliveries still held (see [`crate::send_check`]).
     pub async fn cancel(&self, id: &str, now: Timestamp) -> Result<Cancelled, StorageError> {
         let changed = with_pool!(write self.database, pool => {
             sqlx::query(
                 "UPDATE broadcasts SET state = 'cancelled', finished_at_ms = $2 \
-                 WHERE id = $1 AND state IN ('scheduled', 'running')",
+                 WHERE id = $1 AND state IN ('scheduled', 'running', 'done')",
             )
             .bind(id)
             .bind(now.as_millisecond())

@@ -12,22 +12,11 @@
 //!   provider's open report);
 //! * `clicked`: the delivery's `clicked_at` (a tracked link, a provider).
 
-use std::sync::Arc;
-
-use futures::FutureExt;
 use jiff::Timestamp;
 
 use crate::channels::ChannelKind;
-use crate::delivery::{Delivery, DeliveryQueue, Engagement, StepCheck, StepVerdict};
+use crate::delivery::{Delivery, DeliveryQueue, Engagement, SendVerdict};
 use crate::inbox::InboxStore;
-
-/// The dispatcher's [`StepCheck`] over the deliveries and the inbox.
-pub fn checker(queue: DeliveryQueue, inbox: InboxStore) -> StepCheck {
-    Arc::new(move |delivery: &Delivery| {
-        let (queue, inbox, delivery) = (queue.clone(), inbox.clone(), delivery.clone());
-        async move { verdict(&queue, &inbox, &delivery).await }.boxed()
-    })
-}
 
 /// Whether `delivery`'s step goes out, and why (written to its attempt
 /// log). A delivery without a gate always proceeds.
@@ -35,9 +24,9 @@ pub async fn verdict(
     queue: &DeliveryQueue,
     inbox: &InboxStore,
     delivery: &Delivery,
-) -> Result<StepVerdict, String> {
+) -> Result<SendVerdict, String> {
     let Some(gate) = &delivery.step else {
-        return Ok(StepVerdict::Proceed(String::new()));
+        return Ok(SendVerdict::Proceed(String::new()));
     };
     let notification = uuid::Uuid::parse_str(&delivery.notification_id)
         .map_err(|error| format!("notification id {:?}: {error}", delivery.notification_id))?;
@@ -65,13 +54,13 @@ pub async fn verdict(
     }
     let step = gate.step;
     Ok(match seen {
-        Some((at, kind, channel)) => StepVerdict::Skip(format!(
+        Some((at, kind, channel)) => SendVerdict::Skip(format!(
             "step {step} cancelled: the {channel} message was {} at {at}",
             kind.as_str()
         )),
         None => {
             let kinds: Vec<&str> = gate.unless.iter().map(|kind| kind.as_str()).collect();
-            StepVerdict::Proceed(format!(
+            SendVerdict::Proceed(format!(
                 "step {step}: nothing {} yet; sending",
                 kinds.join(" or ")
             ))

@@ -32,7 +32,7 @@
 //!   digest (which then goes out whatever was read).
 //! * **A read or click cancels the remaining steps.** Every step after the
 //!   first wait carries a [`StepGate`]; when its delivery comes due, the
-//!   dispatcher asks [`gate`] whether any of the notification's deliveries
+//!   dispatcher asks [`gate`] (through [`crate::send_check`]) whether any of the notification's deliveries
 //!   was read (the in-app item read or archived in the inbox) or clicked,
 //!   or whatever else the step's `unless` names (`opened`: an email's
 //!   open pixel, a provider's open report). If so, the delivery ends

@@ -232,7 +232,7 @@ pub(super) async fn cancel(
             broadcast: Some(broadcast_to_proto(broadcast)),
         }),
         Cancelled::Closed(broadcast) => Err(ServiceError::FailedPrecondition(format!(
-            "broadcast {:?} is {}: only a scheduled or running broadcast can be cancelled",
+            "broadcast {:?} is {} already",
             broadcast.id,
             broadcast.state.as_str()
         ))),
