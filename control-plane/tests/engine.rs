@@ -1389,3 +1389,61 @@ async fn a_workflow_step_goes_out_after_its_wait_unless_the_user_read_the_first(
     assert_eq!(*received.lock().unwrap(), [hook(left_unread).to_string()]);
     h.stop().await;
 }
+
+/// Two broadcasts due together take turns page by page: a large one does
+/// not hold back a small one for its whole fan-out.
+#[tokio::test]
+async fn due_broadcasts_take_turns_page_by_page() {
+    use nudge_control_plane::broadcasts::{self, Audience, BroadcastSpec, BroadcastState};
+
+    let now: Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+    let h = Harness::start(now, &UserPreferences::default(), EngineSettings::default()).await;
+    for n in 0..1100 {
+        broadcasts::subscribe(&h.stores.topics, "big", &format!("user-{n:04}"), now)
+            .await
+            .unwrap();
+    }
+    for user in ["ana", "ben"] {
+        broadcasts::subscribe(&h.stores.topics, "small", user, now)
+            .await
+            .unwrap();
+    }
+    let spec = |topic: &str| BroadcastSpec {
+        request: NotifyRequest {
+            notification_type: "announcement".into(),
+            template: None,
+            title: Some("News".into()),
+            body: None,
+            channels: vec![ChannelKind::InApp],
+            data: Map::new(),
+            priority: Default::default(),
+            idempotency_key: None,
+            cost: None,
+        },
+        audience: Audience::Topic(topic.into()),
+        send_at: None,
+    };
+    // The big one is due first (created first, same time: by id).
+    broadcasts::create(&h.stores.broadcasts, "a-big", &spec("big"), now)
+        .await
+        .unwrap();
+    broadcasts::create(&h.stores.broadcasts, "b-small", &spec("small"), now)
+        .await
+        .unwrap();
+    let state = |id: &'static str| {
+        let h = &h;
+        async move { h.stores.broadcasts.get(id).await.unwrap().unwrap() }
+    };
+    assert_eq!(h.engine.fan_out_step().await.unwrap(), 500);
+    assert_eq!(state("a-big").await.state, BroadcastState::Running);
+    // Its second page waits: the small one's turn.
+    assert_eq!(h.engine.fan_out_step().await.unwrap(), 2);
+    let small = state("b-small").await;
+    assert_eq!((small.state, small.recipients), (BroadcastState::Done, 2));
+    assert_eq!(state("a-big").await.scanned, 500);
+    // Alone again, the big one goes on to its end.
+    assert_eq!(h.engine.fan_out_due().await.unwrap(), 2);
+    let big = state("a-big").await;
+    assert_eq!((big.state, big.recipients), (BroadcastState::Done, 1100));
+    h.stop().await;
+}

@@ -1,9 +1,11 @@
 //! The fan-out of broadcasts (see [`crate::broadcasts`]) and the
 //! subscription rules applied to tracked events.
 //!
-//! The replica that holds the timers' lease fans out one page of the
-//! broadcast due first per pass: [`FAN_OUT_PAGE`] users of its audience
-//! after its cursor, in user id order; each user in the audience gets a
+//! The replica that holds the timers' lease fans out one page of a due
+//! broadcast per pass, the due broadcasts taking turns ([`next_in_turn`]:
+//! a large one does not hold back the next for its whole fan-out):
+//! [`FAN_OUT_PAGE`] users of its audience after its cursor, in user id
+//! order; each user in the audience gets a
 //! notification (source id `broadcast:<id>:<user>`), and the page's
 //! notifications are created in one transaction and their deliveries
 //! enqueued in another, like a page of notifies. Then the page's progress
@@ -22,6 +24,23 @@ use crate::storage::{PageDone, Subscribed};
 
 /// Users looked at per page of a fan-out.
 pub const FAN_OUT_PAGE: usize = 500;
+/// Due broadcasts taking turns at most; more wait for a turn among the
+/// first ones (due first first).
+const FAN_OUT_TURNS: usize = 64;
+
+/// Of `due` (due first first), the broadcast after `last` in that order,
+/// wrapping around: each due broadcast gets a page in turn. The first when
+/// `last` is none or no longer due.
+fn next_in_turn(mut due: Vec<Broadcast>, last: Option<&str>) -> Option<Broadcast> {
+    let after = last
+        .and_then(|last| due.iter().position(|broadcast| broadcast.id == last))
+        .map_or(0, |index| index + 1);
+    if after < due.len() {
+        Some(due.swap_remove(after))
+    } else {
+        due.into_iter().next()
+    }
+}
 
 impl Engine {
     /// Fans out every broadcast due now, page by page; returns how many
@@ -35,13 +54,24 @@ impl Engine {
         Ok(pages)
     }
 
-    /// Fans out one page of the broadcast due first, if any; returns how
-    /// many users it looked at (0: nothing due).
-    pub(super) async fn fan_out_step(&self) -> Result<usize, EngineError> {
+    /// Fans out one page of the due broadcast whose turn it is, if any;
+    /// returns how many users it looked at (0: nothing due). Public for
+    /// tests that watch the turns.
+    pub async fn fan_out_step(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
-        let Some(broadcast) = self.broadcasts.next_due(now).await? else {
+        let due = self.broadcasts.due(now, FAN_OUT_TURNS).await?;
+        let last = self
+            .fan_out_turn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(broadcast) = next_in_turn(due, last.as_deref()) else {
             return Ok(0);
         };
+        *self
+            .fan_out_turn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(broadcast.id.clone());
         let (scanned, last_id, recipients) = self.audience_page(&broadcast, now).await?;
         let drafts: Vec<NewNotification> = recipients
             .iter()

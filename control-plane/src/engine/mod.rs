@@ -153,6 +153,9 @@ pub struct Engine {
     throttled: prometheus::IntCounterVec,
     /// `nudge_cp_broadcast_recipients_failed_total`.
     broadcast_failed: prometheus::IntCounter,
+    /// The broadcast whose page the fan-out planned last: the next page is
+    /// the next due broadcast's, so that due broadcasts take turns.
+    fan_out_turn: Arc<std::sync::Mutex<Option<String>>>,
     /// Signs the one-click unsubscribe links of emails; `None` without a
     /// `public_url`. From the config file only, so not in the replaceable
     /// [`EngineSettings`].
@@ -330,6 +333,7 @@ impl Engine {
             parked,
             throttled,
             broadcast_failed,
+            fan_out_turn: Arc::default(),
             unsubscribe: None,
             tracking: None,
         })

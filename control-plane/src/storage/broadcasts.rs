@@ -182,16 +182,22 @@ impl BroadcastTable {
 
     /// The open broadcast due first at `now`, if any.
     pub async fn next_due(&self, now: Timestamp) -> Result<Option<Broadcast>, StorageError> {
-        let row: Option<Row> = with_pool!(self.database, pool => {
+        Ok(self.due(now, 1).await?.pop())
+    }
+
+    /// Up to `limit` open broadcasts due at `now`, due first first.
+    pub async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Broadcast>, StorageError> {
+        let rows: Vec<Row> = with_pool!(self.database, pool => {
             sqlx::query_as(select!(
                 "WHERE state IN ('scheduled', 'running') AND send_at_ms <= $1 \
-                 ORDER BY send_at_ms, id LIMIT 1"
+                 ORDER BY send_at_ms, id LIMIT $2"
             ))
             .bind(now.as_millisecond())
-            .fetch_optional(pool)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(pool)
             .await?
         });
-        row.map(decode).transpose()
+        rows.into_iter().map(decode).collect()
     }
 
     /// Records a page of `id`'s fan-out (see the module doc); `false` when
