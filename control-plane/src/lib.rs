@@ -36,8 +36,11 @@
 //! | [`catalog`] | types and rules from the config file and the management API, composed into the engine's settings |
 //! | [`devices`] | users' push tokens and subscriptions, deactivated when providers report them gone |
 //! | [`delivery`] | the durable delivery queue, retry policy, dead letters, dispatcher, engagement states |
+//! | [`workflow`] | types sent in steps (channel, wait, wait until a local time); a read or click cancels later steps |
+//! | [`send_check`] | the last look before a held delivery's send: a workflow step's gate, a cancelled broadcast |
 //! | [`channels`] | the `Channel` trait; in-app, email, SMS, webhook, APNs, FCM, Web Push |
 //! | [`inbox`] | users' in-app notifications, read state, counts and change log for live streams |
+//! | [`broadcasts`] | topics users follow, and broadcasts to a topic or a segment, fanned out page by page |
 //! | [`links`] | signed links in emails: one-click unsubscribe (RFC 8058), open pixel, click tracking |
 //!
 //! [`run`] takes already-bound listeners, so tests bind `127.0.0.1:0` and the
