@@ -209,11 +209,23 @@ pub fn installed_tool(env_var: &str, default: &str, what: &str) -> PathBuf {
 pub async fn start_with_engine_config(
     toml: impl FnOnce(&str) -> String,
 ) -> (ControlPlane, Agent, tempfile::TempDir) {
+    start_with_engine_config_and_env(toml, &[]).await
+}
+
+/// [`start_with_engine_config`] with more `NUDGE_CP_*` settings for the
+/// control plane (e.g. a user-token secret).
+#[allow(dead_code)]
+pub async fn start_with_engine_config_and_env(
+    toml: impl FnOnce(&str) -> String,
+    env: &[(&str, &str)],
+) -> (ControlPlane, Agent, tempfile::TempDir) {
     let config = tempfile::tempdir().unwrap();
     let path = config.path().join("nudge.toml");
     let control_plane = ControlPlane::new(setup()).unwrap();
     std::fs::write(&path, toml(&format!("http://{}", control_plane.http))).unwrap();
-    let mut control_plane = control_plane.with_env([("NUDGE_CP_CONFIG", path.to_str().unwrap())]);
+    let mut control_plane = control_plane
+        .with_env([("NUDGE_CP_CONFIG", path.to_str().unwrap())])
+        .with_env(env.iter().copied());
     control_plane.start().await.unwrap();
     let agent = Agent::started(setup(), &control_plane.grpc_url(), &[])
         .await
