@@ -1,7 +1,8 @@
 //! The check a workflow step's delivery passes when it comes due: has the
 //! user already engaged with the notification in a way that cancels the
-//! step ([`crate::delivery::StepGate::unless`])? Read from the stored state, on whichever
-//! replica claimed the delivery, so nothing depends on a timer in memory.
+//! step ([`crate::delivery::StepGate::unless`])? Read from the stored
+//! state, on whichever replica claimed the delivery, so nothing depends on
+//! a timer in memory.
 //!
 //! What counts, over every other delivery of the same notification:
 //!
