@@ -5,8 +5,8 @@
 //! (`control-plane/tests/peers/smtp_server.py`, aiosmtpd) and to a webhook
 //! receiver that checks Standard Webhooks signatures. What is observed: the
 //! peers' mail and requests, and the admin API's notifications, deliveries
-//! and dead letters; and a workflow whose email step a read in the inbox
-//! cancels.
+//! and dead letters. (Workflows, whose email step a read cancels, are
+//! `workflows.rs`.)
 //!
 //! Run `cargo build --bins` first; `scripts/test` does everything (it also
 //! installs aiosmtpd into `.venv`).
@@ -15,9 +15,6 @@
 #[allow(dead_code)]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -26,11 +23,9 @@ use tempfile::TempDir;
 use nudge_e2e::openapi_contract::{Checked, read_checked};
 use nudge_e2e::ports::free_port;
 use nudge_e2e::{Agent, ControlPlane};
+use support::smtp::{SmtpServer, mails};
 use support::webhook::Receiver;
-use support::{
-    installed_tool, start_with_engine_config, start_with_engine_config_and_env, wait_until,
-    workspace_dir,
-};
+use support::{start_with_engine_config, wait_until};
 
 /// The webhook signing secret of every test.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -42,66 +37,6 @@ const USER: &str = "u1";
 /// the programs to send something they must not, once the expected message
 /// has arrived. Never a speed assertion.
 const CHANCE_TO_MISBEHAVE: Duration = Duration::from_millis(1500);
-
-// ---------------------------------------------------------------------------
-// Peers
-
-/// `smtp_server.py` on a loopback port, saving messages to a directory.
-/// Killed on drop; its stdin stays open (it exits when stdin closes).
-struct SmtpServer {
-    child: Child,
-}
-
-impl SmtpServer {
-    fn start(port: u16, dir: &TempDir) -> Self {
-        let python = installed_tool("NUDGE_TEST_PYTHON", ".venv/bin/python", "aiosmtpd");
-        let script = workspace_dir().join("control-plane/tests/peers/smtp_server.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args(["--port", &port.to_string(), "--dir"])
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start smtp_server.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read smtp_server.py's first line");
-        assert_eq!(line.trim(), "ready", "smtp_server.py did not start");
-        SmtpServer { child }
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The messages the SMTP server saved in `dir`, in arrival order.
-fn mails(dir: &TempDir) -> Vec<String> {
-    let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let n = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".eml")?
-                .parse()
-                .ok()?;
-            Some((n, path))
-        })
-        .collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|(_, path)| String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned())
-        .collect()
-}
 
 // ---------------------------------------------------------------------------
 // The programs
@@ -1090,175 +1025,4 @@ html = '<html><body><p>Hi {{ user.name }}, <a class="button" href="https://shop.
 async fn get_checked(client: &reqwest::Client, url: &str) -> Checked {
     let reply = client.get(url).send().await.unwrap();
     read_checked(&reqwest::Method::GET, reply).await.unwrap()
-}
-
-// ---------------------------------------------------------------------------
-// Workflows
-
-/// A type sent in steps: in-app at once, then an email after a wait unless
-/// the in-app item was read by then (`control-plane/src/workflow`).
-const WORKFLOW: &str = r#"
-[types.reminder]
-[[types.reminder.steps]]
-channel = "in_app"
-[[types.reminder.steps]]
-wait = "8s"
-[[types.reminder.steps]]
-channel = "email"
-
-[types.reminder.templates.fallback]
-subject = "Reminder: {{ data.task }}"
-text = "Still open: {{ data.task }}"
-"#;
-const USER_TOKEN_SECRET: &str = "workflow-e2e-user-token-secret-0123456789";
-
-/// A workflow's email step, on the real programs and a real SMTP server:
-/// ana reads the in-app item (one item), cy marks everything read (the
-/// route that does not touch deliveries), bob does nothing. When the wait
-/// ends, ana's and cy's emails are `cancelled` with the read in their
-/// attempt log and never reach the server; bob's goes out, its attempt log
-/// saying what was checked before the server's answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workflows_email_step_goes_out_only_if_the_in_app_item_is_unread() {
-    use nudge_control_plane::http::user_auth::UserTokenSecret;
-
-    let mail_dir = TempDir::new().unwrap();
-    let smtp_port = free_port();
-    let _smtp = SmtpServer::start(smtp_port, &mail_dir);
-    let engine = Engine {
-        channels: &["in_app"],
-        max_attempts: 5,
-        smtp_port,
-        webhook_url: "http://127.0.0.1:9/hook",
-        allow_private: true,
-        extra: WORKFLOW,
-    };
-    let (control_plane, agent, _config) = start_with_engine_config_and_env(
-        |public_url| engine.toml(public_url),
-        &[("NUDGE_CP_USER_TOKEN_SECRET", USER_TOKEN_SECRET)],
-    )
-    .await;
-    let secret: UserTokenSecret = USER_TOKEN_SECRET.parse().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = |user: &str| secret.sign(&json!({"sub": user, "exp": now + 3600}));
-    let post = |path: &'static str, body: Value| {
-        let agent = &agent;
-        async move {
-            let reply = agent.post(path, &body).await.unwrap();
-            assert!(reply.is_success(), "POST {path} {body}: {reply:?}");
-        }
-    };
-    for user in ["ana", "bob", "cy"] {
-        let traits = json!({"email": format!("{user}@example.com")});
-        post("/v1/identify", json!({"userId": user, "traits": traits})).await;
-        post(
-            "/v1/notify",
-            json!({"userId": user, "type": "reminder", "data": {"task": "sign the form"}}),
-        )
-        .await;
-    }
-    // Each user's notification, and its in-app delivery once sent.
-    let mut notifications = Vec::new();
-    for user in ["ana", "bob", "cy"] {
-        wait_until(&format!("{user}'s in-app item is sent"), || async {
-            let Some(notification) = control_plane.notifications(user).await.unwrap().pop() else {
-                return false;
-            };
-            let id = notification["id"].as_str().unwrap();
-            control_plane
-                .deliveries(id)
-                .await
-                .unwrap()
-                .iter()
-                .any(|d| d["channel"] == "in_app" && d["status"] == "sent")
-        })
-        .await;
-        let notification = control_plane.notifications(user).await.unwrap().remove(0);
-        notifications.push(notification["id"].as_str().unwrap().to_owned());
-    }
-    let delivery = |notification: &str, channel: &'static str| {
-        let control_plane = &control_plane;
-        let notification = notification.to_owned();
-        async move {
-            control_plane
-                .deliveries(&notification)
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|d| d["channel"] == channel)
-                .unwrap_or_else(|| panic!("no {channel} delivery"))
-        }
-    };
-    let email = delivery(&notifications[0], "email").await;
-    assert_eq!(email["status"], "queued", "waits for its step: {email}");
-    assert_eq!(email["step"]["step"], 3, "{email}");
-
-    // ana reads her item; cy marks everything read.
-    let item = delivery(&notifications[0], "in_app").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, body) = control_plane
-        .send_as(
-            Some(&token("ana")),
-            reqwest::Method::POST,
-            &format!("/v1/me/notifications/{item}/read"),
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = control_plane
-        .send_as(
-            Some(&token("cy")),
-            reqwest::Method::POST,
-            "/v1/me/notifications/read-all",
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-
-    let reaching = |notification: &str, status: &'static str| {
-        let notification = notification.to_owned();
-        let delivery = &delivery;
-        async move {
-            wait_until(&format!("the email step is {status}"), || async {
-                delivery(&notification, "email").await["status"] == status
-            })
-            .await;
-            delivery(&notification, "email").await
-        }
-    };
-    let outcomes = |delivery: &Value| -> Vec<String> {
-        delivery["attempt_log"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|attempt| attempt["outcome"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    for read in [&notifications[0], &notifications[2]] {
-        let cancelled = reaching(read, "cancelled").await;
-        assert_eq!(outcomes(&cancelled), ["skipped"], "{cancelled}");
-        let reason = cancelled["attempt_log"][0]["answer"].as_str().unwrap();
-        assert!(reason.contains("in_app message was read"), "{cancelled}");
-        assert_eq!(cancelled["attempts"], 0, "no SMTP call: {cancelled}");
-    }
-    let sent = reaching(&notifications[1], "sent").await;
-    assert_eq!(outcomes(&sent), ["proceeded", "sent"], "{sent}");
-
-    // Only bob's mail reached the server, once.
-    wait_until("bob's mail is on the server", || async {
-        !mails(&mail_dir).is_empty()
-    })
-    .await;
-    tokio::time::sleep(CHANCE_TO_MISBEHAVE).await;
-    let mails = mails(&mail_dir);
-    assert_eq!(mails.len(), 1, "{mails:#?}");
-    assert!(mails[0].contains("bob@example.com"), "{}", mails[0]);
-    assert!(mails[0].contains("Reminder: sign the form"), "{}", mails[0]);
 }

@@ -10,6 +10,9 @@
 //!   `nudge_e2e::process`).
 
 pub mod load;
+// Used by the notification binaries (notify.rs, workflows.rs) only.
+#[allow(dead_code)]
+pub mod smtp;
 // Used by the notification and replica binaries, not by e2e.rs.
 #[allow(dead_code)]
 pub mod webhook;
