@@ -710,7 +710,8 @@ fn apply_outcome(
     };
     check_transition(delivery, Status::Sending, next)?;
     let (outcome, answer) = attempt;
-    if fact.is_some() {
+    // `attempts` counts provider calls; a skipped step made none.
+    if !matches!(completion, Completion::Skipped(_)) {
         delivery.attempts = delivery.attempts.saturating_add(1);
     }
     delivery.updated_at = now;

@@ -316,13 +316,15 @@ impl Engine {
         planned
             .into_iter()
             .filter_map(|step| {
-                let decision = resolve(&settings.defaults, preferences, kind, requested, step.at)
-                    .into_iter()
-                    .find(|decision| decision.channel == step.channel);
-                if decision.is_none() {
+                let Some(decision) =
+                    resolve(&settings.defaults, preferences, kind, requested, step.at)
+                        .into_iter()
+                        .find(|decision| decision.channel == step.channel)
+                else {
                     tracing::info!(notification = %notification.id, channel = %step.channel, "workflow step left out: the channel is off for this user or not requested");
-                }
-                Some((decision?, Some(step)))
+                    return None;
+                };
+                Some((decision, Some(step)))
             })
             .collect()
     }
