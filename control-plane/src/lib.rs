@@ -186,6 +186,14 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate()?;
     let grpc_tls = grpc::tls::GrpcTls::load(&config.tls)?;
+    // Every file is checked before the database is touched: a typo in the
+    // engine file must not leave a new database (or a migrated one) behind.
+    let engine_config = match config.engine_config.clone() {
+        Some(path) => {
+            tokio::task::spawn_blocking(move || engine_config::EngineConfig::load(&path)).await??
+        }
+        None => engine_config::EngineConfig::default(),
+    };
     let metrics = Metrics::new()?;
     let storage_metrics = storage::StorageMetrics::new();
     storage_metrics.register(metrics.registry())?;
@@ -199,12 +207,6 @@ pub async fn run(
     stores.devices.set_max_per_user(config.max_devices_per_user);
     stores.deliveries.set_claim_lease(config.delivery_claim_ttl);
     let store = stores.events.clone();
-    let engine_config = match config.engine_config.clone() {
-        Some(path) => {
-            tokio::task::spawn_blocking(move || engine_config::EngineConfig::load(&path)).await??
-        }
-        None => engine_config::EngineConfig::default(),
-    };
     let replica = replica_settings(&config);
     let engine = notification_engine(&stores, &metrics, &engine_config, replica.clone()).await?;
     let analytics = analytics::Analytics::open(

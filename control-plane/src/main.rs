@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "control plane failed");
+            tracing::error!(error = report(&error), "control plane failed");
             // A bad engine config file or TLS file, or a database that
             // cannot be reached, is a usage error, like a bad flag.
             match error.downcast_ref::<nudge_control_plane::Error>() {
@@ -165,5 +165,59 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The error and its causes on one line, each said once. Most of this
+/// crate's errors already put their source in their own message
+/// (`storage: {0}`), so anyhow's `{:#}`, which appends every source, said
+/// the same thing twice; a cause whose text is already on the line is
+/// skipped.
+fn report(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("{file}: unknown variant `nope`")]
+        struct Parse {
+            file: &'static str,
+        }
+        #[derive(Debug, thiserror::Error)]
+        enum Outer {
+            /// Repeats its source in its message, as this crate's errors do.
+            #[error("NUDGE_CP_CONFIG: {0}")]
+            Repeats(#[from] Parse),
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open")]
+        struct Plain(#[source] std::io::Error);
+
+        let error = anyhow::Error::from(Outer::from(Parse {
+            file: "engine.toml",
+        }))
+        .context("control plane stopped with an error");
+        assert_eq!(
+            report(&error),
+            "control plane stopped with an error: NUDGE_CP_CONFIG: engine.toml: unknown variant `nope`"
+        );
+        let error = anyhow::Error::from(Plain(std::io::Error::other("disk full")));
+        assert_eq!(report(&error), "cannot open: disk full");
     }
 }

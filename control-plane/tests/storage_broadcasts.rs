@@ -12,7 +12,8 @@ mod support;
 
 use jiff::Timestamp;
 use nudge_control_plane::broadcasts::{
-    self, Audience, BroadcastError, BroadcastSpec, BroadcastState, Segment,
+    self, Audience, Broadcast, BroadcastError, BroadcastSpec, BroadcastState, BroadcastTable,
+    Segment,
 };
 use nudge_control_plane::event::{Event, EventBody, JsonObject, NotifyRequest, Priority};
 use nudge_control_plane::storage::{Cancelled, PageDone, Subscribed};
@@ -192,7 +193,7 @@ async fn progress_moves_from_its_cursor_and_stops_at_a_cancel(backend: Backend) 
     broadcasts::create(table, "now", &now, at(0)).await.unwrap();
 
     // Only what is due.
-    let due = table.next_due(at(10)).await.unwrap().unwrap();
+    let due = first_due(table, at(10)).await.unwrap();
     assert_eq!(due.id, "now");
 
     let page = PageDone {
@@ -231,10 +232,7 @@ async fn progress_moves_from_its_cursor_and_stops_at_a_cancel(backend: Backend) 
         (700, 680, 630)
     );
     assert_eq!(done.finished_at, Some(at(13)));
-    assert!(
-        table.next_due(at(20)).await.unwrap().is_none(),
-        "done is not due"
-    );
+    assert!(first_due(table, at(20)).await.is_none(), "done is not due");
     // Done can still be cancelled (to recall what is held), once.
     let Cancelled::Now(recalled) = table.cancel("now", at(21)).await.unwrap() else {
         panic!("a done broadcast can be cancelled")
@@ -249,11 +247,11 @@ async fn progress_moves_from_its_cursor_and_stops_at_a_cancel(backend: Backend) 
         table.cancel("now", at(22)).await.unwrap(),
         Cancelled::Closed(_)
     ));
-    assert!(table.next_due(at(30)).await.unwrap().is_none());
+    assert!(first_due(table, at(30)).await.is_none());
 
     // A cancel wins over a page in flight, and the broadcast is no longer
     // due.
-    assert_eq!(table.next_due(at(3600)).await.unwrap().unwrap().id, "later");
+    assert_eq!(first_due(table, at(3600)).await.unwrap().id, "later");
     let Cancelled::Now(cancelled) = table.cancel("later", at(3601)).await.unwrap() else {
         panic!("open, so cancelled now")
     };
@@ -278,7 +276,7 @@ async fn progress_moves_from_its_cursor_and_stops_at_a_cancel(backend: Backend) 
         (still.state, still.recipients),
         (BroadcastState::Cancelled, 0)
     );
-    assert!(table.next_due(at(9999)).await.unwrap().is_none());
+    assert!(first_due(table, at(9999)).await.is_none());
     assert!(matches!(
         table.cancel("nope", at(1)).await.unwrap(),
         Cancelled::NotFound
@@ -345,3 +343,8 @@ on_both_engines!(
     progress_moves_from_its_cursor_and_stops_at_a_cancel,
     segments_read_profiles_users_and_activity_by_page,
 );
+
+/// The open broadcast due first at `now`, if any.
+async fn first_due(table: &BroadcastTable, now: Timestamp) -> Option<Broadcast> {
+    table.due(now, 1).await.unwrap().pop()
+}

@@ -180,11 +180,6 @@ impl BroadcastTable {
         })
     }
 
-    /// The open broadcast due first at `now`, if any.
-    pub async fn next_due(&self, now: Timestamp) -> Result<Option<Broadcast>, StorageError> {
-        Ok(self.due(now, 1).await?.pop())
-    }
-
     /// Up to `limit` open broadcasts due at `now`, due first first.
     pub async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Broadcast>, StorageError> {
         let rows: Vec<Row> = with_pool!(self.database, pool => {
