@@ -262,4 +262,14 @@ impl ControlPlane {
             .cloned()
             .ok_or_else(|| Error::new(format!("no `deliveries` in {page}")))
     }
+
+    /// The notification's delivery on `channel`.
+    pub async fn delivery(&self, notification: &str, channel: &str) -> Result<Value, Error> {
+        let deliveries = self.deliveries(notification).await?;
+        deliveries
+            .iter()
+            .find(|d| d["channel"] == channel)
+            .cloned()
+            .ok_or_else(|| Error::new(format!("no {channel} delivery in {deliveries:#?}")))
+    }
 }

@@ -44,6 +44,7 @@ pub mod control_plane;
 pub mod http;
 pub mod metrics;
 pub mod openapi_contract;
+pub mod peer;
 pub mod ports;
 pub mod postgres;
 pub mod process;

@@ -160,21 +160,15 @@ impl Stack {
 
     /// The notification's delivery on `channel`.
     async fn delivery(&self, notification: &str, channel: &str) -> Value {
-        let deliveries = self.control_plane.deliveries(notification).await.unwrap();
-        deliveries
-            .iter()
-            .find(|d| d["channel"] == channel)
-            .unwrap_or_else(|| panic!("no {channel} delivery in {deliveries:#?}"))
-            .clone()
+        self.control_plane
+            .delivery(notification, channel)
+            .await
+            .unwrap()
     }
 
     /// Waits until the delivery on `channel` has status `status`; returns it.
     async fn delivery_reaching(&self, notification: &str, channel: &str, status: &str) -> Value {
-        wait_until(&format!("the {channel} delivery is {status}"), || async {
-            self.delivery(notification, channel).await["status"] == status
-        })
-        .await;
-        self.delivery(notification, channel).await
+        support::delivery_reaching(&self.control_plane, notification, channel, status).await
     }
 }
 

@@ -19,8 +19,7 @@
 #[allow(dead_code)]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use nudge_e2e::peer::start_python_peer;
 use nudge_e2e::{Agent, ControlPlane};
 use support::{installed_tool, start_with_engine_config, wait_until, workspace_dir};
 
@@ -125,17 +125,8 @@ impl WebPushReceiver {
     fn start() -> Self {
         let python = installed_tool("NUDGE_TEST_PYTHON", ".venv/bin/python", "http_ece");
         let script = workspace_dir().join("control-plane/tests/peers/web_push_receiver.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        let (child, line) = start_python_peer(&python, &script, std::iter::empty::<&str>())
             .expect("start web_push_receiver.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read web_push_receiver.py's first line");
         let hello: Value = serde_json::from_str(&line).expect("the receiver's JSON line");
         WebPushReceiver {
             child,

@@ -169,23 +169,15 @@ impl Stack {
 
     /// The notification's delivery on `channel`.
     async fn delivery(&self, notification: &str, channel: &str) -> Value {
-        let deliveries = self.control_plane.deliveries(notification).await.unwrap();
-        deliveries
-            .iter()
-            .find(|d| d["channel"] == channel)
-            .unwrap_or_else(|| panic!("no {channel} delivery in {deliveries:#?}"))
-            .clone()
+        self.control_plane
+            .delivery(notification, channel)
+            .await
+            .unwrap()
     }
 
-    /// Waits until the notification's delivery on `channel` has status
-    /// `status`; returns it.
+    /// Waits until the delivery on `channel` has status `status`; returns it.
     async fn delivery_reaching(&self, notification: &str, channel: &str, status: &str) -> Value {
-        wait_until(
-            &format!("the {channel} delivery of {notification} is {status}"),
-            || async { self.delivery(notification, channel).await["status"] == status },
-        )
-        .await;
-        self.delivery(notification, channel).await
+        support::delivery_reaching(&self.control_plane, notification, channel, status).await
     }
 }
 
@@ -395,8 +387,8 @@ async fn an_email_step_goes_out_only_while_the_in_app_item_is_unread_on_postgres
 }
 
 /// A control plane whose engine file has steps it cannot use does not
-/// start: it exits 64 (EX_USAGE, like any bad setting) and its message
-/// names the key to fix.
+/// start: it exits 64 (EX_USAGE, like any bad setting), its message names
+/// the key to fix (once), and it has not created or migrated a database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_steps_refuse_to_start_naming_the_key() {
     let good = engine(free_port());
@@ -436,9 +428,14 @@ async fn bad_steps_refuse_to_start_naming_the_key() {
         ];
         let (status, output) = run_to_exit(&binary("nudge-control-plane"), &env).await;
         assert_eq!(status.code(), Some(64), "{key}: {status}\n{output}\n{toml}");
+        assert_eq!(
+            output.matches(key).count(),
+            1,
+            "the message names {key}, once:\n{output}\n{toml}"
+        );
         assert!(
-            output.contains(key),
-            "the message names {key}:\n{output}\n{toml}"
+            !dir.path().join("data").join("nudge.sqlite3").exists(),
+            "the engine file is checked before a database is created:\n{output}"
         );
     }
 }

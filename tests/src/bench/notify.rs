@@ -23,11 +23,11 @@
 //! Python SMTP peer the email row is skipped, with the reason printed.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,6 +37,7 @@ use tempfile::TempDir;
 
 use super::procstat::{cpu_seconds, memory};
 use super::{Env, Result};
+use crate::peer::start_python_peer;
 use crate::ports::free_port;
 use crate::{Agent, ControlPlane, http};
 
@@ -93,18 +94,17 @@ impl SmtpPeer {
             .ok_or_else(|| format!("{} has no aiosmtpd", python.display()))?;
         let dir = env.setup.data_dir("smtp")?;
         let port = free_port();
-        let mut child = Command::new(&python)
-            .arg(&script)
-            .args(["--port", &port.to_string(), "--dir"])
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", script.display()))?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        BufReader::new(stdout).read_line(&mut line)?;
+        let port_text = port.to_string();
+        let (child, line) = start_python_peer(
+            &python,
+            &script,
+            [
+                OsStr::new("--port"),
+                OsStr::new(&port_text),
+                OsStr::new("--dir"),
+                dir.path().as_os_str(),
+            ],
+        )?;
         let peer = SmtpPeer {
             child,
             dir,
@@ -114,7 +114,7 @@ impl SmtpPeer {
                 python.display()
             ),
         };
-        if line.trim() != "ready" {
+        if line != "ready" {
             return Err(format!("smtp_server.py did not start (said {line:?})").into());
         }
         Ok(peer)

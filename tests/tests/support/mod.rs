@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use nudge_e2e::process::Process;
 use nudge_e2e::{Agent, ControlPlane, Setup, binaries};
+use serde_json::Value;
 
 /// How long any eventual condition may take before the test fails. Generous:
 /// two cores are shared by the whole suite and by other builds.
@@ -98,6 +99,25 @@ where
     Fut: Future<Output = bool>,
 {
     wait_until_within(what, DEADLINE, check).await;
+}
+
+/// Waits until the notification's delivery on `channel` has status
+/// `status`; returns it.
+// Used by the notification binaries (notify.rs, workflows.rs) only.
+#[allow(dead_code)]
+pub async fn delivery_reaching(
+    control_plane: &ControlPlane,
+    notification: &str,
+    channel: &str,
+    status: &str,
+) -> Value {
+    let delivery = || async { control_plane.delivery(notification, channel).await.unwrap() };
+    wait_until(
+        &format!("the {channel} delivery of {notification} is {status}"),
+        || async { delivery().await["status"] == status },
+    )
+    .await;
+    delivery().await
 }
 
 /// Waits until the agent's outbox is empty and every id in `acked` is stored,

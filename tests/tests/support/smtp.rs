@@ -2,10 +2,11 @@
 //! `control-plane/tests/peers/smtp_server.py` (aiosmtpd) on a loopback
 //! port, and what it saved.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
+use nudge_e2e::peer::start_python_peer;
 use tempfile::TempDir;
 
 use super::{installed_tool, workspace_dir};
@@ -21,20 +22,19 @@ impl SmtpServer {
     pub fn start(port: u16, dir: &TempDir) -> Self {
         let python = installed_tool("NUDGE_TEST_PYTHON", ".venv/bin/python", "aiosmtpd");
         let script = workspace_dir().join("control-plane/tests/peers/smtp_server.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args(["--port", &port.to_string(), "--dir"])
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start smtp_server.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read smtp_server.py's first line");
-        assert_eq!(line.trim(), "ready", "smtp_server.py did not start");
+        let port = port.to_string();
+        let (child, line) = start_python_peer(
+            &python,
+            &script,
+            [
+                OsStr::new("--port"),
+                OsStr::new(&port),
+                OsStr::new("--dir"),
+                dir.path().as_os_str(),
+            ],
+        )
+        .expect("start smtp_server.py");
+        assert_eq!(line, "ready", "smtp_server.py did not start");
         SmtpServer { child }
     }
 }
