@@ -26,13 +26,13 @@
 //!   templates); a `notify.idempotency_key` like an id; a
 //!   `notify.channels` entry that is not one of [`CHANNELS`].
 //!
-//! The `*_json` fields are not parsed here: the agent writes them itself
-//! from JSON objects it has just parsed, so they are objects by
-//! construction, and parsing them again at intake would double the cost of
-//! every call. The control plane still parses them when it converts.
-//! What must be checked inside them is checked where each program holds
-//! the parsed object, by the one rule here: [`check_amounts`] (a track's
-//! outcome amount).
+//! The `*_json` fields are not parsed here: the agent passes on the text
+//! of JSON objects it has just checked with the same parser the control
+//! plane uses, so they are objects by construction, and parsing them
+//! again at intake would double the cost of every call. The control plane
+//! still parses them when it converts. What must be checked inside them
+//! is checked by the one rule here, where each program reads the object:
+//! [`check_amounts`] / [`check_amount`] (a track's outcome amount).
 //!
 //! # Money bound
 //!
@@ -333,23 +333,30 @@ pub fn check_amounts(
     properties: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), Invalid> {
     for name in AMOUNT_PROPERTIES {
-        let amount = match properties.get(name) {
-            Some(serde_json::Value::Number(number)) => number.as_f64(),
-            Some(serde_json::Value::String(text)) => decimal(text),
-            _ => None,
-        };
-        if let Some(amount) = amount
-            && !amount_in_bounds(amount)
-        {
-            return Err(Invalid {
-                field: Field::TrackProperties,
-                problem: format!(
-                    "`{name}` is {amount}; amounts must be between -{MAX_AMOUNT_UNITS} and {MAX_AMOUNT_UNITS}"
-                ),
-            });
+        if let Some(value) = properties.get(name) {
+            check_amount(name, value)?;
         }
     }
     Ok(())
+}
+
+/// [`check_amounts`] for one property, for a caller that reads properties
+/// one by one (the agent does not decode a whole object).
+pub fn check_amount(name: &str, value: &serde_json::Value) -> Result<(), Invalid> {
+    let amount = match value {
+        serde_json::Value::Number(number) => number.as_f64(),
+        serde_json::Value::String(text) => decimal(text),
+        _ => None,
+    };
+    match amount {
+        Some(amount) if !amount_in_bounds(amount) => Err(Invalid {
+            field: Field::TrackProperties,
+            problem: format!(
+                "`{name}` is {amount}; amounts must be between -{MAX_AMOUNT_UNITS} and {MAX_AMOUNT_UNITS}"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A decimal string's value (`-12.5`), `None` for anything else.

@@ -1,13 +1,13 @@
 //! One call's JSON object → one [`Envelope`], per call kind.
 
-use std::io;
+use std::borrow::Cow;
 
 use nudge_proto::v1::{self as proto, Envelope, envelope::Body};
 use nudge_proto::validate::{self, COST_RULE};
-use serde_json::Value;
 
 use super::error::{At, SegmentError};
-use super::fields::{Fields, kind};
+use super::fields::Fields;
+use super::json::{Json, Kind, Object};
 use super::{CallKind, MAX_CALL_BYTES, MAX_ID_CHARS};
 
 type Result<T> = std::result::Result<T, SegmentError>;
@@ -25,16 +25,23 @@ pub(crate) struct Defaults {
 
 /// One item of a batch: an object with a Segment `type`, within the
 /// per-call size limit.
-pub(crate) fn build_item(index: usize, item: &Value, defaults: &Defaults) -> Result<Envelope> {
+/// The size counted is the item's JSON text as sent.
+/// `map` is the item's members when it is an object.
+pub(crate) fn build_item(
+    index: usize,
+    item: Json<'_>,
+    map: Option<&Object<'_>>,
+    defaults: &Defaults,
+) -> Result<Envelope> {
     let at = At::Item { index, kind: None };
-    let Value::Object(map) = item else {
+    let Some(map) = map else {
         return Err(SegmentError::invalid(
             at,
             "batch[]",
-            format!("items must be objects, found {}", kind(item)),
+            format!("items must be objects, found {}", item.kind().article()),
         ));
     };
-    let size = json_len(item);
+    let size = item.text().len();
     if size > MAX_CALL_BYTES {
         return Err(SegmentError::CallTooLarge {
             at,
@@ -44,7 +51,7 @@ pub(crate) fn build_item(index: usize, item: &Value, defaults: &Defaults) -> Res
     }
     let fields = Fields::new(map, at);
     let type_ = fields.required_string("type")?;
-    let Some(kind) = CallKind::from_segment_type(type_) else {
+    let Some(kind) = CallKind::from_segment_type(&type_) else {
         return Err(SegmentError::invalid(
             at,
             "type",
@@ -101,13 +108,22 @@ fn build_checked(kind: CallKind, fields: Fields<'_>, defaults: &Defaults) -> Res
             require(has_someone, either)?;
             // An outcome's amount is summed by the control plane: out of
             // bounds is a 400 now, never a sum that overflows later.
-            if let Some(Value::Object(properties)) = fields.value("properties") {
-                validate::check_amounts(properties).map_err(|invalid| {
-                    SegmentError::invalid(fields.at, invalid.field.json_name(), invalid.problem)
-                })?;
+            if let Some(properties) = fields.value("properties").and_then(Json::as_object) {
+                // Only the amount properties are decoded, not the rest.
+                for name in validate::AMOUNT_PROPERTIES {
+                    let Some(amount) = properties.get(name) else {
+                        continue;
+                    };
+                    let Some(amount) = amount.to_value() else {
+                        continue;
+                    };
+                    validate::check_amount(name, &amount).map_err(|invalid| {
+                        SegmentError::invalid(fields.at, invalid.field.json_name(), invalid.problem)
+                    })?;
+                }
             }
             Body::Track(proto::Track {
-                event: fields.required_string("event")?.to_owned(),
+                event: fields.required_string("event")?.into_owned(),
                 properties_json: fields.object_json("properties")?,
             })
         }
@@ -203,7 +219,7 @@ fn common(fields: Fields<'_>, defaults: &Defaults) -> Result<Envelope> {
         json => json,
     };
     let write_key = match fields.string("writeKey")? {
-        Some(key) => key.to_owned(),
+        Some(key) => key.into_owned(),
         None => defaults.write_key.clone(),
     };
     Ok(Envelope {
@@ -228,27 +244,32 @@ fn notify(fields: Fields<'_>) -> Result<proto::Notify> {
     let body = owned(fields.string("body")?);
     let channels = match fields.value("channels") {
         None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| match item {
-                Value::String(channel) if !channel.is_empty() => Ok(channel.clone()),
-                other => Err(SegmentError::invalid(
+        Some(value) => {
+            let Some(items) = value.as_array() else {
+                return Err(SegmentError::invalid(
                     fields.at,
-                    format!("channels[{index}]"),
-                    format!("must be a non-empty string, found {}", describe(other)),
-                )),
-            })
-            .collect::<Result<_>>()?,
-        Some(other) => {
-            return Err(SegmentError::invalid(
-                fields.at,
-                "channels",
-                format!("must be an array of strings, found {}", kind(other)),
-            ));
+                    "channels",
+                    format!(
+                        "must be an array of strings, found {}",
+                        value.kind().article()
+                    ),
+                ));
+            };
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| match item.as_str() {
+                    Some(channel) if !channel.is_empty() => Ok(channel.into_owned()),
+                    _ => Err(SegmentError::invalid(
+                        fields.at,
+                        format!("channels[{index}]"),
+                        format!("must be a non-empty string, found {}", describe(item)),
+                    )),
+                })
+                .collect::<Result<_>>()?
         }
     };
-    let priority = match fields.string("priority")? {
+    let priority = match fields.string("priority")?.as_deref() {
         // Unspecified lets the control plane apply the type's default.
         None => proto::Priority::Unspecified,
         Some("low") => proto::Priority::Low,
@@ -263,7 +284,7 @@ fn notify(fields: Fields<'_>) -> Result<proto::Notify> {
         }
     };
     Ok(proto::Notify {
-        r#type: fields.required_string("type")?.to_owned(),
+        r#type: fields.required_string("type")?.into_owned(),
         template,
         title,
         body,
@@ -284,24 +305,28 @@ fn notify(fields: Fields<'_>) -> Result<proto::Notify> {
 /// than an event the control plane rejects later. The control plane parses
 /// it exactly.
 fn cost(fields: Fields<'_>) -> Result<String> {
-    let text = match fields.value("cost") {
-        None => return Ok(String::new()),
-        Some(Value::String(text)) if text.is_empty() => return Ok(String::new()),
-        Some(Value::String(text)) => text.clone(),
+    let Some(value) = fields.value("cost") else {
+        return Ok(String::new());
+    };
+    let text = match value.kind() {
+        Kind::String => value.as_str().map(Cow::into_owned).unwrap_or_default(),
         // serde_json prints a number in its shortest form: 0.05 is "0.05",
         // 5 is "5"; 1e-7 stays "1e-7" and is refused below.
-        Some(Value::Number(number)) => number.to_string(),
-        Some(other) => {
+        Kind::Number => value.number_text().unwrap_or_default(),
+        other => {
             return Err(SegmentError::invalid(
                 fields.at,
                 "cost",
                 format!(
                     "must be a decimal string or a number, found {}",
-                    kind(other)
+                    other.article()
                 ),
             ));
         }
     };
+    if text.is_empty() {
+        return Ok(String::new());
+    }
     if !validate::is_decimal_cost(&text) {
         return Err(SegmentError::invalid(
             fields.at,
@@ -319,30 +344,13 @@ fn required_id(fields: Fields<'_>, name: &'static str) -> Result<String> {
     })
 }
 
-fn owned(text: Option<&str>) -> String {
-    text.unwrap_or_default().to_owned()
+fn owned(text: Option<Cow<'_, str>>) -> String {
+    text.map(Cow::into_owned).unwrap_or_default()
 }
 
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::String(_) => "an empty string",
-        other => kind(other),
+fn describe(value: Json<'_>) -> &'static str {
+    match value.kind() {
+        Kind::String => "an empty string",
+        other => other.article(),
     }
-}
-
-/// Length of a value's compact JSON text, without allocating it.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).expect("serialising a JSON value cannot fail");
-    count.0
 }

@@ -3,26 +3,27 @@
 //! JSON `null` is treated as absent everywhere (clients serialise unset
 //! optionals as `null`), and so is an empty string for ids and names.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use super::error::{At, SegmentError};
+use super::json::{Json, Kind, Object};
 
 type Result<T> = std::result::Result<T, SegmentError>;
 
 /// One call's (or a batch's top-level) JSON object and where it sits.
 #[derive(Clone, Copy)]
 pub(crate) struct Fields<'a> {
-    pub(crate) map: &'a Map<String, Value>,
+    pub(crate) map: &'a Object<'a>,
     pub(crate) at: At,
 }
 
 impl<'a> Fields<'a> {
-    pub(crate) fn new(map: &'a Map<String, Value>, at: At) -> Self {
+    pub(crate) fn new(map: &'a Object<'a>, at: At) -> Self {
         Self { map, at }
     }
 
     /// The field's value, `None` when absent or `null`.
-    pub(crate) fn value(&self, name: &str) -> Option<&'a Value> {
+    pub(crate) fn value(&self, name: &str) -> Option<Json<'a>> {
         self.map.get(name).filter(|value| !value.is_null())
     }
 
@@ -31,18 +32,21 @@ impl<'a> Fields<'a> {
     }
 
     /// A string field; `""` counts as absent.
-    pub(crate) fn string(&self, name: &str) -> Result<Option<&'a str>> {
-        match self.value(name) {
-            None => Ok(None),
-            Some(Value::String(text)) if text.is_empty() => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text)),
-            Some(other) => {
-                Err(self.invalid(name, format!("must be a string, found {}", kind(other))))
-            }
+    pub(crate) fn string(&self, name: &str) -> Result<Option<Cow<'a, str>>> {
+        let Some(value) = self.value(name) else {
+            return Ok(None);
+        };
+        match value.as_str() {
+            Some(text) if text.is_empty() => Ok(None),
+            Some(text) => Ok(Some(text)),
+            None => Err(self.invalid(
+                name,
+                format!("must be a string, found {}", value.kind().article()),
+            )),
         }
     }
 
-    pub(crate) fn required_string(&self, name: &'static str) -> Result<&'a str> {
+    pub(crate) fn required_string(&self, name: &'static str) -> Result<Cow<'a, str>> {
         self.string(name)?.ok_or(SegmentError::MissingField {
             at: self.at,
             field: name,
@@ -52,19 +56,20 @@ impl<'a> Fields<'a> {
     /// An identifier: a string, or a number that is stringified (Segment's
     /// API accepts numeric user ids, and so do its libraries).
     pub(crate) fn id(&self, name: &str) -> Result<Option<String>> {
-        let id = match self.value(name) {
-            None => return Ok(None),
-            Some(Value::String(text)) if text.is_empty() => return Ok(None),
-            Some(Value::String(text)) => text.clone(),
-            Some(Value::Number(number)) => number.to_string(),
-            Some(other) => {
+        let Some(value) = self.value(name) else {
+            return Ok(None);
+        };
+        let id = match value.kind() {
+            Kind::String => value.as_str().map(Cow::into_owned),
+            Kind::Number => value.number_text(),
+            other => {
                 return Err(self.invalid(
                     name,
-                    format!("must be a string or a number, found {}", kind(other)),
+                    format!("must be a string or a number, found {}", other.article()),
                 ));
             }
         };
-        Ok(Some(id))
+        Ok(id.filter(|id| !id.is_empty()))
     }
 
     /// An id that is also a dedupe key downstream, so it is bounded.
@@ -82,18 +87,15 @@ impl<'a> Fields<'a> {
         Ok(id)
     }
 
-    /// A JSON object field as JSON text, `""` when absent.
+    /// A JSON object field as the JSON text sent, `""` when absent.
     pub(crate) fn object_json(&self, name: &str) -> Result<String> {
         match self.value(name) {
             None => Ok(String::new()),
-            // `to_string` writes straight into a byte buffer; `Value`'s
-            // `Display` (`value.to_string()`) goes through the formatting
-            // machinery and cost twice as many instructions per call.
-            Some(value @ Value::Object(_)) => Ok(serde_json::to_string(value)
-                .expect("a JSON value always serialises (its keys are strings)")),
-            Some(other) => {
-                Err(self.invalid(name, format!("must be an object, found {}", kind(other))))
-            }
+            Some(value) if value.kind() == Kind::Object => Ok(value.text().to_owned()),
+            Some(other) => Err(self.invalid(
+                name,
+                format!("must be an object, found {}", other.kind().article()),
+            )),
         }
     }
 
@@ -127,16 +129,4 @@ pub(crate) fn to_proto(time: jiff::Timestamp) -> prost_types::Timestamp {
     }
     debug_assert!((0..1_000_000_000).contains(&nanos));
     prost_types::Timestamp { seconds, nanos }
-}
-
-/// The JSON type of a value, for messages.
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }

@@ -21,26 +21,32 @@
 //!   without guessing which items were kept (resends are harmless: ids
 //!   dedupe).
 //! * Object fields (`properties`, `traits`, `context`, `integrations`, notify
-//!   `data`) must be JSON objects when present and are kept as JSON text
-//!   (`""` when absent); timestamps must carry `Z` or a UTC offset.
+//!   `data`) must be JSON objects when present and are kept as the JSON text
+//!   the client sent, byte for byte (`""` when absent); timestamps must
+//!   carry `Z` or a UTC offset. A body is never parsed into a tree (see
+//!   [`json`]): it is checked once and fields are decoded as they are read
+//!   (a batch's items are found once, when the body is parsed).
 //! * Batch-level `context`, `integrations`, `sentAt` and `writeKey` apply to
 //!   items that do not set their own (a fallback, not a deep merge).
 
 mod calls;
 mod error;
 mod fields;
+mod json;
 
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 use nudge_proto::v1::Envelope;
-use serde_json::{Map, Value};
 
 pub use error::{At, SegmentError};
 
-use fields::{Fields, kind};
+use fields::Fields;
+use json::{Json, Kind, Object};
 
 /// Largest JSON text of one call, as Segment documents it (32 KB).
 pub const MAX_CALL_BYTES: usize = 32 * 1024;
@@ -139,15 +145,20 @@ pub struct Received {
 ///
 /// Split from [`Request::into_envelopes`] so the wire layer can check the
 /// body's `writeKey`s before spending time on (and answering with) details.
-#[derive(Debug, Clone)]
-pub struct Request {
+/// It borrows the body's bytes: fields are read from them in place.
+#[derive(Debug)]
+pub struct Request<'a> {
     endpoint: Endpoint,
-    body: Map<String, Value>,
+    body: Object<'a>,
+    /// A batch's items, each with its members when it is an object; read
+    /// once here for the three passes below (empty when `batch` is not an
+    /// array, which `into_envelopes` reports).
+    items: Vec<(Json<'a>, Option<Object<'a>>)>,
 }
 
-impl Request {
+impl<'a> Request<'a> {
     /// Checks size, UTF-8 and JSON syntax, and that the top level is an object.
-    pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self, SegmentError> {
+    pub fn parse(endpoint: Endpoint, body: &'a [u8]) -> Result<Self, SegmentError> {
         let limit = endpoint.body_limit();
         if body.len() > limit {
             return Err(SegmentError::BodyTooLarge {
@@ -158,14 +169,32 @@ impl Request {
         let text = std::str::from_utf8(body).map_err(|error| SegmentError::InvalidUtf8 {
             offset: error.valid_up_to(),
         })?;
-        let value: Value =
-            serde_json::from_str(text).map_err(|error| SegmentError::MalformedJson {
-                detail: error.to_string(),
-            })?;
-        match value {
-            Value::Object(body) => Ok(Self { endpoint, body }),
-            other => Err(SegmentError::MalformedJson {
-                detail: format!("the top level must be an object, found {}", kind(&other)),
+        let value = Json::parse(text).map_err(|error| SegmentError::MalformedJson {
+            detail: error.to_string(),
+        })?;
+        match value.as_object() {
+            Some(body) => {
+                let items = match endpoint {
+                    Endpoint::Batch => body
+                        .get("batch")
+                        .and_then(Json::as_array)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|item| (item, item.as_object()))
+                        .collect(),
+                    Endpoint::Call(_) => Vec::new(),
+                };
+                Ok(Self {
+                    endpoint,
+                    body,
+                    items,
+                })
+            }
+            None => Err(SegmentError::MalformedJson {
+                detail: format!(
+                    "the top level must be an object, found {}",
+                    value.kind().article()
+                ),
             }),
         }
     }
@@ -177,18 +206,18 @@ impl Request {
     /// Every string `writeKey` in the body: the top level's and, in a batch,
     /// each item's. Values of the wrong type are left for validation to
     /// report.
-    pub fn write_keys(&self) -> Vec<&str> {
-        fn own(map: &Map<String, Value>) -> Option<&str> {
+    pub fn write_keys(&self) -> Vec<Cow<'a, str>> {
+        fn own<'a>(map: &Object<'a>) -> Option<Cow<'a, str>> {
             map.get("writeKey")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .filter(|key| !key.is_empty())
         }
-        let mut keys: Vec<&str> = own(&self.body).into_iter().collect();
-        if self.endpoint == Endpoint::Batch
-            && let Some(Value::Array(items)) = self.body.get("batch")
-        {
-            keys.extend(items.iter().filter_map(Value::as_object).filter_map(own));
-        }
+        let mut keys: Vec<Cow<'a, str>> = own(&self.body).into_iter().collect();
+        keys.extend(
+            self.items
+                .iter()
+                .filter_map(|(_, item)| own(item.as_ref()?)),
+        );
         keys
     }
 
@@ -200,13 +229,11 @@ impl Request {
     /// trait counts whatever its value, `null` included: merged into the
     /// profile, `null` would erase the user's address.
     pub fn contact_traits(&self) -> Vec<(At, &'static str)> {
-        fn first(call: &Map<String, Value>) -> Option<&'static str> {
-            let Some(Value::Object(traits)) = call.get("traits") else {
-                return None;
-            };
+        fn first(call: &Object<'_>) -> Option<&'static str> {
+            let traits = call.get("traits")?.as_object()?;
             nudge_proto::contact::TRAITS
                 .into_iter()
-                .find(|name| traits.contains_key(*name))
+                .find(|name| traits.contains_key(name))
         }
         match self.endpoint {
             Endpoint::Call(CallKind::Identify) => first(&self.body)
@@ -214,32 +241,28 @@ impl Request {
                 .into_iter()
                 .collect(),
             Endpoint::Call(_) => Vec::new(),
-            Endpoint::Batch => {
-                let Some(Value::Array(items)) = self.body.get("batch") else {
-                    return Vec::new();
-                };
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, item)| {
-                        let call = item.as_object()?;
-                        if call.get("type")?.as_str()? != "identify" {
-                            return None;
-                        }
-                        let at = At::Item {
-                            index,
-                            kind: Some(CallKind::Identify),
-                        };
-                        Some((at, first(call)?))
-                    })
-                    .collect()
-            }
+            Endpoint::Batch => self
+                .items
+                .iter()
+                .enumerate()
+                .filter_map(|(index, (_, item))| {
+                    let call = item.as_ref()?;
+                    if call.get("type")?.as_str()? != "identify" {
+                        return None;
+                    }
+                    let at = At::Item {
+                        index,
+                        kind: Some(CallKind::Identify),
+                    };
+                    Some((at, first(call)?))
+                })
+                .collect(),
         }
     }
 
     /// Validates every call and builds one envelope per call, in order.
     /// All or nothing: the first invalid call fails the whole request.
-    pub fn into_envelopes(self, received: &Received) -> Result<Vec<Envelope>, SegmentError> {
+    pub fn into_envelopes(&self, received: &Received) -> Result<Vec<Envelope>, SegmentError> {
         let top = Fields::new(&self.body, self.endpoint.at());
         let mut defaults = calls::Defaults {
             write_key: received.write_key.clone(),
@@ -247,7 +270,7 @@ impl Request {
             ..calls::Defaults::default()
         };
         if let Some(key) = top.string("writeKey")? {
-            defaults.write_key = key.to_owned();
+            defaults.write_key = key.into_owned();
         }
         match self.endpoint {
             Endpoint::Call(kind) => Ok(vec![calls::build(kind, top, &defaults)?]),
@@ -255,26 +278,25 @@ impl Request {
                 defaults.context_json = top.object_json("context")?;
                 defaults.integrations_json = top.object_json("integrations")?;
                 defaults.sent_at = top.timestamp("sentAt")?;
-                let items = match top.value("batch") {
-                    None => {
-                        return Err(SegmentError::MissingField {
-                            at: At::Batch,
-                            field: "batch",
-                        });
-                    }
-                    Some(Value::Array(items)) => items,
-                    Some(other) => {
-                        return Err(SegmentError::invalid(
-                            At::Batch,
-                            "batch",
-                            format!("must be an array, found {}", kind(other)),
-                        ));
-                    }
+                let Some(batch) = top.value("batch") else {
+                    return Err(SegmentError::MissingField {
+                        at: At::Batch,
+                        field: "batch",
+                    });
                 };
-                items
+                if batch.kind() != Kind::Array {
+                    return Err(SegmentError::invalid(
+                        At::Batch,
+                        "batch",
+                        format!("must be an array, found {}", batch.kind().article()),
+                    ));
+                }
+                self.items
                     .iter()
                     .enumerate()
-                    .map(|(index, item)| calls::build_item(index, item, &defaults))
+                    .map(|(index, (item, map))| {
+                        calls::build_item(index, *item, map.as_ref(), &defaults)
+                    })
                     .collect()
             }
         }

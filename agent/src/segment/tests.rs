@@ -648,19 +648,36 @@ fn contact_traits_are_found_in_identify_traits_only() {
 
 /// Found by the property tests: serde_json's default float parsing read
 /// this number as its neighbour, so the stored property differed from the
-/// one sent in the last digit.
+/// one sent in the last digit. Object fields are now passed on as the text
+/// sent, so numbers, key order and spacing are kept as they came.
 #[test]
-fn float_properties_are_kept_exactly() {
-    let body = br#"{"userId": "u", "event": "e", "properties": {"x": -1.0081661374002426e-286, "y": 0.30000000000000004}}"#;
-    let envelopes = Request::parse(Endpoint::Call(CallKind::Track), body)
+fn object_fields_are_kept_exactly_as_sent() {
+    let properties = r#"{"y": 0.30000000000000004, "x": -1.0081661374002426e-286, "big": 123456789012345678901234567890}"#;
+    let body = format!(r#"{{"userId": "u", "event": "e", "properties": {properties}}}"#);
+    let envelopes = Request::parse(Endpoint::Call(CallKind::Track), body.as_bytes())
         .unwrap()
         .into_envelopes(&received())
         .unwrap();
     let Some(Body::Track(track)) = &envelopes[0].body else {
         panic!("not a track");
     };
-    assert_eq!(
-        track.properties_json,
-        r#"{"x":-1.0081661374002426e-286,"y":0.30000000000000004}"#
-    );
+    assert_eq!(track.properties_json, properties);
+}
+
+/// What the control plane's JSON parser refuses must not be acknowledged:
+/// a lone surrogate deep in an object field is a syntax error at intake,
+/// though the field itself is passed on undecoded.
+#[test]
+fn text_the_control_plane_cannot_parse_is_refused() {
+    for body in [
+        r#"{"userId":"u","event":"e","properties":{"note":"\ud800"}}"#,
+        r#"{"userId":"u","event":"e","context":{"n":1e400}}"#,
+        r#"{"userId":"u","event":"e","properties":{"a":[1,]}}"#,
+        // serde_json's raw-value marker (found by review: it once reached
+        // the amount check and panicked).
+        r#"{"userId":"u","event":"e","properties":{"amount":{"$serde_json::private::RawValue":5}}}"#,
+    ] {
+        let error = Request::parse(Endpoint::Call(CallKind::Track), body.as_bytes()).unwrap_err();
+        assert_eq!(error.code(), "malformed_json", "{body}");
+    }
 }
