@@ -172,7 +172,7 @@ pub struct Config {
 
     /// Bytes an outbox segment takes before a new one is started; drained
     /// segments are deleted whole, which is how disk space is given back.
-    /// Unset: a quarter of NUDGE_AGENT_MAX_OUTBOX_BYTES, at most 8MiB (see
+    /// Unset: a quarter of NUDGE_AGENT_MAX_OUTBOX_BYTES, at most 2MiB (see
     /// [`Config::segment_bytes`]), so that setting the quota alone is enough.
     #[arg(long, env = "NUDGE_AGENT_SEGMENT_BYTES", value_name = "NUDGE_AGENT_SEGMENT_BYTES", value_parser = parse_bytes)]
     pub segment_bytes: Option<u64>,
@@ -532,14 +532,15 @@ impl Config {
     }
 
     /// The segment size in effect: NUDGE_AGENT_SEGMENT_BYTES if set, else
-    /// a quarter of the quota between 64KiB and 8MiB. A quarter keeps
+    /// a quarter of the quota between 64KiB and 2MiB. A quarter keeps
     /// several segments within the quota, so drained ones are deleted (and
     /// their disk space returned) while the rest still waits. The cap bounds
     /// the agent's memory: sled 0.34 keeps what the active segment took in
     /// memory until the segment is closed (its page cache hardly evicts
     /// written pages), so with 64MiB segments a burst of batches peaked
-    /// near 190MiB of RSS, with 8MiB near 65–80MiB, at the same throughput
-    /// (README, agent benchmark).
+    /// near 190MiB of RSS, with 8MiB near 65–80MiB and with 2MiB near
+    /// 55–60MiB, at the same throughput (README, agent benchmark). Below
+    /// 2MiB a burst of batches rotates dozens of databases a second.
     pub fn segment_bytes(&self) -> u64 {
         self.segment_bytes.unwrap_or_else(|| {
             (self.max_outbox_bytes / 4).clamp(MIN_SEGMENT_BYTES, DEFAULT_MAX_SEGMENT_BYTES)
@@ -600,7 +601,7 @@ const MIN_SERVER_KEY_CHARS: usize = 16;
 /// (files, a flush thread) outweigh the data.
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 /// The largest segment size chosen when none is set.
-const DEFAULT_MAX_SEGMENT_BYTES: u64 = 8 << 20;
+const DEFAULT_MAX_SEGMENT_BYTES: u64 = 2 << 20;
 
 /// The host name (a pod's name on Kubernetes), else a fixed placeholder.
 fn default_agent_id() -> String {
@@ -796,11 +797,11 @@ mod tests {
                 .validate()
                 .map(|()| config.outbox().segment_max_bytes)
         };
-        assert_eq!(parse(&[]).unwrap(), 8 << 20, "1GiB quota: 8MiB cap");
+        assert_eq!(parse(&[]).unwrap(), 2 << 20, "1GiB quota: 2MiB cap");
         assert_eq!(parse(&["--max-outbox-bytes", "4MiB"]).unwrap(), 1 << 20);
         assert_eq!(parse(&["--max-outbox-bytes", "1MiB"]).unwrap(), 256 << 10);
-        assert_eq!(parse(&["--max-outbox-bytes", "16MiB"]).unwrap(), 4 << 20);
-        assert_eq!(parse(&["--max-outbox-bytes", "128MiB"]).unwrap(), 8 << 20);
+        assert_eq!(parse(&["--max-outbox-bytes", "16MiB"]).unwrap(), 2 << 20);
+        assert_eq!(parse(&["--max-outbox-bytes", "128MiB"]).unwrap(), 2 << 20);
         assert_eq!(
             parse(&["--max-outbox-bytes", "4MiB", "--segment-bytes", "4MiB"]).unwrap(),
             4 << 20,

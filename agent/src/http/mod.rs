@@ -53,7 +53,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prost::Message;
-use serde_json::json;
+use serde::Serialize;
 use tracing::{debug, error};
 
 use crate::metrics::Metrics;
@@ -180,8 +180,16 @@ async fn intake(
     let mut response = match accept(&state, endpoint, &headers, body).await {
         Ok(ids) => {
             let answer = match endpoint {
-                Endpoint::Batch => json!({ "success": true, "messageIds": ids }),
-                Endpoint::Call(_) => json!({ "success": true, "messageId": ids.first() }),
+                Endpoint::Batch => Accepted {
+                    success: true,
+                    message_id: None,
+                    message_ids: Some(&ids),
+                },
+                Endpoint::Call(_) => Accepted {
+                    success: true,
+                    message_id: ids.first().map(String::as_str),
+                    message_ids: None,
+                },
             };
             (StatusCode::OK, Json(answer)).into_response()
         }
@@ -193,6 +201,19 @@ async fn intake(
 }
 
 /// Counts, logs and answers a refusal.
+/// The success answer: `{"success":true,"messageId":…}` for one call,
+/// `"messageIds":[…]` for a batch. A struct, not a `json!` tree: it is
+/// written on every accepted call.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted<'a> {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_ids: Option<&'a [String]>,
+}
+
 fn refuse(state: &IntakeState, refusal: IntakeError) -> Response {
     let reason = refusal.reason();
     state
@@ -243,7 +264,7 @@ async fn accept(
 
     let request = Request::parse(endpoint, &raw)?;
     for key in request.write_keys() {
-        state.check_key(key)?;
+        state.check_key(&key)?;
     }
     let contact_traits = request.contact_traits();
     let caller = trust::Caller {

@@ -67,6 +67,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::sync::Condvar;
 use tokio::sync::{Notify, oneshot};
 
 use crate::metrics::Metrics;
@@ -108,7 +109,7 @@ impl OutboxConfig {
         Self {
             data_dir: data_dir.into(),
             max_bytes: 1 << 30,
-            segment_max_bytes: 8 << 20,
+            segment_max_bytes: 2 << 20,
             cache_capacity: 16 << 20,
             durability: Durability::Fsync,
             retry_after: Duration::from_secs(5),
@@ -197,6 +198,8 @@ struct Layout {
     active: Arc<Segment>,
     /// Sealed segments, oldest first. They are flushed and read-only.
     sealed: VecDeque<Sealed>,
+    /// Whether the flusher thread sleeps or should stop.
+    flusher: flusher::FlusherState,
 }
 
 /// A sealed segment: closed (its page cache returned) until the shipper
@@ -268,8 +271,9 @@ struct Inner {
     /// Every record with a sequence number up to this one is on disk (or,
     /// in unsafe mode, in sled).
     durable_seq: AtomicU64,
-    /// Wakes the flusher: appends are queued.
-    flush_wanted: Notify,
+    /// Wakes the flusher thread (with the layout lock): appends are
+    /// queued, or it should stop.
+    flush_wanted: Condvar,
     /// Held by whoever writes to (or replaces) the active segment outside
     /// the layout lock: the flusher while it writes and flushes a group,
     /// and rotations. So a segment is never sealed, or deleted as drained,
@@ -278,7 +282,9 @@ struct Inner {
     /// Wakes the shipper: new durable records.
     data_ready: Notify,
     accepting: AtomicBool,
-    quarantine: sled::Db,
+    /// Opened on first use: a record that cannot be decoded is rare, and
+    /// an open sled database costs a thread and about a MiB of memory.
+    quarantine: Mutex<Option<sled::Db>>,
 }
 
 /// The outbox. Cheap to clone; all clones share one store.
@@ -299,10 +305,6 @@ impl Outbox {
         let quarantine_dir = config.data_dir.join(QUARANTINE_DIR);
         create_dir(&segments_dir)?;
         create_dir(&quarantine_dir)?;
-        let quarantine = sled::Config::new()
-            .path(quarantine_dir.join("records"))
-            .cache_capacity(1 << 20)
-            .open()?;
 
         let mut sealed = VecDeque::new();
         let mut max_seq = 0;
@@ -353,16 +355,17 @@ impl Outbox {
                 pending: Pending::default(),
                 active,
                 sealed,
+                flusher: flusher::FlusherState::default(),
             }),
             written_seq: AtomicU64::new(max_seq),
             events: AtomicU64::new(events),
             bytes: AtomicU64::new(bytes),
             durable_seq: AtomicU64::new(max_seq),
-            flush_wanted: Notify::new(),
+            flush_wanted: Condvar::new(),
             writing: Mutex::new(()),
             data_ready: Notify::new(),
             accepting: AtomicBool::new(true),
-            quarantine,
+            quarantine: Mutex::new(None),
             config,
             metrics,
         };
@@ -387,8 +390,12 @@ impl Outbox {
         let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
         let fsync = inner.config.durability == Durability::Fsync;
         let (sender, receiver) = oneshot::channel();
+        let wake_flusher;
         let seqs = {
             let mut layout = self.layout();
+            if layout.flusher.stopping {
+                return Err(AppendError::Storage("outbox flusher stopped".into()));
+            }
             if layout.active.is_broken() {
                 // Fail fast, writing nothing, while no new segment can be
                 // created (disk full). `try_lock`: never wait for the
@@ -409,6 +416,7 @@ impl Outbox {
             }
             let first = layout.next_seq;
             let seqs: Vec<u64> = (first..first + records.len() as u64).collect();
+            wake_flusher = std::mem::take(&mut layout.flusher.sleeping);
             let pending = &mut layout.pending;
             if pending.records.is_empty() {
                 pending.first_seq = first;
@@ -426,7 +434,9 @@ impl Outbox {
             seqs
         };
         self.publish_gauges();
-        inner.flush_wanted.notify_one();
+        if wake_flusher {
+            inner.flush_wanted.notify_one();
+        }
         if !fsync {
             // Acknowledged before the write: the opt-in unsafe mode.
             return Ok(AppendReceipt { seqs });
@@ -532,8 +542,30 @@ impl Outbox {
     ) -> Result<(), OutboxError> {
         let mut key = record.seq.to_be_bytes().to_vec();
         key.extend_from_slice(reason.as_bytes());
-        self.inner.quarantine.insert(key, record.bytes.as_ref())?;
-        self.inner.quarantine.flush()?;
+        {
+            let mut quarantine = self
+                .inner
+                .quarantine
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let database = match quarantine.as_ref() {
+                Some(database) => database,
+                None => quarantine.insert(
+                    sled::Config::new()
+                        .path(
+                            self.inner
+                                .config
+                                .data_dir
+                                .join(QUARANTINE_DIR)
+                                .join("records"),
+                        )
+                        .cache_capacity(1 << 20)
+                        .open()?,
+                ),
+            };
+            database.insert(key, record.bytes.as_ref())?;
+            database.flush()?;
+        }
         self.inner.metrics.outbox_quarantined.inc();
         tracing::warn!(
             seq = record.seq,

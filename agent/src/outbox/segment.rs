@@ -14,6 +14,15 @@
 //! empty). Keys of exactly 8 bytes are single records written by earlier
 //! versions; they are still read and deleted, so an upgrade loses nothing.
 //!
+//! # Durable means fdatasync
+//!
+//! sled 0.34's flush ends in `sync_file_range` on Linux, which writes the
+//! data out but neither the file's metadata (its new size and blocks: the
+//! log only grows) nor the disk's volatile write cache, so an acknowledged
+//! call could be lost to a power cut or a kernel crash. A flush therefore
+//! also calls `fdatasync` on sled's log file, and a new segment's
+//! directory entries are synced when it is created.
+//!
 //! A segment counts what it holds (`live`: records and their bytes,
 //! without the framing) and what it has ever taken (`written_bytes`, which
 //! drives rotation). Its directory is named `seg-<id as 16 hex digits>` so
@@ -32,6 +41,8 @@ pub(super) struct Segment {
     pub id: u64,
     pub path: PathBuf,
     tree: sled::Db,
+    /// sled's log file, for `fdatasync` after sled's own flush.
+    log: std::fs::File,
     live_events: AtomicU64,
     live_bytes: AtomicU64,
     written_bytes: AtomicU64,
@@ -53,7 +64,12 @@ pub(super) struct Recovered {
 impl Segment {
     pub fn create(id: u64, dir: &Path, config: &OutboxConfig) -> Result<Self, OutboxError> {
         let path = dir.join(format!("seg-{id:016x}"));
-        Self::open(id, &path, config)
+        let segment = Self::open(id, &path, config)?;
+        // The new files, and the segment's own entry in the outbox
+        // directory, must survive a crash before anything is acked there.
+        sync_dir(&path)?;
+        sync_dir(dir)?;
+        Ok(segment)
     }
 
     pub fn open(id: u64, path: &Path, config: &OutboxConfig) -> Result<Self, OutboxError> {
@@ -63,6 +79,10 @@ impl Segment {
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(Some(config.flush_every.as_millis().max(1) as u64))
             .open()?;
+        let log = std::fs::File::open(path.join(SLED_LOG)).map_err(|source| OutboxError::Io {
+            path: path.join(SLED_LOG),
+            source,
+        })?;
         let (mut events, mut bytes) = (0, 0);
         for entry in tree.iter() {
             let (key, value) = entry?;
@@ -75,6 +95,7 @@ impl Segment {
             id,
             path: path.to_owned(),
             tree,
+            log,
             live_events: AtomicU64::new(events),
             live_bytes: AtomicU64::new(bytes),
             written_bytes: AtomicU64::new(bytes),
@@ -237,11 +258,19 @@ impl Segment {
         Ok((events, bytes))
     }
 
-    /// Flushes to disk; a failure marks the segment broken.
+    /// Flushes to disk, `fdatasync` included (see the module doc); a
+    /// failure marks the segment broken.
     pub fn flush(&self) -> Result<(), OutboxError> {
         if let Err(error) = self.tree.flush() {
             self.mark_broken();
             return Err(error.into());
+        }
+        if let Err(source) = self.log.sync_data() {
+            self.mark_broken();
+            return Err(OutboxError::Io {
+                path: self.path.join(SLED_LOG),
+                source,
+            });
         }
         Ok(())
     }
@@ -271,6 +300,19 @@ impl Segment {
     pub fn written_bytes(&self) -> u64 {
         self.written_bytes.load(Ordering::Acquire)
     }
+}
+
+/// The file sled 0.34 keeps its log (all data) in, inside its directory.
+const SLED_LOG: &str = "db";
+
+/// Makes a directory's entries durable (a new file or subdirectory in it).
+fn sync_dir(path: &Path) -> Result<(), OutboxError> {
+    std::fs::File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| OutboxError::Io {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 fn decode_seq(key: &[u8]) -> Option<u64> {

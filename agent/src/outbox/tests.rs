@@ -113,7 +113,7 @@ async fn records_survive_a_reopen_and_keep_their_order() {
         }
         stop.cancel();
     }
-    // Let the flusher task observe the cancellation and release the files.
+    // Let the flusher thread observe the stop and release the files.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (outbox, _stop) = start(config(dir.path()));
     assert_eq!(outbox.pending_events(), 300);
@@ -168,15 +168,32 @@ async fn an_unopenable_segment_is_quarantined_not_fatal() {
     let outbox = Outbox::open(config(dir.path()), metrics.clone()).unwrap();
     assert_eq!(outbox.pending_events(), 0);
     assert_eq!(metrics.outbox_segments_quarantined.get(), 1);
-    assert!(dir.path().join(QUARANTINE_DIR).read_dir().unwrap().count() >= 2);
+    let aside: Vec<String> = dir
+        .path()
+        .join(QUARANTINE_DIR)
+        .read_dir()
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        aside
+            .iter()
+            .any(|name| name.starts_with("seg-") && name.ends_with("-unreadable")),
+        "{aside:?}"
+    );
 }
 
+/// A quarantined record leaves the outbox and is kept, with its reason, in
+/// the quarantine database, which is opened only when first needed.
 #[tokio::test]
-async fn a_quarantined_record_is_removed_and_counted() {
+async fn a_quarantined_record_is_removed_kept_aside_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
     let outbox = Outbox::open(config(dir.path()), metrics.clone()).unwrap();
-    tokio::spawn(run_flusher(outbox.clone(), CancellationToken::new()));
+    let records = dir.path().join(QUARANTINE_DIR).join("records");
+    assert!(!records.exists(), "not opened before a record needs it");
+    let stop = CancellationToken::new();
+    let flusher = tokio::spawn(run_flusher(outbox.clone(), stop.clone()));
     outbox
         .append(vec![record(1, 10), record(2, 10)])
         .await
@@ -187,6 +204,14 @@ async fn a_quarantined_record_is_removed_and_counted() {
         .unwrap();
     assert_eq!(metrics.outbox_quarantined.get(), 1);
     assert_eq!(drain(&outbox), vec![record(2, 10)]);
+    stop.cancel();
+    flusher.await.unwrap();
+    drop(outbox);
+
+    let kept = sled::open(&records).unwrap();
+    let (key, value) = kept.iter().next().unwrap().unwrap();
+    assert_eq!(&key[8..], b"undecodable");
+    assert_eq!(value.as_ref(), record(1, 10).as_ref());
 }
 
 #[tokio::test]
@@ -482,4 +507,32 @@ async fn a_full_disk_refuses_appends_and_loses_nothing_acknowledged() {
     assert_eq!(outbox.pending_events(), 0);
     drop(outbox);
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The flusher is a thread: once it has stopped, an append is refused at
+/// once instead of waiting for a group commit that will never come, and
+/// what was queued before the stop was written and acknowledged.
+#[tokio::test]
+async fn appends_after_the_flusher_stopped_are_refused_not_left_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, stop) = start(config(dir.path()));
+    outbox.append(vec![record(1, 10)]).await.unwrap();
+    stop.cancel();
+    // The thread sets its stop flag when `run_flusher` lets go of it; wait
+    // for the flag rather than a fixed time.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !outbox.layout().flusher.stopping {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the flusher stops");
+    let refused = tokio::time::timeout(Duration::from_secs(10), outbox.append(vec![record(2, 10)]))
+        .await
+        .expect("an append after the stop answers instead of waiting");
+    assert!(
+        matches!(&refused, Err(AppendError::Storage(reason)) if reason.contains("flusher stopped")),
+        "{refused:?}"
+    );
+    assert_eq!(drain(&outbox), vec![record(1, 10)]);
 }
