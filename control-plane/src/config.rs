@@ -342,6 +342,9 @@ pub enum Command {
     /// agent.pem, agent-key.pem), for trying TLS and mTLS locally. Not for
     /// production: use your own PKI (e.g. cert-manager).
     DevCerts(DevCertsArgs),
+    /// Prints the OpenAPI 3.1 document of the HTTP API (what `GET
+    /// /openapi.json` serves) and exits; needs no settings.
+    Openapi,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -45,8 +45,13 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Some(Command::DevCerts(args)) = &config.command {
-        return dev_certs(args);
+    match &config.command {
+        Some(Command::DevCerts(args)) => return dev_certs(args),
+        Some(Command::Openapi) => {
+            print!("{}", nudge_control_plane::http::openapi::document());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Migrate) | None => {}
     }
     if let Err(error) = config.validate() {
         eprintln!("error: {error}");

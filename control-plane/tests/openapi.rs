@@ -11,6 +11,8 @@
 //! * **server → document**: every `.route("…")` literal in
 //!   `src/http/*.rs` (with its file's mount prefix) is a documented path,
 //!   and the document has no path the sources lack.
+//! * **fresh**: the committed file is the document the binary builds from
+//!   its types and `src/http/openapi/hand_written.json`.
 //! * **shape**: OpenAPI 3.1 (`openapi`, `info`, `paths`, `components`),
 //!   every `$ref` resolves, every operation has a unique `operationId` and a
 //!   success (`2xx`, `3xx`, or `101` for the WebSocket) response, path
@@ -214,7 +216,7 @@ fn the_document_is_openapi_3_1_shaped() {
 /// file missing here fails the test: say where it is mounted.
 fn mount_prefix(file: &str, route: &str) -> &'static str {
     match file {
-        "mod.rs" | "openapi.rs" | "public_links.rs" | "sms_callbacks.rs" | "tracking.rs"
+        "mod.rs" | "openapi/mod.rs" | "public_links.rs" | "sms_callbacks.rs" | "tracking.rs"
         | "email_callbacks.rs" | "web.rs" => "",
         "admin_api.rs"
         | "admin_notifications.rs"
@@ -236,19 +238,30 @@ fn mount_prefix(file: &str, route: &str) -> &'static str {
     }
 }
 
-/// Every `.route("…"` path literal in `src/http/*.rs`, with the file it is
-/// in, prefixed by its mount point.
+/// Every `.route("…"` path literal in `src/http/**/*.rs`, with the file it
+/// is in (relative to `src/http`), prefixed by its mount point.
 fn source_routes() -> BTreeMap<String, String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
     let mut routes = BTreeMap::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("src/http")
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
-        .collect();
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.clone()];
+    while let Some(next) = dirs.pop() {
+        for entry in std::fs::read_dir(&next).expect("src/http") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                files.push(path);
+            }
+        }
+    }
     files.sort();
     for file in files {
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let name = file
+            .strip_prefix(&dir)
+            .expect("under src/http")
+            .to_string_lossy()
+            .into_owned();
         // Comments may mention `.route(…)` too: only code counts.
         let source: String = std::fs::read_to_string(&file)
             .expect("route file")
@@ -482,6 +495,18 @@ async fn every_documented_operation_exists_with_its_auth() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `control-plane/openapi.json` is the document the binary builds (the
+/// derived schemas with the hand-written rest), not an older copy.
+#[test]
+fn the_committed_document_is_the_one_built() {
+    let built = nudge_control_plane::http::openapi::document();
+    assert!(
+        DOCUMENT == built,
+        "control-plane/openapi.json is stale; regenerate it with\n  \
+         cargo run -p nudge-control-plane -- openapi > control-plane/openapi.json"
+    );
 }
 
 #[tokio::test]

@@ -13,8 +13,21 @@ use serde::{Deserialize, Serialize};
 
 /// Every channel Nudge delivers on. The string forms are stable: they
 /// appear in the API, the config file and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = Channel, description = "A delivery channel.")]
 pub enum ChannelKind {
     InApp,
     Email,

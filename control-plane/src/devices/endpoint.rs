@@ -30,6 +30,28 @@
 //!   and sub-delimiters, `:`, `@`, `/`, `%`; `?` in the query); no
 //!   fragment.
 
+/// `Subscription.endpoint`'s schema in the OpenAPI document: [`PATTERN`]
+/// and [`super::MAX_ADDRESS_LEN`], stated once here.
+pub(crate) fn schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+
+    use super::MAX_ADDRESS_LEN;
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_ADDRESS_LEN))
+        .pattern(Some(PATTERN))
+        .description(Some(format!(
+            "The push service URL, at most {MAX_ADDRESS_LEN} characters, as push services give \
+             them: `https://` (or `http://`), a DNS name (ASCII letters, digits and inner hyphens, \
+             the last label starting with a letter) or an IPv4 address, an optional port \
+             (1-65535), then an optional path and query of URL characters; no user info, IPv6 \
+             literal, internationalised label or fragment. Anything else is refused with 400 at \
+             registration. A plain `http` or private endpoint is accepted here and refused at \
+             send time unless `web_push.allow_private_endpoints` is set."
+        )))
+        .build()
+}
+
 /// [`check`]'s grammar as a regular expression (ECMA-262, as JSON Schema
 /// reads it). The OpenAPI document's `Subscription.endpoint` pattern is
 /// this string; a test keeps them equal.

@@ -37,7 +37,19 @@ use crate::channels::{ChannelKind, Recipient, web_push};
 pub use store::{CleanupReport, DEFAULT_MAX_DEVICES_PER_USER, DeviceStore};
 
 /// The push service a device is reached through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
     Apns,
@@ -70,17 +82,30 @@ impl Platform {
 
 /// A Web Push subscription as the browser's `PushSubscription.toJSON()`
 /// gives it: the endpoint and its `keys` (base64url).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    description = "A Web Push subscription as the browser's `PushSubscription.toJSON()` gives it."
+)]
 pub struct Subscription {
+    #[schema(schema_with = endpoint::schema)]
     pub endpoint: String,
     pub keys: SubscriptionKeys,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A subscription's keys, in base64url with or without padding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionKeys {
+    /// The browser's ECDH key: an uncompressed P-256 point (65 bytes, 0x04
+    /// first) in base64url, with or without padding, as
+    /// `PushSubscription.toJSON()` gives it. Anything else is refused with
+    /// 400 at registration.
+    #[schema(pattern = "^B[A-P][A-Za-z0-9_-]{84}[AEIMQUYcgkosw048]=?$")]
     pub p256dh: String,
+    /// The browser's 16-byte authentication secret in base64url, with or
+    /// without padding. Anything else is refused with 400 at registration.
+    #[schema(pattern = "^[A-Za-z0-9_-]{21}[AQgw](==)?$")]
     pub auth: String,
 }
 
@@ -175,29 +200,44 @@ impl NewDevice {
     }
 }
 
-/// A registered device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A registered device. The field docs are the API's descriptions; an
+/// absent option is left out of the JSON, never `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "A registered push device.")]
 pub struct Device {
-    /// Derived from platform and address (see [`device_id`]).
+    // See [`device_id`].
+    /// Derived from platform and address.
     pub id: String,
     pub user_id: String,
     pub platform: Platform,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub subscription: Option<Subscription>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub label: Option<String>,
     pub active: bool,
-    /// Why it was deactivated: the provider's answer, `inactive`, or an
-    /// operator's note.
+    /// The provider's answer, `inactive`, or an operator's note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub deactivated_reason: Option<String>,
+    /// RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub deactivated_at: Option<Timestamp>,
+    /// RFC 3339 time.
     pub created_at: Timestamp,
     /// Last registration or refresh by the client.
     pub last_seen_at: Timestamp,
+}
+
+/// Every device of one user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
 }
 
 impl Device {

@@ -22,11 +22,10 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use jiff::Timestamp;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
-use crate::devices::{Device, DeviceError, NewDevice};
+use crate::devices::{Device, DeviceError, DeviceList, NewDevice};
 
 pub fn admin_router() -> Router<HttpState> {
     Router::new()
@@ -65,9 +64,9 @@ pub fn me_router() -> Router<HttpState> {
 async fn list(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeviceList>, ApiError> {
     let devices = state.devices.list(&user_id).await?;
-    Ok(Json(json!({ "devices": devices })))
+    Ok(Json(DeviceList { devices }))
 }
 
 async fn register(
@@ -97,10 +96,15 @@ async fn read(
 
 /// `PATCH {"active": false, "reason": "…"}`: an operator switching a device
 /// off (or back on) without deleting it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Switch {
+#[schema(
+    as = DeviceSwitch,
+    description = "Switches a device off (or back on) without deleting it."
+)]
+pub(crate) struct Switch {
     active: bool,
+    /// Default (absent or null): `deactivated by an operator`.
     #[serde(default)]
     reason: Option<String>,
 }

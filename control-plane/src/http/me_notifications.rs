@@ -40,14 +40,14 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use jiff::Timestamp;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::download::{ListFormat, ListWriter};
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::chunks::{self, StreamError};
-use crate::inbox::{Action, InboxError, InboxItem, InboxQuery, Sort};
+use crate::inbox::{Action, Counts, InboxError, InboxItem, InboxQuery, Sort};
 
 /// Most ids in one bulk call.
 const MAX_BULK_IDS: usize = 500;
@@ -353,7 +353,7 @@ async fn bulk(
     State(state): State<HttpState>,
     Me(user): Me,
     JsonBody(bulk): JsonBody<Bulk>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BulkResult>, ApiError> {
     if bulk.ids.is_empty() || bulk.ids.len() > MAX_BULK_IDS {
         return Err(ApiError::bad_request(format!(
             "ids: between 1 and {MAX_BULK_IDS} ids"
@@ -367,14 +367,20 @@ async fn bulk(
     if action == Action::Read {
         record_read(&state, &applied.changed).await;
     }
-    let changed: Vec<&str> = applied
-        .changed
-        .iter()
-        .map(|item| item.id.as_str())
-        .collect();
-    Ok(Json(
-        json!({ "changed": changed, "not_found": applied.missing }),
-    ))
+    let changed = applied.changed.into_iter().map(|item| item.id).collect();
+    Ok(Json(BulkResult {
+        changed,
+        not_found: applied.missing,
+    }))
+}
+
+/// What a bulk action did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BulkResult {
+    /// Ids whose state changed (already-so items are not listed).
+    changed: Vec<String>,
+    /// Ids that do not exist or are another user's.
+    not_found: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -387,14 +393,21 @@ async fn read_all(
     State(state): State<HttpState>,
     Me(user): Me,
     body: Option<JsonBody<ReadAll>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReadAllResult>, ApiError> {
     let category = body.and_then(|JsonBody(body)| body.category);
     let marked = state
         .inbox
         .read_all(&user, category.as_deref(), Timestamp::now())
         .await?;
     let counts = state.inbox.counts(&user).await?;
-    Ok(Json(json!({ "marked": marked, "counts": counts })))
+    Ok(Json(ReadAllResult { marked, counts }))
+}
+
+/// What "mark all read" did, and the counts after it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ReadAllResult {
+    marked: usize,
+    counts: Counts,
 }
 
 async fn export(

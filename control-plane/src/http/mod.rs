@@ -51,7 +51,7 @@ mod me_activity;
 mod me_notifications;
 mod me_preferences;
 mod me_stream;
-mod openapi;
+pub mod openapi;
 mod public_links;
 pub mod request_metrics;
 mod sms_callbacks;
@@ -72,6 +72,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::config::AdminToken;
@@ -202,6 +203,31 @@ async fn root() -> Json<serde_json::Value> {
     Json(json!({ "service": "nudge-control-plane", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// The JSON of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(
+    as = Error,
+    description = "Every error the API answers in JSON (a `401` also carries `WWW-Authenticate: Bearer`). An unknown route is `404 not_found` \"no such route\"."
+)]
+pub(crate) struct ErrorBody {
+    #[schema(inline)]
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `unauthorized`,
+    /// `invalid_token`, `not_found`, `unknown_report`, `conflict`,
+    /// `critical_type`, `invalid_link`, `malformed_json`,
+    /// `invalid_signature`, `admin_disabled`, `user_auth_disabled`,
+    /// `links_disabled`, `callbacks_disabled`, `payload_too_large`,
+    /// `store_unavailable`, `internal`.
+    #[schema(examples("bad_request"))]
+    code: &'static str,
+    /// For people: says what was wrong.
+    message: String,
+}
+
 /// An error answer: status plus a stable machine-readable code.
 #[derive(Debug)]
 pub struct ApiError {
@@ -282,7 +308,12 @@ impl From<tokio::task::JoinError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -50,35 +50,51 @@ pub use hub::{Live, Subscription};
 pub use query::{InboxQuery, Page, Sort};
 pub use store::{Applied, InboxStore, SCAN_BUDGET};
 
-/// One notification in a user's inbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One notification in a user's inbox. The field docs are the API's
+/// descriptions; an absent option is left out of the JSON, never `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "One notification in a user's inbox.")]
 pub struct InboxItem {
-    /// The in-app delivery's id; sorts by time.
+    /// The in-app delivery's id (UUIDv7); sorts by time.
     #[serde(alias = "delivery_id")]
     pub id: String,
     pub notification_id: String,
+    /// The notification type, e.g. `payment_failed`.
     #[serde(rename = "type")]
     pub notification_type: String,
-    /// The type's category (e.g. `billing`), for filters and counts.
+    /// The type's category (e.g. `billing`); absent when the type has none
+    /// (counted as `uncategorised`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub category: Option<String>,
     #[serde(alias = "subject")]
     pub title: String,
     #[serde(alias = "text")]
     pub body: String,
+    /// Template data and event properties (any JSON; `null` when none).
+    // Required in the document: the answer always carries it.
     #[serde(default)]
+    #[schema(required = true)]
     pub data: Value,
+    /// RFC 3339 time.
     pub created_at: Timestamp,
-    /// Shown to the user (e.g. the dropdown was opened), not necessarily
-    /// read.
+    /// Shown to the user (not necessarily read); absent when not yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub seen_at: Option<Timestamp>,
+    /// Absent when unread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub read_at: Option<Timestamp>,
+    /// Absent when not archived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub archived_at: Option<Timestamp>,
-    /// Hidden from listings and the badge until then (see [`snooze`]).
+    // See [`snooze`].
+    /// Hidden from listings and the badge until then; absent when not
+    /// snoozed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub snoozed_until: Option<Timestamp>,
 }
 
@@ -118,16 +134,21 @@ pub const UNCATEGORISED: &str = "uncategorised";
 
 /// What a user's badge and category tabs show. Archived items are in
 /// `total` but never in `unread`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "What a user's badge and category tabs show.")]
 pub struct Counts {
+    /// Unread, not archived and not snoozed: the badge.
     pub unread: u64,
-    /// Unread and not yet seen: what a "new" dot shows.
+    /// Unread and not yet seen: a "new" dot.
     pub unseen: u64,
+    /// Archived and snoozed items included.
     pub total: u64,
+    /// Per category name (`uncategorised` for types without one).
     pub categories: BTreeMap<String, CategoryCounts>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One category's unread and total items.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategoryCounts {
     pub unread: u64,
     pub total: u64,

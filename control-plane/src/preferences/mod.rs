@@ -94,28 +94,62 @@ impl OperatorDefaults {
     }
 }
 
-/// One user's choices for one type. Absent entries mean "as the layer
+/// One user's choices for one type; absent entries mean "as the layer
 /// below says".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TypePreferences {
+    /// Per channel, on or off for this type.
     pub channels: BTreeMap<ChannelKind, bool>,
+    /// The type's frequency; `null` or absent: the type's default.
     pub frequency: Option<Frequency>,
 }
 
 /// Everything one user chose. The stored (JSON) form of a user's
-/// preferences; absent entries mean "the operator's default".
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// preferences, and the API's `UserPreferences` (the field docs are its
+/// descriptions).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schema(
+    description = "Everything one user chose; absent entries mean \"the operator's default\". Critical types cannot be switched off (a document that tries is refused with 400)."
+)]
 pub struct UserPreferences {
     /// Global per-channel switches.
     pub channels: BTreeMap<ChannelKind, bool>,
-    /// Per-type choices.
+    #[schema(schema_with = types_schema)]
     pub types: BTreeMap<String, TypePreferences>,
+    #[schema(value_type = Option<schedule::QuietHoursRepr>)]
     pub quiet_hours: Option<QuietHours>,
-    /// The user's zone for digest times (see the module docs for fallbacks).
+    /// IANA zone for digest times (else the quiet hours' zone, else UTC); a
+    /// name the server's time zone database lacks is a 400.
+    #[schema(value_type = Option<String>, format = "iana-time-zone")]
     pub timezone: Option<Tz>,
 }
+
+/// The schema of [`UserPreferences::types`], from the limits
+/// [`UserPreferences::validate`] enforces.
+fn types_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{Ref, RefOr};
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_TYPE_NAME_CHARS))
+        .pattern(Some(NO_CONTROL_CHARACTERS_PATTERN));
+    ObjectBuilder::new()
+        .property_names(Some(name))
+        .max_properties(Some(MAX_PREFERENCE_TYPES))
+        .additional_properties(Some(RefOr::Ref(Ref::from_schema_name("TypePreferences"))))
+        .description(Some(format!(
+            "Per notification type: at most {MAX_PREFERENCE_TYPES} types, each name 1 to \
+             {MAX_TYPE_NAME_CHARS} characters without control characters (a notify's `type`)."
+        )))
+        .build()
+}
+
+/// A name without control characters (C0, DEL, C1), as JSON Schema's
+/// ECMA-262 dialect writes it.
+const NO_CONTROL_CHARACTERS_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 /// Most types one user's document may name. Far above the types an
 /// operator defines; it bounds what one user can make the engine read

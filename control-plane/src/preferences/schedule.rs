@@ -89,12 +89,26 @@ pub struct QuietHours {
     timezone: Tz,
 }
 
-/// The wire form: `{ "start": "22:00", "end": "07:00", "timezone": "Europe/Berlin" }`.
-#[derive(Serialize, Deserialize)]
+/// The wire form: `{ "start": "22:00", "end": "07:00", "timezone": "Europe/Berlin" }`,
+/// whose schema is the API's `QuietHours` (the field docs are its
+/// descriptions).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QuietHoursRepr {
+#[schema(
+    as = QuietHours,
+    description = "Messages inside the window are held (never dropped) until it ends."
+)]
+pub(crate) struct QuietHoursRepr {
+    /// `HH:MM`, inclusive.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", examples("22:00"))]
     start: String,
+    /// `HH:MM`, exclusive; before `start` crosses midnight; equal to it is
+    /// an empty window.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", examples("07:00"))]
     end: String,
+    /// IANA zone name (`format: iana-time-zone`, a name in the server's
+    /// time zone database); another name is a 400.
+    #[schema(format = "iana-time-zone", examples("Europe/Berlin"))]
     timezone: String,
 }
 
@@ -204,8 +218,13 @@ pub(crate) fn local_instant(date: Date, time: Time, tz: &TimeZone) -> Option<Tim
 }
 
 /// How often a user hears about one notification type.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(
+    description = "How often a type is sent: each at once, or folded into an hourly, daily or weekly digest, or never."
+)]
 pub enum Frequency {
     /// Each notification on its own, at once (subject to quiet hours).
     #[default]

@@ -1,0 +1,118 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of this HTTP API, so a
+//! binary describes exactly the routes it serves. Public, like `/`: it
+//! holds no secrets. `nudge-control-plane openapi` prints the same
+//! document, and `control-plane/openapi.json` is that output, committed
+//! for readers and tools (`tests/openapi.rs` fails when it is stale).
+//!
+//! The document is assembled once, from two parts:
+//!
+//! * **Schemas derived from the types** the handlers serialize and read
+//!   ([`schemas`], `utoipa`'s `ToSchema`): a field added to, renamed in or
+//!   made optional in such a type changes the document with it.
+//! * **The rest, written by hand** (`hand_written.json`): the paths with
+//!   their parameters, answers and security, the shared error answers, and
+//!   the schemas of bodies no type describes yet (several handlers still
+//!   build their answers with `json!`). A schema moves from there to
+//!   [`schemas`] when its type derives it; a name in both is refused by
+//!   the test below, never silently overridden.
+//!
+//! `tests/openapi.rs` keeps the document in step with the router both
+//! ways: every documented operation exists, and every `.route(…)` in
+//! `src/http/` is documented.
+
+mod schemas;
+
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::Value;
+
+use super::HttpState;
+
+/// The hand-written part: everything but the derived schemas.
+const HAND_WRITTEN: &str = include_str!("hand_written.json");
+
+/// The whole document, pretty-printed, as served and as committed.
+pub fn document() -> &'static str {
+    static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+        let document = assemble(HAND_WRITTEN, schemas::derived())
+            .unwrap_or_else(|error| panic!("the OpenAPI document cannot be assembled: {error}"));
+        let mut text =
+            serde_json::to_string_pretty(&document).expect("a JSON value always serializes");
+        text.push('\n');
+        text
+    });
+    &DOCUMENT
+}
+
+/// The hand-written part with the derived schemas added under
+/// `components.schemas`. A schema named in both is an error: one of the
+/// two would be dead text.
+fn assemble(hand_written: &str, derived: Vec<(String, Value)>) -> Result<Value, String> {
+    let mut document: Value = serde_json::from_str(hand_written)
+        .map_err(|error| format!("hand_written.json is not JSON: {error}"))?;
+    let schemas = document
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .ok_or("hand_written.json has no components.schemas object")?;
+    for (name, schema) in derived {
+        if schemas.contains_key(&name) {
+            return Err(format!(
+                "schema {name} is both derived from its type and written in hand_written.json"
+            ));
+        }
+        schemas.insert(name, schema);
+    }
+    Ok(document)
+}
+
+pub fn router() -> Router<HttpState> {
+    Router::new().route("/openapi.json", get(serve))
+}
+
+async fn serve() -> Response {
+    let mut response = document().into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_assembles_without_a_schema_in_both_parts() {
+        let document: Value = serde_json::from_str(document()).unwrap();
+        for (name, _) in schemas::derived() {
+            assert!(
+                document["components"]["schemas"][&name].is_object(),
+                "derived schema {name} is missing from the document"
+            );
+        }
+    }
+
+    #[test]
+    fn a_schema_in_both_parts_is_refused() {
+        let hand_written = r#"{"components": {"schemas": {"Frequency": {"type": "string"}}}}"#;
+        let derived = vec![(
+            "Frequency".to_owned(),
+            serde_json::json!({"type": "string"}),
+        )];
+        let error = assemble(hand_written, derived).unwrap_err();
+        assert!(
+            error.contains("schema Frequency is both derived"),
+            "{error}"
+        );
+    }
+}
