@@ -61,28 +61,33 @@ async fn reset(
     Ok(Json(preferences))
 }
 
-/// The answer of `GET /v1/me/preferences/schema`.
-#[derive(Debug, Serialize)]
-struct Schema {
-    /// Channels with a configured sender: the global switches worth
-    /// showing.
+/// The answer of `GET /v1/me/preferences/schema`; the field docs are the
+/// API's descriptions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = PreferencesSchema, description = "What a preferences page renders.")]
+pub(crate) struct Schema {
+    /// Channels with a configured sender.
     channels: Vec<ChannelKind>,
-    /// Every frequency a type may be set to, most frequent first.
+    /// Most frequent first.
+    #[schema(value_type = Vec<Frequency>)]
     frequencies: [Frequency; 5],
     /// Local hour of daily and weekly digests.
+    #[schema(minimum = 0, maximum = 23)]
     digest_hour: i8,
     types: Vec<TypeSchema>,
 }
 
-#[derive(Debug, Serialize)]
-struct TypeSchema {
+/// One type as a preferences page shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TypeSchema {
     name: String,
+    #[schema(required = true)]
     category: Option<String>,
     /// Cannot be switched off, always instant: shown locked.
     critical: bool,
     /// The channels the type goes out on by default that can send.
     channels: Vec<ChannelKind>,
-    /// The operator's default frequency.
+    /// The operator's default.
     frequency: Frequency,
 }
 

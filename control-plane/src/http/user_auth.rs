@@ -418,12 +418,24 @@ pub async fn stream_ticket(
     Me(user): Me,
 ) -> Result<Response, ApiError> {
     let ticket = secret(&state)?.stream_ticket(&user, now());
-    let body = serde_json::json!({"ticket": ticket, "expires_in": TICKET_LIFETIME_SECONDS});
+    let body = StreamTicket {
+        ticket,
+        expires_in: TICKET_LIFETIME_SECONDS,
+    };
     Ok((
         [(axum::http::header::CACHE_CONTROL, "no-store")],
         axum::Json(body),
     )
         .into_response())
+}
+
+/// The answer of `POST /v1/me/stream-ticket`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct StreamTicket {
+    /// Pass as `?ticket=` to the live stream routes.
+    ticket: String,
+    /// Seconds the ticket stays valid (60).
+    expires_in: i64,
 }
 
 #[cfg(test)]

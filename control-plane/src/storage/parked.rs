@@ -24,27 +24,46 @@ use super::database::with_pool;
 use super::{EventStore, StorageError};
 use crate::event::Cursor;
 
-/// One parked event, as operators list it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One parked event, as operators list it (`GET /v1/admin/parked-events`;
+/// the field docs are the API's descriptions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(description = "One event the engine set aside instead of processing it.")]
 pub struct ParkedEvent {
-    /// The event's position in the feed (the engine's cursor after it).
+    // The engine's cursor after it.
+    /// The event's position in the feed.
     pub seq: u64,
     pub event_id: String,
+    #[schema(required = true)]
     pub user_id: Option<String>,
-    /// A low-cardinality class of the reason (`invalid`, `corrupt`, …),
-    /// also the metric's label.
+    // Its schema (`kind_schema`) says which classes there are.
+    #[schema(schema_with = kind_schema)]
     pub kind: String,
-    /// What failed, in words.
+    /// What failed, in words (NUL bytes shown as U+FFFD).
     pub reason: String,
     pub parked_at: Timestamp,
 }
 
 /// A page of parked events, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ParkedEventPage)]
 pub struct ParkedPage {
     pub parked: Vec<ParkedEvent>,
-    /// Pass as `after` for the next page; `None` on the last.
+    /// Pass as `after` for the next page; null on the last.
+    #[schema(required = true)]
     pub next: Option<u64>,
+}
+
+/// `ParkedEvent.kind`'s schema: the classes the engine parks with.
+fn kind_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["invalid", "corrupt"]))
+        .description(Some(
+            "The reason's class (the metric's `reason` label): `invalid` content a store \
+             refuses, `corrupt` a record that cannot be read or written.",
+        ))
+        .build()
 }
 
 /// PostgreSQL `TEXT` refuses NUL; what is parked is often there because

@@ -12,8 +12,11 @@ use crate::devices::{Device, DeviceList};
 use crate::http::ErrorBody;
 use crate::http::devices::Switch;
 use crate::http::me_notifications::{BulkResult, ReadAllResult};
+use crate::http::me_preferences::Schema as PreferencesSchema;
+use crate::http::user_auth::StreamTicket;
 use crate::inbox::{CategoryCounts, Counts, InboxItem};
 use crate::preferences::{TypePreferences, UserPreferences};
+use crate::storage::ParkedPage;
 
 #[derive(OpenApi)]
 #[openapi(components(schemas(
@@ -33,6 +36,9 @@ use crate::preferences::{TypePreferences, UserPreferences};
     CategoryCounts,
     BulkResult,
     ReadAllResult,
+    PreferencesSchema,
+    StreamTicket,
+    ParkedPage,
 )))]
 struct Derived;
 
