@@ -72,8 +72,10 @@ impl std::fmt::Display for ChannelKind {
     }
 }
 
-/// A notification rendered for one channel, ready to send.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A notification rendered for one channel, ready to send. The field docs
+/// are the API's descriptions (`Delivery.message`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "The notification rendered for one channel.")]
 pub struct OutboundMessage {
     /// The delivery's id: stable across retries, so providers and receivers
     /// can dedupe (e.g. the webhook's `webhook-id`).
@@ -81,8 +83,10 @@ pub struct OutboundMessage {
     pub notification_id: String,
     /// The notification type (e.g. `payment_failed`).
     pub notification_type: String,
-    /// The type's category (e.g. `billing`), for the inbox's tabs.
+    /// The type's category (e.g. `billing`), for the inbox's tabs; absent
+    /// when the type has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub category: Option<String>,
     /// Email subject, or push/in-app title.
     pub subject: String,
@@ -93,12 +97,14 @@ pub struct OutboundMessage {
     /// (webhook payload, push data).
     pub data: serde_json::Value,
     /// One-click unsubscribe URL (RFC 8058) for email, when the control
-    /// plane has a public URL configured.
+    /// plane has a public URL configured; `null` otherwise.
+    #[schema(required = true)]
     pub unsubscribe_url: Option<String>,
 }
 
 /// Where one delivery goes: the user's address on this channel.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "Where the delivery goes: an object with exactly one key naming the kind.")]
 pub enum Recipient {
     Email {
         address: String,

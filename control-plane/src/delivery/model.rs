@@ -64,8 +64,24 @@ use crate::channels::{ChannelKind, OutboundMessage, Recipient, SendError};
 /// Delivery order within a channel: the notification's own priority.
 pub use crate::event::Priority;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(
+    as = DeliveryStatus,
+    description = "Where a delivery is: `queued`, `sending`, then `sent`, `delivered`, `opened`, `read` or `clicked`; or `failed`, `dead_lettered` (waits for an operator) or `cancelled` (a workflow step the user made unnecessary)."
+)]
 pub enum Status {
     /// Waiting in the due index until `not_before`.
     Queued,
@@ -165,8 +181,21 @@ impl std::fmt::Display for Status {
 }
 
 /// Something the recipient did with a sent message (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(description = "Something the recipient did with a sent message.")]
 pub enum Engagement {
     /// An email was opened: its open pixel loaded, or the provider said so.
     Opened,
@@ -192,7 +221,7 @@ impl Engagement {
 }
 
 /// How one attempt ended, as written in the attempt log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Sent,
@@ -229,9 +258,14 @@ impl AttemptOutcome {
 }
 
 /// One provider call, kept so an operator can see why a delivery failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
+    /// RFC 3339 time.
     pub at: Timestamp,
+    /// How the attempt ended. `proceeded` and `skipped` are a workflow
+    /// step's check (no provider call): `skipped` ends the delivery
+    /// `cancelled`.
+    #[schema(inline)]
     pub outcome: AttemptOutcome,
     /// The provider's answer, as the channel shortened it.
     pub answer: String,
@@ -239,12 +273,15 @@ pub struct Attempt {
 
 /// What a workflow step's delivery is checked against when it comes due
 /// (see [`crate::workflow`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "What a workflow step's delivery is checked against when it comes due.")]
 pub struct StepGate {
     /// The step's place in its type's steps, from 1.
+    #[schema(minimum = 1)]
     pub step: u32,
     /// Engagement with any other delivery of the notification that cancels
     /// this one (always `read` and `clicked`; `opened` when the step says).
+    #[schema(inline)]
     pub unless: std::collections::BTreeSet<Engagement>,
 }
 
@@ -262,32 +299,43 @@ pub struct NewDelivery {
     pub not_before: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One notification on one channel to one address. The field docs are the
+/// API's descriptions; the comments above some say more for this code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "One notification on one channel to one address, with its status history.")]
 pub struct Delivery {
-    /// UUIDv7, so ids sort by creation time; also the receivers' dedupe key.
+    // UUIDv7, so ids sort by creation time.
+    /// UUIDv7; also the receivers' dedupe key.
     pub id: Uuid,
     pub notification_id: String,
-    /// Kept for the inbox and API lookups; never a metric label.
+    // Kept for the inbox and API lookups; never a metric label.
     pub user_id: String,
     pub channel: ChannelKind,
     pub priority: Priority,
     pub message: OutboundMessage,
     pub recipient: Recipient,
     pub status: Status,
-    /// Attempts since enqueue or the last manual retry: what the retry
-    /// policy counts. The full history is `attempt_log`.
+    // What the retry policy counts; the full history is `attempt_log`.
+    /// Since enqueue or the last manual retry.
     pub attempts: u32,
-    /// Not claimed before this time: the scheduled time for quiet hours and
-    /// digests, then the next retry time.
+    // Not claimed before this time: the scheduled time for quiet hours and
+    // digests, then the next retry time.
+    /// Not sent before this RFC 3339 time: when quiet hours, a digest or a
+    /// workflow's wait release it, then the next retry.
     pub not_before: Timestamp,
+    /// RFC 3339 time.
     pub created_at: Timestamp,
-    /// When it first became due (`created_at`, or later if it was held):
-    /// queue latency is measured from here, so quiet hours do not count.
+    // Queue latency is measured from here, so quiet hours do not count.
+    /// When it first became due (`created_at`, or later if it was held).
     pub first_due_at: Timestamp,
+    /// RFC 3339 time.
     pub updated_at: Timestamp,
+    /// RFC 3339 time.
     pub sent_at: Option<Timestamp>,
+    /// RFC 3339 time.
     pub delivered_at: Option<Timestamp>,
-    /// First open (email pixel or provider report); see [`Engagement`].
+    // See [`Engagement`].
+    /// First open (email pixel or provider report).
     #[serde(default)]
     pub opened_at: Option<Timestamp>,
     /// First read in the inbox.
@@ -296,31 +344,43 @@ pub struct Delivery {
     /// First click (tracked link, provider report or inbox).
     #[serde(default)]
     pub clicked_at: Option<Timestamp>,
-    /// First spam complaint the provider reported; the status stays (a
-    /// complaint is no step on the ladder), the user's email for the type
-    /// is switched off (see `http::email_callbacks`).
+    // The status stays (a complaint is no step on the ladder); see
+    // `http::email_callbacks`.
+    /// First spam complaint the provider reported; the user's email for
+    /// the type is switched off.
     #[serde(default)]
     pub complained_at: Option<Timestamp>,
     pub provider_message_id: Option<String>,
-    /// The provider's last answer, kept on dead letters for the operator.
+    // Kept on dead letters for the operator.
+    /// The provider's last answer.
     pub last_answer: Option<String>,
     #[serde(default)]
+    #[schema(required = true)]
     pub attempt_log: Vec<Attempt>,
-    /// The template it was rendered with, for per-template analytics;
-    /// `None` when the notify gave title and body as they are.
+    // For per-template analytics.
+    /// The template it was rendered with; absent when the notify gave
+    /// title and body as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub template: Option<String>,
-    /// The notify's per-send cost override; `None` means the configured
-    /// cost of the channel (`[analytics.cost_per_message]`).
+    /// The notify's cost of each message, a decimal string (`"0.05"`);
+    /// absent: the configured cost of the channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = "decimal", pattern = "^[0-9]+(\\.[0-9]{1,6})?$")]
     pub cost: Option<crate::money::Money>,
-    /// Set on a workflow step after a wait: checked when it comes due.
+    /// Present on a workflow step after a wait: checked when it comes due;
+    /// engagement of a kind in `unless` with any other delivery of the
+    /// notification cancels it (status `cancelled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(inline, nullable = false)]
     pub step: Option<StepGate>,
-    /// The broadcast it belongs to, set when it is held for later (quiet
-    /// hours, a workflow's wait): checked when it comes due, so that
-    /// cancelling the broadcast recalls it.
+    // Checked when it comes due, so that cancelling the broadcast recalls
+    // it.
+    /// The broadcast it belongs to, on a delivery held for later (quiet
+    /// hours, a workflow's wait): if the broadcast is cancelled by the time
+    /// it comes due, it ends `cancelled` unsent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub broadcast: Option<String>,
 }
 

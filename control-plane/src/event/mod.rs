@@ -194,9 +194,23 @@ pub struct NotifyRequest {
 /// every due `High` is sent before any due `Normal`, which goes before any
 /// due `Low`. One type from the notify call to the queue's due index.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[schema(
+    description = "Within a channel every due `high` delivery is sent before any due `normal` one, which goes before any due `low` one."
+)]
 pub enum Priority {
     Low,
     #[default]

@@ -8,7 +8,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -96,7 +96,7 @@ struct DeadLetterQuery {
 async fn dead_letters(
     State(state): State<HttpState>,
     query: Result<Query<DeadLetterQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterPage>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let channel = match query.channel.as_deref() {
         None => None,
@@ -112,9 +112,18 @@ async fn dead_letters(
     };
     let deliveries = state.queue.list_dead_letters(channel, limit, after).await?;
     let next = (deliveries.len() == limit)
-        .then(|| deliveries.last().map(|d| d.id.to_string()))
+        .then(|| deliveries.last().map(|d| d.id))
         .flatten();
-    Ok(Json(json!({ "deliveries": deliveries, "next": next })))
+    Ok(Json(DeadLetterPage { deliveries, next }))
+}
+
+/// One page of dead letters, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DeadLetterPage {
+    deliveries: Vec<Delivery>,
+    /// Pass as `after` for the next page; null on the last.
+    #[schema(required = true)]
+    next: Option<Uuid>,
 }
 
 /// Puts a dead letter back on the queue, due now, with a fresh attempt count.

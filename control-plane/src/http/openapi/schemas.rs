@@ -8,8 +8,10 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::channels::ChannelKind;
+use crate::delivery::Delivery;
 use crate::devices::{Device, DeviceList};
 use crate::http::ErrorBody;
+use crate::http::admin_notifications::DeadLetterPage;
 use crate::http::devices::Switch;
 use crate::http::me_notifications::{BulkResult, ReadAllResult};
 use crate::http::me_preferences::Schema as PreferencesSchema;
@@ -39,6 +41,8 @@ use crate::storage::ParkedPage;
     PreferencesSchema,
     StreamTicket,
     ParkedPage,
+    Delivery,
+    DeadLetterPage,
 )))]
 struct Derived;
 
