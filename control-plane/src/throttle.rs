@@ -230,15 +230,46 @@ impl Decision {
     }
 }
 
-/// One recorded decision, as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One recorded decision, as the admin API shows it (the field docs are
+/// its descriptions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(
+    as = ThrottleDecision,
+    description = "What a throttle decided for one notification in one count."
+)]
 pub struct Recorded {
+    /// The count it was decided in: `type:<name>` or `category:<name>`.
     pub scope: String,
+    // Its schema (`outcome_schema`) names the outcomes.
+    #[schema(schema_with = outcome_schema)]
     pub outcome: String,
+    /// When it was decided.
     pub at: Timestamp,
     /// When the digest it was folded into is due (`digest` only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub digest_at: Option<Timestamp>,
+}
+
+/// `ThrottleDecision.outcome`'s schema: [`Decision::outcome`]'s names.
+fn outcome_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let names = [
+        Decision::Sent,
+        Decision::Dropped,
+        Decision::Digest {
+            at: Timestamp::UNIX_EPOCH,
+        },
+    ]
+    .map(Decision::outcome);
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(names))
+        .description(Some(
+            "`sent`: let through (and counted); `dropped`: over the limit, not sent; `digest`: \
+             over the limit, held for the digest due at `digest_at`.",
+        ))
+        .build()
 }
 
 #[cfg(test)]

@@ -159,34 +159,48 @@ pub enum EventBody {
 }
 
 /// An application's request to notify `Event::user_id`; the engine turns
-/// it into a notification (which embeds it) and then deliveries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// it into a notification (which embeds it) and then deliveries. The
+/// field docs are the API's descriptions (`Notification` in the admin
+/// API shows these fields); the schema marks as required what a stored
+/// notification always carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "What was asked: the notify call's fields, or a rule's.")]
 pub struct NotifyRequest {
     /// Notification type, e.g. "payment_failed"; preferences are per type.
     pub notification_type: String,
     /// Template name; when absent, `title` and `body` are used as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub template: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub body: Option<String>,
-    /// Channels to use; empty means the type's defaults. Typed: a name
-    /// that is no channel is refused where the call comes in (the agent's
-    /// intake, gRPC), never carried to the engine.
+    // Typed: a name that is no channel is refused where the call comes in
+    // (the agent's intake, gRPC), never carried to the engine.
+    /// Channels to use; empty: the type's defaults.
     #[serde(default)]
+    #[schema(required = true)]
     pub channels: Vec<crate::channels::ChannelKind>,
     /// Template data.
     #[serde(default)]
+    #[schema(required = true, value_type = Object)]
     pub data: JsonObject,
     #[serde(default)]
+    #[schema(required = true)]
     pub priority: Priority,
     /// A resent notify with the same key creates one notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub idempotency_key: Option<String>,
-    /// Cost of each message of this notification, overriding the
-    /// configured cost per channel (e.g. a negotiated SMS price).
+    /// Cost of each message of this notification in the configured
+    /// currency, as a decimal string ("0.05"), overriding the configured
+    /// cost per channel (e.g. a negotiated SMS price). Absent: the
+    /// configured cost per channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = "decimal", pattern = "^[0-9]+(\\.[0-9]{1,6})?$")]
     pub cost: Option<crate::money::Money>,
 }
 

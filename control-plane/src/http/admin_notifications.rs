@@ -9,12 +9,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, QueueError};
+use crate::notifications::Notification;
+use crate::throttle::Recorded;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -33,7 +34,7 @@ pub fn router() -> Router<HttpState> {
 async fn notification(
     State(state): State<HttpState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationWithDeliveries>, ApiError> {
     let Some(notification) = state.notifications.get(&id).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -52,9 +53,30 @@ async fn notification(
         .notifications
         .throttle_decisions(&notification.id)
         .await?;
-    Ok(Json(
-        json!({ "notification": notification, "deliveries": deliveries, "throttle": throttle }),
-    ))
+    Ok(Json(NotificationWithDeliveries {
+        notification,
+        deliveries,
+        throttle,
+    }))
+}
+
+/// A notification with every delivery planned for it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct NotificationWithDeliveries {
+    notification: Notification,
+    deliveries: Vec<Delivery>,
+    /// What the type's throttle decided for this notification, one entry
+    /// per count it was decided in (empty when its type has no throttle
+    /// and its category is not counted). A `dropped` notification has no
+    /// deliveries: this is why.
+    throttle: Vec<Recorded>,
+}
+
+/// A user's notifications.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct NotificationList {
+    /// Newest first.
+    notifications: Vec<Notification>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,11 +90,11 @@ async fn user_notifications(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
     query: Result<Query<LimitQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationList>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = checked_limit(query.limit)?;
     let notifications = state.notifications.list_for_user(&user_id, limit).await?;
-    Ok(Json(json!({ "notifications": notifications })))
+    Ok(Json(NotificationList { notifications }))
 }
 
 fn checked_limit(limit: Option<usize>) -> Result<usize, ApiError> {

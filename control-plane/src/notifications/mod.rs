@@ -34,18 +34,22 @@ use crate::event::NotifyRequest;
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(48 * 3600);
 
 /// A notification for one user, channel-independent: what was asked (the
-/// notify's fields, or a rule's), plus its identity and origin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// notify's fields, or a rule's), plus its identity and origin. The field
+/// docs are the API's descriptions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "A notification for one user, channel-independent.")]
 pub struct Notification {
     /// UUIDv7: sorts by creation time.
     pub id: String,
     pub user_id: String,
-    /// Type, template or title/body, data, channels, priority, key.
+    // Type, template or title/body, data, channels, priority, key.
     #[serde(flatten)]
     pub request: NotifyRequest,
-    /// The ingested event (a `notify`), or `rule:<name>:<event id>`.
+    /// The ingested notify event, or `rule:<name>:<event id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub source_event_id: Option<String>,
+    /// RFC 3339 time.
     pub created_at: Timestamp,
 }
 

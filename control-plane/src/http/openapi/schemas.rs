@@ -11,7 +11,9 @@ use crate::channels::ChannelKind;
 use crate::delivery::Delivery;
 use crate::devices::{Device, DeviceList};
 use crate::http::ErrorBody;
-use crate::http::admin_notifications::DeadLetterPage;
+use crate::http::admin_notifications::{
+    DeadLetterPage, NotificationList, NotificationWithDeliveries,
+};
 use crate::http::devices::Switch;
 use crate::http::me_notifications::{BulkResult, ReadAllResult};
 use crate::http::me_preferences::Schema as PreferencesSchema;
@@ -43,6 +45,8 @@ use crate::storage::ParkedPage;
     ParkedPage,
     Delivery,
     DeadLetterPage,
+    NotificationWithDeliveries,
+    NotificationList,
 )))]
 struct Derived;
 
