@@ -277,9 +277,11 @@ pub struct Rejected {
 
 /// A user's profile: the traits of every `identify` merged, the last ingested
 /// value winning per key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "A user's merged identify traits.")]
 pub struct Profile {
     pub user_id: String,
+    #[schema(value_type = Object)]
     pub traits: JsonObject,
     /// `ingested_at` of the last identify that changed the profile.
     pub updated_at: Timestamp,

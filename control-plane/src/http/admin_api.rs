@@ -21,7 +21,6 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::json;
 
 use super::{ApiError, HttpState};
 use crate::event::{Cursor, EventPage, Profile};
@@ -123,10 +122,22 @@ async fn profile(
     }
 }
 
-async fn stats(State(state): State<HttpState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let (events, dedupe) = (
+async fn stats(State(state): State<HttpState>) -> Result<Json<Stats>, ApiError> {
+    let (events, dedupe_entries) = (
         state.store.event_count().await?,
         state.store.dedupe_count().await?,
     );
-    Ok(Json(json!({ "events": events, "dedupe_entries": dedupe })))
+    Ok(Json(Stats {
+        events,
+        dedupe_entries,
+    }))
+}
+
+/// Totals of the event store.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Stats {
+    /// Events stored.
+    events: u64,
+    /// Event ids remembered for deduplication.
+    dedupe_entries: u64,
 }

@@ -35,13 +35,13 @@ use axum::response::Response;
 use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::download::{ListFormat, ListWriter};
 use super::user_auth::Me;
 use super::{ApiError, HttpState};
 use crate::chunks::{self, StreamError};
-use crate::event::{Cursor, Event, EventBody, JsonObject};
+use crate::event::{Cursor, Event, EventBody, EventKind, JsonObject};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -57,17 +57,57 @@ pub fn router() -> Router<HttpState> {
         .route("/activity/export", get(export))
 }
 
-/// One event as its user sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One event as its user sees it (the field docs are the API's
+/// descriptions).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "One of the user's own tracked events (never `notify`, never the application's write key or context)."
+)]
 pub struct Activity {
     pub id: String,
+    #[schema(schema_with = kind_schema)]
     pub kind: &'static str,
     /// The track's event name, or the page's or screen's name.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub name: Option<String>,
+    #[schema(value_type = Object)]
     pub properties: JsonObject,
     /// The client's time, else when Nudge received it.
     pub at: Timestamp,
+}
+
+/// `Activity.kind`'s schema: every event kind but `notify`, which
+/// [`activity`] leaves out.
+fn kind_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let kinds = [
+        EventKind::Track,
+        EventKind::Identify,
+        EventKind::Page,
+        EventKind::Screen,
+        EventKind::Group,
+        EventKind::Alias,
+        EventKind::SessionStart,
+        EventKind::SessionEnd,
+    ]
+    .map(EventKind::as_str);
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(kinds))
+        .build()
+}
+
+/// One page of a user's activity.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ActivityPage {
+    activity: Vec<Activity>,
+    /// Pass back as `cursor`; absent on the last page only. A page may
+    /// hold fewer than `limit` items, or none, and still carry a cursor:
+    /// the request's scan budget ran out before the page filled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    next_cursor: Option<String>,
 }
 
 fn activity(event: &Event) -> Option<Activity> {
@@ -261,14 +301,13 @@ async fn list(
     State(state): State<HttpState>,
     Me(user): Me,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActivityPage>, ApiError> {
     let filter = Filter::parse(raw.as_deref())?;
-    let (items, next) = page(&state, &user, &filter, filter.limit).await?;
-    let mut body = json!({ "activity": items });
-    if let Some(next) = next {
-        body["next_cursor"] = json!(next.0.to_string());
-    }
-    Ok(Json(body))
+    let (activity, next) = page(&state, &user, &filter, filter.limit).await?;
+    Ok(Json(ActivityPage {
+        activity,
+        next_cursor: next.map(|next| next.0.to_string()),
+    }))
 }
 
 /// Every matching activity after the filter's cursor, one store page at
@@ -312,12 +351,21 @@ impl<'a> Pages<'a> {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
-struct Summary {
+/// What `/v1/me/activity/summary` answers.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = ActivitySummary, description = "Totals of the matching activity.")]
+pub(crate) struct Summary {
     total: u64,
+    /// Per kind (`track`, `page`, …).
+    #[schema(value_type = BTreeMap<String, u64>)]
     by_kind: BTreeMap<&'static str, u64>,
+    /// Per track event name, page or screen name.
     by_event: BTreeMap<String, u64>,
+    /// RFC 3339 time; `null` when nothing matched.
+    #[schema(required = true)]
     first_at: Option<Timestamp>,
+    /// RFC 3339 time; `null` when nothing matched.
+    #[schema(required = true)]
     last_at: Option<Timestamp>,
     /// Distinct UTC days with activity.
     active_days: usize,
@@ -353,14 +401,14 @@ async fn summary(
     State(state): State<HttpState>,
     Me(user): Me,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Summary>, ApiError> {
     let filter = Filter::parse(raw.as_deref())?;
     let mut tally = Tally::default();
     let mut pages = Pages::new(&state.store, &user, &filter);
     while let Some(page) = pages.next().await? {
         page.iter().for_each(|item| tally.add(item));
     }
-    Ok(Json(json!(tally.finish())))
+    Ok(Json(tally.finish()))
 }
 
 async fn export(

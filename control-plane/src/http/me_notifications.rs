@@ -47,7 +47,7 @@ use super::download::{ListFormat, ListWriter};
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::chunks::{self, StreamError};
-use crate::inbox::{Action, Counts, InboxError, InboxItem, InboxQuery, Sort};
+use crate::inbox::{Action, Counts, InboxError, InboxItem, InboxQuery, Page, Sort};
 
 /// Most ids in one bulk call.
 const MAX_BULK_IDS: usize = 500;
@@ -176,18 +176,18 @@ async fn list(
     State(state): State<HttpState>,
     Me(user): Me,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page>, ApiError> {
     let (query, format) = parse_query(raw.as_deref())?;
     if format.is_some() {
         return Err(ApiError::bad_request("format: only for /export"));
     }
     let page = state.inbox.list(&user, &query).await?;
-    Ok(Json(json!(page)))
+    Ok(Json(page))
 }
 
-async fn counts(State(state): State<HttpState>, Me(user): Me) -> Result<Json<Value>, ApiError> {
+async fn counts(State(state): State<HttpState>, Me(user): Me) -> Result<Json<Counts>, ApiError> {
     let counts = state.inbox.counts(&user).await?;
-    Ok(Json(json!(counts)))
+    Ok(Json(counts))
 }
 
 async fn one(

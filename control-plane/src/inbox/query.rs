@@ -77,11 +77,18 @@ impl InboxQuery {
 /// ([`super::SCAN_BUDGET`]), so a page may hold fewer than `limit` items,
 /// or none, and still carry a cursor: the scan stopped there, not the
 /// listing. Only a page without a cursor is the last.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "One page of the inbox listing. A short or empty page with `next_cursor` is not the end of the listing."
+)]
 pub struct Page {
     pub items: Vec<InboxItem>,
-    /// Pass back as `cursor` for the next page; absent on the last page.
+    /// Pass back as `cursor` for the next page; absent on the last page
+    /// only. A page may hold fewer than `limit` items, or none, and still
+    /// carry a cursor: the request's scan budget ran out before the page
+    /// filled.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub next_cursor: Option<String>,
 }
 

@@ -10,15 +10,18 @@ use utoipa::OpenApi;
 use crate::channels::ChannelKind;
 use crate::delivery::Delivery;
 use crate::devices::{Device, DeviceList};
+use crate::event::Profile;
 use crate::http::ErrorBody;
+use crate::http::admin_api::Stats;
 use crate::http::admin_notifications::{
     DeadLetterPage, NotificationList, NotificationWithDeliveries,
 };
 use crate::http::devices::Switch;
+use crate::http::me_activity::{ActivityPage, Summary as ActivitySummary};
 use crate::http::me_notifications::{BulkResult, ReadAllResult};
 use crate::http::me_preferences::Schema as PreferencesSchema;
 use crate::http::user_auth::StreamTicket;
-use crate::inbox::{CategoryCounts, Counts, InboxItem};
+use crate::inbox::{CategoryCounts, Counts, InboxItem, Page};
 use crate::preferences::{TypePreferences, UserPreferences};
 use crate::storage::ParkedPage;
 
@@ -47,6 +50,11 @@ use crate::storage::ParkedPage;
     DeadLetterPage,
     NotificationWithDeliveries,
     NotificationList,
+    Page,
+    Profile,
+    Stats,
+    ActivityPage,
+    ActivitySummary,
 )))]
 struct Derived;
 
@@ -59,8 +67,72 @@ pub(super) fn derived() -> Vec<(String, Value)> {
         .schemas
         .into_iter()
         .map(|(name, schema)| {
-            let schema = serde_json::to_value(schema).expect("a schema always serializes");
+            let mut schema = serde_json::to_value(schema).expect("a schema always serializes");
+            unwrap_descriptions(&mut schema);
             (name, schema)
         })
         .collect()
+}
+
+/// Doc comments are wrapped at 80 columns; utoipa keeps their line
+/// breaks. Markdown reads a single break as a space anyway, so each
+/// paragraph's lines are joined into one (a blank line still separates
+/// paragraphs, and a line starting a list item keeps its break).
+fn unwrap_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(members) => {
+            for (key, member) in members.iter_mut() {
+                match member {
+                    Value::String(text) if key == "description" => *text = unwrap(text),
+                    other => unwrap_descriptions(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
+}
+
+fn unwrap(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split('\n').enumerate() {
+        let starts_item = line.starts_with("* ") || line.starts_with("- ");
+        if index > 0 {
+            let paragraph_break = line.is_empty() || out.ends_with('\n');
+            out.push(if paragraph_break || starts_item {
+                '\n'
+            } else {
+                ' '
+            });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_lines_join_and_paragraphs_and_items_stay() {
+        assert_eq!(unwrap("one\ntwo three\nfour"), "one two three four");
+        assert_eq!(unwrap("one\n\ntwo\nthree"), "one\n\ntwo three");
+        assert_eq!(unwrap("list:\n* a\n* b"), "list:\n* a\n* b");
+    }
+
+    #[test]
+    fn only_descriptions_are_unwrapped() {
+        let mut schema = serde_json::json!({
+            "description": "a\nb",
+            "pattern": "x\ny",
+            "properties": {"f": {"description": "c\nd"}},
+            "oneOf": [{"description": "e\nf"}],
+        });
+        unwrap_descriptions(&mut schema);
+        assert_eq!(schema["description"], "a b");
+        assert_eq!(schema["pattern"], "x\ny");
+        assert_eq!(schema["properties"]["f"]["description"], "c d");
+        assert_eq!(schema["oneOf"][0]["description"], "e f");
+    }
 }
