@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use jiff::Timestamp;
 use nudge_proto::v1 as pb;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::user_auth::Me;
@@ -114,7 +114,7 @@ async fn subscribers(
     State(state): State<HttpState>,
     Path(topic): Path<String>,
     page: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TopicSubscriberPage>, ApiError> {
     let Query(page) = page.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     topic_name(&topic)?;
     let limit = limit_of(&page)?;
@@ -139,19 +139,44 @@ async fn subscribers(
         None
     };
     let total = state.topics.count(&topic).await?;
-    let subscribers: Vec<Value> = found
+    let subscribers = found
         .into_iter()
-        .map(|s| json!({ "user_id": s.user_id, "subscribed_at": s.subscribed_at }))
+        .map(|s| TopicSubscriber {
+            user_id: s.user_id,
+            subscribed_at: s.subscribed_at,
+        })
         .collect();
-    Ok(Json(
-        json!({ "topic": topic, "total": total, "subscribers": subscribers, "next": next }),
-    ))
+    Ok(Json(TopicSubscriberPage {
+        topic,
+        total,
+        subscribers,
+        next,
+    }))
+}
+
+/// A page of a topic's subscribers, by user id.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TopicSubscriberPage {
+    topic: String,
+    /// Subscribers in all.
+    total: u64,
+    subscribers: Vec<TopicSubscriber>,
+    /// Pass as `after` for the next page; null on the last.
+    #[schema(required = true)]
+    next: Option<String>,
+}
+
+/// One subscriber of a topic.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct TopicSubscriber {
+    user_id: String,
+    subscribed_at: Timestamp,
 }
 
 async fn subscribe(
     State(state): State<HttpState>,
     Path((topic, user_id)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TopicSubscribed>), ApiError> {
     let new = broadcasts::subscribe(&state.topics, &topic, &user_id, Timestamp::now()).await?;
     let status = if new {
         StatusCode::CREATED
@@ -160,8 +185,31 @@ async fn subscribe(
     };
     Ok((
         status,
-        Json(json!({ "topic": topic, "user_id": user_id, "subscribed": true })),
+        Json(TopicSubscribed {
+            topic,
+            user_id,
+            subscribed: true,
+        }),
     ))
+}
+
+/// A subscription, new (`201`) or already there (`200`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TopicSubscribed {
+    topic: String,
+    user_id: String,
+    /// Always `true`.
+    #[schema(schema_with = always_true)]
+    subscribed: bool,
+}
+
+/// A boolean that is always `true` (JSON Schema's `enum: [true]`).
+fn always_true() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([true]))
+        .build()
 }
 
 async fn unsubscribe(
@@ -184,18 +232,35 @@ async fn unsubscribe(
 async fn topics_of(
     State(state): State<HttpState>,
     user_id: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserTopics>, ApiError> {
     // An id with a NUL cannot be stored, so it follows nothing.
     let stored = if user_id.contains('\0') {
         Vec::new()
     } else {
         state.topics.of_user(&user_id).await?
     };
-    let topics: Vec<Value> = stored
+    let topics = stored
         .into_iter()
-        .map(|s| json!({ "topic": s.topic, "subscribed_at": s.subscribed_at }))
+        .map(|s| UserTopic {
+            topic: s.topic,
+            subscribed_at: s.subscribed_at,
+        })
         .collect();
-    Ok(Json(json!({ "user_id": user_id, "topics": topics })))
+    Ok(Json(UserTopics { user_id, topics }))
+}
+
+/// The topics a user follows, by name.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct UserTopics {
+    user_id: String,
+    topics: Vec<UserTopic>,
+}
+
+/// One topic a user follows.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct UserTopic {
+    topic: String,
+    subscribed_at: Timestamp,
 }
 
 /// `POST /v1/admin/broadcasts`: a notify's fields (as an agent's

@@ -16,6 +16,7 @@ use crate::http::admin_api::Stats;
 use crate::http::admin_notifications::{
     DeadLetterPage, NotificationList, NotificationWithDeliveries,
 };
+use crate::http::broadcasts::{TopicSubscribed, TopicSubscriberPage, UserTopics};
 use crate::http::devices::Switch;
 use crate::http::me_activity::{ActivityPage, Summary as ActivitySummary};
 use crate::http::me_notifications::{BulkResult, ReadAllResult};
@@ -55,6 +56,9 @@ use crate::storage::ParkedPage;
     Stats,
     ActivityPage,
     ActivitySummary,
+    TopicSubscriberPage,
+    TopicSubscribed,
+    UserTopics,
 )))]
 struct Derived;
 
