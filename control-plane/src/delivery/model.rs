@@ -265,7 +265,8 @@ pub struct Attempt {
     /// How the attempt ended. `proceeded` and `skipped` are a workflow
     /// step's check (no provider call): `skipped` ends the delivery
     /// `cancelled`.
-    #[schema(inline)]
+    // Not `inline`: utoipa wraps an inlined enum with a doc comment in an
+    // `allOf` whose second part says `type: object`, which no string fits.
     pub outcome: AttemptOutcome,
     /// The provider's answer, as the channel shortened it.
     pub answer: String,
@@ -372,7 +373,7 @@ pub struct Delivery {
     /// engagement of a kind in `unless` with any other delivery of the
     /// notification cancels it (status `cancelled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(inline, nullable = false)]
+    #[schema(nullable = false)]
     pub step: Option<StepGate>,
     // Checked when it comes due, so that cancelling the broadcast recalls
     // it.

@@ -199,17 +199,8 @@ pub(crate) struct TopicSubscribed {
     topic: String,
     user_id: String,
     /// Always `true`.
-    #[schema(schema_with = always_true)]
+    #[schema(schema_with = super::openapi::always_true)]
     subscribed: bool,
-}
-
-/// A boolean that is always `true` (JSON Schema's `enum: [true]`).
-fn always_true() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::Boolean)
-        .enum_values(Some([true]))
-        .build()
 }
 
 async fn unsubscribe(

@@ -37,9 +37,9 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
 
 use super::{ApiError, HttpState, form};
+use crate::channels::ChannelKind;
 use crate::links::UnsubscribeClaims;
 use crate::preferences::PreferenceError;
 
@@ -96,15 +96,24 @@ async fn unsubscribe(
             &format!("You will no longer receive {}.", describe(&claims)),
             false,
         ),
-        Ok(claims) => Json(json!({
-            "unsubscribed": true,
-            "notification_type": claims.notification_type,
-            "channel": claims.channel,
-        }))
+        Ok(claims) => Json(UnsubscribeResult {
+            unsubscribed: true,
+            notification_type: claims.notification_type,
+            channel: claims.channel,
+        })
         .into_response(),
         Err(error) if wants_html && error.status != StatusCode::NOT_FOUND => error_page(&error),
         Err(error) => error.into_response(),
     }
+}
+
+/// The JSON answer of a one-click unsubscribe.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct UnsubscribeResult {
+    #[schema(schema_with = super::openapi::always_true)]
+    unsubscribed: bool,
+    notification_type: String,
+    channel: ChannelKind,
 }
 
 async fn apply(

@@ -44,12 +44,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde::Serialize;
+use uuid::Uuid;
 
 use super::{ApiError, HttpState, form};
 use crate::channels::ChannelKind;
 use crate::channels::sms::{SmsStatus, StatusUpdate, parse_status_callback};
-use crate::delivery::{DeliveryQueue, QueueError};
+use crate::delivery::{DeliveryQueue, QueueError, Status};
 
 /// Twilio's callbacks are a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -64,7 +65,7 @@ async fn twilio_status(
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SmsCallbackResult>, ApiError> {
     ApiError::require_headers(&headers, &["x-twilio-signature"])?;
     let Some(auth) = &state.sms_callbacks else {
         return Err(ApiError::not_configured(
@@ -92,22 +93,49 @@ async fn twilio_status(
     }
     let Some(update) = parse_status_callback(&form) else {
         tracing::info!("Twilio status callback without an outbound message status; ignored");
-        return Ok(Json(json!({ "delivery": null, "status": null })));
+        return Ok(Json(SmsCallbackResult::UNKNOWN));
     };
     let answer = apply(&state.queue, &update, Timestamp::now()).await?;
     Ok(Json(answer))
 }
 
-/// Moves the delivery as the module doc says; the answer's JSON.
+/// The answer to a status callback.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "The delivery the callback was about and its status now; nulls when the callback named no known message (still 200: Twilio need not resend)."
+)]
+pub(crate) struct SmsCallbackResult {
+    #[schema(required = true)]
+    delivery: Option<Uuid>,
+    #[schema(required = true)]
+    status: Option<Status>,
+}
+
+impl SmsCallbackResult {
+    /// A callback about no known message.
+    const UNKNOWN: SmsCallbackResult = SmsCallbackResult {
+        delivery: None,
+        status: None,
+    };
+
+    fn of(delivery: Uuid, status: Status) -> Self {
+        SmsCallbackResult {
+            delivery: Some(delivery),
+            status: Some(status),
+        }
+    }
+}
+
+/// Moves the delivery as the module doc says; the answer.
 async fn apply(
     queue: &DeliveryQueue,
     update: &StatusUpdate,
     now: Timestamp,
-) -> Result<Value, QueueError> {
+) -> Result<SmsCallbackResult, QueueError> {
     let sid = &update.message_sid;
     let Some(id) = queue.find_by_provider_id(ChannelKind::Sms, sid).await? else {
         tracing::info!(%sid, status = ?update.status, "Twilio status callback for an unknown message; ignored");
-        return Ok(json!({ "delivery": null, "status": null }));
+        return Ok(SmsCallbackResult::UNKNOWN);
     };
     let changed = match update.status {
         SmsStatus::Delivered => queue.mark_delivered(id, now).await,
@@ -130,14 +158,14 @@ async fn apply(
         // The index outlived its delivery: as unknown as no entry at all.
         Err(QueueError::NotFound(_)) => {
             tracing::info!(%sid, delivery = %id, "Twilio status callback for a delivery that is gone; ignored");
-            return Ok(json!({ "delivery": null, "status": null }));
+            return Ok(SmsCallbackResult::UNKNOWN);
         }
         Err(QueueError::InvalidTransition { from, to, .. }) => {
             tracing::warn!(%sid, delivery = %id, %from, %to, "Twilio status callback the delivery can no longer follow; ignored");
-            return Ok(json!({ "delivery": id, "status": from }));
+            return Ok(SmsCallbackResult::of(id, from));
         }
         Err(error) => return Err(error),
     };
     tracing::info!(%sid, delivery = %id, status = %delivery.status, "Twilio status callback applied");
-    Ok(json!({ "delivery": id, "status": delivery.status }))
+    Ok(SmsCallbackResult::of(id, delivery.status))
 }

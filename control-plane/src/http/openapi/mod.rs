@@ -69,6 +69,16 @@ fn assemble(hand_written: &str, derived: Vec<(String, Value)>) -> Result<Value, 
     Ok(document)
 }
 
+/// A boolean that is always `true` (JSON Schema's `enum: [true]`; utoipa
+/// has no `const`), for `schema_with` on such a field.
+pub(crate) fn always_true() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([true]))
+        .build()
+}
+
 pub fn router() -> Router<HttpState> {
     Router::new().route("/openapi.json", get(serve))
 }
@@ -100,6 +110,61 @@ mod tests {
                 "derived schema {name} is missing from the document"
             );
         }
+    }
+
+    /// A delivery with every optional part set (an attempt, a workflow
+    /// step, a cost) serializes to what its derived schema allows. An
+    /// inlined enum once derived as `allOf` with `type: object`, which no
+    /// outcome string fits; only an end-to-end run had caught it.
+    #[test]
+    fn a_full_delivery_fits_its_derived_schema() {
+        use crate::channels::{ChannelKind, OutboundMessage, Recipient};
+        use crate::delivery::model::{
+            Attempt, AttemptOutcome, Delivery, Engagement, NewDelivery, StepGate,
+        };
+        use crate::event::Priority;
+
+        let now = jiff::Timestamp::now();
+        let mut delivery = Delivery::new(
+            NewDelivery {
+                notification_id: "n1".to_owned(),
+                user_id: "u1".to_owned(),
+                channel: ChannelKind::Email,
+                priority: Priority::High,
+                message: OutboundMessage::default(),
+                recipient: Recipient::Email {
+                    address: "anna@example.com".to_owned(),
+                    name: None,
+                },
+                not_before: None,
+            },
+            now,
+        );
+        delivery.attempt_log.push(Attempt {
+            at: now,
+            outcome: AttemptOutcome::Skipped,
+            answer: "step 2 cancelled".to_owned(),
+        });
+        delivery.step = Some(StepGate {
+            step: 2,
+            unless: [Engagement::Read, Engagement::Clicked].into(),
+        });
+        delivery.cost = Some("0.05".parse().unwrap());
+        delivery.template = Some("welcome".to_owned());
+        delivery.sent_at = Some(now);
+
+        let document: Value = serde_json::from_str(document()).unwrap();
+        let schema = serde_json::json!({
+            "$ref": "#/components/schemas/Delivery",
+            "components": document["components"],
+        });
+        let validator = jsonschema::draft202012::new(&schema).unwrap();
+        let value = serde_json::to_value(&delivery).unwrap();
+        let problems: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|error| format!("{}: {error}", error.instance_path()))
+            .collect();
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::http::devices::Switch;
 use crate::http::me_activity::{ActivityPage, Summary as ActivitySummary};
 use crate::http::me_notifications::{BulkResult, ReadAllResult};
 use crate::http::me_preferences::Schema as PreferencesSchema;
+use crate::http::public_links::UnsubscribeResult;
+use crate::http::sms_callbacks::SmsCallbackResult;
 use crate::http::user_auth::StreamTicket;
 use crate::inbox::{CategoryCounts, Counts, InboxItem, Page};
 use crate::preferences::{TypePreferences, UserPreferences};
@@ -59,6 +61,8 @@ use crate::storage::ParkedPage;
     TopicSubscriberPage,
     TopicSubscribed,
     UserTopics,
+    SmsCallbackResult,
+    UnsubscribeResult,
 )))]
 struct Derived;
 
