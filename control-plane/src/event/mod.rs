@@ -15,29 +15,35 @@ pub type JsonObject = Map<String, Value>;
 
 mod deserialize;
 
-/// One call an application made, as the control plane stored it.
-///
-/// `Deserialize` is written by hand ([`deserialize`]): it reads what the
-/// derived `Serialize` writes without buffering the whole event first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+// `Deserialize` is written by hand ([`deserialize`]): it reads what the
+// derived `Serialize` writes without buffering the whole event first.
+/// One call an application made, as the control plane stored it
+/// (Segment-shaped): the common fields, and the kind's own next to its
+/// `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     /// The envelope id (the client's `messageId` or the agent's UUIDv7); the
     /// dedupe key.
     pub id: String,
     /// Known user, if the call named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub user_id: Option<String>,
     /// Anonymous (device/browser) id, if the call carried one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub anonymous_id: Option<String>,
     /// When it happened, according to the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub timestamp: Option<Timestamp>,
     /// When the client's library sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub sent_at: Option<Timestamp>,
     /// When the agent accepted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub received_at: Option<Timestamp>,
     /// When the control plane accepted the batch carrying it.
     pub ingested_at: Timestamp,
@@ -46,12 +52,15 @@ pub struct Event {
     pub agent_id: String,
     /// The write key the call was made with, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub write_key: Option<String>,
     /// Segment's `context` object (empty when absent).
     #[serde(default)]
+    #[schema(required = true, value_type = Object)]
     pub context: JsonObject,
     /// Segment's `integrations` object (empty when absent).
     #[serde(default)]
+    #[schema(required = true, value_type = Object)]
     pub integrations: JsonObject,
     /// What kind of call it was, with the fields only that kind has.
     #[serde(flatten)]
@@ -107,39 +116,49 @@ impl EventKind {
     }
 }
 
-/// The per-kind fields of an [`Event`]; serialized with a `"type"` tag next
-/// to the common fields, so stored JSON reads like a Segment call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The kind of call and the fields only that kind has, under a `type` tag
+/// next to the event's common fields, so a stored event reads like a
+/// Segment call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     Track {
         event: String,
         #[serde(default)]
+        #[schema(required = true, value_type = Object)]
         properties: JsonObject,
     },
     Identify {
         #[serde(default)]
+        #[schema(required = true, value_type = Object)]
         traits: JsonObject,
     },
     Page {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         name: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         category: Option<String>,
         #[serde(default)]
+        #[schema(required = true, value_type = Object)]
         properties: JsonObject,
     },
     Screen {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         name: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         category: Option<String>,
         #[serde(default)]
+        #[schema(required = true, value_type = Object)]
         properties: JsonObject,
     },
     Group {
         group_id: String,
         #[serde(default)]
+        #[schema(required = true, value_type = Object)]
         traits: JsonObject,
     },
     Alias {
@@ -148,11 +167,13 @@ pub enum EventBody {
     SessionStart {
         session_id: String,
         #[serde(default)]
+        #[schema(required = true, value_type = Object)]
         properties: JsonObject,
     },
     SessionEnd {
         session_id: String,
         #[serde(default)]
+        #[schema(required = true, value_type = Object)]
         properties: JsonObject,
     },
     Notify(NotifyRequest),
@@ -313,13 +334,16 @@ impl Serialize for Cursor {
 }
 
 /// One page of a user's events, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventPage {
+    /// Oldest first.
     pub events: Vec<Event>,
-    /// Pass as `after` to get the next page; `None` when this is the last.
+    /// Pass as `after` to get the next page; null on the last.
+    #[schema(required = true, value_type = Option<String>)]
     pub next: Option<Cursor>,
     /// For each event, the cursor that resumes right after it (for callers
     /// that stop in the middle of a page, e.g. when filtering).
+    #[schema(value_type = Vec<String>)]
     pub cursors: Vec<Cursor>,
 }
 

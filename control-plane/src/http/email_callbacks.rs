@@ -93,13 +93,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use jiff::Timestamp;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
 use crate::channels::email::{CALLBACK_TOLERANCE, CallbackRefusal};
+use crate::delivery::model::Status as DeliveryStatus;
 use crate::delivery::{Delivery, DeliveryQueue, Engagement, QueueError};
 use crate::engine::SettingsHandle;
 use crate::preferences::{PreferenceError, PreferenceStore};
@@ -119,23 +119,51 @@ pub fn router() -> Router<HttpState> {
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-/// The body as documented; checked into [`Event`]s.
-#[derive(Debug, Deserialize)]
-struct Batch {
+// The body as documented; checked into [`Event`]s. Fields the API does
+// not name are ignored, so a provider's extra fields do no harm.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = EmailCallbackBatch)]
+pub(crate) struct Batch {
+    #[schema(schema_with = event_list)]
     events: Vec<RawEvent>,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawEvent {
+/// One provider event; needs `message_id` or `delivery_id`. Other fields
+/// are ignored.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = EmailCallbackEvent)]
+pub(crate) struct RawEvent {
+    /// The `Message-ID` the email channel gave the message (angle brackets
+    /// optional).
     #[serde(default)]
+    #[schema(nullable = false)]
     message_id: Option<String>,
+    /// The delivery's id; wins over `message_id`.
     #[serde(default)]
+    #[schema(nullable = false, format = Uuid)]
     delivery_id: Option<String>,
+    #[schema(schema_with = event_kinds)]
     event: String,
+    /// Default: when the callback arrived (never later than that).
     #[serde(default)]
+    #[schema(nullable = false, format = DateTime)]
     timestamp: Option<String>,
+    /// The provider's words, kept as the last answer (cut to 300 bytes).
     #[serde(default)]
+    #[schema(nullable = false)]
     reason: Option<String>,
+}
+
+fn event_list() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, Ref};
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name("EmailCallbackEvent"))
+        .max_items(Some(MAX_EVENTS))
+        .build()
+}
+
+fn event_kinds() -> utoipa::openapi::Object {
+    super::openapi::string_enum(Kind::NAMES)
 }
 
 /// What the provider says happened.
@@ -150,7 +178,14 @@ enum Kind {
 }
 
 impl Kind {
-    const NAMES: &str = "delivered, bounced, soft_bounced, opened, clicked, complained";
+    const NAMES: [&str; 6] = [
+        "delivered",
+        "bounced",
+        "soft_bounced",
+        "opened",
+        "clicked",
+        "complained",
+    ];
 
     fn parse(name: &str) -> Option<Kind> {
         Some(match name {
@@ -163,6 +198,66 @@ impl Kind {
             _ => return None,
         })
     }
+}
+
+/// What `POST /v1/callbacks/email` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = EmailCallbackResults)]
+pub(crate) struct Answer {
+    /// One per event, in order; empty for a duplicate.
+    results: Vec<EventResult>,
+    /// Present when the `webhook-id` was taken already: nothing was
+    /// applied.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(schema_with = super::openapi::always_true)]
+    duplicate: bool,
+}
+
+/// What one event of a callback did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = EmailCallbackResult)]
+pub(crate) struct EventResult {
+    /// The event's place in the batch, from 0.
+    index: usize,
+    /// The delivery it applied to; null for an unknown message.
+    #[schema(required = true)]
+    delivery: Option<Uuid>,
+    /// The delivery's status after the event; null for an unknown message.
+    #[schema(required = true)]
+    status: Option<DeliveryStatus>,
+    result: Applied,
+    /// Why an event was `ignored`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    reason: Option<String>,
+    /// For `complained`: whether the user's email was switched off for the
+    /// type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    unsubscribed: Option<bool>,
+}
+
+impl EventResult {
+    fn unknown_message() -> Self {
+        EventResult {
+            index: 0,
+            delivery: None,
+            status: None,
+            result: Applied::UnknownMessage,
+            reason: None,
+            unsubscribed: None,
+        }
+    }
+}
+
+/// Whether an event was applied to its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = EmailCallbackOutcome)]
+pub(crate) enum Applied {
+    Applied,
+    UnknownMessage,
+    Ignored,
 }
 
 /// Which message an event is about.
@@ -185,7 +280,7 @@ async fn email_events(
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Answer>, ApiError> {
     ApiError::require_headers(
         &headers,
         &["webhook-id", "webhook-timestamp", "webhook-signature"],
@@ -233,7 +328,10 @@ async fn email_events(
         .unwrap_or(now);
     if !state.callback_ids.claim(SOURCE, id, expires_at).await? {
         tracing::info!(webhook_id = %id, "email callback already taken; a duplicate changes nothing");
-        return Ok(Json(json!({ "duplicate": true, "results": [] })));
+        return Ok(Json(Answer {
+            results: Vec::new(),
+            duplicate: true,
+        }));
     }
     let (queue, preferences, settings) = (
         state.queue.clone(),
@@ -245,15 +343,17 @@ async fn email_events(
             .iter()
             .enumerate()
             .map(|(index, event)| {
-                let mut result = apply(&queue, &preferences, &settings, event)?;
-                result["index"] = json!(index);
-                Ok(result)
+                let result = apply(&queue, &preferences, &settings, event)?;
+                Ok(EventResult { index, ..result })
             })
-            .collect::<Result<Vec<Value>, ApiError>>()
+            .collect::<Result<Vec<EventResult>, ApiError>>()
     })
     .await?;
     match results {
-        Ok(results) => Ok(Json(json!({ "results": results }))),
+        Ok(results) => Ok(Json(Answer {
+            results,
+            duplicate: false,
+        })),
         Err(error) => {
             // Nothing or part of the batch applied: the provider resends
             // it, and every change is idempotent.
@@ -301,7 +401,7 @@ fn check(index: usize, raw: RawEvent, now: Timestamp) -> Result<Event, ApiError>
             format!(
                 "unknown event {:?}; expected one of {}",
                 raw.event,
-                Kind::NAMES
+                Kind::NAMES.join(", ")
             ),
         )
     })?;
@@ -339,16 +439,16 @@ fn check(index: usize, raw: RawEvent, now: Timestamp) -> Result<Event, ApiError>
     })
 }
 
-/// Applies one event; its result object (without `index`).
+/// Applies one event; its result (`index` left at 0).
 fn apply(
     queue: &DeliveryQueue,
     preferences: &PreferenceStore,
     settings: &SettingsHandle,
     event: &Event,
-) -> Result<Value, ApiError> {
+) -> Result<EventResult, ApiError> {
     let Some(found) = find(queue, &event.target)? else {
         tracing::info!(target = ?event.target, kind = ?event.kind, "email callback for an unknown message; ignored");
-        return Ok(json!({ "delivery": null, "status": null, "result": "unknown_message" }));
+        return Ok(EventResult::unknown_message());
     };
     let id = found.id;
     let reason = event.reason.as_deref();
@@ -388,25 +488,28 @@ fn apply(
     let delivery = match changed {
         Ok(delivery) => delivery,
         Err(QueueError::NotFound(_)) => {
-            return Ok(json!({ "delivery": null, "status": null, "result": "unknown_message" }));
+            return Ok(EventResult::unknown_message());
         }
         Err(error @ QueueError::InvalidTransition { from, .. }) => {
             tracing::info!(delivery = %id, kind = ?event.kind, status = %from, "email callback the delivery cannot follow; ignored");
-            return Ok(json!({
-                "delivery": id,
-                "status": from,
-                "result": "ignored",
-                "reason": error.to_string(),
-            }));
+            return Ok(EventResult {
+                delivery: Some(id),
+                status: Some(from),
+                result: Applied::Ignored,
+                reason: Some(error.to_string()),
+                ..EventResult::unknown_message()
+            });
         }
         Err(error) => return Err(error.into()),
     };
     tracing::info!(delivery = %id, kind = ?event.kind, status = %delivery.status, "email callback applied");
-    let mut result = json!({ "delivery": id, "status": delivery.status, "result": "applied" });
-    if let Some(unsubscribed) = unsubscribed {
-        result["unsubscribed"] = json!(unsubscribed);
-    }
-    Ok(result)
+    Ok(EventResult {
+        delivery: Some(id),
+        status: Some(delivery.status),
+        result: Applied::Applied,
+        unsubscribed,
+        ..EventResult::unknown_message()
+    })
 }
 
 /// The email delivery `target` names, if there is one.

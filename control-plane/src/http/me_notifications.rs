@@ -225,9 +225,15 @@ async fn act_on_one(
     Ok(Json(json!(item)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Snooze {
+#[schema(as = SnoozeRequest)]
+pub(crate) struct Snooze {
+    /// When the item comes back: an RFC 3339 time with an offset (`Z` or
+    /// `+01:00`), between 1 second and 366 days ahead.
+    // A format of our own: a fuzzer's arbitrary date-time would mostly
+    // fall outside that window.
+    #[schema(format = "nudge-snooze-time")]
     until: String,
 }
 
@@ -383,9 +389,12 @@ pub(crate) struct BulkResult {
     not_found: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReadAll {
+#[schema(as = ReadAllRequest)]
+pub(crate) struct ReadAll {
+    /// Only this category; all when absent or null.
+    #[schema(pattern = "^[^\\u0000]*$")]
     category: Option<String>,
 }
 

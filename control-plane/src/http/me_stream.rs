@@ -254,13 +254,25 @@ pub fn router() -> Router<HttpState> {
 // ---------------------------------------------------------------------------
 // The feed: what both transports send, in order.
 
-/// A server frame.
-#[derive(Serialize)]
+/// A server frame of the live stream (a WebSocket text frame, or one SSE
+/// `data:` line).
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Frame {
-    Hello { cursor: u64, counts: Counts },
+#[schema(as = StreamFrame)]
+pub(crate) enum Frame {
+    /// First on a fresh connection; after the missed changes on a resumed
+    /// one.
+    Hello {
+        /// Where the stream stands now: resume from here.
+        cursor: u64,
+        counts: Counts,
+    },
+    /// A change to the user's inbox, as it commits.
     Change(Box<Change>),
+    /// The changes after the client's cursor were pruned: reload the list,
+    /// then carry on from the `hello` that follows.
     Reset { reason: &'static str },
+    /// The answer to a client's `{"type":"ping"}`.
     Pong,
 }
 
@@ -595,10 +607,19 @@ async fn send(socket: &mut WebSocket, message: Message, shutdown: &CancellationT
     }
 }
 
-#[derive(Deserialize)]
-struct ClientFrame {
+/// The only frame a client sends (at most 4 KiB); others are ignored,
+/// binary frames close the connection.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct ClientFrame {
+    // Any `type` is read (and ignored unless `ping`), but `ping` is the
+    // one the API offers.
     #[serde(rename = "type")]
+    #[schema(schema_with = ping)]
     kind: String,
+}
+
+fn ping() -> utoipa::openapi::Object {
+    super::openapi::string_enum(["ping"])
 }
 
 // ---------------------------------------------------------------------------

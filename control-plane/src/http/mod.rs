@@ -73,7 +73,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::config::AdminToken;
 use crate::storage::{EventStore, StorageError};
@@ -199,8 +198,23 @@ pub fn router(state: HttpState) -> Router {
         ))
 }
 
-async fn root() -> Json<serde_json::Value> {
-    Json(json!({ "service": "nudge-control-plane", "version": env!("CARGO_PKG_VERSION") }))
+async fn root() -> Json<ServiceInfo> {
+    Json(ServiceInfo {
+        service: "nudge-control-plane",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// What `GET /` answers: which service this is, and its version.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ServiceInfo {
+    #[schema(schema_with = service_name)]
+    service: &'static str,
+    version: &'static str,
+}
+
+fn service_name() -> utoipa::openapi::Object {
+    openapi::string_enum(["nudge-control-plane"])
 }
 
 /// The JSON of every error answer: `{"error": {"code", "message"}}`.

@@ -256,7 +256,7 @@ impl Action {
 }
 
 /// One entry of a user's change log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Change {
     /// The user's change number: 1, 2, 3, … per user; resume after the
     /// last one seen.
@@ -265,6 +265,7 @@ pub struct Change {
     pub kind: ChangeKind,
     /// The item after the change (absent for a delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub item: Option<InboxItem>,
     /// The item's id (also for a delete).
     pub id: String,
@@ -272,7 +273,7 @@ pub struct Change {
     pub counts: Counts,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     Added,

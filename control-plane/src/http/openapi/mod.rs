@@ -79,6 +79,16 @@ pub(crate) fn always_true() -> utoipa::openapi::Object {
         .build()
 }
 
+/// A string that is one of `values`, for `schema_with` on a field whose
+/// Rust type is wider than what the API offers.
+pub(crate) fn string_enum<const N: usize>(values: [&str; N]) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .build()
+}
+
 pub fn router() -> Router<HttpState> {
     Router::new().route("/openapi.json", get(serve))
 }

@@ -10,20 +10,26 @@ use utoipa::OpenApi;
 use crate::channels::ChannelKind;
 use crate::delivery::Delivery;
 use crate::devices::{Device, DeviceList};
-use crate::event::Profile;
-use crate::http::ErrorBody;
+use crate::event::{EventPage, Profile};
 use crate::http::admin_api::Stats;
 use crate::http::admin_notifications::{
     DeadLetterPage, NotificationList, NotificationWithDeliveries,
 };
 use crate::http::broadcasts::{TopicSubscribed, TopicSubscriberPage, UserTopics};
 use crate::http::devices::Switch;
+use crate::http::email_callbacks::{
+    Answer as EmailCallbackResults, Batch as EmailCallbackBatch, RawEvent as EmailCallbackEvent,
+};
 use crate::http::me_activity::{ActivityPage, Summary as ActivitySummary};
-use crate::http::me_notifications::{BulkResult, ReadAllResult};
+use crate::http::me_notifications::{
+    BulkResult, ReadAll as ReadAllRequest, ReadAllResult, Snooze as SnoozeRequest,
+};
 use crate::http::me_preferences::Schema as PreferencesSchema;
+use crate::http::me_stream::{ClientFrame, Frame as StreamFrame};
 use crate::http::public_links::UnsubscribeResult;
 use crate::http::sms_callbacks::SmsCallbackResult;
 use crate::http::user_auth::StreamTicket;
+use crate::http::{ErrorBody, ServiceInfo};
 use crate::inbox::{CategoryCounts, Counts, InboxItem, Page};
 use crate::preferences::{TypePreferences, UserPreferences};
 use crate::storage::ParkedPage;
@@ -63,6 +69,17 @@ use crate::storage::ParkedPage;
     UserTopics,
     SmsCallbackResult,
     UnsubscribeResult,
+    StreamFrame,
+    ClientFrame,
+    ServiceInfo,
+    ReadAllRequest,
+    SnoozeRequest,
+    EventPage,
+    // Named by `EmailCallbackBatch.events`, which is built by hand (its
+    // limit comes from a constant).
+    EmailCallbackEvent,
+    EmailCallbackBatch,
+    EmailCallbackResults,
 )))]
 struct Derived;
 
