@@ -44,7 +44,9 @@ mod worker;
 pub use crate::money::{Money, MoneyError};
 pub use config::{AnalyticsConfig, FunnelDefinition, provider_of};
 pub use metrics::AnalyticsMetrics;
-pub use report::{Cell, DEFAULT_LIMIT, Granularity, MAX_LIMIT, Report, ReportName, ReportQuery};
+pub use report::{
+    Cell, DEFAULT_LIMIT, Granularity, MAX_LIMIT, Report, ReportJson, ReportName, ReportQuery,
+};
 pub use worker::{EVENT_PAGE, FACT_PAGE, Interrupt};
 
 /// Why an analytics operation failed.

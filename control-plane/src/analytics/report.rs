@@ -15,8 +15,9 @@ use super::Money;
 use crate::channels::ChannelKind;
 
 /// The reports there are. Names are the API's (`/v1/admin/analytics/{name}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ReportName, description = "The report's name.")]
 pub enum ReportName {
     /// Events, unique users and unique sessions per day, week or month.
     Summary,
@@ -263,6 +264,44 @@ impl From<Option<Timestamp>> for Cell {
     }
 }
 
+/// A report as a table.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = AnalyticsReport)]
+pub struct ReportJson<'a> {
+    report: ReportName,
+    /// The currency of the money columns (`[analytics] currency`).
+    #[schema(value_type = String, example = "USD")]
+    currency: &'a str,
+    /// The columns, in order (the CSV header).
+    #[schema(value_type = Vec<String>)]
+    columns: &'a [&'static str],
+    // One object per row, keyed by column (described in `row_objects`).
+    #[schema(schema_with = row_objects)]
+    rows: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn row_objects() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ArrayBuilder, ObjectBuilder, SchemaType, Type,
+    };
+    let cell = ObjectBuilder::new().schema_type(SchemaType::from_iter([
+        Type::String,
+        Type::Number,
+        Type::Integer,
+        Type::Null,
+    ]));
+    let row = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(cell.build().into())));
+    ArrayBuilder::new()
+        .items(row)
+        .description(Some(
+            "One object per row, keyed by column: integers and rates (up to 6 decimals) \
+             as numbers, money and times as strings, `null` when not applicable.",
+        ))
+        .build()
+}
+
 /// A report: named columns, rows of cells in column order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -297,27 +336,31 @@ impl Report {
         self.rows.get(row)?.get(index)
     }
 
-    /// `{"report": …, "currency": …, "columns": […], "rows": [{column: value}]}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let rows: Vec<serde_json::Value> = self
+    /// The report as the JSON API answers it: each row an object keyed by
+    /// column.
+    pub fn as_json(&self) -> ReportJson<'_> {
+        let rows = self
             .rows
             .iter()
             .map(|row| {
-                let object: serde_json::Map<String, serde_json::Value> = self
-                    .columns
+                self.columns
                     .iter()
                     .zip(row)
                     .map(|(column, cell)| ((*column).to_owned(), cell.to_json()))
-                    .collect();
-                serde_json::Value::Object(object)
+                    .collect()
             })
             .collect();
-        serde_json::json!({
-            "report": self.name,
-            "currency": self.currency,
-            "columns": self.columns,
-            "rows": rows,
-        })
+        ReportJson {
+            report: self.name,
+            currency: &self.currency,
+            columns: &self.columns,
+            rows,
+        }
+    }
+
+    /// [`Report::as_json`] as a JSON value.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.as_json()).expect("a report always serializes")
     }
 
     /// RFC 4180 CSV with a header row; text cells go through

@@ -72,9 +72,9 @@ pub fn source_id(broadcast_id: &str, user_id: &str) -> String {
     format!("broadcast:{broadcast_id}:{user_id}")
 }
 
-/// Who a broadcast goes to. JSON: `{"topic": "news"}` or
-/// `{"segment": {…}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// JSON: `{"topic": "news"}` or `{"segment": {…}}`.
+/// Who a broadcast goes to: a topic's subscribers, or a segment of users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Audience {
     /// The topic's subscribers when the fan-out reaches them.
@@ -85,16 +85,29 @@ pub enum Audience {
 /// Users whose profile traits satisfy every condition, and (with
 /// `active_within`) who sent an event within that long before the fan-out
 /// reached them. At least one of the two is set.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
     /// Conditions on the user's traits (from identify calls), as a rule's
     /// `when` on event properties: `{property, op, value}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = trait_conditions)]
     pub traits: Vec<Condition>,
-    /// E.g. "7d": only users with an event ingested in that window.
+    /// Only users with an event ingested in that window, written in the
+    /// largest unit that divides it (`7d`, `36h`, `90m`, `45s`).
     #[serde(default, with = "window", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, pattern = "^[1-9][0-9]*(s|m|h|d)$")]
     pub active_within: Option<Duration>,
+}
+
+// The conditions' schema (`TraitCondition`) is written by hand: its
+// `oneOf` by operator is stricter than [`Condition`]'s fields.
+fn trait_conditions() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, Ref};
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name("TraitCondition"))
+        .max_items(Some(MAX_CONDITIONS))
+        .build()
 }
 
 /// `active_within` as text: read as humantime (`7d`, `1h 30m`), written in
@@ -184,8 +197,11 @@ impl Audience {
 }
 
 /// Where a broadcast is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(
+    description = "`scheduled` (waiting for its time), `running`, `done` (every recipient's notification planned) or `cancelled`."
+)]
 pub enum BroadcastState {
     /// Waiting for its `send_at`.
     Scheduled,
@@ -226,14 +242,15 @@ impl BroadcastState {
 
 /// What a caller asks to broadcast: the part that must be the same when
 /// the id is used again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BroadcastSpec {
     /// What each recipient's notification says (its `idempotency_key` is
     /// never set: the broadcast id is the key).
     pub request: NotifyRequest,
     pub audience: Audience,
-    /// When to start; `None`: at once.
+    /// The start time asked for; absent: at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub send_at: Option<Timestamp>,
 }
 
@@ -256,8 +273,8 @@ impl BroadcastSpec {
     }
 }
 
-/// A broadcast with its progress, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A broadcast with its fan-out progress.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Broadcast {
     pub id: String,
     #[serde(flatten)]
@@ -275,12 +292,15 @@ pub struct Broadcast {
     pub notifications: u64,
     /// The last user id planned: the fan-out resumes after it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub cursor: Option<String>,
     pub created_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub started_at: Option<Timestamp>,
     /// When it was done or cancelled.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub finished_at: Option<Timestamp>,
 }
 

@@ -51,7 +51,7 @@ async fn report(
     let query = params.query.clone();
     let report = tokio::task::spawn_blocking(move || analytics.report(&query)).await??;
     match params.format {
-        Format::Json => Ok(Json(report.to_json()).into_response()),
+        Format::Json => Ok(Json(report.as_json()).into_response()),
         Format::Csv => Ok(super::download::attachment(
             report.to_csv(),
             "text/csv; charset=utf-8",

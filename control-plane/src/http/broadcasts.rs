@@ -23,7 +23,6 @@ use axum::routing::{get, post, put};
 use jiff::Timestamp;
 use nudge_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
@@ -351,14 +350,17 @@ async fn create(
 async fn list(
     State(state): State<HttpState>,
     page: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BroadcastPage>, ApiError> {
     let Query(page) = page.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = limit_of(&page)?;
     let after = page.after.as_deref().filter(|after| !after.is_empty());
     // A broadcast id never holds a NUL: after one that does not exist,
     // the page is empty.
     if after.is_some_and(|after| after.contains('\0')) {
-        return Ok(Json(json!({ "broadcasts": [], "next": null })));
+        return Ok(Json(BroadcastPage {
+            broadcasts: Vec::new(),
+            next: None,
+        }));
     }
     let mut found = state.broadcasts.list(after, limit + 1).await?;
     let more = found.len() > limit;
@@ -368,7 +370,19 @@ async fn list(
     } else {
         None
     };
-    Ok(Json(json!({ "broadcasts": found, "next": next })))
+    Ok(Json(BroadcastPage {
+        broadcasts: found,
+        next,
+    }))
+}
+
+/// A page of broadcasts, by id.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BroadcastPage {
+    broadcasts: Vec<Broadcast>,
+    /// Pass as `after` for the next page; null on the last.
+    #[schema(required = true)]
+    next: Option<String>,
 }
 
 fn no_broadcast(id: &str) -> ApiError {

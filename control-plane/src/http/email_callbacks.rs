@@ -206,11 +206,17 @@ impl Kind {
 pub(crate) struct Answer {
     /// One per event, in order; empty for a duplicate.
     results: Vec<EventResult>,
-    /// Present when the `webhook-id` was taken already: nothing was
-    /// applied.
+    // Only `true` is ever sent (described in `duplicate_flag`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    #[schema(schema_with = super::openapi::always_true)]
+    #[schema(schema_with = duplicate_flag)]
     duplicate: bool,
+}
+
+fn duplicate_flag() -> utoipa::openapi::Object {
+    let mut flag = super::openapi::always_true();
+    flag.description =
+        Some("Present when the `webhook-id` was taken already: nothing was applied.".to_owned());
+    flag
 }
 
 /// What one event of a callback did.

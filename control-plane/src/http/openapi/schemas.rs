@@ -7,6 +7,7 @@
 use serde_json::Value;
 use utoipa::OpenApi;
 
+use crate::analytics::ReportJson as AnalyticsReport;
 use crate::channels::ChannelKind;
 use crate::delivery::Delivery;
 use crate::devices::{Device, DeviceList};
@@ -15,7 +16,7 @@ use crate::http::admin_api::Stats;
 use crate::http::admin_notifications::{
     DeadLetterPage, NotificationList, NotificationWithDeliveries,
 };
-use crate::http::broadcasts::{TopicSubscribed, TopicSubscriberPage, UserTopics};
+use crate::http::broadcasts::{BroadcastPage, TopicSubscribed, TopicSubscriberPage, UserTopics};
 use crate::http::devices::Switch;
 use crate::http::email_callbacks::{
     Answer as EmailCallbackResults, Batch as EmailCallbackBatch, RawEvent as EmailCallbackEvent,
@@ -80,6 +81,8 @@ use crate::storage::ParkedPage;
     EmailCallbackEvent,
     EmailCallbackBatch,
     EmailCallbackResults,
+    BroadcastPage,
+    AnalyticsReport,
 )))]
 struct Derived;
 
