@@ -22,6 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 
+use super::openapi::responses;
 use super::{ApiError, HttpState};
 use crate::event::{Cursor, EventPage, Profile};
 
@@ -122,7 +123,20 @@ async fn profile(
     }
 }
 
-async fn stats(State(state): State<HttpState>) -> Result<Json<Stats>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/admin/stats",
+    operation_id = "getStats",
+    summary = "Store counters",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Stats, description = "Counters."),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn stats(State(state): State<HttpState>) -> Result<Json<Stats>, ApiError> {
     let (events, dedupe_entries) = (
         state.store.event_count().await?,
         state.store.dedupe_count().await?,

@@ -15,8 +15,9 @@
 //!   order, is refused, naming where (`types.invoice: expected a JSON
 //!   object`; see `strict_json`).
 //! * `Option<JsonBody<T>>` is for optional bodies: no body at all (no
-//!   `Content-Type`, nothing sent) is `None`; anything sent is read as
-//!   above, so a wrong optional body is refused, never ignored.
+//!   `Content-Type`, nothing sent) is `None`, and so is a JSON `null` (what
+//!   the OpenAPI document derives for an optional body); anything else sent
+//!   is read as above, so a wrong optional body is refused, never ignored.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -48,15 +49,20 @@ where
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| refused(&rejection.into()))?;
-        // axum's reading names the field that failed (`types.a.frequency`).
-        let Json(body) = Json::<T>::from_bytes(&bytes).map_err(|rejection| refused(&rejection))?;
-        // Then the same once more, objects only (it parsed, so this does too).
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|error| ApiError::bad_request(format!("request body: {error}")))?;
-        strict_json::check::<T>(value)
-            .map_err(|message| ApiError::bad_request(format!("request body: {message}")))?;
-        Ok(JsonBody(body))
+        read(&bytes).map(JsonBody)
     }
+}
+
+/// A JSON body's bytes as `T`, or the `400` that says what is wrong.
+fn read<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    // axum's reading names the field that failed (`types.a.frequency`).
+    let Json(body) = Json::<T>::from_bytes(bytes).map_err(|rejection| refused(&rejection))?;
+    // Then the same once more, objects only (it parsed, so this does too).
+    let value = serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::bad_request(format!("request body: {error}")))?;
+    strict_json::check::<T>(value)
+        .map_err(|message| ApiError::bad_request(format!("request body: {message}")))?;
+    Ok(body)
 }
 
 impl<T, S> OptionalFromRequest<S> for JsonBody<T>
@@ -68,9 +74,18 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Option<Self>, ApiError> {
         if request.headers().contains_key(CONTENT_TYPE) {
-            return <Self as FromRequest<S>>::from_request(request, state)
+            if !is_json(request.headers()) {
+                return <Self as FromRequest<S>>::from_request(request, state)
+                    .await
+                    .map(Some);
+            }
+            let bytes = Bytes::from_request(request, state)
                 .await
-                .map(Some);
+                .map_err(|rejection| refused(&rejection.into()))?;
+            if bytes.trim_ascii() == b"null" {
+                return Ok(None);
+            }
+            return read(&bytes).map(|body| Some(JsonBody(body)));
         }
         // No content type: absent only if nothing was sent either; bytes
         // without a type are a body the client meant and got wrong.

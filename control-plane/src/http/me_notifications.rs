@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::download::{ListFormat, ListWriter};
+use super::openapi::responses;
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::chunks::{self, StreamError};
@@ -185,7 +186,23 @@ async fn list(
     Ok(Json(page))
 }
 
-async fn counts(State(state): State<HttpState>, Me(user): Me) -> Result<Json<Counts>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/me/notifications/counts",
+    operation_id = "getMyNotificationCounts",
+    summary = "The badge: unread, unseen, total and per category",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = Counts, description = "The counts."),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn counts(
+    State(state): State<HttpState>,
+    Me(user): Me,
+) -> Result<Json<Counts>, ApiError> {
     let counts = state.inbox.counts(&user).await?;
     Ok(Json(counts))
 }
@@ -398,7 +415,22 @@ pub(crate) struct ReadAll {
     category: Option<String>,
 }
 
-async fn read_all(
+#[utoipa::path(
+    post,
+    path = "/v1/me/notifications/read-all",
+    operation_id = "markAllMyNotificationsRead",
+    summary = "Mark every item (or one category) read",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    request_body(content = Option<ReadAll>),
+    responses(
+        (status = 200, body = ReadAllResult, description = "How many were marked, and the counts after."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn read_all(
     State(state): State<HttpState>,
     Me(user): Me,
     body: Option<JsonBody<ReadAll>>,

@@ -24,6 +24,7 @@ use axum::extract::State;
 use axum::routing::get;
 use serde::Serialize;
 
+use super::openapi::responses;
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::channels::ChannelKind;
@@ -35,7 +36,20 @@ pub fn router() -> Router<HttpState> {
         .route("/preferences/schema", get(schema))
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/me/preferences",
+    operation_id = "getMyPreferences",
+    summary = "The user's preferences",
+    tags = ["me", "preferences"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = UserPreferences, description = "The stored document (absent entries mean the operator's default)."),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn read(
     State(state): State<HttpState>,
     Me(user): Me,
 ) -> Result<Json<UserPreferences>, ApiError> {
@@ -43,7 +57,23 @@ async fn read(
     Ok(Json(preferences))
 }
 
-async fn replace(
+#[utoipa::path(
+    put,
+    path = "/v1/me/preferences",
+    operation_id = "replaceMyPreferences",
+    summary = "Replace the user's preferences",
+    description = "Validated whole like the operator's route: a critical type cannot be switched off, IANA time zones, quiet hours `HH:MM`. A refusal is a 400 and the stored document stays as it was.",
+    tags = ["me", "preferences"],
+    security(("userToken" = [])),
+    request_body = UserPreferences,
+    responses(
+        (status = 200, body = UserPreferences, description = "The stored document."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn replace(
     State(state): State<HttpState>,
     Me(user): Me,
     JsonBody(preferences): JsonBody<UserPreferences>,
@@ -53,7 +83,20 @@ async fn replace(
     Ok(Json(preferences))
 }
 
-async fn reset(
+#[utoipa::path(
+    delete,
+    path = "/v1/me/preferences",
+    operation_id = "resetMyPreferences",
+    summary = "Back to the operator's defaults",
+    tags = ["me", "preferences"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = UserPreferences, description = "The document after the reset (the time zone is kept)."),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn reset(
     State(state): State<HttpState>,
     Me(user): Me,
 ) -> Result<Json<UserPreferences>, ApiError> {
@@ -93,7 +136,21 @@ pub(crate) struct TypeSchema {
 
 /// Needs a valid token like every `/v1/me` route, although the answer is
 /// the same for every user: the operator's types are not public.
-async fn schema(State(state): State<HttpState>, Me(_): Me) -> Json<Schema> {
+#[utoipa::path(
+    get,
+    path = "/v1/me/preferences/schema",
+    operation_id = "getMyPreferencesSchema",
+    summary = "What a preferences page renders",
+    description = "The same for every user, but needs a valid token: the operator's types are not public.",
+    tags = ["me", "preferences"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = Schema, description = "Channels, frequencies and every configured type."),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn schema(State(state): State<HttpState>, Me(_): Me) -> Json<Schema> {
     let settings = state.settings.current();
     let types = settings
         .defaults

@@ -198,7 +198,18 @@ pub fn router(state: HttpState) -> Router {
         ))
 }
 
-async fn root() -> Json<ServiceInfo> {
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "getServiceInfo",
+    summary = "Service name and version",
+    tags = ["service"],
+    security(),
+    responses(
+        (status = 200, body = ServiceInfo, description = "The service."),
+    ),
+)]
+pub(crate) async fn root() -> Json<ServiceInfo> {
     Json(ServiceInfo {
         service: "nudge-control-plane",
         version: env!("CARGO_PKG_VERSION"),

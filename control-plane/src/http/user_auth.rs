@@ -42,6 +42,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use super::openapi::responses;
 use super::{ApiError, HttpState};
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -413,7 +414,21 @@ impl FromRequestParts<HttpState> for MeStream {
 /// `POST /v1/me/stream-ticket`: a short-lived ticket that opens the
 /// user's live stream as `?ticket=`, so the user's token stays out of
 /// URLs (and so out of access logs and browser history).
-pub async fn stream_ticket(
+#[utoipa::path(
+    post,
+    path = "/v1/me/stream-ticket",
+    operation_id = "createMyStreamTicket",
+    summary = "A short-lived ticket that opens the live stream",
+    description = "Answers a ticket for the signed-in user, good for 60 s, to open `/v1/me/stream` or `/v1/me/events` as `?ticket=` so the user's long-lived token never appears in a URL (access logs, browser history). Ask for a new one before every (re)connect. The ticket is signed with a key derived from `NUDGE_CP_USER_TOKEN_SECRET` and is accepted nowhere else. Answered with `Cache-Control: no-store`.",
+    tags = ["me", "stream"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = StreamTicket, description = "The ticket."),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn stream_ticket(
     axum::extract::State(state): axum::extract::State<HttpState>,
     Me(user): Me,
 ) -> Result<Response, ApiError> {

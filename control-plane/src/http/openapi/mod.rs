@@ -4,22 +4,29 @@
 //! document, and `control-plane/openapi.json` is that output, committed
 //! for readers and tools (`tests/openapi.rs` fails when it is stale).
 //!
-//! The document is assembled once, from two parts:
+//! The document is assembled once, from three parts:
 //!
 //! * **Schemas derived from the types** the handlers serialize and read
 //!   ([`schemas`], `utoipa`'s `ToSchema`): a field added to, renamed in or
 //!   made optional in such a type changes the document with it.
-//! * **The rest, written by hand** (`hand_written.json`): the paths with
-//!   their parameters, answers and security, the shared error answers, and
-//!   the schemas of bodies no type describes yet (several handlers still
-//!   build their answers with `json!`). A schema moves from there to
-//!   [`schemas`] when its type derives it; a name in both is refused by
-//!   the test below, never silently overridden.
+//! * **Operations described at their handlers** ([`paths`], a
+//!   `#[utoipa::path]` on the handler naming its route, the Rust types of
+//!   its body and answers, and the shared error answers of [`responses`]).
+//! * **The rest, written by hand** (`hand_written.json`): the operations
+//!   not moved to their handlers yet, the shared error answers, the
+//!   parameters several routes share, and the schemas of the few bodies
+//!   whose shape is stricter than their type (`oneOf` by kind: a device
+//!   registration, a bulk action, a broadcast request). A schema or an
+//!   operation moves from there to code when its type or handler
+//!   describes it; one named in both is refused (the tests below), never
+//!   silently overridden.
 //!
 //! `tests/openapi.rs` keeps the document in step with the router both
 //! ways: every documented operation exists, and every `.route(…)` in
 //! `src/http/` is documented.
 
+mod paths;
+pub(crate) mod responses;
 mod schemas;
 
 use std::sync::LazyLock;
@@ -28,7 +35,7 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::HttpState;
 
@@ -38,7 +45,7 @@ const HAND_WRITTEN: &str = include_str!("hand_written.json");
 /// The whole document, pretty-printed, as served and as committed.
 pub fn document() -> &'static str {
     static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-        let document = assemble(HAND_WRITTEN, schemas::derived())
+        let document = assemble(HAND_WRITTEN, schemas::derived(), paths::described())
             .unwrap_or_else(|error| panic!("the OpenAPI document cannot be assembled: {error}"));
         let mut text =
             serde_json::to_string_pretty(&document).expect("a JSON value always serializes");
@@ -49,11 +56,38 @@ pub fn document() -> &'static str {
 }
 
 /// The hand-written part with the derived schemas added under
-/// `components.schemas`. A schema named in both is an error: one of the
-/// two would be dead text.
-fn assemble(hand_written: &str, derived: Vec<(String, Value)>) -> Result<Value, String> {
+/// `components.schemas` and the described operations under `paths`. A
+/// schema or an operation in both is an error: one of the two would be
+/// dead text.
+fn assemble(
+    hand_written: &str,
+    derived: Vec<(String, Value)>,
+    described: Map<String, Value>,
+) -> Result<Value, String> {
     let mut document: Value = serde_json::from_str(hand_written)
         .map_err(|error| format!("hand_written.json is not JSON: {error}"))?;
+    let paths = document
+        .pointer_mut("/paths")
+        .and_then(Value::as_object_mut)
+        .ok_or("hand_written.json has no paths object")?;
+    for (path, operations) in described {
+        let Value::Object(operations) = operations else {
+            return Err(format!("described path {path} is not an object"));
+        };
+        let item = paths
+            .entry(path.clone())
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .ok_or_else(|| format!("path {path} in hand_written.json is not an object"))?;
+        for (method, operation) in operations {
+            if item.contains_key(&method) {
+                return Err(format!(
+                    "operation {method} {path} is both described at its handler and written in hand_written.json"
+                ));
+            }
+            item.insert(method, operation);
+        }
+    }
     let schemas = document
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
@@ -179,14 +213,30 @@ mod tests {
 
     #[test]
     fn a_schema_in_both_parts_is_refused() {
-        let hand_written = r#"{"components": {"schemas": {"Frequency": {"type": "string"}}}}"#;
+        let hand_written =
+            r#"{"paths": {}, "components": {"schemas": {"Frequency": {"type": "string"}}}}"#;
         let derived = vec![(
             "Frequency".to_owned(),
             serde_json::json!({"type": "string"}),
         )];
-        let error = assemble(hand_written, derived).unwrap_err();
+        let error = assemble(hand_written, derived, Map::new()).unwrap_err();
         assert!(
             error.contains("schema Frequency is both derived"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_operation_in_both_parts_is_refused() {
+        let hand_written = r#"{"paths": {"/v1/x": {"get": {}}}, "components": {"schemas": {}}}"#;
+        let mut described = Map::new();
+        described.insert(
+            "/v1/x".to_owned(),
+            serde_json::json!({"put": {}, "get": {}}),
+        );
+        let error = assemble(hand_written, Vec::new(), described).unwrap_err();
+        assert!(
+            error.contains("operation get /v1/x is both described"),
             "{error}"
         );
     }

@@ -106,7 +106,7 @@ pub(super) fn derived() -> Vec<(String, Value)> {
 /// breaks. Markdown reads a single break as a space anyway, so each
 /// paragraph's lines are joined into one (a blank line still separates
 /// paragraphs, and a line starting a list item keeps its break).
-fn unwrap_descriptions(value: &mut Value) {
+pub(super) fn unwrap_descriptions(value: &mut Value) {
     match value {
         Value::Object(members) => {
             for (key, member) in members.iter_mut() {
