@@ -231,7 +231,7 @@ pub(crate) struct EventResult {
     /// The delivery's status after the event; null for an unknown message.
     #[schema(required = true)]
     status: Option<DeliveryStatus>,
-    result: Applied,
+    result: Outcome,
     /// Why an event was `ignored`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -249,7 +249,7 @@ impl EventResult {
             index: 0,
             delivery: None,
             status: None,
-            result: Applied::UnknownMessage,
+            result: Outcome::UnknownMessage,
             reason: None,
             unsubscribed: None,
         }
@@ -260,7 +260,7 @@ impl EventResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = EmailCallbackOutcome)]
-pub(crate) enum Applied {
+pub(crate) enum Outcome {
     Applied,
     UnknownMessage,
     Ignored,
@@ -501,7 +501,7 @@ fn apply(
             return Ok(EventResult {
                 delivery: Some(id),
                 status: Some(from),
-                result: Applied::Ignored,
+                result: Outcome::Ignored,
                 reason: Some(error.to_string()),
                 ..EventResult::unknown_message()
             });
@@ -512,7 +512,7 @@ fn apply(
     Ok(EventResult {
         delivery: Some(id),
         status: Some(delivery.status),
-        result: Applied::Applied,
+        result: Outcome::Applied,
         unsubscribed,
         ..EventResult::unknown_message()
     })
