@@ -109,7 +109,22 @@ async fn events(
     Ok(Json(page))
 }
 
-async fn profile(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/profile",
+    operation_id = "getUserProfile",
+    summary = "A user's merged identify traits",
+    description = "404 when the user never identified.",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Profile, description = "The profile."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn profile(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Profile>, ApiError> {

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::openapi::responses;
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, QueueError};
@@ -31,7 +32,21 @@ pub fn router() -> Router<HttpState> {
 /// A notification and every delivery planned for it, with status,
 /// attempts, timestamps and the provider's answers, and its throttle
 /// decisions.
-async fn notification(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/notifications/{id}",
+    operation_id = "getNotification",
+    summary = "A notification with every delivery planned for it",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = NotificationWithDeliveries, description = "The notification and its deliveries (status, attempts, timestamps, provider answers)."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn notification(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> Result<Json<NotificationWithDeliveries>, ApiError> {
@@ -149,7 +164,24 @@ pub(crate) struct DeadLetterPage {
 }
 
 /// Puts a dead letter back on the queue, due now, with a fresh attempt count.
-async fn retry(
+#[utoipa::path(
+    post,
+    path = "/v1/admin/dead-letters/{id}/retry",
+    operation_id = "retryDeadLetter",
+    summary = "Put a dead letter back on the queue",
+    description = "400 when `id` is not a UUID, 404 when no such delivery, 409 when the delivery is not dead-lettered.",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Delivery, description = "The delivery, queued again, due now, with a fresh attempt count."),
+        (status = 400, response = responses::BadRequest),
+        (status = 404, response = responses::NotFound),
+        (status = 409, response = responses::Conflict),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn retry(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {

@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use super::openapi::responses;
 use super::{ApiError, HttpState, JsonBody};
 use crate::preferences::{PreferenceError, UserPreferences};
 
@@ -23,14 +24,43 @@ pub fn router() -> Router<HttpState> {
     )
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/preferences",
+    operation_id = "getUserPreferences",
+    summary = "A user's preferences",
+    tags = ["admin", "preferences"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = UserPreferences, description = "The stored document (absent entries mean the operator's default)."),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn read(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<UserPreferences>, ApiError> {
     Ok(Json(state.preferences.get(&user_id).await?))
 }
 
-async fn replace(
+#[utoipa::path(
+    put,
+    path = "/v1/admin/users/{user_id}/preferences",
+    operation_id = "replaceUserPreferences",
+    summary = "Replace a user's preferences",
+    description = "Validated whole before it is stored: a critical type cannot be switched off, time zones are IANA names, quiet hours `HH:MM`, unknown fields refused. A refusal is a 400 and the stored document stays as it was.",
+    tags = ["admin", "preferences"],
+    security(("adminToken" = [])),
+    request_body = UserPreferences,
+    responses(
+        (status = 200, body = UserPreferences, description = "The stored document."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn replace(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
     JsonBody(preferences): JsonBody<UserPreferences>,
@@ -41,7 +71,20 @@ async fn replace(
 }
 
 /// Back to the operator's defaults (the user's time zone is kept).
-async fn reset(
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{user_id}/preferences",
+    operation_id = "resetUserPreferences",
+    summary = "Reset a user's preferences to the operator's defaults",
+    tags = ["admin", "preferences"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = UserPreferences, description = "The document after the reset (the time zone is kept)."),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn reset(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<UserPreferences>, ApiError> {

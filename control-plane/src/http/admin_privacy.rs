@@ -20,6 +20,7 @@ use axum::response::Response;
 use axum::routing::{delete, get};
 use jiff::Timestamp;
 
+use super::openapi::responses;
 use super::{ApiError, HttpState};
 use crate::chunks;
 use crate::privacy::{Erased, PrivacyError};
@@ -61,7 +62,22 @@ async fn erase(
     Ok(Json(erased))
 }
 
-async fn lift(
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{user_id}/erasure",
+    operation_id = "liftUserErasure",
+    summary = "Lift an erased user's tombstone",
+    description = "Events of the user id are stored again from now on. Nothing erased comes back.",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 204, description = "The tombstone was lifted."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn lift(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

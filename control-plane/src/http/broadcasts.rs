@@ -24,6 +24,8 @@ use jiff::Timestamp;
 use nudge_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+use super::ErrorBody;
+use super::openapi::responses;
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::broadcasts::{
@@ -43,10 +45,7 @@ pub fn admin_router() -> Router<HttpState> {
             "/topics/{topic}/subscribers/{user_id}",
             put(subscribe).delete(unsubscribe),
         )
-        .route(
-            "/users/{user_id}/topics",
-            get(|state: State<HttpState>, Path(user): Path<String>| topics_of(state, user)),
-        )
+        .route("/users/{user_id}/topics", get(user_topics))
         .route("/broadcasts", get(list).post(create))
         .route("/broadcasts/{id}", get(read))
         .route("/broadcasts/{id}/cancel", post(cancel))
@@ -54,18 +53,8 @@ pub fn admin_router() -> Router<HttpState> {
 
 pub fn me_router() -> Router<HttpState> {
     Router::new()
-        .route(
-            "/topics",
-            get(|state: State<HttpState>, Me(user): Me| topics_of(state, user)),
-        )
-        .route(
-            "/topics/{topic}",
-            axum::routing::delete(
-                |state: State<HttpState>, Me(user): Me, Path(topic): Path<String>| {
-                    unsubscribe(state, Path((topic, user)))
-                },
-            ),
-        )
+        .route("/topics", get(my_topics))
+        .route("/topics/{topic}", axum::routing::delete(leave))
 }
 
 impl From<BroadcastError> for ApiError {
@@ -172,7 +161,23 @@ struct TopicSubscriber {
     subscribed_at: Timestamp,
 }
 
-async fn subscribe(
+#[utoipa::path(
+    put,
+    path = "/v1/admin/topics/{topic}/subscribers/{user_id}",
+    operation_id = "subscribeUserToTopic",
+    summary = "Subscribe a user to a topic",
+    tags = ["admin", "topics"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 201, body = TopicSubscribed, description = "Subscribed now."),
+        (status = 200, body = TopicSubscribed, description = "Already subscribed."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 409, body = ErrorBody, description = "`user_erased`: the user is erased; nothing was stored."),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn subscribe(
     State(state): State<HttpState>,
     Path((topic, user_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<TopicSubscribed>), ApiError> {
@@ -202,7 +207,22 @@ pub(crate) struct TopicSubscribed {
     subscribed: bool,
 }
 
-async fn unsubscribe(
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/topics/{topic}/subscribers/{user_id}",
+    operation_id = "unsubscribeUserFromTopic",
+    summary = "Take a user off a topic",
+    tags = ["admin", "topics"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 204, description = "Unsubscribed."),
+        (status = 400, response = responses::BadRequest),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn unsubscribe(
     State(state): State<HttpState>,
     Path((topic, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -217,6 +237,72 @@ async fn unsubscribe(
             format!("user {user_id:?} is not subscribed to {topic:?}"),
         ))
     }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/topics",
+    operation_id = "listUserTopics",
+    summary = "The topics a user follows",
+    tags = ["admin", "topics"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = UserTopics, description = "The user's topics, by name."),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn user_topics(
+    state: State<HttpState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<UserTopics>, ApiError> {
+    topics_of(state, user_id).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/me/topics",
+    operation_id = "listMyTopics",
+    summary = "The topics the user follows",
+    description = "Joining a topic is the application's call (topic names may be private); a user can leave any.",
+    tags = ["me", "topics"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = UserTopics, description = "The user's topics, by name."),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn my_topics(
+    state: State<HttpState>,
+    Me(user): Me,
+) -> Result<Json<UserTopics>, ApiError> {
+    topics_of(state, user).await
+}
+
+/// The signed-in user leaves a topic: the operator's unsubscribe, for the
+/// token's user.
+#[utoipa::path(
+    delete,
+    path = "/v1/me/topics/{topic}",
+    operation_id = "leaveMyTopic",
+    summary = "Leave a topic",
+    tags = ["me", "topics"],
+    security(("userToken" = [])),
+    responses(
+        (status = 204, description = "Left."),
+        (status = 400, response = responses::BadRequest),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn leave(
+    state: State<HttpState>,
+    Me(user): Me,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    unsubscribe(state, Path((topic, user))).await
 }
 
 async fn topics_of(
@@ -258,7 +344,7 @@ struct UserTopic {
 /// an optional start time.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewBroadcast {
+pub(crate) struct NewBroadcast {
     id: String,
     #[serde(rename = "type")]
     notification_type: String,
@@ -281,6 +367,10 @@ struct NewBroadcast {
     #[serde(default)]
     send_at: Option<Timestamp>,
 }
+
+// Its schema states limits (lengths, patterns, the audience's `oneOf`)
+// the struct leaves to `spec`: written by hand.
+super::openapi::hand_written_schema!(NewBroadcast => "NewBroadcast");
 
 impl NewBroadcast {
     /// The spec, with the notify's content checked as any notify's is.
@@ -332,7 +422,25 @@ impl NewBroadcast {
     }
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v1/admin/broadcasts",
+    operation_id = "createBroadcast",
+    summary = "Send one notify to a topic or a segment",
+    description = "Creates the broadcast; the engine then fans it out at `send_at` (or at once), a page of users at a time, one notification per recipient planned like any notify: each recipient's preferences, quiet hours and throttles apply. Creating the same id with the same content again returns the first (200); different content under the same id is a 409.",
+    tags = ["admin", "topics"],
+    security(("adminToken" = [])),
+    request_body = NewBroadcast,
+    responses(
+        (status = 201, body = Broadcast, description = "Created."),
+        (status = 200, body = Broadcast, description = "The same id and content were created before: that broadcast, with its progress."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 409, response = responses::Conflict),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn create(
     State(state): State<HttpState>,
     JsonBody(new): JsonBody<NewBroadcast>,
 ) -> Result<(StatusCode, Json<Broadcast>), ApiError> {
@@ -393,7 +501,21 @@ fn no_broadcast(id: &str) -> ApiError {
     )
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/broadcasts/{id}",
+    operation_id = "getBroadcast",
+    summary = "A broadcast and its progress",
+    tags = ["admin", "topics"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Broadcast, description = "The broadcast."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn read(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> Result<Json<Broadcast>, ApiError> {
@@ -404,7 +526,23 @@ async fn read(
     found.map(Json).ok_or_else(|| no_broadcast(&id))
 }
 
-async fn cancel(
+#[utoipa::path(
+    post,
+    path = "/v1/admin/broadcasts/{id}/cancel",
+    operation_id = "cancelBroadcast",
+    summary = "Cancel a broadcast: stop its fan-out and recall what is still held",
+    description = "The fan-out stops before its next page, and deliveries planned but still held (quiet hours, a workflow's wait) end `cancelled` when they come due, without being sent. What already went out, or waits in a digest, stays. A done broadcast can be cancelled (to recall what is held); a cancelled one is a 409.",
+    tags = ["admin", "topics"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Broadcast, description = "Cancelled."),
+        (status = 404, response = responses::NotFound),
+        (status = 409, response = responses::Conflict),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn cancel(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> Result<Json<Broadcast>, ApiError> {

@@ -23,9 +23,14 @@ use axum::routing::get;
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use super::openapi::responses;
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::devices::{Device, DeviceError, DeviceList, NewDevice};
+
+// A registration's schema is a `oneOf` by platform, stricter than the
+// struct: written by hand.
+super::openapi::hand_written_schema!(NewDevice => "NewDevice");
 
 pub fn admin_router() -> Router<HttpState> {
     Router::new()
@@ -38,30 +43,115 @@ pub fn admin_router() -> Router<HttpState> {
 
 pub fn me_router() -> Router<HttpState> {
     Router::new()
-        .route(
-            "/devices",
-            get(|state: State<HttpState>, Me(user): Me| list(state, Path(user))).post(
-                |state: State<HttpState>, Me(user): Me, body: JsonBody<NewDevice>| {
-                    register(state, Path(user), body)
-                },
-            ),
-        )
-        .route(
-            "/devices/{device_id}",
-            get(
-                |state: State<HttpState>, Me(user): Me, Path(device_id): Path<String>| {
-                    read(state, Path((user, device_id)))
-                },
-            )
-            .delete(
-                |state: State<HttpState>, Me(user): Me, Path(device_id): Path<String>| {
-                    remove(state, Path((user, device_id)))
-                },
-            ),
-        )
+        .route("/devices", get(my_list).post(my_register))
+        .route("/devices/{device_id}", get(my_read).delete(my_remove))
 }
 
-async fn list(
+// The user's own devices: the operator's handlers, for the token's user.
+
+#[utoipa::path(
+    get,
+    path = "/v1/me/devices",
+    operation_id = "listMyDevices",
+    summary = "The signed-in user's devices",
+    tags = ["me", "devices"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = DeviceList, description = "The devices."),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn my_list(
+    state: State<HttpState>,
+    Me(user): Me,
+) -> Result<Json<DeviceList>, ApiError> {
+    list(state, Path(user)).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/me/devices",
+    operation_id = "registerMyDevice",
+    summary = "Register (or refresh) a device",
+    description = "A user holds at most NUDGE_CP_MAX_DEVICES_PER_USER devices (default 20) per platform. Registering a new address beyond that succeeds and deletes the user's least reachable device on the same platform: a deactivated one first, else the one seen (registered or refreshed) least recently. Refreshing an address the user holds never evicts one.",
+    tags = ["me", "devices"],
+    security(("userToken" = [])),
+    request_body = NewDevice,
+    responses(
+        (status = 200, body = Device, description = "An existing device refreshed (same address)."),
+        (status = 201, body = Device, description = "A new device."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn my_register(
+    state: State<HttpState>,
+    Me(user): Me,
+    body: JsonBody<NewDevice>,
+) -> Result<(StatusCode, Json<Device>), ApiError> {
+    register(state, Path(user), body).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/me/devices/{device_id}",
+    operation_id = "getMyDevice",
+    summary = "One of the user's devices",
+    tags = ["me", "devices"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = Device, description = "The device."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn my_read(
+    state: State<HttpState>,
+    Me(user): Me,
+    Path(device_id): Path<String>,
+) -> Result<Json<Device>, ApiError> {
+    read(state, Path((user, device_id))).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/me/devices/{device_id}",
+    operation_id = "deleteMyDevice",
+    summary = "Delete one of the user's devices",
+    tags = ["me", "devices"],
+    security(("userToken" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn my_remove(
+    state: State<HttpState>,
+    Me(user): Me,
+    Path(device_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    remove(state, Path((user, device_id))).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/devices",
+    operation_id = "listUserDevices",
+    summary = "A user's devices",
+    tags = ["admin", "devices"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = DeviceList, description = "The devices."),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<DeviceList>, ApiError> {
@@ -69,7 +159,24 @@ async fn list(
     Ok(Json(DeviceList { devices }))
 }
 
-async fn register(
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user_id}/devices",
+    operation_id = "registerUserDevice",
+    summary = "Register (or refresh) a device for a user",
+    description = "A user holds at most NUDGE_CP_MAX_DEVICES_PER_USER devices (default 20) per platform. Registering a new address beyond that succeeds and deletes the user's least reachable device on the same platform: a deactivated one first, else the one seen (registered or refreshed) least recently. Refreshing an address the user holds never evicts one.",
+    tags = ["admin", "devices"],
+    security(("adminToken" = [])),
+    request_body = NewDevice,
+    responses(
+        (status = 200, body = Device, description = "An existing device refreshed (same address)."),
+        (status = 201, body = Device, description = "A new device."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn register(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
     JsonBody(new): JsonBody<NewDevice>,
@@ -86,7 +193,21 @@ async fn register(
     Ok((status, Json(device)))
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/devices/{device_id}",
+    operation_id = "getUserDevice",
+    summary = "One of a user's devices",
+    tags = ["admin", "devices"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Device, description = "The device."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn read(
     State(state): State<HttpState>,
     Path((user_id, device_id)): Path<(String, String)>,
 ) -> Result<Json<Device>, ApiError> {
@@ -109,7 +230,23 @@ pub(crate) struct Switch {
     reason: Option<String>,
 }
 
-async fn switch(
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/users/{user_id}/devices/{device_id}",
+    operation_id = "switchUserDevice",
+    summary = "Switch a device off or back on",
+    tags = ["admin", "devices"],
+    security(("adminToken" = [])),
+    request_body = Switch,
+    responses(
+        (status = 200, body = Device, description = "The device after the change."),
+        (status = 400, response = responses::BadRequest),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn switch(
     State(state): State<HttpState>,
     Path((user_id, device_id)): Path<(String, String)>,
     JsonBody(change): JsonBody<Switch>,
@@ -130,7 +267,21 @@ async fn switch(
     changed.map(Json).ok_or_else(|| not_found(&device_id))
 }
 
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{user_id}/devices/{device_id}",
+    operation_id = "deleteUserDevice",
+    summary = "Delete a device",
+    tags = ["admin", "devices"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn remove(
     State(state): State<HttpState>,
     Path((user_id, device_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {

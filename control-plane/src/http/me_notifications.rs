@@ -207,7 +207,21 @@ pub(crate) async fn counts(
     Ok(Json(counts))
 }
 
-async fn one(
+#[utoipa::path(
+    get,
+    path = "/v1/me/notifications/{id}",
+    operation_id = "getMyNotification",
+    summary = "One item",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = InboxItem, description = "The item."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn one(
     State(state): State<HttpState>,
     Me(user): Me,
     Path(id): Path<String>,
@@ -216,7 +230,22 @@ async fn one(
     found.map(Json).ok_or_else(|| not_found(&id))
 }
 
-async fn act_on_one(
+#[utoipa::path(
+    post,
+    path = "/v1/me/notifications/{id}/{action}",
+    operation_id = "actOnMyNotification",
+    summary = "Mark one item read, unread, seen, archived or unarchived, or bring a snoozed item back",
+    description = "Reading an item also records `read` on its delivery (best effort). `unsnooze` brings a snoozed item back now, as unread and unseen (unchanged when it is not snoozed). Snoozing takes a body: `POST /v1/me/notifications/{id}/snooze`.",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    responses(
+        (status = 200, body = InboxItem, description = "The item after the action (unchanged when it already was in that state)."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn act_on_one(
     State(state): State<HttpState>,
     Me(user): Me,
     Path((id, action)): Path<(String, String)>,
@@ -263,7 +292,24 @@ fn snooze_until(until: &str) -> Result<Timestamp, ApiError> {
     })
 }
 
-async fn snooze_one(
+#[utoipa::path(
+    post,
+    path = "/v1/me/notifications/{id}/snooze",
+    operation_id = "snoozeMyNotification",
+    summary = "Hide one item until a time",
+    description = "The item leaves listings (unless `snoozed=true` asks for snoozed items) and the unread badge until `until`; then it comes back as unread and unseen, within about a second, and keeps its place in the list (by creation time). Every open live stream of the user gets an `updated` change both times. Snoozing a snoozed item moves its time; `POST /v1/me/notifications/{id}/unsnooze` brings it back early. A time less than a second ahead or more than 366 days ahead is a 400.",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    request_body = Snooze,
+    responses(
+        (status = 200, body = InboxItem, description = "The item after the snooze."),
+        (status = 400, response = responses::BadRequest),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn snooze_one(
     State(state): State<HttpState>,
     Me(user): Me,
     Path(id): Path<String>,
@@ -274,7 +320,21 @@ async fn snooze_one(
     Ok(Json(json!(item)))
 }
 
-async fn delete_one(
+#[utoipa::path(
+    delete,
+    path = "/v1/me/notifications/{id}",
+    operation_id = "deleteMyNotification",
+    summary = "Delete one item",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = responses::NotFound),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn delete_one(
     State(state): State<HttpState>,
     Me(user): Me,
     Path(id): Path<String>,
@@ -326,7 +386,7 @@ async fn record_read(state: &HttpState, items: &[InboxItem]) {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Bulk {
+pub(crate) struct Bulk {
     ids: Vec<String>,
     action: BulkAction,
     /// With `snooze` only.
@@ -346,6 +406,10 @@ enum BulkAction {
     Snooze,
     Unsnooze,
 }
+
+// A bulk action's schema is a `oneOf` (`snooze` needs `until`, the other
+// actions refuse it), stricter than the struct: written by hand.
+super::openapi::hand_written_schema!(Bulk => "BulkRequest");
 
 impl Bulk {
     fn action(&self) -> Result<Action, ApiError> {
@@ -372,7 +436,23 @@ impl Bulk {
     }
 }
 
-async fn bulk(
+#[utoipa::path(
+    post,
+    path = "/v1/me/notifications/bulk",
+    operation_id = "bulkActOnMyNotifications",
+    summary = "One action on many items",
+    description = "At most 500 ids. Ids that do not exist or are another user's are listed in `not_found`.",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    request_body = Bulk,
+    responses(
+        (status = 200, body = BulkResult, description = "What changed, and the ids not found."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 503, response = responses::UserUnavailable),
+    ),
+)]
+pub(crate) async fn bulk(
     State(state): State<HttpState>,
     Me(user): Me,
     JsonBody(bulk): JsonBody<Bulk>,

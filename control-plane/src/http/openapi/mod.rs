@@ -103,6 +103,28 @@ fn assemble(
     Ok(document)
 }
 
+/// Gives a type whose schema is written by hand in `hand_written.json`
+/// (under `name`) the `ToSchema` a `#[utoipa::path]` needs to name it as a
+/// body: the operation refers to that schema, and nothing is derived.
+/// For request bodies whose accepted forms are stricter than their
+/// struct (a `oneOf` by kind).
+macro_rules! hand_written_schema {
+    ($type:ty => $name:literal) => {
+        impl utoipa::PartialSchema for $type {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::Ref::from_schema_name($name).into()
+            }
+        }
+
+        impl utoipa::ToSchema for $type {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed($name)
+            }
+        }
+    };
+}
+pub(crate) use hand_written_schema;
+
 /// A boolean that is always `true` (JSON Schema's `enum: [true]`; utoipa
 /// has no `const`), for `schema_with` on such a field.
 pub(crate) fn always_true() -> utoipa::openapi::Object {

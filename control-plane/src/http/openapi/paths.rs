@@ -8,18 +8,50 @@
 use serde_json::{Map, Value};
 use utoipa::OpenApi;
 
-use crate::http::{admin_api, me_notifications, me_preferences, user_auth};
+use crate::http::{
+    admin_api, admin_notifications, admin_preferences, admin_privacy, broadcasts, devices,
+    me_notifications, me_preferences, user_auth,
+};
 
 #[derive(OpenApi)]
 #[openapi(paths(
     crate::http::root,
     admin_api::stats,
+    admin_api::profile,
+    admin_notifications::notification,
+    admin_notifications::retry,
+    admin_preferences::read,
+    admin_preferences::replace,
+    admin_preferences::reset,
+    admin_privacy::lift,
+    devices::list,
+    devices::register,
+    devices::read,
+    devices::switch,
+    devices::remove,
+    devices::my_list,
+    devices::my_register,
+    devices::my_read,
+    devices::my_remove,
     me_notifications::counts,
     me_notifications::read_all,
+    me_notifications::bulk,
+    me_notifications::one,
+    me_notifications::delete_one,
+    me_notifications::snooze_one,
+    me_notifications::act_on_one,
     me_preferences::read,
     me_preferences::replace,
     me_preferences::reset,
     me_preferences::schema,
+    broadcasts::subscribe,
+    broadcasts::unsubscribe,
+    broadcasts::user_topics,
+    broadcasts::create,
+    broadcasts::read,
+    broadcasts::cancel,
+    broadcasts::my_topics,
+    broadcasts::leave,
     user_auth::stream_ticket,
 ))]
 struct Described;

@@ -26,6 +26,8 @@ shared_responses!(
     BadRequest,
     AdminUnauthorized,
     UserUnauthorized,
+    NotFound,
+    Conflict,
     AdminUnavailable,
     UserUnavailable,
 );
