@@ -22,12 +22,10 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 
+use super::admin_paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::openapi::responses;
 use super::{ApiError, HttpState};
 use crate::event::{Cursor, EventPage, Profile};
-
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 pub fn router(state: HttpState) -> Router<HttpState> {
     Router::new()

@@ -11,15 +11,13 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::admin_paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::openapi::responses;
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, QueueError};
 use crate::notifications::Notification;
 use crate::throttle::Recorded;
-
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 pub fn router() -> Router<HttpState> {
     Router::new()
@@ -94,14 +92,33 @@ pub(crate) struct NotificationList {
     notifications: Vec<Notification>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct LimitQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct LimitQuery {
+    /// At most this many.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
 }
 
 /// A user's notifications, newest first.
-async fn user_notifications(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/notifications",
+    operation_id = "listUserNotifications",
+    summary = "A user's notifications, newest first",
+    description = "Unknown or malformed query parameters are refused (400 bad_request).",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    params(LimitQuery),
+    responses(
+        (status = 200, body = NotificationList, description = "The notifications."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn user_notifications(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
     query: Result<Query<LimitQuery>, QueryRejection>,
@@ -122,15 +139,39 @@ fn checked_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct DeadLetterQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeadLetterQuery {
+    // Read as text, so that an unknown name is a 400 that names it.
+    /// Only this channel.
+    #[param(value_type = Option<ChannelKind>)]
     channel: Option<String>,
+    /// Deliveries per page.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
+    /// A `next` from a previous page.
+    #[param(format = Uuid)]
     after: Option<String>,
 }
 
-async fn dead_letters(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dead-letters",
+    operation_id = "listDeadLetters",
+    summary = "Dead-lettered deliveries",
+    description = "Deliveries that ran out of attempts and wait for an operator. Unknown or malformed query parameters are refused (400 bad_request).",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    params(DeadLetterQuery),
+    responses(
+        (status = 200, body = DeadLetterPage, description = "A page of dead letters."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn dead_letters(
     State(state): State<HttpState>,
     query: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {

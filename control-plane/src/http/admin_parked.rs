@@ -12,11 +12,9 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::admin_paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::{ApiError, HttpState};
 use crate::storage::ParkedPage;
-
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 pub fn router() -> Router<HttpState> {
     Router::new().route("/parked-events", get(parked_events))

@@ -25,6 +25,7 @@ use nudge_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use super::ErrorBody;
+use super::admin_paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::openapi::responses;
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
@@ -33,8 +34,6 @@ use crate::broadcasts::{
 };
 use crate::event::{JsonObject, Priority};
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 /// Longest `type` or `template` of a broadcast, in characters.
 const MAX_NAME_CHARS: usize = 64;
 
@@ -74,12 +73,16 @@ impl From<BroadcastError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct Page {
+#[into_params(parameter_in = Query)]
+pub(crate) struct Page {
+    /// Items per page.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
-    /// The last user id (or broadcast id) of the page before.
+    /// A `next` from a previous page (the last user id or broadcast id
+    /// of the page before).
     #[serde(default)]
     after: Option<String>,
 }
@@ -98,7 +101,23 @@ fn topic_name(topic: &str) -> Result<(), ApiError> {
     check_name("topic", topic).map_err(ApiError::bad_request)
 }
 
-async fn subscribers(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/topics/{topic}/subscribers",
+    operation_id = "listTopicSubscribers",
+    summary = "A topic's subscribers",
+    description = "By user id, a page at a time. Unknown or malformed query parameters are refused (400 bad_request).",
+    tags = ["admin", "topics"],
+    security(("adminToken" = [])),
+    params(Page),
+    responses(
+        (status = 200, body = TopicSubscriberPage, description = "A page of subscribers."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn subscribers(
     State(state): State<HttpState>,
     Path(topic): Path<String>,
     page: Result<Query<Page>, QueryRejection>,
@@ -455,7 +474,23 @@ pub(crate) async fn create(
     Ok((status, Json(broadcast)))
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/broadcasts",
+    operation_id = "listBroadcasts",
+    summary = "Broadcasts, newest first",
+    description = "Unknown or malformed query parameters are refused (400 bad_request).",
+    tags = ["admin", "topics"],
+    security(("adminToken" = [])),
+    params(Page),
+    responses(
+        (status = 200, body = BroadcastPage, description = "A page of broadcasts."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<HttpState>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<BroadcastPage>, ApiError> {

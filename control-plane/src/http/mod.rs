@@ -37,6 +37,7 @@
 mod admin_analytics;
 mod admin_api;
 mod admin_notifications;
+mod admin_paging;
 mod admin_parked;
 mod admin_preferences;
 mod admin_privacy;

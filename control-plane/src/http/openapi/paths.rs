@@ -20,6 +20,8 @@ use crate::http::{
     admin_api::profile,
     admin_notifications::notification,
     admin_notifications::retry,
+    admin_notifications::user_notifications,
+    admin_notifications::dead_letters,
     admin_preferences::read,
     admin_preferences::replace,
     admin_preferences::reset,
@@ -52,6 +54,8 @@ use crate::http::{
     broadcasts::cancel,
     broadcasts::my_topics,
     broadcasts::leave,
+    broadcasts::subscribers,
+    broadcasts::list,
     user_auth::stream_ticket,
 ))]
 struct Described;
