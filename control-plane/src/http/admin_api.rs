@@ -10,8 +10,6 @@
 //! The routes of `admin_notifications`, `admin_parked`, `admin_preferences`,
 //! `admin_privacy`, `admin_analytics` and `devices` are mounted here too.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -21,6 +19,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
+use serde::Deserialize;
 
 use super::admin_paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::openapi::responses;
@@ -75,16 +74,47 @@ async fn require_admin(
     }
 }
 
-async fn events(
+// Read as text, so that each refusal says what was wrong; other
+// parameters are ignored.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// Whose events.
+    #[param(required = true, value_type = String, min_length = 1, example = "u123")]
+    user_id: Option<String>,
+    /// Events per page.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<String>,
+    /// A `next` from a previous page; empty is the same as absent.
+    #[param(pattern = "^[0-9]{0,19}$")]
+    after: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/events",
+    operation_id = "listUserEvents",
+    summary = "A user's events, oldest first",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, body = EventPage, description = "A page of events."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn events(
     State(state): State<HttpState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<EventPage>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let user_id = match query.get("user_id") {
-        Some(user_id) if !user_id.is_empty() => user_id.clone(),
+    let user_id = match query.user_id {
+        Some(user_id) if !user_id.is_empty() => user_id,
         _ => return Err(ApiError::bad_request("query parameter user_id is required")),
     };
-    let limit = match query.get("limit") {
+    let limit = match query.limit {
         None => DEFAULT_LIMIT,
         Some(raw) => match raw.parse::<usize>() {
             Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
@@ -95,7 +125,7 @@ async fn events(
             }
         },
     };
-    let after = match query.get("after") {
+    let after = match query.after {
         None => None,
         Some(raw) if raw.is_empty() => None,
         Some(raw) => Some(

@@ -46,7 +46,22 @@ async fn export(
     super::download::streamed(chunks, "application/json", "user-export.json").await
 }
 
-async fn erase(
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{user_id}",
+    operation_id = "eraseUser",
+    summary = "Erase a user everywhere",
+    description = "Removes the user's events, profile, notifications with their deliveries and attempt logs, inbox items, devices, preferences, held digest items, pending rule triggers and topic subscriptions, and tombstones the id: events of this user that agents deliver later are acknowledged and dropped (nudge_cp_events_erased_total). Idempotent: a repeat answers zeros. The tombstone holds until DELETE /v1/admin/users/{user_id}/erasure.",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, body = Erased, description = "What was removed."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::AdminUnauthorized),
+        (status = 503, response = responses::AdminUnavailable),
+    ),
+)]
+pub(crate) async fn erase(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Erased>, ApiError> {

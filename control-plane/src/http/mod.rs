@@ -173,7 +173,7 @@ pub fn router(state: HttpState) -> Router {
     let request_duration = state.request_duration.clone();
     Router::new()
         .route("/", get(root))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .nest("/v1/admin", admin_api::router(state.clone()))
         .nest(
             "/v1/me",
@@ -215,6 +215,22 @@ pub(crate) async fn root() -> Json<ServiceInfo> {
         service: "nudge-control-plane",
         version: env!("CARGO_PKG_VERSION"),
     })
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "getHealth",
+    summary = "Liveness of the HTTP listener",
+    tags = ["service"],
+    security(),
+    responses(
+        (status = 200, content_type = "text/plain; charset=utf-8", body = String,
+         description = "Alive: the body is `ok` and a newline."),
+    ),
+)]
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// What `GET /` answers: which service this is, and its version.

@@ -145,22 +145,86 @@ static PREFERENCES_PAGE: Asset = Asset::new(
 
 pub fn router() -> Router<HttpState> {
     Router::new()
-        .route(
-            "/inbox.js",
-            get(|headers: HeaderMap| async move { SCRIPT.serve(&headers) }),
-        )
-        .route(
-            "/inbox.css",
-            get(|headers: HeaderMap| async move { STYLES.serve(&headers) }),
-        )
-        .route(
-            "/inbox",
-            get(|headers: HeaderMap| async move { INBOX_PAGE.serve(&headers) }),
-        )
-        .route(
-            "/inbox/preferences",
-            get(|headers: HeaderMap| async move { PREFERENCES_PAGE.serve(&headers) }),
-        )
+        .route("/inbox.js", get(script))
+        .route("/inbox.css", get(styles))
+        .route("/inbox", get(inbox_page))
+        .route("/inbox/preferences", get(preferences_page))
+}
+
+#[utoipa::path(
+    get,
+    path = "/inbox.js",
+    operation_id = "getInboxScript",
+    summary = "The web inbox widget",
+    tags = ["web"],
+    security(),
+    params(("If-None-Match" = Option<String>, Header, nullable = false)),
+    responses(
+        (status = 200, content_type = "text/javascript; charset=utf-8", body = String,
+         headers(("ETag" = String)),
+         description = "The widget script (compiled in; cached 5 minutes, then revalidated)."),
+        (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
+    ),
+)]
+pub(crate) async fn script(headers: HeaderMap) -> Response {
+    SCRIPT.serve(&headers)
+}
+
+#[utoipa::path(
+    get,
+    path = "/inbox.css",
+    operation_id = "getInboxStyles",
+    summary = "The widget's styles",
+    tags = ["web"],
+    security(),
+    params(("If-None-Match" = Option<String>, Header, nullable = false)),
+    responses(
+        (status = 200, content_type = "text/css; charset=utf-8", body = String,
+         headers(("ETag" = String)),
+         description = "The styles loaded into the widget's Shadow DOM."),
+        (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
+    ),
+)]
+pub(crate) async fn styles(headers: HeaderMap) -> Response {
+    STYLES.serve(&headers)
+}
+
+#[utoipa::path(
+    get,
+    path = "/inbox",
+    operation_id = "getInboxPage",
+    summary = "The full inbox page",
+    tags = ["web"],
+    security(),
+    params(("If-None-Match" = Option<String>, Header, nullable = false)),
+    responses(
+        (status = 200, content_type = "text/html; charset=utf-8", body = String,
+         headers(("ETag" = String)),
+         description = "Static HTML that loads `/inbox.js`; the user's token travels in the URL fragment (`#access_token=…`). Strict Content-Security-Policy."),
+        (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
+    ),
+)]
+pub(crate) async fn inbox_page(headers: HeaderMap) -> Response {
+    INBOX_PAGE.serve(&headers)
+}
+
+#[utoipa::path(
+    get,
+    path = "/inbox/preferences",
+    operation_id = "getPreferencesPage",
+    summary = "The preferences page",
+    tags = ["web"],
+    security(),
+    params(("If-None-Match" = Option<String>, Header, nullable = false)),
+    responses(
+        (status = 200, content_type = "text/html; charset=utf-8", body = String,
+         headers(("ETag" = String)),
+         description = "Static HTML that loads `/inbox.js`; token in the URL fragment. Strict Content-Security-Policy."),
+        (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
+    ),
+)]
+pub(crate) async fn preferences_page(headers: HeaderMap) -> Response {
+    PREFERENCES_PAGE.serve(&headers)
 }
 
 /// CORS for the end-user routes (`/v1/me/…`): answers preflights and marks

@@ -12,11 +12,14 @@ use uuid::Uuid;
 use super::{Privacy, PrivacyError};
 use crate::storage::block_on;
 
-/// What one erase removed (the answer of `DELETE /v1/admin/users/{id}`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+// The answer of `DELETE /v1/admin/users/{id}`.
+/// What one erase removed: counts of records (zeros on a repeat).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = UserErasure)]
 pub struct Erased {
     pub user_id: String,
     /// When the user was first erased (the tombstone's time).
+    #[schema(required = true)]
     pub erased_at: Option<Timestamp>,
     pub events: u64,
     pub profile: bool,

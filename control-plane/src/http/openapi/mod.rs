@@ -149,7 +149,19 @@ pub fn router() -> Router<HttpState> {
     Router::new().route("/openapi.json", get(serve))
 }
 
-async fn serve() -> Response {
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "getOpenApi",
+    summary = "This document",
+    tags = ["service"],
+    security(),
+    responses(
+        (status = 200, body = Object,
+         description = "The OpenAPI 3.1 document of this API (compiled into the binary)."),
+    ),
+)]
+pub(crate) async fn serve() -> Response {
     let mut response = document().into_response();
     let headers = response.headers_mut();
     headers.insert(

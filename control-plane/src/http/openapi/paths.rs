@@ -9,15 +9,23 @@ use serde_json::{Map, Value};
 use utoipa::OpenApi;
 
 use crate::http::{
-    admin_api, admin_notifications, admin_preferences, admin_privacy, broadcasts, devices,
-    me_notifications, me_preferences, user_auth,
+    admin_api, admin_notifications, admin_parked, admin_preferences, admin_privacy, broadcasts,
+    devices, me_notifications, me_preferences, user_auth, web,
 };
 
 #[derive(OpenApi)]
 #[openapi(paths(
     crate::http::root,
+    crate::http::healthz,
+    super::serve,
+    web::script,
+    web::styles,
+    web::inbox_page,
+    web::preferences_page,
     admin_api::stats,
     admin_api::profile,
+    admin_api::events,
+    admin_parked::parked_events,
     admin_notifications::notification,
     admin_notifications::retry,
     admin_notifications::user_notifications,
@@ -26,6 +34,7 @@ use crate::http::{
     admin_preferences::replace,
     admin_preferences::reset,
     admin_privacy::lift,
+    admin_privacy::erase,
     devices::list,
     devices::register,
     devices::read,

@@ -33,6 +33,7 @@ use crate::http::user_auth::StreamTicket;
 use crate::http::{ErrorBody, ServiceInfo};
 use crate::inbox::{CategoryCounts, Counts, InboxItem, Page};
 use crate::preferences::{TypePreferences, UserPreferences};
+use crate::privacy::Erased as UserErasure;
 use crate::storage::ParkedPage;
 
 #[derive(OpenApi)]
@@ -83,6 +84,7 @@ use crate::storage::ParkedPage;
     EmailCallbackResults,
     BroadcastPage,
     AnalyticsReport,
+    UserErasure,
 )))]
 struct Derived;
 
