@@ -96,7 +96,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiError, HttpState};
+use super::{ApiError, ErrorBody, HttpState};
 use crate::channels::ChannelKind;
 use crate::channels::email::{CALLBACK_TOLERANCE, CallbackRefusal};
 use crate::delivery::model::Status as DeliveryStatus;
@@ -282,7 +282,30 @@ struct Event {
     reason: Option<String>,
 }
 
-async fn email_events(
+#[utoipa::path(
+    post,
+    path = "/v1/callbacks/email",
+    operation_id = "emailProviderCallback",
+    summary = "An email provider's events",
+    description = "Public: each request is signed the Standard Webhooks way with `[channels.email] callback_secret` (signed id and timestamp; the earlier `X-Nudge-Signature` is no longer accepted). Stale timestamps are refused and a message id is applied once. The batch is checked whole before anything changes; statuses only move forward; every change is idempotent. A delivery's first `complained` also switches the user's email off for the type (unless critical); a repeated complaint does not.",
+    tags = ["public", "callbacks"],
+    security(),
+    params(
+        ("webhook-id" = String, Header, min_length = 1, description = "The provider's unique id of this message, the same on its resends (Standard Webhooks). An id already taken is answered `200 {\"duplicate\": true, \"results\": []}` without effect."),
+        ("webhook-timestamp" = String, Header, pattern = "^-?[0-9]+$", description = "When the message was signed, unix seconds; refused when more than 5 minutes from the server's time, either way."),
+        ("webhook-signature" = String, Header, description = "`v1,<base64 HMAC-SHA256 of \"{webhook-id}.{webhook-timestamp}.{body}\">` keyed by `callback_secret` (base64-decoded when it is a `whsec_` secret); several space-separated entries allowed."),
+    ),
+    request_body = Batch,
+    responses(
+        (status = 200, body = Answer, description = "Every signed, fresh, well-formed batch: one result per event, in order; or `{\"duplicate\": true, \"results\": []}` when its `webhook-id` was taken already (nothing changed)."),
+        (status = 400, body = ErrorBody, description = "`malformed_json` or `bad_request` naming the event's index and field; nothing changed."),
+        (status = 403, body = ErrorBody, description = "`invalid_signature`: a `webhook-*` header is missing or malformed, or the signature is wrong; `stale_timestamp`: `webhook-timestamp` is more than 5 minutes from the server's time. Nothing changed. A request without the signature header(s) is refused so whether or not the route is configured."),
+        (status = 413, description = "A body over 1 MiB."),
+        (status = 503, body = ErrorBody, description = "`store_unavailable`: the delivery queue, preferences or callback ids failed; retry later."),
+        (status = 404, body = ErrorBody, description = "`callbacks_disabled`: this server is not configured for the route; the message names the setting that enables it (`callback_secret` in `[channels.email]`)."),
+    ),
+)]
+pub(crate) async fn email_events(
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Bytes,

@@ -38,7 +38,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use super::{ApiError, HttpState, form};
+use super::{ApiError, ErrorBody, HttpState, form};
 use crate::channels::ChannelKind;
 use crate::links::UnsubscribeClaims;
 use crate::preferences::PreferenceError;
@@ -53,7 +53,21 @@ pub fn router() -> Router<HttpState> {
 }
 
 /// The confirmation page: what the link stops, and a button.
-async fn page(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/unsubscribe/{token}",
+    operation_id = "showUnsubscribePage",
+    summary = "The unsubscribe confirmation page",
+    description = "Public: the HMAC-signed token in the path authenticates (signed with `link_secret`).",
+    tags = ["public"],
+    security(),
+    responses(
+        (status = 200, content_type = "text/html; charset=utf-8", body = String, description = "A self-contained page saying what the link stops, with a button that POSTs (or, for a critical type, that it cannot be switched off). Changes nothing: mail scanners fetch every link."),
+        (status = 400, content_type = "text/html; charset=utf-8", body = String, description = "A page: the link was altered, cut short, or not signed by this server (`invalid_link`)."),
+        (status = 404, body = ErrorBody, description = "`links_disabled`: this server is not configured for the route; the message names the setting that enables it (`public_url` and `link_secret` in the engine config)."),
+    ),
+)]
+pub(crate) async fn page(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
     let claims = match verify(&state, &token) {
         Ok(claims) => claims,
         Err(error) if error.status == StatusCode::NOT_FOUND => return error.into_response(),

@@ -151,81 +151,71 @@ pub fn router() -> Router<HttpState> {
         .route("/inbox/preferences", get(preferences_page))
 }
 
-#[utoipa::path(
-    get,
-    path = "/inbox.js",
-    operation_id = "getInboxScript",
-    summary = "The web inbox widget",
-    tags = ["web"],
-    security(),
-    params(("If-None-Match" = Option<String>, Header, nullable = false)),
-    responses(
-        (status = 200, content_type = "text/javascript; charset=utf-8", body = String,
-         headers(("ETag" = String)),
-         description = "The widget script (compiled in; cached 5 minutes, then revalidated)."),
-        (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
-    ),
-)]
-pub(crate) async fn script(headers: HeaderMap) -> Response {
-    SCRIPT.serve(&headers)
+/// A handler serving one compiled-in asset, with its operation: the same
+/// for all four but for the route, the names and the content type.
+macro_rules! asset_handler {
+    (
+        $handler:ident, $asset:ident, $path:literal, $operation:literal,
+        $summary:literal, $content_type:literal, $description:literal $(,)?
+    ) => {
+        #[utoipa::path(
+            get,
+            path = $path,
+            operation_id = $operation,
+            summary = $summary,
+            tags = ["web"],
+            security(),
+            params(("If-None-Match" = Option<String>, Header, nullable = false)),
+            responses(
+                (status = 200, content_type = $content_type, body = String,
+                 headers(("ETag" = String)), description = $description),
+                (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
+            ),
+        )]
+        pub(crate) async fn $handler(headers: HeaderMap) -> Response {
+            $asset.serve(&headers)
+        }
+    };
 }
 
-#[utoipa::path(
-    get,
-    path = "/inbox.css",
-    operation_id = "getInboxStyles",
-    summary = "The widget's styles",
-    tags = ["web"],
-    security(),
-    params(("If-None-Match" = Option<String>, Header, nullable = false)),
-    responses(
-        (status = 200, content_type = "text/css; charset=utf-8", body = String,
-         headers(("ETag" = String)),
-         description = "The styles loaded into the widget's Shadow DOM."),
-        (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
-    ),
-)]
-pub(crate) async fn styles(headers: HeaderMap) -> Response {
-    STYLES.serve(&headers)
-}
-
-#[utoipa::path(
-    get,
-    path = "/inbox",
-    operation_id = "getInboxPage",
-    summary = "The full inbox page",
-    tags = ["web"],
-    security(),
-    params(("If-None-Match" = Option<String>, Header, nullable = false)),
-    responses(
-        (status = 200, content_type = "text/html; charset=utf-8", body = String,
-         headers(("ETag" = String)),
-         description = "Static HTML that loads `/inbox.js`; the user's token travels in the URL fragment (`#access_token=…`). Strict Content-Security-Policy."),
-        (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
-    ),
-)]
-pub(crate) async fn inbox_page(headers: HeaderMap) -> Response {
-    INBOX_PAGE.serve(&headers)
-}
-
-#[utoipa::path(
-    get,
-    path = "/inbox/preferences",
-    operation_id = "getPreferencesPage",
-    summary = "The preferences page",
-    tags = ["web"],
-    security(),
-    params(("If-None-Match" = Option<String>, Header, nullable = false)),
-    responses(
-        (status = 200, content_type = "text/html; charset=utf-8", body = String,
-         headers(("ETag" = String)),
-         description = "Static HTML that loads `/inbox.js`; token in the URL fragment. Strict Content-Security-Policy."),
-        (status = 304, description = "Not modified (`If-None-Match` matched the `ETag`)."),
-    ),
-)]
-pub(crate) async fn preferences_page(headers: HeaderMap) -> Response {
-    PREFERENCES_PAGE.serve(&headers)
-}
+asset_handler!(
+    script,
+    SCRIPT,
+    "/inbox.js",
+    "getInboxScript",
+    "The web inbox widget",
+    "text/javascript; charset=utf-8",
+    "The widget script (compiled in; cached 5 minutes, then revalidated).",
+);
+asset_handler!(
+    styles,
+    STYLES,
+    "/inbox.css",
+    "getInboxStyles",
+    "The widget's styles",
+    "text/css; charset=utf-8",
+    "The styles loaded into the widget's Shadow DOM.",
+);
+asset_handler!(
+    inbox_page,
+    INBOX_PAGE,
+    "/inbox",
+    "getInboxPage",
+    "The full inbox page",
+    "text/html; charset=utf-8",
+    "Static HTML that loads `/inbox.js`; the user's token travels in the URL fragment \
+     (`#access_token=…`). Strict Content-Security-Policy.",
+);
+asset_handler!(
+    preferences_page,
+    PREFERENCES_PAGE,
+    "/inbox/preferences",
+    "getPreferencesPage",
+    "The preferences page",
+    "text/html; charset=utf-8",
+    "Static HTML that loads `/inbox.js`; token in the URL fragment. Strict \
+     Content-Security-Policy.",
+);
 
 /// CORS for the end-user routes (`/v1/me/…`): answers preflights and marks
 /// answers readable by any origin. Other routes pass untouched.

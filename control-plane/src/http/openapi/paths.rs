@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 
 use crate::http::{
     admin_api, admin_notifications, admin_parked, admin_preferences, admin_privacy, broadcasts,
-    devices, me_notifications, me_preferences, user_auth, web,
+    devices, email_callbacks, me_notifications, me_preferences, public_links, user_auth, web,
 };
 
 #[derive(OpenApi)]
@@ -22,6 +22,8 @@ use crate::http::{
     web::styles,
     web::inbox_page,
     web::preferences_page,
+    email_callbacks::email_events,
+    public_links::page,
     admin_api::stats,
     admin_api::profile,
     admin_api::events,
