@@ -101,8 +101,7 @@ pub(crate) struct EventsQuery {
     responses(
         (status = 200, body = EventPage, description = "A page of events."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn events(
@@ -148,8 +147,7 @@ pub(crate) async fn events(
     responses(
         (status = 200, body = Profile, description = "The profile."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn profile(
@@ -175,8 +173,7 @@ pub(crate) async fn profile(
     security(("adminToken" = [])),
     responses(
         (status = 200, body = Stats, description = "Counters."),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn stats(State(state): State<HttpState>) -> Result<Json<Stats>, ApiError> {

@@ -40,8 +40,7 @@ pub fn router() -> Router<HttpState> {
     responses(
         (status = 200, body = NotificationWithDeliveries, description = "The notification and its deliveries (status, attempts, timestamps, provider answers)."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn notification(
@@ -114,8 +113,7 @@ pub(crate) struct LimitQuery {
     responses(
         (status = 200, body = NotificationList, description = "The notifications."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn user_notifications(
@@ -167,8 +165,7 @@ pub(crate) struct DeadLetterQuery {
     responses(
         (status = 200, body = DeadLetterPage, description = "A page of dead letters."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn dead_letters(
@@ -218,8 +215,7 @@ pub(crate) struct DeadLetterPage {
         (status = 400, response = responses::BadRequest),
         (status = 404, response = responses::NotFound),
         (status = 409, response = responses::Conflict),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn retry(

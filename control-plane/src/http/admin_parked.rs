@@ -50,8 +50,7 @@ pub(crate) struct ParkedQuery {
     responses(
         (status = 200, body = ParkedPage, description = "A page of parked events."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn parked_events(

@@ -33,8 +33,7 @@ pub fn router() -> Router<HttpState> {
     security(("adminToken" = [])),
     responses(
         (status = 200, body = UserPreferences, description = "The stored document (absent entries mean the operator's default)."),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn read(
@@ -56,8 +55,7 @@ pub(crate) async fn read(
     responses(
         (status = 200, body = UserPreferences, description = "The stored document."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn replace(
@@ -80,8 +78,7 @@ pub(crate) async fn replace(
     security(("adminToken" = [])),
     responses(
         (status = 200, body = UserPreferences, description = "The document after the reset (the time zone is kept)."),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn reset(

@@ -57,8 +57,7 @@ async fn export(
     responses(
         (status = 200, body = Erased, description = "What was removed."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn erase(
@@ -88,8 +87,7 @@ pub(crate) async fn erase(
     responses(
         (status = 204, description = "The tombstone was lifted."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn lift(

@@ -113,8 +113,7 @@ fn topic_name(topic: &str) -> Result<(), ApiError> {
     responses(
         (status = 200, body = TopicSubscriberPage, description = "A page of subscribers."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn subscribers(
@@ -191,9 +190,8 @@ struct TopicSubscriber {
         (status = 201, body = TopicSubscribed, description = "Subscribed now."),
         (status = 200, body = TopicSubscribed, description = "Already subscribed."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
         (status = 409, body = ErrorBody, description = "`user_erased`: the user is erased; nothing was stored."),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn subscribe(
@@ -237,8 +235,7 @@ pub(crate) struct TopicSubscribed {
         (status = 204, description = "Unsubscribed."),
         (status = 400, response = responses::BadRequest),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn unsubscribe(
@@ -267,8 +264,7 @@ pub(crate) async fn unsubscribe(
     security(("adminToken" = [])),
     responses(
         (status = 200, body = UserTopics, description = "The user's topics, by name."),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn user_topics(
@@ -288,8 +284,7 @@ pub(crate) async fn user_topics(
     security(("userToken" = [])),
     responses(
         (status = 200, body = UserTopics, description = "The user's topics, by name."),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn my_topics(
@@ -312,8 +307,7 @@ pub(crate) async fn my_topics(
         (status = 204, description = "Left."),
         (status = 400, response = responses::BadRequest),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn leave(
@@ -454,9 +448,8 @@ impl NewBroadcast {
         (status = 201, body = Broadcast, description = "Created."),
         (status = 200, body = Broadcast, description = "The same id and content were created before: that broadcast, with its progress."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
         (status = 409, response = responses::Conflict),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn create(
@@ -486,8 +479,7 @@ pub(crate) async fn create(
     responses(
         (status = 200, body = BroadcastPage, description = "A page of broadcasts."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn list(
@@ -546,8 +538,7 @@ fn no_broadcast(id: &str) -> ApiError {
     responses(
         (status = 200, body = Broadcast, description = "The broadcast."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn read(
@@ -573,8 +564,7 @@ pub(crate) async fn read(
         (status = 200, body = Broadcast, description = "Cancelled."),
         (status = 404, response = responses::NotFound),
         (status = 409, response = responses::Conflict),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn cancel(

@@ -58,8 +58,7 @@ pub fn me_router() -> Router<HttpState> {
     security(("userToken" = [])),
     responses(
         (status = 200, body = DeviceList, description = "The devices."),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn my_list(
@@ -82,8 +81,7 @@ pub(crate) async fn my_list(
         (status = 200, body = Device, description = "An existing device refreshed (same address)."),
         (status = 201, body = Device, description = "A new device."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn my_register(
@@ -104,8 +102,7 @@ pub(crate) async fn my_register(
     responses(
         (status = 200, body = Device, description = "The device."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn my_read(
@@ -126,8 +123,7 @@ pub(crate) async fn my_read(
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn my_remove(
@@ -147,8 +143,7 @@ pub(crate) async fn my_remove(
     security(("adminToken" = [])),
     responses(
         (status = 200, body = DeviceList, description = "The devices."),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn list(
@@ -172,8 +167,7 @@ pub(crate) async fn list(
         (status = 200, body = Device, description = "An existing device refreshed (same address)."),
         (status = 201, body = Device, description = "A new device."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn register(
@@ -203,8 +197,7 @@ pub(crate) async fn register(
     responses(
         (status = 200, body = Device, description = "The device."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn read(
@@ -242,8 +235,7 @@ pub(crate) struct Switch {
         (status = 200, body = Device, description = "The device after the change."),
         (status = 400, response = responses::BadRequest),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn switch(
@@ -277,8 +269,7 @@ pub(crate) async fn switch(
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::AdminUnauthorized),
-        (status = 503, response = responses::AdminUnavailable),
+        responses::AdminErrors,
     ),
 )]
 pub(crate) async fn remove(

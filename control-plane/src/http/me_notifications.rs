@@ -195,8 +195,7 @@ async fn list(
     security(("userToken" = [])),
     responses(
         (status = 200, body = Counts, description = "The counts."),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn counts(
@@ -217,8 +216,7 @@ pub(crate) async fn counts(
     responses(
         (status = 200, body = InboxItem, description = "The item."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn one(
@@ -241,8 +239,7 @@ pub(crate) async fn one(
     responses(
         (status = 200, body = InboxItem, description = "The item after the action (unchanged when it already was in that state)."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn act_on_one(
@@ -305,8 +302,7 @@ fn snooze_until(until: &str) -> Result<Timestamp, ApiError> {
         (status = 200, body = InboxItem, description = "The item after the snooze."),
         (status = 400, response = responses::BadRequest),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn snooze_one(
@@ -330,8 +326,7 @@ pub(crate) async fn snooze_one(
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, response = responses::NotFound),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn delete_one(
@@ -448,8 +443,7 @@ impl Bulk {
     responses(
         (status = 200, body = BulkResult, description = "What changed, and the ids not found."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn bulk(
@@ -506,8 +500,7 @@ pub(crate) struct ReadAll {
     responses(
         (status = 200, body = ReadAllResult, description = "How many were marked, and the counts after."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn read_all(

@@ -45,8 +45,7 @@ pub fn router() -> Router<HttpState> {
     security(("userToken" = [])),
     responses(
         (status = 200, body = UserPreferences, description = "The stored document (absent entries mean the operator's default)."),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn read(
@@ -69,8 +68,7 @@ pub(crate) async fn read(
     responses(
         (status = 200, body = UserPreferences, description = "The stored document."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn replace(
@@ -92,8 +90,7 @@ pub(crate) async fn replace(
     security(("userToken" = [])),
     responses(
         (status = 200, body = UserPreferences, description = "The document after the reset (the time zone is kept)."),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn reset(
@@ -146,8 +143,7 @@ pub(crate) struct TypeSchema {
     security(("userToken" = [])),
     responses(
         (status = 200, body = Schema, description = "Channels, frequencies and every configured type."),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn schema(State(state): State<HttpState>, Me(_): Me) -> Json<Schema> {

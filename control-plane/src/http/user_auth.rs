@@ -424,8 +424,7 @@ impl FromRequestParts<HttpState> for MeStream {
     security(("userToken" = [])),
     responses(
         (status = 200, body = StreamTicket, description = "The ticket."),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 503, response = responses::UserUnavailable),
+        responses::UserErrors,
     ),
 )]
 pub(crate) async fn stream_ticket(
