@@ -42,15 +42,18 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         if !is_json(request.headers()) {
-            return Err(ApiError::bad_request(
-                "the request body must be JSON (Content-Type: application/json)",
-            ));
+            return Err(not_json());
         }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| refused(&rejection.into()))?;
         read(&bytes).map(JsonBody)
     }
+}
+
+/// The `400` for a body sent with another content type.
+fn not_json() -> ApiError {
+    ApiError::bad_request("the request body must be JSON (Content-Type: application/json)")
 }
 
 /// A JSON body's bytes as `T`, or the `400` that says what is wrong.
@@ -75,9 +78,7 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Option<Self>, ApiError> {
         if request.headers().contains_key(CONTENT_TYPE) {
             if !is_json(request.headers()) {
-                return <Self as FromRequest<S>>::from_request(request, state)
-                    .await
-                    .map(Some);
+                return Err(not_json());
             }
             let bytes = Bytes::from_request(request, state)
                 .await

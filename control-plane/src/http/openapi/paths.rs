@@ -73,14 +73,14 @@ struct Described;
 
 /// Each described path with its operations, by path.
 pub(super) fn described() -> Map<String, Value> {
-    let mut paths =
-        serde_json::to_value(Described::openapi().paths).expect("paths always serialize");
-    super::schemas::unwrap_descriptions(&mut paths);
-    match paths {
-        Value::Object(mut paths) => match paths.remove("paths") {
-            Some(Value::Object(paths)) => paths,
-            _ => paths,
-        },
-        _ => Map::new(),
-    }
+    Described::openapi()
+        .paths
+        .paths
+        .into_iter()
+        .map(|(path, item)| {
+            let mut item = serde_json::to_value(item).expect("a path item always serializes");
+            super::schemas::unwrap_descriptions(&mut item);
+            (path, item)
+        })
+        .collect()
 }
