@@ -314,7 +314,8 @@ pub struct Conflict {
 }
 
 /// A topic a user follows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = TopicSubscription)]
 pub struct Subscription {
     pub topic: String,
     pub user_id: String,

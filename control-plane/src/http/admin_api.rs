@@ -22,7 +22,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::admin_paging::{DEFAULT_LIMIT, MAX_LIMIT};
-use super::openapi::responses;
+use super::openapi::{path_params, responses};
 use super::{ApiError, HttpState};
 use crate::event::{Cursor, EventPage, Profile};
 
@@ -144,6 +144,7 @@ pub(crate) async fn events(
     description = "404 when the user never identified.",
     tags = ["admin"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     responses(
         (status = 200, body = Profile, description = "The profile."),
         (status = 404, response = responses::NotFound),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::admin_paging::{DEFAULT_LIMIT, MAX_LIMIT};
-use super::openapi::responses;
+use super::openapi::{path_params, responses};
 use super::{ApiError, HttpState};
 use crate::channels::ChannelKind;
 use crate::delivery::{Delivery, QueueError};
@@ -37,6 +37,7 @@ pub fn router() -> Router<HttpState> {
     summary = "A notification with every delivery planned for it",
     tags = ["admin"],
     security(("adminToken" = [])),
+    params(NotificationId),
     responses(
         (status = 200, body = NotificationWithDeliveries, description = "The notification and its deliveries (status, attempts, timestamps, provider answers)."),
         (status = 404, response = responses::NotFound),
@@ -71,6 +72,33 @@ pub(crate) async fn notification(
         throttle,
     }))
 }
+
+/// `{id}` of `/v1/admin/notifications/{id}` (documentation only: the
+/// handler extracts the string).
+#[derive(utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[expect(
+    dead_code,
+    reason = "documents the `Path<String>` the handler extracts"
+)]
+struct NotificationId(
+    /// The notification id.
+    #[param(example = "dummy-notification")]
+    String,
+);
+
+/// `{id}` of `/v1/admin/dead-letters/{id}/retry`.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[expect(
+    dead_code,
+    reason = "documents the `Path<String>` the handler extracts"
+)]
+struct DeliveryId(
+    /// The delivery id (UUID).
+    #[param(value_type = uuid::Uuid, example = "00000000-0000-0000-0000-000000000000")]
+    String,
+);
 
 /// A notification with every delivery planned for it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -109,7 +137,7 @@ pub(crate) struct LimitQuery {
     description = "Unknown or malformed query parameters are refused (400 bad_request).",
     tags = ["admin"],
     security(("adminToken" = [])),
-    params(LimitQuery),
+    params(path_params::UserId, LimitQuery),
     responses(
         (status = 200, body = NotificationList, description = "The notifications."),
         (status = 400, response = responses::BadRequest),
@@ -210,6 +238,7 @@ pub(crate) struct DeadLetterPage {
     description = "400 when `id` is not a UUID, 404 when no such delivery, 409 when the delivery is not dead-lettered.",
     tags = ["admin"],
     security(("adminToken" = [])),
+    params(DeliveryId),
     responses(
         (status = 200, body = Delivery, description = "The delivery, queued again, due now, with a fresh attempt count."),
         (status = 400, response = responses::BadRequest),

@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use super::openapi::responses;
+use super::openapi::{path_params, responses};
 use super::{ApiError, HttpState, JsonBody};
 use crate::preferences::{PreferenceError, UserPreferences};
 
@@ -31,6 +31,7 @@ pub fn router() -> Router<HttpState> {
     summary = "A user's preferences",
     tags = ["admin", "preferences"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     responses(
         (status = 200, body = UserPreferences, description = "The stored document (absent entries mean the operator's default)."),
         responses::AdminErrors,
@@ -51,6 +52,7 @@ pub(crate) async fn read(
     description = "Validated whole before it is stored: a critical type cannot be switched off, time zones are IANA names, quiet hours `HH:MM`, unknown fields refused. A refusal is a 400 and the stored document stays as it was.",
     tags = ["admin", "preferences"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     request_body = UserPreferences,
     responses(
         (status = 200, body = UserPreferences, description = "The stored document."),
@@ -76,6 +78,7 @@ pub(crate) async fn replace(
     summary = "Reset a user's preferences to the operator's defaults",
     tags = ["admin", "preferences"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     responses(
         (status = 200, body = UserPreferences, description = "The document after the reset (the time zone is kept)."),
         responses::AdminErrors,

@@ -20,10 +20,10 @@ use axum::response::Response;
 use axum::routing::{delete, get};
 use jiff::Timestamp;
 
-use super::openapi::responses;
+use super::openapi::{path_params, responses};
 use super::{ApiError, HttpState};
 use crate::chunks;
-use crate::privacy::{Erased, PrivacyError};
+use crate::privacy::{Erased, PrivacyError, UserExport};
 
 pub fn router() -> Router<HttpState> {
     Router::new()
@@ -32,7 +32,21 @@ pub fn router() -> Router<HttpState> {
         .route("/users/{user_id}/erasure", delete(lift))
 }
 
-async fn export(
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/export",
+    operation_id = "exportUser",
+    summary = "Everything held about a user, as one JSON document",
+    description = "A download (Content-Disposition: attachment): profile, events, notifications each with its deliveries (attempt logs included), inbox items, devices (tokens included: it is the user's own data), stored preferences (null when never changed) and pending rule triggers. An unknown user gets empty lists. The body is streamed as it is read from storage (chunked transfer, memory bounded whatever the history's size). A storage failure before the first chunk is a 503; one after it aborts the transfer (the connection closes before the body's end), so a download that completes is the whole document — treat a broken transfer as a failure and retry.",
+    tags = ["admin"],
+    security(("adminToken" = [])),
+    params(path_params::UserId),
+    responses(
+        (status = 200, body = UserExport, description = "The export."),
+        responses::AdminErrors,
+    ),
+)]
+pub(crate) async fn export(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -54,6 +68,7 @@ async fn export(
     description = "Removes the user's events, profile, notifications with their deliveries and attempt logs, inbox items, devices, preferences, held digest items, pending rule triggers and topic subscriptions, and tombstones the id: events of this user that agents deliver later are acknowledged and dropped (nudge_cp_events_erased_total). Idempotent: a repeat answers zeros. The tombstone holds until DELETE /v1/admin/users/{user_id}/erasure.",
     tags = ["admin"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     responses(
         (status = 200, body = Erased, description = "What was removed."),
         (status = 400, response = responses::BadRequest),
@@ -84,6 +99,7 @@ pub(crate) async fn erase(
     description = "Events of the user id are stored again from now on. Nothing erased comes back.",
     tags = ["admin"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     responses(
         (status = 204, description = "The tombstone was lifted."),
         (status = 404, response = responses::NotFound),

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ErrorBody;
 use super::admin_paging::{DEFAULT_LIMIT, MAX_LIMIT};
-use super::openapi::responses;
+use super::openapi::{path_params, responses};
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::broadcasts::{
@@ -109,7 +109,7 @@ fn topic_name(topic: &str) -> Result<(), ApiError> {
     description = "By user id, a page at a time. Unknown or malformed query parameters are refused (400 bad_request).",
     tags = ["admin", "topics"],
     security(("adminToken" = [])),
-    params(Page),
+    params(path_params::Topic, Page),
     responses(
         (status = 200, body = TopicSubscriberPage, description = "A page of subscribers."),
         (status = 400, response = responses::BadRequest),
@@ -186,6 +186,7 @@ struct TopicSubscriber {
     summary = "Subscribe a user to a topic",
     tags = ["admin", "topics"],
     security(("adminToken" = [])),
+    params(path_params::Topic, path_params::SubscriberId),
     responses(
         (status = 201, body = TopicSubscribed, description = "Subscribed now."),
         (status = 200, body = TopicSubscribed, description = "Already subscribed."),
@@ -231,6 +232,7 @@ pub(crate) struct TopicSubscribed {
     summary = "Take a user off a topic",
     tags = ["admin", "topics"],
     security(("adminToken" = [])),
+    params(path_params::Topic, path_params::SubscriberId),
     responses(
         (status = 204, description = "Unsubscribed."),
         (status = 400, response = responses::BadRequest),
@@ -262,6 +264,7 @@ pub(crate) async fn unsubscribe(
     summary = "The topics a user follows",
     tags = ["admin", "topics"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     responses(
         (status = 200, body = UserTopics, description = "The user's topics, by name."),
         responses::AdminErrors,
@@ -303,6 +306,7 @@ pub(crate) async fn my_topics(
     summary = "Leave a topic",
     tags = ["me", "topics"],
     security(("userToken" = [])),
+    params(path_params::Topic),
     responses(
         (status = 204, description = "Left."),
         (status = 400, response = responses::BadRequest),
@@ -535,6 +539,7 @@ fn no_broadcast(id: &str) -> ApiError {
     summary = "A broadcast and its progress",
     tags = ["admin", "topics"],
     security(("adminToken" = [])),
+    params(path_params::BroadcastId),
     responses(
         (status = 200, body = Broadcast, description = "The broadcast."),
         (status = 404, response = responses::NotFound),
@@ -560,6 +565,7 @@ pub(crate) async fn read(
     description = "The fan-out stops before its next page, and deliveries planned but still held (quiet hours, a workflow's wait) end `cancelled` when they come due, without being sent. What already went out, or waits in a digest, stays. A done broadcast can be cancelled (to recall what is held); a cancelled one is a 409.",
     tags = ["admin", "topics"],
     security(("adminToken" = [])),
+    params(path_params::BroadcastId),
     responses(
         (status = 200, body = Broadcast, description = "Cancelled."),
         (status = 404, response = responses::NotFound),

@@ -23,7 +23,7 @@ use axum::routing::get;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use super::openapi::responses;
+use super::openapi::{path_params, responses};
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::devices::{Device, DeviceError, DeviceList, NewDevice};
@@ -99,6 +99,7 @@ pub(crate) async fn my_register(
     summary = "One of the user's devices",
     tags = ["me", "devices"],
     security(("userToken" = [])),
+    params(path_params::DeviceId),
     responses(
         (status = 200, body = Device, description = "The device."),
         (status = 404, response = responses::NotFound),
@@ -120,6 +121,7 @@ pub(crate) async fn my_read(
     summary = "Delete one of the user's devices",
     tags = ["me", "devices"],
     security(("userToken" = [])),
+    params(path_params::DeviceId),
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, response = responses::NotFound),
@@ -141,6 +143,7 @@ pub(crate) async fn my_remove(
     summary = "A user's devices",
     tags = ["admin", "devices"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     responses(
         (status = 200, body = DeviceList, description = "The devices."),
         responses::AdminErrors,
@@ -162,6 +165,7 @@ pub(crate) async fn list(
     description = "A user holds at most NUDGE_CP_MAX_DEVICES_PER_USER devices (default 20) per platform. Registering a new address beyond that succeeds and deletes the user's least reachable device on the same platform: a deactivated one first, else the one seen (registered or refreshed) least recently. Refreshing an address the user holds never evicts one.",
     tags = ["admin", "devices"],
     security(("adminToken" = [])),
+    params(path_params::UserId),
     request_body = NewDevice,
     responses(
         (status = 200, body = Device, description = "An existing device refreshed (same address)."),
@@ -194,6 +198,7 @@ pub(crate) async fn register(
     summary = "One of a user's devices",
     tags = ["admin", "devices"],
     security(("adminToken" = [])),
+    params(path_params::UserId, path_params::DeviceId),
     responses(
         (status = 200, body = Device, description = "The device."),
         (status = 404, response = responses::NotFound),
@@ -230,6 +235,7 @@ pub(crate) struct Switch {
     summary = "Switch a device off or back on",
     tags = ["admin", "devices"],
     security(("adminToken" = [])),
+    params(path_params::UserId, path_params::DeviceId),
     request_body = Switch,
     responses(
         (status = 200, body = Device, description = "The device after the change."),
@@ -266,6 +272,7 @@ pub(crate) async fn switch(
     summary = "Delete a device",
     tags = ["admin", "devices"],
     security(("adminToken" = [])),
+    params(path_params::UserId, path_params::DeviceId),
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, response = responses::NotFound),

@@ -84,6 +84,55 @@ impl From<InboxError> for ApiError {
     }
 }
 
+/// The one-word actions `POST /v1/me/notifications/{id}/{action}` takes
+/// (`snooze`, which takes a body, has its own route).
+const ITEM_ACTIONS: [(&str, Action); 6] = [
+    ("read", Action::Read),
+    ("unread", Action::Unread),
+    ("seen", Action::Seen),
+    ("archive", Action::Archive),
+    ("unarchive", Action::Unarchive),
+    ("unsnooze", Action::Unsnooze),
+];
+
+/// `{id}` of `/v1/me/notifications/{id}…`.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[expect(
+    dead_code,
+    reason = "documents the `Path<String>` the handlers extract"
+)]
+struct ItemId(
+    /// The item's id.
+    #[param(example = "dummy-item")]
+    String,
+);
+
+/// `{action}` of `/v1/me/notifications/{id}/{action}`: one of
+/// [`ITEM_ACTIONS`]. Built by hand: a derived parameter cannot take both
+/// a computed schema and a description.
+struct ItemAction;
+
+impl utoipa::IntoParams for ItemAction {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::Required;
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        let names = ITEM_ACTIONS.map(|(name, _)| name);
+        vec![
+            ParameterBuilder::new()
+                .name("action")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("What to do; another word is a 404."))
+                .schema(Some(super::openapi::string_enum(names)))
+                .example(Some("read".into()))
+                .build(),
+        ]
+    }
+}
+
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -213,6 +262,7 @@ pub(crate) async fn counts(
     summary = "One item",
     tags = ["me", "inbox"],
     security(("userToken" = [])),
+    params(ItemId),
     responses(
         (status = 200, body = InboxItem, description = "The item."),
         (status = 404, response = responses::NotFound),
@@ -236,6 +286,7 @@ pub(crate) async fn one(
     description = "Reading an item also records `read` on its delivery (best effort). `unsnooze` brings a snoozed item back now, as unread and unseen (unchanged when it is not snoozed). Snoozing takes a body: `POST /v1/me/notifications/{id}/snooze`.",
     tags = ["me", "inbox"],
     security(("userToken" = [])),
+    params(ItemId, ItemAction),
     responses(
         (status = 200, body = InboxItem, description = "The item after the action (unchanged when it already was in that state)."),
         (status = 404, response = responses::NotFound),
@@ -247,22 +298,14 @@ pub(crate) async fn act_on_one(
     Me(user): Me,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let action = match action.as_str() {
-        "read" => Action::Read,
-        "unread" => Action::Unread,
-        "seen" => Action::Seen,
-        "archive" => Action::Archive,
-        "unarchive" => Action::Unarchive,
-        "unsnooze" => Action::Unsnooze,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!(
-                    "no action {action:?}: read, unread, seen, archive, unarchive, snooze or unsnooze"
-                ),
-            ));
-        }
+    let Some(&(_, action)) = ITEM_ACTIONS.iter().find(|(name, _)| *name == action) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no action {action:?}: read, unread, seen, archive, unarchive, snooze or unsnooze"
+            ),
+        ));
     };
     let item = apply_one(&state, user, id, action).await?;
     Ok(Json(json!(item)))
@@ -297,6 +340,7 @@ fn snooze_until(until: &str) -> Result<Timestamp, ApiError> {
     description = "The item leaves listings (unless `snoozed=true` asks for snoozed items) and the unread badge until `until`; then it comes back as unread and unseen, within about a second, and keeps its place in the list (by creation time). Every open live stream of the user gets an `updated` change both times. Snoozing a snoozed item moves its time; `POST /v1/me/notifications/{id}/unsnooze` brings it back early. A time less than a second ahead or more than 366 days ahead is a 400.",
     tags = ["me", "inbox"],
     security(("userToken" = [])),
+    params(ItemId),
     request_body = Snooze,
     responses(
         (status = 200, body = InboxItem, description = "The item after the snooze."),
@@ -323,6 +367,7 @@ pub(crate) async fn snooze_one(
     summary = "Delete one item",
     tags = ["me", "inbox"],
     security(("userToken" = [])),
+    params(ItemId),
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, response = responses::NotFound),

@@ -61,6 +61,7 @@ pub fn router() -> Router<HttpState> {
     description = "Public: the HMAC-signed token in the path authenticates (signed with `link_secret`).",
     tags = ["public"],
     security(),
+    params(TokenParam),
     responses(
         (status = 200, content_type = "text/html; charset=utf-8", body = String, description = "A self-contained page saying what the link stops, with a button that POSTs (or, for a critical type, that it cannot be switched off). Changes nothing: mail scanners fetch every link."),
         (status = 400, content_type = "text/html; charset=utf-8", body = String, description = "A page: the link was altered, cut short, or not signed by this server (`invalid_link`)."),
@@ -93,7 +94,34 @@ pub(crate) async fn page(State(state): State<HttpState>, Path(token): Path<Strin
 }
 
 /// RFC 8058's one-click POST (also the page's button).
-async fn unsubscribe(
+#[utoipa::path(
+    post,
+    path = "/v1/unsubscribe/{token}",
+    operation_id = "unsubscribe",
+    summary = "One-click unsubscribe (RFC 8058)",
+    description = "Switches the token's notification type off on its channel in the user's preferences. Public: the signed token in the path authenticates.",
+    tags = ["public"],
+    security(),
+    params(TokenParam),
+    request_body(content(
+        (inline(OneClickForm) = "application/x-www-form-urlencoded"),
+        (inline(OneClickForm) = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Unsubscribed (idempotent: again is 200 again). JSON, or a page when the request accepts `text/html`.",
+         content((UnsubscribeResult = "application/json"), (String = "text/html; charset=utf-8"))),
+        (status = 400, description = "`invalid_link` (the token does not verify) or `bad_request` (a body other than `List-Unsubscribe=One-Click`). A page for HTML requests.",
+         content((ErrorBody = "application/json"), (String = "text/html; charset=utf-8"))),
+        (status = 404, body = ErrorBody,
+         description = "`links_disabled`: this server is not configured for the route; the message names the setting that enables it (`public_url` and `link_secret` in the engine config)."),
+        (status = 409, description = "`critical_type`: the type is critical and cannot be switched off.",
+         content((ErrorBody = "application/json"), (String = "text/html; charset=utf-8"))),
+        (status = 413, description = "A body over 16 KiB."),
+        (status = 503, description = "`store_unavailable`: the preference store failed; retry later.",
+         content((ErrorBody = "application/json"), (String = "text/html; charset=utf-8"))),
+    ),
+)]
+pub(crate) async fn unsubscribe(
     State(state): State<HttpState>,
     Path(token): Path<String>,
     headers: HeaderMap,
@@ -119,6 +147,34 @@ async fn unsubscribe(
         Err(error) if wants_html && error.status != StatusCode::NOT_FOUND => error_page(&error),
         Err(error) => error.into_response(),
     }
+}
+
+/// The link's token, the path parameter of both routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("token"), parameter_in = Path)]
+#[expect(
+    dead_code,
+    reason = "documents the `Path<String>` both handlers extract"
+)]
+struct TokenParam(
+    /// The signed token of the `List-Unsubscribe` link: it is the authority (no other auth).
+    #[param(example = "dummy-token")]
+    String,
+);
+
+/// The one-click body RFC 8058 defines, in either encoding it allows.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents what `is_one_click` reads from either encoding"
+)]
+struct OneClickForm {
+    #[schema(rename = "List-Unsubscribe", schema_with = one_click)]
+    list_unsubscribe: String,
+}
+
+fn one_click() -> utoipa::openapi::Object {
+    super::openapi::string_enum(["One-Click"])
 }
 
 /// The JSON answer of a one-click unsubscribe.

@@ -47,7 +47,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{ApiError, HttpState, form};
+use super::openapi::responses;
+use super::{ApiError, ErrorBody, HttpState, form};
 use crate::channels::ChannelKind;
 use crate::channels::sms::{SmsStatus, StatusUpdate, parse_status_callback};
 use crate::delivery::{DeliveryQueue, QueueError, Status};
@@ -61,7 +62,28 @@ pub fn router() -> Router<HttpState> {
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-async fn twilio_status(
+#[utoipa::path(
+    post,
+    path = "/v1/callbacks/twilio/status",
+    operation_id = "twilioStatusCallback",
+    summary = "Twilio's message status callbacks",
+    description = "Public: Twilio signs each callback (no admin token). The delivery is found by the message sid.",
+    tags = ["public", "callbacks"],
+    security(),
+    params(
+        ("X-Twilio-Signature" = String, Header, description = "Twilio's signature: base64 HMAC-SHA1 (auth token) of the *configured* `status_callback_url` plus the sorted form fields; checked in constant time."),
+    ),
+    request_body(content = inline(TwilioStatusForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = SmsCallbackResult, description = "Every signed callback Twilio need not resend (also unknown messages and changes the delivery can no longer take)."),
+        (status = 400, response = responses::BadRequest),
+        (status = 403, body = ErrorBody, description = "`invalid_signature`: `X-Twilio-Signature` is missing or does not match. A request without the signature header(s) is refused so whether or not the route is configured."),
+        (status = 404, body = ErrorBody, description = "`callbacks_disabled`: this server is not configured for the route; the message names the setting that enables it (`status_callback_url` in `[channels.sms]`)."),
+        (status = 413, description = "A body over 64 KiB."),
+        (status = 503, body = ErrorBody, description = "`store_unavailable`: the delivery queue, preferences or callback ids failed; retry later."),
+    ),
+)]
+pub(crate) async fn twilio_status(
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Bytes,
@@ -97,6 +119,26 @@ async fn twilio_status(
     };
     let answer = apply(&state.queue, &update, Timestamp::now()).await?;
     Ok(Json(answer))
+}
+
+/// The form fields of a callback that Nudge reads; Twilio sends more,
+/// which are ignored.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the form `parse_status_callback` reads by name"
+)]
+struct TwilioStatusForm {
+    /// Or `SmsSid`.
+    #[schema(rename = "MessageSid", nullable = false)]
+    message_sid: Option<String>,
+    /// Or `SmsStatus`: `delivered`/`read` → delivered; `undelivered`,
+    /// `failed`, `canceled` → failed; `accepted`, `scheduled`, `queued`,
+    /// `sending`, `sent` → no change.
+    #[schema(rename = "MessageStatus", nullable = false)]
+    message_status: Option<String>,
+    #[schema(rename = "ErrorCode", nullable = false)]
+    error_code: Option<String>,
 }
 
 /// The answer to a status callback.

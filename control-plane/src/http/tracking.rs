@@ -35,7 +35,7 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::public_links::html_page;
-use super::{ApiError, HttpState};
+use super::{ApiError, ErrorBody, HttpState};
 use crate::delivery::{DeliveryQueue, Engagement, QueueError};
 
 /// A 1×1 transparent GIF (GIF89a, one transparent pixel).
@@ -52,11 +52,27 @@ pub fn router() -> Router<HttpState> {
 }
 
 /// The open pixel; records the open when the token is ours.
-async fn open(
+#[utoipa::path(
+    get,
+    path = "/v1/t/open/{token}",
+    operation_id = "trackOpen",
+    summary = "The email open pixel",
+    description = "Records `opened` on the delivery when the token is signed by this server and `[tracking] opens` is on; a `HEAD` records nothing. Public: the signed token authenticates.",
+    tags = ["public", "tracking"],
+    security(),
+    params(
+        ("token" = String, Path, description = "The signed open token followed by `.gif`.", example = "dummy.gif"),
+    ),
+    responses(
+        (status = 200, content_type = "image/gif", body = inline(Pixel),
+         description = "Always a 1×1 transparent GIF, never cached, whatever the token (a forged one records nothing)."),
+    ),
+)]
+pub(crate) async fn open(
     State(state): State<HttpState>,
     method: Method,
     Path(token): Path<String>,
-) -> Response {
+) -> Pixel {
     if let Some(links) = &state.tracking {
         match links.verify_open(&token) {
             // A HEAD is a checker asking about the image, not a client showing it.
@@ -69,11 +85,31 @@ async fn open(
             }
         }
     }
-    pixel()
+    Pixel
 }
 
 /// A tracked link: verify, record, redirect.
-async fn click(
+#[utoipa::path(
+    get,
+    path = "/v1/t/click/{token}",
+    operation_id = "trackClick",
+    summary = "A tracked link",
+    description = "Records `clicked` (when `[tracking] clicks` is on, on `GET` only: a `HEAD` is a link checker), then redirects. Only destinations this server signed: no open redirect. Public: the signed token authenticates.",
+    tags = ["public", "tracking"],
+    security(),
+    params(
+        ("token" = String, Path, description = "The signed click token.", example = "dummy-token"),
+    ),
+    responses(
+        (status = 302, description = "To the destination signed into the token (`Cache-Control: no-store`, `Referrer-Policy: no-referrer`).",
+         headers(("Location" = String, description = "The destination (an absolute URL)."))),
+        (status = 400, content_type = "text/html; charset=utf-8", body = String,
+         description = "A page, never a redirect: the token does not verify (`invalid_link`)."),
+        (status = 404, body = ErrorBody,
+         description = "`links_disabled`: this server is not configured for the route; the message names the setting that enables it (`public_url` and `link_secret` in the engine config)."),
+    ),
+)]
+pub(crate) async fn click(
     State(state): State<HttpState>,
     method: Method,
     Path(token): Path<String>,
@@ -136,18 +172,36 @@ async fn record(queue: &DeliveryQueue, id: Uuid, kind: Engagement) {
     }
 }
 
-fn pixel() -> Response {
-    let mut response = (StatusCode::OK, PIXEL).into_response();
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/gif"));
-    headers.insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0, private"),
-    );
-    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-    headers.insert(EXPIRES, HeaderValue::from_static("0"));
-    response
+/// The open route's answer: [`PIXEL`], with headers no cache keeps.
+pub(crate) struct Pixel;
+
+impl IntoResponse for Pixel {
+    fn into_response(self) -> Response {
+        let mut response = (StatusCode::OK, PIXEL).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+        headers.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0, private"),
+        );
+        headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        headers.insert(EXPIRES, HeaderValue::from_static("0"));
+        response
+    }
 }
+
+/// Its schema: bytes of a GIF (`contentMediaType`), not a JSON value.
+impl utoipa::PartialSchema for Pixel {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("image/gif")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Pixel {}
 
 fn error_page(error: &ApiError) -> Response {
     html_page(

@@ -29,19 +29,67 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::Privacy;
+use crate::broadcasts::Subscription;
 use crate::chunks::{ChunkSink, StreamError};
 use crate::delivery::Delivery;
+use crate::devices::Device;
+use crate::event::{Event, Profile};
+use crate::inbox::InboxItem;
 use crate::notifications::Notification;
+use crate::preferences::UserPreferences;
+use crate::rules::Pending;
 
 /// Rows read per store call (and so at most per chunk) of each long list.
 pub const PAGE: usize = 500;
 
 /// A notification with every delivery planned for it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ExportedNotification {
     #[serde(flatten)]
     pub notification: Notification,
     pub deliveries: Vec<Delivery>,
+}
+
+/// The document [`Privacy::write_export`] writes, member by member: the
+/// API's schema of it (`UserExport`). Never built: a whole history would
+/// then sit in memory. `deny_unknown_fields` makes the schema refuse a
+/// member this struct does not name, so the contract check of every
+/// test's answers catches a member written but not described here (and
+/// `required` one described but not written).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(
+    description = "Everything held about a user. An unknown user gets empty lists; an erased one (`erased_at` set) too."
+)]
+pub(crate) struct UserExport {
+    user_id: String,
+    exported_at: Timestamp,
+    /// When the user was erased; `null` unless they were.
+    #[schema(required = true)]
+    erased_at: Option<Timestamp>,
+    #[schema(required = true)]
+    profile: Option<Profile>,
+    /// In ingest order.
+    events: Vec<Event>,
+    /// Newest first, each with its deliveries and their attempt logs.
+    notifications: Vec<ExportedNotification>,
+    /// By id, archived items too.
+    inbox: Vec<InboxItem>,
+    /// Tokens included: the export is the user's own data.
+    devices: Vec<Device>,
+    /// `null` when the user never changed the operator's defaults.
+    #[schema(required = true)]
+    preferences: Option<UserPreferences>,
+    /// Delayed rule triggers not fired yet.
+    pending_triggers: Vec<Pending>,
+    /// The topics the user follows.
+    topics: Vec<Subscription>,
+    /// What the analytics hold about the user (the `users`, `user_events`,
+    /// `sessions` and `delivery` reports, all time); absent when the
+    /// analytics do not run on this control plane.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, nullable = false)]
+    analytics: Option<serde_json::Value>,
 }
 
 /// Writes `"name":` (after a comma unless it opens the object).

@@ -55,6 +55,7 @@ use crate::storage::{EventStore, StorageError, Stores};
 
 pub use erase::Erased;
 pub use export::ExportedNotification;
+pub(crate) use export::UserExport;
 pub use retention::{RetentionConfig, RetentionReport};
 
 /// Every store that holds data about users (the control plane's one set of

@@ -42,12 +42,14 @@ pub enum PendingError {
 
 /// A delayed trigger: rule `rule` fired by event `event_id` of `user_id`,
 /// to notify at `due_at`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PendingTrigger)]
 pub struct Pending {
     pub rule: String,
     pub user_id: String,
     pub event_id: String,
     /// The firing event's properties: the notification's data.
+    #[schema(value_type = Object)]
     pub properties: JsonObject,
     /// When the firing event happened; `unless` events before it do not cancel.
     pub scheduled_at: Timestamp,

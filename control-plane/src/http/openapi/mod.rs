@@ -25,6 +25,7 @@
 //! ways: every documented operation exists, and every `.route(…)` in
 //! `src/http/` is documented.
 
+pub(crate) mod path_params;
 mod paths;
 pub(crate) mod responses;
 mod schemas;

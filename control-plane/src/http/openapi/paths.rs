@@ -10,7 +10,8 @@ use utoipa::OpenApi;
 
 use crate::http::{
     admin_api, admin_notifications, admin_parked, admin_preferences, admin_privacy, broadcasts,
-    devices, email_callbacks, me_notifications, me_preferences, public_links, user_auth, web,
+    devices, email_callbacks, me_notifications, me_preferences, public_links, sms_callbacks,
+    tracking, user_auth, web,
 };
 
 #[derive(OpenApi)]
@@ -23,7 +24,11 @@ use crate::http::{
     web::inbox_page,
     web::preferences_page,
     email_callbacks::email_events,
+    sms_callbacks::twilio_status,
     public_links::page,
+    public_links::unsubscribe,
+    tracking::open,
+    tracking::click,
     admin_api::stats,
     admin_api::profile,
     admin_api::events,
@@ -36,6 +41,7 @@ use crate::http::{
     admin_preferences::replace,
     admin_preferences::reset,
     admin_privacy::lift,
+    admin_privacy::export,
     admin_privacy::erase,
     devices::list,
     devices::register,

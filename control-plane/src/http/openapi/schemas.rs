@@ -33,7 +33,7 @@ use crate::http::user_auth::StreamTicket;
 use crate::http::{ErrorBody, ServiceInfo};
 use crate::inbox::{CategoryCounts, Counts, InboxItem, Page};
 use crate::preferences::{TypePreferences, UserPreferences};
-use crate::privacy::Erased as UserErasure;
+use crate::privacy::{Erased as UserErasure, UserExport};
 use crate::storage::ParkedPage;
 
 #[derive(OpenApi)]
@@ -77,6 +77,7 @@ use crate::storage::ParkedPage;
     ReadAllRequest,
     SnoozeRequest,
     EventPage,
+    UserExport,
     // Named by `EmailCallbackBatch.events`, which is built by hand (its
     // limit comes from a constant).
     EmailCallbackEvent,
