@@ -17,7 +17,8 @@ use super::ApiError;
 use crate::chunks::{ChunkSink, Chunks, StreamError};
 
 /// The `?format=` of a list export: one JSON array (the default) or CSV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum ListFormat {
     Json,
     Csv,
@@ -46,6 +47,20 @@ impl ListFormat {
             ListFormat::Csv => format!("{stem}.csv"),
         }
     }
+}
+
+/// The `format` parameter of a list export, for a `#[utoipa::path]`'s
+/// `params(…)`: the routes read it by hand with their other parameters,
+/// then through [`ListFormat::parse`].
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "documents what `ListFormat::parse` reads")]
+pub(crate) struct FormatParam {
+    /// The download's format; `json` when absent.
+    // No `default = …`: utoipa wraps an inlined enum with a default in an
+    // `allOf` that also says `type: object`, which no string fits.
+    #[param(value_type = Option<ListFormat>, inline)]
+    format: Option<String>,
 }
 
 /// Writes a streamed list export item by item: the JSON array's brackets

@@ -37,11 +37,12 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::download::{ListFormat, ListWriter};
+use super::download::{FormatParam, ListFormat, ListWriter};
+use super::openapi::responses;
 use super::user_auth::Me;
 use super::{ApiError, HttpState};
 use crate::chunks::{self, StreamError};
-use crate::event::{Cursor, Event, EventBody, EventKind, JsonObject};
+use crate::event::{Cursor, Event, EventBody, JsonObject};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -80,22 +81,56 @@ pub struct Activity {
 /// `Activity.kind`'s schema: every event kind but `notify`, which
 /// [`activity`] leaves out.
 fn kind_schema() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    let kinds = [
-        EventKind::Track,
-        EventKind::Identify,
-        EventKind::Page,
-        EventKind::Screen,
-        EventKind::Group,
-        EventKind::Alias,
-        EventKind::SessionStart,
-        EventKind::SessionEnd,
-    ]
-    .map(EventKind::as_str);
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(kinds))
-        .build()
+    super::openapi::string_enum(KINDS)
+}
+
+/// An activity kind as the `kind` parameter names it (its schema only).
+struct KindName;
+
+impl utoipa::PartialSchema for KindName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        kind_schema().into()
+    }
+}
+
+impl utoipa::ToSchema for KindName {}
+
+/// The filters every activity route reads ([`Filter::parse`], by hand: a
+/// bad value must name its parameter), for the routes' `params(…)`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "documents what `Filter::parse` reads")]
+struct FilterParams {
+    /// Only these kinds (comma-separated); an empty item (`kind=`,
+    /// `kind=track,`) is a 400.
+    #[param(value_type = Option<Vec<KindName>>, inline, style = Form, explode = false, min_items = 1)]
+    kind: Option<String>,
+    /// Only this event (or page/screen) name.
+    event: Option<String>,
+    /// Only events whose `resource_id` or `product_id` property is this.
+    resource: Option<String>,
+    /// At or after (RFC 3339).
+    #[param(value_type = Option<Timestamp>)]
+    since: Option<String>,
+    /// Before (RFC 3339).
+    #[param(value_type = Option<Timestamp>)]
+    until: Option<String>,
+    /// A `next_cursor` from the previous page, as given (an opaque
+    /// string). Empty is the same as absent; anything else this server
+    /// did not give out is a 400 naming `cursor`.
+    #[param(pattern = "^[0-9]{0,19}$")]
+    cursor: Option<String>,
+}
+
+/// The listing's page size, read by [`Filter::parse`] too.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "documents what `Filter::parse` reads")]
+struct LimitParam {
+    /// Items per page.
+    // Literals: utoipa takes no constant here; a unit test checks them.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 200, default = 50)]
+    limit: Option<String>,
 }
 
 /// One page of a user's activity.
@@ -297,7 +332,22 @@ async fn page(
     }
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/me/activity",
+    operation_id = "listMyActivity",
+    summary = "The user's own tracked events",
+    description = "A request examines at most 2,000 of the user's events (the scan budget): the filters are checked on each event, so a filter that matches nothing in a long history does not read all of it. When the budget runs out first, the page holds the matches found so far — fewer than `limit`, possibly none — and a `next_cursor` that resumes the scan after the last event examined. Keep paging while `next_cursor` is present; only a page without it is the last. Unknown parameters are refused (400).",
+    tags = ["me", "activity"],
+    security(("userToken" = [])),
+    params(FilterParams, LimitParam),
+    responses(
+        (status = 200, body = ActivityPage, description = "A page of activity."),
+        (status = 400, response = responses::BadRequest),
+        responses::UserErrors,
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<HttpState>,
     Me(user): Me,
     RawQuery(raw): RawQuery,
@@ -397,7 +447,21 @@ impl Tally {
     }
 }
 
-async fn summary(
+#[utoipa::path(
+    get,
+    path = "/v1/me/activity/summary",
+    operation_id = "getMyActivitySummary",
+    summary = "Totals of the user's activity",
+    tags = ["me", "activity"],
+    security(("userToken" = [])),
+    params(FilterParams),
+    responses(
+        (status = 200, body = Summary, description = "The summary."),
+        (status = 400, response = responses::BadRequest),
+        responses::UserErrors,
+    ),
+)]
+pub(crate) async fn summary(
     State(state): State<HttpState>,
     Me(user): Me,
     RawQuery(raw): RawQuery,
@@ -411,7 +475,24 @@ async fn summary(
     Ok(Json(tally.finish()))
 }
 
-async fn export(
+#[utoipa::path(
+    get,
+    path = "/v1/me/activity/export",
+    operation_id = "exportMyActivity",
+    summary = "The user's activity as a download",
+    description = "The body is streamed as it is read from storage (chunked transfer, memory bounded whatever the history's size). A storage failure before the first chunk is a 503; one after it aborts the transfer (the connection closes before the body's end), so a download that completes is the whole document — treat a broken transfer as a failure and retry.",
+    tags = ["me", "activity"],
+    security(("userToken" = [])),
+    params(FilterParams, FormatParam),
+    responses(
+        (status = 200, description = "Every matching activity (`Content-Disposition: attachment`); CSV columns `id,kind,name,at,properties`.",
+         headers(("Content-Disposition" = String, description = "`attachment; filename=\"activity.json\"` (or `.csv`).")),
+         content((Vec<Activity> = "application/json"), (String = "text/csv; charset=utf-8"))),
+        (status = 400, response = responses::BadRequest),
+        responses::UserErrors,
+    ),
+)]
+pub(crate) async fn export(
     State(state): State<HttpState>,
     Me(user): Me,
     RawQuery(raw): RawQuery,
@@ -451,4 +532,36 @@ fn csv_row(item: &Activity) -> String {
     let mut line = row.join(",");
     line.push_str("\r\n");
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::openapi::documented_query;
+
+    /// The documented parameters are the ones [`Filter::parse`] reads,
+    /// and `limit`'s bounds the ones it enforces.
+    #[test]
+    fn the_documented_query_is_the_one_parsed() {
+        for path in [
+            "/v1/me/activity",
+            "/v1/me/activity/summary",
+            "/v1/me/activity/export",
+        ] {
+            for (name, schema) in documented_query(path) {
+                if let Err(error) = Filter::parse(Some(&format!("{name}=1"))) {
+                    assert!(
+                        !error.message.starts_with("unknown parameter"),
+                        "{path}: {name} is documented but not read"
+                    );
+                }
+                if name == "limit" {
+                    assert_eq!(schema["minimum"], 1);
+                    assert_eq!(schema["maximum"], MAX_LIMIT);
+                    assert_eq!(schema["default"], DEFAULT_LIMIT);
+                }
+            }
+        }
+        assert!(Filter::parse(Some("colour=red")).is_err());
+    }
 }

@@ -43,7 +43,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::download::{ListFormat, ListWriter};
+use super::download::{FormatParam, ListFormat, ListWriter};
 use super::openapi::responses;
 use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
@@ -206,6 +206,73 @@ fn parse_query(raw: Option<&str>) -> Result<(InboxQuery, Option<String>), ApiErr
     Ok((query, format))
 }
 
+/// Any text without NUL, as a name filter takes it (its schema only).
+struct NameFilter;
+
+impl utoipa::PartialSchema for NameFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[^\\u0000]*$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NameFilter {}
+
+/// The filters [`parse_query`] reads for the listing and the export, for
+/// the routes' `params(…)`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "documents what `parse_query` reads")]
+struct FilterParams {
+    /// Notification types; repeat the parameter or separate with commas.
+    #[param(rename = "type", value_type = Option<Vec<NameFilter>>, inline, style = Form, explode)]
+    types: Option<String>,
+    /// Only this category (`uncategorised` for types without one).
+    #[param(pattern = "^[^\\u0000]*$")]
+    category: Option<String>,
+    /// `true`: only read items; `false`: only unread (`1`/`0` also accepted).
+    #[param(value_type = Option<bool>)]
+    read: Option<String>,
+    /// `true` lists only archived items; by default they are left out.
+    #[param(value_type = Option<bool>)]
+    archived: Option<String>,
+    /// `true` lists only snoozed items; by default they are left out
+    /// (`1`/`0` also accepted).
+    #[param(value_type = Option<bool>)]
+    snoozed: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[param(value_type = Option<Timestamp>)]
+    since: Option<String>,
+    /// Created before (RFC 3339).
+    #[param(value_type = Option<Timestamp>)]
+    until: Option<String>,
+    /// Text in title or body.
+    q: Option<String>,
+    /// Order; `newest` when absent.
+    // No `default = …`: see `download::FormatParam`.
+    #[param(value_type = Option<Sort>, inline)]
+    sort: Option<String>,
+}
+
+/// The listing's paging, read by [`parse_query`] too.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "documents what `parse_query` reads")]
+struct PageParams {
+    /// A `next_cursor` from the previous page, as given (an opaque
+    /// string). Empty is the same as absent (the first page); anything
+    /// else this server did not give out is a 400 naming `cursor`.
+    #[param(pattern = "^$|^[ab]\\.[^\\u0000]+$")]
+    cursor: Option<String>,
+    /// Items per page.
+    // Literals: utoipa takes no constant here; a unit test checks them.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 200, default = 20)]
+    limit: Option<String>,
+}
+
 fn form_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
     super::form::parse(raw.as_bytes()).map_err(|error| ApiError::bad_request(error.to_string()))
 }
@@ -222,7 +289,22 @@ fn parse_time(text: &str) -> Option<Timestamp> {
     text.parse().ok()
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/me/notifications",
+    operation_id = "listMyNotifications",
+    summary = "A page of the signed-in user's inbox",
+    description = "A request examines at most 2,000 items (the scan budget), whatever the filters match: type, category, read, archived, snoozed, since and until are checked in the database on a bounded window of the user's items, `q` on what it returns. When the budget runs out first, the page holds the matches found so far — fewer than `limit`, possibly none — and a `next_cursor` that resumes the scan where it stopped. Keep paging while `next_cursor` is present: a short or empty page with a cursor is not the end; only a page without `next_cursor` is the last. Every bad value is a 400 naming its parameter; unknown parameters are refused.",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    params(FilterParams, PageParams),
+    responses(
+        (status = 200, body = Page, description = "A page."),
+        (status = 400, response = responses::BadRequest),
+        responses::UserErrors,
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<HttpState>,
     Me(user): Me,
     RawQuery(raw): RawQuery,
@@ -569,7 +651,24 @@ pub(crate) struct ReadAllResult {
     counts: Counts,
 }
 
-async fn export(
+#[utoipa::path(
+    get,
+    path = "/v1/me/notifications/export",
+    operation_id = "exportMyNotifications",
+    summary = "Every item matching the filters, as a download",
+    description = "The body is streamed as it is read from storage (chunked transfer, memory bounded whatever the history's size). A storage failure before the first chunk is a 503; one after it aborts the transfer (the connection closes before the body's end), so a download that completes is the whole document — treat a broken transfer as a failure and retry.",
+    tags = ["me", "inbox"],
+    security(("userToken" = [])),
+    params(FilterParams, FormatParam),
+    responses(
+        (status = 200, description = "The items (`Content-Disposition: attachment`). CSV is RFC 4180 with a header row (`id,notification_id,type,category,title,body,created_at,seen_at,read_at,archived_at,snoozed_until`); fields a spreadsheet would run as a formula are prefixed with `'`.",
+         headers(("Content-Disposition" = String, description = "`attachment; filename=\"notifications.json\"` (or `.csv`).")),
+         content((Vec<InboxItem> = "application/json"), (String = "text/csv; charset=utf-8"))),
+        (status = 400, response = responses::BadRequest),
+        responses::UserErrors,
+    ),
+)]
+pub(crate) async fn export(
     State(state): State<HttpState>,
     Me(user): Me,
     RawQuery(raw): RawQuery,
@@ -656,6 +755,29 @@ mod tests {
             "colour=red",
         ] {
             assert!(parse_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    /// The documented parameters are the ones [`parse_query`] reads, and
+    /// `limit`'s bounds the ones it enforces.
+    #[test]
+    fn the_documented_query_is_the_one_parsed() {
+        use crate::http::openapi::documented_query;
+        use crate::inbox::query::{DEFAULT_LIMIT, MAX_LIMIT};
+        for path in ["/v1/me/notifications", "/v1/me/notifications/export"] {
+            for (name, schema) in documented_query(path) {
+                if let Err(error) = parse_query(Some(&format!("{name}=1"))) {
+                    assert!(
+                        !error.message.starts_with("unknown parameter"),
+                        "{path}: {name} is documented but not read"
+                    );
+                }
+                if name == "limit" {
+                    assert_eq!(schema["minimum"], 1);
+                    assert_eq!(schema["maximum"], MAX_LIMIT);
+                    assert_eq!(schema["default"], DEFAULT_LIMIT);
+                }
+            }
         }
     }
 }

@@ -36,7 +36,7 @@
 //!   simply not found.
 
 mod hub;
-mod query;
+pub(crate) mod query;
 pub mod snooze;
 mod store;
 

@@ -18,7 +18,7 @@ use crate::storage::ItemRange;
 pub const MAX_LIMIT: usize = 200;
 pub const DEFAULT_LIMIT: usize = 20;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sort {
     #[default]

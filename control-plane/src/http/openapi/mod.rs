@@ -146,6 +146,26 @@ pub(crate) fn string_enum<const N: usize>(values: [&str; N]) -> utoipa::openapi:
         .build()
 }
 
+/// The query parameters the document gives `GET path`, each with its
+/// schema: for the tests that hold a query parsed by hand to what its
+/// operation documents.
+#[cfg(test)]
+pub(crate) fn documented_query(path: &str) -> Vec<(String, Value)> {
+    let document: Value = serde_json::from_str(document()).expect("the document is JSON");
+    let operation = &document["paths"][path]["get"];
+    assert!(operation.is_object(), "no GET {path} in the document");
+    operation["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|parameter| parameter["in"] == "query")
+        .map(|parameter| {
+            let name = parameter["name"].as_str().expect("a named parameter");
+            (name.to_owned(), parameter["schema"].clone())
+        })
+        .collect()
+}
+
 pub fn router() -> Router<HttpState> {
     Router::new().route("/openapi.json", get(serve))
 }

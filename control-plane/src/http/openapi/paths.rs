@@ -10,8 +10,8 @@ use utoipa::OpenApi;
 
 use crate::http::{
     admin_api, admin_notifications, admin_parked, admin_preferences, admin_privacy, broadcasts,
-    devices, email_callbacks, me_notifications, me_preferences, public_links, sms_callbacks,
-    tracking, user_auth, web,
+    devices, email_callbacks, me_activity, me_notifications, me_preferences, public_links,
+    sms_callbacks, tracking, user_auth, web,
 };
 
 #[derive(OpenApi)]
@@ -52,6 +52,8 @@ use crate::http::{
     devices::my_register,
     devices::my_read,
     devices::my_remove,
+    me_notifications::list,
+    me_notifications::export,
     me_notifications::counts,
     me_notifications::read_all,
     me_notifications::bulk,
@@ -59,6 +61,9 @@ use crate::http::{
     me_notifications::delete_one,
     me_notifications::snooze_one,
     me_notifications::act_on_one,
+    me_activity::list,
+    me_activity::summary,
+    me_activity::export,
     me_preferences::read,
     me_preferences::replace,
     me_preferences::reset,
