@@ -18,8 +18,14 @@
 //!   filter.
 
 use jiff::civil::Date;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::{Ref, RefOr, Required};
 
-use crate::analytics::{Granularity, MAX_LIMIT, ReportName, ReportQuery};
+use super::openapi::string_enum;
+use crate::analytics::{DEFAULT_LIMIT, Granularity, MAX_LIMIT, ReportName, ReportQuery};
 use crate::channels::ChannelKind;
 
 /// The query parameters there are, in the order the docs list them.
@@ -221,6 +227,117 @@ fn limit(value: &str) -> Result<usize, ParamError> {
     }
 }
 
+/// The report route's parameters for its `#[utoipa::path]`: the path's
+/// `report` and the query's [`PARAMETERS`], in that order. Built by hand
+/// from the same constants [`parse`] enforces (report names, channels,
+/// granularities, [`MAX_PARAM_CHARS`], [`MAX_LIMIT`]); the query is read
+/// by hand so that each refusal names its parameter.
+pub(crate) struct ReportParams;
+
+impl utoipa::IntoParams for ReportParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let reports = ReportName::ALL.map(ReportName::as_str);
+        let granularities = Granularity::ALL.map(Granularity::as_str);
+        let report = ParameterBuilder::new()
+            .name("report")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("The report."))
+            .schema(Some(string_enum(reports)))
+            .example(Some("summary".into()))
+            .build();
+        let query = |name: &str, description: &str, schema: RefOr<Schema>| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        let id = || -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_PARAM_CHARS))
+                .pattern(Some("^[^\\u0000]*$"))
+                .into()
+        };
+        // A day, or empty (unset): `anyOf` because `format: date` alone
+        // would make a fuzzer's empty value invalid.
+        let day = || -> RefOr<Schema> {
+            AnyOfBuilder::new()
+                .schema_type(Type::String)
+                // `AnyValue`: a builder's default `type: object` would
+                // make both branches refuse every string.
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::AnyValue)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date))),
+                )
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::AnyValue)
+                        .max_length(Some(0)),
+                )
+                .into()
+        };
+        let limit: RefOr<Schema> = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(MAX_LIMIT as f64))
+            .default(Some(DEFAULT_LIMIT.into()))
+            .into();
+        let parameters = [
+            ("from", DESC_FROM, day()),
+            ("to", DESC_TO, day()),
+            ("user", DESC_USER, id()),
+            ("type", DESC_TYPE, id()),
+            (
+                "channel",
+                DESC_CHANNEL,
+                Ref::from_schema_name("Channel").into(),
+            ),
+            ("resource", DESC_RESOURCE, id()),
+            ("funnel", DESC_FUNNEL, id()),
+            (
+                "granularity",
+                DESC_GRANULARITY,
+                with_default(string_enum(granularities), "day"),
+            ),
+            ("limit", DESC_LIMIT, limit),
+            (
+                "format",
+                DESC_FORMAT,
+                with_default(string_enum(["json", "csv"]), "json"),
+            ),
+        ];
+        std::iter::once(report)
+            .chain(
+                parameters
+                    .into_iter()
+                    .map(|(name, description, schema)| query(name, description, schema)),
+            )
+            .collect()
+    }
+}
+
+fn with_default(mut schema: Object, default: &str) -> RefOr<Schema> {
+    schema.default = Some(default.into());
+    schema.into()
+}
+
+const DESC_FROM: &str = "First UTC day included (`YYYY-MM-DD`); not after `to`, and less than 36,525 days (a century) before it (else a 400 naming `from`). Empty is the same as absent.";
+const DESC_TO: &str = "Last UTC day included (`YYYY-MM-DD`). Empty is the same as absent.";
+const DESC_USER: &str = "A user id: the per-user reports' user, or a filter. At most 1024 characters, no NUL; empty is the same as absent.";
+const DESC_TYPE: &str = "Only this notification type (delivery reports). At most 1024 characters, no NUL; empty is the same as absent.";
+const DESC_CHANNEL: &str = "Only this channel (delivery reports).";
+const DESC_RESOURCE: &str = "Only this resource id (`resources`, `resource_actions`). At most 1024 characters, no NUL; empty is the same as absent.";
+const DESC_FUNNEL: &str = "Only this configured funnel (`funnels`). At most 1024 characters, no NUL; empty is the same as absent.";
+const DESC_GRANULARITY: &str =
+    "The time buckets of the rows; `total` is one row per group for the whole range.";
+const DESC_LIMIT: &str = "Most rows returned (reports that rank or list).";
+const DESC_FORMAT: &str = "`csv` answers a download instead of JSON.";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +347,17 @@ mod tests {
             Err(ParamError::Invalid { parameter, .. }) => parameter,
             other => panic!("{pairs:?}: {other:?}"),
         }
+    }
+
+    /// The route documents exactly the parameters [`parse`] knows.
+    #[test]
+    fn the_documented_query_is_the_one_parsed() {
+        let documented: Vec<String> =
+            crate::http::openapi::documented_query("/v1/admin/analytics/{report}")
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+        assert_eq!(documented, PARAMETERS);
     }
 
     #[test]

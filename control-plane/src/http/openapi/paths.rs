@@ -9,9 +9,9 @@ use serde_json::{Map, Value};
 use utoipa::OpenApi;
 
 use crate::http::{
-    admin_api, admin_notifications, admin_parked, admin_preferences, admin_privacy, broadcasts,
-    devices, email_callbacks, me_activity, me_notifications, me_preferences, public_links,
-    sms_callbacks, tracking, user_auth, web,
+    admin_analytics, admin_api, admin_notifications, admin_parked, admin_preferences,
+    admin_privacy, broadcasts, devices, email_callbacks, me_activity, me_notifications,
+    me_preferences, public_links, sms_callbacks, tracking, user_auth, web,
 };
 
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use crate::http::{
     public_links::unsubscribe,
     tracking::open,
     tracking::click,
+    admin_analytics::report,
     admin_api::stats,
     admin_api::profile,
     admin_api::events,
