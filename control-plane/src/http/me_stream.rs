@@ -69,9 +69,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::openapi::responses;
 use super::stream_limits::{Admission, Permit, Refused, StreamLimits};
+use super::stream_params::{CursorParam, LastEventId, SseEvent, UpgradeHeaders};
 use super::user_auth::MeStream;
-use super::{ApiError, HttpState};
+use super::{ApiError, ErrorBody, HttpState};
 use crate::inbox::{Change, Counts, InboxError, InboxStore, Live, Subscription};
 
 /// Largest frame a client may send: it only ever sends `{"type":"ping"}`.
@@ -492,7 +494,24 @@ impl From<Refused> for ApiError {
 // WebSocket
 
 /// `MeStream` comes first: a bad token is a 401 before any upgrade.
-async fn websocket(
+#[utoipa::path(
+    get,
+    path = "/v1/me/stream",
+    operation_id = "openMyLiveStream",
+    summary = "The live stream over WebSocket",
+    description = "Inbox changes as they commit. Authenticate with `Authorization: Bearer` or, since browsers cannot set headers on WebSocket or EventSource, `?ticket=` (a 60 s ticket from `POST /v1/me/stream-ticket`); `?access_token=` (the user's token itself) still works but is discouraged: access logs keep it. Resume with `?cursor=<seq>` (the last `seq` or `hello.cursor` seen).\n\nServer frames (JSON, see `StreamFrame`): `hello` — where the stream stands now (first on a fresh connection, after the missed changes on a resumed one); `change` — one inbox change with the counts after it; `reset` — the changes after the cursor were pruned: reload the list, carry on from the `hello` after it; `pong` — the answer to a client's `{\"type\":\"ping\"}`.\n\nPromises: every change after the cursor is sent once, in order (no gap, no duplicate); shutdown ends every stream; a client that does not read is dropped after 10 s. WebSocket: the server pings every 25 s and closes a connection that sent nothing (pong included) for 60 s; binary frames, frames over 4 KiB and protocol errors close it; shutdown closes with `1001`. A request that is not a WebSocket upgrade is a JSON `400 bad_request` saying what is missing. Connections are capped per user (`NUDGE_CP_LIVE_MAX_STREAMS_PER_USER`, else `429 too_many_streams`) and in total (`NUDGE_CP_LIVE_MAX_STREAMS`, else `503 streams_full`), both refused before any upgrade and with `Retry-After`.",
+    tags = ["me", "stream"],
+    security(("userToken" = []), ("streamTicket" = []), ("userAccessToken" = [])),
+    params(CursorParam, UpgradeHeaders),
+    responses(
+        (status = 101, body = Frame, description = "Switching Protocols: a WebSocket whose text frames are `StreamFrame`s (server) and `ClientFrame`s (client)."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: not a WebSocket upgrade request (the message says what is missing), or a bad `cursor`."),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 429, response = responses::TooManyStreams),
+        (status = 503, response = responses::StreamUnavailable),
+    ),
+)]
+pub(crate) async fn websocket(
     State(state): State<HttpState>,
     MeStream(user): MeStream,
     RawQuery(raw): RawQuery,
@@ -625,7 +644,25 @@ fn ping() -> utoipa::openapi::Object {
 // ---------------------------------------------------------------------------
 // Server-Sent Events
 
-async fn sse(
+#[utoipa::path(
+    get,
+    path = "/v1/me/events",
+    operation_id = "streamMyEvents",
+    summary = "The live stream as Server-Sent Events",
+    description = "Inbox changes as they commit. Authenticate with `Authorization: Bearer` or, since browsers cannot set headers on WebSocket or EventSource, `?ticket=` (a 60 s ticket from `POST /v1/me/stream-ticket`); `?access_token=` (the user's token itself) still works but is discouraged: access logs keep it. Resume with `?cursor=<seq>` (the last `seq` or `hello.cursor` seen).\n\nServer frames (JSON, see `StreamFrame`): `hello` — where the stream stands now (first on a fresh connection, after the missed changes on a resumed one); `change` — one inbox change with the counts after it; `reset` — the changes after the cursor were pruned: reload the list, carry on from the `hello` after it; `pong` — the answer to a client's `{\"type\":\"ping\"}`.\n\nPromises: every change after the cursor is sent once, in order (no gap, no duplicate); shutdown ends every stream; a client that does not read is dropped after 10 s. For clients that cannot open a WebSocket. Connections are capped per user (`NUDGE_CP_LIVE_MAX_STREAMS_PER_USER`, else `429 too_many_streams`) and in total (`NUDGE_CP_LIVE_MAX_STREAMS`, else `503 streams_full`), both refused before any upgrade and with `Retry-After`.",
+    tags = ["me", "stream"],
+    security(("userToken" = []), ("streamTicket" = []), ("userAccessToken" = [])),
+    params(CursorParam, LastEventId),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = inline(SseEvent),
+         description = "An endless `text/event-stream`: each frame is one `data:` line holding a `StreamFrame`; change frames carry `id: <seq>`; `:ping` comments every 25 s keep proxies open."),
+        (status = 400, response = responses::BadRequest),
+        (status = 401, response = responses::UserUnauthorized),
+        (status = 429, response = responses::TooManyStreams),
+        (status = 503, response = responses::StreamUnavailable),
+    ),
+)]
+pub(crate) async fn sse(
     State(state): State<HttpState>,
     MeStream(user): MeStream,
     RawQuery(raw): RawQuery,

@@ -57,6 +57,7 @@ mod public_links;
 pub mod request_metrics;
 mod sms_callbacks;
 pub mod stream_limits;
+mod stream_params;
 mod strict_json;
 mod tracking;
 pub mod user_auth;

@@ -6,20 +6,23 @@
 //!
 //! The document is assembled once, from three parts:
 //!
+//! * **Operations described at their handlers** ([`paths`]: every route
+//!   has a `#[utoipa::path]` on its handler naming its route, parameters,
+//!   the Rust types of its body and answers, and the shared error answers
+//!   of [`responses`]). Path parameters several routes share are
+//!   [`path_params`]; a query a handler parses by hand (a repeated key,
+//!   refusals that name their parameter) is documented by an `IntoParams`
+//!   type beside its parser, and a unit test there holds the parser to it.
 //! * **Schemas derived from the types** the handlers serialize and read
 //!   ([`schemas`], `utoipa`'s `ToSchema`): a field added to, renamed in or
 //!   made optional in such a type changes the document with it.
-//! * **Operations described at their handlers** ([`paths`], a
-//!   `#[utoipa::path]` on the handler naming its route, the Rust types of
-//!   its body and answers, and the shared error answers of [`responses`]).
-//! * **The rest, written by hand** (`hand_written.json`): the operations
-//!   not moved to their handlers yet, the shared error answers, the
-//!   parameters several routes share, and the schemas of the few bodies
-//!   whose shape is stricter than their type (`oneOf` by kind: a device
-//!   registration, a bulk action, a broadcast request). A schema or an
-//!   operation moves from there to code when its type or handler
-//!   describes it; one named in both is refused (the tests below), never
-//!   silently overridden.
+//! * **The frame, written by hand** (`hand_written.json`): `info`, the
+//!   servers and tags, the security schemes, the shared error answers, and
+//!   the schemas of the few request bodies whose accepted forms are
+//!   stricter than their struct (`oneOf` by kind: a device registration, a
+//!   bulk action, a broadcast request). It has no paths; a schema named
+//!   both there and in code is refused (the tests below), never silently
+//!   overridden.
 //!
 //! `tests/openapi.rs` keeps the document in step with the router both
 //! ways: every documented operation exists, and every `.route(…)` in
@@ -40,7 +43,8 @@ use serde_json::{Map, Value};
 
 use super::HttpState;
 
-/// The hand-written part: everything but the derived schemas.
+/// The hand-written frame: everything but the operations and the derived
+/// schemas.
 const HAND_WRITTEN: &str = include_str!("hand_written.json");
 
 /// The whole document, pretty-printed, as served and as committed.
@@ -56,10 +60,10 @@ pub fn document() -> &'static str {
     &DOCUMENT
 }
 
-/// The hand-written part with the derived schemas added under
-/// `components.schemas` and the described operations under `paths`. A
-/// schema or an operation in both is an error: one of the two would be
-/// dead text.
+/// The hand-written part with the described operations as `paths` and
+/// the derived schemas added under `components.schemas`. A schema in both
+/// parts, or paths in the hand-written one, is an error: one of the two
+/// would be dead text.
 fn assemble(
     hand_written: &str,
     derived: Vec<(String, Value)>,
@@ -67,28 +71,15 @@ fn assemble(
 ) -> Result<Value, String> {
     let mut document: Value = serde_json::from_str(hand_written)
         .map_err(|error| format!("hand_written.json is not JSON: {error}"))?;
-    let paths = document
-        .pointer_mut("/paths")
-        .and_then(Value::as_object_mut)
-        .ok_or("hand_written.json has no paths object")?;
-    for (path, operations) in described {
-        let Value::Object(operations) = operations else {
-            return Err(format!("described path {path} is not an object"));
-        };
-        let item = paths
-            .entry(path.clone())
-            .or_insert_with(|| Value::Object(Map::new()))
-            .as_object_mut()
-            .ok_or_else(|| format!("path {path} in hand_written.json is not an object"))?;
-        for (method, operation) in operations {
-            if item.contains_key(&method) {
-                return Err(format!(
-                    "operation {method} {path} is both described at its handler and written in hand_written.json"
-                ));
-            }
-            item.insert(method, operation);
-        }
+    let root = document
+        .as_object_mut()
+        .ok_or("hand_written.json is not an object")?;
+    if root.contains_key("paths") {
+        return Err(
+            "hand_written.json has paths: every operation is described at its handler".to_owned(),
+        );
     }
+    root.insert("paths".to_owned(), Value::Object(described));
     let schemas = document
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
@@ -268,8 +259,7 @@ mod tests {
 
     #[test]
     fn a_schema_in_both_parts_is_refused() {
-        let hand_written =
-            r#"{"paths": {}, "components": {"schemas": {"Frequency": {"type": "string"}}}}"#;
+        let hand_written = r#"{"components": {"schemas": {"Frequency": {"type": "string"}}}}"#;
         let derived = vec![(
             "Frequency".to_owned(),
             serde_json::json!({"type": "string"}),
@@ -282,17 +272,9 @@ mod tests {
     }
 
     #[test]
-    fn an_operation_in_both_parts_is_refused() {
+    fn paths_in_the_hand_written_part_are_refused() {
         let hand_written = r#"{"paths": {"/v1/x": {"get": {}}}, "components": {"schemas": {}}}"#;
-        let mut described = Map::new();
-        described.insert(
-            "/v1/x".to_owned(),
-            serde_json::json!({"put": {}, "get": {}}),
-        );
-        let error = assemble(hand_written, Vec::new(), described).unwrap_err();
-        assert!(
-            error.contains("operation get /v1/x is both described"),
-            "{error}"
-        );
+        let error = assemble(hand_written, Vec::new(), Map::new()).unwrap_err();
+        assert!(error.contains("hand_written.json has paths"), "{error}");
     }
 }

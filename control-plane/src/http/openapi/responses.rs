@@ -26,7 +26,14 @@ macro_rules! shared_responses {
 }
 
 // A name joins the list when a described operation first needs it.
-shared_responses!(BadRequest, NotFound, Conflict);
+shared_responses!(
+    BadRequest,
+    NotFound,
+    Conflict,
+    UserUnauthorized,
+    TooManyStreams,
+    StreamUnavailable,
+);
 
 /// The two answers every operation behind the admin token, or behind a
 /// user's token, gives: `401` (no token or a wrong one) and `503` (the
