@@ -48,6 +48,11 @@ use crate::rules::Condition;
 
 /// Longest topic name or broadcast id, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
+/// [`check_name`]'s rule as a JSON Schema pattern, for the API document.
+pub fn name_pattern() -> String {
+    format!("^[A-Za-z0-9_.:/@-]{{1,{MAX_NAME_BYTES}}}$")
+}
+
 /// Longest time ahead a broadcast may be scheduled.
 pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(366 * 86_400);
 /// Longest `active_within` a segment may have.
@@ -100,7 +105,7 @@ pub struct Segment {
     pub active_within: Option<Duration>,
 }
 
-// The conditions' schema (`TraitCondition`) is written by hand: its
+// The conditions' schema (`TraitCondition`, `http::broadcast_schemas`): its
 // `oneOf` by operator is stricter than [`Condition`]'s fields.
 fn trait_conditions() -> utoipa::openapi::Array {
     use utoipa::openapi::schema::{ArrayBuilder, Ref};

@@ -123,6 +123,79 @@ pub struct NewDevice {
     pub label: Option<String>,
 }
 
+/// The schema of a registration is a `oneOf` by platform, stricter than
+/// the struct: [`NewDevice::validate`]'s rules (a token for apns/fcm, a
+/// subscription for web_push, exactly one; the length limits), stated
+/// from the same constants.
+impl utoipa::PartialSchema for NewDevice {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let label = || {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .max_length(Some(MAX_LABEL_LEN))
+                .pattern(Some("^[^\\u0000]*$"))
+                .description(Some(format!(
+                    "For people, e.g. \"Anna's iPhone\" (at most {MAX_LABEL_LEN} characters, no NUL)."
+                )))
+        };
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let platforms = |platforms: &[Platform]| {
+            crate::http::openapi::string_enum(platforms.iter().map(|p| p.as_str()))
+        };
+        let token = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_ADDRESS_LEN))
+            // No whitespace (Unicode's White_Space) or control characters.
+            .pattern(Some(
+                "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$",
+            ))
+            .description(Some(format!(
+                "The APNs or FCM device token: 1-{MAX_ADDRESS_LEN} characters, no whitespace or control characters."
+            )));
+        let with_token = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some("apns or fcm"))
+            .property("platform", platforms(&[Platform::Apns, Platform::Fcm]))
+            .property("token", token)
+            .property("subscription", null())
+            .property("label", label())
+            .required("platform")
+            .required("token")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let with_subscription = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some("web_push"))
+            .property("platform", platforms(&[Platform::WebPush]))
+            .property("subscription", Ref::from_schema_name("Subscription"))
+            .property("token", null())
+            .property("label", label())
+            .required("platform")
+            .required("subscription")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        OneOfBuilder::new()
+            .description(Some(
+                "A device to register: `token` for apns/fcm, `subscription` for web_push (exactly \
+                 one). Registering the same address again refreshes that device (and reactivates \
+                 it); an address another user held moves to this user. Anything else is a 400 \
+                 naming what is wrong; nothing is stored then.",
+            ))
+            .item(with_token)
+            .item(with_subscription)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NewDevice {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("NewDevice")
+    }
+}
+
 /// Longest token or endpoint accepted, in characters (as JSON Schema's
 /// `maxLength` counts, so the OpenAPI document can state it exactly): APNs
 /// tokens are 64 hex digits, FCM tokens ~160 characters, push endpoints a

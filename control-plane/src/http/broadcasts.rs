@@ -35,7 +35,7 @@ use crate::broadcasts::{
 use crate::event::{JsonObject, Priority};
 
 /// Longest `type` or `template` of a broadcast, in characters.
-const MAX_NAME_CHARS: usize = 64;
+pub(crate) const MAX_NAME_CHARS: usize = 64;
 
 pub fn admin_router() -> Router<HttpState> {
     Router::new()
@@ -386,8 +386,7 @@ pub(crate) struct NewBroadcast {
 }
 
 // Its schema states limits (lengths, patterns, the audience's `oneOf`)
-// the struct leaves to `spec`: written by hand.
-super::openapi::hand_written_schema!(NewBroadcast => "NewBroadcast");
+// the struct leaves to `spec`: built in `broadcast_schemas`.
 
 impl NewBroadcast {
     /// The spec, with the notify's content checked as any notify's is.

@@ -28,10 +28,6 @@ use super::user_auth::Me;
 use super::{ApiError, HttpState, JsonBody};
 use crate::devices::{Device, DeviceError, DeviceList, NewDevice};
 
-// A registration's schema is a `oneOf` by platform, stricter than the
-// struct: written by hand.
-super::openapi::hand_written_schema!(NewDevice => "NewDevice");
-
 pub fn admin_router() -> Router<HttpState> {
     Router::new()
         .route("/users/{user_id}/devices", get(list).post(register))

@@ -33,6 +33,8 @@
 //! Reading an item also records `read` on its delivery (the engagement
 //! lifecycle), best effort.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -42,6 +44,9 @@ use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{Ref, RefOr};
 
 use super::download::{FormatParam, ListFormat, ListWriter};
 use super::openapi::responses;
@@ -210,7 +215,7 @@ fn parse_query(raw: Option<&str>) -> Result<(InboxQuery, Option<String>), ApiErr
 struct NameFilter;
 
 impl utoipa::PartialSchema for NameFilter {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    fn schema() -> RefOr<Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, Type};
         ObjectBuilder::new()
             .schema_type(Type::String)
@@ -219,7 +224,7 @@ impl utoipa::PartialSchema for NameFilter {
     }
 }
 
-impl utoipa::ToSchema for NameFilter {}
+impl ToSchema for NameFilter {}
 
 /// The filters [`parse_query`] reads for the listing and the export, for
 /// the routes' `params(…)`.
@@ -529,9 +534,87 @@ enum BulkAction {
     Unsnooze,
 }
 
-// A bulk action's schema is a `oneOf` (`snooze` needs `until`, the other
-// actions refuse it), stricter than the struct: written by hand.
-super::openapi::hand_written_schema!(Bulk => "BulkRequest");
+/// A bulk action's schema is a `oneOf`, stricter than the struct:
+/// `snooze` needs `until`, the other actions refuse it ([`Bulk::action`]).
+/// Built from the same limits and action names the handler reads.
+impl utoipa::PartialSchema for Bulk {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+        };
+        let ids = || {
+            ArrayBuilder::new()
+                .items(ObjectBuilder::new().schema_type(Type::String))
+                .min_items(Some(1))
+                .max_items(Some(MAX_BULK_IDS))
+        };
+        let plain = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("ids", ids())
+            .property("action", Ref::from_schema_name(InboxActionName::name()))
+            .required("ids")
+            .required("action")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let until = <Snooze as utoipa::PartialSchema>::schema();
+        let snooze = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("ids", ids())
+            .property("action", super::openapi::string_enum(["snooze"]))
+            .property("until", until_schema(until))
+            .required("ids")
+            .required("action")
+            .required("until")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        OneOfBuilder::new()
+            .description(Some(format!(
+                "One action on up to {MAX_BULK_IDS} items: any `InboxAction`, or `snooze` with `until`."
+            )))
+            .item(plain)
+            .item(snooze)
+            .into()
+    }
+}
+
+impl ToSchema for Bulk {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("BulkRequest")
+    }
+}
+
+/// `SnoozeRequest.until`'s schema, so a bulk snooze states the same time.
+fn until_schema(snooze: RefOr<Schema>) -> RefOr<Schema> {
+    match snooze {
+        RefOr::T(Schema::Object(object)) => object
+            .properties
+            .get("until")
+            .cloned()
+            .expect("SnoozeRequest has until"),
+        _ => unreachable!("SnoozeRequest derives an object schema"),
+    }
+}
+
+/// The actions of a bulk call but `snooze` (`InboxAction`): the one-word
+/// item actions, and `delete`.
+pub(crate) struct InboxActionName;
+
+impl utoipa::PartialSchema for InboxActionName {
+    fn schema() -> RefOr<Schema> {
+        let names = ITEM_ACTIONS.iter().map(|(name, _)| *name);
+        let mut schema = super::openapi::string_enum(names.chain(["delete"]));
+        schema.description = Some(
+            "What to do to items. `read` implies `seen`; `unsnooze` brings snoozed items back now, \
+             as unread and unseen. To snooze, send `action: snooze` with `until`."
+                .to_owned(),
+        );
+        schema.into()
+    }
+}
+
+impl ToSchema for InboxActionName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("InboxAction")
+    }
+}
 
 impl Bulk {
     fn action(&self) -> Result<Action, ApiError> {
@@ -755,6 +838,20 @@ mod tests {
             "colour=red",
         ] {
             assert!(parse_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    /// Every action `BulkRequest` documents is one a bulk call reads, and
+    /// `snooze` is the only other.
+    #[test]
+    fn the_documented_bulk_actions_are_the_ones_read() {
+        let schema =
+            serde_json::to_value(<InboxActionName as utoipa::PartialSchema>::schema()).unwrap();
+        let names = schema["enum"].as_array().unwrap();
+        assert_eq!(names.len() + 1, 8, "every BulkAction but snooze");
+        for name in names.iter().chain([&Value::from("snooze")]) {
+            let action: Result<BulkAction, _> = serde_json::from_value(name.clone());
+            assert!(action.is_ok(), "{name} is documented but not read");
         }
     }
 

@@ -42,6 +42,7 @@ mod admin_parked;
 mod admin_preferences;
 mod admin_privacy;
 pub mod analytics_params;
+mod broadcast_schemas;
 mod broadcasts;
 mod devices;
 mod download;

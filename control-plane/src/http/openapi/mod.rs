@@ -13,16 +13,18 @@
 //!   [`path_params`]; a query a handler parses by hand (a repeated key,
 //!   refusals that name their parameter) is documented by an `IntoParams`
 //!   type beside its parser, and a unit test there holds the parser to it.
-//! * **Schemas derived from the types** the handlers serialize and read
-//!   ([`schemas`], `utoipa`'s `ToSchema`): a field added to, renamed in or
-//!   made optional in such a type changes the document with it.
+//! * **Schemas from the types** the handlers serialize and read
+//!   ([`schemas`]): derived (`utoipa`'s `ToSchema`), so a field added to,
+//!   renamed in or made optional in such a type changes the document with
+//!   it; or, for the request bodies whose accepted forms are stricter than
+//!   their struct (a device registration, a bulk action, a broadcast
+//!   request: a `oneOf` by kind), built beside the type from the constants
+//!   its checks use.
 //! * **The frame, written by hand** (`hand_written.json`): `info`, the
-//!   servers and tags, the security schemes, the shared error answers, and
-//!   the schemas of the few request bodies whose accepted forms are
-//!   stricter than their struct (`oneOf` by kind: a device registration, a
-//!   bulk action, a broadcast request). It has no paths; a schema named
-//!   both there and in code is refused (the tests below), never silently
-//!   overridden.
+//!   servers and tags, the security schemes and the error answers several
+//!   operations share (each with its codes). It has no paths and no
+//!   schemas; a schema named both there and in code would be refused (the
+//!   tests below), never silently overridden.
 //!
 //! `tests/openapi.rs` keeps the document in step with the router both
 //! ways: every documented operation exists, and every `.route(…)` in
@@ -43,8 +45,7 @@ use serde_json::{Map, Value};
 
 use super::HttpState;
 
-/// The hand-written frame: everything but the operations and the derived
-/// schemas.
+/// The hand-written frame: everything but the operations and the schemas.
 const HAND_WRITTEN: &str = include_str!("hand_written.json");
 
 /// The whole document, pretty-printed, as served and as committed.
@@ -81,9 +82,13 @@ fn assemble(
     }
     root.insert("paths".to_owned(), Value::Object(described));
     let schemas = document
-        .pointer_mut("/components/schemas")
+        .pointer_mut("/components")
         .and_then(Value::as_object_mut)
-        .ok_or("hand_written.json has no components.schemas object")?;
+        .ok_or("hand_written.json has no components object")?
+        .entry("schemas")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or("components.schemas in hand_written.json is not an object")?;
     for (name, schema) in derived {
         if schemas.contains_key(&name) {
             return Err(format!(
@@ -94,28 +99,6 @@ fn assemble(
     }
     Ok(document)
 }
-
-/// Gives a type whose schema is written by hand in `hand_written.json`
-/// (under `name`) the `ToSchema` a `#[utoipa::path]` needs to name it as a
-/// body: the operation refers to that schema, and nothing is derived.
-/// For request bodies whose accepted forms are stricter than their
-/// struct (a `oneOf` by kind).
-macro_rules! hand_written_schema {
-    ($type:ty => $name:literal) => {
-        impl utoipa::PartialSchema for $type {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                utoipa::openapi::Ref::from_schema_name($name).into()
-            }
-        }
-
-        impl utoipa::ToSchema for $type {
-            fn name() -> std::borrow::Cow<'static, str> {
-                std::borrow::Cow::Borrowed($name)
-            }
-        }
-    };
-}
-pub(crate) use hand_written_schema;
 
 /// A boolean that is always `true` (JSON Schema's `enum: [true]`; utoipa
 /// has no `const`), for `schema_with` on such a field.
@@ -129,7 +112,9 @@ pub(crate) fn always_true() -> utoipa::openapi::Object {
 
 /// A string that is one of `values`, for `schema_with` on a field whose
 /// Rust type is wider than what the API offers.
-pub(crate) fn string_enum<const N: usize>(values: [&str; N]) -> utoipa::openapi::Object {
+pub(crate) fn string_enum<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     ObjectBuilder::new()
         .schema_type(Type::String)

@@ -55,3 +55,20 @@ pub(crate) struct BroadcastId(
     #[param(example = "spring-sale")]
     String,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Topic`'s pattern is a literal (utoipa takes no expression there):
+    /// it must be the rule topic names are checked by.
+    #[test]
+    fn the_topic_pattern_is_the_checked_rule() {
+        let parameters = Topic::into_params(|| None);
+        let schema = serde_json::to_value(&parameters[0]).unwrap();
+        assert_eq!(
+            schema["schema"]["pattern"],
+            crate::broadcasts::name_pattern()
+        );
+    }
+}

@@ -1,8 +1,9 @@
-//! The schemas derived from the types the handlers serialize and read:
-//! each listed type, and every type its fields name, becomes a
-//! `components.schemas` entry under its API name (`#[schema(as = …)]`
-//! where that differs from the Rust name). A type listed here must not
-//! also be written in `hand_written.json` ([`super::assemble`] refuses it).
+//! The schemas of the types the handlers serialize and read: each listed
+//! type, and every type its fields name, becomes a `components.schemas`
+//! entry under its API name (`#[schema(as = …)]` where that differs from
+//! the Rust name). Most derive `ToSchema`; the few request bodies whose
+//! accepted forms are stricter than their struct implement it by hand
+//! beside the type (`NewDevice`, `BulkRequest`, `http::broadcast_schemas`).
 
 use serde_json::Value;
 use utoipa::OpenApi;
@@ -10,20 +11,24 @@ use utoipa::OpenApi;
 use crate::analytics::ReportJson as AnalyticsReport;
 use crate::channels::ChannelKind;
 use crate::delivery::Delivery;
-use crate::devices::{Device, DeviceList};
+use crate::devices::{Device, DeviceList, NewDevice};
 use crate::event::{EventPage, Profile};
 use crate::http::admin_api::Stats;
 use crate::http::admin_notifications::{
     DeadLetterPage, NotificationList, NotificationWithDeliveries,
 };
-use crate::http::broadcasts::{BroadcastPage, TopicSubscribed, TopicSubscriberPage, UserTopics};
+use crate::http::broadcast_schemas::{AudienceRequest, SegmentRequest, TraitCondition};
+use crate::http::broadcasts::{
+    BroadcastPage, NewBroadcast, TopicSubscribed, TopicSubscriberPage, UserTopics,
+};
 use crate::http::devices::Switch;
 use crate::http::email_callbacks::{
     Answer as EmailCallbackResults, Batch as EmailCallbackBatch, RawEvent as EmailCallbackEvent,
 };
 use crate::http::me_activity::{ActivityPage, Summary as ActivitySummary};
 use crate::http::me_notifications::{
-    BulkResult, ReadAll as ReadAllRequest, ReadAllResult, Snooze as SnoozeRequest,
+    Bulk as BulkRequest, BulkResult, InboxActionName as InboxAction, ReadAll as ReadAllRequest,
+    ReadAllResult, Snooze as SnoozeRequest,
 };
 use crate::http::me_preferences::Schema as PreferencesSchema;
 use crate::http::me_stream::{ClientFrame, Frame as StreamFrame};
@@ -86,6 +91,13 @@ use crate::storage::ParkedPage;
     BroadcastPage,
     AnalyticsReport,
     UserErasure,
+    BulkRequest,
+    InboxAction,
+    NewDevice,
+    NewBroadcast,
+    AudienceRequest,
+    SegmentRequest,
+    TraitCondition,
 )))]
 struct Derived;
 
