@@ -18,13 +18,13 @@
 //!   filter.
 
 use jiff::civil::Date;
-use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{
     AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
-use utoipa::openapi::{Ref, RefOr, Required};
+use utoipa::openapi::{Ref, RefOr};
 
-use super::openapi::string_enum;
+use super::openapi::{parameter, string_enum};
 use crate::analytics::{DEFAULT_LIMIT, Granularity, MAX_LIMIT, ReportName, ReportQuery};
 use crate::channels::ChannelKind;
 
@@ -238,22 +238,16 @@ impl utoipa::IntoParams for ReportParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         let reports = ReportName::ALL.map(ReportName::as_str);
         let granularities = Granularity::ALL.map(Granularity::as_str);
-        let report = ParameterBuilder::new()
-            .name("report")
-            .parameter_in(ParameterIn::Path)
-            .required(Required::True)
-            .description(Some("The report."))
-            .schema(Some(string_enum(reports)))
-            .example(Some("summary".into()))
-            .build();
+        let report = parameter(
+            "report",
+            ParameterIn::Path,
+            "The report.",
+            string_enum(reports),
+        )
+        .example(Some("summary".into()))
+        .build();
         let query = |name: &str, description: &str, schema: RefOr<Schema>| {
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(description))
-                .schema(Some(schema))
-                .build()
+            parameter(name, ParameterIn::Query, description, schema).build()
         };
         let id = || -> RefOr<Schema> {
             ObjectBuilder::new()

@@ -16,6 +16,9 @@ use futures::StreamExt as _;
 use super::ApiError;
 use crate::chunks::{ChunkSink, Chunks, StreamError};
 
+/// What every streamed download's operation says of its transfer.
+pub(crate) const STREAMED: &str = "The body is streamed as it is read from storage (chunked transfer, memory bounded whatever the history's size). A storage failure before the first chunk is a 503; one after it aborts the transfer (the connection closes before the body's end), so a download that completes is the whole document — treat a broken transfer as a failure and retry.";
+
 /// The `?format=` of a list export: one JSON array (the default) or CSV.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[schema(rename_all = "lowercase")]

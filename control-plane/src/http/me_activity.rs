@@ -480,7 +480,7 @@ pub(crate) async fn summary(
     path = "/v1/me/activity/export",
     operation_id = "exportMyActivity",
     summary = "The user's activity as a download",
-    description = "The body is streamed as it is read from storage (chunked transfer, memory bounded whatever the history's size). A storage failure before the first chunk is a 503; one after it aborts the transfer (the connection closes before the body's end), so a download that completes is the whole document — treat a broken transfer as a failure and retry.",
+    description = super::download::STREAMED,
     tags = ["me", "activity"],
     security(("userToken" = [])),
     params(FilterParams, FormatParam),

@@ -122,16 +122,11 @@ impl utoipa::IntoParams for ItemAction {
     fn into_params(
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
-        use utoipa::openapi::Required;
-        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
-        let names = ITEM_ACTIONS.map(|(name, _)| name);
+        use utoipa::openapi::path::ParameterIn;
+        let names = super::openapi::string_enum(ITEM_ACTIONS.map(|(name, _)| name));
+        let what = "What to do; another word is a 404.";
         vec![
-            ParameterBuilder::new()
-                .name("action")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .description(Some("What to do; another word is a 404."))
-                .schema(Some(super::openapi::string_enum(names)))
+            super::openapi::parameter("action", ParameterIn::Path, what, names)
                 .example(Some("read".into()))
                 .build(),
         ]
@@ -739,7 +734,7 @@ pub(crate) struct ReadAllResult {
     path = "/v1/me/notifications/export",
     operation_id = "exportMyNotifications",
     summary = "Every item matching the filters, as a download",
-    description = "The body is streamed as it is read from storage (chunked transfer, memory bounded whatever the history's size). A storage failure before the first chunk is a 503; one after it aborts the transfer (the connection closes before the body's end), so a download that completes is the whole document — treat a broken transfer as a failure and retry.",
+    description = super::download::STREAMED,
     tags = ["me", "inbox"],
     security(("userToken" = [])),
     params(FilterParams, FormatParam),

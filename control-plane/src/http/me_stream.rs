@@ -506,9 +506,7 @@ impl From<Refused> for ApiError {
     responses(
         (status = 101, body = Frame, description = "Switching Protocols: a WebSocket whose text frames are `StreamFrame`s (server) and `ClientFrame`s (client)."),
         (status = 400, body = ErrorBody, description = "`bad_request`: not a WebSocket upgrade request (the message says what is missing), or a bad `cursor`."),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 429, response = responses::TooManyStreams),
-        (status = 503, response = responses::StreamUnavailable),
+        responses::StreamErrors,
     ),
 )]
 pub(crate) async fn websocket(
@@ -657,9 +655,7 @@ fn ping() -> utoipa::openapi::Object {
         (status = 200, content_type = "text/event-stream", body = inline(SseEvent),
          description = "An endless `text/event-stream`: each frame is one `data:` line holding a `StreamFrame`; change frames carry `id: <seq>`; `:ping` comments every 25 s keep proxies open."),
         (status = 400, response = responses::BadRequest),
-        (status = 401, response = responses::UserUnauthorized),
-        (status = 429, response = responses::TooManyStreams),
-        (status = 503, response = responses::StreamUnavailable),
+        responses::StreamErrors,
     ),
 )]
 pub(crate) async fn sse(

@@ -6,11 +6,11 @@
 //! as a float), and the headers take one exact value each.
 
 use utoipa::IntoParams;
-use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr, Required};
 
-use super::openapi::string_enum;
+use super::openapi::{parameter, string_enum};
 
 /// `?cursor=`: resume after this change (both transports).
 pub(crate) struct CursorParam;
@@ -21,15 +21,8 @@ impl IntoParams for CursorParam {
             .schema_type(Type::Integer)
             .minimum(Some(0))
             .maximum(Some(u64::MAX));
-        vec![
-            ParameterBuilder::new()
-                .name("cursor")
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some("Resume after this change sequence."))
-                .schema(Some(schema))
-                .build(),
-        ]
+        let what = "Resume after this change sequence.";
+        vec![parameter("cursor", ParameterIn::Query, what, schema).build()]
     }
 }
 
@@ -81,16 +74,13 @@ impl IntoParams for LastEventId {
 }
 
 fn header(name: &str, required: bool, description: &str, schema: Object) -> Parameter {
-    ParameterBuilder::new()
-        .name(name)
-        .parameter_in(ParameterIn::Header)
-        .required(if required {
-            Required::True
-        } else {
-            Required::False
-        })
-        .description(Some(description))
-        .schema(Some(schema))
+    let required = if required {
+        Required::True
+    } else {
+        Required::False
+    };
+    parameter(name, ParameterIn::Header, description, schema)
+        .required(required)
         .build()
 }
 

@@ -122,6 +122,30 @@ pub(crate) fn string_enum<'a>(
         .build()
 }
 
+/// A parameter built by hand, for the `IntoParams` impls whose schema is
+/// computed (a derived parameter with a computed schema loses its
+/// description): `name` in `place`, described, with `schema`; required
+/// in the path, optional elsewhere (`.required(…)` changes that).
+pub(crate) fn parameter(
+    name: &str,
+    place: utoipa::openapi::path::ParameterIn,
+    description: &str,
+    schema: impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>>,
+) -> utoipa::openapi::path::ParameterBuilder {
+    use utoipa::openapi::Required;
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    let required = match place {
+        ParameterIn::Path => Required::True,
+        _ => Required::False,
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(place)
+        .required(required)
+        .description(Some(description))
+        .schema(Some(schema))
+}
+
 /// The query parameters the document gives `GET path`, each with its
 /// schema: for the tests that hold a query parsed by hand to what its
 /// operation documents.
