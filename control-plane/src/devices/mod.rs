@@ -137,7 +137,7 @@ impl utoipa::PartialSchema for NewDevice {
             ObjectBuilder::new()
                 .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
                 .max_length(Some(MAX_LABEL_LEN))
-                .pattern(Some("^[^\\u0000]*$"))
+                .pattern(Some(crate::http::openapi::NO_NUL))
                 .description(Some(format!(
                     "For people, e.g. \"Anna's iPhone\" (at most {MAX_LABEL_LEN} characters, no NUL)."
                 )))

@@ -253,7 +253,7 @@ impl utoipa::IntoParams for ReportParams {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .max_length(Some(MAX_PARAM_CHARS))
-                .pattern(Some("^[^\\u0000]*$"))
+                .pattern(Some(super::openapi::NO_NUL))
                 .into()
         };
         // A day, or empty (unset): `anyOf` because `format: date` alone

@@ -16,12 +16,9 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::broadcasts::{MAX_NAME_CHARS, NewBroadcast};
-use super::openapi::string_enum;
+use super::openapi::{NO_CONTROL_CHARACTERS, string_enum};
 use crate::broadcasts::{MAX_CONDITIONS, MAX_SCHEDULE_AHEAD, name_pattern};
 use crate::rules::Op;
-
-/// A notify's name (type or template): no control characters.
-const NAME_TEXT: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 /// A cost as `Money` reads it: at most 1,000,000,000 (`Money::MAX`), at
 /// most 6 decimals; empty is unset.
@@ -60,7 +57,7 @@ impl PartialSchema for NewBroadcast {
                 string()
                     .min_length(Some(1))
                     .max_length(Some(MAX_NAME_CHARS))
-                    .pattern(Some(NAME_TEXT))
+                    .pattern(Some(NO_CONTROL_CHARACTERS))
                     .description(Some(format!(
                         "The notification type: at most {MAX_NAME_CHARS} characters, no control \
                          characters."
@@ -70,7 +67,7 @@ impl PartialSchema for NewBroadcast {
                 "template",
                 string_or_null()
                     .max_length(Some(MAX_NAME_CHARS))
-                    .pattern(Some(NAME_TEXT))
+                    .pattern(Some(NO_CONTROL_CHARACTERS))
                     .description(Some(format!(
                         "A template name: at most {MAX_NAME_CHARS} characters, no control \
                          characters. Absent, null or empty: the type's templates, else title \

@@ -214,7 +214,7 @@ impl utoipa::PartialSchema for NameFilter {
         use utoipa::openapi::schema::{ObjectBuilder, Type};
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .pattern(Some("^[^\\u0000]*$"))
+            .pattern(Some(super::openapi::NO_NUL))
             .into()
     }
 }

@@ -135,7 +135,7 @@ fn types_schema() -> utoipa::openapi::Object {
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(MAX_TYPE_NAME_CHARS))
-        .pattern(Some(NO_CONTROL_CHARACTERS_PATTERN));
+        .pattern(Some(crate::http::openapi::NO_CONTROL_CHARACTERS));
     ObjectBuilder::new()
         .property_names(Some(name))
         .max_properties(Some(MAX_PREFERENCE_TYPES))
@@ -146,10 +146,6 @@ fn types_schema() -> utoipa::openapi::Object {
         )))
         .build()
 }
-
-/// A name without control characters (C0, DEL, C1), as JSON Schema's
-/// ECMA-262 dialect writes it.
-const NO_CONTROL_CHARACTERS_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 /// Most types one user's document may name. Far above the types an
 /// operator defines; it bounds what one user can make the engine read

@@ -100,6 +100,14 @@ fn assemble(
     Ok(document)
 }
 
+/// Text without NUL (what a database column holds on either engine), as a
+/// JSON Schema pattern (ECMA-262).
+pub(crate) const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// Text without control characters (C0, DEL, C1), as a JSON Schema
+/// pattern (ECMA-262).
+pub(crate) const NO_CONTROL_CHARACTERS: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
 /// A boolean that is always `true` (JSON Schema's `enum: [true]`; utoipa
 /// has no `const`), for `schema_with` on such a field.
 pub(crate) fn always_true() -> utoipa::openapi::Object {
